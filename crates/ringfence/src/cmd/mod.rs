@@ -1,0 +1,19 @@
+//! One module per subcommand, plus the little output helpers they share.
+
+pub mod schema;
+
+use std::io::{self, Write};
+
+/// Write `text` and a newline to stdout. A closed pipe (`ringfence schema | head`) ends the
+/// output quietly instead of panicking as `println!` would.
+pub fn print_line(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    match out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+    {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}

@@ -1,0 +1,76 @@
+//! The `ringfence` binary: the command-line interface and nothing else.
+//!
+//! Each subcommand lives in its own module under `cmd/` and only wires library crates together.
+//! Exit status (ARCHITECTURE.md): 0 success, 1 refused input (the message names the file, line
+//! or field), 2 usage error, 3 and above for environment problems.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringfence",
+    version,
+    about = "Endpoint security for Linux servers that cannot take its host down"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the field schema (every field, its type, the event kinds that carry it, and which
+    /// mode fills it) as JSON.
+    Schema(cmd::schema::Args),
+}
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// Refused input: exit 1.
+    pub fn refused(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: 1,
+            error: error.into(),
+        }
+    }
+
+    /// An environment problem (missing permission, kernel feature, I/O): exit 3.
+    pub fn environment(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: 3,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Failure {
+        Failure::environment(error)
+    }
+}
+
+pub type CmdResult = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Schema(args) => cmd::schema::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("ringfence: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}

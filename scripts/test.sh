@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The one test command (README): installs what the tests need, then runs them all.
+# Needs root on a Linux kernel with BTF (the tests load real eBPF programs, open netlink
+# sockets and fanotify marks). Safe to run again: installs are skipped when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pkg in clang-19 llvm-19 bpftool libbpf-dev nftables iproute2; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+if [ -x scripts/bpf-check.sh ]; then
+  echo "== committed eBPF objects match their sources"
+  scripts/bpf-check.sh
+fi
+
+echo "== tests"
+cargo test --workspace --locked
