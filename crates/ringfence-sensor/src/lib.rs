@@ -1,0 +1,7 @@
+//! Ringfence's sources: everything that turns kernel or log activity into typed events.
+//!
+//! Driver mode reads eBPF programs (`ebpf`); driverless mode reads the netlink process
+//! connector, audit, fanotify and /proc. Both modes read logs (`logs`). Every source produces
+//! the same [`ringfence_event::Event`] types.
+
+pub mod logs;
