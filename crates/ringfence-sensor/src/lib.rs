@@ -5,3 +5,8 @@
 //! the same [`ringfence_event::Event`] types.
 
 pub mod logs;
+pub mod source;
+
+pub use source::{
+    CounterSnapshot, EventSender, Sent, Source, SourceCounters, SourceError, StopSignal,
+};
