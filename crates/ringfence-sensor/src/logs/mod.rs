@@ -11,10 +11,12 @@ pub mod syslog;
 pub mod tail;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ringfence_event::{Event, SourceKind, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use crate::source::{EventSender, Sent, Source, SourceError, StopSignal};
 use tail::{StartAt, TailStats, Tailer};
 
 /// What kind of lines a file holds.
@@ -154,6 +156,46 @@ impl LogReader {
     }
 }
 
+/// The log files as a [`Source`]: polls every file each `poll_ms` until stopped.
+#[derive(Debug)]
+pub struct LogSource {
+    reader: LogReader,
+    poll: Duration,
+}
+
+impl LogSource {
+    pub fn new(config: &LogsConfig) -> LogSource {
+        LogSource {
+            reader: LogReader::new(config),
+            poll: Duration::from_millis(config.poll_ms.clamp(10, 60_000)),
+        }
+    }
+}
+
+impl Source for LogSource {
+    fn name(&self) -> &'static str {
+        "logs"
+    }
+
+    fn run(mut self: Box<Self>, out: EventSender, stop: StopSignal) -> Result<(), SourceError> {
+        let mut noted = 0;
+        loop {
+            let mut closed = false;
+            self.reader
+                .poll(|event| closed |= out.send(event) == Sent::Closed);
+            let stats = self.reader.stats();
+            let errors = stats.unparsed_lines + stats.tail.read_errors + stats.tail.truncated_lines;
+            for _ in noted..errors {
+                out.note_error();
+            }
+            noted = errors;
+            if closed || stop.sleep(self.poll) {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// The event for one line of a file of `format`, or `None` when the line does not parse.
 pub fn event_for_line(format: LogFormat, line: &str, path: &str, now: Timestamp) -> Option<Event> {
     match format {
@@ -180,6 +222,38 @@ mod tests {
             toml::from_str::<LogsConfig>("colour = 1").is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn source_sends_events_until_stopped() {
+        let dir = std::env::temp_dir().join(format!("ringfence-logsrc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(std::fs::create_dir_all(&dir).is_ok());
+        let auth = dir.join("auth.log");
+        let line = "Nov 22 11:06:30 h sshd[1]: Accepted publickey for ops from 192.0.2.1 port 2 ssh2\ngarbage\n";
+        assert!(std::fs::write(&auth, line).is_ok());
+        let config = LogsConfig {
+            files: vec![LogFile {
+                path: auth,
+                format: LogFormat::Syslog,
+            }],
+            from_beginning: true,
+            poll_ms: 10,
+        };
+        let (tx, rx) = crate::source::channel(16);
+        let out = EventSender::new("logs", tx);
+        let counters = out.counters();
+        let stop = StopSignal::new();
+        let source: Box<dyn Source> = Box::new(LogSource::new(&config));
+        let stopper = stop.clone();
+        let handle = std::thread::spawn(move || source.run(out, stopper));
+        let first = rx.recv_timeout(Duration::from_secs(10)).ok();
+        stop.stop();
+        assert!(matches!(handle.join(), Ok(Ok(()))));
+        assert_eq!(first.and_then(|e| e.kind), Some(EventKind::AuthSuccess));
+        let c = counters.snapshot();
+        assert_eq!((c.events_out, c.errors), (1, 1));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
