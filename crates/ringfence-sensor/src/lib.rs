@@ -5,7 +5,10 @@
 //! the same [`ringfence_event::Event`] types.
 
 pub mod logs;
+pub mod proc_connector;
+pub mod proc_info;
 pub mod source;
+pub mod sys;
 
 pub use source::{
     CounterSnapshot, EventSender, Sent, Source, SourceCounters, SourceError, StopSignal,

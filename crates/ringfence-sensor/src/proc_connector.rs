@@ -1,0 +1,349 @@
+//! The netlink process connector: fork, exec and exit of every process on the host, without
+//! loading any code into the kernel.
+//!
+//! The kernel stamps each message with a per-CPU sequence number; [`GapTracker`] turns jumps in
+//! it into a count of lost messages, and a receive-buffer overflow (`ENOBUFS`) is counted as an
+//! error and logged, never fatal. Threads are filtered out: a fork whose child is not a thread
+//! group leader, or the exit of a non-leader, is a thread and not a process.
+//!
+//! Exec events are enriched here, on the source thread, as soon as the message arrives: that is
+//! the best chance to read /proc before a short-lived process is gone. An exec whose /proc read
+//! fails or finds a reused pid is still sent, marked `partial`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use proc_connector::{Error as PcError, ProcConnector, ProcEvent};
+use ringfence_event::{Event, EventKind, Parent, Privilege, Process, SourceKind};
+
+use crate::proc_info::read_process;
+use crate::source::{EventSender, Sent, Source, SourceError, StopSignal};
+use crate::sys::{self, Clocks};
+
+const NAME: &str = "proc_connector";
+
+/// Sequence-number gap detection, one counter per CPU.
+#[derive(Debug, Default)]
+pub struct GapTracker {
+    last: HashMap<u32, u32>,
+}
+
+impl GapTracker {
+    /// Record message `seq` from `cpu`; returns how many messages were skipped before it.
+    pub fn observe(&mut self, cpu: u32, seq: u32) -> u64 {
+        match self.last.insert(cpu, seq) {
+            None => 0,
+            Some(prev) => {
+                let d = seq.wrapping_sub(prev);
+                // d == 0: duplicate; d >= 2^31: went backwards (counter reset): not a loss.
+                if d == 0 || d >= 1 << 31 {
+                    0
+                } else {
+                    u64::from(d - 1)
+                }
+            }
+        }
+    }
+}
+
+/// Parse one datagram from the connector socket. `Ok(None)` for control messages.
+pub fn parse_datagram(buf: &[u8]) -> Result<Option<ProcEvent>, PcError> {
+    proc_connector::parse_netlink_message(buf, buf.len())
+}
+
+/// The sequence and CPU of a message, for gap tracking.
+pub fn seq_of(ev: &ProcEvent) -> Option<(u32, u32)> {
+    match *ev {
+        ProcEvent::Exec { cpu, seq, .. }
+        | ProcEvent::Fork { cpu, seq, .. }
+        | ProcEvent::Exit { cpu, seq, .. }
+        | ProcEvent::Uid { cpu, seq, .. }
+        | ProcEvent::Gid { cpu, seq, .. }
+        | ProcEvent::Sid { cpu, seq, .. }
+        | ProcEvent::Ptrace { cpu, seq, .. }
+        | ProcEvent::Comm { cpu, seq, .. }
+        | ProcEvent::Coredump { cpu, seq, .. } => Some((cpu, seq)),
+        ProcEvent::Unknown { .. } => None,
+    }
+}
+
+/// The event for a connector message, before /proc enrichment; `None` for messages Ringfence
+/// does not report (thread creation and exit, comm and sid changes, ...).
+pub fn to_event(ev: &ProcEvent, clocks: &Clocks) -> Option<Event> {
+    let process = |pid: u32| Process {
+        pid,
+        ..Process::default()
+    };
+    let (kind, ts, proc_) = match *ev {
+        ProcEvent::Exec {
+            tgid, timestamp_ns, ..
+        } => (EventKind::ProcessExec, timestamp_ns, process(tgid)),
+        ProcEvent::Fork {
+            parent_tgid,
+            child_pid,
+            child_tgid,
+            timestamp_ns,
+            ..
+        } if child_pid == child_tgid => {
+            let mut p = process(child_tgid);
+            p.parent = Some(Parent {
+                pid: parent_tgid,
+                ..Parent::default()
+            });
+            (EventKind::ProcessFork, timestamp_ns, p)
+        }
+        ProcEvent::Exit {
+            pid,
+            tgid,
+            exit_code,
+            parent_tgid,
+            timestamp_ns,
+            ..
+        } if pid == tgid => {
+            let mut p = process(tgid);
+            // The kernel sends the wait status: exit code in bits 8..16, signal in 0..7.
+            p.exit_code = Some(if exit_code & 0x7f == 0 {
+                i64::from((exit_code >> 8) & 0xff)
+            } else {
+                128 + i64::from(exit_code & 0x7f)
+            });
+            if parent_tgid != 0 {
+                p.parent = Some(Parent {
+                    pid: parent_tgid,
+                    ..Parent::default()
+                });
+            }
+            (EventKind::ProcessExit, timestamp_ns, p)
+        }
+        ProcEvent::Uid {
+            tgid,
+            ruid,
+            euid,
+            timestamp_ns,
+            ..
+        } => {
+            let mut e = Event::new(
+                EventKind::PrivilegeChange,
+                SourceKind::ProcConnector,
+                clocks.from_monotonic(timestamp_ns),
+            );
+            e.process = Some(process(tgid));
+            e.privilege = Some(Privilege {
+                new_uid: Some(i64::from(ruid)),
+                new_euid: Some(i64::from(euid)),
+                ..Privilege::default()
+            });
+            return Some(e);
+        }
+        _ => return None,
+    };
+    let mut e = Event::new(kind, SourceKind::ProcConnector, clocks.from_monotonic(ts));
+    e.process = Some(proc_);
+    Some(e)
+}
+
+/// Settings for the process connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcConnectorOptions {
+    /// Read /proc for each exec on the source thread.
+    pub enrich_exec: bool,
+    /// Socket receive buffer, bytes.
+    pub receive_buffer: usize,
+}
+
+impl Default for ProcConnectorOptions {
+    fn default() -> Self {
+        ProcConnectorOptions {
+            enrich_exec: true,
+            receive_buffer: 8 << 20,
+        }
+    }
+}
+
+/// The process connector as a [`Source`].
+pub struct ProcConnectorSource {
+    conn: ProcConnector,
+    options: ProcConnectorOptions,
+    clocks: Clocks,
+}
+
+impl std::fmt::Debug for ProcConnectorSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcConnectorSource")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcConnectorSource {
+    /// Open and subscribe. Events are buffered in the socket from here on, so open before
+    /// taking the /proc snapshot to miss nothing in between.
+    pub fn open(options: ProcConnectorOptions) -> Result<ProcConnectorSource, SourceError> {
+        let conn = ProcConnector::new().map_err(|e| match e {
+            PcError::Os(io) => SourceError::syscall(NAME, "socket/bind/subscribe", io),
+            other => SourceError::unavailable(NAME, other.to_string()),
+        })?;
+        // A larger buffer rides out bursts; failure to grow it is not fatal.
+        let _ = sys::grow_receive_buffer(conn.as_raw_fd(), options.receive_buffer);
+        Ok(ProcConnectorSource {
+            conn,
+            options,
+            clocks: Clocks::read(),
+        })
+    }
+}
+
+impl Source for ProcConnectorSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(self: Box<Self>, out: EventSender, stop: StopSignal) -> Result<(), SourceError> {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut gaps = GapTracker::default();
+        let mut consecutive_errors = 0u32;
+        while !stop.is_stopped() {
+            let n = match self
+                .conn
+                .recv_raw_timeout(&mut buf, Duration::from_millis(200))
+            {
+                Ok(Some(n)) => n,
+                Ok(None) | Err(PcError::Interrupted) | Err(PcError::WouldBlock) => continue,
+                Err(PcError::Overrun) => {
+                    out.note_error();
+                    tracing::warn!(
+                        source = NAME,
+                        "receive buffer overflowed (ENOBUFS); the lost messages show as gaps"
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    out.note_error();
+                    consecutive_errors += 1;
+                    if consecutive_errors > 100 {
+                        return Err(SourceError::Other {
+                            source: NAME,
+                            message: format!("receive keeps failing: {e}"),
+                        });
+                    }
+                    continue;
+                }
+            };
+            consecutive_errors = 0;
+            let msg = match parse_datagram(buf.get(..n).unwrap_or_default()) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(_) => {
+                    out.note_error();
+                    continue;
+                }
+            };
+            if let Some((cpu, seq)) = seq_of(&msg) {
+                let lost = gaps.observe(cpu, seq);
+                if lost > 0 {
+                    out.note_gap(lost);
+                }
+            }
+            let Some(mut event) = to_event(&msg, &self.clocks) else {
+                continue;
+            };
+            if let ProcEvent::Exec {
+                tgid, timestamp_ns, ..
+            } = msg
+                && self.options.enrich_exec
+            {
+                let boot = self.clocks.monotonic_to_boottime(timestamp_ns);
+                let info = read_process(tgid, Some(boot), &self.clocks);
+                info.fill(&mut event);
+                event.partial = !info.complete || info.reused;
+            }
+            if out.send(event) == Sent::Closed {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_are_counted_per_cpu() {
+        let mut g = GapTracker::default();
+        assert_eq!(g.observe(0, 10), 0);
+        assert_eq!(g.observe(1, 500), 0);
+        assert_eq!(g.observe(0, 11), 0);
+        assert_eq!(g.observe(0, 15), 3);
+        assert_eq!(g.observe(1, 501), 0);
+        assert_eq!(g.observe(0, 1000), 984);
+        assert_eq!(g.observe(0, 10), 0, "backwards is a reset");
+        assert_eq!(g.observe(0, 10), 0, "duplicate");
+        assert_eq!(g.observe(0, u32::MAX), 0, "far backwards is a reset too");
+        assert_eq!(
+            g.observe(0, 1),
+            1,
+            "wrapping over zero counts what it skipped"
+        );
+    }
+
+    #[test]
+    fn threads_are_not_processes() {
+        let c = Clocks::default();
+        let thread = ProcEvent::Fork {
+            cpu: 0,
+            seq: 0,
+            parent_pid: 10,
+            parent_tgid: 10,
+            child_pid: 12,
+            child_tgid: 10,
+            timestamp_ns: 0,
+        };
+        assert!(to_event(&thread, &c).is_none());
+        let fork = ProcEvent::Fork {
+            cpu: 0,
+            seq: 0,
+            parent_pid: 10,
+            parent_tgid: 10,
+            child_pid: 12,
+            child_tgid: 12,
+            timestamp_ns: 0,
+        };
+        let e = to_event(&fork, &c);
+        let p = e.as_ref().and_then(|e| e.process.as_ref());
+        assert_eq!(p.map(|p| p.pid), Some(12));
+        assert_eq!(p.and_then(|p| p.parent.as_ref()).map(|p| p.pid), Some(10));
+    }
+
+    #[test]
+    fn exit_status_is_decoded() {
+        let c = Clocks::default();
+        let exit = |code| ProcEvent::Exit {
+            cpu: 0,
+            seq: 0,
+            pid: 5,
+            tgid: 5,
+            exit_code: code,
+            exit_signal: 17,
+            parent_pid: 1,
+            parent_tgid: 1,
+            timestamp_ns: 0,
+        };
+        let code = |raw| {
+            to_event(&exit(raw), &c)
+                .and_then(|e| e.process)
+                .and_then(|p| p.exit_code)
+        };
+        assert_eq!(code(3 << 8), Some(3));
+        assert_eq!(code(9), Some(137));
+    }
+
+    #[test]
+    fn garbage_does_not_panic() {
+        for len in 0..64 {
+            let buf = vec![0xffu8; len];
+            let _ = parse_datagram(&buf);
+        }
+    }
+}
