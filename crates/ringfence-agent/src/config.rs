@@ -1,0 +1,493 @@
+//! The agent's TOML configuration: typed, with defaults, and checked all at once.
+//!
+//! [`Config::load`] reports every problem in one go, each naming the file, the line and the
+//! key (`agent.toml:7: fanotify.paths: invalid type ...`). Every section is parsed on its own
+//! from the original text, so one bad section does not hide the errors of the next, and serde
+//! keeps the position of each error. Unknown keys are refused (`deny_unknown_fields`): a typo is
+//! an error, not a silently ignored setting.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ringfence_sensor::logs::LogsConfig;
+use serde::{Deserialize, Serialize};
+
+/// Which sensor set to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeChoice {
+    /// eBPF when it loads here, otherwise driverless (the reason is logged).
+    #[default]
+    Auto,
+    Ebpf,
+    Driverless,
+}
+
+impl ModeChoice {
+    pub fn parse(s: &str) -> Option<ModeChoice> {
+        match s {
+            "auto" => Some(ModeChoice::Auto),
+            "ebpf" => Some(ModeChoice::Ebpf),
+            "driverless" => Some(ModeChoice::Driverless),
+            _ => None,
+        }
+    }
+}
+
+/// Where events and findings go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputSpec {
+    Stdout,
+    Jsonl(PathBuf),
+}
+
+impl OutputSpec {
+    /// `stdout` or `jsonl:PATH`.
+    pub fn parse(s: &str) -> Result<OutputSpec, String> {
+        match s.split_once(':') {
+            None if s == "stdout" => Ok(OutputSpec::Stdout),
+            Some(("jsonl", path)) if !path.is_empty() => Ok(OutputSpec::Jsonl(path.into())),
+            _ => Err(format!("expected `stdout` or `jsonl:PATH`, got `{s}`")),
+        }
+    }
+}
+
+impl fmt::Display for OutputSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutputSpec::Stdout => f.write_str("stdout"),
+            OutputSpec::Jsonl(p) => write!(f, "jsonl:{}", p.display()),
+        }
+    }
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSection {
+    pub mode: ModeChoice,
+    /// `host.name`; the kernel's hostname when absent.
+    pub host_name: Option<String>,
+    /// Events buffered between the sources and the pipeline; beyond it events are dropped and
+    /// counted, never waited for.
+    pub queue_capacity: usize,
+    /// Seconds between health log lines.
+    pub stats_interval_secs: u64,
+    /// `stdout` and/or `jsonl:PATH`.
+    pub outputs: Vec<String>,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        AgentSection {
+            mode: ModeChoice::Auto,
+            host_name: None,
+            queue_capacity: 65_536,
+            stats_interval_secs: 10,
+            outputs: vec!["stdout".into()],
+        }
+    }
+}
+
+/// `[sources]`: which sources run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesSection {
+    pub proc_connector: bool,
+    pub fanotify: bool,
+    pub logs: bool,
+}
+
+impl Default for SourcesSection {
+    fn default() -> Self {
+        SourcesSection {
+            proc_connector: true,
+            fanotify: true,
+            logs: true,
+        }
+    }
+}
+
+/// `[fanotify]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FanotifySection {
+    /// Directories whose files are watched (recursively).
+    pub paths: Vec<PathBuf>,
+    /// Also report files opened for execution under those paths.
+    pub exec_open: bool,
+}
+
+impl Default for FanotifySection {
+    fn default() -> Self {
+        FanotifySection {
+            paths: ["/etc", "/root/.ssh", "/var/spool/cron", "/tmp", "/dev/shm"]
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            exec_open: true,
+        }
+    }
+}
+
+/// `[process_tree]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TreeSection {
+    /// Processes remembered; the least recently seen are forgotten beyond it.
+    pub capacity: usize,
+    /// Ancestors reported in `process.ancestors.*`.
+    pub max_depth: usize,
+}
+
+impl Default for TreeSection {
+    fn default() -> Self {
+        TreeSection {
+            capacity: 32_768,
+            max_depth: 8,
+        }
+    }
+}
+
+/// `[jsonl]`: the file output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonlSection {
+    /// Rotate when the file reaches this size.
+    pub rotate_bytes: u64,
+    /// Rotated files kept (`PATH.1` … `PATH.N`).
+    pub keep: u32,
+}
+
+impl Default for JsonlSection {
+    fn default() -> Self {
+        JsonlSection {
+            rotate_bytes: 100 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub agent: AgentSection,
+    pub sources: SourcesSection,
+    pub fanotify: FanotifySection,
+    pub process_tree: TreeSection,
+    pub jsonl: JsonlSection,
+    pub logs: LogsConfig,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem has no position (the file could not be read).
+    pub line: usize,
+    /// Dotted key, e.g. `agent.queue_capacity`; empty when not known.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// All the problems found in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "{n} problem{} in the configuration",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+const SECTIONS: [&str; 6] = [
+    "agent",
+    "sources",
+    "fanotify",
+    "process_tree",
+    "jsonl",
+    "logs",
+];
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()
+        .get(..offset.min(text.len()))
+        .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+        + 1
+}
+
+/// Find the line where `key` is set inside `[section]`, for value errors found after parsing.
+fn line_of_key(text: &str, section: &str, key: &str) -> usize {
+    let mut in_section = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_section = t.trim_matches(|c| c == '[' || c == ']').trim() == section;
+        } else if in_section && t.split('=').next().map(str::trim) == Some(key) {
+            return i + 1;
+        }
+    }
+    0
+}
+
+/// The key an error message talks about: toml's messages name the unknown field or the
+/// missing one; the section is known from which pass failed.
+fn key_from_message(section: &str, message: &str) -> String {
+    for marker in ["unknown field `", "missing field `"] {
+        if let Some(rest) = message.split(marker).nth(1)
+            && let Some(field) = rest.split('`').next()
+        {
+            return format!("{section}.{field}");
+        }
+    }
+    section.to_owned()
+}
+
+macro_rules! section_pass {
+    ($text:expr, $file:expr, $errors:expr, $name:literal, $ty:ty) => {{
+        #[derive(Deserialize)]
+        struct Only {
+            #[serde(default, rename = $name)]
+            section: Option<$ty>,
+        }
+        match toml::from_str::<Only>($text) {
+            Ok(only) => only.section.unwrap_or_default(),
+            Err(e) => {
+                let message = e.message().to_owned();
+                $errors.push(ConfigError {
+                    file: $file.to_path_buf(),
+                    line: e.span().map_or(0, |s| line_of($text, s.start)),
+                    key: key_from_message($name, &message),
+                    message,
+                });
+                <$ty>::default()
+            }
+        }
+    }};
+}
+
+impl Config {
+    /// Read and check `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Check `text`, reporting errors against `file`.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        // Syntax first: a document that is not TOML has no sections to check.
+        let table = match text.parse::<toml::Table>() {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(ConfigErrors(vec![ConfigError {
+                    file: file.to_path_buf(),
+                    line: e.span().map_or(0, |s| line_of(text, s.start)),
+                    key: String::new(),
+                    message: e.message().to_owned(),
+                }]));
+            }
+        };
+        for key in table.keys() {
+            if !SECTIONS.contains(&key.as_str()) {
+                let line = text
+                    .lines()
+                    .position(|l| {
+                        let t = l.trim();
+                        t.trim_start_matches('[').starts_with(key.as_str())
+                    })
+                    .map_or(0, |i| i + 1);
+                errors.push(ConfigError {
+                    file: file.to_path_buf(),
+                    line,
+                    key: key.clone(),
+                    message: format!("unknown section, expected one of {}", SECTIONS.join(", ")),
+                });
+            }
+        }
+        let config = Config {
+            agent: section_pass!(text, file, errors, "agent", AgentSection),
+            sources: section_pass!(text, file, errors, "sources", SourcesSection),
+            fanotify: section_pass!(text, file, errors, "fanotify", FanotifySection),
+            process_tree: section_pass!(text, file, errors, "process_tree", TreeSection),
+            jsonl: section_pass!(text, file, errors, "jsonl", JsonlSection),
+            logs: section_pass!(text, file, errors, "logs", LogsConfig),
+        };
+        let mut value_error = |section: &str, key: &str, message: String| {
+            errors.push(ConfigError {
+                file: file.to_path_buf(),
+                line: line_of_key(text, section, key),
+                key: format!("{section}.{key}"),
+                message,
+            });
+        };
+        let a = &config.agent;
+        if a.queue_capacity == 0 {
+            value_error("agent", "queue_capacity", "must be > 0, got 0".into());
+        }
+        if a.stats_interval_secs == 0 {
+            value_error("agent", "stats_interval_secs", "must be > 0, got 0".into());
+        }
+        for o in &a.outputs {
+            if let Err(m) = OutputSpec::parse(o) {
+                value_error("agent", "outputs", m);
+            }
+        }
+        if config.process_tree.capacity < 16 {
+            value_error(
+                "process_tree",
+                "capacity",
+                format!("must be >= 16, got {}", config.process_tree.capacity),
+            );
+        }
+        if config.jsonl.rotate_bytes < 4096 {
+            value_error(
+                "jsonl",
+                "rotate_bytes",
+                format!("must be >= 4096, got {}", config.jsonl.rotate_bytes),
+            );
+        }
+        for p in &config.fanotify.paths {
+            if !p.is_absolute() {
+                value_error(
+                    "fanotify",
+                    "paths",
+                    format!("must be absolute, got `{}`", p.display()),
+                );
+            }
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            errors.sort_by_key(|e| e.line);
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// The parsed outputs (already checked by [`Config::parse`]; bad ones are skipped here).
+    pub fn outputs(&self) -> Vec<OutputSpec> {
+        self.agent
+            .outputs
+            .iter()
+            .filter_map(|o| OutputSpec::parse(o).ok())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(text, Path::new("agent.toml"))
+    }
+
+    #[test]
+    fn default_round_trips_and_empty_is_default() {
+        let text = toml::to_string(&Config::default()).unwrap_or_default();
+        assert_eq!(parse(&text), Ok(Config::default()));
+        assert_eq!(parse(""), Ok(Config::default()));
+    }
+
+    #[test]
+    fn every_error_is_reported_with_file_line_and_key() {
+        let text = "\
+[agent]
+queue_capacity = 0
+colour = \"red\"
+
+[fanotify]
+paths = \"not-a-list\"
+
+[process_tree]
+capacity = 1
+
+[nonsense]
+x = 1
+";
+        let Err(ConfigErrors(errs)) = parse(text) else {
+            panic!("expected errors");
+        };
+        let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let all = shown.join("\n");
+        assert!(
+            all.contains("agent.toml:3: agent.colour: unknown field"),
+            "{all}"
+        );
+        assert!(all.contains("agent.toml:6: fanotify"), "{all}");
+        assert!(
+            all.contains("agent.toml:9: process_tree.capacity: must be >= 16, got 1"),
+            "{all}"
+        );
+        assert!(
+            all.contains("agent.toml:11: nonsense: unknown section"),
+            "{all}"
+        );
+        // The [agent] section failed to parse, so its value check could not run; the others did.
+        assert_eq!(errs.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn value_errors_name_their_line() {
+        let Err(ConfigErrors(errs)) =
+            parse("[agent]\n\nqueue_capacity = 0\noutputs = [\"file:x\"]\n")
+        else {
+            panic!("expected errors");
+        };
+        assert_eq!(errs[0].line, 3);
+        assert_eq!(errs[0].key, "agent.queue_capacity");
+        assert_eq!(errs[1].key, "agent.outputs");
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let Err(ConfigErrors(errs)) = parse("[agent]\nmode = \n") else {
+            panic!("expected errors");
+        };
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].line, 2);
+    }
+
+    #[test]
+    fn output_specs() {
+        assert_eq!(OutputSpec::parse("stdout"), Ok(OutputSpec::Stdout));
+        assert_eq!(
+            OutputSpec::parse("jsonl:/tmp/x.jsonl"),
+            Ok(OutputSpec::Jsonl("/tmp/x.jsonl".into()))
+        );
+        assert!(OutputSpec::parse("jsonl:").is_err());
+        assert!(OutputSpec::parse("syslog").is_err());
+    }
+}

@@ -1,0 +1,526 @@
+//! Ringfence's daemon: sources → enrich → detect → outputs, and the agent's own health.
+//!
+//! [`Agent::run`] opens the sources the configuration asks for (a source that cannot open is
+//! logged and skipped: the agent never refuses to run), seeds the [`tree::ProcessTree`] from a
+//! /proc snapshot taken *after* the process connector subscribed (so nothing falls between),
+//! then runs one pipeline thread: each event is enriched from the tree, shown to the
+//! [`detect::Detector`]s, and written as one ECS JSON line to every output. Sources run on
+//! their own threads and hand events over a bounded channel that drops (and counts) rather
+//! than block the host.
+//!
+//! Every `stats_interval_secs` the agent logs events in, out and dropped per source and emits a
+//! `sensor-health` event when a source lost anything; on stop it drains the queue, flushes the
+//! outputs and returns a [`Summary`].
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod detect;
+pub mod output;
+pub mod tree;
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::RecvTimeoutError;
+use ringfence_event::{Event, EventKind, Health, Mode, SourceKind, Timestamp};
+use ringfence_sensor::fanotify::{FanotifyOptions, FanotifySource};
+use ringfence_sensor::logs::LogSource;
+use ringfence_sensor::proc_connector::{ProcConnectorOptions, ProcConnectorSource};
+use ringfence_sensor::proc_info::{self, read_process};
+use ringfence_sensor::sys::Clocks;
+use ringfence_sensor::{CounterSnapshot, EventSender, Source, SourceCounters, StopSignal};
+
+pub use config::{Config, ConfigError, ConfigErrors, ModeChoice, OutputSpec};
+pub use detect::Detector;
+pub use output::Output;
+use tree::ProcessTree;
+
+/// The mode the agent will run in for `choice`, and why when it differs from what was asked.
+pub fn resolve_mode(choice: ModeChoice) -> (Mode, Option<String>) {
+    match choice {
+        ModeChoice::Driverless => (Mode::Driverless, None),
+        ModeChoice::Auto => (
+            Mode::Driverless,
+            Some("auto: the eBPF source is not part of this build yet; running driverless".into()),
+        ),
+        ModeChoice::Ebpf => (
+            Mode::Driverless,
+            Some(
+                "ebpf requested but the eBPF source is not part of this build yet; \
+                 running driverless instead of refusing to run"
+                    .into(),
+            ),
+        ),
+    }
+}
+
+/// The host's name from the kernel.
+pub fn kernel_host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// Ask `stop` to be raised on SIGINT or SIGTERM.
+pub fn stop_on_signals(stop: &StopSignal) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let stop = stop.clone();
+    std::thread::Builder::new()
+        .name("ringfence-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "stopping");
+                stop.stop();
+            }
+        })?;
+    Ok(())
+}
+
+/// How one source fared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSummary {
+    pub name: &'static str,
+    pub counters: CounterSnapshot,
+    /// Why it could not open, or why it died.
+    pub error: Option<String>,
+}
+
+/// What a run did; returned by [`Agent::run`] and printed on exit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub mode: Option<Mode>,
+    pub mode_reason: Option<String>,
+    pub sources: Vec<SourceSummary>,
+    pub events_written: u64,
+    pub findings: u64,
+    pub output_errors: u64,
+    pub partial_events: u64,
+    /// Exec events, and those whose executable and arguments were read.
+    pub exec_events: u64,
+    pub exec_complete: u64,
+    /// Exec events whose parent's executable was known.
+    pub exec_with_parent_executable: u64,
+    pub snapshot_processes: u64,
+    pub tree_evictions: u64,
+}
+
+impl Summary {
+    /// Exec events fully enriched, as a fraction (1.0 when there were none).
+    pub fn exec_completeness(&self) -> f64 {
+        if self.exec_events == 0 {
+            1.0
+        } else {
+            self.exec_complete as f64 / self.exec_events as f64
+        }
+    }
+
+    /// A short human-readable report.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "ringfence agent summary: mode {}, {} events written, {} findings, {} partial, {} output errors\n",
+            self.mode.map_or("none", Mode::as_str),
+            self.events_written,
+            self.findings,
+            self.partial_events,
+            self.output_errors
+        );
+        s += &format!(
+            "  exec enrichment: {}/{} complete ({:.1}%), {} with parent executable\n",
+            self.exec_complete,
+            self.exec_events,
+            100.0 * self.exec_completeness(),
+            self.exec_with_parent_executable
+        );
+        for src in &self.sources {
+            let c = src.counters;
+            s += &format!(
+                "  source {:<15} in {} out {} dropped {} gaps {} errors {}{}\n",
+                src.name,
+                c.events_in,
+                c.events_out,
+                c.dropped,
+                c.gaps,
+                c.errors,
+                src.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+        s
+    }
+}
+
+struct Running {
+    name: &'static str,
+    kind: SourceKind,
+    counters: Arc<SourceCounters>,
+    handle: Option<JoinHandle<Result<(), ringfence_sensor::SourceError>>>,
+    error: Option<String>,
+    reported: CounterSnapshot,
+}
+
+/// The daemon. Build with [`Agent::new`], add detectors and outputs, then [`Agent::run`].
+pub struct Agent {
+    config: Config,
+    mode_choice: ModeChoice,
+    detectors: Vec<Box<dyn Detector>>,
+    outputs: Option<Vec<Box<dyn Output>>>,
+    extra_sources: Vec<(SourceKind, Box<dyn Source>)>,
+}
+
+impl Agent {
+    pub fn new(config: Config) -> Agent {
+        let mode_choice = config.agent.mode;
+        Agent {
+            config,
+            mode_choice,
+            detectors: Vec::new(),
+            outputs: None,
+            extra_sources: Vec::new(),
+        }
+    }
+
+    /// Override the configured mode (the `--mode` flag).
+    pub fn with_mode(mut self, mode: ModeChoice) -> Agent {
+        self.mode_choice = mode;
+        self
+    }
+
+    /// Add a detection stage.
+    pub fn with_detector(mut self, detector: Box<dyn Detector>) -> Agent {
+        self.detectors.push(detector);
+        self
+    }
+
+    /// Use these outputs instead of the configured ones.
+    pub fn with_outputs(mut self, outputs: Vec<Box<dyn Output>>) -> Agent {
+        self.outputs = Some(outputs);
+        self
+    }
+
+    /// Run another source beside the configured ones (eBPF, replay, tests).
+    pub fn with_source(mut self, kind: SourceKind, source: Box<dyn Source>) -> Agent {
+        self.extra_sources.push((kind, source));
+        self
+    }
+
+    fn open_sources(&mut self, summary: &mut Summary) -> Vec<(SourceKind, Box<dyn Source>)> {
+        let mut opened: Vec<(SourceKind, Box<dyn Source>)> =
+            std::mem::take(&mut self.extra_sources);
+        let s = &self.config.sources;
+        let mut failed = |name: &'static str, e: String| {
+            tracing::warn!(source = name, error = %e, "source not started");
+            summary.sources.push(SourceSummary {
+                name,
+                counters: CounterSnapshot::default(),
+                error: Some(e),
+            });
+        };
+        if s.proc_connector {
+            match ProcConnectorSource::open(ProcConnectorOptions::default()) {
+                Ok(src) => opened.push((SourceKind::ProcConnector, Box::new(src))),
+                Err(e) => failed("proc_connector", e.to_string()),
+            }
+        }
+        if s.fanotify {
+            let options = FanotifyOptions {
+                paths: self.config.fanotify.paths.clone(),
+                exec_open: self.config.fanotify.exec_open,
+            };
+            match FanotifySource::open(&options) {
+                Ok(src) => opened.push((SourceKind::Fanotify, Box::new(src))),
+                Err(e) => failed("fanotify", e.to_string()),
+            }
+        }
+        if s.logs {
+            opened.push((
+                SourceKind::AuthLog,
+                Box::new(LogSource::new(&self.config.logs)),
+            ));
+        }
+        opened
+    }
+
+    /// Run until `stop` is raised; then drain, flush and report.
+    pub fn run(mut self, stop: StopSignal) -> Summary {
+        let mut summary = Summary::default();
+        let (mode, reason) = resolve_mode(self.mode_choice);
+        if let Some(r) = &reason {
+            tracing::info!("{r}");
+        }
+        summary.mode = Some(mode);
+        summary.mode_reason = reason;
+        let host: Option<Arc<str>> = self
+            .config
+            .agent
+            .host_name
+            .clone()
+            .or_else(kernel_host_name)
+            .map(Arc::from);
+        let outputs = match self.outputs.take() {
+            Some(o) => o,
+            None => match output::build(&self.config.outputs(), &self.config.jsonl) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open an output; writing to stdout instead");
+                    vec![Box::new(output::Stdout::new()) as Box<dyn Output>]
+                }
+            },
+        };
+
+        let sources = self.open_sources(&mut summary);
+        let clocks = Clocks::read();
+        let mut tree = ProcessTree::new(
+            self.config.process_tree.capacity,
+            self.config.process_tree.max_depth,
+        );
+        let started = Instant::now();
+        let (snapshot, unreadable) = proc_info::snapshot(&clocks);
+        summary.snapshot_processes = snapshot.len() as u64;
+        for info in &snapshot {
+            tree.insert_info(info);
+        }
+        drop(snapshot);
+        tracing::info!(
+            processes = summary.snapshot_processes,
+            unreadable,
+            ms = started.elapsed().as_millis() as u64,
+            "process snapshot taken"
+        );
+
+        let (tx, rx) = ringfence_sensor::source::channel(self.config.agent.queue_capacity);
+        let mut running: Vec<Running> = Vec::new();
+        for (kind, source) in sources {
+            let name = source.name();
+            let sender = EventSender::new(name, tx.clone());
+            let counters = sender.counters();
+            let stop2 = stop.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("rf-{name}"))
+                .spawn(move || source.run(sender, stop2));
+            match handle {
+                Ok(h) => {
+                    tracing::info!(source = name, "source started");
+                    running.push(Running {
+                        name,
+                        kind,
+                        counters,
+                        handle: Some(h),
+                        error: None,
+                        reported: CounterSnapshot::default(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(source = name, error = %e, "cannot start a thread for the source");
+                    summary.sources.push(SourceSummary {
+                        name,
+                        counters: CounterSnapshot::default(),
+                        error: Some(e.to_string()),
+                    });
+                }
+            }
+        }
+        drop(tx);
+        if running.is_empty() {
+            tracing::warn!("no source is running; the agent idles until stopped");
+        }
+
+        let mut pipe = Pipeline {
+            tree,
+            clocks,
+            host,
+            detectors: std::mem::take(&mut self.detectors),
+            outputs,
+            summary,
+            warned_output: false,
+        };
+        let interval = Duration::from_secs(self.config.agent.stats_interval_secs.max(1));
+        let mut next_stats = Instant::now() + interval;
+        let mut next_flush = Instant::now() + Duration::from_millis(500);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(event) => pipe.handle(event),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    if stop.is_stopped() {
+                        break;
+                    }
+                    // Every source has ended; idle until asked to stop.
+                    stop.sleep(Duration::from_millis(200));
+                    continue;
+                }
+            }
+            let now = Instant::now();
+            if now >= next_flush {
+                pipe.flush();
+                next_flush = now + Duration::from_millis(500);
+            }
+            if now >= next_stats {
+                pipe.report(&mut running, false);
+                next_stats = now + interval;
+            }
+            if stop.is_stopped() {
+                break;
+            }
+        }
+        // Stop: let sources return, then take what they queued.
+        stop.stop();
+        for r in &mut running {
+            if let Some(h) = r.handle.take() {
+                match h.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => r.error = Some(e.to_string()),
+                    Err(_) => r.error = Some("source thread panicked".into()),
+                }
+            }
+        }
+        while let Ok(event) = rx.try_recv() {
+            pipe.handle(event);
+        }
+        pipe.report(&mut running, true);
+        pipe.flush();
+        let mut summary = pipe.summary;
+        summary.tree_evictions = pipe.tree.evictions();
+        for r in running {
+            summary.sources.push(SourceSummary {
+                name: r.name,
+                counters: r.counters.snapshot(),
+                error: r.error,
+            });
+        }
+        summary
+    }
+}
+
+struct Pipeline {
+    tree: ProcessTree,
+    clocks: Clocks,
+    host: Option<Arc<str>>,
+    detectors: Vec<Box<dyn Detector>>,
+    outputs: Vec<Box<dyn Output>>,
+    summary: Summary,
+    warned_output: bool,
+}
+
+impl Pipeline {
+    fn handle(&mut self, mut event: Event) {
+        // ── enrich ──────────────────────────────────────────────────────────────────────────
+        if let Some(pid) = event.process.as_ref().map(|p| p.pid) {
+            let is_lifecycle = matches!(
+                event.kind,
+                Some(EventKind::ProcessFork | EventKind::ProcessExec | EventKind::ProcessExit)
+            );
+            if !is_lifecycle && pid != 0 && !self.tree.contains(pid) {
+                // A process the tree never saw (it predates us and the snapshot missed it, or
+                // was evicted): one /proc read, and remember it.
+                let info = read_process(pid, None, &self.clocks);
+                if info.executable.is_some() {
+                    self.tree.insert_info(&info);
+                }
+            }
+            let known = self.tree.apply(&mut event);
+            if !known && event.kind != Some(EventKind::ProcessFork) {
+                event.partial = true;
+            }
+            if event.kind == Some(EventKind::ProcessExec) {
+                let p = event.process.as_ref();
+                self.summary.exec_events += 1;
+                if !event.partial && p.is_some_and(|p| p.executable.is_some() && !p.args.is_empty())
+                {
+                    self.summary.exec_complete += 1;
+                }
+                if p.and_then(|p| p.parent.as_ref())
+                    .is_some_and(|p| p.executable.is_some())
+                {
+                    self.summary.exec_with_parent_executable += 1;
+                }
+            }
+        }
+        if event.host_name.is_none() {
+            event.host_name.clone_from(&self.host);
+        }
+        if event.partial {
+            self.summary.partial_events += 1;
+        }
+
+        // ── detect ──────────────────────────────────────────────────────────────────────────
+        // The detection engine plugs in here through `Detector` (see detect.rs).
+        let mut findings: Vec<serde_json::Value> = Vec::new();
+        for d in &mut self.detectors {
+            d.on_event(&event, &mut |f| findings.push(f));
+        }
+
+        // ── output ──────────────────────────────────────────────────────────────────────────
+        let line = event.to_ecs_line();
+        self.write(&line);
+        self.summary.events_written += 1;
+        for f in findings {
+            self.summary.findings += 1;
+            let line = f.to_string();
+            self.write(&line);
+        }
+    }
+
+    fn write(&mut self, line: &str) {
+        for o in &mut self.outputs {
+            if let Err(e) = o.write_line(line) {
+                self.summary.output_errors += 1;
+                if !self.warned_output {
+                    self.warned_output = true;
+                    tracing::error!(output = o.name(), error = %e, "output write failed; counting further failures");
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        for o in &mut self.outputs {
+            if o.flush().is_err() {
+                self.summary.output_errors += 1;
+            }
+        }
+    }
+
+    /// Log each source's counters; emit a health event for any new loss.
+    fn report(&mut self, running: &mut [Running], last: bool) {
+        for r in running.iter_mut() {
+            let c = r.counters.snapshot();
+            tracing::info!(
+                source = r.name,
+                events_in = c.events_in,
+                events_out = c.events_out,
+                dropped = c.dropped,
+                gaps = c.gaps,
+                errors = c.errors,
+                "{}",
+                if last {
+                    "source totals"
+                } else {
+                    "source counters"
+                }
+            );
+            let dropped = c.dropped.saturating_sub(r.reported.dropped);
+            let gaps = c.gaps.saturating_sub(r.reported.gaps);
+            if dropped > 0 || gaps > 0 {
+                let mut e = Event::new(EventKind::SensorHealth, r.kind, Timestamp::now());
+                e.health = Some(Health {
+                    dropped: i64::try_from(dropped).unwrap_or(i64::MAX),
+                    gaps: i64::try_from(gaps).unwrap_or(i64::MAX),
+                    message: Some(format!(
+                        "source {} lost events: {dropped} dropped (agent queue full), {gaps} gaps (kernel)",
+                        r.name
+                    )),
+                });
+                e.host_name.clone_from(&self.host);
+                let line = e.to_ecs_line();
+                self.write(&line);
+            }
+            r.reported = c;
+        }
+    }
+}
