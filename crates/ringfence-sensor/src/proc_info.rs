@@ -55,6 +55,10 @@ pub fn read_process(pid: u32, not_after_boot_ns: Option<u64>, clocks: &Clocks) -
         return info;
     };
     let mut complete = true;
+    // Most valuable and most perishable first: a short-lived process may be gone after the
+    // first read. The pid-reuse check below still covers them: all reads go through one handle.
+    let args = p.cmdline();
+    let exe = p.exe();
     match p.stat() {
         Ok(stat) => {
             let start = stat.starttime.saturating_mul(tick_ns());
@@ -71,14 +75,15 @@ pub fn read_process(pid: u32, not_after_boot_ns: Option<u64>, clocks: &Clocks) -
         }
         Err(_) => complete = false,
     }
-    match p.exe() {
+    match exe {
         Ok(exe) => info.executable = Some(exe.to_string_lossy().into_owned()),
         // Kernel threads have no executable; that is not a failure.
         Err(_) => complete &= info.ppid == Some(2) || pid == 2,
     }
-    match p.cmdline() {
-        Ok(args) => info.args = args,
-        Err(_) => complete = false,
+    match args {
+        Ok(args) if !args.is_empty() || info.executable.is_none() => info.args = args,
+        // An empty cmdline for a user process means it exited (or is a zombie) before we read.
+        _ => complete = false,
     }
     match p.cwd() {
         Ok(cwd) => info.working_directory = Some(cwd.to_string_lossy().into_owned()),

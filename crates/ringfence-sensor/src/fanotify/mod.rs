@@ -156,7 +156,7 @@ fn poll_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
 #[derive(Debug)]
 pub struct FanotifySource {
     group: File,
-    /// Watched roots, canonical, with their filesystem id and an `O_PATH` descriptor.
+    /// Watched roots, canonical, with their filesystem id and a directory descriptor.
     roots: Vec<Root>,
     cache: HashMap<(i32, i32, Vec<u8>), Option<String>>,
 }
@@ -185,9 +185,10 @@ impl FanotifySource {
             };
             let fd = std::fs::OpenOptions::new()
                 .read(true)
-                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                // Not O_PATH: open_by_handle_at refuses O_PATH mount descriptors (EBADF).
+                .custom_flags(libc::O_DIRECTORY)
                 .open(&canon)
-                .map_err(|e| SourceError::syscall(NAME, "open(O_PATH)", e))?;
+                .map_err(|e| SourceError::syscall(NAME, "open(O_DIRECTORY)", e))?;
             let fsid = fsid_of(&fd).map_err(|e| SourceError::syscall(NAME, "fstatfs", e))?;
             if !roots.iter().any(|r| r.fsid == fsid) {
                 mark_filesystem(&group, mask, &canon).map_err(|e| {
