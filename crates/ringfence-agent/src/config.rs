@@ -94,6 +94,8 @@ impl Default for AgentSection {
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesSection {
     pub proc_connector: bool,
+    /// Complete execve arguments from Linux audit (read-only multicast; see `[audit]`).
+    pub audit: bool,
     pub fanotify: bool,
     pub logs: bool,
 }
@@ -102,6 +104,7 @@ impl Default for SourcesSection {
     fn default() -> Self {
         SourcesSection {
             proc_connector: true,
+            audit: true,
             fanotify: true,
             logs: true,
         }
@@ -126,6 +129,26 @@ impl Default for FanotifySection {
                 .map(PathBuf::from)
                 .collect(),
             exec_open: true,
+        }
+    }
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// Add a `ringfence`-keyed execve rule while the agent runs (removed on exit). Without it
+    /// the agent only sees the execve records other rules (auditd's) produce.
+    pub add_rules: bool,
+    /// How long an exec whose /proc read failed waits for its audit record, in milliseconds.
+    pub merge_wait_ms: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            add_rules: true,
+            merge_wait_ms: 250,
         }
     }
 }
@@ -174,6 +197,7 @@ impl Default for JsonlSection {
 pub struct Config {
     pub agent: AgentSection,
     pub sources: SourcesSection,
+    pub audit: AuditSection,
     pub fanotify: FanotifySection,
     pub process_tree: TreeSection,
     pub jsonl: JsonlSection,
@@ -225,9 +249,10 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "agent",
     "sources",
+    "audit",
     "fanotify",
     "process_tree",
     "jsonl",
@@ -340,6 +365,7 @@ impl Config {
         let config = Config {
             agent: section_pass!(text, file, errors, "agent", AgentSection),
             sources: section_pass!(text, file, errors, "sources", SourcesSection),
+            audit: section_pass!(text, file, errors, "audit", AuditSection),
             fanotify: section_pass!(text, file, errors, "fanotify", FanotifySection),
             process_tree: section_pass!(text, file, errors, "process_tree", TreeSection),
             jsonl: section_pass!(text, file, errors, "jsonl", JsonlSection),

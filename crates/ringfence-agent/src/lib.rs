@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod detect;
+pub mod merge;
 pub mod output;
 pub mod tree;
 
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use ringfence_event::{Event, EventKind, Health, Mode, SourceKind, Timestamp};
+use ringfence_sensor::audit::{AuditOptions, AuditSource};
 use ringfence_sensor::fanotify::{FanotifyOptions, FanotifySource};
 use ringfence_sensor::logs::LogSource;
 use ringfence_sensor::proc_connector::{ProcConnectorOptions, ProcConnectorSource};
@@ -105,6 +107,9 @@ pub struct Summary {
     /// Exec events whose parent's executable was known.
     pub exec_with_parent_executable: u64,
     pub snapshot_processes: u64,
+    /// Exec events completed from an audit record, and audit records that matched no exec.
+    pub audit_merged: u64,
+    pub audit_unmatched: u64,
     pub tree_evictions: u64,
 }
 
@@ -129,11 +134,13 @@ impl Summary {
             self.output_errors
         );
         s += &format!(
-            "  exec enrichment: {}/{} complete ({:.1}%), {} with parent executable\n",
+            "  exec enrichment: {}/{} complete ({:.1}%), {} with parent executable, {} completed from audit, {} audit records unmatched\n",
             self.exec_complete,
             self.exec_events,
             100.0 * self.exec_completeness(),
-            self.exec_with_parent_executable
+            self.exec_with_parent_executable,
+            self.audit_merged,
+            self.audit_unmatched
         );
         for src in &self.sources {
             let c = src.counters;
@@ -225,6 +232,15 @@ impl Agent {
             match ProcConnectorSource::open(ProcConnectorOptions::default()) {
                 Ok(src) => opened.push((SourceKind::ProcConnector, Box::new(src))),
                 Err(e) => failed("proc_connector", e.to_string()),
+            }
+        }
+        if s.audit {
+            let options = AuditOptions {
+                add_rules: self.config.audit.add_rules,
+            };
+            match AuditSource::open(options) {
+                Ok(src) => opened.push((SourceKind::Audit, Box::new(src))),
+                Err(e) => failed("audit", e.to_string()),
             }
         }
         if s.fanotify {
@@ -330,6 +346,12 @@ impl Agent {
             tracing::warn!("no source is running; the agent idles until stopped");
         }
 
+        let audit_running = running.iter().any(|r| r.kind == SourceKind::Audit);
+        let mut merger = merge::ExecMerger::new(
+            audit_running,
+            Duration::from_millis(self.config.audit.merge_wait_ms),
+        );
+        let mut ready = Vec::new();
         let mut pipe = Pipeline {
             tree,
             clocks,
@@ -343,8 +365,8 @@ impl Agent {
         let mut next_stats = Instant::now() + interval;
         let mut next_flush = Instant::now() + Duration::from_millis(500);
         loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(event) => pipe.handle(event),
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(event) => merger.push(event, Instant::now(), &mut ready),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     if stop.is_stopped() {
@@ -356,6 +378,10 @@ impl Agent {
                 }
             }
             let now = Instant::now();
+            merger.release(now, false, &mut ready);
+            for event in ready.drain(..) {
+                pipe.handle(event);
+            }
             if now >= next_flush {
                 pipe.flush();
                 next_flush = now + Duration::from_millis(500);
@@ -380,8 +406,14 @@ impl Agent {
             }
         }
         while let Ok(event) = rx.try_recv() {
+            merger.push(event, Instant::now(), &mut ready);
+        }
+        merger.release(Instant::now(), true, &mut ready);
+        for event in ready.drain(..) {
             pipe.handle(event);
         }
+        pipe.summary.audit_merged = merger.merged;
+        pipe.summary.audit_unmatched = merger.unmatched;
         pipe.report(&mut running, true);
         pipe.flush();
         let mut summary = pipe.summary;

@@ -4,6 +4,7 @@
 //! connector, audit, fanotify and /proc. Both modes read logs (`logs`). Every source produces
 //! the same [`ringfence_event::Event`] types.
 
+pub mod audit;
 pub mod fanotify;
 pub mod logs;
 pub mod proc_connector;

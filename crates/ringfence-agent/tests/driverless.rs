@@ -1,0 +1,352 @@
+//! Driverless mode against the real kernel: the agent must see processes and files that this
+//! test creates. Runs as root (the process connector and fanotify filesystem marks need it);
+//! every wait is a generous timeout, never a fixed sleep.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ringfence_agent::{Agent, Config, Output, Summary};
+use ringfence_event::{Event, EventKind, SourceKind};
+use ringfence_sensor::StopSignal;
+
+/// An output that keeps every line in memory.
+#[derive(Clone, Default)]
+struct Memory(Arc<Mutex<Vec<String>>>);
+
+impl Output for Memory {
+    fn name(&self) -> String {
+        "memory".into()
+    }
+    fn write_line(&mut self, line: &str) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(line.to_owned());
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One agent at a time: agents share host-wide state (the audit rule), as only one runs per host.
+static ONE_AGENT: Mutex<()> = Mutex::new(());
+
+struct Harness {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    lines: Memory,
+    seen: usize,
+    events: Vec<Event>,
+    stop: StopSignal,
+    handle: Option<JoinHandle<Summary>>,
+}
+
+impl Harness {
+    fn start(config: Config) -> Harness {
+        let serial = ONE_AGENT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lines = Memory::default();
+        let stop = StopSignal::new();
+        let agent = Agent::new(config).with_outputs(vec![Box::new(lines.clone())]);
+        let stop2 = stop.clone();
+        let handle = std::thread::spawn(move || agent.run(stop2));
+        let mut h = Harness {
+            _serial: serial,
+            lines,
+            seen: 0,
+            events: Vec::new(),
+            stop,
+            handle: Some(handle),
+        };
+        // Ready once our own sentinel's exec comes through: every source was opened before any
+        // event flows, so marks and subscriptions are in place from then on.
+        let marker = format!("ringfence-ready-{}", std::process::id());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let _ = Command::new("/bin/true").arg(&marker).status();
+            if h.wait_for(Duration::from_millis(500), |e| has_arg(e, &marker))
+                .is_some()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "agent never reported an exec");
+        }
+        h
+    }
+
+    fn pull(&mut self) {
+        let lines = self
+            .lines
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for line in &lines[self.seen..] {
+            match Event::from_ecs_line(line) {
+                Ok(e) => self.events.push(e),
+                Err(err) => {
+                    panic!("the agent wrote a line that does not parse back: {err}: {line}")
+                }
+            }
+        }
+        self.seen = lines.len();
+    }
+
+    fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Event) -> bool) -> Option<Event> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.pull();
+            if let Some(e) = self.events.iter().find(|e| pred(e)) {
+                return Some(e.clone());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finish(mut self) -> (Summary, Vec<Event>) {
+        self.stop.stop();
+        let summary = match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(s)) => s,
+            _ => panic!("agent thread failed"),
+        };
+        self.pull();
+        (summary, std::mem::take(&mut self.events))
+    }
+}
+
+fn has_arg(e: &Event, arg: &str) -> bool {
+    e.kind == Some(EventKind::ProcessExec)
+        && e.process
+            .as_ref()
+            .is_some_and(|p| p.args.iter().any(|a| a == arg))
+}
+
+fn config(fanotify_paths: Vec<PathBuf>) -> Config {
+    let mut c = Config::default();
+    c.sources.logs = false;
+    c.sources.fanotify = !fanotify_paths.is_empty();
+    c.fanotify.paths = fanotify_paths;
+    c.agent.stats_interval_secs = 1;
+    c
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ringfence-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    assert!(std::fs::create_dir_all(&d).is_ok());
+    d
+}
+
+#[test]
+fn exec_event_carries_marker_parent_pid_and_parent_executable() {
+    let mut h = Harness::start(config(vec![]));
+    let marker = format!("ringfence-marker-{}", std::process::id());
+    let child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("/bin/true {marker}"))
+        .spawn();
+    let Ok(mut child) = child else {
+        panic!("cannot spawn /bin/sh");
+    };
+    let sh_pid = child.id();
+    let _ = child.wait();
+    let Some(exec) = h.wait_for(Duration::from_secs(30), |e| has_arg(e, &marker)) else {
+        panic!("no exec event with {marker}");
+    };
+    let p = exec.process.clone().unwrap_or_default();
+    assert_eq!(
+        p.executable.as_deref(),
+        Some("/usr/bin/true").or(p.executable.as_deref().filter(|x| x.ends_with("/true")))
+    );
+    assert_eq!(p.args, vec!["/bin/true".to_owned(), marker.clone()]);
+    assert_eq!(
+        p.command_line.as_deref(),
+        Some(format!("/bin/true {marker}").as_str())
+    );
+    let parent = p.parent.clone().unwrap_or_default();
+    // dash forks for the command; a shell that execs its last command directly keeps sh's pid,
+    // and then the parent is this test.
+    let expected_parent = if p.pid == sh_pid {
+        std::process::id()
+    } else {
+        sh_pid
+    };
+    assert_eq!(parent.pid, expected_parent, "{exec:?}");
+    assert!(
+        parent.executable.is_some(),
+        "parent executable missing: {exec:?}"
+    );
+    assert!(!p.ancestors.pids.is_empty());
+    assert_eq!(p.ancestors.pids[0], i64::from(expected_parent));
+    assert!(exec.host_name.is_some());
+    assert_eq!(exec.source, Some(SourceKind::ProcConnector));
+    // The exit of the same process follows, with its image from the tree.
+    let exit = h.wait_for(Duration::from_secs(30), |e| {
+        e.kind == Some(EventKind::ProcessExit) && e.process.as_ref().is_some_and(|x| x.pid == p.pid)
+    });
+    let exit = exit.and_then(|e| e.process).unwrap_or_default();
+    assert_eq!(exit.exit_code, Some(0));
+    assert!(exit.executable.is_some_and(|x| x.ends_with("/true")));
+    let (summary, _) = h.finish();
+    assert!(summary.exec_events > 0);
+}
+
+#[test]
+fn file_create_modify_delete_under_a_watched_dir() {
+    let dir = temp_dir("fan");
+    let mut h = Harness::start(config(vec![dir.clone()]));
+    let file = dir.join("payload.sh");
+    let f = file.display().to_string();
+    // The agent ignores its own file activity, and this test shares its process: act from a
+    // child process, as an intruder would.
+    let script = format!("printf a > {f} && printf b >> {f} && rm {f}");
+    assert!(
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .status()
+            .is_ok_and(|s| s.success())
+    );
+    for kind in [
+        EventKind::FileCreate,
+        EventKind::FileModify,
+        EventKind::FileDelete,
+    ] {
+        let got = h.wait_for(Duration::from_secs(30), |e| {
+            e.kind == Some(kind) && e.file.as_ref().is_some_and(|x| x.path == f)
+        });
+        let Some(got) = got else {
+            let fan: Vec<String> = h
+                .events
+                .iter()
+                .filter(|e| e.source == Some(SourceKind::Fanotify))
+                .map(|e| format!("{e:?}"))
+                .collect();
+            let (summary, _) = h.finish();
+            panic!(
+                "no {kind:?} event for {f}; fanotify events: {fan:?}\n{}",
+                summary.render()
+            );
+        };
+        assert_eq!(got.source, Some(SourceKind::Fanotify));
+        assert!(got.process.as_ref().is_some_and(|p| p.pid != 0));
+    }
+    // A rename reports both names.
+    let a = dir.join("a.txt");
+    let b = dir.join("b.txt");
+    assert!(std::fs::write(&a, "x").is_ok());
+    assert!(
+        Command::new("/bin/mv")
+            .arg(&a)
+            .arg(&b)
+            .status()
+            .is_ok_and(|s| s.success())
+    );
+    let renamed = h.wait_for(Duration::from_secs(30), |e| {
+        e.kind == Some(EventKind::FileRename)
+    });
+    let file = renamed.and_then(|e| e.file).unwrap_or_default();
+    assert_eq!(Path::new(&file.path), b.as_path());
+    assert_eq!(
+        file.original_path.as_deref().map(Path::new),
+        Some(a.as_path())
+    );
+    let (summary, events) = h.finish();
+    assert!(
+        events.iter().all(|e| e
+            .file
+            .as_ref()
+            .is_none_or(|x| x.path.starts_with(&*dir.to_string_lossy()))),
+        "only watched paths are reported"
+    );
+    assert!(
+        summary
+            .sources
+            .iter()
+            .any(|s| s.name == "fanotify" && s.error.is_none())
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn storm_of_2000_processes_loses_no_exec() {
+    let mut h = Harness::start(config(vec![]));
+    let marker = format!("ringfence-storm-{}", std::process::id());
+    let spawners: Vec<_> = (0..4)
+        .map(|t| {
+            let marker = marker.clone();
+            std::thread::spawn(move || {
+                let mut pids = Vec::new();
+                for i in 0..500 {
+                    if let Ok(mut c) = Command::new("/bin/true")
+                        .arg(&marker)
+                        .arg(format!("{t}-{i}"))
+                        .spawn()
+                    {
+                        pids.push(c.id());
+                        let _ = c.wait();
+                    }
+                }
+                pids
+            })
+        })
+        .collect();
+    let mut pids: Vec<u32> = spawners
+        .into_iter()
+        .flat_map(|s| s.join().unwrap_or_default())
+        .collect();
+    pids.sort_unstable();
+    assert_eq!(pids.len(), 2000);
+    // Matched by pid, not by marker: the process connector reports every exec, but a
+    // `/bin/true` is often gone before its arguments can be read from /proc.
+    let count = |h: &mut Harness| {
+        h.pull();
+        h.events
+            .iter()
+            .filter(|e| e.kind == Some(EventKind::ProcessExec))
+            .filter(|e| {
+                e.process
+                    .as_ref()
+                    .is_some_and(|p| pids.binary_search(&p.pid).is_ok())
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(&mut h) < 2000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen = count(&mut h);
+    let (summary, events) = h.finish();
+    let pc = summary.sources.iter().find(|s| s.name == "proc_connector");
+    let counters = pc.map(|s| s.counters).unwrap_or_default();
+    assert_eq!(counters.gaps, 0, "{}", summary.render());
+    assert_eq!(counters.dropped, 0, "{}", summary.render());
+    assert_eq!(seen, 2000, "{}", summary.render());
+    // Every exec names its parent (this test) from the tree, enriched or not.
+    let me = std::process::id();
+    let execs = events
+        .iter()
+        .filter(|e| e.kind == Some(EventKind::ProcessExec))
+        .filter(|e| {
+            e.process
+                .as_ref()
+                .is_some_and(|p| pids.binary_search(&p.pid).is_ok())
+        });
+    for e in execs {
+        let parent = e.process.as_ref().and_then(|p| p.parent.as_ref());
+        assert_eq!(parent.map(|p| p.pid), Some(me), "{e:?}");
+        assert!(parent.is_some_and(|p| p.executable.is_some()), "{e:?}");
+        // An exec whose /proc read lost the race says so.
+        let p = e.process.as_ref();
+        if p.is_some_and(|p| p.args.is_empty()) {
+            assert!(e.partial, "{e:?}");
+        }
+    }
+    eprintln!("{}", summary.render());
+}

@@ -1,0 +1,403 @@
+//! Linux audit, read-only multicast: the complete `execve` (arguments, cwd, uid, in one group of
+//! records that cannot race with the process exiting), without taking auditd's place.
+//!
+//! The agent binds to the `AUDIT_NLGRP_READLOG` multicast group, which any number of readers
+//! (and auditd) can share. The kernel only writes records for syscalls a rule asks for, so when
+//! `add_rules` is set the source adds one exit rule, keyed `ringfence`, for `execve`/`execveat`
+//! on the native architecture, and removes it when it stops (a stale one left by a crash is
+//! removed at the next start). If audit was disabled it is enabled for the agent's lifetime and
+//! the previous state restored. Without auditd running the kernel also copies records to the
+//! kernel log, rate-limited (`printk_ratelimit`): that is the cost of this source, and why
+//! `sources.audit` can be turned off.
+//!
+//! Records are assembled by serial number ([`parse::Assembler`]) and sent as `exec` events with
+//! source `audit`; the agent merges them into the process connector's exec of the same pid.
+#![allow(
+    unsafe_code,
+    reason = "netlink socket/bind/sendto/recv/poll FFI for NETLINK_AUDIT"
+)]
+
+pub mod parse;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use ringfence_event::{Event, EventKind, Parent, Process, SourceKind, Timestamp};
+
+use crate::source::{EventSender, Sent, Source, SourceError, StopSignal};
+use parse::{Assembler, AuditExec};
+
+const NAME: &str = "audit";
+const NETLINK_AUDIT: libc::c_int = 9;
+const AUDIT_NLGRP_READLOG: u32 = 1;
+const AUDIT_GET: u16 = 1000;
+const AUDIT_SET: u16 = 1001;
+const AUDIT_ADD_RULE: u16 = 1011;
+const AUDIT_DEL_RULE: u16 = 1012;
+const NLMSG_ERROR: u16 = 2;
+const AUDIT_STATUS_ENABLED: u32 = 1;
+const AUDIT_FILTER_EXIT: u32 = 0x04;
+const AUDIT_ALWAYS: u32 = 2;
+const AUDIT_ARCH: u32 = 11;
+const AUDIT_FILTERKEY: u32 = 210;
+const AUDIT_EQUAL: u32 = 0x4000_0000;
+
+/// The key on the rules this source adds.
+pub const RULE_KEY: &str = "ringfence";
+
+#[cfg(target_arch = "x86_64")]
+const ARCH: Option<(u32, &[u32])> = Some((0xC000_003E, &[59, 322]));
+#[cfg(target_arch = "aarch64")]
+const ARCH: Option<(u32, &[u32])> = Some((0xC000_00B7, &[221, 281]));
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const ARCH: Option<(u32, &[u32])> = None;
+
+fn netlink_socket(groups: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments; checked before use.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            NETLINK_AUDIT,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor from the kernel, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_nl is plain old data; all-zero is valid.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    sa.nl_groups = groups;
+    // SAFETY: `sa` is a valid sockaddr_nl and the length is its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const sa).cast::<libc::sockaddr>(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+fn send_request(fd: RawFd, msg_type: u16, seq: u32, payload: &[u8]) -> io::Result<()> {
+    let len = 16 + payload.len();
+    let mut buf = Vec::with_capacity(len);
+    buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
+    buf.extend_from_slice(&msg_type.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    // SAFETY: sockaddr_nl is plain old data; all-zero addresses the kernel.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `buf` and `sa` are valid for the given lengths during the call.
+    let rc = unsafe {
+        libc::sendto(
+            fd,
+            buf.as_ptr().cast::<libc::c_void>(),
+            buf.len(),
+            0,
+            (&raw const sa).cast::<libc::sockaddr>(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn recv_timeout(fd: RawFd, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<usize>> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if rc == 0 {
+        return Ok(None);
+    }
+    // SAFETY: `buf` is valid and writable for its length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast::<libc::c_void>(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Some(usize::try_from(n).unwrap_or(0)))
+}
+
+/// Send a request and wait for its acknowledgement (and, for AUDIT_GET, the reply).
+fn request(fd: RawFd, msg_type: u16, seq: u32, payload: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    send_request(fd, msg_type, seq, payload)?;
+    let mut buf = vec![0u8; 8192];
+    let mut reply = None;
+    for _ in 0..8 {
+        let Some(n) = recv_timeout(fd, &mut buf, 1000)? else {
+            return Err(io::Error::from(io::ErrorKind::TimedOut));
+        };
+        for m in parse::netlink_messages(&buf[..n]) {
+            if m.msg_type == NLMSG_ERROR {
+                let errno = m
+                    .payload
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, i32::from_ne_bytes);
+                if errno != 0 {
+                    return Err(io::Error::from_raw_os_error(-errno));
+                }
+                if msg_type != AUDIT_GET || reply.is_some() {
+                    return Ok(reply);
+                }
+            } else if m.msg_type == msg_type {
+                reply = Some(m.payload.to_vec());
+                return Ok(reply);
+            }
+        }
+    }
+    Ok(reply)
+}
+
+/// `enabled` from AUDIT_GET: 0 off, 1 on, 2 locked.
+pub fn audit_enabled(fd: RawFd) -> io::Result<u32> {
+    let reply = request(fd, AUDIT_GET, 1, &[])?.unwrap_or_default();
+    reply
+        .get(4..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_ne_bytes)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))
+}
+
+fn set_enabled(fd: RawFd, enabled: u32) -> io::Result<()> {
+    let mut status = [0u8; 40];
+    status[0..4].copy_from_slice(&AUDIT_STATUS_ENABLED.to_ne_bytes());
+    status[4..8].copy_from_slice(&enabled.to_ne_bytes());
+    request(fd, AUDIT_SET, 2, &status).map(|_| ())
+}
+
+/// `struct audit_rule_data` for an always,exit rule on the native execve syscalls.
+fn exec_rule() -> Option<Vec<u8>> {
+    let (arch, syscalls) = ARCH?;
+    let key = RULE_KEY.as_bytes();
+    let mut b = vec![0u8; 1040];
+    let put = |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+    put(&mut b, 0, AUDIT_FILTER_EXIT);
+    put(&mut b, 4, AUDIT_ALWAYS);
+    put(&mut b, 8, 2);
+    for &nr in syscalls {
+        let word = 12 + 4 * (nr as usize / 32);
+        let cur = u32::from_ne_bytes([b[word], b[word + 1], b[word + 2], b[word + 3]]);
+        put(&mut b, word, cur | 1 << (nr % 32));
+    }
+    let (fields, values, flags) = (268, 524, 780);
+    put(&mut b, fields, AUDIT_ARCH);
+    put(&mut b, values, arch);
+    put(&mut b, flags, AUDIT_EQUAL);
+    put(&mut b, fields + 4, AUDIT_FILTERKEY);
+    put(&mut b, values + 4, u32::try_from(key.len()).unwrap_or(0));
+    put(&mut b, flags + 4, AUDIT_EQUAL);
+    put(&mut b, 1036, u32::try_from(key.len()).unwrap_or(0));
+    b.extend_from_slice(key);
+    Some(b)
+}
+
+/// What `doctor` reports about audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditProbe {
+    pub readlog_group: Result<(), String>,
+    pub enabled: Result<u32, String>,
+}
+
+/// Probe without changing anything: can we join the read-only group, and is audit on?
+pub fn probe() -> AuditProbe {
+    let readlog_group = netlink_socket(AUDIT_NLGRP_READLOG)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let enabled = netlink_socket(0)
+        .and_then(|fd| audit_enabled(fd.as_raw_fd()))
+        .map_err(|e| e.to_string());
+    AuditProbe {
+        readlog_group,
+        enabled,
+    }
+}
+
+/// Settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditOptions {
+    /// Add (and on stop remove) the `ringfence`-keyed execve rule.
+    pub add_rules: bool,
+}
+
+/// The audit source.
+#[derive(Debug)]
+pub struct AuditSource {
+    mcast: OwnedFd,
+    control: OwnedFd,
+    rule: Option<Vec<u8>>,
+    restore_enabled: Option<u32>,
+}
+
+impl AuditSource {
+    pub fn open(options: AuditOptions) -> Result<AuditSource, SourceError> {
+        let control = netlink_socket(0)
+            .map_err(|e| SourceError::syscall(NAME, "socket(NETLINK_AUDIT)", e))?;
+        let mcast = netlink_socket(AUDIT_NLGRP_READLOG)
+            .map_err(|e| SourceError::syscall(NAME, "bind(AUDIT_NLGRP_READLOG)", e))?;
+        let _ = crate::sys::grow_receive_buffer(mcast.as_raw_fd(), 8 << 20);
+        let enabled = audit_enabled(control.as_raw_fd())
+            .map_err(|e| SourceError::syscall(NAME, "AUDIT_GET", e))?;
+        let mut source = AuditSource {
+            mcast,
+            control,
+            rule: None,
+            restore_enabled: None,
+        };
+        if !options.add_rules {
+            return Ok(source);
+        }
+        if enabled == 2 {
+            tracing::warn!(
+                source = NAME,
+                "audit configuration is locked; reading existing rules only"
+            );
+            return Ok(source);
+        }
+        let Some(rule) = exec_rule() else {
+            return Ok(source);
+        };
+        let fd = source.control.as_raw_fd();
+        // A rule left by an agent that crashed: remove it first (absent is fine).
+        let _ = request(fd, AUDIT_DEL_RULE, 3, &rule);
+        if enabled == 0 {
+            set_enabled(fd, 1)
+                .map_err(|e| SourceError::syscall(NAME, "AUDIT_SET(enabled=1)", e))?;
+            source.restore_enabled = Some(0);
+        }
+        request(fd, AUDIT_ADD_RULE, 4, &rule)
+            .map_err(|e| SourceError::syscall(NAME, "AUDIT_ADD_RULE", e))?;
+        source.rule = Some(rule);
+        Ok(source)
+    }
+
+    fn cleanup(&mut self) {
+        let fd = self.control.as_raw_fd();
+        if let Some(rule) = self.rule.take()
+            && let Err(e) = request(fd, AUDIT_DEL_RULE, 5, &rule)
+        {
+            tracing::warn!(source = NAME, error = %e, "could not remove the ringfence audit rule");
+        }
+        if let Some(state) = self.restore_enabled.take()
+            && let Err(e) = set_enabled(fd, state)
+        {
+            tracing::warn!(source = NAME, error = %e, "could not restore the audit enabled state");
+        }
+    }
+}
+
+impl Drop for AuditSource {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// The event for an assembled execve.
+pub fn to_event(x: &AuditExec) -> Event {
+    let mut e = Event::new(
+        EventKind::ProcessExec,
+        SourceKind::Audit,
+        Timestamp(x.time_ns),
+    );
+    let command_line = (!x.args.is_empty()).then(|| x.args.join(" "));
+    e.process = Some(Process {
+        pid: x.pid.unwrap_or(0),
+        executable: x.executable.clone(),
+        name: x
+            .executable
+            .as_deref()
+            .and_then(|p| p.rsplit('/').next())
+            .map(str::to_owned),
+        command_line,
+        args: x.args.clone(),
+        working_directory: x.cwd.clone(),
+        parent: x.ppid.map(|pid| Parent {
+            pid,
+            ..Parent::default()
+        }),
+        ..Process::default()
+    });
+    e.user.id = x.uid.map(i64::from);
+    e.user.effective_id = x.euid.map(i64::from);
+    e.user.group_id = x.gid.map(i64::from);
+    e
+}
+
+impl Source for AuditSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(mut self: Box<Self>, out: EventSender, stop: StopSignal) -> Result<(), SourceError> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut asm = Assembler::default();
+        let mut done = Vec::new();
+        let fd = self.mcast.as_raw_fd();
+        while !stop.is_stopped() {
+            let n = match recv_timeout(fd, &mut buf, 200) {
+                Ok(Some(n)) => n,
+                Ok(None) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    out.note_gap(1);
+                    tracing::warn!(
+                        source = NAME,
+                        "audit receive buffer overflowed; records were lost"
+                    );
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    out.note_error();
+                    tracing::warn!(source = NAME, error = %e, "receive failed");
+                    stop.sleep(std::time::Duration::from_millis(100));
+                    continue;
+                }
+            };
+            for m in parse::netlink_messages(&buf[..n.min(buf.len())]) {
+                asm.push(m, &mut done);
+            }
+            for x in done.drain(..) {
+                if x.success == Some(false) {
+                    continue;
+                }
+                if out.send(to_event(&x)) == Sent::Closed {
+                    self.cleanup();
+                    return Ok(());
+                }
+            }
+        }
+        self.cleanup();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_layout() {
+        let Some(r) = exec_rule() else { return };
+        assert_eq!(r.len(), 1040 + RULE_KEY.len());
+        assert_eq!(&r[1040..], RULE_KEY.as_bytes());
+    }
+}
