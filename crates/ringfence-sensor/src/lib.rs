@@ -9,6 +9,7 @@ pub mod fanotify;
 pub mod logs;
 pub mod proc_connector;
 pub mod proc_info;
+pub mod probe;
 pub mod source;
 pub mod sys;
 

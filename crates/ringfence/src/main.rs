@@ -26,6 +26,13 @@ enum Command {
     /// Print the field schema (every field, its type, the event kinds that carry it, and which
     /// mode fills it) as JSON.
     Schema(cmd::schema::Args),
+    /// Run the agent (`agent run`).
+    Agent(cmd::agent::Args),
+    /// What this host supports (BTF, BPF program types, fanotify, process connector, audit)
+    /// and the mode `auto` picks.
+    Doctor(cmd::doctor::Args),
+    /// Measure the agent's cost to the host (`bench exec-storm`).
+    Bench(cmd::bench::Args),
 }
 
 /// A failure with the exit code it maps to.
@@ -65,6 +72,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Schema(args) => cmd::schema::run(args),
+        Command::Agent(args) => cmd::agent::run(args),
+        Command::Doctor(args) => cmd::doctor::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -89,6 +89,11 @@ fn mark_filesystem(group: &OwnedFd, mask: u64, path: &Path) -> io::Result<()> {
     }
 }
 
+/// Try a filesystem mark on `/` with `group` (for `doctor`); the mark dies with the group.
+pub fn probe_filesystem_mark(group: &OwnedFd) -> io::Result<()> {
+    mark_filesystem(group, FAN_CREATE | FAN_DELETE, Path::new("/"))
+}
+
 fn fsid_of(fd: &File) -> io::Result<[i32; 2]> {
     // SAFETY: statfs is plain old data; all-zero is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };

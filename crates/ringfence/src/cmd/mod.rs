@@ -1,5 +1,8 @@
 //! One module per subcommand, plus the little output helpers they share.
 
+pub mod agent;
+pub mod bench;
+pub mod doctor;
 pub mod schema;
 
 use std::io::{self, Write};
