@@ -220,7 +220,7 @@ impl Agent {
         let mut opened: Vec<(SourceKind, Box<dyn Source>)> =
             std::mem::take(&mut self.extra_sources);
         let s = &self.config.sources;
-        let mut failed = |name: &'static str, e: String| {
+        let failed = |summary: &mut Summary, name: &'static str, e: String| {
             tracing::warn!(source = name, error = %e, "source not started");
             summary.sources.push(SourceSummary {
                 name,
@@ -228,19 +228,29 @@ impl Agent {
                 error: Some(e),
             });
         };
-        if s.proc_connector {
-            match ProcConnectorSource::open(ProcConnectorOptions::default()) {
-                Ok(src) => opened.push((SourceKind::ProcConnector, Box::new(src))),
-                Err(e) => failed("proc_connector", e.to_string()),
-            }
-        }
+        let mut audit_running = false;
         if s.audit {
             let options = AuditOptions {
                 add_rules: self.config.audit.add_rules,
             };
             match AuditSource::open(options) {
-                Ok(src) => opened.push((SourceKind::Audit, Box::new(src))),
-                Err(e) => failed("audit", e.to_string()),
+                Ok(src) => {
+                    audit_running = true;
+                    opened.push((SourceKind::Audit, Box::new(src)));
+                }
+                Err(e) => failed(summary, "audit", e.to_string()),
+            }
+        }
+        if s.proc_connector {
+            match ProcConnectorSource::open(ProcConnectorOptions {
+                // With audit, arguments come from its records: no /proc race to run, and the
+                // connector can batch its wake-ups. Without it, read /proc at once.
+                enrich_exec: !audit_running,
+                coalesce: audit_running.then_some(Duration::from_millis(10)),
+                ..ProcConnectorOptions::default()
+            }) {
+                Ok(src) => opened.push((SourceKind::ProcConnector, Box::new(src))),
+                Err(e) => failed(summary, "proc_connector", e.to_string()),
             }
         }
         if s.fanotify {
@@ -250,7 +260,7 @@ impl Agent {
             };
             match FanotifySource::open(&options) {
                 Ok(src) => opened.push((SourceKind::Fanotify, Box::new(src))),
-                Err(e) => failed("fanotify", e.to_string()),
+                Err(e) => failed(summary, "fanotify", e.to_string()),
             }
         }
         if s.logs {
@@ -366,7 +376,7 @@ impl Agent {
         let mut next_flush = Instant::now() + Duration::from_millis(500);
         loop {
             match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(event) => merger.push(event, Instant::now(), &mut ready),
+                Ok(event) => merger.push(*event, Instant::now(), &mut ready),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     if stop.is_stopped() {
@@ -406,7 +416,7 @@ impl Agent {
             }
         }
         while let Ok(event) = rx.try_recv() {
-            merger.push(event, Instant::now(), &mut ready);
+            merger.push(*event, Instant::now(), &mut ready);
         }
         merger.release(Instant::now(), true, &mut ready);
         for event in ready.drain(..) {

@@ -7,9 +7,9 @@
 pub mod audit;
 pub mod fanotify;
 pub mod logs;
+pub mod probe;
 pub mod proc_connector;
 pub mod proc_info;
-pub mod probe;
 pub mod source;
 pub mod sys;
 

@@ -65,7 +65,10 @@ fn probe_audit() -> Probe {
                 }
             ),
         ),
-        (Ok(()), Err(e)) => (true, format!("multicast group joins; status unreadable: {e}")),
+        (Ok(()), Err(e)) => (
+            true,
+            format!("multicast group joins; status unreadable: {e}"),
+        ),
         (Err(e), _) => (false, format!("cannot join AUDIT_NLGRP_READLOG: {e}")),
     };
     Probe {

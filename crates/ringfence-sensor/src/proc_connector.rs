@@ -149,6 +149,10 @@ pub struct ProcConnectorOptions {
     pub enrich_exec: bool,
     /// Socket receive buffer, bytes.
     pub receive_buffer: usize,
+    /// When set, drain the socket, then sleep this long before waiting again: one wake-up per
+    /// batch instead of one per message (the buffer absorbs the burst meanwhile). Leave unset
+    /// when exec enrichment from /proc must race the process.
+    pub coalesce: Option<Duration>,
 }
 
 impl Default for ProcConnectorOptions {
@@ -156,6 +160,7 @@ impl Default for ProcConnectorOptions {
         ProcConnectorOptions {
             enrich_exec: true,
             receive_buffer: 8 << 20,
+            coalesce: None,
         }
     }
 }
@@ -202,11 +207,25 @@ impl Source for ProcConnectorSource {
         let mut buf = vec![0u8; 16 * 1024];
         let mut gaps = GapTracker::default();
         let mut consecutive_errors = 0u32;
+        if self.options.coalesce.is_some() {
+            let _ = self.conn.set_nonblocking();
+        }
         while !stop.is_stopped() {
-            let n = match self
-                .conn
-                .recv_raw_timeout(&mut buf, Duration::from_millis(200))
-            {
+            let got = match self.options.coalesce {
+                // Drain without blocking; when empty, let a batch build up, then wait.
+                Some(pause) => match self.conn.recv_raw(&mut buf) {
+                    Err(PcError::WouldBlock) => {
+                        stop.sleep(pause);
+                        self.conn
+                            .recv_raw_timeout(&mut buf, Duration::from_millis(200))
+                    }
+                    other => other.map(Some),
+                },
+                None => self
+                    .conn
+                    .recv_raw_timeout(&mut buf, Duration::from_millis(200)),
+            };
+            let n = match got {
                 Ok(Some(n)) => n,
                 Ok(None) | Err(PcError::Interrupted) | Err(PcError::WouldBlock) => continue,
                 Err(PcError::Overrun) => {

@@ -152,13 +152,13 @@ pub enum Sent {
 #[derive(Debug, Clone)]
 pub struct EventSender {
     name: &'static str,
-    tx: Sender<Event>,
+    tx: Sender<Box<Event>>,
     counters: Arc<SourceCounters>,
 }
 
 impl EventSender {
     /// A sender for the source called `name`, with fresh counters.
-    pub fn new(name: &'static str, tx: Sender<Event>) -> EventSender {
+    pub fn new(name: &'static str, tx: Sender<Box<Event>>) -> EventSender {
         EventSender {
             name,
             tx,
@@ -178,7 +178,7 @@ impl EventSender {
     /// Queue `event` without blocking: counts it in, and out or dropped.
     pub fn send(&self, event: Event) -> Sent {
         self.counters.events_in.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(event) {
+        match self.tx.try_send(Box::new(event)) {
             Ok(()) => {
                 self.counters.events_out.fetch_add(1, Ordering::Relaxed);
                 Sent::Queued
@@ -203,8 +203,9 @@ impl EventSender {
 }
 
 /// A bounded event channel: the agent keeps the receiver and makes one [`EventSender`] per
-/// source with [`EventSender::new`] on a clone of the sender.
-pub fn channel(capacity: usize) -> (Sender<Event>, Receiver<Event>) {
+/// source with [`EventSender::new`] on a clone of the sender. Events travel boxed, so the
+/// channel's preallocated slots cost a pointer each, not an event each.
+pub fn channel(capacity: usize) -> (Sender<Box<Event>>, Receiver<Box<Event>>) {
     crossbeam_channel::bounded(capacity.max(1))
 }
 

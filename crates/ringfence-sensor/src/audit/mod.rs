@@ -42,6 +42,9 @@ const AUDIT_ARCH: u32 = 11;
 const AUDIT_FILTERKEY: u32 = 210;
 const AUDIT_EQUAL: u32 = 0x4000_0000;
 
+/// Pause between batches of records.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The key on the rules this source adds.
 pub const RULE_KEY: &str = "ringfence";
 
@@ -113,6 +116,28 @@ fn send_request(fd: RawFd, msg_type: u16, seq: u32, payload: &[u8]) -> io::Resul
     } else {
         Ok(())
     }
+}
+
+/// Receive without waiting: `Ok(None)` when nothing is queued.
+fn recv_nowait(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: `buf` is valid and writable for its length.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::WouldBlock {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(Some(usize::try_from(n).unwrap_or(0)))
 }
 
 fn recv_timeout(fd: RawFd, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<usize>> {
@@ -353,7 +378,16 @@ impl Source for AuditSource {
         let mut done = Vec::new();
         let fd = self.mcast.as_raw_fd();
         while !stop.is_stopped() {
-            let n = match recv_timeout(fd, &mut buf, 200) {
+            // Drain what is queued; when empty, let a batch build up (one wake-up per batch
+            // instead of one per record: an execve is 5 to 7 records), then wait.
+            let got = match recv_nowait(fd, &mut buf) {
+                Ok(None) => {
+                    stop.sleep(COALESCE);
+                    recv_timeout(fd, &mut buf, 200)
+                }
+                other => other,
+            };
+            let n = match got {
                 Ok(Some(n)) => n,
                 Ok(None) => continue,
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {

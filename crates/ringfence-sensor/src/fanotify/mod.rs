@@ -337,6 +337,11 @@ impl Source for FanotifySource {
         let mut events = Vec::new();
         let fd = self.group.as_raw_fd();
         while !stop.is_stopped() {
+            // One read takes every queued event; pausing between reads batches wake-ups
+            // (the kernel queue holds 16384 events meanwhile).
+            if stop.sleep(std::time::Duration::from_millis(10)) {
+                break;
+            }
             match poll_readable(fd, 200) {
                 Ok(true) => {}
                 Ok(false) => continue,
