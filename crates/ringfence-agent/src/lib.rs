@@ -18,6 +18,7 @@ pub mod detect;
 pub mod merge;
 pub mod output;
 pub mod tree;
+pub mod users;
 
 use std::io;
 use std::sync::Arc;
@@ -368,6 +369,7 @@ impl Agent {
             host,
             detectors: std::mem::take(&mut self.detectors),
             outputs,
+            users: users::UserNames::new("/etc/passwd"),
             summary,
             warned_output: false,
         };
@@ -445,6 +447,7 @@ struct Pipeline {
     host: Option<Arc<str>>,
     detectors: Vec<Box<dyn Detector>>,
     outputs: Vec<Box<dyn Output>>,
+    users: users::UserNames,
     summary: Summary,
     warned_output: bool,
 }
@@ -485,6 +488,10 @@ impl Pipeline {
         }
         if event.host_name.is_none() {
             event.host_name.clone_from(&self.host);
+        }
+        if event.process.is_some() && event.user.name.is_none() {
+            let uid = event.user.id.and_then(|u| u32::try_from(u).ok());
+            event.user.name = uid.and_then(|u| self.users.name(u)).map(str::to_owned);
         }
         if event.partial {
             self.summary.partial_events += 1;

@@ -108,16 +108,15 @@ const ALL: KindSet = SUBJECT.union(LOGS).union(KindSet::of(&[K::SensorHealth]));
 
 /// What the eBPF mode emits: everything but exec-open (fanotify's).
 const EBPF_KINDS: KindSet = ALL.minus(KindSet::of(&[K::FileExecOpen]));
-/// What driverless mode emits: process connector, audit connects, fanotify, logs, health.
+/// What driverless mode emits: the process connector (fork, exec, exit, uid changes), audit
+/// (completing execs), fanotify (files), logs and health.
 const DRIVERLESS_KINDS: KindSet = PROCESS
-    .union(KindSet::of(&[K::NetworkConnect]))
     .union(FILE)
     .union(LOGS)
-    .union(KindSet::of(&[K::SensorHealth]));
+    .union(KindSet::of(&[K::SensorHealth, K::PrivilegeChange]));
 const DRIVERLESS_SUBJECT: KindSet = SUBJECT.intersect(DRIVERLESS_KINDS);
 const EBPF_SUBJECT: KindSet = SUBJECT.intersect(EBPF_KINDS);
 const EBPF_FILE: KindSet = FILE.intersect(EBPF_KINDS);
-const NET_CONNECT: KindSet = KindSet::of(&[K::NetworkConnect]);
 
 macro_rules! schema {
     ($( $variant:ident = $name:literal, $ty:ident, $kinds:expr, ebpf $ebpf:expr, driverless $dl:expr, derived $derived:literal, $doc:literal; )*) => {
@@ -147,7 +146,7 @@ schema! {
     EventOutcome = "event.outcome", Keyword, AUTH, ebpf AUTH, driverless AUTH, derived false, "success or failure, for authentication events.";
     Source = "ringfence.source", Keyword, ALL, ebpf EBPF_KINDS, driverless DRIVERLESS_KINDS, derived false, "The source that observed the event (ebpf, proc_connector, audit, fanotify, ...).";
     Partial = "ringfence.partial", Boolean, ALL, ebpf EBPF_KINDS, driverless DRIVERLESS_KINDS, derived false, "True when enrichment could not complete; the fields present are still right.";
-    Syscall = "ringfence.syscall", Keyword, NETWORK.union(KERNEL_ONLY), ebpf NETWORK.union(KERNEL_ONLY), driverless NET_CONNECT, derived false, "The system call behind the event (connect, setuid, mprotect, finit_module, ...).";
+    Syscall = "ringfence.syscall", Keyword, NETWORK.union(KERNEL_ONLY), ebpf NETWORK.union(KERNEL_ONLY), driverless KindSet::EMPTY, derived false, "The system call behind the event (connect, setuid, mprotect, finit_module, ...).";
     HostName = "host.name", Keyword, ALL, ebpf EBPF_KINDS, driverless DRIVERLESS_KINDS, derived false, "The host's name.";
     ProcessPid = "process.pid", Long, SUBJECT, ebpf EBPF_SUBJECT, driverless DRIVERLESS_SUBJECT, derived false, "Process id (thread-group id).";
     ProcessExecutable = "process.executable", Keyword, SUBJECT, ebpf EBPF_SUBJECT, driverless DRIVERLESS_SUBJECT, derived false, "Absolute path of the process's executable.";
@@ -169,27 +168,27 @@ schema! {
     UserName = "user.name", Keyword, SUBJECT.union(AUTH), ebpf EBPF_SUBJECT.union(AUTH), driverless DRIVERLESS_SUBJECT.union(AUTH), derived false, "User name of the process, or the account an authentication was for.";
     UserEffectiveId = "user.effective.id", Long, SUBJECT, ebpf EBPF_SUBJECT, driverless DRIVERLESS_SUBJECT, derived false, "Effective user id.";
     GroupId = "group.id", Long, SUBJECT, ebpf EBPF_SUBJECT, driverless DRIVERLESS_SUBJECT, derived false, "Real group id.";
-    ContainerId = "container.id", Keyword, SUBJECT, ebpf EBPF_SUBJECT, driverless DRIVERLESS_SUBJECT, derived false, "Container id from the cgroup path, when the process runs in one.";
-    NetworkTransport = "network.transport", Keyword, NETWORK, ebpf NETWORK, driverless NET_CONNECT, derived false, "tcp or udp.";
-    NetworkType = "network.type", Keyword, NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), ebpf NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), driverless NET_CONNECT.union(AUTH).union(KindSet::of(&[K::WebRequest])), derived true, "ipv4 or ipv6.";
-    NetworkDirection = "network.direction", Keyword, NETWORK, ebpf NETWORK, driverless NET_CONNECT, derived false, "egress (connect), ingress (accept) or listening (bind, listen).";
+    ContainerId = "container.id", Keyword, SUBJECT, ebpf KindSet::EMPTY, driverless KindSet::EMPTY, derived false, "Container id from the cgroup path, when the process runs in one.";
+    NetworkTransport = "network.transport", Keyword, NETWORK, ebpf NETWORK, driverless KindSet::EMPTY, derived false, "tcp or udp.";
+    NetworkType = "network.type", Keyword, NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), ebpf NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), driverless AUTH.union(KindSet::of(&[K::WebRequest])), derived true, "ipv4 or ipv6.";
+    NetworkDirection = "network.direction", Keyword, NETWORK, ebpf NETWORK, driverless KindSet::EMPTY, derived false, "egress (connect), ingress (accept) or listening (bind, listen).";
     SourceIp = "source.ip", Ip, NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), ebpf KindSet::of(&[K::NetworkAccept]).union(AUTH).union(KindSet::of(&[K::WebRequest])), driverless AUTH.union(KindSet::of(&[K::WebRequest])), derived false, "Local address of a connection, the peer of an accept, or the client of a log-in or web request.";
     SourcePort = "source.port", Long, NETWORK.union(AUTH), ebpf KindSet::of(&[K::NetworkAccept]).union(AUTH), driverless AUTH, derived false, "Port belonging to source.ip.";
-    DestinationIp = "destination.ip", Ip, NETWORK, ebpf NETWORK, driverless NET_CONNECT, derived false, "Remote address of a connect, or the local address bound or listened on.";
-    DestinationPort = "destination.port", Long, NETWORK, ebpf NETWORK, driverless NET_CONNECT, derived false, "Port belonging to destination.ip.";
+    DestinationIp = "destination.ip", Ip, NETWORK, ebpf NETWORK, driverless KindSet::EMPTY, derived false, "Remote address of a connect, or the local address bound or listened on.";
+    DestinationPort = "destination.port", Long, NETWORK, ebpf NETWORK, driverless KindSet::EMPTY, derived false, "Port belonging to destination.ip.";
     DestinationDomain = "destination.domain", Keyword, KindSet::EMPTY, ebpf KindSet::EMPTY, driverless KindSet::EMPTY, derived false, "Host name of the destination; reserved: no source fills it yet.";
     FilePath = "file.path", Keyword, FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), ebpf EBPF_FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), driverless FILE, derived false, "Full path of the file (the new path for a rename; `memfd:NAME` for memfd_create).";
     FileName = "file.name", Keyword, FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), ebpf EBPF_FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), driverless FILE, derived true, "Last component of file.path.";
     FileDirectory = "file.directory", Keyword, FILE, ebpf EBPF_FILE, driverless FILE, derived true, "file.path without its last component.";
     FileExtension = "file.extension", Keyword, FILE, ebpf EBPF_FILE, driverless FILE, derived true, "Extension of file.name, without the dot.";
     FileOriginalPath = "file.original.path", Keyword, KindSet::of(&[K::FileRename]), ebpf KindSet::of(&[K::FileRename]), driverless KindSet::of(&[K::FileRename]), derived false, "For a rename: the path before.";
-    FileMode = "file.mode", Keyword, FILE, ebpf KindSet::EMPTY, driverless KindSet::of(&[K::FileCreate, K::FileModify]), derived false, "Octal permissions (e.g. 4755) read after the event.";
+    FileMode = "file.mode", Keyword, FILE, ebpf KindSet::EMPTY, driverless KindSet::EMPTY, derived false, "Octal permissions (e.g. 4755) read after the event.";
     FileSha256 = "file.hash.sha256", Keyword, KindSet::of(&[K::FileExecOpen, K::ProcessExec]), ebpf KindSet::EMPTY, driverless KindSet::EMPTY, derived false, "SHA-256 of the file, where hashing is enabled.";
-    FileSize = "file.size", Long, FILE, ebpf KindSet::EMPTY, driverless KindSet::of(&[K::FileCreate, K::FileModify]), derived false, "Size in bytes read after the event.";
+    FileSize = "file.size", Long, FILE, ebpf KindSet::EMPTY, driverless KindSet::EMPTY, derived false, "Size in bytes read after the event.";
     TargetPid = "target.process.pid", Long, KindSet::of(&[K::Ptrace, K::Signal]), ebpf KindSet::of(&[K::Ptrace, K::Signal]), driverless KindSet::EMPTY, derived false, "The process acted on by ptrace or a signal.";
     TargetExecutable = "target.process.executable", Keyword, KindSet::of(&[K::Ptrace, K::Signal]), ebpf KindSet::of(&[K::Ptrace, K::Signal]), driverless KindSet::EMPTY, derived false, "Executable of target.process.pid.";
-    PrivilegeNewUid = "ringfence.privilege.new_uid", Long, KindSet::of(&[K::PrivilegeChange]), ebpf KindSet::of(&[K::PrivilegeChange]), driverless KindSet::EMPTY, derived false, "Real uid asked for by setuid/setreuid/setresuid.";
-    PrivilegeNewEuid = "ringfence.privilege.new_euid", Long, KindSet::of(&[K::PrivilegeChange]), ebpf KindSet::of(&[K::PrivilegeChange]), driverless KindSet::EMPTY, derived false, "Effective uid asked for.";
+    PrivilegeNewUid = "ringfence.privilege.new_uid", Long, KindSet::of(&[K::PrivilegeChange]), ebpf KindSet::of(&[K::PrivilegeChange]), driverless KindSet::of(&[K::PrivilegeChange]), derived false, "Real uid asked for by setuid/setreuid/setresuid.";
+    PrivilegeNewEuid = "ringfence.privilege.new_euid", Long, KindSet::of(&[K::PrivilegeChange]), ebpf KindSet::of(&[K::PrivilegeChange]), driverless KindSet::of(&[K::PrivilegeChange]), derived false, "Effective uid asked for.";
     PrivilegeNewGid = "ringfence.privilege.new_gid", Long, KindSet::of(&[K::PrivilegeChange]), ebpf KindSet::of(&[K::PrivilegeChange]), driverless KindSet::EMPTY, derived false, "Group id asked for by setgid/setregid/setresgid.";
     PrivilegeCapabilities = "ringfence.privilege.capabilities", Long, KindSet::of(&[K::PrivilegeChange]), ebpf KindSet::of(&[K::PrivilegeChange]), driverless KindSet::EMPTY, derived false, "Effective capability mask asked for by capset.";
     PtraceRequest = "ringfence.ptrace.request", Long, KindSet::of(&[K::Ptrace]), ebpf KindSet::of(&[K::Ptrace]), driverless KindSet::EMPTY, derived false, "ptrace request number (16 = PTRACE_ATTACH).";
