@@ -72,7 +72,7 @@ pub fn build_signed_bundle(
         builder.metadata(key, value)?;
     }
     let dir_report = builder.add_dir(dir)?;
-    let bundle = builder.build();
+    let bundle = builder.build()?;
     let report = validator
         .validate(&bundle)
         .map_err(BuildError::Validation)?;

@@ -477,13 +477,7 @@ impl BundleBuilder {
     ) -> Result<&mut Self, BundleError> {
         let limits = self.limits;
         let what = format!("{kind} {path:?}");
-        if self.bundle.schema.fingerprint.len() as u64 > MAX_FINGERPRINT_BYTES {
-            return Err(BundleError::TooLarge {
-                what: "schema fingerprint".into(),
-                size: self.bundle.schema.fingerprint.len() as u64,
-                limit: MAX_FINGERPRINT_BYTES,
-            });
-        }
+        self.check_fingerprint()?;
         check_path(kind, path).map_err(|reason| BundleError::InvalidPath {
             what: what.clone(),
             path: path.to_owned(),
@@ -618,9 +612,22 @@ impl BundleBuilder {
         Ok(())
     }
 
-    /// The finished bundle.
-    pub fn build(self) -> Bundle {
-        self.bundle
+    /// The finished bundle; refuses a schema fingerprint the format cannot carry.
+    pub fn build(self) -> Result<Bundle, BundleError> {
+        self.check_fingerprint()?;
+        Ok(self.bundle)
+    }
+
+    fn check_fingerprint(&self) -> Result<(), BundleError> {
+        let len = self.bundle.schema.fingerprint.len() as u64;
+        if len > MAX_FINGERPRINT_BYTES {
+            return Err(BundleError::TooLarge {
+                what: "schema fingerprint".into(),
+                size: len,
+                limit: MAX_FINGERPRINT_BYTES,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -667,7 +674,7 @@ mod tests {
         b.add(EntryKind::Test, "tests/a.yml", b"rule: a\n".to_vec())
             .unwrap();
         b.metadata("built_at", "2026-01-01T00:00:00Z").unwrap();
-        b.build()
+        b.build().unwrap()
     }
 
     #[test]
@@ -701,7 +708,7 @@ mod tests {
             .unwrap();
         b.add(EntryKind::Rule, "rules/b.yml", b"title: b\n".to_vec())
             .unwrap();
-        assert_eq!(b.build().encode(), sample().encode());
+        assert_eq!(b.build().unwrap().encode(), sample().encode());
     }
 
     #[test]
@@ -857,7 +864,7 @@ mod tests {
         let build = || {
             let mut b = BundleBuilder::new(2, schema(), Limits::default());
             let report = b.add_dir(p).unwrap();
-            (b.build(), report)
+            (b.build().unwrap(), report)
         };
         let (one, report) = build();
         let (two, _) = build();
@@ -904,6 +911,21 @@ mod tests {
         let big = raw_bundle(&[(2, "a", &[0; 300])]);
         let err = Bundle::decode(&big, &limits).unwrap_err();
         assert!(matches!(err, BundleError::TooLarge { size, .. } if size == big.len() as u64));
+    }
+
+    #[test]
+    fn a_fingerprint_the_format_cannot_carry_is_refused() {
+        let long = SchemaId {
+            version: 1,
+            fingerprint: "f".repeat(300),
+        };
+        let err = BundleBuilder::new(1, long, Limits::default())
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "schema fingerprint is 300 bytes, limit is 256"
+        );
     }
 
     /// Encodes entries as given, without the builder's checks, with a valid checksum.

@@ -142,7 +142,9 @@ mod tests {
             .unwrap();
         b.add(EntryKind::Rule, "rules/ok.yml", b"title: ok".to_vec())
             .unwrap();
-        let errors = StructuralValidator.validate(&b.build()).unwrap_err();
+        let errors = StructuralValidator
+            .validate(&b.build().unwrap())
+            .unwrap_err();
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(
             text,

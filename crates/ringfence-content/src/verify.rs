@@ -474,7 +474,7 @@ mod tests {
         .unwrap();
         b.add(EntryKind::Test, "tests/proc/a.yml", b"rule: a\n".to_vec())
             .unwrap();
-        b.build()
+        b.build().unwrap()
     }
 
     /// Content `version` signed at `NOW + version` seconds.
