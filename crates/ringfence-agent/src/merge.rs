@@ -7,7 +7,8 @@
 //! the matching audit record (same pid), and releases events in their original order: anything
 //! behind a held exec (its exit, say) waits with it, so the tree never sees an exit before its
 //! exec. An exec that was complete already passes straight through, and its later audit record
-//! is discarded. Audit records are never output on their own.
+//! is discarded. Audit's execve records are never output on their own; its other events
+//! (connects) are ordinary events and pass through in order.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -266,6 +267,28 @@ mod tests {
         assert_eq!(out.len(), 1);
         m.push(exec(SourceKind::Audit, 3, &["/bin/x"]), t, &mut out);
         assert_eq!(out.len(), 1);
+        m.release(t + Duration::from_secs(5), true, &mut out);
+        assert_eq!(m.unmatched, 0);
+    }
+
+    #[test]
+    fn audit_connect_is_output_in_order_not_swallowed() {
+        let mut m = ExecMerger::new(true, Duration::from_millis(100));
+        let t = Instant::now();
+        let mut out = Vec::new();
+        let mut connect = Event::new(EventKind::NetworkConnect, SourceKind::Audit, Timestamp(3));
+        connect.process = Some(Process {
+            pid: 5,
+            ..Process::default()
+        });
+        m.push(connect.clone(), t, &mut out);
+        assert_eq!(out.len(), 1, "nothing held: straight through");
+        m.push(exec(SourceKind::ProcConnector, 6, &[]), t, &mut out);
+        m.push(connect.clone(), t, &mut out);
+        assert_eq!(out.len(), 1, "behind a held exec, it waits");
+        m.push(exec(SourceKind::Audit, 6, &["/bin/x"]), t, &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].kind, Some(EventKind::NetworkConnect));
         m.release(t + Duration::from_secs(5), true, &mut out);
         assert_eq!(m.unmatched, 0);
     }

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ringfence_agent::{Agent, Config, Output, Summary};
-use ringfence_event::{Event, EventKind, SourceKind};
+use ringfence_event::{Event, EventKind, Field, Mode, SourceKind};
 use ringfence_sensor::StopSignal;
 
 /// An output that keeps every line in memory.
@@ -272,6 +272,80 @@ fn file_create_modify_delete_under_a_watched_dir() {
             .any(|s| s.name == "fanotify" && s.error.is_none())
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tcp_connect_to_a_local_listener_is_reported_from_audit() {
+    let mut h = Harness::start(config(vec![]));
+    let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
+        panic!("cannot listen on 127.0.0.1");
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "connect to 127.0.0.1:{port}"
+    );
+    let me = std::process::id();
+    let got = h.wait_for(Duration::from_secs(30), |e| {
+        e.kind == Some(EventKind::NetworkConnect)
+            && e.network
+                .as_ref()
+                .is_some_and(|n| n.destination_port == Some(port))
+    });
+    let Some(got) = got else {
+        let (summary, _) = h.finish();
+        panic!("no connect event to 127.0.0.1:{port}\n{}", summary.render());
+    };
+    assert_eq!(got.source, Some(SourceKind::Audit));
+    assert_eq!(got.syscall.as_deref(), Some("connect"));
+    let n = got.network.clone().unwrap_or_default();
+    assert_eq!(n.destination_ip, Some(std::net::Ipv4Addr::LOCALHOST.into()));
+    assert_eq!(n.direction.as_deref(), Some("egress"));
+    assert_eq!(n.transport, None, "audit does not say which transport");
+    let p = got.process.clone().unwrap_or_default();
+    assert_eq!(p.pid, me, "{got:?}");
+    let exe = std::env::current_exe().ok();
+    let exe = exe.and_then(|e| e.canonicalize().ok());
+    assert_eq!(
+        p.executable.as_deref().map(Path::new),
+        exe.as_deref(),
+        "{got:?}"
+    );
+    assert_eq!(got.user.id, Some(0), "the suite runs as root");
+    // The schema's driverless column for connect is exact: every field present is listed, and
+    // the network fields audit fills are present.
+    for f in Field::ALL {
+        let listed = f
+            .spec()
+            .filled_in(Mode::Driverless)
+            .contains(EventKind::NetworkConnect);
+        if f.get(&got).is_some() {
+            assert!(
+                listed,
+                "{} is filled but not listed for driverless connect",
+                f.name()
+            );
+        }
+    }
+    for f in [
+        Field::DestinationIp,
+        Field::DestinationPort,
+        Field::NetworkDirection,
+        Field::NetworkType,
+        Field::Syscall,
+    ] {
+        assert!(f.get(&got).is_some(), "{} missing: {got:?}", f.name());
+    }
+    drop(listener);
+    let (summary, _) = h.finish();
+    assert!(
+        summary
+            .sources
+            .iter()
+            .any(|s| s.name == "audit" && s.error.is_none()),
+        "{}",
+        summary.render()
+    );
 }
 
 #[test]

@@ -109,11 +109,14 @@ const ALL: KindSet = SUBJECT.union(LOGS).union(KindSet::of(&[K::SensorHealth]));
 /// What the eBPF mode emits: everything but exec-open (fanotify's).
 const EBPF_KINDS: KindSet = ALL.minus(KindSet::of(&[K::FileExecOpen]));
 /// What driverless mode emits: the process connector (fork, exec, exit, uid changes), audit
-/// (completing execs), fanotify (files), logs and health.
+/// (completing execs; connects to IPv4/IPv6 addresses), fanotify (files), logs and health.
 const DRIVERLESS_KINDS: KindSet = PROCESS
     .union(FILE)
     .union(LOGS)
-    .union(KindSet::of(&[K::SensorHealth, K::PrivilegeChange]));
+    .union(KindSet::of(&[K::SensorHealth, K::PrivilegeChange]))
+    .union(DRIVERLESS_NETWORK);
+/// Network kinds audit reports in driverless mode (connect only; no socket type, no local end).
+const DRIVERLESS_NETWORK: KindSet = KindSet::of(&[K::NetworkConnect]);
 const DRIVERLESS_SUBJECT: KindSet = SUBJECT.intersect(DRIVERLESS_KINDS);
 const EBPF_SUBJECT: KindSet = SUBJECT.intersect(EBPF_KINDS);
 const EBPF_FILE: KindSet = FILE.intersect(EBPF_KINDS);
@@ -146,7 +149,7 @@ schema! {
     EventOutcome = "event.outcome", Keyword, AUTH, ebpf AUTH, driverless AUTH, derived false, "success or failure, for authentication events.";
     Source = "ringfence.source", Keyword, ALL, ebpf EBPF_KINDS, driverless DRIVERLESS_KINDS, derived false, "The source that observed the event (ebpf, proc_connector, audit, fanotify, ...).";
     Partial = "ringfence.partial", Boolean, ALL, ebpf EBPF_KINDS, driverless DRIVERLESS_KINDS, derived false, "True when enrichment could not complete; the fields present are still right.";
-    Syscall = "ringfence.syscall", Keyword, NETWORK.union(KERNEL_ONLY), ebpf NETWORK.union(KERNEL_ONLY), driverless KindSet::EMPTY, derived false, "The system call behind the event (connect, setuid, mprotect, finit_module, ...).";
+    Syscall = "ringfence.syscall", Keyword, NETWORK.union(KERNEL_ONLY), ebpf NETWORK.union(KERNEL_ONLY), driverless DRIVERLESS_NETWORK, derived false, "The system call behind the event (connect, setuid, mprotect, finit_module, ...).";
     HostName = "host.name", Keyword, ALL, ebpf EBPF_KINDS, driverless DRIVERLESS_KINDS, derived false, "The host's name.";
     ProcessPid = "process.pid", Long, SUBJECT, ebpf EBPF_SUBJECT, driverless DRIVERLESS_SUBJECT, derived false, "Process id (thread-group id).";
     ProcessExecutable = "process.executable", Keyword, SUBJECT, ebpf EBPF_SUBJECT, driverless DRIVERLESS_SUBJECT, derived false, "Absolute path of the process's executable.";
@@ -170,12 +173,12 @@ schema! {
     GroupId = "group.id", Long, SUBJECT, ebpf EBPF_SUBJECT, driverless DRIVERLESS_SUBJECT, derived false, "Real group id.";
     ContainerId = "container.id", Keyword, SUBJECT, ebpf KindSet::EMPTY, driverless KindSet::EMPTY, derived false, "Container id from the cgroup path, when the process runs in one.";
     NetworkTransport = "network.transport", Keyword, NETWORK, ebpf NETWORK, driverless KindSet::EMPTY, derived false, "tcp or udp.";
-    NetworkType = "network.type", Keyword, NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), ebpf NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), driverless AUTH.union(KindSet::of(&[K::WebRequest])), derived true, "ipv4 or ipv6.";
-    NetworkDirection = "network.direction", Keyword, NETWORK, ebpf NETWORK, driverless KindSet::EMPTY, derived false, "egress (connect), ingress (accept) or listening (bind, listen).";
+    NetworkType = "network.type", Keyword, NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), ebpf NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), driverless DRIVERLESS_NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), derived true, "ipv4 or ipv6.";
+    NetworkDirection = "network.direction", Keyword, NETWORK, ebpf NETWORK, driverless DRIVERLESS_NETWORK, derived false, "egress (connect), ingress (accept) or listening (bind, listen).";
     SourceIp = "source.ip", Ip, NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), ebpf KindSet::of(&[K::NetworkAccept]).union(AUTH).union(KindSet::of(&[K::WebRequest])), driverless AUTH.union(KindSet::of(&[K::WebRequest])), derived false, "Local address of a connection, the peer of an accept, or the client of a log-in or web request.";
     SourcePort = "source.port", Long, NETWORK.union(AUTH), ebpf KindSet::of(&[K::NetworkAccept]).union(AUTH), driverless AUTH, derived false, "Port belonging to source.ip.";
-    DestinationIp = "destination.ip", Ip, NETWORK, ebpf NETWORK, driverless KindSet::EMPTY, derived false, "Remote address of a connect, or the local address bound or listened on.";
-    DestinationPort = "destination.port", Long, NETWORK, ebpf NETWORK, driverless KindSet::EMPTY, derived false, "Port belonging to destination.ip.";
+    DestinationIp = "destination.ip", Ip, NETWORK, ebpf NETWORK, driverless DRIVERLESS_NETWORK, derived false, "Remote address of a connect, or the local address bound or listened on.";
+    DestinationPort = "destination.port", Long, NETWORK, ebpf NETWORK, driverless DRIVERLESS_NETWORK, derived false, "Port belonging to destination.ip.";
     DestinationDomain = "destination.domain", Keyword, KindSet::EMPTY, ebpf KindSet::EMPTY, driverless KindSet::EMPTY, derived false, "Host name of the destination; reserved: no source fills it yet.";
     FilePath = "file.path", Keyword, FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), ebpf EBPF_FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), driverless FILE, derived false, "Full path of the file (the new path for a rename; `memfd:NAME` for memfd_create).";
     FileName = "file.name", Keyword, FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), ebpf EBPF_FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), driverless FILE, derived true, "Last component of file.path.";

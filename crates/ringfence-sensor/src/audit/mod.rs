@@ -3,15 +3,20 @@
 //!
 //! The agent binds to the `AUDIT_NLGRP_READLOG` multicast group, which any number of readers
 //! (and auditd) can share. The kernel only writes records for syscalls a rule asks for, so when
-//! `add_rules` is set the source adds one exit rule, keyed `ringfence`, for `execve`/`execveat`
-//! on the native architecture, and removes it when it stops (a stale one left by a crash is
-//! removed at the next start). If audit was disabled it is enabled for the agent's lifetime and
+//! `add_rules` is set the source adds exit rules, keyed `ringfence`, for `execve`/`execveat`
+//! and for `connect` on the native architecture, and removes them when it stops (stale ones
+//! left by a crash are removed at the next start). If audit was disabled it is enabled for the agent's lifetime and
 //! the previous state restored. Without auditd running the kernel also copies records to the
 //! kernel log, rate-limited (`printk_ratelimit`): that is the cost of this source, and why
 //! `sources.audit` can be turned off.
 //!
-//! Records are assembled by serial number ([`parse::Assembler`]) and sent as `exec` events with
-//! source `audit`; the agent merges them into the process connector's exec of the same pid.
+//! Records are assembled by serial number ([`parse::Assembler`]). An execve is sent as an `exec`
+//! event with source `audit`; the agent merges it into the process connector's exec of the same
+//! pid. A `connect` to an IPv4/IPv6 address (its SOCKADDR record; AF_UNIX and netlink are
+//! skipped) that succeeded or is in progress (`EINPROGRESS`) becomes a `connect` event:
+//! destination address and port, direction `egress`, the syscall, and pid, executable and
+//! credentials from the SYSCALL record. Audit does not log the socket's type, so
+//! `network.transport` is left out rather than guessed.
 #![allow(
     unsafe_code,
     reason = "netlink socket/bind/sendto/recv/poll FFI for NETLINK_AUDIT"
@@ -19,13 +24,14 @@
 
 pub mod parse;
 
+use std::borrow::Cow;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use ringfence_event::{Event, EventKind, Parent, Process, SourceKind, Timestamp};
+use ringfence_event::{Event, EventKind, Network, Parent, Process, SourceKind, Timestamp};
 
 use crate::source::{EventSender, Sent, Source, SourceError, StopSignal};
-use parse::{Assembler, AuditExec};
+use parse::{Assembler, AuditExec, AuditNet, AuditRecord};
 
 const NAME: &str = "audit";
 const NETLINK_AUDIT: libc::c_int = 9;
@@ -54,6 +60,16 @@ const ARCH: Option<(u32, &[u32])> = Some((0xC000_003E, &[59, 322]));
 const ARCH: Option<(u32, &[u32])> = Some((0xC000_00B7, &[221, 281]));
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const ARCH: Option<(u32, &[u32])> = None;
+
+/// `connect` on the native architecture.
+#[cfg(target_arch = "x86_64")]
+const CONNECT: Option<u32> = Some(42);
+#[cfg(target_arch = "aarch64")]
+const CONNECT: Option<u32> = Some(203);
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const CONNECT: Option<u32> = None;
+
+const EINPROGRESS: i64 = 115;
 
 fn netlink_socket(groups: u32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments; checked before use.
@@ -213,6 +229,17 @@ fn set_enabled(fd: RawFd, enabled: u32) -> io::Result<()> {
 /// `struct audit_rule_data` for an always,exit rule on the native execve syscalls.
 fn exec_rule() -> Option<Vec<u8>> {
     let (arch, syscalls) = ARCH?;
+    Some(rule_for(arch, syscalls))
+}
+
+/// The rule for the native `connect`.
+fn connect_rule() -> Option<Vec<u8>> {
+    let (arch, _) = ARCH?;
+    Some(rule_for(arch, &[CONNECT?]))
+}
+
+/// `struct audit_rule_data` for an always,exit rule on `syscalls` of `arch`, keyed [`RULE_KEY`].
+fn rule_for(arch: u32, syscalls: &[u32]) -> Vec<u8> {
     let key = RULE_KEY.as_bytes();
     let mut b = vec![0u8; 1040];
     let put = |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
@@ -233,7 +260,7 @@ fn exec_rule() -> Option<Vec<u8>> {
     put(&mut b, flags + 4, AUDIT_EQUAL);
     put(&mut b, 1036, u32::try_from(key.len()).unwrap_or(0));
     b.extend_from_slice(key);
-    Some(b)
+    b
 }
 
 /// What `doctor` reports about audit.
@@ -260,7 +287,7 @@ pub fn probe() -> AuditProbe {
 /// Settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditOptions {
-    /// Add (and on stop remove) the `ringfence`-keyed execve rule.
+    /// Add (and on stop remove) the `ringfence`-keyed execve and connect rules.
     pub add_rules: bool,
 }
 
@@ -269,7 +296,8 @@ pub struct AuditOptions {
 pub struct AuditSource {
     mcast: OwnedFd,
     control: OwnedFd,
-    rule: Option<Vec<u8>>,
+    /// Rules this source added, removed on stop.
+    rules: Vec<Vec<u8>>,
     restore_enabled: Option<u32>,
 }
 
@@ -285,7 +313,7 @@ impl AuditSource {
         let mut source = AuditSource {
             mcast,
             control,
-            rule: None,
+            rules: Vec::new(),
             restore_enabled: None,
         };
         if !options.add_rules {
@@ -298,29 +326,38 @@ impl AuditSource {
             );
             return Ok(source);
         }
-        let Some(rule) = exec_rule() else {
+        let rules: Vec<Vec<u8>> = [exec_rule(), connect_rule()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if rules.is_empty() {
             return Ok(source);
-        };
+        }
         let fd = source.control.as_raw_fd();
-        // A rule left by an agent that crashed: remove it first (absent is fine).
-        let _ = request(fd, AUDIT_DEL_RULE, 3, &rule);
+        // Rules left by an agent that crashed: remove them first (absent is fine).
+        for rule in &rules {
+            let _ = request(fd, AUDIT_DEL_RULE, 3, rule);
+        }
         if enabled == 0 {
             set_enabled(fd, 1)
                 .map_err(|e| SourceError::syscall(NAME, "AUDIT_SET(enabled=1)", e))?;
             source.restore_enabled = Some(0);
         }
-        request(fd, AUDIT_ADD_RULE, 4, &rule)
-            .map_err(|e| SourceError::syscall(NAME, "AUDIT_ADD_RULE", e))?;
-        source.rule = Some(rule);
+        for rule in rules {
+            // On failure `source` drops, which removes the rules added so far.
+            request(fd, AUDIT_ADD_RULE, 4, &rule)
+                .map_err(|e| SourceError::syscall(NAME, "AUDIT_ADD_RULE", e))?;
+            source.rules.push(rule);
+        }
         Ok(source)
     }
 
     fn cleanup(&mut self) {
         let fd = self.control.as_raw_fd();
-        if let Some(rule) = self.rule.take()
-            && let Err(e) = request(fd, AUDIT_DEL_RULE, 5, &rule)
-        {
-            tracing::warn!(source = NAME, error = %e, "could not remove the ringfence audit rule");
+        for rule in std::mem::take(&mut self.rules) {
+            if let Err(e) = request(fd, AUDIT_DEL_RULE, 5, &rule) {
+                tracing::warn!(source = NAME, error = %e, "could not remove a ringfence audit rule");
+            }
         }
         if let Some(state) = self.restore_enabled.take()
             && let Err(e) = set_enabled(fd, state)
@@ -367,6 +404,49 @@ pub fn to_event(x: &AuditExec) -> Event {
     e
 }
 
+/// The event for a socket call, or `None` when it is not one this source reports: only the
+/// native `connect` (the record's arch and syscall number, whoever's rule logged it), and only
+/// when it succeeded or is in progress.
+pub fn net_event(x: &AuditNet) -> Option<Event> {
+    let (arch, _) = ARCH?;
+    if x.arch != Some(arch) || x.syscall != Some(CONNECT?) {
+        return None;
+    }
+    if x.success != Some(true) && x.exit != Some(-EINPROGRESS) {
+        return None;
+    }
+    let mut e = Event::new(
+        EventKind::NetworkConnect,
+        SourceKind::Audit,
+        Timestamp(x.time_ns),
+    );
+    e.syscall = Some(Cow::Borrowed("connect"));
+    e.process = Some(Process {
+        pid: x.pid?,
+        executable: x.executable.clone(),
+        name: x
+            .executable
+            .as_deref()
+            .and_then(|p| p.rsplit('/').next())
+            .map(str::to_owned),
+        parent: x.ppid.map(|pid| Parent {
+            pid,
+            ..Parent::default()
+        }),
+        ..Process::default()
+    });
+    e.user.id = x.uid.map(i64::from);
+    e.user.effective_id = x.euid.map(i64::from);
+    e.user.group_id = x.gid.map(i64::from);
+    e.network = Some(Network {
+        direction: Some(Cow::Borrowed("egress")),
+        destination_ip: Some(x.addr.ip()),
+        destination_port: Some(x.addr.port()),
+        ..Network::default()
+    });
+    Some(e)
+}
+
 impl Source for AuditSource {
     fn name(&self) -> &'static str {
         NAME
@@ -410,10 +490,15 @@ impl Source for AuditSource {
                 asm.push(m, &mut done);
             }
             for x in done.drain(..) {
-                if x.success == Some(false) {
-                    continue;
-                }
-                if out.send(to_event(&x)) == Sent::Closed {
+                let event = match x {
+                    AuditRecord::Exec(x) if x.success != Some(false) => to_event(&x),
+                    AuditRecord::Net(x) => match net_event(&x) {
+                        Some(e) => e,
+                        None => continue,
+                    },
+                    AuditRecord::Exec(_) => continue,
+                };
+                if out.send(event) == Sent::Closed {
                     self.cleanup();
                     return Ok(());
                 }
@@ -433,5 +518,69 @@ mod tests {
         let Some(r) = exec_rule() else { return };
         assert_eq!(r.len(), 1040 + RULE_KEY.len());
         assert_eq!(&r[1040..], RULE_KEY.as_bytes());
+        let Some(c) = connect_rule() else { return };
+        assert_eq!(c.len(), r.len());
+        // Same fields (arch, key), another syscall mask.
+        assert_eq!(c[..12], r[..12]);
+        assert_ne!(c[12..268], r[12..268]);
+        assert_eq!(c[268..], r[268..]);
+    }
+
+    fn net(syscall: u32, success: bool, exit: i64) -> AuditNet {
+        AuditNet {
+            serial: 1,
+            time_ns: 5,
+            arch: ARCH.map(|(a, _)| a),
+            syscall: Some(syscall),
+            exit: Some(exit),
+            success: Some(success),
+            pid: Some(77),
+            ppid: Some(1),
+            uid: Some(1000),
+            euid: Some(0),
+            gid: Some(100),
+            executable: Some("/usr/bin/curl".into()),
+            key: Some(RULE_KEY.into()),
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+
+    #[test]
+    fn connect_becomes_an_egress_event() {
+        let Some(nr) = CONNECT else { return };
+        for (success, exit) in [(true, 0), (false, -EINPROGRESS)] {
+            let Some(e) = net_event(&net(nr, success, exit)) else {
+                panic!("connect ({success}, {exit}) not reported");
+            };
+            assert_eq!(e.kind, Some(EventKind::NetworkConnect));
+            assert_eq!(e.source, Some(SourceKind::Audit));
+            assert_eq!(e.syscall.as_deref(), Some("connect"));
+            let n = e.network.clone().unwrap_or_default();
+            assert_eq!(n.direction.as_deref(), Some("egress"));
+            assert_eq!(n.destination_ip, Some([127, 0, 0, 1].into()));
+            assert_eq!(n.destination_port, Some(8080));
+            assert_eq!(n.transport, None, "audit does not say tcp or udp");
+            assert_eq!(n.source_ip, None);
+            let p = e.process.clone().unwrap_or_default();
+            assert_eq!(p.pid, 77);
+            assert_eq!(p.executable.as_deref(), Some("/usr/bin/curl"));
+            assert_eq!(p.name.as_deref(), Some("curl"));
+            assert_eq!(e.user.id, Some(1000));
+            assert_eq!(e.user.effective_id, Some(0));
+        }
+    }
+
+    #[test]
+    fn failed_foreign_and_other_arch_calls_are_not_connects() {
+        let Some(nr) = CONNECT else { return };
+        // Refused, another syscall (an admin's sendto rule), a 32-bit caller, no pid.
+        assert!(net_event(&net(nr, false, -111)).is_none());
+        assert!(net_event(&net(nr + 2, true, 0)).is_none());
+        let mut compat = net(nr, true, 0);
+        compat.arch = Some(0x4000_0003);
+        assert!(net_event(&compat).is_none());
+        let mut nopid = net(nr, true, 0);
+        nopid.pid = None;
+        assert!(net_event(&nopid).is_none());
     }
 }

@@ -1,14 +1,17 @@
 //! Parsers for what the audit netlink socket delivers: netlink framing, the text of each
 //! record (`audit(1700000000.123:456): pid=1 exe="/bin/sh" ...`), and the assembly of the
-//! records of one syscall (SYSCALL, EXECVE, CWD, ..., EOE) into one [`AuditExec`].
+//! records of one syscall (SYSCALL, EXECVE, CWD, SOCKADDR, ..., EOE) into one [`AuditRecord`]:
+//! an execve ([`AuditExec`]) or a socket call with an IPv4/IPv6 address ([`AuditNet`]).
 //!
 //! Pure and safe, so they can be fuzzed (`fuzz_targets/audit_netlink.rs`): every length is
 //! checked, values that are not valid hex or UTF-8 are kept lossily, and an incomplete group of
 //! records is flushed when a newer serial arrives instead of waiting forever.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 pub const AUDIT_SYSCALL: u16 = 1300;
+pub const AUDIT_SOCKADDR: u16 = 1306;
 pub const AUDIT_CWD: u16 = 1307;
 pub const AUDIT_EXECVE: u16 = 1309;
 pub const AUDIT_EOE: u16 = 1320;
@@ -158,18 +161,87 @@ pub struct AuditExec {
     pub key: Option<String>,
 }
 
+/// One socket call (connect, bind, accept) with an IPv4 or IPv6 address, as audit saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditNet {
+    pub serial: u64,
+    /// Wall clock, nanoseconds since the epoch (millisecond precision).
+    pub time_ns: i64,
+    /// `arch=` (an `AUDIT_ARCH_*` value): syscall numbers only mean something with it.
+    pub arch: Option<u32>,
+    /// The syscall number (`syscall=`), for the record's `arch`.
+    pub syscall: Option<u32>,
+    /// The syscall's return value (`exit=`): `-115` is a non-blocking connect in progress.
+    pub exit: Option<i64>,
+    pub success: Option<bool>,
+    pub pid: Option<u32>,
+    pub ppid: Option<u32>,
+    pub uid: Option<u32>,
+    pub euid: Option<u32>,
+    pub gid: Option<u32>,
+    pub executable: Option<String>,
+    pub key: Option<String>,
+    /// The address from the SOCKADDR record (IPv4-mapped IPv6 addresses as IPv4).
+    pub addr: SocketAddr,
+}
+
+/// What one group of records becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditRecord {
+    Exec(AuditExec),
+    Net(AuditNet),
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+/// `sizeof(struct sockaddr_storage)`, in hex digits: the kernel never logs more.
+const MAX_SADDR_HEX: usize = 2 * 128;
+
+/// The address of a SOCKADDR record's `saddr=` (hex of the `struct sockaddr` the call passed):
+/// `Some` for AF_INET and AF_INET6, `None` for every other family (AF_UNIX, netlink, ...), odd
+/// or non-hex text, and structures too short for their family.
+pub fn parse_sockaddr(hex: &str) -> Option<SocketAddr> {
+    if hex.len() > MAX_SADDR_HEX || !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    // sa_family_t is in host order (the record comes from this host's kernel); the port and
+    // the address are in network order.
+    let family = u16::from_ne_bytes(bytes.get(0..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?);
+    match family {
+        AF_INET => {
+            let ip: [u8; 4] = bytes.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port))
+        }
+        AF_INET6 => {
+            let ip: [u8; 16] = bytes.get(8..24)?.try_into().ok()?;
+            let ip = IpAddr::V6(Ipv6Addr::from(ip)).to_canonical();
+            Some(SocketAddr::new(ip, port))
+        }
+        _ => None,
+    }
+}
+
 #[derive(Debug, Default)]
 struct Partial {
     time_ns: i64,
     exec: AuditExec,
     saw_syscall: bool,
     saw_execve: bool,
+    arch: Option<u32>,
+    syscall: Option<u32>,
+    exit: Option<i64>,
+    addr: Option<SocketAddr>,
     argc: usize,
     args: BTreeMap<usize, String>,
     chunks: BTreeMap<(usize, usize), String>,
 }
 
-/// Groups records by serial and yields a complete [`AuditExec`] per execve.
+/// Groups records by serial and yields one [`AuditRecord`] per execve or socket call.
 #[derive(Debug, Default)]
 pub struct Assembler {
     pending: BTreeMap<u64, Partial>,
@@ -180,8 +252,8 @@ pub struct Assembler {
 const MAX_PENDING: usize = 256;
 
 impl Assembler {
-    /// Feed one netlink message; completed execs are pushed to `out`.
-    pub fn push(&mut self, msg: NlMessage<'_>, out: &mut Vec<AuditExec>) {
+    /// Feed one netlink message; completed groups are pushed to `out`.
+    pub fn push(&mut self, msg: NlMessage<'_>, out: &mut Vec<AuditRecord>) {
         let text = String::from_utf8_lossy(msg.payload);
         let text = text.trim_end_matches('\0').trim_end();
         let Some((time_ns, serial, body)) = record_header(text) else {
@@ -193,7 +265,10 @@ impl Assembler {
             }
             return;
         }
-        if !matches!(msg.msg_type, AUDIT_SYSCALL | AUDIT_EXECVE | AUDIT_CWD) {
+        if !matches!(
+            msg.msg_type,
+            AUDIT_SYSCALL | AUDIT_EXECVE | AUDIT_CWD | AUDIT_SOCKADDR
+        ) {
             return;
         }
         let p = self.pending.entry(serial).or_default();
@@ -208,6 +283,10 @@ impl Assembler {
                 (AUDIT_SYSCALL, "euid") => p.exec.euid = v.parse().ok(),
                 (AUDIT_SYSCALL, "gid") => p.exec.gid = v.parse().ok(),
                 (AUDIT_SYSCALL, "success") => p.exec.success = Some(v == "yes"),
+                (AUDIT_SYSCALL, "arch") => p.arch = u32::from_str_radix(&v, 16).ok(),
+                (AUDIT_SYSCALL, "syscall") => p.syscall = v.parse().ok(),
+                (AUDIT_SYSCALL, "exit") => p.exit = v.parse().ok(),
+                (AUDIT_SOCKADDR, "saddr") if !quoted => p.addr = parse_sockaddr(&v),
                 (AUDIT_SYSCALL, "exe") => p.exec.executable = Some(decode_value(&v, quoted)),
                 (AUDIT_SYSCALL, "key") if v != "(null)" => {
                     p.exec.key = Some(decode_value(&v, quoted));
@@ -255,8 +334,31 @@ impl Assembler {
     }
 }
 
-fn finish(mut p: Partial, out: &mut Vec<AuditExec>) {
-    if !(p.saw_syscall && p.saw_execve) {
+fn finish(mut p: Partial, out: &mut Vec<AuditRecord>) {
+    if !p.saw_syscall {
+        return;
+    }
+    if !p.saw_execve {
+        // A socket call: only reported with an IPv4/IPv6 address.
+        if let Some(addr) = p.addr {
+            let x = p.exec;
+            out.push(AuditRecord::Net(AuditNet {
+                serial: x.serial,
+                time_ns: x.time_ns,
+                arch: p.arch,
+                syscall: p.syscall,
+                exit: p.exit,
+                success: x.success,
+                pid: x.pid,
+                ppid: x.ppid,
+                uid: x.uid,
+                euid: x.euid,
+                gid: x.gid,
+                executable: x.executable,
+                key: x.key,
+                addr,
+            }));
+        }
         return;
     }
     for ((n, _), chunk) in std::mem::take(&mut p.chunks) {
@@ -266,7 +368,7 @@ fn finish(mut p: Partial, out: &mut Vec<AuditExec>) {
     p.exec.args = (0..argc)
         .map(|i| p.args.remove(&i).unwrap_or_default())
         .collect();
-    out.push(p.exec);
+    out.push(AuditRecord::Exec(p.exec));
 }
 
 #[cfg(test)]
@@ -305,7 +407,9 @@ mod tests {
             }
         }
         assert_eq!(out.len(), 1);
-        let e = &out[0];
+        let AuditRecord::Exec(e) = &out[0] else {
+            panic!("not an exec: {out:?}");
+        };
         assert_eq!(e.pid, Some(11));
         assert_eq!(e.ppid, Some(10));
         assert_eq!(e.uid, Some(1000));
@@ -315,6 +419,160 @@ mod tests {
         assert_eq!(e.cwd.as_deref(), Some("/root"));
         assert_eq!(e.key.as_deref(), Some("ringfence"));
         assert_eq!(e.time_ns, 1_700_000_000_123_000_000);
+    }
+
+    fn assemble(records: &[(u16, &str)]) -> Vec<AuditRecord> {
+        let mut a = Assembler::default();
+        let mut out = Vec::new();
+        for (t, text) in records {
+            for m in netlink_messages(&msg(*t, text)) {
+                a.push(m, &mut out);
+            }
+        }
+        out
+    }
+
+    // The records of a non-blocking `connect` (EINPROGRESS) to 127.0.0.1:8080, as the kernel
+    // sends them for the `ringfence` connect rule.
+    const CONNECT_V4: &[(u16, &str)] = &[
+        (
+            AUDIT_SYSCALL,
+            r#"audit(1763817600.412:9001): arch=c000003e syscall=42 success=no exit=-115 a0=5 a1=7ffc6f1c2a40 a2=10 a3=0 items=0 ppid=812 pid=4242 auid=4294967295 uid=1000 gid=1000 euid=1000 suid=1000 fsuid=1000 egid=1000 sgid=1000 fsgid=1000 tty=pts0 ses=4294967295 comm="curl" exe="/usr/bin/curl" key="ringfence""#,
+        ),
+        (
+            AUDIT_SOCKADDR,
+            "audit(1763817600.412:9001): saddr=02001F907F0000010000000000000000",
+        ),
+        (
+            1327,
+            "audit(1763817600.412:9001): proctitle=6375726C00687474703A2F2F3132372E302E302E313A38303830",
+        ),
+        (AUDIT_EOE, "audit(1763817600.412:9001): "),
+    ];
+
+    // Recorded on this kernel (6.18, x86_64) during the agent's connect integration test; the
+    // AF_NETLINK SOCKADDR that arrived alongside (another serial, no SYSCALL) is kept too.
+    const RECORDED: &[(u16, &str)] = &[
+        (
+            AUDIT_SOCKADDR,
+            "audit(1795353698.471:92692): saddr=100000000000000000000000",
+        ),
+        (
+            AUDIT_SYSCALL,
+            r#"audit(1795353698.999:92694): arch=c000003e syscall=42 success=yes exit=0 a0=7 a1=7fda1e1a7b44 a2=10 a3=1 items=0 ppid=13860 pid=13865 auid=4294967295 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm="tcp_connect_to_" exe="/work/main/target-dl/debug/deps/driverless-1bc1355b8fad621f" key="ringfence""#,
+        ),
+        (
+            AUDIT_SOCKADDR,
+            "audit(1795353698.999:92694): saddr=0200A6837F0000010000000000000000",
+        ),
+        (AUDIT_EOE, "audit(1795353698.999:92694): "),
+        (AUDIT_EOE, "audit(1795353698.471:92692): "),
+    ];
+
+    #[test]
+    fn recorded_connect_from_this_kernel() {
+        let out = assemble(RECORDED);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let AuditRecord::Net(n) = &out[0] else {
+            panic!("{out:?}");
+        };
+        assert_eq!(n.addr.to_string(), "127.0.0.1:42627");
+        assert_eq!((n.pid, n.ppid, n.uid), (Some(13865), Some(13860), Some(0)));
+        assert_eq!(
+            (n.syscall, n.exit, n.success),
+            (Some(42), Some(0), Some(true))
+        );
+        assert!(
+            n.executable
+                .as_deref()
+                .is_some_and(|e| e.contains("driverless-"))
+        );
+    }
+
+    #[test]
+    fn connect_ipv4_assembles_with_address_and_process() {
+        let out = assemble(CONNECT_V4);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let AuditRecord::Net(n) = &out[0] else {
+            panic!("not a socket call: {out:?}");
+        };
+        assert_eq!(n.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(n.arch, Some(0xC000_003E));
+        assert_eq!(n.syscall, Some(42));
+        assert_eq!(n.exit, Some(-115));
+        assert_eq!(n.success, Some(false));
+        assert_eq!(n.pid, Some(4242));
+        assert_eq!(n.ppid, Some(812));
+        assert_eq!(n.uid, Some(1000));
+        assert_eq!(n.executable.as_deref(), Some("/usr/bin/curl"));
+        assert_eq!(n.key.as_deref(), Some("ringfence"));
+        assert_eq!(n.time_ns, 1_763_817_600_412_000_000);
+    }
+
+    #[test]
+    fn connect_ipv6_and_mapped_ipv4() {
+        let v6 = [
+            (
+                AUDIT_SYSCALL,
+                r#"audit(1.000:3): arch=c000003e syscall=42 success=yes exit=0 a0=3 ppid=1 pid=2 uid=0 euid=0 gid=0 exe="/usr/bin/ssh" key="ringfence""#,
+            ),
+            (
+                AUDIT_SOCKADDR,
+                "audit(1.000:3): saddr=0A000016000000000000000000000000000000000000000100000000",
+            ),
+            (AUDIT_EOE, "audit(1.000:3): "),
+        ];
+        let out = assemble(&v6);
+        let Some(AuditRecord::Net(n)) = out.first() else {
+            panic!("{out:?}");
+        };
+        assert_eq!(n.addr.to_string(), "[::1]:22");
+        // ::ffff:10.1.2.3 is an IPv4 connection on the wire.
+        assert_eq!(
+            parse_sockaddr("0A0001BB0000000000000000000000000000FFFF0A01020300000000")
+                .map(|a| a.to_string()),
+            Some("10.1.2.3:443".to_owned())
+        );
+    }
+
+    #[test]
+    fn unix_netlink_and_short_addresses_are_skipped() {
+        // AF_UNIX "/run/nscd/socket", AF_NETLINK, truncated AF_INET/AF_INET6, odd or non-hex.
+        for saddr in [
+            "01002F72756E2F6E7363642F736F636B657400",
+            "100000000000000000000000",
+            "02001F907F00",
+            "0A0001BB000000000000000000000000",
+            "02001F907F000001F",
+            "zz001F907F000001",
+            "",
+        ] {
+            assert_eq!(parse_sockaddr(saddr), None, "{saddr}");
+            let text = format!("audit(1.000:4): saddr={saddr}");
+            let out = assemble(&[
+                (
+                    AUDIT_SYSCALL,
+                    "audit(1.000:4): arch=c000003e syscall=42 success=yes exit=0 pid=9",
+                ),
+                (AUDIT_SOCKADDR, &text),
+                (AUDIT_EOE, "audit(1.000:4): "),
+            ]);
+            assert!(out.is_empty(), "{saddr}: {out:?}");
+        }
+        let long = "02".repeat(200);
+        assert_eq!(parse_sockaddr(&long), None);
+    }
+
+    #[test]
+    fn a_syscall_without_sockaddr_or_execve_yields_nothing() {
+        let out = assemble(&[
+            (
+                AUDIT_SYSCALL,
+                "audit(1.000:8): arch=c000003e syscall=42 success=yes exit=0 pid=9",
+            ),
+            (AUDIT_EOE, "audit(1.000:8): "),
+        ]);
+        assert!(out.is_empty());
     }
 
     #[test]
@@ -338,7 +596,10 @@ mod tests {
             );
         }
         assert_eq!(
-            out.first().map(|e| e.args.clone()),
+            out.first().map(|r| match r {
+                AuditRecord::Exec(e) => e.args.clone(),
+                AuditRecord::Net(_) => Vec::new(),
+            }),
             Some(vec!["x".into(), "abcdef".into()])
         );
     }
