@@ -349,6 +349,74 @@ fn tcp_connect_to_a_local_listener_is_reported_from_audit() {
 }
 
 #[test]
+fn files_in_a_subdirectory_created_after_start_are_reported() {
+    let dir = temp_dir("fansub");
+    let mut h = Harness::start(config(vec![dir.clone()]));
+    let sub = dir.join("new").join("deeper");
+    let early = sub.join("early.txt");
+    // The directories and a file at once, faster than the agent can mark the new directories:
+    // the file is reported by the scan that follows the mark.
+    let script = format!(
+        "mkdir -p {} && printf x > {}",
+        sub.display(),
+        early.display()
+    );
+    assert!(
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .status()
+            .is_ok_and(|s| s.success())
+    );
+    let path_is = |e: &Event, kind: EventKind, p: &Path| {
+        e.kind == Some(kind) && e.file.as_ref().is_some_and(|f| Path::new(&f.path) == p)
+    };
+    let got = h.wait_for(Duration::from_secs(30), |e| {
+        path_is(e, EventKind::FileCreate, &early)
+    });
+    assert!(got.is_some(), "no create for {}", early.display());
+    let got = h.wait_for(Duration::from_secs(30), |e| {
+        path_is(e, EventKind::FileCreate, &sub)
+    });
+    assert!(got.is_some(), "no create for {}", sub.display());
+    // Once marked, a later file in the new subdirectory comes with its process.
+    let later = sub.join("later.sh");
+    let script = format!("printf y > {}", later.display());
+    assert!(
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .status()
+            .is_ok_and(|s| s.success())
+    );
+    for kind in [EventKind::FileCreate, EventKind::FileModify] {
+        let got = h.wait_for(Duration::from_secs(30), |e| path_is(e, kind, &later));
+        let Some(got) = got else {
+            let (summary, events) = h.finish();
+            let fan: Vec<_> = events
+                .iter()
+                .filter(|e| e.source == Some(SourceKind::Fanotify))
+                .collect();
+            panic!(
+                "no {kind:?} for {}; fanotify events: {fan:?}\n{}",
+                later.display(),
+                summary.render()
+            );
+        };
+        assert!(got.process.as_ref().is_some_and(|p| p.pid != 0), "{got:?}");
+    }
+    let (_, events) = h.finish();
+    assert!(
+        events.iter().all(|e| e
+            .file
+            .as_ref()
+            .is_none_or(|x| x.path.starts_with(&*dir.to_string_lossy()))),
+        "only watched paths are reported"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn storm_of_2000_processes_loses_no_exec() {
     let mut h = Harness::start(config(vec![]));
     let marker = format!("ringfence-storm-{}", std::process::id());

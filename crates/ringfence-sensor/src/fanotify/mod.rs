@@ -1,12 +1,19 @@
 //! fanotify: file create, modify, delete, rename and exec-open under configured paths.
 //!
-//! One notification group with `FAN_REPORT_DFID_NAME` and a *filesystem* mark per filesystem
-//! that holds a watched path: the kernel reports the directory's file handle and the entry name,
-//! so no file is opened for a plain event and deletes and renames are seen at all. Directory
-//! handles are resolved with `open_by_handle_at` against a descriptor on the watched path, and
-//! the result is cached (an exec storm opens the same few directories thousands of times), so
-//! the cost per event is one hash lookup and a prefix check; events outside the watched paths
-//! are discarded there.
+//! One notification group with `FAN_REPORT_DFID_NAME`: the kernel reports the directory's file
+//! handle and the entry name, so no file is opened for a plain event and deletes and renames are
+//! seen at all. Directory handles are resolved with `open_by_handle_at` against a descriptor on
+//! the watched path, and the result is cached, so the cost per event is one hash lookup and a
+//! prefix check.
+//!
+//! Marks are *inode* marks (with `FAN_EVENT_ON_CHILD`) on every directory of the watched trees,
+//! placed by a walk at start that stays on the root's filesystem; a directory created in (or
+//! moved into) a watched tree is marked when its `FAN_CREATE`/`FAN_RENAME` with `FAN_ONDIR`
+//! arrives, and the files already in it by then are reported as creates (without a process: the
+//! kernel did not tell us who made them). So the kernel never generates an event outside the
+//! watched trees: an exec storm from `/usr/bin` costs this source nothing. With more than
+//! [`MAX_DIR_MARKS`] directories the source falls back to one *filesystem* mark for that
+//! filesystem (every event on it is reported and filtered here by path), and says so.
 //!
 //! "Modify" is reported on `FAN_CLOSE_WRITE`, once per writing session rather than per
 //! `write(2)`, which keeps a busy log file from flooding the agent. A queue overflow
@@ -38,6 +45,7 @@ pub const FAN_DELETE: u64 = 0x0000_0200;
 pub const FAN_OPEN_EXEC: u64 = 0x0000_1000;
 pub const FAN_Q_OVERFLOW: u64 = 0x0000_4000;
 pub const FAN_RENAME: u64 = 0x1000_0000;
+pub const FAN_EVENT_ON_CHILD: u64 = 0x0800_0000;
 pub const FAN_ONDIR: u64 = 0x4000_0000;
 
 const FAN_CLOEXEC: u32 = 0x1;
@@ -46,6 +54,11 @@ const FAN_REPORT_DIR_FID: u32 = 0x400;
 const FAN_REPORT_NAME: u32 = 0x800;
 const FAN_MARK_ADD: u32 = 0x1;
 const FAN_MARK_FILESYSTEM: u32 = 0x100;
+const FAN_MARK_DONT_FOLLOW: u32 = 0x4;
+const FAN_MARK_ONLYDIR: u32 = 0x8;
+
+/// Directories marked one by one before falling back to a filesystem mark.
+pub const MAX_DIR_MARKS: usize = 4096;
 
 /// What to watch.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -70,13 +83,27 @@ pub fn init_group() -> io::Result<OwnedFd> {
 }
 
 fn mark_filesystem(group: &OwnedFd, mask: u64, path: &Path) -> io::Result<()> {
+    mark(group.as_raw_fd(), FAN_MARK_FILESYSTEM, mask, path)
+}
+
+/// One directory's inode mark (never through a symbolic link).
+fn mark_directory(group: RawFd, mask: u64, path: &Path) -> io::Result<()> {
+    mark(
+        group,
+        FAN_MARK_ONLYDIR | FAN_MARK_DONT_FOLLOW,
+        mask | FAN_EVENT_ON_CHILD,
+        path,
+    )
+}
+
+fn mark(group: RawFd, flags: u32, mask: u64, path: &Path) -> io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
     let rc = unsafe {
         libc::fanotify_mark(
-            group.as_raw_fd(),
-            FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
+            group,
+            FAN_MARK_ADD | flags,
             mask,
             libc::AT_FDCWD,
             c.as_ptr(),
@@ -156,6 +183,34 @@ fn poll_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
     }
 }
 
+/// Directories under `root` (itself first) on device `dev`, without following symbolic links;
+/// stops after `limit` (so `limit + 1` entries mean "more than the limit").
+fn walk_dirs(root: &Path, dev: u64, limit: usize) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = vec![root.to_path_buf()];
+    let mut next = 0;
+    while next < out.len() && out.len() <= limit {
+        let Ok(entries) = std::fs::read_dir(&out[next]) else {
+            next += 1;
+            continue;
+        };
+        next += 1;
+        for entry in entries.flatten() {
+            // file_type() does not follow links; a mount point on another device is left out,
+            // as a filesystem mark would leave it out.
+            if entry.file_type().is_ok_and(|t| t.is_dir())
+                && entry.metadata().is_ok_and(|m| m.dev() == dev)
+            {
+                out.push(entry.path());
+                if out.len() > limit {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The fanotify source. Opened (group created, marks placed) before `run`, so failures are known
 /// when the agent starts.
 #[derive(Debug)]
@@ -164,25 +219,56 @@ pub struct FanotifySource {
     /// Watched roots, canonical, with their filesystem id and a directory descriptor.
     roots: Vec<Root>,
     cache: HashMap<(i32, i32, Vec<u8>), Option<String>>,
+    mask: u64,
+    /// Inode marks placed (directories deleted since are subtracted when seen).
+    dir_marks: usize,
+    max_dir_marks: usize,
+    /// Filesystems watched through a filesystem mark (the fallback).
+    fs_marked: Vec<[i32; 2]>,
 }
 
 #[derive(Debug)]
 struct Root {
     prefix: String,
     fsid: [i32; 2],
+    dev: u64,
     fd: File,
+}
+
+/// How a source watches its paths (for tests and the start-up log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkSummary {
+    pub dir_marks: usize,
+    pub filesystem_marks: usize,
 }
 
 const CACHE_LIMIT: usize = 4096;
 
 impl FanotifySource {
     pub fn open(options: &FanotifyOptions) -> Result<FanotifySource, SourceError> {
+        Self::open_with_bound(options, MAX_DIR_MARKS)
+    }
+
+    /// [`FanotifySource::open`] with another bound on directory marks.
+    pub fn open_with_bound(
+        options: &FanotifyOptions,
+        max_dir_marks: usize,
+    ) -> Result<FanotifySource, SourceError> {
+        use std::os::unix::fs::MetadataExt;
         let group = init_group().map_err(|e| SourceError::syscall(NAME, "fanotify_init", e))?;
         let mut mask = FAN_CREATE | FAN_DELETE | FAN_RENAME | FAN_CLOSE_WRITE | FAN_ONDIR;
         if options.exec_open {
             mask |= FAN_OPEN_EXEC;
         }
-        let mut roots: Vec<Root> = Vec::new();
+        let mut source = FanotifySource {
+            group: File::from(group),
+            roots: Vec::new(),
+            cache: HashMap::new(),
+            mask,
+            dir_marks: 0,
+            max_dir_marks,
+            fs_marked: Vec::new(),
+        };
         for path in &options.paths {
             let Ok(canon) = path.canonicalize() else {
                 tracing::warn!(source = NAME, path = %path.display(), "watched path does not exist; skipped");
@@ -195,25 +281,113 @@ impl FanotifySource {
                 .open(&canon)
                 .map_err(|e| SourceError::syscall(NAME, "open(O_DIRECTORY)", e))?;
             let fsid = fsid_of(&fd).map_err(|e| SourceError::syscall(NAME, "fstatfs", e))?;
-            if !roots.iter().any(|r| r.fsid == fsid) {
-                mark_filesystem(&group, mask, &canon).map_err(|e| {
-                    SourceError::syscall(NAME, "fanotify_mark(FAN_MARK_FILESYSTEM)", e)
-                })?;
-            }
-            roots.push(Root {
+            let dev = fd
+                .metadata()
+                .map_err(|e| SourceError::syscall(NAME, "fstat", e))?
+                .dev();
+            source.roots.push(Root {
                 prefix: canon.to_string_lossy().trim_end_matches('/').to_owned(),
                 fsid,
+                dev,
                 fd,
             });
+            source
+                .mark_tree(&canon)
+                .map_err(|e| SourceError::syscall(NAME, "fanotify_mark", e))?;
         }
-        if roots.is_empty() {
+        if source.roots.is_empty() {
             return Err(SourceError::unavailable(NAME, "no watched path exists"));
         }
-        Ok(FanotifySource {
-            group: File::from(group),
-            roots,
-            cache: HashMap::new(),
-        })
+        let m = source.marks();
+        tracing::info!(
+            source = NAME,
+            directory_marks = m.dir_marks,
+            filesystem_marks = m.filesystem_marks,
+            "watching"
+        );
+        Ok(source)
+    }
+
+    /// How the paths are watched.
+    pub fn marks(&self) -> MarkSummary {
+        MarkSummary {
+            dir_marks: self.dir_marks,
+            filesystem_marks: self.fs_marked.len(),
+        }
+    }
+
+    /// Mark `dir` and the directories below it on the same filesystem, within the bound, or
+    /// fall back to a filesystem mark. Returns the directories newly marked.
+    fn mark_tree(&mut self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let dir_str = dir.to_string_lossy();
+        let Some(root) = self.roots.iter().find(|r| {
+            dir_str
+                .strip_prefix(r.prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || r.prefix.is_empty())
+        }) else {
+            return Ok(Vec::new());
+        };
+        let (fsid, dev) = (root.fsid, root.dev);
+        if self.fs_marked.contains(&fsid) {
+            return Ok(Vec::new());
+        }
+        let room = self.max_dir_marks.saturating_sub(self.dir_marks);
+        let dirs = walk_dirs(dir, dev, room);
+        if dirs.len() > room {
+            tracing::warn!(
+                source = NAME,
+                path = %dir.display(),
+                bound = self.max_dir_marks,
+                "too many directories to mark one by one; watching the whole filesystem instead"
+            );
+            mark(self.group.as_raw_fd(), FAN_MARK_FILESYSTEM, self.mask, dir)?;
+            self.fs_marked.push(fsid);
+            return Ok(Vec::new());
+        }
+        let mut marked = Vec::with_capacity(dirs.len());
+        for (i, d) in dirs.into_iter().enumerate() {
+            match mark_directory(self.group.as_raw_fd(), self.mask, &d) {
+                Ok(()) => {
+                    self.dir_marks += 1;
+                    marked.push(d);
+                }
+                // The top one must work; below it a directory may vanish mid-walk.
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok(marked)
+    }
+
+    /// A directory appeared in a watched tree (created, or moved in): watch it, and for a new
+    /// one report the files that were made in it before the mark took effect.
+    fn watch_new_dir(&mut self, path: &str, created: bool, now: Timestamp, out: &mut Vec<Event>) {
+        let marked = match self.mark_tree(Path::new(path)) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(source = NAME, path, error = %e, "new directory not marked");
+                return;
+            }
+        };
+        if !created {
+            return;
+        }
+        // Everything below the new directory (subdirectories included; not the directory itself,
+        // whose own FAN_CREATE brought us here).
+        for dir in &marked {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let mut e = Event::new(EventKind::FileCreate, SourceKind::Fanotify, now);
+                e.partial = true;
+                e.file = Some(FileRecord {
+                    path: entry.path().to_string_lossy().into_owned(),
+                    ..FileRecord::default()
+                });
+                out.push(e);
+            }
+        }
     }
 
     /// The directory path of a handle record, cached.
@@ -292,6 +466,9 @@ impl FanotifySource {
             let new = new.and_then(|i| self.full_path(&i));
             match (old, new) {
                 (Some(o), Some(n)) if self.in_scope(&o) || self.in_scope(&n) => {
+                    if raw.mask & FAN_ONDIR != 0 && self.in_scope(&n) {
+                        self.watch_new_dir(&n, false, now, out);
+                    }
                     out.push(make(EventKind::FileRename, n, Some(o)));
                 }
                 (None, None) => return true,
@@ -320,6 +497,14 @@ impl FanotifySource {
         ] {
             if raw.mask & bit != 0 {
                 out.push(make(kind, path.clone(), None));
+            }
+        }
+        if raw.mask & FAN_ONDIR != 0 {
+            if raw.mask & FAN_CREATE != 0 {
+                self.watch_new_dir(&path, true, now, out);
+            } else if raw.mask & FAN_DELETE != 0 {
+                // Its mark went with its inode.
+                self.dir_marks = self.dir_marks.saturating_sub(1);
             }
         }
         false
@@ -415,5 +600,73 @@ mod tests {
             exec_open: false,
         });
         assert!(matches!(r, Err(SourceError::Unavailable { .. })));
+    }
+
+    fn tree(tag: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("ringfence-fanmarks-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        for sub in ["a/b", "c"] {
+            assert!(std::fs::create_dir_all(d.join(sub)).is_ok());
+        }
+        // A symbolic link to a directory is not walked into.
+        let _ = std::os::unix::fs::symlink("/usr", d.join("link"));
+        d
+    }
+
+    #[test]
+    fn every_directory_of_the_tree_gets_an_inode_mark() {
+        let d = tree("inode");
+        let src = FanotifySource::open(&FanotifyOptions {
+            paths: vec![d.clone()],
+            exec_open: true,
+        });
+        let marks = src.as_ref().map(FanotifySource::marks).ok();
+        drop(src);
+        let _ = std::fs::remove_dir_all(&d);
+        assert_eq!(
+            marks,
+            Some(MarkSummary {
+                dir_marks: 4,
+                filesystem_marks: 0
+            })
+        );
+    }
+
+    #[test]
+    fn past_the_bound_one_filesystem_mark_instead() {
+        let d = tree("bound");
+        let src = FanotifySource::open_with_bound(
+            &FanotifyOptions {
+                paths: vec![d.clone()],
+                exec_open: false,
+            },
+            3,
+        );
+        let marks = src.as_ref().map(FanotifySource::marks).ok();
+        drop(src);
+        let _ = std::fs::remove_dir_all(&d);
+        assert_eq!(
+            marks,
+            Some(MarkSummary {
+                dir_marks: 0,
+                filesystem_marks: 1
+            })
+        );
+    }
+
+    #[test]
+    fn walk_is_bounded_and_stays_on_one_device() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tree("walk");
+        let dev = std::fs::metadata(&d).map(|m| m.dev()).unwrap_or(0);
+        assert_eq!(walk_dirs(&d, dev, 100).len(), 4);
+        assert_eq!(walk_dirs(&d, dev, 1).len(), 2, "limit + 1 means too many");
+        assert_eq!(
+            walk_dirs(&d, dev ^ 1, 100).len(),
+            1,
+            "other devices are left out"
+        );
+        let _ = std::fs::remove_dir_all(&d);
     }
 }
