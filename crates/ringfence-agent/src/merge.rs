@@ -145,10 +145,13 @@ impl ExecMerger {
     pub fn release(&mut self, now: Instant, all: bool, ready: &mut Vec<Event>) {
         while let Some(front) = self.held.front() {
             if all || !front.waiting || front.deadline <= now {
-                if let Some(h) = self.held.pop_front() {
+                if let Some(mut h) = self.held.pop_front() {
                     if h.waiting {
-                        // Timed out: remember it so its late audit record is not "unmatched".
+                        // Timed out: remember it so its late audit record is not "unmatched",
+                        // and say the exec is incomplete (a source that left the arguments to
+                        // audit did not mark it).
                         self.recent.insert(pid(&h.event), now + self.wait * 4);
+                        h.event.partial = true;
                     }
                     ready.push(h.event);
                 }
@@ -237,6 +240,20 @@ mod tests {
         m.push(exec(SourceKind::ProcConnector, 9, &[]), t, &mut out);
         assert_eq!(out.len(), 1);
         assert!(!out[0].partial);
+    }
+
+    #[test]
+    fn timeout_marks_an_exec_without_arguments_partial() {
+        let mut m = ExecMerger::new(true, Duration::from_millis(100));
+        let t = Instant::now();
+        let mut out = Vec::new();
+        // As the process connector sends it when audit is to supply the arguments.
+        let mut e = exec(SourceKind::ProcConnector, 8, &[]);
+        e.partial = false;
+        m.push(e, t, &mut out);
+        m.release(t + Duration::from_millis(150), false, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].partial, "{:?}", out[0]);
     }
 
     #[test]
