@@ -202,6 +202,7 @@ pub struct Config {
     pub process_tree: TreeSection,
     pub jsonl: JsonlSection,
     pub logs: LogsConfig,
+    pub content: crate::content::ContentSection,
 }
 
 /// One problem in a config file.
@@ -249,7 +250,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "agent",
     "sources",
     "audit",
@@ -257,6 +258,7 @@ const SECTIONS: [&str; 7] = [
     "process_tree",
     "jsonl",
     "logs",
+    "content",
 ];
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -370,6 +372,13 @@ impl Config {
             process_tree: section_pass!(text, file, errors, "process_tree", TreeSection),
             jsonl: section_pass!(text, file, errors, "jsonl", JsonlSection),
             logs: section_pass!(text, file, errors, "logs", LogsConfig),
+            content: section_pass!(
+                text,
+                file,
+                errors,
+                "content",
+                crate::content::ContentSection
+            ),
         };
         let mut value_error = |section: &str, key: &str, message: String| {
             errors.push(ConfigError {
@@ -413,6 +422,9 @@ impl Config {
                     format!("must be absolute, got `{}`", p.display()),
                 );
             }
+        }
+        for (key, message) in config.content.problems() {
+            value_error("content", key, message);
         }
         if errors.is_empty() {
             Ok(config)

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod content;
 pub mod detect;
 pub mod merge;
 pub mod output;

@@ -1,0 +1,64 @@
+//! What the content manager needs from compiled content: the list of rules and a way to run
+//! one rule on one event. Probation measures every rule on its own through this seam, so a
+//! slow or memory-hungry rule can be disabled without disabling the content.
+
+use ringfence_content::{Bundle, ValidationError};
+use ringfence_event::Event;
+
+/// One rule of a compiled content set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// Stable id (the Sigma `id`, or the bundle path while nothing better is known).
+    pub id: String,
+    /// The bundle file it came from.
+    pub file: String,
+}
+
+/// Compiled, immutable content. Shared between the pipeline and the manager threads.
+///
+/// Implementations must not panic and must not do I/O; [`CompiledContent::evaluate_rule`]
+/// runs on the pipeline thread for every event.
+pub trait CompiledContent: Send + Sync {
+    fn rules(&self) -> &[RuleInfo];
+    /// Run rule `rule` (an index into [`CompiledContent::rules`]) on `event`; call `emit`
+    /// once per finding. An index out of range does nothing.
+    fn evaluate_rule(&self, rule: usize, event: &Event, emit: &mut dyn FnMut(serde_json::Value));
+    /// Bytes of state the rule holds now (correlation windows, caches); 0 if stateless.
+    fn rule_memory(&self, _rule: usize) -> usize {
+        0
+    }
+}
+
+/// Stand-in until the detection engine lands: one inert rule per rule file, so the manager,
+/// probation and the swap are exercised end to end without matching anything.
+#[derive(Debug, Clone)]
+pub struct InertContent {
+    rules: Vec<RuleInfo>,
+}
+
+impl InertContent {
+    pub fn compile(bundle: &Bundle) -> Result<Box<dyn CompiledContent>, Vec<ValidationError>> {
+        let rules = bundle
+            .rules()
+            .map(|(path, _)| RuleInfo {
+                id: path.to_owned(),
+                file: path.to_owned(),
+            })
+            .collect();
+        Ok(Box::new(InertContent { rules }))
+    }
+}
+
+impl CompiledContent for InertContent {
+    fn rules(&self) -> &[RuleInfo] {
+        &self.rules
+    }
+
+    fn evaluate_rule(
+        &self,
+        _rule: usize,
+        _event: &Event,
+        _emit: &mut dyn FnMut(serde_json::Value),
+    ) {
+    }
+}

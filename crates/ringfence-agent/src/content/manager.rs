@@ -1,0 +1,929 @@
+//! The content manager thread and its pipeline side.
+//!
+//! [`ContentManager::start`] loads the active bundle from the store (verifying it again: the
+//! store is not trusted more than the network), then polls the content directory on its own
+//! thread. [`ContentDetector`] is the pipeline's half: a [`crate::Detector`] holding an
+//! `Arc` of the active content, which it replaces between two events when the manager
+//! publishes a new generation (double buffer: the old content finishes the event it is on, the
+//! new one starts with the next; no event is skipped or seen twice). It also keeps the ring
+//! buffer of recent events probation replays, runs the candidate in shadow, and emits the
+//! manager's health reports as `sensor-health` events.
+//!
+//! A panic while the manager loads content ends the worker process (exit 101) on purpose:
+//! the "activating N" marker is already on disk, so the supervisor counts the death against
+//! N and rolls back after K of them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use ringfence_content::{
+    Bundle, ContentStore, Limits, Outcome, SeenVersions, SignedBundle, TrustedRoot, UnixTime,
+    VerifyOptions, verify_signed_bundle,
+};
+use ringfence_event::{Event, EventKind, Health, SourceKind, Timestamp};
+use ringfence_sensor::StopSignal;
+
+use super::compiled::CompiledContent;
+use super::config::ContentSection;
+use super::engine::{ContentEngine, agent_schema};
+use super::probation::{Budgets, Probation};
+
+/// Largest `root.json` read.
+const MAX_ROOT_BYTES: u64 = 1024 * 1024;
+
+/// What the manager needs.
+#[derive(Debug)]
+pub struct ManagerOptions {
+    /// The watched directory.
+    pub dir: PathBuf,
+    /// The store directory.
+    pub state_dir: PathBuf,
+    pub section: ContentSection,
+    pub engine: ContentEngine,
+    pub limits: Limits,
+    /// Reports to emit once at start (e.g. the supervisor's rollback).
+    pub startup_reports: Vec<String>,
+}
+
+impl ManagerOptions {
+    /// Options from the `[content]` section; `None` without a content directory.
+    pub fn from_section(section: &ContentSection, engine: ContentEngine) -> Option<ManagerOptions> {
+        Some(ManagerOptions {
+            dir: section.dir.clone()?,
+            state_dir: section.state_dir()?,
+            section: section.clone(),
+            engine,
+            limits: Limits::default(),
+            startup_reports: Vec::new(),
+        })
+    }
+}
+
+/// Why the manager could not start (the agent then runs without content, and says so).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    #[error("content store: {0}")]
+    Store(#[from] ringfence_content::StoreError),
+    #[error("trusted root {path}: {detail}")]
+    Root { path: PathBuf, detail: String },
+    #[error(
+        "no trusted root: set content.root (or --root) to a root.json, or keep one in {0}/root.json"
+    )]
+    NoRoot(PathBuf),
+    #[error("cannot start the content manager thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Compiled content with the rules probation disabled.
+pub struct Loaded {
+    pub version: u64,
+    pub content: Arc<dyn CompiledContent>,
+    pub disabled: Vec<bool>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("version", &self.version)
+            .field("rules", &self.content.rules().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// New content running in shadow: evaluated on live events, findings discarded.
+struct ShadowRun {
+    content: Arc<dyn CompiledContent>,
+    probation: Arc<Mutex<Probation>>,
+    budgets: Budgets,
+}
+
+#[derive(Default)]
+struct Slot {
+    active: Option<Arc<Loaded>>,
+    shadow: Option<Arc<ShadowRun>>,
+}
+
+/// Timings of the last activation, for reports and `bench content`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActivationTimings {
+    pub version: u64,
+    pub rules: usize,
+    pub disabled: usize,
+    pub sample_events: usize,
+    /// Signature checks, payload decode and validation.
+    pub verify: Duration,
+    pub compile: Duration,
+    pub sample_probation: Duration,
+    pub shadow: Duration,
+    /// From the file being seen in the directory to the swap.
+    pub total: Duration,
+}
+
+struct Shared {
+    generation: AtomicU64,
+    slot: Mutex<Slot>,
+    sample: Mutex<VecDeque<Event>>,
+    sample_capacity: usize,
+    pending_health: AtomicBool,
+    health: Mutex<Vec<String>>,
+    last_activation: Mutex<Option<ActivationTimings>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn report(&self, message: String) {
+        lock(&self.health).push(message);
+        self.pending_health.store(true, Ordering::Release);
+    }
+
+    fn publish(&self, f: impl FnOnce(&mut Slot)) {
+        f(&mut lock(&self.slot));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The pipeline's half of the manager. Add it with [`crate::Agent::with_detector`].
+pub struct ContentDetector {
+    shared: Arc<Shared>,
+    generation: u64,
+    active: Option<Arc<Loaded>>,
+    shadow: Option<Arc<ShadowRun>>,
+}
+
+impl ContentDetector {
+    /// The content version this detector runs now.
+    pub fn active_version(&self) -> Option<u64> {
+        self.active.as_ref().map(|a| a.version)
+    }
+
+    fn refresh(&mut self) {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        if generation != self.generation {
+            let slot = lock(&self.shared.slot);
+            self.active = slot.active.clone();
+            self.shadow = slot.shadow.clone();
+            self.generation = generation;
+        }
+    }
+}
+
+impl crate::Detector for ContentDetector {
+    fn name(&self) -> &str {
+        "content"
+    }
+
+    fn on_event(&mut self, event: &Event, emit: &mut dyn FnMut(serde_json::Value)) {
+        // The swap point: between two events.
+        self.refresh();
+        if self.shared.pending_health.swap(false, Ordering::AcqRel) {
+            for message in lock(&self.shared.health).drain(..) {
+                emit(health_event(&message));
+            }
+        }
+        if let Some(active) = &self.active {
+            for rule in 0..active.content.rules().len() {
+                if !active.disabled.get(rule).copied().unwrap_or(false) {
+                    active.content.evaluate_rule(rule, event, emit);
+                }
+            }
+        }
+        if let Some(shadow) = &self.shadow {
+            lock(&shadow.probation).run_event(&*shadow.content, event, &shadow.budgets);
+        }
+        if self.shared.sample_capacity > 0
+            && let Ok(mut sample) = self.shared.sample.try_lock()
+        {
+            if sample.len() >= self.shared.sample_capacity {
+                sample.pop_front();
+            }
+            sample.push_back(event.clone());
+        }
+    }
+}
+
+/// A `sensor-health` event (source `agent`) carrying `message`, as ECS JSON.
+pub fn health_event(message: &str) -> serde_json::Value {
+    let mut e = Event::new(EventKind::SensorHealth, SourceKind::Agent, Timestamp::now());
+    e.health = Some(Health {
+        dropped: 0,
+        gaps: 0,
+        message: Some(message.to_owned()),
+    });
+    e.to_ecs()
+}
+
+/// The manager thread's handle.
+pub struct ContentManager {
+    shared: Arc<Shared>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl ContentManager {
+    /// Opens the store, loads the active bundle (if any) and starts watching `opts.dir`.
+    pub fn start(
+        opts: ManagerOptions,
+        stop: StopSignal,
+    ) -> Result<(ContentManager, ContentDetector), ManagerError> {
+        let store = ContentStore::open(&opts.state_dir)?;
+        let (root, seen) = match store.load_trust()? {
+            Some(trust) => trust,
+            None => (configured_root(&opts)?, SeenVersions::default()),
+        };
+        let shared = Arc::new(Shared {
+            generation: AtomicU64::new(0),
+            slot: Mutex::new(Slot::default()),
+            sample: Mutex::new(VecDeque::new()),
+            sample_capacity: opts.section.sample_events,
+            pending_health: AtomicBool::new(false),
+            health: Mutex::new(Vec::new()),
+            last_activation: Mutex::new(None),
+        });
+        for r in &opts.startup_reports {
+            tracing::error!("{r}");
+            shared.report(r.clone());
+        }
+        let mut watcher = Watcher {
+            store,
+            root,
+            seen,
+            active: None,
+            processed: HashMap::new(),
+            candidates: BTreeMap::new(),
+            pending_confirm: None,
+            shared: Arc::clone(&shared),
+            opts,
+        };
+        watcher.load_active();
+        let mut detector = ContentDetector {
+            shared: Arc::clone(&shared),
+            generation: u64::MAX,
+            active: None,
+            shadow: None,
+        };
+        detector.refresh();
+        let handle = std::thread::Builder::new()
+            .name("rf-content".into())
+            .spawn(move || {
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    watcher.run(&stop);
+                }));
+                if run.is_err() {
+                    tracing::error!(
+                        "the content manager panicked while handling content; exiting so the \
+                         supervisor restarts the worker (and rolls back after repeated deaths)"
+                    );
+                    std::process::exit(101);
+                }
+            })
+            .map_err(ManagerError::Thread)?;
+        Ok((
+            ContentManager {
+                shared,
+                handle: Some(handle),
+            },
+            detector,
+        ))
+    }
+
+    /// The content version published to the pipeline now.
+    pub fn active_version(&self) -> Option<u64> {
+        lock(&self.shared.slot).active.as_ref().map(|a| a.version)
+    }
+
+    /// Timings of the last activation.
+    pub fn last_activation(&self) -> Option<ActivationTimings> {
+        *lock(&self.shared.last_activation)
+    }
+
+    /// Waits for the thread (after the stop signal was raised).
+    pub fn join(mut self) {
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn configured_root(opts: &ManagerOptions) -> Result<TrustedRoot, ManagerError> {
+    let Some(path) = &opts.section.root else {
+        return Err(ManagerError::NoRoot(opts.state_dir.clone()));
+    };
+    let path = if path.is_dir() {
+        path.join("root.json")
+    } else {
+        path.clone()
+    };
+    let bytes = read_small(&path, MAX_ROOT_BYTES).map_err(|detail| ManagerError::Root {
+        path: path.clone(),
+        detail,
+    })?;
+    TrustedRoot::from_bytes(&bytes).map_err(|e| ManagerError::Root {
+        path,
+        detail: e.to_string(),
+    })
+}
+
+/// Reads at most `limit` bytes of `path`; a longer file is refused, not truncated.
+pub fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// A verified bundle waiting for the pin to pick it.
+struct Candidate {
+    bytes: Vec<u8>,
+    bundle: Bundle,
+    root: TrustedRoot,
+    seen: SeenVersions,
+    verify: Duration,
+    seen_at: Instant,
+}
+
+/// Files already looked at: (length, modification time).
+type FileKey = (u64, Option<SystemTime>);
+
+struct Watcher {
+    opts: ManagerOptions,
+    store: ContentStore,
+    root: TrustedRoot,
+    seen: SeenVersions,
+    active: Option<u64>,
+    processed: HashMap<PathBuf, FileKey>,
+    candidates: BTreeMap<u64, Candidate>,
+    pending_confirm: Option<Instant>,
+    shared: Arc<Shared>,
+}
+
+impl Watcher {
+    fn report(&self, message: String) {
+        tracing::warn!("{message}");
+        self.shared.report(message);
+    }
+
+    fn budgets(&self) -> Budgets {
+        Budgets {
+            cpu_per_event: Duration::from_micros(self.opts.section.rule_cpu_budget_us),
+            memory_bytes: self.opts.section.rule_memory_budget_bytes,
+        }
+    }
+
+    /// Loads the store's active bundle; falls back to last-known-good if it cannot.
+    fn load_active(&mut self) {
+        for _ in 0..2 {
+            let state = match self.store.state() {
+                Ok(s) => s,
+                Err(e) => {
+                    self.report(format!(
+                        "content store unreadable, running without content: {e}"
+                    ));
+                    return;
+                }
+            };
+            let Some(version) = state.active else {
+                tracing::info!("no active content yet; waiting for a bundle");
+                return;
+            };
+            match self.load_stored(version) {
+                Ok(loaded) => {
+                    tracing::info!(
+                        version,
+                        rules = loaded.content.rules().len(),
+                        "content loaded"
+                    );
+                    self.active = Some(version);
+                    self.shared.publish(|s| s.active = Some(Arc::new(loaded)));
+                    if state.activating == Some(version) {
+                        // Swapped in but not confirmed before the last exit: keep probation.
+                        self.pending_confirm = Some(
+                            Instant::now() + Duration::from_secs(self.opts.section.confirm_secs),
+                        );
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.report(format!(
+                        "stored active content version {version} refused: {e}; trying last-known-good"
+                    ));
+                    match self.store.roll_back() {
+                        Ok(rb) => self.report(format!(
+                            "content version {} marked bad; last-known-good {:?} restored",
+                            rb.marked_bad, rb.active
+                        )),
+                        Err(e) => {
+                            self.report(format!("no last-known-good to restore: {e}"));
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Verifies and compiles a bundle from the store (an own, already accepted bundle: signed
+    /// by a root we trusted, so no expiry and no version floor).
+    fn load_stored(&self, version: u64) -> Result<Loaded, String> {
+        let bytes = self
+            .store
+            .read_bundle(version, self.opts.limits.max_total_bytes)
+            .map_err(|e| e.to_string())?;
+        let mut opts = VerifyOptions::new(UnixTime::now());
+        opts.limits = self.opts.limits;
+        opts.enforce_expiry = false;
+        let verified = verify_signed_bundle(
+            &bytes,
+            &self.root,
+            SeenVersions::default(),
+            &opts,
+            &*self.opts.engine.validator,
+        )
+        .map_err(|e| e.to_string())?;
+        let Outcome::New { bundle, .. } = verified.outcome else {
+            return Err("stored bundle verified as unchanged".into());
+        };
+        if bundle.content_version() != version {
+            return Err(format!(
+                "stored as version {version} but holds version {}",
+                bundle.content_version()
+            ));
+        }
+        self.compile(&bundle)
+    }
+
+    /// Compiles a verified bundle. This is "load": the test fault switch fires here.
+    fn compile(&self, bundle: &Bundle) -> Result<Loaded, String> {
+        fault_injection(bundle);
+        let schema = agent_schema();
+        if bundle.schema() != &schema {
+            return Err(format!(
+                "built for field schema v{} ({}), this agent has v{} ({})",
+                bundle.schema().version,
+                bundle.schema().fingerprint,
+                schema.version,
+                schema.fingerprint
+            ));
+        }
+        let content = (self.opts.engine.compile)(bundle).map_err(|errors| {
+            let shown: Vec<String> = errors.iter().take(3).map(ToString::to_string).collect();
+            format!("{} compile error(s): {}", errors.len(), shown.join("; "))
+        })?;
+        let rules = content.rules().len();
+        Ok(Loaded {
+            version: bundle.content_version(),
+            content: Arc::from(content),
+            disabled: vec![false; rules],
+        })
+    }
+
+    fn run(&mut self, stop: &StopSignal) {
+        let poll = Duration::from_millis(self.opts.section.poll_ms.max(1));
+        loop {
+            if let Some(due) = self.pending_confirm {
+                if Instant::now() >= due {
+                    match self.store.confirm() {
+                        Ok(()) => {
+                            tracing::info!(version = ?self.active, "content confirmed");
+                            self.pending_confirm = None;
+                        }
+                        Err(e) => self.report(format!("cannot confirm content: {e}")),
+                    }
+                }
+            } else {
+                self.scan();
+                self.activate_pinned(stop);
+            }
+            if stop.sleep(poll) {
+                return;
+            }
+        }
+    }
+
+    /// Verifies every bundle file not looked at yet.
+    fn scan(&mut self) {
+        let entries = match std::fs::read_dir(&self.opts.dir) {
+            Ok(e) => e,
+            Err(e) => {
+                let key = (u64::MAX, None);
+                if self.processed.insert(self.opts.dir.clone(), key) != Some(key) {
+                    self.report(format!(
+                        "content directory {}: {e}",
+                        self.opts.dir.display()
+                    ));
+                }
+                return;
+            }
+        };
+        self.processed.remove(&self.opts.dir);
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "bundle") && p.is_file())
+            .collect();
+        files.sort();
+        for path in files {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let key = (meta.len(), meta.modified().ok());
+            if self.processed.get(&path) == Some(&key) {
+                continue;
+            }
+            self.processed.insert(path.clone(), key);
+            self.verify_file(&path);
+        }
+    }
+
+    fn verify_file(&mut self, path: &Path) {
+        let seen_at = Instant::now();
+        let bad = match self.store.state() {
+            Ok(s) => s.bad,
+            Err(e) => {
+                self.report(format!("content store unreadable: {e}"));
+                return;
+            }
+        };
+        let mut opts = VerifyOptions::new(UnixTime::now());
+        opts.limits = self.opts.limits;
+        opts.current_content_version = self.active;
+        opts.bad_versions = bad;
+        let result = SignedBundle::read_file(path, &self.opts.limits).and_then(|bytes| {
+            verify_signed_bundle(
+                &bytes,
+                &self.root,
+                self.seen,
+                &opts,
+                &*self.opts.engine.validator,
+            )
+            .map(|v| (bytes, v))
+        });
+        match result {
+            Ok((bytes, verified)) => match verified.outcome {
+                Outcome::Unchanged => tracing::info!(
+                    file = %path.display(),
+                    version = verified.content_version,
+                    "bundle has the active content version: nothing to do"
+                ),
+                Outcome::New { bundle, .. } => {
+                    tracing::info!(file = %path.display(), version = verified.content_version, "bundle verified");
+                    self.candidates.insert(
+                        verified.content_version,
+                        Candidate {
+                            bytes,
+                            bundle,
+                            root: verified.root,
+                            seen: verified.seen,
+                            verify: seen_at.elapsed(),
+                            seen_at,
+                        },
+                    );
+                    // Keep memory bounded: the pin never needs more than the newest two.
+                    while self.candidates.len() > 2 {
+                        self.candidates.pop_first();
+                    }
+                }
+                _ => {}
+            },
+            Err(e) => self.report(format!(
+                "content bundle {} refused: {e}; keeping content version {}",
+                path.display(),
+                shown(self.active)
+            )),
+        }
+    }
+
+    fn activate_pinned(&mut self, stop: &StopSignal) {
+        let mut available: BTreeSet<u64> = self.candidates.keys().copied().collect();
+        available.extend(self.active);
+        let Some(target) = self.opts.section.pin.choose(&available) else {
+            return;
+        };
+        if Some(target) == self.active || self.active.is_some_and(|a| target < a) {
+            return;
+        }
+        let Some(candidate) = self.candidates.remove(&target) else {
+            return;
+        };
+        // Older candidates can never be picked once `target` is active.
+        self.candidates.retain(|&v, _| v > target);
+        self.activate(target, candidate, stop);
+    }
+
+    /// stage → "activating N" → compile → probation (sample, shadow) → swap → commit.
+    fn activate(&mut self, version: u64, c: Candidate, stop: &StopSignal) {
+        let mut timings = ActivationTimings {
+            version,
+            verify: c.verify,
+            ..ActivationTimings::default()
+        };
+        if let Err(e) = self.store.stage(version, &c.bytes) {
+            self.report(format!("cannot stage content version {version}: {e}"));
+            return;
+        }
+        if let Err(e) = self.store.begin_activation(version) {
+            self.report(format!(
+                "cannot mark content version {version} activating: {e}"
+            ));
+            return;
+        }
+        let started = Instant::now();
+        let mut loaded = match self.compile(&c.bundle) {
+            Ok(l) => l,
+            Err(e) => return self.refuse(version, &format!("does not compile: {e}")),
+        };
+        timings.compile = started.elapsed();
+        timings.rules = loaded.content.rules().len();
+
+        // Probation 1: the stored sample of recent real events.
+        let started = Instant::now();
+        let budgets = self.budgets();
+        let sample: Vec<Event> = lock(&self.shared.sample).iter().cloned().collect();
+        timings.sample_events = sample.len();
+        let mut probation = Probation::new(timings.rules);
+        for event in &sample {
+            probation.run_event(&*loaded.content, event, &budgets);
+        }
+        drop(sample);
+        probation.enforce(&*loaded.content, &budgets);
+        timings.sample_probation = started.elapsed();
+
+        // Probation 2: shadow beside the active content on live events.
+        let started = Instant::now();
+        if self.opts.section.shadow_secs > 0 {
+            let probation_shared = Arc::new(Mutex::new(probation));
+            let shadow = Arc::new(ShadowRun {
+                content: Arc::clone(&loaded.content),
+                probation: Arc::clone(&probation_shared),
+                budgets,
+            });
+            self.shared.publish(|s| s.shadow = Some(shadow));
+            let stopped = stop.sleep(Duration::from_secs(self.opts.section.shadow_secs));
+            self.shared.publish(|s| s.shadow = None);
+            if stopped {
+                tracing::info!(
+                    version,
+                    "stopped during shadow probation; will resume next start"
+                );
+                return;
+            }
+            probation = lock(&probation_shared).clone();
+            probation.enforce(&*loaded.content, &budgets);
+        }
+        timings.shadow = started.elapsed();
+        let disabled = probation.disabled_rules();
+        for (rule, reason) in &disabled {
+            let id = loaded
+                .content
+                .rules()
+                .get(*rule)
+                .map_or("?", |r| r.id.as_str());
+            self.report(format!(
+                "content version {version}: rule {id} disabled in probation: {reason}"
+            ));
+            if let Some(d) = loaded.disabled.get_mut(*rule) {
+                *d = true;
+            }
+        }
+        timings.disabled = disabled.len();
+        if timings.rules > 0 && disabled.len() == timings.rules {
+            return self.refuse(version, "every rule was over budget in probation");
+        }
+
+        // Swap: the pipeline picks the new Arc up before its next event.
+        let loaded = Arc::new(loaded);
+        timings.total = c.seen_at.elapsed();
+        *lock(&self.shared.last_activation) = Some(timings);
+        self.shared
+            .publish(|s| s.active = Some(Arc::clone(&loaded)));
+        if let Err(e) = self.store.commit_activation() {
+            self.report(format!(
+                "content version {version} active but not recorded: {e}"
+            ));
+        }
+        if let Err(e) = self.store.save_trust(&c.root, c.seen) {
+            self.report(format!("cannot save the trusted root: {e}"));
+        }
+        self.root = c.root;
+        self.seen = c.seen;
+        self.active = Some(version);
+        self.pending_confirm =
+            Some(Instant::now() + Duration::from_secs(self.opts.section.confirm_secs));
+        tracing::info!(
+            version,
+            rules = timings.rules,
+            disabled = timings.disabled,
+            sample_events = timings.sample_events,
+            verify_ms = timings.verify.as_millis() as u64,
+            compile_ms = timings.compile.as_millis() as u64,
+            probation_ms = (timings.sample_probation + timings.shadow).as_millis() as u64,
+            total_ms = timings.total.as_millis() as u64,
+            "content active"
+        );
+    }
+
+    /// Probation refused `version`: mark it bad, stay on the current content.
+    fn refuse(&mut self, version: u64, why: &str) {
+        if let Err(e) = self.store.roll_back() {
+            tracing::warn!(error = %e, "clearing the activation marker");
+        }
+        self.report(format!(
+            "content version {version} refused: {why}; keeping content version {}",
+            shown(self.active)
+        ));
+    }
+}
+
+fn shown(version: Option<u64>) -> String {
+    version.map_or_else(|| "none".to_owned(), |v| v.to_string())
+}
+
+/// The test-only fault switch: compiled in only with the `fault-injection` feature.
+#[cfg(feature = "fault-injection")]
+fn fault_injection(bundle: &Bundle) {
+    if bundle
+        .metadata()
+        .any(|(k, v)| k == super::FAULT_METADATA_KEY && v == "panic-on-load")
+    {
+        panic!(
+            "test fault: content version {} asked to panic on load",
+            bundle.content_version()
+        );
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn fault_injection(_bundle: &Bundle) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Detector;
+    use crate::content::engine::default_engine;
+    use ringfence_content::{
+        BuildOptions, KeySet, KeysInitOptions, build_signed_bundle, init_keys,
+    };
+
+    struct Fixture {
+        tmp: tempfile::TempDir,
+        keys: KeySet,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let tmp = tempfile::tempdir().unwrap();
+            let keys = init_keys(
+                &tmp.path().join("keys"),
+                &KeysInitOptions::new(UnixTime::now()),
+            )
+            .unwrap();
+            std::fs::create_dir_all(tmp.path().join("drop")).unwrap();
+            let rules = tmp.path().join("rules/rules");
+            std::fs::create_dir_all(&rules).unwrap();
+            std::fs::write(rules.join("a.yml"), "title: a\n").unwrap();
+            std::fs::write(rules.join("b.yml"), "title: b\n").unwrap();
+            Fixture { tmp, keys }
+        }
+
+        fn bundle(&self, version: u64) -> Vec<u8> {
+            let opts = BuildOptions::new(version, agent_schema(), UnixTime::now());
+            let built = build_signed_bundle(
+                &self.tmp.path().join("rules"),
+                &opts,
+                &self.keys,
+                &ringfence_content::StructuralValidator,
+            )
+            .unwrap();
+            built.signed.encode()
+        }
+
+        fn drop_file(&self, name: &str, bytes: &[u8]) {
+            let tmp = self.tmp.path().join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, bytes).unwrap();
+            std::fs::rename(&tmp, self.tmp.path().join("drop").join(name)).unwrap();
+        }
+
+        fn start(&self) -> (ContentManager, ContentDetector, StopSignal) {
+            let section = ContentSection {
+                dir: Some(self.tmp.path().join("drop")),
+                root: Some(self.tmp.path().join("keys")),
+                poll_ms: 10,
+                shadow_secs: 0,
+                confirm_secs: 0,
+                ..ContentSection::default()
+            };
+            let opts = ManagerOptions::from_section(&section, default_engine()).unwrap();
+            let stop = StopSignal::new();
+            let (m, d) = ContentManager::start(opts, stop.clone()).unwrap();
+            (m, d, stop)
+        }
+    }
+
+    fn event() -> Event {
+        Event::new(EventKind::ProcessExec, SourceKind::Replay, Timestamp::now())
+    }
+
+    /// Feeds events until `done` or a timeout; returns the health messages emitted.
+    fn pump(
+        d: &mut ContentDetector,
+        mut done: impl FnMut(&ContentDetector) -> bool,
+    ) -> Vec<String> {
+        let mut health = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(d) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out; health so far: {health:?}"
+            );
+            d.on_event(&event(), &mut |v| {
+                if let Some(m) = v.pointer("/message").and_then(|m| m.as_str()) {
+                    health.push(m.to_owned());
+                }
+            });
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        health
+    }
+
+    #[test]
+    fn a_new_bundle_becomes_active_and_malformed_ones_leave_it_running() {
+        let f = Fixture::new();
+        let (m, mut d, stop) = f.start();
+        assert_eq!(d.active_version(), None);
+        f.drop_file("v1.bundle", &f.bundle(1));
+        pump(&mut d, |d| d.active_version() == Some(1));
+        let timings = m.last_activation().unwrap();
+        assert_eq!((timings.version, timings.rules), (1, 2));
+        assert!(timings.sample_events > 0);
+
+        // Truncated, then a flipped byte (bad signature or hash): refused, v1 stays.
+        let v2 = f.bundle(2);
+        f.drop_file("v2-truncated.bundle", &v2[..v2.len() / 2]);
+        let mut flipped = v2.clone();
+        let mid = flipped.len() - 10;
+        flipped[mid] ^= 0x01;
+        f.drop_file("v2-flipped.bundle", &flipped);
+        fn refused(h: &[String]) -> usize {
+            h.iter().filter(|m| m.contains("refused")).count()
+        }
+        let mut all = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while refused(&all) < 2 && Instant::now() < deadline {
+            d.on_event(&event(), &mut |v| {
+                if let Some(msg) = v.pointer("/message").and_then(|m| m.as_str()) {
+                    all.push(msg.to_owned());
+                }
+            });
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(refused(&all), 2, "{all:?}");
+        assert!(
+            all.iter().any(|m| m.contains("v2-truncated.bundle")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter().all(|m| m.contains("keeping content version 1")),
+            "{all:?}"
+        );
+        assert_eq!(d.active_version(), Some(1));
+
+        // The same version again is a no-op; a good v2 then becomes active, v1 last-known-good.
+        f.drop_file("v1-again.bundle", &f.bundle(1));
+        f.drop_file("v2.bundle", &v2);
+        pump(&mut d, |d| d.active_version() == Some(2));
+        stop.stop();
+        m.join();
+        let state = ContentStore::open(&f.tmp.path().join("drop/.state"))
+            .unwrap()
+            .state()
+            .unwrap();
+        assert_eq!((state.active, state.previous), (Some(2), Some(1)));
+    }
+
+    #[test]
+    fn a_restarted_manager_loads_the_stored_active_content_before_any_event() {
+        let f = Fixture::new();
+        let (m, mut d, stop) = f.start();
+        f.drop_file("v1.bundle", &f.bundle(1));
+        pump(&mut d, |d| d.active_version() == Some(1));
+        stop.stop();
+        m.join();
+        let (m, d, stop) = f.start();
+        assert_eq!(d.active_version(), Some(1));
+        assert_eq!(m.active_version(), Some(1));
+        stop.stop();
+        m.join();
+    }
+}

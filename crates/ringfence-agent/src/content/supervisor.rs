@@ -1,0 +1,276 @@
+//! The supervisor: `ringfence agent run` as a tiny parent that starts the worker (the same
+//! binary, `agent worker ...`), restarts it when it dies with exponential backoff, forwards
+//! SIGINT/SIGTERM, and rolls content back after a crash loop.
+//!
+//! It never parses content: the only thing it reads is the store's `state.json` (through
+//! [`ContentStore::state`]). When the worker dies while the state says "activating N", the
+//! death counts against N; after `crash_loop_restarts` (K) such deaths within
+//! `crash_loop_window`, it calls [`ContentStore::roll_back`] (last-known-good becomes active, N
+//! is marked bad on this host), logs it, and passes the report to the next worker in
+//! [`ROLLBACK_ENV`] so it is emitted as a `sensor-health` event.
+//!
+//! The worker runs in its own process group, so a terminal's ^C reaches only the supervisor,
+//! which forwards it once; the worker asks the kernel for SIGTERM if the supervisor dies.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use ringfence_content::ContentStore;
+use ringfence_sensor::StopSignal;
+
+/// Environment variable carrying the supervisor's rollback report to the next worker.
+pub const ROLLBACK_ENV: &str = "RINGFENCE_CONTENT_ROLLBACK";
+/// Set for a worker started by the supervisor.
+pub const SUPERVISED_ENV: &str = "RINGFENCE_SUPERVISED";
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// A worker that ran this long was healthy: the backoff starts over.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+/// After forwarding a stop, how long the worker gets before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// How to run and watch the worker.
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// The content store, if a content directory is configured.
+    pub state_dir: Option<PathBuf>,
+    pub crash_loop_restarts: u32,
+    pub crash_loop_window: Duration,
+    pub max_backoff: Duration,
+}
+
+/// What the supervisor did, for its exit status and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SupervisorReport {
+    /// The worker's exit code after a requested stop (or when it exited by itself).
+    pub exit_code: i32,
+    pub restarts: u32,
+    /// One line per rollback.
+    pub rollbacks: Vec<String>,
+}
+
+/// The supervisor loop.
+#[derive(Debug)]
+pub struct Supervisor {
+    opts: SupervisorOptions,
+    /// Deaths while activating, as (version, when).
+    deaths: VecDeque<(u64, Instant)>,
+}
+
+impl Supervisor {
+    pub fn new(opts: SupervisorOptions) -> Supervisor {
+        Supervisor {
+            opts,
+            deaths: VecDeque::new(),
+        }
+    }
+
+    /// Runs workers until `stop` is raised and the worker has exited.
+    pub fn run(mut self, stop: &StopSignal) -> std::io::Result<SupervisorReport> {
+        let mut report = SupervisorReport::default();
+        let mut backoff = FIRST_BACKOFF;
+        let mut pending_report: Option<String> = None;
+        loop {
+            let mut cmd = Command::new(&self.opts.program);
+            cmd.args(&self.opts.args)
+                .stdin(Stdio::null())
+                .env(SUPERVISED_ENV, "1")
+                .process_group(0);
+            match pending_report.take() {
+                Some(r) => cmd.env(ROLLBACK_ENV, r),
+                None => cmd.env_remove(ROLLBACK_ENV),
+            };
+            let started = Instant::now();
+            let mut child = cmd.spawn()?;
+            tracing::info!(pid = child.id(), "worker started");
+            let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+            let mut forwarded: Option<Instant> = None;
+            let status: ExitStatus = loop {
+                if let Some(status) = child.try_wait()? {
+                    break status;
+                }
+                if stop.is_stopped() {
+                    match forwarded {
+                        None => {
+                            let _ = kill(pid, Signal::SIGTERM);
+                            forwarded = Some(Instant::now());
+                        }
+                        Some(at) if at.elapsed() > STOP_GRACE => {
+                            tracing::error!("worker did not stop in time; killing it");
+                            let _ = child.kill();
+                        }
+                        Some(_) => {}
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if stop.is_stopped() || status.success() {
+                report.exit_code = status.code().unwrap_or(1);
+                return Ok(report);
+            }
+            let ran = started.elapsed();
+            tracing::error!(
+                status = %describe(status),
+                ran_ms = ran.as_millis() as u64,
+                "worker died"
+            );
+            if let Some(line) = self.after_death() {
+                tracing::error!("{line}");
+                report.rollbacks.push(line.clone());
+                pending_report = Some(line);
+            }
+            if ran >= HEALTHY_RUN {
+                backoff = FIRST_BACKOFF;
+            }
+            report.restarts += 1;
+            tracing::info!(
+                backoff_ms = backoff.as_millis() as u64,
+                "restarting the worker"
+            );
+            if stop.sleep(backoff) {
+                return Ok(report);
+            }
+            backoff = (backoff * 2).min(self.opts.max_backoff.max(FIRST_BACKOFF));
+        }
+    }
+
+    /// Counts a death against the version being activated; rolls back after K in the window.
+    fn after_death(&mut self) -> Option<String> {
+        let dir = self.opts.state_dir.as_ref()?;
+        let store = match ContentStore::open(dir) {
+            Ok(s) => s,
+            Err(e) => return Some(format!("supervisor: content store unusable: {e}")),
+        };
+        let state = match store.state() {
+            Ok(s) => s,
+            Err(e) => return Some(format!("supervisor: content state unreadable: {e}")),
+        };
+        let version = state.activating?;
+        let now = Instant::now();
+        self.deaths.push_back((version, now));
+        let window = self.opts.crash_loop_window;
+        self.deaths
+            .retain(|&(v, at)| v == version && now.duration_since(at) <= window);
+        let count = self.deaths.len();
+        tracing::warn!(
+            version,
+            deaths = count,
+            limit = self.opts.crash_loop_restarts,
+            "worker died while activating content"
+        );
+        if count < self.opts.crash_loop_restarts as usize {
+            return None;
+        }
+        self.deaths.clear();
+        Some(match store.roll_back() {
+            Ok(rb) => format!(
+                "crash loop: worker died {count} times within {}s while activating content \
+                 version {version}; version {} marked bad on this host, rolled back to \
+                 last-known-good {}",
+                window.as_secs(),
+                rb.marked_bad,
+                rb.active.map_or("(none)".to_owned(), |v| v.to_string())
+            ),
+            Err(e) => {
+                format!("crash loop on content version {version}, and the rollback failed: {e}")
+            }
+        })
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => status.to_string(),
+    }
+}
+
+/// For a worker: ask the kernel to send SIGTERM when the supervisor dies. Returns false when
+/// the supervisor is already gone.
+pub fn die_with_supervisor() -> bool {
+    let _ = nix::sys::prctl::set_pdeathsig(Some(Signal::SIGTERM));
+    nix::unistd::getppid() != Pid::from_raw(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(dir: &std::path::Path, script: &str) -> SupervisorOptions {
+        SupervisorOptions {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            state_dir: Some(dir.to_owned()),
+            crash_loop_restarts: 2,
+            crash_loop_window: Duration::from_secs(60),
+            max_backoff: Duration::from_millis(200),
+        }
+    }
+
+    #[test]
+    fn a_crash_loop_while_activating_rolls_back_and_a_clean_exit_ends_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(tmp.path()).unwrap();
+        for v in [1, 2] {
+            store.stage(v, format!("bundle {v}").as_bytes()).unwrap();
+            store.begin_activation(v).unwrap();
+            store.commit_activation().unwrap();
+            if v == 1 {
+                store.confirm().unwrap();
+            }
+        }
+        // The "worker" crashes while state.json says activating, and exits 0 once it no
+        // longer does (the rollback cleared the marker).
+        let state = tmp.path().join("state.json");
+        let script = format!(
+            "grep -q '\"activating\": 2' {} && exit 3; exit 0",
+            state.display()
+        );
+        let report = Supervisor::new(opts(tmp.path(), &script))
+            .run(&StopSignal::new())
+            .unwrap();
+        assert_eq!(report.exit_code, 0);
+        assert_eq!(report.restarts, 2);
+        assert_eq!(report.rollbacks.len(), 1, "{report:?}");
+        assert!(
+            report.rollbacks[0].contains("version 2 marked bad"),
+            "{report:?}"
+        );
+        let state = store.state().unwrap();
+        assert_eq!(state.active, Some(1));
+        assert!(state.bad.contains(&2));
+    }
+
+    #[test]
+    fn crashes_without_an_activation_only_restart_and_stop_is_forwarded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stop = StopSignal::new();
+        let stop2 = stop.clone();
+        let marker = tmp.path().join("runs");
+        // Crash twice, then run until SIGTERM, then exit 0.
+        let script = format!(
+            "echo x >> {m}; [ $(wc -l < {m}) -le 2 ] && exit 9; \
+             trap 'exit 0' TERM; while :; do sleep 0.05; done",
+            m = marker.display()
+        );
+        let t = std::thread::spawn(move || Supervisor::new(opts(tmp.path(), &script)).run(&stop2));
+        while std::fs::read_to_string(&marker).map_or(0, |s| s.lines().count()) < 3 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        stop.stop();
+        let report = t.join().unwrap().unwrap();
+        assert_eq!(report.exit_code, 0);
+        assert_eq!(report.restarts, 2);
+        assert!(report.rollbacks.is_empty());
+    }
+}
