@@ -275,16 +275,17 @@ fn file_create_modify_delete_under_a_watched_dir() {
 }
 
 #[test]
-fn tcp_connect_to_a_local_listener_is_reported_from_audit() {
+fn tcp_bind_connect_accept_on_localhost_are_reported_from_audit() {
     let mut h = Harness::start(config(vec![]));
     let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
         panic!("cannot listen on 127.0.0.1");
     };
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-        "connect to 127.0.0.1:{port}"
-    );
+    let Ok(client) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        panic!("connect to 127.0.0.1:{port}");
+    };
+    let client_port = client.local_addr().map(|a| a.port()).unwrap_or(0);
+    assert!(listener.accept().is_ok());
     let me = std::process::id();
     let got = h.wait_for(Duration::from_secs(30), |e| {
         e.kind == Some(EventKind::NetworkConnect)
@@ -336,7 +337,49 @@ fn tcp_connect_to_a_local_listener_is_reported_from_audit() {
     ] {
         assert!(f.get(&got).is_some(), "{} missing: {got:?}", f.name());
     }
-    drop(listener);
+    // The listener's bind (port 0: the kernel chose) and the accept, with the peer as source.
+    let bind = h.wait_for(Duration::from_secs(30), |e| {
+        e.kind == Some(EventKind::NetworkBind)
+            && e.process.as_ref().is_some_and(|p| p.pid == me)
+            && e.network.as_ref().is_some_and(|n| {
+                n.destination_ip == Some(std::net::Ipv4Addr::LOCALHOST.into())
+                    && n.destination_port == Some(0)
+            })
+    });
+    let Some(bind) = bind else {
+        panic!("no bind event for the listener");
+    };
+    assert_eq!(bind.syscall.as_deref(), Some("bind"));
+    let accept = h.wait_for(Duration::from_secs(30), |e| {
+        e.kind == Some(EventKind::NetworkAccept)
+            && e.network
+                .as_ref()
+                .is_some_and(|n| n.source_port == Some(client_port))
+    });
+    let Some(accept) = accept else {
+        panic!("no accept event from port {client_port}");
+    };
+    let n = accept.network.clone().unwrap_or_default();
+    assert_eq!(n.source_ip, Some(std::net::Ipv4Addr::LOCALHOST.into()));
+    assert_eq!(n.direction.as_deref(), Some("ingress"));
+    assert!(matches!(
+        accept.syscall.as_deref(),
+        Some("accept" | "accept4")
+    ));
+    assert_eq!(accept.process.as_ref().map(|p| p.pid), Some(me));
+    for e in [&bind, &accept] {
+        let kind = e.kind.unwrap_or(EventKind::LogLine);
+        for f in Field::ALL {
+            if f.get(e).is_some() {
+                assert!(
+                    f.spec().filled_in(Mode::Driverless).contains(kind),
+                    "{} is filled but not listed for driverless {kind:?}",
+                    f.name()
+                );
+            }
+        }
+    }
+    drop((listener, client));
     let (summary, _) = h.finish();
     assert!(
         summary

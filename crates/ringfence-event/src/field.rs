@@ -109,14 +109,19 @@ const ALL: KindSet = SUBJECT.union(LOGS).union(KindSet::of(&[K::SensorHealth]));
 /// What the eBPF mode emits: everything but exec-open (fanotify's).
 const EBPF_KINDS: KindSet = ALL.minus(KindSet::of(&[K::FileExecOpen]));
 /// What driverless mode emits: the process connector (fork, exec, exit, uid changes), audit
-/// (completing execs; connects to IPv4/IPv6 addresses), fanotify (files), logs and health.
+/// (completing execs; connect, bind, accept with IPv4/IPv6 addresses), fanotify (files), logs
+/// and health.
 const DRIVERLESS_KINDS: KindSet = PROCESS
     .union(FILE)
     .union(LOGS)
     .union(KindSet::of(&[K::SensorHealth, K::PrivilegeChange]))
     .union(DRIVERLESS_NETWORK);
-/// Network kinds audit reports in driverless mode (connect only; no socket type, no local end).
-const DRIVERLESS_NETWORK: KindSet = KindSet::of(&[K::NetworkConnect]);
+/// Network kinds audit reports in driverless mode (no socket type; `listen` has no address).
+const DRIVERLESS_NETWORK: KindSet =
+    KindSet::of(&[K::NetworkConnect, K::NetworkBind, K::NetworkAccept]);
+/// Audit logs the one address a call passes: the remote end of a connect, the local end of a
+/// bind (destination), the peer of an accept (source).
+const DRIVERLESS_DESTINATION: KindSet = KindSet::of(&[K::NetworkConnect, K::NetworkBind]);
 const DRIVERLESS_SUBJECT: KindSet = SUBJECT.intersect(DRIVERLESS_KINDS);
 const EBPF_SUBJECT: KindSet = SUBJECT.intersect(EBPF_KINDS);
 const EBPF_FILE: KindSet = FILE.intersect(EBPF_KINDS);
@@ -175,10 +180,10 @@ schema! {
     NetworkTransport = "network.transport", Keyword, NETWORK, ebpf NETWORK, driverless KindSet::EMPTY, derived false, "tcp or udp.";
     NetworkType = "network.type", Keyword, NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), ebpf NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), driverless DRIVERLESS_NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), derived true, "ipv4 or ipv6.";
     NetworkDirection = "network.direction", Keyword, NETWORK, ebpf NETWORK, driverless DRIVERLESS_NETWORK, derived false, "egress (connect), ingress (accept) or listening (bind, listen).";
-    SourceIp = "source.ip", Ip, NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), ebpf KindSet::of(&[K::NetworkAccept]).union(AUTH).union(KindSet::of(&[K::WebRequest])), driverless AUTH.union(KindSet::of(&[K::WebRequest])), derived false, "Local address of a connection, the peer of an accept, or the client of a log-in or web request.";
-    SourcePort = "source.port", Long, NETWORK.union(AUTH), ebpf KindSet::of(&[K::NetworkAccept]).union(AUTH), driverless AUTH, derived false, "Port belonging to source.ip.";
-    DestinationIp = "destination.ip", Ip, NETWORK, ebpf NETWORK, driverless DRIVERLESS_NETWORK, derived false, "Remote address of a connect, or the local address bound or listened on.";
-    DestinationPort = "destination.port", Long, NETWORK, ebpf NETWORK, driverless DRIVERLESS_NETWORK, derived false, "Port belonging to destination.ip.";
+    SourceIp = "source.ip", Ip, NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), ebpf KindSet::of(&[K::NetworkAccept]).union(AUTH).union(KindSet::of(&[K::WebRequest])), driverless KindSet::of(&[K::NetworkAccept]).union(AUTH).union(KindSet::of(&[K::WebRequest])), derived false, "Local address of a connection, the peer of an accept, or the client of a log-in or web request.";
+    SourcePort = "source.port", Long, NETWORK.union(AUTH), ebpf KindSet::of(&[K::NetworkAccept]).union(AUTH), driverless KindSet::of(&[K::NetworkAccept]).union(AUTH), derived false, "Port belonging to source.ip.";
+    DestinationIp = "destination.ip", Ip, NETWORK, ebpf NETWORK, driverless DRIVERLESS_DESTINATION, derived false, "Remote address of a connect, or the local address bound or listened on.";
+    DestinationPort = "destination.port", Long, NETWORK, ebpf NETWORK, driverless DRIVERLESS_DESTINATION, derived false, "Port belonging to destination.ip.";
     DestinationDomain = "destination.domain", Keyword, KindSet::EMPTY, ebpf KindSet::EMPTY, driverless KindSet::EMPTY, derived false, "Host name of the destination; reserved: no source fills it yet.";
     FilePath = "file.path", Keyword, FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), ebpf EBPF_FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), driverless FILE, derived false, "Full path of the file (the new path for a rename; `memfd:NAME` for memfd_create).";
     FileName = "file.name", Keyword, FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), ebpf EBPF_FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), driverless FILE, derived true, "Last component of file.path.";

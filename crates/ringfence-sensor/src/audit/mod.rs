@@ -4,7 +4,7 @@
 //! The agent binds to the `AUDIT_NLGRP_READLOG` multicast group, which any number of readers
 //! (and auditd) can share. The kernel only writes records for syscalls a rule asks for, so when
 //! `add_rules` is set the source adds exit rules, keyed `ringfence`, for `execve`/`execveat`
-//! and for `connect` on the native architecture, and removes them when it stops (stale ones
+//! and for `connect`, `bind`, `accept` and `accept4` on the native architecture, and removes them when it stops (stale ones
 //! left by a crash are removed at the next start). If audit was disabled it is enabled for the agent's lifetime and
 //! the previous state restored. Without auditd running the kernel also copies records to the
 //! kernel log, rate-limited (`printk_ratelimit`): that is the cost of this source, and why
@@ -12,11 +12,18 @@
 //!
 //! Records are assembled by serial number ([`parse::Assembler`]). An execve is sent as an `exec`
 //! event with source `audit`; the agent merges it into the process connector's exec of the same
-//! pid. A `connect` to an IPv4/IPv6 address (its SOCKADDR record; AF_UNIX and netlink are
-//! skipped) that succeeded or is in progress (`EINPROGRESS`) becomes a `connect` event:
-//! destination address and port, direction `egress`, the syscall, and pid, executable and
-//! credentials from the SYSCALL record. Audit does not log the socket's type, so
-//! `network.transport` is left out rather than guessed.
+//! pid. Socket calls with an IPv4/IPv6 address (their SOCKADDR record; AF_UNIX and netlink are
+//! skipped) become network events with the syscall, and pid, executable and credentials from
+//! the SYSCALL record:
+//! - `connect` that succeeded or is in progress (`EINPROGRESS`): `connect`, the destination
+//!   address and port, direction `egress`;
+//! - `bind` that succeeded: `bind`, the local address and port asked for (port 0 when the
+//!   kernel is to choose) as the destination, direction `listening`;
+//! - `accept`/`accept4` that succeeded and asked for the peer's address (the kernel logs it only
+//!   then): `accept`, the peer as the source, direction `ingress`. The local end is not logged.
+//!
+//! Audit does not log the socket's type, so `network.transport` is left out rather than
+//! guessed; `listen` carries no address and is not watched.
 #![allow(
     unsafe_code,
     reason = "netlink socket/bind/sendto/recv/poll FFI for NETLINK_AUDIT"
@@ -61,13 +68,32 @@ const ARCH: Option<(u32, &[u32])> = Some((0xC000_00B7, &[221, 281]));
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const ARCH: Option<(u32, &[u32])> = None;
 
-/// `connect` on the native architecture.
+/// A socket call this source reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NetCall {
+    Connect,
+    Bind,
+    Accept,
+    Accept4,
+}
+
+/// The native socket calls' numbers.
 #[cfg(target_arch = "x86_64")]
-const CONNECT: Option<u32> = Some(42);
+const NET_CALLS: &[(u32, NetCall)] = &[
+    (42, NetCall::Connect),
+    (43, NetCall::Accept),
+    (49, NetCall::Bind),
+    (288, NetCall::Accept4),
+];
 #[cfg(target_arch = "aarch64")]
-const CONNECT: Option<u32> = Some(203);
+const NET_CALLS: &[(u32, NetCall)] = &[
+    (200, NetCall::Bind),
+    (202, NetCall::Accept),
+    (203, NetCall::Connect),
+    (242, NetCall::Accept4),
+];
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const CONNECT: Option<u32> = None;
+const NET_CALLS: &[(u32, NetCall)] = &[];
 
 const EINPROGRESS: i64 = 115;
 
@@ -232,10 +258,11 @@ fn exec_rule() -> Option<Vec<u8>> {
     Some(rule_for(arch, syscalls))
 }
 
-/// The rule for the native `connect`.
-fn connect_rule() -> Option<Vec<u8>> {
+/// The rule for the native socket calls.
+fn net_rule() -> Option<Vec<u8>> {
     let (arch, _) = ARCH?;
-    Some(rule_for(arch, &[CONNECT?]))
+    let numbers: Vec<u32> = NET_CALLS.iter().map(|&(nr, _)| nr).collect();
+    (!numbers.is_empty()).then(|| rule_for(arch, &numbers))
 }
 
 /// `struct audit_rule_data` for an always,exit rule on `syscalls` of `arch`, keyed [`RULE_KEY`].
@@ -326,10 +353,7 @@ impl AuditSource {
             );
             return Ok(source);
         }
-        let rules: Vec<Vec<u8>> = [exec_rule(), connect_rule()]
-            .into_iter()
-            .flatten()
-            .collect();
+        let rules: Vec<Vec<u8>> = [exec_rule(), net_rule()].into_iter().flatten().collect();
         if rules.is_empty() {
             return Ok(source);
         }
@@ -405,22 +429,29 @@ pub fn to_event(x: &AuditExec) -> Event {
 }
 
 /// The event for a socket call, or `None` when it is not one this source reports: only the
-/// native `connect` (the record's arch and syscall number, whoever's rule logged it), and only
-/// when it succeeded or is in progress.
+/// native calls of [`NET_CALLS`] (by the record's arch and syscall number, whoever's rule
+/// logged it), and only when they succeeded (or, for `connect`, are in progress).
 pub fn net_event(x: &AuditNet) -> Option<Event> {
     let (arch, _) = ARCH?;
-    if x.arch != Some(arch) || x.syscall != Some(CONNECT?) {
+    if x.arch != Some(arch) {
         return None;
     }
-    if x.success != Some(true) && x.exit != Some(-EINPROGRESS) {
+    let call = NET_CALLS
+        .iter()
+        .find(|&&(nr, _)| Some(nr) == x.syscall)
+        .map(|&(_, c)| c)?;
+    let in_progress = call == NetCall::Connect && x.exit == Some(-EINPROGRESS);
+    if x.success != Some(true) && !in_progress {
         return None;
     }
-    let mut e = Event::new(
-        EventKind::NetworkConnect,
-        SourceKind::Audit,
-        Timestamp(x.time_ns),
-    );
-    e.syscall = Some(Cow::Borrowed("connect"));
+    let (kind, syscall, direction) = match call {
+        NetCall::Connect => (EventKind::NetworkConnect, "connect", "egress"),
+        NetCall::Bind => (EventKind::NetworkBind, "bind", "listening"),
+        NetCall::Accept => (EventKind::NetworkAccept, "accept", "ingress"),
+        NetCall::Accept4 => (EventKind::NetworkAccept, "accept4", "ingress"),
+    };
+    let mut e = Event::new(kind, SourceKind::Audit, Timestamp(x.time_ns));
+    e.syscall = Some(Cow::Borrowed(syscall));
     e.process = Some(Process {
         pid: x.pid?,
         executable: x.executable.clone(),
@@ -438,11 +469,20 @@ pub fn net_event(x: &AuditNet) -> Option<Event> {
     e.user.id = x.uid.map(i64::from);
     e.user.effective_id = x.euid.map(i64::from);
     e.user.group_id = x.gid.map(i64::from);
-    e.network = Some(Network {
-        direction: Some(Cow::Borrowed("egress")),
-        destination_ip: Some(x.addr.ip()),
-        destination_port: Some(x.addr.port()),
-        ..Network::default()
+    let (ip, port) = (Some(x.addr.ip()), Some(x.addr.port()));
+    e.network = Some(match call {
+        NetCall::Connect | NetCall::Bind => Network {
+            direction: Some(Cow::Borrowed(direction)),
+            destination_ip: ip,
+            destination_port: port,
+            ..Network::default()
+        },
+        NetCall::Accept | NetCall::Accept4 => Network {
+            direction: Some(Cow::Borrowed(direction)),
+            source_ip: ip,
+            source_port: port,
+            ..Network::default()
+        },
     });
     Some(e)
 }
@@ -518,7 +558,7 @@ mod tests {
         let Some(r) = exec_rule() else { return };
         assert_eq!(r.len(), 1040 + RULE_KEY.len());
         assert_eq!(&r[1040..], RULE_KEY.as_bytes());
-        let Some(c) = connect_rule() else { return };
+        let Some(c) = net_rule() else { return };
         assert_eq!(c.len(), r.len());
         // Same fields (arch, key), another syscall mask.
         assert_eq!(c[..12], r[..12]);
@@ -545,9 +585,49 @@ mod tests {
         }
     }
 
+    fn nr(call: NetCall) -> Option<u32> {
+        NET_CALLS.iter().find(|c| c.1 == call).map(|c| c.0)
+    }
+
+    #[test]
+    fn bind_and_accept_events() {
+        let (Some(b), Some(a), Some(a4)) =
+            (nr(NetCall::Bind), nr(NetCall::Accept), nr(NetCall::Accept4))
+        else {
+            return;
+        };
+        let Some(e) = net_event(&net(b, true, 0)) else {
+            panic!("bind not reported");
+        };
+        assert_eq!(e.kind, Some(EventKind::NetworkBind));
+        assert_eq!(e.syscall.as_deref(), Some("bind"));
+        let n = e.network.clone().unwrap_or_default();
+        assert_eq!(n.direction.as_deref(), Some("listening"));
+        assert_eq!(n.destination_port, Some(8080));
+        assert_eq!(n.source_ip, None);
+        for (call, name) in [(a, "accept"), (a4, "accept4")] {
+            let Some(e) = net_event(&net(call, true, 6)) else {
+                panic!("{name} not reported");
+            };
+            assert_eq!(e.kind, Some(EventKind::NetworkAccept));
+            assert_eq!(e.syscall.as_deref(), Some(name));
+            let n = e.network.clone().unwrap_or_default();
+            assert_eq!(n.direction.as_deref(), Some("ingress"));
+            assert_eq!(n.source_ip, Some([127, 0, 0, 1].into()));
+            assert_eq!(n.source_port, Some(8080));
+            assert_eq!(n.destination_ip, None, "the local end is not logged");
+            // A non-blocking accept with nothing queued, or a refused bind.
+            assert!(net_event(&net(call, false, -11)).is_none());
+        }
+        assert!(net_event(&net(b, false, -98)).is_none());
+        assert!(net_event(&net(b, false, -EINPROGRESS)).is_none());
+    }
+
     #[test]
     fn connect_becomes_an_egress_event() {
-        let Some(nr) = CONNECT else { return };
+        let Some(nr) = nr(NetCall::Connect) else {
+            return;
+        };
         for (success, exit) in [(true, 0), (false, -EINPROGRESS)] {
             let Some(e) = net_event(&net(nr, success, exit)) else {
                 panic!("connect ({success}, {exit}) not reported");
@@ -572,10 +652,12 @@ mod tests {
 
     #[test]
     fn failed_foreign_and_other_arch_calls_are_not_connects() {
-        let Some(nr) = CONNECT else { return };
+        let Some(nr) = nr(NetCall::Connect) else {
+            return;
+        };
         // Refused, another syscall (an admin's sendto rule), a 32-bit caller, no pid.
         assert!(net_event(&net(nr, false, -111)).is_none());
-        assert!(net_event(&net(nr + 2, true, 0)).is_none());
+        assert!(net_event(&net(44, true, 0)).is_none());
         let mut compat = net(nr, true, 0);
         compat.arch = Some(0x4000_0003);
         assert!(net_event(&compat).is_none());
