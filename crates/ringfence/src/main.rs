@@ -31,8 +31,10 @@ enum Command {
     /// What this host supports (BTF, BPF program types, fanotify, process connector, audit)
     /// and the mode `auto` picks.
     Doctor(cmd::doctor::Args),
-    /// Measure the agent's cost to the host (`bench exec-storm`).
+    /// Measure the agent's cost to the host (`bench exec-storm`, `bench content`).
     Bench(cmd::bench::Args),
+    /// Content bundles: keys, build, verify (`content keys init`, `content build`, ...).
+    Content(cmd::content::Args),
 }
 
 /// A failure with the exit code it maps to.
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => cmd::agent::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Content(args) => cmd::content::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

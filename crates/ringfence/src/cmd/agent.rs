@@ -1,8 +1,18 @@
 //! `ringfence agent run`: the daemon in the foreground, until SIGINT or SIGTERM.
+//!
+//! `agent run` is a small supervisor ([`ringfence_agent::content::Supervisor`]) that starts
+//! the worker (this binary, hidden `agent worker` with the same flags) and restarts it on a
+//! crash, rolling content back after a crash loop. `--no-supervisor` runs the worker in this
+//! process (tests, benchmarks). With a content directory the worker runs the content manager.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use ringfence_agent::content::supervisor::{ROLLBACK_ENV, SUPERVISED_ENV, die_with_supervisor};
+use ringfence_agent::content::{
+    ContentManager, ManagerOptions, Supervisor, SupervisorOptions, default_engine,
+};
 use ringfence_agent::{Agent, Config, ModeChoice, OutputSpec};
 use ringfence_sensor::StopSignal;
 
@@ -18,6 +28,9 @@ pub struct Args {
 pub enum AgentCommand {
     /// Run the agent: one ECS JSON line per event to the outputs, health on stderr.
     Run(RunArgs),
+    /// The supervised worker process (started by `agent run`).
+    #[command(hide = true)]
+    Worker(RunArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -31,6 +44,18 @@ pub struct RunArgs {
     /// `stdout` or `jsonl:PATH`; repeat for several. Replaces the configured outputs.
     #[arg(long)]
     pub output: Vec<String>,
+    /// Directory watched for signed content bundles (`*.bundle`); `content.dir` in the config.
+    #[arg(long)]
+    pub content_dir: Option<PathBuf>,
+    /// The agent's content store; `<content-dir>/.state` by default.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Trusted root for content: a keys directory or a `root.json`.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Run the worker in this process, without the supervisor (tests and benchmarks).
+    #[arg(long)]
+    pub no_supervisor: bool,
 }
 
 /// Log to stderr at info level (stdout carries events).
@@ -44,7 +69,15 @@ pub fn init_tracing() {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    let AgentCommand::Run(args) = args.command;
+    match args.command {
+        AgentCommand::Run(a) if a.no_supervisor => worker(a),
+        AgentCommand::Run(a) => supervise(&a),
+        AgentCommand::Worker(a) => worker(a),
+    }
+}
+
+/// The configuration with the command-line flags applied.
+fn config(args: &RunArgs) -> Result<Config, Failure> {
     let mut config = match &args.config {
         Some(path) => Config::load(path).map_err(Failure::refused)?,
         None => Config::default(),
@@ -55,15 +88,94 @@ pub fn run(args: Args) -> CmdResult {
         }
         config.agent.outputs = args.output.clone();
     }
+    if let Some(d) = &args.content_dir {
+        config.content.dir = Some(d.clone());
+    }
+    if let Some(d) = &args.state_dir {
+        config.content.state_dir = Some(d.clone());
+    }
+    if let Some(r) = &args.root {
+        config.content.root = Some(r.clone());
+    }
+    Ok(config)
+}
+
+fn supervise(args: &RunArgs) -> CmdResult {
+    let config = config(args)?;
+    init_tracing();
+    let program = std::env::current_exe().context("finding this executable")?;
+    // The same arguments, with `run` replaced by `worker`.
+    let mut forwarded: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let run_at = forwarded
+        .iter()
+        .position(|a| a == "run")
+        .ok_or_else(|| anyhow!("cannot find `run` among the arguments"))?;
+    forwarded[run_at] = "worker".into();
+    let c = &config.content;
+    let opts = SupervisorOptions {
+        program,
+        args: forwarded,
+        state_dir: c.state_dir(),
+        crash_loop_restarts: c.crash_loop_restarts,
+        crash_loop_window: Duration::from_secs(c.crash_loop_window_secs),
+        max_backoff: Duration::from_millis(c.max_backoff_ms),
+    };
+    let stop = StopSignal::new();
+    ringfence_agent::stop_on_signals(&stop).context("installing signal handlers")?;
+    let report = Supervisor::new(opts)
+        .run(&stop)
+        .context("starting the worker")?;
+    tracing::info!(
+        restarts = report.restarts,
+        rollbacks = report.rollbacks.len(),
+        exit_code = report.exit_code,
+        "supervisor stopping"
+    );
+    if report.exit_code == 0 {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: u8::try_from(report.exit_code).unwrap_or(1).max(1),
+            error: anyhow!("the worker exited with code {}", report.exit_code),
+        })
+    }
+}
+
+fn worker(args: RunArgs) -> CmdResult {
+    let config = config(&args)?;
     let mode = args
         .mode
         .as_deref()
         .and_then(ModeChoice::parse)
         .unwrap_or(config.agent.mode);
     init_tracing();
+    if std::env::var_os(SUPERVISED_ENV).is_some() && !die_with_supervisor() {
+        return Err(Failure::environment(anyhow!("the supervisor is gone")));
+    }
     let stop = StopSignal::new();
     ringfence_agent::stop_on_signals(&stop).context("installing signal handlers")?;
-    let summary = Agent::new(config).with_mode(mode).run(stop);
+    let mut agent = Agent::new(config.clone()).with_mode(mode);
+    let mut manager = None;
+    if let Some(mut opts) = ManagerOptions::from_section(&config.content, default_engine()) {
+        if let Ok(report) = std::env::var(ROLLBACK_ENV) {
+            opts.startup_reports.push(report);
+        }
+        match ContentManager::start(opts, stop.clone()) {
+            Ok((m, detector)) => {
+                tracing::info!(version = ?m.active_version(), "content manager running");
+                agent = agent.with_detector(Box::new(detector));
+                manager = Some(m);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "content manager not started; running without content")
+            }
+        }
+    }
+    let summary = agent.run(stop.clone());
+    stop.stop();
+    if let Some(m) = manager {
+        m.join();
+    }
     eprint!("{}", summary.render());
     Ok(())
 }

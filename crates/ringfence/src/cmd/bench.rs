@@ -24,6 +24,8 @@ pub struct Args {
 pub enum BenchCommand {
     /// Exec-storm overhead: N × /bin/true with and without the agent.
     ExecStorm(StormArgs),
+    /// Content: bundle landing to active (verify, compile, probation) and worker restart time.
+    Content(crate::cmd::content::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,7 +86,7 @@ impl AgentChild {
         let _ = std::fs::remove_file(out);
         let exe = std::env::current_exe().context("finding the ringfence binary")?;
         let mut cmd = Command::new(exe);
-        cmd.args(["agent", "run", "--mode", &args.mode])
+        cmd.args(["agent", "run", "--no-supervisor", "--mode", &args.mode])
             .arg("--output")
             .arg(format!("jsonl:{}", out.display()))
             .stdout(Stdio::null())
@@ -145,7 +147,10 @@ fn median(v: &mut [Duration]) -> Duration {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    let BenchCommand::ExecStorm(args) = args.command;
+    let args = match args.command {
+        BenchCommand::ExecStorm(a) => a,
+        BenchCommand::Content(a) => return crate::cmd::content::bench(&a),
+    };
     if args.count == 0 || args.rounds == 0 {
         return Err(crate::Failure::refused(anyhow!(
             "--count and --rounds must be > 0"

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod content;
 pub mod doctor;
 pub mod schema;
 

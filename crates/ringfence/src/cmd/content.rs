@@ -1,0 +1,462 @@
+//! `ringfence content keys init|rotate`, `content build` and `content verify`: making,
+//! signing and checking content bundles offline.
+//!
+//! `build` and `verify` take their validator from the agent's
+//! [`ringfence_agent::content::default_engine`], so the build, the check and the agent all
+//! validate alike. `verify` exits 0 only if an agent at `--current-version` would accept the
+//! bundle (signatures, expiry, versions, payload, field schema, validation); a refusal exits 1
+//! with the role, field, file or line named. Builds are deterministic: the same directory,
+//! version, keys and `SOURCE_DATE_EPOCH` give byte-identical bundles.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use ringfence_agent::content::engine::{agent_schema, default_engine};
+use ringfence_agent::content::manager::read_small;
+use ringfence_content::{
+    BuildOptions, KeySet, KeysInitOptions, Limits, Outcome, RotateOptions, SeenVersions,
+    SignedBundle, TrustedRoot, UnixTime, VerifyOptions, build_signed_bundle, init_keys,
+    verify_signed_bundle,
+};
+
+use crate::cmd::print_line;
+use crate::{CmdResult, Failure};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: ContentCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ContentCommand {
+    /// Signing keys (TUF roles: root, targets, snapshot, timestamp).
+    Keys(KeysArgs),
+    /// Validate, test, compile and sign a content directory into one bundle.
+    Build(BuildArgs),
+    /// Check a bundle as an agent would; exit 0 only if it would be accepted.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create a keys directory: root key(s) with a threshold, targets, snapshot, timestamp.
+    Init(KeysInitArgs),
+    /// Replace the root keys: root v(N+1) signed by the old and the new keys.
+    Rotate(KeysRotateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysInitArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Number of root keys.
+    #[arg(long, default_value_t = 1)]
+    pub root_keys: usize,
+    /// How many root keys must sign a root.
+    #[arg(long, default_value_t = 1)]
+    pub threshold: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysRotateArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub root_keys: usize,
+    #[arg(long, default_value_t = 1)]
+    pub threshold: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Content directory: `rules/**/*.yml`, `iocs/`, `tests/`.
+    pub dir: PathBuf,
+    /// Content version; must be above every version already shipped.
+    #[arg(long)]
+    pub version: u64,
+    /// Keys directory from `content keys init`.
+    #[arg(long)]
+    pub keys: PathBuf,
+    /// Where to write the signed bundle.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// Extra metadata, `KEY=VALUE`; repeat for several.
+    #[arg(long)]
+    pub metadata: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    pub bundle: PathBuf,
+    /// The trusted root: a keys directory or a `root.json`.
+    #[arg(long)]
+    pub root: PathBuf,
+    /// The content version the agent runs now (a bundle at or below it is refused or a no-op).
+    #[arg(long)]
+    pub current_version: Option<u64>,
+}
+
+pub fn run(args: Args) -> CmdResult {
+    match args.command {
+        ContentCommand::Keys(k) => match k.command {
+            KeysCommand::Init(a) => keys_init(&a),
+            KeysCommand::Rotate(a) => keys_rotate(&a),
+        },
+        ContentCommand::Build(a) => build(&a),
+        ContentCommand::Verify(a) => verify(&a),
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` (reproducible builds) or the clock.
+fn now() -> Result<UnixTime, Failure> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) => s.trim().parse::<u64>().map(UnixTime).map_err(|_| {
+            Failure::refused(anyhow!("SOURCE_DATE_EPOCH: expected seconds, got {s:?}"))
+        }),
+        Err(_) => Ok(UnixTime::now()),
+    }
+}
+
+fn keys_init(a: &KeysInitArgs) -> CmdResult {
+    let mut opts = KeysInitOptions::new(now()?);
+    opts.root_keys = a.root_keys;
+    opts.root_threshold = a.threshold;
+    let keys = init_keys(&a.dir, &opts).map_err(Failure::refused)?;
+    print_line(&format!(
+        "keys created in {}: {} root key(s), threshold {}, root v{}; agents trust {}",
+        a.dir.display(),
+        a.root_keys,
+        a.threshold,
+        keys.trusted_root().version(),
+        a.dir.join("root.json").display()
+    ))
+    .context("writing to stdout")?;
+    Ok(())
+}
+
+fn keys_rotate(a: &KeysRotateArgs) -> CmdResult {
+    let mut keys = KeySet::load(&a.dir).map_err(Failure::refused)?;
+    let opts = RotateOptions {
+        new_root_keys: a.root_keys,
+        new_threshold: a.threshold,
+        expires: now()?.plus_days(365),
+    };
+    keys.rotate_root(&opts).map_err(Failure::refused)?;
+    print_line(&format!(
+        "root rotated to v{}; old root keys moved to {}",
+        keys.trusted_root().version(),
+        a.dir.join("retired").display()
+    ))
+    .context("writing to stdout")?;
+    Ok(())
+}
+
+fn build(a: &BuildArgs) -> CmdResult {
+    let keys = KeySet::load(&a.keys).map_err(Failure::refused)?;
+    let mut opts = BuildOptions::new(a.version, agent_schema(), now()?);
+    let mut metadata = BTreeMap::new();
+    for m in &a.metadata {
+        let (k, v) = m.split_once('=').ok_or_else(|| {
+            Failure::refused(anyhow!("--metadata: expected KEY=VALUE, got {m:?}"))
+        })?;
+        metadata.insert(k.to_owned(), v.to_owned());
+    }
+    opts.metadata.extend(metadata);
+    let engine = default_engine();
+    let built = build_signed_bundle(&a.dir, &opts, &keys, &*engine.validator)
+        .map_err(|e| Failure::refused(anyhow!("{}: {e}", a.dir.display())))?;
+    let bytes = built.signed.encode();
+    ringfence_content::store::atomic_write(&a.output, &bytes)
+        .with_context(|| format!("writing {}", a.output.display()))?;
+    for path in &built.dir_report.skipped {
+        print_line(&format!("skipped {}", path.display())).context("writing to stdout")?;
+    }
+    for note in &built.report.notes {
+        print_line(&format!("note: {note}")).context("writing to stdout")?;
+    }
+    print_line(&format!(
+        "built content version {} ({} rules, {} tests, validator: {}): {} bytes to {}",
+        a.version,
+        built.report.rules,
+        built.report.tests,
+        engine.name,
+        bytes.len(),
+        a.output.display()
+    ))
+    .context("writing to stdout")?;
+    Ok(())
+}
+
+/// Reads a trusted root from a keys directory or a `root.json`.
+pub fn load_root(path: &Path) -> Result<TrustedRoot, Failure> {
+    let file = if path.is_dir() {
+        path.join("root.json")
+    } else {
+        path.to_owned()
+    };
+    let bytes = read_small(&file, 1024 * 1024)
+        .map_err(|e| Failure::refused(anyhow!("{}: {e}", file.display())))?;
+    TrustedRoot::from_bytes(&bytes)
+        .map_err(|e| Failure::refused(anyhow!("{}: {e}", file.display())))
+}
+
+fn verify(a: &VerifyArgs) -> CmdResult {
+    let root = load_root(&a.root)?;
+    let limits = Limits::default();
+    let bytes = SignedBundle::read_file(&a.bundle, &limits)
+        .map_err(|e| Failure::refused(anyhow!("{}: {e}", a.bundle.display())))?;
+    let mut opts = VerifyOptions::new(UnixTime::now());
+    opts.current_content_version = a.current_version;
+    let engine = default_engine();
+    let verified = verify_signed_bundle(
+        &bytes,
+        &root,
+        SeenVersions::default(),
+        &opts,
+        &*engine.validator,
+    )
+    .map_err(|e| Failure::refused(anyhow!("{}: refused: {e}", a.bundle.display())))?;
+    let line = match &verified.outcome {
+        Outcome::New { bundle, report } => {
+            let ours = agent_schema();
+            if bundle.schema() != &ours {
+                return Err(Failure::refused(anyhow!(
+                    "{}: refused: built for field schema v{} ({}), this agent has v{} ({})",
+                    a.bundle.display(),
+                    bundle.schema().version,
+                    bundle.schema().fingerprint,
+                    ours.version,
+                    ours.fingerprint
+                )));
+            }
+            let compiled = (engine.compile)(bundle).map_err(|errors| {
+                let shown: Vec<String> = errors.iter().take(5).map(ToString::to_string).collect();
+                Failure::refused(anyhow!(
+                    "{}: refused: {} compile error(s): {}",
+                    a.bundle.display(),
+                    errors.len(),
+                    shown.join("; ")
+                ))
+            })?;
+            format!(
+                "ok: content version {} would be accepted ({} rules compiled, {} tests, schema v{}, root v{})",
+                verified.content_version,
+                compiled.rules().len(),
+                report.tests,
+                bundle.schema().version,
+                verified.root.version()
+            )
+        }
+        Outcome::Unchanged => format!(
+            "ok: content version {} is the current version: an agent would do nothing",
+            verified.content_version
+        ),
+        _ => format!("ok: content version {}", verified.content_version),
+    };
+    print_line(&line).context("writing to stdout")?;
+    Ok(())
+}
+
+/// `ringfence bench content`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Content directories merged into one bundle (each's `rules/` and `tests/`).
+    #[arg(long = "rules", default_values = ["content/linux"])]
+    pub rules: Vec<PathBuf>,
+    /// Events in the probation sample.
+    #[arg(long, default_value_t = 4096)]
+    pub sample_events: usize,
+    /// Shadow period, seconds (a configured wait, reported separately).
+    #[arg(long, default_value_t = 0)]
+    pub shadow_secs: u64,
+    /// Worker restarts to time.
+    #[arg(long, default_value_t = 3)]
+    pub restarts: usize,
+}
+
+/// Copies `from` into `to` (regular files and directories only).
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<usize> {
+    let mut n = 0;
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            n += copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Time from a bundle landing in the content directory to active (verify, compile,
+/// probation), and worker restart time. Prints figures; asserts nothing about time.
+pub fn bench(args: &BenchArgs) -> CmdResult {
+    use ringfence_agent::Detector;
+    use ringfence_agent::content::ContentSection;
+    use ringfence_event::{Event, EventKind, SourceKind, Timestamp};
+    use ringfence_sensor::StopSignal;
+    use std::time::{Duration, Instant};
+
+    let tmp = std::env::temp_dir().join(format!("ringfence-bench-content-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = (|| -> CmdResult {
+        let merged = tmp.join("content");
+        let mut files = 0;
+        for (i, dir) in args.rules.iter().enumerate() {
+            for part in ["rules", "tests"] {
+                let from = dir.join(part);
+                if from.is_dir() {
+                    files += copy_tree(&from, &merged.join(part).join(format!("{i}")))?;
+                }
+            }
+        }
+        let keys_dir = tmp.join("keys");
+        let keys = init_keys(&keys_dir, &KeysInitOptions::new(UnixTime::now()))
+            .map_err(Failure::refused)?;
+        let engine = default_engine();
+        let opts = BuildOptions::new(1, agent_schema(), UnixTime::now());
+        let started = Instant::now();
+        let built = build_signed_bundle(&merged, &opts, &keys, &*engine.validator)
+            .map_err(|e| Failure::refused(anyhow!("{e}")))?;
+        let build_time = started.elapsed();
+        let bytes = built.signed.encode();
+        print_line(&format!(
+            "bundle: {} files from {} dir(s), {} rules, {} bytes, built in {} ms (validator: {})",
+            files,
+            args.rules.len(),
+            built.report.rules,
+            bytes.len(),
+            build_time.as_millis(),
+            engine.name
+        ))
+        .context("writing to stdout")?;
+
+        let drop_dir = tmp.join("drop");
+        std::fs::create_dir_all(&drop_dir).context("creating the content dir")?;
+        let section = ContentSection {
+            dir: Some(drop_dir.clone()),
+            root: Some(keys_dir.clone()),
+            poll_ms: 10,
+            sample_events: args.sample_events,
+            shadow_secs: args.shadow_secs,
+            confirm_secs: 0,
+            ..ContentSection::default()
+        };
+        let opts =
+            ringfence_agent::content::ManagerOptions::from_section(&section, default_engine())
+                .ok_or_else(|| anyhow!("no content dir"))?;
+        let state_dir = opts.state_dir.clone();
+        let stop = StopSignal::new();
+        let (manager, mut detector) =
+            ringfence_agent::content::ContentManager::start(opts, stop.clone())
+                .map_err(|e| anyhow!("{e}"))?;
+        let mut event = Event::new(EventKind::ProcessExec, SourceKind::Replay, Timestamp::now());
+        event.host_name = Some("bench".into());
+        for _ in 0..args.sample_events {
+            detector.on_event(&event, &mut |_| {});
+        }
+        let landed = Instant::now();
+        ringfence_content::store::atomic_write(&drop_dir.join("1.bundle"), &bytes)
+            .context("dropping the bundle")?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while detector.active_version() != Some(1) {
+            if Instant::now() > deadline {
+                return Err(anyhow!("the bundle did not become active within 600 s").into());
+            }
+            detector.on_event(&event, &mut |_| {});
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let wall = landed.elapsed();
+        stop.stop();
+        let timings = manager.last_activation();
+        manager.join();
+        if let Some(t) = timings {
+            print_line(&format!(
+                "landing to active: {} ms wall (poll 10 ms); verify+validate {} ms, compile {} ms, \
+                 probation over {} sample events {} ms, shadow {} ms; {} rules, {} disabled",
+                wall.as_millis(),
+                t.verify.as_millis(),
+                t.compile.as_millis(),
+                t.sample_events,
+                t.sample_probation.as_millis(),
+                t.shadow.as_millis(),
+                t.rules,
+                t.disabled
+            ))
+            .context("writing to stdout")?;
+        }
+
+        // Worker restart: spawn → first event written, with the content above active.
+        let exe = std::env::current_exe().context("finding the ringfence binary")?;
+        let mut times = Vec::new();
+        for i in 0..args.restarts {
+            let out = tmp.join(format!("worker-{i}.jsonl"));
+            let marker = format!("ringfence-bench-restart-{}-{i}", std::process::id());
+            let started = Instant::now();
+            let mut child = std::process::Command::new(&exe)
+                .args(["agent", "worker", "--mode", "driverless", "--output"])
+                .arg(format!("jsonl:{}", out.display()))
+                .arg("--content-dir")
+                .arg(&drop_dir)
+                .arg("--state-dir")
+                .arg(&state_dir)
+                .arg("--root")
+                .arg(&keys_dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .context("starting a worker")?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let ready = loop {
+                let _ = std::process::Command::new("/bin/true")
+                    .arg(&marker)
+                    .status();
+                if std::fs::read_to_string(&out).is_ok_and(|t| t.contains(&marker)) {
+                    break Some(started.elapsed());
+                }
+                if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+            match ready {
+                Some(t) => times.push(t),
+                None => print_line("worker restart: the worker reported no event within 60 s")
+                    .context("writing to stdout")?,
+            }
+        }
+        times.sort();
+        if let Some(median) = times.get(times.len() / 2) {
+            print_line(&format!(
+                "worker restart: first backoff 100 ms + start to first event {} ms (median of {}, \
+                 min {} ms, max {} ms)",
+                median.as_millis(),
+                times.len(),
+                times.first().map_or(0, Duration::as_millis),
+                times.last().map_or(0, Duration::as_millis)
+            ))
+            .context("writing to stdout")?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
