@@ -1,0 +1,38 @@
+//! The protocol a Ringfence agent and the fleet console share, and nothing else they share.
+//!
+//! Three exchanges, all JSON over HTTP: **enrollment** (an operator's enrollment token is traded
+//! for a per-agent [`Credential`]), **check-in** (health and tags go up; the content version the
+//! agent may run now, where to fetch it and when to call again come back), and **findings
+//! upload** in batches. Content itself is not in the protocol: it is a static signed file the
+//! check-in response points at, so any web server or CDN can serve it.
+//!
+//! Every type here is *parsed, not validated*: a [`CheckIn`] that deserializes is already
+//! within bounds (label lengths, tag counts, timezone offset, finite CPU figure, counters that
+//! fit a signed 64-bit column), so the console stores what it parsed without further checks.
+//! Bodies are bounded before parsing ([`limits`]). [`client`] is the small async client both
+//! the real agent and the fleet simulator use.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod types;
+
+pub use client::{Client, ClientError};
+pub use types::{
+    AgentId, CheckIn, CheckInResponse, ContentOffer, Count, CpuPercent, Credential, CustomTags,
+    EnrollRequest, EnrollResponse, Findings, FindingsAccepted, FindingsBatch, Health, Label,
+    ParseError, Tags, TzOffset, limits,
+};
+
+/// Protocol version carried in every request; the console refuses versions it does not speak.
+pub const PROTOCOL: u16 = 1;
+
+/// HTTP paths, relative to the console's base URL.
+pub mod paths {
+    /// `POST` an [`EnrollRequest`](crate::EnrollRequest), get an
+    /// [`EnrollResponse`](crate::EnrollResponse).
+    pub const ENROLL: &str = "/api/v1/agents/enroll";
+    /// `POST` a [`CheckIn`](crate::CheckIn) with the agent's bearer credential.
+    pub const CHECKIN: &str = "/api/v1/agents/checkin";
+    /// `POST` a [`FindingsBatch`](crate::FindingsBatch) with the agent's bearer credential.
+    pub const FINDINGS: &str = "/api/v1/agents/findings";
+}

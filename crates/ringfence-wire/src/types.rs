@@ -1,0 +1,626 @@
+//! Serde types of the protocol, each parsed into its bounds on the way in.
+//!
+//! Newtypes ([`AgentId`], [`Credential`], [`Label`], [`TzOffset`], [`CpuPercent`], [`Count`],
+//! [`CustomTags`], [`Findings`]) refuse out-of-range input in `Deserialize`, so the rest of the
+//! console never sees an unbounded string, a NaN, or a counter that overflows a database column.
+//! Unknown fields are ignored, so a newer agent can add fields without breaking older consoles.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Body-size bounds. The console enforces them before parsing; the client before sending.
+pub mod limits {
+    /// Largest enrollment request body.
+    pub const ENROLL_BYTES: usize = 8 * 1024;
+    /// Largest check-in body.
+    pub const CHECKIN_BYTES: usize = 16 * 1024;
+    /// Largest findings batch body.
+    pub const FINDINGS_BYTES: usize = 1024 * 1024;
+    /// Most findings in one batch.
+    pub const FINDINGS_PER_BATCH: usize = 1000;
+    /// Largest single finding, serialized.
+    pub const FINDING_BYTES: usize = 64 * 1024;
+    /// Most custom tags on one agent.
+    pub const CUSTOM_TAGS: usize = 16;
+    /// Longest label (tag, hostname, version string), in bytes.
+    pub const LABEL_BYTES: usize = 64;
+    /// Largest response the client reads (check-in responses are small; content is separate).
+    pub const RESPONSE_BYTES: usize = 64 * 1024;
+}
+
+/// Why a value was refused while parsing.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    #[error("agent id must be 32 lowercase hex characters")]
+    AgentId,
+    #[error("credential must look like rfa1.<agent id>.<64 hex characters>")]
+    Credential,
+    #[error("label must be 1..={max} bytes without control characters", max = limits::LABEL_BYTES)]
+    Label,
+    #[error("timezone offset must be within -840..=840 minutes, got {0}")]
+    TzOffset(i32),
+    #[error("cpu percent must be finite and within 0..=6400, got {0}")]
+    CpuPercent(f64),
+    #[error("counter {0} does not fit a signed 64-bit integer")]
+    Count(u64),
+    #[error("at most {max} custom tags, got {0}", max = limits::CUSTOM_TAGS)]
+    CustomTags(usize),
+    #[error("at most {max} findings per batch, got {0}", max = limits::FINDINGS_PER_BATCH)]
+    TooManyFindings(usize),
+    #[error("finding {0} is larger than {max} bytes", max = limits::FINDING_BYTES)]
+    FindingTooLarge(usize),
+}
+
+fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// An agent's identity: 32 lowercase hex characters (128 random bits), minted by the console.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AgentId(String);
+
+impl AgentId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AgentId {
+    type Error = ParseError;
+    fn try_from(s: String) -> Result<Self, ParseError> {
+        if is_lower_hex(&s, 32) {
+            Ok(AgentId(s))
+        } else {
+            Err(ParseError::AgentId)
+        }
+    }
+}
+
+impl From<AgentId> for String {
+    fn from(id: AgentId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A per-agent credential, `rfa1.<agent id>.<secret>`: sent as `Authorization: Bearer …`.
+/// The console stores only a hash of it. `Debug` hides the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Credential(String);
+
+impl Credential {
+    /// Build from an agent id and a 64-hex-character secret.
+    pub fn new(agent: &AgentId, secret_hex: &str) -> Result<Credential, ParseError> {
+        Credential::try_from(format!("rfa1.{agent}.{secret_hex}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The agent this credential belongs to.
+    pub fn agent_id(&self) -> AgentId {
+        // Parsing checked the layout: "rfa1." + 32 hex + "." + 64 hex.
+        AgentId(self.0[5..37].to_owned())
+    }
+}
+
+impl TryFrom<String> for Credential {
+    type Error = ParseError;
+    fn try_from(s: String) -> Result<Self, ParseError> {
+        let ok = s.len() == 5 + 32 + 1 + 64
+            && s.starts_with("rfa1.")
+            && is_lower_hex(&s[5..37], 32)
+            && &s[37..38] == "."
+            && is_lower_hex(&s[38..], 64);
+        if ok {
+            Ok(Credential(s))
+        } else {
+            Err(ParseError::Credential)
+        }
+    }
+}
+
+impl From<Credential> for String {
+    fn from(c: Credential) -> String {
+        c.0
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credential({}…)", &self.0[..37])
+    }
+}
+
+/// A short human string: a tag value, hostname or version. 1..=64 bytes, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Label(String);
+
+impl Label {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Label {
+    type Error = ParseError;
+    fn try_from(s: String) -> Result<Self, ParseError> {
+        if !s.is_empty() && s.len() <= limits::LABEL_BYTES && !s.chars().any(char::is_control) {
+            Ok(Label(s))
+        } else {
+            Err(ParseError::Label)
+        }
+    }
+}
+
+impl TryFrom<&str> for Label {
+    type Error = ParseError;
+    fn try_from(s: &str) -> Result<Self, ParseError> {
+        Label::try_from(s.to_owned())
+    }
+}
+
+impl From<Label> for String {
+    fn from(l: Label) -> String {
+        l.0
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The agent's local UTC offset in minutes (maintenance windows are in agent local time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "i32", into = "i32")]
+pub struct TzOffset(i16);
+
+impl TzOffset {
+    pub fn minutes(self) -> i16 {
+        self.0
+    }
+}
+
+impl TryFrom<i32> for TzOffset {
+    type Error = ParseError;
+    fn try_from(m: i32) -> Result<Self, ParseError> {
+        if (-840..=840).contains(&m) {
+            // In range, so the narrowing cannot lose anything.
+            Ok(TzOffset(i16::try_from(m).map_err(|_| ParseError::TzOffset(m))?))
+        } else {
+            Err(ParseError::TzOffset(m))
+        }
+    }
+}
+
+impl From<TzOffset> for i32 {
+    fn from(t: TzOffset) -> i32 {
+        i32::from(t.0)
+    }
+}
+
+/// CPU use of the agent over the interval, in percent of one core (so up to 6400 on 64 cores).
+#[derive(Debug, Clone, Copy, Default, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct CpuPercent(f64);
+
+impl CpuPercent {
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for CpuPercent {
+    type Error = ParseError;
+    fn try_from(v: f64) -> Result<Self, ParseError> {
+        if v.is_finite() && (0.0..=6400.0).contains(&v) {
+            Ok(CpuPercent(v))
+        } else {
+            Err(ParseError::CpuPercent(v))
+        }
+    }
+}
+
+impl From<CpuPercent> for f64 {
+    fn from(c: CpuPercent) -> f64 {
+        c.0
+    }
+}
+
+/// A non-negative counter that fits a signed 64-bit database column.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct Count(i64);
+
+impl Count {
+    pub const ZERO: Count = Count(0);
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for Count {
+    type Error = ParseError;
+    fn try_from(v: u64) -> Result<Self, ParseError> {
+        i64::try_from(v).map(Count).map_err(|_| ParseError::Count(v))
+    }
+}
+
+impl From<u32> for Count {
+    fn from(v: u32) -> Count {
+        Count(i64::from(v))
+    }
+}
+
+impl From<Count> for u64 {
+    fn from(c: Count) -> u64 {
+        c.0.unsigned_abs()
+    }
+}
+
+/// Free-form `key = value` tags, at most [`limits::CUSTOM_TAGS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "BTreeMap<Label, Label>", into = "BTreeMap<Label, Label>")]
+pub struct CustomTags(BTreeMap<Label, Label>);
+
+impl CustomTags {
+    pub fn get(&self, key: &str) -> Option<&Label> {
+        self.0.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Label, &Label)> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl TryFrom<BTreeMap<Label, Label>> for CustomTags {
+    type Error = ParseError;
+    fn try_from(m: BTreeMap<Label, Label>) -> Result<Self, ParseError> {
+        if m.len() <= limits::CUSTOM_TAGS {
+            Ok(CustomTags(m))
+        } else {
+            Err(ParseError::CustomTags(m.len()))
+        }
+    }
+}
+
+impl From<CustomTags> for BTreeMap<Label, Label> {
+    fn from(t: CustomTags) -> Self {
+        t.0
+    }
+}
+
+/// Where an agent runs: rollout rings select on these.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tags {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<Label>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub industry: Option<Label>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Label>,
+    #[serde(default, skip_serializing_if = "CustomTags::is_empty")]
+    pub custom: CustomTags,
+    /// Local UTC offset in minutes; maintenance windows are evaluated in it.
+    #[serde(default)]
+    pub tz_offset_minutes: TzOffset,
+}
+
+/// `POST /api/v1/agents/enroll`: trade an enrollment token for a credential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub protocol: u16,
+    /// The operator's enrollment token (bounded like a label, but longer).
+    pub token: String,
+    pub hostname: Label,
+    pub agent_version: Label,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+/// The console's answer to a successful enrollment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub agent_id: AgentId,
+    /// Keep it secret; send it as `Authorization: Bearer <credential>`.
+    pub credential: Credential,
+    /// Check in after about this long (the first check-in may be immediate).
+    pub checkin_interval_ms: u64,
+}
+
+/// Health over the interval since the last *acknowledged* check-in. The agent resets its
+/// counters only when a check-in response arrives, so a lost check-in loses nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// Agent process crashes (the supervisor restarted it).
+    #[serde(default)]
+    pub crashes: Count,
+    /// Restarts for any other reason (watchdog, upgrade, operator).
+    #[serde(default)]
+    pub restarts: Count,
+    /// Times the content manager fell back to last-known-good content.
+    #[serde(default)]
+    pub lkg_fallbacks: Count,
+    /// Mean CPU over the interval, percent of one core.
+    #[serde(default)]
+    pub cpu_percent: CpuPercent,
+    /// Resident set size now, bytes.
+    #[serde(default)]
+    pub rss_bytes: Count,
+    /// Events seen by the pipeline.
+    #[serde(default)]
+    pub events: Count,
+    /// Events dropped (queue full, source gap).
+    #[serde(default)]
+    pub events_dropped: Count,
+    /// Findings produced.
+    #[serde(default)]
+    pub findings: Count,
+    /// Length of the interval these counters cover, milliseconds.
+    #[serde(default)]
+    pub interval_ms: Count,
+}
+
+/// `POST /api/v1/agents/checkin`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckIn {
+    pub protocol: u16,
+    pub agent_id: AgentId,
+    /// Increments with every check-in the agent sends since it started.
+    pub seq: Count,
+    pub agent_version: Label,
+    /// The content version the agent runs now (0: none).
+    pub content_version: Count,
+    pub health: Health,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+impl CheckIn {
+    /// Parse a check-in body. Bounded: refuses bodies over [`limits::CHECKIN_BYTES`].
+    pub fn parse(body: &[u8]) -> Result<CheckIn, String> {
+        if body.len() > limits::CHECKIN_BYTES {
+            return Err(format!(
+                "check-in body of {} bytes exceeds {}",
+                body.len(),
+                limits::CHECKIN_BYTES
+            ));
+        }
+        serde_json::from_slice(body).map_err(|e| e.to_string())
+    }
+}
+
+/// The content an agent may run, and where to fetch it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentOffer {
+    /// The content version this agent may run now. Agents never go below their current
+    /// version; a rollback arrives as a higher version carrying older content.
+    pub version: u64,
+    /// Path (relative to the console base URL) or absolute URL of the signed bundle.
+    pub url: String,
+    /// SHA-256 of the file, lowercase hex; the bundle's own signature is what the agent trusts.
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// The console's answer to a check-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckInResponse {
+    /// `None` until any content is published.
+    pub content: Option<ContentOffer>,
+    /// Call again after `next_checkin_ms` plus a random delay in `0..jitter_ms`.
+    pub next_checkin_ms: u64,
+    pub jitter_ms: u64,
+}
+
+/// Findings in one upload: each a JSON object, at most [`limits::FINDINGS_PER_BATCH`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<serde_json::Map<String, serde_json::Value>>", into = "Vec<serde_json::Map<String, serde_json::Value>>")]
+pub struct Findings(Vec<serde_json::Map<String, serde_json::Value>>);
+
+impl Findings {
+    pub fn iter(&self) -> impl Iterator<Item = &serde_json::Map<String, serde_json::Value>> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl TryFrom<Vec<serde_json::Map<String, serde_json::Value>>> for Findings {
+    type Error = ParseError;
+    fn try_from(v: Vec<serde_json::Map<String, serde_json::Value>>) -> Result<Self, ParseError> {
+        if v.len() > limits::FINDINGS_PER_BATCH {
+            return Err(ParseError::TooManyFindings(v.len()));
+        }
+        for (i, f) in v.iter().enumerate() {
+            let size = serde_json::to_vec(f).map(|b| b.len()).unwrap_or(usize::MAX);
+            if size > limits::FINDING_BYTES {
+                return Err(ParseError::FindingTooLarge(i));
+            }
+        }
+        Ok(Findings(v))
+    }
+}
+
+impl From<Findings> for Vec<serde_json::Map<String, serde_json::Value>> {
+    fn from(f: Findings) -> Self {
+        f.0
+    }
+}
+
+/// `POST /api/v1/agents/findings`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingsBatch {
+    pub protocol: u16,
+    pub agent_id: AgentId,
+    pub findings: Findings,
+}
+
+/// The console's answer to a findings upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingsAccepted {
+    pub accepted: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> AgentId {
+        AgentId::try_from("0123456789abcdef0123456789abcdef".to_owned()).unwrap()
+    }
+
+    fn checkin_json() -> serde_json::Value {
+        serde_json::json!({
+            "protocol": 1,
+            "agent_id": "0123456789abcdef0123456789abcdef",
+            "seq": 3,
+            "agent_version": "0.1.0",
+            "content_version": 7,
+            "health": {"crashes": 0, "restarts": 1, "lkg_fallbacks": 0, "cpu_percent": 2.5,
+                       "rss_bytes": 40000000, "events": 1000, "events_dropped": 2,
+                       "findings": 1, "interval_ms": 60000},
+            "tags": {"region": "eu-west", "industry": "finance", "environment": "prod",
+                     "custom": {"team": "payments"}, "tz_offset_minutes": 60}
+        })
+    }
+
+    #[test]
+    fn checkin_round_trips() {
+        let body = serde_json::to_vec(&checkin_json()).unwrap();
+        let c = CheckIn::parse(&body).unwrap();
+        assert_eq!(c.agent_id, id());
+        assert_eq!(c.content_version.get(), 7);
+        assert_eq!(c.tags.tz_offset_minutes.minutes(), 60);
+        assert_eq!(c.tags.custom.get("team").unwrap().as_str(), "payments");
+        let again = CheckIn::parse(&serde_json::to_vec(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn checkin_refuses_out_of_bounds_values() {
+        let cases: Vec<(&str, serde_json::Value)> = vec![
+            ("/agent_id", serde_json::json!("XYZ")),
+            ("/health/cpu_percent", serde_json::json!(-1.0)),
+            ("/health/rss_bytes", serde_json::json!(u64::MAX)),
+            ("/health/crashes", serde_json::json!(-3)),
+            ("/tags/tz_offset_minutes", serde_json::json!(900)),
+            ("/tags/region", serde_json::json!("")),
+            ("/tags/region", serde_json::json!("x".repeat(65))),
+            ("/tags/region", serde_json::json!("a\nb")),
+            ("/agent_version", serde_json::json!(null)),
+        ];
+        for (pointer, value) in cases {
+            let mut v = checkin_json();
+            *v.pointer_mut(pointer).unwrap() = value.clone();
+            let body = serde_json::to_vec(&v).unwrap();
+            assert!(CheckIn::parse(&body).is_err(), "{pointer} = {value} accepted");
+        }
+        let mut v = checkin_json();
+        let custom: serde_json::Map<String, serde_json::Value> = (0..17)
+            .map(|i| (format!("k{i}"), serde_json::json!("v")))
+            .collect();
+        *v.pointer_mut("/tags/custom").unwrap() = serde_json::Value::Object(custom);
+        assert!(CheckIn::parse(&serde_json::to_vec(&v).unwrap()).is_err());
+        assert!(CheckIn::parse(&vec![b' '; limits::CHECKIN_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn credential_names_its_agent_and_hides_its_secret() {
+        let c = Credential::new(&id(), &"ab".repeat(32)).unwrap();
+        assert_eq!(c.agent_id(), id());
+        assert!(!format!("{c:?}").contains(&"ab".repeat(32)));
+        assert!(Credential::try_from("rfa1.x".to_owned()).is_err());
+        assert!(Credential::new(&id(), "zz").is_err());
+    }
+
+    #[test]
+    fn findings_batch_is_bounded() {
+        let one = serde_json::json!({"rule": {"name": "reverse shell"}});
+        let ok = serde_json::json!({"protocol": 1, "agent_id": id(), "findings": [one]});
+        let batch: FindingsBatch = serde_json::from_value(ok).unwrap();
+        assert_eq!(batch.findings.len(), 1);
+        let many = vec![serde_json::json!({}); limits::FINDINGS_PER_BATCH + 1];
+        let bad = serde_json::json!({"protocol": 1, "agent_id": id(), "findings": many});
+        assert!(serde_json::from_value::<FindingsBatch>(bad).is_err());
+        let not_objects = serde_json::json!({"protocol": 1, "agent_id": id(), "findings": [1]});
+        assert!(serde_json::from_value::<FindingsBatch>(not_objects).is_err());
+    }
+
+    mod prop {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// The parser never panics on arbitrary bytes.
+            #[test]
+            fn parse_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                let _ = CheckIn::parse(&bytes);
+            }
+
+            /// Anything that parses re-serializes and parses to the same value.
+            #[test]
+            fn parsed_checkins_round_trip(
+                seq in 0u64..=i64::MAX as u64,
+                cpu in 0.0f64..6400.0,
+                tz in -840i32..=840,
+                region in "[a-z0-9-]{1,64}",
+                dropped in any::<u32>(),
+            ) {
+                let v = serde_json::json!({
+                    "protocol": 1, "agent_id": "0123456789abcdef0123456789abcdef",
+                    "seq": seq, "agent_version": "1", "content_version": 1,
+                    "health": {"cpu_percent": cpu, "events_dropped": dropped},
+                    "tags": {"region": region, "tz_offset_minutes": tz}
+                });
+                let c = CheckIn::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+                let again = CheckIn::parse(&serde_json::to_vec(&c).unwrap()).unwrap();
+                prop_assert_eq!(again, c);
+            }
+
+            /// Mutating one byte of a valid check-in either parses into bounds or is refused.
+            #[test]
+            fn mutated_checkins_stay_in_bounds(pos in 0usize..400, byte in any::<u8>()) {
+                let mut body = serde_json::to_vec(&super::checkin_json()).unwrap();
+                let i = pos % body.len();
+                body[i] = byte;
+                if let Ok(c) = CheckIn::parse(&body) {
+                    prop_assert!(c.health.cpu_percent.get().is_finite());
+                    prop_assert!(c.tags.custom.len() <= limits::CUSTOM_TAGS);
+                    prop_assert!((-840..=840).contains(&c.tags.tz_offset_minutes.minutes()));
+                }
+            }
+        }
+    }
+}
