@@ -912,6 +912,146 @@ mod tests {
         assert_eq!((state.active, state.previous), (Some(2), Some(1)));
     }
 
+    /// One rule that reports, for every event, which content version saw it.
+    struct Tagged {
+        version: u64,
+        rules: Vec<crate::content::RuleInfo>,
+    }
+
+    impl CompiledContent for Tagged {
+        fn rules(&self) -> &[crate::content::RuleInfo] {
+            &self.rules
+        }
+        fn evaluate_rule(&self, _: usize, _: &Event, emit: &mut dyn FnMut(serde_json::Value)) {
+            emit(serde_json::json!({ "content_version": self.version }));
+        }
+    }
+
+    fn tagged(
+        bundle: &Bundle,
+    ) -> Result<Box<dyn CompiledContent>, Vec<ringfence_content::ValidationError>> {
+        Ok(Box::new(Tagged {
+            version: bundle.content_version(),
+            rules: vec![crate::content::RuleInfo {
+                id: "tag".into(),
+                file: "rules/a.yml".into(),
+            }],
+        }))
+    }
+
+    #[test]
+    fn the_swap_happens_between_events_with_no_gap_and_no_overlap() {
+        let f = Fixture::new();
+        let section = ContentSection {
+            dir: Some(f.tmp.path().join("drop")),
+            root: Some(f.tmp.path().join("keys")),
+            poll_ms: 5,
+            shadow_secs: 1,
+            confirm_secs: 0,
+            ..ContentSection::default()
+        };
+        let mut engine = default_engine();
+        engine.compile = tagged;
+        let opts = ManagerOptions::from_section(&section, engine).unwrap();
+        let stop = StopSignal::new();
+        let (m, mut d) = ContentManager::start(opts, stop.clone()).unwrap();
+        f.drop_file("v1.bundle", &f.bundle(1));
+        pump(&mut d, |d| d.active_version() == Some(1));
+        f.drop_file("v2.bundle", &f.bundle(2));
+        // Every event is seen by exactly one content version, and versions never go back.
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while d.active_version() != Some(2) || seen.last() != Some(&2) {
+            assert!(Instant::now() < deadline, "v2 never became active");
+            let mut versions = Vec::new();
+            d.on_event(&event(), &mut |v| {
+                if let Some(n) = v["content_version"].as_u64() {
+                    versions.push(n);
+                }
+            });
+            assert_eq!(versions.len(), 1, "{versions:?}");
+            seen.push(versions[0]);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        assert_eq!(seen.first(), Some(&1));
+        stop.stop();
+        m.join();
+    }
+
+    /// Rule `fast` reports every event; rule `slow` spins 3 ms per event.
+    struct OneSlow {
+        rules: Vec<crate::content::RuleInfo>,
+    }
+
+    impl CompiledContent for OneSlow {
+        fn rules(&self) -> &[crate::content::RuleInfo] {
+            &self.rules
+        }
+        fn evaluate_rule(&self, rule: usize, _: &Event, emit: &mut dyn FnMut(serde_json::Value)) {
+            if rule == 0 {
+                emit(serde_json::json!({ "rule": "fast" }));
+            } else {
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_millis(3) {
+                    std::hint::spin_loop();
+                }
+                emit(serde_json::json!({ "rule": "slow" }));
+            }
+        }
+    }
+
+    fn one_slow(
+        _: &Bundle,
+    ) -> Result<Box<dyn CompiledContent>, Vec<ringfence_content::ValidationError>> {
+        let rule = |id: &str| crate::content::RuleInfo {
+            id: id.into(),
+            file: format!("rules/{id}.yml"),
+        };
+        Ok(Box::new(OneSlow {
+            rules: vec![rule("fast"), rule("slow")],
+        }))
+    }
+
+    #[test]
+    fn a_rule_over_its_cpu_budget_is_disabled_and_reported_and_the_content_still_activates() {
+        let f = Fixture::new();
+        let section = ContentSection {
+            dir: Some(f.tmp.path().join("drop")),
+            root: Some(f.tmp.path().join("keys")),
+            poll_ms: 5,
+            shadow_secs: 0,
+            confirm_secs: 0,
+            rule_cpu_budget_us: 1000,
+            ..ContentSection::default()
+        };
+        let mut engine = default_engine();
+        engine.compile = one_slow;
+        let opts = ManagerOptions::from_section(&section, engine).unwrap();
+        let stop = StopSignal::new();
+        let (m, mut d) = ContentManager::start(opts, stop.clone()).unwrap();
+        for _ in 0..8 {
+            d.on_event(&event(), &mut |_| {});
+        }
+        f.drop_file("v1.bundle", &f.bundle(1));
+        let mut health = pump(&mut d, |d| d.active_version() == Some(1));
+        let mut findings = Vec::new();
+        d.on_event(&event(), &mut |v| match v["rule"].as_str() {
+            Some(r) => findings.push(r.to_owned()),
+            None => health.extend(v["message"].as_str().map(str::to_owned)),
+        });
+        assert_eq!(findings, ["fast"]);
+        assert!(
+            health
+                .iter()
+                .any(|h| h.contains("rule slow disabled in probation: mean")),
+            "{health:?}"
+        );
+        assert_eq!(m.last_activation().unwrap().disabled, 1);
+        stop.stop();
+        m.join();
+    }
+
     #[test]
     fn a_restarted_manager_loads_the_stored_active_content_before_any_event() {
         let f = Fixture::new();
