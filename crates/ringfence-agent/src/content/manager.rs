@@ -816,12 +816,20 @@ mod tests {
         }
 
         fn start(&self) -> (ContentManager, ContentDetector, StopSignal) {
+            self.start_pinned(crate::content::Pin::Latest)
+        }
+
+        fn start_pinned(
+            &self,
+            pin: crate::content::Pin,
+        ) -> (ContentManager, ContentDetector, StopSignal) {
             let section = ContentSection {
                 dir: Some(self.tmp.path().join("drop")),
                 root: Some(self.tmp.path().join("keys")),
                 poll_ms: 10,
                 shadow_secs: 0,
                 confirm_secs: 0,
+                pin,
                 ..ContentSection::default()
             };
             let opts = ManagerOptions::from_section(&section, default_engine()).unwrap();
@@ -1048,6 +1056,19 @@ mod tests {
             "{health:?}"
         );
         assert_eq!(m.last_activation().unwrap().disabled, 1);
+        stop.stop();
+        m.join();
+    }
+
+    #[test]
+    fn pin_n_minus_1_runs_one_behind_the_newest_verified_bundle() {
+        let f = Fixture::new();
+        let (m, mut d, stop) = f.start_pinned(crate::content::Pin::Previous);
+        f.drop_file("v1.bundle", &f.bundle(1));
+        f.drop_file("v2.bundle", &f.bundle(2));
+        pump(&mut d, |d| d.active_version() == Some(1));
+        f.drop_file("v3.bundle", &f.bundle(3));
+        pump(&mut d, |d| d.active_version() == Some(2));
         stop.stop();
         m.join();
     }
