@@ -1,0 +1,903 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/*
+ * Ringfence's sensor programs: process, network, file and tamper-relevant activity, written to
+ * one ring buffer as the records of ringfence.h.
+ *
+ * Only tracepoints, syscall tracepoints and BTF tracepoints are used: fentry/fexit and BPF LSM
+ * need trampolines, which many hardened kernels refuse, and kprobes may be absent. Every
+ * program filters in the kernel before it copies anything: event kinds switched off in
+ * `rf_cfg`, ignored pids and comms, and (for files) the watched path prefixes. Records are
+ * written without waking the reader (BPF_RB_NO_WAKEUP) unless the unread data passes
+ * `rf_cfg.wakeup_bytes`; the reader polls on a short timer instead. A record that does not fit
+ * is counted per kind in the per-CPU `drops` array.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "ringfence.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define AT_FDCWD -100
+#define PROT_EXEC 0x4
+#define MAP_ANONYMOUS 0x20
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define FMODE_WRITE 0x2
+#define FMODE_CREATED 0x100000
+#define BPF_PROG_LOAD_CMD 5
+#define PTRACE_TRACEME 0
+#define PTRACE_POKETEXT 4
+#define PTRACE_POKEDATA 5
+#define PTRACE_POKEUSER 6
+#define PTRACE_SETREGS 13
+#define PTRACE_ATTACH 16
+#define PTRACE_SEIZE 0x4206
+
+/* ---- maps ---------------------------------------------------------------------------------- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RF_KIND_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rf_config);
+} rf_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} ignored_pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, char[RF_COMM_LEN]);
+	__type(value, __u8);
+} ignored_comms SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} protected_pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct rf_prefix_key);
+	__type(value, __u8);
+} watched_prefixes SEC(".maps");
+
+/* Per-CPU scratch: the programs run in process context with migration disabled, and none of
+ * them runs from an interrupt, so one buffer per CPU is enough. */
+#define RF_PBUF (2 * RF_PATH_MAX)
+struct scratch {
+	char path[RF_PBUF];	/* paths are built backwards, ending at path[RF_PATH_MAX] */
+	char name[RF_NAME_MAX];	/* a user string before it is joined to a directory */
+	struct rf_prefix_key key;
+	union {
+		struct rf_exec exec;
+		struct rf_file file;
+		struct rf_module module;
+		struct rf_memfd memfd;
+	};
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} heap SEC(".maps");
+
+/* ---- common -------------------------------------------------------------------------------- */
+
+static __always_inline struct scratch *scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&heap, &zero);
+}
+
+static __always_inline void count_drop(__u32 kind)
+{
+	__u64 *n = bpf_map_lookup_elem(&drops, &kind);
+	if (n)
+		*n += 1;
+}
+
+/* Should a record of `kind` from the current task be skipped? */
+static __always_inline bool filtered(__u32 kind)
+{
+	__u32 zero = 0;
+	struct rf_config *cfg = bpf_map_lookup_elem(&rf_cfg, &zero);
+	if (cfg && (cfg->kinds_off & (1ULL << (kind & 63))))
+		return true;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (bpf_map_lookup_elem(&ignored_pids, &tgid))
+		return true;
+	char comm[RF_COMM_LEN] = {};
+	bpf_get_current_comm(comm, sizeof(comm));
+	if (bpf_map_lookup_elem(&ignored_comms, comm))
+		return true;
+	return false;
+}
+
+static __always_inline void fill_header(struct rf_header *h, __u32 kind, struct task_struct *t)
+{
+	h->kind = kind;
+	h->flags = 0;
+	h->ktime_ns = bpf_ktime_get_boot_ns();
+	h->pid = BPF_CORE_READ(t, tgid);
+	h->tid = BPF_CORE_READ(t, pid);
+	h->ppid = BPF_CORE_READ(t, real_parent, tgid);
+	h->uid = BPF_CORE_READ(t, real_cred, uid.val);
+	h->gid = BPF_CORE_READ(t, real_cred, gid.val);
+	h->euid = BPF_CORE_READ(t, real_cred, euid.val);
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->start_ns = BPF_CORE_READ(t, start_boottime);
+	bpf_probe_read_kernel_str(h->comm, sizeof(h->comm), &t->comm);
+}
+
+static __always_inline void fill_current(struct rf_header *h, __u32 kind)
+{
+	fill_header(h, kind, (struct task_struct *)bpf_get_current_task());
+}
+
+/* Send `size` bytes of `rec`; wake the reader only when the ring is filling up. */
+static __always_inline void emit(void *rec, __u64 size, __u32 kind)
+{
+	__u32 zero = 0;
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	struct rf_config *cfg = bpf_map_lookup_elem(&rf_cfg, &zero);
+	__u64 threshold = cfg && cfg->wakeup_bytes ? cfg->wakeup_bytes : (1 << 20);
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= threshold)
+		flags = BPF_RB_FORCE_WAKEUP;
+	((struct rf_header *)rec)->size = size;
+	if (bpf_ringbuf_output(&events, rec, size, flags))
+		count_drop(kind);
+}
+
+/* ---- paths --------------------------------------------------------------------------------- */
+
+/*
+ * Rebuild the path of (dentry, vfsmount) backwards into s->path so that it ends at
+ * s->path[end]; returns the start offset. Mount points are crossed up to the initial
+ * namespace's root, so paths are host paths even inside containers. Deeper than
+ * RF_PATH_DEPTH levels or longer than the buffer, the leading part is cut and `*trunc` set.
+ */
+static __always_inline __u32 build_path(struct scratch *s, struct dentry *d, struct vfsmount *vm,
+					__u32 end, __u16 *trunc)
+{
+	struct mount *mnt = container_of(vm, struct mount, mnt);
+	__u32 pos = end;
+	for (int i = 0; i < RF_PATH_DEPTH; i++) {
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+		struct dentry *root = BPF_CORE_READ(mnt, mnt.mnt_root);
+		bool last = false;
+		if (d == root) {
+			struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+			if (up == mnt)
+				goto done;
+			d = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = up;
+			continue;
+		}
+		if (d == parent)
+			last = true; /* a disconnected dentry (memfd, pipe): its name is the path */
+		struct qstr q = BPF_CORE_READ(d, d_name);
+		__u32 len = q.len & (RF_NAME_MAX - 1);
+		if (len + 1 > pos) {
+			*trunc = 1;
+			goto done;
+		}
+		pos -= len + 1;
+		pos &= RF_PATH_MAX - 1;
+		bpf_probe_read_kernel(&s->path[pos + 1], len, q.name);
+		s->path[pos] = '/';
+		if (last)
+			goto done;
+		d = parent;
+	}
+	*trunc = 1;
+done:
+	if (pos == end && end > 0) {
+		pos = (end - 1) & (RF_PATH_MAX - 1);
+		s->path[pos] = '/';
+	}
+	return pos;
+}
+
+/* Copy the built path s->path[pos, end) into `dst` (a RF_PATH_MAX slot); returns the length. */
+static __always_inline __u16 take_path(struct scratch *s, __u32 pos, __u32 end, char *dst)
+{
+	__u32 len = (end - pos) & (RF_PATH_MAX - 1);
+	pos &= RF_PATH_MAX - 1;
+	bpf_probe_read_kernel(dst, len, &s->path[pos]);
+	return len;
+}
+
+/* The path of an open file. */
+static __always_inline __u16 file_path(struct scratch *s, struct file *f, char *dst, __u16 *trunc)
+{
+	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+	struct vfsmount *m = BPF_CORE_READ(f, f_path.mnt);
+	__u32 end = RF_PATH_MAX - 1;
+	__u32 pos = build_path(s, d, m, end, trunc);
+	return take_path(s, pos, end, dst);
+}
+
+/* The current task's file for descriptor `fd`, or NULL. */
+static __always_inline struct file *fd_file(int fd)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	if (fd < 0 || !fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/*
+ * The absolute path a *at() call names: `upath` as is when it starts with '/', otherwise
+ * joined to the directory of `dirfd` (or the cwd for AT_FDCWD). `..` is not resolved.
+ */
+static __always_inline __u16 at_path(struct scratch *s, int dirfd, const char *upath, char *dst,
+				     __u16 *trunc)
+{
+	long n = bpf_probe_read_user_str(s->name, sizeof(s->name), upath);
+	if (n <= 1)
+		return 0;
+	__u32 len = (n - 1) & (RF_NAME_MAX - 1);
+	if (s->name[0] == '/') {
+		bpf_probe_read_kernel(dst, len, s->name);
+		return len;
+	}
+	__u32 end = RF_PATH_MAX - 1;
+	__u32 pos = (end - len) & (RF_PATH_MAX - 1);
+	bpf_probe_read_kernel(&s->path[pos], len, s->name);
+	if (pos == 0) {
+		*trunc = 1;
+		return take_path(s, pos, end, dst);
+	}
+	pos -= 1;
+	s->path[pos & (RF_PATH_MAX - 1)] = '/';
+	struct dentry *d;
+	struct vfsmount *m;
+	if (dirfd == AT_FDCWD) {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+		d = BPF_CORE_READ(t, fs, pwd.dentry);
+		m = BPF_CORE_READ(t, fs, pwd.mnt);
+	} else {
+		struct file *f = fd_file(dirfd);
+		if (!f)
+			return take_path(s, pos, end, dst);
+		d = BPF_CORE_READ(f, f_path.dentry);
+		m = BPF_CORE_READ(f, f_path.mnt);
+	}
+	pos = build_path(s, d, m, pos & (RF_PATH_MAX - 1), trunc);
+	/* A base of "/" came out as "/" + "/name": drop the doubled slash. */
+	if (pos + 1 < end && s->path[pos & (RF_PATH_MAX - 1)] == '/' &&
+	    s->path[(pos + 1) & (RF_PATH_MAX - 1)] == '/')
+		pos += 1;
+	return take_path(s, pos, end, dst);
+}
+
+/* Is `path` (len bytes) under a watched prefix? */
+static __always_inline bool watched(struct scratch *s, const char *path, __u16 len)
+{
+	__u32 n = len > RF_PREFIX_MAX ? RF_PREFIX_MAX : len;
+	s->key.prefixlen = n * 8;
+	bpf_probe_read_kernel(s->key.data, n & (RF_PREFIX_MAX - 1 | RF_PREFIX_MAX), path);
+	return bpf_map_lookup_elem(&watched_prefixes, &s->key) != NULL;
+}
+
+/* ---- process ------------------------------------------------------------------------------- */
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(rf_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	if (filtered(RF_EXEC))
+		return 0;
+	struct scratch *s = scratch();
+	if (!s)
+		return 0;
+	struct rf_exec *e = &s->exec;
+	fill_header(&e->h, RF_EXEC, p);
+	__u16 trunc = 0;
+
+	struct file *f = BPF_CORE_READ(bprm, file);
+	e->exe_len = file_path(s, f, &e->data[RF_EXEC_EXE_OFF], &trunc);
+
+	struct dentry *d = BPF_CORE_READ(p, fs, pwd.dentry);
+	struct vfsmount *m = BPF_CORE_READ(p, fs, pwd.mnt);
+	__u32 end = RF_PATH_MAX - 1;
+	__u32 pos = build_path(s, d, m, end, &trunc);
+	e->cwd_len = take_path(s, pos, end, &e->data[RF_EXEC_CWD_OFF]);
+
+	struct mm_struct *mm = BPF_CORE_READ(p, mm);
+	unsigned long start = BPF_CORE_READ(mm, arg_start);
+	unsigned long stop = BPF_CORE_READ(mm, arg_end);
+	e->argc = BPF_CORE_READ(bprm, argc);
+	__u64 n = stop > start ? stop - start : 0;
+	if (n > RF_ARGS_MAX) {
+		n = RF_ARGS_MAX;
+		trunc = 1;
+	}
+	n &= RF_ARGS_MAX - 1 | RF_ARGS_MAX;
+	if (n && bpf_probe_read_user(&e->data[RF_EXEC_ARGS_OFF], n, (void *)start))
+		n = 0;
+	e->args_len = n;
+	e->h.flags = trunc ? RF_F_TRUNCATED : 0;
+	emit(e, offsetof(struct rf_exec, data) + RF_EXEC_ARGS_OFF + n, RF_EXEC);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(rf_fork, struct task_struct *parent, struct task_struct *child)
+{
+	/* New processes only: a thread shares its parent's tgid. */
+	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+		return 0;
+	if (filtered(RF_FORK))
+		return 0;
+	struct rf_header h = {};
+	fill_header(&h, RF_FORK, child);
+	/* The child's real_parent may be a reaper (CLONE_PARENT); the forking process is the
+	 * parent we report. */
+	h.ppid = BPF_CORE_READ(parent, tgid);
+	emit(&h, sizeof(h), RF_FORK);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(rf_exit, struct task_struct *p, bool group_dead)
+{
+	/* Once per process: the thread-group leader. */
+	if (BPF_CORE_READ(p, pid) != BPF_CORE_READ(p, tgid))
+		return 0;
+	if (filtered(RF_EXIT))
+		return 0;
+	struct rf_exit e = {};
+	fill_header(&e.h, RF_EXIT, p);
+	e.exit_code = BPF_CORE_READ(p, exit_code);
+	emit(&e, sizeof(e), RF_EXIT);
+	return 0;
+}
+
+/* ---- network ------------------------------------------------------------------------------- */
+
+/* The head of a sockaddr_in or sockaddr_in6: family, port (network order), then the IPv4
+ * address or the IPv6 flow info. */
+struct sockaddr_head {
+	__u16 family;
+	__u16 port;
+	__u8 v4[4];
+};
+
+/* The sock behind `fd` when it is a socket. */
+static __always_inline struct sock *fd_sock(int fd)
+{
+	struct file *f = fd_file(fd);
+	if (!f)
+		return NULL;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	return BPF_CORE_READ(sock, sk);
+}
+
+/* connect/bind: the address the call passed. */
+static __always_inline void net_user_addr(__u32 kind, int fd, const void *uaddr)
+{
+	if (filtered(kind))
+		return;
+	struct sockaddr_head sa = {};
+	if (bpf_probe_read_user(&sa, sizeof(sa), uaddr))
+		return;
+	if (sa.family != AF_INET && sa.family != AF_INET6)
+		return;
+	struct rf_net e = {};
+	if (sa.family == AF_INET)
+		__builtin_memcpy(e.daddr, sa.v4, 4);
+	else if (bpf_probe_read_user(e.daddr, 16, uaddr + 8))
+		return;
+	fill_current(&e.h, kind);
+	e.family = sa.family;
+	e.fd = fd;
+	e.dport = bpf_ntohs(sa.port);
+	struct sock *sk = fd_sock(fd);
+	if (sk)
+		e.protocol = BPF_CORE_READ(sk, sk_protocol);
+	emit(&e, sizeof(e), kind);
+}
+
+/* accept/listen: the addresses the socket holds. */
+static __always_inline void net_sock(__u32 kind, int fd)
+{
+	if (filtered(kind))
+		return;
+	struct sock *sk = fd_sock(fd);
+	if (!sk)
+		return;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	struct rf_net e = {};
+	fill_current(&e.h, kind);
+	e.family = family;
+	e.fd = fd;
+	e.protocol = BPF_CORE_READ(sk, sk_protocol);
+	e.dport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (family == AF_INET) {
+		__u32 local = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__builtin_memcpy(e.daddr, &local, 4);
+		if (kind == RF_ACCEPT) {
+			__u32 peer = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+			__builtin_memcpy(e.saddr, &peer, 4);
+		}
+	} else {
+		BPF_CORE_READ_INTO(&e.daddr, sk, __sk_common.skc_v6_rcv_saddr);
+		if (kind == RF_ACCEPT)
+			BPF_CORE_READ_INTO(&e.saddr, sk, __sk_common.skc_v6_daddr);
+	}
+	if (kind == RF_ACCEPT)
+		e.sport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	emit(&e, sizeof(e), kind);
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int rf_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	net_user_addr(RF_CONNECT, ctx->args[0], (const void *)ctx->args[1]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_bind")
+int rf_bind(struct trace_event_raw_sys_enter *ctx)
+{
+	net_user_addr(RF_BIND, ctx->args[0], (const void *)ctx->args[1]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_listen")
+int rf_listen(struct trace_event_raw_sys_enter *ctx)
+{
+	net_sock(RF_LISTEN, ctx->args[0]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int rf_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret >= 0)
+		net_sock(RF_ACCEPT, ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int rf_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret >= 0)
+		net_sock(RF_ACCEPT, ctx->ret);
+	return 0;
+}
+
+/* ---- files --------------------------------------------------------------------------------- */
+
+/* After an open: report files opened for writing under a watched prefix. */
+static __always_inline void file_opened(long ret)
+{
+	if (ret < 0)
+		return;
+	struct file *f = fd_file(ret);
+	if (!f)
+		return;
+	unsigned int mode = BPF_CORE_READ(f, f_mode);
+	if (!(mode & FMODE_WRITE))
+		return;
+	__u32 kind = (mode & FMODE_CREATED) ? RF_FILE_CREATE : RF_FILE_MODIFY;
+	if (filtered(kind))
+		return;
+	struct scratch *s = scratch();
+	if (!s)
+		return;
+	struct rf_file *e = &s->file;
+	__u16 trunc = 0;
+	e->path_len = file_path(s, f, &e->data[0], &trunc);
+	if (!watched(s, e->data, e->path_len))
+		return;
+	fill_current(&e->h, kind);
+	e->h.flags = trunc ? RF_F_TRUNCATED : 0;
+	e->syscall = RF_SYS_NONE;
+	e->old_len = 0;
+	emit(e, offsetof(struct rf_file, data) + RF_PATH_MAX, kind);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int rf_openat(struct trace_event_raw_sys_exit *ctx)
+{
+	file_opened(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int rf_openat2(struct trace_event_raw_sys_exit *ctx)
+{
+	file_opened(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int rf_open(struct trace_event_raw_sys_exit *ctx)
+{
+	file_opened(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int rf_creat(struct trace_event_raw_sys_exit *ctx)
+{
+	file_opened(ctx->ret);
+	return 0;
+}
+
+/* Before an unlink or rmdir: the named path, when watched. */
+static __always_inline void file_unlink(__u32 sys, int dirfd, const char *upath)
+{
+	if (filtered(RF_FILE_DELETE))
+		return;
+	struct scratch *s = scratch();
+	if (!s)
+		return;
+	struct rf_file *e = &s->file;
+	__u16 trunc = 0;
+	e->path_len = at_path(s, dirfd, upath, &e->data[0], &trunc);
+	if (!e->path_len || !watched(s, e->data, e->path_len))
+		return;
+	fill_current(&e->h, RF_FILE_DELETE);
+	e->h.flags = trunc ? RF_F_TRUNCATED : 0;
+	e->syscall = sys;
+	e->old_len = 0;
+	emit(e, offsetof(struct rf_file, data) + RF_PATH_MAX, RF_FILE_DELETE);
+}
+
+SEC("tracepoint/syscalls/sys_enter_unlinkat")
+int rf_unlinkat(struct trace_event_raw_sys_enter *ctx)
+{
+	file_unlink(RF_SYS_UNLINKAT, ctx->args[0], (const char *)ctx->args[1]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_unlink")
+int rf_unlink(struct trace_event_raw_sys_enter *ctx)
+{
+	file_unlink(RF_SYS_UNLINK, AT_FDCWD, (const char *)ctx->args[0]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_rmdir")
+int rf_rmdir(struct trace_event_raw_sys_enter *ctx)
+{
+	file_unlink(RF_SYS_RMDIR, AT_FDCWD, (const char *)ctx->args[0]);
+	return 0;
+}
+
+/* Before a rename: both paths, when either is watched. */
+static __always_inline void file_rename(__u32 sys, int olddfd, const char *oldp, int newdfd,
+					const char *newp)
+{
+	if (filtered(RF_FILE_RENAME))
+		return;
+	struct scratch *s = scratch();
+	if (!s)
+		return;
+	struct rf_file *e = &s->file;
+	__u16 trunc = 0;
+	e->old_len = at_path(s, olddfd, oldp, &e->data[RF_PATH_MAX], &trunc);
+	e->path_len = at_path(s, newdfd, newp, &e->data[0], &trunc);
+	if (!watched(s, e->data, e->path_len) &&
+	    !watched(s, &e->data[RF_PATH_MAX], e->old_len))
+		return;
+	fill_current(&e->h, RF_FILE_RENAME);
+	e->h.flags = trunc ? RF_F_TRUNCATED : 0;
+	e->syscall = sys;
+	emit(e, sizeof(*e), RF_FILE_RENAME);
+}
+
+SEC("tracepoint/syscalls/sys_enter_renameat2")
+int rf_renameat2(struct trace_event_raw_sys_enter *ctx)
+{
+	file_rename(RF_SYS_RENAMEAT2, ctx->args[0], (const char *)ctx->args[1], ctx->args[2],
+		    (const char *)ctx->args[3]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_renameat")
+int rf_renameat(struct trace_event_raw_sys_enter *ctx)
+{
+	file_rename(RF_SYS_RENAMEAT, ctx->args[0], (const char *)ctx->args[1], ctx->args[2],
+		    (const char *)ctx->args[3]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_rename")
+int rf_rename(struct trace_event_raw_sys_enter *ctx)
+{
+	file_rename(RF_SYS_RENAME, AT_FDCWD, (const char *)ctx->args[0], AT_FDCWD,
+		    (const char *)ctx->args[1]);
+	return 0;
+}
+
+/* ---- privilege ----------------------------------------------------------------------------- */
+
+static __always_inline void priv(__u32 sys, __s64 a, __s64 b, __s64 c)
+{
+	if (filtered(RF_PRIVILEGE))
+		return;
+	struct rf_priv e = {};
+	fill_current(&e.h, RF_PRIVILEGE);
+	e.syscall = sys;
+	e.a = a;
+	e.b = b;
+	e.c = c;
+	emit(&e, sizeof(e), RF_PRIVILEGE);
+}
+
+/* The ids arrive as unsigned longs; -1 (unchanged) must stay -1. */
+#define ID(x) ((__s64)(__s32)(x))
+
+SEC("tracepoint/syscalls/sys_enter_setuid")
+int rf_setuid(struct trace_event_raw_sys_enter *ctx)
+{
+	priv(RF_SYS_SETUID, ID(ctx->args[0]), -1, -1);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_setgid")
+int rf_setgid(struct trace_event_raw_sys_enter *ctx)
+{
+	priv(RF_SYS_SETGID, ID(ctx->args[0]), -1, -1);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_setreuid")
+int rf_setreuid(struct trace_event_raw_sys_enter *ctx)
+{
+	priv(RF_SYS_SETREUID, ID(ctx->args[0]), ID(ctx->args[1]), -1);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_setregid")
+int rf_setregid(struct trace_event_raw_sys_enter *ctx)
+{
+	priv(RF_SYS_SETREGID, ID(ctx->args[0]), ID(ctx->args[1]), -1);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_setresuid")
+int rf_setresuid(struct trace_event_raw_sys_enter *ctx)
+{
+	priv(RF_SYS_SETRESUID, ID(ctx->args[0]), ID(ctx->args[1]), ID(ctx->args[2]));
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_setresgid")
+int rf_setresgid(struct trace_event_raw_sys_enter *ctx)
+{
+	priv(RF_SYS_SETRESGID, ID(ctx->args[0]), ID(ctx->args[1]), ID(ctx->args[2]));
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_capset")
+int rf_capset(struct trace_event_raw_sys_enter *ctx)
+{
+	/* capset(header, data): data is two {effective, permitted, inheritable} u32 triples for
+	 * the 64-bit capability versions. */
+	__u32 d[6] = {};
+	if (!ctx->args[1] || bpf_probe_read_user(d, sizeof(d), (void *)ctx->args[1]))
+		return 0;
+	priv(RF_SYS_CAPSET, (__s64)((__u64)d[0] | (__u64)d[3] << 32),
+	     (__s64)((__u64)d[1] | (__u64)d[4] << 32), (__s64)((__u64)d[2] | (__u64)d[5] << 32));
+	return 0;
+}
+
+/* ---- ptrace, modules, bpf, memfd, memory --------------------------------------------------- */
+
+SEC("tracepoint/syscalls/sys_enter_ptrace")
+int rf_ptrace(struct trace_event_raw_sys_enter *ctx)
+{
+	long req = ctx->args[0];
+	/* Attaching and writing requests only; PEEK/CONT/GETREGS would flood under a debugger. */
+	if (req != PTRACE_ATTACH && req != PTRACE_SEIZE && req != PTRACE_TRACEME &&
+	    req != PTRACE_POKETEXT && req != PTRACE_POKEDATA && req != PTRACE_POKEUSER &&
+	    req != PTRACE_SETREGS)
+		return 0;
+	if (filtered(RF_PTRACE))
+		return 0;
+	struct rf_ptrace e = {};
+	fill_current(&e.h, RF_PTRACE);
+	e.request = req;
+	e.target_pid = ctx->args[1];
+	emit(&e, sizeof(e), RF_PTRACE);
+	return 0;
+}
+
+static __always_inline void module(__u32 sys, int fd)
+{
+	if (filtered(RF_MODULE))
+		return;
+	struct scratch *s = scratch();
+	if (!s)
+		return;
+	struct rf_module *e = &s->module;
+	fill_current(&e->h, RF_MODULE);
+	e->syscall = sys;
+	e->fd = fd;
+	e->path_len = 0;
+	__u16 trunc = 0;
+	if (fd >= 0) {
+		struct file *f = fd_file(fd);
+		if (f)
+			e->path_len = file_path(s, f, e->path, &trunc);
+	}
+	e->h.flags = trunc ? RF_F_TRUNCATED : 0;
+	emit(e, sizeof(*e), RF_MODULE);
+}
+
+/* Optional: kernels without module support have neither tracepoint. */
+SEC("tracepoint/syscalls/sys_enter_init_module")
+int rf_init_module(struct trace_event_raw_sys_enter *ctx)
+{
+	module(RF_SYS_INIT_MODULE, -1);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_finit_module")
+int rf_finit_module(struct trace_event_raw_sys_enter *ctx)
+{
+	module(RF_SYS_FINIT_MODULE, ctx->args[0]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_bpf")
+int rf_bpf(struct trace_event_raw_sys_enter *ctx)
+{
+	if (ctx->args[0] != BPF_PROG_LOAD_CMD)
+		return 0;
+	if (filtered(RF_BPF))
+		return 0;
+	struct rf_bpf e = {};
+	fill_current(&e.h, RF_BPF);
+	e.cmd = ctx->args[0];
+	const union bpf_attr *attr = (const union bpf_attr *)ctx->args[1];
+	bpf_probe_read_user(&e.prog_type, sizeof(e.prog_type), &attr->prog_type);
+	bpf_probe_read_user(e.prog_name, sizeof(e.prog_name), &attr->prog_name);
+	emit(&e, sizeof(e), RF_BPF);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_memfd_create")
+int rf_memfd_create(struct trace_event_raw_sys_enter *ctx)
+{
+	if (filtered(RF_MEMFD))
+		return 0;
+	struct scratch *s = scratch();
+	if (!s)
+		return 0;
+	struct rf_memfd *e = &s->memfd;
+	fill_current(&e->h, RF_MEMFD);
+	e->flags = ctx->args[1];
+	long n = bpf_probe_read_user_str(e->name, sizeof(e->name), (const char *)ctx->args[0]);
+	e->name_len = n > 0 ? (n - 1) & (RF_NAME_MAX - 1) : 0;
+	emit(e, sizeof(*e), RF_MEMFD);
+	return 0;
+}
+
+static __always_inline void memexec(__u32 sys, __u64 addr, __u64 len, __u32 prot, __u32 flags)
+{
+	if (filtered(RF_MEMEXEC))
+		return;
+	struct rf_memexec e = {};
+	fill_current(&e.h, RF_MEMEXEC);
+	e.syscall = sys;
+	e.addr = addr;
+	e.len = len;
+	e.prot = prot;
+	e.flags = flags;
+	emit(&e, sizeof(e), RF_MEMEXEC);
+}
+
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int rf_mmap(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 prot = ctx->args[2];
+	__u32 flags = ctx->args[3];
+	if ((prot & PROT_EXEC) && (flags & MAP_ANONYMOUS))
+		memexec(RF_SYS_MMAP, ctx->args[0], ctx->args[1], prot, flags);
+	return 0;
+}
+
+static long vma_is_anon(struct task_struct *task, struct vm_area_struct *vma, void *out)
+{
+	*(bool *)out = BPF_CORE_READ(vma, vm_file) == NULL;
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_mprotect")
+int rf_mprotect(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 prot = ctx->args[2];
+	if (!(prot & PROT_EXEC))
+		return 0;
+	bool anon = false;
+	if (bpf_find_vma(bpf_get_current_task_btf(), ctx->args[0], vma_is_anon, &anon, 0) || !anon)
+		return 0;
+	memexec(RF_SYS_MPROTECT, ctx->args[0], ctx->args[1], prot, 0);
+	return 0;
+}
+
+/* ---- signals aimed at the agent ------------------------------------------------------------ */
+
+static __always_inline void signal(__u32 sys, __u32 target, int sig)
+{
+	if (sig == 0 || !bpf_map_lookup_elem(&protected_pids, &target))
+		return;
+	if (filtered(RF_SIGNAL))
+		return;
+	struct rf_signal e = {};
+	fill_current(&e.h, RF_SIGNAL);
+	e.syscall = sys;
+	e.target_pid = target;
+	e.signal = sig;
+	emit(&e, sizeof(e), RF_SIGNAL);
+}
+
+SEC("tracepoint/syscalls/sys_enter_kill")
+int rf_kill(struct trace_event_raw_sys_enter *ctx)
+{
+	int pid = ctx->args[0];
+	if (pid > 0)
+		signal(RF_SYS_KILL, pid, ctx->args[1]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_tkill")
+int rf_tkill(struct trace_event_raw_sys_enter *ctx)
+{
+	int tid = ctx->args[0];
+	if (tid > 0)
+		signal(RF_SYS_TKILL, tid, ctx->args[1]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_tgkill")
+int rf_tgkill(struct trace_event_raw_sys_enter *ctx)
+{
+	int tgid = ctx->args[0];
+	if (tgid > 0)
+		signal(RF_SYS_TGKILL, tgid, ctx->args[2]);
+	return 0;
+}
