@@ -150,8 +150,14 @@ impl Client {
         body: &B,
     ) -> Result<R, ClientError> {
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
-        self.request(Method::POST, path, bearer, Bytes::from(bytes), "application/json")
-            .await
+        self.request(
+            Method::POST,
+            path,
+            bearer,
+            Bytes::from(bytes),
+            "application/json",
+        )
+        .await
     }
 
     /// `GET` JSON from an arbitrary path with an optional bearer token.

@@ -202,7 +202,9 @@ impl TryFrom<i32> for TzOffset {
     fn try_from(m: i32) -> Result<Self, ParseError> {
         if (-840..=840).contains(&m) {
             // In range, so the narrowing cannot lose anything.
-            Ok(TzOffset(i16::try_from(m).map_err(|_| ParseError::TzOffset(m))?))
+            Ok(TzOffset(
+                i16::try_from(m).map_err(|_| ParseError::TzOffset(m))?,
+            ))
         } else {
             Err(ParseError::TzOffset(m))
         }
@@ -259,7 +261,9 @@ impl Count {
 impl TryFrom<u64> for Count {
     type Error = ParseError;
     fn try_from(v: u64) -> Result<Self, ParseError> {
-        i64::try_from(v).map(Count).map_err(|_| ParseError::Count(v))
+        i64::try_from(v)
+            .map(Count)
+            .map_err(|_| ParseError::Count(v))
     }
 }
 
@@ -282,7 +286,10 @@ pub struct CustomTags(BTreeMap<Label, Label>);
 
 impl CustomTags {
     pub fn get(&self, key: &str) -> Option<&Label> {
-        self.0.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+        self.0
+            .iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&Label, &Label)> {
@@ -440,7 +447,10 @@ pub struct CheckInResponse {
 
 /// Findings in one upload: each a JSON object, at most [`limits::FINDINGS_PER_BATCH`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "Vec<serde_json::Map<String, serde_json::Value>>", into = "Vec<serde_json::Map<String, serde_json::Value>>")]
+#[serde(
+    try_from = "Vec<serde_json::Map<String, serde_json::Value>>",
+    into = "Vec<serde_json::Map<String, serde_json::Value>>"
+)]
 pub struct Findings(Vec<serde_json::Map<String, serde_json::Value>>);
 
 impl Findings {
@@ -545,7 +555,10 @@ mod tests {
             let mut v = checkin_json();
             *v.pointer_mut(pointer).unwrap() = value.clone();
             let body = serde_json::to_vec(&v).unwrap();
-            assert!(CheckIn::parse(&body).is_err(), "{pointer} = {value} accepted");
+            assert!(
+                CheckIn::parse(&body).is_err(),
+                "{pointer} = {value} accepted"
+            );
         }
         let mut v = checkin_json();
         let custom: serde_json::Map<String, serde_json::Value> = (0..17)

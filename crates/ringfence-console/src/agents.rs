@@ -1,0 +1,552 @@
+//! The agent-facing API: enrollment, check-in, findings upload; plus enrollment-token minting
+//! and the fleet listing for operators.
+//!
+//! A check-in costs no database read on the hot path: the agent's credential hash is cached
+//! after the first lookup (credentials never change; an unknown agent is looked up every time
+//! and refused), the answer comes from the [`Snapshot`](crate::snapshot::Snapshot), and the
+//! write goes through group commit ([`crate::ingest`]).
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::header;
+use axum::http::request::Parts;
+use ringfence_wire::{
+    AgentId, CheckIn, CheckInResponse, Credential, EnrollRequest, EnrollResponse, FindingsAccepted,
+    FindingsBatch, PROTOCOL, limits,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::auth::{Operator, ct_eq, random_hex, sha256_hex};
+use crate::clock::Millis;
+use crate::error::{AppError, AppResult};
+use crate::ingest::{IngestError, Sample};
+use crate::{AppState, audit, on_db};
+
+/// Credential hashes of known agents, filled on first use.
+#[derive(Debug, Default)]
+pub struct CredentialCache(RwLock<HashMap<String, String>>);
+
+impl CredentialCache {
+    fn get(&self, agent: &str) -> Option<String> {
+        match self.0.read() {
+            Ok(m) => m.get(agent).cloned(),
+            Err(p) => p.into_inner().get(agent).cloned(),
+        }
+    }
+
+    fn put(&self, agent: String, hash: String) {
+        match self.0.write() {
+            Ok(mut m) => m.insert(agent, hash),
+            Err(p) => p.into_inner().insert(agent, hash),
+        };
+    }
+}
+
+/// Stable per-agent rank for percentage selection: the first 63 bits of SHA-256(id).
+pub fn hash_rank(agent: &str) -> i64 {
+    let d = Sha256::digest(agent.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    i64::from_be_bytes(b) & i64::MAX
+}
+
+/// An authenticated agent.
+#[derive(Debug, Clone)]
+pub struct AgentAuth(pub AgentId);
+
+impl FromRequestParts<AppState> for AgentAuth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<AgentAuth> {
+        let raw = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(AppError::Unauthorized("agent credential required"))?;
+        let cred = Credential::try_from(raw.trim().to_owned())
+            .map_err(|_| AppError::Unauthorized("malformed agent credential"))?;
+        let agent = cred.agent_id();
+        let presented = sha256_hex(cred.as_str());
+        let stored = match state.credentials.get(agent.as_str()) {
+            Some(h) => h,
+            None => {
+                let row: Option<(String,)> = on_db!(&state.db, |pool| {
+                    sqlx::query_as("SELECT credential_hash FROM agents WHERE id = $1")
+                        .bind(agent.as_str())
+                        .fetch_optional(pool)
+                        .await?
+                });
+                let (h,) = row.ok_or(AppError::Unauthorized("unknown agent"))?;
+                state.credentials.put(agent.to_string(), h.clone());
+                h
+            }
+        };
+        if ct_eq(presented.as_bytes(), stored.as_bytes()) {
+            Ok(AgentAuth(agent))
+        } else {
+            Err(AppError::Unauthorized("unknown agent"))
+        }
+    }
+}
+
+/// Parse a JSON body: syntax errors are 400, values outside the protocol's bounds are 422.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> AppResult<T> {
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => AppError::TooLarge(limit),
+        other => AppError::BadRequest(other.body_text()),
+    })?;
+    if body.len() > limit {
+        return Err(AppError::TooLarge(limit));
+    }
+    serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => AppError::Unprocessable(e.to_string()),
+        _ => AppError::BadRequest(e.to_string()),
+    })
+}
+
+fn check_protocol(p: u16) -> AppResult<()> {
+    if p == PROTOCOL {
+        Ok(())
+    } else {
+        Err(AppError::Unprocessable(format!(
+            "protocol {p} is not spoken here (this console speaks {PROTOCOL})"
+        )))
+    }
+}
+
+/// `POST /api/v1/agents/enroll`.
+pub async fn enroll(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Json<EnrollResponse>> {
+    let req: EnrollRequest = parse_json(body, limits::ENROLL_BYTES)?;
+    check_protocol(req.protocol)?;
+    if req.token.len() > 128 {
+        return Err(AppError::Forbidden("unknown enrollment token".into()));
+    }
+    let now = state.clock.now_ms();
+    let agent = AgentId::try_from(random_hex(16)?).map_err(AppError::internal)?;
+    let credential = Credential::new(&agent, &random_hex(32)?).map_err(AppError::internal)?;
+    let tags = &req.tags;
+    let custom = serde_json::to_string(&tags.custom).map_err(AppError::internal)?;
+    let evidence = serde_json::json!({"agent": agent, "hostname": req.hostname});
+    let enrolled = on_db!(&state.db, |pool| {
+        let mut tx = pool.begin().await?;
+        let used = sqlx::query(
+            "UPDATE enrollment_tokens SET uses = uses + 1 \
+             WHERE token_hash = $1 AND uses < max_uses AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(sha256_hex(&req.token))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if used.rows_affected() == 1 {
+            sqlx::query(
+                "INSERT INTO agents (id, credential_hash, hostname, hash_rank, enrolled_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(agent.as_str())
+            .bind(sha256_hex(credential.as_str()))
+            .bind(req.hostname.as_str())
+            .bind(hash_rank(agent.as_str()))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO agent_state (agent_id, last_seen, seq, agent_version, content_version, region, industry, environment, \
+                 custom_tags, tz_offset, cpu, rss, crashes_total, lkg_total, drops_total, events_total, findings_total, checkins) \
+                 VALUES ($1, $2, 0, $3, 0, $4, $5, $6, $7, $8, 0, 0, 0, 0, 0, 0, 0, 0)",
+            )
+            .bind(agent.as_str())
+            .bind(now)
+            .bind(req.agent_version.as_str())
+            .bind(tags.region.as_ref().map(|l| l.as_str()))
+            .bind(tags.industry.as_ref().map(|l| l.as_str()))
+            .bind(tags.environment.as_ref().map(|l| l.as_str()))
+            .bind(&custom)
+            .bind(i64::from(tags.tz_offset_minutes.minutes()))
+            .execute(&mut *tx)
+            .await?;
+            audit::record!(
+                &mut *tx,
+                now,
+                "enrollment",
+                None::<i64>,
+                "enroll",
+                "enrolled",
+                &evidence
+            )
+            .await?;
+            tx.commit().await?;
+            true
+        } else {
+            tx.rollback().await?;
+            false
+        }
+    });
+    if !enrolled {
+        return Err(AppError::Forbidden(
+            "enrollment token unknown, expired or used up".into(),
+        ));
+    }
+    Ok(Json(EnrollResponse {
+        agent_id: agent,
+        credential,
+        checkin_interval_ms: state.config.checkin_interval_ms.unsigned_abs(),
+    }))
+}
+
+/// Turn a parsed check-in into a stored sample.
+pub fn sample(c: &CheckIn, at: Millis) -> Sample {
+    let h = &c.health;
+    Sample {
+        agent_id: c.agent_id.to_string(),
+        at,
+        seq: c.seq.get(),
+        agent_version: c.agent_version.to_string(),
+        content_version: c.content_version.get(),
+        crashes: h.crashes.get(),
+        restarts: h.restarts.get(),
+        lkg: h.lkg_fallbacks.get(),
+        cpu: h.cpu_percent.get(),
+        rss: h.rss_bytes.get(),
+        events: h.events.get(),
+        drops: h.events_dropped.get(),
+        findings: h.findings.get(),
+        interval_ms: h.interval_ms.get(),
+        region: c.tags.region.as_ref().map(ToString::to_string),
+        industry: c.tags.industry.as_ref().map(ToString::to_string),
+        environment: c.tags.environment.as_ref().map(ToString::to_string),
+        custom_tags: serde_json::to_string(&c.tags.custom).unwrap_or_else(|_| "{}".into()),
+        tz_offset: i64::from(c.tags.tz_offset_minutes.minutes()),
+    }
+}
+
+/// `POST /api/v1/agents/checkin`.
+pub async fn checkin(
+    State(state): State<AppState>,
+    AgentAuth(agent): AgentAuth,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Json<CheckInResponse>> {
+    let c: CheckIn = parse_json(body, limits::CHECKIN_BYTES)?;
+    check_protocol(c.protocol)?;
+    if c.agent_id != agent {
+        return Err(AppError::Forbidden(
+            "check-in is for another agent than the credential".into(),
+        ));
+    }
+    let now = state.clock.now_ms();
+    let s = sample(&c, now);
+    let (tz, current) = (s.tz_offset, s.content_version);
+    state.ingest.store(s).await.map_err(|e| match e {
+        IngestError::Busy => AppError::Unavailable("console busy; check in again later"),
+        IngestError::Failed => AppError::Internal("check-in batch failed".into()),
+    })?;
+    let snapshot = state.snapshot.get();
+    let content = snapshot.offer(agent.as_str(), tz, current, now).cloned();
+    Ok(Json(CheckInResponse {
+        content,
+        next_checkin_ms: state.config.checkin_interval_ms.unsigned_abs(),
+        jitter_ms: state.config.checkin_jitter_ms.unsigned_abs(),
+    }))
+}
+
+fn finding_str(f: &serde_json::Map<String, serde_json::Value>, path: &[&str]) -> Option<String> {
+    let dotted = path.join(".");
+    if let Some(v) = f.get(&dotted).and_then(|v| v.as_str()) {
+        return Some(v.chars().take(200).collect());
+    }
+    let mut cur = f.get(*path.first()?)?;
+    for p in &path[1..] {
+        cur = cur.get(p)?;
+    }
+    match cur {
+        serde_json::Value::String(s) => Some(s.chars().take(200).collect()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `POST /api/v1/agents/findings`.
+pub async fn findings(
+    State(state): State<AppState>,
+    AgentAuth(agent): AgentAuth,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Json<FindingsAccepted>> {
+    let batch: FindingsBatch = parse_json(body, limits::FINDINGS_BYTES)?;
+    check_protocol(batch.protocol)?;
+    if batch.agent_id != agent {
+        return Err(AppError::Forbidden(
+            "findings are for another agent than the credential".into(),
+        ));
+    }
+    let now = state.clock.now_ms();
+    let rows: Vec<(Option<String>, Option<String>, String)> = batch
+        .findings
+        .iter()
+        .map(|f| {
+            let rule =
+                finding_str(f, &["rule", "name"]).or_else(|| finding_str(f, &["rule", "id"]));
+            let severity = finding_str(f, &["event", "severity"])
+                .or_else(|| finding_str(f, &["rule", "severity"]))
+                .or_else(|| finding_str(f, &["severity"]));
+            let body = serde_json::to_string(f).unwrap_or_else(|_| "{}".into());
+            (rule, severity, body)
+        })
+        .collect();
+    if !rows.is_empty() {
+        on_db!(&state.db, |pool| {
+            let mut tx = pool.begin().await?;
+            for chunk in rows.chunks(500) {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO findings (agent_id, received_at, rule, severity, body) ",
+                );
+                q.push_values(chunk, |mut b, (rule, sev, body)| {
+                    b.push_bind(agent.as_str())
+                        .push_bind(now)
+                        .push_bind(rule)
+                        .push_bind(sev)
+                        .push_bind(body);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+    }
+    Ok(Json(FindingsAccepted {
+        accepted: rows.len() as u64,
+    }))
+}
+
+/// Request to mint an enrollment token.
+#[derive(Debug, Deserialize)]
+pub struct NewEnrollmentToken {
+    #[serde(default = "default_label")]
+    pub label: String,
+    pub max_uses: i64,
+    /// Lifetime in milliseconds; none for no expiry.
+    #[serde(default)]
+    pub ttl_ms: Option<i64>,
+}
+
+fn default_label() -> String {
+    "enrollment".into()
+}
+
+/// A freshly minted enrollment token (shown once).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnrollmentToken {
+    pub token: String,
+    pub max_uses: i64,
+    pub expires_at: Option<Millis>,
+}
+
+/// Mint an enrollment token usable `max_uses` times.
+pub async fn mint_enrollment_token(
+    state: &AppState,
+    actor: &str,
+    req: &NewEnrollmentToken,
+) -> AppResult<EnrollmentToken> {
+    if !(1..=10_000_000).contains(&req.max_uses) {
+        return Err(AppError::Unprocessable(format!(
+            "max_uses must be within 1..=10000000, got {}",
+            req.max_uses
+        )));
+    }
+    if req.label.len() > 64 {
+        return Err(AppError::Unprocessable("label longer than 64 bytes".into()));
+    }
+    let now = state.clock.now_ms();
+    let expires_at = match req.ttl_ms {
+        Some(t) if t <= 0 => return Err(AppError::Unprocessable("ttl_ms must be > 0".into())),
+        Some(t) => Some(now.saturating_add(t)),
+        None => None,
+    };
+    let token = format!("rfe1.{}", random_hex(32)?);
+    let evidence =
+        serde_json::json!({"label": req.label, "max_uses": req.max_uses, "expires_at": expires_at});
+    on_db!(&state.db, |pool| {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (token_hash, label, max_uses, uses, expires_at, created_at) VALUES ($1, $2, $3, 0, $4, $5)",
+        )
+        .bind(sha256_hex(&token))
+        .bind(&req.label)
+        .bind(req.max_uses)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        audit::record!(
+            &mut *tx,
+            now,
+            actor,
+            None::<i64>,
+            "enrollment-token",
+            "minted",
+            &evidence
+        )
+        .await?;
+        tx.commit().await?;
+    });
+    Ok(EnrollmentToken {
+        token,
+        max_uses: req.max_uses,
+        expires_at,
+    })
+}
+
+/// `POST /api/v1/enrollment-tokens`.
+pub async fn post_enrollment_token(
+    State(state): State<AppState>,
+    op: Operator,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Json<EnrollmentToken>> {
+    let req: NewEnrollmentToken = parse_json(body, 4096)?;
+    Ok(Json(mint_enrollment_token(&state, &op.0, &req).await?))
+}
+
+/// One agent as operators see it.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+pub struct AgentRow {
+    pub id: String,
+    pub hostname: String,
+    pub enrolled_at: Millis,
+    pub last_seen: Millis,
+    pub agent_version: String,
+    pub content_version: i64,
+    pub region: Option<String>,
+    pub industry: Option<String>,
+    pub environment: Option<String>,
+    pub custom_tags: String,
+    pub tz_offset: i64,
+    pub cpu: f64,
+    pub rss: i64,
+    pub crashes_total: i64,
+    pub lkg_total: i64,
+    pub drops_total: i64,
+    pub events_total: i64,
+    pub findings_total: i64,
+    pub checkins: i64,
+}
+
+/// Agents, most recently seen first.
+pub async fn list(state: &AppState, limit: i64) -> AppResult<Vec<AgentRow>> {
+    Ok(on_db!(&state.db, |pool| {
+        sqlx::query_as::<_, AgentRow>(
+            "SELECT a.id, a.hostname, a.enrolled_at, s.last_seen, s.agent_version, s.content_version, s.region, \
+             s.industry, s.environment, s.custom_tags, s.tz_offset, s.cpu, s.rss, s.crashes_total, s.lkg_total, \
+             s.drops_total, s.events_total, s.findings_total, s.checkins \
+             FROM agents a JOIN agent_state s ON s.agent_id = a.id ORDER BY s.last_seen DESC, a.id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+    }))
+}
+
+/// Fleet summary: agents, online agents, and agents per content version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetSummary {
+    pub agents: i64,
+    pub online: i64,
+    pub baseline: i64,
+    pub versions: Vec<(i64, i64)>,
+}
+
+/// Summarize the fleet; "online" means seen within three check-in intervals.
+pub async fn summary(state: &AppState) -> AppResult<FleetSummary> {
+    let since = state.clock.now_ms() - 3 * state.config.checkin_interval_ms;
+    let (agents, online, baseline, versions) = on_db!(&state.db, |pool| {
+        let (agents,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM agent_state")
+            .fetch_one(pool)
+            .await?;
+        let (online,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM agent_state WHERE last_seen >= $1")
+                .bind(since)
+                .fetch_one(pool)
+                .await?;
+        let (baseline,): (i64,) = sqlx::query_as("SELECT baseline_version FROM fleet WHERE id = 1")
+            .fetch_one(pool)
+            .await?;
+        let versions: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT content_version, COUNT(*) FROM agent_state GROUP BY content_version ORDER BY content_version",
+        )
+        .fetch_all(pool)
+        .await?;
+        (agents, online, baseline, versions)
+    });
+    Ok(FleetSummary {
+        agents,
+        online,
+        baseline,
+        versions,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    pub limit: Option<i64>,
+}
+
+/// `GET /api/v1/agents`.
+pub async fn get_agents(
+    State(state): State<AppState>,
+    _op: Operator,
+    Query(q): Query<ListQuery>,
+) -> AppResult<Json<Vec<AgentRow>>> {
+    Ok(Json(
+        list(&state, q.limit.unwrap_or(1000).clamp(1, 100_000)).await?,
+    ))
+}
+
+/// `GET /api/v1/fleet`.
+pub async fn get_fleet(
+    State(state): State<AppState>,
+    _op: Operator,
+) -> AppResult<Json<FleetSummary>> {
+    Ok(Json(summary(&state).await?))
+}
+
+/// One stored finding.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+pub struct FindingRow {
+    pub id: i64,
+    pub agent_id: String,
+    pub received_at: Millis,
+    pub rule: Option<String>,
+    pub severity: Option<String>,
+    pub body: String,
+}
+
+/// Latest findings.
+pub async fn list_findings(state: &AppState, limit: i64) -> AppResult<Vec<FindingRow>> {
+    Ok(on_db!(&state.db, |pool| {
+        sqlx::query_as::<_, FindingRow>(
+            "SELECT id, agent_id, received_at, rule, severity, body FROM findings ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+    }))
+}
+
+/// `GET /api/v1/findings`.
+pub async fn get_findings(
+    State(state): State<AppState>,
+    _op: Operator,
+    Query(q): Query<ListQuery>,
+) -> AppResult<Json<Vec<FindingRow>>> {
+    Ok(Json(
+        list_findings(&state, q.limit.unwrap_or(200).clamp(1, 10_000)).await?,
+    ))
+}

@@ -1,0 +1,143 @@
+//! Storage: one [`Db`] over either SQLite (the default, a file under the data dir) or
+//! PostgreSQL (by URL), with embedded migrations for each.
+//!
+//! Queries are plain `sqlx::query` with `$N` binds, which both engines accept, and the
+//! [`on_db!`](crate::on_db) macro runs the same code against whichever pool is open, so every
+//! statement is written once and the test suite runs it on both engines. Column types are the
+//! ones both map the same way: `BIGINT` (i64), `DOUBLE PRECISION` (f64), `TEXT`; aggregates are
+//! cast back to them because PostgreSQL widens `SUM(bigint)` to `numeric`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// An open database: the console's only state.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Run `$body` with `$pool` bound to the open pool, whichever engine it is.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database URL must start with sqlite: or postgres://, got {0:?}")]
+    Url(String),
+    #[error("opening {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("migrating {url}: {source}")]
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+impl Db {
+    /// Open (creating a SQLite file if needed) and migrate. `url` is `sqlite:PATH` or
+    /// `postgres://…`.
+    pub async fn open(url: &str) -> Result<Db, DbError> {
+        let open_err = |source| DbError::Open {
+            url: redact(url),
+            source,
+        };
+        let db = if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.trim_start_matches("//");
+            let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+                .map_err(open_err)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+                .pragma("cache_size", "-65536");
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts)
+                .await
+                .map_err(open_err)?;
+            Db::Sqlite(pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .map_err(open_err)?;
+            Db::Postgres(pool)
+        } else {
+            return Err(DbError::Url(redact(url)));
+        };
+        db.migrate().await.map_err(|source| DbError::Migrate {
+            url: redact(url),
+            source,
+        })?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match self {
+            Db::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
+            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
+        }
+    }
+
+    /// Which engine: `"sqlite"` or `"postgres"`.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        on_db!(self, |pool| pool.close().await)
+    }
+}
+
+/// A URL with any password replaced, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5/db"),
+            "postgres://u:***@h:5/db"
+        );
+        assert_eq!(redact("sqlite:/x/y.db"), "sqlite:/x/y.db");
+    }
+}

@@ -1,0 +1,263 @@
+//! Ringfence's fleet console: enrollment, check-ins, signed content as static files, grayscale
+//! rollouts with health gates and automatic rollback, and a server-rendered dashboard.
+//!
+//! [`app`] builds the whole HTTP surface from an [`AppState`]; tests drive it with `oneshot`
+//! and [`serve`] runs it on a socket. The process keeps no state of its own beyond caches of
+//! database rows ([`snapshot`], the agent credential cache), so several consoles can share one
+//! PostgreSQL behind a load balancer: check-ins go to any of them, and the rollout engine's
+//! state changes are guarded by a revision so that exactly one console acts on each decision.
+//!
+//! Time comes from a [`clock::Clock`], so tests step it by hand and fleet drills ([`drill`])
+//! run hours of bake time in seconds.
+#![forbid(unsafe_code)]
+
+pub mod agents;
+pub mod audit;
+pub mod auth;
+pub mod clock;
+pub mod content;
+pub mod dashboard;
+pub mod db;
+pub mod drill;
+pub mod error;
+pub mod gate;
+pub mod ingest;
+pub mod plan;
+pub mod rollout;
+pub mod snapshot;
+pub mod stats;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+
+pub use crate::clock::{AcceleratedClock, Clock, ManualClock, SharedClock, SystemClock};
+pub use crate::db::Db;
+pub use crate::error::{AppError, AppResult};
+
+use crate::agents::CredentialCache;
+use crate::content::{OpaqueCopy, Republisher};
+use crate::ingest::Ingest;
+use crate::snapshot::{Snapshot, SnapshotCell};
+
+/// Console settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where signed bundles are kept and served from.
+    pub content_dir: PathBuf,
+    /// How often agents are told to check in (clock milliseconds).
+    pub checkin_interval_ms: clock::Millis,
+    /// Random extra delay agents add, up to this.
+    pub checkin_jitter_ms: clock::Millis,
+    /// Dashboard session lifetime.
+    pub session_ttl_ms: clock::Millis,
+    /// Mark the session cookie `Secure` (behind HTTPS).
+    pub secure_cookies: bool,
+}
+
+impl Config {
+    pub fn new(content_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            content_dir: content_dir.into(),
+            checkin_interval_ms: 60_000,
+            checkin_jitter_ms: 6_000,
+            session_ttl_ms: 12 * 3_600_000,
+            secure_cookies: false,
+        }
+    }
+}
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub clock: SharedClock,
+    pub config: Arc<Config>,
+    pub snapshot: Arc<SnapshotCell>,
+    pub credentials: Arc<CredentialCache>,
+    pub ingest: Ingest,
+    pub republisher: Arc<dyn Republisher>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("db", &self.db.engine())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl AppState {
+    /// Build the state on an open database and load the first snapshot. Starts the check-in
+    /// writer task, so call it inside a tokio runtime.
+    pub async fn new(db: Db, clock: SharedClock, config: Config) -> AppResult<AppState> {
+        let state = AppState {
+            ingest: Ingest::start(db.clone()),
+            db,
+            clock,
+            config: Arc::new(config),
+            snapshot: Arc::new(SnapshotCell::default()),
+            credentials: Arc::new(CredentialCache::default()),
+            republisher: Arc::new(OpaqueCopy),
+        };
+        state.reload_snapshot().await?;
+        Ok(state)
+    }
+
+    /// Use another way to republish content on rollback (re-signing with the content keys).
+    pub fn with_republisher(mut self, r: Arc<dyn Republisher>) -> AppState {
+        self.republisher = r;
+        self
+    }
+
+    /// Reload the check-in snapshot from the database.
+    pub async fn reload_snapshot(&self) -> AppResult<()> {
+        let s = Snapshot::load(&self.db).await?;
+        self.snapshot.set(s);
+        Ok(())
+    }
+
+    /// Reload the snapshot if another console changed something.
+    pub async fn refresh_if_changed(&self) -> AppResult<()> {
+        let (rev,): (i64,) = on_db!(&self.db, |pool| {
+            sqlx::query_as("SELECT revision FROM fleet WHERE id = 1")
+                .fetch_one(pool)
+                .await?
+        });
+        if rev != self.snapshot.get().revision {
+            self.reload_snapshot().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    use ringfence_wire::{limits, paths};
+    let agent_api = Router::new()
+        .route(paths::ENROLL, post(agents::enroll))
+        .route(paths::CHECKIN, post(agents::checkin))
+        .layer(DefaultBodyLimit::max(
+            limits::CHECKIN_BYTES.max(limits::ENROLL_BYTES),
+        ))
+        .merge(
+            Router::new()
+                .route(paths::FINDINGS, post(agents::findings))
+                .layer(DefaultBodyLimit::max(limits::FINDINGS_BYTES)),
+        );
+    let operator_api = Router::new()
+        .route(
+            "/api/v1/enrollment-tokens",
+            post(agents::post_enrollment_token),
+        )
+        .route("/api/v1/agents", get(agents::get_agents))
+        .route("/api/v1/fleet", get(agents::get_fleet))
+        .route("/api/v1/findings", get(agents::get_findings))
+        .route("/api/v1/content", get(content::get_content_list))
+        .route(
+            "/api/v1/rollouts",
+            get(rollout::get_rollouts).post(rollout::post_rollout),
+        )
+        .route("/api/v1/rollouts/{id}", get(rollout::get_rollout))
+        .route("/api/v1/rollouts/{id}/{action}", post(rollout::post_action))
+        .route("/api/v1/audit", get(audit::get_audit))
+        .layer(DefaultBodyLimit::max(256 * 1024))
+        .merge(
+            Router::new()
+                .route("/api/v1/content/{version}", put(content::put_content))
+                .layer(DefaultBodyLimit::max(content::MAX_BUNDLE_BYTES)),
+        );
+    Router::new()
+        .merge(agent_api)
+        .merge(operator_api)
+        .route("/content/{file}", get(content::serve_file))
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(dashboard::router())
+        .with_state(state)
+}
+
+/// Run the rollout engine: one [`rollout::tick`] every `period` of real time, plus the
+/// snapshot refresh that lets several consoles share a database. Returns when `stop` fires.
+pub async fn run_engine(
+    state: AppState,
+    period: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = state.refresh_if_changed().await {
+            tracing::warn!(error = %e, "snapshot refresh failed");
+        }
+        match rollout::tick(&state).await {
+            Ok(rollout::TickOutcome::Idle | rollout::TickOutcome::Waiting { .. }) => {}
+            Ok(outcome) => tracing::info!(?outcome, "rollout engine decided"),
+            Err(e) => tracing::warn!(error = %e, "rollout engine tick failed"),
+        }
+    }
+}
+
+/// A console running on a socket.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    engine: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Base URL, `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop serving and stop the engine; waits for in-flight requests.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.stop.send(true);
+        let _ = self.engine.await;
+        match self.server.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Bind `listen` and serve [`app`] with the engine ticking every `engine_period`.
+pub async fn serve(
+    state: AppState,
+    listen: SocketAddr,
+    engine_period: Duration,
+) -> std::io::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let engine = tokio::spawn(run_engine(state.clone(), engine_period, stop_rx.clone()));
+    let router = app(state.clone());
+    let mut server_stop = stop_rx;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.changed().await;
+            })
+            .await
+    });
+    Ok(Running {
+        addr,
+        state,
+        stop,
+        server,
+        engine,
+    })
+}
