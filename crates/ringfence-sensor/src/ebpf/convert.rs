@@ -1,0 +1,347 @@
+//! Decoded records into the shared [`Event`] model: the same ECS fields driverless mode fills,
+//! plus those only the kernel sees (syscall arguments, ptrace, memory, module and BPF loads).
+//!
+//! Conversion is pure apart from one best-effort read: the executable of a ptrace or signal
+//! target, from `/proc/<pid>/exe`.
+
+use std::borrow::Cow;
+
+use ringfence_event::{
+    Detail, Event, EventKind, File, Network, Parent, Privilege, Process, SourceKind, TargetProcess,
+};
+
+use super::record::{Body, Record, RecordKind, syscall_name};
+use crate::sys::Clocks;
+
+/// The event kind a record kind becomes.
+pub fn event_kind(kind: RecordKind) -> EventKind {
+    match kind {
+        RecordKind::Exec => EventKind::ProcessExec,
+        RecordKind::Fork => EventKind::ProcessFork,
+        RecordKind::Exit => EventKind::ProcessExit,
+        RecordKind::Connect => EventKind::NetworkConnect,
+        RecordKind::Accept => EventKind::NetworkAccept,
+        RecordKind::Bind => EventKind::NetworkBind,
+        RecordKind::Listen => EventKind::NetworkListen,
+        RecordKind::FileCreate => EventKind::FileCreate,
+        RecordKind::FileModify => EventKind::FileModify,
+        RecordKind::FileDelete => EventKind::FileDelete,
+        RecordKind::FileRename => EventKind::FileRename,
+        RecordKind::Privilege => EventKind::PrivilegeChange,
+        RecordKind::Ptrace => EventKind::Ptrace,
+        RecordKind::Module => EventKind::ModuleLoad,
+        RecordKind::Bpf => EventKind::BpfLoad,
+        RecordKind::Memfd => EventKind::MemfdCreate,
+        RecordKind::MemExec => EventKind::MemoryExec,
+        RecordKind::Signal => EventKind::Signal,
+    }
+}
+
+/// The record kinds that produce `kind` (for switching kinds off in the kernel).
+pub fn record_kinds(kind: EventKind) -> impl Iterator<Item = RecordKind> {
+    RecordKind::ALL
+        .into_iter()
+        .filter(move |k| event_kind(*k) == kind)
+}
+
+/// A wait status as ECS `process.exit_code`: the code, or 128 + the signal that ended it.
+pub fn exit_code(status: i32) -> i64 {
+    let sig = status & 0x7f;
+    if sig == 0 {
+        i64::from((status >> 8) & 0xff)
+    } else {
+        128 + i64::from(sig)
+    }
+}
+
+/// `PROT_*` bits as `rwx` letters.
+pub fn protection(prot: u32) -> &'static str {
+    const TABLE: [&str; 8] = ["---", "r--", "-w-", "rw-", "--x", "r-x", "-wx", "rwx"];
+    TABLE.get((prot & 7) as usize).copied().unwrap_or("---")
+}
+
+/// `enum bpf_prog_type` names, for the ones worth telling apart.
+pub fn bpf_prog_type(t: u32) -> Cow<'static, str> {
+    const NAMES: [&str; 33] = [
+        "unspec",
+        "socket_filter",
+        "kprobe",
+        "sched_cls",
+        "sched_act",
+        "tracepoint",
+        "xdp",
+        "perf_event",
+        "cgroup_skb",
+        "cgroup_sock",
+        "lwt_in",
+        "lwt_out",
+        "lwt_xmit",
+        "sock_ops",
+        "sk_skb",
+        "cgroup_device",
+        "sk_msg",
+        "raw_tracepoint",
+        "cgroup_sock_addr",
+        "lwt_seg6local",
+        "lirc_mode2",
+        "sk_reuseport",
+        "flow_dissector",
+        "cgroup_sysctl",
+        "raw_tracepoint_writable",
+        "cgroup_sockopt",
+        "tracing",
+        "struct_ops",
+        "ext",
+        "lsm",
+        "sk_lookup",
+        "syscall",
+        "netfilter",
+    ];
+    match NAMES.get(t as usize) {
+        Some(n) => Cow::Borrowed(n),
+        None => Cow::Owned(t.to_string()),
+    }
+}
+
+fn some_id(v: i64) -> Option<i64> {
+    // -1 means "leave unchanged" to the set*id calls.
+    (v != -1 && v != i64::from(u32::MAX)).then_some(v)
+}
+
+fn proc_exe(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// The file name of a module path without its `.ko[.xz|.zst|.gz]` suffix.
+fn module_name(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    match name.find(".ko") {
+        Some(i) if i > 0 => name.get(..i).unwrap_or(name).to_owned(),
+        _ => name.to_owned(),
+    }
+}
+
+/// Build the event for one record. `clocks` converts kernel boot time to wall-clock time.
+pub fn to_event(rec: &Record, clocks: &Clocks) -> Event {
+    let h = &rec.header;
+    let mut e = Event::new(
+        event_kind(rec.kind),
+        SourceKind::Ebpf,
+        clocks.from_boottime(h.ktime_ns),
+    );
+    e.process = Some(Process {
+        pid: h.pid,
+        name: (!h.comm.is_empty()).then(|| h.comm.clone()),
+        start: (h.start_ns != 0).then(|| clocks.from_boottime(h.start_ns)),
+        parent: (h.ppid != 0).then(|| Parent {
+            pid: h.ppid,
+            ..Parent::default()
+        }),
+        ..Process::default()
+    });
+    e.user.id = Some(i64::from(h.uid));
+    e.user.effective_id = Some(i64::from(h.euid));
+    e.user.group_id = Some(i64::from(h.gid));
+    let syscall = |v: u32| syscall_name(v).map(Cow::Borrowed);
+    match &rec.body {
+        Body::Exec {
+            executable,
+            cwd,
+            args,
+            ..
+        } => {
+            let p = e.process_mut();
+            p.executable = (!executable.is_empty()).then(|| executable.clone());
+            p.working_directory = (!cwd.is_empty()).then(|| cwd.clone());
+            p.command_line = (!args.is_empty()).then(|| args.join(" "));
+            p.args.clone_from(args);
+        }
+        Body::Fork => {}
+        Body::Exit { status } => e.process_mut().exit_code = Some(exit_code(*status)),
+        Body::Net {
+            kind,
+            protocol,
+            source,
+            destination,
+            ..
+        } => {
+            let (direction, call) = match kind {
+                RecordKind::Connect => ("egress", "connect"),
+                RecordKind::Accept => ("ingress", "accept"),
+                RecordKind::Bind => ("listening", "bind"),
+                _ => ("listening", "listen"),
+            };
+            e.syscall = Some(Cow::Borrowed(call));
+            e.network = Some(Network {
+                transport: match protocol {
+                    6 => Some(Cow::Borrowed("tcp")),
+                    17 => Some(Cow::Borrowed("udp")),
+                    _ => None,
+                },
+                direction: Some(Cow::Borrowed(direction)),
+                source_ip: source.map(|s| s.0),
+                source_port: source.map(|s| s.1),
+                destination_ip: destination.map(|d| d.0),
+                destination_port: destination.map(|d| d.1),
+                destination_domain: None,
+            });
+        }
+        Body::File { path, old_path, .. } => {
+            e.file = Some(File {
+                path: path.clone(),
+                original_path: old_path.clone(),
+                ..File::default()
+            });
+        }
+        Body::Privilege {
+            syscall: call,
+            a,
+            b,
+            c: _,
+        } => {
+            e.syscall = syscall(*call);
+            let mut p = Privilege::default();
+            match call {
+                1 => {
+                    p.new_uid = some_id(*a);
+                    p.new_euid = some_id(*a);
+                }
+                3 | 5 => {
+                    p.new_uid = some_id(*a);
+                    p.new_euid = some_id(*b);
+                }
+                2 => p.new_gid = some_id(*a),
+                4 | 6 => p.new_gid = some_id(*a).or(some_id(*b)),
+                7 => p.capabilities = Some(*a),
+                _ => {}
+            }
+            e.privilege = Some(p);
+        }
+        Body::Ptrace {
+            request,
+            target_pid,
+        } => {
+            e.syscall = Some(Cow::Borrowed("ptrace"));
+            // PTRACE_TRACEME names no target: the tracer is the parent.
+            let target = if *request == 0 { h.ppid } else { *target_pid };
+            e.target = Some(TargetProcess {
+                pid: target,
+                executable: proc_exe(target),
+            });
+            e.detail = Some(Detail {
+                ptrace_request: Some(*request),
+                ..Detail::default()
+            });
+        }
+        Body::Module {
+            syscall: call,
+            path,
+            ..
+        } => {
+            e.syscall = syscall(*call);
+            e.detail = Some(Detail {
+                module_name: path.as_deref().map(module_name),
+                ..Detail::default()
+            });
+            e.file = path.as_ref().map(|p| File {
+                path: p.clone(),
+                ..File::default()
+            });
+        }
+        Body::Bpf {
+            prog_type,
+            prog_name,
+            ..
+        } => {
+            e.syscall = Some(Cow::Borrowed("bpf"));
+            e.detail = Some(Detail {
+                bpf_command: Some(Cow::Borrowed("prog_load")),
+                bpf_program_type: Some(bpf_prog_type(*prog_type)),
+                bpf_program_name: (!prog_name.is_empty()).then(|| prog_name.clone()),
+                ..Detail::default()
+            });
+        }
+        Body::Memfd { name, .. } => {
+            e.syscall = Some(Cow::Borrowed("memfd_create"));
+            e.file = Some(File {
+                path: format!("memfd:{name}"),
+                ..File::default()
+            });
+        }
+        Body::MemExec {
+            syscall: call,
+            prot,
+            ..
+        } => {
+            e.syscall = syscall(*call);
+            e.detail = Some(Detail {
+                memory_protection: Some(Cow::Borrowed(protection(*prot))),
+                ..Detail::default()
+            });
+        }
+        Body::Signal {
+            syscall: call,
+            target_pid,
+            signal,
+        } => {
+            e.syscall = syscall(*call);
+            e.target = Some(TargetProcess {
+                pid: *target_pid,
+                executable: proc_exe(*target_pid),
+            });
+            e.detail = Some(Detail {
+                signal_number: Some(i64::from(*signal)),
+                ..Detail::default()
+            });
+        }
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_and_protections() {
+        assert_eq!(exit_code(3 << 8), 3);
+        assert_eq!(exit_code(9), 137);
+        assert_eq!(protection(5), "r-x");
+        assert_eq!(protection(7), "rwx");
+        assert_eq!(bpf_prog_type(5), "tracepoint");
+        assert_eq!(bpf_prog_type(999), "999");
+        assert_eq!(
+            module_name("/lib/modules/x/kernel/nf_tables.ko.zst"),
+            "nf_tables"
+        );
+    }
+
+    #[test]
+    fn every_record_kind_maps_to_a_distinct_event_kind() {
+        let mut seen = std::collections::HashSet::new();
+        for k in RecordKind::ALL {
+            assert!(seen.insert(event_kind(k)), "{k:?}");
+            assert_eq!(record_kinds(event_kind(k)).collect::<Vec<_>>(), vec![k]);
+        }
+    }
+
+    #[test]
+    fn setresuid_with_unchanged_ids() {
+        let rec = Record {
+            kind: RecordKind::Privilege,
+            header: Default::default(),
+            body: Body::Privilege {
+                syscall: 5,
+                a: -1,
+                b: 0,
+                c: -1,
+            },
+        };
+        let e = to_event(&rec, &Clocks::default());
+        let p = e.privilege.unwrap_or_default();
+        assert_eq!((p.new_uid, p.new_euid), (None, Some(0)));
+        assert_eq!(e.syscall.as_deref(), Some("setresuid"));
+    }
+}

@@ -1,0 +1,681 @@
+//! Driver mode: the eBPF sensor. Loads the committed programs of `bpf/` (embedded at build
+//! time), fills their filter maps, attaches them, and reads their ring buffer.
+//!
+//! Only tracepoints, syscall tracepoints and BTF tracepoints are used, so no trampoline (fentry,
+//! BPF LSM) and no kprobe is needed; see [`probe`] for what `ringfence doctor` checks. Filtering
+//! happens in the kernel: kinds switched off are never attached or never copied, ignored pids
+//! and comms are dropped first, and file events are reported only under the watched prefixes
+//! (an LPM trie on the first [`record::PREFIX_MAX`] bytes of the path).
+//!
+//! The programs write without waking the reader (`BPF_RB_NO_WAKEUP`) unless the unread data
+//! passes [`EbpfOptions::wakeup_bytes`]; the reader drains the ring, then sleeps in `poll(2)` for
+//! at most [`EbpfOptions::poll_interval_ms`]. That bounds the kernel→user latency to the poll
+//! interval (5 ms by default) plus the drain, and costs one wake-up per interval instead of one
+//! per event. Records the ring could not take are counted per kind in a per-CPU map; the source
+//! reports them as gaps (they reach the agent's stats line and sensor-health events).
+//!
+//! Minimum kernel: 5.8 (ring buffer), BTF (`/sys/kernel/btf/vmlinux`) for CO-RE and tp_btf,
+//! 5.17 for `bpf_find_vma` (the mprotect program). Built and tested on 6.18.
+#![allow(
+    unsafe_code,
+    reason = "poll(2) and setrlimit(2) on the ring buffer and the process; each block says why"
+)]
+
+pub mod convert;
+pub mod probe;
+pub mod record;
+
+use std::collections::HashMap as StdHashMap;
+use std::fmt;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
+use ringfence_event::EventKind;
+use serde::{Deserialize, Serialize};
+
+use crate::source::{EventSender, Sent, Source, SourceError, StopSignal};
+use crate::sys::Clocks;
+pub use record::{DecodeError, Record, RecordKind, decode};
+
+const NAME: &str = "ebpf";
+
+/// The sensor object, built from `bpf/sensor.bpf.c` (`make -C bpf`; checked by
+/// `scripts/bpf-check.sh`).
+pub static SENSOR_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../../bpf/obj/sensor.bpf.o");
+
+/// What the eBPF sensor watches and ignores. Every field has a default; unknown fields are
+/// refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EbpfOptions {
+    /// File events are reported under these byte prefixes only (e.g. `/etc/`); none means no
+    /// file events. At most [`record::PREFIX_MAX`] bytes each.
+    pub watched_prefixes: Vec<String>,
+    /// Processes (tgids) whose activity is dropped in the kernel.
+    pub ignored_pids: Vec<u32>,
+    /// Commands (comm, at most 15 bytes) whose activity is dropped in the kernel.
+    pub ignored_comms: Vec<String>,
+    /// Pids and tids whose signals are reported (tamper detection).
+    pub protected_pids: Vec<u32>,
+    /// Event kinds switched off: their programs are not attached (or drop them first thing).
+    pub kinds_off: Vec<EventKind>,
+    /// Ignore the agent's own activity.
+    pub ignore_self: bool,
+    /// Report signals aimed at the agent's own threads.
+    pub protect_self: bool,
+    /// Force a wake-up of the reader once this many bytes are unread.
+    pub wakeup_bytes: u64,
+    /// The reader's poll interval, milliseconds: the latency bound when the ring is quiet.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for EbpfOptions {
+    fn default() -> Self {
+        EbpfOptions {
+            watched_prefixes: Vec::new(),
+            ignored_pids: Vec::new(),
+            ignored_comms: Vec::new(),
+            protected_pids: Vec::new(),
+            kinds_off: Vec::new(),
+            ignore_self: true,
+            protect_self: true,
+            wakeup_bytes: default_wakeup_bytes(),
+            poll_interval_ms: default_poll_interval_ms(),
+        }
+    }
+}
+
+fn default_wakeup_bytes() -> u64 {
+    512 * 1024
+}
+
+fn default_poll_interval_ms() -> u64 {
+    5
+}
+
+/// Why the sensor could not load. Each variant names the step and the thing that failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EbpfError {
+    /// A problem with the options, found before touching the kernel.
+    Options(String),
+    /// The kernel's BTF could not be read.
+    Btf(String),
+    /// Tracefs is not mounted and could not be mounted.
+    Tracefs(String),
+    /// The object or one of its maps was refused.
+    Load(String),
+    /// A map the object should have is missing or could not be set.
+    Map { map: &'static str, message: String },
+    /// A program every mode needs did not load or attach.
+    Program {
+        program: &'static str,
+        message: String,
+    },
+}
+
+impl fmt::Display for EbpfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EbpfError::Options(m) => write!(f, "ebpf options: {m}"),
+            EbpfError::Btf(m) => write!(f, "kernel BTF: {m}"),
+            EbpfError::Tracefs(m) => write!(f, "tracefs: {m}"),
+            EbpfError::Load(m) => write!(f, "loading sensor.bpf.o: {m}"),
+            EbpfError::Map { map, message } => write!(f, "map {map}: {message}"),
+            EbpfError::Program { program, message } => {
+                write!(f, "program {program}: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for EbpfError {}
+
+/// Where a program attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    /// `tracepoint/<category>/<name>`
+    Tp(&'static str, &'static str),
+    /// `tp_btf/<name>`
+    TpBtf(&'static str),
+}
+
+/// One program of the object: where it goes, what it emits, and whether the sensor is worth
+/// running without it.
+struct Prog {
+    name: &'static str,
+    hook: Hook,
+    kinds: &'static [RecordKind],
+    required: bool,
+}
+
+const fn tp(name: &'static str, tracepoint: &'static str, kinds: &'static [RecordKind]) -> Prog {
+    Prog {
+        name,
+        hook: Hook::Tp("syscalls", tracepoint),
+        kinds,
+        required: false,
+    }
+}
+
+use RecordKind as R;
+const FILE_WRITE: &[RecordKind] = &[R::FileCreate, R::FileModify];
+
+/// Every program in `sensor.bpf.c`. The process programs are required; a missing syscall
+/// tracepoint (an old syscall absent on this architecture, module syscalls on a kernel without
+/// modules) leaves the rest running and is reported.
+const PROGRAMS: &[Prog] = &[
+    Prog {
+        name: "rf_exec",
+        hook: Hook::TpBtf("sched_process_exec"),
+        kinds: &[R::Exec],
+        required: true,
+    },
+    Prog {
+        name: "rf_fork",
+        hook: Hook::TpBtf("sched_process_fork"),
+        kinds: &[R::Fork],
+        required: true,
+    },
+    Prog {
+        name: "rf_exit",
+        hook: Hook::TpBtf("sched_process_exit"),
+        kinds: &[R::Exit],
+        required: true,
+    },
+    tp("rf_connect", "sys_enter_connect", &[R::Connect]),
+    tp("rf_bind", "sys_enter_bind", &[R::Bind]),
+    tp("rf_listen", "sys_enter_listen", &[R::Listen]),
+    tp("rf_accept4", "sys_exit_accept4", &[R::Accept]),
+    tp("rf_accept", "sys_exit_accept", &[R::Accept]),
+    tp("rf_openat", "sys_exit_openat", FILE_WRITE),
+    tp("rf_openat2", "sys_exit_openat2", FILE_WRITE),
+    tp("rf_open", "sys_exit_open", FILE_WRITE),
+    tp("rf_creat", "sys_exit_creat", FILE_WRITE),
+    tp("rf_unlinkat", "sys_enter_unlinkat", &[R::FileDelete]),
+    tp("rf_unlink", "sys_enter_unlink", &[R::FileDelete]),
+    tp("rf_rmdir", "sys_enter_rmdir", &[R::FileDelete]),
+    tp("rf_renameat2", "sys_enter_renameat2", &[R::FileRename]),
+    tp("rf_renameat", "sys_enter_renameat", &[R::FileRename]),
+    tp("rf_rename", "sys_enter_rename", &[R::FileRename]),
+    tp("rf_setuid", "sys_enter_setuid", &[R::Privilege]),
+    tp("rf_setgid", "sys_enter_setgid", &[R::Privilege]),
+    tp("rf_setreuid", "sys_enter_setreuid", &[R::Privilege]),
+    tp("rf_setregid", "sys_enter_setregid", &[R::Privilege]),
+    tp("rf_setresuid", "sys_enter_setresuid", &[R::Privilege]),
+    tp("rf_setresgid", "sys_enter_setresgid", &[R::Privilege]),
+    tp("rf_capset", "sys_enter_capset", &[R::Privilege]),
+    tp("rf_ptrace", "sys_enter_ptrace", &[R::Ptrace]),
+    tp("rf_init_module", "sys_enter_init_module", &[R::Module]),
+    tp("rf_finit_module", "sys_enter_finit_module", &[R::Module]),
+    tp("rf_bpf", "sys_enter_bpf", &[R::Bpf]),
+    tp("rf_memfd_create", "sys_enter_memfd_create", &[R::Memfd]),
+    tp("rf_mmap", "sys_enter_mmap", &[R::MemExec]),
+    tp("rf_mprotect", "sys_enter_mprotect", &[R::MemExec]),
+    tp("rf_kill", "sys_enter_kill", &[R::Signal]),
+    tp("rf_tkill", "sys_enter_tkill", &[R::Signal]),
+    tp("rf_tgkill", "sys_enter_tgkill", &[R::Signal]),
+];
+
+/// What became of one program at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    pub program: &'static str,
+    /// `tracepoint/syscalls/sys_enter_connect`, `tp_btf/sched_process_exec`.
+    pub hook: String,
+    /// `None` when attached; otherwise why not (switched off, or the kernel's refusal).
+    pub skipped: Option<String>,
+}
+
+/// Mount tracefs at /sys/kernel/tracing when no tracefs is mounted (aya finds tracepoint ids
+/// there).
+fn ensure_tracefs() -> Result<(), EbpfError> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if mounts
+        .lines()
+        .any(|l| l.split(' ').nth(2) == Some("tracefs"))
+    {
+        return Ok(());
+    }
+    let target = Path::new("/sys/kernel/tracing");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tracefs", "nodev"])
+        .arg(target)
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(EbpfError::Tracefs(format!(
+            "not mounted, and `mount -t tracefs nodev {}` exited with {s}",
+            target.display()
+        ))),
+        Err(e) => Err(EbpfError::Tracefs(format!(
+            "not mounted, and mount(8) could not run: {e}"
+        ))),
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it (harmless later).
+fn raise_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `lim` is a valid rlimit for the duration of the call.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
+
+fn comm_key(comm: &str) -> Result<[u8; 16], EbpfError> {
+    let b = comm.as_bytes();
+    if b.is_empty() || b.len() > 15 {
+        return Err(EbpfError::Options(format!(
+            "ignored_comms: `{comm}` must be 1 to 15 bytes"
+        )));
+    }
+    let mut k = [0u8; 16];
+    for (d, s) in k.iter_mut().zip(b) {
+        *d = *s;
+    }
+    Ok(k)
+}
+
+fn prefix_key(prefix: &str) -> Result<Key<[u8; record::PREFIX_MAX]>, EbpfError> {
+    let b = prefix.as_bytes();
+    if b.is_empty() || b.len() > record::PREFIX_MAX || !prefix.starts_with('/') {
+        return Err(EbpfError::Options(format!(
+            "watched_prefixes: `{prefix}` must be an absolute path of at most {} bytes",
+            record::PREFIX_MAX
+        )));
+    }
+    let mut data = [0u8; record::PREFIX_MAX];
+    for (d, s) in data.iter_mut().zip(b) {
+        *d = *s;
+    }
+    let bits = u32::try_from(b.len() * 8).unwrap_or(u32::MAX);
+    Ok(Key::new(bits, data))
+}
+
+fn kinds_off_mask(kinds: &[EventKind]) -> u64 {
+    kinds
+        .iter()
+        .flat_map(|k| convert::record_kinds(*k))
+        .fold(0u64, |m, k| m | 1u64 << k.index())
+}
+
+/// The threads of this process (for protecting the agent's own pids).
+fn own_tids() -> Vec<u32> {
+    let mut tids: Vec<u32> = std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    tids.push(std::process::id());
+    tids
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
+    move |e| EbpfError::Map {
+        map,
+        message: e.to_string(),
+    }
+}
+
+/// The loaded and attached sensor. Dropping it detaches and unloads everything.
+pub struct EbpfSensor {
+    ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+    attached: Vec<Attached>,
+    poll_interval: Duration,
+    clocks: Clocks,
+}
+
+impl fmt::Debug for EbpfSensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EbpfSensor")
+            .field("attached", &self.attached)
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EbpfSensor {
+    /// Load the embedded object, fill the filter maps from `options`, and attach every program
+    /// whose kinds are not all switched off. Fails only when the object, its maps or a process
+    /// program (exec, fork, exit) cannot be set up; other refusals are in [`Self::attached`].
+    pub fn load(options: &EbpfOptions) -> Result<EbpfSensor, EbpfError> {
+        // Check every option before touching the kernel, and report all problems at once.
+        let mut problems = Vec::new();
+        let comms: Vec<[u8; 16]> = options
+            .ignored_comms
+            .iter()
+            .filter_map(|c| comm_key(c).map_err(|e| problems.push(e.to_string())).ok())
+            .collect();
+        let prefixes: Vec<_> = options
+            .watched_prefixes
+            .iter()
+            .filter_map(|p| prefix_key(p).map_err(|e| problems.push(e.to_string())).ok())
+            .collect();
+        if options.poll_interval_ms == 0 || options.poll_interval_ms > 1000 {
+            problems.push(format!(
+                "poll_interval_ms must be 1 to 1000, got {}",
+                options.poll_interval_ms
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(EbpfError::Options(problems.join("; ")));
+        }
+
+        raise_memlock();
+        ensure_tracefs()?;
+        let btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf(e.to_string()))?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .load(SENSOR_OBJECT)
+            .map_err(|e| EbpfError::Load(e.to_string()))?;
+
+        let kinds_off = kinds_off_mask(&options.kinds_off);
+        {
+            let map = ebpf.map_mut("rf_cfg").ok_or(EbpfError::Map {
+                map: "rf_cfg",
+                message: "missing from the object".into(),
+            })?;
+            let mut cfg: Array<_, [u64; 2]> = Array::try_from(map).map_err(map_err("rf_cfg"))?;
+            cfg.set(0, [kinds_off, options.wakeup_bytes.max(4096)], 0)
+                .map_err(map_err("rf_cfg"))?;
+        }
+        let mut ignored = options.ignored_pids.clone();
+        if options.ignore_self {
+            ignored.push(std::process::id());
+        }
+        fill_set(&mut ebpf, "ignored_pids", &ignored)?;
+        let mut protected = options.protected_pids.clone();
+        if options.protect_self {
+            protected.extend(own_tids());
+        }
+        fill_set(&mut ebpf, "protected_pids", &protected)?;
+        {
+            let map = ebpf.map_mut("ignored_comms").ok_or(EbpfError::Map {
+                map: "ignored_comms",
+                message: "missing from the object".into(),
+            })?;
+            let mut m: HashMap<_, [u8; 16], u8> =
+                HashMap::try_from(map).map_err(map_err("ignored_comms"))?;
+            for c in &comms {
+                m.insert(c, 1, 0).map_err(map_err("ignored_comms"))?;
+            }
+        }
+        {
+            let map = ebpf.map_mut("watched_prefixes").ok_or(EbpfError::Map {
+                map: "watched_prefixes",
+                message: "missing from the object".into(),
+            })?;
+            let mut m: LpmTrie<_, [u8; record::PREFIX_MAX], u8> =
+                LpmTrie::try_from(map).map_err(map_err("watched_prefixes"))?;
+            for k in &prefixes {
+                m.insert(k, 1, 0).map_err(map_err("watched_prefixes"))?;
+            }
+        }
+
+        let mut attached = Vec::with_capacity(PROGRAMS.len());
+        for p in PROGRAMS {
+            let hook = match p.hook {
+                Hook::Tp(cat, name) => format!("tracepoint/{cat}/{name}"),
+                Hook::TpBtf(name) => format!("tp_btf/{name}"),
+            };
+            let all_off = p.kinds.iter().all(|k| kinds_off & (1 << k.index()) != 0);
+            let skipped = if all_off {
+                Some("switched off".to_owned())
+            } else {
+                attach(&mut ebpf, p, &btf).err()
+            };
+            if let Some(why) = skipped.as_ref().filter(|_| p.required && !all_off) {
+                return Err(EbpfError::Program {
+                    program: p.name,
+                    message: why.clone(),
+                });
+            }
+            attached.push(Attached {
+                program: p.name,
+                hook,
+                skipped,
+            });
+        }
+
+        let ring = ebpf.take_map("events").ok_or(EbpfError::Map {
+            map: "events",
+            message: "missing from the object".into(),
+        })?;
+        let ring = RingBuf::try_from(ring).map_err(map_err("events"))?;
+        Ok(EbpfSensor {
+            ebpf,
+            ring,
+            attached,
+            poll_interval: Duration::from_millis(options.poll_interval_ms),
+            clocks: Clocks::read(),
+        })
+    }
+
+    /// What each program did at start-up.
+    pub fn attached(&self) -> &[Attached] {
+        &self.attached
+    }
+
+    /// Records lost because the ring was full, per kind since load (summed over CPUs).
+    pub fn drops(&self) -> Result<StdHashMap<RecordKind, u64>, EbpfError> {
+        let map = self.ebpf.map("drops").ok_or(EbpfError::Map {
+            map: "drops",
+            message: "missing from the object".into(),
+        })?;
+        let drops: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_err("drops"))?;
+        let mut out = StdHashMap::new();
+        for k in RecordKind::ALL {
+            let index = u32::try_from(k.index()).unwrap_or(0);
+            let per_cpu = drops.get(&index, 0).map_err(map_err("drops"))?;
+            let n: u64 = per_cpu.iter().copied().sum();
+            if n > 0 {
+                out.insert(k, n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Add pids (or tids) whose signals are reported.
+    pub fn protect_pids(&mut self, pids: &[u32]) -> Result<(), EbpfError> {
+        fill_set(&mut self.ebpf, "protected_pids", pids)
+    }
+
+    /// Add processes whose activity the kernel drops.
+    pub fn ignore_pids(&mut self, pids: &[u32]) -> Result<(), EbpfError> {
+        fill_set(&mut self.ebpf, "ignored_pids", pids)
+    }
+
+    /// The clocks records are converted with.
+    pub fn clocks(&self) -> &Clocks {
+        &self.clocks
+    }
+
+    /// Hand every record now in the ring to `f` (decoded, or why not); returns how many.
+    pub fn drain(&mut self, mut f: impl FnMut(Result<Record, DecodeError>)) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.ring.next() {
+            f(decode(&item));
+            n += 1;
+        }
+        n
+    }
+
+    /// Wait until the kernel forces a wake-up or `timeout` passes (whichever first).
+    pub fn wait(&self, timeout: Duration) {
+        let mut pfd = libc::pollfd {
+            fd: self.ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `pfd` is one valid pollfd for the duration of the call; the fd is the ring's,
+        // open as long as `self`.
+        let _ = unsafe { libc::poll(&mut pfd, 1, ms) };
+    }
+
+    /// Drain, then wait one poll interval: one turn of the reader.
+    pub fn poll(&mut self, f: impl FnMut(Result<Record, DecodeError>)) -> usize {
+        let n = self.drain(f);
+        if n == 0 {
+            self.wait(self.poll_interval);
+        }
+        n
+    }
+}
+
+fn fill_set(ebpf: &mut Ebpf, name: &'static str, pids: &[u32]) -> Result<(), EbpfError> {
+    let map = ebpf.map_mut(name).ok_or(EbpfError::Map {
+        map: name,
+        message: "missing from the object".into(),
+    })?;
+    let mut m: HashMap<_, u32, u8> = HashMap::try_from(map).map_err(map_err(name))?;
+    for pid in pids {
+        m.insert(pid, 1, 0).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+fn attach(ebpf: &mut Ebpf, p: &Prog, btf: &Btf) -> Result<(), String> {
+    let prog = ebpf
+        .program_mut(p.name)
+        .ok_or_else(|| "missing from the object".to_owned())?;
+    match p.hook {
+        Hook::Tp(cat, name) => {
+            // A syscall this kernel does not have: say so rather than fail on the attach.
+            if !Path::new(&format!("/sys/kernel/tracing/events/{cat}/{name}")).exists()
+                && !Path::new(&format!("/sys/kernel/debug/tracing/events/{cat}/{name}")).exists()
+            {
+                return Err(format!("this kernel has no tracepoint {cat}/{name}"));
+            }
+            let tp: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            tp.load().map_err(|e| program_error("load", &e))?;
+            tp.attach(cat, name)
+                .map_err(|e| program_error("attach", &e))?;
+        }
+        Hook::TpBtf(name) => {
+            let tp: &mut BtfTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            tp.load(name, btf).map_err(|e| program_error("load", &e))?;
+            tp.attach().map_err(|e| program_error("attach", &e))?;
+        }
+    }
+    Ok(())
+}
+
+/// A program error with its whole cause chain (the verifier log is in the load error).
+fn program_error(step: &str, e: &aya::programs::ProgramError) -> String {
+    let mut s = format!("{step}: {e}");
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        s.push_str(&format!(": {cause}"));
+        src = cause.source();
+    }
+    s
+}
+
+/// The eBPF sensor as a [`Source`].
+#[derive(Debug)]
+pub struct EbpfSource {
+    sensor: EbpfSensor,
+    protect_self: bool,
+}
+
+impl EbpfSource {
+    /// Load and attach (see [`EbpfSensor::load`]). Refusals of optional programs are logged.
+    pub fn open(options: &EbpfOptions) -> Result<EbpfSource, SourceError> {
+        let sensor = EbpfSensor::load(options).map_err(|e| SourceError::Unavailable {
+            source: NAME,
+            reason: e.to_string(),
+        })?;
+        for a in sensor.attached() {
+            if let Some(why) = &a.skipped {
+                tracing::info!(source = NAME, program = a.program, hook = %a.hook, "not attached: {why}");
+            }
+        }
+        Ok(EbpfSource {
+            sensor,
+            protect_self: options.protect_self,
+        })
+    }
+
+    pub fn sensor(&self) -> &EbpfSensor {
+        &self.sensor
+    }
+
+    pub fn sensor_mut(&mut self) -> &mut EbpfSensor {
+        &mut self.sensor
+    }
+}
+
+impl Source for EbpfSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(self: Box<Self>, out: EventSender, stop: StopSignal) -> Result<(), SourceError> {
+        let EbpfSource {
+            mut sensor,
+            protect_self,
+        } = *self;
+        let clocks = *sensor.clocks();
+        let mut last_drops: StdHashMap<RecordKind, u64> = StdHashMap::new();
+        let mut last_check = Instant::now();
+        let mut closed = false;
+        while !stop.is_stopped() && !closed {
+            sensor.poll(|rec| match rec {
+                Ok(rec) => {
+                    if out.send(convert::to_event(&rec, &clocks)) == Sent::Closed {
+                        closed = true;
+                    }
+                }
+                Err(e) => {
+                    out.note_error();
+                    tracing::debug!(source = NAME, "undecodable record: {e}");
+                }
+            });
+            if last_check.elapsed() >= Duration::from_secs(1) {
+                last_check = Instant::now();
+                // New agent threads are protected too.
+                if protect_self {
+                    let _ = sensor.protect_pids(&own_tids());
+                }
+                match sensor.drops() {
+                    Ok(now) => {
+                        let mut lost = 0;
+                        let mut by_kind = Vec::new();
+                        for (k, n) in &now {
+                            let d = n.saturating_sub(last_drops.get(k).copied().unwrap_or(0));
+                            if d > 0 {
+                                lost += d;
+                                by_kind.push(format!("{d} {:?}", k));
+                            }
+                        }
+                        if lost > 0 {
+                            out.note_gap(lost);
+                            tracing::warn!(
+                                source = NAME,
+                                lost,
+                                "ring buffer full, records dropped in the kernel: {}",
+                                by_kind.join(", ")
+                            );
+                        }
+                        last_drops = now;
+                    }
+                    Err(e) => {
+                        out.note_error();
+                        tracing::debug!(source = NAME, "reading drops: {e}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
