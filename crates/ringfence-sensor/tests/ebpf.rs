@@ -549,3 +549,103 @@ fn doctor_probe_reports_refusals_with_their_errno() {
     }
     assert_eq!(probe::sensor_supported(&rows), Ok(()));
 }
+
+fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Figures for the closing note, not a pass/fail test: a 16-way exec storm with the
+/// sensor attached; prints in-kernel ns per program run (kernel.bpf_stats_enabled, restored
+/// afterwards), exec→user-space latency p50/p99, and drops. Run with
+/// `cargo test -p ringfence-sensor --test ebpf -- --ignored --nocapture measure`.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn measure_exec_storm() {
+    if !root() {
+        return;
+    }
+    let stats_path = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = std::fs::read_to_string(stats_path).unwrap_or_else(|_| "0".into());
+    std::fs::write(stats_path, "1").expect("enable bpf stats");
+    let mut sensor = EbpfSensor::load(&EbpfOptions::default()).expect("load");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let per_thread = 300;
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..per_thread {
+                    let _ = Command::new("/bin/true").status();
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut records = 0u64;
+    let stop2 = std::sync::Arc::clone(&stop);
+    let done = std::thread::spawn(move || {
+        for w in workers {
+            let _ = w.join();
+        }
+        stop2.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let started = Instant::now();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        sensor.poll(|rec| {
+            if let Ok(rec) = rec {
+                records += 1;
+                if rec.kind == ringfence_sensor::ebpf::RecordKind::Exec {
+                    latencies.push(boottime_ns().saturating_sub(rec.header.ktime_ns));
+                }
+            }
+        });
+    }
+    let elapsed = started.elapsed();
+    let _ = done.join();
+    std::thread::sleep(Duration::from_millis(20));
+    sensor.drain(|_| records += 1);
+    let stats = sensor.program_stats();
+    let drops = sensor.drops().expect("drops");
+    std::fs::write(stats_path, before.trim()).expect("restore bpf stats");
+
+    latencies.sort_unstable();
+    let pct = |p: usize| {
+        latencies
+            .get(latencies.len() * p / 100)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "exec storm: 16 x {per_thread} /bin/true in {elapsed:?}, {records} records, {} execs",
+        latencies.len()
+    );
+    println!(
+        "exec -> user space latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(50) as f64 / 1e6,
+        pct(99) as f64 / 1e6,
+        latencies.last().copied().unwrap_or(0) as f64 / 1e6
+    );
+    println!("drops: {drops:?}");
+    let (mut runs, mut ns) = (0u64, 0u128);
+    for s in &stats {
+        if s.run_count > 0 {
+            println!(
+                "  {:<16} {:>9} runs {:>7.0} ns/run",
+                s.program,
+                s.run_count,
+                s.run_time.as_nanos() as f64 / s.run_count as f64
+            );
+        }
+        runs += s.run_count;
+        ns += s.run_time.as_nanos();
+    }
+    println!(
+        "all programs: {runs} runs, {:.0} ns/run on average",
+        ns as f64 / runs.max(1) as f64
+    );
+}

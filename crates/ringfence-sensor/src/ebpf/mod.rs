@@ -232,6 +232,14 @@ pub struct Attached {
     pub skipped: Option<String>,
 }
 
+/// One program's kernel-side cost (see [`EbpfSensor::program_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub program: &'static str,
+    pub run_count: u64,
+    pub run_time: Duration,
+}
+
 /// Mount tracefs at /sys/kernel/tracing when no tracefs is mounted (aya finds tracepoint ids
 /// there).
 fn ensure_tracefs() -> Result<(), EbpfError> {
@@ -482,6 +490,23 @@ impl EbpfSensor {
             }
         }
         Ok(out)
+    }
+
+    /// Run count and total run time of each attached program, as the kernel keeps them while
+    /// `kernel.bpf_stats_enabled` is 1 (zero otherwise).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        self.attached
+            .iter()
+            .filter(|a| a.skipped.is_none())
+            .filter_map(|a| {
+                let info = self.ebpf.program(a.program)?.info().ok()?;
+                Some(ProgramStats {
+                    program: a.program,
+                    run_count: info.run_count(),
+                    run_time: info.run_time(),
+                })
+            })
+            .collect()
     }
 
     /// Add pids (or tids) whose signals are reported.
