@@ -200,10 +200,10 @@ struct LoginForm {
     password: String,
 }
 
-async fn start_session(state: &AppState, operator: &str) -> Response {
+async fn start_session(state: &AppState, operator: &str, next: &str) -> Response {
     match auth::create_session(state, operator, state.config.session_ttl_ms, false).await {
         Ok(secret) => {
-            let mut resp = Redirect::to("/rollouts").into_response();
+            let mut resp = Redirect::to(next).into_response();
             resp.headers_mut().insert(
                 header::SET_COOKIE,
                 set_cookie(state, &secret, state.config.session_ttl_ms / 1000),
@@ -216,7 +216,7 @@ async fn start_session(state: &AppState, operator: &str) -> Response {
 
 async fn login_submit(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
     match auth::check_login(&state, &form.name, &form.password).await {
-        Ok(op) => start_session(&state, &op).await,
+        Ok(op) => start_session(&state, &op, "/rollouts").await,
         Err(AppError::Unauthorized(msg)) => {
             (StatusCode::UNAUTHORIZED, login_html(Some(msg))).into_response()
         }
@@ -227,11 +227,27 @@ async fn login_submit(State(state): State<AppState>, Form(form): Form<LoginForm>
 #[derive(Debug, Deserialize)]
 struct OnceQuery {
     token: String,
+    /// Where to go after signing in: a local dashboard path only.
+    next: Option<String>,
+}
+
+fn local_path(next: Option<&str>) -> &str {
+    match next {
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-_".contains(&b)) =>
+        {
+            p
+        }
+        _ => "/rollouts",
+    }
 }
 
 async fn login_once(State(state): State<AppState>, Query(q): Query<OnceQuery>) -> Response {
     match auth::consume_one_time(&state, &q.token).await {
-        Ok(op) => start_session(&state, &op).await,
+        Ok(op) => start_session(&state, &op, local_path(q.next.as_deref())).await,
         Err(AppError::Unauthorized(msg)) => {
             (StatusCode::UNAUTHORIZED, login_html(Some(msg))).into_response()
         }

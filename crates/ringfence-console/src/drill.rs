@@ -677,18 +677,20 @@ async fn drive(
         .map_err(err)?;
     say(format!("rollout {} of v{bad} started", view.id));
     let mut last_state = view.state.clone();
+    let mut last_ring = view.current_ring;
     let final_view = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let v: RolloutView = client
             .get_json(&format!("/api/v1/rollouts/{}", view.id), op)
             .await
             .map_err(err)?;
-        if v.state != last_state || opts.verbose && v.current_ring != view.current_ring {
+        if v.state != last_state || v.current_ring != last_ring {
             say(format!(
                 "rollout {}: {} (ring {})",
                 v.id, v.state, v.current_ring
             ));
             last_state = v.state.clone();
+            last_ring = v.current_ring;
         }
         if matches!(
             v.state.as_str(),

@@ -1,0 +1,66 @@
+//! Fleet drills over real loopback HTTP against an in-process console with an accelerated
+//! clock: a bad version stays inside the canary ring and is rolled back without a manual step;
+//! a healthy one goes all the way.
+
+use ringfence_console::drill::{self, DrillOptions, Fault};
+
+async fn drill(agents: usize, fault: Fault) -> drill::DrillReport {
+    let mut opts = DrillOptions::new(agents, fault);
+    opts.verbose = true;
+    let report = drill::run(opts).await.expect("drill runs");
+    for line in report.lines() {
+        eprintln!("{line}");
+    }
+    report
+}
+
+fn assert_contained(r: &drill::DrillReport) {
+    assert_eq!(r.final_state, "rolled_back", "{r:#?}");
+    // The canary is 1% of the fleet, rounded up.
+    let canary = r.agents.div_ceil(100);
+    assert!(
+        r.activated <= canary,
+        "blast radius {} > canary {canary}: {r:#?}",
+        r.activated
+    );
+    assert!(r.activated > 0, "{r:#?}");
+    assert_eq!(r.manual_steps, 0);
+    assert!(r.rollback_version.unwrap() > r.bad_version);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_fault_is_contained_in_the_canary_and_rolled_back() {
+    let r = drill(1500, Fault::Crash).await;
+    assert_contained(&r);
+    assert!(r.reason.contains("last-known-good"), "{}", r.reason);
+    assert_eq!(r.recovered_on_own, r.activated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_fault_is_caught_by_the_gate() {
+    let r = drill(1500, Fault::Cpu).await;
+    assert_contained(&r);
+    assert!(r.reason.contains("cpu"), "{}", r.reason);
+    assert_eq!(r.still_on_bad, 0, "{r:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_fault_is_caught_by_the_drop_rate() {
+    let r = drill(1500, Fault::Silent).await;
+    assert_contained(&r);
+    assert!(r.reason.contains("drop rate"), "{}", r.reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_canary_halts_for_missing_data() {
+    let r = drill(1500, Fault::Hang).await;
+    assert_contained(&r);
+    assert!(r.reason.contains("missing data"), "{}", r.reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_version_completes_every_ring() {
+    let r = drill(1500, Fault::None).await;
+    assert_eq!(r.final_state, "completed", "{r:#?}");
+    assert!(r.activated * 100 >= r.agents * 95, "{r:#?}");
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Start a throwaway PostgreSQL cluster for the console's tests and benchmarks.
+#
+#   eval "$(scripts/postgres.sh)"      # installs if missing, starts, exports RINGFENCE_TEST_POSTGRES
+#   scripts/postgres.sh stop           # stops the cluster
+#
+# Settings (environment): RINGFENCE_PG_DIR (default /tmp/ringfence-pg), RINGFENCE_PG_PORT
+# (default 55432). The cluster listens on 127.0.0.1 and a socket in its data dir, trusts local
+# connections, and has one database, ringfence_test. Tests create their own databases beside it.
+# Only the export line goes to stdout; progress goes to stderr.
+set -euo pipefail
+
+DIR="${RINGFENCE_PG_DIR:-/tmp/ringfence-pg}"
+PORT="${RINGFENCE_PG_PORT:-55432}"
+
+pgbin() {
+    local d
+    d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
+    [ -n "$d" ] && [ -x "$d/pg_ctl" ] && echo "$d"
+}
+
+BIN="$(pgbin || true)"
+if [ -z "$BIN" ]; then
+    echo "postgres.sh: installing PostgreSQL from Debian packages" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq postgresql >&2
+    BIN="$(pgbin)"
+fi
+
+# initdb and postgres refuse to run as root: run them as the postgres user when we are root.
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+if [ "${1:-start}" = stop ]; then
+    as_pg "$BIN/pg_ctl" -D "$DIR" -m fast stop >&2 || true
+    exit 0
+fi
+
+if [ ! -f "$DIR/PG_VERSION" ]; then
+    mkdir -p "$DIR"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$DIR"
+    as_pg "$BIN/initdb" -D "$DIR" -U postgres -A trust -E UTF8 >&2
+fi
+
+if ! as_pg "$BIN/pg_ctl" -D "$DIR" status >/dev/null 2>&1; then
+    as_pg "$BIN/pg_ctl" -D "$DIR" -l "$DIR/server.log" -w \
+        -o "-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c max_connections=200" start >&2
+fi
+
+if ! as_pg "$BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname = 'ringfence_test'" | grep -q 1; then
+    as_pg "$BIN/createdb" -h 127.0.0.1 -p "$PORT" -U postgres ringfence_test
+fi
+
+echo "export RINGFENCE_TEST_POSTGRES=postgres://postgres@127.0.0.1:$PORT/ringfence_test"
