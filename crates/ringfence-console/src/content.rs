@@ -36,7 +36,7 @@ pub trait Republisher: Send + Sync + std::fmt::Debug + 'static {
 pub struct OpaqueCopy;
 
 impl Republisher for OpaqueCopy {
-    fn republish(&self, old: &[u8], _old: u64, _new: u64) -> Result<Vec<u8>, String> {
+    fn republish(&self, old: &[u8], _from: u64, _to: u64) -> Result<Vec<u8>, String> {
         Ok(old.to_vec())
     }
 }

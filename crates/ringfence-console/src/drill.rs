@@ -417,7 +417,11 @@ fn tags_for(i: usize) -> Tags {
     Tags {
         region: label(region),
         industry: label(INDUSTRIES[(i / 4) % INDUSTRIES.len()]),
-        environment: label(if i % 5 == 0 { "staging" } else { "prod" }),
+        environment: label(if i.is_multiple_of(5) {
+            "staging"
+        } else {
+            "prod"
+        }),
         custom: Default::default(),
         tz_offset_minutes: TzOffset::try_from(tz).unwrap_or_default(),
     }

@@ -271,18 +271,19 @@ pub fn judge(input: &GateInput, gates: &Gates, now: Millis) -> GateReport {
             ),
         );
     }
-    if let (None, Some(offered)) = (first_activation, input.first_offered_at) {
-        if !ring.is_empty() && now - offered >= input.bake_ms + hb {
-            return decide(
-                report,
-                Verdict::Fail,
-                format!(
-                    "missing data: no ring agent has reported v{} {} after it was first offered (silent canary)",
-                    input.to_version,
-                    format_duration(now - offered)
-                ),
-            );
-        }
+    if let (None, Some(offered)) = (first_activation, input.first_offered_at)
+        && !ring.is_empty()
+        && now - offered >= input.bake_ms + hb
+    {
+        return decide(
+            report,
+            Verdict::Fail,
+            format!(
+                "missing data: no ring agent has reported v{} {} after it was first offered (silent canary)",
+                input.to_version,
+                format_duration(now - offered)
+            ),
+        );
     }
 
     // 3. Metrics.

@@ -1127,18 +1127,18 @@ pub async fn act(
                 )
                 .await);
             }
-            if let Some(next) = usize::try_from(wanted).ok().and_then(|k| plan.rings.get(k)) {
-                if let (Some(w), false) = (next.window, r.emergency != 0) {
-                    let now = state.clock.now_ms();
-                    let tzs: Vec<(i64,)> = on_db!(&state.db, |pool| {
-                        sqlx::query_as("SELECT DISTINCT tz_offset FROM agent_state")
-                            .fetch_all(pool)
-                            .await?
-                    });
-                    if !tzs.iter().any(|(tz,)| w.is_open(now, *tz)) {
-                        return Err(refuse(state, &r, actor, "promote",
+            if let Some(next) = usize::try_from(wanted).ok().and_then(|k| plan.rings.get(k))
+                && let (Some(w), false) = (next.window, r.emergency != 0)
+            {
+                let now = state.clock.now_ms();
+                let tzs: Vec<(i64,)> = on_db!(&state.db, |pool| {
+                    sqlx::query_as("SELECT DISTINCT tz_offset FROM agent_state")
+                        .fetch_all(pool)
+                        .await?
+                });
+                if !tzs.iter().any(|(tz,)| w.is_open(now, *tz)) {
+                    return Err(refuse(state, &r, actor, "promote",
                             format!("ring {wanted}'s window {w} is closed for every agent now; set the emergency flag to override"), ev).await);
-                    }
                 }
             }
             let rings_now = rings(state, r.id).await?;

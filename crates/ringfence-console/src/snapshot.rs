@@ -63,18 +63,18 @@ impl Snapshot {
         if let Some(&pin) = self.pins.get(agent) {
             v = v.max(pin);
         }
-        if let Some(r) = &self.rollout {
-            if let Some(&ring) = r.members.get(agent) {
-                let has_it = current >= r.to_version;
-                let window_open = r
-                    .windows
-                    .get(ring)
-                    .copied()
-                    .flatten()
-                    .is_none_or(|w| w.is_open(now, tz_offset_min));
-                if has_it || (r.delivering && (r.emergency || window_open)) {
-                    v = v.max(r.to_version);
-                }
+        if let Some(r) = &self.rollout
+            && let Some(&ring) = r.members.get(agent)
+        {
+            let has_it = current >= r.to_version;
+            let window_open = r
+                .windows
+                .get(ring)
+                .copied()
+                .flatten()
+                .is_none_or(|w| w.is_open(now, tz_offset_min));
+            if has_it || (r.delivering && (r.emergency || window_open)) {
+                v = v.max(r.to_version);
             }
         }
         self.content.get(&v)

@@ -2,6 +2,12 @@
 //! unknown agents, malformed and oversized bodies (nothing stored half-way), operator auth on
 //! every write, static content, findings, and the dashboard login.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test code: a failure is the test failing"
+)]
+
 mod common;
 
 use axum::http::StatusCode;

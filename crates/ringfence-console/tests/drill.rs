@@ -2,6 +2,12 @@
 //! clock: a bad version stays inside the canary ring and is rolled back without a manual step;
 //! a healthy one goes all the way.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test code: a failure is the test failing"
+)]
+
 use ringfence_console::drill::{self, DrillOptions, Fault};
 
 async fn drill(agents: usize, fault: Fault) -> drill::DrillReport {

@@ -3,6 +3,12 @@
 //! failure, refusal of skipped gates, maintenance windows and the emergency flag, inconclusive
 //! pauses, and manual halt/resume/rollback, all audited.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test code: a failure is the test failing"
+)]
+
 mod common;
 
 use std::collections::HashSet;

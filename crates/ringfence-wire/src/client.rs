@@ -170,7 +170,24 @@ impl Client {
             .await
     }
 
-    /// Send raw bytes (a bundle upload, say) and decode a JSON answer.
+    /// `PUT` raw bytes (a bundle upload) and decode a JSON answer.
+    pub async fn put_bytes<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<R, ClientError> {
+        self.request(
+            Method::PUT,
+            path,
+            bearer,
+            Bytes::from(body),
+            "application/octet-stream",
+        )
+        .await
+    }
+
+    /// Send raw bytes with any method and decode a JSON answer.
     pub async fn request<R: DeserializeOwned>(
         &self,
         method: Method,

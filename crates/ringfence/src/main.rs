@@ -35,6 +35,14 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Content bundles: keys, build, verify (`content keys init`, `content build`, ...).
     Content(cmd::content::Args),
+    /// Run the fleet console (`console serve`).
+    Console(cmd::console::Args),
+    /// Grayscale content rollouts (`rollout start|status|halt|resume|rollback`).
+    Rollout(cmd::rollout::Args),
+    /// Fleet drills (`fleet simulate --agents N --fault crash|cpu|silent|hang|none`).
+    Fleet(cmd::fleet::Args),
+    /// Console, dashboard and a local agent on this machine, in one command.
+    Up(cmd::up::Args),
 }
 
 /// A failure with the exit code it maps to.
@@ -78,6 +86,10 @@ fn main() -> ExitCode {
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Content(args) => cmd::content::run(args),
+        Command::Console(args) => cmd::console::run(args),
+        Command::Rollout(args) => cmd::rollout::run(args),
+        Command::Fleet(args) => cmd::fleet::run(args),
+        Command::Up(args) => cmd::up::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

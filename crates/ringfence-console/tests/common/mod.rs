@@ -1,6 +1,12 @@
 //! Shared fixtures: a console on real SQLite (a temporary file) or real PostgreSQL (a fresh
 //! database on the server named by `RINGFENCE_TEST_POSTGRES`), a manual clock, and helpers
 //! that drive `app()` with `oneshot`.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test code: a failure is the test failing"
+)]
 #![allow(
     dead_code,
     reason = "each test file uses a different subset of the helpers"

@@ -2,9 +2,13 @@
 
 pub mod agent;
 pub mod bench;
+pub mod console;
 pub mod content;
 pub mod doctor;
+pub mod fleet;
+pub mod rollout;
 pub mod schema;
+pub mod up;
 
 use std::io::{self, Write};
 

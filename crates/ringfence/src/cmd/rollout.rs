@@ -1,0 +1,335 @@
+//! `ringfence rollout start|status|halt|resume|rollback|promote|emergency|default-plan`: the
+//! operator's side of grayscale rollouts, talking to the console API with the operator token.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ringfence_console::plan::{Plan, format_duration};
+use ringfence_console::rollout::{ActionRequest, RolloutView, StartRequest};
+use ringfence_wire::{Client, ClientError};
+
+use crate::cmd::print_line;
+use crate::{CmdResult, Failure};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Console base URL.
+    #[arg(
+        long,
+        env = "RINGFENCE_CONSOLE",
+        default_value = "http://127.0.0.1:8650",
+        global = true
+    )]
+    console: String,
+    /// Operator API token (`rfo1.…`).
+    #[arg(long, env = "RINGFENCE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Sub,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Start a rollout of a published content version (or publish `--bundle` as it first).
+    Start {
+        #[arg(long)]
+        version: i64,
+        /// Plan TOML (default: canary 1% -> 10% -> 50% -> 100%; see `rollout default-plan`).
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// Publish this signed bundle as `--version` before starting.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// Override maintenance windows (audited).
+        #[arg(long)]
+        emergency: bool,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Show a rollout (default: the active or latest one).
+    Status {
+        id: Option<i64>,
+        /// Print the console's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop delivering the new version; agents keep what they run.
+    Halt(Action),
+    /// Continue a halted or paused rollout.
+    Resume(Action),
+    /// Halt and roll back: the previous content is republished under a higher version.
+    Rollback(Action),
+    /// Start the next ring now; refused unless the current ring passed its gate.
+    Promote {
+        id: Option<i64>,
+        /// The ring to start; must be the next one.
+        #[arg(long)]
+        ring: Option<i64>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Set (or with --off clear) the emergency flag: maintenance windows are overridden.
+    Emergency {
+        id: Option<i64>,
+        #[arg(long)]
+        off: bool,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Print the default plan as TOML.
+    DefaultPlan,
+}
+
+#[derive(Debug, clap::Args)]
+struct Action {
+    id: Option<i64>,
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+fn failure(e: ClientError) -> Failure {
+    match e.status() {
+        Some(s) if (400..500).contains(&s) => Failure::refused(anyhow::anyhow!("{e}")),
+        _ => Failure::environment(anyhow::anyhow!("{e}")),
+    }
+}
+
+struct Api {
+    client: Client,
+    token: String,
+}
+
+impl Api {
+    async fn pick(&self, id: Option<i64>) -> Result<i64, Failure> {
+        if let Some(id) = id {
+            return Ok(id);
+        }
+        let all: Vec<RolloutView> = self
+            .client
+            .get_json("/api/v1/rollouts", Some(&self.token))
+            .await
+            .map_err(failure)?;
+        all.iter()
+            .find(|r| matches!(r.state.as_str(), "running" | "paused" | "halted"))
+            .or(all.first())
+            .map(|r| r.id)
+            .ok_or_else(|| Failure::refused(anyhow::anyhow!("no rollouts yet")))
+    }
+
+    async fn act(
+        &self,
+        id: Option<i64>,
+        action: &str,
+        req: &ActionRequest,
+    ) -> Result<RolloutView, Failure> {
+        let id = self.pick(id).await?;
+        self.client
+            .post_json(
+                &format!("/api/v1/rollouts/{id}/{action}"),
+                Some(&self.token),
+                req,
+            )
+            .await
+            .map_err(failure)
+    }
+}
+
+/// Human-readable status.
+pub fn describe(v: &RolloutView) -> Vec<String> {
+    let mut out = vec![format!(
+        "rollout {}: v{} -> v{}  {}{}  ring {} of {}  ({} agents in the fleet)",
+        v.id,
+        v.from_version,
+        v.to_version,
+        v.state,
+        if v.emergency { " EMERGENCY" } else { "" },
+        v.current_ring,
+        v.rings.len(),
+        v.fleet
+    )];
+    if !v.reason.is_empty() {
+        out.push(format!("  {}", v.reason));
+    }
+    if let Some(rb) = v.rollback_version {
+        out.push(format!(
+            "  rolled back with v{rb} (carries v{})",
+            v.from_version
+        ));
+    }
+    for r in &v.rings {
+        let gate = r.gate.as_ref().map_or(String::new(), |g| {
+            format!("  gate {}: {}", g.verdict.as_str(), g.reason)
+        });
+        out.push(format!(
+            "  [{}] {:<10} {:<24} bake {:<8} {:<8} {}/{} on v{}{}  {} controls{}",
+            r.idx,
+            r.name,
+            r.selector,
+            format_duration(r.bake_ms),
+            r.state,
+            r.on_new,
+            r.members,
+            v.to_version,
+            if r.on_rollback > 0 {
+                format!(", {} rolled back", r.on_rollback)
+            } else {
+                String::new()
+            },
+            r.controls,
+            gate
+        ));
+    }
+    out
+}
+
+fn print_all(lines: &[String]) -> CmdResult {
+    for l in lines {
+        print_line(l).context("writing to stdout")?;
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> CmdResult {
+    if let Sub::DefaultPlan = args.command {
+        return print_all(&[Plan::default_toml().trim_end().to_owned()]);
+    }
+    let token = args.token.clone().ok_or_else(|| {
+        Failure {
+            code: 2,
+            error: anyhow::anyhow!("an operator token is needed: --token or RINGFENCE_TOKEN (see `ringfence up` or `console serve --init-operator`)"),
+        }
+    })?;
+    let client = Client::new(&args.console).map_err(|e| Failure {
+        code: 2,
+        error: e.into(),
+    })?;
+    let api = Api { client, token };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let view = match args.command {
+            Sub::DefaultPlan => return Ok(()),
+            Sub::Start {
+                version,
+                plan,
+                bundle,
+                emergency,
+                reason,
+            } => {
+                let plan = match plan {
+                    Some(p) => {
+                        let text = std::fs::read_to_string(&p)
+                            .with_context(|| format!("reading {}", p.display()))
+                            .map_err(Failure::refused)?;
+                        Plan::parse(&text).map_err(|errs| {
+                            Failure::refused(anyhow::anyhow!(
+                                "{}: {}",
+                                p.display(),
+                                errs.join("; ")
+                            ))
+                        })?;
+                        Some(text)
+                    }
+                    None => None,
+                };
+                if let Some(b) = bundle {
+                    let bytes = std::fs::read(&b)
+                        .with_context(|| format!("reading {}", b.display()))
+                        .map_err(Failure::refused)?;
+                    let _: serde_json::Value = api
+                        .client
+                        .put_bytes(
+                            &format!("/api/v1/content/{version}"),
+                            Some(&api.token),
+                            bytes,
+                        )
+                        .await
+                        .map_err(failure)?;
+                }
+                let req = StartRequest {
+                    version,
+                    plan,
+                    emergency,
+                    reason,
+                };
+                api.client
+                    .post_json("/api/v1/rollouts", Some(&api.token), &req)
+                    .await
+                    .map_err(failure)?
+            }
+            Sub::Status { id, json } => {
+                let id = api.pick(id).await?;
+                let v: RolloutView = api
+                    .client
+                    .get_json(&format!("/api/v1/rollouts/{id}"), Some(&api.token))
+                    .await
+                    .map_err(failure)?;
+                if json {
+                    let text = serde_json::to_string_pretty(&v).context("encoding JSON")?;
+                    return print_all(&[text]);
+                }
+                v
+            }
+            Sub::Halt(a) => {
+                api.act(
+                    a.id,
+                    "halt",
+                    &ActionRequest {
+                        reason: a.reason,
+                        ..Default::default()
+                    },
+                )
+                .await?
+            }
+            Sub::Resume(a) => {
+                api.act(
+                    a.id,
+                    "resume",
+                    &ActionRequest {
+                        reason: a.reason,
+                        ..Default::default()
+                    },
+                )
+                .await?
+            }
+            Sub::Rollback(a) => {
+                api.act(
+                    a.id,
+                    "rollback",
+                    &ActionRequest {
+                        reason: a.reason,
+                        ..Default::default()
+                    },
+                )
+                .await?
+            }
+            Sub::Promote { id, ring, reason } => {
+                api.act(
+                    id,
+                    "promote",
+                    &ActionRequest {
+                        reason,
+                        ring,
+                        on: None,
+                    },
+                )
+                .await?
+            }
+            Sub::Emergency { id, off, reason } => {
+                api.act(
+                    id,
+                    "emergency",
+                    &ActionRequest {
+                        reason,
+                        ring: None,
+                        on: Some(!off),
+                    },
+                )
+                .await?
+            }
+        };
+        print_all(&describe(&view))
+    })
+}
