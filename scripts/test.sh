@@ -19,11 +19,17 @@ fi
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p ringfence --features fault-injection --all-targets --locked -- -D warnings
 
 if [ -x scripts/bpf-check.sh ]; then
   echo "== committed eBPF objects match their sources"
   scripts/bpf-check.sh
 fi
 
+echo "== PostgreSQL for the console's tests"
+eval "$(scripts/postgres.sh)"
+
 echo "== tests"
 cargo test --workspace --locked
+echo "== content fault injection (a panicking bundle ends on last-known-good)"
+cargo test -p ringfence --features fault-injection --test content_e2e --locked

@@ -43,6 +43,10 @@ enum Command {
     Fleet(cmd::fleet::Args),
     /// Console, dashboard and a local agent on this machine, in one command.
     Up(cmd::up::Args),
+    /// Sigma compatibility report (`rules check PATH...`).
+    Rules(cmd::rules::Args),
+    /// Detection over recorded events (`replay --rules DIR --events FILE.jsonl [--bench]`).
+    Replay(cmd::replay::Args),
 }
 
 /// A failure with the exit code it maps to.
@@ -90,6 +94,8 @@ fn main() -> ExitCode {
         Command::Rollout(args) => cmd::rollout::run(args),
         Command::Fleet(args) => cmd::fleet::run(args),
         Command::Up(args) => cmd::up::run(args),
+        Command::Rules(args) => cmd::rules::run(args),
+        Command::Replay(args) => cmd::replay::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,9 @@ pub mod console;
 pub mod content;
 pub mod doctor;
 pub mod fleet;
+pub mod replay;
 pub mod rollout;
+pub mod rules;
 pub mod schema;
 pub mod up;
 

@@ -1,0 +1,265 @@
+//! A compiled detection rule: its metadata, the event kinds it runs on, its detection items and
+//! the condition tree over them. Evaluation borrows from the event and never allocates.
+
+use ringfence_event::{Event, KindSet};
+use serde::Serialize;
+
+use crate::access::{Val, any_value, with_text};
+use crate::mapping::Accessor;
+use crate::pattern::{AnyContains, Pattern};
+
+/// What a finding says about the rule that made it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RuleMeta {
+    /// The Sigma `id` (or `file#n` when a rule has none).
+    pub id: String,
+    /// The Sigma `name`, which correlations refer to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub title: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// informational, low, medium, high or critical.
+    pub level: String,
+    pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
+    /// The rule file, as given to the compiler.
+    pub file: String,
+    /// Line of the rule's document in the file.
+    pub line: u32,
+}
+
+/// A field test: an accessor and the values it is compared with.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub accessor: Accessor,
+    /// `|all`: every value must match (each may match a different list element).
+    pub all: bool,
+    /// Value patterns, OR-ed (AND-ed with `all`).
+    pub values: Vec<Pattern>,
+    /// `null`, `exists`, `fieldref` patterns, tested against the event rather than one value.
+    pub presence: Vec<Pattern>,
+    /// Substring values merged into one automaton (OR only), with their needles.
+    pub merged: Option<(AnyContains, Vec<Vec<u8>>)>,
+}
+
+impl Item {
+    #[inline]
+    pub fn matches(&self, e: &Event) -> bool {
+        if self.all {
+            self.presence.iter().all(|p| presence(self.accessor, p, e))
+                && self
+                    .values
+                    .iter()
+                    .all(|p| any_value(self.accessor, e, |v| p.matches(v)) == Some(true))
+        } else {
+            if !self.values.is_empty() || self.merged.is_some() {
+                let hit = any_value(self.accessor, e, |v| {
+                    self.merged.as_ref().is_some_and(|(m, _)| m.matches(v))
+                        || self.values.iter().any(|p| p.matches(v))
+                });
+                if hit == Some(true) {
+                    return true;
+                }
+            }
+            self.presence.iter().any(|p| presence(self.accessor, p, e))
+        }
+    }
+}
+
+fn presence(acc: Accessor, p: &Pattern, e: &Event) -> bool {
+    match p {
+        Pattern::Null => any_value(acc, e, |v| with_text(v, |t| !t.is_empty())) != Some(true),
+        Pattern::Not(inner) if matches!(**inner, Pattern::Null) => {
+            any_value(acc, e, |v| with_text(v, |t| !t.is_empty())) == Some(true)
+        }
+        Pattern::Exists(want) => any_value(acc, e, |_| true).is_some() == *want,
+        Pattern::FieldRef { other, cased } => field_equals(acc, *other, *cased, e),
+        Pattern::Not(inner) => match &**inner {
+            Pattern::FieldRef { other, cased } => {
+                any_value(acc, e, |_| true).is_some() && !field_equals(acc, *other, *cased, e)
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+fn field_equals(a: Accessor, b: Accessor, cased: bool, e: &Event) -> bool {
+    any_value(a, e, |v: Val<'_>| {
+        any_value(b, e, |w| {
+            with_text(v, |x| {
+                with_text(w, |y| {
+                    if cased {
+                        x == y
+                    } else {
+                        x.eq_ignore_ascii_case(y)
+                    }
+                })
+            })
+        }) == Some(true)
+    }) == Some(true)
+}
+
+/// The condition tree over a rule's items.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    Item(usize),
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
+    Not(Box<Expr>),
+    Const(bool),
+}
+
+impl Expr {
+    #[inline]
+    pub fn eval(&self, items: &[Item], e: &Event) -> bool {
+        match self {
+            Expr::Item(i) => items.get(*i).is_some_and(|it| it.matches(e)),
+            Expr::And(xs) => xs.iter().all(|x| x.eval(items, e)),
+            Expr::Or(xs) => xs.iter().any(|x| x.eval(items, e)),
+            Expr::Not(x) => !x.eval(items, e),
+            Expr::Const(b) => *b,
+        }
+    }
+
+    /// Folds constants: `x and false` is false, `x or false` is x, `not true` is false.
+    pub fn fold(self) -> Expr {
+        match self {
+            Expr::And(xs) => {
+                let mut out = Vec::with_capacity(xs.len());
+                for x in xs {
+                    match x.fold() {
+                        Expr::Const(false) => return Expr::Const(false),
+                        Expr::Const(true) => {}
+                        other => out.push(other),
+                    }
+                }
+                match out.len() {
+                    0 => Expr::Const(true),
+                    1 => out.remove(0),
+                    _ => Expr::And(out),
+                }
+            }
+            Expr::Or(xs) => {
+                let mut out = Vec::with_capacity(xs.len());
+                for x in xs {
+                    match x.fold() {
+                        Expr::Const(true) => return Expr::Const(true),
+                        Expr::Const(false) => {}
+                        other => out.push(other),
+                    }
+                }
+                match out.len() {
+                    0 => Expr::Const(false),
+                    1 => out.remove(0),
+                    _ => Expr::Or(out),
+                }
+            }
+            Expr::Not(x) => match x.fold() {
+                Expr::Const(b) => Expr::Const(!b),
+                other => Expr::Not(Box::new(other)),
+            },
+            other => other,
+        }
+    }
+
+    /// Literals one of which every matching event holds, per accessor: the prefilter's
+    /// needles. `None` when the rule can match without any literal.
+    pub fn needles(&self, items: &[Item]) -> Option<Vec<(Accessor, Vec<u8>)>> {
+        match self {
+            Expr::Item(i) => items.get(*i).and_then(item_needles),
+            Expr::And(xs) => xs.iter().filter_map(|x| x.needles(items)).max_by_key(|n| {
+                let shortest = n.iter().map(|(_, b)| b.len()).min().unwrap_or(0);
+                (shortest.min(8), std::cmp::Reverse(n.len()))
+            }),
+            Expr::Or(xs) => {
+                let mut out = Vec::new();
+                for x in xs {
+                    out.extend(x.needles(items)?);
+                }
+                Some(out)
+            }
+            Expr::Not(_) | Expr::Const(_) => None,
+        }
+    }
+}
+
+/// Needles are only worth it at this length: shorter ones match too often.
+const MIN_NEEDLE: usize = 3;
+
+fn item_needles(item: &Item) -> Option<Vec<(Accessor, Vec<u8>)>> {
+    if !item.presence.is_empty() && !item.all {
+        return None;
+    }
+    let lit = |p: &Pattern| {
+        p.required_literal()
+            .filter(|n| n.len() >= MIN_NEEDLE)
+            .map(|n| (item.accessor, n.to_vec()))
+    };
+    if item.all {
+        // One value's literal suffices: every value must be present.
+        item.values
+            .iter()
+            .filter_map(lit)
+            .max_by_key(|(_, n)| n.len())
+            .map(|n| vec![n])
+    } else {
+        let merged = item
+            .merged
+            .as_ref()
+            .map(|(_, n)| n.as_slice())
+            .unwrap_or(&[]);
+        if item.values.is_empty() && merged.is_empty() {
+            return None;
+        }
+        let mut out: Vec<(Accessor, Vec<u8>)> =
+            item.values.iter().map(lit).collect::<Option<_>>()?;
+        for n in merged {
+            if n.len() < MIN_NEEDLE {
+                return None;
+            }
+            out.push((item.accessor, n.clone()));
+        }
+        Some(out)
+    }
+}
+
+/// A compiled detection rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub meta: RuleMeta,
+    /// Event kinds it runs on (in the compiled mode).
+    pub kinds: KindSet,
+    /// `service.name` values (lowercase) it is limited to; empty for any.
+    pub services: &'static [&'static str],
+    pub items: Vec<Item>,
+    pub expr: Expr,
+    /// Whether its matches are findings (false for rules only a correlation uses).
+    pub generate: bool,
+}
+
+impl Rule {
+    /// Whether the rule matches `e` (kind and service checked too).
+    #[inline]
+    pub fn matches(&self, e: &Event) -> bool {
+        let Some(kind) = e.kind else { return false };
+        if !self.kinds.contains(kind) {
+            return false;
+        }
+        if !self.services.is_empty() {
+            let Some(service) = e.service_name.as_deref() else {
+                return false;
+            };
+            if !self
+                .services
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(service))
+            {
+                return false;
+            }
+        }
+        self.expr.eval(&self.items, e)
+    }
+}
