@@ -23,13 +23,50 @@ pub trait CompiledContent: Send + Sync {
     /// Run rule `rule` (an index into [`CompiledContent::rules`]) on `event`; call `emit`
     /// once per finding. An index out of range does nothing.
     fn evaluate_rule(&self, rule: usize, event: &Event, emit: &mut dyn FnMut(serde_json::Value));
+    /// Run every rule not `disabled` (indexed like [`CompiledContent::rules`]) on `event`.
+    /// Engines with an index over their rules override this; the default runs them one by one.
+    fn evaluate_all(
+        &self,
+        event: &Event,
+        disabled: &[bool],
+        emit: &mut dyn FnMut(serde_json::Value),
+    ) {
+        for rule in 0..self.rules().len() {
+            if !disabled.get(rule).copied().unwrap_or(false) {
+                self.evaluate_rule(rule, event, emit);
+            }
+        }
+    }
     /// Bytes of state the rule holds now (correlation windows, caches); 0 if stateless.
     fn rule_memory(&self, _rule: usize) -> usize {
         0
     }
 }
 
-/// Stand-in until the detection engine lands: one inert rule per rule file, so the manager,
+/// Compiled content shared between threads, printable in option structs.
+#[derive(Clone)]
+pub struct SharedContent(pub std::sync::Arc<dyn CompiledContent>);
+
+impl std::fmt::Debug for SharedContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedContent({} rules)", self.0.rules().len())
+    }
+}
+
+/// Runs fixed content (the built-in pack when no content manager runs) as a detector.
+pub struct StaticDetector(pub std::sync::Arc<dyn CompiledContent>);
+
+impl crate::Detector for StaticDetector {
+    fn name(&self) -> &str {
+        "builtin-content"
+    }
+
+    fn on_event(&mut self, event: &Event, emit: &mut dyn FnMut(serde_json::Value)) {
+        self.0.evaluate_all(event, &[], emit);
+    }
+}
+
+/// Inert content for tests of the manager: one inert rule per rule file, so the manager,
 /// probation and the swap are exercised end to end without matching anything.
 #[derive(Debug, Clone)]
 pub struct InertContent {
@@ -37,7 +74,10 @@ pub struct InertContent {
 }
 
 impl InertContent {
-    pub fn compile(bundle: &Bundle) -> Result<Box<dyn CompiledContent>, Vec<ValidationError>> {
+    pub fn compile(
+        bundle: &Bundle,
+        _mode: ringfence_event::Mode,
+    ) -> Result<Box<dyn CompiledContent>, Vec<ValidationError>> {
         let rules = bundle
             .rules()
             .map(|(path, _)| RuleInfo {

@@ -1,18 +1,17 @@
-//! Where the detection engine plugs in: [`default_engine`] is the one function to change.
-//!
-//! Until `ringfence-detect` lands, the validator is the content crate's
-//! [`StructuralValidator`] and compilation yields [`InertContent`]. To connect the engine,
-//! return its `ContentValidator` implementation as `validator` and a function that compiles a
-//! [`Bundle`] into its `Engine` wrapped in a [`CompiledContent`] as `compile`. The CLI
+//! Where the detection engine plugs in: [`engine_for`] gives the validator and compiler the
+//! agent and the CLI use: `ringfence-detect` through [`super::sigma`]. The CLI
 //! (`content build`, `content verify`) and the agent both take their validator from here, so
-//! build and load validate alike.
+//! build and load validate alike. Tests of the manager swap in [`InertContent`]-style
+//! compilers and the content crate's `StructuralValidator`.
 
-use ringfence_content::{Bundle, ContentValidator, SchemaId, StructuralValidator, ValidationError};
+use ringfence_content::{Bundle, ContentValidator, SchemaId, ValidationError};
+use ringfence_event::Mode;
 
-use super::compiled::{CompiledContent, InertContent};
+use super::compiled::CompiledContent;
+use super::sigma::{SigmaValidator, compile_bundle};
 
-/// Compiles a bundle into content the pipeline can run.
-pub type CompileFn = fn(&Bundle) -> Result<Box<dyn CompiledContent>, Vec<ValidationError>>;
+/// Compiles a bundle for a sensor mode into content the pipeline can run.
+pub type CompileFn = fn(&Bundle, Mode) -> Result<Box<dyn CompiledContent>, Vec<ValidationError>>;
 
 /// The validator and compiler the agent and the CLI use.
 pub struct ContentEngine {
@@ -20,6 +19,8 @@ pub struct ContentEngine {
     pub name: &'static str,
     pub validator: Box<dyn ContentValidator + Send + Sync>,
     pub compile: CompileFn,
+    /// The mode content is compiled for (the validator checks every mode).
+    pub mode: Mode,
 }
 
 impl std::fmt::Debug for ContentEngine {
@@ -30,13 +31,19 @@ impl std::fmt::Debug for ContentEngine {
     }
 }
 
-/// The engine this build uses. **The detection engine plugs in here.**
-pub fn default_engine() -> ContentEngine {
+/// The engine for an agent in `mode`.
+pub fn engine_for(mode: Mode) -> ContentEngine {
     ContentEngine {
-        name: "structural (detection engine not connected)",
-        validator: Box::new(StructuralValidator),
-        compile: InertContent::compile,
+        name: "sigma (ringfence-detect)",
+        validator: Box::new(SigmaValidator),
+        compile: compile_bundle,
+        mode,
     }
+}
+
+/// The engine the CLI uses (validation covers both modes; compiles for eBPF).
+pub fn default_engine() -> ContentEngine {
+    engine_for(Mode::Ebpf)
 }
 
 /// The field schema this agent validates against.

@@ -27,7 +27,7 @@ use ringfence_content::{
 use ringfence_event::{Event, EventKind, Health, SourceKind, Timestamp};
 use ringfence_sensor::StopSignal;
 
-use super::compiled::CompiledContent;
+use super::compiled::{CompiledContent, SharedContent};
 use super::config::ContentSection;
 use super::engine::{ContentEngine, agent_schema};
 use super::probation::{Budgets, Probation};
@@ -47,6 +47,8 @@ pub struct ManagerOptions {
     pub limits: Limits,
     /// Reports to emit once at start (e.g. the supervisor's rollback).
     pub startup_reports: Vec<String>,
+    /// Content to run while no bundle is active (the built-in pack).
+    pub fallback: Option<SharedContent>,
 }
 
 impl ManagerOptions {
@@ -59,6 +61,7 @@ impl ManagerOptions {
             engine,
             limits: Limits::default(),
             startup_reports: Vec::new(),
+            fallback: None,
         })
     }
 }
@@ -156,6 +159,8 @@ pub struct ContentDetector {
     generation: u64,
     active: Option<Arc<Loaded>>,
     shadow: Option<Arc<ShadowRun>>,
+    /// Runs while no bundle is active (the built-in pack).
+    fallback: Option<Arc<dyn CompiledContent>>,
 }
 
 impl ContentDetector {
@@ -189,11 +194,9 @@ impl crate::Detector for ContentDetector {
             }
         }
         if let Some(active) = &self.active {
-            for rule in 0..active.content.rules().len() {
-                if !active.disabled.get(rule).copied().unwrap_or(false) {
-                    active.content.evaluate_rule(rule, event, emit);
-                }
-            }
+            active.content.evaluate_all(event, &active.disabled, emit);
+        } else if let Some(fallback) = &self.fallback {
+            fallback.evaluate_all(event, &[], emit);
         }
         if let Some(shadow) = &self.shadow {
             lock(&shadow.probation).run_event(&*shadow.content, event, &shadow.budgets);
@@ -232,6 +235,7 @@ impl ContentManager {
         opts: ManagerOptions,
         stop: StopSignal,
     ) -> Result<(ContentManager, ContentDetector), ManagerError> {
+        let fallback = opts.fallback.as_ref().map(|f| Arc::clone(&f.0));
         let store = ContentStore::open(&opts.state_dir)?;
         let (root, seen) = match store.load_trust()? {
             Some(trust) => trust,
@@ -267,6 +271,7 @@ impl ContentManager {
             generation: u64::MAX,
             active: None,
             shadow: None,
+            fallback,
         };
         detector.refresh();
         let handle = std::thread::Builder::new()
@@ -477,10 +482,11 @@ impl Watcher {
                 schema.fingerprint
             ));
         }
-        let content = (self.opts.engine.compile)(bundle).map_err(|errors| {
-            let shown: Vec<String> = errors.iter().take(3).map(ToString::to_string).collect();
-            format!("{} compile error(s): {}", errors.len(), shown.join("; "))
-        })?;
+        let content =
+            (self.opts.engine.compile)(bundle, self.opts.engine.mode).map_err(|errors| {
+                let shown: Vec<String> = errors.iter().take(3).map(ToString::to_string).collect();
+                format!("{} compile error(s): {}", errors.len(), shown.join("; "))
+            })?;
         let rules = content.rules().len();
         Ok(Loaded {
             version: bundle.content_version(),
@@ -776,6 +782,9 @@ mod tests {
         BuildOptions, KeySet, KeysInitOptions, build_signed_bundle, init_keys,
     };
 
+    /// A small real Sigma rule; `NAME` is replaced.
+    const RULE: &str = "title: NAME\nid: rule-NAME\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  sel:\n    Image|endswith: /NAME\n  condition: sel\nlevel: low\n";
+
     struct Fixture {
         tmp: tempfile::TempDir,
         keys: KeySet,
@@ -792,8 +801,8 @@ mod tests {
             std::fs::create_dir_all(tmp.path().join("drop")).unwrap();
             let rules = tmp.path().join("rules/rules");
             std::fs::create_dir_all(&rules).unwrap();
-            std::fs::write(rules.join("a.yml"), "title: a\n").unwrap();
-            std::fs::write(rules.join("b.yml"), "title: b\n").unwrap();
+            std::fs::write(rules.join("a.yml"), RULE.replace("NAME", "a")).unwrap();
+            std::fs::write(rules.join("b.yml"), RULE.replace("NAME", "b")).unwrap();
             Fixture { tmp, keys }
         }
 
@@ -937,6 +946,7 @@ mod tests {
 
     fn tagged(
         bundle: &Bundle,
+        _: ringfence_event::Mode,
     ) -> Result<Box<dyn CompiledContent>, Vec<ringfence_content::ValidationError>> {
         Ok(Box::new(Tagged {
             version: bundle.content_version(),
@@ -1011,6 +1021,7 @@ mod tests {
 
     fn one_slow(
         _: &Bundle,
+        _: ringfence_event::Mode,
     ) -> Result<Box<dyn CompiledContent>, Vec<ringfence_content::ValidationError>> {
         let rule = |id: &str| crate::content::RuleInfo {
             id: id.into(),

@@ -21,11 +21,12 @@ pub mod config;
 pub mod engine;
 pub mod manager;
 pub mod probation;
+pub mod sigma;
 pub mod supervisor;
 
-pub use compiled::{CompiledContent, RuleInfo};
+pub use compiled::{CompiledContent, RuleInfo, SharedContent, StaticDetector};
 pub use config::{ContentSection, Pin};
-pub use engine::{ContentEngine, default_engine};
+pub use engine::{ContentEngine, default_engine, engine_for};
 pub use manager::{ContentDetector, ContentManager, ManagerOptions};
 pub use supervisor::{Supervisor, SupervisorOptions};
 

@@ -6,12 +6,14 @@
 //! process (tests, benchmarks). With a content directory the worker runs the content manager.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use ringfence_agent::content::supervisor::{ROLLBACK_ENV, SUPERVISED_ENV, die_with_supervisor};
 use ringfence_agent::content::{
-    ContentManager, ManagerOptions, Supervisor, SupervisorOptions, default_engine,
+    CompiledContent, ContentManager, ManagerOptions, SharedContent, StaticDetector, Supervisor,
+    SupervisorOptions, engine_for, sigma,
 };
 use ringfence_agent::{Agent, Config, ModeChoice, OutputSpec};
 use ringfence_sensor::StopSignal;
@@ -156,7 +158,24 @@ fn worker(args: RunArgs) -> CmdResult {
     ringfence_agent::stop_on_signals(&stop).context("installing signal handlers")?;
     let mut agent = Agent::new(config.clone()).with_mode(mode);
     let mut manager = None;
-    if let Some(mut opts) = ManagerOptions::from_section(&config.content, default_engine()) {
+    // Content compiles for the mode this worker will run; the built-in pack runs until a
+    // signed bundle is active (or always, without a content directory).
+    let (content_mode, _) = ringfence_agent::resolve_mode(mode);
+    let builtin = match sigma::builtin(content_mode) {
+        Ok(c) => Some(c),
+        Err(errors) => {
+            tracing::error!(
+                errors = errors.len(),
+                "the built-in content pack did not compile"
+            );
+            None
+        }
+    };
+    if let Some(mut opts) = ManagerOptions::from_section(&config.content, engine_for(content_mode))
+    {
+        opts.fallback = builtin
+            .clone()
+            .map(|c| SharedContent(c as Arc<dyn CompiledContent>));
         if let Ok(report) = std::env::var(ROLLBACK_ENV) {
             opts.startup_reports.push(report);
         }
@@ -170,6 +189,11 @@ fn worker(args: RunArgs) -> CmdResult {
                 tracing::error!(error = %e, "content manager not started; running without content")
             }
         }
+    }
+    if manager.is_none()
+        && let Some(c) = builtin
+    {
+        agent = agent.with_detector(Box::new(StaticDetector(c)));
     }
     let summary = agent.run(stop.clone());
     stop.stop();

@@ -237,7 +237,7 @@ fn verify(a: &VerifyArgs) -> CmdResult {
                     ours.fingerprint
                 )));
             }
-            let compiled = (engine.compile)(bundle).map_err(|errors| {
+            let compiled = (engine.compile)(bundle, engine.mode).map_err(|errors| {
                 let shown: Vec<String> = errors.iter().take(5).map(ToString::to_string).collect();
                 Failure::refused(anyhow!(
                     "{}: refused: {} compile error(s): {}",

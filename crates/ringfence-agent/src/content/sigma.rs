@@ -1,0 +1,394 @@
+//! The detection engine behind the content seam: [`SigmaValidator`] compiles a bundle's rules
+//! for both sensor modes, parses its IOC sets and runs its content tests (at `content build`
+//! and again on load); [`SigmaContent`] is compiled content the pipeline runs for this agent's
+//! mode, emitting findings as ECS JSON. [`builtin`] is the default pack compiled into the
+//! binary, active until a signed bundle replaces it.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use ringfence_content::{Bundle, ContentValidator, ValidationError, ValidationReport};
+use ringfence_detect::{
+    Engine, Format, Hit, IocSet, Options, Refusal, RuleFile, State, compile, testing,
+};
+use ringfence_event::{Event, Mode};
+use serde_json::json;
+
+use super::compiled::{CompiledContent, RuleInfo};
+
+mod pack {
+    include!(concat!(env!("OUT_DIR"), "/builtin_pack.rs"));
+}
+
+fn refusal_error(r: &Refusal) -> ValidationError {
+    let mut e = ValidationError::new(r.file.clone(), r.message.clone());
+    if let Some(l) = r.line {
+        e = e.with_line(l);
+    }
+    if let Some(id) = &r.rule_id {
+        e = e.with_rule_id(id.clone());
+    }
+    if let Some(f) = &r.field {
+        e = e.with_field(f.clone());
+    }
+    e
+}
+
+/// Text of a bundle's files, or an error per non-UTF-8 file.
+fn texts<'a>(
+    entries: impl Iterator<Item = (&'a str, &'a [u8])>,
+    errors: &mut Vec<ValidationError>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut out = Vec::new();
+    for (path, bytes) in entries {
+        match std::str::from_utf8(bytes) {
+            Ok(t) => out.push((path, t)),
+            Err(e) => errors.push(ValidationError::new(
+                path,
+                format!("not UTF-8 at byte {}", e.valid_up_to()),
+            )),
+        }
+    }
+    out
+}
+
+/// Compiles, tests and checks content for both modes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SigmaValidator;
+
+/// Validation of rule, IOC and test texts, shared by bundles and the built-in pack.
+pub fn validate_texts(
+    rules: &[(&str, &str)],
+    iocs: &[(&str, &str)],
+    tests: &[(&str, &str)],
+) -> Result<ValidationReport, Vec<ValidationError>> {
+    let mut errors = Vec::new();
+    let files: Vec<RuleFile<'_>> = rules
+        .iter()
+        .map(|(p, t)| RuleFile { path: p, text: t })
+        .collect();
+    let ebpf = compile(&files, &Options::new(Mode::Ebpf));
+    let driverless = compile(&files, &Options::new(Mode::Driverless));
+    let mut notes = Vec::new();
+    // A rule is an error when no mode can run it; a note when one mode cannot.
+    for r in &ebpf.refusals {
+        if driverless
+            .refusals
+            .iter()
+            .any(|d| d.rule_id == r.rule_id && d.file == r.file)
+        {
+            errors.push(refusal_error(r));
+        } else {
+            notes.push(format!("driverless mode only: {r}"));
+        }
+    }
+    for r in &driverless.refusals {
+        if !ebpf
+            .refusals
+            .iter()
+            .any(|e| e.rule_id == r.rule_id && e.file == r.file)
+        {
+            notes.push(format!("eBPF mode only (driverless: {r})"));
+        }
+    }
+    for (path, text) in iocs {
+        let (_, errs) = IocSet::parse(path, text);
+        for e in errs {
+            errors.push(
+                ValidationError::new(*path, e.message.clone())
+                    .with_line(u32::try_from(e.line).unwrap_or(u32::MAX)),
+            );
+        }
+    }
+    let mut parsed = Vec::new();
+    for (path, text) in tests {
+        match testing::parse(path, text) {
+            Ok(t) => parsed.push(t),
+            Err(f) => errors.push(test_error(&f)),
+        }
+    }
+    let mut cases = 0;
+    for (mode, engine) in [
+        (Mode::Ebpf, &ebpf.engine),
+        (Mode::Driverless, &driverless.engine),
+    ] {
+        // Each test runs in the modes whose compile has its rule.
+        let applicable: Vec<testing::ContentTest> = parsed
+            .iter()
+            .filter(|t| {
+                engine.rules().iter().any(|r| r.meta.id == t.rule)
+                    || engine.correlations().iter().any(|c| c.meta.id == t.rule)
+            })
+            .cloned()
+            .collect();
+        let (run, failures) = testing::run(engine, &applicable);
+        cases += run;
+        for f in failures {
+            let mut e = test_error(&f);
+            e.message = format!("{} ({} mode)", e.message, mode.as_str());
+            errors.push(e);
+        }
+    }
+    for t in &parsed {
+        let known = [&ebpf.engine, &driverless.engine].iter().any(|e| {
+            e.rules().iter().any(|r| r.meta.id == t.rule)
+                || e.correlations().iter().any(|c| c.meta.id == t.rule)
+        });
+        if !known && !errors.iter().any(|e| e.rule_id.as_deref() == Some(&t.rule)) {
+            errors.push(
+                ValidationError::new(t.file.clone(), "tests a rule id no rule file defines")
+                    .with_rule_id(t.rule.clone()),
+            );
+        }
+    }
+    if errors.is_empty() {
+        Ok(ValidationReport::new(
+            ebpf.engine
+                .output_count()
+                .max(driverless.engine.output_count()),
+            cases,
+            notes,
+        ))
+    } else {
+        Err(errors)
+    }
+}
+
+fn test_error(f: &testing::TestFailure) -> ValidationError {
+    let mut e = ValidationError::new(f.file.clone(), f.message.clone());
+    if let Some(l) = f.line {
+        e = e.with_line(l);
+    }
+    if let Some(r) = &f.rule {
+        e = e.with_rule_id(r.clone());
+    }
+    e
+}
+
+impl ContentValidator for SigmaValidator {
+    fn validate(&self, bundle: &Bundle) -> Result<ValidationReport, Vec<ValidationError>> {
+        let mut errors = Vec::new();
+        let rules = texts(bundle.rules(), &mut errors);
+        let iocs = texts(bundle.iocs(), &mut errors);
+        let tests = texts(bundle.tests(), &mut errors);
+        match validate_texts(&rules, &iocs, &tests) {
+            Ok(report) if errors.is_empty() => Ok(report),
+            Ok(_) => Err(errors),
+            Err(mut more) => {
+                errors.append(&mut more);
+                Err(errors)
+            }
+        }
+    }
+}
+
+/// Compiled content for one mode.
+pub struct SigmaContent {
+    engine: Engine,
+    iocs: Vec<IocSet>,
+    infos: Vec<RuleInfo>,
+    state: Mutex<State>,
+    mode: Mode,
+}
+
+impl std::fmt::Debug for SigmaContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigmaContent")
+            .field("rules", &self.infos.len())
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigmaContent {
+    /// Compiles texts for `mode`. Rules this mode cannot run are left out (the validator
+    /// already reported them); only a set where nothing at all compiles is an error.
+    pub fn from_texts(
+        rules: &[(&str, &str)],
+        iocs: &[(&str, &str)],
+        mode: Mode,
+    ) -> Result<SigmaContent, Vec<ValidationError>> {
+        let files: Vec<RuleFile<'_>> = rules
+            .iter()
+            .map(|(p, t)| RuleFile { path: p, text: t })
+            .collect();
+        let compiled = compile(&files, &Options::new(mode));
+        if compiled.engine.output_count() == 0 && !compiled.refusals.is_empty() {
+            return Err(compiled.refusals.iter().map(refusal_error).collect());
+        }
+        for r in &compiled.refusals {
+            tracing::info!(mode = mode.as_str(), "rule not loaded in this mode: {r}");
+        }
+        let engine = compiled.engine;
+        let mut infos: Vec<RuleInfo> = engine
+            .rules()
+            .iter()
+            .map(|r| RuleInfo {
+                id: r.meta.id.clone(),
+                file: r.meta.file.clone(),
+            })
+            .collect();
+        infos.extend(engine.correlations().iter().map(|c| RuleInfo {
+            id: c.meta.id.clone(),
+            file: c.meta.file.clone(),
+        }));
+        let iocs = iocs.iter().map(|(p, t)| IocSet::parse(p, t).0).collect();
+        let state = Mutex::new(engine.new_state());
+        Ok(SigmaContent {
+            engine,
+            iocs,
+            infos,
+            state,
+            mode,
+        })
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn emit_hit(&self, hit: &Hit, event: &Event, emit: &mut dyn FnMut(serde_json::Value)) {
+        if let Some(f) = self.engine.finding(hit, event) {
+            emit(f.to_json(Format::Ecs));
+        }
+    }
+
+    fn emit_iocs(&self, event: &Event, emit: &mut dyn FnMut(serde_json::Value)) {
+        for set in &self.iocs {
+            for hit in set.matches(event) {
+                let mut doc = event.to_ecs();
+                doc["event"]["kind"] = json!("alert");
+                doc["rule"] = json!({
+                    "id": format!("ioc:{}", hit.kind),
+                    "name": format!("IOC match on {}", hit.field),
+                    "ruleset": set.name,
+                });
+                doc["threat"] = json!({
+                    "indicator": {"type": hit.kind, "name": hit.indicator, "description": hit.label},
+                    "feed": {"name": set.name},
+                });
+                emit(doc);
+            }
+        }
+    }
+}
+
+/// Compiles a bundle for `mode`.
+pub fn compile_bundle(
+    bundle: &Bundle,
+    mode: Mode,
+) -> Result<Box<dyn CompiledContent>, Vec<ValidationError>> {
+    let mut errors = Vec::new();
+    let rules = texts(bundle.rules(), &mut errors);
+    let iocs = texts(bundle.iocs(), &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Box::new(SigmaContent::from_texts(&rules, &iocs, mode)?))
+}
+
+/// The default pack compiled into this binary, for `mode`.
+pub fn builtin(mode: Mode) -> Result<Arc<SigmaContent>, Vec<ValidationError>> {
+    let rules: Vec<(&str, &str)> = pack::FILES
+        .iter()
+        .copied()
+        .filter(|(p, _)| p.starts_with("rules/"))
+        .collect();
+    SigmaContent::from_texts(&rules, &[], mode).map(Arc::new)
+}
+
+/// The default pack's files (rules and tests), as the build embedded them.
+pub fn builtin_files() -> &'static [(&'static str, &'static str)] {
+    pack::FILES
+}
+
+impl CompiledContent for SigmaContent {
+    fn rules(&self) -> &[RuleInfo] {
+        &self.infos
+    }
+
+    fn evaluate_rule(&self, rule: usize, event: &Event, emit: &mut dyn FnMut(serde_json::Value)) {
+        let mut hits = Vec::new();
+        {
+            let mut state = self.state();
+            self.engine
+                .evaluate_output(rule, event, &mut state, &mut |h| hits.push(h));
+        }
+        for h in &hits {
+            self.emit_hit(h, event, emit);
+        }
+    }
+
+    fn evaluate_all(
+        &self,
+        event: &Event,
+        disabled: &[bool],
+        emit: &mut dyn FnMut(serde_json::Value),
+    ) {
+        let mut hits: Vec<Hit> = Vec::new();
+        {
+            let mut state = self.state();
+            let rules = self.engine.rules().len();
+            let enabled = |r: usize| !disabled.get(r).copied().unwrap_or(false);
+            self.engine
+                .evaluate_filtered(event, &mut state, &enabled, &mut |h| match &h {
+                    Hit::Correlation(f) => {
+                        if !disabled
+                            .get(rules + f.correlation)
+                            .copied()
+                            .unwrap_or(false)
+                        {
+                            hits.push(h);
+                        }
+                    }
+                    Hit::Rule(_) => hits.push(h),
+                });
+        }
+        for h in &hits {
+            self.emit_hit(h, event, emit);
+        }
+        self.emit_iocs(event, emit);
+    }
+
+    fn rule_memory(&self, rule: usize) -> usize {
+        let rules = self.engine.rules().len();
+        rule.checked_sub(rules)
+            .map_or(0, |c| self.state().correlation_bytes(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_pack_validates_and_compiles_for_both_modes() {
+        let rules: Vec<(&str, &str)> = builtin_files()
+            .iter()
+            .copied()
+            .filter(|(p, _)| p.starts_with("rules/"))
+            .collect();
+        let tests: Vec<(&str, &str)> = builtin_files()
+            .iter()
+            .copied()
+            .filter(|(p, _)| p.starts_with("tests/"))
+            .collect();
+        assert!(rules.len() >= 20, "{} rule files", rules.len());
+        let report = validate_texts(&rules, &[], &tests).unwrap_or_else(|e| {
+            panic!(
+                "{}",
+                e.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        assert!(report.tests >= 2 * rules.len(), "{report:?}");
+        for mode in Mode::ALL {
+            assert!(builtin(mode).is_ok());
+        }
+    }
+}
