@@ -23,6 +23,8 @@ use crate::rule::{Expr, Item, Rule, RuleMeta};
 
 /// Rule files bigger than this are refused unread.
 pub const MAX_RULE_FILE_BYTES: usize = 1 << 20;
+/// Deepest YAML nesting accepted (brackets or indentation levels).
+const MAX_NESTING: usize = 64;
 /// Detection items one rule may hold.
 const MAX_ITEMS: usize = 4096;
 
@@ -120,6 +122,11 @@ pub fn compile(files: &[RuleFile<'_>], opts: &Options) -> Compiled {
             continue;
         }
         for doc in locate::documents(file.text) {
+            if let Some((line, why)) = locate::too_deep(&doc, MAX_NESTING) {
+                documents += 1;
+                refusals.push(refusal(file.path, Some(line), doc_id(&doc), None, why));
+                continue;
+            }
             let parsed = catch_unwind(AssertUnwindSafe(|| parse_sigma_yaml(doc.text)));
             let collection = match parsed {
                 Ok(Ok(c)) => c,
@@ -186,6 +193,50 @@ pub fn compile(files: &[RuleFile<'_>], opts: &Options) -> Compiled {
             }
         }
     }
+    // A rule id names one rule: a later duplicate is refused (findings and tests key on ids).
+    let mut seen: std::collections::HashMap<String, (String, u32)> =
+        std::collections::HashMap::new();
+    let mut keep = Vec::with_capacity(rules.len());
+    for r in &rules {
+        match seen.get(&r.meta.id) {
+            Some((file, line)) => {
+                refusals.push(Refusal {
+                    file: r.meta.file.clone(),
+                    line: Some(r.meta.line),
+                    rule_id: Some(r.meta.id.clone()),
+                    title: Some(r.meta.title.clone()),
+                    field: None,
+                    message: format!("duplicate rule id: already used by {file}:{line}"),
+                });
+                keep.push(false);
+            }
+            None => {
+                seen.insert(r.meta.id.clone(), (r.meta.file.clone(), r.meta.line));
+                keep.push(true);
+            }
+        }
+    }
+    if keep.iter().any(|k| !k) {
+        let mut k = keep.iter();
+        rules.retain(|_| k.next().copied().unwrap_or(true));
+        let mut k = keep.iter();
+        families.retain(|_| k.next().copied().unwrap_or(true));
+    }
+    for p in &pending {
+        if let Some(id) = &p.rule.id
+            && let Some((file, line)) = seen.get(id)
+        {
+            refusals.push(Refusal {
+                file: p.file.to_owned(),
+                line: Some(p.doc.line),
+                rule_id: Some(id.clone()),
+                title: Some(p.rule.title.clone()),
+                field: None,
+                message: format!("duplicate rule id: already used by {file}:{line}"),
+            });
+        }
+    }
+    pending.retain(|p| p.rule.id.as_ref().is_none_or(|id| !seen.contains_key(id)));
     let (correlations, mut errs) = correlation::compile(pending, &mut rules, &families, opts.mode);
     refusals.append(&mut errs);
     Compiled {
@@ -398,6 +449,17 @@ impl RuleCx<'_, '_> {
             );
             return None;
         }
+        if let Err(why) = values
+            .iter()
+            .chain(&presence)
+            .try_for_each(|p| type_check(acc, p))
+        {
+            self.error(
+                name,
+                format!("wrong value type for {}: {why}", acc.describe()),
+            );
+            return None;
+        }
         let merged = if all {
             None
         } else {
@@ -512,6 +574,48 @@ impl RuleCx<'_, '_> {
         }
         Some(())
     }
+}
+
+/// Refuses values that can never compare with the field's type (a word for a port, a range for
+/// a name, a number comparison on text).
+fn type_check(acc: Accessor, p: &Pattern) -> Result<(), String> {
+    use ringfence_event::FieldType as T;
+    let ty = match acc {
+        Accessor::Field(f) => f.ty(),
+        Accessor::Initiated => T::Boolean,
+        _ => T::Keyword,
+    };
+    let text = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
+    match (ty, p) {
+        (T::Long | T::LongList, Pattern::Exact { needle, .. }) => {
+            if text(needle).trim().parse::<i64>().is_err() {
+                return Err(format!("`{}` is not an integer", text(needle)));
+            }
+        }
+        (T::Ip, Pattern::Exact { needle, .. }) => {
+            if text(needle).trim().parse::<std::net::IpAddr>().is_err() {
+                return Err(format!("`{}` is not an IP address", text(needle)));
+            }
+        }
+        (T::Boolean, Pattern::Exact { needle, .. }) => {
+            let t = text(needle).to_ascii_lowercase();
+            if t != "true" && t != "false" {
+                return Err(format!("`{t}` is not true or false"));
+            }
+        }
+        (T::Boolean, Pattern::Number { .. }) | (T::Ip, Pattern::Number { .. }) => {
+            return Err("a number".into());
+        }
+        (T::Long | T::LongList | T::Boolean | T::Date, Pattern::Cidr(_)) => {
+            return Err("`cidr` needs an address field".into());
+        }
+        (T::Ip | T::Boolean | T::Keyword | T::KeywordList, Pattern::Compare { .. }) => {
+            return Err("`lt`/`lte`/`gt`/`gte` need a numeric field".into());
+        }
+        (_, Pattern::Not(inner)) => return type_check(acc, inner),
+        _ => {}
+    }
+    Ok(())
 }
 
 fn kinds_text(kinds: KindSet) -> String {

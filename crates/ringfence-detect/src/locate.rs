@@ -81,6 +81,42 @@ pub fn parser_line(doc: &Doc<'_>, message: &str) -> Option<u32> {
     Some(doc.line.saturating_add(n.saturating_sub(1)))
 }
 
+/// The first line where `doc` nests deeper than `max` (flow brackets, or block indentation at
+/// two columns a level), so the YAML parser never recurses that deep.
+pub fn too_deep(doc: &Doc<'_>, max: usize) -> Option<(u32, String)> {
+    let mut depth = 0usize;
+    for (i, line) in doc.text.lines().enumerate() {
+        let n = doc
+            .line
+            .saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
+        let indent = line.len() - line.trim_start_matches([' ', '-']).len();
+        if indent / 2 > max {
+            return Some((
+                n,
+                format!("YAML nested deeper than {max} levels (indentation)"),
+            ));
+        }
+        let mut quote: Option<char> = None;
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '\'' | '"') => quote = Some(c),
+                (None, '#') => break,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    if depth > max {
+                        return Some((n, format!("YAML nested deeper than {max} levels")));
+                    }
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

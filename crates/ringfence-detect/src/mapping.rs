@@ -183,6 +183,15 @@ pub fn resolve(ls: &LogSource) -> Result<Source, String> {
         (None, Some("syslog" | "auth")) | (None, None) if category.is_none() => {
             src(Family::Logs, LOGS, &[])
         }
+        // Kinds Sigma has no category for: the kind's `event.action`, `-` written `_`.
+        (Some(c), None) if K::from_action(&c.replace('_', "-")).is_some() => {
+            let kind = K::from_action(&c.replace('_', "-"));
+            src(
+                Family::Kernel,
+                kind.map_or(KindSet::EMPTY, |k| KindSet::of(&[k])),
+                &[],
+            )
+        }
         _ => Err(format!(
             "logsource {}: no Ringfence source provides it",
             describe(ls)
