@@ -587,15 +587,15 @@ fn type_check(acc: Accessor, p: &Pattern) -> Result<(), String> {
     };
     let text = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
     match (ty, p) {
-        (T::Long | T::LongList, Pattern::Exact { needle, .. }) => {
-            if text(needle).trim().parse::<i64>().is_err() {
-                return Err(format!("`{}` is not an integer", text(needle)));
-            }
+        (T::Long | T::LongList, Pattern::Exact { needle, .. })
+            if text(needle).trim().parse::<i64>().is_err() =>
+        {
+            return Err(format!("`{}` is not an integer", text(needle)));
         }
-        (T::Ip, Pattern::Exact { needle, .. }) => {
-            if text(needle).trim().parse::<std::net::IpAddr>().is_err() {
-                return Err(format!("`{}` is not an IP address", text(needle)));
-            }
+        (T::Ip, Pattern::Exact { needle, .. })
+            if text(needle).trim().parse::<std::net::IpAddr>().is_err() =>
+        {
+            return Err(format!("`{}` is not an IP address", text(needle)));
         }
         (T::Boolean, Pattern::Exact { needle, .. }) => {
             let t = text(needle).to_ascii_lowercase();
