@@ -94,6 +94,13 @@ impl Event {
             }
             set(&mut event, field, value)?;
         }
+        // `message` sorts before `ringfence.health.*`, so a health event's explanation was
+        // read into `log` before its health was known: it belongs to `health`.
+        if event.kind == Some(EventKind::SensorHealth)
+            && let Some(log) = event.log.take_if(|l| l.file_path.is_none())
+        {
+            event.health.get_or_insert_with(Default::default).message = Some(log.message);
+        }
         if event.kind.is_none() {
             return Err(EcsError::MissingAction);
         }
@@ -387,6 +394,17 @@ mod tests {
             destination_ip: "::1".parse().ok(),
             destination_port: Some(443),
             ..Network::default()
+        });
+        assert_eq!(Event::from_ecs_line(&e.to_ecs_line()), Ok(e));
+    }
+
+    #[test]
+    fn health_events_keep_their_message() {
+        let mut e = Event::new(EventKind::SensorHealth, SourceKind::Ebpf, Timestamp(5));
+        e.health = Some(crate::event::Health {
+            dropped: 0,
+            gaps: 3,
+            message: Some("ring buffer full".into()),
         });
         assert_eq!(Event::from_ecs_line(&e.to_ecs_line()), Ok(e));
     }
