@@ -125,6 +125,9 @@ const DRIVERLESS_DESTINATION: KindSet = KindSet::of(&[K::NetworkConnect, K::Netw
 const DRIVERLESS_SUBJECT: KindSet = SUBJECT.intersect(DRIVERLESS_KINDS);
 const EBPF_SUBJECT: KindSet = SUBJECT.intersect(EBPF_KINDS);
 const EBPF_FILE: KindSet = FILE.intersect(EBPF_KINDS);
+/// Kernel-only kinds that carry a `file.path` (the module file, `memfd:NAME`), and so every
+/// field derived from it.
+const FILE_LIKE: KindSet = KindSet::of(&[K::ModuleLoad, K::MemfdCreate]);
 
 macro_rules! schema {
     ($( $variant:ident = $name:literal, $ty:ident, $kinds:expr, ebpf $ebpf:expr, driverless $dl:expr, derived $derived:literal, $doc:literal; )*) => {
@@ -185,10 +188,10 @@ schema! {
     DestinationIp = "destination.ip", Ip, NETWORK, ebpf NETWORK, driverless DRIVERLESS_DESTINATION, derived false, "Remote address of a connect, or the local address bound or listened on.";
     DestinationPort = "destination.port", Long, NETWORK, ebpf NETWORK, driverless DRIVERLESS_DESTINATION, derived false, "Port belonging to destination.ip.";
     DestinationDomain = "destination.domain", Keyword, KindSet::EMPTY, ebpf KindSet::EMPTY, driverless KindSet::EMPTY, derived false, "Host name of the destination; reserved: no source fills it yet.";
-    FilePath = "file.path", Keyword, FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), ebpf EBPF_FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), driverless FILE, derived false, "Full path of the file (the new path for a rename; `memfd:NAME` for memfd_create).";
-    FileName = "file.name", Keyword, FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), ebpf EBPF_FILE.union(KindSet::of(&[K::ModuleLoad, K::MemfdCreate])), driverless FILE, derived true, "Last component of file.path.";
-    FileDirectory = "file.directory", Keyword, FILE, ebpf EBPF_FILE, driverless FILE, derived true, "file.path without its last component.";
-    FileExtension = "file.extension", Keyword, FILE, ebpf EBPF_FILE, driverless FILE, derived true, "Extension of file.name, without the dot.";
+    FilePath = "file.path", Keyword, FILE.union(FILE_LIKE), ebpf EBPF_FILE.union(FILE_LIKE), driverless FILE, derived false, "Full path of the file (the new path for a rename; `memfd:NAME` for memfd_create).";
+    FileName = "file.name", Keyword, FILE.union(FILE_LIKE), ebpf EBPF_FILE.union(FILE_LIKE), driverless FILE, derived true, "Last component of file.path.";
+    FileDirectory = "file.directory", Keyword, FILE.union(FILE_LIKE), ebpf EBPF_FILE.union(FILE_LIKE), driverless FILE, derived true, "file.path without its last component (`memfd:` paths have one only when the name holds a `/`).";
+    FileExtension = "file.extension", Keyword, FILE.union(FILE_LIKE), ebpf EBPF_FILE.union(FILE_LIKE), driverless FILE, derived true, "Extension of file.name, without the dot (`zst` for `nf_tables.ko.zst`).";
     FileOriginalPath = "file.original.path", Keyword, KindSet::of(&[K::FileRename]), ebpf KindSet::of(&[K::FileRename]), driverless KindSet::of(&[K::FileRename]), derived false, "For a rename: the path before.";
     FileMode = "file.mode", Keyword, FILE, ebpf KindSet::EMPTY, driverless KindSet::EMPTY, derived false, "Octal permissions (e.g. 4755) read after the event.";
     FileSha256 = "file.hash.sha256", Keyword, KindSet::of(&[K::FileExecOpen, K::ProcessExec]), ebpf KindSet::EMPTY, driverless KindSet::EMPTY, derived false, "SHA-256 of the file, where hashing is enabled.";

@@ -327,6 +327,151 @@ mod tests {
         }
     }
 
+    /// A record of `kind` with every slot filled, as the kernel could write it.
+    fn full_record(kind: RecordKind) -> Record {
+        use std::net::{IpAddr, Ipv4Addr};
+        let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let body = match kind {
+            RecordKind::Exec => Body::Exec {
+                argc: 2,
+                executable: "/usr/bin/curl".into(),
+                cwd: "/tmp".into(),
+                args: vec!["curl".into(), "-s".into()],
+            },
+            RecordKind::Fork => Body::Fork,
+            RecordKind::Exit => Body::Exit { status: 9 },
+            RecordKind::Connect | RecordKind::Accept | RecordKind::Bind | RecordKind::Listen => {
+                Body::Net {
+                    kind,
+                    protocol: 6,
+                    // Only accept reads a peer from the socket (see `net_sock` in the C).
+                    source: (kind == RecordKind::Accept).then_some((ip, 40000)),
+                    destination: Some((ip, 443)),
+                    fd: 3,
+                }
+            }
+            RecordKind::FileCreate
+            | RecordKind::FileModify
+            | RecordKind::FileDelete
+            | RecordKind::FileRename => Body::File {
+                kind,
+                syscall: 18,
+                path: "/etc/cron.d/job.sh".into(),
+                old_path: (kind == RecordKind::FileRename).then(|| "/tmp/job.sh".into()),
+            },
+            RecordKind::Privilege => Body::Privilege {
+                syscall: 5,
+                a: 0,
+                b: 0,
+                c: 0,
+            },
+            RecordKind::Ptrace => Body::Ptrace {
+                request: 16,
+                target_pid: 1,
+            },
+            RecordKind::Module => Body::Module {
+                syscall: 14,
+                fd: 3,
+                path: Some("/lib/modules/x/nf_tables.ko.zst".into()),
+            },
+            RecordKind::Bpf => Body::Bpf {
+                cmd: 5,
+                prog_type: 2,
+                prog_name: "probe".into(),
+            },
+            RecordKind::Memfd => Body::Memfd {
+                flags: 1,
+                name: "stage/two.bin".into(),
+            },
+            RecordKind::MemExec => Body::MemExec {
+                syscall: 9,
+                prot: 7,
+                addr: 4096,
+                len: 4096,
+                flags: 0,
+            },
+            RecordKind::Signal => Body::Signal {
+                syscall: 10,
+                target_pid: 1,
+                signal: 9,
+            },
+        };
+        Record {
+            kind,
+            header: crate::ebpf::record::Header {
+                pid: 42,
+                ppid: 1,
+                uid: 1000,
+                gid: 1000,
+                euid: 0,
+                start_ns: 5,
+                ktime_ns: 7,
+                comm: "curl".into(),
+                ..Default::default()
+            },
+            body,
+        }
+    }
+
+    #[test]
+    fn every_field_a_record_fills_is_in_the_schemas_ebpf_column() {
+        use ringfence_event::{Field, Mode};
+        for kind in RecordKind::ALL {
+            let e = to_event(&full_record(kind), &Clocks::default());
+            let ek = event_kind(kind);
+            for f in Field::ALL {
+                if f.get(&e).is_some() {
+                    assert!(
+                        f.spec().filled_in(Mode::Ebpf).contains(ek),
+                        "{} is filled for {ek:?} but the schema's ebpf column does not say so",
+                        f.name()
+                    );
+                }
+            }
+        }
+        // And the kernel-only fields are filled where the column says.
+        let filled = |kind, f: Field| {
+            f.get(&to_event(&full_record(kind), &Clocks::default()))
+                .is_some()
+        };
+        for (kind, f) in [
+            (RecordKind::Privilege, Field::PrivilegeNewUid),
+            (RecordKind::Ptrace, Field::PtraceRequest),
+            (RecordKind::Ptrace, Field::TargetPid),
+            (RecordKind::Module, Field::ModuleName),
+            (RecordKind::Module, Field::FileExtension),
+            (RecordKind::Memfd, Field::FileDirectory),
+            (RecordKind::Bpf, Field::BpfProgramType),
+            (RecordKind::MemExec, Field::MemoryProtection),
+            (RecordKind::Signal, Field::SignalNumber),
+            (RecordKind::Accept, Field::SourceIp),
+            (RecordKind::Connect, Field::NetworkTransport),
+            (RecordKind::FileRename, Field::FileOriginalPath),
+        ] {
+            assert!(filled(kind, f), "{kind:?} should fill {}", f.name());
+        }
+        let gid = |syscall| {
+            let mut r = full_record(RecordKind::Privilege);
+            r.body = Body::Privilege {
+                syscall,
+                a: 5,
+                b: 6,
+                c: 7,
+            };
+            let e = to_event(&r, &Clocks::default());
+            (
+                Field::PrivilegeNewGid.get(&e).is_some(),
+                Field::PrivilegeCapabilities.get(&e).is_some(),
+            )
+        };
+        assert_eq!(gid(2), (true, false));
+        assert_eq!(gid(6), (true, false));
+        assert_eq!(gid(7), (false, true));
+        // Nothing turns the cgroup id into a container id.
+        let e = to_event(&full_record(RecordKind::Exec), &Clocks::default());
+        assert!(Field::ContainerId.get(&e).is_none());
+    }
+
     #[test]
     fn setresuid_with_unchanged_ids() {
         let rec = Record {
