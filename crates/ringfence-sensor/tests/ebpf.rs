@@ -548,6 +548,19 @@ fn doctor_probe_reports_refusals_with_their_errno() {
         }
     }
     assert_eq!(probe::sensor_supported(&rows), Ok(()));
+    // The doctor goes on to load the real sensor, and says how much of it attached.
+    let doctor = probe::doctor();
+    assert_eq!(doctor.supported, Ok(()));
+    let sensor = doctor
+        .rows
+        .iter()
+        .find(|r| r.name == "ebpf sensor")
+        .expect("sensor row");
+    assert!(sensor.available, "{sensor:?}");
+    assert!(
+        sensor.detail.starts_with("loads and attaches"),
+        "{sensor:?}"
+    );
 }
 
 fn boottime_ns() -> u64 {

@@ -265,30 +265,105 @@ pub fn sensor_supported(rows: &[TypeProbe]) -> Result<(), String> {
     }
 }
 
-/// The doctor's rows.
-pub fn doctor_rows() -> Vec<Probe> {
-    program_types()
-        .into_iter()
-        .map(|r| match r.result {
-            Ok(detail) => Probe {
-                name: r.name,
-                available: true,
-                detail,
+/// One probe row as the doctor shows it.
+fn doctor_row(r: TypeProbe) -> Probe {
+    match r.result {
+        Ok(detail) => Probe {
+            name: r.name,
+            available: true,
+            detail,
+        },
+        Err(refusal) => Probe {
+            name: r.name,
+            available: false,
+            detail: match (r.name, refusal.errno) {
+                ("lsm" | "fentry", Some(_)) => format!(
+                    "refused: {} (BPF trampolines are blocked here; the sensor does not \
+                     need them)",
+                    refusal.describe()
+                ),
+                _ => format!("refused: {}", refusal.describe()),
             },
-            Err(refusal) => Probe {
-                name: r.name,
-                available: false,
-                detail: match (r.name, refusal.errno) {
-                    ("lsm" | "fentry", Some(_)) => format!(
-                        "refused: {} (BPF trampolines are blocked here; the sensor does not \
-                         need them)",
-                        refusal.describe()
-                    ),
-                    _ => format!("refused: {}", refusal.describe()),
-                },
-            },
+        },
+    }
+}
+
+/// Load the real sensor with default options, then unload it: the exact answer to "would it
+/// load". `Ok` says how many programs attached and which were skipped, and why.
+pub fn trial_load() -> Result<String, String> {
+    let sensor =
+        super::EbpfSensor::load(&super::EbpfOptions::default()).map_err(|e| e.to_string())?;
+    let attached = sensor.attached();
+    let skipped: Vec<String> = attached
+        .iter()
+        .filter_map(|a| {
+            a.skipped
+                .as_ref()
+                .map(|why| format!("{} ({why})", a.program))
         })
-        .collect()
+        .collect();
+    let mut detail = format!(
+        "loads and attaches {} of {} programs",
+        attached.len() - skipped.len(),
+        attached.len()
+    );
+    if !skipped.is_empty() {
+        detail += &format!("; not attached: {}", skipped.join(", "));
+    }
+    Ok(detail)
+}
+
+/// What the doctor shows for the eBPF sensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doctor {
+    /// One row per program type and capability, then one for the sensor itself.
+    pub rows: Vec<Probe>,
+    /// `Ok` when the sensor loads here; otherwise why not (the missing capabilities with their
+    /// errnos, or the loader's error).
+    pub supported: Result<(), String>,
+}
+
+/// Probe every program type, then (when those the sensor needs work) load the sensor itself
+/// and unload it again. Never fails: each refusal is a row.
+pub fn doctor() -> Doctor {
+    let types = program_types();
+    let needs = sensor_supported(&types);
+    let mut rows: Vec<Probe> = types.into_iter().map(doctor_row).collect();
+    let (sensor, supported) = match needs {
+        Ok(()) => match trial_load() {
+            Ok(detail) => (
+                Probe {
+                    name: "ebpf sensor",
+                    available: true,
+                    detail,
+                },
+                Ok(()),
+            ),
+            Err(why) => (
+                Probe {
+                    name: "ebpf sensor",
+                    available: false,
+                    detail: format!("does not load: {why}"),
+                },
+                Err(format!("the sensor does not load: {why}")),
+            ),
+        },
+        Err(missing) => (
+            Probe {
+                name: "ebpf sensor",
+                available: false,
+                detail: format!("not tried: missing {missing}"),
+            },
+            Err(missing),
+        ),
+    };
+    rows.push(sensor);
+    Doctor { rows, supported }
+}
+
+/// The doctor's rows (see [`doctor`]).
+pub fn doctor_rows() -> Vec<Probe> {
+    doctor().rows
 }
 
 #[cfg(test)]
