@@ -41,6 +41,19 @@ fn tick_ns() -> u64 {
     1_000_000_000 / procfs::ticks_per_second().max(1)
 }
 
+/// CPU time `pid` has used so far, user plus system (`utime + stime` of `/proc/PID/stat`, all
+/// threads). `None` when the process is gone or unreadable.
+pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
+    let stat = ProcProcess::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .stat()
+        .ok()?;
+    let ticks = stat.utime.saturating_add(stat.stime);
+    Some(std::time::Duration::from_nanos(
+        ticks.saturating_mul(tick_ns()),
+    ))
+}
+
 /// Read `pid` from /proc. `not_after_boot_ns`: the `CLOCK_BOOTTIME` of the event; a process
 /// that started later than that (plus one tick of rounding) is a reused pid.
 pub fn read_process(pid: u32, not_after_boot_ns: Option<u64>, clocks: &Clocks) -> ProcInfo {
@@ -202,6 +215,23 @@ mod tests {
         let mut e = Event::default();
         info.fill(&mut e);
         assert_eq!(e.process.map(|p| p.pid), Some(u32::MAX - 1));
+    }
+
+    #[test]
+    fn cpu_time_of_ourselves_grows() {
+        let me = std::process::id();
+        let before = cpu_time(me);
+        assert!(before.is_some());
+        // Spin until the kernel has charged us another tick (bounded, in case it never does).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut x = 0u64;
+        while cpu_time(me) <= before && std::time::Instant::now() < deadline {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        assert!(cpu_time(me) > before);
+        assert_eq!(cpu_time(u32::MAX), None);
     }
 
     #[test]
