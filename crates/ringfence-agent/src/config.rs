@@ -9,6 +9,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use ringfence_event::EventKind;
+use ringfence_sensor::ebpf::record::PREFIX_MAX;
 use ringfence_sensor::logs::LogsConfig;
 use serde::{Deserialize, Serialize};
 
@@ -89,7 +91,8 @@ impl Default for AgentSection {
     }
 }
 
-/// `[sources]`: which sources run.
+/// `[sources]`: which driverless sources run (`logs` runs in both modes; in eBPF mode
+/// `fanotify = false` also turns off the sensor's file events).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesSection {
@@ -111,11 +114,12 @@ impl Default for SourcesSection {
     }
 }
 
-/// `[fanotify]`.
+/// `[fanotify]`: the watched file trees, in both modes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FanotifySection {
-    /// Directories whose files are watched (recursively).
+    /// Directories whose files are watched (recursively). In eBPF mode they become the sensor's
+    /// in-kernel path prefixes (`/etc` → `/etc/`), so at most 127 bytes each.
     pub paths: Vec<PathBuf>,
     /// Also report files opened for execution under those paths.
     pub exec_open: bool,
@@ -149,6 +153,35 @@ impl Default for AuditSection {
         AuditSection {
             add_rules: true,
             merge_wait_ms: 250,
+        }
+    }
+}
+
+/// `[ebpf]`: the eBPF sensor (driver mode). Its file events follow `[fanotify] paths`; the
+/// agent's own process is always ignored, and signals aimed at it are always reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EbpfSection {
+    /// Processes (pids) whose activity the kernel drops, besides the agent's own.
+    pub ignored_pids: Vec<u32>,
+    /// Commands (comm, 1 to 15 bytes) whose activity the kernel drops.
+    pub ignored_comms: Vec<String>,
+    /// Event kinds not reported (their programs are not attached), e.g. `["memory_exec"]`.
+    pub kinds_off: Vec<EventKind>,
+    /// The reader's poll interval in milliseconds (1 to 1000): the latency bound when quiet.
+    pub poll_interval_ms: u64,
+    /// Wake the reader early once this many bytes are unread in the ring buffer.
+    pub wakeup_bytes: u64,
+}
+
+impl Default for EbpfSection {
+    fn default() -> Self {
+        EbpfSection {
+            ignored_pids: Vec::new(),
+            ignored_comms: Vec::new(),
+            kinds_off: Vec::new(),
+            poll_interval_ms: 5,
+            wakeup_bytes: 512 * 1024,
         }
     }
 }
@@ -199,6 +232,7 @@ pub struct Config {
     pub sources: SourcesSection,
     pub audit: AuditSection,
     pub fanotify: FanotifySection,
+    pub ebpf: EbpfSection,
     pub process_tree: TreeSection,
     pub jsonl: JsonlSection,
     pub logs: LogsConfig,
@@ -250,11 +284,12 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "agent",
     "sources",
     "audit",
     "fanotify",
+    "ebpf",
     "process_tree",
     "jsonl",
     "logs",
@@ -369,6 +404,7 @@ impl Config {
             sources: section_pass!(text, file, errors, "sources", SourcesSection),
             audit: section_pass!(text, file, errors, "audit", AuditSection),
             fanotify: section_pass!(text, file, errors, "fanotify", FanotifySection),
+            ebpf: section_pass!(text, file, errors, "ebpf", EbpfSection),
             process_tree: section_pass!(text, file, errors, "process_tree", TreeSection),
             jsonl: section_pass!(text, file, errors, "jsonl", JsonlSection),
             logs: section_pass!(text, file, errors, "logs", LogsConfig),
@@ -421,7 +457,43 @@ impl Config {
                     "paths",
                     format!("must be absolute, got `{}`", p.display()),
                 );
+            } else if watched_prefix(p).len() > PREFIX_MAX {
+                value_error(
+                    "fanotify",
+                    "paths",
+                    format!(
+                        "must be at most {} bytes (the eBPF sensor matches prefixes of {PREFIX_MAX} \
+                         bytes with a trailing `/`), got {} bytes: `{}`",
+                        PREFIX_MAX - 1,
+                        p.as_os_str().len(),
+                        p.display()
+                    ),
+                );
             }
+        }
+        let e = &config.ebpf;
+        for c in &e.ignored_comms {
+            if c.is_empty() || c.len() > 15 {
+                value_error(
+                    "ebpf",
+                    "ignored_comms",
+                    format!("must be 1 to 15 bytes, got {} bytes: `{c}`", c.len()),
+                );
+            }
+        }
+        if !(1..=1000).contains(&e.poll_interval_ms) {
+            value_error(
+                "ebpf",
+                "poll_interval_ms",
+                format!("must be 1 to 1000, got {}", e.poll_interval_ms),
+            );
+        }
+        if e.wakeup_bytes < 4096 {
+            value_error(
+                "ebpf",
+                "wakeup_bytes",
+                format!("must be >= 4096, got {}", e.wakeup_bytes),
+            );
         }
         for (key, message) in config.content.problems() {
             value_error("content", key, message);
@@ -434,6 +506,19 @@ impl Config {
         }
     }
 
+    /// The eBPF sensor's in-kernel path prefixes: one per watched tree (none when the file
+    /// source is off).
+    pub fn watched_prefixes(&self) -> Vec<String> {
+        if !self.sources.fanotify {
+            return Vec::new();
+        }
+        self.fanotify
+            .paths
+            .iter()
+            .map(|p| watched_prefix(p))
+            .collect()
+    }
+
     /// The parsed outputs (already checked by [`Config::parse`]; bad ones are skipped here).
     pub fn outputs(&self) -> Vec<OutputSpec> {
         self.agent
@@ -442,6 +527,15 @@ impl Config {
             .filter_map(|o| OutputSpec::parse(o).ok())
             .collect()
     }
+}
+
+/// `/etc` → `/etc/`, so the prefix matches files in the tree and not `/etcetera`.
+fn watched_prefix(path: &Path) -> String {
+    let mut s = path.to_string_lossy().into_owned();
+    if !s.ends_with('/') {
+        s.push('/');
+    }
+    s
 }
 
 #[cfg(test)]
@@ -516,6 +610,44 @@ x = 1
         };
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].line, 2);
+    }
+
+    #[test]
+    fn ebpf_section_is_checked_and_paths_become_prefixes() {
+        let long = format!("/{}", "d".repeat(130));
+        let text = format!(
+            "[fanotify]\npaths = [\"/etc\", \"/\", \"{long}\"]\n\n[ebpf]\nignored_comms = [\"\", \"sshd\"]\npoll_interval_ms = 0\nkinds_off = [\"memory_exec\"]\n"
+        );
+        let Err(ConfigErrors(errs)) = parse(&text) else {
+            panic!("expected errors");
+        };
+        let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let all = all.join("\n");
+        assert!(
+            all.contains("agent.toml:2: fanotify.paths: must be at most 127 bytes"),
+            "{all}"
+        );
+        assert!(
+            all.contains("agent.toml:5: ebpf.ignored_comms: must be 1 to 15 bytes"),
+            "{all}"
+        );
+        assert!(
+            all.contains("agent.toml:6: ebpf.poll_interval_ms: must be 1 to 1000, got 0"),
+            "{all}"
+        );
+        assert_eq!(errs.len(), 3, "{all}");
+
+        let ok = parse(
+            "[fanotify]\npaths = [\"/etc\", \"/\", \"/tmp/x/\"]\n[ebpf]\nkinds_off = [\"memory_exec\"]\n",
+        );
+        let Ok(c) = ok else {
+            panic!("{ok:?}");
+        };
+        assert_eq!(c.watched_prefixes(), ["/etc/", "/", "/tmp/x/"]);
+        assert_eq!(c.ebpf.kinds_off, [EventKind::MemoryExec]);
+        let mut off = c.clone();
+        off.sources.fanotify = false;
+        assert!(off.watched_prefixes().is_empty());
     }
 
     #[test]
