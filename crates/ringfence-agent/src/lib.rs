@@ -1,8 +1,12 @@
 //! Ringfence's daemon: sources → enrich → detect → outputs, and the agent's own health.
 //!
-//! [`Agent::run`] opens the sources the configuration asks for (a source that cannot open is
-//! logged and skipped: the agent never refuses to run), seeds the [`tree::ProcessTree`] from a
-//! /proc snapshot taken *after* the process connector subscribed (so nothing falls between),
+//! [`Agent::run`] picks the mode ([`mode`]): in eBPF mode the eBPF sensor replaces the process
+//! connector, audit and fanotify; in driverless mode those run. The log sources run in both, and
+//! both feed the same enrichment, so an event looks the same whichever mode saw it (eBPF fills
+//! more fields). A sensor that cannot load sends the agent driverless, with a `sensor-health`
+//! event saying why; any other source that cannot open is logged and skipped: the agent never
+//! refuses to run. It seeds the [`tree::ProcessTree`] from a /proc snapshot taken *after* the
+//! kernel sources started listening (so nothing falls between),
 //! then runs one pipeline thread: each event is enriched from the tree, shown to the
 //! [`detect::Detector`]s, and written as one ECS JSON line to every output. Sources run on
 //! their own threads and hand events over a bounded channel that drops (and counts) rather
@@ -17,6 +21,7 @@ pub mod config;
 pub mod content;
 pub mod detect;
 pub mod merge;
+pub mod mode;
 pub mod output;
 pub mod tree;
 pub mod users;
@@ -29,6 +34,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 use ringfence_event::{Event, EventKind, Health, Mode, SourceKind, Timestamp};
 use ringfence_sensor::audit::{AuditOptions, AuditSource};
+use ringfence_sensor::ebpf::EbpfSource;
 use ringfence_sensor::fanotify::{FanotifyOptions, FanotifySource};
 use ringfence_sensor::logs::LogSource;
 use ringfence_sensor::proc_connector::{ProcConnectorOptions, ProcConnectorSource};
@@ -38,27 +44,9 @@ use ringfence_sensor::{CounterSnapshot, EventSender, Source, SourceCounters, Sto
 
 pub use config::{Config, ConfigError, ConfigErrors, ModeChoice, OutputSpec};
 pub use detect::Detector;
+pub use mode::{choose_mode, ebpf_support, resolve_mode};
 pub use output::Output;
 use tree::ProcessTree;
-
-/// The mode the agent will run in for `choice`, and why when it differs from what was asked.
-pub fn resolve_mode(choice: ModeChoice) -> (Mode, Option<String>) {
-    match choice {
-        ModeChoice::Driverless => (Mode::Driverless, None),
-        ModeChoice::Auto => (
-            Mode::Driverless,
-            Some("auto: the eBPF source is not part of this build yet; running driverless".into()),
-        ),
-        ModeChoice::Ebpf => (
-            Mode::Driverless,
-            Some(
-                "ebpf requested but the eBPF source is not part of this build yet; \
-                 running driverless instead of refusing to run"
-                    .into(),
-            ),
-        ),
-    }
-}
 
 /// The host's name from the kernel.
 pub fn kernel_host_name() -> Option<String> {
@@ -135,6 +123,9 @@ impl Summary {
             self.partial_events,
             self.output_errors
         );
+        if let Some(r) = &self.mode_reason {
+            s += &format!("  mode: {r}\n");
+        }
         s += &format!(
             "  exec enrichment: {}/{} complete ({:.1}%), {} with parent executable, {} completed from audit, {} audit records unmatched\n",
             self.exec_complete,
@@ -180,6 +171,17 @@ pub struct Agent {
     detectors: Vec<Box<dyn Detector>>,
     outputs: Option<Vec<Box<dyn Output>>>,
     extra_sources: Vec<(SourceKind, Box<dyn Source>)>,
+    supervisor: Option<u32>,
+    /// Sources opened by [`Agent::open`], and what their opening reported.
+    opened: Option<(Opened, Summary)>,
+}
+
+/// The sources to run, and how the mode came out.
+struct Opened {
+    sources: Vec<(SourceKind, Box<dyn Source>)>,
+    mode: Mode,
+    /// Why the eBPF sensor did not load, when it was tried and failed.
+    ebpf_failed: Option<String>,
 }
 
 impl Agent {
@@ -191,7 +193,16 @@ impl Agent {
             detectors: Vec::new(),
             outputs: None,
             extra_sources: Vec::new(),
+            supervisor: None,
+            opened: None,
         }
+    }
+
+    /// The pid of the supervisor that started this agent: in eBPF mode its activity is
+    /// ignored and signals aimed at it are reported, as for the agent itself.
+    pub fn with_supervisor(mut self, pid: u32) -> Agent {
+        self.supervisor = Some(pid);
+        self
     }
 
     /// Override the configured mode (the `--mode` flag).
@@ -218,9 +229,92 @@ impl Agent {
         self
     }
 
-    fn open_sources(&mut self, summary: &mut Summary) -> Vec<(SourceKind, Box<dyn Source>)> {
-        let mut opened: Vec<(SourceKind, Box<dyn Source>)> =
-            std::mem::take(&mut self.extra_sources);
+    /// Decide the mode and open the sources now rather than at the start of [`Agent::run`],
+    /// and return the mode that will really run (driverless when the eBPF sensor did not load),
+    /// so that content can be compiled for it. Calling it again returns the same mode.
+    pub fn open(&mut self) -> Mode {
+        if let Some((opened, _)) = &self.opened {
+            return opened.mode;
+        }
+        let mut summary = Summary::default();
+        let (mode, reason) = resolve_mode(self.mode_choice);
+        if let Some(r) = &reason {
+            tracing::info!("{r}");
+        }
+        let opened = self.open_sources(mode, &mut summary);
+        summary.mode = Some(opened.mode);
+        summary.mode_reason = match &opened.ebpf_failed {
+            Some(why) => Some(format!(
+                "{}the eBPF sensor did not load ({why}); running driverless instead of refusing \
+                 to run",
+                reason.map(|r| format!("{r}; but ")).unwrap_or_default()
+            )),
+            None => reason,
+        };
+        tracing::info!(mode = opened.mode.as_str(), "sensor mode");
+        let ran = opened.mode;
+        self.opened = Some((opened, summary));
+        ran
+    }
+
+    /// Open the sources of `mode`. eBPF mode runs the eBPF sensor in place of the process
+    /// connector, audit and fanotify; if the sensor does not load, the driverless sources run
+    /// instead. The log sources run in both modes.
+    fn open_sources(&mut self, mode: Mode, summary: &mut Summary) -> Opened {
+        let mut opened = Opened {
+            sources: std::mem::take(&mut self.extra_sources),
+            mode,
+            ebpf_failed: None,
+        };
+        if mode == Mode::Ebpf {
+            let options = mode::ebpf_options(&self.config, self.supervisor);
+            match EbpfSource::open(&options) {
+                Ok(src) => {
+                    let attached = src.sensor().attached();
+                    let skipped = attached.iter().filter(|a| a.skipped.is_some()).count();
+                    tracing::info!(
+                        programs = attached.len() - skipped,
+                        skipped,
+                        watched_prefixes = options.watched_prefixes.len(),
+                        "eBPF sensor loaded"
+                    );
+                    opened.sources.push((SourceKind::Ebpf, Box::new(src)));
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    tracing::warn!(
+                        source = "ebpf",
+                        error = %why,
+                        "the eBPF sensor did not load; running driverless instead"
+                    );
+                    summary.sources.push(SourceSummary {
+                        name: "ebpf",
+                        counters: CounterSnapshot::default(),
+                        error: Some(why.clone()),
+                    });
+                    opened.mode = Mode::Driverless;
+                    opened.ebpf_failed = Some(why);
+                }
+            }
+        }
+        if opened.mode == Mode::Driverless {
+            self.open_driverless(&mut opened.sources, summary);
+        }
+        if self.config.sources.logs {
+            opened.sources.push((
+                SourceKind::AuthLog,
+                Box::new(LogSource::new(&self.config.logs)),
+            ));
+        }
+        opened
+    }
+
+    /// The driverless kernel sources the configuration asks for.
+    fn open_driverless(
+        &self,
+        opened: &mut Vec<(SourceKind, Box<dyn Source>)>,
+        summary: &mut Summary,
+    ) {
         let s = &self.config.sources;
         let failed = |summary: &mut Summary, name: &'static str, e: String| {
             tracing::warn!(source = name, error = %e, "source not started");
@@ -265,24 +359,24 @@ impl Agent {
                 Err(e) => failed(summary, "fanotify", e.to_string()),
             }
         }
-        if s.logs {
-            opened.push((
-                SourceKind::AuthLog,
-                Box::new(LogSource::new(&self.config.logs)),
-            ));
-        }
-        opened
     }
 
     /// Run until `stop` is raised; then drain, flush and report.
     pub fn run(mut self, stop: StopSignal) -> Summary {
-        let mut summary = Summary::default();
-        let (mode, reason) = resolve_mode(self.mode_choice);
-        if let Some(r) = &reason {
-            tracing::info!("{r}");
+        if self.opened.is_none() {
+            self.open();
         }
-        summary.mode = Some(mode);
-        summary.mode_reason = reason;
+        let Some((opened, mut summary)) = self.opened.take() else {
+            // `open` always leaves its result; nothing to run otherwise.
+            return Summary::default();
+        };
+        let Opened {
+            mut sources,
+            mode: _,
+            ebpf_failed,
+        } = opened;
+        // Sources added after `open`.
+        sources.append(&mut self.extra_sources);
         let host: Option<Arc<str>> = self
             .config
             .agent
@@ -301,7 +395,6 @@ impl Agent {
             },
         };
 
-        let sources = self.open_sources(&mut summary);
         let clocks = Clocks::read();
         let mut tree = ProcessTree::new(
             self.config.process_tree.capacity,
@@ -374,6 +467,19 @@ impl Agent {
             summary,
             warned_output: false,
         };
+        if let Some(why) = ebpf_failed {
+            // Say so where a person will see it: in the event stream, beside the log line.
+            let mut e = Event::new(EventKind::SensorHealth, SourceKind::Ebpf, Timestamp::now());
+            e.health = Some(Health {
+                dropped: 0,
+                gaps: 0,
+                message: Some(format!(
+                    "the eBPF sensor did not load ({why}); the agent runs driverless (process \
+                     connector, audit, fanotify)"
+                )),
+            });
+            pipe.handle(e);
+        }
         let interval = Duration::from_secs(self.config.agent.stats_interval_secs.max(1));
         let mut next_stats = Instant::now() + interval;
         let mut next_flush = Instant::now() + Duration::from_millis(500);

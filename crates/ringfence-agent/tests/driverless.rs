@@ -2,145 +2,24 @@
 //! test creates. Runs as root (the process connector and fanotify filesystem marks need it);
 //! every wait is a generous timeout, never a fixed sleep.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringfence_agent::{Agent, Config, Output, Summary};
+use common::{Harness, has_arg, temp_dir};
+use ringfence_agent::{Config, ModeChoice};
 use ringfence_event::{Event, EventKind, Field, Mode, SourceKind};
-use ringfence_sensor::StopSignal;
-
-/// An output that keeps every line in memory.
-#[derive(Clone, Default)]
-struct Memory(Arc<Mutex<Vec<String>>>);
-
-impl Output for Memory {
-    fn name(&self) -> String {
-        "memory".into()
-    }
-    fn write_line(&mut self, line: &str) -> std::io::Result<()> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(line.to_owned());
-        Ok(())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// One agent at a time: agents share host-wide state (the audit rule), as only one runs per host.
-static ONE_AGENT: Mutex<()> = Mutex::new(());
-
-struct Harness {
-    _serial: std::sync::MutexGuard<'static, ()>,
-    lines: Memory,
-    seen: usize,
-    events: Vec<Event>,
-    stop: StopSignal,
-    handle: Option<JoinHandle<Summary>>,
-}
-
-impl Harness {
-    fn start(config: Config) -> Harness {
-        let serial = ONE_AGENT
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let lines = Memory::default();
-        let stop = StopSignal::new();
-        let agent = Agent::new(config).with_outputs(vec![Box::new(lines.clone())]);
-        let stop2 = stop.clone();
-        let handle = std::thread::spawn(move || agent.run(stop2));
-        let mut h = Harness {
-            _serial: serial,
-            lines,
-            seen: 0,
-            events: Vec::new(),
-            stop,
-            handle: Some(handle),
-        };
-        // Ready once our own sentinel's exec comes through: every source was opened before any
-        // event flows, so marks and subscriptions are in place from then on.
-        let marker = format!("ringfence-ready-{}", std::process::id());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let _ = Command::new("/bin/true").arg(&marker).status();
-            if h.wait_for(Duration::from_millis(500), |e| has_arg(e, &marker))
-                .is_some()
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "agent never reported an exec");
-        }
-        h
-    }
-
-    fn pull(&mut self) {
-        let lines = self
-            .lines
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for line in &lines[self.seen..] {
-            match Event::from_ecs_line(line) {
-                Ok(e) => self.events.push(e),
-                Err(err) => {
-                    panic!("the agent wrote a line that does not parse back: {err}: {line}")
-                }
-            }
-        }
-        self.seen = lines.len();
-    }
-
-    fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Event) -> bool) -> Option<Event> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.pull();
-            if let Some(e) = self.events.iter().find(|e| pred(e)) {
-                return Some(e.clone());
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn finish(mut self) -> (Summary, Vec<Event>) {
-        self.stop.stop();
-        let summary = match self.handle.take().map(JoinHandle::join) {
-            Some(Ok(s)) => s,
-            _ => panic!("agent thread failed"),
-        };
-        self.pull();
-        (summary, std::mem::take(&mut self.events))
-    }
-}
-
-fn has_arg(e: &Event, arg: &str) -> bool {
-    e.kind == Some(EventKind::ProcessExec)
-        && e.process
-            .as_ref()
-            .is_some_and(|p| p.args.iter().any(|a| a == arg))
-}
 
 fn config(fanotify_paths: Vec<PathBuf>) -> Config {
     let mut c = Config::default();
+    c.agent.mode = ModeChoice::Driverless;
     c.sources.logs = false;
     c.sources.fanotify = !fanotify_paths.is_empty();
     c.fanotify.paths = fanotify_paths;
     c.agent.stats_interval_secs = 1;
     c
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ringfence-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    assert!(std::fs::create_dir_all(&d).is_ok());
-    d
 }
 
 #[test]

@@ -157,10 +157,14 @@ fn worker(args: RunArgs) -> CmdResult {
     let stop = StopSignal::new();
     ringfence_agent::stop_on_signals(&stop).context("installing signal handlers")?;
     let mut agent = Agent::new(config.clone()).with_mode(mode);
+    if std::env::var_os(SUPERVISED_ENV).is_some() {
+        agent = agent.with_supervisor(std::os::unix::process::parent_id());
+    }
     let mut manager = None;
-    // Content compiles for the mode this worker will run; the built-in pack runs until a
-    // signed bundle is active (or always, without a content directory).
-    let (content_mode, _) = ringfence_agent::resolve_mode(mode);
+    // Content compiles for the mode this worker will run (the sources open first, so a sensor
+    // that does not load is already known); the built-in pack runs until a signed bundle is
+    // active (or always, without a content directory).
+    let content_mode = agent.open();
     let builtin = match sigma::builtin(content_mode) {
         Ok(c) => Some(c),
         Err(errors) => {
