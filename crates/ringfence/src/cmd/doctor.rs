@@ -1,8 +1,11 @@
 //! `ringfence doctor`: what this host offers each sensor, and the mode `auto` picks. Probes
-//! only; nothing on the host is changed.
+//! only: the eBPF rows load a probe object and then the sensor itself, and unload them again;
+//! the driverless rows open what their source would and close it at once.
 
 use anyhow::Context;
-use ringfence_agent::{ModeChoice, resolve_mode};
+use ringfence_agent::{ModeChoice, choose_mode};
+use ringfence_event::Mode;
+use ringfence_sensor::ebpf::probe as ebpf_probe;
 use ringfence_sensor::probe::{self, Probe};
 
 use crate::CmdResult;
@@ -10,51 +13,12 @@ use crate::CmdResult;
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
-fn btf() -> Probe {
-    let path = "/sys/kernel/btf/vmlinux";
-    match std::fs::metadata(path) {
-        Ok(m) => Probe {
-            name: "BTF",
-            available: true,
-            detail: format!("{path} ({} KiB)", m.len() / 1024),
-        },
-        Err(e) => Probe {
-            name: "BTF",
-            available: false,
-            detail: format!("{path}: {e}"),
-        },
-    }
-}
-
-fn ebpf_rows() -> Vec<Probe> {
-    // The eBPF sensor's own probe (bpf syscall, program types, ring buffer) plugs in here
-    // when `ringfence_sensor::ebpf` is part of the build.
-    [
-        "bpf syscall",
-        "tracepoint",
-        "raw_tp",
-        "tp_btf",
-        "lsm",
-        "fentry",
-        "ring buffer",
-    ]
-    .into_iter()
-    .map(|name| Probe {
-        name,
-        available: false,
-        detail: "not probed: the eBPF sensor is not part of this build".into(),
-    })
-    .collect()
-}
-
-pub fn run(_args: Args) -> CmdResult {
-    let mut rows = vec![btf()];
-    rows.extend(ebpf_rows());
-    rows.extend(probe::driverless());
+/// The table, the mode `auto` picks and why, and a warning when no process source works.
+fn render(rows: &[Probe], ebpf: &Result<(), String>) -> String {
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
     let mut out = String::new();
     out += &format!("{:<width$}  {:<3}  detail\n", "capability", "ok");
-    for r in &rows {
+    for r in rows {
         out += &format!(
             "{:<width$}  {:<3}  {}\n",
             r.name,
@@ -62,17 +26,57 @@ pub fn run(_args: Args) -> CmdResult {
             r.detail
         );
     }
-    let (mode, reason) = resolve_mode(ModeChoice::Auto);
-    let driverless_ok = rows
-        .iter()
-        .any(|r| r.name == "proc connector" && r.available);
+    let (mode, reason) = choose_mode(ModeChoice::Auto, || ebpf.clone());
     out += &format!("\nauto mode: {}", mode.as_str());
     if let Some(r) = reason {
         out += &format!(" ({r})");
     }
-    if !driverless_ok {
-        out += "\nwarning: the process connector is unavailable; the agent will run with log sources only";
+    let driverless_ok = rows
+        .iter()
+        .any(|r| r.name == "proc connector" && r.available);
+    if mode == Mode::Driverless && !driverless_ok {
+        out += "\nwarning: the process connector is unavailable too; the agent will run with \
+                log sources only";
     }
-    super::print_line(&out).context("writing the table")?;
+    out
+}
+
+pub fn run(_args: Args) -> CmdResult {
+    let ebpf = ebpf_probe::doctor();
+    let mut rows = ebpf.rows;
+    rows.extend(probe::driverless());
+    super::print_line(&render(&rows, &ebpf.supported)).context("writing the table")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &'static str, available: bool) -> Probe {
+        Probe {
+            name,
+            available,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn auto_line_follows_the_sensor_and_warns_only_when_nothing_sees_processes() {
+        let rows = [row("tp_btf", true), row("proc connector", false)];
+        let text = render(&rows, &Ok(()));
+        assert!(text.contains("auto mode: ebpf (auto: "), "{text}");
+        assert!(!text.contains("warning"), "{text}");
+        let text = render(
+            &rows,
+            &Err("tp_btf: EPERM (Operation not permitted) at load".into()),
+        );
+        assert!(
+            text.contains(
+                "auto mode: driverless (auto: the eBPF sensor cannot run here (tp_btf: EPERM"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("warning: the process connector"), "{text}");
+    }
 }
