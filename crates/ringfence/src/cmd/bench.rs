@@ -1,7 +1,12 @@
 //! `ringfence bench exec-storm`: what the agent costs the host. Runs N × `/bin/true` without
-//! and with an agent (a child `ringfence agent run`), in interleaved rounds so drift in the
-//! machine's load hits both sides alike, and prints the ratio of the medians, the agent's RSS
-//! at idle and after the storm, and how many of the storm's execs the agent reported complete.
+//! and with an agent (a child `ringfence agent run --no-supervisor`), in interleaved rounds so
+//! drift in the machine's load hits both sides alike, and prints the ratio of the medians, the
+//! agent's CPU time per 1000 execs (`utime + stime` from `/proc/PID/stat`, from just before the
+//! storm until its events are written), its RSS at idle and after the storm, the mode it really
+//! ran in, how many of the storm's execs it reported (and complete), and what it lost.
+//!
+//! The agent child never outlives the bench: it is stopped after each round, and killed if it
+//! does not become ready or anything fails while it runs.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -11,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use ringfence_event::{Event, EventKind};
+use ringfence_sensor::proc_info::cpu_time;
 
 use crate::CmdResult;
 
@@ -76,47 +82,92 @@ fn read_events(path: &Path) -> Vec<Event> {
         .collect()
 }
 
+/// A running agent child. Dropping it kills the agent if it was not stopped.
 struct AgentChild {
     child: Child,
     out: PathBuf,
+    log: PathBuf,
+    reaped: bool,
+}
+
+/// The last `n` lines of the agent's log, to show why it failed.
+fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl AgentChild {
-    fn start(args: &StormArgs, out: &Path) -> anyhow::Result<AgentChild> {
-        let _ = std::fs::remove_file(out);
+    /// Start `ringfence agent run --no-supervisor` writing to `out`, and wait until it reports.
+    fn start(args: &StormArgs, out: &Path, log: &Path) -> anyhow::Result<AgentChild> {
         let exe = std::env::current_exe().context("finding the ringfence binary")?;
         let mut cmd = Command::new(exe);
         cmd.args(["agent", "run", "--no-supervisor", "--mode", &args.mode])
             .arg("--output")
-            .arg(format!("jsonl:{}", out.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .arg(format!("jsonl:{}", out.display()));
         if let Some(c) = &args.config {
             cmd.arg("--config").arg(c);
         }
+        let mut agent = AgentChild::spawn(cmd, out, log)?;
+        agent.wait_ready(Duration::from_secs(60))?;
+        Ok(agent)
+    }
+
+    /// Run `cmd` as the agent: stdout discarded, stderr to `log`.
+    fn spawn(mut cmd: Command, out: &Path, log: &Path) -> anyhow::Result<AgentChild> {
+        let _ = std::fs::remove_file(out);
+        let log_file = std::fs::File::create(log)
+            .with_context(|| format!("creating the agent log {}", log.display()))?;
+        cmd.stdout(Stdio::null()).stderr(log_file);
         let child = cmd.spawn().context("starting the agent")?;
-        let agent = AgentChild {
+        Ok(AgentChild {
             child,
             out: out.to_path_buf(),
-        };
-        // Ready when a sentinel exec shows up in its output.
+            log: log.to_path_buf(),
+            reaped: false,
+        })
+    }
+
+    /// Wait until a sentinel exec shows up in the agent's output. On failure the agent is
+    /// killed (never left running) and the error quotes the end of its log.
+    fn wait_ready(&mut self, patience: Duration) -> anyhow::Result<()> {
         let marker = format!("ringfence-bench-ready-{}", std::process::id());
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + patience;
         loop {
             let _ = Command::new("/bin/true").arg(&marker).status();
             std::thread::sleep(Duration::from_millis(300));
-            let seen = std::fs::read_to_string(&agent.out).is_ok_and(|t| t.contains(&marker));
+            let seen = std::fs::read_to_string(&self.out).is_ok_and(|t| t.contains(&marker));
             if seen {
-                return Ok(agent);
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                self.reaped = true;
+                bail!(
+                    "the agent exited ({status}) before it reported events; its log ends:\n{}",
+                    log_tail(&self.log, 20)
+                );
             }
             if Instant::now() > deadline {
-                bail!("the agent did not report events within 60 s");
+                self.kill();
+                bail!(
+                    "the agent did not report events within {} s (killed it); its log ends:\n{}",
+                    patience.as_secs(),
+                    log_tail(&self.log, 20)
+                );
             }
         }
     }
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    fn kill(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.reaped = true;
+        }
     }
 
     fn stop(mut self) -> anyhow::Result<()> {
@@ -129,16 +180,31 @@ impl AgentChild {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if self.child.try_wait()?.is_some() {
+                self.reaped = true;
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                bail!("the agent did not exit within 30 s of SIGTERM");
+                self.kill();
+                bail!("the agent did not exit within 30 s of SIGTERM (killed it)");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+impl Drop for AgentChild {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The mode the agent reported in its exit summary (`ringfence agent summary: mode X, ...`).
+fn ran_mode(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().rev().find_map(|l| {
+        let rest = l.split("ringfence agent summary: mode ").nth(1)?;
+        Some(rest.split(',').next()?.to_owned())
+    })
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -157,30 +223,53 @@ pub fn run(args: Args) -> CmdResult {
         )));
     }
     let out = std::env::temp_dir().join(format!("ringfence-bench-{}.jsonl", std::process::id()));
+    let log = std::env::temp_dir().join(format!("ringfence-bench-{}.log", std::process::id()));
     let marker = format!("ringfence-bench-storm-{}", std::process::id());
     let mut without = Vec::new();
     let mut with = Vec::new();
     let mut idle_rss = None;
     let mut after_rss = None;
+    let mut cpu = Duration::ZERO;
+    let mut cpu_known = true;
+    let mut idle_cpu = None;
     let (mut seen, mut complete, mut total) = (0usize, 0usize, 0usize);
+    let (mut dropped, mut gaps) = (0i64, 0i64);
+    let mut modes: Vec<String> = Vec::new();
     // Warm the page cache and the fork path once.
     storm(args.count.min(200), "warmup")?;
     for round in 0..args.rounds {
         let (t, _) = storm(args.count, &marker)?;
         without.push(t);
-        let agent = AgentChild::start(&args, &out)?;
+        let agent = AgentChild::start(&args, &out, &log)?;
         if round == 0 {
+            let before = cpu_time(agent.pid());
             std::thread::sleep(Duration::from_secs(1));
             idle_rss = rss_kib(agent.pid());
+            idle_cpu = before
+                .zip(cpu_time(agent.pid()))
+                .map(|(b, a)| a.saturating_sub(b));
         }
+        let cpu_before = cpu_time(agent.pid());
         let (t, pids) = storm(args.count, &marker)?;
         with.push(t);
         // Give the agent a moment to write what it saw, then measure and stop it.
         std::thread::sleep(Duration::from_secs(1));
+        match (cpu_before, cpu_time(agent.pid())) {
+            (Some(b), Some(a)) => cpu += a.saturating_sub(b),
+            _ => cpu_known = false,
+        }
         after_rss = rss_kib(agent.pid()).or(after_rss);
         agent.stop()?;
+        modes.push(ran_mode(&log).unwrap_or_else(|| "unknown".into()));
         let pids: HashSet<u32> = pids.into_iter().collect();
         for e in read_events(&out) {
+            if e.kind == Some(EventKind::SensorHealth) {
+                if let Some(h) = &e.health {
+                    dropped += h.dropped;
+                    gaps += h.gaps;
+                }
+                continue;
+            }
             if e.kind != Some(EventKind::ProcessExec) {
                 continue;
             }
@@ -202,6 +291,7 @@ pub fn run(args: Args) -> CmdResult {
         );
     }
     let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&log);
     let (mw, mo) = (median(&mut with), median(&mut without));
     let ratio = mw.as_secs_f64() / mo.as_secs_f64().max(1e-9);
     let pct = |n: usize| 100.0 * n as f64 / total.max(1) as f64;
@@ -210,20 +300,37 @@ pub fn run(args: Args) -> CmdResult {
             format!("{:.1} MiB", k as f64 / 1024.0)
         })
     };
+    let cpu_per_1000 = if cpu_known {
+        format!(
+            "{:.1} ms",
+            cpu.as_secs_f64() * 1e3 * 1000.0 / total.max(1) as f64
+        )
+    } else {
+        "unknown (the agent's /proc/PID/stat was unreadable)".to_owned()
+    };
+    modes.dedup();
     let text = format!(
-        "exec-storm: {} × /bin/true, {} interleaved rounds, mode {}\n\
+        "exec-storm: {} × /bin/true, {} interleaved rounds, mode {} (agent ran: {})\n\
          median without agent: {:.1} ms\n\
          median with agent:    {:.1} ms\n\
          overhead ratio:       {ratio:.3}×\n\
+         agent CPU per 1000 execs: {cpu_per_1000} (user + system, storm and the 1 s after)\n\
+         agent CPU idle:       {} per second\n\
          agent RSS idle:       {}\n\
          agent RSS after:      {}\n\
          execs reported:       {seen}/{total} ({:.1}%)\n\
-         execs complete:       {complete}/{total} ({:.1}%) (executable and arguments, not partial)",
+         execs complete:       {complete}/{total} ({:.1}%) (executable and arguments, not partial)\n\
+         events lost:          {dropped} dropped (agent queue), {gaps} gaps (kernel)",
         args.count,
         args.rounds,
         args.mode,
+        modes.join(", "),
         mo.as_secs_f64() * 1e3,
         mw.as_secs_f64() * 1e3,
+        idle_cpu.map_or("unknown".to_owned(), |d| format!(
+            "{:.1} ms",
+            d.as_secs_f64() * 1e3
+        )),
         kib(idle_rss),
         kib(after_rss),
         pct(seen),
@@ -231,4 +338,66 @@ pub fn run(args: Args) -> CmdResult {
     );
     super::print_line(&text).context("writing the report")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alive(pid: u32) -> bool {
+        // A reaped child has no /proc entry (a zombie would still have one).
+        Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    fn paths(tag: &str) -> (PathBuf, PathBuf) {
+        let d = std::env::temp_dir();
+        let id = std::process::id();
+        (
+            d.join(format!("rf-bench-test-{tag}-{id}.jsonl")),
+            d.join(format!("rf-bench-test-{tag}-{id}.log")),
+        )
+    }
+
+    #[test]
+    fn an_agent_that_never_reports_is_killed() {
+        let (out, log) = paths("silent");
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "echo starting >&2; exec sleep 1000"]);
+        let Ok(mut agent) = AgentChild::spawn(cmd, &out, &log) else {
+            panic!("cannot spawn sh");
+        };
+        let pid = agent.pid();
+        let Err(e) = agent.wait_ready(Duration::from_millis(500)) else {
+            panic!("a silent agent was taken as ready");
+        };
+        let e = e.to_string();
+        assert!(e.contains("killed it") && e.contains("starting"), "{e}");
+        assert!(!alive(pid), "the agent was left running");
+        drop(agent);
+        let _ = std::fs::remove_file(&log);
+    }
+
+    #[test]
+    fn an_agent_dropped_on_an_error_path_is_killed() {
+        let (out, log) = paths("dropped");
+        let mut cmd = Command::new("sleep");
+        cmd.arg("1000");
+        let Ok(agent) = AgentChild::spawn(cmd, &out, &log) else {
+            panic!("cannot spawn sleep");
+        };
+        let pid = agent.pid();
+        assert!(alive(pid));
+        drop(agent);
+        assert!(!alive(pid), "the agent outlived its handle");
+        let _ = std::fs::remove_file(&log);
+    }
+
+    #[test]
+    fn the_summary_line_names_the_mode_that_ran() {
+        let (_, log) = paths("mode");
+        let text = "INFO sensor mode\nringfence agent summary: mode driverless, 3 events written\n";
+        assert!(std::fs::write(&log, text).is_ok());
+        assert_eq!(ran_mode(&log).as_deref(), Some("driverless"));
+        let _ = std::fs::remove_file(&log);
+    }
 }
