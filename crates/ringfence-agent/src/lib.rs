@@ -466,6 +466,7 @@ impl Agent {
             users: users::UserNames::new("/etc/passwd"),
             summary,
             warned_output: false,
+            findings_unflushed: false,
         };
         if let Some(why) = ebpf_failed {
             // Say so where a person will see it: in the event stream, beside the log line.
@@ -501,7 +502,8 @@ impl Agent {
             for event in ready.drain(..) {
                 pipe.handle(event);
             }
-            if now >= next_flush {
+            // Findings leave at once; plain events are flushed in batches.
+            if now >= next_flush || std::mem::take(&mut pipe.findings_unflushed) {
                 pipe.flush();
                 next_flush = now + Duration::from_millis(500);
             }
@@ -557,6 +559,8 @@ struct Pipeline {
     users: users::UserNames,
     summary: Summary,
     warned_output: bool,
+    /// A finding was written since the last flush: flush now, not at the next tick.
+    findings_unflushed: bool,
 }
 
 impl Pipeline {
@@ -617,6 +621,7 @@ impl Pipeline {
         self.summary.events_written += 1;
         for f in findings {
             self.summary.findings += 1;
+            self.findings_unflushed = true;
             let line = f.to_string();
             self.write(&line);
         }
