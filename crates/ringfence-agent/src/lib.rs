@@ -164,7 +164,8 @@ struct Running {
     reported: CounterSnapshot,
 }
 
-/// The daemon. Build with [`Agent::new`], add detectors and outputs, then [`Agent::run`].
+/// The daemon. Build with [`Agent::new`], add detectors and outputs, then [`Agent::run`]
+/// (after [`Agent::open`] when the detectors depend on the mode that really runs).
 pub struct Agent {
     config: Config,
     mode_choice: ModeChoice,
@@ -236,6 +237,14 @@ impl Agent {
         if let Some((opened, _)) = &self.opened {
             return opened.mode;
         }
+        let prepared = self.prepare();
+        let mode = prepared.0.mode;
+        self.opened = Some(prepared);
+        mode
+    }
+
+    /// Resolve the mode and open its sources; what their opening reported is in the summary.
+    fn prepare(&mut self) -> (Opened, Summary) {
         let mut summary = Summary::default();
         let (mode, reason) = resolve_mode(self.mode_choice);
         if let Some(r) = &reason {
@@ -252,9 +261,7 @@ impl Agent {
             None => reason,
         };
         tracing::info!(mode = opened.mode.as_str(), "sensor mode");
-        let ran = opened.mode;
-        self.opened = Some((opened, summary));
-        ran
+        (opened, summary)
     }
 
     /// Open the sources of `mode`. eBPF mode runs the eBPF sensor in place of the process
@@ -361,14 +368,12 @@ impl Agent {
         }
     }
 
-    /// Run until `stop` is raised; then drain, flush and report.
+    /// Open the sources (unless [`Agent::open`] did), run until `stop` is raised; then drain,
+    /// flush and report.
     pub fn run(mut self, stop: StopSignal) -> Summary {
-        if self.opened.is_none() {
-            self.open();
-        }
-        let Some((opened, mut summary)) = self.opened.take() else {
-            // `open` always leaves its result; nothing to run otherwise.
-            return Summary::default();
+        let (opened, mut summary) = match self.opened.take() {
+            Some(prepared) => prepared,
+            None => self.prepare(),
         };
         let Opened {
             mut sources,
