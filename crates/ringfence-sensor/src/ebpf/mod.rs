@@ -18,7 +18,8 @@
 //! 5.17 for `bpf_find_vma` (the mprotect program). Built and tested on 6.18.
 #![allow(
     unsafe_code,
-    reason = "poll(2) and setrlimit(2) on the ring buffer and the process; each block says why"
+    reason = "poll(2), setrlimit(2) and malloc_trim(3) on the ring buffer and the process; each \
+              block says why"
 )]
 
 pub mod convert;
@@ -277,6 +278,14 @@ fn raise_memlock() {
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
 }
 
+/// Give the heap the loader no longer needs back to the system: parsing the kernel's BTF and
+/// relocating the object take some 15 MiB that glibc would otherwise keep mapped.
+pub(crate) fn release_loader_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it takes no pointers.
+    let _ = unsafe { libc::malloc_trim(0) };
+}
+
 fn comm_key(comm: &str) -> Result<[u8; 16], EbpfError> {
     let b = comm.as_bytes();
     if b.is_empty() || b.len() > 15 {
@@ -356,6 +365,12 @@ impl EbpfSensor {
     /// whose kinds are not all switched off. Fails only when the object, its maps or a process
     /// program (exec, fork, exit) cannot be set up; other refusals are in [`Self::attached`].
     pub fn load(options: &EbpfOptions) -> Result<EbpfSensor, EbpfError> {
+        let loaded = Self::load_and_attach(options);
+        release_loader_memory();
+        loaded
+    }
+
+    fn load_and_attach(options: &EbpfOptions) -> Result<EbpfSensor, EbpfError> {
         // Check every option before touching the kernel, and report all problems at once.
         let mut problems = Vec::new();
         let comms: Vec<[u8; 16]> = options

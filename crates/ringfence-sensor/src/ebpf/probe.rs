@@ -147,6 +147,12 @@ where
 
 /// Probe every program type the sensor could use. Never fails: each refusal is a row.
 pub fn program_types() -> Vec<TypeProbe> {
+    let rows = probe_types();
+    super::release_loader_memory();
+    rows
+}
+
+fn probe_types() -> Vec<TypeProbe> {
     let mut rows = Vec::new();
     let btf = match Btf::from_sys_fs() {
         Ok(btf) => {
