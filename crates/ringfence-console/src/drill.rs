@@ -289,6 +289,9 @@ impl AgentSim {
         let mut refused_bad = false;
         let (mut crashes, mut restarts, mut lkg) = (0u32, 0u32, 0u32);
         let mut seq: u64 = 0;
+        // Findings accrue linearly with time (0.1 a minute on average); whole ones are reported.
+        let mut finding_debt = 0.0f64;
+        let mut drop_debt = 0.0f64;
         let mut last_ack = Instant::now();
         let mut hung = false;
         // Agents do not all start at once.
@@ -307,15 +310,23 @@ impl AgentSim {
             let on_bad = current == self.bad;
             let minutes = elapsed_sim as f64 / 60_000.0;
             let events = (minutes * 200.0 * (0.8 + 0.4 * rng.unit())) as u64;
-            let mut drops = (events as f64 * 0.001 * (0.5 + rng.unit())) as u64;
+            // Drops accrue like findings: 0.1% of events, ten times that on a silent fault.
+            // (Truncating each check-in's share would hide a 10× rise in short intervals.)
+            let drop_rate = if on_bad && self.fault == Fault::Silent {
+                0.01
+            } else {
+                0.001
+            };
+            drop_debt += events as f64 * drop_rate * (0.5 + rng.unit());
+            let drops = drop_debt.floor().max(0.0) as u64;
+            drop_debt -= drops as f64;
             let mut cpu = base_cpu * (0.85 + 0.3 * rng.unit());
             if on_bad && self.fault == Fault::Cpu {
                 cpu *= 5.0;
             }
-            if on_bad && self.fault == Fault::Silent {
-                drops *= 10;
-            }
-            let findings = (minutes * 0.1 * 2.0 * rng.unit()) as u64;
+            finding_debt += minutes * 0.1 * 2.0 * rng.unit();
+            let findings = finding_debt.floor().max(0.0) as u64;
+            finding_debt -= findings as f64;
             let health = Health {
                 crashes: Count::from(crashes),
                 restarts: Count::from(restarts),

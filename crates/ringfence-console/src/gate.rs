@@ -9,9 +9,10 @@
 //! 2. missing data fails: ring agents that were offered the version long enough ago and have
 //!    not reported on it, or stopped checking in, beyond the control group's own loss; and no
 //!    activation at all by bake time after the first offer (a silent canary);
-//! 3. per-agent metrics (crash/restart rate, CPU, RSS, drop rate, finding rate in both
-//!    directions) compared with a one-sided Mann-Whitney U test *and* an effect size, since a
-//!    large fleet makes trivial differences significant;
+//! 3. per-agent metrics (CPU, RSS) compared with a one-sided Mann-Whitney U test, and rates
+//!    (crashes/restarts and findings per agent-hour, findings in both directions; drops per
+//!    event) pooled over each group and compared with an exposure-weighted Poisson test, each
+//!    *and* an effect size, since a large fleet makes trivial differences significant;
 //! 4. a pass needs the bake time since the ring's first activation and `min_samples` agents with
 //!    data in both groups; short of that at `max_bake_factor` × bake, or with a borderline
 //!    result, the verdict is inconclusive and the rollout pauses.
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Millis;
 use crate::plan::{Gates, Window, format_duration};
-use crate::stats::{mann_whitney_greater, mean};
+use crate::stats::{mann_whitney_greater, mean, poisson_rate_greater};
 
 /// A gate verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,7 +105,8 @@ pub struct MetricEvidence {
     /// Fail when ring mean > control mean × ratio + floor (and the test is significant).
     pub ratio: f64,
     pub floor: f64,
-    /// One-sided Mann-Whitney U p-value in the bad direction.
+    /// One-sided p-value in the bad direction: Mann-Whitney U for per-agent metrics, the
+    /// exposure-weighted Poisson test for pooled rates.
     pub p: f64,
     pub verdict: String,
 }
@@ -140,9 +142,19 @@ pub struct GateReport {
     pub bake_ms: Millis,
 }
 
+/// A rate's count and the exposure it accrued over (agent-hours, or events seen).
+struct Pooled {
+    count: fn(&Agg) -> f64,
+    exposure: fn(&Agg) -> f64,
+}
+
 struct MetricDef {
     name: &'static str,
     get: fn(&Agg) -> f64,
+    /// For rates: the count behind them and the exposure it accrued over. The groups' pooled
+    /// rates (all counts over all exposure) are compared with an exposure-weighted Poisson test
+    /// instead of ranking per-agent rates, which are noise for agents seen only briefly.
+    pooled: Option<Pooled>,
     ratio: fn(&Gates) -> f64,
     floor: f64,
     both_directions: bool,
@@ -152,6 +164,10 @@ const METRICS: &[MetricDef] = &[
     MetricDef {
         name: "crash/restart rate (per hour)",
         get: |a| a.crashes as f64 / a.hours(),
+        pooled: Some(Pooled {
+            count: |a| a.crashes as f64,
+            exposure: Agg::hours,
+        }),
         ratio: |g| g.crash_ratio,
         floor: 0.5,
         both_directions: false,
@@ -159,6 +175,7 @@ const METRICS: &[MetricDef] = &[
     MetricDef {
         name: "cpu %",
         get: |a| a.cpu,
+        pooled: None,
         ratio: |g| g.cpu_ratio,
         floor: 1.0,
         both_directions: false,
@@ -166,6 +183,7 @@ const METRICS: &[MetricDef] = &[
     MetricDef {
         name: "rss bytes",
         get: |a| a.rss,
+        pooled: None,
         ratio: |g| g.rss_ratio,
         floor: 16.0 * 1024.0 * 1024.0,
         both_directions: false,
@@ -173,6 +191,10 @@ const METRICS: &[MetricDef] = &[
     MetricDef {
         name: "drop rate",
         get: |a| a.drops as f64 / ((a.events + a.drops).max(1) as f64),
+        pooled: Some(Pooled {
+            count: |a| a.drops as f64,
+            exposure: |a| (a.events + a.drops) as f64,
+        }),
         ratio: |g| g.drop_ratio,
         floor: 0.002,
         both_directions: false,
@@ -180,6 +202,10 @@ const METRICS: &[MetricDef] = &[
     MetricDef {
         name: "finding rate (per hour)",
         get: |a| a.findings as f64 / a.hours(),
+        pooled: Some(Pooled {
+            count: |a| a.findings as f64,
+            exposure: Agg::hours,
+        }),
         ratio: |g| g.finding_ratio,
         floor: 1.0,
         both_directions: true,
@@ -294,16 +320,37 @@ pub fn judge(input: &GateInput, gates: &Gates, now: Millis) -> GateReport {
         for m in METRICS {
             let r: Vec<f64> = ring_new.iter().map(m.get).collect();
             let c: Vec<f64> = ctrl_old.iter().map(m.get).collect();
-            let (rm, cm) = (mean(&r), mean(&c));
+            let pooled = m.pooled.as_ref().map(|p| {
+                let total = |aggs: &[Agg]| {
+                    (
+                        aggs.iter().map(p.count).sum::<f64>(),
+                        aggs.iter().map(p.exposure).sum::<f64>(),
+                    )
+                };
+                (total(&ring_new), total(&ctrl_old))
+            });
+            let (rm, cm) = match pooled {
+                Some(((rn, rh), (cn, ch))) => (rn / rh.max(1e-9), cn / ch.max(1e-9)),
+                None => (mean(&r), mean(&c)),
+            };
             let ratio = (m.ratio)(gates);
-            let mut directions = vec![(rm > cm * ratio + m.floor, &r, &c, "higher")];
+            let p_greater = |ring_side: bool| -> f64 {
+                match pooled {
+                    Some(((rn, rh), (cn, ch))) if ring_side => poisson_rate_greater(rn, rh, cn, ch),
+                    Some(((rn, rh), (cn, ch))) => poisson_rate_greater(cn, ch, rn, rh),
+                    None if ring_side => mann_whitney_greater(&r, &c).map(|t| t.p_greater),
+                    None => mann_whitney_greater(&c, &r).map(|t| t.p_greater),
+                }
+                .unwrap_or(1.0)
+            };
+            let mut directions = vec![(rm > cm * ratio + m.floor, true, "higher")];
             if m.both_directions {
-                directions.push((cm > rm * ratio + m.floor, &c, &r, "lower"));
+                directions.push((cm > rm * ratio + m.floor, false, "lower"));
             }
             let mut verdict = "ok".to_owned();
             let mut p_bad = 1.0f64;
-            for (exceeded, a, b, dir) in directions {
-                let p = mann_whitney_greater(a, b).map_or(1.0, |t| t.p_greater);
+            for (exceeded, ring_side, dir) in directions {
+                let p = p_greater(ring_side);
                 p_bad = p_bad.min(p);
                 if exceeded && p < gates.alpha {
                     verdict = format!("fail ({dir})");
@@ -497,6 +544,26 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Wait, "{r:?}");
         let r = judge(&input(5, 40, 2.0, 75 * MIN), &g, 75 * MIN);
         assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
+    }
+
+    #[test]
+    fn drop_rise_is_caught_when_most_ring_agents_report_none() {
+        // Drops are rare: a third of the ring reports a few, the rest none. Ranking per-agent
+        // rates sees mostly ties; the pooled rate (360 in 150k events vs 4 in 400k) does not.
+        let mut i = input(15, 40, 2.0, 20 * MIN);
+        for (n, m) in i.members.iter_mut().enumerate() {
+            let drops = match (m.in_ring, n % 10) {
+                (true, 0..=2) => 60,
+                (false, 0) => 1,
+                _ => 0,
+            };
+            if let Some(a) = m.new.as_mut().or(m.old.as_mut()) {
+                a.drops = drops;
+            }
+        }
+        let r = judge(&i, &Gates::default(), 20 * MIN);
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert!(r.reason.contains("drop rate"), "{}", r.reason);
     }
 
     #[test]

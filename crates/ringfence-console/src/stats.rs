@@ -63,6 +63,45 @@ pub fn mann_whitney_greater(a: &[f64], b: &[f64]) -> Option<MannWhitney> {
     })
 }
 
+/// One-sided test that events happen at a higher rate in group A than in group B, given each
+/// group's event count and exposure (e.g. findings and agent-hours).
+///
+/// Rates are compared pooled over each group, not agent by agent: an agent seen for six minutes
+/// with one finding has a per-agent rate of 10/h, and a rank test over such short exposures
+/// flags noise. Under equal rates, A's count given the total is Binomial(n, T_a / (T_a + T_b));
+/// the p-value is that binomial's upper tail (exact up to 2000 events, normal beyond). `None`
+/// when there is no exposure on either side; a p of 1 when no event happened at all.
+pub fn poisson_rate_greater(count_a: f64, hours_a: f64, count_b: f64, hours_b: f64) -> Option<f64> {
+    if !(hours_a > 0.0 && hours_b > 0.0) {
+        return None;
+    }
+    let (k, n) = (
+        count_a.max(0.0).round(),
+        (count_a.max(0.0) + count_b.max(0.0)).round(),
+    );
+    if n <= 0.0 {
+        return Some(1.0);
+    }
+    let q = hours_a / (hours_a + hours_b);
+    if n > 2000.0 {
+        let sd = (n * q * (1.0 - q)).sqrt().max(f64::MIN_POSITIVE);
+        return Some(normal_sf((k - 0.5 - n * q) / sd));
+    }
+    // P(X >= k) = sum over i >= k of C(n, i) q^i (1 - q)^(n - i), in logs to stay finite.
+    let (lq, lp) = (q.ln(), (1.0 - q).ln());
+    let mut ln_choose = 0.0;
+    let mut tail = 0.0;
+    let top = n as u32;
+    for i in 0..=top {
+        let fi = f64::from(i);
+        if fi >= k {
+            tail += (ln_choose + fi * lq + (n - fi) * lp).exp();
+        }
+        ln_choose += (n - fi).ln() - (fi + 1.0).ln();
+    }
+    Some(tail.clamp(0.0, 1.0))
+}
+
 /// P(Z > z) for a standard normal Z.
 pub fn normal_sf(z: f64) -> f64 {
     0.5 * erfc(z / std::f64::consts::SQRT_2)
@@ -98,6 +137,25 @@ pub fn mean(v: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_test_weighs_exposure() {
+        // Same rate, very different exposures: nothing to see.
+        let p = poisson_rate_greater(1.0, 0.1, 60.0, 10.0).unwrap();
+        assert!(p > 0.3, "{p}");
+        // Ten times the rate over equal exposure.
+        let p = poisson_rate_greater(50.0, 10.0, 5.0, 10.0).unwrap();
+        assert!(p < 1e-6, "{p}");
+        // Exact binomial: 3 of 3 events on a side with half the exposure is p = 1/8.
+        let p = poisson_rate_greater(3.0, 1.0, 0.0, 1.0).unwrap();
+        assert!((p - 0.125).abs() < 1e-9, "{p}");
+        // The normal branch agrees with the exact one near the switch.
+        let exact = poisson_rate_greater(1050.0, 1.0, 950.0, 1.0).unwrap();
+        let approx = poisson_rate_greater(1050.5, 1.0, 950.5, 1.0).unwrap();
+        assert!((exact - approx).abs() < 0.01, "{exact} vs {approx}");
+        assert_eq!(poisson_rate_greater(0.0, 1.0, 0.0, 1.0), Some(1.0));
+        assert_eq!(poisson_rate_greater(1.0, 0.0, 0.0, 1.0), None);
+    }
 
     #[test]
     fn normal_tail() {
