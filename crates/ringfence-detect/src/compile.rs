@@ -479,6 +479,19 @@ impl RuleCx<'_, '_> {
         Some(Expr::Item(self.items.len() - 1))
     }
 
+    /// Compiles every detection of a list, reporting each one that fails; `None` if any did.
+    fn detections(&mut self, ds: &[Detection]) -> Option<Vec<Expr>> {
+        let mut out = Vec::with_capacity(ds.len());
+        let mut ok = true;
+        for d in ds {
+            match self.detection(d) {
+                Some(e) => out.push(e),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
     fn detection(&mut self, d: &Detection) -> Option<Expr> {
         match d {
             Detection::AllOf(items) => {
@@ -499,28 +512,8 @@ impl RuleCx<'_, '_> {
                     }
                 })
             }
-            Detection::AnyOf(ds) => {
-                let mut out = Vec::with_capacity(ds.len());
-                let mut ok = true;
-                for d in ds {
-                    match self.detection(d) {
-                        Some(e) => out.push(e),
-                        None => ok = false,
-                    }
-                }
-                ok.then_some(Expr::Or(out))
-            }
-            Detection::And(ds) => {
-                let mut out = Vec::with_capacity(ds.len());
-                let mut ok = true;
-                for d in ds {
-                    match self.detection(d) {
-                        Some(e) => out.push(e),
-                        None => ok = false,
-                    }
-                }
-                ok.then_some(Expr::And(out))
-            }
+            Detection::AnyOf(ds) => self.detections(ds).map(Expr::Or),
+            Detection::And(ds) => self.detections(ds).map(Expr::And),
             Detection::Keywords(values) => {
                 let item = DetectionItem {
                     field: rsigma_parser::FieldSpec::new(None, Vec::new()),

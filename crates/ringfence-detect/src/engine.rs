@@ -4,7 +4,10 @@
 //!
 //! The hot path allocates nothing: candidate marks live in a reused [`State`].
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use ringfence_event::{Event, EventKind};
 
 use crate::access::{any_value, with_text};
@@ -19,14 +22,135 @@ pub enum Hit {
     Correlation(Firing),
 }
 
-/// Needles of one accessor and the rules each belongs to.
-type NeedleGroup = (Accessor, Vec<Vec<u8>>, Vec<Vec<u32>>);
+/// `slots` entry of an item no scan decides.
+const NO_SLOT: u32 = u32::MAX;
+
+/// The needles of one accessor while an index is built.
+struct NeedleGroup {
+    accessor: Accessor,
+    needles: Vec<Vec<u8>>,
+    position: HashMap<Vec<u8>, usize>,
+    /// Per needle: rules it makes candidates.
+    owners: Vec<Vec<u32>>,
+    /// Per needle: item slots it decides.
+    decides: Vec<Vec<u32>>,
+}
+
+impl NeedleGroup {
+    /// The index of `needle` (ASCII-lowercased), added if new.
+    fn slot(&mut self, needle: &[u8]) -> usize {
+        let lower = needle.to_ascii_lowercase();
+        if let Some(&p) = self.position.get(&lower) {
+            return p;
+        }
+        self.needles.push(lower.clone());
+        self.owners.push(Vec::new());
+        self.decides.push(Vec::new());
+        self.position.insert(lower, self.needles.len() - 1);
+        self.needles.len() - 1
+    }
+}
+
+/// The index for one event kind: candidate needles per accessor, then the needles of the
+/// items a scan can decide on accessors that are scanned anyway.
+fn build_index(kind: EventKind, rules: &[Rule], slot_count: &mut u32) -> KindIndex {
+    let mut idx = KindIndex {
+        slots: vec![Box::default(); rules.len()],
+        ..KindIndex::default()
+    };
+    let mut groups: Vec<NeedleGroup> = Vec::new();
+    let applies = |rule: &Rule| rule.kinds.contains(kind);
+    for (i, rule) in rules.iter().enumerate() {
+        let Ok(i) = u32::try_from(i) else { continue };
+        if !applies(rule) {
+            continue;
+        }
+        match rule.expr.needles(&rule.items) {
+            Some(needles) if !needles.is_empty() => {
+                for (acc, needle) in needles {
+                    let g = match groups.iter().position(|g| g.accessor == acc) {
+                        Some(p) => p,
+                        None => {
+                            groups.push(NeedleGroup {
+                                accessor: acc,
+                                needles: Vec::new(),
+                                position: HashMap::new(),
+                                owners: Vec::new(),
+                                decides: Vec::new(),
+                            });
+                            groups.len() - 1
+                        }
+                    };
+                    let group = &mut groups[g];
+                    let n = group.slot(&needle);
+                    if group.owners[n].last() != Some(&i) {
+                        group.owners[n].push(i);
+                    }
+                }
+            }
+            _ => idx.always.push(i),
+        }
+    }
+    for (r, rule) in rules.iter().enumerate() {
+        if !applies(rule) {
+            continue;
+        }
+        for (i, item) in rule.items.iter().enumerate() {
+            let Some(group) = groups.iter_mut().find(|g| g.accessor == item.accessor) else {
+                continue;
+            };
+            let Some(needles) = item.deciding_needles() else {
+                continue;
+            };
+            let Some(rule_slots) = idx.slots.get_mut(r) else {
+                continue;
+            };
+            if rule_slots.is_empty() {
+                *rule_slots = vec![NO_SLOT; rule.items.len()].into_boxed_slice();
+            }
+            let Some(slot) = rule_slots.get_mut(i) else {
+                continue;
+            };
+            if *slot == NO_SLOT {
+                *slot = *slot_count;
+                *slot_count += 1;
+            }
+            for needle in needles {
+                let n = group.slot(needle);
+                if group.decides[n].last() != Some(slot) {
+                    group.decides[n].push(*slot);
+                }
+            }
+        }
+    }
+    for g in groups {
+        match prefilter_automaton(&g.needles) {
+            Some(automaton) => idx.prefilters.push(Prefilter {
+                accessor: g.accessor,
+                automaton,
+                owners: g.owners,
+                decides: g.decides,
+            }),
+            None => {
+                // Cannot happen for byte needles under the default limits; stay correct.
+                let mut all: Vec<u32> = g.owners.into_iter().flatten().collect();
+                idx.always.append(&mut all);
+            }
+        }
+    }
+    idx.always.sort_unstable();
+    idx.always.dedup();
+    idx
+}
 
 #[derive(Debug, Default)]
 struct KindIndex {
     /// Rules with no usable literal: always evaluated.
     always: Vec<u32>,
     prefilters: Vec<Prefilter>,
+    /// Per rule, per item: the bit slot a prefilter scan decides it in, or [`NO_SLOT`]; empty
+    /// for rules with no item decided on this kind.
+    slots: Vec<Box<[u32]>>,
 }
 
 #[derive(Debug)]
@@ -35,6 +159,8 @@ struct Prefilter {
     automaton: AhoCorasick,
     /// Pattern id → rules it makes candidates.
     owners: Vec<Vec<u32>>,
+    /// Pattern id → item slots it decides (found: the item matches).
+    decides: Vec<Vec<u32>>,
 }
 
 /// Compiled content: rules, correlations and the index over them. Immutable and shareable.
@@ -42,11 +168,32 @@ struct Prefilter {
 pub struct Engine {
     rules: Vec<Rule>,
     correlations: Vec<Correlation>,
-    by_kind: Vec<KindIndex>,
+    /// Per event kind; kinds that run the same rules share one index.
+    by_kind: Vec<Arc<KindIndex>>,
     /// Rule → (correlation, ref position) it feeds.
     rule_feeds: Vec<Vec<(usize, usize)>>,
     /// Correlation → (correlation, ref position) it feeds.
     corr_feeds: Vec<Vec<(usize, usize)>>,
+    /// Item slots the prefilter scans decide, over all kinds.
+    slot_count: u32,
+}
+
+/// How the index serves one event kind (for benchmarks and `rules check` reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindSummary {
+    pub kind: EventKind,
+    /// Rules that run on this kind.
+    pub rules: usize,
+    /// Of those, rules with no usable literal, evaluated on every event of the kind.
+    pub always: usize,
+    /// Fields with a prefilter automaton.
+    pub prefilters: usize,
+    /// Needles over all those automatons.
+    pub needles: usize,
+    /// Heap bytes of those automatons.
+    pub bytes: usize,
+    /// Whether an earlier kind running the same rules owns this index (and its bytes).
+    pub shared: bool,
 }
 
 /// Per-pipeline mutable state: correlation windows and the reused candidate scratch.
@@ -56,6 +203,11 @@ pub struct State {
     candidates: Vec<u32>,
     correlations: Vec<correlation::State>,
     pending: Vec<(usize, usize)>,
+    /// Items the current event's scans found, as bits by slot, and the slots set (to clear).
+    found: Vec<u64>,
+    found_slots: Vec<u32>,
+    /// Rules fully evaluated so far (the prefilter's candidates), for benchmarks.
+    pub evaluated: u64,
 }
 
 impl State {
@@ -78,69 +230,74 @@ impl State {
     }
 }
 
+/// Above this size a prefilter's DFA gives way to the compact NFA.
+const MAX_DFA_BYTES: usize = 16 << 20;
+
+/// One automaton over `needles`, ASCII case-insensitive, reporting every occurrence of every
+/// needle. A DFA is several times faster per byte than the NFA on long command lines; it is
+/// kept when it stays under [`MAX_DFA_BYTES`].
+fn prefilter_automaton(needles: &[Vec<u8>]) -> Option<AhoCorasick> {
+    let build = |kind| {
+        AhoCorasickBuilder::new()
+            .kind(kind)
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(needles)
+            .ok()
+    };
+    match build(Some(AhoCorasickKind::DFA)) {
+        Some(dfa) if dfa.memory_usage() <= MAX_DFA_BYTES => Some(dfa),
+        _ => build(None),
+    }
+}
+
+/// Sets bit `i`; true when it was clear.
+#[inline]
+fn set_bit(bits: &mut [u64], i: u32) -> bool {
+    let (w, b) = ((i / 64) as usize, i % 64);
+    match bits.get_mut(w) {
+        Some(word) if *word & (1 << b) == 0 => {
+            *word |= 1 << b;
+            true
+        }
+        _ => false,
+    }
+}
+
+#[inline]
+fn clear_bit(bits: &mut [u64], i: u32) {
+    if let Some(word) = bits.get_mut((i / 64) as usize) {
+        *word &= !(1 << (i % 64));
+    }
+}
+
+#[inline]
+fn bit(bits: &[u64], i: u32) -> bool {
+    bits.get((i / 64) as usize)
+        .is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
 impl Engine {
     pub fn new(rules: Vec<Rule>, correlations: Vec<Correlation>) -> Engine {
-        let mut by_kind: Vec<KindIndex> = EventKind::ALL
-            .iter()
-            .map(|_| KindIndex::default())
-            .collect();
+        let mut slot_count = 0u32;
+        let mut built: Vec<(Vec<usize>, Arc<KindIndex>)> = Vec::new();
+        let empty = Arc::new(KindIndex::default());
+        let mut by_kind: Vec<Arc<KindIndex>> = vec![empty; EventKind::ALL.len()];
         for kind in EventKind::ALL {
-            let idx = &mut by_kind[kind.index()];
-            // accessor → (needles, owners)
-            let mut groups: Vec<NeedleGroup> = Vec::new();
-            for (i, rule) in rules.iter().enumerate() {
-                if !rule.kinds.contains(kind) {
-                    continue;
+            let applicable: Vec<usize> = (0..rules.len())
+                .filter(|&r| rules[r].kinds.contains(kind))
+                .collect();
+            let idx = match built.iter().find(|(a, _)| *a == applicable) {
+                Some((_, idx)) => Arc::clone(idx),
+                None => {
+                    let idx = Arc::new(build_index(kind, &rules, &mut slot_count));
+                    built.push((applicable, Arc::clone(&idx)));
+                    idx
                 }
-                let Ok(i) = u32::try_from(i) else { continue };
-                match rule.expr.needles(&rule.items) {
-                    Some(needles) if !needles.is_empty() => {
-                        for (acc, needle) in needles {
-                            let g = match groups.iter().position(|g| g.0 == acc) {
-                                Some(p) => p,
-                                None => {
-                                    groups.push((acc, Vec::new(), Vec::new()));
-                                    groups.len() - 1
-                                }
-                            };
-                            let (_, ns, owners) = &mut groups[g];
-                            let lower = needle.to_ascii_lowercase();
-                            match ns.iter().position(|n| *n == lower) {
-                                Some(p) => {
-                                    if owners[p].last() != Some(&i) {
-                                        owners[p].push(i);
-                                    }
-                                }
-                                None => {
-                                    ns.push(lower);
-                                    owners.push(vec![i]);
-                                }
-                            }
-                        }
-                    }
-                    _ => idx.always.push(i),
-                }
+            };
+            if let Some(slot) = by_kind.get_mut(kind.index()) {
+                *slot = idx;
             }
-            for (accessor, needles, owners) in groups {
-                match AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .build(&needles)
-                {
-                    Ok(automaton) => idx.prefilters.push(Prefilter {
-                        accessor,
-                        automaton,
-                        owners,
-                    }),
-                    Err(_) => {
-                        // Cannot happen for byte needles under the default limits; stay correct.
-                        let mut all: Vec<u32> = owners.into_iter().flatten().collect();
-                        idx.always.append(&mut all);
-                    }
-                }
-            }
-            idx.always.sort_unstable();
-            idx.always.dedup();
         }
         let mut rule_feeds = vec![Vec::new(); rules.len()];
         let mut corr_feeds = vec![Vec::new(); correlations.len()];
@@ -166,6 +323,7 @@ impl Engine {
             by_kind,
             rule_feeds,
             corr_feeds,
+            slot_count,
         }
     }
 
@@ -175,6 +333,39 @@ impl Engine {
 
     pub fn correlations(&self) -> &[Correlation] {
         &self.correlations
+    }
+
+    /// The index, per event kind that has rules.
+    pub fn index_summary(&self) -> Vec<KindSummary> {
+        EventKind::ALL
+            .iter()
+            .filter_map(|&kind| {
+                let idx = self.by_kind.get(kind.index())?;
+                let shared = EventKind::ALL.iter().take_while(|k| **k != kind).any(|k| {
+                    self.by_kind
+                        .get(k.index())
+                        .is_some_and(|o| Arc::ptr_eq(o, idx))
+                });
+                let rules = self.rules.iter().filter(|r| r.kinds.contains(kind)).count();
+                (rules > 0).then(|| KindSummary {
+                    kind,
+                    rules,
+                    always: idx.always.len(),
+                    prefilters: idx.prefilters.len(),
+                    needles: idx
+                        .prefilters
+                        .iter()
+                        .map(|p| p.automaton.patterns_len())
+                        .sum(),
+                    bytes: idx
+                        .prefilters
+                        .iter()
+                        .map(|p| p.automaton.memory_usage())
+                        .sum(),
+                    shared,
+                })
+            })
+            .collect()
     }
 
     /// Fresh state for one pipeline.
@@ -188,6 +379,9 @@ impl Engine {
                 .map(|_| correlation::State::new())
                 .collect(),
             pending: Vec::new(),
+            found: vec![0; (self.slot_count as usize).div_ceil(64)],
+            found_slots: Vec::new(),
+            evaluated: 0,
         }
     }
 
@@ -226,16 +420,20 @@ impl Engine {
         for pf in &idx.prefilters {
             let marks = &mut state.marks;
             let candidates = &mut state.candidates;
+            let found = &mut state.found;
+            let found_slots = &mut state.found_slots;
             any_value(pf.accessor, e, |v| {
                 with_text(v, |t| {
                     for m in pf.automaton.find_overlapping_iter(t) {
-                        for &r in pf.owners.get(m.pattern().as_usize()).into_iter().flatten() {
-                            let (w, b) = ((r / 64) as usize, r % 64);
-                            if let Some(word) = marks.get_mut(w)
-                                && *word & (1 << b) == 0
-                            {
-                                *word |= 1 << b;
+                        let p = m.pattern().as_usize();
+                        for &r in pf.owners.get(p).into_iter().flatten() {
+                            if set_bit(marks, r) {
                                 candidates.push(r);
+                            }
+                        }
+                        for &slot in pf.decides.get(p).into_iter().flatten() {
+                            if set_bit(found, slot) {
+                                found_slots.push(slot);
                             }
                         }
                     }
@@ -246,19 +444,28 @@ impl Engine {
         state.candidates.sort_unstable();
         let mut candidates = std::mem::take(&mut state.candidates);
         for &r in &candidates {
-            let (w, b) = ((r / 64) as usize, r % 64);
-            if let Some(word) = state.marks.get_mut(w) {
-                *word &= !(1 << b);
-            }
+            clear_bit(&mut state.marks, r);
         }
+        state.evaluated += candidates.len() as u64;
         for &r in &candidates {
             let r = r as usize;
             if !enabled(r) {
                 continue;
             }
-            if let Some(rule) = self.rules.get(r)
-                && rule.matches(e)
-            {
+            let Some(rule) = self.rules.get(r) else {
+                continue;
+            };
+            let slots = idx.slots.get(r).map_or(&[][..], |s| &s[..]);
+            let found = &state.found;
+            let matched = if slots.is_empty() {
+                rule.matches(e)
+            } else {
+                rule.matches_with(e, &|i| match slots.get(i) {
+                    Some(&slot) if slot != NO_SLOT => Some(bit(found, slot)),
+                    _ => None,
+                })
+            };
+            if matched {
                 if rule.generate || silent_too {
                     hit(Hit::Rule(r));
                 }
@@ -267,6 +474,10 @@ impl Engine {
         }
         candidates.clear();
         state.candidates = candidates;
+        for &slot in &state.found_slots {
+            clear_bit(&mut state.found, slot);
+        }
+        state.found_slots.clear();
     }
 
     /// Runs one output (rules first, then correlations, as numbered by

@@ -77,6 +77,7 @@ fn bits(ip: IpAddr) -> (bool, u128, u8) {
     }
 }
 
+/// 64 hex digits, either case, as bytes.
 fn hex32(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 {
         return None;
@@ -114,10 +115,14 @@ impl IocSet {
             }
             let mut cols = line.split_whitespace();
             let Some(first) = cols.next() else { continue };
-            let label: Option<Box<str>> = {
-                let rest: Vec<&str> = cols.collect();
-                (!rest.is_empty()).then(|| rest.join(" ").into())
-            };
+            let label: Option<Box<str>> = cols.next().map(|second| {
+                let mut label = second.to_owned();
+                for word in cols {
+                    label.push(' ');
+                    label.push_str(word);
+                }
+                label.into()
+            });
             let (kind, value) = match first.split_once(':') {
                 Some((k @ ("sha256" | "ip" | "cidr" | "domain"), v)) => (Some(k), v),
                 _ => (None, first),
@@ -128,19 +133,15 @@ impl IocSet {
                 message: format!("`{first}` is not a valid {what}"),
             };
             match kind {
-                Some("sha256") | None if value.len() == 64 && hex32(value).is_some() => {
-                    if let Some(h) = hex32(value) {
-                        set.hashes.insert(h, label_idx);
-                    }
+                Some("sha256") | None if let Some(h) = hex32(value) => {
+                    set.hashes.insert(h, label_idx);
                 }
                 Some("sha256") => {
                     errors.push(bad("SHA-256 (64 hex digits)"));
                     continue;
                 }
-                Some("ip" | "cidr") | None if value.parse::<IpAddr>().is_ok() => {
-                    if let Ok(ip) = value.parse::<IpAddr>() {
-                        set.ips.insert(ip, label_idx);
-                    }
+                Some("ip" | "cidr") | None if let Ok(ip) = value.parse::<IpAddr>() => {
+                    set.ips.insert(ip, label_idx);
                 }
                 Some("ip" | "cidr") | None if value.contains('/') => {
                     match value.parse::<ipnet::IpNet>() {
@@ -230,14 +231,13 @@ impl IocSet {
 
     /// The indicator a domain (or one of its parents) matches, if any.
     pub fn match_domain(&self, domain: &str) -> Option<(String, Option<String>)> {
-        let d = domain.trim_end_matches('.');
-        let mut rest = d;
+        let lower = domain.trim_end_matches('.').to_ascii_lowercase();
+        let mut rest = lower.as_str();
         for _ in 0..128 {
-            if rest.len() <= 253 {
-                let lower = rest.to_ascii_lowercase();
-                if let Some(&l) = self.domains.get(lower.as_str()) {
-                    return Some((lower, self.label(l)));
-                }
+            if rest.len() <= 253
+                && let Some(&l) = self.domains.get(rest)
+            {
+                return Some((rest.to_owned(), self.label(l)));
             }
             match rest.split_once('.') {
                 Some((_, parent)) if parent.contains('.') => rest = parent,
@@ -249,7 +249,7 @@ impl IocSet {
 
     /// The indicator a hex SHA-256 matches, if any.
     pub fn match_sha256(&self, hex: &str) -> Option<Option<String>> {
-        let h = hex32(&hex.to_ascii_lowercase())?;
+        let h = hex32(hex)?;
         self.hashes.get(&h).map(|&l| self.label(l))
     }
 

@@ -23,7 +23,7 @@ pub mod rule;
 pub mod testing;
 
 pub use compile::{Compiled, Options, Refusal, RuleFile, compile};
-pub use engine::{Engine, Hit, State};
+pub use engine::{Engine, Hit, KindSummary, State};
 pub use finding::{Finding, Format};
 pub use ioc::IocSet;
 pub use rule::RuleMeta;

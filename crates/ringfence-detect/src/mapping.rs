@@ -249,7 +249,8 @@ pub fn field(family: Family, name: &str) -> Result<Accessor, String> {
     ))
 }
 
-const TABLE_NAMES: &[&str] = &[
+/// The Sigma taxonomy field names the tables know (their case-insensitive fallback).
+pub const TABLE_NAMES: &[&str] = &[
     "Image",
     "CommandLine",
     "ParentImage",

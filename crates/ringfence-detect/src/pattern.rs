@@ -169,6 +169,7 @@ fn contains(hay: &[u8], needle: &[u8], cased: bool) -> bool {
 #[derive(Debug, Clone)]
 pub struct AnyContains {
     ac: AhoCorasick,
+    cased: bool,
 }
 
 impl AnyContains {
@@ -178,7 +179,12 @@ impl AnyContains {
             .match_kind(MatchKind::Standard)
             .build(needles)
             .map_err(|e| format!("building a substring matcher: {e}"))?;
-        Ok(AnyContains { ac })
+        Ok(AnyContains { ac, cased })
+    }
+
+    /// Whether it compares case-sensitively (`|cased`).
+    pub fn cased(&self) -> bool {
+        self.cased
     }
 
     #[inline]

@@ -45,6 +45,34 @@ pub struct Item {
 }
 
 impl Item {
+    /// The needles that decide this item when it is a plain "the field contains one of these"
+    /// (ASCII case-insensitive, no `all`, no presence test): one scan of the field for all of
+    /// them answers it, so the engine's prefilter pass can. Items with a needle shorter than
+    /// the prefilter's minimum are left to their own matcher: `-` or `/` would make the shared
+    /// scan report a match every few bytes.
+    pub fn deciding_needles(&self) -> Option<Vec<&[u8]>> {
+        if self.all || !self.presence.is_empty() {
+            return None;
+        }
+        let mut out = Vec::new();
+        if let Some((m, needles)) = &self.merged {
+            if m.cased() {
+                return None;
+            }
+            out.extend(needles.iter().map(Vec::as_slice));
+        }
+        for v in &self.values {
+            match v {
+                Pattern::Contains {
+                    needle,
+                    cased: false,
+                } => out.push(needle),
+                _ => return None,
+            }
+        }
+        (!out.is_empty() && out.iter().all(|n| n.len() >= MIN_NEEDLE)).then_some(out)
+    }
+
     #[inline]
     pub fn matches(&self, e: &Event) -> bool {
         if self.all {
@@ -115,11 +143,17 @@ pub enum Expr {
 impl Expr {
     #[inline]
     pub fn eval(&self, items: &[Item], e: &Event) -> bool {
+        self.eval_by(&|i| items.get(i).is_some_and(|it| it.matches(e)))
+    }
+
+    /// Evaluates with `item` answering each item by index.
+    #[inline]
+    pub fn eval_by(&self, item: &dyn Fn(usize) -> bool) -> bool {
         match self {
-            Expr::Item(i) => items.get(*i).is_some_and(|it| it.matches(e)),
-            Expr::And(xs) => xs.iter().all(|x| x.eval(items, e)),
-            Expr::Or(xs) => xs.iter().any(|x| x.eval(items, e)),
-            Expr::Not(x) => !x.eval(items, e),
+            Expr::Item(i) => item(*i),
+            Expr::And(xs) => xs.iter().all(|x| x.eval_by(item)),
+            Expr::Or(xs) => xs.iter().any(|x| x.eval_by(item)),
+            Expr::Not(x) => !x.eval_by(item),
             Expr::Const(b) => *b,
         }
     }
@@ -244,6 +278,22 @@ impl Rule {
     /// Whether the rule matches `e` (kind and service checked too).
     #[inline]
     pub fn matches(&self, e: &Event) -> bool {
+        self.applies_to(e) && self.expr.eval(&self.items, e)
+    }
+
+    /// As [`Rule::matches`], with `decided` answering the items it knows (by item index) and
+    /// the rest evaluated on the event.
+    #[inline]
+    pub fn matches_with(&self, e: &Event, decided: &dyn Fn(usize) -> Option<bool>) -> bool {
+        self.applies_to(e)
+            && self.expr.eval_by(&|i| {
+                decided(i).unwrap_or_else(|| self.items.get(i).is_some_and(|it| it.matches(e)))
+            })
+    }
+
+    /// Whether `e`'s kind and service are ones the rule runs on.
+    #[inline]
+    fn applies_to(&self, e: &Event) -> bool {
         let Some(kind) = e.kind else { return false };
         if !self.kinds.contains(kind) {
             return false;
@@ -260,6 +310,6 @@ impl Rule {
                 return false;
             }
         }
-        self.expr.eval(&self.items, e)
+        true
     }
 }

@@ -9,31 +9,18 @@
     reason = "test code: a failure is the test failing"
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ringfence_detect::{Options, RuleFile, compile, testing};
 use ringfence_event::Mode;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+#[path = "support/corpus.rs"]
+mod corpus;
 
-fn yaml_files(dir: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "yml") {
-                let rel = p.strip_prefix(dir).unwrap().display().to_string();
-                out.push((rel, std::fs::read_to_string(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
+use corpus::repo;
+
+fn yaml_files(dir: &std::path::Path) -> Vec<(String, String)> {
+    corpus::yaml_files(dir).unwrap()
 }
 
 #[test]
@@ -80,7 +67,7 @@ fn default_pack_compiles_and_its_tests_pass() {
 
 #[test]
 fn sigmahq_linux_rules_compile_at_95_percent() {
-    let dir = repo().join("../shared/sigma/rules-linux");
+    let dir = corpus::sigma_dir();
     if !dir.exists() {
         eprintln!("{} missing: skipped", dir.display());
         return;
@@ -104,4 +91,47 @@ fn sigmahq_linux_rules_compile_at_95_percent() {
             assert!(r.rule_id.is_some(), "refusal without a rule id: {r}");
         }
     }
+}
+
+/// The index (per-kind prefilters, items decided by the shared scan) finds exactly the rules
+/// that evaluating every rule on its own finds, over both recorded event sets.
+#[test]
+fn the_index_finds_what_evaluating_every_rule_finds() {
+    let mut rules = yaml_files(&repo().join("content/linux/rules"));
+    let sigma = corpus::sigma_dir();
+    if sigma.exists() {
+        rules.extend(yaml_files(&sigma));
+    }
+    let files: Vec<RuleFile<'_>> = rules
+        .iter()
+        .map(|(p, t)| RuleFile { path: p, text: t })
+        .collect();
+    let engine = compile(&files, &Options::new(Mode::Ebpf)).engine;
+    let mut checked = 0;
+    for data in ["server.jsonl", "build-host.jsonl"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("benches/data")
+            .join(data);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut state = engine.new_state();
+        for line in text.lines() {
+            let e = ringfence_event::Event::from_ecs_line(line).unwrap();
+            let mut indexed = Vec::new();
+            engine.evaluate(&e, &mut state, &mut |h| {
+                if let ringfence_detect::Hit::Rule(r) = h {
+                    indexed.push(r);
+                }
+            });
+            let every: Vec<usize> = engine
+                .rules()
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.generate && r.matches(&e))
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(indexed, every, "{data}: {line}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000);
 }
