@@ -237,6 +237,7 @@ pub struct Config {
     pub jsonl: JsonlSection,
     pub logs: LogsConfig,
     pub content: crate::content::ContentSection,
+    pub fleet: crate::fleet::FleetSection,
 }
 
 /// One problem in a config file.
@@ -284,7 +285,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "agent",
     "sources",
     "audit",
@@ -294,6 +295,7 @@ const SECTIONS: [&str; 9] = [
     "jsonl",
     "logs",
     "content",
+    "fleet",
 ];
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -415,6 +417,7 @@ impl Config {
                 "content",
                 crate::content::ContentSection
             ),
+            fleet: section_pass!(text, file, errors, "fleet", crate::fleet::FleetSection),
         };
         let mut value_error = |section: &str, key: &str, message: String| {
             errors.push(ConfigError {
@@ -498,12 +501,28 @@ impl Config {
         for (key, message) in config.content.problems() {
             value_error("content", key, message);
         }
+        for (key, message) in config.fleet.problems() {
+            value_error("fleet", key, message);
+        }
+        if let Some(message) = config.fleet_needs() {
+            value_error("fleet", "console", message);
+        }
         if errors.is_empty() {
             Ok(config)
         } else {
             errors.sort_by_key(|e| e.line);
             Err(ConfigErrors(errors))
         }
+    }
+
+    /// Why the `[fleet]` link cannot run with this configuration, if it cannot: offered
+    /// content is delivered into the content directory, so a console needs one.
+    pub fn fleet_needs(&self) -> Option<String> {
+        (self.fleet.console.is_some() && self.content.dir.is_none()).then(|| {
+            "a console delivers content into the content directory: set content.dir \
+             (or --content-dir) too"
+                .to_owned()
+        })
     }
 
     /// The eBPF sensor's in-kernel path prefixes: one per watched tree (none when the file
@@ -601,6 +620,26 @@ x = 1
         assert_eq!(errs[0].line, 3);
         assert_eq!(errs[0].key, "agent.queue_capacity");
         assert_eq!(errs[1].key, "agent.outputs");
+    }
+
+    #[test]
+    fn fleet_section_is_checked_and_needs_a_content_dir() {
+        let Err(ConfigErrors(errs)) = parse(
+            "[fleet]\nconsole = \"http://console:8650\"\nregion = \"\"\nfindings_queue = 0\n",
+        ) else {
+            panic!("expected errors");
+        };
+        let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let all = all.join("\n");
+        assert!(
+            all.contains("agent.toml:2: fleet.console: a console delivers content"),
+            "{all}"
+        );
+        assert!(all.contains("fleet.tags: region"), "{all}");
+        assert!(all.contains("agent.toml:4: fleet.findings_queue"), "{all}");
+        let ok = parse("[content]\ndir = \"/var/lib/ringfence/content\"\n\n[fleet]\nconsole = \"http://console:8650\"\n[fleet.tags]\nteam = \"web\"\n")
+            .unwrap();
+        assert_eq!(ok.fleet.tags["team"], "web");
     }
 
     #[test]

@@ -20,6 +20,7 @@
 pub mod config;
 pub mod content;
 pub mod detect;
+pub mod fleet;
 pub mod merge;
 pub mod mode;
 pub mod output;
@@ -173,6 +174,7 @@ pub struct Agent {
     outputs: Option<Vec<Box<dyn Output>>>,
     extra_sources: Vec<(SourceKind, Box<dyn Source>)>,
     supervisor: Option<u32>,
+    telemetry: Option<Arc<fleet::Telemetry>>,
     /// Sources opened by [`Agent::open`], and what their opening reported.
     opened: Option<(Opened, Summary)>,
 }
@@ -195,6 +197,7 @@ impl Agent {
             outputs: None,
             extra_sources: Vec::new(),
             supervisor: None,
+            telemetry: None,
             opened: None,
         }
     }
@@ -203,6 +206,13 @@ impl Agent {
     /// ignored and signals aimed at it are reported, as for the agent itself.
     pub fn with_supervisor(mut self, pid: u32) -> Agent {
         self.supervisor = Some(pid);
+        self
+    }
+
+    /// Count events, drops and findings into `telemetry`, and queue findings there for the
+    /// fleet console ([`fleet::FleetLink`]).
+    pub fn with_telemetry(mut self, telemetry: Arc<fleet::Telemetry>) -> Agent {
+        self.telemetry = Some(telemetry);
         self
     }
 
@@ -472,6 +482,7 @@ impl Agent {
             summary,
             warned_output: false,
             findings_unflushed: false,
+            telemetry: self.telemetry.take(),
         };
         if let Some(why) = ebpf_failed {
             // Say so where a person will see it: in the event stream, beside the log line.
@@ -566,6 +577,7 @@ struct Pipeline {
     warned_output: bool,
     /// A finding was written since the last flush: flush now, not at the next tick.
     findings_unflushed: bool,
+    telemetry: Option<Arc<fleet::Telemetry>>,
 }
 
 impl Pipeline {
@@ -624,6 +636,12 @@ impl Pipeline {
         let line = event.to_ecs_line();
         self.write(&line);
         self.summary.events_written += 1;
+        if let Some(t) = &self.telemetry {
+            t.event();
+            for f in &findings {
+                t.finding(f);
+            }
+        }
         for f in findings {
             self.summary.findings += 1;
             self.findings_unflushed = true;
@@ -654,6 +672,13 @@ impl Pipeline {
 
     /// Log each source's counters; emit a health event for any new loss.
     fn report(&mut self, running: &mut [Running], last: bool) {
+        if let Some(t) = &self.telemetry {
+            let lost = running.iter().map(|r| {
+                let c = r.counters.snapshot();
+                c.dropped.saturating_add(c.gaps)
+            });
+            t.set_dropped(lost.fold(0u64, u64::saturating_add));
+        }
         for r in running.iter_mut() {
             let c = r.counters.snapshot();
             tracing::info!(

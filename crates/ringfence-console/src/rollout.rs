@@ -429,7 +429,7 @@ pub async fn start(state: &AppState, actor: &str, req: &StartRequest) -> AppResu
     }
     if snap.baseline == 0 {
         return Err(AppError::Conflict(
-            "the fleet has no baseline content yet; publish one with ?baseline=true first".into(),
+            "the fleet has no baseline content yet; publish one first (`ringfence rollout publish --baseline`, or PUT /api/v1/content/N?baseline=true)".into(),
         ));
     }
     let max_pin = snap.pins.values().copied().max().unwrap_or(0);

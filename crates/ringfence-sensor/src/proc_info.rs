@@ -54,6 +54,16 @@ pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
     ))
 }
 
+/// Resident set size of `pid` now, in bytes (`VmRSS` of `/proc/PID/status`). `None` when the
+/// process is gone or unreadable.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = ProcProcess::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .status()
+        .ok()?;
+    status.vmrss.map(|kib| kib.saturating_mul(1024))
+}
+
 /// Read `pid` from /proc. `not_after_boot_ns`: the `CLOCK_BOOTTIME` of the event; a process
 /// that started later than that (plus one tick of rounding) is a reused pid.
 pub fn read_process(pid: u32, not_after_boot_ns: Option<u64>, clocks: &Clocks) -> ProcInfo {

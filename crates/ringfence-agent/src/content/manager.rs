@@ -303,6 +303,12 @@ impl ContentManager {
         lock(&self.shared.slot).active.as_ref().map(|a| a.version)
     }
 
+    /// A handle that reads the active version from any thread (the fleet link reports it).
+    pub fn version_reader(&self) -> impl Fn() -> Option<u64> + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || lock(&shared.slot).active.as_ref().map(|a| a.version)
+    }
+
     /// Timings of the last activation.
     pub fn last_activation(&self) -> Option<ActivationTimings> {
         *lock(&self.shared.last_activation)

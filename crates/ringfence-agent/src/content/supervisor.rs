@@ -29,6 +29,10 @@ pub const ROLLBACK_ENV: &str = "RINGFENCE_CONTENT_ROLLBACK";
 /// Set for a worker started by the supervisor.
 pub const SUPERVISED_ENV: &str = "RINGFENCE_SUPERVISED";
 
+/// Set for the worker: how many workers this supervisor has seen die so far (the worker reports
+/// the ones the console has not acknowledged yet).
+pub const CRASHES_ENV: &str = "RINGFENCE_WORKER_CRASHES";
+
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// A worker that ran this long was healthy: the backoff starts over.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
@@ -83,6 +87,7 @@ impl Supervisor {
             cmd.args(&self.opts.args)
                 .stdin(Stdio::null())
                 .env(SUPERVISED_ENV, "1")
+                .env(CRASHES_ENV, report.restarts.to_string())
                 .process_group(0);
             match pending_report.take() {
                 Some(r) => cmd.env(ROLLBACK_ENV, r),

@@ -3,18 +3,22 @@
 //! `agent run` is a small supervisor ([`ringfence_agent::content::Supervisor`]) that starts
 //! the worker (this binary, hidden `agent worker` with the same flags) and restarts it on a
 //! crash, rolling content back after a crash loop. `--no-supervisor` runs the worker in this
-//! process (tests, benchmarks). With a content directory the worker runs the content manager.
+//! process (tests, benchmarks). With a content directory the worker runs the content manager;
+//! with `--console` (and an enrollment token the first time) it also runs the fleet link.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use ringfence_agent::content::supervisor::{ROLLBACK_ENV, SUPERVISED_ENV, die_with_supervisor};
+use ringfence_agent::content::supervisor::{
+    CRASHES_ENV, ROLLBACK_ENV, SUPERVISED_ENV, die_with_supervisor,
+};
 use ringfence_agent::content::{
     CompiledContent, ContentManager, ManagerOptions, SharedContent, StaticDetector, Supervisor,
     SupervisorOptions, engine_for, sigma,
 };
+use ringfence_agent::fleet::{FleetLink, FleetStart, SupervisorCount, Telemetry};
 use ringfence_agent::{Agent, Config, ModeChoice, OutputSpec};
 use ringfence_sensor::StopSignal;
 
@@ -55,10 +59,21 @@ pub struct RunArgs {
     /// Trusted root for content: a keys directory or a `root.json`.
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// Fleet console to enroll with and check in to (`http://host:port`); `fleet.console`.
+    /// Needs a content directory: offered content is delivered there.
+    #[arg(long)]
+    pub console: Option<String>,
+    /// Enrollment token, used once while the agent has no credential; `fleet.enroll_token`.
+    #[arg(long, env = "RINGFENCE_ENROLL_TOKEN", hide_env_values = true)]
+    pub enroll_token: Option<String>,
     /// Run the worker in this process, without the supervisor (tests and benchmarks).
     #[arg(long)]
     pub no_supervisor: bool,
 }
+
+/// Set by a parent that starts the agent as its child (`ringfence up`): the agent stops when
+/// that parent dies, however it dies.
+pub const DIE_WITH_PARENT_ENV: &str = "RINGFENCE_DIE_WITH_PARENT";
 
 /// Log to stderr at info level (stdout carries events).
 pub fn init_tracing() {
@@ -99,12 +114,28 @@ fn config(args: &RunArgs) -> Result<Config, Failure> {
     if let Some(r) = &args.root {
         config.content.root = Some(r.clone());
     }
+    if let Some(c) = &args.console {
+        config.fleet.console = Some(c.clone());
+    }
+    if let Some(t) = &args.enroll_token {
+        config.fleet.enroll_token = Some(t.clone());
+    }
+    let fleet_problems = config.fleet.problems();
+    if let Some((key, message)) = fleet_problems.first() {
+        return Err(Failure::refused(anyhow!("fleet.{key}: {message}")));
+    }
+    if let Some(message) = config.fleet_needs() {
+        return Err(Failure::refused(anyhow!("--console: {message}")));
+    }
     Ok(config)
 }
 
 fn supervise(args: &RunArgs) -> CmdResult {
     let config = config(args)?;
     init_tracing();
+    if std::env::var_os(DIE_WITH_PARENT_ENV).is_some() && !die_with_supervisor() {
+        return Err(Failure::environment(anyhow!("the parent process is gone")));
+    }
     let program = std::env::current_exe().context("finding this executable")?;
     // The same arguments, with `run` replaced by `worker`.
     let mut forwarded: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -141,6 +172,56 @@ fn supervise(args: &RunArgs) -> CmdResult {
             error: anyhow!("the worker exited with code {}", report.exit_code),
         })
     }
+}
+
+/// Starts the fleet link when `fleet.console` is set: it enrolls, checks in with the health
+/// the returned telemetry gathers, and delivers offered content into the content directory.
+fn start_fleet_link(
+    config: &Config,
+    manager: Option<&ContentManager>,
+    stop: &StopSignal,
+) -> Result<Option<(FleetLink, Arc<Telemetry>)>, String> {
+    if config.fleet.console.is_none() {
+        return Ok(None);
+    }
+    let (Some(content_dir), Some(state_dir)) =
+        (config.content.dir.clone(), config.content.state_dir())
+    else {
+        return Err("the fleet link needs a content directory".into());
+    };
+    let content_version: Box<dyn Fn() -> u64 + Send> = match manager {
+        Some(m) => {
+            let read = m.version_reader();
+            Box::new(move || read().unwrap_or(0))
+        }
+        None => Box::new(|| 0),
+    };
+    let supervised = std::env::var_os(SUPERVISED_ENV).is_some();
+    let supervisor_crashes = std::env::var(CRASHES_ENV)
+        .ok()
+        .filter(|_| supervised)
+        .and_then(|n| n.parse::<u64>().ok())
+        .map(|crashes| SupervisorCount {
+            supervisor_pid: std::os::unix::process::parent_id(),
+            crashes,
+        });
+    let telemetry = Arc::new(Telemetry::new(config.fleet.findings_queue));
+    let start = FleetStart {
+        section: config.fleet.clone(),
+        host_name: config
+            .agent
+            .host_name
+            .clone()
+            .or_else(ringfence_agent::kernel_host_name)
+            .unwrap_or_else(|| "unknown".into()),
+        state_dir,
+        content_dir,
+        content_version,
+        supervisor_crashes,
+        lkg_fallbacks: u64::from(std::env::var_os(ROLLBACK_ENV).is_some()),
+    };
+    let link = FleetLink::start(start, Arc::clone(&telemetry), stop.clone())?;
+    Ok(Some((link, telemetry)))
 }
 
 fn worker(args: RunArgs) -> CmdResult {
@@ -199,10 +280,31 @@ fn worker(args: RunArgs) -> CmdResult {
     {
         agent = agent.with_detector(Box::new(StaticDetector(c)));
     }
+    let link = match start_fleet_link(&config, manager.as_ref(), &stop) {
+        Ok(Some((link, telemetry))) => {
+            agent = agent.with_telemetry(telemetry);
+            Some(link)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "fleet link not started; running without the console");
+            None
+        }
+    };
     let summary = agent.run(stop.clone());
     stop.stop();
     if let Some(m) = manager {
         m.join();
+    }
+    if let Some(link) = link {
+        let r = link.join();
+        tracing::info!(
+            checkins = r.checkins,
+            failed = r.failed_checkins,
+            bundles = r.bundles_delivered,
+            findings = r.findings_uploaded,
+            "fleet link stopped"
+        );
     }
     eprint!("{}", summary.render());
     Ok(())

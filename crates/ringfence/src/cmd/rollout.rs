@@ -30,6 +30,17 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Sub {
+    /// Publish a signed bundle as a content version (served to agents as a static file).
+    Publish {
+        #[arg(long)]
+        version: i64,
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Make it the fleet's baseline, the version every agent runs outside rollouts. Only
+        /// while the fleet has none: after that the baseline moves by rollouts alone.
+        #[arg(long)]
+        baseline: bool,
+    },
     /// Start a rollout of a published content version (or publish `--bundle` as it first).
     Start {
         #[arg(long)]
@@ -211,6 +222,33 @@ pub fn run(args: Args) -> CmdResult {
     rt.block_on(async move {
         let view = match args.command {
             Sub::DefaultPlan => return Ok(()),
+            Sub::Publish {
+                version,
+                bundle,
+                baseline,
+            } => {
+                let bytes = std::fs::read(&bundle)
+                    .with_context(|| format!("reading {}", bundle.display()))
+                    .map_err(Failure::refused)?;
+                let query = if baseline { "?baseline=true" } else { "" };
+                let _: serde_json::Value = api
+                    .client
+                    .put_bytes(
+                        &format!("/api/v1/content/{version}{query}"),
+                        Some(&api.token),
+                        bytes,
+                    )
+                    .await
+                    .map_err(failure)?;
+                return print_all(&[format!(
+                    "published content version {version}{}",
+                    if baseline {
+                        " as the fleet's baseline: every agent may run it now"
+                    } else {
+                        ""
+                    }
+                )]);
+            }
             Sub::Start {
                 version,
                 plan,

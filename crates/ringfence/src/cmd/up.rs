@@ -3,7 +3,9 @@
 //! dashboard URL, and a local agent enrolled to the console. Ctrl-C stops everything.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use anyhow::Context;
 use ringfence_console::SystemClock;
 use ringfence_console::agents::{NewEnrollmentToken, mint_enrollment_token};
 
+use crate::cmd::agent::DIE_WITH_PARENT_ENV;
 use crate::cmd::console::{build_state, new_password};
 use crate::{CmdResult, Failure};
 
@@ -22,11 +25,34 @@ pub struct Args {
     /// Address for the console and dashboard.
     #[arg(long, env = "RINGFENCE_LISTEN", default_value = "127.0.0.1:8650")]
     listen: SocketAddr,
+    /// Seconds between agent check-ins (jittered by a tenth).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    checkin_secs: u32,
+    /// Do not start the local agent (the console and dashboard only).
+    #[arg(long)]
+    no_agent: bool,
 }
 
-/// The local agent `up` starts, if it could.
+/// The agent configuration `up` writes on first run; edit it and run `up` again.
+const AGENT_TOML: &str = "\
+# The local agent `ringfence up` starts (`ringfence agent run --config` this file).
+# The console URL, content directory and trusted root are passed on the command line.
+
+[agent]
+mode = \"auto\"          # eBPF where the kernel allows it, driverless otherwise
+
+[fleet]
+# region = \"eu-west\"
+# environment = \"dev\"
+";
+
+/// The local agent `up` runs: `ringfence agent run` (supervisor and worker) as a child process.
 #[derive(Debug)]
 pub enum LocalAgent {
+    Running {
+        child: Child,
+        log: PathBuf,
+    },
     /// Not started, and why.
     NotStarted(String),
 }
@@ -34,28 +60,80 @@ pub enum LocalAgent {
 impl LocalAgent {
     fn describe(&self) -> String {
         match self {
+            LocalAgent::Running { child, log } => format!(
+                "running (pid {}, mode auto, enrolled to this console; log {})",
+                child.id(),
+                log.display()
+            ),
             LocalAgent::NotStarted(why) => format!("not started: {why}"),
         }
     }
 
-    fn stop(self) {}
+    /// SIGTERM, then wait; SIGKILL if it has not stopped in time.
+    fn stop(self) {
+        let LocalAgent::Running { mut child, .. } = self else {
+            return;
+        };
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("the local agent did not stop in 10 s; killing it");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
-/// LEAD: start the local agent here.
-///
-/// Once the agent can enroll (`ringfence agent run --mode auto --console URL --enroll-token T`,
-/// or its library equivalent), start it in `auto` mode enrolled to `console_url` with
-/// `enroll_token` (valid for one enrollment, ten minutes), keeping its state under
-/// `data_dir/agent`, and return a handle whose `stop` ends it on Ctrl-C. The agent side of the
-/// protocol is `ringfence_wire`: `Client::enroll`, then `Client::check_in` every
-/// `next_checkin_ms` (+ jitter) with health counters since the last acknowledged check-in; the
-/// response's `content` is the version the agent may run now, fetched from its `url`.
+/// Start `ringfence agent run --mode auto` enrolled to `console_url`, its state, content,
+/// events and log under `data_dir/agent`. The token goes in the environment, not the command
+/// line. Its own process group, so Ctrl-C reaches it through `stop`; and it stops by itself
+/// should `up` die without a chance to stop it.
 fn start_local_agent(console_url: &str, enroll_token: &str, data_dir: &Path) -> LocalAgent {
-    let _ = (console_url, enroll_token, data_dir);
-    LocalAgent::NotStarted(
-        "the agent's console enrollment is not wired yet; enroll one by hand with the token above"
-            .into(),
-    )
+    let start = || -> anyhow::Result<LocalAgent> {
+        let dir = data_dir.join("agent");
+        let content = dir.join("content");
+        std::fs::create_dir_all(&content)
+            .with_context(|| format!("creating {}", content.display()))?;
+        let config = data_dir.join("agent.toml");
+        if !config.exists() {
+            std::fs::write(&config, AGENT_TOML)
+                .with_context(|| format!("writing {}", config.display()))?;
+        }
+        let log = dir.join("agent.log");
+        let log_file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let program = std::env::current_exe().context("finding this executable")?;
+        let child = Command::new(program)
+            .args(["agent", "run", "--config"])
+            .arg(&config)
+            .arg("--console")
+            .arg(console_url)
+            .arg("--content-dir")
+            .arg(&content)
+            .arg("--root")
+            .arg(data_dir.join("keys"))
+            .arg("--output")
+            .arg(format!("jsonl:{}", dir.join("events.jsonl").display()))
+            .env("RINGFENCE_ENROLL_TOKEN", enroll_token)
+            .env(DIE_WITH_PARENT_ENV, "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .process_group(0)
+            .spawn()
+            .context("starting `ringfence agent run`")?;
+        Ok(LocalAgent::Running { child, log })
+    };
+    start().unwrap_or_else(|e| LocalAgent::NotStarted(format!("{e:#}")))
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -95,7 +173,7 @@ pub fn run(args: Args) -> CmdResult {
             &db_url,
             data.join("content"),
             Some(keys),
-            60_000,
+            i64::from(args.checkin_secs) * 1000,
             Arc::new(SystemClock),
         )
         .await?;
@@ -106,17 +184,24 @@ pub fn run(args: Args) -> CmdResult {
         let once = ringfence_console::auth::create_session(&state, "admin", 15 * 60_000, true)
             .await
             .map_err(|e| anyhow::anyhow!("creating a sign-in link: {e}"))?;
-        let enroll = mint_enrollment_token(
-            &state,
-            "ringfence up",
-            &NewEnrollmentToken {
-                label: "local agent".into(),
-                max_uses: 1,
-                ttl_ms: Some(10 * 60_000),
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("creating an enrollment token: {e}"))?;
+        let mint = |label: &'static str| {
+            let state = state.clone();
+            async move {
+                mint_enrollment_token(
+                    &state,
+                    "ringfence up",
+                    &NewEnrollmentToken {
+                        label: label.into(),
+                        max_uses: 1,
+                        ttl_ms: Some(10 * 60_000),
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("creating an enrollment token: {e}"))
+            }
+        };
+        let local = mint("local agent (ringfence up)").await?;
+        let enroll = mint("another agent").await?;
         let running = ringfence_console::serve(state, args.listen, Duration::from_secs(5))
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
@@ -126,7 +211,11 @@ pub fn run(args: Args) -> CmdResult {
             &env_file,
             &format!("RINGFENCE_CONSOLE={url}\nRINGFENCE_TOKEN={token}\n"),
         )?;
-        let agent = start_local_agent(&url, &enroll.token, &data);
+        let agent = if args.no_agent {
+            LocalAgent::NotStarted("--no-agent".into())
+        } else {
+            start_local_agent(&url, &local.token, &data)
+        };
         println!("Ringfence is up (data in {}).", data.display());
         println!("  dashboard:   {url}/");
         println!("  sign in:     {url}/login/once?token={once}   (one-time link, 15 minutes)");
@@ -136,12 +225,20 @@ pub fn run(args: Args) -> CmdResult {
             "               (`set -a; . {}; set +a` and `ringfence rollout status` uses it)",
             env_file.display()
         );
-        println!("  enrollment:  {} (one agent, 10 minutes)", enroll.token);
+        println!(
+            "  enrollment:  {} (one more agent, 10 minutes: `ringfence agent run --console {url} \
+             --enroll-token ... --content-dir DIR --root {}/keys`)",
+            enroll.token,
+            data.display()
+        );
         println!("  local agent: {}", agent.describe());
         println!("Ctrl-C to stop.");
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
         eprintln!("stopping");
         agent.stop();
         let state = running.state.clone();

@@ -1,0 +1,127 @@
+//! The agent's enrollment, kept in its state directory as `fleet.json` (mode 0600): the console
+//! it enrolled with, its id and credential, and how many of the supervisor's crash counts the
+//! console has already acknowledged. Written by replacing the file, so a crash mid-write leaves
+//! the old one.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use ringfence_wire::{AgentId, Credential};
+use serde::{Deserialize, Serialize};
+
+use crate::content::manager::read_small;
+
+/// File name inside the state directory.
+pub const FILE_NAME: &str = "fleet.json";
+
+/// What the agent keeps between runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// The console's base URL at enrollment: another console means enrolling again.
+    pub console: String,
+    pub agent_id: AgentId,
+    pub credential: Credential,
+    /// Worker crashes the console has acknowledged, as counted by the supervisor with this pid
+    /// (a new supervisor starts counting at zero).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crashes_reported: Option<SupervisorCount>,
+}
+
+/// A supervisor's running count of worker crashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupervisorCount {
+    pub supervisor_pid: u32,
+    pub crashes: u64,
+}
+
+impl Enrollment {
+    /// The saved enrollment; `Ok(None)` when there is none. A file that cannot be read or
+    /// parsed is an error naming it (the caller enrolls again if it has a token).
+    pub fn load(path: &Path) -> Result<Option<Enrollment>, String> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = read_small(path, 64 * 1024).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Replace the saved enrollment.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Crashes to report now, given the supervisor's count at this worker's start.
+    pub fn unreported_crashes(&self, current: Option<SupervisorCount>) -> u64 {
+        match (current, self.crashes_reported) {
+            (Some(now), Some(done)) if now.supervisor_pid == done.supervisor_pid => {
+                now.crashes.saturating_sub(done.crashes)
+            }
+            (Some(now), _) => now.crashes,
+            (None, _) => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enrollment() -> Enrollment {
+        let id = AgentId::try_from("0123456789abcdef0123456789abcdef".to_owned()).unwrap();
+        Enrollment {
+            console: "http://127.0.0.1:8650".into(),
+            credential: Credential::new(&id, &"ab".repeat(32)).unwrap(),
+            agent_id: id,
+            crashes_reported: None,
+        }
+    }
+
+    #[test]
+    fn saves_privately_and_loads_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        assert_eq!(Enrollment::load(&path), Ok(None));
+        let e = enrollment();
+        e.save(&path).unwrap();
+        assert_eq!(Enrollment::load(&path), Ok(Some(e)));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(&path, b"{\"console\": 3}").unwrap();
+        let err = Enrollment::load(&path).unwrap_err();
+        assert!(err.contains(FILE_NAME), "{err}");
+    }
+
+    #[test]
+    fn crashes_count_from_what_this_supervisor_already_reported() {
+        let mut e = enrollment();
+        let now = |crashes| {
+            Some(SupervisorCount {
+                supervisor_pid: 7,
+                crashes,
+            })
+        };
+        assert_eq!(e.unreported_crashes(now(3)), 3);
+        e.crashes_reported = now(2);
+        assert_eq!(e.unreported_crashes(now(3)), 1);
+        // Another supervisor: its count starts over.
+        e.crashes_reported = Some(SupervisorCount {
+            supervisor_pid: 6,
+            crashes: 9,
+        });
+        assert_eq!(e.unreported_crashes(now(3)), 3);
+        assert_eq!(e.unreported_crashes(None), 0);
+    }
+}

@@ -1,0 +1,493 @@
+//! The fleet link's loop: enroll once, then check in, fetch offered content, upload findings.
+//!
+//! It runs on its own thread with a single-threaded async runtime, apart from the pipeline:
+//! a console that is slow or away delays nothing but the link itself. Health goes up as the
+//! difference from what the console last *acknowledged*, so a lost check-in loses nothing. An
+//! offered content version above the one running is fetched, checked against the offer's size
+//! and SHA-256, and written atomically into the content directory as `console-vN.bundle`; the
+//! content manager then verifies its signature and activates it like any other bundle — the
+//! link never decides what runs, it only delivers.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ringfence_sensor::StopSignal;
+use ringfence_wire::{
+    CheckIn, CheckInResponse, Client, ContentOffer, Count, CpuPercent, EnrollRequest, Findings,
+    FindingsBatch, Health, Label, PROTOCOL, Tags, limits,
+};
+use sha2::{Digest, Sha256};
+
+use super::enrollment::{Enrollment, SupervisorCount};
+use super::telemetry::{Counters, Telemetry};
+
+/// Longest wait between two attempts when the console is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Findings waiting are sent at least this often, between check-ins.
+const FINDINGS_EVERY: Duration = Duration::from_secs(5);
+
+/// Everything the link needs; built by [`super::FleetLink::start`].
+pub struct LinkOptions {
+    pub console: String,
+    pub enroll_token: Option<String>,
+    pub hostname: Label,
+    pub agent_version: Label,
+    pub tags: Tags,
+    /// `fleet.json` in the content state directory.
+    pub state_file: PathBuf,
+    /// The watched content directory, where offered bundles are written.
+    pub content_dir: PathBuf,
+    pub max_bundle_bytes: u64,
+    /// The content version the agent runs now (0: none).
+    pub content_version: Box<dyn Fn() -> u64 + Send>,
+    /// The supervisor's crash count when this worker started.
+    pub supervisor_crashes: Option<SupervisorCount>,
+    /// Last-known-good fallbacks to report (the supervisor rolled content back before this
+    /// worker started).
+    pub lkg_fallbacks: u64,
+}
+
+/// What the link did, for its last log line and for tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkReport {
+    pub checkins: u64,
+    pub failed_checkins: u64,
+    pub bundles_delivered: u64,
+    pub findings_uploaded: u64,
+}
+
+struct Link {
+    opts: LinkOptions,
+    client: Client,
+    telemetry: std::sync::Arc<Telemetry>,
+    enrollment: Option<Enrollment>,
+    /// Counters and CPU time the console acknowledged last, and when.
+    acked: Counters,
+    acked_cpu: Duration,
+    acked_at: Instant,
+    lkg_pending: u64,
+    seq: u64,
+    /// Highest content version written to the content directory.
+    delivered: u64,
+    report: LinkReport,
+    rng: u64,
+}
+
+/// Runs the link until `stop` is raised.
+pub async fn run(
+    opts: LinkOptions,
+    client: Client,
+    telemetry: std::sync::Arc<Telemetry>,
+    stop: StopSignal,
+) -> LinkReport {
+    let enrollment = match Enrollment::load(&opts.state_file) {
+        Ok(Some(e)) if e.console == opts.console => Some(e),
+        Ok(Some(e)) => {
+            tracing::info!(
+                was = %e.console,
+                now = %opts.console,
+                "enrolled with another console; enrolling again"
+            );
+            None
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "saved enrollment unreadable; enrolling again");
+            None
+        }
+    };
+    let mut link = Link {
+        lkg_pending: opts.lkg_fallbacks,
+        rng: seed(),
+        opts,
+        client,
+        telemetry,
+        enrollment,
+        acked: Counters::default(),
+        acked_cpu: own_cpu_time(),
+        acked_at: Instant::now(),
+        seq: 0,
+        delivered: 0,
+        report: LinkReport::default(),
+    };
+    let mut backoff = Duration::from_secs(1);
+    let mut next_checkin = Instant::now();
+    let mut next_findings = Instant::now() + FINDINGS_EVERY;
+    while !stop.is_stopped() {
+        let now = Instant::now();
+        if now >= next_checkin {
+            next_checkin = match link.cycle().await {
+                Ok(wait) => {
+                    backoff = Duration::from_secs(1);
+                    now + wait
+                }
+                Err(e) => {
+                    link.report.failed_checkins += 1;
+                    let wait = backoff + Duration::from_millis(link.random(backoff.as_millis()));
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "fleet console");
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    now + wait
+                }
+            };
+            next_findings = Instant::now() + FINDINGS_EVERY;
+        } else if now >= next_findings {
+            if link.enrollment.is_some() && link.telemetry.pending() > 0 {
+                link.upload_findings().await;
+            }
+            next_findings = now + FINDINGS_EVERY;
+        }
+        let until = next_checkin.min(next_findings);
+        tokio::time::sleep(
+            until
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200)),
+        )
+        .await;
+    }
+    // A last try, so findings of the final seconds are not left behind.
+    if link.enrollment.is_some() && link.telemetry.pending() > 0 {
+        link.upload_findings().await;
+    }
+    link.report
+}
+
+impl Link {
+    /// Enroll if needed, check in, act on the answer. Returns the wait until the next check-in.
+    async fn cycle(&mut self) -> Result<Duration, String> {
+        if self.enrollment.is_none() {
+            self.enroll().await?;
+        }
+        let Some(enrollment) = self.enrollment.clone() else {
+            return Err("not enrolled".into());
+        };
+        let counters = self.telemetry.counters();
+        let cpu = own_cpu_time();
+        let delta = counters.since(self.acked);
+        let elapsed = self.acked_at.elapsed();
+        let crashes = enrollment.unreported_crashes(self.opts.supervisor_crashes);
+        let cpu_percent = 100.0 * cpu.saturating_sub(self.acked_cpu).as_secs_f64()
+            / elapsed.as_secs_f64().max(1e-3);
+        let count = |v: u64| Count::try_from(v).unwrap_or_default();
+        let current = (self.opts.content_version)();
+        self.seq += 1;
+        let checkin = CheckIn {
+            protocol: PROTOCOL,
+            agent_id: enrollment.agent_id.clone(),
+            seq: count(self.seq),
+            agent_version: self.opts.agent_version.clone(),
+            content_version: count(current),
+            health: Health {
+                crashes: count(crashes),
+                restarts: Count::ZERO,
+                lkg_fallbacks: count(self.lkg_pending),
+                cpu_percent: CpuPercent::try_from(cpu_percent.min(6400.0)).unwrap_or_default(),
+                rss_bytes: count(
+                    ringfence_sensor::proc_info::rss_bytes(std::process::id()).unwrap_or(0),
+                ),
+                events: count(delta.events),
+                events_dropped: count(delta.dropped),
+                findings: count(delta.findings),
+                interval_ms: count(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
+            },
+            tags: self.opts.tags.clone(),
+        };
+        let response = match self.client.check_in(&enrollment.credential, &checkin).await {
+            Ok(r) => r,
+            Err(e) if matches!(e.status(), Some(401 | 403)) => {
+                // The console no longer knows this credential (revoked, or a new database).
+                self.enrollment = None;
+                return Err(format!(
+                    "check-in refused ({e}); {}",
+                    if self.opts.enroll_token.is_some() {
+                        "enrolling again"
+                    } else {
+                        "no enrollment token to enroll again with"
+                    }
+                ));
+            }
+            Err(e) => return Err(format!("check-in: {e}")),
+        };
+        self.report.checkins += 1;
+        self.acked = counters;
+        self.acked_cpu = cpu;
+        self.acked_at = Instant::now();
+        self.lkg_pending = 0;
+        if crashes > 0 {
+            let mut saved = enrollment;
+            saved.crashes_reported = self.opts.supervisor_crashes;
+            if let Err(e) = saved.save(&self.opts.state_file) {
+                tracing::warn!(error = %e, "cannot save the reported crash count");
+            }
+            self.enrollment = Some(saved);
+        }
+        self.take_offer(&response, current).await;
+        self.upload_findings().await;
+        let jitter = self.random(u128::from(response.jitter_ms));
+        Ok(Duration::from_millis(
+            response.next_checkin_ms.saturating_add(jitter),
+        ))
+    }
+
+    async fn enroll(&mut self) -> Result<(), String> {
+        let Some(token) = self.opts.enroll_token.clone() else {
+            return Err(format!(
+                "not enrolled with {} and no enrollment token (fleet.enroll_token, \
+                 --enroll-token or RINGFENCE_ENROLL_TOKEN)",
+                self.opts.console
+            ));
+        };
+        let request = EnrollRequest {
+            protocol: PROTOCOL,
+            token,
+            hostname: self.opts.hostname.clone(),
+            agent_version: self.opts.agent_version.clone(),
+            tags: self.opts.tags.clone(),
+        };
+        let response = self
+            .client
+            .enroll(&request)
+            .await
+            .map_err(|e| format!("enrollment: {e}"))?;
+        let enrollment = Enrollment {
+            console: self.opts.console.clone(),
+            agent_id: response.agent_id,
+            credential: response.credential,
+            // Crashes before enrollment are this supervisor's business, not the console's.
+            crashes_reported: self.opts.supervisor_crashes,
+        };
+        enrollment.save(&self.opts.state_file).map_err(|e| {
+            format!(
+                "enrolled, but cannot save the credential to {}: {e}",
+                self.opts.state_file.display()
+            )
+        })?;
+        tracing::info!(agent_id = %enrollment.agent_id, console = %self.opts.console, "enrolled");
+        self.enrollment = Some(enrollment);
+        Ok(())
+    }
+
+    /// Fetch and deliver the offered version when it is newer than what runs and was delivered.
+    async fn take_offer(&mut self, response: &CheckInResponse, current: u64) {
+        let Some(offer) = &response.content else {
+            return;
+        };
+        if offer.version <= current.max(self.delivered) {
+            return;
+        }
+        let path = self
+            .opts
+            .content_dir
+            .join(format!("console-v{}.bundle", offer.version));
+        if path.exists() {
+            // Delivered by an earlier run; the content manager has it (or refused it).
+            self.delivered = offer.version;
+            return;
+        }
+        match self.fetch(offer).await {
+            Ok(bytes) => match write_atomically(&path, &bytes) {
+                Ok(()) => {
+                    tracing::info!(
+                        version = offer.version,
+                        bytes = bytes.len(),
+                        "content delivered"
+                    );
+                    self.delivered = offer.version;
+                    self.report.bundles_delivered += 1;
+                    prune_older(&self.opts.content_dir, current.min(offer.version));
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot write content")
+                }
+            },
+            Err(e) => tracing::warn!(version = offer.version, error = %e, "content not fetched"),
+        }
+    }
+
+    async fn fetch(&self, offer: &ContentOffer) -> Result<Vec<u8>, String> {
+        if offer.size > self.opts.max_bundle_bytes {
+            return Err(format!(
+                "offered bundle of {} bytes exceeds fleet.max_bundle_bytes ({})",
+                offer.size, self.opts.max_bundle_bytes
+            ));
+        }
+        let limit = usize::try_from(offer.size).unwrap_or(usize::MAX);
+        let bytes = self
+            .client
+            .fetch_content(&offer.url, limit)
+            .await
+            .map_err(|e| e.to_string())?;
+        if bytes.len() as u64 != offer.size {
+            return Err(format!(
+                "got {} bytes, the offer said {}",
+                bytes.len(),
+                offer.size
+            ));
+        }
+        let digest = hex(&Sha256::digest(&bytes));
+        if !digest.eq_ignore_ascii_case(&offer.sha256) {
+            return Err(format!(
+                "SHA-256 {digest} does not match the offer's {}",
+                offer.sha256
+            ));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Send waiting findings in batches until none are left or an upload fails.
+    async fn upload_findings(&mut self) {
+        let Some(enrollment) = self.enrollment.clone() else {
+            return;
+        };
+        loop {
+            let taken = self.telemetry.take_findings(limits::FINDINGS_PER_BATCH);
+            if taken.is_empty() {
+                return;
+            }
+            // Within the body limit, with room for the envelope; a finding too large to send
+            // at all is counted as lost rather than retried forever.
+            let mut batch = Vec::with_capacity(taken.len());
+            let mut rest = Vec::new();
+            let mut bytes = 1024usize;
+            for f in taken {
+                let size = serde_json::to_vec(&f).map_or(usize::MAX, |b| b.len() + 1);
+                if size > limits::FINDING_BYTES {
+                    self.telemetry.lost(1);
+                } else if bytes + size > limits::FINDINGS_BYTES || !rest.is_empty() {
+                    rest.push(f);
+                } else {
+                    bytes += size;
+                    batch.push(f);
+                }
+            }
+            if !rest.is_empty() {
+                self.telemetry.return_findings(rest);
+            }
+            let n = batch.len() as u64;
+            let findings = match Findings::try_from(batch.clone()) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(error = %e, "findings batch refused locally");
+                    self.telemetry.lost(n);
+                    continue;
+                }
+            };
+            let upload = FindingsBatch {
+                protocol: PROTOCOL,
+                agent_id: enrollment.agent_id.clone(),
+                findings,
+            };
+            match self
+                .client
+                .upload_findings(&enrollment.credential, &upload)
+                .await
+            {
+                Ok(_) => self.report.findings_uploaded += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, findings = n, "findings upload failed; kept for later");
+                    self.telemetry.return_findings(batch);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A random number in `0..bound` (jitter; not for secrets).
+    fn random(&mut self, bound: u128) -> u64 {
+        // splitmix64
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        u64::try_from(u128::from(z) % bound.max(1)).unwrap_or(0)
+    }
+}
+
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    u64::from(nanos) ^ (u64::from(std::process::id()) << 32)
+}
+
+fn own_cpu_time() -> Duration {
+    ringfence_sensor::proc_info::cpu_time(std::process::id()).unwrap_or_default()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Write `bytes` to a hidden temporary file beside `path`, then rename it into place, so the
+/// content manager never sees half a bundle.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.part"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Remove bundles this link delivered earlier that are older than `keep_from` (the content
+/// store keeps its own copies of the active and last-known-good versions).
+fn prune_older(dir: &Path, keep_from: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(version) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("console-v"))
+            .and_then(|n| n.strip_suffix(".bundle"))
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if version < keep_from {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_keeps_current_and_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "console-v1.bundle",
+            "console-v2.bundle",
+            "console-v3.bundle",
+            "mine.bundle",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        prune_older(dir.path(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["console-v2.bundle", "console-v3.bundle", "mine.bundle"]
+        );
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_part_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console-v4.bundle");
+        write_atomically(&path, b"bundle").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"bundle");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

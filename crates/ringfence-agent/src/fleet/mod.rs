@@ -1,0 +1,238 @@
+//! The agent's side of the fleet console: `[fleet]` in the configuration, and the link thread
+//! that enrolls, checks in, delivers offered content and uploads findings.
+//!
+//! With `fleet.console` set the agent enrolls once with an enrollment token (the credential
+//! is kept in `fleet.json` in the content state directory), then checks in every interval the
+//! console asks for with its health: content version, crashes the supervisor counted,
+//! last-known-good fallbacks, CPU, RSS, events, drops and findings since the last acknowledged
+//! check-in, and its tags. The console answers with the content version this agent may run
+//! now; the link writes that bundle into the watched content directory, where the content
+//! manager verifies and activates it as it would any bundle. Findings go up in batches.
+//!
+//! The link is best effort by design: the agent detects and writes its outputs the same with
+//! the console down, and the pipeline never waits on the network.
+
+pub mod enrollment;
+pub mod link;
+pub mod telemetry;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use ringfence_sensor::StopSignal;
+use ringfence_wire::{Client, CustomTags, Label, Tags, TzOffset};
+use serde::{Deserialize, Serialize};
+
+pub use enrollment::{Enrollment, SupervisorCount};
+pub use link::{LinkOptions, LinkReport};
+pub use telemetry::{Counters, Telemetry};
+
+/// `[fleet]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetSection {
+    /// The console's base URL (`http://host:port`); `--console` overrides. No link without it.
+    pub console: Option<String>,
+    /// Enrollment token, used once while the agent has no credential. `--enroll-token` or
+    /// `RINGFENCE_ENROLL_TOKEN` keep it out of the file.
+    pub enroll_token: Option<String>,
+    pub region: Option<String>,
+    pub industry: Option<String>,
+    pub environment: Option<String>,
+    /// Custom tags rollout rings can select on.
+    pub tags: BTreeMap<String, String>,
+    /// Local UTC offset in minutes for maintenance windows; the host's own when absent.
+    pub tz_offset_minutes: Option<i32>,
+    /// Findings kept for upload while the console is away; beyond it the oldest are dropped
+    /// (and counted). They are in the outputs either way.
+    pub findings_queue: usize,
+    /// Largest content bundle fetched from the console.
+    pub max_bundle_bytes: u64,
+}
+
+impl Default for FleetSection {
+    fn default() -> Self {
+        FleetSection {
+            console: None,
+            enroll_token: None,
+            region: None,
+            industry: None,
+            environment: None,
+            tags: BTreeMap::new(),
+            tz_offset_minutes: None,
+            findings_queue: 10_000,
+            max_bundle_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl FleetSection {
+    /// Problems with the values, as (key, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(url) = &self.console
+            && let Err(e) = Client::new(url)
+        {
+            out.push(("console", e.to_string()));
+        }
+        if let Err(e) = self.tags() {
+            out.push(("tags", e));
+        }
+        if self.findings_queue == 0 {
+            out.push(("findings_queue", "must be > 0, got 0".into()));
+        }
+        if self.max_bundle_bytes < 1024 {
+            out.push((
+                "max_bundle_bytes",
+                format!("must be >= 1024, got {}", self.max_bundle_bytes),
+            ));
+        }
+        out
+    }
+
+    /// The tags sent with enrollment and every check-in.
+    pub fn tags(&self) -> Result<Tags, String> {
+        let label =
+            |what: &str, v: &str| Label::try_from(v).map_err(|e| format!("{what} {v:?}: {e}"));
+        let opt = |what: &str, v: &Option<String>| v.as_deref().map(|v| label(what, v)).transpose();
+        let mut custom = BTreeMap::new();
+        for (k, v) in &self.tags {
+            custom.insert(label("tag name", k)?, label("tag value", v)?);
+        }
+        let minutes = self
+            .tz_offset_minutes
+            .unwrap_or_else(local_utc_offset_minutes);
+        Ok(Tags {
+            region: opt("region", &self.region)?,
+            industry: opt("industry", &self.industry)?,
+            environment: opt("environment", &self.environment)?,
+            custom: CustomTags::try_from(custom).map_err(|e| e.to_string())?,
+            tz_offset_minutes: TzOffset::try_from(minutes)
+                .map_err(|e| format!("tz_offset_minutes {minutes}: {e}"))?,
+        })
+    }
+}
+
+/// This host's offset from UTC now, in minutes.
+fn local_utc_offset_minutes() -> i32 {
+    chrono::Local::now().offset().local_minus_utc() / 60
+}
+
+/// A `Label` from any host name or version: control characters removed, cut to the label
+/// limit at a character boundary, `unknown` when nothing is left.
+fn label_lossy(s: &str) -> Result<Label, String> {
+    let clean: String = s.chars().filter(|c| !c.is_control()).collect();
+    let mut end = clean.len().min(ringfence_wire::limits::LABEL_BYTES);
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = clean[..end].trim();
+    Label::try_from(if cut.is_empty() { "unknown" } else { cut }).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// What the worker knows when it starts the link.
+pub struct FleetStart {
+    pub section: FleetSection,
+    pub host_name: String,
+    pub state_dir: PathBuf,
+    pub content_dir: PathBuf,
+    pub content_version: Box<dyn Fn() -> u64 + Send>,
+    pub supervisor_crashes: Option<SupervisorCount>,
+    pub lkg_fallbacks: u64,
+}
+
+/// The running link thread.
+pub struct FleetLink {
+    handle: JoinHandle<LinkReport>,
+}
+
+impl FleetLink {
+    /// Starts the link thread; `telemetry` is the one given to the agent's pipeline.
+    pub fn start(
+        start: FleetStart,
+        telemetry: Arc<Telemetry>,
+        stop: StopSignal,
+    ) -> Result<FleetLink, String> {
+        let console = start
+            .section
+            .console
+            .clone()
+            .ok_or("fleet.console is not set")?;
+        let client = Client::new(&console).map_err(|e| format!("fleet.console: {e}"))?;
+        let tags = start
+            .section
+            .tags()
+            .map_err(|e| format!("fleet.tags: {e}"))?;
+        std::fs::create_dir_all(&start.state_dir)
+            .map_err(|e| format!("creating {}: {e}", start.state_dir.display()))?;
+        let opts = LinkOptions {
+            console,
+            enroll_token: start.section.enroll_token.clone(),
+            hostname: label_lossy(&start.host_name)?,
+            agent_version: label_lossy(env!("CARGO_PKG_VERSION"))?,
+            tags,
+            state_file: start.state_dir.join(enrollment::FILE_NAME),
+            content_dir: start.content_dir,
+            max_bundle_bytes: start.section.max_bundle_bytes,
+            content_version: start.content_version,
+            supervisor_crashes: start.supervisor_crashes,
+            lkg_fallbacks: start.lkg_fallbacks,
+        };
+        let handle = std::thread::Builder::new()
+            .name("rf-fleet".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "fleet link: cannot start its runtime");
+                        return LinkReport::default();
+                    }
+                };
+                runtime.block_on(link::run(opts, client, telemetry, stop))
+            })
+            .map_err(|e| format!("cannot start the fleet link thread: {e}"))?;
+        Ok(FleetLink { handle })
+    }
+
+    /// Waits for the link to finish (after the stop signal was raised).
+    pub fn join(self) -> LinkReport {
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_checked_and_named() {
+        let mut s = FleetSection {
+            region: Some("eu-west".into()),
+            tz_offset_minutes: Some(60),
+            ..FleetSection::default()
+        };
+        s.tags.insert("team".into(), "web".into());
+        let t = s.tags().unwrap();
+        assert_eq!(t.region.unwrap().as_str(), "eu-west");
+        assert_eq!(t.tz_offset_minutes.minutes(), 60);
+        s.region = Some("x".repeat(100));
+        assert!(s.tags().unwrap_err().starts_with("region"));
+        s.region = None;
+        s.tz_offset_minutes = Some(5000);
+        assert!(s.problems().iter().any(|(k, _)| *k == "tags"));
+        s.console = Some("ftp://nope".into());
+        assert!(s.problems().iter().any(|(k, _)| *k == "console"));
+    }
+
+    #[test]
+    fn long_host_names_are_cut_not_refused() {
+        assert_eq!(label_lossy(&"h".repeat(200)).unwrap().as_str().len(), 64);
+        assert_eq!(label_lossy("web-01").unwrap().as_str(), "web-01");
+        assert_eq!(label_lossy("\n").unwrap().as_str(), "unknown");
+    }
+}

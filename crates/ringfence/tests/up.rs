@@ -1,0 +1,260 @@
+//! `ringfence up` end to end with the real binary: the console on SQLite, and a local agent
+//! that enrolls, checks in with its health, takes the content a rollout offers it, and stops
+//! with `up`. Needs root for the agent's sensors (as CI has). Nothing asserts wall-clock
+//! times; the deadlines only stop a hung test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failure is the test failing"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringfence");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ringfence(args: &[&str]) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ringfence {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Up {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Up {
+    fn start(data: &Path, port: u16) -> Up {
+        let mut child = Command::new(BIN)
+            .args(["up", "--checkin-secs", "1", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data")
+            .arg(data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Up {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The printed line containing `marker`, waiting for it.
+    fn line(&mut self, marker: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(l) = self.seen.iter().find(|l| l.contains(marker)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("`up` never printed {marker:?}; it printed {:#?}", self.seen),
+            }
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn get(url: &str, token: &str, path: &str) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = ringfence_wire::Client::new(url).unwrap();
+    rt.block_on(client.get_json::<serde_json::Value>(path, Some(token)))
+        .unwrap_or_default()
+}
+
+fn agents(url: &str, token: &str) -> Vec<serde_json::Value> {
+    get(url, token, "/api/v1/agents")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn findings(url: &str, token: &str) -> Vec<serde_json::Value> {
+    let v = get(url, token, "/api/v1/findings");
+    v.as_array()
+        .or_else(|| v["findings"].as_array())
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn wait_for(what: &str, log: &Path, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; agent log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        // Something for the agent to see.
+        let _ = Command::new("/bin/true").status();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // Quick probation, so the rolled-out content activates within seconds.
+    std::fs::write(
+        data.join("agent.toml"),
+        "[agent]\nmode = \"auto\"\n\n[content]\npoll_ms = 100\nshadow_secs = 1\nconfirm_secs = 1\n\n\
+         [fleet]\nregion = \"test-region\"\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut up = Up::start(&data, port);
+    let url = format!("http://127.0.0.1:{port}");
+    let token = up
+        .line("API token:")
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    let agent_line = up.line("local agent:");
+    assert!(agent_line.contains("running (pid"), "{agent_line}");
+    let agent_pid: u32 = agent_line
+        .split("pid ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let log = data.join("agent/agent.log");
+
+    // It enrolls with its tags and checks in with health.
+    wait_for("the local agent to check in", &log, || {
+        agents(&url, &token).first().is_some_and(|a| {
+            a["checkins"].as_i64() >= Some(2) && a["events_total"].as_i64() > Some(0)
+        })
+    });
+    let a = agents(&url, &token).remove(0);
+    assert_eq!(a["region"], "test-region", "{a}");
+    assert_eq!(a["content_version"], 0, "{a}");
+    assert!(a["rss"].as_i64() > Some(0), "{a}");
+
+    // Content reaches it: the baseline at once, then a rollout's version. Each is delivered
+    // into its content directory, verified and activated by its content manager, and reported.
+    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../content/linux");
+    let build = |version: &str| {
+        let bundle = dir.path().join(format!("v{version}.bundle"));
+        ringfence(&[
+            "content",
+            "build",
+            pack.to_str().unwrap(),
+            "--version",
+            version,
+            "--keys",
+            data.join("keys").to_str().unwrap(),
+            "-o",
+            bundle.to_str().unwrap(),
+        ]);
+        bundle.to_str().unwrap().to_owned()
+    };
+    let rollout = |args: &[&str]| {
+        let mut all = vec!["rollout", "--console", &url, "--token", &token];
+        all.extend(args);
+        ringfence(&all);
+    };
+    rollout(&[
+        "publish",
+        "--version",
+        "1",
+        "--baseline",
+        "--bundle",
+        &build("1"),
+    ]);
+    wait_for("the agent to run the baseline, version 1", &log, || {
+        agents(&url, &token)
+            .first()
+            .is_some_and(|a| a["content_version"] == 1)
+    });
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        "[gates]\nmin_samples = 1\n\n[[rings]]\nname = \"all\"\npercent = 100\nbake = \"1m\"\n",
+    )
+    .unwrap();
+    rollout(&[
+        "start",
+        "--version",
+        "2",
+        "--bundle",
+        &build("2"),
+        "--plan",
+        plan.to_str().unwrap(),
+    ]);
+    wait_for("the agent to run the rollout's version 2", &log, || {
+        agents(&url, &token)
+            .first()
+            .is_some_and(|a| a["content_version"] == 2)
+    });
+    assert!(data.join("agent/content/console-v2.bundle").exists());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("content delivered"), "{text}");
+
+    // A detection on the host reaches the console's findings.
+    let tool = dir.path().join("dropped-tool");
+    std::fs::copy("/bin/true", &tool).unwrap();
+    wait_for("a finding uploaded by the agent", &log, || {
+        let _ = Command::new(&tool).status();
+        agents(&url, &token)
+            .first()
+            .is_some_and(|a| a["findings_total"].as_i64() > Some(0))
+            && findings(&url, &token)
+                .iter()
+                .any(|f| f.to_string().contains("Temporary Directory"))
+    });
+
+    // Stopping `up` stops its agent.
+    Command::new("kill")
+        .args(["-TERM", &up.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = up.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let proc_dir = format!("/proc/{agent_pid}");
+    wait_for("the agent to exit", &log, || !Path::new(&proc_dir).exists());
+}
