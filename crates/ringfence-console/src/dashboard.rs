@@ -512,16 +512,17 @@ fn gate_html(ring: &RingView, g: &GateReport) -> String {
         format_duration(g.bake_ms),
     );
     if !g.metrics.is_empty() {
-        b.push_str("<table><tr><th>metric</th><th class=num>ring mean</th><th class=num>control mean</th><th class=num>ratio limit</th><th class=num>p (Mann-Whitney U)</th><th>verdict</th></tr>");
+        b.push_str("<table><tr><th>metric</th><th class=num>ring mean</th><th class=num>control mean</th><th class=num>ratio limit</th><th class=num>p (one-sided)</th><th>test</th><th>verdict</th></tr>");
         for m in &g.metrics {
             let _ = write!(
                 b,
-                "<tr><td>{}</td><td class=num>{:.4}</td><td class=num>{:.4}</td><td class=num>×{}</td><td class=num>{:.2e}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td class=num>{:.4}</td><td class=num>{:.4}</td><td class=num>×{}</td><td class=num>{:.2e}</td><td class=muted>{}</td><td>{}</td></tr>",
                 esc(&m.name),
                 m.ring_mean,
                 m.control_mean,
                 m.ratio,
                 m.p,
+                esc(&m.test),
                 esc(&m.verdict)
             );
         }

@@ -105,9 +105,11 @@ pub struct MetricEvidence {
     /// Fail when ring mean > control mean × ratio + floor (and the test is significant).
     pub ratio: f64,
     pub floor: f64,
-    /// One-sided p-value in the bad direction: Mann-Whitney U for per-agent metrics, the
-    /// exposure-weighted Poisson test for pooled rates.
+    /// One-sided p-value in the bad direction, from [`MetricEvidence::test`].
     pub p: f64,
+    /// `Mann-Whitney U` for per-agent metrics, `Poisson rate` for pooled rates.
+    #[serde(default)]
+    pub test: String,
     pub verdict: String,
 }
 
@@ -370,6 +372,12 @@ pub fn judge(input: &GateInput, gates: &Gates, now: Millis) -> GateReport {
                 ratio,
                 floor: m.floor,
                 p: p_bad,
+                test: if pooled.is_some() {
+                    "Poisson rate"
+                } else {
+                    "Mann-Whitney U"
+                }
+                .to_owned(),
                 verdict,
             });
         }

@@ -157,7 +157,7 @@ impl std::fmt::Display for Window {
 pub struct Gates {
     /// Agents with data, per group (ring and control), before any statistical verdict.
     pub min_samples: usize,
-    /// One-sided Mann-Whitney U significance for a failure.
+    /// One-sided significance for a failure (Mann-Whitney U, or the pooled Poisson rate test).
     pub alpha: f64,
     /// Significance below which, with a large effect, the result is inconclusive rather than a
     /// pass: the ring keeps baking up to `max_bake_factor` × bake, then pauses.

@@ -1,4 +1,6 @@
-//! Mann-Whitney U: does one group tend to have larger values than another?
+//! The gate's two tests. Mann-Whitney U (below): does one group tend to have larger values than
+//! another? And [`poisson_rate_greater`]: does one group have events at a higher pooled rate,
+//! given each group's exposure?
 //!
 //! Kayenta's choice for canary analysis, and ours: it is rank-based, so it assumes no
 //! distribution and holds up on the small, skewed samples a canary ring yields (CPU figures with
