@@ -290,6 +290,7 @@ fn meta(rule: &SigmaRule, doc: &Doc<'_>, file: &str, index: usize) -> RuleMeta {
         references: rule.references.clone(),
         file: file.to_owned(),
         line: doc.line,
+        response: Vec::new(),
     }
 }
 
@@ -656,7 +657,7 @@ fn compile_rule(
     opts: &Options,
     index: usize,
 ) -> Result<(Rule, Family), Vec<Refusal>> {
-    let meta = meta(rule, doc, file, index);
+    let mut meta = meta(rule, doc, file, index);
     let fail = |field: Option<&str>, line: Option<u32>, message: String| {
         vec![Refusal {
             file: file.to_owned(),
@@ -671,6 +672,8 @@ fn compile_rule(
         Ok(s) => s,
         Err(why) => return Err(fail(None, locate::key_line(doc, "logsource"), why)),
     };
+    let response = crate::response::parse(&rule.custom_attributes)
+        .map_err(|why| fail(None, locate::key_line(doc, crate::response::ATTRIBUTE), why))?;
     let kinds = source.kinds.intersect(emitted(opts.mode));
     let logsource = mapping::describe(&rule.logsource);
     if kinds.is_empty() {
@@ -745,6 +748,7 @@ fn compile_rule(
             format!("the condition is always {b}{why}"),
         ));
     }
+    meta.response = response;
     Ok((
         Rule {
             meta,

@@ -505,6 +505,13 @@ fn compile_one(
     mode: Mode,
 ) -> Result<Correlation, Box<Refusal>> {
     let r = &p.rule;
+    let response = crate::response::parse(&r.custom_attributes).map_err(|why| {
+        Box::new(corr_refusal(
+            p,
+            locate::key_line(&p.doc, crate::response::ATTRIBUTE),
+            why,
+        ))
+    })?;
     let kind = match r.correlation_type {
         CorrelationType::EventCount => Kind::EventCount,
         CorrelationType::ValueCount => Kind::ValueCount,
@@ -611,6 +618,7 @@ fn compile_one(
             references: r.references.clone(),
             file: p.file.to_owned(),
             line: p.doc.line,
+            response,
         },
         kind,
         refs,

@@ -110,6 +110,9 @@ impl Finding<'_> {
             "tags": self.meta.tags,
             "rule_line": self.meta.line,
         });
+        if !self.meta.response.is_empty() {
+            finding["response"] = json!(self.meta.response);
+        }
         if let Some((kind, f)) = self.correlation {
             let group: Map<String, Json> = f
                 .group

@@ -19,6 +19,7 @@ pub mod ioc;
 pub mod locate;
 pub mod mapping;
 pub mod pattern;
+pub mod response;
 pub mod rule;
 pub mod testing;
 
@@ -26,6 +27,7 @@ pub use compile::{Compiled, Options, Refusal, RuleFile, compile};
 pub use engine::{Engine, Hit, KindSummary, State};
 pub use finding::{Finding, Format};
 pub use ioc::IocSet;
+pub use response::ResponseKind;
 pub use rule::RuleMeta;
 
 use ringfence_event::Event;

@@ -28,6 +28,9 @@ pub struct RuleMeta {
     pub file: String,
     /// Line of the rule's document in the file.
     pub line: u32,
+    /// Actions the rule asks for when it fires (the `response` attribute).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub response: Vec<crate::response::ResponseKind>,
 }
 
 /// A field test: an accessor and the values it is compared with.

@@ -152,3 +152,46 @@ fn correlation_to_a_missing_rule() {
     assert!(r[0].message.contains("nowhere"), "{}", r[0]);
     assert_eq!(r[0].line, Some(6));
 }
+
+#[test]
+fn unknown_response_action() {
+    let bad = format!(
+        "{}response:\n    - kill_tre\n",
+        rule("bad-r", "  sel:\n    Image|endswith: /sh\n  condition: sel")
+    );
+    assert_refused(&bad, 11, None, "unknown action \"kill_tre\"");
+}
+
+#[test]
+fn requested_responses_travel_with_the_finding() {
+    let text = format!("{GOOD}response: [kill_tree, quarantine]\n");
+    let out = compile(
+        &[RuleFile {
+            path: "r.yml",
+            text: &text,
+        }],
+        &Options::new(Mode::Ebpf),
+    );
+    assert!(out.refusals.is_empty(), "{:#?}", out.refusals);
+    let meta = &out.engine.rules()[0].meta;
+    let mut e = ringfence_event::Event::new(
+        ringfence_event::EventKind::ProcessExec,
+        ringfence_event::SourceKind::Ebpf,
+        ringfence_event::Timestamp::now(),
+    );
+    e.process = Some(ringfence_event::Process {
+        pid: 4242,
+        executable: Some("/usr/bin/nc".into()),
+        ..Default::default()
+    });
+    let f = ringfence_detect::Finding {
+        meta,
+        event: &e,
+        correlation: None,
+    }
+    .to_ecs();
+    assert_eq!(
+        f["ringfence"]["finding"]["response"],
+        serde_json::json!(["kill_tree", "quarantine"])
+    );
+}
