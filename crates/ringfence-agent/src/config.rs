@@ -238,6 +238,7 @@ pub struct Config {
     pub logs: LogsConfig,
     pub content: crate::content::ContentSection,
     pub fleet: crate::fleet::FleetSection,
+    pub response: crate::respond::ResponseSection,
 }
 
 /// One problem in a config file.
@@ -285,7 +286,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "agent",
     "sources",
     "audit",
@@ -296,6 +297,7 @@ const SECTIONS: [&str; 10] = [
     "logs",
     "content",
     "fleet",
+    "response",
 ];
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -418,6 +420,13 @@ impl Config {
                 crate::content::ContentSection
             ),
             fleet: section_pass!(text, file, errors, "fleet", crate::fleet::FleetSection),
+            response: section_pass!(
+                text,
+                file,
+                errors,
+                "response",
+                crate::respond::ResponseSection
+            ),
         };
         let mut value_error = |section: &str, key: &str, message: String| {
             errors.push(ConfigError {
@@ -506,6 +515,9 @@ impl Config {
         }
         if let Some(message) = config.fleet_needs() {
             value_error("fleet", "console", message);
+        }
+        for (key, message) in config.response.problems() {
+            value_error("response", key, message);
         }
         if errors.is_empty() {
             Ok(config)

@@ -24,6 +24,7 @@ pub mod fleet;
 pub mod merge;
 pub mod mode;
 pub mod output;
+pub mod respond;
 pub mod tree;
 pub mod users;
 
@@ -175,6 +176,7 @@ pub struct Agent {
     extra_sources: Vec<(SourceKind, Box<dyn Source>)>,
     supervisor: Option<u32>,
     telemetry: Option<Arc<fleet::Telemetry>>,
+    response: Option<respond::ResponseStage>,
     /// Sources opened by [`Agent::open`], and what their opening reported.
     opened: Option<(Opened, Summary)>,
 }
@@ -198,6 +200,7 @@ impl Agent {
             extra_sources: Vec::new(),
             supervisor: None,
             telemetry: None,
+            response: None,
             opened: None,
         }
     }
@@ -213,6 +216,12 @@ impl Agent {
     /// fleet console ([`fleet::FleetLink`]).
     pub fn with_telemetry(mut self, telemetry: Arc<fleet::Telemetry>) -> Agent {
         self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// Carry out the responses rules ask for (see [`respond`]).
+    pub fn with_response(mut self, stage: respond::ResponseStage) -> Agent {
+        self.response = Some(stage);
         self
     }
 
@@ -483,6 +492,7 @@ impl Agent {
             warned_output: false,
             findings_unflushed: false,
             telemetry: self.telemetry.take(),
+            response: self.response.take(),
         };
         if let Some(why) = ebpf_failed {
             // Say so where a person will see it: in the event stream, beside the log line.
@@ -518,6 +528,7 @@ impl Agent {
             for event in ready.drain(..) {
                 pipe.handle(event);
             }
+            pipe.write_responses(false);
             // Findings leave at once; plain events are flushed in batches.
             if now >= next_flush || std::mem::take(&mut pipe.findings_unflushed) {
                 pipe.flush();
@@ -549,6 +560,7 @@ impl Agent {
         for event in ready.drain(..) {
             pipe.handle(event);
         }
+        pipe.write_responses(true);
         pipe.summary.audit_merged = merger.merged;
         pipe.summary.audit_unmatched = merger.unmatched;
         pipe.report(&mut running, true);
@@ -578,6 +590,7 @@ struct Pipeline {
     /// A finding was written since the last flush: flush now, not at the next tick.
     findings_unflushed: bool,
     telemetry: Option<Arc<fleet::Telemetry>>,
+    response: Option<respond::ResponseStage>,
 }
 
 impl Pipeline {
@@ -642,10 +655,29 @@ impl Pipeline {
                 t.finding(f);
             }
         }
+        if let Some(r) = &mut self.response {
+            for f in &findings {
+                r.on_finding(f, &event);
+            }
+        }
         for f in findings {
             self.summary.findings += 1;
             self.findings_unflushed = true;
             let line = f.to_string();
+            self.write(&line);
+        }
+    }
+
+    /// Write the responder's decisions to the outputs (all of them, waiting, when `last`).
+    fn write_responses(&mut self, last: bool) {
+        let Some(r) = &mut self.response else { return };
+        let decisions = if last { r.stop() } else { r.decisions() };
+        for mut d in decisions {
+            if let Some(host) = &self.host {
+                d["host"] = serde_json::json!({ "name": host.as_ref() });
+            }
+            self.findings_unflushed = true;
+            let line = d.to_string();
             self.write(&line);
         }
     }

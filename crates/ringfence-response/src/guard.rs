@@ -186,7 +186,10 @@ impl GuardRails {
         if info.is_kernel_thread() {
             return Err(Refusal::KernelThread(pid));
         }
-        if let Some(expected) = start_ticks.filter(|s| *s != info.start_ticks) {
+        // One tick of slack: a start time carried as wall-clock nanoseconds and converted back
+        // can land on either side of a tick boundary. A pid reused within 10 ms needs the pid
+        // space to wrap in that time.
+        if let Some(expected) = start_ticks.filter(|s| s.abs_diff(info.start_ticks) > 1) {
             return Err(Refusal::PidReused {
                 pid,
                 expected,

@@ -47,6 +47,8 @@ enum Command {
     Rules(cmd::rules::Args),
     /// Detection over recorded events (`replay --rules DIR --events FILE.jsonl [--bench]`).
     Replay(cmd::replay::Args),
+    /// Response actions on demand, behind the guard rails (`respond kill|quarantine|restore|block|unblock`).
+    Respond(cmd::respond::Args),
 }
 
 /// A failure with the exit code it maps to.
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Up(args) => cmd::up::run(args),
         Command::Rules(args) => cmd::rules::run(args),
         Command::Replay(args) => cmd::replay::run(args),
+        Command::Respond(args) => cmd::respond::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

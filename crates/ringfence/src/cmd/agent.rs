@@ -19,6 +19,7 @@ use ringfence_agent::content::{
     SupervisorOptions, engine_for, sigma,
 };
 use ringfence_agent::fleet::{FleetLink, FleetStart, SupervisorCount, Telemetry};
+use ringfence_agent::respond::ResponseStage;
 use ringfence_agent::{Agent, Config, ModeChoice, OutputSpec};
 use ringfence_sensor::StopSignal;
 
@@ -279,6 +280,19 @@ fn worker(args: RunArgs) -> CmdResult {
         && let Some(c) = builtin
     {
         agent = agent.with_detector(Box::new(StaticDetector(c)));
+    }
+    if config.response.enabled {
+        match ResponseStage::start(&config.response) {
+            Ok(stage) => {
+                tracing::info!(
+                    dry_run = config.response.dry_run,
+                    audit_log = %config.response.audit_log.display(),
+                    "responses on: rules with a `response` attribute act"
+                );
+                agent = agent.with_response(stage);
+            }
+            Err(e) => tracing::error!(error = %e, "response stage not started; detecting only"),
+        }
     }
     let link = match start_fleet_link(&config, manager.as_ref(), &stop) {
         Ok(Some((link, telemetry))) => {

@@ -7,6 +7,7 @@ pub mod content;
 pub mod doctor;
 pub mod fleet;
 pub mod replay;
+pub mod respond;
 pub mod rollout;
 pub mod rules;
 pub mod schema;

@@ -1,0 +1,222 @@
+//! Responses end to end with the real binary: a signed rule that asks to `kill` catches a real
+//! process and the agent kills it, audited and written to the event stream; and the same guard
+//! rails on demand from `ringfence respond` (kill, refusal of pid 1, quarantine and restore).
+//! Needs root (process connector, signals to other users' processes). Nothing asserts
+//! wall-clock times; the deadlines only stop a hung test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failure is the test failing"
+)]
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringfence");
+
+const RULE: &str = "\
+title: Test victim runs
+id: 6f1d7f0e-0000-4000-8000-000000000001
+status: test
+logsource:
+    product: linux
+    category: process_creation
+detection:
+    selection:
+        Image|endswith: '/ringfence-test-victim'
+    condition: selection
+level: high
+response:
+    - kill
+";
+
+fn ringfence(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = ringfence(args);
+    assert!(
+        out.status.success(),
+        "ringfence {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_for(what: &str, log: &Path, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; agent log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for `child` to end; `None` if it is still running at the deadline.
+fn ended(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+struct Stop(Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_rule_that_asks_to_kill_gets_the_process_it_caught_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |s: &str| dir.path().join(s);
+    let ps = |s: &str| p(s).to_str().unwrap().to_owned();
+    std::fs::create_dir_all(p("pack/rules")).unwrap();
+    std::fs::write(p("pack/rules/victim.yml"), RULE).unwrap();
+    std::fs::create_dir(p("drop")).unwrap();
+    ok(&["content", "keys", "init", "--dir", &ps("keys")]);
+    ok(&[
+        "content",
+        "build",
+        &ps("pack"),
+        "--version",
+        "1",
+        "--keys",
+        &ps("keys"),
+        "-o",
+        &ps("v1.bundle"),
+    ]);
+    std::fs::write(
+        p("agent.toml"),
+        format!(
+            "[sources]\nproc_connector = true\naudit = false\nfanotify = false\nlogs = false\n\n\
+             [content]\npoll_ms = 50\nshadow_secs = 1\nconfirm_secs = 1\n\n\
+             [response]\nenabled = true\naudit_log = \"{}\"\nquarantine_dir = \"{}\"\n",
+            ps("response-audit.jsonl"),
+            ps("quarantine")
+        ),
+    )
+    .unwrap();
+    let log = p("agent.log");
+    let agent = Command::new(BIN)
+        .args(["agent", "run", "--mode", "driverless", "--config"])
+        .arg(p("agent.toml"))
+        .arg("--output")
+        .arg(format!("jsonl:{}", ps("events.jsonl")))
+        .arg("--content-dir")
+        .arg(p("drop"))
+        .arg("--root")
+        .arg(p("keys"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _agent = Stop(agent);
+    std::fs::copy(p("v1.bundle"), p("drop/v1.bundle")).unwrap();
+    wait_for("content version 1 to be active", &log, || {
+        std::fs::read_to_string(p("drop/.state/state.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .is_some_and(|s| s["active"] == 1 && s["activating"].is_null())
+    });
+
+    // The victim: a copy of sleep under the name the rule looks for.
+    let victim = p("ringfence-test-victim");
+    std::fs::copy("/bin/sleep", &victim).unwrap();
+    let mut child = Command::new(&victim).arg("60").spawn().unwrap();
+    let status = ended(&mut child, Duration::from_secs(30));
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "the agent did not kill the victim; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    assert_eq!(status.signal(), Some(9), "{status}");
+
+    // Audited, and in the event stream beside the finding.
+    wait_for("the response in the event stream", &log, || {
+        std::fs::read_to_string(p("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("\"response-kill\"") && l.contains("\"success\""))
+    });
+    let audit = std::fs::read_to_string(p("response-audit.jsonl")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(record["action"], "kill", "{record}");
+    assert_eq!(record["pid"], child.id(), "{record}");
+    assert!(record["start_ticks"].as_u64().is_some(), "{record}");
+    assert_eq!(
+        record["cause"]["rule_id"],
+        "6f1d7f0e-0000-4000-8000-000000000001"
+    );
+}
+
+#[test]
+fn respond_on_demand_kills_refuses_pid_1_and_quarantines_reversibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |s: &str| dir.path().join(s);
+    let ps = |s: &str| p(s).to_str().unwrap().to_owned();
+    std::fs::write(
+        p("agent.toml"),
+        format!(
+            "[response]\naudit_log = \"{}\"\nquarantine_dir = \"{}\"\n",
+            ps("audit.jsonl"),
+            ps("quarantine")
+        ),
+    )
+    .unwrap();
+    let cfg = ps("agent.toml");
+
+    let mut sleeper = Command::new("/bin/sleep").arg("60").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    let dry = ok(&["respond", "--config", &cfg, "--dry-run", "kill", &pid]);
+    assert!(dry.contains("dry_run"), "{dry}");
+    assert!(ended(&mut sleeper, Duration::from_millis(300)).is_none());
+    ok(&["respond", "--config", &cfg, "kill", &pid]);
+    let status = ended(&mut sleeper, Duration::from_secs(10)).expect("killed");
+    assert_eq!(status.signal(), Some(9));
+
+    let refused = ringfence(&["respond", "--config", &cfg, "kill", "1"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("refused"));
+
+    let file = p("dropper.sh");
+    std::fs::write(&file, "#!/bin/sh\necho evil\n").unwrap();
+    let out = ok(&["respond", "--config", &cfg, "quarantine", &ps("dropper.sh")]);
+    assert!(!file.exists());
+    let record: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let detail = record["outcome"]["detail"].as_str().unwrap();
+    let id = detail.rsplit(' ').next().unwrap();
+    ok(&["respond", "--config", &cfg, "restore", id]);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "#!/bin/sh\necho evil\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p("audit.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        5
+    );
+}
