@@ -64,7 +64,10 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
-                .pragma("cache_size", "-65536");
+                .pragma("cache_size", "-65536")
+                // Reads straight from the page cache: each pool connection's own cache is
+                // invalidated by the others' commits, and re-reading through read(2) copies.
+                .pragma("mmap_size", "268435456");
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 .connect_with(opts)
