@@ -28,17 +28,15 @@ use sqlx::Connection;
 const AGENTS: usize = 2000;
 const CLIENTS: usize = 64;
 
-struct Enrolled {
-    credential: Credential,
-    seq: u64,
-}
-
 async fn fresh_db(backend: &str, dir: &std::path::Path) -> String {
     if backend == "sqlite" {
         return format!("sqlite:{}", dir.join("console.db").display());
     }
     let url = std::env::var("RINGFENCE_TEST_POSTGRES").unwrap();
-    let name = format!("rf_bench_{}", ringfence_console::auth::random_hex(6).unwrap());
+    let name = format!(
+        "rf_bench_{}",
+        ringfence_console::auth::random_hex(6).unwrap()
+    );
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
@@ -50,7 +48,9 @@ async fn fresh_db(backend: &str, dir: &std::path::Path) -> String {
 
 async fn run(backend: &str, seconds: f64) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&fresh_db(backend, dir.path()).await).await.unwrap();
+    let db = Db::open(&fresh_db(backend, dir.path()).await)
+        .await
+        .unwrap();
     let mut config = Config::new(dir.path().join("content"));
     config.checkin_interval_ms = 60_000;
     config.checkin_jitter_ms = 6_000;
@@ -89,21 +89,15 @@ async fn run(backend: &str, seconds: f64) {
             })
             .await
             .unwrap();
-        agents.push(Enrolled {
-            credential: e.credential,
-            seq: 0,
-        });
+        agents.push(e.credential);
     }
 
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let per_client = AGENTS / CLIENTS;
     let mut tasks = Vec::new();
-    for (c, chunk) in agents
-        .chunks_mut(per_client)
-        .map(|c| c.iter_mut().map(|a| (a.credential.clone(), a.seq)).collect::<Vec<_>>())
-        .enumerate()
-        .take(CLIENTS)
-    {
+    for (c, chunk) in agents.chunks(per_client).enumerate().take(CLIENTS) {
+        // Each client checks in for its own agents, each with its own sequence number.
+        let chunk: Vec<(Credential, u64)> = chunk.iter().map(|cred| (cred.clone(), 0)).collect();
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
             let mut mine = chunk;
