@@ -77,6 +77,9 @@ pub struct AgentSection {
     pub stats_interval_secs: u64,
     /// `stdout` and/or `jsonl:PATH`.
     pub outputs: Vec<String>,
+    /// Report signals and ptrace aimed at the agent, and changes to its binary and content
+    /// store by other processes (built in: content cannot switch it off).
+    pub tamper_detection: bool,
 }
 
 impl Default for AgentSection {
@@ -87,6 +90,7 @@ impl Default for AgentSection {
             queue_capacity: 65_536,
             stats_interval_secs: 10,
             outputs: vec!["stdout".into()],
+            tamper_detection: true,
         }
     }
 }

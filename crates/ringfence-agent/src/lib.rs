@@ -25,6 +25,7 @@ pub mod merge;
 pub mod mode;
 pub mod output;
 pub mod respond;
+pub mod tamper;
 pub mod tree;
 pub mod users;
 

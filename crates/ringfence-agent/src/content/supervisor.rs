@@ -29,6 +29,10 @@ pub const ROLLBACK_ENV: &str = "RINGFENCE_CONTENT_ROLLBACK";
 /// Set for a worker started by the supervisor.
 pub const SUPERVISED_ENV: &str = "RINGFENCE_SUPERVISED";
 
+/// Set for the worker when the previous one was killed by a signal: how, and how fast it was
+/// restarted (the new worker reports it as tampering).
+pub const PREVIOUS_WORKER_ENV: &str = "RINGFENCE_PREVIOUS_WORKER";
+
 /// Set for the worker: how many workers this supervisor has seen die so far (the worker reports
 /// the ones the console has not acknowledged yet).
 pub const CRASHES_ENV: &str = "RINGFENCE_WORKER_CRASHES";
@@ -82,6 +86,8 @@ impl Supervisor {
         let mut report = SupervisorReport::default();
         let mut backoff = FIRST_BACKOFF;
         let mut pending_report: Option<String> = None;
+        // A worker killed by a signal: how, and when its death was seen.
+        let mut killed: Option<(String, Instant)> = None;
         loop {
             let mut cmd = Command::new(&self.opts.program);
             cmd.args(&self.opts.args)
@@ -92,6 +98,13 @@ impl Supervisor {
             match pending_report.take() {
                 Some(r) => cmd.env(ROLLBACK_ENV, r),
                 None => cmd.env_remove(ROLLBACK_ENV),
+            };
+            match killed.take() {
+                Some((how, seen)) => cmd.env(
+                    PREVIOUS_WORKER_ENV,
+                    format!("{how}; restarted {} ms after", seen.elapsed().as_millis()),
+                ),
+                None => cmd.env_remove(PREVIOUS_WORKER_ENV),
             };
             let started = Instant::now();
             let mut child = cmd.spawn()?;
@@ -122,6 +135,16 @@ impl Supervisor {
                 return Ok(report);
             }
             let ran = started.elapsed();
+            if let Some(sig) = status.signal() {
+                killed = Some((
+                    format!(
+                        "the agent's worker (pid {}) was killed by signal {sig} after {} ms",
+                        child.id(),
+                        ran.as_millis()
+                    ),
+                    Instant::now(),
+                ));
+            }
             tracing::error!(
                 status = %describe(status),
                 ran_ms = ran.as_millis() as u64,

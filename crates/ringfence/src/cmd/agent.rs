@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use ringfence_agent::content::supervisor::{
-    CRASHES_ENV, ROLLBACK_ENV, SUPERVISED_ENV, die_with_supervisor,
+    CRASHES_ENV, PREVIOUS_WORKER_ENV, ROLLBACK_ENV, SUPERVISED_ENV, die_with_supervisor,
 };
 use ringfence_agent::content::{
     CompiledContent, ContentManager, ManagerOptions, SharedContent, StaticDetector, Supervisor,
@@ -20,6 +20,7 @@ use ringfence_agent::content::{
 };
 use ringfence_agent::fleet::{FleetLink, FleetStart, SupervisorCount, Telemetry};
 use ringfence_agent::respond::ResponseStage;
+use ringfence_agent::tamper::{TamperDetector, TamperOptions};
 use ringfence_agent::{Agent, Config, ModeChoice, OutputSpec};
 use ringfence_sensor::StopSignal;
 
@@ -225,8 +226,60 @@ fn start_fleet_link(
     Ok(Some((link, telemetry)))
 }
 
+/// What tamper detection protects, and the directories file events must cover for it (added
+/// to the watched paths): the content store, and the directory of the agent's binary.
+fn tamper_options(config: &mut Config, args: &RunArgs) -> TamperOptions {
+    let mut opts = TamperOptions::default();
+    opts.agent_pids.push(std::process::id());
+    if std::env::var_os(SUPERVISED_ENV).is_some() {
+        opts.agent_pids.push(std::os::unix::process::parent_id());
+    }
+    opts.previous_worker = std::env::var(PREVIOUS_WORKER_ENV).ok();
+    let mut watch = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            watch.push(dir.to_path_buf());
+        }
+        opts.files.push(exe.to_string_lossy().into_owned());
+    }
+    if let Some(path) = args
+        .config
+        .as_ref()
+        .and_then(|p| std::fs::canonicalize(p).ok())
+    {
+        opts.files.push(path.to_string_lossy().into_owned());
+    }
+    if let Some(state) = config.content.state_dir()
+        && std::fs::create_dir_all(&state).is_ok()
+        && let Ok(state) = std::fs::canonicalize(&state)
+    {
+        opts.dirs.push(state.to_string_lossy().into_owned());
+        watch.push(state);
+    }
+    for dir in watch {
+        if config.fanotify.paths.iter().any(|p| dir.starts_with(p)) {
+            continue;
+        }
+        // The eBPF sensor matches path prefixes of bounded length (with a trailing `/`).
+        if dir.as_os_str().len() >= ringfence_sensor::ebpf::record::PREFIX_MAX {
+            tracing::warn!(
+                path = %dir.display(),
+                "tamper detection does not watch this directory: its path is too long for the \
+                 sensor's prefix match"
+            );
+            continue;
+        }
+        config.fanotify.paths.push(dir);
+    }
+    opts
+}
+
 fn worker(args: RunArgs) -> CmdResult {
-    let config = config(&args)?;
+    let mut config = config(&args)?;
+    let tamper = config
+        .agent
+        .tamper_detection
+        .then(|| tamper_options(&mut config, &args));
     let mode = args
         .mode
         .as_deref()
@@ -241,6 +294,10 @@ fn worker(args: RunArgs) -> CmdResult {
     let mut agent = Agent::new(config.clone()).with_mode(mode);
     if std::env::var_os(SUPERVISED_ENV).is_some() {
         agent = agent.with_supervisor(std::os::unix::process::parent_id());
+    }
+    if let Some(opts) = tamper {
+        // First, so no content (bad, empty or rolled back) stands between it and the events.
+        agent = agent.with_detector(Box::new(TamperDetector::new(opts)));
     }
     let mut manager = None;
     // Content compiles for the mode this worker will run (the sources open first, so a sensor

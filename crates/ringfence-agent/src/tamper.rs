@@ -1,0 +1,268 @@
+//! Tamper detection that no content can switch off: signals and ptrace aimed at the agent,
+//! changes to its binary and its state (content store, trusted root, fleet credential) by any
+//! other process, and a worker that the supervisor found killed by a signal.
+//!
+//! It is a [`Detector`] the worker always runs ahead of content, so a bad or empty bundle cannot
+//! blind it. Findings are ordinary ECS alerts (`rule.ruleset: ringfence-tamper`, level
+//! critical, ATT&CK T1562.001) carrying the actor's process and ancestry from enrichment; they go
+//! to the outputs and, with a console, up with the other findings. A SIGKILL cannot be reported
+//! by the process it kills: the supervisor sees the death and tells the next worker, which
+//! reports it at once; a killed supervisor is reported by the worker (in eBPF mode the kernel
+//! reports signals aimed at either before they land).
+
+use ringfence_detect::{Finding, Format, RuleMeta};
+use ringfence_event::{Event, EventKind, Health, SourceKind, Timestamp};
+
+use crate::detect::Detector;
+
+/// What the agent protects and who it is.
+#[derive(Debug, Clone, Default)]
+pub struct TamperOptions {
+    /// The agent's own processes (worker, supervisor): their actions are not tampering.
+    pub agent_pids: Vec<u32>,
+    /// Files whose change is tampering (the agent's binary, its config).
+    pub files: Vec<String>,
+    /// Directories under which any change is tampering (the content store).
+    pub dirs: Vec<String>,
+    /// Reported with the first event: how the previous worker ended, when a signal killed it.
+    pub previous_worker: Option<String>,
+}
+
+/// The detector.
+pub struct TamperDetector {
+    opts: TamperOptions,
+    signal: RuleMeta,
+    ptrace: RuleMeta,
+    file: RuleMeta,
+    killed: RuleMeta,
+}
+
+fn meta(id: &str, title: &str, description: &str) -> RuleMeta {
+    RuleMeta {
+        id: id.into(),
+        title: title.into(),
+        description: description.into(),
+        level: "critical".into(),
+        tags: vec!["attack.defense-evasion".into(), "attack.t1562.001".into()],
+        file: "ringfence-tamper".into(),
+        ..RuleMeta::default()
+    }
+}
+
+/// Signals that do not stop, kill or pause a process.
+fn harmless(signal: i64) -> bool {
+    // 0: existence probe; SIGCHLD 17, SIGCONT 18, SIGURG 23, SIGWINCH 28.
+    matches!(signal, 0 | 17 | 18 | 23 | 28)
+}
+
+impl TamperDetector {
+    pub fn new(opts: TamperOptions) -> TamperDetector {
+        TamperDetector {
+            opts,
+            signal: meta(
+                "ringfence-tamper-signal",
+                "Signal Sent to the Ringfence Agent",
+                "A process outside the agent sent a signal that stops, pauses or kills the agent.",
+            ),
+            ptrace: meta(
+                "ringfence-tamper-ptrace",
+                "Ptrace of the Ringfence Agent",
+                "A process attached to or inspected the agent with ptrace.",
+            ),
+            file: meta(
+                "ringfence-tamper-file",
+                "Ringfence Agent Files Changed",
+                "A process outside the agent changed the agent's binary, configuration or content store.",
+            ),
+            killed: meta(
+                "ringfence-tamper-killed",
+                "Ringfence Agent Worker Killed",
+                "The agent's worker was killed by a signal; the supervisor restarted it.",
+            ),
+        }
+    }
+
+    fn is_agent(&self, pid: u32) -> bool {
+        self.opts.agent_pids.contains(&pid)
+    }
+
+    fn protected_path(&self, path: &str) -> bool {
+        self.opts.files.iter().any(|f| f == path)
+            || self.opts.dirs.iter().any(|d| {
+                path.strip_prefix(d.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+    }
+
+    /// Which tamper rule `event` trips, if any.
+    fn check(&self, event: &Event) -> Option<&RuleMeta> {
+        let actor = event.process.as_ref().map(|p| p.pid);
+        if actor.is_some_and(|pid| self.is_agent(pid)) {
+            return None;
+        }
+        match event.kind? {
+            EventKind::Signal => {
+                let target = event.target.as_ref()?.pid;
+                let signal = event.detail.as_ref()?.signal_number?;
+                (self.is_agent(target) && !harmless(signal)).then_some(&self.signal)
+            }
+            EventKind::Ptrace => {
+                let target = event.target.as_ref()?.pid;
+                self.is_agent(target).then_some(&self.ptrace)
+            }
+            EventKind::FileCreate
+            | EventKind::FileModify
+            | EventKind::FileDelete
+            | EventKind::FileRename => {
+                let f = event.file.as_ref()?;
+                (self.protected_path(&f.path)
+                    || f.original_path
+                        .as_deref()
+                        .is_some_and(|p| self.protected_path(p)))
+                .then_some(&self.file)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Detector for TamperDetector {
+    fn name(&self) -> &str {
+        "tamper"
+    }
+
+    fn on_event(&mut self, event: &Event, emit: &mut dyn FnMut(serde_json::Value)) {
+        if let Some(how) = self.opts.previous_worker.take() {
+            let mut e = Event::new(EventKind::SensorHealth, SourceKind::Agent, Timestamp::now());
+            e.health = Some(Health {
+                dropped: 0,
+                gaps: 0,
+                message: Some(how),
+            });
+            e.host_name.clone_from(&event.host_name);
+            emit(
+                Finding {
+                    meta: &self.killed,
+                    event: &e,
+                    correlation: None,
+                }
+                .to_json(Format::Ecs),
+            );
+        }
+        if let Some(meta) = self.check(event) {
+            emit(
+                Finding {
+                    meta,
+                    event,
+                    correlation: None,
+                }
+                .to_json(Format::Ecs),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ringfence_event::{Detail, File, Process, TargetProcess};
+
+    use super::*;
+
+    fn detector() -> TamperDetector {
+        TamperDetector::new(TamperOptions {
+            agent_pids: vec![100, 101],
+            files: vec!["/usr/bin/ringfence".into()],
+            dirs: vec!["/var/lib/ringfence/content/.state".into()],
+            previous_worker: None,
+        })
+    }
+
+    fn event(kind: EventKind, actor: u32) -> Event {
+        let mut e = Event::new(kind, SourceKind::Ebpf, Timestamp::now());
+        e.process = Some(Process {
+            pid: actor,
+            ..Process::default()
+        });
+        e
+    }
+
+    fn findings(d: &mut TamperDetector, e: &Event) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        d.on_event(e, &mut |f| out.push(f));
+        out
+    }
+
+    #[test]
+    fn signals_and_ptrace_at_the_agent_from_others_are_tampering() {
+        let mut d = detector();
+        let mut kill = event(EventKind::Signal, 4242);
+        kill.target = Some(TargetProcess {
+            pid: 101,
+            executable: None,
+        });
+        kill.detail = Some(Detail {
+            signal_number: Some(9),
+            ..Detail::default()
+        });
+        let f = findings(&mut d, &kill);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0]["rule"]["id"], "ringfence-tamper-signal");
+        assert_eq!(f[0]["event"]["kind"], "alert");
+        assert_eq!(f[0]["process"]["pid"], 4242);
+        // SIGCONT, or the agent signalling itself, is not.
+        kill.detail = Some(Detail {
+            signal_number: Some(18),
+            ..Detail::default()
+        });
+        assert!(findings(&mut d, &kill).is_empty());
+        let mut own = kill.clone();
+        own.process = Some(Process {
+            pid: 100,
+            ..Process::default()
+        });
+        assert!(findings(&mut d, &own).is_empty());
+        let mut trace = event(EventKind::Ptrace, 4242);
+        trace.target = Some(TargetProcess {
+            pid: 100,
+            executable: None,
+        });
+        assert_eq!(
+            findings(&mut d, &trace)[0]["rule"]["id"],
+            "ringfence-tamper-ptrace"
+        );
+    }
+
+    #[test]
+    fn changes_to_the_agent_files_are_tampering_and_others_are_not() {
+        let mut d = detector();
+        for (path, tampered) in [
+            ("/usr/bin/ringfence", true),
+            ("/var/lib/ringfence/content/.state/state.json", true),
+            ("/var/lib/ringfence/content/.state", true),
+            ("/var/lib/ringfence/content/.stateful", false),
+            ("/usr/bin/ringfence2", false),
+            ("/var/lib/ringfence/content/v2.bundle", false),
+        ] {
+            let mut e = event(EventKind::FileModify, 4242);
+            e.file = Some(File {
+                path: path.into(),
+                ..File::default()
+            });
+            assert_eq!(findings(&mut d, &e).len(), usize::from(tampered), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_killed_worker_is_reported_once_by_the_next() {
+        let mut d = TamperDetector::new(TamperOptions {
+            previous_worker: Some("worker killed by signal 9".into()),
+            ..TamperOptions::default()
+        });
+        let e = event(EventKind::ProcessExec, 7);
+        let f = findings(&mut d, &e);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0]["rule"]["id"], "ringfence-tamper-killed");
+        assert!(f[0].to_string().contains("signal 9"));
+        assert!(findings(&mut d, &e).is_empty());
+    }
+}
