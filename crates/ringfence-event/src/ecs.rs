@@ -67,9 +67,47 @@ impl Event {
         Json::Object(root)
     }
 
-    /// The event as one line of JSON (no trailing newline).
+    /// The event as one line of JSON (no trailing newline): the same text as serializing
+    /// [`Event::to_ecs`], written straight from the fields without building the tree (this is
+    /// the agent's per-event cost on the output path).
     pub fn to_ecs_line(&self) -> String {
-        self.to_ecs().to_string()
+        let mut out = Vec::with_capacity(512);
+        out.push(b'{');
+        // The object path currently open, and whether the innermost object has a member yet.
+        let mut open: &[&str] = &[];
+        let mut first = true;
+        for (field, parts) in line_order() {
+            let Some(value) = field.get(self) else {
+                continue;
+            };
+            let Some((leaf, parents)) = parts.split_last() else {
+                continue;
+            };
+            let common = open.iter().zip(parents).take_while(|(a, b)| a == b).count();
+            if common < open.len() {
+                out.extend(std::iter::repeat_n(b'}', open.len() - common));
+                first = false;
+            }
+            for part in &parents[common..] {
+                if !first {
+                    out.push(b',');
+                }
+                write_str(&mut out, part);
+                out.extend_from_slice(b":{");
+                first = true;
+            }
+            open = parents;
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_str(&mut out, leaf);
+            out.push(b':');
+            write_value(&mut out, &value);
+        }
+        out.extend(std::iter::repeat_n(b'}', open.len() + 1));
+        // Only valid UTF-8 was written: field names, escaped strings, numbers.
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// Parse one JSON line written by [`Event::to_ecs_line`] (or by hand, for tests).
@@ -105,6 +143,70 @@ impl Event {
             return Err(EcsError::MissingAction);
         }
         Ok(event)
+    }
+}
+
+/// Every field with its object keys (outermost first; `@timestamp` is one key), in the order
+/// a tree of sorted maps serializes them: key by key, level by level. Computed once.
+fn line_order() -> &'static [(Field, Vec<&'static str>)] {
+    static ORDER: std::sync::OnceLock<Vec<(Field, Vec<&'static str>)>> = std::sync::OnceLock::new();
+    ORDER.get_or_init(|| {
+        let mut order: Vec<(Field, Vec<&'static str>)> = Field::ALL
+            .iter()
+            .map(|f| {
+                let name = f.name();
+                let parts = if name.starts_with('@') {
+                    vec![name]
+                } else {
+                    name.split('.').collect()
+                };
+                (*f, parts)
+            })
+            .collect();
+        order.sort_by(|a, b| a.1.cmp(&b.1));
+        order
+    })
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json's own escaping, so the text matches a serialized tree byte for byte.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value<'_>) {
+    use std::io::Write;
+    match v {
+        Value::Str(s) => write_str(out, s),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Ip(ip) => {
+            let _ = write!(out, "\"{ip}\"");
+        }
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Time(t) => {
+            let _ = write!(out, "\"{t}\"");
+        }
+        Value::StrList(l) => {
+            out.push(b'[');
+            for (i, s) in l.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, s);
+            }
+            out.push(b']');
+        }
+        Value::IntList(l) => {
+            out.push(b'[');
+            for (i, n) in l.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = write!(out, "{n}");
+            }
+            out.push(b']');
+        }
     }
 }
 
@@ -378,6 +480,29 @@ mod tests {
         e.user.id = Some(0);
         e.user.name = Some("root".into());
         e
+    }
+
+    #[test]
+    fn the_direct_line_is_the_serialized_tree_byte_for_byte() {
+        let mut events = vec![exec_event()];
+        // Every kind the recorded corpora hold (exec, fork, exit, network, file, auth, logs,
+        // health, ...), as the real agent wrote them.
+        for name in ["server.jsonl", "build-host.jsonl"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../ringfence-detect/benches/data")
+                .join(name);
+            let text = std::fs::read_to_string(&path).unwrap();
+            events.extend(text.lines().filter_map(|l| Event::from_ecs_line(l).ok()));
+        }
+        assert!(events.len() > 4000, "{}", events.len());
+        let mut odd = exec_event();
+        if let Some(p) = odd.process.as_mut() {
+            p.command_line = Some("quote \" back\\slash \u{1} tab\t é 🦀".into());
+        }
+        events.push(odd);
+        for e in &events {
+            assert_eq!(e.to_ecs_line(), e.to_ecs().to_string());
+        }
     }
 
     #[test]
