@@ -38,7 +38,31 @@ fn render(rows: &[Probe], ebpf: &Result<(), String>) -> String {
         out += "\nwarning: the process connector is unavailable too; the agent will run with \
                 log sources only";
     }
+    out += &format!("\nself-protection: {}", self_protection(rows, mode));
     out
+}
+
+/// How the agent protects itself here. Denial needs BPF LSM; where the kernel refuses it the
+/// agent relies on its supervisor and reports tampering instead of preventing it.
+fn self_protection(rows: &[Probe], mode: Mode) -> &'static str {
+    let lsm = rows.iter().any(|r| r.name == "lsm" && r.available);
+    match (lsm, mode) {
+        (true, _) => {
+            "BPF LSM loads here, but the agent's deny programs are not built yet; it relies on \
+             the supervisor (a killed worker is restarted) and reports signals, ptrace and \
+             changes to its files as tamper findings"
+        }
+        (false, Mode::Ebpf) => {
+            "no denial (BPF LSM refused); the supervisor restarts a killed worker, and signals, \
+             ptrace and changes to the agent's files are reported as tamper findings with the \
+             actor, signals before they land"
+        }
+        (false, _) => {
+            "no denial (BPF LSM refused); the supervisor restarts a killed worker, and changes \
+             to the agent's files are reported as tamper findings (signals and ptrace need the \
+             eBPF sensor)"
+        }
+    }
 }
 
 pub fn run(_args: Args) -> CmdResult {
@@ -66,6 +90,7 @@ mod tests {
         let rows = [row("tp_btf", true), row("proc connector", false)];
         let text = render(&rows, &Ok(()));
         assert!(text.contains("auto mode: ebpf (auto: "), "{text}");
+        assert!(text.contains("self-protection: no denial"), "{text}");
         assert!(!text.contains("warning"), "{text}");
         let text = render(
             &rows,
