@@ -669,11 +669,25 @@ impl Source for EbpfSource {
         let mut last_drops: StdHashMap<RecordKind, u64> = StdHashMap::new();
         let mut last_check = Instant::now();
         let mut closed = false;
+        // One drain's events go to the pipeline together: converted first, then sent in a
+        // burst, so the pipeline wakes once per drain instead of racing the reader event by
+        // event (a context switch each time it catches up and parks).
+        // At most BATCH events wait, so a ring that never empties still flows.
+        const BATCH: usize = 256;
+        let mut batch: Vec<ringfence_event::Event> = Vec::with_capacity(BATCH);
+        let flush = |batch: &mut Vec<ringfence_event::Event>, closed: &mut bool| {
+            for event in batch.drain(..) {
+                if out.send(event) == Sent::Closed {
+                    *closed = true;
+                }
+            }
+        };
         while !stop.is_stopped() && !closed {
             sensor.poll(|rec| match rec {
                 Ok(rec) => {
-                    if out.send(convert::to_event(&rec, &clocks)) == Sent::Closed {
-                        closed = true;
+                    batch.push(convert::to_event(&rec, &clocks));
+                    if batch.len() >= BATCH {
+                        flush(&mut batch, &mut closed);
                     }
                 }
                 Err(e) => {
@@ -681,6 +695,7 @@ impl Source for EbpfSource {
                     tracing::debug!(source = NAME, "undecodable record: {e}");
                 }
             });
+            flush(&mut batch, &mut closed);
             if last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = Instant::now();
                 // New agent threads are protected too.
