@@ -166,9 +166,10 @@ fn a_bundle_that_panics_the_worker_ends_on_last_known_good_within_two_restarts()
     agent.wait_for("v1 active", |a| active_and_confirmed(&a.state(), 1));
 
     agent.deliver("v2.bundle", &fs::read(v2).unwrap());
+    // The supervisor marks v2 bad in the store, then logs the crash loop: wait for both.
     agent.wait_for("v2 marked bad", |a| {
         let s = a.state();
-        s["bad"].as_array().is_some_and(|b| b.contains(&2.into()))
+        s["bad"].as_array().is_some_and(|b| b.contains(&2.into())) && a.log().contains("crash loop")
     });
     let state = agent.state();
     assert_eq!(state["active"], 1, "{state}");
