@@ -13,7 +13,39 @@
 use ringfence_detect::{Finding, Format, RuleMeta};
 use ringfence_event::{Event, EventKind, Health, SourceKind, Timestamp};
 
+use ringfence_sensor::{EventSender, Source, SourceError, StopSignal};
+
 use crate::detect::Detector;
+
+/// A source of one event: this worker replaced one that a signal killed. It puts the news in
+/// the event stream at once, so the tamper detector reports it even on a host where nothing
+/// else happens.
+pub struct RestartNotice {
+    message: String,
+}
+
+impl RestartNotice {
+    pub fn new(message: String) -> RestartNotice {
+        RestartNotice { message }
+    }
+}
+
+impl Source for RestartNotice {
+    fn name(&self) -> &'static str {
+        "restart_notice"
+    }
+
+    fn run(self: Box<Self>, out: EventSender, _stop: StopSignal) -> Result<(), SourceError> {
+        let mut e = Event::new(EventKind::SensorHealth, SourceKind::Agent, Timestamp::now());
+        e.health = Some(Health {
+            dropped: 0,
+            gaps: 0,
+            message: Some(self.message),
+        });
+        out.send(e);
+        Ok(())
+    }
+}
 
 /// What the agent protects and who it is.
 #[derive(Debug, Clone, Default)]

@@ -20,8 +20,9 @@ use ringfence_agent::content::{
 };
 use ringfence_agent::fleet::{FleetLink, FleetStart, SupervisorCount, Telemetry};
 use ringfence_agent::respond::ResponseStage;
-use ringfence_agent::tamper::{TamperDetector, TamperOptions};
+use ringfence_agent::tamper::{RestartNotice, TamperDetector, TamperOptions};
 use ringfence_agent::{Agent, Config, ModeChoice, OutputSpec};
+use ringfence_event::SourceKind;
 use ringfence_sensor::StopSignal;
 
 use crate::{CmdResult, Failure};
@@ -296,6 +297,9 @@ fn worker(args: RunArgs) -> CmdResult {
         agent = agent.with_supervisor(std::os::unix::process::parent_id());
     }
     if let Some(opts) = tamper {
+        if let Some(how) = &opts.previous_worker {
+            agent = agent.with_source(SourceKind::Agent, Box::new(RestartNotice::new(how.clone())));
+        }
         // First, so no content (bad, empty or rolled back) stands between it and the events.
         agent = agent.with_detector(Box::new(TamperDetector::new(opts)));
     }
