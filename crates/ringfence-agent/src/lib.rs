@@ -652,7 +652,9 @@ impl Pipeline {
         self.summary.events_written += 1;
         if let Some(t) = &self.telemetry {
             t.event();
-            for f in &findings {
+            // Detectors also emit health reports (a refused bundle, say): only alerts are
+            // findings for the console.
+            for f in findings.iter().filter(|f| f["event"]["kind"] == "alert") {
                 t.finding(f);
             }
         }
