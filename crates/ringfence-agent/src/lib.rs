@@ -15,6 +15,11 @@
 //! Every `stats_interval_secs` the agent logs events in, out and dropped per source and emits a
 //! `sensor-health` event when a source lost anything; on stop it drains the queue, flushes the
 //! outputs and returns a [`Summary`].
+//!
+//! Around that pipeline: [`tamper`] (built-in tamper detection, ahead of content), [`respond`]
+//! (actions rules ask for, on their own thread behind guard rails) and [`fleet`] (enrollment,
+//! check-ins, content delivery and findings upload to the console, on their own thread). None
+//! of them can make the pipeline wait.
 #![forbid(unsafe_code)]
 
 pub mod config;
