@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use ringfence_event::{Event, EventKind};
-use ringfence_sensor::proc_info::cpu_time;
+use ringfence_sensor::proc_info::{cpu_time, rss_bytes};
 
 use crate::CmdResult;
 
@@ -61,14 +61,6 @@ fn storm(count: usize, marker: &str) -> anyhow::Result<(Duration, Vec<u32>)> {
         c.wait().context("waiting for /bin/true")?;
     }
     Ok((start.elapsed(), pids))
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn read_events(path: &Path) -> Vec<Event> {
@@ -244,7 +236,7 @@ pub fn run(args: Args) -> CmdResult {
         if round == 0 {
             let before = cpu_time(agent.pid());
             std::thread::sleep(Duration::from_secs(1));
-            idle_rss = rss_kib(agent.pid());
+            idle_rss = rss_bytes(agent.pid()).map(|b| b / 1024);
             idle_cpu = before
                 .zip(cpu_time(agent.pid()))
                 .map(|(b, a)| a.saturating_sub(b));
@@ -258,7 +250,7 @@ pub fn run(args: Args) -> CmdResult {
             (Some(b), Some(a)) => cpu += a.saturating_sub(b),
             _ => cpu_known = false,
         }
-        after_rss = rss_kib(agent.pid()).or(after_rss);
+        after_rss = rss_bytes(agent.pid()).map(|b| b / 1024).or(after_rss);
         agent.stop()?;
         modes.push(ran_mode(&log).unwrap_or_else(|| "unknown".into()));
         let pids: HashSet<u32> = pids.into_iter().collect();

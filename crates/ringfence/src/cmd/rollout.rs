@@ -1,7 +1,7 @@
 //! `ringfence rollout start|status|halt|resume|rollback|promote|emergency|default-plan`: the
 //! operator's side of grayscale rollouts, talking to the console API with the operator token.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ringfence_console::plan::{Plan, format_duration};
@@ -111,6 +111,24 @@ struct Api {
 }
 
 impl Api {
+    /// Upload a signed bundle as content `version` (and the fleet's first baseline).
+    async fn publish(&self, version: i64, bundle: &Path, baseline: bool) -> Result<(), Failure> {
+        let bytes = std::fs::read(bundle)
+            .with_context(|| format!("reading {}", bundle.display()))
+            .map_err(Failure::refused)?;
+        let query = if baseline { "?baseline=true" } else { "" };
+        let _: serde_json::Value = self
+            .client
+            .put_bytes(
+                &format!("/api/v1/content/{version}{query}"),
+                Some(&self.token),
+                bytes,
+            )
+            .await
+            .map_err(failure)?;
+        Ok(())
+    }
+
     async fn pick(&self, id: Option<i64>) -> Result<i64, Failure> {
         if let Some(id) = id {
             return Ok(id);
@@ -227,19 +245,7 @@ pub fn run(args: Args) -> CmdResult {
                 bundle,
                 baseline,
             } => {
-                let bytes = std::fs::read(&bundle)
-                    .with_context(|| format!("reading {}", bundle.display()))
-                    .map_err(Failure::refused)?;
-                let query = if baseline { "?baseline=true" } else { "" };
-                let _: serde_json::Value = api
-                    .client
-                    .put_bytes(
-                        &format!("/api/v1/content/{version}{query}"),
-                        Some(&api.token),
-                        bytes,
-                    )
-                    .await
-                    .map_err(failure)?;
+                api.publish(version, &bundle, baseline).await?;
                 return print_all(&[format!(
                     "published content version {version}{}",
                     if baseline {
@@ -273,18 +279,7 @@ pub fn run(args: Args) -> CmdResult {
                     None => None,
                 };
                 if let Some(b) = bundle {
-                    let bytes = std::fs::read(&b)
-                        .with_context(|| format!("reading {}", b.display()))
-                        .map_err(Failure::refused)?;
-                    let _: serde_json::Value = api
-                        .client
-                        .put_bytes(
-                            &format!("/api/v1/content/{version}"),
-                            Some(&api.token),
-                            bytes,
-                        )
-                        .await
-                        .map_err(failure)?;
+                    api.publish(version, &b, false).await?;
                 }
                 let req = StartRequest {
                     version,
