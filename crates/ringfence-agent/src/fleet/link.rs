@@ -363,7 +363,7 @@ impl Link {
                 self.telemetry.return_findings(rest);
             }
             let n = batch.len() as u64;
-            let findings = match Findings::try_from(batch.clone()) {
+            let findings = match Findings::try_from(batch) {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::warn!(error = %e, "findings batch refused locally");
@@ -384,7 +384,7 @@ impl Link {
                 Ok(_) => self.report.findings_uploaded += n,
                 Err(e) => {
                     tracing::warn!(error = %e, findings = n, "findings upload failed; kept for later");
-                    self.telemetry.return_findings(batch);
+                    self.telemetry.return_findings(upload.findings.into());
                     return;
                 }
             }
