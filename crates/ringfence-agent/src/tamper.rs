@@ -36,15 +36,20 @@ impl Source for RestartNotice {
     }
 
     fn run(self: Box<Self>, out: EventSender, _stop: StopSignal) -> Result<(), SourceError> {
-        let mut e = Event::new(EventKind::SensorHealth, SourceKind::Agent, Timestamp::now());
-        e.health = Some(Health {
-            dropped: 0,
-            gaps: 0,
-            message: Some(self.message),
-        });
-        out.send(e);
+        out.send(restart_notice(self.message));
         Ok(())
     }
+}
+
+/// The `sensor-health` event a [`RestartNotice`] sends.
+fn restart_notice(message: String) -> Event {
+    let mut e = Event::new(EventKind::SensorHealth, SourceKind::Agent, Timestamp::now());
+    e.health = Some(Health {
+        dropped: 0,
+        gaps: 0,
+        message: Some(message),
+    });
+    e
 }
 
 /// What the agent protects and who it is.
@@ -56,7 +61,8 @@ pub struct TamperOptions {
     pub files: Vec<String>,
     /// Directories under which any change is tampering (the content store).
     pub dirs: Vec<String>,
-    /// Reported with the first event: how the previous worker ended, when a signal killed it.
+    /// How the previous worker ended, when a signal killed it: reported when the
+    /// [`RestartNotice`] carrying it comes through.
     pub previous_worker: Option<String>,
 }
 
@@ -164,24 +170,13 @@ impl Detector for TamperDetector {
     }
 
     fn on_event(&mut self, event: &Event, emit: &mut dyn FnMut(serde_json::Value)) {
-        if let Some(how) = self.opts.previous_worker.take() {
-            let mut e = Event::new(EventKind::SensorHealth, SourceKind::Agent, Timestamp::now());
-            e.health = Some(Health {
-                dropped: 0,
-                gaps: 0,
-                message: Some(how),
-            });
-            e.host_name.clone_from(&event.host_name);
-            emit(
-                Finding {
-                    meta: &self.killed,
-                    event: &e,
-                    correlation: None,
-                }
-                .to_json(Format::Ecs),
-            );
-        }
-        if let Some(meta) = self.check(event) {
+        let meta = if self.is_restart_notice(event) {
+            self.opts.previous_worker = None;
+            Some(&self.killed)
+        } else {
+            self.check(event)
+        };
+        if let Some(meta) = meta {
             emit(
                 Finding {
                     meta,
@@ -191,6 +186,17 @@ impl Detector for TamperDetector {
                 .to_json(Format::Ecs),
             );
         }
+    }
+}
+
+impl TamperDetector {
+    /// The notice of the killed predecessor, the first time it comes through.
+    fn is_restart_notice(&self, event: &Event) -> bool {
+        event.kind == Some(EventKind::SensorHealth)
+            && event.source == Some(SourceKind::Agent)
+            && self.opts.previous_worker.is_some()
+            && event.health.as_ref().and_then(|h| h.message.as_ref())
+                == self.opts.previous_worker.as_ref()
     }
 }
 
@@ -290,7 +296,8 @@ mod tests {
             previous_worker: Some("worker killed by signal 9".into()),
             ..TamperOptions::default()
         });
-        let e = event(EventKind::ProcessExec, 7);
+        assert!(findings(&mut d, &event(EventKind::ProcessExec, 7)).is_empty());
+        let e = restart_notice("worker killed by signal 9".into());
         let f = findings(&mut d, &e);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0]["rule"]["id"], "ringfence-tamper-killed");

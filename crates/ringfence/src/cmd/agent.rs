@@ -123,9 +123,14 @@ fn config(args: &RunArgs) -> Result<Config, Failure> {
     if let Some(t) = &args.enroll_token {
         config.fleet.enroll_token = Some(t.clone());
     }
-    let fleet_problems = config.fleet.problems();
-    if let Some((key, message)) = fleet_problems.first() {
-        return Err(Failure::refused(anyhow!("fleet.{key}: {message}")));
+    let fleet_problems: Vec<String> = config
+        .fleet
+        .problems()
+        .into_iter()
+        .map(|(key, message)| format!("fleet.{key}: {message}"))
+        .collect();
+    if !fleet_problems.is_empty() {
+        return Err(Failure::refused(anyhow!("{}", fleet_problems.join("; "))));
     }
     if let Some(message) = config.fleet_needs() {
         return Err(Failure::refused(anyhow!("--console: {message}")));
@@ -277,16 +282,16 @@ fn tamper_options(config: &mut Config, args: &RunArgs) -> TamperOptions {
 
 fn worker(args: RunArgs) -> CmdResult {
     let mut config = config(&args)?;
-    let tamper = config
-        .agent
-        .tamper_detection
-        .then(|| tamper_options(&mut config, &args));
     let mode = args
         .mode
         .as_deref()
         .and_then(ModeChoice::parse)
         .unwrap_or(config.agent.mode);
     init_tracing();
+    let tamper = config
+        .agent
+        .tamper_detection
+        .then(|| tamper_options(&mut config, &args));
     if std::env::var_os(SUPERVISED_ENV).is_some() && !die_with_supervisor() {
         return Err(Failure::environment(anyhow!("the supervisor is gone")));
     }
