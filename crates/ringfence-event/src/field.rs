@@ -90,6 +90,19 @@ const FILE: KindSet = KindSet::of(&[
     K::FileExecOpen,
 ]);
 const AUTH: KindSet = KindSet::of(&[K::AuthSuccess, K::AuthFailure]);
+/// Kinds an attempt on the agent may take; self-protection reports the ones it refused with
+/// `event.outcome: failure` (BPF LSM in eBPF mode, fanotify permission events in driverless).
+const GUARDED: KindSet = KindSet::of(&[
+    K::Signal,
+    K::Ptrace,
+    K::FileCreate,
+    K::FileModify,
+    K::FileDelete,
+    K::FileRename,
+    K::FileExecOpen,
+    K::BpfLoad,
+]);
+const DRIVERLESS_GUARDED: KindSet = KindSet::of(&[K::FileModify, K::FileExecOpen]);
 /// Kinds observed only through eBPF programs.
 const KERNEL_ONLY: KindSet = KindSet::of(&[
     K::PrivilegeChange,
@@ -154,7 +167,7 @@ schema! {
     EventCategory = "event.category", Keyword, ALL, ebpf EBPF_KINDS, driverless DRIVERLESS_KINDS, derived true, "ECS event.category (process, network, file, authentication, iam, driver, web, host).";
     EventType = "event.type", Keyword, ALL, ebpf EBPF_KINDS, driverless DRIVERLESS_KINDS, derived true, "ECS event.type (start, end, connection, creation, change, deletion, ...).";
     EventAction = "event.action", Keyword, ALL, ebpf EBPF_KINDS, driverless DRIVERLESS_KINDS, derived false, "What happened: exec, fork, exit, connect, create, ... (one per event kind).";
-    EventOutcome = "event.outcome", Keyword, AUTH, ebpf AUTH, driverless AUTH, derived false, "success or failure, for authentication events.";
+    EventOutcome = "event.outcome", Keyword, AUTH.union(GUARDED), ebpf AUTH.union(GUARDED.intersect(EBPF_KINDS)), driverless AUTH.union(DRIVERLESS_GUARDED), derived false, "success or failure of an authentication; failure when the agent's self-protection refused the action (a signal, ptrace, file change or BPF access aimed at the agent, or an exec denied by hash).";
     Source = "ringfence.source", Keyword, ALL, ebpf EBPF_KINDS, driverless DRIVERLESS_KINDS, derived false, "The source that observed the event (ebpf, proc_connector, audit, fanotify, ...).";
     Partial = "ringfence.partial", Boolean, ALL, ebpf EBPF_KINDS, driverless DRIVERLESS_KINDS, derived false, "True when enrichment could not complete; the fields present are still right.";
     Syscall = "ringfence.syscall", Keyword, NETWORK.union(KERNEL_ONLY), ebpf NETWORK.union(KERNEL_ONLY), driverless DRIVERLESS_NETWORK, derived false, "The system call behind the event (connect, setuid, mprotect, finit_module, ...).";

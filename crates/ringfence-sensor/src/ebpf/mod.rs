@@ -23,6 +23,7 @@
 )]
 
 pub mod convert;
+pub mod guard;
 pub mod probe;
 pub mod record;
 
@@ -522,6 +523,11 @@ impl EbpfSensor {
                 })
             })
             .collect()
+    }
+
+    /// The sensor's programs, maps and links by kernel id (for the guard to protect).
+    pub fn objects(&self) -> Vec<guard::BpfObject> {
+        guard::objects_of(&self.ebpf)
     }
 
     /// Add pids (or tids) whose signals are reported.

@@ -71,7 +71,7 @@ pub fn errno_name(n: i32) -> String {
 }
 
 /// The first OS error in an error's cause chain.
-fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+pub(crate) fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         let n = match err.downcast_ref::<ProgramError>() {

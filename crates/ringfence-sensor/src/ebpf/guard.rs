@@ -1,0 +1,738 @@
+//! Self-protection with BPF LSM: loads `bpf/guard.bpf.c`, tells it who the agent is (its tgids,
+//! the launcher that may stop the supervisor), what it owns (files and directories by inode, and
+//! its BPF programs, maps and links by id), and reads back who was refused.
+//!
+//! The programs refuse signals, ptrace attach, write-opens, truncation, unlinks, renames and
+//! creates, and descriptors to the agent's BPF objects, to every process that is not the agent;
+//! see the object's header for the hooks. Loading fails cleanly where the kernel refuses BPF LSM
+//! (`lsm` missing from the active LSMs, or BPF trampolines blocked): the caller then falls back
+//! to fanotify permission events and tamper detection. [`Guard::disarm`] switches every check
+//! off at once, for an authorised uninstall; dropping the guard detaches it.
+
+use std::collections::HashMap as StdHashMap;
+use std::fmt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use std::time::{Duration, Instant};
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::Lsm;
+use aya::{Btf, Ebpf, EbpfLoader};
+use ringfence_event::{
+    Detail, Event, EventKind, File as FileRecord, Outcome, Process, SourceKind, TargetProcess,
+};
+
+use super::{EbpfError, map_err, raise_memlock, release_loader_memory};
+use crate::source::{EventSender, Sent, Source, SourceError, StopSignal};
+use crate::sys::Clocks;
+
+/// The guard object, built from `bpf/guard.bpf.c`.
+pub static GUARD_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../../bpf/obj/guard.bpf.o");
+
+/// Every program of the object and its LSM hook.
+const PROGRAMS: &[(&str, &str)] = &[
+    ("guard_task_kill", "task_kill"),
+    ("guard_ptrace", "ptrace_access_check"),
+    ("guard_file_open", "file_open"),
+    ("guard_path_truncate", "path_truncate"),
+    ("guard_inode_unlink", "inode_unlink"),
+    ("guard_inode_rmdir", "inode_rmdir"),
+    ("guard_inode_rename", "inode_rename"),
+    ("guard_inode_create", "inode_create"),
+    ("guard_inode_link", "inode_link"),
+    ("guard_inode_symlink", "inode_symlink"),
+    ("guard_inode_mknod", "inode_mknod"),
+    ("guard_bpf", "bpf"),
+];
+
+/// At most this many files are protected under one directory (the object's map holds 4096).
+pub const MAX_PROTECTED_INODES: usize = 4000;
+
+/// What a refusal was about (`enum guard_hook` in the object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GuardHook {
+    Signal,
+    Ptrace,
+    WriteOpen,
+    Truncate,
+    Unlink,
+    Rename,
+    Create,
+    Bpf,
+}
+
+impl GuardHook {
+    pub const ALL: [GuardHook; 8] = [
+        GuardHook::Signal,
+        GuardHook::Ptrace,
+        GuardHook::WriteOpen,
+        GuardHook::Truncate,
+        GuardHook::Unlink,
+        GuardHook::Rename,
+        GuardHook::Create,
+        GuardHook::Bpf,
+    ];
+
+    fn from_index(i: u32) -> Option<GuardHook> {
+        GuardHook::ALL.get(usize::try_from(i).ok()?).copied()
+    }
+
+    /// `signal`, `ptrace`, `write-open`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            GuardHook::Signal => "signal",
+            GuardHook::Ptrace => "ptrace",
+            GuardHook::WriteOpen => "write-open",
+            GuardHook::Truncate => "truncate",
+            GuardHook::Unlink => "unlink",
+            GuardHook::Rename => "rename",
+            GuardHook::Create => "create",
+            GuardHook::Bpf => "bpf",
+        }
+    }
+}
+
+/// Kinds of BPF object (their id spaces are separate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BpfObjectKind {
+    Program = 1,
+    Map = 2,
+    Link = 3,
+}
+
+/// One BPF object by kind and kernel id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BpfObject {
+    pub kind: BpfObjectKind,
+    pub id: u32,
+}
+
+/// The programs of `ebpf`, the maps they use and the links attaching them, by kernel id.
+pub fn objects_of(ebpf: &Ebpf) -> Vec<BpfObject> {
+    let mut out = Vec::new();
+    let mut programs = std::collections::HashSet::new();
+    for (_, program) in ebpf.programs() {
+        let Ok(info) = program.info() else { continue };
+        programs.insert(info.id());
+        out.push(BpfObject {
+            kind: BpfObjectKind::Program,
+            id: info.id(),
+        });
+        for map in info.map_ids().ok().flatten().unwrap_or_default() {
+            out.push(BpfObject {
+                kind: BpfObjectKind::Map,
+                id: map,
+            });
+        }
+    }
+    for link in aya::programs::loaded_links().flatten() {
+        if programs.contains(&link.program_id()) {
+            out.push(BpfObject {
+                kind: BpfObjectKind::Link,
+                id: link.id(),
+            });
+        }
+    }
+    out.sort_by_key(|o| (o.kind as u32, o.id));
+    out.dedup();
+    out
+}
+
+/// The process allowed to signal the supervisor: its service manager or `ringfence up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launcher {
+    pub tgid: u32,
+    /// Its start time in clock ticks since boot (`/proc/PID/stat` field 22), so a reused pid is
+    /// not trusted.
+    pub start_ticks: u64,
+}
+
+impl Launcher {
+    /// The parent of `pid`, read from /proc.
+    pub fn parent_of(pid: u32) -> Option<Launcher> {
+        let ppid = stat_field(pid, 4)?;
+        let tgid = u32::try_from(ppid).ok()?;
+        Some(Launcher {
+            tgid,
+            start_ticks: stat_field(tgid, 22)?,
+        })
+    }
+}
+
+/// Field `n` (1-based, as in proc(5)) of `/proc/PID/stat`, for the numeric fields after comm.
+fn stat_field(pid: u32, n: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm may hold spaces and parentheses: the fields after it start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
+}
+
+/// One refusal read back from the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub hook: GuardHook,
+    pub actor_tgid: u32,
+    pub actor_tid: u32,
+    pub comm: String,
+    /// `CLOCK_BOOTTIME` in ns.
+    pub boot_ns: u64,
+    /// The target tgid (signal, ptrace), inode number (files) or object id (bpf).
+    pub detail: u64,
+    /// The signal number, the bpf command, or the inode's device (kernel encoding).
+    pub arg: i32,
+    /// For file refusals: the protected path with that inode, when known.
+    pub path: Option<PathBuf>,
+}
+
+const DENIAL_LEN: usize = 48;
+
+impl Denial {
+    /// The refused attempt as an event of the kind it would have been (`signal`, `ptrace`,
+    /// file `modify`/`delete`/`rename`/`create`, `bpf`), with `event.outcome: failure`, the
+    /// actor as the subject process and the agent's process as the target. Enrichment adds the
+    /// actor's executable and ancestry; tamper detection turns it into a finding.
+    pub fn to_event(&self, clocks: &Clocks) -> Event {
+        let kind = match self.hook {
+            GuardHook::Signal => EventKind::Signal,
+            GuardHook::Ptrace => EventKind::Ptrace,
+            GuardHook::WriteOpen | GuardHook::Truncate => EventKind::FileModify,
+            GuardHook::Unlink => EventKind::FileDelete,
+            GuardHook::Rename => EventKind::FileRename,
+            GuardHook::Create => EventKind::FileCreate,
+            GuardHook::Bpf => EventKind::BpfLoad,
+        };
+        let mut e = Event::new(kind, SourceKind::Ebpf, clocks.from_boottime(self.boot_ns));
+        e.outcome = Some(Outcome::Failure);
+        e.syscall = Some(format!("lsm/{}", self.hook.name()).into());
+        e.process = Some(Process {
+            pid: self.actor_tgid,
+            name: Some(self.comm.clone()),
+            ..Process::default()
+        });
+        match self.hook {
+            GuardHook::Signal | GuardHook::Ptrace => {
+                e.target = Some(TargetProcess {
+                    pid: u32::try_from(self.detail).unwrap_or(0),
+                    executable: None,
+                });
+                if self.hook == GuardHook::Signal {
+                    e.detail = Some(Detail {
+                        signal_number: Some(i64::from(self.arg)),
+                        ..Detail::default()
+                    });
+                }
+            }
+            GuardHook::Bpf => {
+                e.detail = Some(Detail {
+                    bpf_command: Some(
+                        match self.arg {
+                            13 => "BPF_PROG_GET_FD_BY_ID",
+                            14 => "BPF_MAP_GET_FD_BY_ID",
+                            _ => "BPF_LINK_GET_FD_BY_ID",
+                        }
+                        .into(),
+                    ),
+                    ..Detail::default()
+                });
+            }
+            _ => {
+                let path = self.path.as_ref().map_or_else(
+                    || format!("inode:{}", self.detail),
+                    |p| p.to_string_lossy().into_owned(),
+                );
+                e.file = Some(FileRecord {
+                    path,
+                    ..FileRecord::default()
+                });
+            }
+        }
+        e
+    }
+}
+
+/// Decode one `struct guard_denial`; `None` when it is short or names no known hook.
+fn decode_denial(b: &[u8]) -> Option<Denial> {
+    let b: &[u8; DENIAL_LEN] = b.get(..DENIAL_LEN)?.try_into().ok()?;
+    let u64_at = |o: usize| b[o..o + 8].try_into().ok().map(u64::from_ne_bytes);
+    let u32_at = |o: usize| b[o..o + 4].try_into().ok().map(u32::from_ne_bytes);
+    let comm = &b[32..48];
+    let end = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
+    Some(Denial {
+        boot_ns: u64_at(0)?,
+        detail: u64_at(8)?,
+        hook: GuardHook::from_index(u32_at(16)?)?,
+        actor_tgid: u32_at(20)?,
+        actor_tid: u32_at(24)?,
+        arg: u32_at(28)?.cast_signed(),
+        comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
+        path: None,
+    })
+}
+
+/// `struct guard_config`.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+struct GuardConfig {
+    armed: u32,
+    launcher_tgid: u32,
+    launcher_start: u64,
+    supervisor_tgid: u32,
+    pad: u32,
+}
+
+// SAFETY: GuardConfig is repr(C) plain old data with explicit padding, matching the object.
+unsafe impl aya::Pod for GuardConfig {}
+
+/// `struct guard_inode`: an inode by number and the kernel's encoding of its device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+struct InodeKey {
+    ino: u64,
+    dev: u32,
+    pad: u32,
+}
+
+// SAFETY: InodeKey is repr(C) plain old data with explicit padding, matching the object.
+unsafe impl aya::Pod for InodeKey {}
+
+impl InodeKey {
+    fn of(meta: &std::fs::Metadata) -> InodeKey {
+        // The kernel's dev_t is MAJOR << 20 | MINOR; stat(2) returns the "new" user encoding.
+        let dev = meta.dev();
+        let kernel_dev = (libc::major(dev) << 20) | (libc::minor(dev) & 0xf_ffff);
+        InodeKey {
+            ino: meta.ino(),
+            dev: kernel_dev,
+            pad: 0,
+        }
+    }
+}
+
+/// `struct guard_bpf_id`.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+struct ObjectKey {
+    kind: u32,
+    id: u32,
+}
+
+// SAFETY: ObjectKey is repr(C) plain old data without padding, matching the object.
+unsafe impl aya::Pod for ObjectKey {}
+
+/// Who the agent is and what it owns.
+#[derive(Debug, Clone, Default)]
+pub struct GuardOptions {
+    /// The agent's processes (tgids); the loading process is always added.
+    pub agent_pids: Vec<u32>,
+    /// The supervisor, which the launcher may signal.
+    pub supervisor: Option<u32>,
+    pub launcher: Option<Launcher>,
+    /// Files and directories; a directory's files are protected too (up to
+    /// [`MAX_PROTECTED_INODES`] in all). Missing paths are skipped.
+    pub paths: Vec<PathBuf>,
+}
+
+/// The loaded, attached and armed guard.
+pub struct Guard {
+    ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+    config: GuardConfig,
+    /// Protected inodes and the path each was found at, for reporting refusals by path.
+    inodes: StdHashMap<InodeKey, PathBuf>,
+    paths: Vec<PathBuf>,
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guard")
+            .field("armed", &(self.config.armed != 0))
+            .field("inodes", &self.inodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Guard {
+    /// Load and attach every program, fill the maps from `options`, protect the guard's own
+    /// BPF objects, and arm it. Fails (with the kernel's reason) where BPF LSM is refused.
+    pub fn load(options: &GuardOptions) -> Result<Guard, EbpfError> {
+        let loaded = Self::load_and_attach(options);
+        release_loader_memory();
+        loaded
+    }
+
+    fn load_and_attach(options: &GuardOptions) -> Result<Guard, EbpfError> {
+        raise_memlock();
+        let btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf(e.to_string()))?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .load(GUARD_OBJECT)
+            .map_err(|e| EbpfError::Load(format!("guard.bpf.o: {e}")))?;
+        for (name, hook) in PROGRAMS {
+            let program: &mut Lsm = ebpf
+                .program_mut(name)
+                .ok_or_else(|| program_err(name, "missing from the object".into()))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| program_err(name, e.to_string()))?;
+            program
+                .load(hook, &btf)
+                .map_err(|e| program_err(name, format!("load (lsm/{hook}): {}", describe(&e))))?;
+            program
+                .attach()
+                .map_err(|e| program_err(name, format!("attach (lsm/{hook}): {}", describe(&e))))?;
+        }
+        let ring_map = ebpf.take_map("guard_ring").ok_or(EbpfError::Map {
+            map: "guard_ring",
+            message: "missing from the object".into(),
+        })?;
+        let ring = RingBuf::try_from(ring_map).map_err(map_err("guard_ring"))?;
+        let mut guard = Guard {
+            ebpf,
+            ring,
+            config: GuardConfig::default(),
+            inodes: StdHashMap::new(),
+            paths: options.paths.clone(),
+        };
+        let mut pids = options.agent_pids.clone();
+        pids.push(std::process::id());
+        pids.extend(options.supervisor);
+        guard.protect_pids(&pids)?;
+        let own = objects_of(&guard.ebpf);
+        guard.protect_objects(&own)?;
+        guard.refresh_paths()?;
+        guard.config = GuardConfig {
+            armed: 1,
+            launcher_tgid: options.launcher.map_or(0, |l| l.tgid),
+            launcher_start: options.launcher.map_or(0, |l| l.start_ticks),
+            supervisor_tgid: options.supervisor.unwrap_or(0),
+            pad: 0,
+        };
+        guard.write_config()?;
+        Ok(guard)
+    }
+
+    fn write_config(&mut self) -> Result<(), EbpfError> {
+        let map = self.ebpf.map_mut("guard_cfg").ok_or(EbpfError::Map {
+            map: "guard_cfg",
+            message: "missing from the object".into(),
+        })?;
+        let mut cfg: Array<_, GuardConfig> = Array::try_from(map).map_err(map_err("guard_cfg"))?;
+        cfg.set(0, self.config, 0).map_err(map_err("guard_cfg"))
+    }
+
+    /// Add agent processes (tgids): nothing they do is refused, and they cannot be signalled.
+    pub fn protect_pids(&mut self, pids: &[u32]) -> Result<(), EbpfError> {
+        let mut m: HashMap<_, u32, u8> = hash_map(&mut self.ebpf, "guard_pids")?;
+        for pid in pids {
+            m.insert(pid, 1, 0).map_err(map_err("guard_pids"))?;
+        }
+        Ok(())
+    }
+
+    /// Protect BPF objects (the sensor's, from [`objects_of`]) against descriptors by id.
+    pub fn protect_objects(&mut self, objects: &[BpfObject]) -> Result<(), EbpfError> {
+        let mut m: HashMap<_, ObjectKey, u8> = hash_map(&mut self.ebpf, "guard_bpf_ids")?;
+        for o in objects {
+            let key = ObjectKey {
+                kind: o.kind as u32,
+                id: o.id,
+            };
+            m.insert(key, 1, 0).map_err(map_err("guard_bpf_ids"))?;
+        }
+        Ok(())
+    }
+
+    /// Protect the configured paths again: files the agent has created under its directories
+    /// since the last call join the protected set. Returns how many inodes are protected.
+    pub fn refresh_paths(&mut self) -> Result<usize, EbpfError> {
+        let mut found = Vec::new();
+        for root in &self.paths {
+            collect_inodes(root, &mut found, MAX_PROTECTED_INODES);
+        }
+        let mut m: HashMap<_, InodeKey, u8> = hash_map(&mut self.ebpf, "guard_inodes")?;
+        for (key, path) in found {
+            if !self.inodes.contains_key(&key) {
+                m.insert(key, 1, 0).map_err(map_err("guard_inodes"))?;
+                self.inodes.insert(key, path);
+            }
+        }
+        Ok(self.inodes.len())
+    }
+
+    /// Switch every check off (an authorised uninstall or stop). The programs stay attached
+    /// until the guard is dropped.
+    pub fn disarm(&mut self) -> Result<(), EbpfError> {
+        self.config.armed = 0;
+        self.write_config()
+    }
+
+    /// Whether the checks are on.
+    pub fn armed(&self) -> bool {
+        self.config.armed != 0
+    }
+
+    /// Refusals per hook since load (summed over CPUs).
+    pub fn denial_counts(&self) -> Result<StdHashMap<GuardHook, u64>, EbpfError> {
+        let map = self.ebpf.map("guard_denials").ok_or(EbpfError::Map {
+            map: "guard_denials",
+            message: "missing from the object".into(),
+        })?;
+        let counts: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(map_err("guard_denials"))?;
+        let mut out = StdHashMap::new();
+        for (i, hook) in GuardHook::ALL.iter().enumerate() {
+            let index = u32::try_from(i).unwrap_or(0);
+            let n: u64 = counts
+                .get(&index, 0)
+                .map_err(map_err("guard_denials"))?
+                .iter()
+                .sum();
+            if n > 0 {
+                out.insert(*hook, n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The refusals written since the last call, oldest first, with the path of a refused file
+    /// when it is one the guard protects.
+    pub fn drain_denials(&mut self) -> Vec<Denial> {
+        let mut out = Vec::new();
+        while let Some(item) = self.ring.next() {
+            if let Some(mut d) = decode_denial(&item) {
+                if matches!(
+                    d.hook,
+                    GuardHook::WriteOpen
+                        | GuardHook::Truncate
+                        | GuardHook::Unlink
+                        | GuardHook::Rename
+                        | GuardHook::Create
+                ) {
+                    let key = InodeKey {
+                        ino: d.detail,
+                        dev: d.arg.cast_unsigned(),
+                        pad: 0,
+                    };
+                    d.path = self.inodes.get(&key).cloned();
+                }
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    /// The guard's own programs, maps and links.
+    pub fn objects(&self) -> Vec<BpfObject> {
+        objects_of(&self.ebpf)
+    }
+}
+
+fn hash_map<'a, K: aya::Pod, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<&'a mut MapData, K, V>, EbpfError> {
+    let map = ebpf.map_mut(name).ok_or(EbpfError::Map {
+        map: name,
+        message: "missing from the object".into(),
+    })?;
+    HashMap::try_from(map).map_err(map_err(name))
+}
+
+/// Work the guard's owner does on its own schedule (about once a second): the agent checks for
+/// a maintenance token here. What it returns is sent as events.
+pub type GuardTick = Box<dyn FnMut(&mut Guard) -> Vec<Event> + Send>;
+
+/// The guard as a source: refusals become events (about every 100 ms), `tick` runs about
+/// every second, and the protected paths are walked again every 10 s so files the agent creates
+/// are protected too. Dropping it (when the agent stops) detaches the guard.
+pub struct GuardSource {
+    guard: Guard,
+    tick: Option<GuardTick>,
+}
+
+impl GuardSource {
+    pub fn new(guard: Guard, tick: Option<GuardTick>) -> GuardSource {
+        GuardSource { guard, tick }
+    }
+}
+
+impl Source for GuardSource {
+    fn name(&self) -> &'static str {
+        "guard"
+    }
+
+    fn run(mut self: Box<Self>, out: EventSender, stop: StopSignal) -> Result<(), SourceError> {
+        let clocks = Clocks::read();
+        let mut last_tick = Instant::now();
+        let mut last_refresh = Instant::now();
+        loop {
+            let mut events: Vec<Event> = self
+                .guard
+                .drain_denials()
+                .iter()
+                .map(|d| d.to_event(&clocks))
+                .collect();
+            if last_tick.elapsed() >= Duration::from_secs(1) {
+                last_tick = Instant::now();
+                if let Some(tick) = self.tick.as_mut() {
+                    events.extend(tick(&mut self.guard));
+                }
+            }
+            if last_refresh.elapsed() >= Duration::from_secs(10) {
+                last_refresh = Instant::now();
+                if let Err(e) = self.guard.refresh_paths() {
+                    tracing::warn!(error = %e, "guard: protected paths not refreshed");
+                    out.note_error();
+                }
+            }
+            for e in events {
+                if out.send(e) == Sent::Closed {
+                    return Ok(());
+                }
+            }
+            if stop.sleep(Duration::from_millis(100)) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn program_err(program: &'static str, message: String) -> EbpfError {
+    EbpfError::Program { program, message }
+}
+
+/// A program error with its errno spelled out (`EPERM (Operation not permitted)`).
+fn describe(e: &aya::programs::ProgramError) -> String {
+    match super::probe::errno_of(e) {
+        Some(n) => format!(
+            "{} ({})",
+            super::probe::errno_name(n),
+            std::io::Error::from_raw_os_error(n)
+        ),
+        None => e.to_string(),
+    }
+}
+
+/// `root` and, for a directory, everything below it on the same device (not following links),
+/// up to `limit` entries in `out`.
+fn collect_inodes(root: &Path, out: &mut Vec<(InodeKey, PathBuf)>, limit: usize) {
+    let Ok(meta) = std::fs::symlink_metadata(root) else {
+        return;
+    };
+    // A protected path given through a link (e.g. /proc/self/exe) protects its target.
+    let meta = if meta.file_type().is_symlink() {
+        match std::fs::metadata(root) {
+            Ok(m) => m,
+            Err(_) => return,
+        }
+    } else {
+        meta
+    };
+    out.push((InodeKey::of(&meta), root.to_path_buf()));
+    if !meta.is_dir() {
+        return;
+    }
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if out.len() >= limit {
+                return;
+            }
+            let Ok(m) = entry.metadata() else { continue };
+            if m.dev() != meta.dev() {
+                continue;
+            }
+            out.push((InodeKey::of(&m), entry.path()));
+            if m.is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denials_decode_and_short_records_do_not() {
+        let mut b = [0u8; DENIAL_LEN];
+        b[0..8].copy_from_slice(&5u64.to_ne_bytes());
+        b[8..16].copy_from_slice(&1234u64.to_ne_bytes());
+        b[16..20].copy_from_slice(&0u32.to_ne_bytes());
+        b[20..24].copy_from_slice(&77u32.to_ne_bytes());
+        b[24..28].copy_from_slice(&78u32.to_ne_bytes());
+        b[28..32].copy_from_slice(&9i32.to_ne_bytes());
+        b[32..36].copy_from_slice(b"kill");
+        let d = decode_denial(&b).expect("a full record");
+        assert_eq!(d.hook, GuardHook::Signal);
+        assert_eq!(
+            (d.actor_tgid, d.actor_tid, d.detail, d.arg),
+            (77, 78, 1234, 9)
+        );
+        assert_eq!(d.comm, "kill");
+        assert!(decode_denial(&b[..40]).is_none());
+        b[16..20].copy_from_slice(&99u32.to_ne_bytes());
+        assert!(decode_denial(&b).is_none(), "unknown hook");
+    }
+
+    #[test]
+    fn the_guard_arms_or_names_the_refused_hook_and_errno() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: loading BPF LSM programs needs root");
+            return;
+        }
+        let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm")
+            .is_ok_and(|l| l.split(',').any(|m| m.trim() == "bpf"));
+        match Guard::load(&GuardOptions::default()) {
+            Ok(mut g) => {
+                assert!(g.armed());
+                assert!(g.objects().iter().any(|o| o.kind == BpfObjectKind::Link));
+                g.disarm().expect("disarm");
+                assert!(!g.armed());
+            }
+            Err(e) => {
+                let why = e.to_string();
+                assert!(why.contains("lsm/"), "the hook is named: {why}");
+                assert!(
+                    !lsm_active || why.contains("EPERM"),
+                    "BPF LSM is active, so only a blocked trampoline explains: {why}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn launcher_is_the_parent_with_its_start_time() {
+        let me = Launcher::parent_of(std::process::id()).expect("our parent");
+        assert_eq!(me.tgid, std::os::unix::process::parent_id());
+        assert!(me.start_ticks > 0 || me.tgid == 1);
+        assert_eq!(
+            stat_field(std::process::id(), 1),
+            None,
+            "pid is not after comm"
+        );
+    }
+
+    #[test]
+    fn inodes_of_a_tree_stay_on_its_device_and_respect_the_limit() {
+        let dir = std::env::temp_dir().join(format!("rf-guard-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).expect("temp dir");
+        std::fs::write(dir.join("a"), b"a").expect("write");
+        std::fs::write(dir.join("sub/b"), b"b").expect("write");
+        let mut out = Vec::new();
+        collect_inodes(&dir, &mut out, 100);
+        assert_eq!(out.len(), 4, "{out:?}");
+        let mut few = Vec::new();
+        collect_inodes(&dir, &mut few, 2);
+        assert_eq!(few.len(), 2);
+        let mut none = Vec::new();
+        collect_inodes(&dir.join("missing"), &mut none, 100);
+        assert!(none.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
