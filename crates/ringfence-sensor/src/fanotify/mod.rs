@@ -24,6 +24,7 @@
 )]
 
 pub mod parse;
+pub mod permission;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -48,14 +49,14 @@ pub const FAN_RENAME: u64 = 0x1000_0000;
 pub const FAN_EVENT_ON_CHILD: u64 = 0x0800_0000;
 pub const FAN_ONDIR: u64 = 0x4000_0000;
 
-const FAN_CLOEXEC: u32 = 0x1;
+pub(crate) const FAN_CLOEXEC: u32 = 0x1;
 const FAN_CLASS_NOTIF: u32 = 0;
 const FAN_REPORT_DIR_FID: u32 = 0x400;
 const FAN_REPORT_NAME: u32 = 0x800;
-const FAN_MARK_ADD: u32 = 0x1;
-const FAN_MARK_FILESYSTEM: u32 = 0x100;
-const FAN_MARK_DONT_FOLLOW: u32 = 0x4;
-const FAN_MARK_ONLYDIR: u32 = 0x8;
+pub(crate) const FAN_MARK_ADD: u32 = 0x1;
+pub(crate) const FAN_MARK_FILESYSTEM: u32 = 0x100;
+pub(crate) const FAN_MARK_DONT_FOLLOW: u32 = 0x4;
+pub(crate) const FAN_MARK_ONLYDIR: u32 = 0x8;
 
 /// Directories marked one by one before falling back to a filesystem mark.
 pub const MAX_DIR_MARKS: usize = 4096;
@@ -96,7 +97,7 @@ fn mark_directory(group: RawFd, mask: u64, path: &Path) -> io::Result<()> {
     )
 }
 
-fn mark(group: RawFd, flags: u32, mask: u64, path: &Path) -> io::Result<()> {
+pub(crate) fn mark(group: RawFd, flags: u32, mask: u64, path: &Path) -> io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
@@ -168,7 +169,7 @@ fn bytemuck_words(words: &mut [u64]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) }
 }
 
-fn poll_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
+pub(crate) fn poll_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
