@@ -1,16 +1,18 @@
-//! Writes the fixtures and seed corpus of the `bundle_reader` and `signed_metadata` fuzz
-//! targets: `cargo run -p ringfence-content --example fuzz_fixtures -- fuzz/` from the
-//! repository root. Keys are made in a temporary directory and thrown away; only root v1 (the
-//! fuzz target's trust anchor) and a signed bundle carrying the v1→v2 rotation are kept.
+//! Writes the fixtures and seed corpus of the `bundle_reader`, `signed_metadata` and
+//! `maintenance_token` fuzz targets: `cargo run -p ringfence-content --example fuzz_fixtures
+//! -- fuzz/` from the repository root. Keys are made in a temporary directory and thrown away;
+//! only root v1 (the fuzz targets' trust anchor), a signed bundle carrying the v1→v2 rotation
+//! and a maintenance token signed by the v1 root keys are kept.
 
 use std::error::Error;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use ringfence_content::{
-    BuildOptions, BundleBuilder, EntryKind, KeysInitOptions, Limits, RotateOptions, SchemaId,
-    SeenVersions, SignOptions, StructuralValidator, TrustedRoot, UnixTime, VerifyOptions,
-    build_signed_bundle, init_keys, sign_bundle, verify_signed_bundle,
+    BuildOptions, BundleBuilder, EntryKind, KeysInitOptions, Limits, MaintenanceAction,
+    MaintenanceClaims, RotateOptions, SchemaId, SeenVersions, SignOptions, StructuralValidator,
+    TrustedRoot, UnixTime, VerifyOptions, build_signed_bundle, init_keys, sign_bundle,
+    sign_maintenance_token, verify_maintenance_token, verify_signed_bundle,
 };
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -25,6 +27,18 @@ fn main() -> Result<(), Box<dyn Error>> {
             root_keys: 2,
             root_threshold: 2,
             root_expires: far,
+        },
+    )?;
+    // Signed by both v1 root keys (threshold 2), before they are retired.
+    let token = sign_maintenance_token(
+        &keys,
+        &MaintenanceClaims {
+            action: MaintenanceAction::Disarm,
+            host: "fuzz-host".into(),
+            issued: now,
+            expires: now.plus_secs(3_600),
+            reason: "fuzz seed".into(),
+            nonce: "fuzz-seed-1".into(),
         },
     )?;
     keys.rotate_root(&RotateOptions {
@@ -65,7 +79,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     fs::create_dir_all(out.join("fixtures"))?;
     fs::write(out.join("fixtures/root.json"), &root_v1)?;
     fs::write(out.join("fixtures/signed-small.bundle"), signed.encode())?;
-    let seeds: [(&str, &str, Vec<u8>); 7] = [
+    fs::write(out.join("fixtures/maintenance.token"), &token)?;
+    let seeds: [(&str, &str, Vec<u8>); 9] = [
         ("bundle_reader", "small", small.encode()),
         ("bundle_reader", "linux-pack", pack.bundle.encode()),
         (
@@ -93,6 +108,8 @@ fn main() -> Result<(), Box<dyn Error>> {
             "targets",
             [&[4u8][..], &signed.targets].concat(),
         ),
+        ("maintenance_token", "disarm", token.clone()),
+        ("maintenance_token", "root", root_v1.clone()),
     ];
     for (target, name, bytes) in seeds {
         let dir = out.join("corpus").join(target);
@@ -108,6 +125,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         &VerifyOptions::new(now),
         &StructuralValidator,
     )?;
+    verify_maintenance_token(&token, &trusted, "fuzz-host", now)?;
     fs::remove_dir_all(&keys_dir)?;
     println!("fixtures and seeds written under {}", out.display());
     Ok(())

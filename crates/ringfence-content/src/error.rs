@@ -1,8 +1,9 @@
-//! Why a signed bundle was refused. One variant per cause, each naming the role, field,
-//! expected and actual values, so `content verify` and the agent's report say exactly what
-//! an operator has to fix.
+//! Why a signed bundle (or a maintenance token, see [`crate::maintenance`]) was refused. One
+//! variant per cause, each naming the role, field, expected and actual values, so `content
+//! verify` and the agent's report say exactly what an operator has to fix.
 
 use crate::bundle::BundleError;
+use crate::maintenance::MaintenanceError;
 use crate::metadata::Role;
 use crate::reader::ReadError;
 use crate::time::UnixTime;
@@ -105,6 +106,10 @@ pub enum VerifyError {
     /// The bundle's content version was marked bad on this host.
     #[error("content version {version} is marked bad on this host")]
     MarkedBad { version: u64 },
+    /// A maintenance token (the signed order to disarm, stop or uninstall a tamper-protected
+    /// agent) was refused; the message starts with "maintenance token".
+    #[error(transparent)]
+    Maintenance(#[from] MaintenanceError),
     /// The detection compiler refused the content.
     #[error("content validation failed with {} error(s): {}", .0.len(), first_errors(.0))]
     Validation(Vec<ValidationError>),

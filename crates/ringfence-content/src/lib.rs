@@ -10,6 +10,9 @@
 //! through one bounds-checked reader ([`reader`]); every refusal is a typed error naming the
 //! role, field, entry or offset.
 //!
+//! The same root-role keys sign [`maintenance`] tokens, the only authorised way to disarm,
+//! stop or uninstall a tamper-protected agent.
+//!
 //! # Why not `tough`
 //! `tough` 0.24 (Bottlerocket's TUF client) was evaluated and not used. It is a repository
 //! client: it fetches `N.root.json`, `timestamp.json`, … from metadata and target URLs through
@@ -33,6 +36,7 @@ pub mod bundle;
 pub mod canonical;
 pub mod error;
 pub mod keys;
+pub mod maintenance;
 pub mod metadata;
 pub mod reader;
 pub mod signed;
@@ -45,6 +49,10 @@ pub use build::{BuildError, BuildOptions, Built, build_signed_bundle};
 pub use bundle::{Bundle, BundleBuilder, BundleError, DirReport, EntryKind, Limits, SchemaId};
 pub use error::VerifyError;
 pub use keys::{KeyError, KeySet, KeysInitOptions, RotateOptions, init_keys};
+pub use maintenance::{
+    MaintenanceAction, MaintenanceClaims, MaintenanceError, sign_maintenance_token,
+    verify_maintenance_token,
+};
 pub use metadata::Role;
 pub use signed::{SignError, SignOptions, SignedBundle, refresh_timestamp, sign_bundle};
 pub use store::{ContentStore, RollBack, StoreError, StoreState};

@@ -27,6 +27,11 @@ impl UnixTime {
         UnixTime(self.0.saturating_add(days.saturating_mul(86_400)))
     }
 
+    /// `self + secs`, saturating.
+    pub fn plus_secs(self, secs: u64) -> UnixTime {
+        UnixTime(self.0.saturating_add(secs))
+    }
+
     /// Parses `YYYY-MM-DDTHH:MM:SSZ` exactly; `None` for anything else.
     pub fn parse(s: &str) -> Option<UnixTime> {
         let b = s.as_bytes();

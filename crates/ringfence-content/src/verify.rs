@@ -66,6 +66,11 @@ impl TrustedRoot {
         UnixTime::parse(&self.root.expires)
     }
 
+    /// The parsed root metadata, for checks elsewhere in the crate (maintenance tokens).
+    pub(crate) fn metadata(&self) -> &Root {
+        &self.root
+    }
+
     /// Key ids allowed to sign for `role`.
     pub fn keyids(&self, role: Role) -> Vec<String> {
         self.root

@@ -1,5 +1,6 @@
 //! `ringfence content keys init|rotate`, `content build` and `content verify`: making,
-//! signing and checking content bundles offline.
+//! signing and checking content bundles offline; `content maintenance-token`: signing the
+//! order that disarms, stops or uninstalls a tamper-protected agent, with the root keys.
 //!
 //! `build` and `verify` take their validator from the agent's
 //! [`ringfence_agent::content::default_engine`], so the build, the check and the agent all
@@ -14,10 +15,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use ringfence_agent::content::engine::{agent_schema, default_engine};
 use ringfence_agent::content::manager::read_small;
+use ringfence_console::plan::parse_duration;
 use ringfence_content::{
-    BuildOptions, KeySet, KeysInitOptions, Limits, Outcome, RotateOptions, SeenVersions,
-    SignedBundle, TrustedRoot, UnixTime, VerifyOptions, build_signed_bundle, init_keys,
-    verify_signed_bundle,
+    BuildOptions, KeySet, KeysInitOptions, Limits, MaintenanceAction, MaintenanceClaims, Outcome,
+    RotateOptions, SeenVersions, SignedBundle, TrustedRoot, UnixTime, VerifyOptions,
+    build_signed_bundle, init_keys, sign_maintenance_token, verify_signed_bundle,
 };
 
 use crate::cmd::print_line;
@@ -37,6 +39,9 @@ pub enum ContentCommand {
     Build(BuildArgs),
     /// Check a bundle as an agent would; exit 0 only if it would be accepted.
     Verify(VerifyArgs),
+    /// Sign a maintenance token with the root keys: the order that disarms, stops or
+    /// uninstalls a tamper-protected agent.
+    MaintenanceToken(MaintenanceTokenArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +109,47 @@ pub struct VerifyArgs {
     pub current_version: Option<u64>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct MaintenanceTokenArgs {
+    /// Keys directory from `content keys init`; every root key in it signs.
+    #[arg(long)]
+    pub keys: PathBuf,
+    /// What the agent is to do.
+    #[arg(long, value_enum)]
+    pub action: ActionArg,
+    /// The agent's host name, or `*` for every host (a fleet-wide token: handle like the
+    /// root keys).
+    #[arg(long)]
+    pub host: String,
+    /// How long the token is valid from now: `30m`, `1h`, `2d`; at most 7 days.
+    #[arg(long)]
+    pub valid_for: String,
+    /// Why (a change ticket, say); shown in the agent's report.
+    #[arg(long)]
+    pub reason: String,
+    /// Write the token here (mode 0600) instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `--action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ActionArg {
+    Disarm,
+    Stop,
+    Uninstall,
+}
+
+impl From<ActionArg> for MaintenanceAction {
+    fn from(a: ActionArg) -> MaintenanceAction {
+        match a {
+            ActionArg::Disarm => MaintenanceAction::Disarm,
+            ActionArg::Stop => MaintenanceAction::Stop,
+            ActionArg::Uninstall => MaintenanceAction::Uninstall,
+        }
+    }
+}
+
 pub fn run(args: Args) -> CmdResult {
     match args.command {
         ContentCommand::Keys(k) => match k.command {
@@ -112,6 +158,7 @@ pub fn run(args: Args) -> CmdResult {
         },
         ContentCommand::Build(a) => build(&a),
         ContentCommand::Verify(a) => verify(&a),
+        ContentCommand::MaintenanceToken(a) => maintenance_token(&a),
     }
 }
 
@@ -192,6 +239,62 @@ fn build(a: &BuildArgs) -> CmdResult {
         a.output.display()
     ))
     .context("writing to stdout")?;
+    Ok(())
+}
+
+fn maintenance_token(a: &MaintenanceTokenArgs) -> CmdResult {
+    let ms =
+        parse_duration(&a.valid_for).map_err(|e| Failure::refused(anyhow!("--valid-for: {e}")))?;
+    if ms % 1000 != 0 {
+        return Err(Failure::refused(anyhow!(
+            "--valid-for {:?}: whole seconds only",
+            a.valid_for
+        )));
+    }
+    let valid_for = ms.unsigned_abs() / 1000;
+    let keys = KeySet::load(&a.keys).map_err(Failure::refused)?;
+    let claims = MaintenanceClaims::new(
+        a.action.into(),
+        a.host.clone(),
+        UnixTime::now(),
+        valid_for,
+        a.reason.clone(),
+    )
+    .map_err(Failure::environment)?;
+    let token = sign_maintenance_token(&keys, &claims).map_err(Failure::refused)?;
+    let summary = format!(
+        "{} token for {} (root v{}, nonce {}), valid {} to {}",
+        claims.action,
+        if claims.is_fleet_wide() {
+            "every host".to_owned()
+        } else {
+            format!("host {}", claims.host)
+        },
+        keys.trusted_root().version(),
+        claims.nonce,
+        claims.issued,
+        claims.expires
+    );
+    match &a.out {
+        Some(path) => {
+            ringfence_content::store::atomic_write(path, &token)
+                .with_context(|| format!("writing {}", path.display()))?;
+            print_line(&format!("{summary}: written to {}", path.display()))
+                .context("writing to stdout")?;
+        }
+        None => {
+            let text = String::from_utf8(token).context("token is not UTF-8")?;
+            print_line(&text).context("writing to stdout")?;
+            eprintln!("{summary}");
+        }
+    }
+    if claims.is_fleet_wide() {
+        eprintln!(
+            "warning: this token works on every host that trusts these root keys until {}; \
+             keep it like the root keys",
+            claims.expires
+        );
+    }
     Ok(())
 }
 
@@ -459,4 +562,54 @@ pub fn bench(args: &BenchArgs) -> CmdResult {
     })();
     let _ = std::fs::remove_dir_all(&tmp);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringfence_content::{MaintenanceError, VerifyError, verify_maintenance_token};
+
+    fn args(keys: &Path, valid_for: &str, out: Option<PathBuf>) -> MaintenanceTokenArgs {
+        MaintenanceTokenArgs {
+            keys: keys.to_owned(),
+            action: ActionArg::Stop,
+            host: "web-01".into(),
+            valid_for: valid_for.into(),
+            reason: "CHG-1: test".into(),
+            out,
+        }
+    }
+
+    #[test]
+    fn maintenance_token_writes_a_token_the_agent_accepts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys_dir = tmp.path().join("keys");
+        let keys = init_keys(&keys_dir, &KeysInitOptions::new(UnixTime::now())).unwrap();
+        let out = tmp.path().join("stop.token");
+        maintenance_token(&args(&keys_dir, "30m", Some(out.clone()))).unwrap();
+        let token = std::fs::read(&out).unwrap();
+        let now = UnixTime::now();
+        let claims = verify_maintenance_token(&token, keys.trusted_root(), "web-01", now).unwrap();
+        assert_eq!(claims.action, MaintenanceAction::Stop);
+        assert!(claims.expires.0 - claims.issued.0 == 1_800);
+        let err = verify_maintenance_token(&token, keys.trusted_root(), "web-02", now).unwrap_err();
+        assert!(matches!(
+            err,
+            VerifyError::Maintenance(MaintenanceError::WrongHost { .. })
+        ));
+        // More than 7 days, fractions of a second and nonsense are refused before signing.
+        for (bad, needle) in [
+            ("8d", "longest allowed is 604800 s"),
+            ("1500ms", "whole seconds only"),
+            ("soon", "expected a number"),
+        ] {
+            let err = maintenance_token(&args(&keys_dir, bad, None)).unwrap_err();
+            assert_eq!(err.code, 1, "{bad}");
+            assert!(
+                err.error.to_string().contains(needle),
+                "{bad}: {}",
+                err.error
+            );
+        }
+    }
 }
