@@ -167,12 +167,14 @@ struct rf_module {
 	char path[RF_PATH_MAX];
 };
 
-/* RF_BPF: bpf(BPF_PROG_LOAD) calls. */
+/* RF_BPF: bpf(BPF_PROG_LOAD) calls, and descriptors by id to the agent's own objects. */
 struct rf_bpf {
 	struct rf_header h;
 	__u32 cmd;
-	__u32 prog_type;
-	char prog_name[16];
+	__u32 prog_type;	/* prog_load */
+	char prog_name[16];	/* prog_load */
+	__u32 object_id;	/* *_get_fd_by_id: the agent's object asked for */
+	__u32 pad;
 };
 
 /* RF_MEMFD */

@@ -30,6 +30,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define FMODE_WRITE 0x2
 #define FMODE_CREATED 0x100000
 #define BPF_PROG_LOAD_CMD 5
+#define BPF_PROG_GET_FD_BY_ID_CMD 13
+#define BPF_MAP_GET_FD_BY_ID_CMD 14
+#define BPF_LINK_GET_FD_BY_ID_CMD 30
 #define PTRACE_TRACEME 0
 #define PTRACE_POKETEXT 4
 #define PTRACE_POKEDATA 5
@@ -79,6 +82,20 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } protected_pids SEC(".maps");
+
+/* The agent's own BPF programs, maps and links ({kind, id}: 1 program, 2 map, 3 link): a
+ * descriptor asked for by id to one of them is reported (the first step of a detach). */
+struct rf_object_key {
+	__u32 kind;
+	__u32 id;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct rf_object_key);
+	__type(value, __u8);
+} protected_objects SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -782,19 +799,44 @@ int rf_finit_module(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
+/* Program loads, and descriptors asked for by id to the agent's own objects. */
 SEC("tracepoint/syscalls/sys_enter_bpf")
 int rf_bpf(struct trace_event_raw_sys_enter *ctx)
 {
-	if (ctx->args[0] != BPF_PROG_LOAD_CMD)
+	__u32 cmd = ctx->args[0];
+	const union bpf_attr *attr = (const union bpf_attr *)ctx->args[1];
+	struct rf_object_key key = {};
+	switch (cmd) {
+	case BPF_PROG_LOAD_CMD:
+		break;
+	case BPF_PROG_GET_FD_BY_ID_CMD:
+		key.kind = 1;
+		break;
+	case BPF_MAP_GET_FD_BY_ID_CMD:
+		key.kind = 2;
+		break;
+	case BPF_LINK_GET_FD_BY_ID_CMD:
+		key.kind = 3;
+		break;
+	default:
 		return 0;
+	}
 	if (filtered(RF_BPF))
 		return 0;
 	struct rf_bpf e = {};
+	if (key.kind) {
+		/* prog_id, map_id and link_id share the first word of this part of the union. */
+		if (bpf_probe_read_user(&key.id, sizeof(key.id), &attr->prog_id))
+			return 0;
+		if (!bpf_map_lookup_elem(&protected_objects, &key))
+			return 0;
+		e.object_id = key.id;
+	} else {
+		bpf_probe_read_user(&e.prog_type, sizeof(e.prog_type), &attr->prog_type);
+		bpf_probe_read_user(e.prog_name, sizeof(e.prog_name), &attr->prog_name);
+	}
 	fill_current(&e.h, RF_BPF);
-	e.cmd = ctx->args[0];
-	const union bpf_attr *attr = (const union bpf_attr *)ctx->args[1];
-	bpf_probe_read_user(&e.prog_type, sizeof(e.prog_type), &attr->prog_type);
-	bpf_probe_read_user(e.prog_name, sizeof(e.prog_name), &attr->prog_name);
+	e.cmd = cmd;
 	emit(&e, sizeof(e), RF_BPF);
 	return 0;
 }

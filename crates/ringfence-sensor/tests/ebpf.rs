@@ -496,6 +496,49 @@ fn ignored_pids_and_kinds_switched_off_stay_in_the_kernel() {
 }
 
 #[test]
+fn a_descriptor_asked_for_by_id_to_the_sensors_own_link_is_reported() {
+    if !root() {
+        return;
+    }
+    let mut sensor = load(&options());
+    let link = sensor
+        .sensor
+        .objects()
+        .into_iter()
+        .find(|o| o.kind == ringfence_sensor::ebpf::guard::BpfObjectKind::Link)
+        .expect("the sensor's links are known by id");
+    // Listing objects asked the kernel for every link by id (this test is not ignored as the
+    // agent is): let those reports pass first.
+    sensor.any_now(|_| false);
+    sensor.seen.clear();
+    // bpf(BPF_LINK_GET_FD_BY_ID): the first step of `bpftool link detach`.
+    let attr = [link.id, 0, 0, 0];
+    // SAFETY: `attr` is a zeroed bpf_attr prefix of the size passed; the kernel only reads it.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 30, attr.as_ptr(), 16) };
+    assert!(
+        fd >= 0,
+        "root may open the link: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the kernel just returned this descriptor to us.
+    unsafe { libc::close(fd as i32) };
+    let me = std::process::id();
+    let e = sensor.wait_for("bpf get-fd", |e| {
+        e.kind() == EventKind::BpfLoad
+            && pid_of(e) == me
+            && e.detail.as_ref().and_then(|d| d.bpf_command.as_deref()) == Some("link_get_fd_by_id")
+    });
+    assert_eq!(e.syscall.as_deref(), Some("bpf"));
+    // Loading someone else's programs (the probe's) asks for nothing of the sensor's.
+    sensor.any_now(|_| false);
+    sensor.seen.clear();
+    let _ = probe::program_types();
+    assert!(!sensor.any_now(|e| {
+        e.detail.as_ref().and_then(|d| d.bpf_command.as_deref()) == Some("link_get_fd_by_id")
+    }));
+}
+
+#[test]
 fn bpf_program_loads_are_seen() {
     if !root() {
         return;

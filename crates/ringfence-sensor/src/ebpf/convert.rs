@@ -44,6 +44,17 @@ pub fn record_kinds(kind: EventKind) -> impl Iterator<Item = RecordKind> {
         .filter(move |k| event_kind(*k) == kind)
 }
 
+/// `prog_get_fd_by_id`, `map_get_fd_by_id`, `link_get_fd_by_id` for those bpf(2) commands
+/// (13, 14, 30): the first step of detaching or rewriting someone else's BPF object.
+pub fn bpf_get_fd_command(cmd: u32) -> Option<&'static str> {
+    match cmd {
+        13 => Some("prog_get_fd_by_id"),
+        14 => Some("map_get_fd_by_id"),
+        30 => Some("link_get_fd_by_id"),
+        _ => None,
+    }
+}
+
 /// A wait status as ECS `process.exit_code`: the code, or 128 + the signal that ended it.
 pub fn exit_code(status: i32) -> i64 {
     let sig = status & 0x7f;
@@ -251,16 +262,24 @@ pub fn to_event(rec: &Record, clocks: &Clocks) -> Event {
             });
         }
         Body::Bpf {
+            cmd,
             prog_type,
             prog_name,
             ..
         } => {
             e.syscall = Some(Cow::Borrowed("bpf"));
-            e.detail = Some(Detail {
-                bpf_command: Some(Cow::Borrowed("prog_load")),
-                bpf_program_type: Some(bpf_prog_type(*prog_type)),
-                bpf_program_name: (!prog_name.is_empty()).then(|| prog_name.clone()),
-                ..Detail::default()
+            e.detail = Some(match bpf_get_fd_command(*cmd) {
+                // A descriptor to one of the agent's own objects (the sensor reports no other).
+                Some(command) => Detail {
+                    bpf_command: Some(Cow::Borrowed(command)),
+                    ..Detail::default()
+                },
+                None => Detail {
+                    bpf_command: Some(Cow::Borrowed("prog_load")),
+                    bpf_program_type: Some(bpf_prog_type(*prog_type)),
+                    bpf_program_name: (!prog_name.is_empty()).then(|| prog_name.clone()),
+                    ..Detail::default()
+                },
             });
         }
         Body::Memfd { name, .. } => {
@@ -378,6 +397,7 @@ mod tests {
                 cmd: 5,
                 prog_type: 2,
                 prog_name: "probe".into(),
+                object_id: 0,
             },
             RecordKind::Memfd => Body::Memfd {
                 flags: 1,

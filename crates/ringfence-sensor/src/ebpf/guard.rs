@@ -224,15 +224,9 @@ impl Denial {
                 }
             }
             GuardHook::Bpf => {
+                let cmd = u32::try_from(self.arg).unwrap_or(0);
                 e.detail = Some(Detail {
-                    bpf_command: Some(
-                        match self.arg {
-                            13 => "BPF_PROG_GET_FD_BY_ID",
-                            14 => "BPF_MAP_GET_FD_BY_ID",
-                            _ => "BPF_LINK_GET_FD_BY_ID",
-                        }
-                        .into(),
-                    ),
+                    bpf_command: super::convert::bpf_get_fd_command(cmd).map(Into::into),
                     ..Detail::default()
                 });
             }
@@ -451,9 +445,9 @@ impl Guard {
         }
         let mut m: HashMap<_, InodeKey, u8> = hash_map(&mut self.ebpf, "guard_inodes")?;
         for (key, path) in found {
-            if !self.inodes.contains_key(&key) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.inodes.entry(key) {
                 m.insert(key, 1, 0).map_err(map_err("guard_inodes"))?;
-                self.inodes.insert(key, path);
+                slot.insert(path);
             }
         }
         Ok(self.inodes.len())

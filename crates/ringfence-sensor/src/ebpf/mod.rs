@@ -470,6 +470,22 @@ impl EbpfSensor {
             });
         }
 
+        // Once attached, the sensor's own programs, maps and links are known by id: a
+        // descriptor asked for to any of them is reported (tamper detection).
+        let own = guard::objects_of(&ebpf);
+        {
+            let map = ebpf.map_mut("protected_objects").ok_or(EbpfError::Map {
+                map: "protected_objects",
+                message: "missing from the object".into(),
+            })?;
+            let mut m: HashMap<_, [u32; 2], u8> =
+                HashMap::try_from(map).map_err(map_err("protected_objects"))?;
+            for o in &own {
+                m.insert([o.kind as u32, o.id], 1, 0)
+                    .map_err(map_err("protected_objects"))?;
+            }
+        }
+
         let ring = ebpf.take_map("events").ok_or(EbpfError::Map {
             map: "events",
             message: "missing from the object".into(),

@@ -180,8 +180,12 @@ pub enum Body {
     },
     Bpf {
         cmd: u32,
+        /// For `prog_load`.
         prog_type: u32,
+        /// For `prog_load`.
         prog_name: String,
+        /// For `*_get_fd_by_id`: the agent's object that was asked for.
+        object_id: u32,
     },
     Memfd {
         flags: u32,
@@ -514,11 +518,19 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 path: (!path.is_empty()).then_some(path),
             }
         }
-        RecordKind::Bpf => Body::Bpf {
-            cmd: r.u32("bpf")?,
-            prog_type: r.u32("bpf")?,
-            prog_name: c_string(r.take(16, "bpf")?),
-        },
+        RecordKind::Bpf => {
+            let cmd = r.u32("bpf")?;
+            let prog_type = r.u32("bpf")?;
+            let prog_name = c_string(r.take(16, "bpf")?);
+            let object_id = r.u32("bpf")?;
+            r.skip(4, "bpf")?;
+            Body::Bpf {
+                cmd,
+                prog_type,
+                prog_name,
+                object_id,
+            }
+        }
         RecordKind::Memfd => {
             let flags = r.u32("memfd")?;
             let name_len = usize::from(r.u16("memfd")?);
