@@ -117,7 +117,7 @@ pub struct PermissionCounters {
     pub cache_hits: u64,
     /// Files hashed.
     pub hashed: u64,
-    /// Ignore marks placed (cumulative).
+    /// Inodes given an ignore mark (cumulative; again after a flush).
     pub ignore_marks: u64,
     /// Execs allowed unhashed because the file was larger than `max_hash_bytes`.
     pub too_large: u64,
@@ -607,8 +607,7 @@ impl Listener {
             return;
         }
         let id = (key.dev, key.ino);
-        let known = marks.ignored.contains(&id);
-        if !known && marks.ignored.len() >= cap {
+        if !marks.ignored.contains(&id) && marks.ignored.len() >= cap {
             return;
         }
         // Without FAN_MARK_IGNORED_SURV_MODIFY: the first modification clears it.
@@ -620,11 +619,11 @@ impl Listener {
             None,
         );
         match r {
+            // Counted once per inode: an exec racing the first one re-marks the same inode.
             Ok(()) => {
-                if !known {
-                    marks.ignored.insert(id);
+                if marks.ignored.insert(id) {
+                    bump(&self.shared.counters.ignore_marks);
                 }
-                bump(&self.shared.counters.ignore_marks);
             }
             Err(_) => bump(&self.shared.counters.errors),
         }
