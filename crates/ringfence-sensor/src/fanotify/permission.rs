@@ -491,10 +491,6 @@ impl Listener {
             return Decision::allow();
         }
         if raw.mask & FAN_OPEN_EXEC_PERM != 0 {
-            // Our own threads first, so the agent's execs are not hashed.
-            if is_thread_of(tid, "self") {
-                return Decision::allow();
-            }
             self.exec(tid, file)
         } else if raw.mask & FAN_OPEN_PERM != 0 {
             self.open(tid, file)
@@ -555,6 +551,11 @@ impl Listener {
             bump(&c.cache_hits);
             v
         } else {
+            // Our own threads' execs are not hashed (checked here rather than first: a cache
+            // hit is cheaper than this /proc lookup).
+            if is_thread_of(tid, "self") {
+                return Decision::allow();
+            }
             let deny = self.shared.deny_set();
             match exec_hash::verdict_for(file, &key, &deny, limits.max_hash_bytes, &mut self.buf) {
                 Ok((v, hashed)) => {
