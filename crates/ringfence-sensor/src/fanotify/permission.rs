@@ -332,20 +332,31 @@ impl PermissionHandle {
     }
 }
 
-/// The guard's listener, as a [`Source`]: its events are the denials. Dropping it (run or not)
-/// closes the group.
+/// The guard, as a [`Source`]: its events are the denials. The listener thread answering the
+/// kernel starts with the group (an open of a protected file by any thread would otherwise wait
+/// for a listener that is not there yet); `run` only forwards its denials. Dropping the source
+/// (run or not) stops the listener, which closes the group.
 #[derive(Debug)]
 pub struct PermissionSource {
     shared: Arc<Shared>,
-    group: RawFd,
+    denials: crossbeam_channel::Receiver<Event>,
+    listener: Option<std::thread::JoinHandle<Result<(), SourceError>>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Drop for PermissionSource {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.listener.take() {
+            let _ = h.join();
+        }
         // Closing the group makes the kernel allow every pending and future event.
         drop(self.shared.lock_marks().group.take());
     }
 }
+
+/// Denials buffered between the listener and the agent; beyond it they are counted, not kept.
+const DENIAL_QUEUE: usize = 4096;
 
 /// Create the group and place every mark, so errors are known before the agent starts.
 ///
@@ -435,10 +446,33 @@ pub fn permission_source(
         exec_guard = shared.exec.is_some(),
         "permission guard armed"
     );
+    let listener = Listener {
+        shared: Arc::clone(&shared),
+        group: raw,
+        own_pid: i32::try_from(std::process::id()).unwrap_or(-1),
+        cache: VerdictCache::new(shared.exec.map_or(0, |e| e.cache_entries)),
+        generation: shared.generation.load(Ordering::SeqCst),
+        buf: vec![0u8; 64 * 1024],
+    };
+    let (tx, denials) = crossbeam_channel::bounded(DENIAL_QUEUE);
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread_stop = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
+        .name("rf-permission".into())
+        .spawn(move || listener.listen(&tx, &thread_stop));
+    let thread = match thread {
+        Ok(t) => t,
+        Err(e) => {
+            drop(shared.lock_marks().group.take());
+            return Err(e);
+        }
+    };
     Ok((
         PermissionSource {
             shared: Arc::clone(&shared),
-            group: raw,
+            denials,
+            listener: Some(thread),
+            stop,
         },
         PermissionHandle { shared },
     ))
@@ -683,23 +717,17 @@ fn tgid_and_name(tid: i32) -> (Option<u32>, Option<String>) {
     (field("Tgid:").and_then(|v| v.parse().ok()), field("Name:"))
 }
 
-impl Source for PermissionSource {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn run(self: Box<Self>, out: EventSender, stop: StopSignal) -> Result<(), SourceError> {
-        let mut l = Listener {
-            shared: Arc::clone(&self.shared),
-            group: self.group,
-            own_pid: i32::try_from(std::process::id()).unwrap_or(-1),
-            cache: VerdictCache::new(self.shared.exec.map_or(0, |e| e.cache_entries)),
-            generation: self.shared.generation.load(Ordering::SeqCst),
-            buf: vec![0u8; 64 * 1024],
-        };
+impl Listener {
+    /// Answer the group until `stop` is raised or the group fails.
+    fn listen(
+        mut self,
+        tx: &crossbeam_channel::Sender<Event>,
+        stop: &AtomicBool,
+    ) -> Result<(), SourceError> {
         let mut read_buf = vec![0u8; 32 * 1024];
-        // Every exit path drops `self`, which closes the group: the kernel then allows all.
-        while !stop.is_stopped() {
+        // Every exit path ends the thread; the source's drop then closes the group, and the
+        // kernel allows all.
+        while !stop.load(Ordering::SeqCst) {
             // No pause between reads: a permission event is a thread waiting for us.
             match poll_readable(self.group, 200) {
                 Ok(true) => {}
@@ -718,7 +746,6 @@ impl Source for PermissionSource {
                 ) {
                     // e.g. EMFILE: the kernel has answered that event itself (FAN_DENY).
                     bump(&self.shared.counters.errors);
-                    out.note_error();
                     tracing::warn!(source = NAME, error = %e, "read failed");
                 }
                 continue;
@@ -736,34 +763,68 @@ impl Source for PermissionSource {
                 // SAFETY: the kernel handed this descriptor to us with the event; nothing else
                 // owns it. It is closed when `file` drops, after the response.
                 let file = File::from(unsafe { OwnedFd::from_raw_fd(raw.fd) });
-                bump(&l.shared.counters.seen);
-                let d = l.decide(raw, &file);
-                let c = &l.shared.counters;
+                bump(&self.shared.counters.seen);
+                let d = self.decide(raw, &file);
+                let c = &self.shared.counters;
                 bump(if d.response == FAN_DENY {
                     &c.denied
                 } else {
                     &c.allowed
                 });
-                if !l.respond(raw.fd, d.response) {
+                if !self.respond(raw.fd, d.response) {
                     bump(&c.errors);
                 }
                 drop(file);
+                // Never wait on the agent: a full queue loses the report, not the answer.
                 if let Some(e) = d.event
-                    && out.send(e) == Sent::Closed
+                    && tx.try_send(e).is_err()
                 {
-                    // The agent is gone; closing the group allows the rest.
-                    return Ok(());
+                    bump(&c.errors);
                 }
             }
             if let Err(e) = parsed {
                 // Events past this point cannot be found, so cannot be answered one by one:
                 // give up the group (closing it allows them) rather than leave them waiting.
                 bump(&self.shared.counters.errors);
-                out.note_error();
                 return Err(SourceError::Other {
                     source: NAME,
                     message: format!("unreadable permission record ({e}); guard stopped"),
                 });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Source for PermissionSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(mut self: Box<Self>, out: EventSender, stop: StopSignal) -> Result<(), SourceError> {
+        use crossbeam_channel::RecvTimeoutError;
+        while !stop.is_stopped() {
+            match self
+                .denials
+                .recv_timeout(std::time::Duration::from_millis(200))
+            {
+                Ok(e) => {
+                    if out.send(e) == Sent::Closed {
+                        return Ok(());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    // The listener ended on its own: say why (dropping `self` closes the group).
+                    out.note_error();
+                    return match self.listener.take().map(std::thread::JoinHandle::join) {
+                        Some(Ok(result)) => result,
+                        _ => Err(SourceError::Other {
+                            source: NAME,
+                            message: "the listener thread panicked; guard stopped".into(),
+                        }),
+                    };
+                }
             }
         }
         Ok(())
@@ -913,12 +974,17 @@ mod tests {
         let dir = tmp("syscall");
         let f = dir.join("f");
         assert!(std::fs::write(&f, b"x").is_ok());
-        let Some((src, _handle)) = open_or_skip(PermissionOptions {
-            protected_paths: vec![f.clone()],
-            deny_exec: None,
-        }) else {
+        // A bare group of our own (the guard's listener would answer before we could look).
+        let flags = FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_REPORT_TID;
+        // SAFETY: plain syscall with integer arguments; the result is checked.
+        let fd = unsafe { libc::fanotify_init(flags, libc::O_RDONLY as libc::c_uint) };
+        if fd < 0 {
+            eprintln!("skipped: no fanotify permission group here");
             return;
-        };
+        }
+        // SAFETY: the kernel just returned this descriptor to us.
+        let group = unsafe { OwnedFd::from_raw_fd(fd) };
+        assert!(mark(group.as_raw_fd(), 0, FAN_OPEN_PERM, &f).is_ok());
         type Opener = fn(&Path) -> bool;
         let cases: [(Opener, Intent, &str); 5] = [
             (
@@ -955,12 +1021,12 @@ mod tests {
             });
             let tid = rx.recv().unwrap_or(-1);
             assert!(
-                matches!(poll_readable(src.group, 5000), Ok(true)),
+                matches!(poll_readable(group.as_raw_fd(), 5000), Ok(true)),
                 "no event for {call}"
             );
             let mut buf = [0u8; 4096];
             // SAFETY: `buf` is valid and writable for its length.
-            let n = unsafe { libc::read(src.group, buf.as_mut_ptr().cast(), buf.len()) };
+            let n = unsafe { libc::read(group.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             let mut raws = Vec::new();
             let parsed = parse::parse_events(&buf[..usize::try_from(n).unwrap_or(0)], &mut raws);
             assert!(parsed.is_ok() && raws.len() == 1, "one event expected");
@@ -971,7 +1037,7 @@ mod tests {
             msg[..4].copy_from_slice(&raw.fd.to_ne_bytes());
             msg[4..].copy_from_slice(&FAN_ALLOW.to_ne_bytes());
             // SAFETY: `msg` is 8 valid bytes.
-            let w = unsafe { libc::write(src.group, msg.as_ptr().cast(), msg.len()) };
+            let w = unsafe { libc::write(group.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
             // SAFETY: the event's descriptor, ours to close.
             drop(unsafe { OwnedFd::from_raw_fd(raw.fd) });
             assert_eq!(w, 8);
@@ -985,7 +1051,7 @@ mod tests {
             assert_eq!(intent, want, "{call}");
             assert_eq!(nr.and_then(opener::syscall_name), Some(call));
         }
-        drop(src);
+        drop(group);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -1254,8 +1320,9 @@ mod tests {
     }
 
     #[test]
-    fn stopping_allows_what_is_pending() {
-        // A source dropped without running closes its group: nothing is left waiting.
+    fn the_listener_answers_before_run_and_dropping_lets_everything_through() {
+        // Before `run`: a writer is answered (refused), not left waiting for a listener; the
+        // agent's own threads open their files before the pipeline runs.
         let dir = tmp("dropped");
         let file = dir.join("f");
         assert!(std::fs::write(&file, "x").is_ok());
@@ -1265,20 +1332,21 @@ mod tests {
         }) else {
             return;
         };
-        let f = file.clone();
-        let t = std::thread::spawn(move || {
+        let write = |f: &Path| {
             Command::new("/bin/sh")
                 .arg("-c")
                 .arg(format!("echo y > '{}'", f.display()))
                 .status()
                 .is_ok_and(|s| s.success())
-        });
-        std::thread::sleep(Duration::from_millis(200));
-        drop(src);
+        };
+        assert!(!write(&file), "refused before run");
         assert!(
-            matches!(t.join(), Ok(true)),
-            "the waiting writer was let through"
+            std::fs::write(&file, "ours").is_ok(),
+            "our own write is allowed"
         );
+        // Dropped without running: the group is closed and nothing is guarded any more.
+        drop(src);
+        assert!(write(&file), "let through once the guard is gone");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
