@@ -40,3 +40,5 @@ echo "== tests"
 cargo test --workspace --locked
 echo "== content fault injection (a panicking bundle ends on last-known-good)"
 cargo test -p ringfence --features fault-injection --test content_e2e --locked
+echo "== kernel matrix: the sensor and the BPF LSM guard on Debian's 6.1 and 6.12 under qemu"
+scripts/kernel-matrix.sh

@@ -243,6 +243,7 @@ pub struct Config {
     pub content: crate::content::ContentSection,
     pub fleet: crate::fleet::FleetSection,
     pub response: crate::respond::ResponseSection,
+    pub protection: crate::protect::ProtectionSection,
 }
 
 /// One problem in a config file.
@@ -290,7 +291,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "agent",
     "sources",
     "audit",
@@ -302,6 +303,7 @@ const SECTIONS: [&str; 11] = [
     "content",
     "fleet",
     "response",
+    "protection",
 ];
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -430,6 +432,13 @@ impl Config {
                 errors,
                 "response",
                 crate::respond::ResponseSection
+            ),
+            protection: section_pass!(
+                text,
+                file,
+                errors,
+                "protection",
+                crate::protect::ProtectionSection
             ),
         };
         let mut value_error = |section: &str, key: &str, message: String| {

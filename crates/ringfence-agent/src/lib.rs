@@ -29,6 +29,7 @@ pub mod fleet;
 pub mod merge;
 pub mod mode;
 pub mod output;
+pub mod protect;
 pub mod respond;
 pub mod tamper;
 pub mod tree;
@@ -193,6 +194,8 @@ struct Opened {
     mode: Mode,
     /// Why the eBPF sensor did not load, when it was tried and failed.
     ebpf_failed: Option<String>,
+    /// The eBPF sensor's programs, maps and links, for self-protection to guard.
+    sensor_objects: Vec<ringfence_sensor::ebpf::guard::BpfObject>,
 }
 
 impl Agent {
@@ -268,6 +271,13 @@ impl Agent {
         mode
     }
 
+    /// The eBPF sensor's BPF objects once [`Agent::open`] loaded it (empty otherwise).
+    pub fn sensor_objects(&self) -> &[ringfence_sensor::ebpf::guard::BpfObject] {
+        self.opened
+            .as_ref()
+            .map_or(&[], |(opened, _)| opened.sensor_objects.as_slice())
+    }
+
     /// Resolve the mode and open its sources; what their opening reported is in the summary.
     fn prepare(&mut self) -> (Opened, Summary) {
         let mut summary = Summary::default();
@@ -297,6 +307,7 @@ impl Agent {
             sources: std::mem::take(&mut self.extra_sources),
             mode,
             ebpf_failed: None,
+            sensor_objects: Vec::new(),
         };
         if mode == Mode::Ebpf {
             let options = mode::ebpf_options(&self.config, self.supervisor);
@@ -310,6 +321,7 @@ impl Agent {
                         watched_prefixes = options.watched_prefixes.len(),
                         "eBPF sensor loaded"
                     );
+                    opened.sensor_objects = src.sensor().objects();
                     opened.sources.push((SourceKind::Ebpf, Box::new(src)));
                 }
                 Err(e) => {
@@ -404,6 +416,7 @@ impl Agent {
             mut sources,
             mode: _,
             ebpf_failed,
+            sensor_objects: _,
         } = opened;
         // Sources added after `open`.
         sources.append(&mut self.extra_sources);

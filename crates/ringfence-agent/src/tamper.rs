@@ -72,6 +72,7 @@ pub struct TamperDetector {
     signal: RuleMeta,
     ptrace: RuleMeta,
     file: RuleMeta,
+    bpf: RuleMeta,
     killed: RuleMeta,
 }
 
@@ -111,6 +112,13 @@ impl TamperDetector {
                 "ringfence-tamper-file",
                 "Ringfence Agent Files Changed",
                 "A process outside the agent changed the agent's binary, configuration or content store.",
+            ),
+            bpf: meta(
+                "ringfence-tamper-bpf",
+                "BPF Access to the Ringfence Agent",
+                "A process outside the agent asked for a descriptor to one of the agent's BPF \
+                 programs, maps or links: the first step of detaching or rewriting them. With \
+                 the BPF LSM guard the request is refused (event.outcome: failure).",
             ),
             killed: meta(
                 "ringfence-tamper-killed",
@@ -159,6 +167,16 @@ impl TamperDetector {
                         .is_some_and(|p| self.protected_path(p)))
                 .then_some(&self.file)
             }
+            // A descriptor by id to one of the agent's BPF objects: the sensor reports no
+            // other, and the guard reports the ones it refused. Program loads are content's
+            // business.
+            EventKind::BpfLoad => event
+                .detail
+                .as_ref()?
+                .bpf_command
+                .as_deref()
+                .is_some_and(|c| c.ends_with("_get_fd_by_id"))
+                .then_some(&self.bpf),
             _ => None,
         }
     }
@@ -202,7 +220,7 @@ impl TamperDetector {
 
 #[cfg(test)]
 mod tests {
-    use ringfence_event::{Detail, File, Process, TargetProcess};
+    use ringfence_event::{Detail, File, Outcome, Process, TargetProcess};
 
     use super::*;
 
@@ -288,6 +306,26 @@ mod tests {
             });
             assert_eq!(findings(&mut d, &e).len(), usize::from(tampered), "{path}");
         }
+    }
+
+    #[test]
+    fn bpf_access_by_id_is_tampering_and_program_loads_are_not() {
+        let mut d = detector();
+        let mut refused = event(EventKind::BpfLoad, 4242);
+        refused.outcome = Some(Outcome::Failure);
+        refused.detail = Some(Detail {
+            bpf_command: Some("link_get_fd_by_id".into()),
+            ..Detail::default()
+        });
+        let found = findings(&mut d, &refused);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0]["rule"]["id"], "ringfence-tamper-bpf");
+        let mut load = event(EventKind::BpfLoad, 4242);
+        load.detail = Some(Detail {
+            bpf_command: Some("prog_load".into()),
+            ..Detail::default()
+        });
+        assert!(findings(&mut d, &load).is_empty());
     }
 
     #[test]

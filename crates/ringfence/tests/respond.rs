@@ -220,3 +220,83 @@ fn respond_on_demand_kills_refuses_pid_1_and_quarantines_reversibly() {
         5
     );
 }
+
+#[test]
+fn a_denied_hash_cannot_run_until_it_is_allowed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |s: &str| dir.path().join(s);
+    let ps = |s: &str| p(s).to_str().unwrap().to_owned();
+    std::fs::write(
+        p("agent.toml"),
+        format!(
+            "[sources]\nproc_connector = true\naudit = false\nfanotify = false\nlogs = false\n\n\
+             [protection]\ndeny_exec_list = \"{}\"\n",
+            ps("deny.txt")
+        ),
+    )
+    .unwrap();
+    // Two programs: `evil` is denied by content, `fine` differs by one byte and is not.
+    std::fs::copy("/bin/true", p("evil")).unwrap();
+    std::fs::copy("/bin/true", p("fine")).unwrap();
+    let mut fine = std::fs::OpenOptions::new()
+        .append(true)
+        .open(p("fine"))
+        .unwrap();
+    std::io::Write::write_all(&mut fine, b"\0").unwrap();
+    drop(fine);
+    let log = p("agent.log");
+    let agent = Command::new(BIN)
+        .args(["agent", "run", "--mode", "driverless", "--config"])
+        .arg(p("agent.toml"))
+        .arg("--output")
+        .arg(format!("jsonl:{}", ps("events.jsonl")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _agent = Stop(agent);
+    wait_for("the exec guard", &log, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("exec guard")
+    });
+    let runs = |name: &str| Command::new(p(name)).status();
+
+    let said = ok(&[
+        "respond",
+        "deny-exec",
+        &ps("evil"),
+        "--config",
+        &ps("agent.toml"),
+    ]);
+    assert!(said.starts_with("denied: "), "{said}");
+    wait_for("the denied exec to fail", &log, || {
+        runs("evil").is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+    });
+    assert!(runs("fine").unwrap().success(), "other content still runs");
+    // The same content under another name is the same file to the guard.
+    std::fs::copy(p("evil"), p("renamed")).unwrap_or_else(|e| panic!("copy: {e}"));
+    assert!(
+        runs("renamed").is_err(),
+        "the hash, not the name, is denied"
+    );
+    wait_for("the refusal in the event stream", &log, || {
+        std::fs::read_to_string(p("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("\"failure\"") && l.contains("/evil\""))
+    });
+
+    let hash = said.split_whitespace().nth(1).unwrap().to_owned();
+    ok(&[
+        "respond",
+        "allow-exec",
+        &hash,
+        "--config",
+        &ps("agent.toml"),
+    ]);
+    wait_for("the allowed exec to run", &log, || {
+        runs("evil").is_ok_and(|s| s.success())
+    });
+}

@@ -129,27 +129,44 @@ fn tampering_with_the_agent_is_reported_and_a_killed_worker_comes_back() {
         agent.log().contains("source started")
     });
 
-    // Another process writes into the content store.
+    // Another process writes into the content store: refused (BPF LSM is refused on this
+    // kernel, so by fanotify permission events) and reported.
     let store = agent.p("drop/.state");
+    let forged = store.join("forged.json");
     let t = Instant::now();
     let status = Command::new("/bin/sh")
         .arg("-c")
-        .arg(format!(
-            "echo forged > {}",
-            store.join("forged.json").display()
-        ))
+        .arg(format!("echo forged > {}", forged.display()))
         .status()
         .unwrap();
-    assert!(status.success());
+    assert!(!status.success(), "the write is refused");
+    assert_ne!(std::fs::read(&forged).unwrap_or_default(), b"forged\n");
     let (f, took) = agent.wait_finding("ringfence-tamper-file", t);
     assert_eq!(f["process"]["name"], "sh", "{f}");
     assert!(
         f["file"]["path"].as_str().unwrap().ends_with("forged.json"),
         "{f}"
     );
+    let refused = agent
+        .findings("ringfence-tamper-file")
+        .into_iter()
+        .any(|f| f["event"]["outcome"] == "failure");
+    assert!(refused, "the refusal itself is reported");
     eprintln!(
-        "tamper (content store write) reported after {} ms",
+        "tamper (content store write) refused and reported after {} ms",
         took.as_millis()
+    );
+
+    // Nor can its configuration be opened for writing by another process.
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(": >> {}", agent.p("agent.toml").display()))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("not permitted"),
+        "the config is protected: {said}"
     );
 
     // A signal that would stop the supervisor, from a shell: reported before it lands.

@@ -19,10 +19,11 @@ use ringfence_agent::content::{
     SupervisorOptions, engine_for, sigma,
 };
 use ringfence_agent::fleet::{FleetLink, FleetStart, SupervisorCount, Telemetry};
+use ringfence_agent::protect::{self, ProtectOptions};
 use ringfence_agent::respond::ResponseStage;
 use ringfence_agent::tamper::{RestartNotice, TamperDetector, TamperOptions};
 use ringfence_agent::{Agent, Config, ModeChoice, OutputSpec};
-use ringfence_event::SourceKind;
+use ringfence_event::{Mode, SourceKind};
 use ringfence_sensor::StopSignal;
 
 use crate::{CmdResult, Failure};
@@ -40,6 +41,22 @@ pub enum AgentCommand {
     /// The supervised worker process (started by `agent run`).
     #[command(hide = true)]
     Worker(RunArgs),
+    /// Switch the running agent's self-protection off with a signed maintenance token
+    /// (`ringfence content maintenance-token`), so it can be stopped, upgraded or removed.
+    Disarm(DisarmArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DisarmArgs {
+    /// The token file.
+    #[arg(long)]
+    pub token: PathBuf,
+    /// The agent's configuration (for `protection.maintenance_token`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// How long to wait for the agent to accept the token.
+    #[arg(long, default_value_t = 5)]
+    pub wait_secs: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,7 +110,44 @@ pub fn run(args: Args) -> CmdResult {
         AgentCommand::Run(a) if a.no_supervisor => worker(a),
         AgentCommand::Run(a) => supervise(&a),
         AgentCommand::Worker(a) => worker(a),
+        AgentCommand::Disarm(a) => disarm(&a),
     }
+}
+
+/// Put the token where the agent looks for it and wait for the agent to consume it (it deletes
+/// an accepted token and leaves a refused one, with the reason in its log and event stream).
+fn disarm(args: &DisarmArgs) -> CmdResult {
+    let config = match &args.config {
+        Some(path) => Config::load(path).map_err(Failure::refused)?,
+        None => Config::default(),
+    };
+    let token = std::fs::read(&args.token)
+        .with_context(|| format!("reading {}", args.token.display()))
+        .map_err(Failure::refused)?;
+    let drop_at = &config.protection.maintenance_token;
+    if let Some(dir) = drop_at.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating {}", dir.display()))
+            .map_err(Failure::environment)?;
+    }
+    std::fs::write(drop_at, &token)
+        .with_context(|| format!("writing {}", drop_at.display()))
+        .map_err(Failure::environment)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.wait_secs);
+    while std::time::Instant::now() < deadline {
+        if !drop_at.exists() {
+            super::print_line("accepted: the agent's self-protection is off until it restarts")
+                .context("writing the result")?;
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(Failure::refused(anyhow!(
+        "the token at {} was not accepted within {} s: the agent refused it (its log and event \
+         stream say why) or is not running with self-protection",
+        drop_at.display(),
+        args.wait_secs
+    )))
 }
 
 /// The configuration with the command-line flags applied.
@@ -280,6 +334,80 @@ fn tamper_options(config: &mut Config, args: &RunArgs) -> TamperOptions {
     opts
 }
 
+/// Self-protection for the worker's mode (see [`ringfence_agent::protect`]): the BPF LSM guard
+/// in eBPF mode where the kernel allows it, else fanotify permission events refusing writes to
+/// the agent's files; and the exec guard when hashes are denied.
+fn start_protection(mut agent: Agent, config: &Config, args: &RunArgs, mode: Mode) -> Agent {
+    let supervisor = std::env::var_os(SUPERVISED_ENV).map(|_| std::os::unix::process::parent_id());
+    let options = ProtectOptions {
+        agent_pids: vec![std::process::id()],
+        supervisor,
+        paths: protect::agent_paths(args.config.as_deref(), &config.content),
+    };
+    let host = config
+        .agent
+        .host_name
+        .clone()
+        .or_else(ringfence_agent::kernel_host_name)
+        .unwrap_or_default();
+    let p = &config.protection;
+    if p.self_protection {
+        let lsm = if mode == Mode::Ebpf {
+            protect::start_guard(
+                &options,
+                agent.sensor_objects(),
+                p,
+                &config.content,
+                host.clone(),
+            )
+        } else {
+            Err("driverless mode loads no BPF".to_string())
+        };
+        match lsm {
+            Ok(guard) => {
+                tracing::info!(
+                    paths = options.paths.len(),
+                    bpf_objects = agent.sensor_objects().len(),
+                    "self-protection: BPF LSM guard armed (kill, ptrace, file changes and BPF \
+                     detach refused to every other process)"
+                );
+                agent = agent.with_source(SourceKind::Ebpf, Box::new(guard));
+            }
+            Err(why) => match protect::start_fanotify_shield(&options, p, &config.content, host) {
+                Ok((listener, tokens)) => {
+                    tracing::info!(
+                        no_lsm = %why,
+                        paths = options.paths.len(),
+                        "self-protection: write-opens of the agent's files are refused \
+                         (fanotify); the supervisor restarts a killed worker; tampering is \
+                         reported"
+                    );
+                    agent = agent
+                        .with_source(SourceKind::Fanotify, Box::new(listener))
+                        .with_source(SourceKind::Agent, Box::new(tokens));
+                }
+                Err(e) => tracing::warn!(
+                    no_lsm = %why,
+                    error = %e,
+                    "self-protection: nothing refused here; relying on the supervisor and \
+                     tamper detection"
+                ),
+            },
+        }
+    }
+    if p.deny_exec() {
+        match protect::start_exec_guard(p) {
+            Ok((listener, list)) => {
+                agent = agent
+                    .with_source(SourceKind::Fanotify, Box::new(listener))
+                    .with_source(SourceKind::Agent, Box::new(list));
+            }
+            Err(e) => tracing::error!(error = %e, "exec guard not started"),
+        }
+    }
+    agent
+}
+
 fn worker(args: RunArgs) -> CmdResult {
     let mut config = config(&args)?;
     let mode = args
@@ -313,6 +441,7 @@ fn worker(args: RunArgs) -> CmdResult {
     // that does not load is already known); the built-in pack runs until a signed bundle is
     // active (or always, without a content directory).
     let content_mode = agent.open();
+    agent = start_protection(agent, &config, &args, content_mode);
     let builtin = match sigma::builtin(content_mode) {
         Ok(c) => Some(c),
         Err(errors) => {

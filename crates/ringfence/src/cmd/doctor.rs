@@ -42,25 +42,32 @@ fn render(rows: &[Probe], ebpf: &Result<(), String>) -> String {
     out
 }
 
-/// How the agent protects itself here. Denial needs BPF LSM; where the kernel refuses it the
-/// agent relies on its supervisor and reports tampering instead of preventing it.
+/// How the agent protects itself here: the BPF LSM guard needs BPF LSM (and eBPF mode); where
+/// the kernel refuses it, fanotify permission events refuse writes to the agent's files and
+/// the rest is detected and reported.
 fn self_protection(rows: &[Probe], mode: Mode) -> &'static str {
     let lsm = rows.iter().any(|r| r.name == "lsm" && r.available);
     match (lsm, mode) {
+        (true, Mode::Ebpf) => {
+            "BPF LSM guard: kill, ptrace, writes, truncation, unlinks and renames of the agent's \
+             files, and descriptors to its BPF programs are refused to every other process, \
+             root included; a signed maintenance token (`ringfence agent disarm`) lifts it"
+        }
         (true, _) => {
-            "BPF LSM loads here, but the agent's deny programs are not built yet; it relies on \
-             the supervisor (a killed worker is restarted) and reports signals, ptrace and \
-             changes to its files as tamper findings"
+            "BPF LSM would load here, but driverless mode loads no BPF: write-opens of the \
+             agent's files are refused (fanotify permission events); the supervisor restarts a \
+             killed worker; changes to its files are reported as tamper findings"
         }
         (false, Mode::Ebpf) => {
-            "no denial (BPF LSM refused); the supervisor restarts a killed worker, and signals, \
-             ptrace and changes to the agent's files are reported as tamper findings with the \
+            "BPF LSM refused: write-opens of the agent's files are refused (fanotify permission \
+             events); the supervisor restarts a killed worker; signals, ptrace, unlinks, renames \
+             and BPF descriptors aimed at the agent are reported as tamper findings with the \
              actor, signals before they land"
         }
         (false, _) => {
-            "no denial (BPF LSM refused); the supervisor restarts a killed worker, and changes \
-             to the agent's files are reported as tamper findings (signals and ptrace need the \
-             eBPF sensor)"
+            "BPF LSM refused: write-opens of the agent's files are refused (fanotify permission \
+             events); the supervisor restarts a killed worker; other changes to its files are \
+             reported as tamper findings (signals and ptrace need the eBPF sensor)"
         }
     }
 }
@@ -90,7 +97,7 @@ mod tests {
         let rows = [row("tp_btf", true), row("proc connector", false)];
         let text = render(&rows, &Ok(()));
         assert!(text.contains("auto mode: ebpf (auto: "), "{text}");
-        assert!(text.contains("self-protection: no denial"), "{text}");
+        assert!(text.contains("self-protection: BPF LSM refused"), "{text}");
         assert!(!text.contains("warning"), "{text}");
         let text = render(
             &rows,

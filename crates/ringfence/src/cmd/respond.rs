@@ -5,7 +5,11 @@
 //! ringfence respond kill PID [--tree]
 //! ringfence respond quarantine PATH        ringfence respond restore ID
 //! ringfence respond block IP [--ttl 1h]    ringfence respond unblock IP
+//! ringfence respond deny-exec FILE|SHA256  ringfence respond allow-exec SHA256
 //! ```
+//!
+//! `deny-exec` and `allow-exec` edit `protection.deny_exec_list`, which the running agent's exec
+//! guard re-reads within a second (fanotify permission events: the exec fails with EPERM).
 //!
 //! Settings come from `[response]` of `--config` (quarantine store, audit log, guard rails);
 //! `--dry-run` decides and audits without acting. Prints the audit record as JSON; exits 0 when
@@ -17,7 +21,9 @@ use std::path::PathBuf;
 
 use anyhow::anyhow;
 use ringfence_agent::Config;
+use ringfence_agent::protect::{Sha256, parse_deny_list};
 use ringfence_response::{Action, Cause, Responder, Status};
+use sha2::Digest;
 
 use crate::cmd::print_line;
 use crate::{CmdResult, Failure};
@@ -58,6 +64,10 @@ enum Sub {
     },
     /// Lift a block early.
     Unblock { ip: IpAddr },
+    /// Refuse every exec of a file with this content (a path, hashed now, or a SHA-256).
+    DenyExec { target: String },
+    /// Take a SHA-256 off the deny list.
+    AllowExec { sha256: String },
 }
 
 /// `30s`, `15m`, `2h`, `1d` (or plain seconds) in seconds.
@@ -84,6 +94,71 @@ fn parse_ttl(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("--ttl: {s:?} is out of range"))
 }
 
+/// The SHA-256 of a file, or the hash given.
+fn sha256_of(target: &str) -> Result<Sha256, Failure> {
+    if let Ok(h) = Sha256::parse(target) {
+        return Ok(h);
+    }
+    let mut file = std::fs::File::open(target)
+        .map_err(|e| Failure::refused(anyhow!("{target}: neither a SHA-256 nor a file: {e}")))?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|e| Failure::environment(anyhow!("reading {target}: {e}")))?;
+    Ok(Sha256(hasher.finalize().into()))
+}
+
+/// Add or remove one hash in the deny list (written whole, then renamed into place).
+fn edit_deny_list(config: &Config, sub: &Sub, by: &str) -> CmdResult {
+    let Some(list) = &config.protection.deny_exec_list else {
+        return Err(Failure::refused(anyhow!(
+            "no deny list: set protection.deny_exec_list in the agent's config (--config)"
+        )));
+    };
+    let text = match std::fs::read_to_string(list) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Failure::environment(anyhow!("{}: {e}", list.display()))),
+    };
+    // The list must be valid before it is edited: the agent would refuse all of it otherwise.
+    parse_deny_list(&text, list).map_err(|e| Failure::refused(anyhow!(e)))?;
+    let (hash, deny, note) = match sub {
+        Sub::DenyExec { target } => {
+            let note = if Sha256::parse(target).is_err() {
+                target.as_str()
+            } else {
+                ""
+            };
+            (sha256_of(target)?, true, note)
+        }
+        Sub::AllowExec { sha256 } => (
+            Sha256::parse(sha256).map_err(|e| Failure::refused(anyhow!(e)))?,
+            false,
+            "",
+        ),
+        _ => return Err(Failure::refused(anyhow!("not a deny-list edit"))),
+    };
+    let hex = hash.to_string();
+    let listed = |l: &str| l.split_whitespace().next() == Some(hex.as_str());
+    let mut out: String = text
+        .lines()
+        .filter(|l| deny || !listed(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if deny && !text.lines().any(listed) {
+        out.push_str(&format!("{hex}  # {note} by {by}\n"));
+    }
+    if let Some(dir) = list.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Failure::environment(anyhow!(e)))?;
+    }
+    let tmp = list.with_extension("tmp");
+    std::fs::write(&tmp, out)
+        .and_then(|()| std::fs::rename(&tmp, list))
+        .map_err(|e| Failure::environment(anyhow!("writing {}: {e}", list.display())))?;
+    let verb = if deny { "denied" } else { "allowed" };
+    print_line(&format!("{verb}: {hash} ({})", list.display()))
+        .map_err(|e| Failure::environment(anyhow!(e)))
+}
+
 pub fn run(args: Args) -> CmdResult {
     let config = match &args.config {
         Some(path) => Config::load(path).map_err(Failure::refused)?,
@@ -104,6 +179,9 @@ pub fn run(args: Args) -> CmdResult {
             ttl_secs: parse_ttl(&ttl).map_err(|e| Failure::refused(anyhow!(e)))?,
         },
         Sub::Unblock { ip } => Action::UnblockIp { ip },
+        Sub::DenyExec { .. } | Sub::AllowExec { .. } => {
+            return edit_deny_list(&config, &args.command, &args.by);
+        }
     };
     let mut responder = Responder::new(settings);
     let record = responder.execute(

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# The kernel matrix: boot Debian's 6.1 (bookworm) and 6.12 (bookworm-backports) cloud kernels
+# under qemu (TCG: no KVM needed) with BPF LSM enabled, and run the guest check program
+# (crates/ringfence-agent/examples/kernel_check.rs) in each: the eBPF sensor's CO-RE load and
+# events against that kernel's BTF, and the BPF LSM guard's refusals (kill, ptrace, write,
+# truncate, unlink, rename, create, BPF link by id) and its authorised disarm by a signed
+# maintenance token. The same program also runs on this host's kernel.
+#
+# Prints `PASS`/`FAIL` per kernel with its duration and exits non-zero on any FAIL.
+# Kernels come from Debian's packages (apt-get download + dpkg -x) and are cached in
+# target/kernel-matrix/kernels. The guest is a busybox initramfs holding the check program and
+# the shared libraries it links (copied from this host, so no static build is needed).
+#
+#   scripts/kernel-matrix.sh            all kernels
+#   KERNELS="6.1" scripts/kernel-matrix.sh
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work="${RINGFENCE_MATRIX_DIR:-$root/target/kernel-matrix}"
+kernels="${KERNELS:-6.1 6.12}"
+timeout_secs="${MATRIX_TIMEOUT:-240}"
+mkdir -p "$work/kernels"
+
+log() { echo "kernel-matrix: $*" >&2; }
+
+need_packages() {
+    local missing=()
+    command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+    # The guest's /bin/busybox must not need the host's libraries.
+    dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+    command -v cpio >/dev/null || missing+=(cpio)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+# apt with an extra suite, in private state (the host's sources stay untouched).
+apt_suite() {
+    local suite="$1"; shift
+    local dir="$work/apt-$suite"
+    mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+    local opts=(-o "Dir::Etc::SourceList=$dir/sources.list" -o "Dir::Etc::SourceParts=-"
+        -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache=$dir/cache" -o APT::Sandbox::User=root -q)
+    if [[ ! -f "$dir/sources.list" ]]; then
+        echo "deb http://deb.debian.org/debian $suite main" > "$dir/sources.list"
+    fi
+    if [[ ! -f "$dir/updated" ]]; then
+        apt-get "${opts[@]}" update >/dev/null
+        touch "$dir/updated"
+    fi
+    "$@" "${opts[@]}"
+}
+
+# The vmlinuz of the newest cloud kernel of a major.minor series, downloaded once.
+fetch_kernel() {
+    local series="$1" suite
+    case "$series" in
+        6.1) suite=bookworm ;;
+        6.12) suite=bookworm-backports ;;
+        *) log "unknown series $series"; return 1 ;;
+    esac
+    local cached
+    cached="$(ls -1 "$work/kernels/$series"/boot/vmlinuz-* 2>/dev/null | head -1 || true)"
+    if [[ -n "$cached" ]]; then
+        echo "$cached"
+        return
+    fi
+    local pkg
+    pkg="$(apt_suite "$suite" apt-cache depends linux-image-cloud-amd64 \
+        | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+    if [[ -z "$pkg" ]]; then
+        log "no cloud kernel package found in $suite"
+        return 1
+    fi
+    log "downloading $pkg ($suite)"
+    (cd "$work/kernels" && apt_suite "$suite" apt-get download "$pkg" >/dev/null)
+    rm -rf "$work/kernels/$series"
+    dpkg -x "$work/kernels/${pkg}"_*.deb "$work/kernels/$series"
+    ls -1 "$work/kernels/$series"/boot/vmlinuz-* | head -1
+}
+
+build_check() {
+    log "building the guest check program"
+    (cd "$root" && cargo build -q --locked -p ringfence-agent --example kernel_check)
+    local target="${CARGO_TARGET_DIR:-$root/target}"
+    echo "$target/debug/examples/kernel_check"
+}
+
+build_initramfs() {
+    local check="$1" out="$2"
+    local dir="$work/initramfs"
+    rm -rf "$dir"
+    mkdir -p "$dir"/{bin,sbin,proc,sys,dev,tmp,run,etc,root}
+    cp /bin/busybox "$dir/bin/busybox"
+    objcopy --strip-debug "$check" "$dir/bin/kernel_check"
+    # The dynamic loader and libraries the check links, at the same paths.
+    ldd "$check" | grep -o '/[^ ]*' | while read -r lib; do
+        mkdir -p "$dir$(dirname "$lib")"
+        cp -L "$lib" "$dir$lib"
+    done
+    cat > "$dir/init" <<'EOF'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t securityfs securityfs /sys/kernel/security
+mount -t bpf bpf /sys/fs/bpf
+ip link set lo up
+hostname rf-guest
+echo "guest: $(uname -r), lsm=$(cat /sys/kernel/security/lsm)"
+/bin/kernel_check
+echo "guest: exit $?"
+poweroff -f
+EOF
+    chmod +x "$dir/init"
+    (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
+}
+
+run_kernel() {
+    local name="$1" vmlinuz="$2" initramfs="$3"
+    local out="$work/$name.log"
+    local start=$SECONDS
+    timeout "$timeout_secs" qemu-system-x86_64 \
+        -accel tcg,thread=multi -cpu max,-cx16 -smp 2 -m 1024 \
+        -nographic -no-reboot -nodefaults -serial stdio \
+        -kernel "$vmlinuz" -initrd "$initramfs" \
+        -append "console=ttyS0 lsm=lockdown,capability,landlock,yama,bpf panic=-1 quiet" \
+        > "$out" 2>&1 || true
+    local took=$((SECONDS - start))
+    # The console starts with terminal escapes: match from the marker, not the line start.
+    grep -a -o -E '(guest:|CHECK [a-z-]+:).*' "$out" | tr -d '\r' | sed 's/^/    /' || true
+    if grep -a -q 'KERNEL-CHECK PASS' "$out"; then
+        echo "PASS $name ($(grep -a -o 'KERNEL-CHECK PASS.*' "$out" | tr -d '\r' | cut -d' ' -f3)) in ${took} s"
+        return 0
+    fi
+    echo "FAIL $name in ${took} s (log: $out)"
+    tail -20 "$out" | sed 's/^/    | /'
+    return 1
+}
+
+main() {
+    local started=$SECONDS
+    need_packages
+    local check initramfs="$work/initramfs.cpio.gz"
+    check="$(build_check)"
+    build_initramfs "$check" "$initramfs"
+    local status=0 start
+    start=$SECONDS
+    if "$check" > "$work/host.log" 2>&1; then
+        echo "PASS host ($(uname -r)) in $((SECONDS - start)) s"
+    else
+        echo "FAIL host ($(uname -r)) (log: $work/host.log)"
+        status=1
+    fi
+    grep -E '^CHECK ' "$work/host.log" | sed 's/^/    /' || true
+    for series in $kernels; do
+        local vmlinuz
+        if ! vmlinuz="$(fetch_kernel "$series")"; then
+            echo "FAIL $series: kernel not available"
+            status=1
+            continue
+        fi
+        run_kernel "$series" "$vmlinuz" "$initramfs" || status=1
+    done
+    echo "kernel matrix: $((SECONDS - started)) s in all"
+    return $status
+}
+
+main "$@"
