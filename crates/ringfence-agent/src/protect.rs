@@ -501,7 +501,17 @@ pub fn agent_paths(config_file: Option<&Path>, content: &ContentSection) -> Vec<
         paths.push(exe);
     }
     paths.extend(config_file.and_then(|p| std::fs::canonicalize(p).ok()));
-    paths.extend(content.state_dir());
+    if let Some(state) = content.state_dir() {
+        // The store keeps bundles one level down; a fanotify directory mark covers only the
+        // files directly in it, so each subdirectory is named too.
+        let subdirs = std::fs::read_dir(&state).into_iter().flatten().flatten();
+        paths.extend(
+            subdirs
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+        paths.push(state);
+    }
     paths.extend(content.root.clone());
     paths.retain(|p| p.exists());
     paths.dedup();
