@@ -19,6 +19,7 @@
 pub mod compiled;
 pub mod config;
 pub mod engine;
+pub mod link_keeper;
 pub mod manager;
 pub mod probation;
 pub mod sigma;

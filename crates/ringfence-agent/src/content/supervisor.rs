@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use ringfence_content::ContentStore;
+
+use super::link_keeper::{LINK_KEEPER_ENV, LinkKeeper};
 use ringfence_sensor::StopSignal;
 
 /// Environment variable carrying the supervisor's rollback report to the next worker.
@@ -106,8 +108,23 @@ impl Supervisor {
                 ),
                 None => cmd.env_remove(PREVIOUS_WORKER_ENV),
             };
+            // The worker hands its tracepoint links to a keeper here, so its death does not wait
+            // for their teardown (see `link_keeper`). Without one, it only restarts slower.
+            let keeper = LinkKeeper::start().ok();
+            let inherit = keeper.as_ref().and_then(|(_, end)| end.inheritable().ok());
+            match inherit {
+                Some(fd) => cmd.env(LINK_KEEPER_ENV, fd.to_string()),
+                None => cmd.env_remove(LINK_KEEPER_ENV),
+            };
             let started = Instant::now();
-            let mut child = cmd.spawn()?;
+            let spawned = cmd.spawn();
+            if let Some(fd) = inherit {
+                let _ = nix::unistd::close(fd);
+            }
+            // Our copies of the worker's end go: its death then closes the socket, and the
+            // keeper's thread lets the links go.
+            drop(keeper);
+            let mut child = spawned?;
             tracing::info!(pid = child.id(), "worker started");
             let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
             let mut forwarded: Option<Instant> = None;

@@ -269,6 +269,31 @@ fn ensure_tracefs() -> Result<(), EbpfError> {
     }
 }
 
+/// This process's descriptors of tracepoint and raw tracepoint BPF links (the sensor's; LSM
+/// links are `tracing` links and are left out). Detaching each costs the kernel an RCU grace
+/// period, so the agent hands them to its supervisor to let go of in the background.
+pub fn tracepoint_link_fds() -> Vec<std::os::fd::RawFd> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<std::os::fd::RawFd>().ok())
+        .filter(|fd| {
+            std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .is_ok_and(|t| t.as_os_str() == "anon_inode:bpf_link")
+        })
+        .filter(|fd| {
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).is_ok_and(|info| {
+                info.lines().any(|l| {
+                    l.strip_prefix("link_type:").is_some_and(|t| {
+                        matches!(t.trim(), "perf" | "perf_event" | "raw_tracepoint")
+                    })
+                })
+            })
+        })
+        .collect()
+}
+
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it (harmless later).
 fn raise_memlock() {
     let lim = libc::rlimit {

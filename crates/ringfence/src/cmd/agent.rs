@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use ringfence_agent::content::link_keeper;
 use ringfence_agent::content::supervisor::{
     CRASHES_ENV, PREVIOUS_WORKER_ENV, ROLLBACK_ENV, SUPERVISED_ENV, die_with_supervisor,
 };
@@ -416,6 +417,7 @@ fn worker(args: RunArgs) -> CmdResult {
         .and_then(ModeChoice::parse)
         .unwrap_or(config.agent.mode);
     init_tracing();
+    link_keeper::claim();
     let tamper = config
         .agent
         .tamper_detection
@@ -442,6 +444,13 @@ fn worker(args: RunArgs) -> CmdResult {
     // active (or always, without a content directory).
     let content_mode = agent.open();
     agent = start_protection(agent, &config, &args, content_mode);
+    // The tracepoint links go to the supervisor too: this worker's death then does not wait
+    // for their teardown.
+    match link_keeper::hand_over(&ringfence_sensor::ebpf::tracepoint_link_fds()) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(links = n, "tracepoint links handed to the supervisor"),
+        Err(e) => tracing::warn!(error = %e, "tracepoint links not handed to the supervisor"),
+    }
     let builtin = match sigma::builtin(content_mode) {
         Ok(c) => Some(c),
         Err(errors) => {
