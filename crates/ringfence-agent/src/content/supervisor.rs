@@ -128,10 +128,12 @@ impl Supervisor {
             tracing::info!(pid = child.id(), "worker started");
             let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
             let mut forwarded: Option<Instant> = None;
+            let mut watchdog = Watchdog::default();
             let status: ExitStatus = loop {
                 if let Some(status) = child.try_wait()? {
                     break status;
                 }
+                watchdog.check(pid);
                 if stop.is_stopped() {
                     match forwarded {
                         None => {
@@ -231,6 +233,64 @@ impl Supervisor {
     }
 }
 
+/// Keeps a frozen worker from freezing the host. The worker answers fanotify permission events
+/// (opens of the agent's files; with the exec guard, every exec on the host); a worker held in
+/// a stop answers nothing, and everything waiting on it waits with it. A job-control stop
+/// (SIGSTOP, which only BPF LSM could refuse) is undone with SIGCONT; a ptrace stop, which
+/// SIGCONT cannot end, kills the worker once it lasts past one more look: its death closes
+/// the groups (the kernel then allows what waits) and the supervisor starts a new one.
+#[derive(Debug, Default)]
+struct Watchdog {
+    last_look: Option<Instant>,
+    traced_since: Option<Instant>,
+}
+
+const WATCHDOG_EVERY: Duration = Duration::from_millis(200);
+const TRACED_LIMIT: Duration = Duration::from_millis(500);
+
+impl Watchdog {
+    fn check(&mut self, pid: Pid) {
+        if self
+            .last_look
+            .is_some_and(|at| at.elapsed() < WATCHDOG_EVERY)
+        {
+            return;
+        }
+        self.last_look = Some(Instant::now());
+        match process_state(pid) {
+            Some('T') => {
+                tracing::warn!(
+                    pid = pid.as_raw(),
+                    "worker stopped by a signal; continuing it"
+                );
+                let _ = kill(pid, Signal::SIGCONT);
+                self.traced_since = None;
+            }
+            Some('t') => {
+                let since = *self.traced_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= TRACED_LIMIT {
+                    tracing::error!(
+                        pid = pid.as_raw(),
+                        "worker held in a ptrace stop; killing it so nothing waits on it"
+                    );
+                    let _ = kill(pid, Signal::SIGKILL);
+                    self.traced_since = None;
+                }
+            }
+            _ => self.traced_since = None,
+        }
+    }
+}
+
+/// The state letter of `/proc/PID/stat` (`R`, `S`, `T` stopped, `t` traced, ...).
+fn process_state(pid: Pid) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw())).ok()?;
+    stat.get(stat.rfind(')')? + 1..)?
+        .trim_start()
+        .chars()
+        .next()
+}
+
 fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
@@ -293,6 +353,28 @@ mod tests {
         let state = store.state().unwrap();
         assert_eq!(state.active, Some(1));
         assert!(state.bad.contains(&2));
+    }
+
+    #[test]
+    fn a_stopped_worker_is_continued() {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        kill(pid, Signal::SIGSTOP).expect("stop");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process_state(pid) != Some('T') && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(process_state(pid), Some('T'));
+        Watchdog::default().check(pid);
+        while process_state(pid) == Some('T') && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_ne!(process_state(pid), Some('T'), "continued");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]
