@@ -180,6 +180,28 @@ fn tampering_with_the_agent_is_reported_and_a_killed_worker_comes_back() {
         took.as_millis()
     );
 
+    // SIGSTOP of the worker (which answers fanotify permission events): the supervisor's
+    // watchdog continues it, so nothing waiting on it stays frozen.
+    let worker = agent.worker_pid().expect("a worker");
+    kill("-STOP", worker);
+    let state = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().chars().next()))
+            .flatten()
+    };
+    let t = Instant::now();
+    wait_until("the stopped worker to be continued", &agent, || {
+        agent
+            .log()
+            .contains("worker stopped by a signal; continuing it")
+            && state(worker) != Some('T')
+    });
+    eprintln!(
+        "worker SIGSTOPped: continued within {} ms",
+        t.elapsed().as_millis()
+    );
+
     // SIGKILL of the worker: the supervisor restarts it and the new worker reports the death.
     let worker = agent.worker_pid().expect("a worker");
     let t = Instant::now();
