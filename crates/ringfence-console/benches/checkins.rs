@@ -124,6 +124,7 @@ async fn run(backend: &str, seconds: f64) {
                         ..Health::default()
                     },
                     tags: Tags::default(),
+                    order_results: Default::default(),
                 };
                 let t = Instant::now();
                 match client.check_in(cred, &checkin).await {

@@ -4,7 +4,8 @@
 //! A check-in costs no database read on the hot path: the agent's credential hash is cached
 //! after the first lookup (credentials never change; an unknown agent is looked up every time
 //! and refused), the answer comes from the [`Snapshot`](crate::snapshot::Snapshot), and the
-//! write goes through group commit ([`crate::ingest`]).
+//! write goes through group commit ([`crate::ingest`]). Response orders cost a query only for
+//! an agent that has some pending or reports results ([`crate::orders`]).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -26,7 +27,7 @@ use crate::auth::{Operator, ct_eq, random_hex, sha256_hex};
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
 use crate::ingest::{IngestError, Sample};
-use crate::{AppState, audit, on_db};
+use crate::{AppState, audit, on_db, orders};
 
 /// Credential hashes of known agents, filled on first use.
 #[derive(Debug, Default)]
@@ -251,12 +252,15 @@ pub async fn checkin(
         IngestError::Busy => AppError::Unavailable("console busy; check in again later"),
         IngestError::Failed => AppError::Internal("check-in batch failed".into()),
     })?;
+    // After the sample is stored, so a refused check-in delivers nothing the agent would miss.
+    let orders = orders::on_checkin(&state, &agent, &c.order_results, now).await?;
     let snapshot = state.snapshot.get();
     let content = snapshot.offer(agent.as_str(), tz, current, now).cloned();
     Ok(Json(CheckInResponse {
         content,
         next_checkin_ms: state.config.checkin_interval_ms.unsigned_abs(),
         jitter_ms: state.config.checkin_jitter_ms.unsigned_abs(),
+        orders,
     }))
 }
 

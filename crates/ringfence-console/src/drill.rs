@@ -347,6 +347,7 @@ impl AgentSim {
                 content_version: Count::try_from(current).unwrap_or_default(),
                 health,
                 tags: self.tags.clone(),
+                order_results: Default::default(),
             };
             let next;
             match self.client.check_in(&self.credential, &checkin).await {

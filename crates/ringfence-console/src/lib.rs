@@ -22,6 +22,7 @@ pub mod drill;
 pub mod error;
 pub mod gate;
 pub mod ingest;
+pub mod orders;
 pub mod plan;
 pub mod rollout;
 pub mod snapshot;
@@ -82,6 +83,8 @@ pub struct AppState {
     pub credentials: Arc<CredentialCache>,
     pub ingest: Ingest,
     pub republisher: Arc<dyn Republisher>,
+    /// Agents with pending response orders (see [`orders`]).
+    pub orders: Arc<orders::PendingOrders>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -105,8 +108,10 @@ impl AppState {
             snapshot: Arc::new(SnapshotCell::default()),
             credentials: Arc::new(CredentialCache::default()),
             republisher: Arc::new(OpaqueCopy),
+            orders: Arc::new(orders::PendingOrders::default()),
         };
         state.reload_snapshot().await?;
+        state.orders.reload(&state.db).await?;
         Ok(state)
     }
 
@@ -123,15 +128,19 @@ impl AppState {
         Ok(())
     }
 
-    /// Reload the snapshot if another console changed something.
+    /// Reload the snapshot (and the agents with pending orders) if another console changed
+    /// something.
     pub async fn refresh_if_changed(&self) -> AppResult<()> {
-        let (rev,): (i64,) = on_db!(&self.db, |pool| {
-            sqlx::query_as("SELECT revision FROM fleet WHERE id = 1")
+        let (rev, orders_rev): (i64, i64) = on_db!(&self.db, |pool| {
+            sqlx::query_as("SELECT revision, orders_revision FROM fleet WHERE id = 1")
                 .fetch_one(pool)
                 .await?
         });
         if rev != self.snapshot.get().revision {
             self.reload_snapshot().await?;
+        }
+        if orders_rev != self.orders.revision() {
+            self.orders.reload(&self.db).await?;
         }
         Ok(())
     }
@@ -157,6 +166,8 @@ pub fn app(state: AppState) -> Router {
             post(agents::post_enrollment_token),
         )
         .route("/api/v1/agents", get(agents::get_agents))
+        .route("/api/v1/agents/{agent_id}/orders", post(orders::post_order))
+        .route("/api/v1/orders", get(orders::get_orders))
         .route("/api/v1/fleet", get(agents::get_fleet))
         .route("/api/v1/findings", get(agents::get_findings))
         .route("/api/v1/content", get(content::get_content_list))

@@ -3,7 +3,8 @@
 //! Three exchanges, all JSON over HTTP: **enrollment** (an operator's enrollment token is traded
 //! for a per-agent [`Credential`]), **check-in** (health and tags go up; the content version the
 //! agent may run now, where to fetch it and when to call again come back), and **findings
-//! upload** in batches. Content itself is not in the protocol: it is a static signed file the
+//! upload** in batches. A check-in response may carry **response orders** an operator placed
+//! for the agent ([`ResponseOrder`]); their results ride up in the following check-ins. Content itself is not in the protocol: it is a static signed file the
 //! check-in response points at, so any web server or CDN can serve it.
 //!
 //! Every type here is *parsed, not validated*: a [`CheckIn`] that deserializes is already
@@ -20,7 +21,8 @@ pub use client::{Client, ClientError};
 pub use types::{
     AgentId, CheckIn, CheckInResponse, ContentOffer, Count, CpuPercent, Credential, CustomTags,
     EnrollRequest, EnrollResponse, Findings, FindingsAccepted, FindingsBatch, Health, Label,
-    ParseError, Tags, TzOffset, limits,
+    OrderAction, OrderResult, OrderResults, OrderStatus, Orders, ParseError, ResponseOrder, Tags,
+    TzOffset, limits,
 };
 
 /// Protocol version carried in every request; the console refuses versions it does not speak.

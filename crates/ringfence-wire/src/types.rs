@@ -28,6 +28,14 @@ pub mod limits {
     pub const LABEL_BYTES: usize = 64;
     /// Largest response the client reads (check-in responses are small; content is separate).
     pub const RESPONSE_BYTES: usize = 64 * 1024;
+    /// Most response orders in one check-in response, and most order results in one check-in.
+    pub const ORDERS: usize = 32;
+    /// Longest path in a quarantine order, in bytes.
+    pub const ORDER_PATH_BYTES: usize = 1024;
+    /// Longest order reason or result detail, in bytes.
+    pub const ORDER_TEXT_BYTES: usize = 512;
+    /// Longest block a console order may ask for (the agent's guard may allow less).
+    pub const ORDER_MAX_BLOCK_SECS: u64 = 30 * 24 * 3600;
 }
 
 /// Why a value was refused while parsing.
@@ -52,6 +60,12 @@ pub enum ParseError {
     TooManyFindings(usize),
     #[error("finding {0} is larger than {max} bytes", max = limits::FINDING_BYTES)]
     FindingTooLarge(usize),
+    #[error("at most {max} orders or order results, got {0}", max = limits::ORDERS)]
+    TooManyOrders(usize),
+    #[error("{field}: {reason}")]
+    OrderAction { field: &'static str, reason: String },
+    #[error("{field} longer than {max} bytes", max = limits::ORDER_TEXT_BYTES)]
+    OrderText { field: &'static str },
 }
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
@@ -406,6 +420,10 @@ pub struct CheckIn {
     pub health: Health,
     #[serde(default)]
     pub tags: Tags,
+    /// Results of response orders not yet acknowledged (sent again until a check-in response
+    /// arrives). Absent from older agents.
+    #[serde(default, skip_serializing_if = "OrderResults::is_empty")]
+    pub order_results: OrderResults,
 }
 
 impl CheckIn {
@@ -443,6 +461,334 @@ pub struct CheckInResponse {
     /// Call again after `next_checkin_ms` plus a random delay in `0..jitter_ms`.
     pub next_checkin_ms: u64,
     pub jitter_ms: u64,
+    /// Response actions an operator ordered for this agent, oldest first. Older agents ignore
+    /// the field; older consoles never send it.
+    #[serde(default, skip_serializing_if = "Orders::is_empty")]
+    pub orders: Orders,
+}
+
+/// A response action ordered from the console. The agent runs it through its own responder,
+/// so its guard rails, rate limits, dry-run and audit log apply as to any other response.
+///
+/// Tagged by `kind`: `{"kind": "kill", "pid": 4242, "tree": true}`,
+/// `{"kind": "quarantine", "path": "/tmp/x"}`, `{"kind": "restore", "id": "…"}`,
+/// `{"kind": "block_ip", "ip": "203.0.113.7", "ttl_secs": 3600}`,
+/// `{"kind": "unblock_ip", "ip": "203.0.113.7"}`. Parsing checks the bounds (pid > 0, an
+/// absolute path without NUL, a quarantine id of letters, digits and `-`, a block of
+/// 1..=[`limits::ORDER_MAX_BLOCK_SECS`] seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", try_from = "RawOrderAction")]
+pub enum OrderAction {
+    /// SIGKILL a process, or it and its descendants. `start_ticks` (the process start time in
+    /// clock ticks since boot, as `/proc/PID/stat` has it) guards against pid reuse.
+    Kill {
+        pid: u32,
+        #[serde(default)]
+        tree: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start_ticks: Option<u64>,
+    },
+    /// Move a file into the agent's quarantine store.
+    Quarantine { path: String },
+    /// Put a quarantined file back.
+    Restore { id: String },
+    /// Drop traffic to and from an address for `ttl_secs`.
+    BlockIp { ip: std::net::IpAddr, ttl_secs: u64 },
+    /// Lift a block early.
+    UnblockIp { ip: std::net::IpAddr },
+}
+
+/// [`OrderAction`] before its bounds are checked.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum RawOrderAction {
+    Kill {
+        pid: u32,
+        #[serde(default)]
+        tree: bool,
+        #[serde(default)]
+        start_ticks: Option<u64>,
+    },
+    Quarantine {
+        path: String,
+    },
+    Restore {
+        id: String,
+    },
+    BlockIp {
+        ip: std::net::IpAddr,
+        ttl_secs: u64,
+    },
+    UnblockIp {
+        ip: std::net::IpAddr,
+    },
+}
+
+impl TryFrom<RawOrderAction> for OrderAction {
+    type Error = ParseError;
+    fn try_from(raw: RawOrderAction) -> Result<Self, ParseError> {
+        let bad = |field: &'static str, reason: String| ParseError::OrderAction { field, reason };
+        Ok(match raw {
+            RawOrderAction::Kill {
+                pid,
+                tree,
+                start_ticks,
+            } => {
+                if pid == 0 {
+                    return Err(bad("pid", "must be > 0, got 0".into()));
+                }
+                OrderAction::Kill {
+                    pid,
+                    tree,
+                    start_ticks,
+                }
+            }
+            RawOrderAction::Quarantine { path } => {
+                if !path.starts_with('/') {
+                    return Err(bad("path", format!("must be absolute, got {path:?}")));
+                }
+                if path.len() > limits::ORDER_PATH_BYTES {
+                    return Err(bad(
+                        "path",
+                        format!(
+                            "longer than {} bytes ({})",
+                            limits::ORDER_PATH_BYTES,
+                            path.len()
+                        ),
+                    ));
+                }
+                if path.contains('\0') {
+                    return Err(bad("path", "contains a NUL byte".into()));
+                }
+                OrderAction::Quarantine { path }
+            }
+            RawOrderAction::Restore { id } => {
+                let ok = !id.is_empty()
+                    && id.len() <= 128
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if !ok {
+                    return Err(bad(
+                        "id",
+                        format!("must be 1..=128 letters, digits or '-', got {id:?}"),
+                    ));
+                }
+                OrderAction::Restore { id }
+            }
+            RawOrderAction::BlockIp { ip, ttl_secs } => {
+                if ttl_secs == 0 || ttl_secs > limits::ORDER_MAX_BLOCK_SECS {
+                    return Err(bad(
+                        "ttl_secs",
+                        format!(
+                            "must be within 1..={}, got {ttl_secs}",
+                            limits::ORDER_MAX_BLOCK_SECS
+                        ),
+                    ));
+                }
+                OrderAction::BlockIp { ip, ttl_secs }
+            }
+            RawOrderAction::UnblockIp { ip } => OrderAction::UnblockIp { ip },
+        })
+    }
+}
+
+impl OrderAction {
+    /// The action's name as the response audit log spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OrderAction::Kill { tree: false, .. } => "kill",
+            OrderAction::Kill { tree: true, .. } => "kill_tree",
+            OrderAction::Quarantine { .. } => "quarantine",
+            OrderAction::Restore { .. } => "restore",
+            OrderAction::BlockIp { .. } => "block_ip",
+            OrderAction::UnblockIp { .. } => "unblock_ip",
+        }
+    }
+}
+
+/// Bounded text of an order or result: at most [`limits::ORDER_TEXT_BYTES`].
+fn check_text(field: &'static str, s: &str) -> Result<(), ParseError> {
+    if s.len() > limits::ORDER_TEXT_BYTES {
+        Err(ParseError::OrderText { field })
+    } else {
+        Ok(())
+    }
+}
+
+/// One response action ordered from the console, with who asked and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawResponseOrder")]
+pub struct ResponseOrder {
+    /// The console's id for the order; the result names it.
+    pub id: u64,
+    pub action: OrderAction,
+    /// The operator who ordered it.
+    pub requested_by: Label,
+    pub reason: String,
+}
+
+#[derive(Deserialize)]
+struct RawResponseOrder {
+    id: u64,
+    action: OrderAction,
+    requested_by: Label,
+    reason: String,
+}
+
+impl TryFrom<RawResponseOrder> for ResponseOrder {
+    type Error = ParseError;
+    fn try_from(r: RawResponseOrder) -> Result<Self, ParseError> {
+        check_text("reason", &r.reason)?;
+        Ok(ResponseOrder {
+            id: r.id,
+            action: r.action,
+            requested_by: r.requested_by,
+            reason: r.reason,
+        })
+    }
+}
+
+/// Orders in one check-in response, at most [`limits::ORDERS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<ResponseOrder>", into = "Vec<ResponseOrder>")]
+pub struct Orders(Vec<ResponseOrder>);
+
+impl Orders {
+    pub fn iter(&self) -> impl Iterator<Item = &ResponseOrder> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl TryFrom<Vec<ResponseOrder>> for Orders {
+    type Error = ParseError;
+    fn try_from(v: Vec<ResponseOrder>) -> Result<Self, ParseError> {
+        if v.len() > limits::ORDERS {
+            Err(ParseError::TooManyOrders(v.len()))
+        } else {
+            Ok(Orders(v))
+        }
+    }
+}
+
+impl From<Orders> for Vec<ResponseOrder> {
+    fn from(o: Orders) -> Self {
+        o.0
+    }
+}
+
+/// What became of an order on the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OrderStatus {
+    /// Carried out.
+    Done,
+    /// Allowed by the guard rails, but the agent's responder is in dry-run: nothing changed.
+    DryRun,
+    /// Refused: guard rails, rate limit, or `fleet.accept_orders = false`.
+    Refused,
+    /// Attempted and failed.
+    Failed,
+}
+
+impl OrderStatus {
+    /// The name stored in the console's `response_orders.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Done => "done",
+            OrderStatus::DryRun => "dry-run",
+            OrderStatus::Refused => "refused",
+            OrderStatus::Failed => "failed",
+        }
+    }
+}
+
+/// The result of one order, reported in the next check-ins until acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawOrderResult")]
+pub struct OrderResult {
+    pub id: u64,
+    pub status: OrderStatus,
+    /// What was done, or why not.
+    #[serde(default)]
+    pub detail: String,
+}
+
+#[derive(Deserialize)]
+struct RawOrderResult {
+    id: u64,
+    status: OrderStatus,
+    #[serde(default)]
+    detail: String,
+}
+
+impl TryFrom<RawOrderResult> for OrderResult {
+    type Error = ParseError;
+    fn try_from(r: RawOrderResult) -> Result<Self, ParseError> {
+        check_text("detail", &r.detail)?;
+        Ok(OrderResult {
+            id: r.id,
+            status: r.status,
+            detail: r.detail,
+        })
+    }
+}
+
+impl OrderResult {
+    /// A result with `detail` cut to the protocol's bound at a character boundary.
+    pub fn new(id: u64, status: OrderStatus, detail: &str) -> OrderResult {
+        let mut end = detail.len().min(limits::ORDER_TEXT_BYTES);
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        OrderResult {
+            id,
+            status,
+            detail: detail[..end].to_owned(),
+        }
+    }
+}
+
+/// Order results in one check-in, at most [`limits::ORDERS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<OrderResult>", into = "Vec<OrderResult>")]
+pub struct OrderResults(Vec<OrderResult>);
+
+impl OrderResults {
+    pub fn iter(&self) -> impl Iterator<Item = &OrderResult> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl TryFrom<Vec<OrderResult>> for OrderResults {
+    type Error = ParseError;
+    fn try_from(v: Vec<OrderResult>) -> Result<Self, ParseError> {
+        if v.len() > limits::ORDERS {
+            Err(ParseError::TooManyOrders(v.len()))
+        } else {
+            Ok(OrderResults(v))
+        }
+    }
+}
+
+impl From<OrderResults> for Vec<OrderResult> {
+    fn from(r: OrderResults) -> Self {
+        r.0
+    }
 }
 
 /// Findings in one upload: each a JSON object, at most [`limits::FINDINGS_PER_BATCH`].
@@ -589,6 +935,81 @@ mod tests {
         assert!(serde_json::from_value::<FindingsBatch>(bad).is_err());
         let not_objects = serde_json::json!({"protocol": 1, "agent_id": id(), "findings": [1]});
         assert!(serde_json::from_value::<FindingsBatch>(not_objects).is_err());
+    }
+
+    #[test]
+    fn orders_parse_into_bounds_and_old_peers_still_parse() {
+        // An old console's response and an old agent's check-in have no orders.
+        let old: CheckInResponse = serde_json::from_value(
+            serde_json::json!({"content": null, "next_checkin_ms": 1, "jitter_ms": 0}),
+        )
+        .unwrap();
+        assert!(old.orders.is_empty());
+        assert!(!serde_json::to_string(&old).unwrap().contains("orders"));
+        let c = CheckIn::parse(&serde_json::to_vec(&checkin_json()).unwrap()).unwrap();
+        assert!(c.order_results.is_empty());
+
+        let order = serde_json::json!({"id": 7, "requested_by": "admin", "reason": "ir-42",
+            "action": {"kind": "block_ip", "ip": "203.0.113.7", "ttl_secs": 3600}});
+        let resp: CheckInResponse = serde_json::from_value(serde_json::json!({
+            "content": null, "next_checkin_ms": 1, "jitter_ms": 0, "orders": [order]}))
+        .unwrap();
+        let o = resp.orders.iter().next().unwrap();
+        assert_eq!(o.action.name(), "block_ip");
+        let again: CheckInResponse =
+            serde_json::from_str(&serde_json::to_string(&resp).unwrap()).unwrap();
+        assert_eq!(again, resp);
+
+        let bad = [
+            (serde_json::json!({"kind": "kill", "pid": 0}), "pid"),
+            (
+                serde_json::json!({"kind": "quarantine", "path": "tmp/x"}),
+                "path",
+            ),
+            (serde_json::json!({"kind": "restore", "id": "../x"}), "id"),
+            (
+                serde_json::json!({"kind": "block_ip", "ip": "1.2.3.4", "ttl_secs": 0}),
+                "ttl_secs",
+            ),
+            (
+                serde_json::json!({"kind": "block_ip", "ip": "nope", "ttl_secs": 1}),
+                "address",
+            ),
+            (serde_json::json!({"kind": "reboot"}), "unknown variant"),
+            (
+                serde_json::json!({"kind": "kill", "pid": 1, "signal": 9}),
+                "unknown field",
+            ),
+        ];
+        for (action, needle) in bad {
+            let e = serde_json::from_value::<OrderAction>(action.clone()).unwrap_err();
+            assert!(e.to_string().contains(needle), "{action}: {e}");
+        }
+        let kill: OrderAction =
+            serde_json::from_value(serde_json::json!({"kind": "kill", "pid": 9})).unwrap();
+        assert_eq!(
+            kill,
+            OrderAction::Kill {
+                pid: 9,
+                tree: false,
+                start_ticks: None
+            }
+        );
+
+        let many = vec![serde_json::json!({"id": 1, "status": "done"}); limits::ORDERS + 1];
+        let mut v = checkin_json();
+        v["order_results"] = serde_json::json!(many);
+        assert!(CheckIn::parse(&serde_json::to_vec(&v).unwrap()).is_err());
+        v["order_results"] = serde_json::json!([{"id": 1, "status": "dry-run", "detail": "ok"}]);
+        let c = CheckIn::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(
+            c.order_results.iter().next().unwrap().status,
+            OrderStatus::DryRun
+        );
+        v["order_results"] = serde_json::json!([{"id": 1, "status": "maybe"}]);
+        assert!(CheckIn::parse(&serde_json::to_vec(&v).unwrap()).is_err());
+        let long = OrderResult::new(1, OrderStatus::Failed, &"é".repeat(600));
+        assert!(long.detail.len() <= limits::ORDER_TEXT_BYTES);
     }
 
     mod prop {

@@ -6,7 +6,8 @@
 //! offered content version above the one running is fetched, checked against the offer's size
 //! and SHA-256, and written atomically into the content directory as `console-vN.bundle`; the
 //! content manager then verifies its signature and activates it like any other bundle — the
-//! link never decides what runs, it only delivers.
+//! link never decides what runs, it only delivers. Response orders in the answer go to the
+//! [`OrderRunner`](super::orders::OrderRunner); their results ride up with later check-ins.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use ringfence_sensor::StopSignal;
 use ringfence_wire::{
     CheckIn, CheckInResponse, Client, ContentOffer, Count, CpuPercent, EnrollRequest, Findings,
-    FindingsBatch, Health, Label, PROTOCOL, Tags, limits,
+    FindingsBatch, Health, Label, OrderResults, PROTOCOL, Tags, limits,
 };
 use sha2::{Digest, Sha256};
 
@@ -45,6 +46,8 @@ pub struct LinkOptions {
     /// Last-known-good fallbacks to report (the supervisor rolled content back before this
     /// worker started).
     pub lkg_fallbacks: u64,
+    /// Runs console response orders and keeps their results.
+    pub orders: super::orders::OrderRunner,
 }
 
 /// What the link did, for its last log line and for tests.
@@ -54,6 +57,7 @@ pub struct LinkReport {
     pub failed_checkins: u64,
     pub bundles_delivered: u64,
     pub findings_uploaded: u64,
+    pub orders_received: u64,
 }
 
 struct Link {
@@ -190,6 +194,7 @@ impl Link {
                 interval_ms: count(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
             },
             tags: self.opts.tags.clone(),
+            order_results: OrderResults::try_from(self.opts.orders.outgoing()).unwrap_or_default(),
         };
         let response = match self.client.check_in(&enrollment.credential, &checkin).await {
             Ok(r) => r,
@@ -208,6 +213,11 @@ impl Link {
             Err(e) => return Err(format!("check-in: {e}")),
         };
         self.report.checkins += 1;
+        self.opts.orders.acknowledged();
+        if !response.orders.is_empty() {
+            self.report.orders_received += response.orders.len() as u64;
+            self.opts.orders.submit(&response.orders);
+        }
         self.acked = counters;
         self.acked_cpu = cpu;
         self.acked_at = Instant::now();

@@ -9,11 +9,16 @@
 //! now; the link writes that bundle into the watched content directory, where the content
 //! manager verifies and activates it as it would any bundle. Findings go up in batches.
 //!
+//! A check-in response may also carry response orders an operator placed in the console; the
+//! link runs them through the agent's responder ([`orders`]) unless `accept_orders = false`,
+//! and reports their results in the following check-ins.
+//!
 //! The link is best effort by design: the agent detects and writes its outputs the same with
 //! the console down, and the pipeline never waits on the network.
 
 pub mod enrollment;
 pub mod link;
+pub mod orders;
 pub mod telemetry;
 
 use std::collections::BTreeMap;
@@ -50,6 +55,9 @@ pub struct FleetSection {
     pub findings_queue: usize,
     /// Largest content bundle fetched from the console.
     pub max_bundle_bytes: u64,
+    /// Run response actions the console orders (through `[response]`'s guard rails, rate
+    /// limits, dry-run and audit log). When false, orders are answered `refused`.
+    pub accept_orders: bool,
 }
 
 impl Default for FleetSection {
@@ -64,6 +72,7 @@ impl Default for FleetSection {
             tz_offset_minutes: None,
             findings_queue: 10_000,
             max_bundle_bytes: 64 * 1024 * 1024,
+            accept_orders: true,
         }
     }
 }
@@ -141,6 +150,8 @@ pub struct FleetStart {
     pub content_version: Box<dyn Fn() -> u64 + Send>,
     pub supervisor_crashes: Option<SupervisorCount>,
     pub lkg_fallbacks: u64,
+    /// The responder's settings for console orders (`[response]`'s `responder_config()`).
+    pub response: ringfence_response::ResponseConfig,
 }
 
 /// The running link thread.
@@ -179,6 +190,7 @@ impl FleetLink {
             content_version: start.content_version,
             supervisor_crashes: start.supervisor_crashes,
             lkg_fallbacks: start.lkg_fallbacks,
+            orders: orders::OrderRunner::new(start.section.accept_orders, start.response),
         };
         let handle = std::thread::Builder::new()
             .name("rf-fleet".into())
@@ -227,6 +239,14 @@ mod tests {
         assert!(s.problems().iter().any(|(k, _)| *k == "tags"));
         s.console = Some("ftp://nope".into());
         assert!(s.problems().iter().any(|(k, _)| *k == "console"));
+    }
+
+    #[test]
+    fn accept_orders_defaults_on_and_parses() {
+        assert!(FleetSection::default().accept_orders);
+        let s: FleetSection = toml::from_str("accept_orders = false").unwrap();
+        assert!(!s.accept_orders);
+        assert!(toml::from_str::<FleetSection>("accept_order = false").is_err());
     }
 
     #[test]
