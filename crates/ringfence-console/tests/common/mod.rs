@@ -245,6 +245,16 @@ impl TestConsole {
         a: &mut Agent,
         health: Value,
     ) -> (StatusCode, Option<CheckInResponse>) {
+        self.checkin_with(a, health, json!({})).await
+    }
+
+    /// One check-in with `extra` top-level fields (e.g. `order_results`).
+    pub async fn checkin_with(
+        &self,
+        a: &mut Agent,
+        health: Value,
+        extra: Value,
+    ) -> (StatusCode, Option<CheckInResponse>) {
         a.seq += 1;
         let mut h = json!({"cpu_percent": 2.0, "rss_bytes": 50_000_000u64, "events": 1000, "events_dropped": 1, "findings": 0, "interval_ms": 60_000});
         if let (Some(h), Some(o)) = (h.as_object_mut(), health.as_object()) {
@@ -252,8 +262,13 @@ impl TestConsole {
                 h.insert(k.clone(), v.clone());
             }
         }
-        let body = json!({"protocol": 1, "agent_id": a.id, "seq": a.seq, "agent_version": "0.1.0",
+        let mut body = json!({"protocol": 1, "agent_id": a.id, "seq": a.seq, "agent_version": "0.1.0",
             "content_version": a.current, "health": h, "tags": a.tags});
+        if let (Some(b), Some(o)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in o {
+                b.insert(k.clone(), v.clone());
+            }
+        }
         let cred = a.credential.as_str().to_owned();
         let (status, v) = self
             .call(
