@@ -20,6 +20,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ringfence_content::maintenance::{MaintenanceAction, verify_maintenance_token};
@@ -34,8 +35,8 @@ use ringfence_sensor::fanotify::permission::{
 use ringfence_sensor::{EventSender, Source, SourceError, StopSignal};
 use serde::{Deserialize, Serialize};
 
-use crate::content::ContentSection;
 use crate::content::manager::read_small;
+use crate::content::{CompiledContent, ContentSection};
 
 /// Largest maintenance token read.
 const MAX_TOKEN_BYTES: u64 = 64 * 1024;
@@ -58,6 +59,9 @@ pub struct ProtectionSection {
     /// The filesystems (by a path on each) whose execs are checked; paths that do not exist
     /// are skipped, and two paths on one filesystem count once.
     pub deny_exec_scope: Vec<PathBuf>,
+    /// Also refuse the hashes of the active content's IOC sets marked
+    /// `# ringfence: deny-exec` (they arrive through the signed, staged rollout like rules).
+    pub deny_exec_from_content: bool,
 }
 
 impl Default for ProtectionSection {
@@ -71,6 +75,7 @@ impl Default for ProtectionSection {
                 .into_iter()
                 .map(PathBuf::from)
                 .collect(),
+            deny_exec_from_content: false,
         }
     }
 }
@@ -78,7 +83,9 @@ impl Default for ProtectionSection {
 impl ProtectionSection {
     /// Whether the exec guard runs.
     pub fn deny_exec(&self) -> bool {
-        !self.deny_exec_sha256.is_empty() || self.deny_exec_list.is_some()
+        !self.deny_exec_sha256.is_empty()
+            || self.deny_exec_list.is_some()
+            || self.deny_exec_from_content
     }
 }
 
@@ -369,16 +376,19 @@ pub fn start_fanotify_shield(
 /// the root filesystem. Returns the listener and the source that keeps the list current.
 pub fn start_exec_guard(
     section: &ProtectionSection,
+    content: Option<ContentReader>,
 ) -> Result<(PermissionSource, DenyListSource), String> {
-    let mut sha256: HashSet<[u8; 32]> = section.deny_exec_sha256.iter().map(|h| h.0).collect();
+    let configured: HashSet<[u8; 32]> = section.deny_exec_sha256.iter().map(|h| h.0).collect();
+    let mut sha256 = configured.clone();
     // The list's time before it is read: a change after this is applied by the source.
     let seen = section.deny_exec_list.as_deref().and_then(modified);
+    let mut listed = HashSet::new();
     if let Some(list) = &section.deny_exec_list
         && list.exists()
     {
-        sha256.extend(read_deny_list(list)?);
+        listed = read_deny_list(list)?;
+        sha256.extend(&listed);
     }
-    let configured: HashSet<[u8; 32]> = section.deny_exec_sha256.iter().map(|h| h.0).collect();
     let count = sha256.len();
     let mut devices = HashSet::new();
     let scope: Vec<ExecScope> = section
@@ -406,11 +416,19 @@ pub fn start_exec_guard(
         DenyListSource {
             list: section.deny_exec_list.clone(),
             configured,
+            listed,
             handle,
             seen,
+            content: content.filter(|_| section.deny_exec_from_content),
+            content_version: None,
+            from_content: HashSet::new(),
         },
     ))
 }
+
+/// Reads the active content (version and compiled content) from any thread.
+pub type ContentReader =
+    Box<dyn Fn() -> Option<(u64, Arc<dyn CompiledContent>)> + Send + Sync + 'static>;
 
 /// What tells one version of a file from the next: its time, inode and size (a rewrite within
 /// one timestamp tick, or a rename into place, still differs).
@@ -422,42 +440,66 @@ fn modified(path: &Path) -> Option<Stamp> {
     Some((m.modified().ok()?, m.ino(), m.len()))
 }
 
-/// Re-reads the deny list when it changes and hands the exec guard the new set; a bad file is
-/// reported (file and line) and the previous set stays.
+/// Keeps the exec guard's deny set current: the configured hashes, the list file (re-read when
+/// it changes; a bad file is reported with its line and the previous list stays) and, when
+/// allowed, the active content's deny-exec IOC sets (re-read when the version changes).
 pub struct DenyListSource {
     list: Option<PathBuf>,
     configured: HashSet<[u8; 32]>,
+    listed: HashSet<[u8; 32]>,
     handle: PermissionHandle,
     seen: Option<Stamp>,
+    content: Option<ContentReader>,
+    content_version: Option<u64>,
+    from_content: HashSet<[u8; 32]>,
 }
 
 impl DenyListSource {
-    /// Check the list once; what to report, if anything.
+    /// Check the list and the content once; what to report, if anything.
     fn poll(&mut self) -> Option<String> {
-        let list = self.list.as_ref()?;
-        let modified = modified(list);
-        if modified == self.seen {
-            return None;
-        }
-        self.seen = modified;
-        let listed = if modified.is_some() {
-            match read_deny_list(list) {
-                Ok(l) => l,
-                Err(e) => return Some(format!("deny list not applied: {e}")),
+        let mut changed = false;
+        let mut problem = None;
+        if let Some(list) = &self.list {
+            let stamp = modified(list);
+            if stamp != self.seen {
+                self.seen = stamp;
+                match stamp.map(|_| read_deny_list(list)).transpose() {
+                    Ok(l) => {
+                        self.listed = l.unwrap_or_default();
+                        changed = true;
+                    }
+                    Err(e) => problem = Some(format!("deny list not applied: {e}")),
+                }
             }
-        } else {
-            HashSet::new()
-        };
+        }
+        if let Some(active) = self.content.as_ref().and_then(|read| read()) {
+            let (version, content) = active;
+            if self.content_version != Some(version) {
+                self.content_version = Some(version);
+                self.from_content = content.deny_exec_sha256();
+                changed = true;
+            }
+        }
+        if !changed {
+            return problem;
+        }
         let mut all = self.configured.clone();
-        all.extend(listed);
+        all.extend(&self.listed);
+        all.extend(&self.from_content);
         let n = all.len();
         match self.handle.set_deny_sha256(all) {
             Ok(()) => {
-                tracing::info!(hashes = n, list = %list.display(), "exec guard: deny list applied");
-                None
+                tracing::info!(
+                    hashes = n,
+                    from_list = self.listed.len(),
+                    from_content = self.from_content.len(),
+                    content_version = ?self.content_version,
+                    "exec guard: deny set applied"
+                );
+                problem
             }
             Err(e) => Some(format!(
-                "deny list applied, but a mark was not restored: {e}"
+                "deny set applied, but a mark was not restored: {e}"
             )),
         }
     }

@@ -11,6 +11,10 @@
 //! domain:evil.example or a bare name
 //! ```
 //! An optional second column (after whitespace) is a label carried into findings.
+//!
+//! A line `# ringfence: deny-exec` marks the set's hashes as executables the agent's exec guard
+//! refuses to run, where the operator allowed content to do so
+//! (`[protection] deny_exec_from_content`); the other indicators only match.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -55,7 +59,12 @@ pub struct IocSet {
     labels: Vec<Option<Box<str>>>,
     /// Set name (the file it came from).
     pub name: String,
+    /// The set carries the `# ringfence: deny-exec` directive.
+    pub deny_exec: bool,
 }
+
+/// The directive that makes a set's hashes a deny list.
+pub const DENY_EXEC_DIRECTIVE: &str = "# ringfence: deny-exec";
 
 fn mask(addr: u128, bits: u8, width: u8) -> u128 {
     if bits == 0 {
@@ -107,6 +116,10 @@ impl IocSet {
                     line: line_no,
                     message: format!("line of {} bytes is too long", raw.len()),
                 });
+                continue;
+            }
+            if raw.trim() == DENY_EXEC_DIRECTIVE {
+                set.deny_exec = true;
                 continue;
             }
             let line = raw.split('#').next().unwrap_or("").trim();
@@ -188,6 +201,11 @@ impl IocSet {
         ranges.sort_by_key(|r| std::cmp::Reverse(r.1));
         set.ranges = ranges;
         (set, errors)
+    }
+
+    /// The SHA-256 indicators.
+    pub fn sha256s(&self) -> impl Iterator<Item = &[u8; 32]> {
+        self.hashes.keys()
     }
 
     pub fn len(&self) -> usize {
@@ -310,6 +328,16 @@ fn masked_ip(addr: u128, v6: bool) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_deny_exec_directive_marks_a_set_and_plain_comments_do_not() {
+        let hash = "ab".repeat(32);
+        let (set, errs) = IocSet::parse("d", &format!("{DENY_EXEC_DIRECTIVE}\n{hash} dropper\n"));
+        assert!(errs.is_empty() && set.deny_exec);
+        assert_eq!(set.sha256s().count(), 1);
+        let (plain, _) = IocSet::parse("p", &format!("# ringfence deny-exec\n{hash}\n"));
+        assert!(!plain.deny_exec);
+    }
 
     #[test]
     fn parse_and_match() {

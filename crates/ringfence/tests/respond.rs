@@ -300,3 +300,86 @@ fn a_denied_hash_cannot_run_until_it_is_allowed_again() {
         runs("evil").is_ok_and(|s| s.success())
     });
 }
+
+#[test]
+fn content_can_deny_an_executable_where_the_operator_allows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |s: &str| dir.path().join(s);
+    let ps = |s: &str| p(s).to_str().unwrap().to_owned();
+    // The program the content will deny, and a pack with its hash in a deny-exec IOC set.
+    std::fs::copy("/bin/true", p("dropper")).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(p("dropper"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"dropper").unwrap();
+    drop(f);
+    let hash = {
+        use sha2::Digest;
+        let bytes = std::fs::read(p("dropper")).unwrap();
+        sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    std::fs::create_dir_all(p("pack/rules")).unwrap();
+    std::fs::create_dir_all(p("pack/iocs")).unwrap();
+    std::fs::write(p("pack/rules/victim.yml"), RULE).unwrap();
+    std::fs::write(
+        p("pack/iocs/droppers.txt"),
+        format!("# ringfence: deny-exec\n{hash} test-dropper\n"),
+    )
+    .unwrap();
+    std::fs::create_dir(p("drop")).unwrap();
+    ok(&["content", "keys", "init", "--dir", &ps("keys")]);
+    ok(&[
+        "content",
+        "build",
+        &ps("pack"),
+        "--version",
+        "1",
+        "--keys",
+        &ps("keys"),
+        "-o",
+        &ps("v1.bundle"),
+    ]);
+    std::fs::write(
+        p("agent.toml"),
+        "[sources]\nproc_connector = true\naudit = false\nfanotify = false\nlogs = false\n\n\
+         [content]\npoll_ms = 50\nshadow_secs = 1\nconfirm_secs = 1\n\n\
+         [protection]\ndeny_exec_from_content = true\n",
+    )
+    .unwrap();
+    let log = p("agent.log");
+    let agent = Command::new(BIN)
+        .args(["agent", "run", "--mode", "driverless", "--config"])
+        .arg(p("agent.toml"))
+        .arg("--output")
+        .arg(format!("jsonl:{}", ps("events.jsonl")))
+        .arg("--content-dir")
+        .arg(p("drop"))
+        .arg("--root")
+        .arg(p("keys"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _agent = Stop(agent);
+    assert!(
+        Command::new(p("dropper")).status().unwrap().success(),
+        "runs before the content"
+    );
+    std::fs::copy(p("v1.bundle"), p("drop/v1.bundle")).unwrap();
+    wait_for("the content's deny set to refuse the dropper", &log, || {
+        Command::new(p("dropper"))
+            .status()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+    });
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("from_content=1"),
+        "the log says where the hash came from"
+    );
+}

@@ -41,6 +41,11 @@ pub trait CompiledContent: Send + Sync {
     fn rule_memory(&self, _rule: usize) -> usize {
         0
     }
+    /// Hashes of executables the content asks the exec guard to refuse (IOC sets with the
+    /// `# ringfence: deny-exec` directive).
+    fn deny_exec_sha256(&self) -> std::collections::HashSet<[u8; 32]> {
+        std::collections::HashSet::new()
+    }
 }
 
 /// Compiled content shared between threads, printable in option structs.

@@ -303,6 +303,20 @@ impl ContentManager {
         lock(&self.shared.slot).active.as_ref().map(|a| a.version)
     }
 
+    /// A handle that reads the active content from any thread (the exec guard takes its deny
+    /// list from it).
+    pub fn active_reader(
+        &self,
+    ) -> impl Fn() -> Option<(u64, Arc<dyn CompiledContent>)> + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || {
+            lock(&shared.slot)
+                .active
+                .as_ref()
+                .map(|a| (a.version, Arc::clone(&a.content)))
+        }
+    }
+
     /// A handle that reads the active version from any thread (the fleet link reports it).
     pub fn version_reader(&self) -> impl Fn() -> Option<u64> + Send + Sync + 'static {
         let shared = Arc::clone(&self.shared);

@@ -306,6 +306,15 @@ pub fn builtin_files() -> &'static [(&'static str, &'static str)] {
 }
 
 impl CompiledContent for SigmaContent {
+    fn deny_exec_sha256(&self) -> std::collections::HashSet<[u8; 32]> {
+        self.iocs
+            .iter()
+            .filter(|set| set.deny_exec)
+            .flat_map(IocSet::sha256s)
+            .copied()
+            .collect()
+    }
+
     fn rules(&self) -> &[RuleInfo] {
         &self.infos
     }

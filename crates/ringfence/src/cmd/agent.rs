@@ -238,8 +238,7 @@ fn supervise(args: &RunArgs) -> CmdResult {
 }
 
 /// Starts the fleet link when `fleet.console` is set: it enrolls, checks in with the health
-/// the returned telemetry gathers, delivers offered content into the content directory, and
-/// runs the response orders the console sends (unless `fleet.accept_orders = false`).
+/// the returned telemetry gathers, and delivers offered content into the content directory.
 fn start_fleet_link(
     config: &Config,
     manager: Option<&ContentManager>,
@@ -283,9 +282,6 @@ fn start_fleet_link(
         content_version,
         supervisor_crashes,
         lkg_fallbacks: u64::from(std::env::var_os(ROLLBACK_ENV).is_some()),
-        // Console orders go through the same guard rails, limits, dry-run and audit log as
-        // `ringfence respond`, whether or not rules may respond (`response.enabled`).
-        response: config.response.responder_config(),
     };
     let link = FleetLink::start(start, Arc::clone(&telemetry), stop.clone())?;
     Ok(Some((link, telemetry)))
@@ -341,7 +337,7 @@ fn tamper_options(config: &mut Config, args: &RunArgs) -> TamperOptions {
 
 /// Self-protection for the worker's mode (see [`ringfence_agent::protect`]): the BPF LSM guard
 /// in eBPF mode where the kernel allows it, else fanotify permission events refusing writes to
-/// the agent's files; and the exec guard when hashes are denied.
+/// the agent's files.
 fn start_protection(mut agent: Agent, config: &Config, args: &RunArgs, mode: Mode) -> Agent {
     let supervisor = std::env::var_os(SUPERVISED_ENV).map(|_| std::os::unix::process::parent_id());
     let options = ProtectOptions {
@@ -400,17 +396,25 @@ fn start_protection(mut agent: Agent, config: &Config, args: &RunArgs, mode: Mod
             },
         }
     }
-    if p.deny_exec() {
-        match protect::start_exec_guard(p) {
-            Ok((listener, list)) => {
-                agent = agent
-                    .with_source(SourceKind::Fanotify, Box::new(listener))
-                    .with_source(SourceKind::Agent, Box::new(list));
-            }
-            Err(e) => tracing::error!(error = %e, "exec guard not started"),
+    agent
+}
+
+/// The exec guard, when hashes are denied (config, list file, or content's deny-exec sets).
+fn start_exec_guard(agent: Agent, config: &Config, manager: Option<&ContentManager>) -> Agent {
+    let p = &config.protection;
+    if !p.deny_exec() {
+        return agent;
+    }
+    let content = manager.map(|m| Box::new(m.active_reader()) as protect::ContentReader);
+    match protect::start_exec_guard(p, content) {
+        Ok((listener, list)) => agent
+            .with_source(SourceKind::Fanotify, Box::new(listener))
+            .with_source(SourceKind::Agent, Box::new(list)),
+        Err(e) => {
+            tracing::error!(error = %e, "exec guard not started");
+            agent
         }
     }
-    agent
 }
 
 fn worker(args: RunArgs) -> CmdResult {
@@ -484,6 +488,7 @@ fn worker(args: RunArgs) -> CmdResult {
             }
         }
     }
+    agent = start_exec_guard(agent, &config, manager.as_ref());
     if manager.is_none()
         && let Some(c) = builtin
     {
