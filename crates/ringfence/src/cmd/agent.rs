@@ -238,7 +238,8 @@ fn supervise(args: &RunArgs) -> CmdResult {
 }
 
 /// Starts the fleet link when `fleet.console` is set: it enrolls, checks in with the health
-/// the returned telemetry gathers, and delivers offered content into the content directory.
+/// the returned telemetry gathers, delivers offered content into the content directory, and
+/// runs the response orders the console sends (unless `fleet.accept_orders = false`).
 fn start_fleet_link(
     config: &Config,
     manager: Option<&ContentManager>,
@@ -282,6 +283,9 @@ fn start_fleet_link(
         content_version,
         supervisor_crashes,
         lkg_fallbacks: u64::from(std::env::var_os(ROLLBACK_ENV).is_some()),
+        // Console orders go through the same guard rails, limits, dry-run and audit log as
+        // `ringfence respond`, whether or not rules may respond (`response.enabled`).
+        response: config.response.responder_config(),
     };
     let link = FleetLink::start(start, Arc::clone(&telemetry), stop.clone())?;
     Ok(Some((link, telemetry)))
