@@ -1,11 +1,18 @@
 //! `ringfence fleet simulate`: a drill of N simulated agents against a real console over
 //! loopback HTTP, through a rollout of a faulty content version; prints the blast radius.
+//!
+//! `ringfence fleet order --agent ID kill|quarantine|restore|block|unblock … --reason TEXT` and
+//! `ringfence fleet orders [--agent ID]`: response actions ordered through the console (the
+//! agent runs them at its next check-in, behind its own guard rails), with the console URL and
+//! operator token as `ringfence rollout` takes them.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use ringfence_console::drill::{self, DrillOptions, Fault};
+use ringfence_console::orders::OrderView;
+use ringfence_wire::{AgentId, OrderAction};
 
 use crate::cmd::print_line;
 use crate::{CmdResult, Failure};
@@ -20,6 +27,180 @@ pub struct Args {
 enum Sub {
     /// Run a drill and print `blast radius: X/N agents activated the bad version (P%)`.
     Simulate(SimArgs),
+    /// Order a response action on one agent; it runs at the agent's next check-in.
+    Order(OrderArgs),
+    /// List response orders and what became of them, newest first.
+    Orders(OrdersArgs),
+}
+
+/// The console and operator token, as `ringfence rollout` takes them.
+#[derive(Debug, clap::Args)]
+struct ConsoleArgs {
+    /// Console base URL.
+    #[arg(
+        long,
+        env = "RINGFENCE_CONSOLE",
+        default_value = "http://127.0.0.1:8650"
+    )]
+    console: String,
+    /// Operator API token (`rfo1.…`).
+    #[arg(long, env = "RINGFENCE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct OrderArgs {
+    #[command(flatten)]
+    console: ConsoleArgs,
+    /// The agent's id (32 hex characters; see the dashboard or `GET /api/v1/agents`).
+    #[arg(long)]
+    agent: String,
+    /// Why: kept with the order and in the audit log.
+    #[arg(long)]
+    reason: String,
+    #[command(subcommand)]
+    action: OrderSub,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum OrderSub {
+    /// SIGKILL a process (and its descendants with --tree).
+    Kill {
+        pid: u32,
+        #[arg(long)]
+        tree: bool,
+    },
+    /// Move a file into the agent's quarantine store.
+    Quarantine { path: String },
+    /// Put a quarantined file back.
+    Restore { id: String },
+    /// Drop traffic to and from an address.
+    Block {
+        ip: std::net::IpAddr,
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// Lift a block.
+    Unblock { ip: std::net::IpAddr },
+}
+
+#[derive(Debug, clap::Args)]
+struct OrdersArgs {
+    #[command(flatten)]
+    console: ConsoleArgs,
+    /// Only this agent's orders.
+    #[arg(long)]
+    agent: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ConsoleArgs {
+    fn client(&self) -> Result<(ringfence_wire::Client, String), Failure> {
+        let token = self.token.clone().ok_or_else(|| Failure {
+            code: 2,
+            error: anyhow::anyhow!(
+                "an operator token is needed: --token or RINGFENCE_TOKEN (see `ringfence up` or `console serve --init-operator`)"
+            ),
+        })?;
+        let client = ringfence_wire::Client::new(&self.console).map_err(|e| Failure {
+            code: 2,
+            error: e.into(),
+        })?;
+        Ok((client, token))
+    }
+}
+
+fn client_failure(e: ringfence_wire::ClientError) -> Failure {
+    match e.status() {
+        Some(s) if (400..500).contains(&s) => Failure::refused(anyhow::anyhow!("{e}")),
+        _ => Failure::environment(anyhow::anyhow!("{e}")),
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
+}
+
+fn order_line(o: &OrderView) -> String {
+    let detail = if o.detail.is_empty() {
+        String::new()
+    } else {
+        format!("  ({})", o.detail)
+    };
+    format!(
+        "order {}  agent {}  {}  {}  by {}: {}{detail}",
+        o.id, o.agent_id, o.action, o.state, o.requested_by, o.reason
+    )
+}
+
+fn order(a: OrderArgs) -> CmdResult {
+    let action = match a.action {
+        OrderSub::Kill { pid, tree } => OrderAction::Kill {
+            pid,
+            tree,
+            start_ticks: None,
+        },
+        OrderSub::Quarantine { path } => OrderAction::Quarantine { path },
+        OrderSub::Restore { id } => OrderAction::Restore { id },
+        OrderSub::Block { ip, ttl } => {
+            let ms = ringfence_console::plan::parse_duration(&ttl)
+                .map_err(|e| Failure::refused(anyhow::anyhow!("--ttl: {e}")))?;
+            OrderAction::BlockIp {
+                ip,
+                ttl_secs: u64::try_from(ms / 1000).unwrap_or(0),
+            }
+        }
+        OrderSub::Unblock { ip } => OrderAction::UnblockIp { ip },
+    };
+    let (client, token) = a.console.client()?;
+    let body = serde_json::json!({"action": action, "reason": a.reason});
+    let path = format!("/api/v1/agents/{}/orders", a.agent);
+    let view: OrderView = block_on(async move {
+        client
+            .post_json(&path, Some(&token), &body)
+            .await
+            .map_err(client_failure)
+    })?;
+    print_line(&order_line(&view)).context("writing to stdout")?;
+    Ok(())
+}
+
+fn orders(a: OrdersArgs) -> CmdResult {
+    let (client, token) = a.console.client()?;
+    let mut path = format!("/api/v1/orders?limit={}", a.limit.max(1));
+    if let Some(agent) = &a.agent {
+        if AgentId::try_from(agent.clone()).is_err() {
+            return Err(Failure::refused(anyhow::anyhow!(
+                "--agent must be 32 lowercase hex characters, got {agent:?}"
+            )));
+        }
+        path.push_str(&format!("&agent={agent}"));
+    }
+    let list: Vec<OrderView> = block_on(async move {
+        client
+            .get_json(&path, Some(&token))
+            .await
+            .map_err(client_failure)
+    })?;
+    if a.json {
+        print_line(&serde_json::to_string_pretty(&list).context("encoding JSON")?)
+            .context("writing to stdout")?;
+    } else if list.is_empty() {
+        print_line("no orders").context("writing to stdout")?;
+    } else {
+        for o in &list {
+            print_line(&order_line(o)).context("writing to stdout")?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,7 +242,11 @@ struct SimArgs {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    let Sub::Simulate(a) = args.command;
+    let a = match args.command {
+        Sub::Simulate(a) => a,
+        Sub::Order(a) => return order(a),
+        Sub::Orders(a) => return orders(a),
+    };
     let mut opts = DrillOptions::new(a.agents, a.fault);
     opts.speed = a.speed;
     opts.checkin_interval_ms = ringfence_console::plan::parse_duration(&a.checkin_interval)
