@@ -515,16 +515,13 @@ impl Agent {
         };
         if let Some(why) = ebpf_failed {
             // Say so where a person will see it: in the event stream, beside the log line.
-            let mut e = Event::new(EventKind::SensorHealth, SourceKind::Ebpf, Timestamp::now());
-            e.health = Some(Health {
-                dropped: 0,
-                gaps: 0,
-                message: Some(format!(
+            pipe.handle(Event::health_notice(
+                SourceKind::Ebpf,
+                format!(
                     "the eBPF sensor did not load ({why}); the agent runs driverless (process \
                      connector, audit, fanotify)"
-                )),
-            });
-            pipe.handle(e);
+                ),
+            ));
         }
         let interval = Duration::from_secs(self.config.agent.stats_interval_secs.max(1));
         let mut next_stats = Instant::now() + interval;

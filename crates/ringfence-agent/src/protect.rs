@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 use ringfence_content::maintenance::{MaintenanceAction, verify_maintenance_token};
 use ringfence_content::time::UnixTime;
 use ringfence_content::verify::TrustedRoot;
-use ringfence_event::{Event, EventKind, Health, SourceKind, Timestamp};
+use ringfence_event::{Event, SourceKind};
 use ringfence_sensor::ebpf::guard::{Guard, GuardOptions, GuardSource, GuardTick, Launcher};
 use ringfence_sensor::fanotify::permission::{
     ExecDenyOptions, ExecScope, PermissionHandle, PermissionOptions, PermissionSource,
@@ -524,13 +524,7 @@ impl Source for DenyListSource {
 }
 
 fn health_event(message: String) -> Event {
-    let mut e = Event::new(EventKind::SensorHealth, SourceKind::Agent, Timestamp::now());
-    e.health = Some(Health {
-        dropped: 0,
-        gaps: 0,
-        message: Some(message),
-    });
-    e
+    Event::health_notice(SourceKind::Agent, message)
 }
 
 /// The paths protection covers for this agent: its binary, its config file, the content store

@@ -11,7 +11,7 @@
 //! reports signals aimed at either before they land).
 
 use ringfence_detect::{Finding, Format, RuleMeta};
-use ringfence_event::{Event, EventKind, Health, SourceKind, Timestamp};
+use ringfence_event::{Event, EventKind, SourceKind};
 
 use ringfence_sensor::{EventSender, Source, SourceError, StopSignal};
 
@@ -43,13 +43,7 @@ impl Source for RestartNotice {
 
 /// The `sensor-health` event a [`RestartNotice`] sends.
 fn restart_notice(message: String) -> Event {
-    let mut e = Event::new(EventKind::SensorHealth, SourceKind::Agent, Timestamp::now());
-    e.health = Some(Health {
-        dropped: 0,
-        gaps: 0,
-        message: Some(message),
-    });
-    e
+    Event::health_notice(SourceKind::Agent, message)
 }
 
 /// What the agent protects and who it is.
@@ -220,7 +214,7 @@ impl TamperDetector {
 
 #[cfg(test)]
 mod tests {
-    use ringfence_event::{Detail, File, Outcome, Process, TargetProcess};
+    use ringfence_event::{Detail, File, Outcome, Process, TargetProcess, Timestamp};
 
     use super::*;
 

@@ -144,6 +144,18 @@ impl Event {
         }
     }
 
+    /// A `sensor-health` event stamped now, carrying a message and no loss counts: what the
+    /// agent says about itself (a restart, a refused token, a rollback).
+    pub fn health_notice(source: SourceKind, message: String) -> Event {
+        let mut e = Event::new(EventKind::SensorHealth, source, Timestamp::now());
+        e.health = Some(Health {
+            dropped: 0,
+            gaps: 0,
+            message: Some(message),
+        });
+        e
+    }
+
     /// The kind; events always have one once built by a source or parsed.
     pub fn kind(&self) -> EventKind {
         self.kind.unwrap_or(EventKind::LogLine)

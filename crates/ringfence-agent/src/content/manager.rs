@@ -24,7 +24,7 @@ use ringfence_content::{
     Bundle, ContentStore, Limits, Outcome, SeenVersions, SignedBundle, TrustedRoot, UnixTime,
     VerifyOptions, verify_signed_bundle,
 };
-use ringfence_event::{Event, EventKind, Health, SourceKind, Timestamp};
+use ringfence_event::{Event, SourceKind};
 use ringfence_sensor::StopSignal;
 
 use super::compiled::{CompiledContent, SharedContent};
@@ -214,13 +214,7 @@ impl crate::Detector for ContentDetector {
 
 /// A `sensor-health` event (source `agent`) carrying `message`, as ECS JSON.
 pub fn health_event(message: &str) -> serde_json::Value {
-    let mut e = Event::new(EventKind::SensorHealth, SourceKind::Agent, Timestamp::now());
-    e.health = Some(Health {
-        dropped: 0,
-        gaps: 0,
-        message: Some(message.to_owned()),
-    });
-    e.to_ecs()
+    Event::health_notice(SourceKind::Agent, message.to_owned()).to_ecs()
 }
 
 /// The manager thread's handle.
@@ -801,6 +795,7 @@ mod tests {
     use ringfence_content::{
         BuildOptions, KeySet, KeysInitOptions, build_signed_bundle, init_keys,
     };
+    use ringfence_event::{EventKind, Timestamp};
 
     /// A small real Sigma rule; `NAME` is replaced.
     const RULE: &str = "title: NAME\nid: rule-NAME\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  sel:\n    Image|endswith: /NAME\n  condition: sel\nlevel: low\n";
