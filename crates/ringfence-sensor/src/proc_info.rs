@@ -54,6 +54,28 @@ pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
     ))
 }
 
+/// The state letter of `pid` (`R`, `S`, `T` stopped, `t` traced, `Z`, ...).
+pub fn state(pid: u32) -> Option<char> {
+    Some(
+        ProcProcess::new(i32::try_from(pid).ok()?)
+            .ok()?
+            .stat()
+            .ok()?
+            .state,
+    )
+}
+
+/// The parent of `pid`, and that parent's start time in clock ticks after boot.
+pub fn parent_with_start(pid: u32) -> Option<(u32, u64)> {
+    let ppid = ProcProcess::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .stat()
+        .ok()?
+        .ppid;
+    let start = ProcProcess::new(ppid).ok()?.stat().ok()?.starttime;
+    Some((u32::try_from(ppid).ok()?, start))
+}
+
 /// Resident set size of `pid` now, in bytes (`VmRSS` of `/proc/PID/status`). `None` when the
 /// process is gone or unreadable.
 pub fn rss_bytes(pid: u32) -> Option<u64> {

@@ -184,12 +184,7 @@ fn tampering_with_the_agent_is_reported_and_a_killed_worker_comes_back() {
     // watchdog continues it, so nothing waiting on it stays frozen.
     let worker = agent.worker_pid().expect("a worker");
     kill("-STOP", worker);
-    let state = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().chars().next()))
-            .flatten()
-    };
+    let state = ringfence_sensor::proc_info::state;
     let t = Instant::now();
     wait_until("the stopped worker to be continued", &agent, || {
         agent

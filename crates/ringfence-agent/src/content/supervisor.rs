@@ -282,13 +282,9 @@ impl Watchdog {
     }
 }
 
-/// The state letter of `/proc/PID/stat` (`R`, `S`, `T` stopped, `t` traced, ...).
+/// The state letter of a process (`R`, `S`, `T` stopped, `t` traced, ...).
 fn process_state(pid: Pid) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw())).ok()?;
-    stat.get(stat.rfind(')')? + 1..)?
-        .trim_start()
-        .chars()
-        .next()
+    ringfence_sensor::proc_info::state(u32::try_from(pid.as_raw()).ok()?)
 }
 
 fn describe(status: ExitStatus) -> String {

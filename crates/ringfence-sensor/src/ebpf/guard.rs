@@ -16,14 +16,15 @@ use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, RingBuf};
 use aya::programs::Lsm;
 use aya::{Btf, Ebpf, EbpfLoader};
 use ringfence_event::{
     Detail, Event, EventKind, File as FileRecord, Outcome, Process, SourceKind, TargetProcess,
 };
 
-use super::{EbpfError, map_err, raise_memlock, release_loader_memory};
+use super::record::{Reader, c_string};
+use super::{EbpfError, fill_set, map_err, raise_memlock, release_loader_memory};
 use crate::source::{EventSender, Sent, Source, SourceError, StopSignal};
 use crate::sys::Clocks;
 
@@ -151,21 +152,9 @@ pub struct Launcher {
 impl Launcher {
     /// The parent of `pid`, read from /proc.
     pub fn parent_of(pid: u32) -> Option<Launcher> {
-        let ppid = stat_field(pid, 4)?;
-        let tgid = u32::try_from(ppid).ok()?;
-        Some(Launcher {
-            tgid,
-            start_ticks: stat_field(tgid, 22)?,
-        })
+        let (tgid, start_ticks) = crate::proc_info::parent_with_start(pid)?;
+        Some(Launcher { tgid, start_ticks })
     }
-}
-
-/// Field `n` (1-based, as in proc(5)) of `/proc/PID/stat`, for the numeric fields after comm.
-fn stat_field(pid: u32, n: usize) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // comm may hold spaces and parentheses: the fields after it start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
 }
 
 /// One refusal read back from the kernel.
@@ -184,8 +173,6 @@ pub struct Denial {
     /// For file refusals: the protected path with that inode, when known.
     pub path: Option<PathBuf>,
 }
-
-const DENIAL_LEN: usize = 48;
 
 impl Denial {
     /// The refused attempt as an event of the kind it would have been (`signal`, `ptrace`,
@@ -247,19 +234,22 @@ impl Denial {
 
 /// Decode one `struct guard_denial`; `None` when it is short or names no known hook.
 fn decode_denial(b: &[u8]) -> Option<Denial> {
-    let b: &[u8; DENIAL_LEN] = b.get(..DENIAL_LEN)?.try_into().ok()?;
-    let u64_at = |o: usize| b[o..o + 8].try_into().ok().map(u64::from_ne_bytes);
-    let u32_at = |o: usize| b[o..o + 4].try_into().ok().map(u32::from_ne_bytes);
-    let comm = &b[32..48];
-    let end = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
+    let mut r = Reader::new(b);
+    let boot_ns = r.u64("denial").ok()?;
+    let detail = r.u64("denial").ok()?;
+    let hook = GuardHook::from_index(r.u32("denial").ok()?)?;
+    let actor_tgid = r.u32("denial").ok()?;
+    let actor_tid = r.u32("denial").ok()?;
+    let arg = r.i32("denial").ok()?;
+    let comm = c_string(r.take(16, "denial comm").ok()?);
     Some(Denial {
-        boot_ns: u64_at(0)?,
-        detail: u64_at(8)?,
-        hook: GuardHook::from_index(u32_at(16)?)?,
-        actor_tgid: u32_at(20)?,
-        actor_tid: u32_at(24)?,
-        arg: u32_at(28)?.cast_signed(),
-        comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
+        hook,
+        actor_tgid,
+        actor_tid,
+        comm,
+        boot_ns,
+        detail,
+        arg,
         path: None,
     })
 }
@@ -370,10 +360,10 @@ impl Guard {
                 .map_err(|e: aya::programs::ProgramError| program_err(name, e.to_string()))?;
             program
                 .load(hook, &btf)
-                .map_err(|e| program_err(name, format!("load (lsm/{hook}): {}", describe(&e))))?;
-            program
-                .attach()
-                .map_err(|e| program_err(name, format!("attach (lsm/{hook}): {}", describe(&e))))?;
+                .map_err(|e| program_err(name, format!("lsm/{hook}: {}", describe("load", &e))))?;
+            program.attach().map_err(|e| {
+                program_err(name, format!("lsm/{hook}: {}", describe("attach", &e)))
+            })?;
         }
         let ring_map = ebpf.take_map("guard_ring").ok_or(EbpfError::Map {
             map: "guard_ring",
@@ -416,24 +406,16 @@ impl Guard {
 
     /// Add agent processes (tgids): nothing they do is refused, and they cannot be signalled.
     pub fn protect_pids(&mut self, pids: &[u32]) -> Result<(), EbpfError> {
-        let mut m: HashMap<_, u32, u8> = hash_map(&mut self.ebpf, "guard_pids")?;
-        for pid in pids {
-            m.insert(pid, 1, 0).map_err(map_err("guard_pids"))?;
-        }
-        Ok(())
+        fill_set(&mut self.ebpf, "guard_pids", pids.iter().copied())
     }
 
     /// Protect BPF objects (the sensor's, from [`objects_of`]) against descriptors by id.
     pub fn protect_objects(&mut self, objects: &[BpfObject]) -> Result<(), EbpfError> {
-        let mut m: HashMap<_, ObjectKey, u8> = hash_map(&mut self.ebpf, "guard_bpf_ids")?;
-        for o in objects {
-            let key = ObjectKey {
-                kind: o.kind as u32,
-                id: o.id,
-            };
-            m.insert(key, 1, 0).map_err(map_err("guard_bpf_ids"))?;
-        }
-        Ok(())
+        let keys = objects.iter().map(|o| ObjectKey {
+            kind: o.kind as u32,
+            id: o.id,
+        });
+        fill_set(&mut self.ebpf, "guard_bpf_ids", keys)
     }
 
     /// Protect the configured paths again: files the agent has created under its directories
@@ -443,13 +425,13 @@ impl Guard {
         for root in &self.paths {
             collect_inodes(root, &mut found, MAX_PROTECTED_INODES);
         }
-        let mut m: HashMap<_, InodeKey, u8> = hash_map(&mut self.ebpf, "guard_inodes")?;
-        for (key, path) in found {
-            if let std::collections::hash_map::Entry::Vacant(slot) = self.inodes.entry(key) {
-                m.insert(key, 1, 0).map_err(map_err("guard_inodes"))?;
-                slot.insert(path);
-            }
-        }
+        found.retain(|(key, _)| !self.inodes.contains_key(key));
+        fill_set(
+            &mut self.ebpf,
+            "guard_inodes",
+            found.iter().map(|(key, _)| *key),
+        )?;
+        self.inodes.extend(found);
         Ok(self.inodes.len())
     }
 
@@ -463,29 +445,6 @@ impl Guard {
     /// Whether the checks are on.
     pub fn armed(&self) -> bool {
         self.config.armed != 0
-    }
-
-    /// Refusals per hook since load (summed over CPUs).
-    pub fn denial_counts(&self) -> Result<StdHashMap<GuardHook, u64>, EbpfError> {
-        let map = self.ebpf.map("guard_denials").ok_or(EbpfError::Map {
-            map: "guard_denials",
-            message: "missing from the object".into(),
-        })?;
-        let counts: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).map_err(map_err("guard_denials"))?;
-        let mut out = StdHashMap::new();
-        for (i, hook) in GuardHook::ALL.iter().enumerate() {
-            let index = u32::try_from(i).unwrap_or(0);
-            let n: u64 = counts
-                .get(&index, 0)
-                .map_err(map_err("guard_denials"))?
-                .iter()
-                .sum();
-            if n > 0 {
-                out.insert(*hook, n);
-            }
-        }
-        Ok(out)
     }
 
     /// The refusals written since the last call, oldest first, with the path of a refused file
@@ -519,17 +478,6 @@ impl Guard {
     pub fn objects(&self) -> Vec<BpfObject> {
         objects_of(&self.ebpf)
     }
-}
-
-fn hash_map<'a, K: aya::Pod, V: aya::Pod>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<HashMap<&'a mut MapData, K, V>, EbpfError> {
-    let map = ebpf.map_mut(name).ok_or(EbpfError::Map {
-        map: name,
-        message: "missing from the object".into(),
-    })?;
-    HashMap::try_from(map).map_err(map_err(name))
 }
 
 /// Work the guard's owner does on its own schedule (about once a second): the agent checks for
@@ -595,32 +543,17 @@ fn program_err(program: &'static str, message: String) -> EbpfError {
     EbpfError::Program { program, message }
 }
 
-/// A program error with its errno spelled out (`EPERM (Operation not permitted)`).
-fn describe(e: &aya::programs::ProgramError) -> String {
-    match super::probe::errno_of(e) {
-        Some(n) => format!(
-            "{} ({})",
-            super::probe::errno_name(n),
-            std::io::Error::from_raw_os_error(n)
-        ),
-        None => e.to_string(),
-    }
+/// A program error with its errno spelled out (`EPERM (Operation not permitted) at load`).
+fn describe(step: &'static str, e: &aya::programs::ProgramError) -> String {
+    super::probe::refusal(step, e).describe()
 }
 
 /// `root` and, for a directory, everything below it on the same device (not following links),
 /// up to `limit` entries in `out`.
 fn collect_inodes(root: &Path, out: &mut Vec<(InodeKey, PathBuf)>, limit: usize) {
-    let Ok(meta) = std::fs::symlink_metadata(root) else {
-        return;
-    };
     // A protected path given through a link (e.g. /proc/self/exe) protects its target.
-    let meta = if meta.file_type().is_symlink() {
-        match std::fs::metadata(root) {
-            Ok(m) => m,
-            Err(_) => return,
-        }
-    } else {
-        meta
+    let Ok(meta) = std::fs::metadata(root) else {
+        return;
     };
     out.push((InodeKey::of(&meta), root.to_path_buf()));
     if !meta.is_dir() {
@@ -650,6 +583,9 @@ fn collect_inodes(root: &Path, out: &mut Vec<(InodeKey, PathBuf)>, limit: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `sizeof(struct guard_denial)`.
+    const DENIAL_LEN: usize = 48;
 
     #[test]
     fn denials_decode_and_short_records_do_not() {
@@ -705,11 +641,6 @@ mod tests {
         let me = Launcher::parent_of(std::process::id()).expect("our parent");
         assert_eq!(me.tgid, std::os::unix::process::parent_id());
         assert!(me.start_ticks > 0 || me.tgid == 1);
-        assert_eq!(
-            stat_field(std::process::id(), 1),
-            None,
-            "pid is not after comm"
-        );
     }
 
     #[test]

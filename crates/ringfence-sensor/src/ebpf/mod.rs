@@ -441,23 +441,13 @@ impl EbpfSensor {
         if options.ignore_self {
             ignored.push(std::process::id());
         }
-        fill_set(&mut ebpf, "ignored_pids", &ignored)?;
+        fill_set(&mut ebpf, "ignored_pids", ignored)?;
         let mut protected = options.protected_pids.clone();
         if options.protect_self {
             protected.extend(own_tids());
         }
-        fill_set(&mut ebpf, "protected_pids", &protected)?;
-        {
-            let map = ebpf.map_mut("ignored_comms").ok_or(EbpfError::Map {
-                map: "ignored_comms",
-                message: "missing from the object".into(),
-            })?;
-            let mut m: HashMap<_, [u8; 16], u8> =
-                HashMap::try_from(map).map_err(map_err("ignored_comms"))?;
-            for c in &comms {
-                m.insert(c, 1, 0).map_err(map_err("ignored_comms"))?;
-            }
-        }
+        fill_set(&mut ebpf, "protected_pids", protected)?;
+        fill_set(&mut ebpf, "ignored_comms", comms)?;
         {
             let map = ebpf.map_mut("watched_prefixes").ok_or(EbpfError::Map {
                 map: "watched_prefixes",
@@ -497,19 +487,10 @@ impl EbpfSensor {
 
         // Once attached, the sensor's own programs, maps and links are known by id: a
         // descriptor asked for to any of them is reported (tamper detection).
-        let own = guard::objects_of(&ebpf);
-        {
-            let map = ebpf.map_mut("protected_objects").ok_or(EbpfError::Map {
-                map: "protected_objects",
-                message: "missing from the object".into(),
-            })?;
-            let mut m: HashMap<_, [u32; 2], u8> =
-                HashMap::try_from(map).map_err(map_err("protected_objects"))?;
-            for o in &own {
-                m.insert([o.kind as u32, o.id], 1, 0)
-                    .map_err(map_err("protected_objects"))?;
-            }
-        }
+        let own = guard::objects_of(&ebpf)
+            .into_iter()
+            .map(|o| [o.kind as u32, o.id]);
+        fill_set(&mut ebpf, "protected_objects", own)?;
 
         let ring = ebpf.take_map("events").ok_or(EbpfError::Map {
             map: "events",
@@ -573,12 +554,12 @@ impl EbpfSensor {
 
     /// Add pids (or tids) whose signals are reported.
     pub fn protect_pids(&mut self, pids: &[u32]) -> Result<(), EbpfError> {
-        fill_set(&mut self.ebpf, "protected_pids", pids)
+        fill_set(&mut self.ebpf, "protected_pids", pids.iter().copied())
     }
 
     /// Add processes whose activity the kernel drops.
     pub fn ignore_pids(&mut self, pids: &[u32]) -> Result<(), EbpfError> {
-        fill_set(&mut self.ebpf, "ignored_pids", pids)
+        fill_set(&mut self.ebpf, "ignored_pids", pids.iter().copied())
     }
 
     /// The clocks records are converted with.
@@ -619,14 +600,19 @@ impl EbpfSensor {
     }
 }
 
-fn fill_set(ebpf: &mut Ebpf, name: &'static str, pids: &[u32]) -> Result<(), EbpfError> {
+/// Add `keys` to the hash map `name` used as a set (value 1): pids, comms, object ids, inodes.
+fn fill_set<K: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    keys: impl IntoIterator<Item = K>,
+) -> Result<(), EbpfError> {
     let map = ebpf.map_mut(name).ok_or(EbpfError::Map {
         map: name,
         message: "missing from the object".into(),
     })?;
-    let mut m: HashMap<_, u32, u8> = HashMap::try_from(map).map_err(map_err(name))?;
-    for pid in pids {
-        m.insert(pid, 1, 0).map_err(map_err(name))?;
+    let mut m: HashMap<_, K, u8> = HashMap::try_from(map).map_err(map_err(name))?;
+    for k in keys {
+        m.insert(k, 1, 0).map_err(map_err(name))?;
     }
     Ok(())
 }

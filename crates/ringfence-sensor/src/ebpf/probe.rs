@@ -89,7 +89,7 @@ pub(crate) fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
     None
 }
 
-fn refusal(step: &'static str, e: &ProgramError) -> Refusal {
+pub(crate) fn refusal(step: &'static str, e: &ProgramError) -> Refusal {
     Refusal {
         step,
         errno: errno_of(e),

@@ -340,7 +340,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Text up to the first NUL, lossily.
-fn c_string(b: &[u8]) -> String {
+pub(crate) fn c_string(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     String::from_utf8_lossy(b.get(..end).unwrap_or_default()).into_owned()
 }
