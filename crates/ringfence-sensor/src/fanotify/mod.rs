@@ -100,16 +100,21 @@ fn mark_directory(group: RawFd, mask: u64, path: &Path) -> io::Result<()> {
 pub(crate) fn mark(group: RawFd, flags: u32, mask: u64, path: &Path) -> io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
-    let rc = unsafe {
-        libc::fanotify_mark(
-            group,
-            FAN_MARK_ADD | flags,
-            mask,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-        )
-    };
+    mark_raw(group, FAN_MARK_ADD | flags, mask, libc::AT_FDCWD, Some(&c))
+}
+
+/// `fanotify_mark(2)` as it is: `path` relative to `dirfd`, or `dirfd` itself when `None`.
+pub(crate) fn mark_raw(
+    group: RawFd,
+    flags: u32,
+    mask: u64,
+    dirfd: RawFd,
+    path: Option<&std::ffi::CStr>,
+) -> io::Result<()> {
+    let p = path.map_or(std::ptr::null(), std::ffi::CStr::as_ptr);
+    // SAFETY: `p` is null or a NUL-terminated string that outlives the call; the kernel checks
+    // the descriptors.
+    let rc = unsafe { libc::fanotify_mark(group, flags, mask, dirfd, p) };
     if rc == 0 {
         Ok(())
     } else {

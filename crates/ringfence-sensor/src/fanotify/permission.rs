@@ -41,7 +41,7 @@ use ringfence_event::{
 use super::parse::{self, RawEvent};
 use super::{
     FAN_CLOEXEC, FAN_EVENT_ON_CHILD, FAN_MARK_ADD, FAN_MARK_DONT_FOLLOW, FAN_MARK_FILESYSTEM,
-    FAN_MARK_ONLYDIR, mark, poll_readable,
+    FAN_MARK_ONLYDIR, mark, mark_raw, poll_readable,
 };
 use crate::source::{EventSender, Sent, Source, SourceError, StopSignal};
 use exec_hash::{FileKey, Verdict, VerdictCache};
@@ -231,24 +231,6 @@ fn with_path(e: io::Error, path: &Path) -> io::Error {
 fn flush(group: RawFd, kind: u32) -> io::Result<()> {
     // The path must name an existing object though it is not used (fanotify_mark(2)).
     mark_raw(group, FAN_MARK_FLUSH | kind, 0, libc::AT_FDCWD, Some(c"/"))
-}
-
-fn mark_raw(
-    group: RawFd,
-    flags: u32,
-    mask: u64,
-    dirfd: RawFd,
-    path: Option<&std::ffi::CStr>,
-) -> io::Result<()> {
-    let p = path.map_or(std::ptr::null(), std::ffi::CStr::as_ptr);
-    // SAFETY: `p` is null or a NUL-terminated string that outlives the call; the kernel checks
-    // the descriptors.
-    let rc = unsafe { libc::fanotify_mark(group, flags, mask, dirfd, p) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Updates the running guard. Cheap to clone; usable from any thread.
@@ -615,7 +597,7 @@ impl Listener {
                 }
                 let mut e = denial(EventKind::FileExecOpen, tid, file);
                 if let Some(f) = e.file.as_mut() {
-                    f.sha256 = Some(exec_hash::hex(&hash));
+                    f.sha256 = Some(hex::encode(hash));
                 }
                 Decision {
                     response: FAN_DENY,
@@ -1232,7 +1214,7 @@ mod tests {
 
         let events = g.events(4);
         assert_eq!(events.len(), 4, "one event per denial");
-        let hex_a = exec_hash::hex(&hash_a);
+        let hex_a = hex::encode(hash_a);
         for e in &events {
             assert_eq!(e.kind, Some(EventKind::FileExecOpen));
             assert_eq!(e.outcome, Some(Outcome::Failure));

@@ -126,16 +126,6 @@ impl VerdictCache {
     }
 }
 
-/// Lower-case hex, for `file.hash.sha256`.
-pub(crate) fn hex(h: &[u8; 32]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(64);
-    for b in h {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,7 +165,7 @@ mod tests {
         let mut buf = [0u8; 2];
         let h = sha256_of(&f, 100, &mut buf).ok().flatten();
         assert_eq!(
-            h.map(|h| hex(&h)).as_deref(),
+            h.map(hex::encode).as_deref(),
             Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         );
         assert_eq!(sha256_of(&f, 2, &mut buf).ok(), Some(None));
