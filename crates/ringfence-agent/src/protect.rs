@@ -35,7 +35,7 @@ use ringfence_sensor::fanotify::permission::{
 use ringfence_sensor::{EventSender, Source, SourceError, StopSignal};
 use serde::{Deserialize, Serialize};
 
-use crate::content::manager::read_small;
+use crate::content::manager::{ManagerError, current_root, read_small};
 use crate::content::{CompiledContent, ContentSection};
 
 /// Largest maintenance token read.
@@ -96,24 +96,16 @@ pub struct Sha256(pub [u8; 32]);
 impl Sha256 {
     pub fn parse(s: &str) -> Result<Sha256, String> {
         let s = s.trim();
-        let bytes = s.as_bytes();
-        if bytes.len() != 64 {
-            return Err(format!("`{s}` is not a SHA-256 (64 hex digits)"));
-        }
         let mut out = [0u8; 32];
-        for (i, pair) in bytes.chunks(2).enumerate() {
-            let hex = std::str::from_utf8(pair).ok();
-            out[i] = hex
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("`{s}` is not a SHA-256 (64 hex digits)"))?;
-        }
+        hex::decode_to_slice(s, &mut out)
+            .map_err(|_| format!("`{s}` is not a SHA-256 (64 hex digits)"))?;
         Ok(Sha256(out))
     }
 }
 
 impl std::fmt::Display for Sha256 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        f.write_str(&hex::encode(self.0))
     }
 }
 
@@ -197,23 +189,14 @@ pub fn apply_maintenance_token(
     })
 }
 
-/// The trust root tokens are checked against: the content store's (rotated) root when one was
-/// saved, else the configured `content.root`.
+/// The trust root tokens are checked against: the one content is checked against now.
 pub fn maintenance_root(content: &ContentSection) -> Result<TrustedRoot, String> {
-    let saved = content.state_dir().map(|d| d.join("root.json"));
-    let configured = content.root.as_ref().map(|p| {
-        if p.is_dir() {
-            p.join("root.json")
-        } else {
-            p.clone()
+    current_root(content).map_err(|e| match e {
+        ManagerError::NoRoot(_) => {
+            "no trust root: set content.root so maintenance tokens can be checked".to_owned()
         }
-    });
-    let path = saved
-        .filter(|p| p.exists())
-        .or(configured)
-        .ok_or("no trust root: set content.root so maintenance tokens can be checked")?;
-    let bytes = read_small(&path, 1024 * 1024).map_err(|e| format!("{}: {e}", path.display()))?;
-    TrustedRoot::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+        other => other.to_string(),
+    })
 }
 
 /// Watches the token path; see the module doc.

@@ -233,7 +233,10 @@ impl ContentManager {
         let store = ContentStore::open(&opts.state_dir)?;
         let (root, seen) = match store.load_trust()? {
             Some(trust) => trust,
-            None => (configured_root(&opts)?, SeenVersions::default()),
+            None => (
+                configured_root(opts.section.root.as_deref(), &opts.state_dir)?,
+                SeenVersions::default(),
+            ),
         };
         let shared = Arc::new(Shared {
             generation: AtomicU64::new(0),
@@ -330,14 +333,27 @@ impl ContentManager {
     }
 }
 
-fn configured_root(opts: &ManagerOptions) -> Result<TrustedRoot, ManagerError> {
-    let Some(path) = &opts.section.root else {
-        return Err(ManagerError::NoRoot(opts.state_dir.clone()));
+/// The root content is checked against now: the store's (rotated) root once a bundle was
+/// accepted, else the configured `content.root`.
+pub fn current_root(section: &ContentSection) -> Result<TrustedRoot, ManagerError> {
+    let state_dir = section.state_dir();
+    if let Some(dir) = &state_dir
+        && let Some((root, _)) = ContentStore::open(dir)?.load_trust()?
+    {
+        return Ok(root);
+    }
+    configured_root(section.root.as_deref(), &state_dir.unwrap_or_default())
+}
+
+/// The out-of-band `content.root`: a `root.json`, or a keys directory holding one.
+fn configured_root(root: Option<&Path>, state_dir: &Path) -> Result<TrustedRoot, ManagerError> {
+    let Some(path) = root else {
+        return Err(ManagerError::NoRoot(state_dir.to_owned()));
     };
     let path = if path.is_dir() {
         path.join("root.json")
     } else {
-        path.clone()
+        path.to_owned()
     };
     let bytes = read_small(&path, MAX_ROOT_BYTES).map_err(|detail| ManagerError::Root {
         path: path.clone(),
