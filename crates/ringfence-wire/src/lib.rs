@@ -19,10 +19,10 @@ pub mod types;
 
 pub use client::{Client, ClientError};
 pub use types::{
-    AgentId, CheckIn, CheckInResponse, ContentOffer, Count, CpuPercent, Credential, CustomTags,
-    EnrollRequest, EnrollResponse, Findings, FindingsAccepted, FindingsBatch, Health, Label,
-    OrderAction, OrderResult, OrderResults, OrderStatus, Orders, ParseError, ResponseOrder, Tags,
-    TzOffset, limits,
+    AgentId, BoundedList, CheckIn, CheckInResponse, ContentOffer, Count, CpuPercent, Credential,
+    CustomTags, EnrollRequest, EnrollResponse, Findings, FindingsAccepted, FindingsBatch, Health,
+    Label, OrderAction, OrderResult, OrderResults, OrderStatus, Orders, ParseError, ResponseOrder,
+    Tags, TzOffset, limits, truncate_at_char,
 };
 
 /// Protocol version carried in every request; the console refuses versions it does not speak.

@@ -605,6 +605,15 @@ impl OrderAction {
     }
 }
 
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub fn truncate_at_char(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}
+
 /// Bounded text of an order or result: at most [`limits::ORDER_TEXT_BYTES`].
 fn check_text(field: &'static str, s: &str) -> Result<(), ParseError> {
     if s.len() > limits::ORDER_TEXT_BYTES {
@@ -647,13 +656,32 @@ impl TryFrom<RawResponseOrder> for ResponseOrder {
     }
 }
 
-/// Orders in one check-in response, at most [`limits::ORDERS`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "Vec<ResponseOrder>", into = "Vec<ResponseOrder>")]
-pub struct Orders(Vec<ResponseOrder>);
+/// A list of at most `MAX` items, checked when it is parsed or built: orders in a check-in
+/// response, results in a check-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    try_from = "Vec<T>",
+    into = "Vec<T>",
+    bound(
+        serialize = "T: Clone + Serialize",
+        deserialize = "T: Deserialize<'de>"
+    )
+)]
+pub struct BoundedList<T, const MAX: usize>(Vec<T>);
 
-impl Orders {
-    pub fn iter(&self) -> impl Iterator<Item = &ResponseOrder> {
+/// Orders in one check-in response, at most [`limits::ORDERS`].
+pub type Orders = BoundedList<ResponseOrder, { limits::ORDERS }>;
+/// Order results in one check-in, at most [`limits::ORDERS`].
+pub type OrderResults = BoundedList<OrderResult, { limits::ORDERS }>;
+
+impl<T, const MAX: usize> Default for BoundedList<T, MAX> {
+    fn default() -> Self {
+        BoundedList(Vec::new())
+    }
+}
+
+impl<T, const MAX: usize> BoundedList<T, MAX> {
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.0.iter()
     }
 
@@ -666,20 +694,20 @@ impl Orders {
     }
 }
 
-impl TryFrom<Vec<ResponseOrder>> for Orders {
+impl<T, const MAX: usize> TryFrom<Vec<T>> for BoundedList<T, MAX> {
     type Error = ParseError;
-    fn try_from(v: Vec<ResponseOrder>) -> Result<Self, ParseError> {
-        if v.len() > limits::ORDERS {
+    fn try_from(v: Vec<T>) -> Result<Self, ParseError> {
+        if v.len() > MAX {
             Err(ParseError::TooManyOrders(v.len()))
         } else {
-            Ok(Orders(v))
+            Ok(BoundedList(v))
         }
     }
 }
 
-impl From<Orders> for Vec<ResponseOrder> {
-    fn from(o: Orders) -> Self {
-        o.0
+impl<T, const MAX: usize> From<BoundedList<T, MAX>> for Vec<T> {
+    fn from(l: BoundedList<T, MAX>) -> Self {
+        l.0
     }
 }
 
@@ -743,51 +771,11 @@ impl TryFrom<RawOrderResult> for OrderResult {
 impl OrderResult {
     /// A result with `detail` cut to the protocol's bound at a character boundary.
     pub fn new(id: u64, status: OrderStatus, detail: &str) -> OrderResult {
-        let mut end = detail.len().min(limits::ORDER_TEXT_BYTES);
-        while !detail.is_char_boundary(end) {
-            end -= 1;
-        }
         OrderResult {
             id,
             status,
-            detail: detail[..end].to_owned(),
+            detail: truncate_at_char(detail, limits::ORDER_TEXT_BYTES).to_owned(),
         }
-    }
-}
-
-/// Order results in one check-in, at most [`limits::ORDERS`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "Vec<OrderResult>", into = "Vec<OrderResult>")]
-pub struct OrderResults(Vec<OrderResult>);
-
-impl OrderResults {
-    pub fn iter(&self) -> impl Iterator<Item = &OrderResult> {
-        self.0.iter()
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl TryFrom<Vec<OrderResult>> for OrderResults {
-    type Error = ParseError;
-    fn try_from(v: Vec<OrderResult>) -> Result<Self, ParseError> {
-        if v.len() > limits::ORDERS {
-            Err(ParseError::TooManyOrders(v.len()))
-        } else {
-            Ok(OrderResults(v))
-        }
-    }
-}
-
-impl From<OrderResults> for Vec<OrderResult> {
-    fn from(r: OrderResults) -> Self {
-        r.0
     }
 }
 

@@ -133,11 +133,7 @@ fn local_utc_offset_minutes() -> i32 {
 /// limit at a character boundary, `unknown` when nothing is left.
 fn label_lossy(s: &str) -> Result<Label, String> {
     let clean: String = s.chars().filter(|c| !c.is_control()).collect();
-    let mut end = clean.len().min(ringfence_wire::limits::LABEL_BYTES);
-    while !clean.is_char_boundary(end) {
-        end -= 1;
-    }
-    let cut = clean[..end].trim();
+    let cut = ringfence_wire::truncate_at_char(&clean, ringfence_wire::limits::LABEL_BYTES).trim();
     Label::try_from(if cut.is_empty() { "unknown" } else { cut }).map_err(|e| format!("{s:?}: {e}"))
 }
 
