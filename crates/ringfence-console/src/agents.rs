@@ -97,11 +97,8 @@ impl FromRequestParts<AppState> for AgentAuth {
     }
 }
 
-/// Parse a JSON body: syntax errors are 400, values outside the protocol's bounds are 422.
-pub fn parse_json<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-    limit: usize,
-) -> AppResult<T> {
+/// A request body of at most `limit` bytes: a larger one is 413, an unreadable one 400.
+pub fn body_within(body: Result<Bytes, BytesRejection>, limit: usize) -> AppResult<Bytes> {
     let body = body.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(_) => AppError::TooLarge(limit),
         other => AppError::BadRequest(other.body_text()),
@@ -109,6 +106,15 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
     if body.len() > limit {
         return Err(AppError::TooLarge(limit));
     }
+    Ok(body)
+}
+
+/// Parse a JSON body: syntax errors are 400, values outside the protocol's bounds are 422.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> AppResult<T> {
+    let body = body_within(body, limit)?;
     serde_json::from_slice(&body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => AppError::Unprocessable(e.to_string()),
         _ => AppError::BadRequest(e.to_string()),

@@ -380,10 +380,7 @@ pub async fn post_order(
     Path(agent): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<OrderView>> {
-    let body = body.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    if body.len() > 16 * 1024 {
-        return Err(AppError::TooLarge(16 * 1024));
-    }
+    let body = crate::agents::body_within(body, 16 * 1024)?;
     let agent = AgentId::try_from(agent.clone())
         .map_err(|_| AppError::NotFound(format!("no agent {agent}")))?;
     let order = NewOrder::parse(&body)?;
