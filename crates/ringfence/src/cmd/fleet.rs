@@ -14,6 +14,7 @@ use ringfence_console::drill::{self, DrillOptions, Fault};
 use ringfence_console::orders::OrderView;
 use ringfence_wire::{AgentId, OrderAction};
 
+use crate::cmd::console_api::{ConsoleArgs, block_on, client_failure};
 use crate::cmd::print_line;
 use crate::{CmdResult, Failure};
 
@@ -31,21 +32,6 @@ enum Sub {
     Order(OrderArgs),
     /// List response orders and what became of them, newest first.
     Orders(OrdersArgs),
-}
-
-/// The console and operator token, as `ringfence rollout` takes them.
-#[derive(Debug, clap::Args)]
-struct ConsoleArgs {
-    /// Console base URL.
-    #[arg(
-        long,
-        env = "RINGFENCE_CONSOLE",
-        default_value = "http://127.0.0.1:8650"
-    )]
-    console: String,
-    /// Operator API token (`rfo1.…`).
-    #[arg(long, env = "RINGFENCE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,37 +84,6 @@ struct OrdersArgs {
     json: bool,
 }
 
-impl ConsoleArgs {
-    fn client(&self) -> Result<(ringfence_wire::Client, String), Failure> {
-        let token = self.token.clone().ok_or_else(|| Failure {
-            code: 2,
-            error: anyhow::anyhow!(
-                "an operator token is needed: --token or RINGFENCE_TOKEN (see `ringfence up` or `console serve --init-operator`)"
-            ),
-        })?;
-        let client = ringfence_wire::Client::new(&self.console).map_err(|e| Failure {
-            code: 2,
-            error: e.into(),
-        })?;
-        Ok((client, token))
-    }
-}
-
-fn client_failure(e: ringfence_wire::ClientError) -> Failure {
-    match e.status() {
-        Some(s) if (400..500).contains(&s) => Failure::refused(anyhow::anyhow!("{e}")),
-        _ => Failure::environment(anyhow::anyhow!("{e}")),
-    }
-}
-
-fn block_on<T>(f: impl std::future::Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(f)
-}
-
 fn order_line(o: &OrderView) -> String {
     let detail = if o.detail.is_empty() {
         String::new()
@@ -160,12 +115,12 @@ fn order(a: OrderArgs) -> CmdResult {
         }
         OrderSub::Unblock { ip } => OrderAction::UnblockIp { ip },
     };
-    let (client, token) = a.console.client()?;
+    let api = a.console.connect()?;
     let body = serde_json::json!({"action": action, "reason": a.reason});
     let path = format!("/api/v1/agents/{}/orders", a.agent);
     let view: OrderView = block_on(async move {
-        client
-            .post_json(&path, Some(&token), &body)
+        api.client
+            .post_json(&path, Some(&api.token), &body)
             .await
             .map_err(client_failure)
     })?;
@@ -174,7 +129,7 @@ fn order(a: OrderArgs) -> CmdResult {
 }
 
 fn orders(a: OrdersArgs) -> CmdResult {
-    let (client, token) = a.console.client()?;
+    let api = a.console.connect()?;
     let mut path = format!("/api/v1/orders?limit={}", a.limit.max(1));
     if let Some(agent) = &a.agent {
         if AgentId::try_from(agent.clone()).is_err() {
@@ -185,8 +140,8 @@ fn orders(a: OrdersArgs) -> CmdResult {
         path.push_str(&format!("&agent={agent}"));
     }
     let list: Vec<OrderView> = block_on(async move {
-        client
-            .get_json(&path, Some(&token))
+        api.client
+            .get_json(&path, Some(&api.token))
             .await
             .map_err(client_failure)
     })?;

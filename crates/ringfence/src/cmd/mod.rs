@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod bench;
 pub mod console;
+pub mod console_api;
 pub mod content;
 pub mod doctor;
 pub mod fleet;

@@ -6,24 +6,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use ringfence_console::plan::{Plan, format_duration};
 use ringfence_console::rollout::{ActionRequest, RolloutView, StartRequest};
-use ringfence_wire::{Client, ClientError};
 
+use crate::cmd::console_api::{Api, ConsoleArgs, block_on, client_failure};
 use crate::cmd::print_line;
 use crate::{CmdResult, Failure};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Console base URL.
-    #[arg(
-        long,
-        env = "RINGFENCE_CONSOLE",
-        default_value = "http://127.0.0.1:8650",
-        global = true
-    )]
-    console: String,
-    /// Operator API token (`rfo1.…`).
-    #[arg(long, env = "RINGFENCE_TOKEN", hide_env_values = true, global = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    console: ConsoleArgs,
     #[command(subcommand)]
     command: Sub,
 }
@@ -98,18 +89,6 @@ struct Action {
     reason: String,
 }
 
-fn failure(e: ClientError) -> Failure {
-    match e.status() {
-        Some(s) if (400..500).contains(&s) => Failure::refused(anyhow::anyhow!("{e}")),
-        _ => Failure::environment(anyhow::anyhow!("{e}")),
-    }
-}
-
-struct Api {
-    client: Client,
-    token: String,
-}
-
 impl Api {
     /// Upload a signed bundle as content `version` (and the fleet's first baseline).
     async fn publish(&self, version: i64, bundle: &Path, baseline: bool) -> Result<(), Failure> {
@@ -125,7 +104,7 @@ impl Api {
                 bytes,
             )
             .await
-            .map_err(failure)?;
+            .map_err(client_failure)?;
         Ok(())
     }
 
@@ -137,7 +116,7 @@ impl Api {
             .client
             .get_json("/api/v1/rollouts", Some(&self.token))
             .await
-            .map_err(failure)?;
+            .map_err(client_failure)?;
         all.iter()
             .find(|r| matches!(r.state.as_str(), "running" | "paused" | "halted"))
             .or(all.first())
@@ -159,7 +138,7 @@ impl Api {
                 req,
             )
             .await
-            .map_err(failure)
+            .map_err(client_failure)
     }
 }
 
@@ -222,22 +201,8 @@ pub fn run(args: Args) -> CmdResult {
     if let Sub::DefaultPlan = args.command {
         return print_all(&[Plan::default_toml().trim_end().to_owned()]);
     }
-    let token = args.token.clone().ok_or_else(|| {
-        Failure {
-            code: 2,
-            error: anyhow::anyhow!("an operator token is needed: --token or RINGFENCE_TOKEN (see `ringfence up` or `console serve --init-operator`)"),
-        }
-    })?;
-    let client = Client::new(&args.console).map_err(|e| Failure {
-        code: 2,
-        error: e.into(),
-    })?;
-    let api = Api { client, token };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async move {
+    let api = args.console.connect()?;
+    block_on(async move {
         let view = match args.command {
             Sub::DefaultPlan => return Ok(()),
             Sub::Publish {
@@ -290,7 +255,7 @@ pub fn run(args: Args) -> CmdResult {
                 api.client
                     .post_json("/api/v1/rollouts", Some(&api.token), &req)
                     .await
-                    .map_err(failure)?
+                    .map_err(client_failure)?
             }
             Sub::Status { id, json } => {
                 let id = api.pick(id).await?;
@@ -298,7 +263,7 @@ pub fn run(args: Args) -> CmdResult {
                     .client
                     .get_json(&format!("/api/v1/rollouts/{id}"), Some(&api.token))
                     .await
-                    .map_err(failure)?;
+                    .map_err(client_failure)?;
                 if json {
                     let text = serde_json::to_string_pretty(&v).context("encoding JSON")?;
                     return print_all(&[text]);
