@@ -82,6 +82,46 @@ impl Drop for Stop {
     }
 }
 
+/// Content keys in `dir/keys`, and `dir/pack` signed as version 1 into `dir/v1.bundle`.
+fn sign_pack(dir: &Path) {
+    let p = |s: &str| dir.join(s).to_str().unwrap().to_owned();
+    ok(&["content", "keys", "init", "--dir", &p("keys")]);
+    ok(&[
+        "content",
+        "build",
+        &p("pack"),
+        "--version",
+        "1",
+        "--keys",
+        &p("keys"),
+        "-o",
+        &p("v1.bundle"),
+    ]);
+}
+
+/// A driverless agent on `dir/agent.toml`, writing `dir/events.jsonl` and `dir/agent.log`;
+/// with `content`, watching `dir/drop` with the root in `dir/keys`. Stopped when dropped.
+fn start_agent(dir: &Path, content: bool) -> Stop {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["agent", "run", "--mode", "driverless", "--config"])
+        .arg(dir.join("agent.toml"))
+        .arg("--output")
+        .arg(format!("jsonl:{}", dir.join("events.jsonl").display()));
+    if content {
+        cmd.arg("--content-dir")
+            .arg(dir.join("drop"))
+            .arg("--root")
+            .arg(dir.join("keys"));
+    }
+    let agent = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    Stop(agent)
+}
+
 #[test]
 fn a_rule_that_asks_to_kill_gets_the_process_it_caught_killed() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,18 +130,7 @@ fn a_rule_that_asks_to_kill_gets_the_process_it_caught_killed() {
     std::fs::create_dir_all(p("pack/rules")).unwrap();
     std::fs::write(p("pack/rules/victim.yml"), RULE).unwrap();
     std::fs::create_dir(p("drop")).unwrap();
-    ok(&["content", "keys", "init", "--dir", &ps("keys")]);
-    ok(&[
-        "content",
-        "build",
-        &ps("pack"),
-        "--version",
-        "1",
-        "--keys",
-        &ps("keys"),
-        "-o",
-        &ps("v1.bundle"),
-    ]);
+    sign_pack(dir.path());
     std::fs::write(
         p("agent.toml"),
         format!(
@@ -114,21 +143,7 @@ fn a_rule_that_asks_to_kill_gets_the_process_it_caught_killed() {
     )
     .unwrap();
     let log = p("agent.log");
-    let agent = Command::new(BIN)
-        .args(["agent", "run", "--mode", "driverless", "--config"])
-        .arg(p("agent.toml"))
-        .arg("--output")
-        .arg(format!("jsonl:{}", ps("events.jsonl")))
-        .arg("--content-dir")
-        .arg(p("drop"))
-        .arg("--root")
-        .arg(p("keys"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let _agent = Stop(agent);
+    let _agent = start_agent(dir.path(), true);
     std::fs::copy(p("v1.bundle"), p("drop/v1.bundle")).unwrap();
     wait_for("content version 1 to be active", &log, || {
         std::fs::read_to_string(p("drop/.state/state.json"))
@@ -245,17 +260,7 @@ fn a_denied_hash_cannot_run_until_it_is_allowed_again() {
     std::io::Write::write_all(&mut fine, b"\0").unwrap();
     drop(fine);
     let log = p("agent.log");
-    let agent = Command::new(BIN)
-        .args(["agent", "run", "--mode", "driverless", "--config"])
-        .arg(p("agent.toml"))
-        .arg("--output")
-        .arg(format!("jsonl:{}", ps("events.jsonl")))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let _agent = Stop(agent);
+    let _agent = start_agent(dir.path(), false);
     wait_for("the exec guard", &log, || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -305,7 +310,6 @@ fn a_denied_hash_cannot_run_until_it_is_allowed_again() {
 fn content_can_deny_an_executable_where_the_operator_allows_it() {
     let dir = tempfile::tempdir().unwrap();
     let p = |s: &str| dir.path().join(s);
-    let ps = |s: &str| p(s).to_str().unwrap().to_owned();
     // The program the content will deny, and a pack with its hash in a deny-exec IOC set.
     std::fs::copy("/bin/true", p("dropper")).unwrap();
     let mut f = std::fs::OpenOptions::new()
@@ -331,18 +335,7 @@ fn content_can_deny_an_executable_where_the_operator_allows_it() {
     )
     .unwrap();
     std::fs::create_dir(p("drop")).unwrap();
-    ok(&["content", "keys", "init", "--dir", &ps("keys")]);
-    ok(&[
-        "content",
-        "build",
-        &ps("pack"),
-        "--version",
-        "1",
-        "--keys",
-        &ps("keys"),
-        "-o",
-        &ps("v1.bundle"),
-    ]);
+    sign_pack(dir.path());
     std::fs::write(
         p("agent.toml"),
         "[sources]\nproc_connector = true\naudit = false\nfanotify = false\nlogs = false\n\n\
@@ -351,21 +344,7 @@ fn content_can_deny_an_executable_where_the_operator_allows_it() {
     )
     .unwrap();
     let log = p("agent.log");
-    let agent = Command::new(BIN)
-        .args(["agent", "run", "--mode", "driverless", "--config"])
-        .arg(p("agent.toml"))
-        .arg("--output")
-        .arg(format!("jsonl:{}", ps("events.jsonl")))
-        .arg("--content-dir")
-        .arg(p("drop"))
-        .arg("--root")
-        .arg(p("keys"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let _agent = Stop(agent);
+    let _agent = start_agent(dir.path(), true);
     assert!(
         Command::new(p("dropper")).status().unwrap().success(),
         "runs before the content"
