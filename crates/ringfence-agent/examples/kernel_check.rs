@@ -120,15 +120,23 @@ fn sensor_checks(report: &mut Report) {
     };
     // A tracepoint the kernel does not have (e.g. init_module without CONFIG_MODULES) is
     // skipped by design; any other refusal (a verifier or relocation error) is a failure.
-    let (absent, refused): (Vec<String>, Vec<String>) = sensor
+    let describe = |a: &ringfence_sensor::ebpf::Attached| {
+        a.skipped
+            .as_ref()
+            .map(|why| format!("{}: {why}", a.program))
+    };
+    let absent: Vec<String> = sensor
         .attached()
         .iter()
-        .filter_map(|a| {
-            a.skipped
-                .as_ref()
-                .map(|why| format!("{}: {why}", a.program))
-        })
-        .partition(|s| s.contains("this kernel has no tracepoint"));
+        .filter(|a| a.absent)
+        .filter_map(describe)
+        .collect();
+    let refused: Vec<String> = sensor
+        .attached()
+        .iter()
+        .filter(|a| !a.absent)
+        .filter_map(describe)
+        .collect();
     let attached = sensor.attached().len() - absent.len() - refused.len();
     let absent_note = if absent.is_empty() {
         String::new()

@@ -230,8 +230,11 @@ pub struct Attached {
     pub program: &'static str,
     /// `tracepoint/syscalls/sys_enter_connect`, `tp_btf/sched_process_exec`.
     pub hook: String,
-    /// `None` when attached; otherwise why not (switched off, or the kernel's refusal).
+    /// `None` when attached; otherwise why not (switched off, absent, or the kernel's refusal).
     pub skipped: Option<String>,
+    /// This kernel has no such hook (a syscall it was built without): skipped by design, not
+    /// refused.
+    pub absent: bool,
 }
 
 /// One program's kernel-side cost (see [`EbpfSensor::program_stats`]).
@@ -467,8 +470,12 @@ impl EbpfSensor {
                 Hook::TpBtf(name) => format!("tp_btf/{name}"),
             };
             let all_off = p.kinds.iter().all(|k| kinds_off & (1 << k.index()) != 0);
+            // A syscall this kernel does not have: say so rather than fail on the attach.
+            let absent = matches!(p.hook, Hook::Tp(cat, name) if !tracepoint_exists(cat, name));
             let skipped = if all_off {
                 Some("switched off".to_owned())
+            } else if absent {
+                Some(format!("this kernel has no {hook}"))
             } else {
                 attach(&mut ebpf, p, &btf).err()
             };
@@ -482,6 +489,7 @@ impl EbpfSensor {
                 program: p.name,
                 hook,
                 skipped,
+                absent,
             });
         }
 
@@ -617,18 +625,18 @@ fn fill_set<K: aya::Pod>(
     Ok(())
 }
 
+/// Whether tracefs lists the tracepoint (a syscall the kernel does not build has none).
+fn tracepoint_exists(cat: &str, name: &str) -> bool {
+    Path::new(&format!("/sys/kernel/tracing/events/{cat}/{name}")).exists()
+        || Path::new(&format!("/sys/kernel/debug/tracing/events/{cat}/{name}")).exists()
+}
+
 fn attach(ebpf: &mut Ebpf, p: &Prog, btf: &Btf) -> Result<(), String> {
     let prog = ebpf
         .program_mut(p.name)
         .ok_or_else(|| "missing from the object".to_owned())?;
     match p.hook {
         Hook::Tp(cat, name) => {
-            // A syscall this kernel does not have: say so rather than fail on the attach.
-            if !Path::new(&format!("/sys/kernel/tracing/events/{cat}/{name}")).exists()
-                && !Path::new(&format!("/sys/kernel/debug/tracing/events/{cat}/{name}")).exists()
-            {
-                return Err(format!("this kernel has no tracepoint {cat}/{name}"));
-            }
             let tp: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
             tp.load().map_err(|e| program_error("load", &e))?;
             tp.attach(cat, name)
