@@ -16,15 +16,15 @@ use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
 
+use aya::Ebpf;
 use aya::maps::{Array, MapData, RingBuf};
 use aya::programs::Lsm;
-use aya::{Btf, Ebpf, EbpfLoader};
 use ringfence_event::{
     Detail, Event, EventKind, File as FileRecord, Outcome, Process, SourceKind, TargetProcess,
 };
 
 use super::record::{Reader, c_string};
-use super::{EbpfError, fill_set, map_err, raise_memlock, release_loader_memory};
+use super::{EbpfError, fill_set, load_object, map_err, release_loader_memory};
 use crate::source::{EventSender, Sent, Source, SourceError, StopSignal};
 use crate::sys::Clocks;
 
@@ -346,12 +346,7 @@ impl Guard {
     }
 
     fn load_and_attach(options: &GuardOptions) -> Result<Guard, EbpfError> {
-        raise_memlock();
-        let btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf(e.to_string()))?;
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .load(GUARD_OBJECT)
-            .map_err(|e| EbpfError::Load(format!("guard.bpf.o: {e}")))?;
+        let (mut ebpf, btf) = load_object("guard.bpf.o", GUARD_OBJECT)?;
         for (name, hook) in PROGRAMS {
             let program: &mut Lsm = ebpf
                 .program_mut(name)

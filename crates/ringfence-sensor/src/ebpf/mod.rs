@@ -110,8 +110,11 @@ pub enum EbpfError {
     Btf(String),
     /// Tracefs is not mounted and could not be mounted.
     Tracefs(String),
-    /// The object or one of its maps was refused.
-    Load(String),
+    /// The object (`sensor.bpf.o`, `guard.bpf.o`) or one of its maps was refused.
+    Load {
+        object: &'static str,
+        message: String,
+    },
     /// A map the object should have is missing or could not be set.
     Map { map: &'static str, message: String },
     /// A program every mode needs did not load or attach.
@@ -127,7 +130,7 @@ impl fmt::Display for EbpfError {
             EbpfError::Options(m) => write!(f, "ebpf options: {m}"),
             EbpfError::Btf(m) => write!(f, "kernel BTF: {m}"),
             EbpfError::Tracefs(m) => write!(f, "tracefs: {m}"),
-            EbpfError::Load(m) => write!(f, "loading sensor.bpf.o: {m}"),
+            EbpfError::Load { object, message } => write!(f, "loading {object}: {message}"),
             EbpfError::Map { map, message } => write!(f, "map {map}: {message}"),
             EbpfError::Program { program, message } => {
                 write!(f, "program {program}: {message}")
@@ -297,6 +300,21 @@ pub fn tracepoint_link_fds() -> Vec<std::os::fd::RawFd> {
         .collect()
 }
 
+/// Load one of the embedded objects, relocated (CO-RE) against this kernel's BTF; the BTF is
+/// returned for the programs' own loads.
+fn load_object(object: &'static str, bytes: &[u8]) -> Result<(Ebpf, Btf), EbpfError> {
+    raise_memlock();
+    let btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf(e.to_string()))?;
+    let ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .load(bytes)
+        .map_err(|e| EbpfError::Load {
+            object,
+            message: e.to_string(),
+        })?;
+    Ok((ebpf, btf))
+}
+
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it (harmless later).
 fn raise_memlock() {
     let lim = libc::rlimit {
@@ -422,13 +440,8 @@ impl EbpfSensor {
             return Err(EbpfError::Options(problems.join("; ")));
         }
 
-        raise_memlock();
         ensure_tracefs()?;
-        let btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf(e.to_string()))?;
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .load(SENSOR_OBJECT)
-            .map_err(|e| EbpfError::Load(e.to_string()))?;
+        let (mut ebpf, btf) = load_object("sensor.bpf.o", SENSOR_OBJECT)?;
 
         let kinds_off = kinds_off_mask(&options.kinds_off);
         {
