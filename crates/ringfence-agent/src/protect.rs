@@ -510,31 +510,33 @@ fn health_event(message: String) -> Event {
     Event::health_notice(SourceKind::Agent, message)
 }
 
-/// The paths protection covers for this agent: its binary, its config file, the content store
-/// and the configured trust root (those that exist). The content directory itself is not
-/// protected: operators and the fleet link drop signed bundles there, and the signature, not
-/// the directory, is what makes content trusted.
+/// The agent's own files, which self-protection guards and tamper detection watches: its
+/// binary, its config file, the content store (and, for fanotify's directory marks that cover
+/// only direct children, each subdirectory: the store keeps bundles one level down) and the
+/// configured trust root; those that exist, canonical. The content directory itself is not
+/// included: operators and the fleet link drop signed bundles there, and the signature, not the
+/// directory, is what makes content trusted.
 pub fn agent_paths(config_file: Option<&Path>, content: &ContentSection) -> Vec<PathBuf> {
-    let mut paths = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        paths.push(exe);
-    }
-    paths.extend(config_file.and_then(|p| std::fs::canonicalize(p).ok()));
+    let mut paths: Vec<PathBuf> = std::env::current_exe().into_iter().collect();
+    paths.extend(config_file.map(Path::to_path_buf));
     if let Some(state) = content.state_dir() {
-        // The store keeps bundles one level down; a fanotify directory mark covers only the
-        // files directly in it, so each subdirectory is named too.
-        let subdirs = std::fs::read_dir(&state).into_iter().flatten().flatten();
-        paths.extend(
-            subdirs
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path()),
-        );
+        let subdirs: Vec<PathBuf> = std::fs::read_dir(&state)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
         paths.push(state);
+        paths.extend(subdirs);
     }
     paths.extend(content.root.clone());
-    paths.retain(|p| p.exists());
-    paths.dedup();
-    paths
+    let mut out: Vec<PathBuf> = paths
+        .iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .collect();
+    out.dedup();
+    out
 }
 
 #[cfg(test)]

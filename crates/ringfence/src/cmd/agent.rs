@@ -291,35 +291,29 @@ fn start_fleet_link(
     Ok(Some((link, telemetry)))
 }
 
-/// What tamper detection protects, and the directories file events must cover for it (added
-/// to the watched paths): the content store, and the directory of the agent's binary.
-fn tamper_options(config: &mut Config, args: &RunArgs) -> TamperOptions {
+/// What tamper detection protects (`agent_files`, the same set self-protection guards), and
+/// the directories file events must cover for it (added to the watched paths): the agent's
+/// directories, and the directory of its binary.
+fn tamper_options(config: &mut Config, agent_files: &[PathBuf]) -> TamperOptions {
     let mut opts = TamperOptions::default();
     opts.agent_pids.push(std::process::id());
     if std::env::var_os(SUPERVISED_ENV).is_some() {
         opts.agent_pids.push(std::os::unix::process::parent_id());
     }
     opts.previous_worker = std::env::var(PREVIOUS_WORKER_ENV).ok();
-    let mut watch = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            watch.push(dir.to_path_buf());
+    let mut watch: Vec<PathBuf> = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(PathBuf::from))
+        .into_iter()
+        .collect();
+    for path in agent_files {
+        let text = path.to_string_lossy().into_owned();
+        if path.is_dir() {
+            opts.dirs.push(text);
+            watch.push(path.clone());
+        } else {
+            opts.files.push(text);
         }
-        opts.files.push(exe.to_string_lossy().into_owned());
-    }
-    if let Some(path) = args
-        .config
-        .as_ref()
-        .and_then(|p| std::fs::canonicalize(p).ok())
-    {
-        opts.files.push(path.to_string_lossy().into_owned());
-    }
-    if let Some(state) = config.content.state_dir()
-        && std::fs::create_dir_all(&state).is_ok()
-        && let Ok(state) = std::fs::canonicalize(&state)
-    {
-        opts.dirs.push(state.to_string_lossy().into_owned());
-        watch.push(state);
     }
     for dir in watch {
         if config.fanotify.paths.iter().any(|p| dir.starts_with(p)) {
@@ -342,12 +336,17 @@ fn tamper_options(config: &mut Config, args: &RunArgs) -> TamperOptions {
 /// Self-protection for the worker's mode (see [`ringfence_agent::protect`]): the BPF LSM guard
 /// in eBPF mode where the kernel allows it, else fanotify permission events refusing writes to
 /// the agent's files.
-fn start_protection(mut agent: Agent, config: &Config, args: &RunArgs, mode: Mode) -> Agent {
+fn start_protection(
+    mut agent: Agent,
+    config: &Config,
+    agent_files: &[PathBuf],
+    mode: Mode,
+) -> Agent {
     let supervisor = std::env::var_os(SUPERVISED_ENV).map(|_| std::os::unix::process::parent_id());
     let options = ProtectOptions {
         agent_pids: vec![std::process::id()],
         supervisor,
-        paths: protect::agent_paths(args.config.as_deref(), &config.content),
+        paths: agent_files.to_vec(),
     };
     let host = config
         .agent
@@ -430,10 +429,15 @@ fn worker(args: RunArgs) -> CmdResult {
         .unwrap_or(config.agent.mode);
     init_tracing();
     link_keeper::claim();
+    // The content store exists before anything watches or guards it.
+    if let Some(state) = config.content.state_dir() {
+        let _ = std::fs::create_dir_all(state);
+    }
+    let agent_files = protect::agent_paths(args.config.as_deref(), &config.content);
     let tamper = config
         .agent
         .tamper_detection
-        .then(|| tamper_options(&mut config, &args));
+        .then(|| tamper_options(&mut config, &agent_files));
     if std::env::var_os(SUPERVISED_ENV).is_some() && !die_with_supervisor() {
         return Err(Failure::environment(anyhow!("the supervisor is gone")));
     }
@@ -455,7 +459,7 @@ fn worker(args: RunArgs) -> CmdResult {
     // that does not load is already known); the built-in pack runs until a signed bundle is
     // active (or always, without a content directory).
     let content_mode = agent.open();
-    agent = start_protection(agent, &config, &args, content_mode);
+    agent = start_protection(agent, &config, &agent_files, content_mode);
     // The tracepoint links go to the supervisor too: this worker's death then does not wait
     // for their teardown.
     match link_keeper::hand_over(&ringfence_sensor::ebpf::tracepoint_link_fds()) {
