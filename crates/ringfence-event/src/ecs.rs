@@ -187,27 +187,23 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>) {
         Value::Time(t) => {
             let _ = write!(out, "\"{t}\"");
         }
-        Value::StrList(l) => {
-            out.push(b'[');
-            for (i, s) in l.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, s);
-            }
-            out.push(b']');
-        }
-        Value::IntList(l) => {
-            out.push(b'[');
-            for (i, n) in l.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                let _ = write!(out, "{n}");
-            }
-            out.push(b']');
-        }
+        Value::StrList(l) => write_list(out, l, |out, s| write_str(out, s)),
+        Value::IntList(l) => write_list(out, l, |out, n| {
+            let _ = write!(out, "{n}");
+        }),
     }
+}
+
+/// `[a,b,...]`, each item written by `item`.
+fn write_list<T>(out: &mut Vec<u8>, items: &[T], mut item: impl FnMut(&mut Vec<u8>, &T)) {
+    out.push(b'[');
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        item(out, x);
+    }
+    out.push(b']');
 }
 
 fn to_json(v: Value<'_>) -> Json {
