@@ -114,9 +114,9 @@ pub struct MaintenanceTokenArgs {
     /// Keys directory from `content keys init`; every root key in it signs.
     #[arg(long)]
     pub keys: PathBuf,
-    /// What the agent is to do.
-    #[arg(long, value_enum)]
-    pub action: ActionArg,
+    /// What the agent is to do: disarm, stop or uninstall.
+    #[arg(long, value_parser = parse_action)]
+    pub action: MaintenanceAction,
     /// The agent's host name, or `*` for every host (a fleet-wide token: handle like the
     /// root keys).
     #[arg(long)]
@@ -132,22 +132,12 @@ pub struct MaintenanceTokenArgs {
     pub out: Option<PathBuf>,
 }
 
-/// `--action`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ActionArg {
-    Disarm,
-    Stop,
-    Uninstall,
-}
-
-impl From<ActionArg> for MaintenanceAction {
-    fn from(a: ActionArg) -> MaintenanceAction {
-        match a {
-            ActionArg::Disarm => MaintenanceAction::Disarm,
-            ActionArg::Stop => MaintenanceAction::Stop,
-            ActionArg::Uninstall => MaintenanceAction::Uninstall,
-        }
-    }
+/// `--action`: a [`MaintenanceAction`] by its name.
+fn parse_action(s: &str) -> Result<MaintenanceAction, String> {
+    MaintenanceAction::ALL
+        .into_iter()
+        .find(|a| a.name() == s)
+        .ok_or_else(|| format!("`{s}`: expected disarm, stop or uninstall"))
 }
 
 pub fn run(args: Args) -> CmdResult {
@@ -254,7 +244,7 @@ fn maintenance_token(a: &MaintenanceTokenArgs) -> CmdResult {
     let valid_for = ms.unsigned_abs() / 1000;
     let keys = KeySet::load(&a.keys).map_err(Failure::refused)?;
     let claims = MaintenanceClaims::new(
-        a.action.into(),
+        a.action,
         a.host.clone(),
         UnixTime::now(),
         valid_for,
@@ -572,7 +562,7 @@ mod tests {
     fn args(keys: &Path, valid_for: &str, out: Option<PathBuf>) -> MaintenanceTokenArgs {
         MaintenanceTokenArgs {
             keys: keys.to_owned(),
-            action: ActionArg::Stop,
+            action: MaintenanceAction::Stop,
             host: "web-01".into(),
             valid_for: valid_for.into(),
             reason: "CHG-1: test".into(),
