@@ -13,7 +13,7 @@ use ringfence_event::{Event, EventKind};
 use crate::access::{any_value, with_text};
 use crate::correlation::{self, Correlation, Firing, Target};
 use crate::mapping::Accessor;
-use crate::rule::Rule;
+use crate::rule::{Expr, Rule};
 
 /// Something that matched: a rule, or a correlation that fired.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,21 +51,33 @@ impl NeedleGroup {
     }
 }
 
-/// The index for one event kind: candidate needles per accessor, then the needles of the
-/// items a scan can decide on accessors that are scanned anyway.
-fn build_index(kind: EventKind, rules: &[Rule], slot_count: &mut u32) -> KindIndex {
+/// Each rule's condition on events of `kind` (see [`Rule::specialized_for`]); `None` for
+/// rules that never match them.
+fn conditions_for(kind: EventKind, rules: &[Rule]) -> Vec<Option<Expr>> {
+    rules
+        .iter()
+        .map(|rule| {
+            rule.kinds
+                .contains(kind)
+                .then(|| rule.specialized_for(kind))
+                .filter(|x| *x != Expr::Const(false))
+        })
+        .collect()
+}
+
+/// The index for one event kind, given each rule's condition on it: candidate needles per
+/// accessor, then the needles of the items a scan can decide on accessors that are scanned
+/// anyway.
+fn build_index(conditions: Vec<Option<Expr>>, rules: &[Rule], slot_count: &mut u32) -> KindIndex {
     let mut idx = KindIndex {
         slots: vec![Box::default(); rules.len()],
         ..KindIndex::default()
     };
     let mut groups: Vec<NeedleGroup> = Vec::new();
-    let applies = |rule: &Rule| rule.kinds.contains(kind);
-    for (i, rule) in rules.iter().enumerate() {
+    for (i, (rule, condition)) in rules.iter().zip(&conditions).enumerate() {
         let Ok(i) = u32::try_from(i) else { continue };
-        if !applies(rule) {
-            continue;
-        }
-        match rule.expr.needles(&rule.items) {
+        let Some(condition) = condition else { continue };
+        match condition.needles(&rule.items) {
             Some(needles) if !needles.is_empty() => {
                 for (acc, needle) in needles {
                     let g = match groups.iter().position(|g| g.accessor == acc) {
@@ -92,7 +104,7 @@ fn build_index(kind: EventKind, rules: &[Rule], slot_count: &mut u32) -> KindInd
         }
     }
     for (r, rule) in rules.iter().enumerate() {
-        if !applies(rule) {
+        if conditions.get(r).is_none_or(Option::is_none) {
             continue;
         }
         for (i, item) in rule.items.iter().enumerate() {
@@ -140,6 +152,7 @@ fn build_index(kind: EventKind, rules: &[Rule], slot_count: &mut u32) -> KindInd
     }
     idx.always.sort_unstable();
     idx.always.dedup();
+    idx.conditions = conditions;
     idx
 }
 
@@ -147,6 +160,8 @@ fn build_index(kind: EventKind, rules: &[Rule], slot_count: &mut u32) -> KindInd
 struct KindIndex {
     /// Rules with no usable literal: always evaluated.
     always: Vec<u32>,
+    /// Per rule: its condition on this kind, `None` when it never matches.
+    conditions: Vec<Option<Expr>>,
     prefilters: Vec<Prefilter>,
     /// Per rule, per item: the bit slot a prefilter scan decides it in, or [`NO_SLOT`]; empty
     /// for rules with no item decided on this kind.
@@ -280,18 +295,16 @@ fn bit(bits: &[u64], i: u32) -> bool {
 impl Engine {
     pub fn new(rules: Vec<Rule>, correlations: Vec<Correlation>) -> Engine {
         let mut slot_count = 0u32;
-        let mut built: Vec<(Vec<usize>, Arc<KindIndex>)> = Vec::new();
+        let mut built: Vec<Arc<KindIndex>> = Vec::new();
         let empty = Arc::new(KindIndex::default());
         let mut by_kind: Vec<Arc<KindIndex>> = vec![empty; EventKind::ALL.len()];
         for kind in EventKind::ALL {
-            let applicable: Vec<usize> = (0..rules.len())
-                .filter(|&r| rules[r].kinds.contains(kind))
-                .collect();
-            let idx = match built.iter().find(|(a, _)| *a == applicable) {
-                Some((_, idx)) => Arc::clone(idx),
+            let conditions = conditions_for(kind, &rules);
+            let idx = match built.iter().find(|idx| idx.conditions == conditions) {
+                Some(idx) => Arc::clone(idx),
                 None => {
-                    let idx = Arc::new(build_index(kind, &rules, &mut slot_count));
-                    built.push((applicable, Arc::clone(&idx)));
+                    let idx = Arc::new(build_index(conditions, &rules, &mut slot_count));
+                    built.push(Arc::clone(&idx));
                     idx
                 }
             };
@@ -346,7 +359,7 @@ impl Engine {
                         .get(k.index())
                         .is_some_and(|o| Arc::ptr_eq(o, idx))
                 });
-                let rules = self.rules.iter().filter(|r| r.kinds.contains(kind)).count();
+                let rules = idx.conditions.iter().flatten().count();
                 (rules > 0).then(|| KindSummary {
                     kind,
                     rules,
@@ -452,19 +465,16 @@ impl Engine {
             if !enabled(r) {
                 continue;
             }
-            let Some(rule) = self.rules.get(r) else {
+            let (Some(rule), Some(Some(condition))) = (self.rules.get(r), idx.conditions.get(r))
+            else {
                 continue;
             };
             let slots = idx.slots.get(r).map_or(&[][..], |s| &s[..]);
             let found = &state.found;
-            let matched = if slots.is_empty() {
-                rule.matches(e)
-            } else {
-                rule.matches_with(e, &|i| match slots.get(i) {
-                    Some(&slot) if slot != NO_SLOT => Some(bit(found, slot)),
-                    _ => None,
-                })
-            };
+            let matched = rule.matches_expr_with(condition, e, &|i| match slots.get(i) {
+                Some(&slot) if slot != NO_SLOT => Some(bit(found, slot)),
+                _ => None,
+            });
             if matched {
                 if rule.generate || silent_too {
                     hit(Hit::Rule(r));
@@ -552,5 +562,65 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use ringfence_event::{Event, EventKind, Mode};
+
+    use crate::{Hit, Options, RuleFile, compile};
+
+    const AUDIT_RULE: &str = "title: whoami\nid: audit-whoami\nlogsource:\n  product: linux\n  service: auditd\ndetection:\n  sel:\n    type: EXECVE\n    a0: whoami\n  syscall:\n    type: SYSCALL\n    SYSCALL: execve\n  condition: sel and syscall\nlevel: low\n";
+
+    fn exec(args: &[&str]) -> Event {
+        let mut e = Event {
+            kind: Some(EventKind::ProcessExec),
+            ..Event::default()
+        };
+        e.process_mut().args = args.iter().map(|a| (*a).to_owned()).collect();
+        e
+    }
+
+    fn hits(engine: &crate::Engine, e: &Event) -> Vec<Hit> {
+        let mut state = engine.new_state();
+        let mut out = Vec::new();
+        engine.evaluate(e, &mut state, &mut |h| out.push(h));
+        out
+    }
+
+    /// The audit record type an exec stands for is folded away per kind, so the rule's
+    /// prefilter is its `a0` literal, not `EXECVE` (which every exec holds).
+    #[test]
+    fn items_the_kind_decides_are_folded_before_indexing() {
+        let files = [RuleFile {
+            path: "audit.yml",
+            text: AUDIT_RULE,
+        }];
+        let engine = compile(&files, &Options::new(Mode::Ebpf)).engine;
+        assert_eq!(engine.rules().len(), 1);
+        let exec_index = engine
+            .index_summary()
+            .into_iter()
+            .find(|k| k.kind == EventKind::ProcessExec)
+            .unwrap();
+        assert_eq!(exec_index.always, 0, "{exec_index:?}");
+        assert_eq!(exec_index.needles, 1, "{exec_index:?}");
+        // Kinds whose audit types rule it out hold no rule at all.
+        assert!(
+            engine
+                .index_summary()
+                .iter()
+                .all(|k| k.kind == EventKind::ProcessExec)
+        );
+
+        assert_eq!(hits(&engine, &exec(&["whoami"])), vec![Hit::Rule(0)]);
+        assert_eq!(hits(&engine, &exec(&["WhoAmI"])), vec![Hit::Rule(0)]);
+        assert!(hits(&engine, &exec(&["id"])).is_empty());
+        let mut fork = exec(&["whoami"]);
+        fork.kind = Some(EventKind::ProcessFork);
+        assert!(hits(&engine, &fork).is_empty());
     }
 }

@@ -1,7 +1,7 @@
 //! A compiled detection rule: its metadata, the event kinds it runs on, its detection items and
 //! the condition tree over them. Evaluation borrows from the event and never allocates.
 
-use ringfence_event::{Event, KindSet};
+use ringfence_event::{Event, EventKind, KindSet};
 use serde::Serialize;
 
 use crate::access::{Val, any_value, with_text};
@@ -99,6 +99,31 @@ impl Item {
     }
 }
 
+impl Item {
+    /// What this item answers on every event of `kind`, when the kind alone decides it: the
+    /// audit record types and PATH name types an event kind stands for, and the `execve`
+    /// syscall of an exec. `None` when the event's own values decide.
+    pub fn constant_for(&self, kind: EventKind) -> Option<bool> {
+        let kind_only = match self.accessor {
+            Accessor::AuditType | Accessor::AuditNameType => true,
+            Accessor::AuditSyscall => kind == EventKind::ProcessExec,
+            Accessor::Field(_) | Accessor::Arg(_) | Accessor::Initiated => false,
+        };
+        // A field reference compares with another field, which the kind does not decide.
+        let self_contained = self
+            .presence
+            .iter()
+            .all(|p| !matches!(p, Pattern::FieldRef { .. }));
+        (kind_only && self_contained).then(|| {
+            let probe = Event {
+                kind: Some(kind),
+                ..Event::default()
+            };
+            self.matches(&probe)
+        })
+    }
+}
+
 fn presence(acc: Accessor, p: &Pattern, e: &Event) -> bool {
     match p {
         Pattern::Null => any_value(acc, e, |v| with_text(v, |t| !t.is_empty())) != Some(true),
@@ -159,6 +184,20 @@ impl Expr {
             Expr::Not(x) => !x.eval_by(item),
             Expr::Const(b) => *b,
         }
+    }
+
+    /// This expression with the items `known` answers replaced by constants, then folded.
+    pub fn specialize(&self, known: &dyn Fn(usize) -> Option<bool>) -> Expr {
+        fn substitute(x: &Expr, known: &dyn Fn(usize) -> Option<bool>) -> Expr {
+            match x {
+                Expr::Item(i) => known(*i).map_or(Expr::Item(*i), Expr::Const),
+                Expr::And(xs) => Expr::And(xs.iter().map(|x| substitute(x, known)).collect()),
+                Expr::Or(xs) => Expr::Or(xs.iter().map(|x| substitute(x, known)).collect()),
+                Expr::Not(x) => Expr::Not(Box::new(substitute(x, known))),
+                Expr::Const(b) => Expr::Const(*b),
+            }
+        }
+        substitute(self, known).fold()
     }
 
     /// Folds constants: `x and false` is false, `x or false` is x, `not true` is false.
@@ -288,10 +327,30 @@ impl Rule {
     /// the rest evaluated on the event.
     #[inline]
     pub fn matches_with(&self, e: &Event, decided: &dyn Fn(usize) -> Option<bool>) -> bool {
+        self.matches_expr_with(&self.expr, e, decided)
+    }
+
+    /// As [`Rule::matches_with`] for `expr`, the rule's condition as specialized for the
+    /// event's kind (see [`Rule::specialized_for`]).
+    #[inline]
+    pub fn matches_expr_with(
+        &self,
+        expr: &Expr,
+        e: &Event,
+        decided: &dyn Fn(usize) -> Option<bool>,
+    ) -> bool {
         self.applies_to(e)
-            && self.expr.eval_by(&|i| {
+            && expr.eval_by(&|i| {
                 decided(i).unwrap_or_else(|| self.items.get(i).is_some_and(|it| it.matches(e)))
             })
+    }
+
+    /// The rule's condition on events of `kind`: the items the kind alone decides (an audit
+    /// rule's `type: EXECVE`) folded away, so the prefilter picks a literal that tells events
+    /// of the kind apart and the evaluation skips what is already known.
+    pub fn specialized_for(&self, kind: EventKind) -> Expr {
+        self.expr
+            .specialize(&|i| self.items.get(i).and_then(|it| it.constant_for(kind)))
     }
 
     /// Whether `e`'s kind and service are ones the rule runs on.
