@@ -16,6 +16,7 @@ pub mod correlation;
 pub mod engine;
 pub mod finding;
 pub mod ioc;
+mod literal;
 pub mod locate;
 pub mod mapping;
 pub mod pattern;

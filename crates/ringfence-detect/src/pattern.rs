@@ -13,6 +13,7 @@ use regex::bytes::{Regex, RegexBuilder};
 use rsigma_parser::{Modifier, SigmaValue, SpecialChar, StringPart};
 
 use crate::access::{Val, as_ip, as_number, with_text};
+use crate::literal;
 use crate::mapping::Accessor;
 
 /// Compiled regexes may use at most this much memory each.
@@ -47,8 +48,12 @@ pub enum Pattern {
     },
     /// Any value at all (`*`).
     Any,
-    /// Wildcards elsewhere than at the ends, or `re`.
-    Regex(Regex),
+    /// Wildcards elsewhere than at the ends, or `re`; with the literal (ASCII-lowercased)
+    /// every match contains, when there is one.
+    Regex {
+        re: Regex,
+        literal: Option<Box<[u8]>>,
+    },
     Cidr(Vec<IpNet>),
     Compare {
         op: Cmp,
@@ -99,7 +104,7 @@ impl Pattern {
                 _ => with_text(v, |t| eq(t, text, false)),
             },
             Pattern::Any => true,
-            Pattern::Regex(re) => with_text(v, |t| re.is_match(t)),
+            Pattern::Regex { re, .. } => with_text(v, |t| re.is_match(t)),
             Pattern::Cidr(nets) => as_ip(v).is_some_and(|ip| nets.iter().any(|n| n.contains(&ip))),
             Pattern::Compare { op, value } => as_number(v).is_some_and(|x| match op {
                 Cmp::Lt => x < *value,
@@ -124,6 +129,7 @@ impl Pattern {
             | Pattern::Prefix { needle, .. }
             | Pattern::Suffix { needle, .. }
             | Pattern::Contains { needle, .. } => Some(needle),
+            Pattern::Regex { literal, .. } => literal.as_deref(),
             _ => None,
         }
     }
@@ -281,7 +287,13 @@ pub fn compile_value(
                     one_line(&e.to_string())
                 )
             })?;
-        return Ok(vec![wrap(Pattern::Regex(re))]);
+        let flags = literal::Flags {
+            case_insensitive: has(Modifier::IgnoreCase),
+            multi_line: has(Modifier::Multiline),
+            dot_matches_new_line: has(Modifier::DotAll),
+        };
+        let literal = literal::required_literal(&text, flags).map(Vec::into_boxed_slice);
+        return Ok(vec![wrap(Pattern::Regex { re, literal })]);
     }
     if has(Modifier::Cidr) {
         let text = raw_text(value);
@@ -463,7 +475,17 @@ fn classify(v: Vec<Piece>, cased: bool) -> Result<Pattern, String> {
             needle: b.clone().into(),
             cased,
         },
-        _ => Pattern::Regex(glob_regex(&v, cased)?),
+        _ => Pattern::Regex {
+            re: glob_regex(&v, cased)?,
+            literal: v
+                .iter()
+                .filter_map(|p| match p {
+                    Bytes(b) => Some(b),
+                    _ => None,
+                })
+                .max_by_key(|b| b.len())
+                .map(|b| b.to_ascii_lowercase().into_boxed_slice()),
+        },
     })
 }
 
