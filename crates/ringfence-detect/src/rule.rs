@@ -52,7 +52,8 @@ impl Item {
     /// (ASCII case-insensitive, no `all`, no presence test): one scan of the field for all of
     /// them answers it, so the engine's prefilter pass can. Items with a needle shorter than
     /// the prefilter's minimum are left to their own matcher: `-` or `/` would make the shared
-    /// scan report a match every few bytes.
+    /// scan report a match every few bytes; so are long lists, which would swell the shared
+    /// automaton every event of the kind pays for.
     pub fn deciding_needles(&self) -> Option<Vec<&[u8]>> {
         if self.all || !self.presence.is_empty() {
             return None;
@@ -73,7 +74,8 @@ impl Item {
                 _ => return None,
             }
         }
-        (!out.is_empty() && out.iter().all(|n| n.len() >= MIN_NEEDLE)).then_some(out)
+        (!out.is_empty() && out.len() <= MANY_NEEDLES && out.iter().all(|n| n.len() >= MIN_NEEDLE))
+            .then_some(out)
     }
 
     #[inline]
@@ -246,9 +248,16 @@ impl Expr {
     pub fn needles(&self, items: &[Item]) -> Option<Vec<(Accessor, Vec<u8>)>> {
         match self {
             Expr::Item(i) => items.get(*i).and_then(item_needles),
+            // Any one branch's literals will do: prefer a short list (a thousand package names
+            // would swell the shared automaton for every event), then long literals (short ones
+            // occur often), then fewer.
             Expr::And(xs) => xs.iter().filter_map(|x| x.needles(items)).max_by_key(|n| {
                 let shortest = n.iter().map(|(_, b)| b.len()).min().unwrap_or(0);
-                (shortest.min(8), std::cmp::Reverse(n.len()))
+                (
+                    n.len() <= MANY_NEEDLES,
+                    shortest.min(8),
+                    std::cmp::Reverse(n.len()),
+                )
             }),
             Expr::Or(xs) => {
                 let mut out = Vec::new();
@@ -264,6 +273,10 @@ impl Expr {
 
 /// Needles are only worth it at this length: shorter ones match too often.
 const MIN_NEEDLE: usize = 3;
+
+/// More literals than this make a list the shared prefilter should not carry when a shorter
+/// one will do: an item this long is decided by its own automaton, and only on candidates.
+const MANY_NEEDLES: usize = 64;
 
 fn item_needles(item: &Item) -> Option<Vec<(Accessor, Vec<u8>)>> {
     if !item.presence.is_empty() && !item.all {
