@@ -1,6 +1,8 @@
 //! The matcher sees what the host does (command lines, paths, log lines an attacker controls):
 //! the default content pack plus a rule set exercising every modifier evaluate any event
-//! without panicking, findings render in both forms, and correlation state stays bounded.
+//! without panicking, findings render in both forms, correlation state stays bounded, and the
+//! index (kind folding, literals, the joined scan) finds exactly the rules that evaluating each
+//! rule alone finds.
 //!
 //! The input is an ECS JSON event; when it is not one, its lines become the text fields of an
 //! exec event, a file event and a log line, so raw bytes reach the matchers too.
@@ -9,7 +11,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use ringfence_detect::{Engine, Format, Options, RuleFile, compile};
+use ringfence_detect::{Engine, Format, Hit, Options, RuleFile, compile};
 use ringfence_event::{Event, Mode};
 use serde_json::json;
 
@@ -29,7 +31,8 @@ detection:
   i: {ParentCommandLine: null, CurrentDirectory|exists: true}
   j: {Image|fieldref: ParentImage}
   k: {CommandLine|utf16le|base64|contains: 'x'}
-  condition: 1 of a* or (b and not c) or all of d* or e or f or g or h or i or j or k
+  l: {CommandLine|re: 'x[0-9]+ longer (one|two)', ParentCommandLine|contains: 'zzz*yyy'}
+  condition: 1 of a* or (b and not c) or all of d* or e or f or g or h or i or j or k or l
 ---
 title: network
 id: 0f0f0f0f-0000-4000-8000-000000000002
@@ -97,6 +100,16 @@ fuzz_target!(|data: &[u8]| {
     let engine = engine();
     let mut state = engine.new_state();
     for event in events(data) {
+        let mut indexed = Vec::new();
+        engine.evaluate(&event, &mut state, &mut |h| {
+            if let Hit::Rule(r) = h {
+                indexed.push(r);
+            }
+        });
+        let alone: Vec<usize> = (0..engine.rules().len())
+            .filter(|&r| engine.rules()[r].generate && engine.rules()[r].matches(&event))
+            .collect();
+        assert_eq!(indexed, alone);
         for _ in 0..3 {
             engine.evaluate(&event, &mut state, &mut |h| {
                 if let Some(f) = engine.finding(&h, &event) {
