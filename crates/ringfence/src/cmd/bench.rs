@@ -32,6 +32,9 @@ pub enum BenchCommand {
     ExecStorm(StormArgs),
     /// Content: bundle landing to active (verify, compile, probation) and worker restart time.
     Content(crate::cmd::content::BenchArgs),
+    /// Event→finding latency in the live agent: execs that match a rule, timed from the
+    /// kernel's event time to the finding's arrival on the agent's stdout.
+    FindingLatency(crate::cmd::bench_latency::LatencyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,15 +78,15 @@ fn read_events(path: &Path) -> Vec<Event> {
 }
 
 /// A running agent child. Dropping it kills the agent if it was not stopped.
-struct AgentChild {
-    child: Child,
+pub(super) struct AgentChild {
+    pub(super) child: Child,
     out: PathBuf,
     log: PathBuf,
     reaped: bool,
 }
 
 /// The last `n` lines of the agent's log, to show why it failed.
-fn log_tail(path: &Path, n: usize) -> String {
+pub(super) fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -106,11 +109,21 @@ impl AgentChild {
     }
 
     /// Run `cmd` as the agent: stdout discarded, stderr to `log`.
-    fn spawn(mut cmd: Command, out: &Path, log: &Path) -> anyhow::Result<AgentChild> {
+    fn spawn(cmd: Command, out: &Path, log: &Path) -> anyhow::Result<AgentChild> {
+        AgentChild::spawn_with(cmd, Stdio::null(), out, log)
+    }
+
+    /// Run `cmd` as the agent with `stdout`, stderr to `log`.
+    pub(super) fn spawn_with(
+        mut cmd: Command,
+        stdout: Stdio,
+        out: &Path,
+        log: &Path,
+    ) -> anyhow::Result<AgentChild> {
         let _ = std::fs::remove_file(out);
         let log_file = std::fs::File::create(log)
             .with_context(|| format!("creating the agent log {}", log.display()))?;
-        cmd.stdout(Stdio::null()).stderr(log_file);
+        cmd.stdout(stdout).stderr(log_file);
         let child = cmd.spawn().context("starting the agent")?;
         Ok(AgentChild {
             child,
@@ -154,7 +167,7 @@ impl AgentChild {
         self.child.id()
     }
 
-    fn kill(&mut self) {
+    pub(super) fn kill(&mut self) {
         if !self.reaped {
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -162,7 +175,7 @@ impl AgentChild {
         }
     }
 
-    fn stop(mut self) -> anyhow::Result<()> {
+    pub(super) fn stop(mut self) -> anyhow::Result<()> {
         let pid = i32::try_from(self.child.id()).context("agent pid")?;
         // SIGTERM through kill(1): the binary keeps unsafe out of the CLI.
         let _ = Command::new("kill")
@@ -208,6 +221,7 @@ pub fn run(args: Args) -> CmdResult {
     let args = match args.command {
         BenchCommand::ExecStorm(a) => a,
         BenchCommand::Content(a) => return crate::cmd::content::bench(&a),
+        BenchCommand::FindingLatency(a) => return crate::cmd::bench_latency::run(&a),
     };
     if args.count == 0 || args.rounds == 0 {
         return Err(crate::Failure::refused(anyhow!(

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod bench_latency;
 pub mod console;
 pub mod console_api;
 pub mod content;
