@@ -185,7 +185,7 @@ struct Scan {
     accessors: Vec<Accessor>,
     separator: u8,
     automaton: AhoCorasick,
-    /// Pattern id → what finding it means in each field that looks for it.
+    /// Pattern id → what a match means in each field that looks for it.
     uses: Vec<Box<[NeedleUse]>>,
 }
 
