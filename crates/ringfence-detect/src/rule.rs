@@ -99,9 +99,7 @@ impl Item {
             self.presence.iter().any(|p| presence(self.accessor, p, e))
         }
     }
-}
 
-impl Item {
     /// What this item answers on every event of `kind`, when the kind alone decides it: the
     /// audit record types and PATH name types an event kind stands for, and the `execve`
     /// syscall of an exec. `None` when the event's own values decide.
@@ -112,10 +110,14 @@ impl Item {
             Accessor::Field(_) | Accessor::Arg(_) | Accessor::Initiated => false,
         };
         // A field reference compares with another field, which the kind does not decide.
-        let self_contained = self
-            .presence
-            .iter()
-            .all(|p| !matches!(p, Pattern::FieldRef { .. }));
+        fn refers_elsewhere(p: &Pattern) -> bool {
+            match p {
+                Pattern::FieldRef { .. } => true,
+                Pattern::Not(inner) => refers_elsewhere(inner),
+                _ => false,
+            }
+        }
+        let self_contained = !self.presence.iter().any(refers_elsewhere);
         (kind_only && self_contained).then(|| {
             let probe = Event {
                 kind: Some(kind),
