@@ -817,7 +817,7 @@ impl Source for PermissionSource {
 mod tests {
     use super::*;
     use crate::source::channel;
-    use std::process::Command;
+    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
     fn tmp(tag: &str) -> PathBuf {
@@ -1034,6 +1034,46 @@ mod tests {
             assert_eq!(nr.and_then(opener::syscall_name), Some(call));
         }
         drop(group);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Every answer wakes every opener waiting on the group, and an awake opener's
+    /// `/proc/<tid>/syscall` says `running`: concurrent read-opens by other processes used to be
+    /// refused now and then as "opener unreadable". None may be.
+    #[test]
+    fn concurrent_reads_of_protected_files_are_never_refused() {
+        let dir = tmp("concurrent");
+        let file = dir.join("agent.toml");
+        assert!(std::fs::write(&file, "original\n").is_ok());
+        let Some(g) = Running::start(PermissionOptions {
+            protected_paths: vec![file.clone()],
+            deny_exec: None,
+        }) else {
+            return;
+        };
+        let script = format!(
+            "for i in $(seq 300); do head -c 1 '{}' > /dev/null || echo refused; done",
+            file.display()
+        );
+        let readers: Vec<_> = (0..4)
+            .filter_map(|_| {
+                Command::new("sh")
+                    .args(["-c", &script])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok()
+            })
+            .collect();
+        assert_eq!(readers.len(), 4);
+        let refused: usize = readers
+            .into_iter()
+            .filter_map(|r| r.wait_with_output().ok())
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+            .sum();
+        assert_eq!(refused, 0, "read-opens refused");
+        assert!(g.events(0).is_empty());
+        drop(g);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -3,7 +3,8 @@
 //! fanotify does not report the opener's flags. With `FAN_REPORT_TID` the event names the
 //! thread, and that thread sleeps inside its `open`-family system call until the group answers,
 //! so `/proc/<tid>/syscall` (the syscall number, then six arguments in hex) is stable while we
-//! read it. Verified on Linux 6.18 x86_64 (`tests::blocked_openers_show_their_syscall` in
+//! read it, but for the moments it is woken by an answer to another event (then it reads
+//! `running`, and we look again). Verified on Linux 6.18 x86_64 (`tests::blocked_openers_show_their_syscall` in
 //! `permission.rs`): glibc's `open()` shows as `openat` (257) with the flags in the third
 //! argument, `creat` as 85, `openat2` as 437 with a pointer to `struct open_how` (whose first
 //! `u64` is the flags, read with `pread` on `/proc/<tid>/mem`), and an exec as `execve` (59).
@@ -13,6 +14,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
 
 /// Why the file is being opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +82,28 @@ pub(crate) fn parse_syscall(text: &str) -> Option<(i64, [u64; 6])> {
     Some((nr, args))
 }
 
+/// How long a thread that reads as `running` gets to sleep again. Every answer the group
+/// writes wakes every thread waiting on it (one wait queue per group); each checks whether its
+/// own event was answered and sleeps again, and while it is awake `/proc/<tid>/syscall` says
+/// `running`. Without this, an open racing an answer to another open was refused.
+const RUNNING_PATIENCE: Duration = Duration::from_millis(50);
+
+/// `/proc/<tid>/syscall` once the thread is asleep in its system call again (or the last
+/// reading after [`RUNNING_PATIENCE`]); `None` when it cannot be read (the thread is gone).
+fn blocked_syscall(tid: i32) -> Option<String> {
+    let deadline = Instant::now() + RUNNING_PATIENCE;
+    loop {
+        let mut text = String::new();
+        File::open(format!("/proc/{tid}/syscall"))
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .ok()?;
+        if !text.starts_with("running") || Instant::now() >= deadline {
+            return Some(text);
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
 /// Classify open flags.
 pub(crate) fn intent_of_flags(flags: u64) -> Intent {
     let f = flags as i64 as libc::c_int;
@@ -94,12 +118,9 @@ pub(crate) fn intent_of_flags(flags: u64) -> Intent {
 /// What thread `tid` (blocked in a permission event) is opening for, and the system call it
 /// is blocked in (`None` when `/proc/<tid>/syscall` could not be read or parsed).
 pub(crate) fn intent_of_thread(tid: i32) -> (Intent, Option<i64>) {
-    let mut text = String::new();
-    let read =
-        File::open(format!("/proc/{tid}/syscall")).and_then(|mut f| f.read_to_string(&mut text));
-    if read.is_err() {
+    let Some(text) = blocked_syscall(tid) else {
         return (Intent::Unknown, None);
-    }
+    };
     let Some((nr, args)) = parse_syscall(&text) else {
         return (Intent::Unknown, None);
     };
