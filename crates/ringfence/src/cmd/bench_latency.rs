@@ -135,6 +135,14 @@ pub fn run(args: &LatencyArgs) -> CmdResult {
     agent.stop()?;
     let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_file(&unused);
+    if latencies.is_empty() {
+        return Err(anyhow!(
+            "none of {} matching execs produced a finding: is the default pack (its \
+             base64-decode-to-shell rule) in the agent's content?",
+            args.count
+        )
+        .into());
+    }
     latencies.sort_unstable();
     let text = format!(
         "finding-latency: mode {}, {} of {} matching execs found\n\
