@@ -157,41 +157,46 @@ impl ProcessTree {
             }
             _ => {}
         }
-        let known = self.touch(pid).cloned();
         let Some(proc_) = event.process.as_mut() else {
             return true;
         };
-        if let Some(node) = &known {
-            if proc_.executable.is_none() {
-                proc_.executable.clone_from(&node.executable);
+        // Fill what the event lacks from the node in place: no node is cloned per event.
+        let known_ppid = match self.touch(pid) {
+            Some(node) => {
+                if proc_.executable.is_none() {
+                    proc_.executable.clone_from(&node.executable);
+                }
+                if proc_.name.is_none() {
+                    proc_.name.clone_from(&node.name);
+                }
+                if proc_.command_line.is_none() {
+                    proc_.command_line.clone_from(&node.command_line);
+                }
+                if proc_.args.is_empty() {
+                    proc_.args.clone_from(&node.args);
+                }
+                if proc_.working_directory.is_none() {
+                    proc_.working_directory.clone_from(&node.working_directory);
+                }
+                if proc_.start.is_none() {
+                    proc_.start = node.start;
+                }
+                if event.user.id.is_none() {
+                    event.user.id = node.uid;
+                }
+                Some(node.ppid)
             }
-            if proc_.name.is_none() {
-                proc_.name.clone_from(&node.name);
-            }
-            if proc_.command_line.is_none() {
-                proc_.command_line.clone_from(&node.command_line);
-            }
-            if proc_.args.is_empty() {
-                proc_.args.clone_from(&node.args);
-            }
-            if proc_.working_directory.is_none() {
-                proc_.working_directory.clone_from(&node.working_directory);
-            }
-            if proc_.start.is_none() {
-                proc_.start = node.start;
-            }
-            if event.user.id.is_none() {
-                event.user.id = node.uid;
-            }
-        }
+            None => None,
+        };
+        let known = known_ppid.is_some();
         let ppid = proc_
             .parent
             .as_ref()
             .map(|p| p.pid)
-            .or(known.as_ref().map(|n| n.ppid))
+            .or(known_ppid)
             .filter(|&p| p != 0);
         let Some(ppid) = ppid else {
-            return known.is_some();
+            return known;
         };
         let mut pids = Vec::new();
         let mut exes = Vec::new();
@@ -204,9 +209,9 @@ impl ProcessTree {
             if pids.len() >= self.max_depth.max(1) || p == 0 || p == pid {
                 break;
             }
-            let node = self.touch(p).cloned();
+            let node = self.touch(p);
             if pids.is_empty()
-                && let Some(n) = &node
+                && let Some(n) = node
             {
                 parent.executable.clone_from(&n.executable);
                 parent.name.clone_from(&n.name);
@@ -214,11 +219,7 @@ impl ProcessTree {
                 parent.start = n.start;
             }
             pids.push(i64::from(p));
-            exes.push(
-                node.as_ref()
-                    .and_then(|n| n.executable.clone())
-                    .unwrap_or_default(),
-            );
+            exes.push(node.and_then(|n| n.executable.clone()).unwrap_or_default());
             cursor = node
                 .map(|n| n.ppid)
                 .filter(|&n| n != p && !pids.contains(&i64::from(n)));
@@ -226,7 +227,7 @@ impl ProcessTree {
         proc_.parent = Some(parent);
         proc_.ancestors.pids = pids;
         proc_.ancestors.executables = exes;
-        known.is_some()
+        known
     }
 }
 
