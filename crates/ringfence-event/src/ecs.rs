@@ -177,19 +177,19 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>) {
     use std::io::Write;
     match v {
         Value::Str(s) => write_str(out, s),
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
+        Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
         Value::Ip(ip) => {
             let _ = write!(out, "\"{ip}\"");
         }
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Time(t) => {
-            let _ = write!(out, "\"{t}\"");
+            out.push(b'"');
+            t.write_rfc3339(out);
+            out.push(b'"');
         }
         Value::StrList(l) => write_list(out, l, |out, s| write_str(out, s)),
         Value::IntList(l) => write_list(out, l, |out, n| {
-            let _ = write!(out, "{n}");
+            out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes());
         }),
     }
 }
