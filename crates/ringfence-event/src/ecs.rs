@@ -177,7 +177,7 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>) {
     use std::io::Write;
     match v {
         Value::Str(s) => write_str(out, s),
-        Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+        Value::Int(i) => write_int(out, *i),
         Value::Ip(ip) => {
             let _ = write!(out, "\"{ip}\"");
         }
@@ -188,10 +188,12 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>) {
             out.push(b'"');
         }
         Value::StrList(l) => write_list(out, l, |out, s| write_str(out, s)),
-        Value::IntList(l) => write_list(out, l, |out, n| {
-            out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes());
-        }),
+        Value::IntList(l) => write_list(out, l, |out, n| write_int(out, *n)),
     }
+}
+
+fn write_int(out: &mut Vec<u8>, n: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// `[a,b,...]`, each item written by `item`.

@@ -130,23 +130,24 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 impl Timestamp {
-    /// Appends the [`Display`](fmt::Display) form to `out` without the `fmt` machinery (the
-    /// agent writes one or more per event). Nanoseconds in an `i64` span the years 1677–2262;
-    /// a year outside 0..=9999 would take the `fmt` path.
+    /// The [`Display`](fmt::Display) form appended to `out`, without the `fmt` machinery (the
+    /// agent writes one or more per event).
     pub fn write_rfc3339(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.rfc3339());
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`. Nanoseconds in an `i64` span the years 1677–2262, so
+    /// the year always takes four digits.
+    fn rfc3339(&self) -> [u8; 30] {
         let secs = self.0.div_euclid(NANOS_PER_SEC);
         let nanos = self.0.rem_euclid(NANOS_PER_SEC);
         let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-        if !(0..=9999).contains(&y) {
-            out.extend_from_slice(self.to_string().as_bytes());
-            return;
-        }
         let sod = secs.rem_euclid(86_400);
         let mut b = *b"0000-00-00T00:00:00.000000000Z";
-        let mut put = |at: usize, width: usize, mut v: i64| {
+        let mut put = |at: usize, width: usize, v: i64| {
+            let mut v = v.unsigned_abs();
             for i in (at..at + width).rev() {
                 if let Some(slot) = b.get_mut(i) {
-                    // `v % 10` is 0..=9 for the non-negative values written here.
                     *slot = b'0' + (v % 10) as u8;
                 }
                 v /= 10;
@@ -159,24 +160,15 @@ impl Timestamp {
         put(14, 2, sod % 3600 / 60);
         put(17, 2, sod % 60);
         put(20, 9, nanos);
-        out.extend_from_slice(&b);
+        b
     }
 }
 
 impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC with nanoseconds: `2024-07-19T04:09:00.000000000Z`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.0.div_euclid(NANOS_PER_SEC);
-        let nanos = self.0.rem_euclid(NANOS_PER_SEC);
-        let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-        let sod = secs.rem_euclid(86_400);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-            sod / 3600,
-            sod % 3600 / 60,
-            sod % 60
-        )
+        let b = self.rfc3339();
+        f.write_str(std::str::from_utf8(&b).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -185,21 +177,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_fast_writer_matches_display() {
-        for ns in [
-            0,
-            1,
-            999_999_999,
-            1_721_362_140_123_456_789,
-            951_782_400 * NANOS_PER_SEC,
-            -NANOS_PER_SEC,
-            i64::MAX,
-            i64::MIN,
+    fn the_whole_range_prints_in_the_fixed_layout() {
+        for (ns, text) in [
+            (0, "1970-01-01T00:00:00.000000000Z"),
+            (1_721_362_140_123_456_789, "2024-07-19T04:09:00.123456789Z"),
+            (-1, "1969-12-31T23:59:59.999999999Z"),
+            (i64::MIN, "1677-09-21T00:12:43.145224192Z"),
+            (i64::MAX, "2262-04-11T23:47:16.854775807Z"),
         ] {
             let t = Timestamp(ns);
+            assert_eq!(t.to_string(), text);
             let mut out = Vec::new();
             t.write_rfc3339(&mut out);
-            assert_eq!(String::from_utf8_lossy(&out), t.to_string(), "{ns}");
+            assert_eq!(out, text.as_bytes());
         }
     }
 
