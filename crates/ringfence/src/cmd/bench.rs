@@ -80,13 +80,12 @@ fn read_events(path: &Path) -> Vec<Event> {
 /// A running agent child. Dropping it kills the agent if it was not stopped.
 pub(super) struct AgentChild {
     pub(super) child: Child,
-    out: PathBuf,
     log: PathBuf,
     reaped: bool,
 }
 
 /// The last `n` lines of the agent's log, to show why it failed.
-pub(super) fn log_tail(path: &Path, n: usize) -> String {
+fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -103,46 +102,55 @@ impl AgentChild {
         if let Some(c) = &args.config {
             cmd.arg("--config").arg(c);
         }
-        let mut agent = AgentChild::spawn(cmd, out, log)?;
-        agent.wait_ready(Duration::from_secs(60))?;
+        let _ = std::fs::remove_file(out);
+        let mut agent = AgentChild::spawn(cmd, log)?;
+        agent.wait_ready(out, Duration::from_secs(60))?;
         Ok(agent)
     }
 
     /// Run `cmd` as the agent: stdout discarded, stderr to `log`.
-    fn spawn(cmd: Command, out: &Path, log: &Path) -> anyhow::Result<AgentChild> {
-        AgentChild::spawn_with(cmd, Stdio::null(), out, log)
+    fn spawn(cmd: Command, log: &Path) -> anyhow::Result<AgentChild> {
+        AgentChild::spawn_with(cmd, Stdio::null(), log)
     }
 
     /// Run `cmd` as the agent with `stdout`, stderr to `log`.
     pub(super) fn spawn_with(
         mut cmd: Command,
         stdout: Stdio,
-        out: &Path,
         log: &Path,
     ) -> anyhow::Result<AgentChild> {
-        let _ = std::fs::remove_file(out);
         let log_file = std::fs::File::create(log)
             .with_context(|| format!("creating the agent log {}", log.display()))?;
         cmd.stdout(stdout).stderr(log_file);
         let child = cmd.spawn().context("starting the agent")?;
         Ok(AgentChild {
             child,
-            out: out.to_path_buf(),
             log: log.to_path_buf(),
             reaped: false,
         })
     }
 
-    /// Wait until a sentinel exec shows up in the agent's output. On failure the agent is
-    /// killed (never left running) and the error quotes the end of its log.
-    fn wait_ready(&mut self, patience: Duration) -> anyhow::Result<()> {
+    /// Wait until a sentinel exec shows up in the JSON lines file `out`.
+    fn wait_ready(&mut self, out: &Path, patience: Duration) -> anyhow::Result<()> {
+        self.wait_until_seen(patience, |marker| {
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::read_to_string(out).is_ok_and(|t| t.contains(marker))
+        })
+    }
+
+    /// Run a sentinel exec until `seen` (given its marker, allowed ~300 ms to look) finds it
+    /// in the agent's output. On failure the agent is killed (never left running) and the
+    /// error quotes the end of its log.
+    pub(super) fn wait_until_seen(
+        &mut self,
+        patience: Duration,
+        mut seen: impl FnMut(&str) -> bool,
+    ) -> anyhow::Result<()> {
         let marker = format!("ringfence-bench-ready-{}", std::process::id());
         let deadline = Instant::now() + patience;
         loop {
             let _ = Command::new("/bin/true").arg(&marker).status();
-            std::thread::sleep(Duration::from_millis(300));
-            let seen = std::fs::read_to_string(&self.out).is_ok_and(|t| t.contains(&marker));
-            if seen {
+            if seen(&marker) {
                 return Ok(());
             }
             if let Some(status) = self.child.try_wait()? {
@@ -380,11 +388,11 @@ mod tests {
         let (out, log) = paths("silent");
         let mut cmd = Command::new("/bin/sh");
         cmd.args(["-c", "echo starting >&2; exec sleep 1000"]);
-        let Ok(mut agent) = AgentChild::spawn(cmd, &out, &log) else {
+        let Ok(mut agent) = AgentChild::spawn(cmd, &log) else {
             panic!("cannot spawn sh");
         };
         let pid = agent.pid();
-        let Err(e) = agent.wait_ready(Duration::from_millis(500)) else {
+        let Err(e) = agent.wait_ready(&out, Duration::from_millis(500)) else {
             panic!("a silent agent was taken as ready");
         };
         let e = e.to_string();
@@ -396,10 +404,10 @@ mod tests {
 
     #[test]
     fn an_agent_dropped_on_an_error_path_is_killed() {
-        let (out, log) = paths("dropped");
+        let (_, log) = paths("dropped");
         let mut cmd = Command::new("sleep");
         cmd.arg("1000");
-        let Ok(agent) = AgentChild::spawn(cmd, &out, &log) else {
+        let Ok(agent) = AgentChild::spawn(cmd, &log) else {
             panic!("cannot spawn sleep");
         };
         let pid = agent.pid();

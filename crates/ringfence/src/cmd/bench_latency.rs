@@ -8,14 +8,14 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use ringfence_event::Timestamp;
 use serde_json::Value as Json;
 
-use super::bench::{AgentChild, log_tail};
+use super::bench::AgentChild;
 use crate::CmdResult;
 
 #[derive(Debug, clap::Args)]
@@ -59,7 +59,6 @@ pub fn run(args: &LatencyArgs) -> CmdResult {
     }
     let pid = std::process::id();
     let log = std::env::temp_dir().join(format!("ringfence-latency-{pid}.log"));
-    let unused = std::env::temp_dir().join(format!("ringfence-latency-{pid}.jsonl"));
     let exe = std::env::current_exe().context("finding the ringfence binary")?;
     let mut cmd = Command::new(exe);
     cmd.args(["agent", "run", "--no-supervisor", "--mode", &args.mode])
@@ -67,7 +66,7 @@ pub fn run(args: &LatencyArgs) -> CmdResult {
     if let Some(c) = &args.config {
         cmd.arg("--config").arg(c);
     }
-    let mut agent = AgentChild::spawn_with(cmd, Stdio::piped(), &unused, &log)?;
+    let mut agent = AgentChild::spawn_with(cmd, Stdio::piped(), &log)?;
     let stdout = agent
         .child
         .stdout
@@ -81,36 +80,17 @@ pub fn run(args: &LatencyArgs) -> CmdResult {
             }
         }
     });
-
-    // Ready once a sentinel exec comes out.
-    let ready = format!("ringfence-latency-ready-{pid}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    'ready: loop {
-        let _ = Command::new("/bin/true").arg(&ready).status();
+    agent.wait_until_seen(Duration::from_secs(60), |marker| {
         let until = Instant::now() + Duration::from_millis(300);
         while let Some(left) = until.checked_duration_since(Instant::now()) {
             match rx.recv_timeout(left) {
-                Ok((_, line)) if line.contains(&ready) => break 'ready,
-                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    agent.kill();
-                    return Err(anyhow!(
-                        "the agent closed its output before it reported events; its log ends:\n{}",
-                        log_tail(&log, 20)
-                    )
-                    .into());
-                }
+                Ok((_, line)) if line.contains(marker) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
             }
         }
-        if Instant::now() > deadline {
-            agent.kill();
-            return Err(anyhow!(
-                "the agent did not report events within 60 s (killed it); its log ends:\n{}",
-                log_tail(&log, 20)
-            )
-            .into());
-        }
-    }
+        false
+    })?;
 
     let marker = format!("ringfence-latency-{pid}");
     let script = format!("echo | base64 -d | sh # {marker}");
@@ -134,7 +114,6 @@ pub fn run(args: &LatencyArgs) -> CmdResult {
     }
     agent.stop()?;
     let _ = std::fs::remove_file(&log);
-    let _ = std::fs::remove_file(&unused);
     if latencies.is_empty() {
         return Err(anyhow!(
             "none of {} matching execs produced a finding: is the default pack (its \
