@@ -6,10 +6,11 @@
  * Only tracepoints, syscall tracepoints and BTF tracepoints are used: fentry/fexit and BPF LSM
  * need trampolines, which many hardened kernels refuse, and kprobes may be absent. Every
  * program filters in the kernel before it copies anything: event kinds switched off in
- * `rf_cfg`, ignored pids and comms, and (for files) the watched path prefixes. Records are
- * written without waking the reader (BPF_RB_NO_WAKEUP) unless the unread data passes
- * `rf_cfg.wakeup_bytes`; the reader polls on a short timer instead. A record that does not fit
- * is counted per kind in the per-CPU `drops` array.
+ * `rf_cfg`, ignored pids and comms, and (for files) the watched path prefixes. A record wakes
+ * the reader only when it is the first into an empty ring (the reader blocks only then) or the
+ * unread data passes `rf_cfg.wakeup_bytes`; otherwise it waits for the reader's next batch
+ * (BPF_RB_NO_WAKEUP). A record that does not fit is counted per kind in the per-CPU `drops`
+ * array.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -28,6 +29,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define FMODE_WRITE 0x2
+#define O_ACCMODE 3
+#define O_WRONLY 1
+#define O_RDWR 2
 #define FMODE_CREATED 0x100000
 #define BPF_PROG_LOAD_CMD 5
 #define BPF_PROG_GET_FD_BY_ID_CMD 13
@@ -180,14 +184,19 @@ static __always_inline void fill_current(struct rf_header *h, __u32 kind)
 	fill_header(h, kind, (struct task_struct *)bpf_get_current_task());
 }
 
-/* Send `size` bytes of `rec`; wake the reader only when the ring is filling up. */
+/*
+ * Send `size` bytes of `rec`. The reader is woken by the first record into an empty ring (it
+ * sleeps in poll(2) only when it found the ring empty) and when the ring is filling up; every
+ * other record waits for the reader's next batch without a wake-up.
+ */
 static __always_inline void emit(void *rec, __u64 size, __u32 kind)
 {
 	__u32 zero = 0;
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	struct rf_config *cfg = bpf_map_lookup_elem(&rf_cfg, &zero);
 	__u64 threshold = cfg && cfg->wakeup_bytes ? cfg->wakeup_bytes : (1 << 20);
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= threshold)
+	__u64 unread = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	if (unread == 0 || unread >= threshold)
 		flags = BPF_RB_FORCE_WAKEUP;
 	((struct rf_header *)rec)->size = size;
 	if (bpf_ringbuf_output(&events, rec, size, flags))
@@ -553,10 +562,25 @@ static __always_inline void file_opened(long ret)
 	emit(e, offsetof(struct rf_file, data) + RF_PATH_MAX, kind);
 }
 
+/*
+ * Whether the open now returning asked for write access: its flags are still in the saved user
+ * registers (argument `n`, 2 or 3). Read-only opens, nearly all of them, stop here before any
+ * file is looked up; FMODE_WRITE, checked after, follows from exactly these access modes.
+ */
+static __always_inline bool open_flags_write(int n)
+{
+	/* A BTF pointer: read directly (a checked load), no helper call. */
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	unsigned long flags = n == 2 ? PT_REGS_PARM2_SYSCALL(regs) : PT_REGS_PARM3_SYSCALL(regs);
+	__u32 acc = flags & O_ACCMODE;
+	return acc == O_WRONLY || acc == O_RDWR;
+}
+
 SEC("tracepoint/syscalls/sys_exit_openat")
 int rf_openat(struct trace_event_raw_sys_exit *ctx)
 {
-	file_opened(ctx->ret);
+	if (open_flags_write(3))
+		file_opened(ctx->ret);
 	return 0;
 }
 
@@ -570,7 +594,8 @@ int rf_openat2(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_open")
 int rf_open(struct trace_event_raw_sys_exit *ctx)
 {
-	file_opened(ctx->ret);
+	if (open_flags_write(2))
+		file_opened(ctx->ret);
 	return 0;
 }
 

@@ -172,7 +172,8 @@ pub struct EbpfSection {
     pub ignored_comms: Vec<String>,
     /// Event kinds not reported (their programs are not attached), e.g. `["memory_exec"]`.
     pub kinds_off: Vec<EventKind>,
-    /// The reader's poll interval in milliseconds (1 to 1000): the latency bound when quiet.
+    /// How long the reader lets a batch gather once records flow, in milliseconds (1 to
+    /// 1000): the latency bound under load. A lone record wakes the reader at once.
     pub poll_interval_ms: u64,
     /// Wake the reader early once this many bytes are unread in the ring buffer.
     pub wakeup_bytes: u64,

@@ -7,12 +7,15 @@
 //! and comms are dropped first, and file events are reported only under the watched prefixes
 //! (an LPM trie on the first [`record::PREFIX_MAX`] bytes of the path).
 //!
-//! The programs write without waking the reader (`BPF_RB_NO_WAKEUP`) unless the unread data
-//! passes [`EbpfOptions::wakeup_bytes`]; the reader drains the ring, then sleeps in `poll(2)` for
-//! at most [`EbpfOptions::poll_interval_ms`]. That bounds the kernel→user latency to the poll
-//! interval (5 ms by default) plus the drain, and costs one wake-up per interval instead of one
-//! per event. Records the ring could not take are counted per kind in a per-CPU map; the source
-//! reports them as gaps (they reach the agent's stats line and sensor-health events).
+//! Wake-ups are rationed. A program wakes the reader only with the first record into an empty
+//! ring, or when the unread data passes [`EbpfOptions::wakeup_bytes`]; every other record is
+//! written with `BPF_RB_NO_WAKEUP`. The reader drains the ring, and if it found records it
+//! sleeps [`EbpfOptions::poll_interval_ms`] (5 ms by default) to let the next batch gather; if
+//! it found none it blocks in `poll(2)` until the kernel wakes it. So a lone event reaches user
+//! space at once, a busy ring is read in batches at most one poll interval late, and an idle
+//! agent does not wake at all (but for a housekeeping look every [`IDLE_WAIT`]). Records the
+//! ring could not take are counted per kind in a per-CPU map; the source reports them as gaps
+//! (they reach the agent's stats line and sensor-health events).
 //!
 //! Minimum kernel: 5.8 (ring buffer), BTF (`/sys/kernel/btf/vmlinux`) for CO-RE and tp_btf,
 //! 5.17 for `bpf_find_vma` (the mprotect program). Built and tested on 6.18.
@@ -70,9 +73,11 @@ pub struct EbpfOptions {
     pub ignore_self: bool,
     /// Report signals aimed at the agent's own threads.
     pub protect_self: bool,
-    /// Force a wake-up of the reader once this many bytes are unread.
+    /// Force a wake-up of the reader once this many bytes are unread; a drain that finds this
+    /// many drains again at once instead of sleeping.
     pub wakeup_bytes: u64,
-    /// The reader's poll interval, milliseconds: the latency bound when the ring is quiet.
+    /// How long the reader lets a batch gather after a drain that found records,
+    /// milliseconds: the latency bound while records flow.
     pub poll_interval_ms: u64,
 }
 
@@ -99,6 +104,11 @@ fn default_wakeup_bytes() -> u64 {
 fn default_poll_interval_ms() -> u64 {
     5
 }
+
+/// The longest the reader blocks on an empty ring before it looks again anyway: its
+/// housekeeping (drop counts, new agent threads to protect) and the stop signal wait this long
+/// at most. A record into the empty ring wakes it at once.
+pub const IDLE_WAIT: Duration = Duration::from_millis(250);
 
 /// Why the sensor could not load. Each variant names the step and the thing that failed.
 #[derive(Debug)]
@@ -395,6 +405,7 @@ pub struct EbpfSensor {
     ring: RingBuf<MapData>,
     attached: Vec<Attached>,
     poll_interval: Duration,
+    wakeup_bytes: u64,
     clocks: Clocks,
 }
 
@@ -523,6 +534,7 @@ impl EbpfSensor {
             ring,
             attached,
             poll_interval: Duration::from_millis(options.poll_interval_ms),
+            wakeup_bytes: options.wakeup_bytes.max(4096),
             clocks: Clocks::read(),
         })
     }
@@ -589,13 +601,19 @@ impl EbpfSensor {
     }
 
     /// Hand every record now in the ring to `f` (decoded, or why not); returns how many.
-    pub fn drain(&mut self, mut f: impl FnMut(Result<Record, DecodeError>)) -> usize {
-        let mut n = 0;
+    pub fn drain(&mut self, f: impl FnMut(Result<Record, DecodeError>)) -> usize {
+        self.drain_counting(f).0
+    }
+
+    /// [`Self::drain`], also returning the bytes read.
+    fn drain_counting(&mut self, mut f: impl FnMut(Result<Record, DecodeError>)) -> (usize, u64) {
+        let (mut n, mut bytes) = (0, 0u64);
         while let Some(item) = self.ring.next() {
+            bytes += item.len() as u64;
             f(decode(&item));
             n += 1;
         }
-        n
+        (n, bytes)
     }
 
     /// Wait until the kernel forces a wake-up or `timeout` passes (whichever first).
@@ -611,11 +629,15 @@ impl EbpfSensor {
         let _ = unsafe { libc::poll(&mut pfd, 1, ms) };
     }
 
-    /// Drain, then wait one poll interval: one turn of the reader.
+    /// One turn of the reader: drain, then let the next batch gather for one poll interval
+    /// if records came (none if a full `wakeup_bytes` came: the ring is filling fast), or
+    /// block until the kernel wakes the reader (at most [`IDLE_WAIT`]) if none did.
     pub fn poll(&mut self, f: impl FnMut(Result<Record, DecodeError>)) -> usize {
-        let n = self.drain(f);
+        let (n, bytes) = self.drain_counting(f);
         if n == 0 {
-            self.wait(self.poll_interval);
+            self.wait(IDLE_WAIT);
+        } else if bytes < self.wakeup_bytes {
+            std::thread::sleep(self.poll_interval);
         }
         n
     }
