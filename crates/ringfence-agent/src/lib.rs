@@ -57,6 +57,12 @@ pub use mode::{choose_mode, ebpf_support, resolve_mode};
 pub use output::Output;
 use tree::ProcessTree;
 
+/// The longest the pipeline sleeps with nothing due: how soon it notices a stop that came
+/// while every source still runs.
+const IDLE_TICK: Duration = Duration::from_millis(500);
+/// How often the pipeline looks for the responder's decisions while actions are under way.
+const RESPONSE_TICK: Duration = Duration::from_millis(20);
+
 /// The host's name from the kernel.
 pub fn kernel_host_name() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -510,6 +516,7 @@ impl Agent {
             summary,
             warned_output: false,
             findings_unflushed: false,
+            unflushed: false,
             telemetry: self.telemetry.take(),
             response: self.response.take(),
         };
@@ -527,7 +534,20 @@ impl Agent {
         let mut next_stats = Instant::now() + interval;
         let mut next_flush = Instant::now() + Duration::from_millis(500);
         loop {
-            match rx.recv_timeout(Duration::from_millis(20)) {
+            // Sleep until the next thing that is due, not on a fixed tick: an idle agent wakes
+            // twice a second, not fifty times.
+            let now = Instant::now();
+            let mut due = next_stats.min(now + IDLE_TICK);
+            if pipe.unflushed {
+                due = due.min(next_flush);
+            }
+            if let Some(d) = merger.next_deadline() {
+                due = due.min(d);
+            }
+            if pipe.response.as_ref().is_some_and(|r| r.in_flight() > 0) {
+                due = due.min(now + RESPONSE_TICK);
+            }
+            match rx.recv_timeout(due.saturating_duration_since(now)) {
                 Ok(event) => merger.push(*event, Instant::now(), &mut ready),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -546,7 +566,9 @@ impl Agent {
             }
             pipe.write_responses(false);
             // Findings leave at once; plain events are flushed in batches.
-            if now >= next_flush || std::mem::take(&mut pipe.findings_unflushed) {
+            if (now >= next_flush && pipe.unflushed)
+                || std::mem::take(&mut pipe.findings_unflushed)
+            {
                 pipe.flush();
                 next_flush = now + Duration::from_millis(500);
             }
@@ -605,6 +627,8 @@ struct Pipeline {
     warned_output: bool,
     /// A finding was written since the last flush: flush now, not at the next tick.
     findings_unflushed: bool,
+    /// Anything was written since the last flush.
+    unflushed: bool,
     telemetry: Option<Arc<fleet::Telemetry>>,
     response: Option<respond::ResponseStage>,
 }
@@ -701,6 +725,7 @@ impl Pipeline {
     }
 
     fn write(&mut self, line: &str) {
+        self.unflushed = true;
         for o in &mut self.outputs {
             if let Err(e) = o.write_line(line) {
                 self.summary.output_errors += 1;
@@ -713,6 +738,7 @@ impl Pipeline {
     }
 
     fn flush(&mut self) {
+        self.unflushed = false;
         for o in &mut self.outputs {
             if o.flush().is_err() {
                 self.summary.output_errors += 1;

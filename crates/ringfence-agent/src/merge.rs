@@ -172,6 +172,11 @@ impl ExecMerger {
         }
     }
 
+    /// When the oldest held event stops waiting for its audit record, if one is held.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.held.front().map(|h| h.deadline)
+    }
+
     /// Events currently held.
     pub fn held(&self) -> usize {
         self.held.len()

@@ -10,6 +10,8 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -113,6 +115,8 @@ pub struct ResponseStage {
     block_ttl_secs: u64,
     /// Requests dropped because the queue was full, or that could not be built from the event.
     pub dropped: u64,
+    /// Requests queued and not yet carried out (the responder counts them down).
+    queued: Arc<AtomicUsize>,
 }
 
 impl ResponseStage {
@@ -121,6 +125,8 @@ impl ResponseStage {
         let (tx, rx) = crossbeam_channel::bounded::<Request>(QUEUE);
         let (done_tx, done) = crossbeam_channel::bounded::<AuditRecord>(QUEUE);
         let config = section.responder_config();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let queued_in_thread = Arc::clone(&queued);
         let handle = std::thread::Builder::new()
             .name("rf-respond".into())
             .spawn(move || {
@@ -130,6 +136,7 @@ impl ResponseStage {
                     log(&record);
                     // The pipeline writes it to the outputs; if it is behind, the audit log has it.
                     let _ = done_tx.try_send(record);
+                    queued_in_thread.fetch_sub(1, Ordering::AcqRel);
                 }
             })?;
         Ok(ResponseStage {
@@ -139,6 +146,7 @@ impl ResponseStage {
             clocks: Clocks::read(),
             block_ttl_secs: section.block_ttl_secs,
             dropped: 0,
+            queued,
         })
     }
 
@@ -164,9 +172,12 @@ impl ResponseStage {
 
     fn offer(&mut self, action: Action, cause: Cause) {
         let Some(tx) = &self.tx else { return };
+        // Counted before it is sent: the responder may finish it before try_send returns.
+        self.queued.fetch_add(1, Ordering::AcqRel);
         match tx.try_send(Request { action, cause }) {
             Ok(()) => {}
             Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
                 self.dropped += 1;
                 tracing::error!(action = r.action.name(), rule = ?r.cause.rule_id, "response queue full; request dropped");
             }
@@ -176,6 +187,11 @@ impl ResponseStage {
     /// Decisions made since the last call, as ECS lines for the outputs.
     pub fn decisions(&self) -> Vec<Value> {
         self.done.try_iter().map(|r| to_ecs(&r)).collect()
+    }
+
+    /// Requests not yet carried out, plus decisions not yet collected.
+    pub fn in_flight(&self) -> usize {
+        self.queued.load(Ordering::Acquire) + self.done.len()
     }
 
     /// Lets the queued requests finish, then stops the thread.
