@@ -517,6 +517,7 @@ impl Agent {
             warned_output: false,
             findings_unflushed: false,
             unflushed: false,
+            line: Vec::with_capacity(4096),
             telemetry: self.telemetry.take(),
             response: self.response.take(),
         };
@@ -629,6 +630,8 @@ struct Pipeline {
     findings_unflushed: bool,
     /// Anything was written since the last flush.
     unflushed: bool,
+    /// The event line being written (kept to reuse its allocation).
+    line: Vec<u8>,
     telemetry: Option<Arc<fleet::Telemetry>>,
     response: Option<respond::ResponseStage>,
 }
@@ -686,8 +689,12 @@ impl Pipeline {
         }
 
         // ── output ──────────────────────────────────────────────────────────────────────────
-        let line = event.to_ecs_line();
-        self.write(&line);
+        // One buffer serves every event's line.
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        event.write_ecs_line(&mut line);
+        self.write(std::str::from_utf8(&line).unwrap_or_default());
+        self.line = line;
         self.summary.events_written += 1;
         if let Some(t) = &self.telemetry {
             t.event();

@@ -71,7 +71,15 @@ impl Event {
     /// [`Event::to_ecs`], written straight from the fields without building the tree (this is
     /// the agent's per-event cost on the output path).
     pub fn to_ecs_line(&self) -> String {
-        let mut out = Vec::with_capacity(512);
+        let mut out = Vec::with_capacity(1024);
+        self.write_ecs_line(&mut out);
+        // Only valid UTF-8 was written: field names, escaped strings, numbers.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// [`Event::to_ecs_line`] appended to `out`, so a caller can reuse one buffer for every
+    /// event. Only valid UTF-8 is appended.
+    pub fn write_ecs_line(&self, out: &mut Vec<u8>) {
         out.push(b'{');
         // The object path currently open, and whether the innermost object has a member yet.
         let mut open: &[&str] = &[];
@@ -92,8 +100,8 @@ impl Event {
                 if !first {
                     out.push(b',');
                 }
-                write_str(&mut out, part);
-                out.extend_from_slice(b":{");
+                write_key(out, part);
+                out.push(b'{');
                 first = true;
             }
             open = parents;
@@ -101,13 +109,10 @@ impl Event {
                 out.push(b',');
             }
             first = false;
-            write_str(&mut out, leaf);
-            out.push(b':');
-            write_value(&mut out, &value);
+            write_key(out, leaf);
+            write_value(out, &value);
         }
         out.extend(std::iter::repeat_n(b'}', open.len() + 1));
-        // Only valid UTF-8 was written: field names, escaped strings, numbers.
-        String::from_utf8(out).unwrap_or_default()
     }
 
     /// Parse one JSON line written by [`Event::to_ecs_line`] (or by hand, for tests).
@@ -168,9 +173,24 @@ fn line_order() -> &'static [(Field, Vec<&'static str>)] {
     })
 }
 
+/// `"key":` for a schema name part (letters, digits, `_`, `@`: nothing to escape).
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    // serde_json's own escaping, so the text matches a serialized tree byte for byte.
-    let _ = serde_json::to_writer(&mut *out, s);
+    // Most values need no escaping: copy them. Otherwise serde_json's own escaping, so the
+    // text matches a serialized tree byte for byte (it escapes exactly `"`, `\\` and controls).
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 fn write_value(out: &mut Vec<u8>, v: &Value<'_>) {
@@ -495,11 +515,25 @@ mod tests {
         assert!(events.len() > 4000, "{}", events.len());
         let mut odd = exec_event();
         if let Some(p) = odd.process.as_mut() {
-            p.command_line = Some("quote \" back\\slash \u{1} tab\t é 🦀".into());
+            p.command_line = Some("quote \" back\\slash \u{1} tab\t del\u{7f} é 🦀".into());
         }
         events.push(odd);
         for e in &events {
             assert_eq!(e.to_ecs_line(), e.to_ecs().to_string());
+        }
+    }
+
+    #[test]
+    fn schema_names_need_no_escaping() {
+        // write_key copies name parts as they are.
+        for (_, parts) in line_order() {
+            for p in parts {
+                assert!(
+                    p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'@'),
+                    "{p}"
+                );
+            }
         }
     }
 
