@@ -9,6 +9,7 @@
 //! handled.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ringfence_event::{Event, EventKind, Parent, Timestamp};
 use ringfence_sensor::proc_info::ProcInfo;
@@ -16,14 +17,21 @@ use ringfence_sensor::proc_info::ProcInfo;
 #[derive(Debug, Clone, Default)]
 struct Node {
     ppid: u32,
+    /// Shared: a fork runs its parent's image until it execs, so it takes a reference.
+    image: Arc<Image>,
+    start: Option<Timestamp>,
+    uid: Option<i64>,
+    last_used: u64,
+}
+
+/// What a process runs, as its last exec (or /proc) said.
+#[derive(Debug, Default)]
+struct Image {
     executable: Option<String>,
     name: Option<String>,
     command_line: Option<String>,
     args: Vec<String>,
     working_directory: Option<String>,
-    start: Option<Timestamp>,
-    uid: Option<i64>,
-    last_used: u64,
 }
 
 /// Bounded map of pid → what is known about that process.
@@ -67,16 +75,18 @@ impl ProcessTree {
         }
         let node = Node {
             ppid: info.ppid.unwrap_or(0),
-            executable: info.executable.clone(),
-            name: info
-                .executable
-                .as_deref()
-                .and_then(|e| e.rsplit('/').next())
-                .map(str::to_owned)
-                .or_else(|| info.name.clone()),
-            command_line: (!info.args.is_empty()).then(|| info.args.join(" ")),
-            args: info.args.clone(),
-            working_directory: info.working_directory.clone(),
+            image: Arc::new(Image {
+                executable: info.executable.clone(),
+                name: info
+                    .executable
+                    .as_deref()
+                    .and_then(|e| e.rsplit('/').next())
+                    .map(str::to_owned)
+                    .or_else(|| info.name.clone()),
+                command_line: (!info.args.is_empty()).then(|| info.args.join(" ")),
+                args: info.args.clone(),
+                working_directory: info.working_directory.clone(),
+            }),
             start: info.start,
             uid: info.uid.map(i64::from),
             last_used: 0,
@@ -144,11 +154,13 @@ impl ProcessTree {
                     .unwrap_or(0);
                 let node = Node {
                     ppid,
-                    executable: proc_.executable.clone(),
-                    name: proc_.name.clone(),
-                    command_line: proc_.command_line.clone(),
-                    args: proc_.args.clone(),
-                    working_directory: proc_.working_directory.clone(),
+                    image: Arc::new(Image {
+                        executable: proc_.executable.clone(),
+                        name: proc_.name.clone(),
+                        command_line: proc_.command_line.clone(),
+                        args: proc_.args.clone(),
+                        working_directory: proc_.working_directory.clone(),
+                    }),
                     start: proc_.start.or(old.and_then(|n| n.start)),
                     uid: event.user.id.or(old.and_then(|n| n.uid)),
                     last_used: 0,
@@ -163,20 +175,21 @@ impl ProcessTree {
         // Fill what the event lacks from the node in place: no node is cloned per event.
         let known_ppid = match self.touch(pid) {
             Some(node) => {
+                let image = &node.image;
                 if proc_.executable.is_none() {
-                    proc_.executable.clone_from(&node.executable);
+                    proc_.executable.clone_from(&image.executable);
                 }
                 if proc_.name.is_none() {
-                    proc_.name.clone_from(&node.name);
+                    proc_.name.clone_from(&image.name);
                 }
                 if proc_.command_line.is_none() {
-                    proc_.command_line.clone_from(&node.command_line);
+                    proc_.command_line.clone_from(&image.command_line);
                 }
                 if proc_.args.is_empty() {
-                    proc_.args.clone_from(&node.args);
+                    proc_.args.clone_from(&image.args);
                 }
                 if proc_.working_directory.is_none() {
-                    proc_.working_directory.clone_from(&node.working_directory);
+                    proc_.working_directory.clone_from(&image.working_directory);
                 }
                 if proc_.start.is_none() {
                     proc_.start = node.start;
@@ -213,13 +226,16 @@ impl ProcessTree {
             if pids.is_empty()
                 && let Some(n) = node
             {
-                parent.executable.clone_from(&n.executable);
-                parent.name.clone_from(&n.name);
-                parent.command_line.clone_from(&n.command_line);
+                parent.executable.clone_from(&n.image.executable);
+                parent.name.clone_from(&n.image.name);
+                parent.command_line.clone_from(&n.image.command_line);
                 parent.start = n.start;
             }
             pids.push(i64::from(p));
-            exes.push(node.and_then(|n| n.executable.clone()).unwrap_or_default());
+            exes.push(
+                node.and_then(|n| n.image.executable.clone())
+                    .unwrap_or_default(),
+            );
             cursor = node
                 .map(|n| n.ppid)
                 .filter(|&n| n != p && !pids.contains(&i64::from(n)));
