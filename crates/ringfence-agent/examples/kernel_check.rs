@@ -96,7 +96,7 @@ impl Watch {
             let seen = &mut self.seen;
             self.sensor.poll(|rec| {
                 if let Ok(rec) = rec {
-                    seen.push(convert::to_event(&rec, &clocks));
+                    seen.push(convert::to_event(rec, &clocks));
                 }
             });
         }

@@ -250,20 +250,20 @@ mod tests {
             pid: 101,
             executable: None,
         });
-        kill.detail = Some(Detail {
+        kill.detail = Some(Box::new(Detail {
             signal_number: Some(9),
             ..Detail::default()
-        });
+        }));
         let f = findings(&mut d, &kill);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0]["rule"]["id"], "ringfence-tamper-signal");
         assert_eq!(f[0]["event"]["kind"], "alert");
         assert_eq!(f[0]["process"]["pid"], 4242);
         // SIGCONT, or the agent signalling itself, is not.
-        kill.detail = Some(Detail {
+        kill.detail = Some(Box::new(Detail {
             signal_number: Some(18),
             ..Detail::default()
-        });
+        }));
         assert!(findings(&mut d, &kill).is_empty());
         let mut own = kill.clone();
         own.process = Some(Process {
@@ -307,18 +307,18 @@ mod tests {
         let mut d = detector();
         let mut refused = event(EventKind::BpfLoad, 4242);
         refused.outcome = Some(Outcome::Failure);
-        refused.detail = Some(Detail {
+        refused.detail = Some(Box::new(Detail {
             bpf_command: Some("link_get_fd_by_id".into()),
             ..Detail::default()
-        });
+        }));
         let found = findings(&mut d, &refused);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0]["rule"]["id"], "ringfence-tamper-bpf");
         let mut load = event(EventKind::BpfLoad, 4242);
-        load.detail = Some(Detail {
+        load.detail = Some(Box::new(Detail {
             bpf_command: Some("prog_load".into()),
             ..Detail::default()
-        });
+        }));
         assert!(findings(&mut d, &load).is_empty());
     }
 

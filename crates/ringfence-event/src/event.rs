@@ -126,8 +126,10 @@ pub struct Event {
     pub file: Option<File>,
     pub target: Option<TargetProcess>,
     pub privilege: Option<Privilege>,
-    pub detail: Option<Detail>,
-    pub web: Option<Web>,
+    /// Boxed, as is `web`: few events carry them, and inline they would make every event
+    /// too big for the allocator's per-thread cache (events travel boxed to the pipeline).
+    pub detail: Option<Box<Detail>>,
+    pub web: Option<Box<Web>>,
     pub service_name: Option<Cow<'static, str>>,
     pub auth_method: Option<String>,
     pub log: Option<Log>,

@@ -60,7 +60,7 @@ impl Watch {
         let seen = &mut self.seen;
         let sink = |rec: Result<_, _>| {
             let rec = rec.expect("every record decodes");
-            seen.push(convert::to_event(&rec, &clocks));
+            seen.push(convert::to_event(rec, &clocks));
         };
         if block {
             self.sensor.poll(sink);

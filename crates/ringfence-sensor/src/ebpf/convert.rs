@@ -135,7 +135,7 @@ fn module_name(path: &str) -> String {
 }
 
 /// Build the event for one record. `clocks` converts kernel boot time to wall-clock time.
-pub fn to_event(rec: &Record, clocks: &Clocks) -> Event {
+pub fn to_event(rec: Record, clocks: &Clocks) -> Event {
     let h = &rec.header;
     let mut e = Event::new(
         event_kind(rec.kind),
@@ -156,7 +156,7 @@ pub fn to_event(rec: &Record, clocks: &Clocks) -> Event {
     e.user.effective_id = Some(i64::from(h.euid));
     e.user.group_id = Some(i64::from(h.gid));
     let syscall = |v: u32| syscall_name(v).map(Cow::Borrowed);
-    match &rec.body {
+    match rec.body {
         Body::Exec {
             executable,
             cwd,
@@ -164,13 +164,13 @@ pub fn to_event(rec: &Record, clocks: &Clocks) -> Event {
             ..
         } => {
             let p = e.process_mut();
-            p.executable = (!executable.is_empty()).then(|| executable.clone());
-            p.working_directory = (!cwd.is_empty()).then(|| cwd.clone());
+            p.executable = (!executable.is_empty()).then_some(executable);
+            p.working_directory = (!cwd.is_empty()).then_some(cwd);
             p.command_line = (!args.is_empty()).then(|| args.join(" "));
-            p.args.clone_from(args);
+            p.args = args;
         }
         Body::Fork => {}
-        Body::Exit { status } => e.process_mut().exit_code = Some(exit_code(*status)),
+        Body::Exit { status } => e.process_mut().exit_code = Some(exit_code(status)),
         Body::Net {
             kind,
             protocol,
@@ -201,8 +201,8 @@ pub fn to_event(rec: &Record, clocks: &Clocks) -> Event {
         }
         Body::File { path, old_path, .. } => {
             e.file = Some(File {
-                path: path.clone(),
-                original_path: old_path.clone(),
+                path,
+                original_path: old_path,
                 ..File::default()
             });
         }
@@ -212,20 +212,20 @@ pub fn to_event(rec: &Record, clocks: &Clocks) -> Event {
             b,
             c: _,
         } => {
-            e.syscall = syscall(*call);
+            e.syscall = syscall(call);
             let mut p = Privilege::default();
             match call {
                 1 => {
-                    p.new_uid = some_id(*a);
-                    p.new_euid = some_id(*a);
+                    p.new_uid = some_id(a);
+                    p.new_euid = some_id(a);
                 }
                 3 | 5 => {
-                    p.new_uid = some_id(*a);
-                    p.new_euid = some_id(*b);
+                    p.new_uid = some_id(a);
+                    p.new_euid = some_id(b);
                 }
-                2 => p.new_gid = some_id(*a),
-                4 | 6 => p.new_gid = some_id(*a).or(some_id(*b)),
-                7 => p.capabilities = Some(*a),
+                2 => p.new_gid = some_id(a),
+                4 | 6 => p.new_gid = some_id(a).or(some_id(b)),
+                7 => p.capabilities = Some(a),
                 _ => {}
             }
             e.privilege = Some(p);
@@ -236,28 +236,28 @@ pub fn to_event(rec: &Record, clocks: &Clocks) -> Event {
         } => {
             e.syscall = Some(Cow::Borrowed("ptrace"));
             // PTRACE_TRACEME names no target: the tracer is the parent.
-            let target = if *request == 0 { h.ppid } else { *target_pid };
+            let target = if request == 0 { h.ppid } else { target_pid };
             e.target = Some(TargetProcess {
                 pid: target,
                 executable: proc_exe(target),
             });
-            e.detail = Some(Detail {
-                ptrace_request: Some(*request),
+            e.detail = Some(Box::new(Detail {
+                ptrace_request: Some(request),
                 ..Detail::default()
-            });
+            }));
         }
         Body::Module {
             syscall: call,
             path,
             ..
         } => {
-            e.syscall = syscall(*call);
-            e.detail = Some(Detail {
+            e.syscall = syscall(call);
+            e.detail = Some(Box::new(Detail {
                 module_name: path.as_deref().map(module_name),
                 ..Detail::default()
-            });
-            e.file = path.as_ref().map(|p| File {
-                path: p.clone(),
+            }));
+            e.file = path.map(|path| File {
+                path,
                 ..File::default()
             });
         }
@@ -268,7 +268,7 @@ pub fn to_event(rec: &Record, clocks: &Clocks) -> Event {
             ..
         } => {
             e.syscall = Some(Cow::Borrowed("bpf"));
-            e.detail = Some(match bpf_get_fd_command(*cmd) {
+            e.detail = Some(Box::new(match bpf_get_fd_command(cmd) {
                 // A descriptor to one of the agent's own objects (the sensor reports no other).
                 Some(command) => Detail {
                     bpf_command: Some(Cow::Borrowed(command)),
@@ -276,11 +276,11 @@ pub fn to_event(rec: &Record, clocks: &Clocks) -> Event {
                 },
                 None => Detail {
                     bpf_command: Some(Cow::Borrowed("prog_load")),
-                    bpf_program_type: Some(bpf_prog_type(*prog_type)),
-                    bpf_program_name: (!prog_name.is_empty()).then(|| prog_name.clone()),
+                    bpf_program_type: Some(bpf_prog_type(prog_type)),
+                    bpf_program_name: (!prog_name.is_empty()).then_some(prog_name),
                     ..Detail::default()
                 },
-            });
+            }));
         }
         Body::Memfd { name, .. } => {
             e.syscall = Some(Cow::Borrowed("memfd_create"));
@@ -294,26 +294,26 @@ pub fn to_event(rec: &Record, clocks: &Clocks) -> Event {
             prot,
             ..
         } => {
-            e.syscall = syscall(*call);
-            e.detail = Some(Detail {
-                memory_protection: Some(Cow::Borrowed(protection(*prot))),
+            e.syscall = syscall(call);
+            e.detail = Some(Box::new(Detail {
+                memory_protection: Some(Cow::Borrowed(protection(prot))),
                 ..Detail::default()
-            });
+            }));
         }
         Body::Signal {
             syscall: call,
             target_pid,
             signal,
         } => {
-            e.syscall = syscall(*call);
+            e.syscall = syscall(call);
             e.target = Some(TargetProcess {
-                pid: *target_pid,
-                executable: proc_exe(*target_pid),
+                pid: target_pid,
+                executable: proc_exe(target_pid),
             });
-            e.detail = Some(Detail {
-                signal_number: Some(i64::from(*signal)),
+            e.detail = Some(Box::new(Detail {
+                signal_number: Some(i64::from(signal)),
                 ..Detail::default()
-            });
+            }));
         }
     }
     e
@@ -437,7 +437,7 @@ mod tests {
     fn every_field_a_record_fills_is_in_the_schemas_ebpf_column() {
         use ringfence_event::{Field, Mode};
         for kind in RecordKind::ALL {
-            let e = to_event(&full_record(kind), &Clocks::default());
+            let e = to_event(full_record(kind), &Clocks::default());
             let ek = event_kind(kind);
             for f in Field::ALL {
                 if f.get(&e).is_some() {
@@ -451,7 +451,7 @@ mod tests {
         }
         // And the kernel-only fields are filled where the column says.
         let filled = |kind, f: Field| {
-            f.get(&to_event(&full_record(kind), &Clocks::default()))
+            f.get(&to_event(full_record(kind), &Clocks::default()))
                 .is_some()
         };
         for (kind, f) in [
@@ -478,7 +478,7 @@ mod tests {
                 b: 6,
                 c: 7,
             };
-            let e = to_event(&r, &Clocks::default());
+            let e = to_event(r, &Clocks::default());
             (
                 Field::PrivilegeNewGid.get(&e).is_some(),
                 Field::PrivilegeCapabilities.get(&e).is_some(),
@@ -488,7 +488,7 @@ mod tests {
         assert_eq!(gid(6), (true, false));
         assert_eq!(gid(7), (false, true));
         // Nothing turns the cgroup id into a container id.
-        let e = to_event(&full_record(RecordKind::Exec), &Clocks::default());
+        let e = to_event(full_record(RecordKind::Exec), &Clocks::default());
         assert!(Field::ContainerId.get(&e).is_none());
     }
 
@@ -504,7 +504,7 @@ mod tests {
                 c: -1,
             },
         };
-        let e = to_event(&rec, &Clocks::default());
+        let e = to_event(rec, &Clocks::default());
         let p = e.privilege.unwrap_or_default();
         assert_eq!((p.new_uid, p.new_euid), (None, Some(0)));
         assert_eq!(e.syscall.as_deref(), Some("setresuid"));

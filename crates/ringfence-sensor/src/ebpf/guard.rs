@@ -204,18 +204,18 @@ impl Denial {
                     executable: None,
                 });
                 if self.hook == GuardHook::Signal {
-                    e.detail = Some(Detail {
+                    e.detail = Some(Box::new(Detail {
                         signal_number: Some(i64::from(self.arg)),
                         ..Detail::default()
-                    });
+                    }));
                 }
             }
             GuardHook::Bpf => {
                 let cmd = u32::try_from(self.arg).unwrap_or(0);
-                e.detail = Some(Detail {
+                e.detail = Some(Box::new(Detail {
                     bpf_command: super::convert::bpf_get_fd_command(cmd).map(Into::into),
                     ..Detail::default()
-                });
+                }));
             }
             _ => {
                 let path = self.path.as_ref().map_or_else(

@@ -761,7 +761,7 @@ impl Source for EbpfSource {
         while !stop.is_stopped() && !closed {
             sensor.poll(|rec| match rec {
                 Ok(rec) => {
-                    batch.push(convert::to_event(&rec, &clocks));
+                    batch.push(convert::to_event(rec, &clocks));
                     if batch.len() >= BATCH {
                         flush(&mut batch, &mut closed);
                     }

@@ -231,7 +231,7 @@ impl AccessLine {
             Some((p, q)) => (p, Some(q)),
             None => (target.as_str(), None),
         };
-        e.web = Some(Web {
+        e.web = Some(Box::new(Web {
             url_path: Some(percent_decode(path_part, false)),
             url_query: query.map(|q| percent_decode(q, true)),
             url_original: target.clone(),
@@ -240,7 +240,7 @@ impl AccessLine {
             response_bytes: self.bytes,
             referrer: self.referrer,
             user_agent: self.user_agent,
-        });
+        }));
         e.network = Some(Network {
             source_ip: Some(self.client),
             ..Network::default()
