@@ -110,6 +110,13 @@ fn default_poll_interval_ms() -> u64 {
 /// at most. A record into the empty ring wakes it at once.
 pub const IDLE_WAIT: Duration = Duration::from_millis(250);
 
+/// What one drain of the ring found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drained {
+    pub records: usize,
+    pub bytes: u64,
+}
+
 /// Why the sensor could not load. Each variant names the step and the thing that failed.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -602,18 +609,30 @@ impl EbpfSensor {
 
     /// Hand every record now in the ring to `f` (decoded, or why not); returns how many.
     pub fn drain(&mut self, f: impl FnMut(Result<Record, DecodeError>)) -> usize {
-        self.drain_counting(f).0
+        self.drain_counting(f).records
     }
 
-    /// [`Self::drain`], also returning the bytes read.
-    fn drain_counting(&mut self, mut f: impl FnMut(Result<Record, DecodeError>)) -> (usize, u64) {
-        let (mut n, mut bytes) = (0, 0u64);
+    /// [`Self::drain`], also counting the bytes read (for [`Self::rest`]).
+    pub fn drain_counting(&mut self, mut f: impl FnMut(Result<Record, DecodeError>)) -> Drained {
+        let mut d = Drained::default();
         while let Some(item) = self.ring.next() {
-            bytes += item.len() as u64;
+            d.bytes += item.len() as u64;
             f(decode(&item));
-            n += 1;
+            d.records += 1;
         }
-        (n, bytes)
+        d
+    }
+
+    /// Wait after a drain: one poll interval to let the next batch gather if it found records
+    /// (none if it found a full `wakeup_bytes`: the ring is filling fast), or until the kernel
+    /// wakes the reader (at most [`IDLE_WAIT`]) if it found none. Hand on what the drain found
+    /// before resting, or it waits a poll interval longer.
+    pub fn rest(&self, drained: Drained) {
+        if drained.records == 0 {
+            self.wait(IDLE_WAIT);
+        } else if drained.bytes < self.wakeup_bytes {
+            std::thread::sleep(self.poll_interval);
+        }
     }
 
     /// Wait until the kernel forces a wake-up or `timeout` passes (whichever first).
@@ -629,17 +648,11 @@ impl EbpfSensor {
         let _ = unsafe { libc::poll(&mut pfd, 1, ms) };
     }
 
-    /// One turn of the reader: drain, then let the next batch gather for one poll interval
-    /// if records came (none if a full `wakeup_bytes` came: the ring is filling fast), or
-    /// block until the kernel wakes the reader (at most [`IDLE_WAIT`]) if none did.
+    /// One turn of the reader: [`Self::drain`], then [`Self::rest`].
     pub fn poll(&mut self, f: impl FnMut(Result<Record, DecodeError>)) -> usize {
-        let (n, bytes) = self.drain_counting(f);
-        if n == 0 {
-            self.wait(IDLE_WAIT);
-        } else if bytes < self.wakeup_bytes {
-            std::thread::sleep(self.poll_interval);
-        }
-        n
+        let drained = self.drain_counting(f);
+        self.rest(drained);
+        drained.records
     }
 }
 
@@ -759,7 +772,7 @@ impl Source for EbpfSource {
             }
         };
         while !stop.is_stopped() && !closed {
-            sensor.poll(|rec| match rec {
+            let drained = sensor.drain_counting(|rec| match rec {
                 Ok(rec) => {
                     batch.push(convert::to_event(rec, &clocks));
                     if batch.len() >= BATCH {
@@ -772,6 +785,7 @@ impl Source for EbpfSource {
                 }
             });
             flush(&mut batch, &mut closed);
+            sensor.rest(drained);
             if last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = Instant::now();
                 // New agent threads are protected too.
