@@ -54,6 +54,22 @@ pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
     ))
 }
 
+/// CPU time the live threads of `pid` have used so far, to the nanosecond (the first field of
+/// each `/proc/PID/task/TID/schedstat`), where [`cpu_time`] counts 10 ms ticks. Threads that
+/// already exited are not counted. `None` when the process is gone or unreadable.
+pub fn threads_cpu_time(pid: u32) -> Option<std::time::Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut ns = 0u64;
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue; // the thread just exited
+        };
+        let on_cpu = text.split_whitespace().next().and_then(|f| f.parse::<u64>().ok());
+        ns = ns.saturating_add(on_cpu.unwrap_or(0));
+    }
+    Some(std::time::Duration::from_nanos(ns))
+}
+
 /// The state letter of `pid` (`R`, `S`, `T` stopped, `t` traced, `Z`, ...).
 pub fn state(pid: u32) -> Option<char> {
     Some(
@@ -264,6 +280,19 @@ mod tests {
         }
         assert!(cpu_time(me) > before);
         assert_eq!(cpu_time(u32::MAX), None);
+    }
+
+    #[test]
+    fn threads_cpu_time_counts_nanoseconds() {
+        let me = std::process::id();
+        let before = threads_cpu_time(me).unwrap_or_default();
+        let mut x = 0u64;
+        for _ in 0..1_000_000 {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let after = threads_cpu_time(me).unwrap_or_default();
+        assert!(after > before, "{before:?} -> {after:?}");
+        assert_eq!(threads_cpu_time(u32::MAX), None);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `ringfence bench exec-storm`: what the agent costs the host. Runs N × `/bin/true` without
-//! and with an agent (a child `ringfence agent run --no-supervisor`), in interleaved rounds so
-//! drift in the machine's load hits both sides alike, and prints the ratio of the medians, the
-//! agent's CPU time per 1000 execs (`utime + stime` from `/proc/PID/stat`, from just before the
-//! storm until its events are written), its RSS at idle and after the storm, the mode it really
-//! ran in, how many of the storm's execs it reported (and complete), and what it lost.
+//! and with an agent (a child `ringfence agent run --no-supervisor`), in interleaved rounds that
+//! alternate which side goes first, so drift in the machine's load hits both sides alike, and
+//! prints the ratio of the medians, the agent's CPU time per 1000 execs (its threads'
+//! `schedstat`, to the nanosecond, from just before the storm until its events are written),
+//! its RSS at idle and after the storm, the mode it really ran in, how many of the storm's
+//! execs it reported (and complete), and what it lost.
 //!
 //! The agent child never outlives the bench: it is stopped after each round, and killed if it
 //! does not become ready or anything fails while it runs.
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use ringfence_event::{Event, EventKind};
-use ringfence_sensor::proc_info::{cpu_time, rss_bytes};
+use ringfence_sensor::proc_info::{rss_bytes, threads_cpu_time};
 
 use crate::CmdResult;
 
@@ -252,28 +253,36 @@ pub fn run(args: Args) -> CmdResult {
     // Warm the page cache and the fork path once.
     storm(args.count.min(200), "warmup")?;
     for round in 0..args.rounds {
-        let (t, _) = storm(args.count, &marker)?;
-        without.push(t);
+        // Every other round runs its agent storm first (A B B A ...), so whatever a storm
+        // inherits from the step before it (an agent just stopped, a file just parsed) falls on
+        // both sides alike.
+        let agent_first = round % 2 == 1;
+        if !agent_first {
+            without.push(storm(args.count, &marker)?.0);
+        }
         let agent = AgentChild::start(&args, &out, &log)?;
         if round == 0 {
-            let before = cpu_time(agent.pid());
+            let before = threads_cpu_time(agent.pid());
             std::thread::sleep(Duration::from_secs(1));
             idle_rss = rss_bytes(agent.pid()).map(|b| b / 1024);
             idle_cpu = before
-                .zip(cpu_time(agent.pid()))
+                .zip(threads_cpu_time(agent.pid()))
                 .map(|(b, a)| a.saturating_sub(b));
         }
-        let cpu_before = cpu_time(agent.pid());
+        let cpu_before = threads_cpu_time(agent.pid());
         let (t, pids) = storm(args.count, &marker)?;
         with.push(t);
         // Give the agent a moment to write what it saw, then measure and stop it.
         std::thread::sleep(Duration::from_secs(1));
-        match (cpu_before, cpu_time(agent.pid())) {
+        match (cpu_before, threads_cpu_time(agent.pid())) {
             (Some(b), Some(a)) => cpu += a.saturating_sub(b),
             _ => cpu_known = false,
         }
         after_rss = rss_bytes(agent.pid()).map(|b| b / 1024).or(after_rss);
         agent.stop()?;
+        if agent_first {
+            without.push(storm(args.count, &marker)?.0);
+        }
         modes.push(ran_mode(&log).unwrap_or_else(|| "unknown".into()));
         let pids: HashSet<u32> = pids.into_iter().collect();
         for e in read_events(&out) {
@@ -331,7 +340,7 @@ pub fn run(args: Args) -> CmdResult {
             cpu.as_secs_f64() * 1e3 * 1000.0 / total.max(1) as f64
         )
     } else {
-        "unknown (the agent's /proc/PID/stat was unreadable)".to_owned()
+        "unknown (the agent's /proc/PID/task was unreadable)".to_owned()
     };
     modes.dedup();
     let text = format!(
@@ -353,7 +362,7 @@ pub fn run(args: Args) -> CmdResult {
         mo.as_secs_f64() * 1e3,
         mw.as_secs_f64() * 1e3,
         idle_cpu.map_or("unknown".to_owned(), |d| format!(
-            "{:.1} ms",
+            "{:.2} ms",
             d.as_secs_f64() * 1e3
         )),
         kib(idle_rss),
