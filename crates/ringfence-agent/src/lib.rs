@@ -567,8 +567,7 @@ impl Agent {
             }
             pipe.write_responses(false);
             // Findings leave at once; plain events are flushed in batches.
-            if (now >= next_flush && pipe.unflushed)
-                || std::mem::take(&mut pipe.findings_unflushed)
+            if (now >= next_flush && pipe.unflushed) || std::mem::take(&mut pipe.findings_unflushed)
             {
                 pipe.flush();
                 next_flush = now + Duration::from_millis(500);

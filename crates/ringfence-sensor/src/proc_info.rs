@@ -64,7 +64,10 @@ pub fn threads_cpu_time(pid: u32) -> Option<std::time::Duration> {
         let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
             continue; // the thread just exited
         };
-        let on_cpu = text.split_whitespace().next().and_then(|f| f.parse::<u64>().ok());
+        let on_cpu = text
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<u64>().ok());
         ns = ns.saturating_add(on_cpu.unwrap_or(0));
     }
     Some(std::time::Duration::from_nanos(ns))
