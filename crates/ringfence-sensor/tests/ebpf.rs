@@ -158,6 +158,28 @@ fn exec_with_args_then_exit() {
 }
 
 #[test]
+fn a_record_into_an_empty_ring_wakes_the_reader() {
+    if !root() {
+        return;
+    }
+    let mut sensor = EbpfSensor::load(&options()).expect("load");
+    while sensor.drain(|_| {}) > 0 {}
+    // The exec comes while the reader blocks: only a wake-up from the kernel ends the wait
+    // before its timeout (no record is written with one but the first into an empty ring).
+    let exec = std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = Command::new("/bin/true").status();
+    });
+    let patience = Duration::from_secs(30);
+    let started = Instant::now();
+    sensor.wait(patience);
+    let waited = started.elapsed();
+    exec.join().expect("exec thread");
+    assert!(waited < patience, "the reader slept through the record");
+    assert!(sensor.drain(|_| {}) > 0, "woken without a record");
+}
+
+#[test]
 fn fork_reports_the_child_and_its_parent() {
     if !root() {
         return;
@@ -266,6 +288,21 @@ fn file_writes_under_a_watched_prefix_only() {
         e.kind() == EventKind::FileModify
             && e.file.as_ref().map(|f| f.path.as_str()) == Some(&path_s)
     });
+
+    // Opened read-write: a modify. Opened read-only: no record at all (the program stops at
+    // the open's flags).
+    let rw = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open read-write");
+    drop(rw);
+    sensor.wait_for("read-write open", |e| {
+        e.kind() == EventKind::FileModify
+            && e.file.as_ref().map(|f| f.path.as_str()) == Some(&path_s)
+    });
+    drop(std::fs::File::open(&path).expect("open read-only"));
+    assert!(!sensor.any_now(|e| { e.file.as_ref().map(|f| f.path.as_str()) == Some(&path_s) }));
 
     // A relative rename resolved against the cwd of a child.
     let status = Command::new("mv")

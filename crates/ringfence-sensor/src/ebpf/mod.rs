@@ -13,9 +13,13 @@
 //! sleeps [`EbpfOptions::poll_interval_ms`] (5 ms by default) to let the next batch gather; if
 //! it found none it blocks in `poll(2)` until the kernel wakes it. So a lone event reaches user
 //! space at once, a busy ring is read in batches at most one poll interval late, and an idle
-//! agent does not wake at all (but for a housekeeping look every [`IDLE_WAIT`]). Records the
-//! ring could not take are counted per kind in a per-CPU map; the source reports them as gaps
-//! (they reach the agent's stats line and sensor-health events).
+//! agent does not wake at all (but for a housekeeping look every [`IDLE_WAIT`]). One race is
+//! left: a record written while older ones are still unread carries no wake-up, and if the
+//! reader takes those and blocks in the instant before the new one lands, it sees it only after
+//! [`IDLE_WAIT`]. That is a late record, never a lost one.
+//!
+//! Records the ring could not take are counted per kind in a per-CPU map; the source reports
+//! them as gaps (they reach the agent's stats line and sensor-health events).
 //!
 //! Minimum kernel: 5.8 (ring buffer), BTF (`/sys/kernel/btf/vmlinux`) for CO-RE and tp_btf,
 //! 5.17 for `bpf_find_vma` (the mprotect program). Built and tested on 6.18.
