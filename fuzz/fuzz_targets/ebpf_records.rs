@@ -9,7 +9,7 @@ use ringfence_sensor::sys::Clocks;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(rec) = decode(data) {
-        let event = convert::to_event(&rec, &Clocks::default());
+        let event = convert::to_event(rec, &Clocks::default());
         let line = event.to_ecs_line();
         if let Err(e) = Event::from_ecs_line(&line) {
             panic!("a decoded record's event does not parse back: {e}: {line}");
