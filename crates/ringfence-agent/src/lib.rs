@@ -534,10 +534,12 @@ impl Agent {
         let interval = Duration::from_secs(self.config.agent.stats_interval_secs.max(1));
         let mut next_stats = Instant::now() + interval;
         let mut next_flush = Instant::now() + Duration::from_millis(500);
+        // One clock reading per turn, taken when the wait ends; the next wait is measured from
+        // it (late by the time handling took, microseconds).
+        let mut now = Instant::now();
         loop {
             // Sleep until the next thing that is due, not on a fixed tick: an idle agent wakes
             // twice a second, not fifty times.
-            let now = Instant::now();
             let mut due = next_stats.min(now + IDLE_TICK);
             if pipe.unflushed {
                 due = due.min(next_flush);
@@ -548,8 +550,10 @@ impl Agent {
             if pipe.response.as_ref().is_some_and(|r| r.in_flight() > 0) {
                 due = due.min(now + RESPONSE_TICK);
             }
-            match rx.recv_timeout(due.saturating_duration_since(now)) {
-                Ok(event) => merger.push(*event, Instant::now(), &mut ready),
+            let received = rx.recv_timeout(due.saturating_duration_since(now));
+            now = Instant::now();
+            match received {
+                Ok(event) => merger.push(*event, now, &mut ready),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     if stop.is_stopped() {
@@ -560,7 +564,6 @@ impl Agent {
                     continue;
                 }
             }
-            let now = Instant::now();
             merger.release(now, false, &mut ready);
             for event in ready.drain(..) {
                 pipe.handle(event);
@@ -591,10 +594,11 @@ impl Agent {
                 }
             }
         }
+        let end = Instant::now();
         while let Ok(event) = rx.try_recv() {
-            merger.push(*event, Instant::now(), &mut ready);
+            merger.push(*event, end, &mut ready);
         }
-        merger.release(Instant::now(), true, &mut ready);
+        merger.release(end, true, &mut ready);
         for event in ready.drain(..) {
             pipe.handle(event);
         }
