@@ -44,7 +44,7 @@ fn latency(arrived: Timestamp, line: &str, marker: &str) -> Option<i64> {
         return None;
     }
     let at = Timestamp::parse_rfc3339(doc.get("@timestamp")?.as_str()?)?;
-    Some(arrived.as_nanos() - at.as_nanos())
+    Some(arrived.as_nanos().saturating_sub(at.as_nanos()))
 }
 
 /// The value at quantile `q` of sorted `v`, in milliseconds.
