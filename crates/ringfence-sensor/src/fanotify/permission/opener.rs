@@ -5,9 +5,10 @@
 //! so `/proc/<tid>/syscall` (the syscall number, then six arguments in hex) is stable while we
 //! read it, but for the moments it is woken by an answer to another event (then it reads
 //! `running`, and we look again). Verified on Linux 6.18 x86_64
-//! (`tests::blocked_openers_show_their_syscall` in `permission.rs`): glibc's `open()` shows as `openat` (257) with the flags in the third
-//! argument, `creat` as 85, `openat2` as 437 with a pointer to `struct open_how` (whose first
-//! `u64` is the flags, read with `pread` on `/proc/<tid>/mem`), and an exec as `execve` (59).
+//! (`tests::blocked_openers_show_their_syscall` in `permission.rs`): glibc's `open()` shows as
+//! `openat` (257) with the flags in the third argument, `creat` as 85, `openat2` as 437 with a
+//! pointer to `struct open_how` (whose first `u64` is the flags, read with `pread` on
+//! `/proc/<tid>/mem`), and an exec as `execve` (59).
 //! Anything else (io_uring's `IORING_OP_OPENAT` runs in a kernel worker, `open_by_handle_at`,
 //! an unknown architecture) is [`Intent::Unknown`], which the caller treats as a write.
 
