@@ -12,7 +12,7 @@
 #ifndef RINGFENCE_H
 #define RINGFENCE_H
 
-#define RF_ABI_VERSION 1
+#define RF_ABI_VERSION 2
 
 /* Limits of the bounded copies (all powers of two). */
 #define RF_COMM_LEN 16
@@ -209,7 +209,8 @@ struct rf_signal {
 /* Map `rf_cfg`, one entry. */
 struct rf_config {
 	__u64 kinds_off;	/* bit (1 << kind) set: the programs drop that kind before output */
-	__u64 wakeup_bytes;	/* force a wakeup once this much is unread in the ring */
+	__u64 reader_parked;	/* 1: the reader blocks (or is about to) on an empty ring; the
+				 * next record wakes it and clears this */
 };
 
 /* Map `watched_prefixes` (LPM trie) key. */

@@ -6,11 +6,9 @@
  * Only tracepoints, syscall tracepoints and BTF tracepoints are used: fentry/fexit and BPF LSM
  * need trampolines, which many hardened kernels refuse, and kprobes may be absent. Every
  * program filters in the kernel before it copies anything: event kinds switched off in
- * `rf_cfg`, ignored pids and comms, and (for files) the watched path prefixes. A record wakes
- * the reader only when it is the first into an empty ring (the reader blocks only then) or the
- * unread data passes `rf_cfg.wakeup_bytes`; otherwise it waits for the reader's next batch
- * (BPF_RB_NO_WAKEUP). A record that does not fit is counted per kind in the per-CPU `drops`
- * array.
+ * `rf_cfg`, ignored pids and comms, and (for files) the watched path prefixes. Records are
+ * written without a wake-up; the reader is woken only when it has parked (see emit). A record
+ * that does not fit is counted per kind in the per-CPU `drops` array.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -185,22 +183,28 @@ static __always_inline void fill_current(struct rf_header *h, __u32 kind)
 }
 
 /*
- * Send `size` bytes of `rec`. The reader is woken by the first record into an empty ring (it
- * sleeps in poll(2) only when it found the ring empty) and when the ring is filling up; every
- * other record waits for the reader's next batch without a wake-up.
+ * Send `size` bytes of `rec` without a wake-up, then wake the reader if it has parked: it sets
+ * `rf_cfg.reader_parked` before it blocks in poll(2) on an empty ring. The flag is read after the
+ * record is committed (the commit is a full barrier) and poll(2) looks at the ring after the
+ * reader parked, so one side always sees the other and no record waits behind a sleeping
+ * reader. The program that sees the flag clears it, so a burst costs one wake-up; it rides on an
+ * empty reservation discarded with BPF_RB_FORCE_WAKEUP (the reader skips discarded space).
+ * Records written while the reader drains or rests between batches carry no wake-up: nobody
+ * waits for it, and each is an interrupt (on a virtual machine, VM exits) on the writing CPU.
  */
 static __always_inline void emit(void *rec, __u64 size, __u32 kind)
 {
 	__u32 zero = 0;
-	__u64 flags = BPF_RB_NO_WAKEUP;
-	struct rf_config *cfg = bpf_map_lookup_elem(&rf_cfg, &zero);
-	__u64 threshold = cfg && cfg->wakeup_bytes ? cfg->wakeup_bytes : (1 << 20);
-	__u64 unread = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	if (unread == 0 || unread >= threshold)
-		flags = BPF_RB_FORCE_WAKEUP;
 	((struct rf_header *)rec)->size = size;
-	if (bpf_ringbuf_output(&events, rec, size, flags))
+	if (bpf_ringbuf_output(&events, rec, size, BPF_RB_NO_WAKEUP))
 		count_drop(kind);
+	struct rf_config *cfg = bpf_map_lookup_elem(&rf_cfg, &zero);
+	if (!cfg || !*(volatile __u64 *)&cfg->reader_parked)
+		return;
+	cfg->reader_parked = 0;
+	void *wake = bpf_ringbuf_reserve(&events, 8, 0);
+	if (wake)
+		bpf_ringbuf_discard(wake, BPF_RB_FORCE_WAKEUP);
 }
 
 /* ---- paths --------------------------------------------------------------------------------- */

@@ -175,7 +175,8 @@ pub struct EbpfSection {
     /// How long the reader lets a batch gather once records flow, in milliseconds (1 to
     /// 1000): the latency bound under load. A lone record wakes the reader at once.
     pub poll_interval_ms: u64,
-    /// Wake the reader early once this many bytes are unread in the ring buffer.
+    /// A drain of the ring buffer that finds this many bytes drains again at once instead of
+    /// resting a poll interval (at least 4096).
     pub wakeup_bytes: u64,
 }
 

@@ -7,16 +7,16 @@
 //! and comms are dropped first, and file events are reported only under the watched prefixes
 //! (an LPM trie on the first [`record::PREFIX_MAX`] bytes of the path).
 //!
-//! Wake-ups are rationed. A program wakes the reader only with the first record into an empty
-//! ring, or when the unread data passes [`EbpfOptions::wakeup_bytes`]; every other record is
-//! written with `BPF_RB_NO_WAKEUP`. The reader drains the ring, and if it found records it
-//! sleeps [`EbpfOptions::poll_interval_ms`] (5 ms by default) to let the next batch gather; if
-//! it found none it blocks in `poll(2)` until the kernel wakes it. So a lone event reaches user
-//! space at once, a busy ring is read in batches at most one poll interval late, and an idle
-//! agent does not wake at all (but for a housekeeping look every [`IDLE_WAIT`]). One race is
-//! left: a record written while older ones are still unread carries no wake-up, and if the
-//! reader takes those and blocks in the instant before the new one lands, it sees it only after
-//! [`IDLE_WAIT`]. That is a late record, never a lost one.
+//! Wake-ups are rationed. Every record is written with `BPF_RB_NO_WAKEUP`; the reader drains
+//! the ring, and if it found records it sleeps [`EbpfOptions::poll_interval_ms`] (5 ms by
+//! default) to let the next batch gather. If it found none it *parks*: it sets a flag in the
+//! `rf_cfg` map, then blocks in `poll(2)`. The first record written after that sees the flag,
+//! clears it and wakes the reader (one wake-up per burst). The flag is read after the record is
+//! committed and `poll(2)` looks at the ring after the flag is set, so one side always sees the
+//! other: no record waits behind a sleeping reader. A lone event reaches user space at once, a
+//! busy ring is read in batches at most one poll interval late, and an idle agent does not wake
+//! at all (but for a housekeeping look every [`IDLE_WAIT`]). Records written while the reader is
+//! awake cost no interrupt on the writing CPU (on a virtual machine, several VM exits).
 //!
 //! Records the ring could not take are counted per kind in a per-CPU map; the source reports
 //! them as gaps (they reach the agent's stats line and sensor-health events).
@@ -77,8 +77,8 @@ pub struct EbpfOptions {
     pub ignore_self: bool,
     /// Report signals aimed at the agent's own threads.
     pub protect_self: bool,
-    /// Force a wake-up of the reader once this many bytes are unread; a drain that finds this
-    /// many drains again at once instead of sleeping.
+    /// A drain that finds this many bytes drains again at once instead of sleeping a poll
+    /// interval: the ring is filling fast.
     pub wakeup_bytes: u64,
     /// How long the reader lets a batch gather after a drain that found records,
     /// milliseconds: the latency bound while records flow.
@@ -414,6 +414,7 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
 pub struct EbpfSensor {
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
+    cfg: ReaderConfig,
     attached: Vec<Attached>,
     poll_interval: Duration,
     wakeup_bytes: u64,
@@ -466,15 +467,12 @@ impl EbpfSensor {
         let (mut ebpf, btf) = load_object("sensor.bpf.o", SENSOR_OBJECT)?;
 
         let kinds_off = kinds_off_mask(&options.kinds_off);
-        {
-            let map = ebpf.map_mut("rf_cfg").ok_or(EbpfError::Map {
-                map: "rf_cfg",
-                message: "missing from the object".into(),
-            })?;
-            let mut cfg: Array<_, [u64; 2]> = Array::try_from(map).map_err(map_err("rf_cfg"))?;
-            cfg.set(0, [kinds_off, options.wakeup_bytes.max(4096)], 0)
-                .map_err(map_err("rf_cfg"))?;
-        }
+        let cfg = ebpf.take_map("rf_cfg").ok_or(EbpfError::Map {
+            map: "rf_cfg",
+            message: "missing from the object".into(),
+        })?;
+        let mut cfg = ReaderConfig::new(cfg, kinds_off)?;
+        cfg.write(false)?;
         let mut ignored = options.ignored_pids.clone();
         if options.ignore_self {
             ignored.push(std::process::id());
@@ -543,6 +541,7 @@ impl EbpfSensor {
         Ok(EbpfSensor {
             ebpf,
             ring,
+            cfg,
             attached,
             poll_interval: Duration::from_millis(options.poll_interval_ms),
             wakeup_bytes: options.wakeup_bytes.max(4096),
@@ -624,6 +623,11 @@ impl EbpfSensor {
             f(decode(&item));
             d.records += 1;
         }
+        if d.records > 0 {
+            // Whoever wrote them cleared the flag, or it was set after they landed; either way
+            // the reader parks afresh next time.
+            self.cfg.parked = false;
+        }
         d
     }
 
@@ -631,7 +635,7 @@ impl EbpfSensor {
     /// (none if it found a full `wakeup_bytes`: the ring is filling fast), or until the kernel
     /// wakes the reader (at most [`IDLE_WAIT`]) if it found none. Hand on what the drain found
     /// before resting, or it waits a poll interval longer.
-    pub fn rest(&self, drained: Drained) {
+    pub fn rest(&mut self, drained: Drained) {
         if drained.records == 0 {
             self.wait(IDLE_WAIT);
         } else if drained.bytes < self.wakeup_bytes {
@@ -639,8 +643,14 @@ impl EbpfSensor {
         }
     }
 
-    /// Wait until the kernel forces a wake-up or `timeout` passes (whichever first).
-    pub fn wait(&self, timeout: Duration) {
+    /// Park and wait: until the next record wakes the reader or `timeout` passes, whichever
+    /// first. Returns at once if records are already waiting.
+    pub fn wait(&mut self, timeout: Duration) {
+        if !self.cfg.parked && self.cfg.write(true).is_err() {
+            // Without the flag no record wakes the reader: look again after a poll interval.
+            std::thread::sleep(self.poll_interval.min(timeout));
+            return;
+        }
         let mut pfd = libc::pollfd {
             fd: self.ring.as_raw_fd(),
             events: libc::POLLIN,
@@ -657,6 +667,36 @@ impl EbpfSensor {
         let drained = self.drain_counting(f);
         self.rest(drained);
         drained.records
+    }
+}
+
+/// The `rf_cfg` map, which the reader keeps: the kinds switched off, and whether the reader is
+/// parked (blocked, or about to block, on an empty ring), which tells the next record to wake it.
+struct ReaderConfig {
+    map: Array<MapData, [u64; 2]>,
+    kinds_off: u64,
+    /// What the reader last wrote to the flag (the kernel clears it when it wakes the reader).
+    parked: bool,
+}
+
+impl ReaderConfig {
+    fn new(map: aya::maps::Map, kinds_off: u64) -> Result<ReaderConfig, EbpfError> {
+        Ok(ReaderConfig {
+            map: Array::try_from(map).map_err(map_err("rf_cfg"))?,
+            kinds_off,
+            parked: false,
+        })
+    }
+
+    /// Write the whole entry (an array map update is one copy under no lock: the kernel reads
+    /// either value, both valid). The syscall is a full barrier before the reader's poll(2)
+    /// looks at the ring.
+    fn write(&mut self, parked: bool) -> Result<(), EbpfError> {
+        self.map
+            .set(0, [self.kinds_off, u64::from(parked)], 0)
+            .map_err(map_err("rf_cfg"))?;
+        self.parked = parked;
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Must match `RF_ABI_VERSION` in `bpf/ringfence.h`.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 pub const COMM_LEN: usize = 16;
 pub const PATH_MAX: usize = 512;
