@@ -329,9 +329,10 @@ fn line_of_key(text: &str, section: &str, key: &str) -> usize {
     0
 }
 
-/// The key an error message talks about: toml's messages name the unknown field or the
-/// missing one; the section is known from which pass failed.
-fn key_from_message(section: &str, message: &str) -> String {
+/// The key an error is about: toml's messages name an unknown or missing field; otherwise (a
+/// value of the wrong type or refused by its parser) the key set on the line the error points
+/// at. The section is known from which pass failed.
+fn key_from_error(section: &str, message: &str, text: &str, offset: Option<usize>) -> String {
     for marker in ["unknown field `", "missing field `"] {
         if let Some(rest) = message.split(marker).nth(1)
             && let Some(field) = rest.split('`').next()
@@ -339,7 +340,16 @@ fn key_from_message(section: &str, message: &str) -> String {
             return format!("{section}.{field}");
         }
     }
-    section.to_owned()
+    let line = offset.and_then(|at| {
+        let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+        text.get(start..)?.lines().next()
+    });
+    match line.and_then(|l| l.split_once('=')) {
+        Some((key, _)) if !key.trim().is_empty() && !key.contains('[') => {
+            format!("{section}.{}", key.trim().trim_matches('"'))
+        }
+        _ => section.to_owned(),
+    }
 }
 
 macro_rules! section_pass {
@@ -356,7 +366,7 @@ macro_rules! section_pass {
                 $errors.push(ConfigError {
                     file: $file.to_path_buf(),
                     line: e.span().map_or(0, |s| line_of($text, s.start)),
-                    key: key_from_message($name, &message),
+                    key: key_from_error($name, &message, $text, e.span().map(|s| s.start)),
                     message,
                 });
                 <$ty>::default()
@@ -624,7 +634,10 @@ x = 1
             all.contains("agent.toml:3: agent.colour: unknown field"),
             "{all}"
         );
-        assert!(all.contains("agent.toml:6: fanotify"), "{all}");
+        assert!(
+            all.contains("agent.toml:6: fanotify.paths: invalid type"),
+            "{all}"
+        );
         assert!(
             all.contains("agent.toml:9: process_tree.capacity: must be >= 16, got 1"),
             "{all}"
