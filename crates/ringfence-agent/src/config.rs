@@ -14,6 +14,8 @@ use ringfence_sensor::ebpf::record::PREFIX_MAX;
 use ringfence_sensor::logs::LogsConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::CpuChoice;
+
 /// Which sensor set to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -80,6 +82,9 @@ pub struct AgentSection {
     /// Report signals and ptrace aimed at the agent, and changes to its binary and content
     /// store by other processes (built in: content cannot switch it off).
     pub tamper_detection: bool,
+    /// Where the agent's threads run: `"auto"` (all on one CPU, the last the agent may use),
+    /// `"off"` (wherever the scheduler puts them), or a CPU number. See [`crate::cpu`].
+    pub cpu: CpuChoice,
 }
 
 impl Default for AgentSection {
@@ -91,6 +96,7 @@ impl Default for AgentSection {
             stats_interval_secs: 10,
             outputs: vec!["stdout".into()],
             tamper_detection: true,
+            cpu: CpuChoice::Auto,
         }
     }
 }
@@ -680,6 +686,24 @@ x = 1
         let ok = parse("[content]\ndir = \"/var/lib/ringfence/content\"\n\n[fleet]\nconsole = \"http://console:8650\"\n[fleet.tags]\nteam = \"web\"\n")
             .unwrap();
         assert_eq!(ok.fleet.tags["team"], "web");
+    }
+
+    #[test]
+    fn agent_cpu_is_a_word_or_a_number() {
+        let c = parse("[agent]\ncpu = 1\n").expect("a number");
+        assert_eq!(c.agent.cpu, CpuChoice::Cpu(1));
+        let c = parse("[agent]\ncpu = \"off\"\n").expect("a word");
+        assert_eq!(c.agent.cpu, CpuChoice::Off);
+        let Err(ConfigErrors(errs)) = parse("[agent]\n\ncpu = \"all\"\n") else {
+            panic!("expected errors");
+        };
+        let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(errs[0].line, 3, "{all:?}");
+        assert_eq!(errs[0].key, "agent.cpu", "{all:?}");
+        assert!(
+            all[0].contains("expected \"auto\", \"off\" or a CPU number"),
+            "{all:?}"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@
 
 pub mod config;
 pub mod content;
+pub mod cpu;
 pub mod detect;
 pub mod fleet;
 pub mod merge;

@@ -428,6 +428,12 @@ fn worker(args: RunArgs) -> CmdResult {
         .and_then(ModeChoice::parse)
         .unwrap_or(config.agent.mode);
     init_tracing();
+    // Before any thread starts, so every one of them inherits it.
+    match ringfence_agent::cpu::apply(config.agent.cpu) {
+        Ok(Some(cpu)) => tracing::info!(cpu, "the agent's threads run on one CPU (agent.cpu)"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("agent.cpu: {e}; the agent's threads run on any CPU"),
+    }
     link_keeper::claim();
     // The content store exists before anything watches or guards it.
     if let Some(state) = config.content.state_dir() {
