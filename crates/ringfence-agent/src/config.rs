@@ -107,7 +107,11 @@ impl Default for AgentSection {
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesSection {
     pub proc_connector: bool,
-    /// Complete execve arguments from Linux audit (read-only multicast; see `[audit]`).
+    /// Complete execve arguments from Linux audit (read-only multicast; see `[audit]`). Most of
+    /// driverless mode's cost to the host: while a syscall rule exists the kernel records the
+    /// names and inodes every syscall of every process looks up. Off, arguments come from /proc
+    /// alone, which a short-lived process can leave before it is read (the event is then sent
+    /// `partial`).
     pub audit: bool,
     pub fanotify: bool,
     pub logs: bool,
