@@ -221,9 +221,16 @@ fn ran_mode(log: &Path) -> Option<String> {
     })
 }
 
+/// The value at quantile `q` (0 to 1) of `sorted`: the one `len × q` places in (the upper
+/// median for an even count); `None` when empty.
+pub(crate) fn quantile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let at = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(at).copied()
+}
+
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
+    quantile(v, 0.5).unwrap_or_default()
 }
 
 pub fn run(args: Args) -> CmdResult {
@@ -322,10 +329,8 @@ pub fn run(args: Args) -> CmdResult {
         .map(|(w, o)| w.as_secs_f64() / o.as_secs_f64().max(1e-9))
         .collect();
     pair_ratios.sort_by(f64::total_cmp);
-    let pair_ratio = pair_ratios
-        .get(pair_ratios.len() / 2)
-        .copied()
-        .unwrap_or(1.0);
+    let ratio_at = |q| quantile(&pair_ratios, q).unwrap_or(1.0);
+    let (q1, pair_ratio, q3) = (ratio_at(0.25), ratio_at(0.5), ratio_at(0.75));
     let (mw, mo) = (median(&mut with), median(&mut without));
     let ratio = mw.as_secs_f64() / mo.as_secs_f64().max(1e-9);
     let pct = |n: usize| 100.0 * n as f64 / total.max(1) as f64;
@@ -348,6 +353,7 @@ pub fn run(args: Args) -> CmdResult {
          median without agent: {:.1} ms\n\
          median with agent:    {:.1} ms\n\
          overhead ratio:       {ratio:.3}× (median of the rounds' own ratios: {pair_ratio:.3}×)\n\
+         rounds' ratios:       {q1:.3}× to {q3:.3}× (middle half: the spread of this machine's noise)\n\
          agent CPU per 1000 execs: {cpu_per_1000} (user + system, storm and the 1 s after)\n\
          agent CPU idle:       {} per second\n\
          agent RSS idle:       {}\n\
@@ -390,6 +396,21 @@ mod tests {
             d.join(format!("rf-bench-test-{tag}-{id}.jsonl")),
             d.join(format!("rf-bench-test-{tag}-{id}.log")),
         )
+    }
+
+    #[test]
+    fn quartiles_and_median_of_the_rounds() {
+        let rounds: Vec<u32> = (100..115).collect();
+        assert_eq!(quantile(&rounds, 0.25), Some(103));
+        assert_eq!(quantile(&rounds, 0.5), Some(107));
+        assert_eq!(quantile(&rounds, 0.75), Some(111));
+        assert_eq!(quantile::<f64>(&[], 0.5), None);
+        let mut even = [4, 1, 3, 2].map(Duration::from_millis);
+        assert_eq!(
+            median(&mut even),
+            Duration::from_millis(3),
+            "the upper median"
+        );
     }
 
     #[test]

@@ -49,8 +49,7 @@ fn latency(arrived: Timestamp, line: &str, marker: &str) -> Option<i64> {
 
 /// The value at quantile `q` of sorted `v`, in milliseconds.
 fn quantile_ms(v: &[i64], q: f64) -> f64 {
-    let i = ((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1));
-    v.get(i).map_or(0.0, |&ns| ns as f64 / 1e6)
+    super::bench::quantile(v, q).map_or(0.0, |ns| ns as f64 / 1e6)
 }
 
 pub fn run(args: &LatencyArgs) -> CmdResult {
