@@ -471,8 +471,7 @@ impl EbpfSensor {
             map: "rf_cfg",
             message: "missing from the object".into(),
         })?;
-        let mut cfg = ReaderConfig::new(cfg, kinds_off)?;
-        cfg.write(false)?;
+        let cfg = ReaderConfig::new(cfg, kinds_off)?;
         let mut ignored = options.ignored_pids.clone();
         if options.ignore_self {
             ignored.push(std::process::id());
@@ -623,11 +622,6 @@ impl EbpfSensor {
             f(decode(&item));
             d.records += 1;
         }
-        if d.records > 0 {
-            // Whoever wrote them cleared the flag, or it was set after they landed; either way
-            // the reader parks afresh next time.
-            self.cfg.parked = false;
-        }
         d
     }
 
@@ -644,9 +638,11 @@ impl EbpfSensor {
     }
 
     /// Park and wait: until the next record wakes the reader or `timeout` passes, whichever
-    /// first. Returns at once if records are already waiting.
+    /// first. Returns at once if records are already waiting. The flag is set on every park,
+    /// whatever the kernel did with it since: one syscall per idle wait buys that no stale
+    /// state of ours can leave the reader asleep.
     pub fn wait(&mut self, timeout: Duration) {
-        if !self.cfg.parked && self.cfg.write(true).is_err() {
+        if self.cfg.park().is_err() {
             // Without the flag no record wakes the reader: look again after a poll interval.
             std::thread::sleep(self.poll_interval.min(timeout));
             return;
@@ -670,33 +666,37 @@ impl EbpfSensor {
     }
 }
 
-/// The `rf_cfg` map, which the reader keeps: the kinds switched off, and whether the reader is
-/// parked (blocked, or about to block, on an empty ring), which tells the next record to wake it.
+/// The `rf_cfg` map, which the reader keeps: the kinds switched off, and the flag that says
+/// the reader is parked (blocked, or about to block, on an empty ring) and the next record
+/// must wake it. The kernel clears the flag when it does.
 struct ReaderConfig {
     map: Array<MapData, [u64; 2]>,
     kinds_off: u64,
-    /// What the reader last wrote to the flag (the kernel clears it when it wakes the reader).
-    parked: bool,
 }
 
 impl ReaderConfig {
+    /// Take the map and write the kinds switched off, not parked.
     fn new(map: aya::maps::Map, kinds_off: u64) -> Result<ReaderConfig, EbpfError> {
-        Ok(ReaderConfig {
+        let mut cfg = ReaderConfig {
             map: Array::try_from(map).map_err(map_err("rf_cfg"))?,
             kinds_off,
-            parked: false,
-        })
+        };
+        cfg.write(0)?;
+        Ok(cfg)
+    }
+
+    /// Set the flag. The syscall is a full barrier before the reader's poll(2) looks at the
+    /// ring.
+    fn park(&mut self) -> Result<(), EbpfError> {
+        self.write(1)
     }
 
     /// Write the whole entry (an array map update is one copy under no lock: the kernel reads
-    /// either value, both valid). The syscall is a full barrier before the reader's poll(2)
-    /// looks at the ring.
-    fn write(&mut self, parked: bool) -> Result<(), EbpfError> {
+    /// either value, both valid).
+    fn write(&mut self, parked: u64) -> Result<(), EbpfError> {
         self.map
-            .set(0, [self.kinds_off, u64::from(parked)], 0)
-            .map_err(map_err("rf_cfg"))?;
-        self.parked = parked;
-        Ok(())
+            .set(0, [self.kinds_off, parked], 0)
+            .map_err(map_err("rf_cfg"))
     }
 }
 
