@@ -110,18 +110,22 @@ impl CpuChoice {
 /// Pin the calling thread, and so everything it starts afterwards, as `choice` says. Returns
 /// the CPU, or `None` when the threads are left free.
 pub fn apply(choice: CpuChoice) -> Result<Option<usize>, String> {
-    let set = sched_getaffinity(Pid::from_raw(0))
-        .map_err(|e| format!("reading the CPUs this process may use: {e}"))?;
-    let allowed: Vec<usize> = (0..CpuSet::count())
-        .filter(|&i| set.is_set(i).unwrap_or(false))
-        .collect();
-    let Some(cpu) = choice.choose(&allowed)? else {
+    let Some(cpu) = choice.choose(&allowed()?)? else {
         return Ok(None);
     };
     let mut one = CpuSet::new();
     one.set(cpu).map_err(|e| format!("CPU {cpu}: {e}"))?;
     sched_setaffinity(Pid::from_raw(0), &one).map_err(|e| format!("pinning to CPU {cpu}: {e}"))?;
     Ok(Some(cpu))
+}
+
+/// The CPUs the calling thread may run on, ascending.
+fn allowed() -> Result<Vec<usize>, String> {
+    let set = sched_getaffinity(Pid::from_raw(0))
+        .map_err(|e| format!("reading the CPUs this process may use: {e}"))?;
+    Ok((0..CpuSet::count())
+        .filter(|&i| set.is_set(i).unwrap_or(false))
+        .collect())
 }
 
 /// `0-3,6` style.
@@ -174,26 +178,22 @@ mod tests {
 
     #[test]
     fn applying_pins_the_calling_thread_only() {
-        let before = sched_getaffinity(Pid::from_raw(0)).expect("affinity");
-        let allowed: Vec<usize> = (0..CpuSet::count())
-            .filter(|&i| before.is_set(i).unwrap_or(false))
-            .collect();
-        let expected = CpuChoice::Auto.choose(&allowed).expect("choice");
-        let pinned = std::thread::spawn(move || {
+        let before = allowed().expect("affinity");
+        let expected = CpuChoice::Auto.choose(&before).expect("choice");
+        let (cpu, now) = std::thread::spawn(|| {
             let cpu = apply(CpuChoice::Auto).expect("apply");
-            let now = sched_getaffinity(Pid::from_raw(0)).expect("affinity");
-            let count = (0..CpuSet::count())
-                .filter(|&i| now.is_set(i).unwrap_or(false))
-                .count();
-            (cpu, count)
+            (cpu, allowed().expect("affinity"))
         })
         .join()
         .expect("thread");
-        assert_eq!(pinned.0, expected);
-        if expected.is_some() {
-            assert_eq!(pinned.1, 1, "one CPU left");
+        assert_eq!(cpu, expected);
+        if let Some(cpu) = expected {
+            assert_eq!(now, vec![cpu], "one CPU left");
         }
-        let after = sched_getaffinity(Pid::from_raw(0)).expect("affinity");
-        assert_eq!(after, before, "other threads keep theirs");
+        assert_eq!(
+            allowed().expect("affinity"),
+            before,
+            "other threads keep theirs"
+        );
     }
 }
