@@ -341,8 +341,8 @@ fn line_of_key(text: &str, section: &str, key: &str) -> usize {
 
 /// The key an error is about: toml's messages name an unknown or missing field; otherwise (a
 /// value of the wrong type or refused by its parser) the key set on the line the error points
-/// at. The section is known from which pass failed.
-fn key_from_error(section: &str, message: &str, text: &str, offset: Option<usize>) -> String {
+/// at (`line`, 1-based; 0 when unknown). The section is known from which pass failed.
+fn key_from_error(section: &str, message: &str, text: &str, line: usize) -> String {
     for marker in ["unknown field `", "missing field `"] {
         if let Some(rest) = message.split(marker).nth(1)
             && let Some(field) = rest.split('`').next()
@@ -350,10 +350,7 @@ fn key_from_error(section: &str, message: &str, text: &str, offset: Option<usize
             return format!("{section}.{field}");
         }
     }
-    let line = offset.and_then(|at| {
-        let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
-        text.get(start..)?.lines().next()
-    });
+    let line = line.checked_sub(1).and_then(|i| text.lines().nth(i));
     match line.and_then(|l| l.split_once('=')) {
         Some((key, _)) if !key.trim().is_empty() && !key.contains('[') => {
             format!("{section}.{}", key.trim().trim_matches('"'))
@@ -373,10 +370,11 @@ macro_rules! section_pass {
             Ok(only) => only.section.unwrap_or_default(),
             Err(e) => {
                 let message = e.message().to_owned();
+                let line = e.span().map_or(0, |s| line_of($text, s.start));
                 $errors.push(ConfigError {
                     file: $file.to_path_buf(),
-                    line: e.span().map_or(0, |s| line_of($text, s.start)),
-                    key: key_from_error($name, &message, $text, e.span().map(|s| s.start)),
+                    line,
+                    key: key_from_error($name, &message, $text, line),
                     message,
                 });
                 <$ty>::default()
