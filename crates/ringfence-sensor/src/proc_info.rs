@@ -6,11 +6,19 @@
 //! the time the kernel reported the event: a process that started after its own event is a
 //! different one, and nothing it says is used.
 //!
+//! Without audit, the process connector calls [`read_process`] for every exec, racing the
+//! process's exit, so the reads are few and plain: one directory handle, three small files into
+//! one buffer, two links, and only the fields Ringfence uses parsed out of `stat` and `status`.
+//!
 //! Nothing here fails the caller: whatever could not be read is left empty and `complete` says
 //! so, and the event is sent `partial`.
 
-use procfs::process::Process as ProcProcess;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
 use ringfence_event::{Event, Parent, Process, Timestamp, User};
+use rustix::fs::{Mode, OFlags};
 
 use crate::sys::Clocks;
 
@@ -36,28 +44,143 @@ pub struct ProcInfo {
     pub reused: bool,
 }
 
+/// The fields of `/proc/PID/stat` Ringfence uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// The command name between the parentheses (it may itself hold spaces and parentheses).
+    pub comm: String,
+    pub state: char,
+    pub ppid: u32,
+    /// User and system time, in clock ticks.
+    pub utime: u64,
+    pub stime: u64,
+    /// Start time in clock ticks after boot.
+    pub start_ticks: u64,
+}
+
+/// Parse the text of `/proc/PID/stat`. The fields after the command name are found from its
+/// *last* `)`, so a name such as `a) R 1 (b` cannot shift them.
+pub fn parse_stat(text: &[u8]) -> Option<Stat> {
+    let open = text.iter().position(|&b| b == b'(')?;
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let comm = String::from_utf8_lossy(text.get(open + 1..close)?).into_owned();
+    let rest = std::str::from_utf8(text.get(close + 1..)?).ok()?;
+    // After the command name: state(0) ppid(1) pgrp session tty tpgid flags minflt cminflt
+    // majflt cmajflt utime(11) stime(12) cutime cstime priority nice threads itrealvalue
+    // starttime(19).
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let mut fields = fields.skip(9);
+    let utime = fields.next()?.parse().ok()?;
+    let stime = fields.next()?.parse().ok()?;
+    let start_ticks = fields.nth(6)?.parse().ok()?;
+    Some(Stat {
+        comm,
+        state,
+        ppid,
+        utime,
+        stime,
+        start_ticks,
+    })
+}
+
+/// The fields of `/proc/PID/status` Ringfence uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub ruid: Option<u32>,
+    pub euid: Option<u32>,
+    pub rgid: Option<u32>,
+    /// Resident set size, KiB.
+    pub vm_rss_kib: Option<u64>,
+}
+
+/// Parse the text of `/proc/PID/status`, line by line; lines Ringfence does not use are skipped
+/// unread, and a malformed value leaves its field `None`.
+pub fn parse_status(text: &[u8]) -> Status {
+    let mut st = Status::default();
+    for line in text.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (key, value) = line.split_at(colon);
+        let mut values = std::str::from_utf8(value.get(1..).unwrap_or_default())
+            .unwrap_or_default()
+            .split_ascii_whitespace();
+        let mut next = || values.next().and_then(|v| v.parse::<u64>().ok());
+        match key {
+            b"Uid" => {
+                st.ruid = next().and_then(|v| u32::try_from(v).ok());
+                st.euid = next().and_then(|v| u32::try_from(v).ok());
+            }
+            b"Gid" => st.rgid = next().and_then(|v| u32::try_from(v).ok()),
+            b"VmRSS" => st.vm_rss_kib = next(),
+            _ => {}
+        }
+    }
+    st
+}
+
+/// The directory `/proc/PID`, opened once (`O_PATH`): every file read through it belongs to the
+/// process that had the pid when it was opened.
+struct ProcDir(OwnedFd);
+
+impl ProcDir {
+    fn open(pid: u32) -> Option<ProcDir> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rustix::fs::openat(
+            rustix::fs::CWD,
+            format!("/proc/{pid}"),
+            flags,
+            Mode::empty(),
+        )
+        .ok()
+        .map(ProcDir)
+    }
+
+    /// Read the whole file `name` into `buf` (cleared first).
+    fn read(&self, name: &str, buf: &mut Vec<u8>) -> Option<()> {
+        buf.clear();
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        let file = rustix::fs::openat(&self.0, name, flags, Mode::empty()).ok()?;
+        std::fs::File::from(file).read_to_end(buf).ok()?;
+        Some(())
+    }
+
+    /// The target of the link `name` (`exe`, `cwd`).
+    fn link(&self, name: &str) -> Option<String> {
+        let target = rustix::fs::readlinkat(&self.0, name, Vec::new()).ok()?;
+        Some(String::from_utf8_lossy(target.as_bytes()).into_owned())
+    }
+
+    fn stat(&self, buf: &mut Vec<u8>) -> Option<Stat> {
+        self.read("stat", buf)?;
+        parse_stat(buf)
+    }
+}
+
 /// One clock tick of /proc start times, in nanoseconds (USER_HZ is 100 on Linux).
 fn tick_ns() -> u64 {
-    1_000_000_000 / procfs::ticks_per_second().max(1)
+    1_000_000_000 / rustix::param::clock_ticks_per_second().max(1)
+}
+
+/// The `stat` of `pid`, or `None` when it is gone or unreadable.
+fn stat_of(pid: u32) -> Option<Stat> {
+    ProcDir::open(pid)?.stat(&mut Vec::new())
 }
 
 /// CPU time `pid` has used so far, user plus system (`utime + stime` of `/proc/PID/stat`, all
 /// threads). `None` when the process is gone or unreadable.
-pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
-    let stat = ProcProcess::new(i32::try_from(pid).ok()?)
-        .ok()?
-        .stat()
-        .ok()?;
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = stat_of(pid)?;
     let ticks = stat.utime.saturating_add(stat.stime);
-    Some(std::time::Duration::from_nanos(
-        ticks.saturating_mul(tick_ns()),
-    ))
+    Some(Duration::from_nanos(ticks.saturating_mul(tick_ns())))
 }
 
 /// CPU time the live threads of `pid` have used so far, to the nanosecond (the first field of
 /// each `/proc/PID/task/TID/schedstat`), where [`cpu_time`] counts 10 ms ticks. Threads that
 /// already exited are not counted. `None` when the process is gone or unreadable.
-pub fn threads_cpu_time(pid: u32) -> Option<std::time::Duration> {
+pub fn threads_cpu_time(pid: u32) -> Option<Duration> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut ns = 0u64;
     for task in tasks.flatten() {
@@ -70,39 +193,26 @@ pub fn threads_cpu_time(pid: u32) -> Option<std::time::Duration> {
             .and_then(|f| f.parse::<u64>().ok());
         ns = ns.saturating_add(on_cpu.unwrap_or(0));
     }
-    Some(std::time::Duration::from_nanos(ns))
+    Some(Duration::from_nanos(ns))
 }
 
 /// The state letter of `pid` (`R`, `S`, `T` stopped, `t` traced, `Z`, ...).
 pub fn state(pid: u32) -> Option<char> {
-    Some(
-        ProcProcess::new(i32::try_from(pid).ok()?)
-            .ok()?
-            .stat()
-            .ok()?
-            .state,
-    )
+    Some(stat_of(pid)?.state)
 }
 
 /// The parent of `pid`, and that parent's start time in clock ticks after boot.
 pub fn parent_with_start(pid: u32) -> Option<(u32, u64)> {
-    let ppid = ProcProcess::new(i32::try_from(pid).ok()?)
-        .ok()?
-        .stat()
-        .ok()?
-        .ppid;
-    let start = ProcProcess::new(ppid).ok()?.stat().ok()?.starttime;
-    Some((u32::try_from(ppid).ok()?, start))
+    let ppid = stat_of(pid)?.ppid;
+    Some((ppid, stat_of(ppid)?.start_ticks))
 }
 
 /// Resident set size of `pid` now, in bytes (`VmRSS` of `/proc/PID/status`). `None` when the
 /// process is gone or unreadable.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = ProcProcess::new(i32::try_from(pid).ok()?)
-        .ok()?
-        .status()
-        .ok()?;
-    status.vmrss.map(|kib| kib.saturating_mul(1024))
+    let mut buf = Vec::new();
+    ProcDir::open(pid)?.read("status", &mut buf)?;
+    Some(parse_status(&buf).vm_rss_kib?.saturating_mul(1024))
 }
 
 /// Read `pid` from /proc. `not_after_boot_ns`: the `CLOCK_BOOTTIME` of the event; a process
@@ -112,20 +222,18 @@ pub fn read_process(pid: u32, not_after_boot_ns: Option<u64>, clocks: &Clocks) -
         pid,
         ..ProcInfo::default()
     };
-    let Ok(p) = i32::try_from(pid)
-        .map_err(|_| ())
-        .and_then(|p| ProcProcess::new(p).map_err(|_| ()))
-    else {
+    let Some(dir) = ProcDir::open(pid) else {
         return info;
     };
     let mut complete = true;
+    let mut buf = Vec::with_capacity(4096);
     // Most valuable and most perishable first: a short-lived process may be gone after the
     // first read. The pid-reuse check below still covers them: all reads go through one handle.
-    let args = p.cmdline();
-    let exe = p.exe();
-    match p.stat() {
-        Ok(stat) => {
-            let start = stat.starttime.saturating_mul(tick_ns());
+    let args = dir.read("cmdline", &mut buf).map(|()| split_args(&buf));
+    let exe = dir.link("exe");
+    match dir.stat(&mut buf) {
+        Some(stat) => {
+            let start = stat.start_ticks.saturating_mul(tick_ns());
             if let Some(limit) = not_after_boot_ns
                 && start > limit.saturating_add(2 * tick_ns())
             {
@@ -134,35 +242,49 @@ pub fn read_process(pid: u32, not_after_boot_ns: Option<u64>, clocks: &Clocks) -
             }
             info.start_boot_ns = Some(start);
             info.start = Some(clocks.from_boottime(start));
-            info.ppid = u32::try_from(stat.ppid).ok();
+            info.ppid = Some(stat.ppid);
             info.name = Some(stat.comm);
         }
-        Err(_) => complete = false,
+        None => complete = false,
     }
     match exe {
-        Ok(exe) => info.executable = Some(exe.to_string_lossy().into_owned()),
+        Some(exe) => info.executable = Some(exe),
         // Kernel threads have no executable; that is not a failure.
-        Err(_) => complete &= info.ppid == Some(2) || pid == 2,
+        None => complete &= info.ppid == Some(2) || pid == 2,
     }
     match args {
-        Ok(args) if !args.is_empty() || info.executable.is_none() => info.args = args,
+        Some(args) if !args.is_empty() || info.executable.is_none() => info.args = args,
         // An empty cmdline for a user process means it exited (or is a zombie) before we read.
         _ => complete = false,
     }
-    match p.cwd() {
-        Ok(cwd) => info.working_directory = Some(cwd.to_string_lossy().into_owned()),
-        Err(_) => complete &= info.executable.is_none(),
+    match dir.link("cwd") {
+        Some(cwd) => info.working_directory = Some(cwd),
+        None => complete &= info.executable.is_none(),
     }
-    match p.status() {
-        Ok(st) => {
-            info.uid = Some(st.ruid);
-            info.euid = Some(st.euid);
-            info.gid = Some(st.rgid);
+    match dir.read("status", &mut buf).map(|()| parse_status(&buf)) {
+        Some(Status {
+            ruid: Some(uid),
+            euid: Some(euid),
+            rgid: Some(gid),
+            ..
+        }) => {
+            info.uid = Some(uid);
+            info.euid = Some(euid);
+            info.gid = Some(gid);
         }
-        Err(_) => complete = false,
+        _ => complete = false,
     }
     info.complete = complete;
     info
+}
+
+/// The NUL-separated arguments of `cmdline`; empty ones are skipped.
+fn split_args(cmdline: &[u8]) -> Vec<String> {
+    cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 impl ProcInfo {
@@ -222,16 +344,17 @@ fn fill_if_none(slot: &mut Option<String>, value: &Option<String>) {
 pub fn snapshot(clocks: &Clocks) -> (Vec<ProcInfo>, u64) {
     let mut out = Vec::new();
     let mut unreadable = 0;
-    let Ok(all) = procfs::process::all_processes() else {
+    let Ok(all) = std::fs::read_dir("/proc") else {
         return (out, 1);
     };
-    for p in all {
-        match p {
-            Ok(p) => match u32::try_from(p.pid()) {
-                Ok(pid) => out.push(read_process(pid, None, clocks)),
-                Err(_) => unreadable += 1,
-            },
-            Err(_) => unreadable += 1,
+    for entry in all {
+        let Ok(entry) = entry else {
+            unreadable += 1;
+            continue;
+        };
+        // Only the numeric entries are processes.
+        if let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+            out.push(read_process(pid, None, clocks));
         }
     }
     (out, unreadable)
@@ -242,6 +365,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stat_fields_are_found_after_the_last_parenthesis() {
+        let text = b"42 (a) R 1 (b) S 7 42 42 0 -1 4194560 100 0 0 0 \
+                     5 3 0 0 20 0 1 0 123456 1000 200";
+        let st = parse_stat(text);
+        assert_eq!(
+            st,
+            Some(Stat {
+                comm: "a) R 1 (b".into(),
+                state: 'S',
+                ppid: 7,
+                utime: 5,
+                stime: 3,
+                start_ticks: 123456,
+            })
+        );
+        assert_eq!(parse_stat(b"42 (cut) S 7"), None);
+        assert_eq!(parse_stat(b"no parentheses"), None);
+        assert_eq!(parse_stat(b") before ("), None);
+    }
+
+    #[test]
+    fn status_gives_ids_and_rss_and_ignores_the_rest() {
+        let text = b"Name:\tbash\nUid:\t1000\t0\t0\t0\nGid:\t100\t100\t100\t100\n\
+                     VmRSS:\t  5120 kB\nUid:x\n";
+        let st = parse_status(text);
+        assert_eq!(st.euid, None, "the last Uid line wins, and it is malformed");
+        let st = parse_status(text.split_at(text.len() - 6).0);
+        assert_eq!(
+            st,
+            Status {
+                ruid: Some(1000),
+                euid: Some(0),
+                rgid: Some(100),
+                vm_rss_kib: Some(5120),
+            }
+        );
+        assert_eq!(
+            parse_status(b"\xff\xfe:\n:::\nUid:\t99999999999\n"),
+            Status::default()
+        );
+    }
+
+    #[test]
     fn reads_ourselves_completely() {
         let c = Clocks::read();
         let me = read_process(std::process::id(), None, &c);
@@ -249,6 +415,19 @@ mod tests {
         assert!(me.executable.is_some());
         assert!(!me.args.is_empty());
         assert!(me.ppid.is_some());
+        // /proc/self belongs to our effective uid; the tests do not run setuid.
+        let owner =
+            std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+        assert_eq!(me.euid, owner.ok());
+        assert_eq!(
+            me.working_directory,
+            std::env::current_dir()
+                .ok()
+                .map(|d| d.display().to_string())
+        );
+        assert!(rss_bytes(std::process::id()).is_some_and(|b| b > 0));
+        // The main thread (whose state stat shows) waits while a test thread runs.
+        assert!(matches!(state(std::process::id()), Some('R' | 'S')));
     }
 
     #[test]
