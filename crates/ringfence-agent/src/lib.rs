@@ -391,9 +391,11 @@ impl Agent {
         if s.proc_connector {
             match ProcConnectorSource::open(ProcConnectorOptions {
                 // With audit, arguments come from its records: no /proc race to run, and the
-                // connector can batch its wake-ups. Without it, read /proc at once.
+                // connector can batch its wake-ups. Without it, read /proc at once, and still
+                // hand the events over in bursts.
                 enrich_exec: !audit_running,
                 coalesce: audit_running.then_some(Duration::from_millis(10)),
+                hand_off: (!audit_running).then_some(Duration::from_millis(10)),
                 ..ProcConnectorOptions::default()
             }) {
                 Ok(src) => opened.push((SourceKind::ProcConnector, Box::new(src))),

@@ -11,7 +11,7 @@
 //! fails or finds a reused pid is still sent, marked `partial`.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use proc_connector::{Error as PcError, ProcConnector, ProcEvent};
 use ringfence_event::{Event, EventKind, Parent, Privilege, Process, SourceKind};
@@ -153,6 +153,10 @@ pub struct ProcConnectorOptions {
     /// batch instead of one per message (the buffer absorbs the burst meanwhile). Leave unset
     /// when exec enrichment from /proc must race the process.
     pub coalesce: Option<Duration>,
+    /// When set, events reach the agent in bursts at most this often while the socket is still
+    /// read (and /proc raced) as each message arrives: the agent's pipeline wakes once per burst
+    /// instead of once per event. Each event waits at most this long.
+    pub hand_off: Option<Duration>,
 }
 
 impl Default for ProcConnectorOptions {
@@ -161,6 +165,7 @@ impl Default for ProcConnectorOptions {
             enrich_exec: true,
             receive_buffer: 8 << 20,
             coalesce: None,
+            hand_off: None,
         }
     }
 }
@@ -210,20 +215,31 @@ impl Source for ProcConnectorSource {
         if self.options.coalesce.is_some() {
             let _ = self.conn.set_nonblocking();
         }
+        // Events read but not yet handed to the agent, and when they are due.
+        let mut held: Vec<Event> = Vec::new();
+        let mut due: Option<Instant> = None;
         while !stop.is_stopped() {
+            if due.is_some_and(|at| Instant::now() >= at) {
+                due = None;
+                if hand_over(&out, &mut held) == Sent::Closed {
+                    return Ok(());
+                }
+            }
+            // Wake for the next message, or in time to hand over what is held.
+            let wait = due.map_or(IDLE_WAIT, |at| {
+                at.saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1))
+            });
             let got = match self.options.coalesce {
                 // Drain without blocking; when empty, let a batch build up, then wait.
                 Some(pause) => match self.conn.recv_raw(&mut buf) {
                     Err(PcError::WouldBlock) => {
                         stop.sleep(pause);
-                        self.conn
-                            .recv_raw_timeout(&mut buf, Duration::from_millis(200))
+                        self.conn.recv_raw_timeout(&mut buf, wait)
                     }
                     other => other.map(Some),
                 },
-                None => self
-                    .conn
-                    .recv_raw_timeout(&mut buf, Duration::from_millis(200)),
+                None => self.conn.recv_raw_timeout(&mut buf, wait),
             };
             let n = match got {
                 Ok(Some(n)) => n,
@@ -276,12 +292,36 @@ impl Source for ProcConnectorSource {
                 info.fill(&mut event);
                 event.partial = !info.complete || info.reused;
             }
-            if out.send(event) == Sent::Closed {
-                break;
+            match self.options.hand_off {
+                Some(every) => {
+                    if held.is_empty() {
+                        due = Some(Instant::now() + every);
+                    }
+                    held.push(event);
+                }
+                None => {
+                    if out.send(event) == Sent::Closed {
+                        break;
+                    }
+                }
             }
         }
+        hand_over(&out, &mut held);
         Ok(())
     }
+}
+
+/// How long a read waits for a message when nothing is held: how soon a stop is noticed.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
+
+/// Send every held event to the agent, in order.
+fn hand_over(out: &EventSender, held: &mut Vec<Event>) -> Sent {
+    for event in held.drain(..) {
+        if out.send(event) == Sent::Closed {
+            return Sent::Closed;
+        }
+    }
+    Sent::Queued
 }
 
 #[cfg(test)]
