@@ -15,6 +15,7 @@ use ringfence_sensor::logs::LogsConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::cpu::CpuChoice;
+use ringfence_sensor::audit::AddRules;
 
 /// Which sensor set to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -107,11 +108,8 @@ impl Default for AgentSection {
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesSection {
     pub proc_connector: bool,
-    /// Complete execve arguments from Linux audit (read-only multicast; see `[audit]`). Most of
-    /// driverless mode's cost to the host: while a syscall rule exists the kernel records the
-    /// names and inodes every syscall of every process looks up. Off, arguments come from /proc
-    /// alone, which a short-lived process can leave before it is read (the event is then sent
-    /// `partial`).
+    /// Read Linux audit's execve and socket-call records (read-only multicast). Whether the
+    /// agent adds rules of its own, and what they cost the host, is `[audit] add_rules`.
     pub audit: bool,
     pub fanotify: bool,
     pub logs: bool,
@@ -155,9 +153,15 @@ impl Default for FanotifySection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSection {
-    /// Add a `ringfence`-keyed execve rule while the agent runs (removed on exit). Without it
-    /// the agent only sees the execve records other rules (auditd's) produce.
-    pub add_rules: bool,
+    /// Add `ringfence`-keyed execve and socket-call rules while the agent runs (removed on
+    /// exit). `"auto"` adds them only where audit is on and other exit rules (auditd's) are
+    /// loaded: any such rule makes every syscall of every process collect the paths it looks up,
+    /// so ours then cost only their records. `true` always adds them, switching audit on:
+    /// complete arguments of the shortest-lived processes and connect/bind/accept events, for
+    /// 1.4× on path-heavy syscalls host-wide. `false` never does. Without rules of its own the
+    /// agent reads /proc for every exec and still merges whatever execve records others' rules
+    /// produce.
+    pub add_rules: AddRules,
     /// How long an exec whose /proc read failed waits for its audit record, in milliseconds.
     pub merge_wait_ms: u64,
 }
@@ -165,7 +169,7 @@ pub struct AuditSection {
 impl Default for AuditSection {
     fn default() -> Self {
         AuditSection {
-            add_rules: true,
+            add_rules: AddRules::Auto,
             merge_wait_ms: 250,
         }
     }
@@ -705,6 +709,30 @@ x = 1
         assert!(
             all[0].contains("expected \"auto\", \"off\" or a CPU number"),
             "{all:?}"
+        );
+    }
+
+    #[test]
+    fn audit_add_rules_is_auto_or_a_bool() {
+        assert_eq!(
+            parse("").map(|c| c.audit.add_rules).ok(),
+            Some(AddRules::Auto)
+        );
+        for (text, want) in [
+            ("\"auto\"", AddRules::Auto),
+            ("true", AddRules::Always),
+            ("false", AddRules::Never),
+        ] {
+            let c = parse(&format!("[audit]\nadd_rules = {text}\n"));
+            assert_eq!(c.map(|c| c.audit.add_rules).ok(), Some(want), "{text}");
+        }
+        let Err(ConfigErrors(errs)) = parse("[audit]\nadd_rules = \"yes\"\n") else {
+            panic!("expected errors");
+        };
+        assert_eq!((errs[0].line, errs[0].key.as_str()), (2, "audit.add_rules"));
+        assert!(
+            errs[0].to_string().contains("\"auto\", true or false"),
+            "{errs:?}"
         );
     }
 

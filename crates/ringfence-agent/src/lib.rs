@@ -203,6 +203,8 @@ struct Opened {
     ebpf_failed: Option<String>,
     /// The eBPF sensor's programs, maps and links, for self-protection to guard.
     sensor_objects: Vec<ringfence_sensor::ebpf::guard::BpfObject>,
+    /// The audit source receives execve records (its rules or others'), worth waiting for.
+    audit_sees_execs: bool,
 }
 
 impl Agent {
@@ -315,6 +317,7 @@ impl Agent {
             mode,
             ebpf_failed: None,
             sensor_objects: Vec::new(),
+            audit_sees_execs: false,
         };
         if mode == Mode::Ebpf {
             let options = mode::ebpf_options(&self.config, self.supervisor);
@@ -349,7 +352,7 @@ impl Agent {
             }
         }
         if opened.mode == Mode::Driverless {
-            self.open_driverless(&mut opened.sources, summary);
+            opened.audit_sees_execs = self.open_driverless(&mut opened.sources, summary);
         }
         if self.config.sources.logs {
             opened.sources.push((
@@ -360,12 +363,13 @@ impl Agent {
         opened
     }
 
-    /// The driverless kernel sources the configuration asks for.
+    /// The driverless kernel sources the configuration asks for. True when audit's execve
+    /// records reach the agent.
     fn open_driverless(
         &self,
         opened: &mut Vec<(SourceKind, Box<dyn Source>)>,
         summary: &mut Summary,
-    ) {
+    ) -> bool {
         let s = &self.config.sources;
         let failed = |summary: &mut Summary, name: &'static str, e: String| {
             tracing::warn!(source = name, error = %e, "source not started");
@@ -375,14 +379,18 @@ impl Agent {
                 error: Some(e),
             });
         };
-        let mut audit_running = false;
+        // Whether audit's records cover every execve (its own rules are in place), and whether
+        // any reach it at all.
+        let mut audit_sees_all_execs = false;
+        let mut audit_sees_execs = false;
         if s.audit {
             let options = AuditOptions {
                 add_rules: self.config.audit.add_rules,
             };
             match AuditSource::open(options) {
                 Ok(src) => {
-                    audit_running = true;
+                    audit_sees_all_execs = src.adds_rules();
+                    audit_sees_execs = src.sees_execs();
                     opened.push((SourceKind::Audit, Box::new(src)));
                 }
                 Err(e) => failed(summary, "audit", e.to_string()),
@@ -390,12 +398,12 @@ impl Agent {
         }
         if s.proc_connector {
             match ProcConnectorSource::open(ProcConnectorOptions {
-                // With audit, arguments come from its records: no /proc race to run, and the
-                // connector can batch its wake-ups. Without it, read /proc at once, and still
-                // hand the events over in bursts.
-                enrich_exec: !audit_running,
-                coalesce: audit_running.then_some(Duration::from_millis(10)),
-                hand_off: (!audit_running).then_some(Duration::from_millis(10)),
+                // With audit's rules, arguments come from its records: no /proc race to run,
+                // and the connector can batch its wake-ups. Without them, read /proc at once,
+                // and still hand the events over in bursts.
+                enrich_exec: !audit_sees_all_execs,
+                coalesce: audit_sees_all_execs.then_some(Duration::from_millis(10)),
+                hand_off: (!audit_sees_all_execs).then_some(Duration::from_millis(10)),
                 ..ProcConnectorOptions::default()
             }) {
                 Ok(src) => opened.push((SourceKind::ProcConnector, Box::new(src))),
@@ -412,6 +420,7 @@ impl Agent {
                 Err(e) => failed(summary, "fanotify", e.to_string()),
             }
         }
+        audit_sees_execs
     }
 
     /// Open the sources (unless [`Agent::open`] did), run until `stop` is raised; then drain,
@@ -426,6 +435,7 @@ impl Agent {
             mode: _,
             ebpf_failed,
             sensor_objects: _,
+            audit_sees_execs,
         } = opened;
         // Sources added after `open`.
         sources.append(&mut self.extra_sources);
@@ -503,7 +513,8 @@ impl Agent {
             tracing::warn!("no source is running; the agent idles until stopped");
         }
 
-        let audit_running = running.iter().any(|r| r.kind == SourceKind::Audit);
+        // Execs whose /proc read failed wait for audit's record only when one will come.
+        let audit_running = audit_sees_execs && running.iter().any(|r| r.kind == SourceKind::Audit);
         let mut merger = merge::ExecMerger::new(
             audit_running,
             Duration::from_millis(self.config.audit.merge_wait_ms),

@@ -11,10 +11,14 @@ use std::time::{Duration, Instant};
 use common::{Harness, has_arg, temp_dir};
 use ringfence_agent::{Config, ModeChoice};
 use ringfence_event::{Event, EventKind, Field, Mode, SourceKind};
+use ringfence_sensor::audit::AddRules;
 
+/// Driverless with audit's rules added (`[audit] add_rules = true`), so that even the shortest
+/// process comes with its arguments and connect/bind/accept are seen.
 fn config(fanotify_paths: Vec<PathBuf>) -> Config {
     let mut c = Config::default();
     c.agent.mode = ModeChoice::Driverless;
+    c.audit.add_rules = AddRules::Always;
     c.sources.logs = false;
     c.sources.fanotify = !fanotify_paths.is_empty();
     c.fanotify.paths = fanotify_paths;
@@ -340,7 +344,11 @@ fn files_in_a_subdirectory_created_after_start_are_reported() {
 
 #[test]
 fn storm_of_2000_processes_loses_no_exec() {
-    let mut h = Harness::start(config(vec![]));
+    // The default: no audit rules of our own on a host without any, so every exec is read from
+    // /proc as it arrives and handed over in bursts.
+    let mut c = config(vec![]);
+    c.audit.add_rules = AddRules::default();
+    let mut h = Harness::start(c);
     let marker = format!("ringfence-storm-{}", std::process::id());
     let spawners: Vec<_> = (0..4)
         .map(|t| {

@@ -53,15 +53,27 @@ fn probe_proc_connector() -> Probe {
 
 fn probe_audit() -> Probe {
     let p = audit::probe();
+    let rules = match &p.rules {
+        Ok(r) if r.exit_rules > 0 => format!(
+            "{} syscall rule(s) loaded, so every syscall already pays for audit: the agent adds \
+             its execve and socket rules",
+            r.exit_rules
+        ),
+        Ok(_) => "no syscall rules loaded: the agent adds none unless `[audit] add_rules = true`"
+            .to_owned(),
+        Err(e) => format!("rules unreadable: {e}"),
+    };
     let (available, detail) = match (&p.readlog_group, &p.enabled) {
         (Ok(()), Ok(state)) => (
             true,
             format!(
                 "read-only multicast group joins; audit is {}",
                 match state {
-                    0 => "disabled (the agent enables it while it runs)",
-                    1 => "enabled",
-                    _ => "locked (existing rules only)",
+                    0 => "disabled; the agent adds no rules unless `[audit] add_rules = true` \
+                          (then it enables audit while it runs)"
+                        .to_owned(),
+                    1 => format!("enabled; {rules}"),
+                    _ => "locked (existing rules only)".to_owned(),
                 }
             ),
         ),
