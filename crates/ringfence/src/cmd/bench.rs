@@ -1,5 +1,6 @@
-//! `ringfence bench exec-storm`: what the agent costs the host. Runs N × `/bin/true` without
-//! and with an agent (a child `ringfence agent run --no-supervisor`), in interleaved rounds that
+//! `ringfence bench exec-storm` and `syscall-storm`: what the agent costs the host. Runs N ×
+//! `/bin/true` (or N × open, stat and close of small files, in-process: the per-syscall tax
+//! that syscall tracepoints and audit rules lay on every process) without and with an agent (a child `ringfence agent run --no-supervisor`), in interleaved rounds that
 //! alternate which side goes first, so drift in the machine's load hits both sides alike, and
 //! prints the ratio of the medians, the agent's CPU time per 1000 execs (its threads'
 //! `schedstat`, to the nanosecond, from just before the storm until its events are written),
@@ -31,6 +32,9 @@ pub struct Args {
 pub enum BenchCommand {
     /// Exec-storm overhead: N × /bin/true with and without the agent.
     ExecStorm(StormArgs),
+    /// Syscall-storm overhead: N × (open, stat, close) of small files, in this process, with and
+    /// without the agent: what its hooks cost every syscall on the host (default N 200000).
+    SyscallStorm(StormArgs),
     /// Content: bundle landing to active (verify, compile, probation) and worker restart time.
     Content(crate::cmd::content::BenchArgs),
     /// Event→finding latency in the live agent: execs that match a rule, timed from the
@@ -42,9 +46,10 @@ pub enum BenchCommand {
 pub struct StormArgs {
     #[arg(long, default_value = "driverless", value_parser = ["auto", "ebpf", "driverless"])]
     pub mode: String,
-    /// Processes per storm.
-    #[arg(long, default_value_t = 2000)]
-    pub count: usize,
+    /// Processes per exec storm (default 2000), or open/stat/close rounds per syscall storm
+    /// (default 200000).
+    #[arg(long)]
+    pub count: Option<usize>,
     /// Rounds of each (with and without), interleaved.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
@@ -53,7 +58,33 @@ pub struct StormArgs {
     pub config: Option<PathBuf>,
 }
 
-fn storm(count: usize, marker: &str) -> anyhow::Result<(Duration, Vec<u32>)> {
+/// What one storm runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    /// `/bin/true MARKER`, one after another.
+    Exec,
+    /// open, stat and close of small files, in this process.
+    Syscalls,
+}
+
+impl Workload {
+    fn default_count(self) -> usize {
+        match self {
+            Workload::Exec => 2000,
+            Workload::Syscalls => 200_000,
+        }
+    }
+}
+
+/// Run `count` of `workload`; the elapsed time, and the pids of the processes it started.
+fn storm(workload: Workload, count: usize, marker: &str) -> anyhow::Result<(Duration, Vec<u32>)> {
+    match workload {
+        Workload::Exec => exec_storm(count, marker),
+        Workload::Syscalls => syscall_storm(count).map(|t| (t, Vec::new())),
+    }
+}
+
+fn exec_storm(count: usize, marker: &str) -> anyhow::Result<(Duration, Vec<u32>)> {
     let mut pids = Vec::with_capacity(count);
     let start = Instant::now();
     for _ in 0..count {
@@ -65,6 +96,17 @@ fn storm(count: usize, marker: &str) -> anyhow::Result<(Duration, Vec<u32>)> {
         c.wait().context("waiting for /bin/true")?;
     }
     Ok((start.elapsed(), pids))
+}
+
+/// `count` × (open and close a file, stat another): path lookups a watched directory (`/etc`)
+/// and an unwatched one, the way a busy service's syscalls look.
+fn syscall_storm(count: usize) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    for _ in 0..count {
+        drop(std::fs::File::open("/etc/hostname").context("opening /etc/hostname")?);
+        std::fs::metadata("/usr/bin/env").context("stat of /usr/bin/env")?;
+    }
+    Ok(start.elapsed())
 }
 
 fn read_events(path: &Path) -> Vec<Event> {
@@ -234,12 +276,14 @@ fn median(v: &mut [Duration]) -> Duration {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    let args = match args.command {
-        BenchCommand::ExecStorm(a) => a,
+    let (args, workload) = match args.command {
+        BenchCommand::ExecStorm(a) => (a, Workload::Exec),
+        BenchCommand::SyscallStorm(a) => (a, Workload::Syscalls),
         BenchCommand::Content(a) => return crate::cmd::content::bench(&a),
         BenchCommand::FindingLatency(a) => return crate::cmd::bench_latency::run(&a),
     };
-    if args.count == 0 || args.rounds == 0 {
+    let count = args.count.unwrap_or(workload.default_count());
+    if count == 0 || args.rounds == 0 {
         return Err(crate::Failure::refused(anyhow!(
             "--count and --rounds must be > 0"
         )));
@@ -258,14 +302,14 @@ pub fn run(args: Args) -> CmdResult {
     let (mut dropped, mut gaps) = (0i64, 0i64);
     let mut modes: Vec<String> = Vec::new();
     // Warm the page cache and the fork path once.
-    storm(args.count.min(200), "warmup")?;
+    storm(workload, count.min(200), "warmup")?;
     for round in 0..args.rounds {
         // Every other round runs its agent storm first (A B B A ...), so whatever a storm
         // inherits from the step before it (an agent just stopped, a file just parsed) falls on
         // both sides alike.
         let agent_first = round % 2 == 1;
         if !agent_first {
-            without.push(storm(args.count, &marker)?.0);
+            without.push(storm(workload, count, &marker)?.0);
         }
         let agent = AgentChild::start(&args, &out, &log)?;
         if round == 0 {
@@ -277,7 +321,7 @@ pub fn run(args: Args) -> CmdResult {
                 .map(|(b, a)| a.saturating_sub(b));
         }
         let cpu_before = threads_cpu_time(agent.pid());
-        let (t, pids) = storm(args.count, &marker)?;
+        let (t, pids) = storm(workload, count, &marker)?;
         with.push(t);
         // Give the agent a moment to write what it saw, then measure and stop it.
         std::thread::sleep(Duration::from_secs(1));
@@ -288,7 +332,7 @@ pub fn run(args: Args) -> CmdResult {
         after_rss = rss_bytes(agent.pid()).map(|b| b / 1024).or(after_rss);
         agent.stop()?;
         if agent_first {
-            without.push(storm(args.count, &marker)?.0);
+            without.push(storm(workload, count, &marker)?.0);
         }
         modes.push(ran_mode(&log).unwrap_or_else(|| "unknown".into()));
         let pids: HashSet<u32> = pids.into_iter().collect();
@@ -312,7 +356,7 @@ pub fn run(args: Args) -> CmdResult {
                 complete += 1;
             }
         }
-        total += args.count;
+        total += count;
         eprintln!(
             "round {}: without {:.1} ms, with {:.1} ms",
             round + 1,
@@ -348,20 +392,23 @@ pub fn run(args: Args) -> CmdResult {
         "unknown (the agent's /proc/PID/task was unreadable)".to_owned()
     };
     modes.dedup();
-    let text = format!(
-        "exec-storm: {} × /bin/true, {} interleaved rounds, mode {} (agent ran: {})\n\
+    let (what, unit) = match workload {
+        Workload::Exec => (format!("exec-storm: {count} × /bin/true"), "execs"),
+        Workload::Syscalls => (
+            format!("syscall-storm: {count} × (open, stat, close)"),
+            "rounds",
+        ),
+    };
+    let mut text = format!(
+        "{what}, {} interleaved rounds, mode {} (agent ran: {})\n\
          median without agent: {:.1} ms\n\
          median with agent:    {:.1} ms\n\
          overhead ratio:       {ratio:.3}× (median of the rounds' own ratios: {pair_ratio:.3}×)\n\
          rounds' ratios:       {q1:.3}× to {q3:.3}× (middle half: the spread of this machine's noise)\n\
-         agent CPU per 1000 execs: {cpu_per_1000} (user + system, storm and the 1 s after)\n\
+         agent CPU per 1000 {unit}: {cpu_per_1000} (user + system, storm and the 1 s after)\n\
          agent CPU idle:       {} per second\n\
          agent RSS idle:       {}\n\
-         agent RSS after:      {}\n\
-         execs reported:       {seen}/{total} ({:.1}%)\n\
-         execs complete:       {complete}/{total} ({:.1}%) (executable and arguments, not partial)\n\
-         events lost:          {dropped} dropped (agent queue), {gaps} gaps (kernel)",
-        args.count,
+         agent RSS after:      {}\n",
         args.rounds,
         args.mode,
         modes.join(", "),
@@ -373,9 +420,18 @@ pub fn run(args: Args) -> CmdResult {
         )),
         kib(idle_rss),
         kib(after_rss),
-        pct(seen),
-        pct(complete),
     );
+    if workload == Workload::Exec {
+        text.push_str(&format!(
+            "execs reported:       {seen}/{total} ({:.1}%)\n\
+             execs complete:       {complete}/{total} ({:.1}%) (executable and arguments, not partial)\n",
+            pct(seen),
+            pct(complete),
+        ));
+    }
+    text.push_str(&format!(
+        "events lost:          {dropped} dropped (agent queue), {gaps} gaps (kernel)"
+    ));
     super::print_line(&text).context("writing the report")?;
     Ok(())
 }
