@@ -60,6 +60,7 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const AUDIT_STATUS_ENABLED: u32 = 1;
 const AUDIT_FILTER_EXIT: u32 = 0x04;
+const AUDIT_FILTER_PREPEND: u32 = 0x10;
 const AUDIT_ALWAYS: u32 = 2;
 const AUDIT_ARCH: u32 = 11;
 const AUDIT_FILTERKEY: u32 = 210;
@@ -316,7 +317,9 @@ impl RuleCensus {
                 .and_then(|b| b.try_into().ok())
                 .map(u32::from_ne_bytes)
         };
-        if word(0) != Some(AUDIT_FILTER_EXIT) || word(4) != Some(AUDIT_ALWAYS) {
+        // The list number, with the flag of a rule added first (`auditctl -A`) taken off.
+        let list = word(0).map(|w| w & !AUDIT_FILTER_PREPEND);
+        if list != Some(AUDIT_FILTER_EXIT) || word(4) != Some(AUDIT_ALWAYS) {
             return;
         }
         self.exit_rules += 1;
@@ -770,6 +773,11 @@ mod tests {
                 execve: true
             }
         );
+        // A rule added at the head of the list (`auditctl -A`) carries a flag in the list word.
+        let mut first = net.clone();
+        first[0..4].copy_from_slice(&(AUDIT_FILTER_EXIT | AUDIT_FILTER_PREPEND).to_ne_bytes());
+        census.count(&first);
+        assert_eq!(census.exit_rules, 3);
         // A never,exit rule, a task rule and a cut-short record are not counted.
         let mut never = exec.clone();
         never[4..8].copy_from_slice(&1u32.to_ne_bytes());
