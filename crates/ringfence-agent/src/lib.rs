@@ -514,9 +514,10 @@ impl Agent {
         }
 
         // Execs whose /proc read failed wait for audit's record only when one will come.
-        let audit_running = audit_sees_execs && running.iter().any(|r| r.kind == SourceKind::Audit);
+        let wait_for_audit =
+            audit_sees_execs && running.iter().any(|r| r.kind == SourceKind::Audit);
         let mut merger = merge::ExecMerger::new(
-            audit_running,
+            wait_for_audit,
             Duration::from_millis(self.config.audit.merge_wait_ms),
         );
         let mut ready = Vec::new();

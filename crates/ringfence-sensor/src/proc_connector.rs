@@ -298,6 +298,10 @@ impl Source for ProcConnectorSource {
                         due = Some(Instant::now() + every);
                     }
                     held.push(event);
+                    // A burst faster than the interval is handed over in slices.
+                    if held.len() >= HAND_OFF_MAX {
+                        due = Some(Instant::now());
+                    }
                 }
                 None => {
                     if out.send(event) == Sent::Closed {
@@ -313,6 +317,8 @@ impl Source for ProcConnectorSource {
 
 /// How long a read waits for a message when nothing is held: how soon a stop is noticed.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// The most events held before they are handed over, whatever the interval.
+const HAND_OFF_MAX: usize = 256;
 
 /// Send every held event to the agent, in order.
 fn hand_over(out: &EventSender, held: &mut Vec<Event>) -> Sent {
