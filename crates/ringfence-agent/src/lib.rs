@@ -400,10 +400,11 @@ impl Agent {
             match ProcConnectorSource::open(ProcConnectorOptions {
                 // With audit's rules, arguments come from its records: no /proc race to run,
                 // and the connector can batch its wake-ups. Without them, read /proc at once,
-                // and still hand the events over in bursts.
+                // and still hand the events over in bursts, every 5 ms at most: the eBPF
+                // reader's bound too.
                 enrich_exec: !audit_sees_all_execs,
                 coalesce: audit_sees_all_execs.then_some(Duration::from_millis(10)),
-                hand_off: (!audit_sees_all_execs).then_some(Duration::from_millis(10)),
+                hand_off: (!audit_sees_all_execs).then_some(Duration::from_millis(5)),
                 ..ProcConnectorOptions::default()
             }) {
                 Ok(src) => opened.push((SourceKind::ProcConnector, Box::new(src))),
