@@ -215,6 +215,19 @@ fn recv_timeout(fd: RawFd, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option
     Ok(Some(usize::try_from(n).unwrap_or(0)))
 }
 
+/// An `NLMSG_ERROR` message's verdict: error 0 is the kernel's acknowledgement.
+fn acknowledged(payload: &[u8]) -> io::Result<()> {
+    let errno = payload
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, i32::from_ne_bytes);
+    if errno == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(-errno))
+    }
+}
+
 /// Send a request and wait for its acknowledgement (and, for AUDIT_GET, the reply).
 fn request(fd: RawFd, msg_type: u16, seq: u32, payload: &[u8]) -> io::Result<Option<Vec<u8>>> {
     send_request(fd, msg_type, seq, payload)?;
@@ -226,14 +239,7 @@ fn request(fd: RawFd, msg_type: u16, seq: u32, payload: &[u8]) -> io::Result<Opt
         };
         for m in parse::netlink_messages(&buf[..n]) {
             if m.msg_type == NLMSG_ERROR {
-                let errno = m
-                    .payload
-                    .get(..4)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(0, i32::from_ne_bytes);
-                if errno != 0 {
-                    return Err(io::Error::from_raw_os_error(-errno));
-                }
+                acknowledged(m.payload)?;
                 if msg_type != AUDIT_GET || reply.is_some() {
                     return Ok(reply);
                 }
@@ -291,14 +297,7 @@ fn rule_census(fd: RawFd) -> io::Result<RuleCensus> {
             match m.msg_type {
                 NLMSG_DONE => done = true,
                 NLMSG_ERROR => {
-                    let errno = m
-                        .payload
-                        .get(..4)
-                        .and_then(|b| b.try_into().ok())
-                        .map_or(0, i32::from_ne_bytes);
-                    if errno != 0 {
-                        return Err(io::Error::from_raw_os_error(-errno));
-                    }
+                    acknowledged(m.payload)?;
                     acked = true;
                 }
                 AUDIT_LIST_RULES => census.count(m.payload),
