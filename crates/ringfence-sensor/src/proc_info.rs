@@ -121,6 +121,10 @@ pub fn parse_status(text: &[u8]) -> Status {
     st
 }
 
+/// The most read from one /proc file. A process chooses its own command line, and with a large
+/// stack limit it can make it hundreds of megabytes; past this the arguments are cut.
+const READ_LIMIT: u64 = 1 << 20;
+
 /// The directory `/proc/PID`, opened once (`O_PATH`): every file read through it belongs to the
 /// process that had the pid when it was opened.
 struct ProcDir(OwnedFd);
@@ -138,12 +142,15 @@ impl ProcDir {
         .map(ProcDir)
     }
 
-    /// Read the whole file `name` into `buf` (cleared first).
+    /// Read the file `name` into `buf` (cleared first), up to [`READ_LIMIT`] bytes.
     fn read(&self, name: &str, buf: &mut Vec<u8>) -> Option<()> {
         buf.clear();
         let flags = OFlags::RDONLY | OFlags::CLOEXEC;
         let file = rustix::fs::openat(&self.0, name, flags, Mode::empty()).ok()?;
-        std::fs::File::from(file).read_to_end(buf).ok()?;
+        std::fs::File::from(file)
+            .take(READ_LIMIT)
+            .read_to_end(buf)
+            .ok()?;
         Some(())
     }
 
@@ -428,6 +435,26 @@ mod tests {
         assert!(rss_bytes(std::process::id()).is_some_and(|b| b > 0));
         // The main thread (whose state stat shows) waits while a test thread runs.
         assert!(matches!(state(std::process::id()), Some('R' | 'S')));
+    }
+
+    #[test]
+    fn a_huge_command_line_is_cut_at_the_read_limit() {
+        let big = "x".repeat(100_000);
+        let child = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 10", "sh"])
+            .args(std::iter::repeat_n(&big, 15))
+            .spawn();
+        let Ok(mut child) = child else {
+            panic!("cannot spawn /bin/sh");
+        };
+        let info = read_process(child.id(), None, &Clocks::read());
+        let _ = child.kill();
+        let _ = child.wait();
+        // The NUL-separated text as read: the cut falls inside the last argument kept.
+        let bytes = info.args.join("\0").len();
+        assert!(bytes <= 1 << 20, "{bytes}");
+        assert!(bytes > 1_000_000, "{bytes}: the first megabyte is kept");
+        assert_eq!(info.args.first().map(String::as_str), Some("/bin/sh"));
     }
 
     #[test]
