@@ -249,7 +249,13 @@ pub fn read_process(pid: u32, not_after_boot_ns: Option<u64>, clocks: &Clocks) -
             }
             info.start_boot_ns = Some(start);
             info.start = Some(clocks.from_boottime(start));
-            info.ppid = Some(stat.ppid);
+            // A process already released (it exited while we read) reports parent 0; only
+            // init and kthreadd have no parent. Unknown, then: the tree knows it from the fork.
+            if stat.ppid != 0 || pid <= 2 {
+                info.ppid = Some(stat.ppid);
+            } else {
+                complete = false;
+            }
             info.name = Some(stat.comm);
         }
         None => complete = false,
