@@ -1,11 +1,12 @@
 //! `ringfence bench exec-storm` and `syscall-storm`: what the agent costs the host. Runs N ×
-//! `/bin/true` (or N × open, stat and close of small files, in-process: the per-syscall tax
-//! that syscall tracepoints and audit rules lay on every process) without and with an agent (a child `ringfence agent run --no-supervisor`), in interleaved rounds that
-//! alternate which side goes first, so drift in the machine's load hits both sides alike, and
-//! prints the ratio of the medians, the agent's CPU time per 1000 execs (its threads'
-//! `schedstat`, to the nanosecond, from just before the storm until its events are written),
-//! its RSS at idle and after the storm, the mode it really ran in, how many of the storm's
-//! execs it reported (and complete), and what it lost.
+//! `/bin/true` (or N × open, stat and close of small files, in-process: the per-syscall tax that
+//! syscall tracepoints and audit rules lay on every process) without and with an agent (a child
+//! `ringfence agent run --no-supervisor`), in interleaved rounds that alternate which side goes
+//! first, so drift in the machine's load hits both sides alike, and prints the ratio of the
+//! medians, the agent's CPU time per 1000 execs or rounds (its threads' `schedstat`, to the
+//! nanosecond, from just before the storm until its events are written), its RSS at idle and
+//! after the storm, the mode it really ran in, how many of the storm's execs it reported (and
+//! complete), and what it lost.
 //!
 //! The agent child never outlives the bench: it is stopped after each round, and killed if it
 //! does not become ready or anything fails while it runs.
