@@ -17,7 +17,7 @@ use proc_connector::{Error as PcError, ProcConnector, ProcEvent};
 use ringfence_event::{Event, EventKind, Parent, Privilege, Process, SourceKind};
 
 use crate::proc_info::read_process;
-use crate::source::{EventSender, Sent, Source, SourceError, StopSignal};
+use crate::source::{BATCH, EventSender, Sent, Source, SourceError, StopSignal};
 use crate::sys::{self, Clocks};
 
 const NAME: &str = "proc_connector";
@@ -219,17 +219,19 @@ impl Source for ProcConnectorSource {
         let mut held: Vec<Event> = Vec::new();
         let mut due: Option<Instant> = None;
         while !stop.is_stopped() {
-            if due.is_some_and(|at| Instant::now() >= at) {
-                due = None;
-                if hand_over(&out, &mut held) == Sent::Closed {
-                    return Ok(());
+            // Wake for the next message, or in time to hand over what is held.
+            let mut wait = IDLE_WAIT;
+            if let Some(at) = due {
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    due = None;
+                    if out.send_all(&mut held) == Sent::Closed {
+                        return Ok(());
+                    }
+                } else {
+                    wait = left.max(Duration::from_millis(1));
                 }
             }
-            // Wake for the next message, or in time to hand over what is held.
-            let wait = due.map_or(IDLE_WAIT, |at| {
-                at.saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(1))
-            });
             let got = match self.options.coalesce {
                 // Drain without blocking; when empty, let a batch build up, then wait.
                 Some(pause) => match self.conn.recv_raw(&mut buf) {
@@ -299,7 +301,7 @@ impl Source for ProcConnectorSource {
                     }
                     held.push(event);
                     // A burst faster than the interval is handed over in slices.
-                    if held.len() >= HAND_OFF_MAX {
+                    if held.len() >= BATCH {
                         due = Some(Instant::now());
                     }
                 }
@@ -310,25 +312,13 @@ impl Source for ProcConnectorSource {
                 }
             }
         }
-        hand_over(&out, &mut held);
+        out.send_all(&mut held);
         Ok(())
     }
 }
 
 /// How long a read waits for a message when nothing is held: how soon a stop is noticed.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
-/// The most events held before they are handed over, whatever the interval.
-const HAND_OFF_MAX: usize = 256;
-
-/// Send every held event to the agent, in order.
-fn hand_over(out: &EventSender, held: &mut Vec<Event>) -> Sent {
-    for event in held.drain(..) {
-        if out.send(event) == Sent::Closed {
-            return Sent::Closed;
-        }
-    }
-    Sent::Queued
-}
 
 #[cfg(test)]
 mod tests {

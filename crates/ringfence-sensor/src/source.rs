@@ -138,6 +138,10 @@ impl SourceCounters {
     }
 }
 
+/// The most events a source holds before handing them over with [`EventSender::send_all`],
+/// however soon it meant to: a burst never waits behind a batch without bound.
+pub const BATCH: usize = 256;
+
 /// What became of one [`EventSender::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
@@ -189,6 +193,18 @@ impl EventSender {
             }
             Err(TrySendError::Disconnected(_)) => Sent::Closed,
         }
+    }
+
+    /// Queue every event of `batch` in order, leaving it empty (and its capacity for the next
+    /// batch): sources that gather events hand them over in one burst, so the agent wakes once.
+    /// `Closed` as soon as the agent is gone; dropped events are counted as by [`Self::send`].
+    pub fn send_all(&self, batch: &mut Vec<Event>) -> Sent {
+        for event in batch.drain(..) {
+            if self.send(event) == Sent::Closed {
+                return Sent::Closed;
+            }
+        }
+        Sent::Queued
     }
 
     /// The kernel reported `n` lost records.
@@ -285,6 +301,25 @@ mod tests {
         assert_eq!((c.events_in, c.events_out, c.dropped, c.gaps), (3, 2, 1, 3));
         drop(rx);
         assert_eq!(out.send(ev()), Sent::Closed);
+    }
+
+    #[test]
+    fn a_batch_is_sent_in_order_and_left_empty() {
+        let (tx, rx) = channel(2);
+        let out = EventSender::new("test", tx);
+        let mut batch = vec![ev(), ev(), ev()];
+        batch[0].timestamp = Timestamp(7);
+        assert_eq!(out.send_all(&mut batch), Sent::Queued);
+        assert!(batch.is_empty());
+        assert_eq!(rx.try_recv().map(|e| e.timestamp).ok(), Some(Timestamp(7)));
+        assert_eq!(
+            out.counters().snapshot().dropped,
+            1,
+            "the third did not fit"
+        );
+        drop(rx);
+        batch.push(ev());
+        assert_eq!(out.send_all(&mut batch), Sent::Closed);
     }
 
     #[test]

@@ -47,7 +47,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use ringfence_event::EventKind;
 use serde::{Deserialize, Serialize};
 
-use crate::source::{EventSender, Sent, Source, SourceError, StopSignal};
+use crate::source::{BATCH, EventSender, Sent, Source, SourceError, StopSignal};
 use crate::sys::Clocks;
 pub use record::{DecodeError, Record, RecordKind, decode};
 
@@ -806,21 +806,13 @@ impl Source for EbpfSource {
         // burst, so the pipeline wakes once per drain instead of racing the reader event by
         // event (a context switch each time it catches up and parks).
         // At most BATCH events wait, so a ring that never empties still flows.
-        const BATCH: usize = 256;
         let mut batch: Vec<ringfence_event::Event> = Vec::with_capacity(BATCH);
-        let flush = |batch: &mut Vec<ringfence_event::Event>, closed: &mut bool| {
-            for event in batch.drain(..) {
-                if out.send(event) == Sent::Closed {
-                    *closed = true;
-                }
-            }
-        };
         while !stop.is_stopped() && !closed {
             let drained = sensor.drain_counting(|rec| match rec {
                 Ok(rec) => {
                     batch.push(convert::to_event(rec, &clocks));
                     if batch.len() >= BATCH {
-                        flush(&mut batch, &mut closed);
+                        closed |= out.send_all(&mut batch) == Sent::Closed;
                     }
                 }
                 Err(e) => {
@@ -828,7 +820,7 @@ impl Source for EbpfSource {
                     tracing::debug!(source = NAME, "undecodable record: {e}");
                 }
             });
-            flush(&mut batch, &mut closed);
+            closed |= out.send_all(&mut batch) == Sent::Closed;
             sensor.rest(drained);
             if last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = Instant::now();
