@@ -453,7 +453,15 @@ mod tests {
         let Ok(mut child) = child else {
             panic!("cannot spawn /bin/sh");
         };
-        let info = read_process(child.id(), None, &Clocks::read());
+        // Until the child has exec'd, /proc shows the forked test binary.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut info = read_process(child.id(), None, &Clocks::read());
+        while info.args.first().map(String::as_str) != Some("/bin/sh")
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+            info = read_process(child.id(), None, &Clocks::read());
+        }
         let _ = child.kill();
         let _ = child.wait();
         // The NUL-separated text as read: the cut falls inside the last argument kept.
@@ -501,11 +509,17 @@ mod tests {
     fn threads_cpu_time_counts_nanoseconds() {
         let me = std::process::id();
         let before = threads_cpu_time(me).unwrap_or_default();
+        // Spin until the sum grows (bounded): other tests' threads may exit meanwhile, and a
+        // thread that exited is no longer counted.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let mut x = 0u64;
-        for _ in 0..1_000_000 {
-            x = std::hint::black_box(x.wrapping_add(1));
+        let mut after = before;
+        while after <= before && std::time::Instant::now() < deadline {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            after = threads_cpu_time(me).unwrap_or_default();
         }
-        let after = threads_cpu_time(me).unwrap_or_default();
         assert!(after > before, "{before:?} -> {after:?}");
         assert_eq!(threads_cpu_time(u32::MAX), None);
     }
