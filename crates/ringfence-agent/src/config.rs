@@ -10,12 +10,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use ringfence_event::EventKind;
+use ringfence_sensor::audit::AddRules;
 use ringfence_sensor::ebpf::record::PREFIX_MAX;
 use ringfence_sensor::logs::LogsConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::cpu::CpuChoice;
-use ringfence_sensor::audit::AddRules;
 
 /// Which sensor set to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -157,7 +157,12 @@ impl ProcDir {
     /// The target of the link `name` (`exe`, `cwd`).
     fn link(&self, name: &str) -> Option<String> {
         let target = rustix::fs::readlinkat(&self.0, name, Vec::new()).ok()?;
-        Some(String::from_utf8_lossy(target.as_bytes()).into_owned())
+        // Valid UTF-8 (nearly always) is taken as is; only other bytes are copied, replaced.
+        Some(
+            target.into_string().unwrap_or_else(|e| {
+                String::from_utf8_lossy(e.into_cstring().as_bytes()).into_owned()
+            }),
+        )
     }
 
     fn stat(&self, buf: &mut Vec<u8>) -> Option<Stat> {
