@@ -585,6 +585,16 @@ impl Agent {
                 pipe.handle(event);
             }
             pipe.write_responses(false);
+            // What the fleet link needs a person on the host to see (a console that keeps
+            // failing, a refused order or offer): one atomic load when there is nothing.
+            let notices = pipe
+                .telemetry
+                .as_ref()
+                .map(|t| t.take_notices())
+                .unwrap_or_default();
+            for line in notices {
+                pipe.handle(Event::health_notice(SourceKind::Agent, line));
+            }
             // Findings leave at once; plain events are flushed in batches.
             if (now >= next_flush && pipe.unflushed) || std::mem::take(&mut pipe.findings_unflushed)
             {

@@ -1,6 +1,8 @@
-//! Check-in throughput and latency over real loopback HTTP, on SQLite and on PostgreSQL.
+//! Check-in throughput and latency over real loopback HTTPS (and plain HTTP beside it, to show
+//! what TLS costs), on SQLite and on PostgreSQL.
 //!
-//! A console is served on 127.0.0.1 with a fresh database; 2,000 agents enroll through the API;
+//! A console is served on 127.0.0.1 with a fresh database and its own CA (the client pins it as
+//! agents do); 2,000 agents enroll through the API;
 //! then 64 concurrent clients (the `ringfence_wire` client the real agent uses) check in as fast
 //! as the console answers for 10 seconds, each agent with its own credential, sequence number
 //! and health. Clients and console share this machine's cores, so the figure is what one box
@@ -22,6 +24,7 @@ use ringfence_console::agents::{NewEnrollmentToken, mint_enrollment_token};
 use ringfence_console::{AppState, Config, Db, SystemClock};
 use ringfence_wire::{
     CheckIn, Client, Count, CpuPercent, Credential, EnrollRequest, Health, Label, PROTOCOL, Tags,
+    Trust,
 };
 use sqlx::Connection;
 
@@ -46,7 +49,7 @@ async fn fresh_db(backend: &str, dir: &std::path::Path) -> String {
     format!("{base}/{name}")
 }
 
-async fn run(backend: &str, seconds: f64) {
+async fn run(backend: &str, tls: bool, seconds: f64) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&fresh_db(backend, dir.path()).await)
         .await
@@ -68,14 +71,28 @@ async fn run(backend: &str, seconds: f64) {
     )
     .await
     .unwrap();
-    let running = ringfence_console::serve(
-        state,
-        "127.0.0.1:0".parse().unwrap(),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
-    let client = Client::new(&running.url()).unwrap();
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let (running, trust) = if tls {
+        let names = vec!["127.0.0.1".to_owned()];
+        let (tls, _) =
+            ringfence_wire::tls::ConsoleTls::load_or_create(&dir.path().join("tls"), &names)
+                .unwrap();
+        let running = ringfence_console::serve_tls(
+            state,
+            listen,
+            Duration::from_secs(5),
+            tls.server_config().unwrap(),
+        )
+        .await
+        .unwrap();
+        (running, Trust::Pinned(vec![tls.pin()]))
+    } else {
+        let running = ringfence_console::serve(state, listen, Duration::from_secs(5))
+            .await
+            .unwrap();
+        (running, Trust::PlainLoopback)
+    };
+    let client = Client::new(&running.url(), &trust).unwrap();
 
     let mut agents = Vec::with_capacity(AGENTS);
     for i in 0..AGENTS {
@@ -149,8 +166,9 @@ async fn run(backend: &str, seconds: f64) {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
+    let link = if tls { "https" } else { "http" };
     println!(
-        "checkins/{backend}: {:.0} check-ins/s ({} in {elapsed:.1} s, {CLIENTS} concurrent clients, \
+        "checkins/{backend}/{link}: {:.0} check-ins/s ({} in {elapsed:.1} s, {CLIENTS} concurrent clients, \
          {AGENTS} agents, {errors} errors); latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         all.len() as f64 / elapsed,
         all.len(),
@@ -171,9 +189,12 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        run("sqlite", seconds).await;
+        // Side by side in one run (this machine is noisy): TLS, then plain HTTP.
+        run("sqlite", true, seconds).await;
+        run("sqlite", false, seconds).await;
         if std::env::var("RINGFENCE_TEST_POSTGRES").is_ok_and(|u| !u.is_empty()) {
-            run("postgres", seconds).await;
+            run("postgres", true, seconds).await;
+            run("postgres", false, seconds).await;
         } else {
             println!("checkins/postgres: skipped (set RINGFENCE_TEST_POSTGRES)");
         }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use ringfence_wire::{
     AgentId, CheckIn, Client, Count, CpuPercent, Credential, EnrollRequest, Health, Label,
-    PROTOCOL, Tags, TzOffset,
+    PROTOCOL, Tags, Trust, TzOffset,
 };
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
@@ -107,6 +107,9 @@ pub struct DrillOptions {
     /// Use this console (URL, operator token) instead of starting one. Its clock must run at
     /// the drill's speed (`ringfence console serve --clock-speed`).
     pub console: Option<(String, String)>,
+    /// What the drill trusts when it connects to `console` (a pinned CA); the drill's own
+    /// in-process console is plain HTTP on loopback.
+    pub trust: Trust,
     /// Database for the in-process console (a SQLite file in a temporary directory if absent).
     pub db_url: Option<String>,
     /// Give up after this much real time.
@@ -124,6 +127,7 @@ impl DrillOptions {
             checkin_interval_ms: 5 * 60_000,
             plan: None,
             console: None,
+            trust: Trust::PlainLoopback,
             db_url: None,
             timeout: Duration::from_secs(300),
             verbose: false,
@@ -525,7 +529,12 @@ async fn drive(
             eprintln!("drill: {s}");
         }
     };
-    let client = Client::new(&console.url).map_err(err)?;
+    let trust = if console.running.is_some() {
+        Trust::PlainLoopback
+    } else {
+        opts.trust.clone()
+    };
+    let client = Client::new(&console.url, &trust).map_err(err)?;
     let op = Some(console.token.as_str());
     let n = opts.agents;
 

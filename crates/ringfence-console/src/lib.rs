@@ -45,6 +45,7 @@ use crate::agents::CredentialCache;
 use crate::content::{OpaqueCopy, Republisher};
 use crate::ingest::Ingest;
 use crate::snapshot::{Snapshot, SnapshotCell};
+use ringfence_wire::OrderKey;
 
 /// Console settings.
 #[derive(Debug, Clone)]
@@ -59,6 +60,9 @@ pub struct Config {
     pub session_ttl_ms: clock::Millis,
     /// Mark the session cookie `Secure` (behind HTTPS).
     pub secure_cookies: bool,
+    /// Signs response orders; a console without one makes an ephemeral key (tests, drills),
+    /// which no agent has pinned.
+    pub order_key: Option<Arc<OrderKey>>,
 }
 
 impl Config {
@@ -69,6 +73,7 @@ impl Config {
             checkin_jitter_ms: 6_000,
             session_ttl_ms: 12 * 3_600_000,
             secure_cookies: false,
+            order_key: None,
         }
     }
 }
@@ -85,6 +90,8 @@ pub struct AppState {
     pub republisher: Arc<dyn Republisher>,
     /// Agents with pending response orders (see [`orders`]).
     pub orders: Arc<orders::PendingOrders>,
+    /// Signs the orders check-in responses carry.
+    pub order_key: Arc<OrderKey>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -100,7 +107,12 @@ impl AppState {
     /// Build the state on an open database and load the first snapshot. Starts the check-in
     /// writer task, so call it inside a tokio runtime.
     pub async fn new(db: Db, clock: SharedClock, config: Config) -> AppResult<AppState> {
+        let order_key = match &config.order_key {
+            Some(k) => k.clone(),
+            None => Arc::new(OrderKey::generate().map_err(AppError::internal)?),
+        };
         let state = AppState {
+            order_key,
             ingest: Ingest::start(db.clone()),
             db,
             clock,
@@ -223,15 +235,18 @@ pub async fn run_engine(
 pub struct Running {
     pub addr: SocketAddr,
     pub state: AppState,
+    /// Whether it serves HTTPS.
+    pub tls: bool,
     stop: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     engine: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    /// Base URL, `http://addr`.
+    /// Base URL, `https://addr` (or `http://addr` for a plain loopback console).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stop serving and stop the engine; waits for in-flight requests.
@@ -245,30 +260,133 @@ impl Running {
     }
 }
 
-/// Bind `listen` and serve [`app`] with the engine ticking every `engine_period`.
+/// Connections served at once; one more is closed at accept (a flood of idle sockets cannot
+/// take the console's memory or file descriptors).
+pub const MAX_CONNECTIONS: usize = 8192;
+/// Time a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a request's headers once it starts, and the longest a kept-alive
+/// connection may sit idle before its next request.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Bind `listen` and serve [`app`] over plain HTTP with the engine ticking every
+/// `engine_period`. Only on a loopback address: tests, drills and benchmarks.
 pub async fn serve(
     state: AppState,
     listen: SocketAddr,
     engine_period: Duration,
+) -> std::io::Result<Running> {
+    if !listen.ip().is_loopback() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("plain HTTP is served only on a loopback address, not {listen}"),
+        ));
+    }
+    serve_with(state, listen, engine_period, None).await
+}
+
+/// Bind `listen` and serve [`app`] over HTTPS with `tls` ([`ringfence_wire::tls::ConsoleTls`]).
+pub async fn serve_tls(
+    state: AppState,
+    listen: SocketAddr,
+    engine_period: Duration,
+    tls: Arc<ringfence_wire::tls::ServerConfig>,
+) -> std::io::Result<Running> {
+    serve_with(state, listen, engine_period, Some(tls)).await
+}
+
+async fn serve_with(
+    state: AppState,
+    listen: SocketAddr,
+    engine_period: Duration,
+    tls: Option<Arc<ringfence_wire::tls::ServerConfig>>,
 ) -> std::io::Result<Running> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let engine = tokio::spawn(run_engine(state.clone(), engine_period, stop_rx.clone()));
     let router = app(state.clone());
-    let mut server_stop = stop_rx;
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.changed().await;
-            })
-            .await
-    });
+    let is_tls = tls.is_some();
+    let acceptor = tls.map(ringfence_wire::tls::TlsAcceptor::from);
+    let server = tokio::spawn(accept_loop(listener, router, acceptor, stop_rx));
     Ok(Running {
         addr,
         state,
+        tls: is_tls,
         stop,
         server,
         engine,
     })
+}
+
+/// Accept connections until `stop`, each on its own task, at most [`MAX_CONNECTIONS`] at once;
+/// then let the open ones finish their requests (10 s at most).
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<ringfence_wire::tls::TlsAcceptor>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _peer)) => tcp,
+                Err(e) => {
+                    // Out of descriptors, say: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(max = MAX_CONNECTIONS, "connection refused: too many open");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let watcher = graceful.watcher();
+        match tls.clone() {
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, router, watcher).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
+            }
+            None => {
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    serve_connection(tcp, router, watcher).await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+    }
+    Ok(())
+}
+
+async fn serve_connection<I>(io: I, router: Router, watcher: hyper_util::server::graceful::Watcher)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }

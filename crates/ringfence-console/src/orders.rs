@@ -22,7 +22,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use ringfence_wire::{AgentId, Label, OrderAction, OrderResults, Orders, ResponseOrder, limits};
+use ringfence_wire::{AgentId, Label, OrderAction, OrderBody, OrderResults, SignedOrders, limits};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Operator;
@@ -263,26 +263,31 @@ pub async fn list(state: &AppState, agent: Option<&str>, limit: i64) -> AppResul
     Ok(rows.into_iter().map(view).collect())
 }
 
+/// How long a signed order stays valid after it was placed: an agent that comes back later
+/// refuses it, and the operator orders again if it still matters.
+pub const ORDER_TTL_SECS: u64 = 3600;
+
 /// The check-in path: store the results `agent` reported (each audited), then hand out its
-/// pending orders, marking them delivered. Costs nothing when there are neither.
+/// pending orders, each signed with the order key for this agent and marked delivered. Costs
+/// nothing when there are neither.
 pub async fn on_checkin(
     state: &AppState,
     agent: &AgentId,
     results: &OrderResults,
     now: Millis,
-) -> AppResult<Orders> {
+) -> AppResult<SignedOrders> {
     if !results.is_empty() {
         store_results(state, agent, results, now).await?;
     }
     let Some(generation) = state.orders.get(agent.as_str()) else {
-        return Ok(Orders::default());
+        return Ok(SignedOrders::default());
     };
     let max = limits::ORDERS;
-    let rows: Vec<(i64, String, String, String)> = on_db!(&state.db, |pool| {
+    let rows: Vec<(i64, String, String, String, Millis)> = on_db!(&state.db, |pool| {
         sqlx::query_as(
             "UPDATE response_orders SET state = 'delivered', updated_at = $2 WHERE id IN \
              (SELECT id FROM response_orders WHERE agent_id = $1 AND state = 'pending' ORDER BY id LIMIT $3) \
-             RETURNING id, action, requested_by, reason",
+             RETURNING id, action, requested_by, reason, created_at",
         )
         .bind(agent.as_str())
         .bind(now)
@@ -294,14 +299,21 @@ pub async fn on_checkin(
         state.orders.clear(agent.as_str(), generation);
     }
     let mut orders = Vec::with_capacity(rows.len());
-    for (id, action, requested_by, reason) in rows {
+    // RETURNING gives no order; the agent takes ids in increasing order.
+    let mut rows = rows;
+    rows.sort_by_key(|r| r.0);
+    for (id, action, requested_by, reason, created_at) in rows {
         // Stored rows were checked on the way in; one that no longer parses (a newer console's
         // action kind) is reported failed rather than sent.
+        let issued_at = u64::try_from(created_at / 1000).unwrap_or(0);
         let parsed = serde_json::from_str::<OrderAction>(&action)
             .map_err(|e| e.to_string())
             .and_then(|action| {
-                Ok(ResponseOrder {
+                state.order_key.sign(&OrderBody {
+                    agent_id: agent.clone(),
                     id: id.unsigned_abs(),
+                    issued_at,
+                    not_after: issued_at.saturating_add(ORDER_TTL_SECS),
                     action,
                     requested_by: Label::try_from(requested_by).map_err(|e| e.to_string())?,
                     reason,
@@ -324,7 +336,7 @@ pub async fn on_checkin(
         }
     }
     // rows.len() <= limits::ORDERS, so this cannot fail.
-    Orders::try_from(orders).map_err(AppError::internal)
+    SignedOrders::try_from(orders).map_err(AppError::internal)
 }
 
 /// Apply reported results to delivered orders of `agent`. A result sent again (its check-in

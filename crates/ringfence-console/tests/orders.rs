@@ -12,8 +12,18 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{Backend, console};
-use ringfence_wire::OrderAction;
+use ringfence_wire::{AgentId, OrderAction, ResponseOrder, SignedOrder};
 use serde_json::json;
+
+/// What the agent `id` would run of a signed order: verified with the console's order key at
+/// the time it was issued, as if nothing had been taken before.
+fn open(c: &common::TestConsole, id: &str, o: &SignedOrder) -> ResponseOrder {
+    let body: serde_json::Value = serde_json::from_str(&o.body).unwrap();
+    let issued_at = body["issued_at"].as_u64().unwrap();
+    let agent = AgentId::try_from(id.to_owned()).unwrap();
+    o.verify(Some(&c.state.order_key.pin()), &agent, issued_at, 0)
+        .unwrap()
+}
 
 both!(
     orders_are_delivered_once_and_settled_by_results,
@@ -82,8 +92,31 @@ async fn orders_are_delivered_once_and_settled_by_results(b: Backend) {
     assert!(resp.unwrap().orders.is_empty());
     let (status, resp) = c.checkin(a, json!({})).await;
     assert_eq!(status, StatusCode::OK);
-    let orders: Vec<_> = resp.unwrap().orders.iter().cloned().collect();
-    assert_eq!(orders.len(), 1);
+    let signed: Vec<_> = resp.unwrap().orders.iter().cloned().collect();
+    assert_eq!(signed.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(&signed[0].body).unwrap();
+    assert_eq!(body["agent_id"], a.id.as_str(), "bound to the agent");
+    assert_eq!(
+        body["not_after"].as_u64().unwrap() - body["issued_at"].as_u64().unwrap(),
+        ringfence_console::orders::ORDER_TTL_SECS
+    );
+    // The kill below names no start time, so the agent would refuse it; the console signs it
+    // all the same (the agent is the one that decides).
+    let agent_id = AgentId::try_from(a.id.clone()).unwrap();
+    let issued_at = body["issued_at"].as_u64().unwrap();
+    assert_eq!(
+        signed[0]
+            .verify(Some(&c.state.order_key.pin()), &agent_id, issued_at, 0)
+            .unwrap_err()
+            .1,
+        ringfence_wire::OrderRefusal::KillWithoutStartTime
+    );
+    let orders = [ResponseOrder {
+        id: body["id"].as_u64().unwrap(),
+        action: serde_json::from_value(body["action"].clone()).unwrap(),
+        requested_by: serde_json::from_value(body["requested_by"].clone()).unwrap(),
+        reason: body["reason"].as_str().unwrap().to_owned(),
+    }];
     assert_eq!(orders[0].id, id.unsigned_abs());
     assert_eq!(
         orders[0].action,
@@ -161,7 +194,7 @@ async fn orders_are_delivered_once_and_settled_by_results(b: Backend) {
             .op(
                 "POST",
                 &uri,
-                json!({"action": {"kind": "kill", "pid": pid}, "reason": "r"}),
+                json!({"action": {"kind": "kill", "pid": pid, "start_ticks": 1}, "reason": "r"}),
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{v}");
@@ -177,6 +210,7 @@ async fn orders_are_delivered_once_and_settled_by_results(b: Backend) {
         .unwrap()
         .orders
         .iter()
+        .map(|o| open(&c, &a.id, o))
         .map(|o| match o.action {
             OrderAction::Kill { pid, .. } => pid,
             _ => 0,

@@ -3,21 +3,25 @@
 //! Built on `hyper` 1 and `hyper-util`'s pooled client rather than `reqwest`: the console
 //! already compiles hyper for axum, so the client adds a few thousand lines instead of reqwest's
 //! TLS stack, cookie, redirect, proxy and decompression layers, which an agent talking to one
-//! known console needs none of. Plain `http://` only for now (loopback, or behind a TLS
-//! terminating proxy); HTTPS would plug a rustls connector in here without changing callers.
-//! Every response body is read through a size limit and every call has a timeout.
+//! known console needs none of. TLS is rustls through `hyper-rustls`, configured by
+//! [`crate::tls`]: a client trusts a pinned console CA (or a CA file) and nothing else, and
+//! plain `http://` is accepted only for a loopback address and only when asked for
+//! ([`Trust::PlainLoopback`], for tests and drills). Every response body is read through a size
+//! limit and every call has a timeout; every error names the console URL.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, StatusCode, header};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::tls::{Trust, client_config};
 use crate::types::limits;
 use crate::{
     CheckIn, CheckInResponse, Credential, EnrollRequest, EnrollResponse, FindingsAccepted,
@@ -28,16 +32,22 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    #[error("console URL {0:?} is not an http:// URL")]
-    BadUrl(String),
-    #[error("console answered {status}: {message}")]
-    Status { status: u16, message: String },
-    #[error("talking to the console: {0}")]
-    Transport(String),
-    #[error("console response is not what the protocol says: {0}")]
-    Decode(String),
-    #[error("console did not answer within {0:?}")]
-    Timeout(Duration),
+    #[error("console URL {url:?}: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("console {url} answered {status}: {message}")]
+    Status {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("cannot reach the console at {url}: {cause}")]
+    Transport { url: String, cause: String },
+    #[error("console {url}: the response is not what the protocol says: {cause}")]
+    Decode { url: String, cause: String },
+    #[error("console {url} did not answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl ClientError {
@@ -53,7 +63,7 @@ impl ClientError {
 /// A pooled HTTP/1.1 client bound to one console base URL. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: String,
     timeout: Duration,
 }
@@ -65,18 +75,31 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client for `base_url` (`http://host:port`, optionally with a path prefix).
-    pub fn new(base_url: &str) -> Result<Client, ClientError> {
+    /// A client for `base_url` (`https://host:port`, optionally with a path prefix) that
+    /// trusts what `trust` says. `http://` only with [`Trust::PlainLoopback`] and a loopback
+    /// host; `https://` never with it.
+    pub fn new(base_url: &str, trust: &Trust) -> Result<Client, ClientError> {
         let base = base_url.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") || base.len() <= "http://".len() {
-            return Err(ClientError::BadUrl(base_url.to_owned()));
-        }
+        check_url(&base, trust).map_err(|why| ClientError::BadUrl {
+            url: base_url.to_owned(),
+            why,
+        })?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let builder =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(client_config(trust)?);
+        let https = if matches!(trust, Trust::PlainLoopback) {
+            builder.https_or_http()
+        } else {
+            builder.https_only()
+        }
+        .enable_http1()
+        .wrap_connector(connector);
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(512)
-            .build(connector);
+            .build(https);
         Ok(Client {
             http,
             base,
@@ -122,23 +145,28 @@ impl Client {
     /// Fetch a content file named by a check-in response (relative path or absolute http URL),
     /// refusing anything larger than `max_bytes`.
     pub async fn fetch_content(&self, url: &str, max_bytes: usize) -> Result<Bytes, ClientError> {
-        let uri = if url.starts_with("http://") {
+        // Content comes from the console itself (a relative path) or, with the same trust, from
+        // a mirror over https; the bundle's own signature is what the agent trusts either way.
+        let uri = if url.starts_with("https://") && !self.base.starts_with("http://") {
             url.to_owned()
         } else if url.starts_with('/') {
             format!("{}{url}", self.base)
         } else {
-            return Err(ClientError::BadUrl(url.to_owned()));
+            return Err(ClientError::BadUrl {
+                url: url.to_owned(),
+                why: "a content URL is a path on the console or an https:// URL".into(),
+            });
         };
         let req = Request::builder()
             .method(Method::GET)
-            .uri(uri)
+            .uri(&uri)
             .body(Full::new(Bytes::new()))
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+            .map_err(|e| self.transport(e))?;
         let (status, body) = self.send(req, max_bytes).await?;
         if status.is_success() {
             Ok(body)
         } else {
-            Err(status_error(status, &body))
+            Err(status_error(&uri, status, &body))
         }
     }
 
@@ -149,7 +177,10 @@ impl Client {
         bearer: Option<&str>,
         body: &B,
     ) -> Result<R, ClientError> {
-        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
+            url: format!("{}{path}", self.base),
+            cause: e.to_string(),
+        })?;
         self.request(
             Method::POST,
             path,
@@ -196,9 +227,10 @@ impl Client {
         body: Bytes,
         content_type: &str,
     ) -> Result<R, ClientError> {
+        let url = format!("{}{path}", self.base);
         let mut builder = Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base))
+            .uri(&url)
             .header(header::CONTENT_TYPE, content_type)
             .header(header::ACCEPT, "application/json");
         if let Some(token) = bearer {
@@ -206,12 +238,15 @@ impl Client {
         }
         let req = builder
             .body(Full::new(body))
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+            .map_err(|e| self.transport(e))?;
         let (status, body) = self.send(req, limits::RESPONSE_BYTES * 16).await?;
         if !status.is_success() {
-            return Err(status_error(status, &body));
+            return Err(status_error(&url, status, &body));
         }
-        serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode {
+            url,
+            cause: e.to_string(),
+        })
     }
 
     async fn send(
@@ -224,22 +259,93 @@ impl Client {
                 .http
                 .request(req)
                 .await
-                .map_err(|e| ClientError::Transport(format!("{e:#}")))?;
+                .map_err(|e| self.transport(ErrorChain(&e)))?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), max_bytes)
                 .collect()
                 .await
-                .map_err(|e| ClientError::Transport(e.to_string()))?
+                .map_err(|e| self.transport(e))?
                 .to_bytes();
             Ok((status, body))
         };
         tokio::time::timeout(self.timeout, call)
             .await
-            .map_err(|_| ClientError::Timeout(self.timeout))?
+            .map_err(|_| ClientError::Timeout {
+                url: self.base.clone(),
+                timeout: self.timeout,
+            })?
+    }
+
+    fn transport(&self, cause: impl std::fmt::Display) -> ClientError {
+        ClientError::Transport {
+            url: self.base.clone(),
+            cause: cause.to_string(),
+        }
     }
 }
 
-fn status_error(status: StatusCode, body: &[u8]) -> ClientError {
+/// An error with its sources, `a: b: c`, so a TLS refusal deep in hyper's error reaches the
+/// operator ("client error (Connect)" alone says nothing).
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        let mut last = self.0.to_string();
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !last.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// Why `base` may not be used with `trust`.
+fn check_url(base: &str, trust: &Trust) -> Result<(), String> {
+    let (scheme, rest) = base
+        .split_once("://")
+        .ok_or_else(|| "not a URL (https://host:port)".to_owned())?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err("no host".into());
+    }
+    match (scheme, trust) {
+        ("https", Trust::PlainLoopback) => {
+            Err("https:// with plain-HTTP trust; give a CA pin instead".into())
+        }
+        ("https", _) => Ok(()),
+        ("http", Trust::PlainLoopback) if is_loopback_authority(authority) => Ok(()),
+        ("http", Trust::PlainLoopback) => {
+            Err("plain http:// is allowed only to a loopback address".into())
+        }
+        ("http", _) => Err(
+            "plain http:// is refused: the console serves https:// (plain HTTP only on \
+             loopback, with the explicit plain-HTTP option for tests)"
+                .into(),
+        ),
+        _ => Err(format!("scheme {scheme:?} is not https")),
+    }
+}
+
+/// `127.x.y.z[:port]`, `[::1][:port]` or `localhost[:port]`.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn status_error(url: &str, status: StatusCode, body: &[u8]) -> ClientError {
     #[derive(serde::Deserialize)]
     struct ErrorBody {
         error: String,
@@ -248,8 +354,9 @@ fn status_error(status: StatusCode, body: &[u8]) -> ClientError {
         .map(|b| b.error)
         .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
     ClientError::Status {
+        url: url.to_owned(),
         status: status.as_u16(),
-        message,
+        message: crate::types::printable(&message),
     }
 }
 
@@ -258,10 +365,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_http_urls() {
-        assert!(Client::new("http://127.0.0.1:8080/").is_ok());
-        assert!(Client::new("https://x").is_err());
-        assert!(Client::new("http://").is_err());
-        assert!(Client::new("ftp://x").is_err());
+    fn plain_http_only_to_loopback_and_only_when_asked() {
+        let pin = Trust::Pinned(vec![crate::tls::CaPin::of(b"ca")]);
+        let plain = Trust::PlainLoopback;
+        assert!(Client::new("http://127.0.0.1:8080/", &plain).is_ok());
+        assert!(Client::new("http://[::1]:8080", &plain).is_ok());
+        assert!(Client::new("http://localhost:8080", &plain).is_ok());
+        assert!(Client::new("http://10.0.0.1:8080", &plain).is_err());
+        assert!(Client::new("http://127.0.0.1:8080", &pin).is_err());
+        assert!(Client::new("https://console:8650", &plain).is_err());
+        assert!(Client::new("https://console:8650", &pin).is_ok());
+        assert!(Client::new("https://", &pin).is_err());
+        assert!(Client::new("ftp://x", &pin).is_err());
+        let e = Client::new("http://10.0.0.1:8650", &pin)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("10.0.0.1") && e.contains("refused"), "{e}");
     }
 }

@@ -1,11 +1,17 @@
 //! The protocol a Ringfence agent and the fleet console share, and nothing else they share.
 //!
-//! Three exchanges, all JSON over HTTP: **enrollment** (an operator's enrollment token is traded
+//! Three exchanges, all JSON over HTTPS: **enrollment** (an operator's enrollment token is traded
 //! for a per-agent [`Credential`]), **check-in** (health and tags go up; the content version the
 //! agent may run now, where to fetch it and when to call again come back), and **findings
 //! upload** in batches. A check-in response may carry **response orders** an operator placed
-//! for the agent ([`ResponseOrder`]); their results ride up in the following check-ins. Content itself is not in the protocol: it is a static signed file the
-//! check-in response points at, so any web server or CDN can serve it.
+//! for the agent, each signed by the console's order key and bound to the agent
+//! ([`signed_order`]); their results ride up in the following check-ins. Content itself is not
+//! in the protocol: it is a static signed file the check-in response points at, so any web
+//! server or CDN can serve it.
+//!
+//! [`tls`] is the one place TLS and identity live: the console's CA and server certificate,
+//! and the client side that trusts only a pinned CA. The agent, the CLI and the console all go
+//! through it.
 //!
 //! Every type here is *parsed, not validated*: a [`CheckIn`] that deserializes is already
 //! within bounds (label lengths, tag counts, timezone offset, finite CPU figure, counters that
@@ -15,14 +21,19 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod signed_order;
+pub mod tls;
 pub mod types;
 
 pub use client::{Client, ClientError};
+pub use signed_order::{OrderBody, OrderKey, OrderKeyPin, OrderRefusal, SignedOrder};
+pub use tls::{CaPin, Trust};
 pub use types::{
     AgentId, BoundedList, CheckIn, CheckInResponse, ContentOffer, Count, CpuPercent, Credential,
     CustomTags, EnrollRequest, EnrollResponse, Findings, FindingsAccepted, FindingsBatch, Health,
     Label, OrderAction, OrderResult, OrderResults, OrderStatus, Orders, ParseError, ResponseOrder,
-    Tags, TzOffset, limits, truncate_at_char,
+    SignedOrders, Tags, TzOffset, checkin_bounds, is_hidden_char, limits, printable,
+    truncate_at_char,
 };
 
 /// Protocol version carried in every request; the console refuses versions it does not speak.

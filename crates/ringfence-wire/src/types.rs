@@ -173,7 +173,7 @@ impl Label {
 impl TryFrom<String> for Label {
     type Error = ParseError;
     fn try_from(s: String) -> Result<Self, ParseError> {
-        if !s.is_empty() && s.len() <= limits::LABEL_BYTES && !s.chars().any(char::is_control) {
+        if !s.is_empty() && s.len() <= limits::LABEL_BYTES && !s.chars().any(is_hidden_char) {
             Ok(Label(s))
         } else {
             Err(ParseError::Label)
@@ -461,10 +461,35 @@ pub struct CheckInResponse {
     /// Call again after `next_checkin_ms` plus a random delay in `0..jitter_ms`.
     pub next_checkin_ms: u64,
     pub jitter_ms: u64,
-    /// Response actions an operator ordered for this agent, oldest first. Older agents ignore
-    /// the field; older consoles never send it.
-    #[serde(default, skip_serializing_if = "Orders::is_empty")]
-    pub orders: Orders,
+    /// Response actions an operator ordered for this agent, oldest first, each signed by the
+    /// console's order key ([`crate::signed_order`]). Older consoles never send it.
+    #[serde(default, skip_serializing_if = "SignedOrders::is_empty")]
+    pub orders: SignedOrders,
+}
+
+/// Bounds an agent puts on what a check-in response asks of it: a console (or anyone on the
+/// path) cannot stop check-ins with a huge interval or make them a flood with a tiny one.
+pub mod checkin_bounds {
+    /// Shortest wait between check-ins an agent honours, ms.
+    pub const MIN_INTERVAL_MS: u64 = 1_000;
+    /// Longest, ms (an hour).
+    pub const MAX_INTERVAL_MS: u64 = 3_600_000;
+    /// Largest jitter honoured, ms (five minutes).
+    pub const MAX_JITTER_MS: u64 = 300_000;
+}
+
+impl CheckInResponse {
+    /// The wait before the next check-in the response asks for, and its jitter bound, both
+    /// clamped to [`checkin_bounds`].
+    pub fn bounded_interval(&self) -> (u64, u64) {
+        (
+            self.next_checkin_ms.clamp(
+                checkin_bounds::MIN_INTERVAL_MS,
+                checkin_bounds::MAX_INTERVAL_MS,
+            ),
+            self.jitter_ms.min(checkin_bounds::MAX_JITTER_MS),
+        )
+    }
 }
 
 /// A response action ordered from the console. The agent runs it through its own responder,
@@ -605,6 +630,30 @@ impl OrderAction {
     }
 }
 
+/// `s` made safe to print on an operator's terminal or page: control characters (escape
+/// sequences included) and Unicode format and bidi controls, which can make one name look like
+/// another, are written as `\u{…}`.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if is_hidden_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Control characters, and the format characters that reorder or hide text (bidi embeddings,
+/// overrides and isolates, zero-width joiners and spaces, the BOM, soft hyphen).
+pub fn is_hidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
+}
+
 /// `s` cut to at most `max` bytes, at a character boundary.
 pub fn truncate_at_char(s: &str, max: usize) -> &str {
     let mut end = s.len().min(max);
@@ -671,6 +720,8 @@ pub struct BoundedList<T, const MAX: usize>(Vec<T>);
 
 /// Orders in one check-in response, at most [`limits::ORDERS`].
 pub type Orders = BoundedList<ResponseOrder, { limits::ORDERS }>;
+/// Signed orders in one check-in response, at most [`limits::ORDERS`].
+pub type SignedOrders = BoundedList<crate::signed_order::SignedOrder, { limits::ORDERS }>;
 /// Order results in one check-in, at most [`limits::ORDERS`].
 pub type OrderResults = BoundedList<OrderResult, { limits::ORDERS }>;
 
@@ -937,13 +988,20 @@ mod tests {
         let c = CheckIn::parse(&serde_json::to_vec(&checkin_json()).unwrap()).unwrap();
         assert!(c.order_results.is_empty());
 
-        let order = serde_json::json!({"id": 7, "requested_by": "admin", "reason": "ir-42",
-            "action": {"kind": "block_ip", "ip": "203.0.113.7", "ttl_secs": 3600}});
+        // Orders travel signed: a body of signed text and its signature.
+        let order = serde_json::json!({"body": "{}", "sig": "00".repeat(64)});
         let resp: CheckInResponse = serde_json::from_value(serde_json::json!({
             "content": null, "next_checkin_ms": 1, "jitter_ms": 0, "orders": [order]}))
         .unwrap();
-        let o = resp.orders.iter().next().unwrap();
-        assert_eq!(o.action.name(), "block_ip");
+        assert_eq!(resp.orders.len(), 1);
+        let unsigned = serde_json::json!({"id": 7, "requested_by": "admin", "reason": "ir-42",
+            "action": {"kind": "block_ip", "ip": "203.0.113.7", "ttl_secs": 3600}});
+        assert!(
+            serde_json::from_value::<CheckInResponse>(serde_json::json!({
+                "content": null, "next_checkin_ms": 1, "jitter_ms": 0, "orders": [unsigned]}))
+            .is_err(),
+            "an unsigned order does not even parse"
+        );
         let again: CheckInResponse =
             serde_json::from_str(&serde_json::to_string(&resp).unwrap()).unwrap();
         assert_eq!(again, resp);

@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringfence");
 
+thread_local! {
+    /// The data directory of the `up` under test (its CA is what clients pin).
+    static DATA: std::cell::RefCell<Option<std::path::PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -94,12 +99,19 @@ impl Drop for Up {
     }
 }
 
+/// The CA `up` made in `data`, as the CLI and agents pin it.
+fn pin(data: &Path) -> ringfence_wire::CaPin {
+    ringfence_wire::tls::ca_pin_in(&data.join("tls")).unwrap()
+}
+
 fn get(url: &str, token: &str, path: &str) -> serde_json::Value {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let client = ringfence_wire::Client::new(url).unwrap();
+    let data = DATA.with(|d| d.borrow().clone()).unwrap();
+    let client =
+        ringfence_wire::Client::new(url, &ringfence_wire::Trust::Pinned(vec![pin(&data)])).unwrap();
     rt.block_on(client.get_json::<serde_json::Value>(path, Some(token)))
         .unwrap_or_default()
 }
@@ -146,8 +158,9 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
     )
     .unwrap();
     let port = free_port();
+    DATA.with(|d| *d.borrow_mut() = Some(data.clone()));
     let mut up = Up::start(&data, port);
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("https://127.0.0.1:{port}");
     let token = up
         .line("API token:")
         .split_whitespace()
@@ -193,8 +206,24 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
         ]);
         bundle.to_str().unwrap().to_owned()
     };
+    let ca = up
+        .line("the console's own CA")
+        .split("CA: ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(')')
+        .to_owned();
+    assert_eq!(ca, pin(&data).to_string());
     let rollout = |args: &[&str]| {
-        let mut all = vec!["rollout", "--console", &url, "--token", &token];
+        let mut all = vec![
+            "rollout",
+            "--console",
+            &url,
+            "--token",
+            &token,
+            "--ca-sha256",
+            &ca,
+        ];
         all.extend(args);
         ringfence(&all);
     };

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use ringfence_wire::{AgentId, Credential};
+use ringfence_wire::{AgentId, CaPin, Credential};
 use serde::{Deserialize, Serialize};
 
 use crate::content::manager::read_small;
@@ -18,8 +18,12 @@ pub const FILE_NAME: &str = "fleet.json";
 /// What the agent keeps between runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrollment {
-    /// The console's base URL at enrollment: another console means enrolling again.
+    /// The console's base URL at enrollment.
     pub console: String,
+    /// The CA pins trusted at enrollment: the fleet's identity. A console of the same fleet
+    /// (another URL, same CA) keeps the enrollment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_pins: Vec<CaPin>,
     pub agent_id: AgentId,
     pub credential: Credential,
     /// Worker crashes the console has acknowledged, as counted by the supervisor with this pid
@@ -62,6 +66,11 @@ impl Enrollment {
         std::fs::rename(&tmp, path)
     }
 
+    /// Does a link trusting `pins` talk to the fleet this agent enrolled with?
+    pub fn same_fleet(&self, pins: &[CaPin]) -> bool {
+        self.ca_pins.iter().any(|p| pins.contains(p))
+    }
+
     /// Crashes to report now, given the supervisor's count at this worker's start.
     pub fn unreported_crashes(&self, current: Option<SupervisorCount>) -> u64 {
         match (current, self.crashes_reported) {
@@ -81,7 +90,8 @@ mod tests {
     fn enrollment() -> Enrollment {
         let id = AgentId::try_from("0123456789abcdef0123456789abcdef".to_owned()).unwrap();
         Enrollment {
-            console: "http://127.0.0.1:8650".into(),
+            console: "https://127.0.0.1:8650".into(),
+            ca_pins: vec![CaPin::of(b"ca")],
             credential: Credential::new(&id, &"ab".repeat(32)).unwrap(),
             agent_id: id,
             crashes_reported: None,

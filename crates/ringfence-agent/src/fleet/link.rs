@@ -4,18 +4,30 @@
 //! a console that is slow or away delays nothing but the link itself. Health goes up as the
 //! difference from what the console last *acknowledged*, so a lost check-in loses nothing. An
 //! offered content version above the one running is fetched, checked against the offer's size
-//! and SHA-256, and written atomically into the content directory as `console-vN.bundle`; the
-//! content manager then verifies its signature and activates it like any other bundle — the
-//! link never decides what runs, it only delivers. Response orders in the answer go to the
-//! [`OrderRunner`](super::orders::OrderRunner); their results ride up with later check-ins.
+//! and SHA-256, verified against the content root (signatures, and that it is the version
+//! offered), and only then written atomically into the content directory as
+//! `console-vN.bundle` and remembered; the content manager then verifies and activates it like
+//! any other bundle — the link never decides what runs, it only delivers. A refused offer is
+//! remembered as refused (a bounded set), so a forged "version u64::MAX" can neither freeze
+//! content nor make the agent download forever. Response orders in the answer go to the
+//! [`OrderRunner`](super::orders::OrderRunner), which checks their signatures; their results
+//! ride up with later check-ins.
+//!
+//! What the console says is bounded before it is believed: the next check-in comes after
+//! 1 s to 1 h whatever the answer asks ([`ringfence_wire::checkin_bounds`]); a findings upload
+//! counts as delivered only when the console acknowledges exactly what was sent; a 401 or 403
+//! keeps the identity (it is reported and retried with backoff, never forgotten); and check-ins
+//! that keep failing for `alarm_after_secs` raise a health notice in the agent's own event
+//! stream, so a blinded agent is visible on the host.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ringfence_sensor::StopSignal;
 use ringfence_wire::{
-    CheckIn, CheckInResponse, Client, ContentOffer, Count, CpuPercent, EnrollRequest, Findings,
-    FindingsBatch, Health, Label, OrderResults, PROTOCOL, Tags, limits,
+    CaPin, CheckIn, CheckInResponse, Client, ContentOffer, Count, CpuPercent, EnrollRequest,
+    Findings, FindingsBatch, Health, Label, OrderResults, PROTOCOL, Tags, limits,
 };
 use sha2::{Digest, Sha256};
 
@@ -26,6 +38,8 @@ use super::telemetry::{Counters, Telemetry};
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Findings waiting are sent at least this often, between check-ins.
 const FINDINGS_EVERY: Duration = Duration::from_secs(5);
+/// Offered versions remembered as refused (the oldest are forgotten past it).
+const REFUSED_OFFERS: usize = 64;
 
 /// Everything the link needs; built by [`super::FleetLink::start`].
 pub struct LinkOptions {
@@ -48,6 +62,12 @@ pub struct LinkOptions {
     pub lkg_fallbacks: u64,
     /// Runs console response orders and keeps their results.
     pub orders: super::orders::OrderRunner,
+    /// The CA pins the link trusts: the fleet's identity, kept with the enrollment.
+    pub ca_pins: Vec<CaPin>,
+    /// `[content]`: offered bundles are verified against its root before they are kept.
+    pub content: crate::content::config::ContentSection,
+    /// Raise a health notice after check-ins have failed this long.
+    pub alarm_after: Duration,
 }
 
 /// What the link did, for its last log line and for tests.
@@ -58,6 +78,11 @@ pub struct LinkReport {
     pub bundles_delivered: u64,
     pub findings_uploaded: u64,
     pub orders_received: u64,
+    /// Offers refused (unverifiable bundles) and uploads whose acknowledgement did not match.
+    pub offers_refused: u64,
+    pub uploads_unacknowledged: u64,
+    /// Health notices raised for a link that kept failing.
+    pub alarms: u64,
 }
 
 struct Link {
@@ -71,8 +96,10 @@ struct Link {
     acked_at: Instant,
     lkg_pending: u64,
     seq: u64,
-    /// Highest content version written to the content directory.
+    /// Highest content version written to the content directory (after it verified).
     delivered: u64,
+    /// Offered versions whose bundle did not verify: not fetched again.
+    refused_offers: BTreeSet<u64>,
     report: LinkReport,
     rng: u64,
 }
@@ -85,12 +112,14 @@ pub async fn run(
     stop: StopSignal,
 ) -> LinkReport {
     let enrollment = match Enrollment::load(&opts.state_file) {
-        Ok(Some(e)) if e.console == opts.console => Some(e),
+        // The identity belongs to the fleet (its CA), not to one console URL: another console
+        // of the same fleet keeps it.
+        Ok(Some(e)) if e.console == opts.console || e.same_fleet(&opts.ca_pins) => Some(e),
         Ok(Some(e)) => {
-            tracing::info!(
+            tracing::warn!(
                 was = %e.console,
                 now = %opts.console,
-                "enrolled with another console; enrolling again"
+                "enrolled with another fleet (another console CA); enrolling again"
             );
             None
         }
@@ -112,17 +141,22 @@ pub async fn run(
         acked_at: Instant::now(),
         seq: 0,
         delivered: 0,
+        refused_offers: BTreeSet::new(),
         report: LinkReport::default(),
     };
     let mut backoff = Duration::from_secs(1);
     let mut next_checkin = Instant::now();
     let mut next_findings = Instant::now() + FINDINGS_EVERY;
+    let mut last_success = Instant::now();
+    let mut last_alarm: Option<Instant> = None;
     while !stop.is_stopped() {
         let now = Instant::now();
         if now >= next_checkin {
             next_checkin = match link.cycle().await {
                 Ok(wait) => {
                     backoff = Duration::from_secs(1);
+                    last_success = Instant::now();
+                    last_alarm = None;
                     now + wait
                 }
                 Err(e) => {
@@ -130,6 +164,21 @@ pub async fn run(
                     let wait = backoff + Duration::from_millis(link.random(backoff.as_millis()));
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "fleet console");
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let failing = now.saturating_duration_since(last_success);
+                    let alarm_due = last_alarm.is_none_or(|at| {
+                        now.saturating_duration_since(at) >= link.opts.alarm_after
+                    });
+                    if failing >= link.opts.alarm_after && alarm_due {
+                        link.report.alarms += 1;
+                        last_alarm = Some(now);
+                        link.telemetry.notice(format!(
+                            "no check-in with the fleet console {} for {} s: content may be stale \
+                             and findings wait on the host ({} queued); last error: {e}",
+                            link.opts.console,
+                            failing.as_secs(),
+                            link.telemetry.pending()
+                        ));
+                    }
                     now + wait
                 }
             };
@@ -199,15 +248,14 @@ impl Link {
         let response = match self.client.check_in(&enrollment.credential, &checkin).await {
             Ok(r) => r,
             Err(e) if matches!(e.status(), Some(401 | 403)) => {
-                // The console no longer knows this credential (revoked, or a new database).
-                self.enrollment = None;
+                // Revoked, or a console that does not know this agent — or someone on the path
+                // saying so. Forgetting the identity on one answer would let anyone blind the
+                // agent; it is kept, reported, and retried with backoff. An operator who
+                // revoked it enrolls the host again on purpose.
                 return Err(format!(
-                    "check-in refused ({e}); {}",
-                    if self.opts.enroll_token.is_some() {
-                        "enrolling again"
-                    } else {
-                        "no enrollment token to enroll again with"
-                    }
+                    "check-in refused ({e}); the agent keeps its identity {} and retries \
+                     (if it was revoked, enroll this host again)",
+                    enrollment.agent_id
                 ));
             }
             Err(e) => return Err(format!("check-in: {e}")),
@@ -216,7 +264,13 @@ impl Link {
         self.opts.orders.acknowledged();
         if !response.orders.is_empty() {
             self.report.orders_received += response.orders.len() as u64;
-            self.opts.orders.submit(&response.orders);
+            let refusals =
+                self.opts
+                    .orders
+                    .submit(&response.orders, &enrollment.agent_id, unix_now());
+            for line in refusals {
+                self.telemetry.notice(line);
+            }
         }
         self.acked = counters;
         self.acked_cpu = cpu;
@@ -232,10 +286,9 @@ impl Link {
         }
         self.take_offer(&response, current).await;
         self.upload_findings().await;
-        let jitter = self.random(u128::from(response.jitter_ms));
-        Ok(Duration::from_millis(
-            response.next_checkin_ms.saturating_add(jitter),
-        ))
+        let (interval, jitter) = response.bounded_interval();
+        let jitter = self.random(u128::from(jitter));
+        Ok(Duration::from_millis(interval.saturating_add(jitter)))
     }
 
     async fn enroll(&mut self) -> Result<(), String> {
@@ -260,6 +313,7 @@ impl Link {
             .map_err(|e| format!("enrollment: {e}"))?;
         let enrollment = Enrollment {
             console: self.opts.console.clone(),
+            ca_pins: self.opts.ca_pins.clone(),
             agent_id: response.agent_id,
             credential: response.credential,
             // Crashes before enrollment are this supervisor's business, not the console's.
@@ -281,7 +335,9 @@ impl Link {
         let Some(offer) = &response.content else {
             return;
         };
-        if offer.version <= current.max(self.delivered) {
+        if offer.version <= current.max(self.delivered)
+            || self.refused_offers.contains(&offer.version)
+        {
             return;
         }
         let path = self
@@ -293,7 +349,17 @@ impl Link {
             self.delivered = offer.version;
             return;
         }
-        match self.fetch(offer).await {
+        let fetched = match self.fetch(offer).await {
+            Ok(bytes) => match self.verify_offer(offer.version, &bytes) {
+                Ok(()) => Ok(bytes),
+                Err(e) => {
+                    self.refuse_offer(offer.version, &e);
+                    return;
+                }
+            },
+            Err(e) => Err(e),
+        };
+        match fetched {
             Ok(bytes) => match write_atomically(&path, &bytes) {
                 Ok(()) => {
                     tracing::info!(
@@ -311,6 +377,42 @@ impl Link {
             },
             Err(e) => tracing::warn!(version = offer.version, error = %e, "content not fetched"),
         }
+    }
+
+    /// Is `bytes` a bundle the content root vouches for, of the version offered?
+    fn verify_offer(&self, version: u64, bytes: &[u8]) -> Result<(), String> {
+        use ringfence_content::{SeenVersions, StructuralValidator, UnixTime, VerifyOptions};
+        let root = crate::content::manager::current_root(&self.opts.content)
+            .map_err(|e| format!("no content root to verify it with: {e}"))?;
+        let verified = ringfence_content::verify_signed_bundle(
+            bytes,
+            &root,
+            SeenVersions::default(),
+            &VerifyOptions::new(UnixTime::now()),
+            &StructuralValidator,
+        )
+        .map_err(|e| e.to_string())?;
+        if verified.content_version != version {
+            return Err(format!(
+                "the bundle is version {}, the offer said {version}",
+                verified.content_version
+            ));
+        }
+        Ok(())
+    }
+
+    fn refuse_offer(&mut self, version: u64, why: &str) {
+        self.report.offers_refused += 1;
+        if self.refused_offers.len() >= REFUSED_OFFERS {
+            self.refused_offers.pop_first();
+        }
+        self.refused_offers.insert(version);
+        let line = format!(
+            "content version {version} offered by the console {} refused: {why}; not fetched again",
+            self.opts.console
+        );
+        tracing::error!("{line}");
+        self.telemetry.notice(line);
     }
 
     async fn fetch(&self, offer: &ContentOffer) -> Result<Vec<u8>, String> {
@@ -391,7 +493,19 @@ impl Link {
                 .upload_findings(&enrollment.credential, &upload)
                 .await
             {
-                Ok(_) => self.report.findings_uploaded += n,
+                Ok(ack) if ack.accepted == n => self.report.findings_uploaded += n,
+                Ok(ack) => {
+                    // Not what was sent: keep them all (a duplicate upload is better than a
+                    // finding dropped on a word nobody can check).
+                    self.report.uploads_unacknowledged += 1;
+                    tracing::warn!(
+                        sent = n,
+                        acknowledged = ack.accepted,
+                        "findings upload acknowledged a different count; kept for later"
+                    );
+                    self.telemetry.return_findings(upload.findings.into());
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, findings = n, "findings upload failed; kept for later");
                     self.telemetry.return_findings(upload.findings.into());
@@ -418,6 +532,12 @@ fn seed() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     u64::from(nanos) ^ (u64::from(std::process::id()) << 32)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn own_cpu_time() -> Duration {

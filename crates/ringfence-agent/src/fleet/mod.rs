@@ -9,9 +9,19 @@
 //! now; the link writes that bundle into the watched content directory, where the content
 //! manager verifies and activates it as it would any bundle. Findings go up in batches.
 //!
-//! A check-in response may also carry response orders an operator placed in the console; the
-//! link runs them through the agent's responder ([`orders`]) unless `accept_orders = false`,
-//! and reports their results in the following check-ins.
+//! Every link is HTTPS to a console whose CA is pinned (`ca_sha256`, or `ca_file`); plain HTTP
+//! only to loopback with `plain_http = true`, for tests and drills. The agent believes no more
+//! of the console than it can check: intervals are clamped, upload acknowledgements must match
+//! what was sent, an offered bundle is verified against the content root before it is written
+//! or remembered, a refusal (401/403) never makes it forget its identity, and a link that keeps
+//! failing raises a health notice.
+//!
+//! A check-in response may also carry response orders an operator placed in the console. Each
+//! is signed by the console's order key and bound to this agent, with an id that only grows,
+//! an expiry and, for a kill, the target's start time ([`ringfence_wire::signed_order`]). The
+//! link runs them through the agent's responder ([`orders`]) only when the order key is pinned
+//! (`order_key`), `[response] enabled = true` and `accept_orders` is on; every refusal is a
+//! health notice and a `refused` result in the next check-in.
 //!
 //! The link is best effort by design: the agent detects and writes its outputs the same with
 //! the console down, and the pipeline never waits on the network.
@@ -27,7 +37,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use ringfence_sensor::StopSignal;
-use ringfence_wire::{Client, CustomTags, Label, Tags, TzOffset};
+use ringfence_wire::{CaPin, Client, CustomTags, Label, OrderKeyPin, Tags, Trust, TzOffset};
 use serde::{Deserialize, Serialize};
 
 pub use enrollment::{Enrollment, SupervisorCount};
@@ -38,8 +48,21 @@ pub use telemetry::{Counters, Telemetry};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FleetSection {
-    /// The console's base URL (`http://host:port`); `--console` overrides. No link without it.
+    /// The console's base URL (`https://host:port`); `--console` overrides. No link without it.
     pub console: Option<String>,
+    /// SHA-256 fingerprints of the console's CA (`ringfence console serve` prints it), one or
+    /// more (two while a CA is rotated). `--ca-sha256` adds to them.
+    pub ca_sha256: Vec<String>,
+    /// Or a PEM file holding the console's CA certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Plain `http://` to a console on a loopback address (tests and drills only).
+    pub plain_http: bool,
+    /// The console's order key (`ed25519:…`, printed by `console serve`). Without it no response
+    /// order runs, whatever `accept_orders` says.
+    pub order_key: Option<String>,
+    /// Raise a health notice when check-ins have failed for this long (seconds), and again
+    /// every such period while they keep failing.
+    pub alarm_after_secs: u64,
     /// Enrollment token, used once while the agent has no credential. `--enroll-token` or
     /// `RINGFENCE_ENROLL_TOKEN` keep it out of the file.
     pub enroll_token: Option<String>,
@@ -56,7 +79,8 @@ pub struct FleetSection {
     /// Largest content bundle fetched from the console.
     pub max_bundle_bytes: u64,
     /// Run response actions the console orders (through `[response]`'s guard rails, rate
-    /// limits, dry-run and audit log). When false, orders are answered `refused`.
+    /// limits, dry-run and audit log), when they are signed by the pinned `order_key` and
+    /// `[response] enabled = true`. When false, orders are answered `refused`.
     pub accept_orders: bool,
 }
 
@@ -64,6 +88,11 @@ impl Default for FleetSection {
     fn default() -> Self {
         FleetSection {
             console: None,
+            ca_sha256: Vec::new(),
+            ca_file: None,
+            plain_http: false,
+            order_key: None,
+            alarm_after_secs: 15 * 60,
             enroll_token: None,
             region: None,
             industry: None,
@@ -81,10 +110,24 @@ impl FleetSection {
     /// Problems with the values, as (key, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        if let Some(url) = &self.console
-            && let Err(e) = Client::new(url)
-        {
-            out.push(("console", e.to_string()));
+        if let Some(url) = &self.console {
+            match self.trust() {
+                Ok(trust) => {
+                    if let Err(e) = Client::new(url, &trust) {
+                        out.push(("console", e.to_string()));
+                    }
+                }
+                Err((key, e)) => out.push((key, e)),
+            }
+        }
+        if let Err(e) = self.order_key_pin() {
+            out.push(("order_key", e));
+        }
+        if self.alarm_after_secs < 60 {
+            out.push((
+                "alarm_after_secs",
+                format!("must be >= 60, got {}", self.alarm_after_secs),
+            ));
         }
         if let Err(e) = self.tags() {
             out.push(("tags", e));
@@ -99,6 +142,39 @@ impl FleetSection {
             ));
         }
         out
+    }
+
+    /// What the link trusts: the pinned CA, a CA file, or (for tests) plain loopback HTTP.
+    pub fn trust(&self) -> Result<Trust, (&'static str, String)> {
+        if self.plain_http {
+            return Ok(Trust::PlainLoopback);
+        }
+        if let Some(file) = &self.ca_file {
+            return Trust::from_ca_file(file).map_err(|e| ("ca_file", e.to_string()));
+        }
+        if self.ca_sha256.is_empty() {
+            return Err((
+                "ca_sha256",
+                "the console's CA is not pinned: set fleet.ca_sha256 (or --ca-sha256) to the pin \
+                 `ringfence console serve` prints, or fleet.ca_file"
+                    .into(),
+            ));
+        }
+        let pins = self
+            .ca_sha256
+            .iter()
+            .map(|p| CaPin::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ("ca_sha256", e.to_string()))?;
+        Ok(Trust::Pinned(pins))
+    }
+
+    /// The pinned order key, if any.
+    pub fn order_key_pin(&self) -> Result<Option<OrderKeyPin>, String> {
+        self.order_key
+            .as_deref()
+            .map(OrderKeyPin::parse)
+            .transpose()
     }
 
     /// The tags sent with enrollment and every check-in.
@@ -148,6 +224,10 @@ pub struct FleetStart {
     pub lkg_fallbacks: u64,
     /// The responder's settings for console orders (`[response]`'s `responder_config()`).
     pub response: ringfence_response::ResponseConfig,
+    /// `[response] enabled`: without it no console order runs.
+    pub response_enabled: bool,
+    /// `[content]`, to verify offered bundles against the content root before keeping them.
+    pub content: crate::content::config::ContentSection,
 }
 
 /// The running link thread.
@@ -167,7 +247,15 @@ impl FleetLink {
             .console
             .clone()
             .ok_or("fleet.console is not set")?;
-        let client = Client::new(&console).map_err(|e| format!("fleet.console: {e}"))?;
+        let trust = start
+            .section
+            .trust()
+            .map_err(|(key, e)| format!("fleet.{key}: {e}"))?;
+        let client = Client::new(&console, &trust).map_err(|e| format!("fleet.console: {e}"))?;
+        let order_key = start
+            .section
+            .order_key_pin()
+            .map_err(|e| format!("fleet.order_key: {e}"))?;
         let tags = start
             .section
             .tags()
@@ -186,7 +274,18 @@ impl FleetLink {
             content_version: start.content_version,
             supervisor_crashes: start.supervisor_crashes,
             lkg_fallbacks: start.lkg_fallbacks,
-            orders: orders::OrderRunner::new(start.section.accept_orders, start.response),
+            orders: orders::OrderRunner::new(
+                orders::Acceptance {
+                    accept_orders: start.section.accept_orders,
+                    response_enabled: start.response_enabled,
+                    key: order_key,
+                },
+                start.response,
+                start.state_dir.join(orders::STATE_FILE),
+            ),
+            ca_pins: trust.pins(),
+            content: start.content,
+            alarm_after: std::time::Duration::from_secs(start.section.alarm_after_secs),
         };
         let handle = std::thread::Builder::new()
             .name("rf-fleet".into())
@@ -233,8 +332,25 @@ mod tests {
         s.region = None;
         s.tz_offset_minutes = Some(5000);
         assert!(s.problems().iter().any(|(k, _)| *k == "tags"));
-        s.console = Some("ftp://nope".into());
-        assert!(s.problems().iter().any(|(k, _)| *k == "console"));
+        s.console = Some("https://console:8650".into());
+        assert!(
+            s.problems().iter().any(|(k, _)| *k == "ca_sha256"),
+            "no pin"
+        );
+        s.ca_sha256 = vec!["ab".repeat(32)];
+        assert!(!s.problems().iter().any(|(k, _)| *k == "ca_sha256"));
+        s.console = Some("http://console:8650".into());
+        assert!(
+            s.problems().iter().any(|(k, _)| *k == "console"),
+            "plain http"
+        );
+        s.plain_http = true;
+        assert!(
+            s.problems().iter().any(|(k, _)| *k == "console"),
+            "not loopback"
+        );
+        s.console = Some("http://127.0.0.1:8650".into());
+        assert!(!s.problems().iter().any(|(k, _)| *k == "console"));
     }
 
     #[test]

@@ -7,16 +7,59 @@
 //! `console:<operator>`. A kill of a process tree or an `nft` call may take a moment; the
 //! link thread only hands orders over and picks results up, so check-ins never wait on them.
 //!
-//! With `[fleet] accept_orders = false` every order is answered `refused` ("accept_orders is
-//! off") without reaching the responder. Results wait in an outbox and go up in the next
-//! check-ins, at most [`limits::ORDERS`] at a time, until a check-in response acknowledges
-//! them — as health deltas do — so a lost check-in loses no result.
+//! Before anything runs, each order's signature is checked against the pinned order key, with
+//! its agent binding, validity window, start-time guard and id ([`SignedOrder::verify`]). The
+//! highest id taken is kept in the state directory (`orders.json`, 0600), so a replayed order
+//! is refused across restarts too. An order runs only when all three of `[fleet] order_key`,
+//! `[fleet] accept_orders` and `[response] enabled` allow it; otherwise, and for every failed
+//! check, it is answered `refused` with the reason without reaching the responder (a replayed
+//! id gets no answer: its first delivery was answered). Results wait in an outbox and go up in
+//! the next check-ins, at most [`limits::ORDERS`] at a time, until a check-in response
+//! acknowledges them — as health deltas do — so a lost check-in loses no result.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::mpsc;
 
 use ringfence_response::{Action, Cause, Responder, ResponseConfig, Status};
-use ringfence_wire::{OrderAction, OrderResult, OrderStatus, Orders, ResponseOrder, limits};
+use ringfence_wire::{
+    AgentId, OrderAction, OrderKeyPin, OrderRefusal, OrderResult, OrderStatus, ResponseOrder,
+    SignedOrders, limits,
+};
+
+/// The file in the state directory that keeps the highest order id taken.
+pub const STATE_FILE: &str = "orders.json";
+
+/// What decides whether console orders may run at all.
+#[derive(Debug, Clone, Default)]
+pub struct Acceptance {
+    /// `[fleet] accept_orders`.
+    pub accept_orders: bool,
+    /// `[response] enabled`.
+    pub response_enabled: bool,
+    /// `[fleet] order_key`.
+    pub key: Option<OrderKeyPin>,
+}
+
+impl Acceptance {
+    /// Why no order may run, if that is so.
+    fn refusal(&self) -> Option<&'static str> {
+        if self.key.is_none() {
+            Some("no order key is pinned (fleet.order_key): orders are not run")
+        } else if !self.accept_orders {
+            Some("accept_orders is off")
+        } else if !self.response_enabled {
+            Some("response is not enabled on this agent ([response] enabled = false)")
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct TakenState {
+    last_id: u64,
+}
 
 /// Orders waiting for the worker before new ones are refused.
 const QUEUE: usize = 64;
@@ -26,8 +69,11 @@ const OUTBOX: usize = 1024;
 
 /// Runs orders and keeps their results for the console.
 pub struct OrderRunner {
-    accept: bool,
+    acceptance: Acceptance,
     config: ResponseConfig,
+    /// `orders.json`: the highest order id taken.
+    state_file: PathBuf,
+    last_taken: u64,
     worker: Option<mpsc::SyncSender<ResponseOrder>>,
     finished: Option<mpsc::Receiver<OrderResult>>,
     outbox: VecDeque<OrderResult>,
@@ -38,7 +84,8 @@ pub struct OrderRunner {
 impl std::fmt::Debug for OrderRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OrderRunner")
-            .field("accept", &self.accept)
+            .field("acceptance", &self.acceptance)
+            .field("last_taken", &self.last_taken)
             .field("outbox", &self.outbox.len())
             .finish()
     }
@@ -94,11 +141,17 @@ pub fn execute(responder: &mut Responder, order: &ResponseOrder) -> OrderResult 
 }
 
 impl OrderRunner {
-    /// `accept`: `[fleet] accept_orders`; `config`: from `[response]`.
-    pub fn new(accept: bool, config: ResponseConfig) -> OrderRunner {
+    /// `config`: from `[response]`; `state_file`: where the highest id taken is kept.
+    pub fn new(acceptance: Acceptance, config: ResponseConfig, state_file: PathBuf) -> OrderRunner {
+        let last_taken = crate::content::manager::read_small(&state_file, 4096)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<TakenState>(&b).ok())
+            .map_or(0, |s| s.last_id);
         OrderRunner {
-            accept,
+            acceptance,
             config,
+            state_file,
+            last_taken,
             worker: None,
             finished: None,
             outbox: VecDeque::new(),
@@ -106,17 +159,48 @@ impl OrderRunner {
         }
     }
 
-    /// Hand the orders of a check-in response over; refused ones get their result at once.
-    pub fn submit(&mut self, orders: &Orders) {
-        for order in orders.iter() {
-            if !self.accept {
-                tracing::warn!(order = order.id, action = order.action.name(), requested_by = %order.requested_by,
-                    "response order refused: fleet.accept_orders is off");
-                self.push(OrderResult::new(
+    /// Check the signed orders of a check-in response for `agent` at unix time `now` and hand
+    /// the good ones to the worker. Refused ones get their result at once; the returned lines
+    /// say why each was refused (for the agent's health notices).
+    pub fn submit(&mut self, orders: &SignedOrders, agent: &AgentId, now: u64) -> Vec<String> {
+        let mut notices = Vec::new();
+        for signed in orders.iter() {
+            let order =
+                match signed.verify(self.acceptance.key.as_ref(), agent, now, self.last_taken) {
+                    Ok(order) => order,
+                    Err((id, refusal)) => {
+                        let line = format!(
+                            "response order {} refused: {refusal}",
+                            id.map_or_else(|| "(unreadable)".to_owned(), |i| i.to_string())
+                        );
+                        tracing::warn!("{line}");
+                        notices.push(line);
+                        // A replay's id was answered at its first delivery; an unverified id may
+                        // not be the console's at all, and the console applies a result only to
+                        // an order it delivered to this agent.
+                        if let Some(id) = id
+                            && !matches!(refusal, OrderRefusal::Replayed { .. })
+                        {
+                            self.push(OrderResult::new(
+                                id,
+                                OrderStatus::Refused,
+                                &refusal.to_string(),
+                            ));
+                        }
+                        continue;
+                    }
+                };
+            self.take(order.id);
+            if let Some(why) = self.acceptance.refusal() {
+                let line = format!(
+                    "response order {} ({} by {}) refused: {why}",
                     order.id,
-                    OrderStatus::Refused,
-                    "accept_orders is off",
-                ));
+                    order.action.name(),
+                    order.requested_by
+                );
+                tracing::warn!("{line}");
+                notices.push(line);
+                self.push(OrderResult::new(order.id, OrderStatus::Refused, why));
                 continue;
             }
             let refused = match self.worker() {
@@ -136,6 +220,25 @@ impl OrderRunner {
                 tracing::warn!(order = order.id, %reason, "response order not run");
                 self.push(OrderResult::new(order.id, OrderStatus::Failed, &reason));
             }
+        }
+        notices
+    }
+
+    /// Remember `id` as taken, on disk first, so no restart can run it twice.
+    fn take(&mut self, id: u64) {
+        self.last_taken = self.last_taken.max(id);
+        let state = TakenState {
+            last_id: self.last_taken,
+        };
+        let written = serde_json::to_vec(&state)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                ringfence_wire::tls::write_private(&self.state_file, &bytes)
+                    .map_err(std::io::Error::other)
+            });
+        if let Err(e) = written {
+            tracing::error!(path = %self.state_file.display(), error = %e,
+                "cannot keep the highest response order id taken; a replay after a restart would be caught only by its expiry");
         }
     }
 
@@ -206,11 +309,39 @@ impl OrderRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringfence_wire::{Label, OrderBody, OrderKey};
     use std::time::{Duration, Instant};
 
-    fn order(id: u64, action: serde_json::Value) -> Orders {
-        let o = serde_json::json!([{"id": id, "action": action, "requested_by": "alice", "reason": "ir-1"}]);
-        serde_json::from_value(o).unwrap()
+    fn agent() -> AgentId {
+        AgentId::try_from("a".repeat(32)).unwrap()
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn signed(key: &OrderKey, id: u64, action: serde_json::Value) -> SignedOrders {
+        let body = OrderBody {
+            agent_id: agent(),
+            id,
+            issued_at: now(),
+            not_after: now() + 3600,
+            action: serde_json::from_value(action).unwrap(),
+            requested_by: Label::try_from("alice").unwrap(),
+            reason: "ir-1".into(),
+        };
+        SignedOrders::try_from(vec![key.sign(&body).unwrap()]).unwrap()
+    }
+
+    fn open_acceptance(key: &OrderKey) -> Acceptance {
+        Acceptance {
+            accept_orders: true,
+            response_enabled: true,
+            key: Some(key.pin()),
+        }
     }
 
     fn wait_for_result(runner: &mut OrderRunner) -> Vec<OrderResult> {
@@ -227,6 +358,7 @@ mod tests {
     #[test]
     fn orders_run_through_the_responder_in_dry_run_and_wait_for_acknowledgement() {
         let dir = tempfile::tempdir().unwrap();
+        let key = OrderKey::generate().unwrap();
         let config = ResponseConfig {
             dry_run: true,
             audit_log: dir.path().join("audit.jsonl"),
@@ -237,11 +369,14 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
-        let mut runner = OrderRunner::new(true, config);
-        runner.submit(&order(
-            7,
-            serde_json::json!({"kind": "kill", "pid": child.id(), "tree": true}),
-        ));
+        let started = ringfence_response::procfs::read(child.id())
+            .unwrap()
+            .start_ticks;
+        let state = dir.path().join(STATE_FILE);
+        let mut runner = OrderRunner::new(open_acceptance(&key), config.clone(), state.clone());
+        let kill = serde_json::json!({"kind": "kill", "pid": child.id(), "tree": true, "start_ticks": started});
+        let notices = runner.submit(&signed(&key, 7, kill.clone()), &agent(), now());
+        assert!(notices.is_empty(), "{notices:?}");
         let out = wait_for_result(&mut runner);
         assert_eq!(out.len(), 1, "no result in time");
         assert_eq!(out[0].id, 7);
@@ -259,8 +394,15 @@ mod tests {
         runner.acknowledged();
         assert!(runner.outgoing().is_empty());
 
+        // The same order again, even to a restarted agent, is a replay: refused, unanswered.
+        let mut restarted = OrderRunner::new(open_acceptance(&key), config, state);
+        let notices = restarted.submit(&signed(&key, 7, kill), &agent(), now());
+        assert!(notices[0].contains("replayed"), "{notices:?}");
+        assert!(restarted.outgoing().is_empty());
+
         // The guard rails apply to orders: pid 1 is refused.
-        runner.submit(&order(8, serde_json::json!({"kind": "kill", "pid": 1})));
+        let pid1 = serde_json::json!({"kind": "kill", "pid": 1, "start_ticks": 1});
+        runner.submit(&signed(&key, 8, pid1), &agent(), now());
         let out = wait_for_result(&mut runner);
         assert_eq!(out[0].status, OrderStatus::Refused, "{}", out[0].detail);
         let _ = child.kill();
@@ -268,35 +410,76 @@ mod tests {
     }
 
     #[test]
-    fn with_accept_orders_off_orders_are_refused_unrun() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = ResponseConfig {
-            audit_log: dir.path().join("audit.jsonl"),
-            ..ResponseConfig::default()
-        };
-        let mut runner = OrderRunner::new(false, config);
-        runner.submit(&order(
-            3,
-            serde_json::json!({"kind": "block_ip", "ip": "203.0.113.9", "ttl_secs": 60}),
-        ));
-        let out = runner.outgoing();
-        assert_eq!(
-            out,
-            [OrderResult::new(
-                3,
-                OrderStatus::Refused,
-                "accept_orders is off"
-            )]
-        );
-        assert!(!dir.path().join("audit.jsonl").exists());
-        assert!(runner.worker.is_none(), "no worker for refused orders");
+    fn orders_are_refused_unrun_without_a_key_acceptance_or_response() {
+        let key = OrderKey::generate().unwrap();
+        let block = serde_json::json!({"kind": "block_ip", "ip": "203.0.113.9", "ttl_secs": 60});
+        for (acceptance, needle) in [
+            (
+                Acceptance {
+                    key: None,
+                    ..open_acceptance(&key)
+                },
+                "order key",
+            ),
+            (
+                Acceptance {
+                    accept_orders: false,
+                    ..open_acceptance(&key)
+                },
+                "accept_orders is off",
+            ),
+            (
+                Acceptance {
+                    response_enabled: false,
+                    ..open_acceptance(&key)
+                },
+                "response is not enabled",
+            ),
+            (
+                Acceptance {
+                    key: Some(OrderKey::generate().unwrap().pin()),
+                    ..open_acceptance(&key)
+                },
+                "signature",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = ResponseConfig {
+                audit_log: dir.path().join("audit.jsonl"),
+                ..ResponseConfig::default()
+            };
+            let mut runner = OrderRunner::new(acceptance, config, dir.path().join(STATE_FILE));
+            let notices = runner.submit(&signed(&key, 3, block.clone()), &agent(), now());
+            assert!(notices[0].contains(needle), "{needle}: {notices:?}");
+            let out = runner.outgoing();
+            if needle == "signature" {
+                // Unverified: its id may not be the console's, so it is not answered.
+                assert!(out.is_empty(), "{out:?}");
+            } else {
+                assert_eq!(out[0].status, OrderStatus::Refused);
+                assert!(out[0].detail.contains(needle), "{out:?}");
+            }
+            assert!(!dir.path().join("audit.jsonl").exists());
+            assert!(runner.worker.is_none(), "no worker for refused orders");
+        }
     }
 
     #[test]
     fn results_go_up_at_most_a_batch_at_a_time() {
-        let mut runner = OrderRunner::new(false, ResponseConfig::default());
-        for id in 0..40 {
-            runner.submit(&order(id, serde_json::json!({"kind": "kill", "pid": 5})));
+        let key = OrderKey::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let acceptance = Acceptance {
+            accept_orders: false,
+            ..open_acceptance(&key)
+        };
+        let mut runner = OrderRunner::new(
+            acceptance,
+            ResponseConfig::default(),
+            dir.path().join(STATE_FILE),
+        );
+        for id in 1..=40 {
+            let kill = serde_json::json!({"kind": "kill", "pid": 5, "start_ticks": 1});
+            runner.submit(&signed(&key, id, kill), &agent(), now());
         }
         assert_eq!(runner.outgoing().len(), limits::ORDERS);
         runner.acknowledged();

@@ -5,6 +5,10 @@
 //! finding, never a wait on the network). The link reads the counters, sends the difference
 //! from what the console last acknowledged, and drains the queue in batches; when the console
 //! is away the queue keeps the newest findings and counts the ones it had to let go.
+//!
+//! The other way round, the link hands the pipeline **notices**: a console that keeps failing,
+//! a refused order or content offer. The pipeline turns each into a `sensor-health` event in the
+//! agent's own outputs, where a person on the host sees it whatever the console does.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -21,7 +25,12 @@ pub struct Telemetry {
     findings_lost: AtomicU64,
     queue: Mutex<VecDeque<Map<String, Value>>>,
     capacity: usize,
+    notices: Mutex<VecDeque<String>>,
+    has_notices: std::sync::atomic::AtomicBool,
 }
+
+/// Notices kept for the pipeline before the oldest are dropped.
+const NOTICES: usize = 64;
 
 /// Cumulative counters at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,7 +67,34 @@ impl Telemetry {
             findings_lost: AtomicU64::new(0),
             queue: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
+            notices: Mutex::new(VecDeque::new()),
+            has_notices: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The link has something the host's outputs must show (a health notice).
+    pub fn notice(&self, line: String) {
+        let mut q = self
+            .notices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if q.len() >= NOTICES {
+            q.pop_front();
+        }
+        q.push_back(line);
+        self.has_notices.store(true, Ordering::Release);
+    }
+
+    /// Notices waiting for the pipeline; one atomic load when there are none.
+    pub fn take_notices(&self) -> Vec<String> {
+        if !self.has_notices.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        self.notices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+            .collect()
     }
 
     /// One event went through the pipeline.

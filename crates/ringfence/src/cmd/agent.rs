@@ -80,13 +80,24 @@ pub struct RunArgs {
     /// Trusted root for content: a keys directory or a `root.json`.
     #[arg(long)]
     pub root: Option<PathBuf>,
-    /// Fleet console to enroll with and check in to (`http://host:port`); `fleet.console`.
+    /// Fleet console to enroll with and check in to (`https://host:port`); `fleet.console`.
     /// Needs a content directory: offered content is delivered there.
     #[arg(long)]
     pub console: Option<String>,
-    /// Enrollment token, used once while the agent has no credential; `fleet.enroll_token`.
-    #[arg(long, env = "RINGFENCE_ENROLL_TOKEN", hide_env_values = true)]
-    pub enroll_token: Option<String>,
+    /// The console CA's SHA-256 pin (`console serve` prints it); repeat while a CA rotates.
+    /// Adds to `fleet.ca_sha256`. Also `RINGFENCE_CA_SHA256` (comma-separated).
+    #[arg(long = "ca-sha256", env = "RINGFENCE_CA_SHA256", value_delimiter = ',')]
+    pub ca_sha256: Vec<String>,
+    /// The console's order key (`ed25519:…`); `fleet.order_key`. Without it no order runs.
+    #[arg(long, env = "RINGFENCE_ORDER_KEY")]
+    pub order_key: Option<String>,
+    /// A file holding the enrollment token, used once while the agent has no credential
+    /// (never on the command line, where `ps` shows it). Or `RINGFENCE_ENROLL_TOKEN`.
+    #[arg(long)]
+    pub enroll_token_file: Option<PathBuf>,
+    /// Plain `http://` to a console on loopback (tests and drills only).
+    #[arg(long, hide = true)]
+    pub plain_http: bool,
     /// Run the worker in this process, without the supervisor (tests and benchmarks).
     #[arg(long)]
     pub no_supervisor: bool,
@@ -175,8 +186,27 @@ fn config(args: &RunArgs) -> Result<Config, Failure> {
     if let Some(c) = &args.console {
         config.fleet.console = Some(c.clone());
     }
-    if let Some(t) = &args.enroll_token {
-        config.fleet.enroll_token = Some(t.clone());
+    config.fleet.ca_sha256.extend(
+        args.ca_sha256
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .cloned(),
+    );
+    if let Some(k) = &args.order_key {
+        config.fleet.order_key = Some(k.clone());
+    }
+    if args.plain_http {
+        config.fleet.plain_http = true;
+    }
+    if let Some(path) = &args.enroll_token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the enrollment token in {}", path.display()))
+            .map_err(Failure::refused)?;
+        config.fleet.enroll_token = Some(token.trim().to_owned());
+    } else if let Ok(t) = std::env::var("RINGFENCE_ENROLL_TOKEN")
+        && !t.trim().is_empty()
+    {
+        config.fleet.enroll_token = Some(t.trim().to_owned());
     }
     let fleet_problems: Vec<String> = config
         .fleet
@@ -284,8 +314,10 @@ fn start_fleet_link(
         supervisor_crashes,
         lkg_fallbacks: u64::from(std::env::var_os(ROLLBACK_ENV).is_some()),
         // Console orders go through the same guard rails, limits, dry-run and audit log as
-        // `ringfence respond`, whether or not rules may respond (`response.enabled`).
+        // `ringfence respond`, and run only with `response.enabled`.
         response: config.response.responder_config(),
+        response_enabled: config.response.enabled,
+        content: config.content.clone(),
     };
     let link = FleetLink::start(start, Arc::clone(&telemetry), stop.clone())?;
     Ok(Some((link, telemetry)))

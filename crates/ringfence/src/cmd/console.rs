@@ -44,6 +44,24 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "RINGFENCE_LISTEN", default_value = "127.0.0.1:8650")]
     pub listen: SocketAddr,
+    /// The console's own directory: its CA and server certificate (`tls/`) and its order key
+    /// (`order.key`), made at the first start. Every console of a fleet shares them.
+    #[arg(long, env = "RINGFENCE_DATA", default_value = "ringfence-data")]
+    pub data: PathBuf,
+    /// Serve this certificate chain (PEM, leaf first, the CA agents pin last) instead of the
+    /// console's own; with --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Another name (DNS name or IP address) agents reach the console by, for the server
+    /// certificate the console issues itself; repeat for several.
+    #[arg(long)]
+    pub tls_name: Vec<String>,
+    /// Serve plain HTTP (loopback addresses only: tests and drills).
+    #[arg(long, hide = true)]
+    pub plain_http: bool,
     /// Where signed bundles are stored and served from (default: `content/` beside a SQLite
     /// file, `ringfence-data/content` with PostgreSQL). Several consoles share it (or a CDN).
     #[arg(long, env = "RINGFENCE_CONTENT_DIR")]
@@ -125,6 +143,79 @@ impl Republisher for ResigningRepublisher {
     }
 }
 
+/// The console's TLS material and order key, made in `data` at the first start: the server
+/// configuration, the CA pin agents and the CLI trust, and the order key.
+pub struct ConsoleIdentity {
+    pub tls: Option<Arc<ringfence_wire::tls::ServerConfig>>,
+    pub ca_pin: Option<ringfence_wire::CaPin>,
+    pub order_key: Arc<ringfence_wire::OrderKey>,
+}
+
+/// Load or make the console's identity. `tls_files` is an operator's own chain and key;
+/// `plain` serves plain HTTP (loopback only).
+pub fn console_identity(
+    data: &Path,
+    listen: SocketAddr,
+    tls_files: Option<(&Path, &Path)>,
+    extra_names: &[String],
+    plain: bool,
+) -> Result<ConsoleIdentity, Failure> {
+    use ringfence_wire::tls::{ConsoleTls, TlsNotice, create_private_dir, server_names};
+    create_private_dir(data)
+        .with_context(|| format!("creating {}", data.display()))
+        .map_err(Failure::environment)?;
+    let (order_key, made) = ringfence_wire::OrderKey::load_or_create(&data.join("order.key"))
+        .map_err(|e| Failure::environment(anyhow::anyhow!("the console's order key: {e}")))?;
+    if made {
+        tracing::info!(path = %data.join("order.key").display(), "made the console's order key");
+    }
+    if plain {
+        if !listen.ip().is_loopback() {
+            return Err(Failure::refused(anyhow::anyhow!(
+                "--plain-http serves only on a loopback address, not {listen}"
+            )));
+        }
+        return Ok(ConsoleIdentity {
+            tls: None,
+            ca_pin: None,
+            order_key: Arc::new(order_key),
+        });
+    }
+    let tls = match tls_files {
+        Some((cert, key)) => ConsoleTls::from_files(cert, key).map_err(Failure::refused)?,
+        None => {
+            let (tls, notices) =
+                ConsoleTls::load_or_create(&data.join("tls"), &server_names(listen, extra_names))
+                    .map_err(Failure::environment)?;
+            for n in notices {
+                match n {
+                    TlsNotice::CreatedCa => {
+                        tracing::info!(dir = %data.join("tls").display(), "made the console CA")
+                    }
+                    TlsNotice::IssuedServerCert { reason } => {
+                        tracing::info!(%reason, "issued the console's server certificate")
+                    }
+                    TlsNotice::ExpiresSoon { .. } => {}
+                }
+            }
+            tls
+        }
+    };
+    if tls.days_left() <= ringfence_wire::tls::RENEW_WITHIN_DAYS {
+        tracing::warn!(
+            days_left = tls.days_left(),
+            "the console's server certificate expires soon: renew it (the console's own is \
+             re-issued at start; an operator's must be replaced)"
+        );
+    }
+    let server = tls.server_config().map_err(Failure::environment)?;
+    Ok(ConsoleIdentity {
+        tls: Some(server),
+        ca_pin: Some(tls.pin()),
+        order_key: Arc::new(order_key),
+    })
+}
+
 /// Open the database and build the console state.
 pub async fn build_state(
     db_url: &str,
@@ -132,9 +223,11 @@ pub async fn build_state(
     content_keys: Option<PathBuf>,
     checkin_interval_ms: i64,
     clock: SharedClock,
+    order_key: Arc<ringfence_wire::OrderKey>,
 ) -> anyhow::Result<AppState> {
     let db = Db::open(db_url).await?;
     let mut config = Config::new(content_dir);
+    config.order_key = Some(order_key);
     config.checkin_interval_ms = checkin_interval_ms;
     config.checkin_jitter_ms = checkin_interval_ms / 10;
     let mut state = AppState::new(db, clock, config)
@@ -180,13 +273,29 @@ fn serve(a: ServeArgs) -> CmdResult {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
+    crate::cmd::agent::init_tracing();
+    let identity = console_identity(
+        &a.data,
+        a.listen,
+        a.tls_cert.as_deref().zip(a.tls_key.as_deref()),
+        &a.tls_name,
+        a.plain_http,
+    )?;
     runtime()?.block_on(async move {
         let clock: SharedClock = if a.clock_speed == 1.0 {
             Arc::new(SystemClock)
         } else {
             Arc::new(AcceleratedClock::new(a.clock_speed))
         };
-        let state = build_state(&a.db, content_dir, a.content_keys, interval, clock).await?;
+        let state = build_state(
+            &a.db,
+            content_dir,
+            a.content_keys,
+            interval,
+            clock,
+            identity.order_key.clone(),
+        )
+        .await?;
         if let Some(name) = &a.init_operator {
             let password = new_password()?;
             let token = ringfence_console::auth::create_operator(&state, name, &password)
@@ -194,17 +303,23 @@ fn serve(a: ServeArgs) -> CmdResult {
                 .map_err(|e| anyhow::anyhow!("creating operator: {e}"))?;
             println!("operator: {name}\npassword: {password}\napi token: {token}");
         }
-        let running = ringfence_console::serve(
-            state,
-            a.listen,
-            Duration::from_millis(period.unsigned_abs()),
-        )
-        .await
+        let period = Duration::from_millis(period.unsigned_abs());
+        let running = match &identity.tls {
+            Some(tls) => ringfence_console::serve_tls(state, a.listen, period, tls.clone()).await,
+            None => ringfence_console::serve(state, a.listen, period).await,
+        }
         .with_context(|| format!("listening on {}", a.listen))?;
         println!(
             "console: {} (database {})",
             running.url(),
             ringfence_console::db::redact(&a.db)
+        );
+        if let Some(pin) = identity.ca_pin {
+            println!("CA pin:    {pin}   (agents and the CLI: --ca-sha256 {pin})");
+        }
+        println!(
+            "order key: {}   (agents that may take response orders: fleet.order_key)",
+            identity.order_key.pin()
         );
         tokio::signal::ctrl_c()
             .await

@@ -55,6 +55,10 @@ enum OrderSub {
         pid: u32,
         #[arg(long)]
         tree: bool,
+        /// The process's start time in clock ticks since boot (field 22 of /proc/PID/stat):
+        /// the agent refuses a kill without it, so a recycled pid is never killed.
+        #[arg(long)]
+        start_ticks: u64,
     },
     /// Move a file into the agent's quarantine store.
     Quarantine { path: String },
@@ -84,24 +88,36 @@ struct OrdersArgs {
     json: bool,
 }
 
+/// One order as a line; every text an agent or operator wrote is escaped, so an agent's
+/// `detail` cannot send escape sequences to the operator's terminal.
 fn order_line(o: &OrderView) -> String {
+    use ringfence_wire::printable;
     let detail = if o.detail.is_empty() {
         String::new()
     } else {
-        format!("  ({})", o.detail)
+        format!("  ({})", printable(&o.detail))
     };
     format!(
         "order {}  agent {}  {}  {}  by {}: {}{detail}",
-        o.id, o.agent_id, o.action, o.state, o.requested_by, o.reason
+        o.id,
+        printable(&o.agent_id),
+        printable(&o.action.to_string()),
+        printable(&o.state),
+        printable(&o.requested_by),
+        printable(&o.reason)
     )
 }
 
 fn order(a: OrderArgs) -> CmdResult {
     let action = match a.action {
-        OrderSub::Kill { pid, tree } => OrderAction::Kill {
+        OrderSub::Kill {
             pid,
             tree,
-            start_ticks: None,
+            start_ticks,
+        } => OrderAction::Kill {
+            pid,
+            tree,
+            start_ticks: Some(start_ticks),
         },
         OrderSub::Quarantine { path } => OrderAction::Quarantine { path },
         OrderSub::Restore { id } => OrderAction::Restore { id },
@@ -176,6 +192,9 @@ struct SimArgs {
     /// Operator token for --console.
     #[arg(long, env = "RINGFENCE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The --console's CA pin; repeat while a CA rotates. Or `RINGFENCE_CA_SHA256`.
+    #[arg(long = "ca-sha256", env = "RINGFENCE_CA_SHA256", value_delimiter = ',')]
+    ca_sha256: Vec<String>,
     /// Rollout plan TOML (default: the drill plan, canary 1% -> 10% -> 50% -> 100%).
     #[arg(long)]
     plan: Option<PathBuf>,
@@ -215,7 +234,25 @@ pub fn run(args: Args) -> CmdResult {
         None => None,
     };
     opts.console = match (a.console, a.token) {
-        (Some(url), Some(token)) => Some((url, token)),
+        (Some(url), Some(token)) => {
+            let pins = a
+                .ca_sha256
+                .iter()
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| ringfence_wire::CaPin::parse(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Failure::refused(anyhow::anyhow!("--ca-sha256: {e}")))?;
+            if pins.is_empty() {
+                return Err(Failure {
+                    code: 2,
+                    error: anyhow::anyhow!(
+                        "--console needs the console's CA pin: --ca-sha256 (or RINGFENCE_CA_SHA256)"
+                    ),
+                });
+            }
+            opts.trust = ringfence_wire::Trust::Pinned(pins);
+            Some((url, token))
+        }
         (Some(_), None) => {
             return Err(Failure {
                 code: 2,

@@ -1,6 +1,7 @@
 //! `ringfence up`: the one command that runs the product on one machine: a data dir with
-//! content keys, the console on embedded SQLite, an operator login and API token, the
-//! dashboard URL, and a local agent enrolled to the console. Ctrl-C stops everything.
+//! content keys, the console on embedded SQLite over HTTPS (its own CA, made in the data dir at
+//! the first start), an operator login and API token, the dashboard URL, and a local agent
+//! that pins the console's CA and enrolls to it. Ctrl-C stops everything.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -14,7 +15,7 @@ use ringfence_console::SystemClock;
 use ringfence_console::agents::{NewEnrollmentToken, mint_enrollment_token};
 
 use crate::cmd::agent::DIE_WITH_PARENT_ENV;
-use crate::cmd::console::{build_state, new_password};
+use crate::cmd::console::{build_state, console_identity, new_password};
 use crate::{CmdResult, Failure};
 
 #[derive(Debug, clap::Args)]
@@ -93,11 +94,22 @@ impl LocalAgent {
     }
 }
 
-/// Start `ringfence agent run --mode auto` enrolled to `console_url`, its state, content,
+/// The console the local agent enrolls to, and what it pins.
+struct LocalConsole<'a> {
+    url: &'a str,
+    ca_pin: String,
+    order_key: String,
+}
+
+/// Start `ringfence agent run --mode auto` enrolled to the console, its state, content,
 /// events and log under `data_dir/agent`. The token goes in the environment, not the command
 /// line. Its own process group, so Ctrl-C reaches it through `stop`; and it stops by itself
 /// should `up` die without a chance to stop it.
-fn start_local_agent(console_url: &str, enroll_token: &str, data_dir: &Path) -> LocalAgent {
+fn start_local_agent(
+    console: &LocalConsole<'_>,
+    enroll_token: &str,
+    data_dir: &Path,
+) -> LocalAgent {
     let start = || -> anyhow::Result<LocalAgent> {
         let dir = data_dir.join("agent");
         let content = dir.join("content");
@@ -116,7 +128,11 @@ fn start_local_agent(console_url: &str, enroll_token: &str, data_dir: &Path) -> 
             .args(["agent", "run", "--config"])
             .arg(&config)
             .arg("--console")
-            .arg(console_url)
+            .arg(console.url)
+            .arg("--ca-sha256")
+            .arg(&console.ca_pin)
+            .arg("--order-key")
+            .arg(&console.order_key)
             .arg("--content-dir")
             .arg(&content)
             .arg("--root")
@@ -164,6 +180,12 @@ pub fn run(args: Args) -> CmdResult {
         .with_context(|| format!("creating content keys in {}", keys.display()))?;
     }
     let db_url = format!("sqlite:{}", data.join("console.db").display());
+    let identity = console_identity(&data, args.listen, None, &[], false)?;
+    let ca_pin = identity
+        .ca_pin
+        .map(|p| p.to_string())
+        .ok_or_else(|| Failure::environment(anyhow::anyhow!("the console has no CA")))?;
+    let order_key = identity.order_key.pin().to_string();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -175,6 +197,7 @@ pub fn run(args: Args) -> CmdResult {
             Some(keys),
             i64::from(args.checkin_secs) * 1000,
             Arc::new(SystemClock),
+            identity.order_key.clone(),
         )
         .await?;
         let password = new_password()?;
@@ -202,22 +225,33 @@ pub fn run(args: Args) -> CmdResult {
         };
         let local = mint("local agent (ringfence up)").await?;
         let enroll = mint("another agent").await?;
-        let running = ringfence_console::serve(state, args.listen, Duration::from_secs(5))
+        let tls = identity
+            .tls
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("the console has no TLS configuration"))?;
+        let running = ringfence_console::serve_tls(state, args.listen, Duration::from_secs(5), tls)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let url = running.url();
         let env_file = data.join("console.env");
         write_private(
             &env_file,
-            &format!("RINGFENCE_CONSOLE={url}\nRINGFENCE_TOKEN={token}\n"),
+            &format!(
+                "RINGFENCE_CONSOLE={url}\nRINGFENCE_TOKEN={token}\nRINGFENCE_CA_SHA256={ca_pin}\n"
+            ),
         )?;
         let agent = if args.no_agent {
             LocalAgent::NotStarted("--no-agent".into())
         } else {
-            start_local_agent(&url, &local.token, &data)
+            let console = LocalConsole {
+                url: &url,
+                ca_pin: ca_pin.clone(),
+                order_key: order_key.clone(),
+            };
+            start_local_agent(&console, &local.token, &data)
         };
         println!("Ringfence is up (data in {}).", data.display());
-        println!("  dashboard:   {url}/");
+        println!("  dashboard:   {url}/   (the console's own CA: {ca_pin})");
         println!("  sign in:     {url}/login/once?token={once}   (one-time link, 15 minutes)");
         println!("  login:       admin / {password}");
         println!("  API token:   {token}");
@@ -226,11 +260,12 @@ pub fn run(args: Args) -> CmdResult {
             env_file.display()
         );
         println!(
-            "  enrollment:  {} (one more agent, 10 minutes: `ringfence agent run --console {url} \
-             --enroll-token ... --content-dir DIR --root {}/keys`)",
+            "  enrollment:  {} (one more agent, 10 minutes: `RINGFENCE_ENROLL_TOKEN=... ringfence \
+             agent run --console {url} --ca-sha256 {ca_pin} --content-dir DIR --root {}/keys`)",
             enroll.token,
             data.display()
         );
+        println!("  order key:   {order_key}   (agents that may take response orders pin it)");
         println!("  local agent: {}", agent.describe());
         println!("Ctrl-C to stop.");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
