@@ -977,6 +977,43 @@ mod tests {
     }
 
     #[test]
+    fn a_console_cannot_stop_or_flood_check_ins_with_its_interval() {
+        let answer = |next: u64, jitter: u64| CheckInResponse {
+            content: None,
+            next_checkin_ms: next,
+            jitter_ms: jitter,
+            orders: SignedOrders::default(),
+        };
+        assert_eq!(
+            answer(u64::MAX, u64::MAX).bounded_interval(),
+            (
+                checkin_bounds::MAX_INTERVAL_MS,
+                checkin_bounds::MAX_JITTER_MS
+            )
+        );
+        assert_eq!(
+            answer(0, 0).bounded_interval(),
+            (checkin_bounds::MIN_INTERVAL_MS, 0)
+        );
+        assert_eq!(answer(60_000, 6_000).bounded_interval(), (60_000, 6_000));
+    }
+
+    #[test]
+    fn labels_refuse_what_would_hide_or_reorder_text() {
+        for bad in [
+            "web-1\u{202e}",
+            "web\u{200b}-1",
+            "a\u{2066}b",
+            "x\u{1b}[31m",
+            "\u{feff}web",
+        ] {
+            assert!(Label::try_from(bad).is_err(), "{bad:?}");
+        }
+        assert!(Label::try_from("wëb-1.example").is_ok());
+        assert_eq!(printable("ok\u{1b}[2J\u{202e}"), "ok\\u{1b}[2J\\u{202e}");
+    }
+
+    #[test]
     fn orders_parse_into_bounds_and_old_peers_still_parse() {
         // An old console's response and an old agent's check-in have no orders.
         let old: CheckInResponse = serde_json::from_value(

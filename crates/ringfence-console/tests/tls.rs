@@ -1,0 +1,148 @@
+//! The console over real TLS on loopback, as agents and the CLI reach it: its own CA made at
+//! first start, a client that pins the CA, and what happens to a client that pins another one,
+//! speaks plain HTTP to it, or pins two while a CA is rotated. A wrong pin is refused with the
+//! pin the console presented, so an operator can tell a rotation from an interception.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test code: a failure is the test failing"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringfence_console::{AppState, Config, Db, SystemClock};
+use ringfence_wire::tls::ConsoleTls;
+use ringfence_wire::{CaPin, Client, Trust};
+
+async fn console(dir: &std::path::Path) -> (ringfence_console::Running, CaPin, String) {
+    let db = Db::open(&format!("sqlite:{}", dir.join("console.db").display()))
+        .await
+        .unwrap();
+    let state = AppState::new(db, Arc::new(SystemClock), Config::new(dir.join("content")))
+        .await
+        .unwrap();
+    let token = ringfence_console::auth::create_operator(&state, "admin", "pw-not-used")
+        .await
+        .unwrap();
+    let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let (tls, _) = ConsoleTls::load_or_create(&dir.join("tls"), &names).unwrap();
+    let running = ringfence_console::serve_tls(
+        state,
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_secs(5),
+        tls.server_config().unwrap(),
+    )
+    .await
+    .unwrap();
+    (running, tls.pin(), token)
+}
+
+async fn fleet(client: &Client, token: &str) -> Result<serde_json::Value, String> {
+    client
+        .get_json::<serde_json::Value>("/api/v1/fleet", Some(token))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_client_that_pins_the_console_ca_gets_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, pin, token) = console(dir.path()).await;
+    let url = running.url();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+
+    // The pinned CA: through, by IP and by name.
+    let pinned = Client::new(&url, &Trust::Pinned(vec![pin])).unwrap();
+    assert!(fleet(&pinned, &token).await.is_ok());
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let named = Client::new(&by_name, &Trust::Pinned(vec![pin])).unwrap();
+    assert!(fleet(&named, &token).await.is_ok());
+
+    // Two pins while a CA is rotated: through.
+    let rotation = Trust::Pinned(vec![CaPin::of(b"the next CA"), pin]);
+    assert!(
+        fleet(&Client::new(&url, &rotation).unwrap(), &token)
+            .await
+            .is_ok()
+    );
+
+    // The CA file instead of a pin: through.
+    let ca_file = Trust::from_ca_file(&dir.path().join("tls/ca.pem")).unwrap();
+    assert!(
+        fleet(&Client::new(&url, &ca_file).unwrap(), &token)
+            .await
+            .is_ok()
+    );
+
+    // Another pin (an interception, or the wrong fleet): refused, naming what it saw.
+    let other = CaPin::of(b"someone else's CA");
+    let wrong = Client::new(&url, &Trust::Pinned(vec![other])).unwrap();
+    let e = fleet(&wrong, &token).await.unwrap_err();
+    assert!(
+        e.contains("not pinned") && e.contains(&pin.to_string()) && e.contains(&url),
+        "{e}"
+    );
+
+    // Another console's CA, presented by a console that is not ours (a man in the middle
+    // with a certificate of its own): refused.
+    let mitm_dir = tempfile::tempdir().unwrap();
+    let (mitm, mitm_pin, mitm_token) = console(mitm_dir.path()).await;
+    assert_ne!(mitm_pin, pin);
+    let to_mitm = Client::new(&mitm.url(), &Trust::Pinned(vec![pin])).unwrap();
+    let e = fleet(&to_mitm, &mitm_token).await.unwrap_err();
+    assert!(e.contains(&mitm_pin.to_string()), "{e}");
+
+    // Plain HTTP to the TLS port is not a way around it.
+    let plain_url = url.replace("https://", "http://");
+    assert!(Client::new(&plain_url, &Trust::Pinned(vec![pin])).is_err());
+    let plain = Client::new(&plain_url, &Trust::PlainLoopback).unwrap();
+    assert!(fleet(&plain, &token).await.is_err());
+
+    // The console restarted on the same directory keeps its CA: pinned agents stay connected.
+    let state = running.state.clone();
+    running.shutdown().await.unwrap();
+    state.db.close().await;
+    let (again, pin_again, token_again) = console(dir.path()).await;
+    assert_eq!(pin_again, pin);
+    let client = Client::new(&again.url(), &Trust::Pinned(vec![pin])).unwrap();
+    assert!(fleet(&client, &token_again).await.is_ok());
+    again.shutdown().await.unwrap();
+    mitm.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_is_served_only_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&format!("sqlite:{}", dir.path().join("c.db").display()))
+        .await
+        .unwrap();
+    let state = AppState::new(
+        db,
+        Arc::new(SystemClock),
+        Config::new(dir.path().join("content")),
+    )
+    .await
+    .unwrap();
+    let e = ringfence_console::serve(state, "0.0.0.0:0".parse().unwrap(), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("loopback"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (running, _, _) = console(dir.path()).await;
+    // Plain TCP that never speaks: the TLS handshake times out and the console closes it.
+    let mut tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(60), tcp.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the console kept a silent connection open: {read:?}"
+    );
+    running.shutdown().await.unwrap();
+}
