@@ -223,11 +223,13 @@ pub async fn build_state(
     content_keys: Option<PathBuf>,
     checkin_interval_ms: i64,
     clock: SharedClock,
-    order_key: Arc<ringfence_wire::OrderKey>,
+    identity: &ConsoleIdentity,
 ) -> anyhow::Result<AppState> {
     let db = Db::open(db_url).await?;
     let mut config = Config::new(content_dir);
-    config.order_key = Some(order_key);
+    config.order_key = Some(identity.order_key.clone());
+    // Session cookies never travel over plain HTTP once the console serves HTTPS.
+    config.secure_cookies = identity.tls.is_some();
     config.checkin_interval_ms = checkin_interval_ms;
     config.checkin_jitter_ms = checkin_interval_ms / 10;
     let mut state = AppState::new(db, clock, config)
@@ -293,7 +295,7 @@ fn serve(a: ServeArgs) -> CmdResult {
             a.content_keys,
             interval,
             clock,
-            identity.order_key.clone(),
+            &identity,
         )
         .await?;
         if let Some(name) = &a.init_operator {

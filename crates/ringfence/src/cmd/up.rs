@@ -197,7 +197,7 @@ pub fn run(args: Args) -> CmdResult {
             Some(keys),
             i64::from(args.checkin_secs) * 1000,
             Arc::new(SystemClock),
-            identity.order_key.clone(),
+            &identity,
         )
         .await?;
         let password = new_password()?;
