@@ -759,10 +759,10 @@ impl Watcher {
                     return self.refuse(
                         version,
                         &format!(
-                            "it has {} rules where {active} are active: it would drop more than \
-                             {MAX_RULE_DROP_PERCENT}% of them, and its signed metadata has no \
-                             `{ALLOW_RULE_DROP}` (build it with --allow-rule-drop REASON if that \
-                             is intended)",
+                            "it has {} rule(s) against {active_rules} running now ({active}): \
+                             more than {MAX_RULE_DROP_PERCENT}% would be dropped, and its signed \
+                             metadata has no `{ALLOW_RULE_DROP}` (build it with \
+                             --allow-rule-drop REASON if that is intended)",
                             timings.rules
                         ),
                     );
@@ -1273,6 +1273,10 @@ mod tests {
     fn a_bundle_dropping_most_active_rules_is_refused_unless_its_metadata_says_so() {
         let f = Fixture::new();
         let (m, mut d, stop) = f.start_with_builtin();
+        let builtin = crate::content::sigma::builtin(ringfence_event::Mode::Ebpf)
+            .unwrap()
+            .rules()
+            .len();
         // Two rules against the built-in pack's thirty-odd.
         f.drop_file("v1.bundle", &f.bundle(1));
         let health = pump_until(&mut d, "content version 1 refused");
@@ -1281,10 +1285,12 @@ mod tests {
             .find(|m| m.contains("content version 1 refused"))
             .unwrap();
         assert!(
-            msg.contains("it has 2 rules where the built-in pack, "),
+            msg.contains(&format!(
+                "it has 2 rule(s) against {builtin} running now (the built-in pack, {builtin} \
+                 rules): more than 50% would be dropped"
+            )),
             "{msg}"
         );
-        assert!(msg.contains("would drop more than 50% of them"), "{msg}");
         assert!(msg.contains("--allow-rule-drop REASON"), "{msg}");
         assert_eq!(d.active_version(), None);
 
