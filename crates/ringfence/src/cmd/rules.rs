@@ -182,7 +182,7 @@ pub fn run(args: Args) -> CmdResult {
             row.compiled.push(mode.as_str());
         }
         for r in out.refusals {
-            let line = doc_line(&files, &r);
+            let line = doc_line(files, &r);
             let row = rows.entry((r.file.clone(), line)).or_default();
             if let Some(t) = &r.title {
                 row.title.clone_from(t);
