@@ -177,6 +177,10 @@ fn a_bundle_that_panics_the_worker_ends_on_last_known_good_within_two_restarts()
     let log = agent.log();
     assert_eq!(log.matches("worker died status=").count(), 2, "{log}");
     assert!(log.contains("crash loop"), "{log}");
+    assert!(
+        log.contains("rolled back to last-known-good bundle v1"),
+        "{log}"
+    );
     assert!(log.contains("test fault"), "{log}");
 
     // The restarted worker keeps emitting events, reports the rollback as a health event and

@@ -510,8 +510,12 @@ impl Watcher {
                     ));
                     match self.store.roll_back() {
                         Ok(rb) => self.report(format!(
-                            "content version {} marked bad; last-known-good {:?} restored",
-                            rb.marked_bad, rb.active
+                            "content version {} marked bad; {}",
+                            rb.marked_bad,
+                            rb.active.map_or_else(
+                                || "no last-known-good bundle to restore".to_owned(),
+                                |v| format!("last-known-good bundle v{v} restored")
+                            )
                         )),
                         Err(e) => {
                             self.report(format!("no last-known-good to restore: {e}"));
