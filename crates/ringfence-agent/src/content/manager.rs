@@ -758,7 +758,8 @@ impl Watcher {
         timings.rules = loaded.content.rules().len();
         let (active_rules, active) = self.shared.active();
         if drops_too_many(active_rules, timings.rules) {
-            match c.bundle.allowed_rule_drop() {
+            // Content signed as empty on purpose drops the rules on purpose too.
+            match c.bundle.allowed_rule_drop().or(c.bundle.allowed_empty()) {
                 None => {
                     return self.refuse(
                         version,
@@ -1269,6 +1270,20 @@ mod tests {
         );
         assert!(!msg.contains("version none"), "{msg}");
         assert_eq!(d.active_version(), None);
+
+        // Signed as empty on purpose: it replaces the built-in pack (a drop it implies).
+        let mut b = ringfence_content::BundleBuilder::new(10, agent_schema(), Limits::default());
+        b.metadata(ALLOW_EMPTY, "retire all content on this ring")
+            .unwrap();
+        let signed = ringfence_content::sign_bundle(
+            &b.build().unwrap(),
+            &f.keys,
+            &ringfence_content::SignOptions::new(10, UnixTime::now()),
+        )
+        .unwrap();
+        f.drop_file("v10.bundle", &signed.encode());
+        pump(&mut d, |d| d.active_version() == Some(10));
+        assert_eq!(m.content_reader()(), "bundle v10, 0 rules");
         stop.stop();
         m.join();
     }
