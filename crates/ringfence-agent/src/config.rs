@@ -366,8 +366,46 @@ fn key_from_error(section: &str, message: &str, text: &str, line: usize) -> Stri
     }
 }
 
+/// After a section failed to parse as a whole (serde stops at its first error), each of its
+/// keys on its own: every other bad key is reported too, and the good ones are kept so the
+/// value checks still run on them. `reported` is the key of the error already reported.
+fn section_by_key<T: serde::de::DeserializeOwned + Default>(
+    table: &toml::Table,
+    name: &str,
+    text: &str,
+    file: &Path,
+    reported: &str,
+    errors: &mut Vec<ConfigError>,
+) -> T {
+    let Some(toml::Value::Table(section)) = table.get(name) else {
+        return T::default();
+    };
+    let mut good = toml::Table::new();
+    for (key, value) in section {
+        let mut one = toml::Table::new();
+        one.insert(key.clone(), value.clone());
+        match toml::Value::Table(one).try_into::<T>() {
+            Ok(_) => {
+                good.insert(key.clone(), value.clone());
+            }
+            Err(e) => {
+                let dotted = format!("{name}.{key}");
+                if dotted != reported {
+                    errors.push(ConfigError {
+                        file: file.to_path_buf(),
+                        line: line_of_key(text, name, key),
+                        key: dotted,
+                        message: e.message().trim().to_owned(),
+                    });
+                }
+            }
+        }
+    }
+    toml::Value::Table(good).try_into::<T>().unwrap_or_default()
+}
+
 macro_rules! section_pass {
-    ($text:expr, $file:expr, $errors:expr, $name:literal, $ty:ty) => {{
+    ($text:expr, $table:expr, $file:expr, $errors:expr, $name:literal, $ty:ty) => {{
         #[derive(Deserialize)]
         struct Only {
             #[serde(default, rename = $name)]
@@ -378,13 +416,14 @@ macro_rules! section_pass {
             Err(e) => {
                 let message = e.message().to_owned();
                 let line = e.span().map_or(0, |s| line_of($text, s.start));
+                let key = key_from_error($name, &message, $text, line);
                 $errors.push(ConfigError {
                     file: $file.to_path_buf(),
                     line,
-                    key: key_from_error($name, &message, $text, line),
+                    key: key.clone(),
                     message,
                 });
-                <$ty>::default()
+                section_by_key::<$ty>($table, $name, $text, $file, &key, &mut $errors)
             }
         }
     }};
@@ -437,24 +476,33 @@ impl Config {
             }
         }
         let config = Config {
-            agent: section_pass!(text, file, errors, "agent", AgentSection),
-            sources: section_pass!(text, file, errors, "sources", SourcesSection),
-            audit: section_pass!(text, file, errors, "audit", AuditSection),
-            fanotify: section_pass!(text, file, errors, "fanotify", FanotifySection),
-            ebpf: section_pass!(text, file, errors, "ebpf", EbpfSection),
-            process_tree: section_pass!(text, file, errors, "process_tree", TreeSection),
-            jsonl: section_pass!(text, file, errors, "jsonl", JsonlSection),
-            logs: section_pass!(text, file, errors, "logs", LogsConfig),
+            agent: section_pass!(text, &table, file, errors, "agent", AgentSection),
+            sources: section_pass!(text, &table, file, errors, "sources", SourcesSection),
+            audit: section_pass!(text, &table, file, errors, "audit", AuditSection),
+            fanotify: section_pass!(text, &table, file, errors, "fanotify", FanotifySection),
+            ebpf: section_pass!(text, &table, file, errors, "ebpf", EbpfSection),
+            process_tree: section_pass!(text, &table, file, errors, "process_tree", TreeSection),
+            jsonl: section_pass!(text, &table, file, errors, "jsonl", JsonlSection),
+            logs: section_pass!(text, &table, file, errors, "logs", LogsConfig),
             content: section_pass!(
                 text,
+                &table,
                 file,
                 errors,
                 "content",
                 crate::content::ContentSection
             ),
-            fleet: section_pass!(text, file, errors, "fleet", crate::fleet::FleetSection),
+            fleet: section_pass!(
+                text,
+                &table,
+                file,
+                errors,
+                "fleet",
+                crate::fleet::FleetSection
+            ),
             response: section_pass!(
                 text,
+                &table,
                 file,
                 errors,
                 "response",
@@ -462,6 +510,7 @@ impl Config {
             ),
             protection: section_pass!(
                 text,
+                &table,
                 file,
                 errors,
                 "protection",
@@ -661,8 +710,47 @@ x = 1
             all.contains("agent.toml:11: nonsense: unknown section"),
             "{all}"
         );
-        // The [agent] section failed to parse, so its value check could not run; the others did.
-        assert_eq!(errs.len(), 4, "{all}");
+        // The [agent] section failed to parse; its other keys were still checked one by one.
+        assert!(
+            all.contains("agent.toml:2: agent.queue_capacity: must be > 0, got 0"),
+            "{all}"
+        );
+        assert_eq!(errs.len(), 5, "{all}");
+    }
+
+    #[test]
+    fn every_bad_key_of_a_section_is_reported_not_only_the_first() {
+        let text = "\
+[agent]
+colour = \"red\"
+mode = \"fast\"
+queue_capacity = \"many\"
+stats_interval_secs = 0
+host_name = \"web-01\"
+
+[ebpf]
+poll_interval_ms = \"soon\"
+wakeup_bytes = 1
+";
+        let Err(ConfigErrors(errs)) = parse(text) else {
+            panic!("expected errors");
+        };
+        let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let all = shown.join("\n");
+        for (line, key) in [
+            (2, "agent.colour"),
+            (3, "agent.mode"),
+            (4, "agent.queue_capacity"),
+            (5, "agent.stats_interval_secs"),
+            (9, "ebpf.poll_interval_ms"),
+            (10, "ebpf.wakeup_bytes"),
+        ] {
+            assert!(
+                errs.iter().any(|e| e.line == line && e.key == key),
+                "no error for {key} at line {line}:\n{all}"
+            );
+        }
+        assert_eq!(errs.len(), 6, "{all}");
     }
 
     #[test]

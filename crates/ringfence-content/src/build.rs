@@ -54,8 +54,15 @@ pub struct Built {
 pub enum BuildError {
     #[error("{0}")]
     Bundle(#[from] BundleError),
-    #[error("content validation failed with {} error(s)", .0.len())]
+    /// Every error of the detection compiler and the content tests, one per line.
+    #[error("content validation failed with {} error(s):{}", .0.len(), list(.0))]
     Validation(Vec<ValidationError>),
+    /// No rule and no IOC: the bundle would detect nothing.
+    #[error(
+        "no rules and no IOCs: the bundle would detect nothing{hint}; build with \
+         --allow-empty REASON if that is intended"
+    )]
+    Empty { hint: String },
     #[error("{0}")]
     Sign(#[from] SignError),
 }
@@ -76,6 +83,11 @@ pub fn build_signed_bundle(
     let report = validator
         .validate(&bundle)
         .map_err(BuildError::Validation)?;
+    if report.detects_nothing() && bundle.allowed_empty().is_none() {
+        return Err(BuildError::Empty {
+            hint: empty_hint(dir),
+        });
+    }
     let signed = sign_bundle(&bundle, keys, &opts.sign)?;
     Ok(Built {
         bundle,
@@ -83,6 +95,35 @@ pub fn build_signed_bundle(
         report,
         dir_report,
     })
+}
+
+fn list(errors: &[ValidationError]) -> String {
+    errors.iter().map(|e| format!("\n  {e}")).collect()
+}
+
+/// Why a directory gave no content, when it can be told: a pack directory holds `rules/`
+/// (and `iocs/`, `tests/`); a directory inside a pack does not.
+fn empty_hint(dir: &Path) -> String {
+    if dir.join("rules").is_dir() || dir.join("iocs").is_dir() {
+        return String::new();
+    }
+    match dir
+        .ancestors()
+        .skip(1)
+        .take(4)
+        .find(|a| a.join("rules").is_dir())
+    {
+        Some(pack) => format!(
+            " ({} has no rules/ or iocs/ directory: it is inside the pack {}; give that \
+             directory)",
+            dir.display(),
+            pack.display()
+        ),
+        None => format!(
+            " ({} has no rules/ or iocs/ directory: give the pack directory that holds them)",
+            dir.display()
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -158,5 +199,44 @@ mod tests {
             panic!("expected validation errors, got {err}");
         };
         assert_eq!(errors[0].file, "rules/empty.yml");
+    }
+
+    #[test]
+    fn every_validation_error_is_listed_in_the_message() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = init_keys(&tmp.path().join("keys"), &KeysInitOptions::new(NOW)).unwrap();
+        let dir = tmp.path().join("content");
+        std::fs::create_dir_all(dir.join("rules")).unwrap();
+        std::fs::write(dir.join("rules/a.yml"), "").unwrap();
+        std::fs::write(dir.join("rules/b.yml"), [b'x', 0xff]).unwrap();
+        let err = build_signed_bundle(&dir, &options(), &keys, &StructuralValidator).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "content validation failed with 2 error(s):\n  rules/a.yml: file is empty\n  \
+             rules/b.yml: not UTF-8 at byte 1"
+        );
+    }
+
+    #[test]
+    fn a_directory_one_level_too_deep_is_refused_as_empty_unless_allowed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = init_keys(&tmp.path().join("keys"), &KeysInitOptions::new(NOW)).unwrap();
+        let rules = pack().join("rules");
+        let err = build_signed_bundle(&rules, &options(), &keys, &StructuralValidator).unwrap_err();
+        assert!(matches!(err, BuildError::Empty { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("no rules and no IOCs: the bundle would detect nothing ("),
+            "{msg}"
+        );
+        assert!(msg.contains("it is inside the pack"), "{msg}");
+        assert!(msg.contains("--allow-empty REASON"), "{msg}");
+
+        // An empty pack signed on purpose builds, and says so in its signed metadata.
+        let mut opts = options();
+        opts.metadata
+            .insert(crate::bundle::ALLOW_EMPTY.into(), "retire the pack".into());
+        let built = build_signed_bundle(&rules, &opts, &keys, &StructuralValidator).unwrap();
+        assert_eq!(built.bundle.allowed_empty(), Some("retire the pack"));
     }
 }

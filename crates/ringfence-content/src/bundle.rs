@@ -25,6 +25,13 @@ use sha2::{Digest, Sha256};
 
 use crate::reader::{ReadError, Reader};
 
+/// Metadata key whose value (the reason) makes content with no rule and no IOC acceptable:
+/// without it such a bundle is refused at build and at load, since it would detect nothing.
+pub const ALLOW_EMPTY: &str = "allow-empty";
+/// Metadata key whose value (the reason) lets the bundle replace content with more than
+/// twice its rules; without it the agent's probation refuses such a drop.
+pub const ALLOW_RULE_DROP: &str = "allow-rule-drop";
+
 const MAGIC: &[u8; 8] = b"RFBUNDLE";
 const FORMAT_VERSION: u16 = 1;
 const MAX_FINGERPRINT_BYTES: u64 = 256;
@@ -218,6 +225,24 @@ impl Bundle {
     pub fn metadata(&self) -> impl Iterator<Item = (&str, &str)> {
         self.entries(EntryKind::Metadata)
             .map(|(k, v)| (k, std::str::from_utf8(v).unwrap_or_default()))
+    }
+
+    /// The signed reason this bundle may hold no rule and no IOC ([`ALLOW_EMPTY`]), if any.
+    pub fn allowed_empty(&self) -> Option<&str> {
+        self.metadata_value(ALLOW_EMPTY)
+    }
+
+    /// The signed reason this bundle may drop most of the active rules ([`ALLOW_RULE_DROP`]).
+    pub fn allowed_rule_drop(&self) -> Option<&str> {
+        self.metadata_value(ALLOW_RULE_DROP)
+    }
+
+    /// A metadata value; an empty value counts as absent.
+    fn metadata_value(&self, key: &str) -> Option<&str> {
+        self.metadata()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+            .filter(|v| !v.trim().is_empty())
     }
 
     /// One entry, if present.

@@ -49,6 +49,24 @@ pub enum VerifyError {
         key_role: Role,
         expected: String,
     },
+    /// Signed only (or mostly) by keys the trusted root does not list at all: typically a
+    /// bundle built with another keys directory than the one whose `root.json` the agent has.
+    #[error(
+        "{role} metadata is signed by keys this root does not trust: expected {signer} \
+         ({expected}, threshold {threshold}), seen {seen}; {valid} valid signature(s) from \
+         trusted keys (was it built with another keys directory?)"
+    )]
+    UntrustedKeys {
+        role: Role,
+        /// Whose keys were expected ("timestamp keys", "root v1 keys").
+        signer: String,
+        /// The expected key ids, shortened.
+        expected: String,
+        /// The key ids the signatures name, shortened.
+        seen: String,
+        valid: usize,
+        threshold: u32,
+    },
     #[error("{role} metadata: {valid} valid signatures from {signer}, threshold is {threshold}")]
     ThresholdNotMet {
         role: Role,
@@ -110,6 +128,14 @@ pub enum VerifyError {
     /// agent) was refused; the message starts with "maintenance token".
     #[error(transparent)]
     Maintenance(#[from] MaintenanceError),
+    /// The content has no rule and no indicator: it would detect nothing. Refused unless its
+    /// signed metadata says so on purpose ([`crate::bundle::ALLOW_EMPTY`]).
+    #[error(
+        "content version {version} detects nothing: 0 rules and 0 IOCs, and its signed metadata \
+         has no `{key}` (build it with --allow-empty REASON if that is intended)",
+        key = crate::bundle::ALLOW_EMPTY
+    )]
+    Empty { version: u64 },
     /// The detection compiler refused the content.
     #[error("content validation failed with {} error(s): {}", .0.len(), first_errors(.0))]
     Validation(Vec<ValidationError>),

@@ -46,7 +46,10 @@ pub mod validate;
 pub mod verify;
 
 pub use build::{BuildError, BuildOptions, Built, build_signed_bundle};
-pub use bundle::{Bundle, BundleBuilder, BundleError, DirReport, EntryKind, Limits, SchemaId};
+pub use bundle::{
+    ALLOW_EMPTY, ALLOW_RULE_DROP, Bundle, BundleBuilder, BundleError, DirReport, EntryKind, Limits,
+    SchemaId,
+};
 pub use error::VerifyError;
 pub use keys::{KeyError, KeySet, KeysInitOptions, RotateOptions, init_keys};
 pub use maintenance::{

@@ -193,6 +193,17 @@ pub enum MaintenanceError {
         key_role: Role,
         expected: String,
     },
+    /// Signed by keys the trusted root does not list at all.
+    #[error(
+        "maintenance token: signed by keys this root does not trust: expected {signer} \
+         ({expected}, threshold {threshold}), seen {seen}"
+    )]
+    UntrustedKeys {
+        signer: String,
+        expected: String,
+        seen: String,
+        threshold: u32,
+    },
     #[error("maintenance token: {valid} valid signatures from {signer}, threshold is {threshold}")]
     ThresholdNotMet {
         signer: String,
@@ -399,6 +410,18 @@ fn signature_error(e: VerifyError) -> MaintenanceError {
             keyid,
             key_role,
             expected,
+        },
+        VerifyError::UntrustedKeys {
+            signer,
+            expected,
+            seen,
+            threshold,
+            ..
+        } => MaintenanceError::UntrustedKeys {
+            signer,
+            expected,
+            seen,
+            threshold,
         },
         VerifyError::ThresholdNotMet {
             signer,
@@ -710,13 +733,18 @@ mod tests {
         // A key the root never heard of.
         let stranger = SigningKey::from_bytes(&[7; 32]);
         let err = refuse(&fx, &signed_by(&body, &[&stranger]));
-        assert_eq!(
-            err,
-            MaintenanceError::ThresholdNotMet {
-                signer: "root v1 keys".into(),
-                valid: 0,
-                threshold: 2
-            }
+        assert!(
+            matches!(
+                err,
+                MaintenanceError::UntrustedKeys { ref signer, threshold: 2, .. }
+                    if signer == "root v1 keys"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("signed by keys this root does not trust: expected root v1 keys"),
+            "{err}"
         );
     }
 

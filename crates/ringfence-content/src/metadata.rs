@@ -368,7 +368,12 @@ pub(crate) fn verify_threshold(envelope: &Envelope, keys: KeysOf<'_>) -> Result<
     let mut valid = BTreeSet::new();
     let mut bad = None;
     let mut wrong_role = None;
+    let mut untrusted = BTreeSet::new();
     for sig in &envelope.signatures {
+        if !keys.root.keys.contains_key(&sig.keyid) {
+            untrusted.insert(short_keyid(&sig.keyid));
+            continue;
+        }
         if !role_keys.keyids.contains(&sig.keyid) {
             if wrong_role.is_none() {
                 wrong_role = Role::ALL
@@ -414,6 +419,22 @@ pub(crate) fn verify_threshold(envelope: &Envelope, keys: KeysOf<'_>) -> Result<
             expected: keys.describe(),
         });
     }
+    if !untrusted.is_empty() {
+        let expected: Vec<&str> = role_keys.keyids.iter().map(|k| short_keyid(k)).collect();
+        let plural = |n: usize| if n == 1 { "key" } else { "keys" };
+        return Err(VerifyError::UntrustedKeys {
+            role,
+            signer: keys.describe(),
+            expected: format!("{} {}", plural(expected.len()), expected.join(", ")),
+            seen: format!(
+                "{} {}",
+                plural(untrusted.len()),
+                untrusted.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+            valid: valid.len(),
+            threshold: role_keys.threshold,
+        });
+    }
     Err(VerifyError::ThresholdNotMet {
         role,
         signer: keys.describe(),
@@ -430,6 +451,12 @@ impl KeysOf<'_> {
             format!("{} keys", self.role)
         }
     }
+}
+
+/// The first 16 hex digits of a key id: enough to tell keys apart in a message and to find
+/// the key in a `root.json`. An id shorter than that (malformed) is shown whole.
+pub(crate) fn short_keyid(keyid: &str) -> &str {
+    keyid.get(..16).unwrap_or(keyid)
 }
 
 fn decode_signature(hex_sig: &str) -> Option<DalekSignature> {
@@ -543,6 +570,45 @@ mod tests {
         env.canonical.push(b' ');
         let err = verify_threshold(&env, keys).unwrap_err();
         assert!(matches!(err, VerifyError::BadSignature { .. }), "{err}");
+    }
+
+    #[test]
+    fn keys_the_root_never_listed_are_named_with_the_keys_expected() {
+        let (r, stranger) = (key(1), key(9));
+        let mut root = root_with(&[(&r, Role::Root)], 1);
+        for role in [Role::Targets, Role::Snapshot, Role::Timestamp] {
+            root.roles.insert(role, root.roles[&Role::Root].clone());
+        }
+        let keys = KeysOf {
+            root: &root,
+            role: Role::Timestamp,
+        };
+        let by_stranger = sign(&root, &[&stranger]).unwrap();
+        let err = verify_threshold(
+            &Envelope::parse(Role::Timestamp, &by_stranger).unwrap(),
+            keys,
+        )
+        .unwrap_err();
+        let expected = PublicKey::ed25519(&r.verifying_key()).keyid();
+        let seen = PublicKey::ed25519(&stranger.verifying_key()).keyid();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "timestamp metadata is signed by keys this root does not trust: expected \
+                 timestamp keys (key {}, threshold 1), seen key {}; 0 valid signature(s) from \
+                 trusted keys (was it built with another keys directory?)",
+                &expected[..16],
+                &seen[..16]
+            )
+        );
+        // No signature at all is still a threshold not met.
+        let mut env = Envelope::parse(Role::Timestamp, &by_stranger).unwrap();
+        env.signatures.clear();
+        let err = verify_threshold(&env, keys).unwrap_err();
+        assert!(
+            matches!(err, VerifyError::ThresholdNotMet { valid: 0, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct ValidationReport {
     pub rules: usize,
     /// Content test events run (positive and negative).
     pub tests: usize,
+    /// Indicators in the IOC sets (IOC set files for validators that do not parse them).
+    pub iocs: usize,
     /// Anything a person should see that is not an error (rules not applicable in a mode...).
     pub notes: Vec<String>,
 }
@@ -29,8 +31,20 @@ impl ValidationReport {
         ValidationReport {
             rules,
             tests,
+            iocs: 0,
             notes,
         }
+    }
+
+    /// The same report with `iocs` indicators.
+    pub fn with_iocs(mut self, iocs: usize) -> Self {
+        self.iocs = iocs;
+        self
+    }
+
+    /// No rule and no indicator: content that would detect nothing.
+    pub fn detects_nothing(&self) -> bool {
+        self.rules == 0 && self.iocs == 0
     }
 }
 
@@ -115,7 +129,8 @@ impl ContentValidator for StructuralValidator {
                 bundle.rules().count(),
                 0,
                 vec!["structural validation only: rules were not compiled".into()],
-            ))
+            )
+            .with_iocs(bundle.iocs().count()))
         } else {
             Err(errors)
         }

@@ -336,10 +336,14 @@ pub fn verify_signed_bundle(
         _ => {}
     }
 
-    // 7. The detection compiler, on every rule and test.
+    // 7. The detection compiler, on every rule and test; content that detects nothing is
+    // refused unless its signed metadata says that is intended.
     let report = validator
         .validate(&bundle)
         .map_err(VerifyError::Validation)?;
+    if report.detects_nothing() && bundle.allowed_empty().is_none() {
+        return Err(VerifyError::Empty { version });
+    }
     Ok(verified(Outcome::New { bundle, report }))
 }
 
@@ -646,6 +650,87 @@ mod tests {
     }
 
     #[test]
+    fn a_bundle_signed_by_another_keys_directory_names_the_keys_expected_and_seen() {
+        let fx = fixture();
+        let other = fixture();
+        let bytes = signed(&other, 1).encode();
+        let err = refuse(&fx, &bytes, SeenVersions::default(), &opts());
+        let expected = &fx.installed.keyids(Role::Timestamp)[0][..16];
+        let seen = &other.installed.keyids(Role::Timestamp)[0][..16];
+        assert!(
+            matches!(
+                err,
+                VerifyError::UntrustedKeys {
+                    role: Role::Timestamp,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "timestamp metadata is signed by keys this root does not trust: expected \
+                 timestamp keys (key {expected}, threshold 1), seen key {seen}"
+            )),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_empty_bundle_is_refused_unless_its_signed_metadata_allows_it() {
+        let fx = fixture();
+        let schema = SchemaId {
+            version: 1,
+            fingerprint: "sha256:00ff".into(),
+        };
+        let sign = |b: &Bundle| {
+            sign_bundle(b, &fx.keys, &SignOptions::new(1, UnixTime(NOW.0 + 1)))
+                .unwrap()
+                .encode()
+        };
+        let mut b = BundleBuilder::new(1, schema.clone(), Limits::default());
+        b.add(EntryKind::Test, "tests/a.yml", b"rule: a\n".to_vec())
+            .unwrap();
+        let err = refuse(
+            &fx,
+            &sign(&b.build().unwrap()),
+            SeenVersions::default(),
+            &opts(),
+        );
+        assert!(matches!(err, VerifyError::Empty { version: 1 }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("detects nothing: 0 rules and 0 IOCs"),
+            "{err}"
+        );
+        // An IOC set alone is content.
+        let mut b = BundleBuilder::new(1, schema.clone(), Limits::default());
+        b.add(EntryKind::Ioc, "iocs/ips.txt", b"203.0.113.7\n".to_vec())
+            .unwrap();
+        verify(
+            &fx,
+            &sign(&b.build().unwrap()),
+            SeenVersions::default(),
+            &opts(),
+        );
+        // Signed as empty on purpose: accepted.
+        let mut b = BundleBuilder::new(1, schema, Limits::default());
+        b.metadata(
+            crate::bundle::ALLOW_EMPTY,
+            "retire all content on this ring",
+        )
+        .unwrap();
+        let v = verify(
+            &fx,
+            &sign(&b.build().unwrap()),
+            SeenVersions::default(),
+            &opts(),
+        );
+        assert!(matches!(v.outcome, Outcome::New { .. }));
+    }
+
+    #[test]
     fn a_signature_by_the_wrong_role_is_refused() {
         let fx = fixture();
         let mut s = signed(&fx, 1);
@@ -846,7 +931,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                VerifyError::ThresholdNotMet { role: Role::Root, valid: 0, threshold: 1, ref signer } if signer == "root v1 keys"
+                VerifyError::UntrustedKeys { role: Role::Root, valid: 0, threshold: 1, ref signer, .. } if signer == "root v1 keys"
             ),
             "{err}"
         );
@@ -856,7 +941,7 @@ mod tests {
         s.roots.push(v2);
         let err = refuse(&fx, &s.encode(), SeenVersions::default(), &opts());
         assert!(
-            matches!(err, VerifyError::ThresholdNotMet { role: Role::Root, ref signer, .. } if signer == "root v2 keys"),
+            matches!(err, VerifyError::UntrustedKeys { role: Role::Root, ref signer, .. } if signer == "root v2 keys"),
             "{err}"
         );
     }

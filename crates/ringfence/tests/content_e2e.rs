@@ -177,6 +177,10 @@ fn a_bundle_that_panics_the_worker_ends_on_last_known_good_within_two_restarts()
     let log = agent.log();
     assert_eq!(log.matches("worker died status=").count(), 2, "{log}");
     assert!(log.contains("crash loop"), "{log}");
+    assert!(
+        log.contains("rolled back to last-known-good bundle v1"),
+        "{log}"
+    );
     assert!(log.contains("test fault"), "{log}");
 
     // The restarted worker keeps emitting events, reports the rollback as a health event and
@@ -233,7 +237,37 @@ fn malformed_bundles_leave_the_agent_on_its_previous_content() {
             && events.contains("v3-bad-signature.bundle refused: timestamp metadata")
     });
     let log = agent.log();
-    assert!(log.contains("keeping content version 1"), "{log}");
+    assert!(log.contains("keeping bundle v1, "), "{log}");
+    assert!(!log.contains("version none"), "{log}");
+    assert!(active_and_confirmed(&agent.state(), 1), "{}", agent.state());
+
+    // Empty content, signed by the trusted keys but without `--allow-empty` (as a builder
+    // without the build-time check would sign it): refused at load, loudly.
+    let keys = ringfence_content::KeySet::load(Path::new(&agent.path("keys"))).unwrap();
+    let empty = ringfence_content::BundleBuilder::new(
+        5,
+        ringfence_agent::content::engine::agent_schema(),
+        ringfence_content::Limits::default(),
+    )
+    .build()
+    .unwrap();
+    let empty = ringfence_content::sign_bundle(
+        &empty,
+        &keys,
+        &ringfence_content::SignOptions::new(5, ringfence_content::UnixTime::now()),
+    )
+    .unwrap();
+    agent.deliver("v5-empty.bundle", &empty.encode());
+    agent.wait_for("the empty bundle refused", |a| {
+        a.events()
+            .contains("v5-empty.bundle refused: content version 5 detects nothing")
+    });
+    let log = agent.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("v5-empty.bundle refused")),
+        "{log}"
+    );
     assert!(active_and_confirmed(&agent.state(), 1), "{}", agent.state());
 
     // The agent still takes good content afterwards.

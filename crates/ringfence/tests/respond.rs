@@ -96,6 +96,9 @@ fn sign_pack(dir: &Path) {
         &p("keys"),
         "-o",
         &p("v1.bundle"),
+        // One test rule in place of the built-in pack: a drop the agent refuses unsigned.
+        "--allow-rule-drop",
+        "test pack replaces the built-in pack",
     ]);
 }
 

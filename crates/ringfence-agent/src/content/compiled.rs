@@ -37,6 +37,10 @@ pub trait CompiledContent: Send + Sync {
             }
         }
     }
+    /// Indicators in the content's IOC sets (0 for content without any).
+    fn indicators(&self) -> usize {
+        0
+    }
     /// Bytes of state the rule holds now (correlation windows, caches); 0 if stateless.
     fn rule_memory(&self, _rule: usize) -> usize {
         0

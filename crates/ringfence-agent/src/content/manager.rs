@@ -21,8 +21,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use ringfence_content::{
-    Bundle, ContentStore, Limits, Outcome, SeenVersions, SignedBundle, TrustedRoot, UnixTime,
-    VerifyOptions, verify_signed_bundle,
+    ALLOW_EMPTY, ALLOW_RULE_DROP, Bundle, ContentStore, Limits, Outcome, SeenVersions,
+    SignedBundle, TrustedRoot, UnixTime, VerifyOptions, verify_signed_bundle,
 };
 use ringfence_event::{Event, SourceKind};
 use ringfence_sensor::StopSignal;
@@ -135,6 +135,8 @@ struct Shared {
     pending_health: AtomicBool,
     health: Mutex<Vec<String>>,
     last_activation: Mutex<Option<ActivationTimings>>,
+    /// The built-in pack, running while no bundle is active.
+    fallback: Option<Arc<dyn CompiledContent>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -151,6 +153,45 @@ impl Shared {
         f(&mut lock(&self.slot));
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
+
+    /// The rules running now (a bundle's enabled rules, else the built-in pack's) and what
+    /// they are: "bundle v9, 12 rules", "the built-in pack, 31 rules".
+    fn active(&self) -> (usize, String) {
+        let slot = lock(&self.slot);
+        match (&slot.active, &self.fallback) {
+            (Some(a), _) => {
+                let rules = a.disabled.iter().filter(|d| !**d).count();
+                (
+                    rules,
+                    describe(&format!("bundle v{}", a.version), rules, &*a.content),
+                )
+            }
+            (None, Some(f)) => (
+                f.rules().len(),
+                describe("the built-in pack", f.rules().len(), &**f),
+            ),
+            (None, None) => (0, "no content: nothing is detected".to_owned()),
+        }
+    }
+}
+
+/// "bundle v9, 12 rules" (and ", 40 IOCs" when it has indicators).
+fn describe(what: &str, rules: usize, content: &dyn CompiledContent) -> String {
+    let plural = if rules == 1 { "" } else { "s" };
+    match content.indicators() {
+        0 => format!("{what}, {rules} rule{plural}"),
+        n => format!("{what}, {rules} rule{plural}, {n} IOCs"),
+    }
+}
+
+/// The share of the active rules a new bundle may drop without saying so in its signed
+/// metadata ([`ringfence_content::ALLOW_RULE_DROP`]): it must keep at least half of them.
+pub const MAX_RULE_DROP_PERCENT: usize = 50;
+
+/// Whether going from `active` rules to `new` drops more than [`MAX_RULE_DROP_PERCENT`].
+pub fn drops_too_many(active: usize, new: usize) -> bool {
+    let dropped = active.saturating_sub(new);
+    dropped.saturating_mul(100) > active.saturating_mul(MAX_RULE_DROP_PERCENT)
 }
 
 /// The pipeline's half of the manager. Add it with [`crate::Agent::with_detector`].
@@ -246,6 +287,7 @@ impl ContentManager {
             pending_health: AtomicBool::new(false),
             health: Mutex::new(Vec::new()),
             last_activation: Mutex::new(None),
+            fallback: fallback.clone(),
         });
         for r in &opts.startup_reports {
             tracing::error!("{r}");
@@ -312,6 +354,13 @@ impl ContentManager {
                 .as_ref()
                 .map(|a| (a.version, Arc::clone(&a.content)))
         }
+    }
+
+    /// What runs now, from any thread: "bundle v9, 12 rules", "the built-in pack, 31 rules"
+    /// (for `doctor` and check-ins).
+    pub fn content_reader(&self) -> impl Fn() -> String + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || shared.active().1
     }
 
     /// A handle that reads the active version from any thread (the fleet link reports it).
@@ -430,18 +479,21 @@ impl Watcher {
                 }
             };
             let Some(version) = state.active else {
-                tracing::info!("no active content yet; waiting for a bundle");
+                let (rules, what) = self.shared.active();
+                if rules == 0 {
+                    self.report(format!(
+                        "no bundle active yet and {what}; waiting for a bundle"
+                    ));
+                } else {
+                    tracing::info!("no bundle active yet: running {what}; waiting for a bundle");
+                }
                 return;
             };
             match self.load_stored(version) {
                 Ok(loaded) => {
-                    tracing::info!(
-                        version,
-                        rules = loaded.content.rules().len(),
-                        "content loaded"
-                    );
                     self.active = Some(version);
                     self.shared.publish(|s| s.active = Some(Arc::new(loaded)));
+                    tracing::info!(version, content = %self.shared.active().1, "content loaded");
                     if state.activating == Some(version) {
                         // Swapped in but not confirmed before the last exit: keep probation.
                         self.pending_confirm = Some(
@@ -452,12 +504,18 @@ impl Watcher {
                 }
                 Err(e) => {
                     self.report(format!(
-                        "stored active content version {version} refused: {e}; trying last-known-good"
+                        "stored active content version {version} refused: {e}; trying \
+                         last-known-good (running {} meanwhile)",
+                        self.shared.active().1
                     ));
                     match self.store.roll_back() {
                         Ok(rb) => self.report(format!(
-                            "content version {} marked bad; last-known-good {:?} restored",
-                            rb.marked_bad, rb.active
+                            "content version {} marked bad; {}",
+                            rb.marked_bad,
+                            rb.active.map_or_else(
+                                || "no last-known-good bundle to restore".to_owned(),
+                                |v| format!("last-known-good bundle v{v} restored")
+                            )
                         )),
                         Err(e) => {
                             self.report(format!("no last-known-good to restore: {e}"));
@@ -518,6 +576,22 @@ impl Watcher {
                 format!("{} compile error(s): {}", errors.len(), shown.join("; "))
             })?;
         let rules = content.rules().len();
+        if rules == 0 && content.indicators() == 0 {
+            match bundle.allowed_empty() {
+                None => {
+                    return Err(format!(
+                        "it detects nothing in {} mode: 0 rules and 0 IOCs compiled, and its \
+                         signed metadata has no `{ALLOW_EMPTY}` (build it with --allow-empty \
+                         REASON if that is intended)",
+                        self.opts.engine.mode.as_str()
+                    ));
+                }
+                Some(reason) => tracing::warn!(
+                    version = bundle.content_version(),
+                    "content with 0 rules and 0 IOCs, allowed by its signed metadata: {reason}"
+                ),
+            }
+        }
         Ok(Loaded {
             version: bundle.content_version(),
             content: Arc::from(content),
@@ -634,9 +708,9 @@ impl Watcher {
                 _ => {}
             },
             Err(e) => self.report(format!(
-                "content bundle {} refused: {e}; keeping content version {}",
+                "content bundle {} refused: {e}; keeping {}",
                 path.display(),
-                shown(self.active)
+                self.shared.active().1
             )),
         }
     }
@@ -682,6 +756,30 @@ impl Watcher {
         };
         timings.compile = started.elapsed();
         timings.rules = loaded.content.rules().len();
+        let (active_rules, active) = self.shared.active();
+        if drops_too_many(active_rules, timings.rules) {
+            // Content signed as empty on purpose drops the rules on purpose too.
+            match c.bundle.allowed_rule_drop().or(c.bundle.allowed_empty()) {
+                None => {
+                    return self.refuse(
+                        version,
+                        &format!(
+                            "it has {} rule(s) against {active_rules} running now ({active}): \
+                             more than {MAX_RULE_DROP_PERCENT}% would be dropped, and its signed \
+                             metadata has no `{ALLOW_RULE_DROP}` (build it with \
+                             --allow-rule-drop REASON if that is intended)",
+                            timings.rules
+                        ),
+                    );
+                }
+                Some(reason) => tracing::warn!(
+                    version,
+                    rules = timings.rules,
+                    "content drops most of the active rules ({active}), allowed by its signed \
+                     metadata: {reason}"
+                ),
+            }
+        }
 
         // Probation 1: the stored sample of recent real events.
         let started = Instant::now();
@@ -759,6 +857,7 @@ impl Watcher {
             Some(Instant::now() + Duration::from_secs(self.opts.section.confirm_secs));
         tracing::info!(
             version,
+            content = %self.shared.active().1,
             rules = timings.rules,
             disabled = timings.disabled,
             sample_events = timings.sample_events,
@@ -776,14 +875,10 @@ impl Watcher {
             tracing::warn!(error = %e, "clearing the activation marker");
         }
         self.report(format!(
-            "content version {version} refused: {why}; keeping content version {}",
-            shown(self.active)
+            "content version {version} refused: {why}; keeping {}",
+            self.shared.active().1
         ));
     }
-}
-
-fn shown(version: Option<u64>) -> String {
-    version.map_or_else(|| "none".to_owned(), |v| v.to_string())
 }
 
 /// The test-only fault switch: compiled in only with the `fault-injection` feature.
@@ -838,7 +933,15 @@ mod tests {
         }
 
         fn bundle(&self, version: u64) -> Vec<u8> {
-            let opts = BuildOptions::new(version, agent_schema(), UnixTime::now());
+            self.bundle_with(version, &[])
+        }
+
+        /// A bundle of the two rules with extra signed metadata.
+        fn bundle_with(&self, version: u64, metadata: &[(&str, &str)]) -> Vec<u8> {
+            let mut opts = BuildOptions::new(version, agent_schema(), UnixTime::now());
+            for (k, v) in metadata {
+                opts.metadata.insert((*k).to_owned(), (*v).to_owned());
+            }
             let built = build_signed_bundle(
                 &self.tmp.path().join("rules"),
                 &opts,
@@ -857,6 +960,24 @@ mod tests {
 
         fn start(&self) -> (ContentManager, ContentDetector, StopSignal) {
             self.start_pinned(crate::content::Pin::Latest)
+        }
+
+        /// A manager that runs the built-in pack until a bundle is active, as the agent does.
+        fn start_with_builtin(&self) -> (ContentManager, ContentDetector, StopSignal) {
+            let section = ContentSection {
+                dir: Some(self.tmp.path().join("drop")),
+                root: Some(self.tmp.path().join("keys")),
+                poll_ms: 10,
+                shadow_secs: 0,
+                confirm_secs: 0,
+                ..ContentSection::default()
+            };
+            let mut opts = ManagerOptions::from_section(&section, default_engine()).unwrap();
+            let builtin = crate::content::sigma::builtin(ringfence_event::Mode::Ebpf).unwrap();
+            opts.fallback = Some(SharedContent(builtin));
+            let stop = StopSignal::new();
+            let (m, d) = ContentManager::start(opts, stop.clone()).unwrap();
+            (m, d, stop)
         }
 
         fn start_pinned(
@@ -942,7 +1063,7 @@ mod tests {
             "{all:?}"
         );
         assert!(
-            all.iter().all(|m| m.contains("keeping content version 1")),
+            all.iter().all(|m| m.contains("keeping bundle v1, 2 rules")),
             "{all:?}"
         );
         assert_eq!(d.active_version(), Some(1));
@@ -1100,6 +1221,119 @@ mod tests {
         assert_eq!(m.last_activation().unwrap().disabled, 1);
         stop.stop();
         m.join();
+    }
+
+    /// Feeds events until a health message contains `needle`; returns all messages seen.
+    fn pump_until(d: &mut ContentDetector, needle: &str) -> Vec<String> {
+        let mut all = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !all.iter().any(|m: &String| m.contains(needle)) {
+            assert!(Instant::now() < deadline, "no {needle:?} in {all:?}");
+            d.on_event(&event(), &mut |v| {
+                if let Some(m) = v.pointer("/message").and_then(|m| m.as_str()) {
+                    all.push(m.to_owned());
+                }
+            });
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        all
+    }
+
+    #[test]
+    fn an_empty_bundle_is_refused_and_the_built_in_pack_named_as_what_stays_active() {
+        let f = Fixture::new();
+        let (m, mut d, stop) = f.start_with_builtin();
+        let builtin = crate::content::sigma::builtin(ringfence_event::Mode::Ebpf)
+            .unwrap()
+            .rules()
+            .len();
+        assert_eq!(
+            m.content_reader()(),
+            format!("the built-in pack, {builtin} rules")
+        );
+        // Signed by trusted keys but empty (as a builder without the build-time check would
+        // sign it).
+        let b = ringfence_content::BundleBuilder::new(9, agent_schema(), Limits::default());
+        let signed = ringfence_content::sign_bundle(
+            &b.build().unwrap(),
+            &f.keys,
+            &ringfence_content::SignOptions::new(9, UnixTime::now()),
+        )
+        .unwrap();
+        f.drop_file("v9.bundle", &signed.encode());
+        let health = pump_until(&mut d, "v9.bundle refused");
+        let msg = health.iter().find(|m| m.contains("v9.bundle")).unwrap();
+        assert!(msg.contains("detects nothing: 0 rules and 0 IOCs"), "{msg}");
+        assert!(
+            msg.ends_with(&format!("keeping the built-in pack, {builtin} rules")),
+            "{msg}"
+        );
+        assert!(!msg.contains("version none"), "{msg}");
+        assert_eq!(d.active_version(), None);
+
+        // Signed as empty on purpose: it replaces the built-in pack (a drop it implies).
+        let mut b = ringfence_content::BundleBuilder::new(10, agent_schema(), Limits::default());
+        b.metadata(ALLOW_EMPTY, "retire all content on this ring")
+            .unwrap();
+        let signed = ringfence_content::sign_bundle(
+            &b.build().unwrap(),
+            &f.keys,
+            &ringfence_content::SignOptions::new(10, UnixTime::now()),
+        )
+        .unwrap();
+        f.drop_file("v10.bundle", &signed.encode());
+        pump(&mut d, |d| d.active_version() == Some(10));
+        assert_eq!(m.content_reader()(), "bundle v10, 0 rules");
+        stop.stop();
+        m.join();
+    }
+
+    #[test]
+    fn a_bundle_dropping_most_active_rules_is_refused_unless_its_metadata_says_so() {
+        let f = Fixture::new();
+        let (m, mut d, stop) = f.start_with_builtin();
+        let builtin = crate::content::sigma::builtin(ringfence_event::Mode::Ebpf)
+            .unwrap()
+            .rules()
+            .len();
+        // Two rules against the built-in pack's thirty-odd.
+        f.drop_file("v1.bundle", &f.bundle(1));
+        let health = pump_until(&mut d, "content version 1 refused");
+        let msg = health
+            .iter()
+            .find(|m| m.contains("content version 1 refused"))
+            .unwrap();
+        assert!(
+            msg.contains(&format!(
+                "it has 2 rule(s) against {builtin} running now (the built-in pack, {builtin} \
+                 rules): more than 50% would be dropped"
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("--allow-rule-drop REASON"), "{msg}");
+        assert_eq!(d.active_version(), None);
+
+        // The same rules, signed as an intended drop: active.
+        f.drop_file(
+            "v2.bundle",
+            &f.bundle_with(
+                2,
+                &[(ALLOW_RULE_DROP, "test pack replaces the built-in pack")],
+            ),
+        );
+        pump(&mut d, |d| d.active_version() == Some(2));
+        assert_eq!(m.content_reader()(), "bundle v2, 2 rules");
+        stop.stop();
+        m.join();
+    }
+
+    #[test]
+    fn the_rule_drop_threshold_is_more_than_half() {
+        assert!(!drops_too_many(0, 0));
+        assert!(!drops_too_many(30, 15));
+        assert!(drops_too_many(30, 14));
+        assert!(drops_too_many(1, 0));
+        assert!(!drops_too_many(2, 40));
     }
 
     #[test]

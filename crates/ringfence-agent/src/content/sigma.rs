@@ -90,8 +90,10 @@ pub fn validate_texts(
             notes.push(format!("eBPF mode only (driverless: {r})"));
         }
     }
+    let mut indicators = 0usize;
     for (path, text) in iocs {
-        let (_, errs) = IocSet::parse(path, text);
+        let (set, errs) = IocSet::parse(path, text);
+        indicators = indicators.saturating_add(set.len());
         for e in errs {
             errors.push(
                 ValidationError::new(*path, e.message.clone())
@@ -124,7 +126,12 @@ pub fn validate_texts(
         cases += run;
         for f in failures {
             let mut e = test_error(&f);
-            e.message = format!("{} ({} mode)", e.message, mode.as_str());
+            e.message = format!(
+                "{}{} ({} mode)",
+                case_name(&parsed, &f),
+                e.message,
+                mode.as_str()
+            );
             errors.push(e);
         }
     }
@@ -147,10 +154,34 @@ pub fn validate_texts(
                 .max(driverless.engine.output_count()),
             cases,
             notes,
-        ))
+        )
+        .with_iocs(indicators))
     } else {
         Err(errors)
     }
+}
+
+/// "test `match` case 2: " for the failed case of a content test, from its file and line.
+fn case_name(tests: &[testing::ContentTest], f: &testing::TestFailure) -> String {
+    let Some(test) = tests.iter().find(|t| t.file == f.file) else {
+        return String::new();
+    };
+    let Some(case) = test.cases.iter().find(|c| Some(c.line) == f.line) else {
+        return String::new();
+    };
+    let number = test
+        .cases
+        .iter()
+        .filter(|c| c.expect_match == case.expect_match)
+        .take_while(|c| c.line != case.line)
+        .count()
+        + 1;
+    let list = if case.expect_match {
+        "match"
+    } else {
+        "no_match"
+    };
+    format!("test `{list}` case {number}: ")
 }
 
 fn test_error(f: &testing::TestFailure) -> ValidationError {
@@ -319,6 +350,10 @@ impl CompiledContent for SigmaContent {
         &self.infos
     }
 
+    fn indicators(&self) -> usize {
+        self.iocs.iter().map(IocSet::len).sum()
+    }
+
     fn evaluate_rule(&self, rule: usize, event: &Event, emit: &mut dyn FnMut(serde_json::Value)) {
         let mut hits = Vec::new();
         {
@@ -399,5 +434,29 @@ mod tests {
         for mode in Mode::ALL {
             assert!(builtin(mode).is_ok());
         }
+    }
+
+    #[test]
+    fn a_failing_content_test_names_its_file_line_rule_case_and_expectation() {
+        let rule = "title: t\nid: rule-t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  sel:\n    Image|endswith: /evil\n  condition: sel\nlevel: low\n";
+        let test = "rule: rule-t\nmatch:\n  - {\"event\": {\"action\": \"exec\"}, \"process\": {\"executable\": \"/bin/evil\"}}\n  - {\"event\": {\"action\": \"exec\"}, \"process\": {\"executable\": \"/bin/good\"}}\n";
+        let errors =
+            validate_texts(&[("rules/t.yml", rule)], &[], &[("tests/t.yml", test)]).unwrap_err();
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "tests/t.yml:4 rule rule-t: test `match` case 2: expected a match, got none (ebpf mode)",
+                "tests/t.yml:4 rule rule-t: test `match` case 2: expected a match, got none (driverless mode)"
+            ]
+        );
+    }
+
+    #[test]
+    fn indicators_count_as_content() {
+        let report = validate_texts(&[], &[("iocs/ips.txt", "203.0.113.7\n")], &[]).unwrap();
+        assert_eq!((report.rules, report.iocs), (0, 1));
+        assert!(!report.detects_nothing());
+        assert!(validate_texts(&[], &[], &[]).unwrap().detects_nothing());
     }
 }

@@ -220,11 +220,14 @@ impl Supervisor {
         Some(match store.roll_back() {
             Ok(rb) => format!(
                 "crash loop: worker died {count} times within {}s while activating content \
-                 version {version}; version {} marked bad on this host, rolled back to \
-                 last-known-good {}",
+                 version {version}; version {} marked bad on this host, {}",
                 window.as_secs(),
                 rb.marked_bad,
-                rb.active.map_or("(none)".to_owned(), |v| v.to_string())
+                rb.active.map_or_else(
+                    || "and no last-known-good bundle: the worker runs the built-in pack"
+                        .to_owned(),
+                    |v| format!("rolled back to last-known-good bundle v{v}")
+                )
             ),
             Err(e) => {
                 format!("crash loop on content version {version}, and the rollback failed: {e}")

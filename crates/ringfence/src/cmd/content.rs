@@ -17,9 +17,10 @@ use ringfence_agent::content::engine::{agent_schema, default_engine};
 use ringfence_agent::content::manager::read_small;
 use ringfence_console::plan::parse_duration;
 use ringfence_content::{
-    BuildOptions, KeySet, KeysInitOptions, Limits, MaintenanceAction, MaintenanceClaims, Outcome,
-    RotateOptions, SeenVersions, SignedBundle, TrustedRoot, UnixTime, VerifyOptions,
-    build_signed_bundle, init_keys, sign_maintenance_token, verify_signed_bundle,
+    ALLOW_EMPTY, ALLOW_RULE_DROP, BuildOptions, KeySet, KeysInitOptions, Limits, MaintenanceAction,
+    MaintenanceClaims, Outcome, RotateOptions, SeenVersions, SignedBundle, TrustedRoot, UnixTime,
+    ValidationError, VerifyError, VerifyOptions, build_signed_bundle, init_keys,
+    sign_maintenance_token, verify_signed_bundle,
 };
 
 use crate::cmd::print_line;
@@ -96,6 +97,14 @@ pub struct BuildArgs {
     /// Extra metadata, `KEY=VALUE`; repeat for several.
     #[arg(long)]
     pub metadata: Vec<String>,
+    /// Sign a bundle with no rule and no IOC (refused otherwise, at build and at load), for
+    /// this reason; the reason is part of the signed metadata.
+    #[arg(long, value_name = "REASON")]
+    pub allow_empty: Option<String>,
+    /// Let agents take this bundle even where it has fewer than half the rules of the content
+    /// they run (refused otherwise), for this reason; part of the signed metadata.
+    #[arg(long, value_name = "REASON")]
+    pub allow_rule_drop: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -205,6 +214,19 @@ fn build(a: &BuildArgs) -> CmdResult {
             Failure::refused(anyhow!("--metadata: expected KEY=VALUE, got {m:?}"))
         })?;
         metadata.insert(k.to_owned(), v.to_owned());
+    }
+    for (flag, key, reason) in [
+        ("--allow-empty", ALLOW_EMPTY, &a.allow_empty),
+        ("--allow-rule-drop", ALLOW_RULE_DROP, &a.allow_rule_drop),
+    ] {
+        if let Some(reason) = reason {
+            if reason.trim().is_empty() {
+                return Err(Failure::refused(anyhow!(
+                    "{flag}: give the reason, e.g. {flag} \"retire the pack\""
+                )));
+            }
+            metadata.insert(key.to_owned(), reason.clone());
+        }
     }
     opts.metadata.extend(metadata);
     let engine = default_engine();
@@ -316,7 +338,17 @@ fn verify(a: &VerifyArgs) -> CmdResult {
         &opts,
         &*engine.validator,
     )
-    .map_err(|e| Failure::refused(anyhow!("{}: refused: {e}", a.bundle.display())))?;
+    .map_err(|e| {
+        let why = match e {
+            VerifyError::Validation(errors) => format!(
+                "content validation failed with {} error(s):{}",
+                errors.len(),
+                listed(&errors)
+            ),
+            other => other.to_string(),
+        };
+        Failure::refused(anyhow!("{}: refused: {why}", a.bundle.display()))
+    })?;
     let line = match &verified.outcome {
         Outcome::New { bundle, report } => {
             let ours = agent_schema();
@@ -331,12 +363,11 @@ fn verify(a: &VerifyArgs) -> CmdResult {
                 )));
             }
             let compiled = (engine.compile)(bundle, engine.mode).map_err(|errors| {
-                let shown: Vec<String> = errors.iter().take(5).map(ToString::to_string).collect();
                 Failure::refused(anyhow!(
-                    "{}: refused: {} compile error(s): {}",
+                    "{}: refused: {} compile error(s):{}",
                     a.bundle.display(),
                     errors.len(),
-                    shown.join("; ")
+                    listed(&errors)
                 ))
             })?;
             format!(
@@ -356,6 +387,11 @@ fn verify(a: &VerifyArgs) -> CmdResult {
     };
     print_line(&line).context("writing to stdout")?;
     Ok(())
+}
+
+/// One error a line, indented, each naming its file, line, rule and test.
+fn listed(errors: &[ValidationError]) -> String {
+    errors.iter().map(|e| format!("\n  {e}")).collect()
 }
 
 /// `ringfence bench content`.

@@ -1,8 +1,13 @@
 //! `ringfence replay --rules PATH --events FILE.jsonl [--bench]`: detection over recorded ECS
 //! events, findings as JSON lines. `--bench` times matching alone on one core and ends with
 //! `<n> events in <t> s: <x> events/s`.
+//!
+//! The events may be the agent's own output: its alert lines (`event.kind: alert`) and
+//! response decisions are its findings, not events, and are counted and left out. A line that
+//! is not UTF-8 or not an event is reported with its file and line and skipped. Exit 1 when
+//! nothing compiled and no IOC set was given: there would be nothing to match.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -40,33 +45,99 @@ pub struct Args {
     pub bench_seconds: f64,
 }
 
-/// Reads JSONL events; bad lines are reported with their number and skipped.
-pub fn read_events(path: &PathBuf) -> anyhow::Result<(Vec<Event>, usize)> {
-    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+/// Longest line read; a longer one is skipped as bad, not buffered.
+const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Bad lines reported one by one; beyond, only counted.
+const MAX_REPORTED: usize = 20;
+
+/// What [`read_events`] found.
+#[derive(Debug, Default)]
+pub struct ReadEvents {
+    pub events: Vec<Event>,
+    /// Lines skipped: not UTF-8, not JSON, or not an event of the schema.
+    pub bad: usize,
+    /// The agent's own findings and response decisions, left out.
+    pub agent_output: usize,
+}
+
+/// Whether a JSON line is one the agent writes beside the events: a finding (`event.kind:
+/// alert`) or a response decision (`ringfence.response`).
+fn is_agent_output(doc: &serde_json::Value) -> bool {
+    doc.pointer("/event/kind")
+        .and_then(serde_json::Value::as_str)
+        == Some("alert")
+        || doc.pointer("/ringfence/response").is_some()
+}
+
+/// Reads JSONL events; bad lines are reported with their file and line and skipped.
+pub fn read_events(path: &PathBuf) -> anyhow::Result<ReadEvents> {
+    let mut reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(std::io::BufReader::new(
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
         ))
     };
+    let mut out = ReadEvents::default();
+    let mut skip = |n: usize, why: &dyn std::fmt::Display| {
+        out.bad += 1;
+        if out.bad <= MAX_REPORTED {
+            eprintln!("{}:{n}: skipped: {why}", path.display());
+        }
+    };
     let mut events = Vec::new();
-    let mut bad = 0;
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
+    let mut agent_output = 0;
+    let mut buf = Vec::new();
+    let mut n = 0usize;
+    loop {
+        buf.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if read == 0 {
+            break;
+        }
+        n += 1;
+        if buf.len() > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
+            skip(n, &format_args!("longer than {MAX_LINE_BYTES} bytes"));
+            // The rest of the long line.
+            let mut rest = Vec::new();
+            reader
+                .read_until(b'\n', &mut rest)
+                .with_context(|| format!("reading {}", path.display()))?;
+            continue;
+        }
+        let line = match std::str::from_utf8(&buf) {
+            Ok(l) => l,
+            Err(e) => {
+                skip(n, &format_args!("not UTF-8 at byte {}", e.valid_up_to()));
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
-        match Event::from_ecs_line(&line) {
-            Ok(e) => events.push(e),
+        let doc: serde_json::Value = match serde_json::from_str(line) {
+            Ok(d) => d,
             Err(e) => {
-                bad += 1;
-                if bad <= 20 {
-                    eprintln!("{}:{}: skipped: {e}", path.display(), i + 1);
-                }
+                skip(n, &format_args!("invalid JSON: {e}"));
+                continue;
             }
+        };
+        if is_agent_output(&doc) {
+            agent_output += 1;
+            continue;
+        }
+        match Event::from_ecs(&doc) {
+            Ok(e) => events.push(e),
+            Err(e) => skip(n, &e),
         }
     }
-    Ok((events, bad))
+    out.events = events;
+    out.agent_output = agent_output;
+    Ok(out)
 }
 
 pub fn run(args: Args) -> CmdResult {
@@ -77,8 +148,15 @@ pub fn run(args: Args) -> CmdResult {
             args.format
         ))
     })?;
-    let files = read_rule_files(&args.rules).map_err(Failure::refused)?;
-    let rule_files: Vec<RuleFile<'_>> = files
+    let found = read_rule_files(&args.rules).map_err(Failure::refused)?;
+    if !found.tests.is_empty() {
+        eprintln!(
+            "{} content test file(s) under tests/ are not rules: not loaded",
+            found.tests.len()
+        );
+    }
+    let rule_files: Vec<RuleFile<'_>> = found
+        .rules
         .iter()
         .map(|(p, t)| RuleFile { path: p, text: t })
         .collect();
@@ -105,9 +183,29 @@ pub fn run(args: Args) -> CmdResult {
         mode.as_str(),
         compiled.refusals.len()
     );
-    let (events, bad) = read_events(&args.events).map_err(Failure::refused)?;
+    if engine.rules().is_empty() && engine.correlations().is_empty() && iocs.is_empty() {
+        let paths: Vec<String> = args.rules.iter().map(|p| p.display().to_string()).collect();
+        return Err(Failure::refused(anyhow::anyhow!(
+            "no rule compiled from {} ({} rule file(s), {} refused) and no --iocs: nothing to \
+             replay the events against",
+            paths.join(", "),
+            found.rules.len(),
+            compiled.refusals.len()
+        )));
+    }
+    let ReadEvents {
+        events,
+        bad,
+        agent_output,
+    } = read_events(&args.events).map_err(Failure::refused)?;
     if bad > 0 {
         eprintln!("{bad} lines skipped");
+    }
+    if agent_output > 0 {
+        eprintln!(
+            "{agent_output} alert and response line(s) of the agent's own output left out \
+             (findings, not events)"
+        );
     }
     let mut state = engine.new_state();
     if args.bench {

@@ -1,12 +1,15 @@
 //! `ringfence rules check PATH...`: the Sigma compatibility report. Each rule is compiled for
 //! both sensor modes against the field schema; the report says, per rule, where it compiled or
-//! why it was refused (file, line, rule id, field), then the totals.
+//! why it was refused (file, line, rule id, field), then the totals. A content pack's `tests/`
+//! directory holds content tests, not rules: they are run against the compiled rules and each
+//! failure is listed. Exit 1 when no rule was found, when none compiled, and with `--strict`
+//! when any rule was refused or any test failed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use ringfence_detect::{Options, Refusal, RuleFile, compile};
+use ringfence_detect::{Options, Refusal, RuleFile, compile, testing};
 use ringfence_event::Mode;
 use serde_json::json;
 
@@ -36,30 +39,53 @@ pub struct CheckArgs {
     /// One JSON object per rule instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Exit 1 if any rule is refused.
+    /// Exit 1 if any rule is refused or any content test fails.
     #[arg(long)]
     pub strict: bool,
 }
 
-/// Every *.yml / *.yaml under `paths`, sorted, read as text. Unreadable files are errors.
-pub fn read_rule_files(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
-    let mut files = Vec::new();
-    for p in paths {
-        collect(p, &mut files).with_context(|| format!("reading {}", p.display()))?;
-    }
-    files.sort();
-    files.dedup();
-    let mut out = Vec::with_capacity(files.len());
-    for f in files {
-        let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", f.display()))?;
-        out.push((f.display().to_string(), text));
-    }
-    Ok(out)
+/// The YAML files under some paths, `(path, text)`, sorted: Sigma rules, and the content
+/// tests found in directories named `tests` (a content pack's layout).
+#[derive(Debug, Default)]
+pub struct ContentFiles {
+    pub rules: Vec<(String, String)>,
+    pub tests: Vec<(String, String)>,
 }
 
-fn collect(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// Every *.yml / *.yaml under `paths`, sorted, read as text: those under a directory named
+/// `tests` as content tests, the others as rules. Unreadable and non-UTF-8 files are errors.
+pub fn read_rule_files(paths: &[PathBuf]) -> anyhow::Result<ContentFiles> {
+    let (mut rules, mut tests) = (Vec::new(), Vec::new());
+    for p in paths {
+        let is_tests = p.is_dir() && p.file_name().is_some_and(|n| n == "tests");
+        let mut found = Vec::new();
+        collect(p, &mut found, &mut tests).with_context(|| format!("reading {}", p.display()))?;
+        if is_tests {
+            tests.append(&mut found);
+        } else {
+            rules.append(&mut found);
+        }
+    }
+    let read = |mut files: Vec<PathBuf>| -> anyhow::Result<Vec<(String, String)>> {
+        files.sort();
+        files.dedup();
+        let mut out = Vec::with_capacity(files.len());
+        for f in files {
+            let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", f.display()))?;
+            out.push((f.display().to_string(), text));
+        }
+        Ok(out)
+    };
+    Ok(ContentFiles {
+        rules: read(rules)?,
+        tests: read(tests)?,
+    })
+}
+
+/// YAML files under `p` into `out`; those under a directory named `tests` into `tests`.
+fn collect(p: &Path, out: &mut Vec<PathBuf>, tests: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let meta = std::fs::metadata(p)?;
     if meta.is_file() {
         out.push(p.to_path_buf());
@@ -70,8 +96,12 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for e in entries {
         let path = e.path();
         let ty = e.file_type()?;
-        if ty.is_dir() {
-            collect(&path, out)?;
+        if ty.is_dir() && e.file_name() == "tests" {
+            let mut found = Vec::new();
+            collect(&path, &mut found, &mut Vec::new())?;
+            tests.append(&mut found);
+        } else if ty.is_dir() {
+            collect(&path, out, tests)?;
         } else if path.extension().is_some_and(|x| x == "yml" || x == "yaml") {
             out.push(path);
         }
@@ -103,17 +133,44 @@ pub fn run(args: Args) -> CmdResult {
         Some(m) => vec![parse_mode(m)?],
         None => Mode::ALL.to_vec(),
     };
-    let files = read_rule_files(&args.paths).map_err(Failure::refused)?;
+    let found = read_rule_files(&args.paths).map_err(Failure::refused)?;
+    let files = &found.rules;
     let rule_files: Vec<RuleFile<'_>> = files
         .iter()
         .map(|(p, t)| RuleFile { path: p, text: t })
         .collect();
+    let mut tests = Vec::new();
+    let mut test_failures: Vec<String> = Vec::new();
+    for (path, text) in &found.tests {
+        match testing::parse(path, text) {
+            Ok(t) => tests.push(t),
+            Err(f) => test_failures.push(f.to_string()),
+        }
+    }
+    let mut cases = 0;
+    let (mut tested, mut refused_ids) = (HashSet::new(), HashSet::new());
     // Key: (file, line of the document) so every document is one row.
     let mut rows: BTreeMap<(String, u32), Row> = BTreeMap::new();
     let mut documents = 0;
     for mode in &modes {
         let out = compile(&rule_files, &Options::new(*mode));
         documents = documents.max(out.documents);
+        // Each test runs in the modes that compiled its rule; a refused rule is reported as
+        // such, not again through its tests.
+        let applicable: Vec<testing::ContentTest> = tests
+            .iter()
+            .filter(|t| testing::output_matches(&out.engine, &t.rule, &[]).is_some())
+            .cloned()
+            .collect();
+        let (run, failures) = testing::run(&out.engine, &applicable);
+        cases += run;
+        tested.extend(applicable.iter().map(|t| t.rule.clone()));
+        refused_ids.extend(out.refusals.iter().filter_map(|r| r.rule_id.clone()));
+        test_failures.extend(
+            failures
+                .iter()
+                .map(|f| format!("{f} ({} mode)", mode.as_str())),
+        );
         for r in out.engine.rules() {
             let row = rows.entry((r.meta.file.clone(), r.meta.line)).or_default();
             row.title.clone_from(&r.meta.title);
@@ -125,12 +182,20 @@ pub fn run(args: Args) -> CmdResult {
             row.compiled.push(mode.as_str());
         }
         for r in out.refusals {
-            let line = doc_line(&files, &r);
+            let line = doc_line(files, &r);
             let row = rows.entry((r.file.clone(), line)).or_default();
             if let Some(t) = &r.title {
                 row.title.clone_from(t);
             }
             row.refused.push((mode.as_str(), r));
+        }
+    }
+    for t in &tests {
+        if !tested.contains(&t.rule) && !refused_ids.contains(&t.rule) {
+            test_failures.push(format!(
+                "{}: rule {}: tests a rule id no rule file defines",
+                t.file, t.rule
+            ));
         }
     }
     let (mut compiled, mut refused) = (0usize, 0usize);
@@ -168,7 +233,7 @@ pub fn run(args: Args) -> CmdResult {
         }
         print_line(&line).context("writing")?;
         // A refusal in every mode is the reason; a refusal in one mode is a note.
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         for (m, r) in &row.refused {
             let text = format!("{r}");
             let modes_with_same: Vec<&str> = row
@@ -185,17 +250,49 @@ pub fn run(args: Args) -> CmdResult {
                 .context("writing")?;
         }
     }
+    for f in &test_failures {
+        if args.json {
+            print_line(&json!({"test_failed": f}).to_string()).context("writing")?;
+        } else {
+            print_line(&format!("TEST FAILED  {f}")).context("writing")?;
+        }
+    }
     if !args.json {
         let modes_text: Vec<String> = per_mode.iter().map(|(m, n)| format!("{m}: {n}")).collect();
+        let tests_text = if found.tests.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} test files in tests/: {cases} cases run, {} failed",
+                found.tests.len(),
+                test_failures.len()
+            )
+        };
         print_line(&format!(
-            "{compiled} compiled, {refused} refused ({} documents; compiled per mode: {})",
+            "{compiled} compiled, {refused} refused ({} documents; compiled per mode: {}{tests_text})",
             documents.max(compiled + refused),
             modes_text.join(", ")
         ))
         .context("writing")?;
     }
-    if args.strict && rows.values().any(|r| !r.refused.is_empty()) {
-        return Err(Failure::refused(anyhow::anyhow!("some rules were refused")));
+    let paths: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
+    if rows.is_empty() {
+        return Err(Failure::refused(anyhow::anyhow!(
+            "no rule found in {} (looked for *.yml and *.yaml outside tests/)",
+            paths.join(", ")
+        )));
+    }
+    if compiled == 0 {
+        return Err(Failure::refused(anyhow::anyhow!(
+            "no rule compiled: all {refused} refused"
+        )));
+    }
+    if args.strict && (rows.values().any(|r| !r.refused.is_empty()) || !test_failures.is_empty()) {
+        return Err(Failure::refused(anyhow::anyhow!(
+            "--strict: {} rule(s) refused in some mode, {} content test failure(s)",
+            rows.values().filter(|r| !r.refused.is_empty()).count(),
+            test_failures.len()
+        )));
     }
     Ok(())
 }
