@@ -90,7 +90,10 @@ impl Repeat {
             }
             Format::Ocsf => {
                 doc.insert("count".into(), json!(self.count));
-                doc.insert("start_time".into(), json!(self.first.as_nanos() / 1_000_000));
+                doc.insert(
+                    "start_time".into(),
+                    json!(self.first.as_nanos() / 1_000_000),
+                );
                 doc.insert("end_time".into(), json!(self.last.as_nanos() / 1_000_000));
             }
         }
