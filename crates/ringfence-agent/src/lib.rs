@@ -8,7 +8,8 @@
 //! refuses to run. It seeds the [`tree::ProcessTree`] from a /proc snapshot taken *after* the
 //! kernel sources started listening (so nothing falls between),
 //! then runs one pipeline thread: each event is enriched from the tree, shown to the
-//! [`detect::Detector`]s, and written as one ECS JSON line to every output. Sources run on
+//! [`detect::Detector`]s, and written as one ECS JSON line to every output, with the findings
+//! (repeats folded into one with a count, [`group`]). Sources run on
 //! their own threads and hand events over a bounded channel that drops (and counts) rather
 //! than block the host.
 //!
