@@ -70,11 +70,12 @@ pub struct Launcher {
 
 impl Launcher {
     /// The parent of `pid` (the agent's outermost process), read from /proc; `None` when it
-    /// cannot be read, or is init (pid 1 launches everything, and is not trusted for that).
+    /// cannot be read. Under systemd that is pid 1: `systemctl stop` is a stop, as the guard
+    /// also allows.
     pub fn parent_of(pid: u32) -> Option<Launcher> {
         let clocks = ringfence_sensor::sys::Clocks::read();
         let ppid = ringfence_sensor::proc_info::read_process(pid, None, &clocks).ppid?;
-        if ppid <= 1 {
+        if ppid == 0 {
             return None;
         }
         let start = ringfence_sensor::proc_info::read_process(ppid, None, &clocks).start?;
@@ -521,11 +522,8 @@ mod tests {
         let me = std::process::id();
         let l = Launcher::parent_of(me);
         let parent = std::os::unix::process::parent_id();
-        if parent > 1 {
-            assert_eq!(l.map(|l| l.pid), Some(parent));
-        } else {
-            assert_eq!(l, None);
-        }
+        assert_eq!(l.map(|l| l.pid), Some(parent));
+        assert!(l.is_some_and(|l| l.start.as_nanos() > 0));
     }
 
     #[test]
