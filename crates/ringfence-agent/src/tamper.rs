@@ -13,8 +13,9 @@
 //! Two things are not tamper. A signal from the agent's launcher (the parent of its outermost
 //! process: the service manager, `ringfence up`, `timeout -s INT 5 ringfence agent run`), known
 //! by pid and start time, is how an agent is stopped, as the BPF LSM guard also allows. And a
-//! look at the agent's BPF objects by `bpftool` listing them (`prog show`, `link list`, `map
-//! dump`: a descriptor by id, its info read, closed) is one low finding
+//! look at the agent's BPF objects by the system's `bpftool` (in `/usr/sbin` and the like)
+//! listing them (`prog show`, `link list`, `map dump`: a descriptor by id, its info read,
+//! closed) is one low finding
 //! (`ringfence-tamper-bpf-look`), not a critical one per object; the pipeline folds the looks of
 //! one process into one finding with a count (see [`crate::group`]). Any other descriptor
 //! request by id stays critical (`ringfence-tamper-bpf`): the sensor reports the request, not
@@ -137,18 +138,25 @@ fn meta(id: &str, title: &str, description: &str) -> RuleMeta {
 /// `dump` for programs but `detach` for links).
 const BPFTOOL_READ_VERBS: [&str; 5] = ["show", "list", "dump", "help", "tree"];
 
-/// The event's actor is `bpftool` running a read-only subcommand (`bpftool -j prog show`,
-/// `bpftool link list`). Options are skipped; anything unexpected is not a look.
+/// Where a distribution installs `bpftool` (Ubuntu's `/usr/sbin/bpftool` runs the one under
+/// `/usr/lib/linux-tools/VERSION/`).
+fn system_bpftool(executable: &str) -> bool {
+    let Some(dir) = executable.strip_suffix("/bpftool") else {
+        return false;
+    };
+    matches!(
+        dir,
+        "/usr/sbin" | "/usr/bin" | "/sbin" | "/bin" | "/usr/local/sbin" | "/usr/local/bin"
+    ) || (dir.starts_with("/usr/lib/linux-tools") && !dir.contains("/."))
+}
+
+/// The event's actor is the system's `bpftool` running a read-only subcommand (`bpftool -j
+/// prog show`, `bpftool link list`). Options are skipped; anything unexpected is not a look.
 fn bpftool_look(event: &Event) -> bool {
     let Some(p) = event.process.as_ref() else {
         return false;
     };
-    let is_bpftool = p
-        .executable
-        .as_deref()
-        .and_then(|e| e.rsplit('/').next())
-        .is_some_and(|name| name == "bpftool");
-    if !is_bpftool {
+    if !p.executable.as_deref().is_some_and(system_bpftool) {
         return false;
     }
     let mut words = p.args.iter().skip(1).filter(|a| !a.starts_with('-'));
@@ -446,6 +454,14 @@ mod tests {
             &["bpftool", "-j", "-p", "map", "dump", "id", "7"],
             &["bpftool", "--json", "prog", "list"],
         ] {
+            for exe in [
+                "/usr/sbin/bpftool",
+                "/usr/lib/linux-tools/6.8.0-49-generic/bpftool",
+            ] {
+                let f = findings(&mut d, &bpf_by_id(4242, exe, args));
+                assert_eq!(f.len(), 1, "{exe} {args:?}");
+                assert_eq!(f[0]["rule"]["id"], "ringfence-tamper-bpf-look", "{args:?}");
+            }
             let f = findings(&mut d, &bpf_by_id(4242, "/usr/sbin/bpftool", args));
             assert_eq!(f.len(), 1, "{args:?}");
             assert_eq!(f[0]["rule"]["id"], "ringfence-tamper-bpf-look", "{args:?}");
@@ -473,6 +489,12 @@ mod tests {
             ),
             ("/usr/sbin/bpftool", &["bpftool"]),
             ("/tmp/evil", &["bpftool", "prog", "show"]),
+            // A copy outside the system's directories.
+            ("/tmp/x/bpftool", &["bpftool", "prog", "show"]),
+            (
+                "/usr/lib/linux-tools/../../../tmp/bpftool",
+                &["bpftool", "prog", "show"],
+            ),
         ] {
             let f = findings(&mut d, &bpf_by_id(4242, exe, args));
             assert_eq!(f.len(), 1, "{exe} {args:?}");
