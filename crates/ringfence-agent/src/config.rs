@@ -263,6 +263,7 @@ pub struct Config {
     pub fleet: crate::fleet::FleetSection,
     pub response: crate::respond::ResponseSection,
     pub protection: crate::protect::ProtectionSection,
+    pub findings: crate::group::FindingsSection,
 }
 
 /// One problem in a config file.
@@ -310,7 +311,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "agent",
     "sources",
     "audit",
@@ -323,6 +324,7 @@ const SECTIONS: [&str; 12] = [
     "fleet",
     "response",
     "protection",
+    "findings",
 ];
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -516,6 +518,13 @@ impl Config {
                 "protection",
                 crate::protect::ProtectionSection
             ),
+            findings: section_pass!(
+                text,
+                file,
+                errors,
+                "findings",
+                crate::group::FindingsSection
+            ),
         };
         let mut value_error = |section: &str, key: &str, message: String| {
             errors.push(ConfigError {
@@ -525,6 +534,9 @@ impl Config {
                 message,
             });
         };
+        for (key, message) in config.findings.problems() {
+            value_error("findings", key, message);
+        }
         let a = &config.agent;
         if a.queue_capacity == 0 {
             value_error("agent", "queue_capacity", "must be > 0, got 0".into());
@@ -763,6 +775,29 @@ wakeup_bytes = 1
         assert_eq!(errs[0].line, 3);
         assert_eq!(errs[0].key, "agent.queue_capacity");
         assert_eq!(errs[1].key, "agent.outputs");
+    }
+
+    #[test]
+    fn findings_section_sets_grouping_within_bounds() {
+        let Ok(c) = parse("[findings]\ngroup_window_secs = 0\ngroup_capacity = 16\n") else {
+            panic!("expected a config");
+        };
+        assert_eq!(c.findings.group_window_secs, 0);
+        assert_eq!(c.findings.group_capacity, 16);
+        let Err(ConfigErrors(errs)) =
+            parse("[findings]\ngroup_window_secs = 7200\ngroup_capacity = 0\n")
+        else {
+            panic!("expected errors");
+        };
+        assert_eq!(errs.len(), 2);
+        assert_eq!(
+            (errs[0].line, errs[0].key.as_str()),
+            (2, "findings.group_window_secs")
+        );
+        assert_eq!(
+            (errs[1].line, errs[1].key.as_str()),
+            (3, "findings.group_capacity")
+        );
     }
 
     #[test]

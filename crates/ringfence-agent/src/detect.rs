@@ -1,6 +1,7 @@
 //! The detection stage's seam. The pipeline calls every [`Detector`] with each enriched event;
 //! a detector reports findings as ECS JSON values, which the pipeline writes to the outputs
-//! beside the events.
+//! beside the events. A detector reports every match: the pipeline folds repeats into one
+//! finding with a count (see [`crate::group`]), after responses have seen each of them.
 //!
 //! The detection engine (`ringfence-detect`) plugs in here: wrap its `Engine` in a type that
 //! implements this trait and pass it to [`crate::Agent::with_detector`]. A detector must not do

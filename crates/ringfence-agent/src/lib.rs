@@ -8,7 +8,8 @@
 //! refuses to run. It seeds the [`tree::ProcessTree`] from a /proc snapshot taken *after* the
 //! kernel sources started listening (so nothing falls between),
 //! then runs one pipeline thread: each event is enriched from the tree, shown to the
-//! [`detect::Detector`]s, and written as one ECS JSON line to every output. Sources run on
+//! [`detect::Detector`]s, and written as one ECS JSON line to every output, with the findings
+//! (repeats folded into one with a count, [`group`]). Sources run on
 //! their own threads and hand events over a bounded channel that drops (and counts) rather
 //! than block the host.
 //!
@@ -27,6 +28,7 @@ pub mod content;
 pub mod cpu;
 pub mod detect;
 pub mod fleet;
+pub mod group;
 pub mod merge;
 pub mod mode;
 pub mod output;
@@ -117,6 +119,10 @@ pub struct Summary {
     pub audit_merged: u64,
     pub audit_unmatched: u64,
     pub tree_evictions: u64,
+    /// Findings folded into a group's count rather than written ([`group`]), and groups
+    /// closed early because the table was full.
+    pub findings_folded: u64,
+    pub finding_group_evictions: u64,
 }
 
 impl Summary {
@@ -141,6 +147,12 @@ impl Summary {
         );
         if let Some(r) = &self.mode_reason {
             s += &format!("  mode: {r}\n");
+        }
+        if self.findings_folded > 0 || self.finding_group_evictions > 0 {
+            s += &format!(
+                "  finding groups: {} repeats folded, {} groups closed early (table full)\n",
+                self.findings_folded, self.finding_group_evictions
+            );
         }
         s += &format!(
             "  exec enrichment: {}/{} complete ({:.1}%), {} with parent executable, {} completed from audit, {} audit records unmatched\n",
@@ -536,6 +548,7 @@ impl Agent {
             line: Vec::with_capacity(4096),
             telemetry: self.telemetry.take(),
             response: self.response.take(),
+            groups: group::FindingGroups::new(&self.config.findings),
         };
         if let Some(why) = ebpf_failed {
             // Say so where a person will see it: in the event stream, beside the log line.
@@ -561,6 +574,9 @@ impl Agent {
                 due = due.min(next_flush);
             }
             if let Some(d) = merger.next_deadline() {
+                due = due.min(d);
+            }
+            if let Some(d) = pipe.groups.next_deadline() {
                 due = due.min(d);
             }
             if pipe.response.as_ref().is_some_and(|r| r.in_flight() > 0) {
@@ -595,6 +611,7 @@ impl Agent {
             for line in notices {
                 pipe.handle(Event::health_notice(SourceKind::Agent, line));
             }
+            pipe.close_groups(Some(now));
             // Findings leave at once; plain events are flushed in batches.
             if (now >= next_flush && pipe.unflushed) || std::mem::take(&mut pipe.findings_unflushed)
             {
@@ -629,12 +646,15 @@ impl Agent {
             pipe.handle(event);
         }
         pipe.write_responses(true);
+        pipe.close_groups(None);
         pipe.summary.audit_merged = merger.merged;
         pipe.summary.audit_unmatched = merger.unmatched;
         pipe.report(&mut running, true);
         pipe.flush();
         let mut summary = pipe.summary;
         summary.tree_evictions = pipe.tree.evictions();
+        summary.findings_folded = pipe.groups.folded;
+        summary.finding_group_evictions = pipe.groups.evictions;
         for r in running {
             summary.sources.push(SourceSummary {
                 name: r.name,
@@ -663,6 +683,8 @@ struct Pipeline {
     line: Vec<u8>,
     telemetry: Option<Arc<fleet::Telemetry>>,
     response: Option<respond::ResponseStage>,
+    /// Repeated findings folded into one (see [`group`]).
+    groups: group::FindingGroups,
 }
 
 impl Pipeline {
@@ -727,15 +749,41 @@ impl Pipeline {
         self.summary.events_written += 1;
         if let Some(t) = &self.telemetry {
             t.event();
+        }
+        // Responses act on every match, folded or not.
+        if let Some(r) = &mut self.response {
+            for f in &findings {
+                r.on_finding(f, &event);
+            }
+        }
+        if findings.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut emitted = Vec::with_capacity(findings.len());
+        for f in findings {
+            self.groups.offer(f, event.timestamp, now, &mut emitted);
+        }
+        self.write_findings(emitted);
+    }
+
+    /// Close the finding groups whose window ended by `now` (all of them when `None`) and
+    /// write their summaries.
+    fn close_groups(&mut self, now: Option<Instant>) {
+        let mut summaries = Vec::new();
+        match now {
+            Some(now) => self.groups.expire(now, &mut summaries),
+            None => self.groups.close_all(&mut summaries),
+        }
+        self.write_findings(summaries);
+    }
+
+    fn write_findings(&mut self, findings: Vec<serde_json::Value>) {
+        if let Some(t) = &self.telemetry {
             // Detectors also emit health reports (a refused bundle, say): only alerts are
             // findings for the console.
             for f in findings.iter().filter(|f| f["event"]["kind"] == "alert") {
                 t.finding(f);
-            }
-        }
-        if let Some(r) = &mut self.response {
-            for f in &findings {
-                r.on_finding(f, &event);
             }
         }
         for f in findings {

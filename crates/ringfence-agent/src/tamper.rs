@@ -9,9 +9,21 @@
 //! by the process it kills: the supervisor sees the death and tells the next worker, which
 //! reports it at once; a killed supervisor is reported by the worker (in eBPF mode the kernel
 //! reports signals aimed at either before they land).
+//!
+//! Two things are not tamper. A signal from the agent's launcher (the parent of its outermost
+//! process: the service manager, `ringfence up`, `timeout -s INT 5 ringfence agent run`), known
+//! by pid and start time, is how an agent is stopped, as the BPF LSM guard also allows. And a
+//! look at the agent's BPF objects by the system's `bpftool` (in `/usr/sbin` and the like)
+//! listing them (`prog show`, `link list`, `map dump`: a descriptor by id, its info read,
+//! closed) is one low finding
+//! (`ringfence-tamper-bpf-look`), not a critical one per object; the pipeline folds the looks of
+//! one process into one finding with a count (see [`crate::group`]). Any other descriptor
+//! request by id stays critical (`ringfence-tamper-bpf`): the sensor reports the request, not
+//! what is done with the descriptor after (a detach, a replace, a map write, keeping it), so a
+//! request that is not a known read-only `bpftool` command is treated as the first step of one.
 
 use ringfence_detect::{Finding, Format, RuleMeta};
-use ringfence_event::{Event, EventKind, SourceKind};
+use ringfence_event::{Event, EventKind, SourceKind, Timestamp};
 
 use ringfence_sensor::{EventSender, Source, SourceError, StopSignal};
 
@@ -46,6 +58,43 @@ fn restart_notice(message: String) -> Event {
     Event::health_notice(SourceKind::Agent, message)
 }
 
+/// `rule.ruleset` of tamper findings.
+pub const RULESET: &str = "ringfence-tamper";
+
+/// The process that launched the agent: its signals stop the agent, they do not tamper with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launcher {
+    pub pid: u32,
+    /// When it started, so a reused pid is not trusted.
+    pub start: Timestamp,
+}
+
+impl Launcher {
+    /// The parent of `pid` (the agent's outermost process), read from /proc; `None` when it
+    /// cannot be read. Under systemd that is pid 1: `systemctl stop` is a stop, as the guard
+    /// also allows.
+    pub fn parent_of(pid: u32) -> Option<Launcher> {
+        let clocks = ringfence_sensor::sys::Clocks::read();
+        let ppid = ringfence_sensor::proc_info::read_process(pid, None, &clocks).ppid?;
+        if ppid == 0 {
+            return None;
+        }
+        let start = ringfence_sensor::proc_info::read_process(ppid, None, &clocks).start?;
+        Some(Launcher { pid: ppid, start })
+    }
+
+    /// `event`'s actor is this launcher: same pid, and (when the event knows it) the same
+    /// start, within the 10 ms of /proc's clock ticks and the rounding between clocks.
+    fn is_actor_of(&self, event: &Event) -> bool {
+        const SLACK_NS: u64 = 1_000_000_000;
+        event.process.as_ref().is_some_and(|p| {
+            p.pid == self.pid
+                && p.start
+                    .is_none_or(|s| s.as_nanos().abs_diff(self.start.as_nanos()) < SLACK_NS)
+        })
+    }
+}
+
 /// What the agent protects and who it is.
 #[derive(Debug, Clone, Default)]
 pub struct TamperOptions {
@@ -58,6 +107,8 @@ pub struct TamperOptions {
     /// How the previous worker ended, when a signal killed it: reported when the
     /// [`RestartNotice`] carrying it comes through.
     pub previous_worker: Option<String>,
+    /// Who launched the agent: its signals to the agent are a stop, not tamper.
+    pub launcher: Option<Launcher>,
 }
 
 /// The detector.
@@ -67,6 +118,7 @@ pub struct TamperDetector {
     ptrace: RuleMeta,
     file: RuleMeta,
     bpf: RuleMeta,
+    bpf_look: RuleMeta,
     killed: RuleMeta,
 }
 
@@ -77,9 +129,44 @@ fn meta(id: &str, title: &str, description: &str) -> RuleMeta {
         description: description.into(),
         level: "critical".into(),
         tags: vec!["attack.defense-evasion".into(), "attack.t1562.001".into()],
-        file: "ringfence-tamper".into(),
+        file: RULESET.into(),
         ..RuleMeta::default()
     }
+}
+
+/// `bpftool` subcommands that only read (spelt out: bpftool also takes prefixes, and `d` is
+/// `dump` for programs but `detach` for links).
+const BPFTOOL_READ_VERBS: [&str; 5] = ["show", "list", "dump", "help", "tree"];
+
+/// Where a distribution installs `bpftool` (Ubuntu's `/usr/sbin/bpftool` runs the one under
+/// `/usr/lib/linux-tools/VERSION/`).
+fn system_bpftool(executable: &str) -> bool {
+    let Some(dir) = executable.strip_suffix("/bpftool") else {
+        return false;
+    };
+    matches!(
+        dir,
+        "/usr/sbin" | "/usr/bin" | "/sbin" | "/bin" | "/usr/local/sbin" | "/usr/local/bin"
+    ) || (dir.starts_with("/usr/lib/linux-tools") && !dir.contains("/."))
+}
+
+/// The event's actor is the system's `bpftool` running a read-only subcommand (`bpftool -j
+/// prog show`, `bpftool link list`). Options are skipped; anything unexpected is not a look.
+fn bpftool_look(event: &Event) -> bool {
+    let Some(p) = event.process.as_ref() else {
+        return false;
+    };
+    if !p.executable.as_deref().is_some_and(system_bpftool) {
+        return false;
+    }
+    let mut words = p.args.iter().skip(1).filter(|a| !a.starts_with('-'));
+    let (Some(object), Some(verb)) = (words.next(), words.next()) else {
+        return false;
+    };
+    matches!(
+        object.as_str(),
+        "prog" | "map" | "link" | "btf" | "cgroup" | "net" | "perf" | "struct_ops"
+    ) && BPFTOOL_READ_VERBS.contains(&verb.as_str())
 }
 
 /// Signals that do not stop, kill or pause a process.
@@ -114,6 +201,16 @@ impl TamperDetector {
                  programs, maps or links: the first step of detaching or rewriting them. With \
                  the BPF LSM guard the request is refused (event.outcome: failure).",
             ),
+            bpf_look: RuleMeta {
+                level: "low".into(),
+                ..meta(
+                    "ringfence-tamper-bpf-look",
+                    "BPF Objects of the Ringfence Agent Listed",
+                    "bpftool, running a read-only command (show, list, dump), took a descriptor \
+                     to the agent's BPF programs, maps or links to read their information. The \
+                     looks of one process are one finding with a count.",
+                )
+            },
             killed: meta(
                 "ringfence-tamper-killed",
                 "Ringfence Agent Worker Killed",
@@ -144,7 +241,8 @@ impl TamperDetector {
             EventKind::Signal => {
                 let target = event.target.as_ref()?.pid;
                 let signal = event.detail.as_ref()?.signal_number?;
-                (self.is_agent(target) && !harmless(signal)).then_some(&self.signal)
+                let launcher = self.opts.launcher.is_some_and(|l| l.is_actor_of(event));
+                (self.is_agent(target) && !harmless(signal) && !launcher).then_some(&self.signal)
             }
             EventKind::Ptrace => {
                 let target = event.target.as_ref()?.pid;
@@ -164,13 +262,21 @@ impl TamperDetector {
             // A descriptor by id to one of the agent's BPF objects: the sensor reports no
             // other, and the guard reports the ones it refused. Program loads are content's
             // business.
-            EventKind::BpfLoad => event
-                .detail
-                .as_ref()?
-                .bpf_command
-                .as_deref()
-                .is_some_and(|c| c.ends_with("_get_fd_by_id"))
-                .then_some(&self.bpf),
+            EventKind::BpfLoad => {
+                let by_id = event
+                    .detail
+                    .as_ref()?
+                    .bpf_command
+                    .as_deref()
+                    .is_some_and(|c| c.ends_with("_get_fd_by_id"));
+                if !by_id {
+                    None
+                } else if bpftool_look(event) {
+                    Some(&self.bpf_look)
+                } else {
+                    Some(&self.bpf)
+                }
+            }
             _ => None,
         }
     }
@@ -224,6 +330,10 @@ mod tests {
             files: vec!["/usr/bin/ringfence".into()],
             dirs: vec!["/var/lib/ringfence/content/.state".into()],
             previous_worker: None,
+            launcher: Some(Launcher {
+                pid: 50,
+                start: Timestamp::from_secs(1_800_000_000),
+            }),
         })
     }
 
@@ -320,6 +430,122 @@ mod tests {
             ..Detail::default()
         }));
         assert!(findings(&mut d, &load).is_empty());
+    }
+
+    fn bpf_by_id(actor: u32, executable: &str, args: &[&str]) -> Event {
+        let mut e = event(EventKind::BpfLoad, actor);
+        if let Some(p) = e.process.as_mut() {
+            p.executable = Some(executable.into());
+            p.args = args.iter().map(|a| (*a).to_string()).collect();
+        }
+        e.detail = Some(Box::new(Detail {
+            bpf_command: Some("prog_get_fd_by_id".into()),
+            ..Detail::default()
+        }));
+        e
+    }
+
+    #[test]
+    fn bpftool_listing_the_agent_objects_is_a_low_look_and_the_rest_stays_critical() {
+        let mut d = detector();
+        for args in [
+            &["bpftool", "prog", "show"][..],
+            &["bpftool", "link", "list"],
+            &["bpftool", "-j", "-p", "map", "dump", "id", "7"],
+            &["bpftool", "--json", "prog", "list"],
+        ] {
+            for exe in [
+                "/usr/sbin/bpftool",
+                "/usr/lib/linux-tools/6.8.0-49-generic/bpftool",
+            ] {
+                let f = findings(&mut d, &bpf_by_id(4242, exe, args));
+                assert_eq!(f.len(), 1, "{exe} {args:?}");
+                assert_eq!(f[0]["rule"]["id"], "ringfence-tamper-bpf-look", "{args:?}");
+            }
+            let f = findings(&mut d, &bpf_by_id(4242, "/usr/sbin/bpftool", args));
+            assert_eq!(f.len(), 1, "{args:?}");
+            assert_eq!(f[0]["rule"]["id"], "ringfence-tamper-bpf-look", "{args:?}");
+            assert_eq!(f[0]["ringfence"]["finding"]["level"], "low");
+            assert_eq!(f[0]["rule"]["ruleset"], RULESET);
+        }
+        for (exe, args) in [
+            (
+                "/usr/sbin/bpftool",
+                &["bpftool", "link", "detach", "id", "3"][..],
+            ),
+            (
+                "/usr/sbin/bpftool",
+                &["bpftool", "map", "update", "id", "3"],
+            ),
+            (
+                "/usr/sbin/bpftool",
+                &["bpftool", "prog", "pin", "id", "3", "/sys/fs/bpf/x"],
+            ),
+            // Prefixes are bpftool's too, and `link d` is a detach.
+            ("/usr/sbin/bpftool", &["bpftool", "link", "d", "id", "3"]),
+            (
+                "/usr/sbin/bpftool",
+                &["bpftool", "batch", "file", "/tmp/cmds"],
+            ),
+            ("/usr/sbin/bpftool", &["bpftool"]),
+            ("/tmp/evil", &["bpftool", "prog", "show"]),
+            // A copy outside the system's directories.
+            ("/tmp/x/bpftool", &["bpftool", "prog", "show"]),
+            (
+                "/usr/lib/linux-tools/../../../tmp/bpftool",
+                &["bpftool", "prog", "show"],
+            ),
+        ] {
+            let f = findings(&mut d, &bpf_by_id(4242, exe, args));
+            assert_eq!(f.len(), 1, "{exe} {args:?}");
+            assert_eq!(f[0]["rule"]["id"], "ringfence-tamper-bpf", "{exe} {args:?}");
+            assert_eq!(f[0]["ringfence"]["finding"]["level"], "critical");
+        }
+    }
+
+    #[test]
+    fn a_stop_by_the_agent_launcher_is_not_tamper() {
+        let mut d = detector();
+        let stop = |actor: u32, start: Option<Timestamp>| {
+            let mut e = event(EventKind::Signal, actor);
+            if let Some(p) = e.process.as_mut() {
+                p.start = start;
+            }
+            e.target = Some(TargetProcess {
+                pid: 100,
+                executable: None,
+            });
+            e.detail = Some(Box::new(Detail {
+                signal_number: Some(2),
+                ..Detail::default()
+            }));
+            e
+        };
+        let launched = Timestamp::from_secs(1_800_000_000);
+        // `timeout -s INT 5 ringfence agent run`: the parent stops its child.
+        assert!(findings(&mut d, &stop(50, Some(launched))).is_empty());
+        assert!(findings(&mut d, &stop(50, None)).is_empty());
+        let close = Timestamp(launched.as_nanos() + 9_000_000);
+        assert!(findings(&mut d, &stop(50, Some(close))).is_empty());
+        // Anyone else, or the launcher's pid reused by a later process, is tamper.
+        assert_eq!(findings(&mut d, &stop(51, Some(launched))).len(), 1);
+        let reused = Timestamp::from_secs(1_800_000_500);
+        assert_eq!(findings(&mut d, &stop(50, Some(reused))).len(), 1);
+        // Without a known launcher, every stop is reported.
+        let mut bare = TamperDetector::new(TamperOptions {
+            agent_pids: vec![100],
+            ..TamperOptions::default()
+        });
+        assert_eq!(findings(&mut bare, &stop(50, Some(launched))).len(), 1);
+    }
+
+    #[test]
+    fn the_launcher_of_this_test_is_its_parent() {
+        let me = std::process::id();
+        let l = Launcher::parent_of(me);
+        let parent = std::os::unix::process::parent_id();
+        assert_eq!(l.map(|l| l.pid), Some(parent));
+        assert!(l.is_some_and(|l| l.start.as_nanos() > 0));
     }
 
     #[test]

@@ -1,7 +1,12 @@
 //! Findings as JSON: the ECS form (the matched event with `event.kind: alert`, `rule.*`,
 //! `threat.*` and `ringfence.finding`) and the OCSF Detection Finding form (class 2004).
+//!
+//! A finding may stand for several matches folded together ([`Repeat`]: the agent folds
+//! repeats of the same rule, host, actor and target within a window). ECS has no count field:
+//! the count is `ringfence.finding.count`, the first and last matches `event.start` and
+//! `event.end`. OCSF has them all: `count`, `start_time`, `end_time`.
 
-use ringfence_event::Event;
+use ringfence_event::{Event, Timestamp};
 use serde_json::{Map, Value as Json, json};
 
 use crate::correlation::Firing;
@@ -32,6 +37,67 @@ pub struct Finding<'a> {
     pub event: &'a Event,
     /// Set for correlation findings.
     pub correlation: Option<(&'a str, &'a Firing)>,
+}
+
+/// Matches folded into one finding: `count` of them, the first at `first`, the last at `last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeat {
+    pub count: u64,
+    pub first: Timestamp,
+    pub last: Timestamp,
+}
+
+impl Repeat {
+    /// One match at `at`.
+    pub fn once(at: Timestamp) -> Repeat {
+        Repeat {
+            count: 1,
+            first: at,
+            last: at,
+        }
+    }
+
+    /// Fold one more match at `at` in (the count saturates).
+    pub fn add(&mut self, at: Timestamp) {
+        self.count = self.count.saturating_add(1);
+        self.first = self.first.min(at);
+        self.last = self.last.max(at);
+    }
+
+    /// Mark `doc`, a finding in `format`, as standing for these matches.
+    pub fn apply(&self, format: Format, doc: &mut Json) {
+        let Json::Object(doc) = doc else { return };
+        match format {
+            Format::Ecs => {
+                let event = doc
+                    .entry("event")
+                    .or_insert_with(|| Json::Object(Map::new()));
+                if let Json::Object(event) = event {
+                    event.insert("start".into(), json!(self.first.to_string()));
+                    event.insert("end".into(), json!(self.last.to_string()));
+                }
+                let rf = doc
+                    .entry("ringfence")
+                    .or_insert_with(|| Json::Object(Map::new()));
+                if let Json::Object(rf) = rf {
+                    let finding = rf
+                        .entry("finding")
+                        .or_insert_with(|| Json::Object(Map::new()));
+                    if let Json::Object(finding) = finding {
+                        finding.insert("count".into(), json!(self.count));
+                    }
+                }
+            }
+            Format::Ocsf => {
+                doc.insert("count".into(), json!(self.count));
+                doc.insert(
+                    "start_time".into(),
+                    json!(self.first.as_nanos() / 1_000_000),
+                );
+                doc.insert("end_time".into(), json!(self.last.as_nanos() / 1_000_000));
+            }
+        }
+    }
 }
 
 /// ATT&CK techniques (`attack.t1059.004` → `T1059.004`) and tactics (`attack.execution`).
@@ -71,6 +137,13 @@ impl Finding<'_> {
             Format::Ecs => self.to_ecs(),
             Format::Ocsf => self.to_ocsf(),
         }
+    }
+
+    /// The finding standing for the matches `repeat` counts (this one the last of them).
+    pub fn to_json_repeated(&self, format: Format, repeat: &Repeat) -> Json {
+        let mut doc = self.to_json(format);
+        repeat.apply(format, &mut doc);
+        doc
     }
 
     /// The ECS form: the matched event's fields (process ancestry included) with the alert on top.
@@ -230,5 +303,41 @@ mod tests {
         let (t, a) = attack(&tags);
         assert_eq!(t, vec!["T1059.004"]);
         assert_eq!(a, vec!["execution", "command_and_control"]);
+    }
+
+    #[test]
+    fn a_repeat_shows_its_count_and_times_in_ecs_and_ocsf() {
+        use ringfence_event::{EventKind, SourceKind};
+        let meta = RuleMeta {
+            id: "r1".into(),
+            title: "Rule".into(),
+            level: "low".into(),
+            ..RuleMeta::default()
+        };
+        let event = Event::new(
+            EventKind::ProcessExec,
+            SourceKind::Ebpf,
+            Timestamp::from_secs(1_700_000_060),
+        );
+        let finding = Finding {
+            meta: &meta,
+            event: &event,
+            correlation: None,
+        };
+        let mut repeat = Repeat::once(Timestamp::from_secs(1_700_000_000));
+        repeat.add(Timestamp::from_secs(1_700_000_060));
+        repeat.add(Timestamp::from_secs(1_700_000_030));
+        let ecs = finding.to_json_repeated(Format::Ecs, &repeat);
+        assert_eq!(ecs["ringfence"]["finding"]["count"], 3);
+        assert_eq!(ecs["ringfence"]["finding"]["level"], "low");
+        assert_eq!(ecs["event"]["start"], "2023-11-14T22:13:20.000000000Z");
+        assert_eq!(ecs["event"]["end"], "2023-11-14T22:14:20.000000000Z");
+        assert_eq!(ecs["event"]["kind"], "alert");
+        let ocsf = finding.to_json_repeated(Format::Ocsf, &repeat);
+        assert_eq!(ocsf["count"], 3);
+        assert_eq!(ocsf["start_time"], 1_700_000_000_000_i64);
+        assert_eq!(ocsf["end_time"], 1_700_000_060_000_i64);
+        // A single finding carries no count.
+        assert!(finding.to_json(Format::Ecs)["ringfence"]["finding"]["count"].is_null());
     }
 }

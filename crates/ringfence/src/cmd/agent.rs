@@ -333,6 +333,11 @@ fn tamper_options(config: &mut Config, agent_files: &[PathBuf]) -> TamperOptions
         opts.agent_pids.push(std::os::unix::process::parent_id());
     }
     opts.previous_worker = std::env::var(PREVIOUS_WORKER_ENV).ok();
+    // The outermost agent process's parent: its stop signals are not tamper.
+    opts.launcher = opts
+        .agent_pids
+        .last()
+        .and_then(|&pid| ringfence_agent::tamper::Launcher::parent_of(pid));
     let mut watch: Vec<PathBuf> = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(PathBuf::from))
