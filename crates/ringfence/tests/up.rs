@@ -404,3 +404,41 @@ fn a_restart_keeps_the_login_and_the_agent_log_and_reset_admin_rotates_the_login
     );
     up.stop();
 }
+
+#[test]
+fn an_unprivileged_up_starts_no_blind_agent_and_says_to_run_as_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(["up", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut up = Up {
+        child,
+        lines,
+        seen: Vec::new(),
+    };
+    let agent = up.line("local agent:");
+    assert!(
+        agent.contains("not started: this `up` runs as uid 65534")
+            && agent.contains("run as root (sudo ringfence up)"),
+        "{agent}"
+    );
+    up.stop();
+}

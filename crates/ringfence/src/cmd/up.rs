@@ -108,6 +108,9 @@ impl LocalAgent {
 /// line. Its own process group, so Ctrl-C reaches it through `stop`; and it stops by itself
 /// should `up` die without a chance to stop it.
 fn start_local_agent(console_url: &str, enroll_token: &str, data_dir: &Path) -> LocalAgent {
+    if let Some(why) = unprivileged() {
+        return LocalAgent::NotStarted(why);
+    }
     let start = || -> anyhow::Result<LocalAgent> {
         let dir = data_dir.join("agent");
         let content = dir.join("content");
@@ -143,6 +146,20 @@ fn start_local_agent(console_url: &str, enroll_token: &str, data_dir: &Path) -> 
         Ok(LocalAgent::Running { child, log })
     };
     start().unwrap_or_else(|e| LocalAgent::NotStarted(format!("{e:#}")))
+}
+
+/// Why a local agent would refuse to run here: this process is not root and has none of the
+/// capabilities the sensors need (with some, the agent itself says what it lacks).
+fn unprivileged() -> Option<String> {
+    use ringfence_sensor::privilege::{Capability, Privileges};
+    let me = Privileges::current();
+    (!me.is_root() && me.missing().len() == Capability::ALL.len()).then(|| {
+        format!(
+            "this `up` runs as {}, and the agent would see nothing without root; run as root \
+             (sudo ringfence up) for a local agent",
+            me.who()
+        )
+    })
 }
 
 /// Write a secret file: 0600, whatever mode an older copy had.
