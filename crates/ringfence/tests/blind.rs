@@ -294,3 +294,32 @@ fn doctor_as_an_unprivileged_user_says_run_as_root_instead_of_eperm() {
     let stdout = text(&out.stdout);
     assert!(!stdout.contains("EPERM"), "{stdout}");
 }
+
+#[test]
+fn a_content_store_that_cannot_open_is_a_health_finding_and_the_built_in_pack_runs() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("content");
+    std::fs::create_dir(&content).unwrap();
+    // The store's directory is a file.
+    let state = dir.path().join("state");
+    std::fs::write(&state, "").unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["agent", "run", "--mode", "driverless", "--output", "stdout"])
+        .arg("--content-dir")
+        .arg(&content)
+        .arg("--state-dir")
+        .arg(&state);
+    let mut agent = Running::start(cmd);
+    let found = agent.findings("ringfence-health-degraded", 1);
+    let message = found[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the content manager did not start (content store:")
+            && message.contains("the agent runs the built-in pack"),
+        "{message}"
+    );
+    let status = agent.stop();
+    assert!(status.success(), "{status}");
+}

@@ -10,7 +10,8 @@
 //! when a source is refused for want of privileges (not root, or missing capabilities), and
 //! (exit 1) when a content directory has no trust root to check bundles against.
 //! `--allow-partial` runs it anyway; every part that did not start is then a health finding
-//! in the event stream, as is a source that failed while others run.
+//! in the event stream, as is a source that failed while others run, and a content store
+//! that cannot be opened (the built-in pack runs).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -576,29 +577,30 @@ fn worker(args: RunArgs) -> CmdResult {
         if let Ok(report) = std::env::var(ROLLBACK_ENV) {
             opts.startup_reports.push(report);
         }
+        let content_dir = opts.dir.clone();
         match ContentManager::start(opts, stop.clone()) {
             Ok((m, detector)) => {
                 tracing::info!(version = ?m.active_version(), "content manager running");
                 agent = agent.with_detector(Box::new(detector));
                 manager = Some(m);
             }
-            Err(e) if args.allow_partial => {
+            Err(e) => {
+                // A trust root that is missing or unreadable is the operator's to fix: refused
+                // (exit 1). A store that fails to open is not; the worker runs the built-in
+                // pack, loudly, rather than nothing at all.
+                let refused = matches!(e, ManagerError::NoRoot(_) | ManagerError::Root { .. });
+                if refused && !args.allow_partial {
+                    return Err(Failure::refused(anyhow!(
+                        "the content manager did not start: {e}; the agent does not run \
+                         without the content it was given (--allow-partial runs it on the \
+                         built-in pack)"
+                    )));
+                }
                 agent = agent.with_degraded(format!(
                     "the content manager did not start ({e}); the agent runs the built-in pack \
-                     and ignores the content directory (--allow-partial)"
+                     and takes no content from {}",
+                    content_dir.display()
                 ));
-            }
-            Err(e) => {
-                let refused = matches!(e, ManagerError::NoRoot(_) | ManagerError::Root { .. });
-                let error = anyhow!(
-                    "the content manager did not start: {e}; the agent does not run without \
-                     the content it was given (--allow-partial runs it on the built-in pack)"
-                );
-                return Err(if refused {
-                    Failure::refused(error)
-                } else {
-                    Failure::environment(error)
-                });
             }
         }
     }
