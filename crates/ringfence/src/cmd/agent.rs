@@ -620,7 +620,11 @@ fn worker(args: RunArgs) -> CmdResult {
                 );
                 agent = agent.with_response(stage);
             }
-            Err(e) => tracing::error!(error = %e, "response stage not started; detecting only"),
+            Err(e) => {
+                agent = agent.with_degraded(format!(
+                    "the response stage did not start ({e}); rules detect but do not respond"
+                ));
+            }
         }
     }
     let link = match start_fleet_link(&config, manager.as_ref(), &stop) {
@@ -630,7 +634,9 @@ fn worker(args: RunArgs) -> CmdResult {
         }
         Ok(None) => None,
         Err(e) => {
-            tracing::error!(error = %e, "fleet link not started; running without the console");
+            agent = agent.with_degraded(format!(
+                "the fleet link did not start ({e}); the agent runs without the console"
+            ));
             None
         }
     };
