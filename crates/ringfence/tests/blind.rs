@@ -323,3 +323,36 @@ fn a_content_store_that_cannot_open_is_a_health_finding_and_the_built_in_pack_ru
     let status = agent.stop();
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn an_agent_missing_one_sources_capability_is_refused_naming_it() {
+    if !root() {
+        return;
+    }
+    // Nobody with CAP_NET_ADMIN only: the process connector opens, audit does not.
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=+net_admin",
+        "--ambient-caps=+net_admin",
+        BIN,
+        "agent",
+        "run",
+        "--mode",
+        "driverless",
+        "--output",
+        "stdout",
+    ])
+    .current_dir("/");
+    let out = finished(cmd);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("only proc_connector"), "{err}");
+    assert!(
+        err.contains("audit needs CAP_AUDIT_READ, CAP_AUDIT_CONTROL"),
+        "{err}"
+    );
+    assert!(!err.contains("proc_connector needs"), "{err}");
+}
