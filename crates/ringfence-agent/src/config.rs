@@ -520,6 +520,7 @@ impl Config {
             ),
             findings: section_pass!(
                 text,
+                &table,
                 file,
                 errors,
                 "findings",

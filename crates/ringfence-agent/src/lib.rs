@@ -4,8 +4,10 @@
 //! connector, audit and fanotify; in driverless mode those run. The log sources run in both, and
 //! both feed the same enrichment, so an event looks the same whichever mode saw it (eBPF fills
 //! more fields). A sensor that cannot load sends the agent driverless, with a `sensor-health`
-//! event saying why; any other source that cannot open is logged and skipped: the agent never
-//! refuses to run. It seeds the [`tree::ProcessTree`] from a /proc snapshot taken *after* the
+//! event saying why; any other source that cannot open is skipped and reported as a health
+//! finding ([`readiness`]); whether the agent should run at all with what opened is
+//! [`Agent::readiness`]'s to say (no kernel source, or one refused for want of privileges, is
+//! running blind). It seeds the [`tree::ProcessTree`] from a /proc snapshot taken *after* the
 //! kernel sources started listening (so nothing falls between),
 //! then runs one pipeline thread: each event is enriched from the tree, shown to the
 //! [`detect::Detector`]s, and written as one ECS JSON line to every output, with the findings
@@ -33,6 +35,7 @@ pub mod merge;
 pub mod mode;
 pub mod output;
 pub mod protect;
+pub mod readiness;
 pub mod respond;
 pub mod tamper;
 pub mod tree;
@@ -49,6 +52,7 @@ use ringfence_sensor::audit::{AuditOptions, AuditSource};
 use ringfence_sensor::ebpf::EbpfSource;
 use ringfence_sensor::fanotify::{FanotifyOptions, FanotifySource};
 use ringfence_sensor::logs::LogSource;
+use ringfence_sensor::privilege::Privileges;
 use ringfence_sensor::proc_connector::{ProcConnectorOptions, ProcConnectorSource};
 use ringfence_sensor::proc_info::{self, read_process};
 use ringfence_sensor::sys::Clocks;
@@ -58,6 +62,7 @@ pub use config::{Config, ConfigError, ConfigErrors, ModeChoice, OutputSpec};
 pub use detect::Detector;
 pub use mode::{choose_mode, ebpf_support, resolve_mode};
 pub use output::Output;
+use readiness::{FailedSource, Readiness};
 use tree::ProcessTree;
 
 /// The longest the pipeline sleeps with nothing due: how soon it notices a stop that came
@@ -205,6 +210,8 @@ pub struct Agent {
     response: Option<respond::ResponseStage>,
     /// Sources opened by [`Agent::open`], and what their opening reported.
     opened: Option<(Opened, Summary)>,
+    /// Parts that did not start, each raised as a health finding when the run starts.
+    degraded: Vec<String>,
 }
 
 /// The sources to run, and how the mode came out.
@@ -232,7 +239,15 @@ impl Agent {
             telemetry: None,
             response: None,
             opened: None,
+            degraded: Vec::new(),
         }
+    }
+
+    /// Report a part of the agent that did not start (content, a guard) as a health finding
+    /// (`rule.id: ringfence-health-degraded`) when the run starts.
+    pub fn with_degraded(mut self, message: String) -> Agent {
+        self.degraded.push(message);
+        self
     }
 
     /// The pid of the supervisor that started this agent: in eBPF mode its activity is
@@ -290,6 +305,14 @@ impl Agent {
         let mode = prepared.0.mode;
         self.opened = Some(prepared);
         mode
+    }
+
+    /// What [`Agent::open`] opened, against the privileges the failed sources lacked; `None`
+    /// before it ran.
+    pub fn readiness(&self) -> Option<Readiness> {
+        self.opened
+            .as_ref()
+            .map(|(opened, summary)| readiness_of(opened, summary))
     }
 
     /// The eBPF sensor's BPF objects once [`Agent::open`] loaded it (empty otherwise).
@@ -443,6 +466,7 @@ impl Agent {
             Some(prepared) => prepared,
             None => self.prepare(),
         };
+        let readiness = readiness_of(&opened, &summary);
         let Opened {
             mut sources,
             mode: _,
@@ -560,6 +584,23 @@ impl Agent {
                 ),
             ));
         }
+        // Every part that did not start, as a finding: the outputs and the console see the gap.
+        let host = pipe.host.clone();
+        for f in &readiness.failed {
+            tracing::error!(source = f.name, error = %f.error, "source not running: reported as a health finding");
+        }
+        for finding in readiness.findings(host.as_deref()) {
+            pipe.raise(finding);
+        }
+        for message in std::mem::take(&mut self.degraded) {
+            tracing::error!("{message}: reported as a health finding");
+            pipe.raise(readiness::health_finding(
+                readiness::PART_RULE_ID,
+                SourceKind::Agent,
+                message,
+                host.as_deref(),
+            ));
+        }
         let interval = Duration::from_secs(self.config.agent.stats_interval_secs.max(1));
         let mut next_stats = Instant::now() + interval;
         let mut next_flush = Instant::now() + Duration::from_millis(500);
@@ -663,6 +704,40 @@ impl Agent {
             });
         }
         summary
+    }
+}
+
+/// What opening came to: the kernel sources open, the ones that failed (the eBPF sensor giving
+/// way to driverless mode apart), and the privileges those lacked.
+fn readiness_of(opened: &Opened, summary: &Summary) -> Readiness {
+    let privileges = Privileges::current();
+    let kernel = |kind: SourceKind| {
+        matches!(
+            kind,
+            SourceKind::Ebpf | SourceKind::ProcConnector | SourceKind::Audit | SourceKind::Fanotify
+        )
+    };
+    Readiness {
+        privileges,
+        kernel_sources: opened
+            .sources
+            .iter()
+            .filter(|(kind, _)| kernel(*kind))
+            .map(|(_, source)| source.name())
+            .collect(),
+        failed: summary
+            .sources
+            .iter()
+            .filter(|s| s.name != "ebpf")
+            .filter_map(|s| {
+                Some(FailedSource {
+                    name: s.name,
+                    error: s.error.clone()?,
+                    missing: privileges.missing_for(s.name),
+                })
+            })
+            .collect(),
+        ebpf_fallback: opened.ebpf_failed.clone(),
     }
 }
 
@@ -792,6 +867,18 @@ impl Pipeline {
             let line = f.to_string();
             self.write(&line);
         }
+    }
+
+    /// Write a finding the agent raises about itself (its health) to the outputs and, with a
+    /// console, up with the other findings.
+    fn raise(&mut self, finding: serde_json::Value) {
+        if let Some(t) = &self.telemetry {
+            t.finding(&finding);
+        }
+        self.summary.findings += 1;
+        self.findings_unflushed = true;
+        let line = finding.to_string();
+        self.write(&line);
     }
 
     /// Write the responder's decisions to the outputs (all of them, waiting, when `last`).

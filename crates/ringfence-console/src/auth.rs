@@ -100,6 +100,37 @@ pub async fn create_operator(
     Ok(token)
 }
 
+/// The operator an API token belongs to, if the console knows the token.
+pub async fn token_operator(state: &AppState, token: &str) -> AppResult<Option<String>> {
+    let row: Option<(String,)> = on_db!(&state.db, |pool| {
+        sqlx::query_as("SELECT operator FROM api_tokens WHERE token_hash = $1")
+            .bind(sha256_hex(token))
+            .fetch_optional(pool)
+            .await?
+    });
+    Ok(row.map(|(op,)| op))
+}
+
+/// Revoke every API token and end every session of `operator` (a login being rotated).
+/// Returns how many tokens were revoked.
+pub async fn revoke_operator_secrets(state: &AppState, operator: &str) -> AppResult<u64> {
+    let revoked = on_db!(&state.db, |pool| {
+        let mut tx = pool.begin().await?;
+        let tokens = sqlx::query("DELETE FROM api_tokens WHERE operator = $1")
+            .bind(operator)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM sessions WHERE operator = $1")
+            .bind(operator)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tokens
+    });
+    Ok(revoked)
+}
+
 /// Start a session for `operator`; returns the cookie value. A `one_time` session can be used
 /// once, to trade for a normal session (the sign-in link `ringfence up` prints).
 pub async fn create_session(
@@ -219,14 +250,9 @@ impl FromRequestParts<AppState> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Operator> {
         if let Some(token) = bearer(parts) {
-            let row: Option<(String,)> = on_db!(&state.db, |pool| {
-                sqlx::query_as("SELECT operator FROM api_tokens WHERE token_hash = $1")
-                    .bind(sha256_hex(token))
-                    .fetch_optional(pool)
-                    .await?
-            });
-            return row
-                .map(|(op,)| Operator(op))
+            return token_operator(state, token)
+                .await?
+                .map(Operator)
                 .ok_or(AppError::Unauthorized("unknown operator token"));
         }
         if let Some(secret) = cookie(parts, SESSION_COOKIE) {

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod ebpf;
 pub mod fanotify;
 pub mod logs;
+pub mod privilege;
 pub mod probe;
 pub mod proc_connector;
 pub mod proc_info;

@@ -2,7 +2,8 @@
 //!
 //! Each subcommand lives in its own module under `cmd/` and only wires library crates together.
 //! Exit status (ARCHITECTURE.md): 0 success, 1 refused input (the message names the file, line
-//! or field), 2 usage error, 3 and above for environment problems.
+//! or field), 2 usage error, 3 and above for environment problems: 4 when the agent (or
+//! `doctor`) cannot see the host (not root, missing capabilities, no event source opens).
 
 mod cmd;
 
@@ -71,6 +72,15 @@ impl Failure {
     pub fn environment(error: impl Into<anyhow::Error>) -> Failure {
         Failure {
             code: 3,
+            error: error.into(),
+        }
+    }
+
+    /// The agent would run blind (no event source, or not privileged enough): exit 4. The
+    /// supervisor does not restart a worker that exits so.
+    pub fn blind(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: 4,
             error: error.into(),
         }
     }

@@ -103,6 +103,13 @@ fn wait_until(what: &str, agent: &Agent, mut done: impl FnMut() -> bool) {
 fn tampering_with_the_agent_is_reported_and_a_killed_worker_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("drop")).unwrap();
+    // A content directory needs a trust root to check bundles against.
+    let keys = Command::new(BIN)
+        .args(["content", "keys", "init", "--dir"])
+        .arg(dir.path().join("keys"))
+        .output()
+        .unwrap();
+    assert!(keys.status.success(), "{keys:?}");
     std::fs::write(
         dir.path().join("agent.toml"),
         "[sources]\naudit = false\nlogs = false\n\n[content]\nmax_backoff_ms = 500\n",
@@ -119,6 +126,8 @@ fn tampering_with_the_agent_is_reported_and_a_killed_worker_comes_back() {
         ))
         .arg("--content-dir")
         .arg(dir.path().join("drop"))
+        .arg("--root")
+        .arg(dir.path().join("keys"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

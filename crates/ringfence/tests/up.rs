@@ -1,6 +1,7 @@
 //! `ringfence up` end to end with the real binary: the console on SQLite, and a local agent
 //! that enrolls, checks in with its health, takes the content a rollout offers it, and stops
-//! with `up`. Needs root for the agent's sensors (as CI has). Nothing asserts wall-clock
+//! with `up`. One `up` per data directory, its login kept across restarts, its agent's log
+//! appended to. Needs root for the agent's sensors (as CI has). Nothing asserts wall-clock
 //! times; the deadlines only stop a hung test.
 #![allow(
     clippy::unwrap_used,
@@ -47,11 +48,16 @@ struct Up {
 
 impl Up {
     fn start(data: &Path, port: u16) -> Up {
+        Up::start_with(data, port, &[])
+    }
+
+    fn start_with(data: &Path, port: u16, extra: &[&str]) -> Up {
         let mut child = Command::new(BIN)
             .args(["up", "--checkin-secs", "1", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data")
             .arg(data)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -84,6 +90,37 @@ impl Up {
                 Err(_) => panic!("`up` never printed {marker:?}; it printed {:#?}", self.seen),
             }
         }
+    }
+}
+
+impl Up {
+    /// The last word of the printed line containing `marker`.
+    fn value(&mut self, marker: &str) -> String {
+        self.line(marker)
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The password of the `login:` line.
+    fn password(&mut self) -> String {
+        let line = self.line("login:");
+        line.split(" / ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_owned()
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    fn stop(mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
     }
 }
 
@@ -286,4 +323,151 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
     assert!(status.success(), "{status}");
     let proc_dir = format!("/proc/{agent_pid}");
     wait_for("the agent to exit", &log, || !Path::new(&proc_dir).exists());
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn a_second_up_on_the_same_data_dir_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut first = Up::start_with(&data, free_port(), &["--no-agent"]);
+    first.line("API token:");
+
+    let mut second = Command::new(BIN)
+        .args(["up", "--no-agent", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while second.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second `up` on the same data directory runs");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "in use by another `ringfence up` (pid {}: ",
+            first.child.id()
+        )),
+        "{err}"
+    );
+    assert!(err.contains(&format!("--data {}", data.display())), "{err}");
+    assert!(
+        matches!(first.child.try_wait(), Ok(None)),
+        "the first `up` runs on"
+    );
+
+    // Private: the directory, the login, the console's env file and database.
+    assert_eq!(mode(&data), 0o700);
+    for file in ["admin.env", "console.env", "console.db", "up.lock"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    first.stop();
+}
+
+#[test]
+fn a_restart_keeps_the_login_and_the_agent_log_and_reset_admin_rotates_the_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = data.join("agent/agent.log");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let works = |token: &str| get(&url, token, "/api/v1/agents").is_array();
+
+    let mut up = Up::start(&data, port);
+    let password = up.password();
+    let token = up.value("API token:");
+    up.line("local agent:");
+    wait_for("the first agent's log", &log, || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("sensor mode"))
+    });
+    assert!(works(&token));
+    up.stop();
+    let first_log = std::fs::read_to_string(&log).unwrap();
+
+    // The same login again, and the agent's log goes on after the first run's.
+    let mut up = Up::start(&data, port);
+    assert_eq!(up.password(), password);
+    assert!(up.line("login:").contains("kept from the last run"));
+    assert_eq!(up.value("API token:"), token);
+    up.line("local agent:");
+    wait_for("the second agent's log", &log, || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.matches("sensor mode").count() >= 2)
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with(&first_log), "the first run's log was kept");
+    assert_eq!(text.matches("---- ringfence up (pid").count(), 2, "{text}");
+    assert!(works(&token));
+    up.stop();
+
+    // --reset-admin: a new password and token; the old token is refused.
+    let mut up = Up::start_with(&data, port, &["--no-agent", "--reset-admin"]);
+    let new_password = up.password();
+    let new_token = up.value("API token:");
+    assert_ne!(new_password, password);
+    assert_ne!(new_token, token);
+    assert!(
+        up.line("login:")
+            .contains("--reset-admin revoked the old one")
+    );
+    assert!(works(&new_token));
+    assert!(!works(&token), "the old token still works");
+    let kept = std::fs::read_to_string(data.join("admin.env")).unwrap();
+    assert!(
+        kept.contains(&new_token) && kept.contains(&new_password),
+        "{kept}"
+    );
+    up.stop();
+}
+
+#[test]
+fn an_unprivileged_up_starts_no_blind_agent_and_says_to_run_as_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(["up", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut up = Up {
+        child,
+        lines,
+        seen: Vec::new(),
+    };
+    let agent = up.line("local agent:");
+    assert!(
+        agent.contains("not started: this `up` runs as uid 65534")
+            && agent.contains("run as root (sudo ringfence up)"),
+        "{agent}"
+    );
+    up.stop();
 }

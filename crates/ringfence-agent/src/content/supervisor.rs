@@ -1,6 +1,7 @@
 //! The supervisor: `ringfence agent run` as a tiny parent that starts the worker (the same
 //! binary, `agent worker ...`), restarts it when it dies with exponential backoff, forwards
-//! SIGINT/SIGTERM, and rolls content back after a crash loop.
+//! SIGINT/SIGTERM, and rolls content back after a crash loop. A worker that refused to start
+//! ([`REFUSED_EXIT_CODES`]) is not restarted: the supervisor exits with its code.
 //!
 //! It never parses content: the only thing it reads is the store's `state.json` (through
 //! [`ContentStore::state`]). When the worker dies while the state says "activating N", the
@@ -38,6 +39,11 @@ pub const PREVIOUS_WORKER_ENV: &str = "RINGFENCE_PREVIOUS_WORKER";
 /// Set for the worker: how many workers this supervisor has seen die so far (the worker reports
 /// the ones the console has not acknowledged yet).
 pub const CRASHES_ENV: &str = "RINGFENCE_WORKER_CRASHES";
+
+/// Worker exit codes that mean it refused to start: 1 refused input (a bad config or trust
+/// root), 2 usage error, 4 it would run blind (no event source, missing privileges). Another
+/// start would refuse again, so the supervisor exits with the same code instead.
+pub const REFUSED_EXIT_CODES: [i32; 3] = [1, 2, 4];
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// A worker that ran this long was healthy: the backoff starts over.
@@ -151,6 +157,14 @@ impl Supervisor {
             };
             if stop.is_stopped() || status.success() {
                 report.exit_code = status.code().unwrap_or(1);
+                return Ok(report);
+            }
+            if let Some(code) = status.code().filter(|c| REFUSED_EXIT_CODES.contains(c)) {
+                tracing::error!(
+                    exit_code = code,
+                    "the worker refused to start; not restarting it"
+                );
+                report.exit_code = code;
                 return Ok(report);
             }
             let ran = started.elapsed();
@@ -352,6 +366,19 @@ mod tests {
         let state = store.state().unwrap();
         assert_eq!(state.active, Some(1));
         assert!(state.bad.contains(&2));
+    }
+
+    #[test]
+    fn a_worker_that_refuses_to_start_is_not_restarted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let marker = tmp.path().join("runs");
+        let script = format!("echo x >> {}; exit 4", marker.display());
+        let report = Supervisor::new(opts(tmp.path(), &script))
+            .run(&StopSignal::new())
+            .unwrap();
+        assert_eq!(report.exit_code, 4);
+        assert_eq!(report.restarts, 0);
+        assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 1);
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //! crash, rolling content back after a crash loop. `--no-supervisor` runs the worker in this
 //! process (tests, benchmarks). With a content directory the worker runs the content manager;
 //! with `--console` (and an enrollment token the first time) it also runs the fleet link.
+//!
+//! It refuses to run blind (exit 4, the reason on stderr): when no kernel event source opens,
+//! when a source is refused for want of privileges (not root, or missing capabilities), and
+//! (exit 1) when a content directory has no trust root to check bundles against.
+//! `--allow-partial` runs it anyway; every part that did not start is then a health finding
+//! in the event stream, as is a source that failed while others run, and a content store
+//! that cannot be opened (the built-in pack runs).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,12 +19,14 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use ringfence_agent::content::link_keeper;
+use ringfence_agent::content::manager::{ManagerError, current_root};
 use ringfence_agent::content::supervisor::{
-    CRASHES_ENV, PREVIOUS_WORKER_ENV, ROLLBACK_ENV, SUPERVISED_ENV, die_with_supervisor,
+    CRASHES_ENV, PREVIOUS_WORKER_ENV, REFUSED_EXIT_CODES, ROLLBACK_ENV, SUPERVISED_ENV,
+    die_with_supervisor,
 };
 use ringfence_agent::content::{
-    CompiledContent, ContentManager, ManagerOptions, SharedContent, StaticDetector, Supervisor,
-    SupervisorOptions, engine_for, sigma,
+    CompiledContent, ContentManager, ContentSection, ManagerOptions, SharedContent, StaticDetector,
+    Supervisor, SupervisorOptions, engine_for, sigma,
 };
 use ringfence_agent::fleet::{FleetLink, FleetStart, SupervisorCount, Telemetry};
 use ringfence_agent::protect::{self, ProtectOptions};
@@ -101,6 +110,11 @@ pub struct RunArgs {
     /// Run the worker in this process, without the supervisor (tests and benchmarks).
     #[arg(long)]
     pub no_supervisor: bool,
+    /// Run even when the agent would be blind or half-blind (no kernel event source, sources
+    /// refused for want of privileges, content without a trust root); each missing part is
+    /// reported as a health finding.
+    #[arg(long)]
+    pub allow_partial: bool,
 }
 
 /// Set by a parent that starts the agent as its child (`ringfence up`): the agent stops when
@@ -226,6 +240,9 @@ fn config(args: &RunArgs) -> Result<Config, Failure> {
 fn supervise(args: &RunArgs) -> CmdResult {
     let config = config(args)?;
     init_tracing();
+    if !args.allow_partial {
+        check_trust_root(&config.content)?;
+    }
     if std::env::var_os(DIE_WITH_PARENT_ENV).is_some() && !die_with_supervisor() {
         return Err(Failure::environment(anyhow!("the parent process is gone")));
     }
@@ -251,6 +268,15 @@ fn supervise(args: &RunArgs) -> CmdResult {
     let report = Supervisor::new(opts)
         .run(&stop)
         .context("starting the worker")?;
+    if REFUSED_EXIT_CODES.contains(&report.exit_code) {
+        return Err(Failure {
+            code: u8::try_from(report.exit_code).unwrap_or(1),
+            error: anyhow!(
+                "the agent did not start (exit code {}; the worker's reason is above)",
+                report.exit_code
+            ),
+        });
+    }
     tracing::info!(
         restarts = report.restarts,
         rollbacks = report.rollbacks.len(),
@@ -265,6 +291,63 @@ fn supervise(args: &RunArgs) -> CmdResult {
             error: anyhow!("the worker exited with code {}", report.exit_code),
         })
     }
+}
+
+/// A content directory without a trust root to check its bundles against (neither `--root` /
+/// `content.root` nor a root the store kept) is refused input: the agent would run without
+/// the content it was given.
+fn check_trust_root(content: &ContentSection) -> CmdResult {
+    let Some(dir) = &content.dir else {
+        return Ok(());
+    };
+    match current_root(content) {
+        Ok(_) => Ok(()),
+        Err(e @ (ManagerError::NoRoot(_) | ManagerError::Root { .. })) => {
+            Err(Failure::refused(anyhow!(
+                "--content-dir {}: {e}; the agent does not run without the content it was \
+                 given (--allow-partial runs it on the built-in pack)",
+                dir.display()
+            )))
+        }
+        // The store itself is the worker's to open and report.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Refuse to run blind (see [`ringfence_agent::readiness`]) unless `--allow-partial`; with it,
+/// say so and carry on: the failed sources are reported as health findings when the run starts.
+fn check_readiness(agent: Agent, allow_partial: bool) -> Result<Agent, Failure> {
+    let Some(readiness) = agent.readiness() else {
+        return Ok(agent);
+    };
+    let Some(why) = readiness.refusal(&rerun_command()) else {
+        return Ok(agent);
+    };
+    if !allow_partial {
+        return Err(Failure::blind(anyhow!(
+            "refusing to run blind: {why}. --allow-partial runs it anyway"
+        )));
+    }
+    tracing::warn!("--allow-partial: running although {why}");
+    Ok(if readiness.kernel_sources.is_empty() {
+        agent.with_degraded(
+            "the agent runs with no kernel event source (--allow-partial): it sees no process, \
+             file or network activity on this host"
+                .into(),
+        )
+    } else {
+        agent
+    })
+}
+
+/// This command line as `agent run` (the worker's own says `agent worker`), for "sudo ...".
+fn rerun_command() -> String {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .map(|a| if a == "worker" { "run".to_owned() } else { a })
+        .collect();
+    format!("ringfence {}", args.join(" "))
 }
 
 /// Starts the fleet link when `fleet.console` is set: it enrolls, checks in with the health
@@ -450,15 +533,17 @@ fn start_exec_guard(agent: Agent, config: &Config, manager: Option<&ContentManag
         Ok((listener, list)) => agent
             .with_source(SourceKind::Fanotify, Box::new(listener))
             .with_source(SourceKind::Agent, Box::new(list)),
-        Err(e) => {
-            tracing::error!(error = %e, "exec guard not started");
-            agent
-        }
+        Err(e) => agent.with_degraded(format!(
+            "the exec guard did not start ({e}); denied executables can run"
+        )),
     }
 }
 
 fn worker(args: RunArgs) -> CmdResult {
     let mut config = config(&args)?;
+    if !args.allow_partial {
+        check_trust_root(&config.content)?;
+    }
     let mode = args
         .mode
         .as_deref()
@@ -502,6 +587,7 @@ fn worker(args: RunArgs) -> CmdResult {
     // that does not load is already known); the built-in pack runs until a signed bundle is
     // active (or always, without a content directory).
     let content_mode = agent.open();
+    agent = check_readiness(agent, args.allow_partial)?;
     agent = start_protection(agent, &config, &agent_files, content_mode);
     // The tracepoint links go to the supervisor too: this worker's death then does not wait
     // for their teardown.
@@ -528,6 +614,7 @@ fn worker(args: RunArgs) -> CmdResult {
         if let Ok(report) = std::env::var(ROLLBACK_ENV) {
             opts.startup_reports.push(report);
         }
+        let content_dir = opts.dir.clone();
         match ContentManager::start(opts, stop.clone()) {
             Ok((m, detector)) => {
                 tracing::info!(version = ?m.active_version(), "content manager running");
@@ -535,7 +622,22 @@ fn worker(args: RunArgs) -> CmdResult {
                 manager = Some(m);
             }
             Err(e) => {
-                tracing::error!(error = %e, "content manager not started; running without content")
+                // A trust root that is missing or unreadable is the operator's to fix: refused
+                // (exit 1). A store that fails to open is not; the worker runs the built-in
+                // pack, loudly, rather than nothing at all.
+                let refused = matches!(e, ManagerError::NoRoot(_) | ManagerError::Root { .. });
+                if refused && !args.allow_partial {
+                    return Err(Failure::refused(anyhow!(
+                        "the content manager did not start: {e}; the agent does not run \
+                         without the content it was given (--allow-partial runs it on the \
+                         built-in pack)"
+                    )));
+                }
+                agent = agent.with_degraded(format!(
+                    "the content manager did not start ({e}); the agent runs the built-in pack \
+                     and takes no content from {}",
+                    content_dir.display()
+                ));
             }
         }
     }
@@ -555,7 +657,11 @@ fn worker(args: RunArgs) -> CmdResult {
                 );
                 agent = agent.with_response(stage);
             }
-            Err(e) => tracing::error!(error = %e, "response stage not started; detecting only"),
+            Err(e) => {
+                agent = agent.with_degraded(format!(
+                    "the response stage did not start ({e}); rules detect but do not respond"
+                ));
+            }
         }
     }
     let link = match start_fleet_link(&config, manager.as_ref(), &stop) {
@@ -565,7 +671,9 @@ fn worker(args: RunArgs) -> CmdResult {
         }
         Ok(None) => None,
         Err(e) => {
-            tracing::error!(error = %e, "fleet link not started; running without the console");
+            agent = agent.with_degraded(format!(
+                "the fleet link did not start ({e}); the agent runs without the console"
+            ));
             None
         }
     };

@@ -1,14 +1,19 @@
 //! `ringfence doctor`: what this host offers each sensor, and the mode `auto` picks. Probes
 //! only: the eBPF rows load a probe object and then the sensor itself, and unload them again;
 //! the driverless rows open what their source would and close it at once.
+//!
+//! Without privileges the probes would only say EPERM: an unprivileged user is told to run it
+//! as root (exit 4) instead; a process missing some capabilities gets the table under a line
+//! naming them.
 
 use anyhow::Context;
 use ringfence_agent::{ModeChoice, choose_mode};
 use ringfence_event::Mode;
 use ringfence_sensor::ebpf::probe as ebpf_probe;
+use ringfence_sensor::privilege::{self, Privileges};
 use ringfence_sensor::probe::{self, Probe};
 
-use crate::CmdResult;
+use crate::{CmdResult, Failure};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
@@ -72,7 +77,40 @@ fn self_protection(rows: &[Probe], mode: Mode) -> &'static str {
     }
 }
 
+/// What to say before the table about this process's privileges: `Err` when it has none of
+/// those the sensors need (the table would be EPERM throughout), `Ok(Some)` for a warning
+/// line when some are missing.
+fn privilege_notice(p: &Privileges) -> Result<Option<String>, String> {
+    let missing = p.missing();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    if !p.is_root() && missing.len() == privilege::Capability::ALL.len() {
+        return Err(format!(
+            "run as root (sudo ringfence doctor): this runs as {} without any of the \
+             capabilities the agent's sensors need ({}), so every probe would only say EPERM",
+            p.who(),
+            privilege::names(&missing)
+        ));
+    }
+    let advice = if p.is_root() {
+        "the agent would lack them here too (a container or unit drops them)"
+    } else {
+        "run as root (sudo ringfence doctor) to see what the agent would get"
+    };
+    Ok(Some(format!(
+        "warning: running as {} without {}: the rows that need them fail with EPERM; {advice}",
+        p.who(),
+        privilege::names(&missing)
+    )))
+}
+
 pub fn run(_args: Args) -> CmdResult {
+    match privilege_notice(&Privileges::current()) {
+        Ok(None) => {}
+        Ok(Some(warning)) => super::print_line(&warning).context("writing the table")?,
+        Err(refusal) => return Err(Failure::blind(anyhow::anyhow!("{refusal}"))),
+    }
     let ebpf = ebpf_probe::doctor();
     let mut rows = ebpf.rows;
     rows.extend(probe::driverless());
@@ -90,6 +128,34 @@ mod tests {
             available,
             detail: String::new(),
         }
+    }
+
+    #[test]
+    fn an_unprivileged_user_is_told_to_run_as_root_and_a_partial_one_warned() {
+        let nobody = Privileges {
+            uid: 65534,
+            effective: 0,
+        };
+        let why = privilege_notice(&nobody).unwrap_err();
+        assert!(
+            why.starts_with("run as root (sudo ringfence doctor)"),
+            "{why}"
+        );
+        let root = Privileges {
+            uid: 0,
+            effective: u64::MAX,
+        };
+        assert_eq!(privilege_notice(&root), Ok(None));
+        let container = Privileges {
+            uid: 0,
+            effective: 1 << 12,
+        };
+        let warning = privilege_notice(&container).unwrap().unwrap();
+        assert!(
+            warning.contains("running as root without CAP_BPF"),
+            "{warning}"
+        );
+        assert!(!warning.contains("CAP_NET_ADMIN"), "{warning}");
     }
 
     #[test]
