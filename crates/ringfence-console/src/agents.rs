@@ -47,6 +47,14 @@ impl CredentialCache {
             Err(p) => p.into_inner().insert(agent, hash),
         };
     }
+
+    /// Forget every cached credential (an agent was revoked, here or by another console).
+    pub fn clear(&self) {
+        match self.0.write() {
+            Ok(mut m) => m.clear(),
+            Err(p) => p.into_inner().clear(),
+        }
+    }
 }
 
 /// Stable per-agent rank for percentage selection: the first 63 bits of SHA-256(id).
@@ -79,10 +87,12 @@ impl FromRequestParts<AppState> for AgentAuth {
             Some(h) => h,
             None => {
                 let row: Option<(String,)> = on_db!(&state.db, |pool| {
-                    sqlx::query_as("SELECT credential_hash FROM agents WHERE id = $1")
-                        .bind(agent.as_str())
-                        .fetch_optional(pool)
-                        .await?
+                    sqlx::query_as(
+                        "SELECT credential_hash FROM agents WHERE id = $1 AND revoked_at IS NULL",
+                    )
+                    .bind(agent.as_str())
+                    .fetch_optional(pool)
+                    .await?
                 });
                 let (h,) = row.ok_or(AppError::Unauthorized("unknown agent"))?;
                 state.credentials.put(agent.to_string(), h.clone());
@@ -151,7 +161,8 @@ pub async fn enroll(
         let mut tx = pool.begin().await?;
         let used = sqlx::query(
             "UPDATE enrollment_tokens SET uses = uses + 1 \
-             WHERE token_hash = $1 AND uses < max_uses AND (expires_at IS NULL OR expires_at > $2)",
+             WHERE token_hash = $1 AND uses < max_uses AND (expires_at IS NULL OR expires_at > $2) \
+             AND revoked_at IS NULL",
         )
         .bind(sha256_hex(&req.token))
         .bind(now)
@@ -343,10 +354,16 @@ pub struct NewEnrollmentToken {
     #[serde(default = "default_label")]
     pub label: String,
     pub max_uses: i64,
-    /// Lifetime in milliseconds; none for no expiry.
+    /// Lifetime in milliseconds; [`DEFAULT_TOKEN_TTL_MS`] when absent. A token that never
+    /// expires is not offered: a leaked one would enroll hosts forever.
     #[serde(default)]
     pub ttl_ms: Option<i64>,
 }
+
+/// An enrollment token's lifetime when none is asked for: a day.
+pub const DEFAULT_TOKEN_TTL_MS: i64 = 24 * 3_600_000;
+/// The longest an enrollment token may live: a year.
+pub const MAX_TOKEN_TTL_MS: i64 = 366 * 24 * 3_600_000;
 
 fn default_label() -> String {
     "enrollment".into()
@@ -376,11 +393,13 @@ pub async fn mint_enrollment_token(
         return Err(AppError::Unprocessable("label longer than 64 bytes".into()));
     }
     let now = state.clock.now_ms();
-    let expires_at = match req.ttl_ms {
-        Some(t) if t <= 0 => return Err(AppError::Unprocessable("ttl_ms must be > 0".into())),
-        Some(t) => Some(now.saturating_add(t)),
-        None => None,
-    };
+    let ttl = req.ttl_ms.unwrap_or(DEFAULT_TOKEN_TTL_MS);
+    if !(1..=MAX_TOKEN_TTL_MS).contains(&ttl) {
+        return Err(AppError::Unprocessable(format!(
+            "ttl_ms must be within 1..={MAX_TOKEN_TTL_MS} (a year), got {ttl}"
+        )));
+    }
+    let expires_at = Some(now.saturating_add(ttl));
     let token = format!("rfe1.{}", random_hex(32)?);
     let evidence =
         serde_json::json!({"label": req.label, "max_uses": req.max_uses, "expires_at": expires_at});

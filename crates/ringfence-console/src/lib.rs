@@ -24,6 +24,7 @@ pub mod gate;
 pub mod ingest;
 pub mod orders;
 pub mod plan;
+pub mod revoke;
 pub mod rollout;
 pub mod snapshot;
 pub mod stats;
@@ -150,6 +151,8 @@ impl AppState {
         });
         if rev != self.snapshot.get().revision {
             self.reload_snapshot().await?;
+            // The revision also moves when an agent is revoked: look every credential up again.
+            self.credentials.clear();
         }
         if orders_rev != self.orders.revision() {
             self.orders.reload(&self.db).await?;
@@ -175,9 +178,17 @@ pub fn app(state: AppState) -> Router {
     let operator_api = Router::new()
         .route(
             "/api/v1/enrollment-tokens",
-            post(agents::post_enrollment_token),
+            post(agents::post_enrollment_token).get(revoke::get_tokens),
+        )
+        .route(
+            "/api/v1/enrollment-tokens/{id}/revoke",
+            post(revoke::post_token_revoke),
         )
         .route("/api/v1/agents", get(agents::get_agents))
+        .route(
+            "/api/v1/agents/{agent_id}/revoke",
+            post(revoke::post_agent_revoke),
+        )
         .route("/api/v1/agents/{agent_id}/orders", post(orders::post_order))
         .route("/api/v1/orders", get(orders::get_orders))
         .route("/api/v1/fleet", get(agents::get_fleet))

@@ -17,11 +17,6 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringfence");
 
-thread_local! {
-    /// The data directory of the `up` under test (its CA is what clients pin).
-    static DATA: std::cell::RefCell<Option<std::path::PathBuf>> = const { std::cell::RefCell::new(None) };
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -30,7 +25,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn ringfence(args: &[&str]) {
+fn ringfence(args: &[&str]) -> String {
     let out = Command::new(BIN).args(args).output().unwrap();
     assert!(
         out.status.success(),
@@ -38,6 +33,7 @@ fn ringfence(args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 struct Up {
@@ -141,27 +137,27 @@ fn pin(data: &Path) -> ringfence_wire::CaPin {
     ringfence_wire::tls::ca_pin_in(&data.join("tls")).unwrap()
 }
 
-fn get(url: &str, token: &str, path: &str) -> serde_json::Value {
+/// `GET path` from the console `up` runs on `data` (its CA pinned), as JSON.
+fn get(data: &Path, url: &str, token: &str, path: &str) -> serde_json::Value {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let data = DATA.with(|d| d.borrow().clone()).unwrap();
     let client =
-        ringfence_wire::Client::new(url, &ringfence_wire::Trust::Pinned(vec![pin(&data)])).unwrap();
+        ringfence_wire::Client::new(url, &ringfence_wire::Trust::Pinned(vec![pin(data)])).unwrap();
     rt.block_on(client.get_json::<serde_json::Value>(path, Some(token)))
         .unwrap_or_default()
 }
 
-fn agents(url: &str, token: &str) -> Vec<serde_json::Value> {
-    get(url, token, "/api/v1/agents")
+fn agents(data: &Path, url: &str, token: &str) -> Vec<serde_json::Value> {
+    get(data, url, token, "/api/v1/agents")
         .as_array()
         .cloned()
         .unwrap_or_default()
 }
 
-fn findings(url: &str, token: &str) -> Vec<serde_json::Value> {
-    let v = get(url, token, "/api/v1/findings");
+fn findings(data: &Path, url: &str, token: &str) -> Vec<serde_json::Value> {
+    let v = get(data, url, token, "/api/v1/findings");
     v.as_array()
         .or_else(|| v["findings"].as_array())
         .cloned()
@@ -195,7 +191,6 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
     )
     .unwrap();
     let port = free_port();
-    DATA.with(|d| *d.borrow_mut() = Some(data.clone()));
     let mut up = Up::start(&data, port);
     let url = format!("https://127.0.0.1:{port}");
     let token = up
@@ -216,11 +211,11 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
 
     // It enrolls with its tags and checks in with health.
     wait_for("the local agent to check in", &log, || {
-        agents(&url, &token).first().is_some_and(|a| {
+        agents(&data, &url, &token).first().is_some_and(|a| {
             a["checkins"].as_i64() >= Some(2) && a["events_total"].as_i64() > Some(0)
         })
     });
-    let a = agents(&url, &token).remove(0);
+    let a = agents(&data, &url, &token).remove(0);
     assert_eq!(a["region"], "test-region", "{a}");
     assert_eq!(a["content_version"], 0, "{a}");
     assert!(a["rss"].as_i64() > Some(0), "{a}");
@@ -230,7 +225,7 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
     let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../content/linux");
     let build = |version: &str| {
         let bundle = dir.path().join(format!("v{version}.bundle"));
-        ringfence(&[
+        let _ = ringfence(&[
             "content",
             "build",
             pack.to_str().unwrap(),
@@ -264,6 +259,44 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
         all.extend(args);
         ringfence(&all);
     };
+    // The operator's CLI over the pinned link: the agents, and a token with its one-line
+    // agent command (which pins the CA too).
+    let fleet = |args: &[&str]| {
+        let mut all = vec!["fleet"];
+        all.extend(args);
+        all.extend(["--console", &url, "--token", &token, "--ca-sha256", &ca]);
+        ringfence(&all)
+    };
+    let listed = fleet(&["agents"]);
+    let agent_id = agents(&data, &url, &token)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(listed.contains(&agent_id), "{listed}");
+    let minted = fleet(&["enroll-token", "create", "--uses", "2", "--ttl", "1h"]);
+    assert!(
+        minted.contains("RINGFENCE_ENROLL_TOKEN=rfe1.")
+            && minted.contains(&format!("--ca-sha256 {ca}")),
+        "{minted}"
+    );
+    let tokens = fleet(&["tokens", "list"]);
+    assert!(tokens.contains("0/2 uses"), "{tokens}");
+    // Another pin: refused, naming the CA the console presented.
+    let wrong = Command::new(BIN)
+        .args([
+            "fleet",
+            "agents",
+            "--console",
+            &url,
+            "--token",
+            &token,
+            "--ca-sha256",
+        ])
+        .arg("ab".repeat(32))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success() && err.contains(&ca), "{err}");
     rollout(&[
         "publish",
         "--version",
@@ -273,7 +306,7 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
         &build("1"),
     ]);
     wait_for("the agent to run the baseline, version 1", &log, || {
-        agents(&url, &token)
+        agents(&data, &url, &token)
             .first()
             .is_some_and(|a| a["content_version"] == 1)
     });
@@ -293,7 +326,7 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
         plan.to_str().unwrap(),
     ]);
     wait_for("the agent to run the rollout's version 2", &log, || {
-        agents(&url, &token)
+        agents(&data, &url, &token)
             .first()
             .is_some_and(|a| a["content_version"] == 2)
     });
@@ -306,10 +339,10 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
     std::fs::copy("/bin/true", &tool).unwrap();
     wait_for("a finding uploaded by the agent", &log, || {
         let _ = Command::new(&tool).status();
-        agents(&url, &token)
+        agents(&data, &url, &token)
             .first()
             .is_some_and(|a| a["findings_total"].as_i64() > Some(0))
-            && findings(&url, &token)
+            && findings(&data, &url, &token)
                 .iter()
                 .any(|f| f.to_string().contains("Temporary Directory"))
     });
@@ -385,8 +418,8 @@ fn a_restart_keeps_the_login_and_the_agent_log_and_reset_admin_rotates_the_login
     let data = dir.path().join("data");
     let log = data.join("agent/agent.log");
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let works = |token: &str| get(&url, token, "/api/v1/agents").is_array();
+    let url = format!("https://127.0.0.1:{port}");
+    let works = |token: &str| get(&data, &url, token, "/api/v1/agents").is_array();
 
     let mut up = Up::start(&data, port);
     let password = up.password();

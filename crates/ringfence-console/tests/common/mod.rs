@@ -38,6 +38,8 @@ pub struct TestConsole {
     pub clock: Arc<ManualClock>,
     pub token: String,
     pub dir: tempfile::TempDir,
+    /// The database, for a second console on it ([`TestConsole::second`]).
+    pub db_url: String,
 }
 
 /// Generate `sqlite` and `postgres` test functions that run `$f(Backend)`.
@@ -121,10 +123,28 @@ pub async fn console_with(backend: Backend, interval_ms: i64) -> TestConsole {
         clock,
         token,
         dir,
+        db_url: url,
     }
 }
 
 impl TestConsole {
+    /// Another console process on the same database (a fleet behind a load balancer).
+    pub async fn second(&self) -> TestConsole {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&self.db_url).await.unwrap();
+        let mut config = Config::new(dir.path().join("content"));
+        config.checkin_interval_ms = self.state.config.checkin_interval_ms;
+        config.checkin_jitter_ms = self.state.config.checkin_jitter_ms;
+        let state = AppState::new(db, self.clock.clone(), config).await.unwrap();
+        TestConsole {
+            state,
+            clock: self.clock.clone(),
+            token: self.token.clone(),
+            dir,
+            db_url: self.db_url.clone(),
+        }
+    }
+
     pub fn app(&self) -> Router {
         app(self.state.clone())
     }

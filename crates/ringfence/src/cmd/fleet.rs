@@ -32,6 +32,75 @@ enum Sub {
     Order(OrderArgs),
     /// List response orders and what became of them, newest first.
     Orders(OrdersArgs),
+    /// Enrollment tokens: `enroll-token create` prints a token and the agent's one-line command.
+    #[command(name = "enroll-token")]
+    EnrollToken(EnrollTokenArgs),
+    /// List enrollment tokens, or revoke one.
+    Tokens(TokensArgs),
+    /// List the agents the console knows.
+    Agents(AgentsArgs),
+    /// Revoke an agent: every console refuses it within a second.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EnrollTokenArgs {
+    #[command(flatten)]
+    console: ConsoleArgs,
+    #[command(subcommand)]
+    command: EnrollTokenSub,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum EnrollTokenSub {
+    /// Mint a token.
+    Create {
+        /// How many agents may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: i64,
+        /// How long it is good for (at most a year).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// What it is for (shown in `fleet tokens list`).
+        #[arg(long, default_value = "enrollment")]
+        label: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct TokensArgs {
+    #[command(flatten)]
+    console: ConsoleArgs,
+    #[command(subcommand)]
+    command: TokensSub,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TokensSub {
+    /// Every token: id, label, uses, expiry, revoked.
+    List,
+    /// Revoke the token with this id (from `list`).
+    Revoke { id: String },
+}
+
+#[derive(Debug, clap::Args)]
+struct AgentsArgs {
+    #[command(flatten)]
+    console: ConsoleArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RevokeArgs {
+    #[command(flatten)]
+    console: ConsoleArgs,
+    /// The agent's id.
+    agent: String,
+    /// Why (kept in the audit log).
+    #[arg(long)]
+    reason: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +175,130 @@ fn order_line(o: &OrderView) -> String {
         printable(&o.requested_by),
         printable(&o.reason)
     )
+}
+
+fn enroll_token(a: EnrollTokenArgs) -> CmdResult {
+    let EnrollTokenSub::Create { uses, ttl, label } = a.command;
+    let ttl_ms = ringfence_console::plan::parse_duration(&ttl)
+        .map_err(|e| Failure::refused(anyhow::anyhow!("--ttl: {e}")))?;
+    let pins = a.console.trust()?.pins();
+    let api = a.console.connect()?;
+    let body = serde_json::json!({"max_uses": uses, "ttl_ms": ttl_ms, "label": label});
+    let minted: ringfence_console::agents::EnrollmentToken = block_on(async move {
+        api.client
+            .post_json("/api/v1/enrollment-tokens", Some(&api.token), &body)
+            .await
+            .map_err(client_failure)
+    })?;
+    let pin_args: String = pins.iter().map(|p| format!(" --ca-sha256 {p}")).collect();
+    print_line(&format!(
+        "token: {}   ({} use(s), expires at {} ms since the epoch)",
+        minted.token,
+        minted.max_uses,
+        minted.expires_at.unwrap_or_default()
+    ))
+    .context("writing to stdout")?;
+    print_line(&format!(
+        "agent: RINGFENCE_ENROLL_TOKEN={} ringfence agent run --console {}{pin_args} \
+         --content-dir /var/lib/ringfence/content --root /etc/ringfence/root.json",
+        minted.token, a.console.console
+    ))
+    .context("writing to stdout")?;
+    Ok(())
+}
+
+fn tokens(a: TokensArgs) -> CmdResult {
+    let api = a.console.connect()?;
+    match a.command {
+        TokensSub::List => {
+            let rows: Vec<ringfence_console::revoke::TokenRow> = block_on(async move {
+                api.client
+                    .get_json("/api/v1/enrollment-tokens", Some(&api.token))
+                    .await
+                    .map_err(client_failure)
+            })?;
+            if rows.is_empty() {
+                print_line("no enrollment tokens").context("writing to stdout")?;
+            }
+            for r in rows {
+                let state = if r.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                print_line(&format!(
+                    "{}  {}  {}/{} uses  expires {}  {}",
+                    r.id,
+                    ringfence_wire::printable(&r.label),
+                    r.uses,
+                    r.max_uses,
+                    r.expires_at.unwrap_or_default(),
+                    state
+                ))
+                .context("writing to stdout")?;
+            }
+        }
+        TokensSub::Revoke { id } => {
+            let path = format!("/api/v1/enrollment-tokens/{id}/revoke");
+            let _: serde_json::Value = block_on(async move {
+                api.client
+                    .post_json(&path, Some(&api.token), &serde_json::json!({}))
+                    .await
+                    .map_err(client_failure)
+            })?;
+            print_line(&format!("token {id} revoked")).context("writing to stdout")?;
+        }
+    }
+    Ok(())
+}
+
+fn agents(a: AgentsArgs) -> CmdResult {
+    let api = a.console.connect()?;
+    let rows: Vec<serde_json::Value> = block_on(async move {
+        api.client
+            .get_json("/api/v1/agents", Some(&api.token))
+            .await
+            .map_err(client_failure)
+    })?;
+    if a.json {
+        print_line(&serde_json::to_string_pretty(&rows).context("encoding JSON")?)
+            .context("writing to stdout")?;
+        return Ok(());
+    }
+    if rows.is_empty() {
+        print_line("no agents").context("writing to stdout")?;
+    }
+    for r in rows {
+        let text = |k: &str| ringfence_wire::printable(r[k].as_str().unwrap_or("-"));
+        print_line(&format!(
+            "{}  {}  version {}  content v{}  last seen {}",
+            text("id"),
+            text("hostname"),
+            text("agent_version"),
+            r["content_version"].as_i64().unwrap_or(0),
+            r["last_seen"].as_i64().unwrap_or(0)
+        ))
+        .context("writing to stdout")?;
+    }
+    Ok(())
+}
+
+fn revoke(a: RevokeArgs) -> CmdResult {
+    let api = a.console.connect()?;
+    let path = format!("/api/v1/agents/{}/revoke", a.agent);
+    let body = serde_json::json!({"reason": a.reason});
+    let _: serde_json::Value = block_on(async move {
+        api.client
+            .post_json(&path, Some(&api.token), &body)
+            .await
+            .map_err(client_failure)
+    })?;
+    print_line(&format!(
+        "agent {} revoked: every console refuses it within a second",
+        a.agent
+    ))
+    .context("writing to stdout")?;
+    Ok(())
 }
 
 fn order(a: OrderArgs) -> CmdResult {
@@ -220,6 +413,10 @@ pub fn run(args: Args) -> CmdResult {
         Sub::Simulate(a) => a,
         Sub::Order(a) => return order(a),
         Sub::Orders(a) => return orders(a),
+        Sub::EnrollToken(a) => return enroll_token(a),
+        Sub::Tokens(a) => return tokens(a),
+        Sub::Agents(a) => return agents(a),
+        Sub::Revoke(a) => return revoke(a),
     };
     let mut opts = DrillOptions::new(a.agents, a.fault);
     opts.speed = a.speed;

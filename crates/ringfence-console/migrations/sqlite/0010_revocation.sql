@@ -1,0 +1,6 @@
+-- Revocation: an agent or an enrollment token an operator revoked is refused from then on, by
+-- every console on this database. Revoking bumps fleet.revision, which every console polls
+-- every second; on a new revision a console drops its cached credentials, so a revoked agent
+-- is refused within about a second everywhere.
+ALTER TABLE agents ADD COLUMN revoked_at BIGINT;
+ALTER TABLE enrollment_tokens ADD COLUMN revoked_at BIGINT;
