@@ -281,6 +281,36 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
     );
     let tokens = fleet(&["tokens", "list"]);
     assert!(tokens.contains("0/2 uses"), "{tokens}");
+    // A second host enrolls once with that token, read from a file, and keeps its identity
+    // with the console and pin for `agent run`.
+    let minted_token = minted
+        .split("RINGFENCE_ENROLL_TOKEN=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let token_file = dir.path().join("enroll.token");
+    std::fs::write(&token_file, &minted_token).unwrap();
+    let second = dir.path().join("second-host");
+    let enrolled = ringfence(&[
+        "agent",
+        "enroll",
+        "--console",
+        &url,
+        "--ca-sha256",
+        &ca,
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--content-dir",
+        second.to_str().unwrap(),
+    ]);
+    assert!(enrolled.contains("enrolled as agent"), "{enrolled}");
+    let kept = std::fs::read_to_string(second.join(".state/fleet.json")).unwrap();
+    assert!(
+        kept.contains(&ca) && !kept.contains(&minted_token),
+        "{kept}"
+    );
+    assert_eq!(agents(&data, &url, &token).len(), 2);
     // Another pin: refused, naming the CA the console presented.
     let wrong = Command::new(BIN)
         .args([

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use ringfence_wire::{AgentId, CaPin, Credential};
+use ringfence_wire::{AgentId, CaPin, Client, Credential, EnrollRequest, Label, PROTOCOL, Tags};
 use serde::{Deserialize, Serialize};
 
 use crate::content::manager::read_small;
@@ -30,6 +30,49 @@ pub struct Enrollment {
     /// (a new supervisor starts counting at zero).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crashes_reported: Option<SupervisorCount>,
+}
+
+/// Who is enrolling, with what, and where the result is kept.
+#[derive(Debug, Clone)]
+pub struct EnrollAs {
+    pub console: String,
+    pub ca_pins: Vec<CaPin>,
+    pub token: String,
+    pub hostname: Label,
+    pub agent_version: Label,
+    pub tags: Tags,
+    pub state_file: std::path::PathBuf,
+    pub crashes_reported: Option<SupervisorCount>,
+}
+
+/// Trade the enrollment token for an identity and keep it (0600) in `state_file`. The token
+/// itself is not kept.
+pub async fn enroll(client: &Client, who: EnrollAs) -> Result<Enrollment, String> {
+    let request = EnrollRequest {
+        protocol: PROTOCOL,
+        token: who.token,
+        hostname: who.hostname,
+        agent_version: who.agent_version,
+        tags: who.tags,
+    };
+    let response = client
+        .enroll(&request)
+        .await
+        .map_err(|e| format!("enrollment: {e}"))?;
+    let enrollment = Enrollment {
+        console: who.console,
+        ca_pins: who.ca_pins,
+        agent_id: response.agent_id,
+        credential: response.credential,
+        crashes_reported: who.crashes_reported,
+    };
+    enrollment.save(&who.state_file).map_err(|e| {
+        format!(
+            "enrolled, but cannot save the credential to {}: {e}",
+            who.state_file.display()
+        )
+    })?;
+    Ok(enrollment)
 }
 
 /// A supervisor's running count of worker crashes.

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use ringfence_sensor::StopSignal;
 use ringfence_wire::{
-    CaPin, CheckIn, CheckInResponse, Client, ContentOffer, Count, CpuPercent, EnrollRequest,
-    Findings, FindingsBatch, Health, Label, OrderResults, PROTOCOL, Tags, limits,
+    CaPin, CheckIn, CheckInResponse, Client, ContentOffer, Count, CpuPercent, Findings,
+    FindingsBatch, Health, Label, OrderResults, PROTOCOL, Tags, limits,
 };
 use sha2::{Digest, Sha256};
 
@@ -294,37 +294,23 @@ impl Link {
     async fn enroll(&mut self) -> Result<(), String> {
         let Some(token) = self.opts.enroll_token.clone() else {
             return Err(format!(
-                "not enrolled with {} and no enrollment token (fleet.enroll_token, \
-                 --enroll-token or RINGFENCE_ENROLL_TOKEN)",
+                "not enrolled with {} and no enrollment token (`ringfence agent enroll`, \
+                 --enroll-token-file or RINGFENCE_ENROLL_TOKEN)",
                 self.opts.console
             ));
         };
-        let request = EnrollRequest {
-            protocol: PROTOCOL,
+        let who = super::enrollment::EnrollAs {
+            console: self.opts.console.clone(),
+            ca_pins: self.opts.ca_pins.clone(),
             token,
             hostname: self.opts.hostname.clone(),
             agent_version: self.opts.agent_version.clone(),
             tags: self.opts.tags.clone(),
-        };
-        let response = self
-            .client
-            .enroll(&request)
-            .await
-            .map_err(|e| format!("enrollment: {e}"))?;
-        let enrollment = Enrollment {
-            console: self.opts.console.clone(),
-            ca_pins: self.opts.ca_pins.clone(),
-            agent_id: response.agent_id,
-            credential: response.credential,
+            state_file: self.opts.state_file.clone(),
             // Crashes before enrollment are this supervisor's business, not the console's.
             crashes_reported: self.opts.supervisor_crashes,
         };
-        enrollment.save(&self.opts.state_file).map_err(|e| {
-            format!(
-                "enrolled, but cannot save the credential to {}: {e}",
-                self.opts.state_file.display()
-            )
-        })?;
+        let enrollment = super::enrollment::enroll(&self.client, who).await?;
         tracing::info!(agent_id = %enrollment.agent_id, console = %self.opts.console, "enrolled");
         self.enrollment = Some(enrollment);
         Ok(())

@@ -40,7 +40,7 @@ use ringfence_sensor::StopSignal;
 use ringfence_wire::{CaPin, Client, CustomTags, Label, OrderKeyPin, Tags, Trust, TzOffset};
 use serde::{Deserialize, Serialize};
 
-pub use enrollment::{Enrollment, SupervisorCount};
+pub use enrollment::{EnrollAs, Enrollment, SupervisorCount, enroll};
 pub use link::{LinkOptions, LinkReport};
 pub use telemetry::{Counters, Telemetry};
 
@@ -207,8 +207,11 @@ fn local_utc_offset_minutes() -> i32 {
 
 /// A `Label` from any host name or version: control characters removed, cut to the label
 /// limit at a character boundary, `unknown` when nothing is left.
-fn label_lossy(s: &str) -> Result<Label, String> {
-    let clean: String = s.chars().filter(|c| !c.is_control()).collect();
+pub fn label_lossy(s: &str) -> Result<Label, String> {
+    let clean: String = s
+        .chars()
+        .filter(|c| !ringfence_wire::is_hidden_char(*c))
+        .collect();
     let cut = ringfence_wire::truncate_at_char(&clean, ringfence_wire::limits::LABEL_BYTES).trim();
     Label::try_from(if cut.is_empty() { "unknown" } else { cut }).map_err(|e| format!("{s:?}: {e}"))
 }

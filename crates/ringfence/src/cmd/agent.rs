@@ -54,6 +54,36 @@ pub enum AgentCommand {
     /// Switch the running agent's self-protection off with a signed maintenance token
     /// (`ringfence content maintenance-token`), so it can be stopped, upgraded or removed.
     Disarm(DisarmArgs),
+    /// Enroll this host with a fleet console once: trade an enrollment token (from a file or
+    /// `RINGFENCE_ENROLL_TOKEN`, never the command line) for the agent's own identity, kept
+    /// with the console URL and CA pins in the state directory. `agent run` then needs no
+    /// console flags.
+    Enroll(EnrollArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EnrollArgs {
+    /// The console (`https://host:port`).
+    #[arg(long)]
+    pub console: String,
+    /// The console CA's SHA-256 pin; repeat while a CA rotates. Or `RINGFENCE_CA_SHA256`.
+    #[arg(long = "ca-sha256", env = "RINGFENCE_CA_SHA256", value_delimiter = ',')]
+    pub ca_sha256: Vec<String>,
+    /// Or a PEM file with the console's CA certificate.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// The file holding the enrollment token (or `RINGFENCE_ENROLL_TOKEN`).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// The agent's configuration (tags, host name, content directory).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The content directory `agent run` will use (its state directory keeps the identity).
+    #[arg(long)]
+    pub content_dir: Option<PathBuf>,
+    /// Plain `http://` to a console on loopback (tests only).
+    #[arg(long, hide = true)]
+    pub plain_http: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -137,6 +167,7 @@ pub fn run(args: Args) -> CmdResult {
         AgentCommand::Run(a) => supervise(&a),
         AgentCommand::Worker(a) => worker(a),
         AgentCommand::Disarm(a) => disarm(&a),
+        AgentCommand::Enroll(a) => enroll(&a),
     }
 }
 
@@ -176,6 +207,102 @@ fn disarm(args: &DisarmArgs) -> CmdResult {
     )))
 }
 
+/// `agent enroll`: enroll once and keep the identity where `agent run` finds it.
+fn enroll(args: &EnrollArgs) -> CmdResult {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path).map_err(Failure::refused)?,
+        None => Config::default(),
+    };
+    if let Some(d) = &args.content_dir {
+        config.content.dir = Some(d.clone());
+    }
+    let state_dir = config.content.state_dir().ok_or_else(|| {
+        Failure::refused(anyhow!(
+            "no content directory (--content-dir or content.dir): the identity is kept in its \
+             state directory"
+        ))
+    })?;
+    config.fleet.console = Some(args.console.clone());
+    config.fleet.ca_sha256 = args.ca_sha256.clone();
+    config.fleet.ca_file = args.ca_file.clone();
+    config.fleet.plain_http = args.plain_http;
+    let trust = config
+        .fleet
+        .trust()
+        .map_err(|(key, e)| Failure::refused(anyhow!("fleet.{key}: {e}")))?;
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the enrollment token in {}", path.display()))
+            .map_err(Failure::refused)?,
+        None => std::env::var("RINGFENCE_ENROLL_TOKEN").map_err(|_| Failure {
+            code: 2,
+            error: anyhow!("--token-file F or RINGFENCE_ENROLL_TOKEN: the enrollment token"),
+        })?,
+    };
+    let client = ringfence_wire::Client::new(&args.console, &trust)
+        .map_err(|e| Failure::refused(anyhow!("--console: {e}")))?;
+    let tags = config
+        .fleet
+        .tags()
+        .map_err(|e| Failure::refused(anyhow!("fleet.tags: {e}")))?;
+    let host = config
+        .agent
+        .host_name
+        .clone()
+        .or_else(ringfence_agent::kernel_host_name)
+        .unwrap_or_else(|| "unknown".into());
+    let lossy = |s: &str| {
+        ringfence_agent::fleet::label_lossy(s).map_err(|e| Failure::refused(anyhow!("{e}")))
+    };
+    ringfence_wire::tls::create_private_dir(&state_dir).map_err(Failure::environment)?;
+    let who = ringfence_agent::fleet::EnrollAs {
+        console: args.console.clone(),
+        ca_pins: trust.pins(),
+        token: token.trim().to_owned(),
+        hostname: lossy(&host)?,
+        agent_version: lossy(env!("CARGO_PKG_VERSION"))?,
+        tags,
+        state_file: state_dir.join(ringfence_agent::fleet::enrollment::FILE_NAME),
+        crashes_reported: None,
+    };
+    let started = std::time::Instant::now();
+    let enrollment = super::console_api::block_on(async move {
+        ringfence_agent::fleet::enroll(&client, who)
+            .await
+            .map_err(|e| Failure::refused(anyhow!("{e}")))
+    })?;
+    super::print_line(&format!(
+        "enrolled as agent {} with {} in {} ms; identity kept in {} (0600). The token is not \
+         kept: delete its file. `ringfence agent run --content-dir ...` now checks in with no \
+         console flags.",
+        enrollment.agent_id,
+        args.console,
+        started.elapsed().as_millis(),
+        state_dir.display()
+    ))
+    .context("writing the result")?;
+    Ok(())
+}
+
+/// The console and pins a host enrolled with (`agent enroll`), when the configuration names
+/// no console.
+fn enrolled_console(config: &mut Config) {
+    if config.fleet.console.is_some() {
+        return;
+    }
+    let Some(state_dir) = config.content.state_dir() else {
+        return;
+    };
+    let file = state_dir.join(ringfence_agent::fleet::enrollment::FILE_NAME);
+    if let Ok(Some(e)) = ringfence_agent::fleet::Enrollment::load(&file) {
+        config.fleet.console = Some(e.console.clone());
+        if config.fleet.ca_sha256.is_empty() && config.fleet.ca_file.is_none() {
+            config.fleet.ca_sha256 = e.ca_pins.iter().map(|p| p.to_string()).collect();
+            config.fleet.plain_http = e.ca_pins.is_empty() && e.console.starts_with("http://");
+        }
+    }
+}
+
 /// The configuration with the command-line flags applied.
 fn config(args: &RunArgs) -> Result<Config, Failure> {
     let mut config = match &args.config {
@@ -212,6 +339,7 @@ fn config(args: &RunArgs) -> Result<Config, Failure> {
     if args.plain_http {
         config.fleet.plain_http = true;
     }
+    enrolled_console(&mut config);
     if let Some(path) = &args.enroll_token_file {
         let token = std::fs::read_to_string(path)
             .with_context(|| format!("reading the enrollment token in {}", path.display()))
