@@ -79,6 +79,15 @@ impl Client {
     /// trusts what `trust` says. `http://` only with [`Trust::PlainLoopback`] and a loopback
     /// host; `https://` never with it.
     pub fn new(base_url: &str, trust: &Trust) -> Result<Client, ClientError> {
+        Client::with_identity(base_url, trust, None)
+    }
+
+    /// [`Client::new`], presenting an agent's client certificate (mutual TLS).
+    pub fn with_identity(
+        base_url: &str,
+        trust: &Trust,
+        identity: Option<&crate::tls::AgentIdentity>,
+    ) -> Result<Client, ClientError> {
         let base = base_url.trim_end_matches('/').to_owned();
         check_url(&base, trust).map_err(|why| ClientError::BadUrl {
             url: base_url.to_owned(),
@@ -87,8 +96,8 @@ impl Client {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.enforce_http(false);
-        let builder =
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(client_config(trust)?);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_config(trust, identity)?);
         let https = if matches!(trust, Trust::PlainLoopback) {
             builder.https_or_http()
         } else {
@@ -129,6 +138,16 @@ impl Client {
         checkin: &CheckIn,
     ) -> Result<CheckInResponse, ClientError> {
         self.post_json(paths::CHECKIN, Some(credential.as_str()), checkin)
+            .await
+    }
+
+    /// Renew the client certificate (over a connection that presents the current one).
+    pub async fn renew(
+        &self,
+        credential: &Credential,
+        req: &crate::RenewRequest,
+    ) -> Result<crate::RenewResponse, ClientError> {
+        self.post_json(paths::RENEW, Some(credential.as_str()), req)
             .await
     }
 

@@ -31,8 +31,8 @@ pub use tls::{CaPin, Trust};
 pub use types::{
     AgentId, BoundedList, CheckIn, CheckInResponse, ContentOffer, Count, CpuPercent, Credential,
     CustomTags, EnrollRequest, EnrollResponse, Findings, FindingsAccepted, FindingsBatch, Health,
-    Label, OrderAction, OrderResult, OrderResults, OrderStatus, Orders, ParseError, ResponseOrder,
-    SignedOrders, Tags, TzOffset, checkin_bounds, is_hidden_char, limits, printable,
+    Label, OrderAction, OrderResult, OrderResults, OrderStatus, Orders, ParseError, RenewRequest,
+    RenewResponse, ResponseOrder, SignedOrders, Tags, TzOffset, checkin_bounds, is_hidden_char, limits, printable,
     truncate_at_char,
 };
 
@@ -48,4 +48,7 @@ pub mod paths {
     pub const CHECKIN: &str = "/api/v1/agents/checkin";
     /// `POST` a [`FindingsBatch`](crate::FindingsBatch) with the agent's bearer credential.
     pub const FINDINGS: &str = "/api/v1/agents/findings";
+    /// `POST` a [`RenewRequest`](crate::RenewRequest) with the credential and the current
+    /// client certificate.
+    pub const RENEW: &str = "/api/v1/agents/renew";
 }

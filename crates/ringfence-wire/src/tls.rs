@@ -172,20 +172,23 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A rustls client configuration that trusts only what `trust` says (no system roots).
-pub fn client_config(trust: &Trust) -> Result<ClientConfig, TlsError> {
+/// A rustls client configuration that trusts only what `trust` says (no system roots), and
+/// presents `identity` (an agent's key and certificate) when given.
+pub fn client_config(
+    trust: &Trust,
+    identity: Option<&AgentIdentity>,
+) -> Result<ClientConfig, TlsError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let config = match trust {
+    let builder = match trust {
         Trust::Pinned(pins) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedCa {
                 pins: pins.clone(),
                 provider,
-            }))
-            .with_no_client_auth(),
+            })),
         Trust::CaCerts(certs) => {
             let mut roots = RootCertStore::empty();
             for c in certs {
@@ -193,15 +196,173 @@ pub fn client_config(trust: &Trust) -> Result<ClientConfig, TlsError> {
                     .add(c.clone())
                     .map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder.with_root_certificates(roots)
         }
         // Never used to connect (the client refuses https:// then); an empty store trusts
         // nothing should it ever be.
-        Trust::PlainLoopback => builder
-            .with_root_certificates(RootCertStore::empty())
-            .with_no_client_auth(),
+        Trust::PlainLoopback => builder.with_root_certificates(RootCertStore::empty()),
     };
-    Ok(config)
+    match identity {
+        Some(id) => builder
+            .with_client_auth_cert(vec![id.cert.clone()], id.key.clone_key())
+            .map_err(|e| TlsError::Config(format!("agent certificate and key: {e}"))),
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// Lifetime of an agent's client certificate; it renews when half of it is left.
+pub const AGENT_CERT_DAYS: i64 = 30;
+
+/// An agent's own key and the client certificate the console issued for it (mutual TLS).
+/// The key is made on the host at enrollment and never leaves it.
+pub struct AgentIdentity {
+    key: PrivateKeyDer<'static>,
+    cert: CertificateDer<'static>,
+    /// Unix seconds.
+    not_after: i64,
+}
+
+impl fmt::Debug for AgentIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentIdentity")
+            .field("not_after", &self.not_after)
+            .finish()
+    }
+}
+
+impl AgentIdentity {
+    /// A new key, as PEM, and a certificate request for it (PEM) to send to the console.
+    pub fn new_key() -> Result<(String, String), TlsError> {
+        let key = rcgen::KeyPair::generate().map_err(|e| TlsError::Generate(e.to_string()))?;
+        let csr = csr_for(&key)?;
+        Ok((key.serialize_pem(), csr))
+    }
+
+    /// A request for another certificate on the same key (renewal).
+    pub fn request_for(key_pem: &str) -> Result<String, TlsError> {
+        let key = rcgen::KeyPair::from_pem(key_pem)
+            .map_err(|e| TlsError::Generate(format!("agent key: {e}")))?;
+        csr_for(&key)
+    }
+
+    /// The key and the certificate the console issued, both PEM.
+    pub fn from_pem(key_pem: &str, cert_pem: &str) -> Result<AgentIdentity, TlsError> {
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| TlsError::Config(format!("agent key: {e}")))?;
+        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| TlsError::Config(format!("agent certificate: {e}")))?;
+        let info = cert_info(&cert).map_err(TlsError::Config)?;
+        Ok(AgentIdentity {
+            key,
+            cert,
+            not_after: info.not_after,
+        })
+    }
+
+    /// Unix seconds at which the certificate expires.
+    pub fn not_after(&self) -> i64 {
+        self.not_after
+    }
+
+    /// Whether to renew now: less than half of [`AGENT_CERT_DAYS`] left.
+    pub fn wants_renewal(&self, now_unix: i64) -> bool {
+        self.not_after.saturating_sub(now_unix) < AGENT_CERT_DAYS * 86_400 / 2
+    }
+}
+
+fn csr_for(key: &rcgen::KeyPair) -> Result<String, TlsError> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ringfence agent");
+    params
+        .serialize_request(key)
+        .and_then(|csr| csr.pem())
+        .map_err(|e| TlsError::Generate(format!("certificate request: {e}")))
+}
+
+/// Largest certificate request the console reads.
+pub const MAX_CSR_BYTES: usize = 4096;
+
+/// The console's CA as the issuer of agents' client certificates.
+pub struct ConsoleCa {
+    ca_pem: String,
+    ca_key_pem: String,
+    ca: CertificateDer<'static>,
+}
+
+impl fmt::Debug for ConsoleCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConsoleCa({})", CaPin::of(&self.ca))
+    }
+}
+
+impl ConsoleCa {
+    /// The CA in a console's TLS directory.
+    pub fn load(dir: &Path) -> Result<ConsoleCa, TlsError> {
+        let cert_path = dir.join(files::CA_CERT);
+        let ca_pem = read_text(&cert_path)?;
+        let ca = pem_cert(&ca_pem, &cert_path)?;
+        Ok(ConsoleCa {
+            ca_key_pem: read_text(&dir.join(files::CA_KEY))?,
+            ca_pem,
+            ca,
+        })
+    }
+
+    /// The CA certificate (what verifies agents' client certificates).
+    pub fn cert(&self) -> CertificateDer<'static> {
+        self.ca.clone()
+    }
+
+    /// A client certificate for `agent_id` on the key of `csr_pem`, valid [`AGENT_CERT_DAYS`]:
+    /// (certificate PEM, expiry in unix seconds). Whatever the request asks for, the
+    /// certificate names the agent (its common name) and may only authenticate a client.
+    pub fn issue_agent_cert(
+        &self,
+        csr_pem: &str,
+        agent_id: &str,
+    ) -> Result<(String, i64), TlsError> {
+        if csr_pem.len() > MAX_CSR_BYTES {
+            return Err(TlsError::Generate(format!(
+                "certificate request over {MAX_CSR_BYTES} bytes"
+            )));
+        }
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| TlsError::Generate(format!("certificate request: {e}")))?;
+        let key = rcgen::KeyPair::from_pem(&self.ca_key_pem)
+            .map_err(|e| TlsError::Generate(format!("CA key: {e}")))?;
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&self.ca_pem, key)
+            .map_err(|e| TlsError::Generate(format!("CA certificate: {e}")))?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+            .map_err(|e| TlsError::Generate(e.to_string()))?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, agent_id);
+        params.is_ca = rcgen::IsCa::ExplicitNoCa;
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        validity(&mut params, AGENT_CERT_DAYS);
+        let not_after = params.not_after.unix_timestamp();
+        csr.params = params;
+        let cert = csr
+            .signed_by(&issuer)
+            .map_err(|e| TlsError::Generate(e.to_string()))?;
+        Ok((cert.pem(), not_after))
+    }
+}
+
+/// The agent a client certificate names (its common name), as the console reads it from a
+/// verified connection.
+pub fn agent_in_cert(cert: &CertificateDer<'_>) -> Option<String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, c) = X509Certificate::from_der(cert).ok()?;
+    let cn = c.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(cn.to_owned())
 }
 
 /// Verifies a server chain against the CA certificate in it whose fingerprint is pinned:
@@ -414,11 +575,34 @@ impl ConsoleTls {
     }
 
     /// The rustls server configuration (TLS 1.2 and 1.3, session tickets for resumption).
-    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        let mut config = ServerConfig::builder_with_provider(provider())
+    /// With `client_ca`, clients may present a certificate it issued (agents' mutual TLS);
+    /// clients without one (enrollment, the dashboard, the CLI) are still served, and the
+    /// console decides per request what a certificate is needed for.
+    pub fn server_config(
+        &self,
+        client_ca: Option<CertificateDer<'static>>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_no_client_auth()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let builder = match client_ca {
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                roots
+                    .add(ca)
+                    .map_err(|e| TlsError::Config(format!("client CA: {e}")))?;
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider(),
+                )
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Config(format!("client verifier: {e}")))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
         config.ticketer = rustls::crypto::ring::Ticketer::new()

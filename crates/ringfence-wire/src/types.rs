@@ -362,6 +362,10 @@ pub struct EnrollRequest {
     pub agent_version: Label,
     #[serde(default)]
     pub tags: Tags,
+    /// A certificate request (PEM) for the key the agent made: a console serving TLS answers
+    /// with a client certificate for it, and from then on requires it (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr_pem: Option<String>,
 }
 
 /// The console's answer to a successful enrollment.
@@ -372,6 +376,28 @@ pub struct EnrollResponse {
     pub credential: Credential,
     /// Check in after about this long (the first check-in may be immediate).
     pub checkin_interval_ms: u64,
+    /// The client certificate for the request's key (PEM), when one was asked for and the
+    /// console issues them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_pem: Option<String>,
+}
+
+/// `POST /api/v1/agents/renew`: a new client certificate on the agent's key, over a
+/// connection that presents the current one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    pub protocol: u16,
+    pub agent_id: AgentId,
+    pub csr_pem: String,
+}
+
+/// The renewed certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewResponse {
+    pub client_cert_pem: String,
+    /// Unix seconds.
+    pub not_after: i64,
 }
 
 /// Health over the interval since the last *acknowledged* check-in. The agent resets its
