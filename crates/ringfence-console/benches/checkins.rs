@@ -64,6 +64,7 @@ async fn run(backend: &str, seconds: f64) {
             label: "bench".into(),
             max_uses: AGENTS as i64,
             ttl_ms: None,
+            tags: None,
         },
     )
     .await

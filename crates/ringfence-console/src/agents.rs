@@ -18,7 +18,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use ringfence_wire::{
     AgentId, CheckIn, CheckInResponse, Credential, EnrollRequest, EnrollResponse, FindingsAccepted,
-    FindingsBatch, PROTOCOL, limits,
+    FindingsBatch, PROTOCOL, Tags, limits,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -144,20 +144,26 @@ pub async fn enroll(
     let now = state.clock.now_ms();
     let agent = AgentId::try_from(random_hex(16)?).map_err(AppError::internal)?;
     let credential = Credential::new(&agent, &random_hex(32)?).map_err(AppError::internal)?;
-    let tags = &req.tags;
-    let custom = serde_json::to_string(&tags.custom).map_err(AppError::internal)?;
-    let evidence = serde_json::json!({"agent": agent, "hostname": req.hostname});
     let enrolled = on_db!(&state.db, |pool| {
         let mut tx = pool.begin().await?;
-        let used = sqlx::query(
+        let used: Option<(Option<String>,)> = sqlx::query_as(
             "UPDATE enrollment_tokens SET uses = uses + 1 \
-             WHERE token_hash = $1 AND uses < max_uses AND (expires_at IS NULL OR expires_at > $2)",
+             WHERE token_hash = $1 AND uses < max_uses AND (expires_at IS NULL OR expires_at > $2) \
+             RETURNING tags",
         )
         .bind(sha256_hex(&req.token))
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if used.rows_affected() == 1 {
+        if let Some((token_tags,)) = used {
+            // The ring-selecting tags are fixed here, for good: the token's when it has some,
+            // else what the agent states at enrollment. Check-ins never change them.
+            let tags = enrollment_tags(&req.tags, token_tags.as_deref())?;
+            let custom = serde_json::to_string(&tags.custom).map_err(AppError::internal)?;
+            let evidence = serde_json::json!({
+                "agent": agent, "hostname": req.hostname, "tags": tags,
+                "tags_from": if token_tags.is_some() { "token" } else { "agent" },
+            });
             sqlx::query(
                 "INSERT INTO agents (id, credential_hash, hostname, hash_rank, enrolled_at) VALUES ($1, $2, $3, $4, $5)",
             )
@@ -212,6 +218,18 @@ pub async fn enroll(
     }))
 }
 
+/// The tags an agent is enrolled with: the token's ring-selecting tags when it carries some
+/// (the agent keeps only its timezone offset), else the agent's own.
+fn enrollment_tags(stated: &Tags, token: Option<&str>) -> AppResult<Tags> {
+    let Some(json) = token else {
+        return Ok(stated.clone());
+    };
+    let mut tags: Tags = serde_json::from_str(json)
+        .map_err(|e| AppError::internal(format!("enrollment token tags: {e}")))?;
+    tags.tz_offset_minutes = stated.tz_offset_minutes;
+    Ok(tags)
+}
+
 /// Turn a parsed check-in into a stored sample.
 pub fn sample(c: &CheckIn, at: Millis) -> Sample {
     let h = &c.health;
@@ -238,20 +256,57 @@ pub fn sample(c: &CheckIn, at: Millis) -> Sample {
     }
 }
 
+/// Refuse a whole check-in (a counter out of its bounds, a negative one) and audit the refusal
+/// with the agent as the actor. Nothing of the check-in is stored, so the agent keeps its
+/// counters; an honest agent never gets here.
+async fn refuse_checkin(state: &AppState, agent: &AgentId, now: Millis, why: String) -> AppError {
+    tracing::warn!(agent = %agent, reason = %why, "check-in refused");
+    let evidence = serde_json::json!({"agent": agent, "reason": why});
+    let logged: Result<(), AppError> = async {
+        on_db!(&state.db, |pool| {
+            audit::record!(
+                pool,
+                now,
+                agent.as_str(),
+                None::<i64>,
+                "checkin",
+                format!("refused: {why}"),
+                &evidence
+            )
+            .await?;
+        });
+        Ok(())
+    }
+    .await;
+    match logged {
+        Ok(()) => AppError::Unprocessable(format!("check-in refused whole: {why}")),
+        Err(e) => e,
+    }
+}
+
 /// `POST /api/v1/agents/checkin`.
 pub async fn checkin(
     State(state): State<AppState>,
     AgentAuth(agent): AgentAuth,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<CheckInResponse>> {
-    let c: CheckIn = parse_json(body, limits::CHECKIN_BYTES)?;
+    let now = state.clock.now_ms();
+    let c: CheckIn = match parse_json(body, limits::CHECKIN_BYTES) {
+        Ok(c) => c,
+        Err(AppError::Unprocessable(why)) => {
+            return Err(refuse_checkin(&state, &agent, now, why).await);
+        }
+        Err(e) => return Err(e),
+    };
     check_protocol(c.protocol)?;
     if c.agent_id != agent {
         return Err(AppError::Forbidden(
             "check-in is for another agent than the credential".into(),
         ));
     }
-    let now = state.clock.now_ms();
+    if let Err(e) = c.health.check_bounds() {
+        return Err(refuse_checkin(&state, &agent, now, e.to_string()).await);
+    }
     let s = sample(&c, now);
     let (tz, current) = (s.tz_offset, s.content_version);
     state.ingest.store(s).await.map_err(|e| match e {
@@ -346,6 +401,9 @@ pub struct NewEnrollmentToken {
     /// Lifetime in milliseconds; none for no expiry.
     #[serde(default)]
     pub ttl_ms: Option<i64>,
+    /// Ring-selecting tags every agent enrolled with this token gets, whatever it states.
+    #[serde(default)]
+    pub tags: Option<Tags>,
 }
 
 fn default_label() -> String {
@@ -382,18 +440,23 @@ pub async fn mint_enrollment_token(
         None => None,
     };
     let token = format!("rfe1.{}", random_hex(32)?);
-    let evidence =
-        serde_json::json!({"label": req.label, "max_uses": req.max_uses, "expires_at": expires_at});
+    let tags = match &req.tags {
+        Some(t) => Some(serde_json::to_string(t).map_err(AppError::internal)?),
+        None => None,
+    };
+    let evidence = serde_json::json!({"label": req.label, "max_uses": req.max_uses,
+        "expires_at": expires_at, "tags": req.tags});
     on_db!(&state.db, |pool| {
         let mut tx = pool.begin().await?;
         sqlx::query(
-            "INSERT INTO enrollment_tokens (token_hash, label, max_uses, uses, expires_at, created_at) VALUES ($1, $2, $3, 0, $4, $5)",
+            "INSERT INTO enrollment_tokens (token_hash, label, max_uses, uses, expires_at, created_at, tags) VALUES ($1, $2, $3, 0, $4, $5, $6)",
         )
         .bind(sha256_hex(&token))
         .bind(&req.label)
         .bind(req.max_uses)
         .bind(expires_at)
         .bind(now)
+        .bind(&tags)
         .execute(&mut *tx)
         .await?;
         audit::record!(
