@@ -123,6 +123,11 @@ impl Republisher for ResigningRepublisher {
         .map_err(|e| format!("signing: {e}"))?;
         Ok(resigned.encode())
     }
+
+    fn verify(&self, bytes: &[u8], version: u64) -> Result<String, String> {
+        let keys = KeySet::load(&self.keys_dir).map_err(|e| format!("content keys: {e}"))?;
+        ringfence_console::content::verify_signed(keys.trusted_root(), bytes, version)
+    }
 }
 
 /// Open the database and build the console state.
