@@ -13,7 +13,7 @@ use std::sync::RwLock;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use ringfence_wire::{
@@ -486,6 +486,67 @@ pub async fn post_enrollment_token(
 ) -> AppResult<Json<EnrollmentToken>> {
     let req: NewEnrollmentToken = parse_json(body, 4096)?;
     Ok(Json(mint_enrollment_token(&state, &op.0, &req).await?))
+}
+
+/// `PUT /api/v1/agents/{agent_id}/tags`: an operator sets an agent's ring-selecting tags
+/// (region, industry, environment, custom; the agent's timezone offset stays its own). Takes
+/// effect for rings started from now on; audited with the tags before and after.
+pub async fn put_agent_tags(
+    State(state): State<AppState>,
+    op: Operator,
+    Path(agent_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Json<serde_json::Value>> {
+    let tags: Tags = parse_json(body, limits::ENROLL_BYTES)?;
+    let custom = serde_json::to_string(&tags.custom).map_err(AppError::internal)?;
+    let now = state.clock.now_ms();
+    type TagRow = (Option<String>, Option<String>, Option<String>, String);
+    let changed = on_db!(&state.db, |pool| {
+        let mut tx = pool.begin().await?;
+        let before: Option<TagRow> = sqlx::query_as(
+            "SELECT region, industry, environment, custom_tags FROM agent_state WHERE agent_id = $1",
+        )
+        .bind(&agent_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((region, industry, environment, custom_before)) = before {
+            sqlx::query(
+                "UPDATE agent_state SET region = $2, industry = $3, environment = $4, custom_tags = $5 WHERE agent_id = $1",
+            )
+            .bind(&agent_id)
+            .bind(tags.region.as_ref().map(|l| l.as_str()))
+            .bind(tags.industry.as_ref().map(|l| l.as_str()))
+            .bind(tags.environment.as_ref().map(|l| l.as_str()))
+            .bind(&custom)
+            .execute(&mut *tx)
+            .await?;
+            let evidence = serde_json::json!({
+                "agent": agent_id,
+                "before": {"region": region, "industry": industry, "environment": environment,
+                           "custom": serde_json::from_str::<serde_json::Value>(&custom_before).unwrap_or_default()},
+                "after": tags,
+            });
+            audit::record!(
+                &mut *tx,
+                now,
+                &op.0,
+                None::<i64>,
+                "tags",
+                "set by an operator",
+                &evidence
+            )
+            .await?;
+            tx.commit().await?;
+            true
+        } else {
+            tx.rollback().await?;
+            false
+        }
+    });
+    if !changed {
+        return Err(AppError::NotFound(format!("no agent {agent_id}")));
+    }
+    Ok(Json(serde_json::json!({"agent": agent_id, "tags": tags})))
 }
 
 /// One agent as operators see it.

@@ -167,6 +167,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/agents", get(agents::get_agents))
         .route("/api/v1/agents/{agent_id}/orders", post(orders::post_order))
+        .route(
+            "/api/v1/agents/{agent_id}/tags",
+            put(agents::put_agent_tags),
+        )
         .route("/api/v1/orders", get(orders::get_orders))
         .route("/api/v1/fleet", get(agents::get_fleet))
         .route("/api/v1/findings", get(agents::get_findings))

@@ -409,6 +409,37 @@ bake = "5m"
         .unwrap();
     assert_eq!(new["region"], "ap", "{new}");
     assert_eq!(new["environment"], "prod", "{new}");
+
+    // An operator may move an agent, and it is audited.
+    let uri = format!("/api/v1/agents/{}/tags", agents[0].id);
+    let (status, v) = c.op("PUT", &uri, json!({"region": "us"})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, list) = c.op("GET", "/api/v1/agents", Value::Null).await;
+    let moved = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == agents[0].id.as_str())
+        .unwrap();
+    assert_eq!(moved["region"], "us", "{moved}");
+    let tagged = audit(&c)
+        .await
+        .into_iter()
+        .find(|e| e["action"] == "tags")
+        .unwrap();
+    assert_eq!(tagged["actor"], "admin");
+    assert!(
+        tagged["evidence"].as_str().unwrap().contains("\"eu\""),
+        "{tagged}"
+    );
+    let (status, _) = c
+        .op("PUT", "/api/v1/agents/nobody/tags", json!({"region": "us"}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = c
+        .call("PUT", &uri, None, Some(br#"{"region":"us"}"#.to_vec()))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 async fn stale_controls_leave_the_control_group(b: Backend) {
