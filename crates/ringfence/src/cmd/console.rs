@@ -238,4 +238,37 @@ mod tests {
             PathBuf::from("ringfence-data/content")
         );
     }
+
+    #[test]
+    fn uploads_verify_against_the_keys_root_and_rollbacks_still_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("keys");
+        let keys = ringfence_content::init_keys(
+            &keys_dir,
+            &ringfence_content::KeysInitOptions::new(UnixTime::now()),
+        )
+        .unwrap();
+        let schema = ringfence_content::SchemaId {
+            version: 1,
+            fingerprint: "test".into(),
+        };
+        let mut builder = BundleBuilder::new(1, schema, Limits::default());
+        builder
+            .add(EntryKind::Rule, "rules/a.yml", b"title: a\n".to_vec())
+            .unwrap();
+        let v1 = sign_bundle(
+            &builder.build().unwrap(),
+            &keys,
+            &SignOptions::new(1, UnixTime::now()),
+        )
+        .unwrap()
+        .encode();
+        let r = ResigningRepublisher::new(keys_dir);
+        assert!(r.verify(&v1, 1).is_ok());
+        assert!(r.verify(b"not a bundle", 1).is_err());
+        let wrong = r.verify(&v1, 2).unwrap_err();
+        assert!(wrong.contains("content version 1, not 2"), "{wrong}");
+        let v3 = r.republish(&v1, 1, 3).unwrap();
+        assert!(r.verify(&v3, 3).is_ok());
+    }
 }
