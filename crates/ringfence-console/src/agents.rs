@@ -8,7 +8,7 @@
 //! an agent that has some pending or reports results ([`crate::orders`]).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -29,11 +29,55 @@ use crate::error::{AppError, AppResult};
 use crate::ingest::{IngestError, Sample};
 use crate::{AppState, audit, on_db, orders};
 
-/// Credential hashes of known agents, filled on first use.
+/// Credential hashes of known agents, filled on first use; and when each agent's last refused
+/// check-in was audited.
 #[derive(Debug, Default)]
-pub struct CredentialCache(RwLock<HashMap<String, String>>);
+pub struct CredentialCache(
+    RwLock<HashMap<String, String>>,
+    Mutex<HashMap<String, Refusals>>,
+);
+
+/// An agent's refused check-ins since the last one audited.
+#[derive(Debug, Clone, Copy)]
+struct Refusals {
+    audited_at: Millis,
+    unaudited: u64,
+}
 
 impl CredentialCache {
+    /// Should this refusal be audited? One per agent per `every` ms is: a lying agent cannot
+    /// flood the audit log. Returns the refusals left out since the last audited one.
+    fn audit_refusal(&self, agent: &str, now: Millis, every: Millis) -> Option<u64> {
+        let mut m = match self.1.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        match m.get_mut(agent) {
+            Some(r) if now - r.audited_at < every => {
+                r.unaudited = r.unaudited.saturating_add(1);
+                None
+            }
+            Some(r) => {
+                let left_out = r.unaudited;
+                *r = Refusals {
+                    audited_at: now,
+                    unaudited: 0,
+                };
+                Some(left_out)
+            }
+            None => {
+                m.insert(
+                    agent.to_owned(),
+                    Refusals {
+                        audited_at: now,
+                        unaudited: 0,
+                    },
+                );
+                Some(0)
+            }
+        }
+    }
+
     fn get(&self, agent: &str) -> Option<String> {
         match self.0.read() {
             Ok(m) => m.get(agent).cloned(),
@@ -257,11 +301,18 @@ pub fn sample(c: &CheckIn, at: Millis) -> Sample {
 }
 
 /// Refuse a whole check-in (a counter out of its bounds, a negative one) and audit the refusal
-/// with the agent as the actor. Nothing of the check-in is stored, so the agent keeps its
+/// with the agent as the actor: the first one, then at most one per check-in interval, with the
+/// number left out in between. Nothing of the check-in is stored, so the agent keeps its
 /// counters; an honest agent never gets here.
 async fn refuse_checkin(state: &AppState, agent: &AgentId, now: Millis, why: String) -> AppError {
     tracing::warn!(agent = %agent, reason = %why, "check-in refused");
-    let evidence = serde_json::json!({"agent": agent, "reason": why});
+    let refused = AppError::Unprocessable(format!("check-in refused whole: {why}"));
+    let every = state.config.checkin_interval_ms.max(1);
+    let Some(left_out) = state.credentials.audit_refusal(agent.as_str(), now, every) else {
+        return refused;
+    };
+    let evidence = serde_json::json!({"agent": agent, "reason": why,
+        "refusals_not_audited_since_the_last": left_out});
     let logged: Result<(), AppError> = async {
         on_db!(&state.db, |pool| {
             audit::record!(
@@ -279,7 +330,7 @@ async fn refuse_checkin(state: &AppState, agent: &AgentId, now: Millis, why: Str
     }
     .await;
     match logged {
-        Ok(()) => AppError::Unprocessable(format!("check-in refused whole: {why}")),
+        Ok(()) => refused,
         Err(e) => e,
     }
 }

@@ -752,6 +752,31 @@ mod tests {
     }
 
     #[test]
+    fn one_silent_agent_halts_a_small_ring_and_is_named() {
+        let g = Gates {
+            min_samples: 5,
+            ..Gates::default()
+        };
+        let now = 30 * MIN;
+        let mut i = input(6, 20, 2.0, now);
+        i.members[2].new = None;
+        i.members[2].last_seen = 2 * MIN;
+        let r = judge(&i, &g, now);
+        assert_eq!(r.verdict, Verdict::Halt, "{r:?}");
+        assert_eq!(r.hard_stop.agents, vec!["ring-2".to_owned()]);
+        assert!(r.reason.contains("missing data"), "{}", r.reason);
+        // Silent since before an operator's resume: acknowledged.
+        i.acknowledged_at = 10 * MIN;
+        assert_ne!(judge(&i, &g, now).verdict, Verdict::Halt);
+        // Three silent agents are enough to fail.
+        for k in [3, 4] {
+            i.members[k].new = None;
+            i.members[k].last_seen = 2 * MIN;
+        }
+        assert_eq!(judge(&i, &g, now).verdict, Verdict::Fail);
+    }
+
+    #[test]
     fn evidence_needed_scales_with_the_live_ring_but_never_to_one() {
         let g = Gates::default();
         assert_eq!(evidence_needed(&g, 0), 2);

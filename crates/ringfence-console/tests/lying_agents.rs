@@ -134,6 +134,7 @@ async fn counters_beyond_their_interval_are_refused_whole_and_audited(b: Backend
         ("findings", json!(1_000_000_000i64)),
         ("interval_ms", json!(i64::MAX)),
     ] {
+        c.clock.advance_ms(60_000);
         let (status, _) = c.checkin(&mut a, json!({ field: value })).await;
         assert_eq!(
             status,
@@ -142,7 +143,16 @@ async fn counters_beyond_their_interval_are_refused_whole_and_audited(b: Backend
         );
     }
     // A negative delta does not even parse.
+    c.clock.advance_ms(60_000);
     let (status, _) = c.checkin(&mut a, json!({"events": -5})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // A flood of refusals within one interval is audited once, with the count left out.
+    for _ in 0..50 {
+        let (status, _) = c.checkin(&mut a, json!({"crashes": i64::MAX})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    c.clock.advance_ms(60_000);
+    let (status, _) = c.checkin(&mut a, json!({"crashes": i64::MAX})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     // Refused whole: nothing of the lying check-ins was stored.
     assert_eq!(c.count("checkins").await, 1);
@@ -154,7 +164,15 @@ async fn counters_beyond_their_interval_are_refused_whole_and_audited(b: Backend
         .into_iter()
         .filter(|e| e["action"] == "checkin")
         .collect();
-    assert_eq!(refusals.len(), 7, "{refusals:?}");
+    assert_eq!(refusals.len(), 8, "{refusals:?}");
+    assert!(
+        refusals[0]["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("\"refusals_not_audited_since_the_last\":50"),
+        "{:?}",
+        refusals[0]
+    );
     assert!(
         refusals.iter().all(|e| e["actor"] == a.id.as_str()
             && e["decision"].as_str().unwrap().starts_with("refused")),
