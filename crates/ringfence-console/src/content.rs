@@ -5,6 +5,11 @@
 //! with immutable caching headers, so a CDN or any web server in front can serve them at scale;
 //! the database only records version, size and SHA-256. A rollback publishes a *new, higher*
 //! version carrying older content through a [`Republisher`], because agents refuse to go back.
+//!
+//! Every upload is verified by the [`Republisher`] (against the content keys' trust root, with
+//! [`verify_signed`]) before anything is stored, and a version is claimed by the transaction
+//! that inserts its row: the file takes the version's name only inside it, so two uploads of
+//! one version cannot overwrite each other, and the loser gets 409.
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,7 @@
 //! The rollout engine: start a rollout from a plan, materialize each ring's members and control
-//! group when the ring starts, judge the ring's gate on every tick, and promote, pause, or halt
-//! and roll back, writing each decision to the audit log with its evidence.
+//! group when the ring starts, judge the ring's gate on every tick, and promote, pause, halt
+//! (evidence from too few agents: an operator decides), or halt and roll back, writing each
+//! decision to the audit log with its evidence.
 //!
 //! Every state change is one transaction guarded by the rollout's `revision` (optimistic
 //! concurrency), so several consoles can tick the same rollout and exactly one of them acts.
