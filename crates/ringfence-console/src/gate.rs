@@ -221,13 +221,42 @@ impl MetricDef {
         }
     }
 
-    /// The two groups' means (pooled rates for rates).
-    fn means(&self, ring: &[Agg], ctrl: &[Agg]) -> (f64, f64) {
+    /// A group's pooled count and exposure. An agent's exposure counts up to `cap` (its count
+    /// scaled down with it, so its rate is kept): one agent claiming a huge exposure cannot
+    /// dilute its group's rate and hide what the others report.
+    fn totals(p: &Pooled, aggs: &[Agg], cap: f64) -> (f64, f64) {
+        aggs.iter().fold((0.0, 0.0), |(n, e), a| {
+            let (count, exposure) = ((p.count)(a), (p.exposure)(a));
+            let scale = if exposure > cap { cap / exposure } else { 1.0 };
+            (n + count * scale, e + exposure * scale)
+        })
+    }
+
+    /// Most exposure one agent counts for: three times the median over both groups.
+    fn exposure_cap(&self, ring: &[Agg], ctrl: &[Agg]) -> f64 {
+        let Some(p) = &self.pooled else {
+            return f64::INFINITY;
+        };
+        let mut all: Vec<f64> = ring.iter().chain(ctrl).map(p.exposure).collect();
+        if all.is_empty() {
+            return f64::INFINITY;
+        }
+        all.sort_by(f64::total_cmp);
+        let median = all[all.len() / 2];
+        if median > 0.0 {
+            median * 3.0
+        } else {
+            f64::INFINITY
+        }
+    }
+
+    /// The two groups' means (pooled rates for rates, exposures capped at `cap`).
+    fn means(&self, ring: &[Agg], ctrl: &[Agg], cap: f64) -> (f64, f64) {
         match &self.pooled {
             Some(p) => {
                 let rate = |aggs: &[Agg]| {
-                    aggs.iter().map(p.count).sum::<f64>()
-                        / aggs.iter().map(p.exposure).sum::<f64>().max(1e-9)
+                    let (n, e) = Self::totals(p, aggs, cap);
+                    n / e.max(1e-9)
                 };
                 (rate(ring), rate(ctrl))
             }
@@ -240,7 +269,7 @@ impl MetricDef {
 
     /// One-sided p-value that the ring (or, with `ring_side` false, the control group) is
     /// greater.
-    fn p_greater(&self, ring: &[Agg], ctrl: &[Agg], ring_side: bool) -> f64 {
+    fn p_greater(&self, ring: &[Agg], ctrl: &[Agg], ring_side: bool, cap: f64) -> f64 {
         let (a, b) = if ring_side {
             (ring, ctrl)
         } else {
@@ -248,13 +277,7 @@ impl MetricDef {
         };
         match &self.pooled {
             Some(p) => {
-                let total = |aggs: &[Agg]| {
-                    (
-                        aggs.iter().map(p.count).sum::<f64>(),
-                        aggs.iter().map(p.exposure).sum::<f64>(),
-                    )
-                };
-                let ((an, ah), (bn, bh)) = (total(a), total(b));
+                let ((an, ah), (bn, bh)) = (Self::totals(p, a, cap), Self::totals(p, b, cap));
                 poisson_rate_greater(an, ah, bn, bh)
             }
             None => {
@@ -494,7 +517,8 @@ pub fn judge(input: &GateInput, gates: &Gates, now: Millis) -> GateReport {
         let ring_aggs: Vec<Agg> = ring_new.iter().map(|(_, a)| *a).collect();
         let ctrl_aggs: Vec<Agg> = ctrl_old.iter().map(|(_, a)| *a).collect();
         for m in METRICS {
-            let (rm, cm) = m.means(&ring_aggs, &ctrl_aggs);
+            let cap = m.exposure_cap(&ring_aggs, &ctrl_aggs);
+            let (rm, cm) = m.means(&ring_aggs, &ctrl_aggs, cap);
             let ratio = (m.ratio)(gates);
             let mut directions = vec![(rm > cm * ratio + m.floor, true, "higher")];
             if m.both_directions {
@@ -503,7 +527,7 @@ pub fn judge(input: &GateInput, gates: &Gates, now: Millis) -> GateReport {
             let mut verdict = "ok".to_owned();
             let mut p_bad = 1.0f64;
             for (exceeded, ring_side, dir) in directions {
-                let p = m.p_greater(&ring_aggs, &ctrl_aggs, ring_side);
+                let p = m.p_greater(&ring_aggs, &ctrl_aggs, ring_side, cap);
                 p_bad = p_bad.min(p);
                 if exceeded && p < gates.alpha {
                     let bad_side = if ring_side { &ring_new } else { &ctrl_old };
@@ -527,8 +551,8 @@ pub fn judge(input: &GateInput, gates: &Gates, now: Millis) -> GateReport {
                         } else {
                             (ring_aggs.as_slice(), rest.as_slice())
                         };
-                        let (rm2, cm2) = m.means(r2, c2);
-                        m.p_greater(r2, c2, ring_side) < gates.alpha
+                        let (rm2, cm2) = m.means(r2, c2, cap);
+                        m.p_greater(r2, c2, ring_side, cap) < gates.alpha
                             && if ring_side { rm2 > cm2 } else { cm2 > rm2 }
                     };
                     let carried_by = (1..=order.len()).find(|&j| !holds_without(&order[..j]));
@@ -820,6 +844,30 @@ mod tests {
         let r = judge(&i, &g, now);
         assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
         assert!(r.reason.contains("crash"), "{}", r.reason);
+    }
+
+    #[test]
+    fn one_agent_cannot_dilute_a_regression_away() {
+        // A drop rise like the test above's, plus one ring agent claiming a trillion events
+        // without a drop: its exposure counts for three times the median at most.
+        let mut i = input(15, 40, 2.0, 20 * MIN);
+        for (n, m) in i.members.iter_mut().enumerate() {
+            let drops = match (m.in_ring, n % 10) {
+                (true, 0..=2) => 100,
+                (false, 0) => 1,
+                _ => 0,
+            };
+            if let Some(a) = m.new.as_mut().or(m.old.as_mut()) {
+                a.drops = drops;
+            }
+        }
+        if let Some(a) = i.members[5].new.as_mut() {
+            a.events = 1_000_000_000_000;
+            a.drops = 0;
+        }
+        let r = judge(&i, &Gates::default(), 20 * MIN);
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert!(r.reason.contains("drop rate"), "{}", r.reason);
     }
 
     #[test]
