@@ -21,7 +21,8 @@
 //! least [`HardStop::needed`] distinct agents ([`Gates::hard_stop_min_agents`], or
 //! [`Gates::hard_stop_min_share`] of the live ring, whichever is larger, never more than the
 //! live ring and never fewer than two): that many fallbacks or missing agents, and a metric
-//! failure must still hold without the `needed - 1` agents that contribute most to it. Evidence
+//! failure must still hold without the `needed - 1` agents that contribute most to it (and no
+//! agent's exposure in a pooled rate weighs more than three times the median). Evidence
 //! from fewer agents halts the ring ([`Verdict::Halt`]) and names them; an operator's resume
 //! acknowledges it, so only evidence newer than the resume halts again. Controls that have
 //! not checked in for `heartbeat_intervals` leave the control group (they still count as the
