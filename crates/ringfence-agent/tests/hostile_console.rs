@@ -113,6 +113,7 @@ async fn a_lying_console_cannot_blind_the_agent_or_make_it_run_anything() {
         agent_id: agent_id.clone(),
         credential: credential.clone(),
         crashes_reported: None,
+        tls: None,
     }
     .save(&state_file)
     .unwrap();
@@ -236,6 +237,7 @@ async fn a_lying_console_cannot_blind_the_agent_or_make_it_run_anything() {
         ca_pins: Vec::new(),
         content,
         alarm_after: Duration::from_secs(3600),
+        trust: Trust::PlainLoopback,
     };
     let client = Client::new(&url, &Trust::PlainLoopback).unwrap();
     let stop = StopSignal::new();

@@ -67,6 +67,7 @@ async fn run(backend: &str, tls: bool, seconds: f64) {
             label: "bench".into(),
             max_uses: AGENTS as i64,
             ttl_ms: None,
+            tags: None,
         },
     )
     .await
@@ -81,7 +82,7 @@ async fn run(backend: &str, tls: bool, seconds: f64) {
             state,
             listen,
             Duration::from_secs(5),
-            tls.server_config().unwrap(),
+            tls.server_config(None).unwrap(),
         )
         .await
         .unwrap();
@@ -103,6 +104,7 @@ async fn run(backend: &str, tls: bool, seconds: f64) {
                 hostname: Label::try_from(format!("host-{i}")).unwrap(),
                 agent_version: Label::try_from("0.1.0").unwrap(),
                 tags: Tags::default(),
+                csr_pem: None,
             })
             .await
             .unwrap();

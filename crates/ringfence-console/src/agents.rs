@@ -8,17 +8,17 @@
 //! an agent that has some pending or reports results ([`crate::orders`]).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use ringfence_wire::{
     AgentId, CheckIn, CheckInResponse, Credential, EnrollRequest, EnrollResponse, FindingsAccepted,
-    FindingsBatch, PROTOCOL, limits,
+    FindingsBatch, PROTOCOL, Tags, limits,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -29,22 +29,75 @@ use crate::error::{AppError, AppResult};
 use crate::ingest::{IngestError, Sample};
 use crate::{AppState, audit, on_db, orders};
 
-/// Credential hashes of known agents, filled on first use.
+/// Credential hashes of known agents, filled on first use; and when each agent's last refused
+/// check-in was audited.
 #[derive(Debug, Default)]
-pub struct CredentialCache(RwLock<HashMap<String, String>>);
+pub struct CredentialCache(
+    RwLock<HashMap<String, (String, bool)>>,
+    Mutex<HashMap<String, Refusals>>,
+);
+
+/// An agent's refused check-ins since the last one audited.
+#[derive(Debug, Clone, Copy)]
+struct Refusals {
+    audited_at: Millis,
+    unaudited: u64,
+}
 
 impl CredentialCache {
-    fn get(&self, agent: &str) -> Option<String> {
+    /// Should this refusal be audited? One per agent per `every` ms is: a lying agent cannot
+    /// flood the audit log. Returns the refusals left out since the last audited one.
+    fn audit_refusal(&self, agent: &str, now: Millis, every: Millis) -> Option<u64> {
+        let mut m = match self.1.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        match m.get_mut(agent) {
+            Some(r) if now - r.audited_at < every => {
+                r.unaudited = r.unaudited.saturating_add(1);
+                None
+            }
+            Some(r) => {
+                let left_out = r.unaudited;
+                *r = Refusals {
+                    audited_at: now,
+                    unaudited: 0,
+                };
+                Some(left_out)
+            }
+            None => {
+                m.insert(
+                    agent.to_owned(),
+                    Refusals {
+                        audited_at: now,
+                        unaudited: 0,
+                    },
+                );
+                Some(0)
+            }
+        }
+    }
+
+    /// The credential hash, and whether the agent must present its client certificate.
+    fn get(&self, agent: &str) -> Option<(String, bool)> {
         match self.0.read() {
             Ok(m) => m.get(agent).cloned(),
             Err(p) => p.into_inner().get(agent).cloned(),
         }
     }
 
-    fn put(&self, agent: String, hash: String) {
+    fn put(&self, agent: String, hash: String, cert_required: bool) {
         match self.0.write() {
-            Ok(mut m) => m.insert(agent, hash),
-            Err(p) => p.into_inner().insert(agent, hash),
+            Ok(mut m) => m.insert(agent, (hash, cert_required)),
+            Err(p) => p.into_inner().insert(agent, (hash, cert_required)),
+        };
+    }
+
+    /// Forget one agent's cached credential (its certificate requirement changed).
+    pub fn clear_one(&self, agent: &str) {
+        match self.0.write() {
+            Ok(mut m) => m.remove(agent),
+            Err(p) => p.into_inner().remove(agent),
         };
     }
 
@@ -83,27 +136,30 @@ impl FromRequestParts<AppState> for AgentAuth {
             .map_err(|_| AppError::Unauthorized("malformed agent credential"))?;
         let agent = cred.agent_id();
         let presented = sha256_hex(cred.as_str());
-        let stored = match state.credentials.get(agent.as_str()) {
+        let (stored, cert_required) = match state.credentials.get(agent.as_str()) {
             Some(h) => h,
             None => {
-                let row: Option<(String,)> = on_db!(&state.db, |pool| {
+                let row: Option<(String, Option<i64>)> = on_db!(&state.db, |pool| {
                     sqlx::query_as(
-                        "SELECT credential_hash FROM agents WHERE id = $1 AND revoked_at IS NULL",
+                        "SELECT credential_hash, cert_not_after FROM agents \
+                         WHERE id = $1 AND revoked_at IS NULL",
                     )
                     .bind(agent.as_str())
                     .fetch_optional(pool)
                     .await?
                 });
-                let (h,) = row.ok_or(AppError::Unauthorized("unknown agent"))?;
-                state.credentials.put(agent.to_string(), h.clone());
-                h
+                let (h, cert) = row.ok_or(AppError::Unauthorized("unknown agent"))?;
+                state
+                    .credentials
+                    .put(agent.to_string(), h.clone(), cert.is_some());
+                (h, cert.is_some())
             }
         };
-        if ct_eq(presented.as_bytes(), stored.as_bytes()) {
-            Ok(AgentAuth(agent))
-        } else {
-            Err(AppError::Unauthorized("unknown agent"))
+        if !ct_eq(presented.as_bytes(), stored.as_bytes()) {
+            return Err(AppError::Unauthorized("unknown agent"));
         }
+        crate::mtls::check_peer(parts, agent.as_str(), cert_required)?;
+        Ok(AgentAuth(agent))
     }
 }
 
@@ -154,21 +210,26 @@ pub async fn enroll(
     let now = state.clock.now_ms();
     let agent = AgentId::try_from(random_hex(16)?).map_err(AppError::internal)?;
     let credential = Credential::new(&agent, &random_hex(32)?).map_err(AppError::internal)?;
-    let tags = &req.tags;
-    let custom = serde_json::to_string(&tags.custom).map_err(AppError::internal)?;
-    let evidence = serde_json::json!({"agent": agent, "hostname": req.hostname});
     let enrolled = on_db!(&state.db, |pool| {
         let mut tx = pool.begin().await?;
-        let used = sqlx::query(
+        let used: Option<(Option<String>,)> = sqlx::query_as(
             "UPDATE enrollment_tokens SET uses = uses + 1 \
              WHERE token_hash = $1 AND uses < max_uses AND (expires_at IS NULL OR expires_at > $2) \
-             AND revoked_at IS NULL",
+             AND revoked_at IS NULL RETURNING tags",
         )
         .bind(sha256_hex(&req.token))
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if used.rows_affected() == 1 {
+        if let Some((token_tags,)) = used {
+            // The ring-selecting tags are fixed here, for good: the token's when it has some,
+            // else what the agent states at enrollment. Check-ins never change them.
+            let tags = enrollment_tags(&req.tags, token_tags.as_deref())?;
+            let custom = serde_json::to_string(&tags.custom).map_err(AppError::internal)?;
+            let evidence = serde_json::json!({
+                "agent": agent, "hostname": req.hostname, "tags": tags,
+                "tags_from": if token_tags.is_some() { "token" } else { "agent" },
+            });
             sqlx::query(
                 "INSERT INTO agents (id, credential_hash, hostname, hash_rank, enrolled_at) VALUES ($1, $2, $3, $4, $5)",
             )
@@ -216,11 +277,28 @@ pub async fn enroll(
             "enrollment token unknown, expired or used up".into(),
         ));
     }
+    let client_cert_pem = match &req.csr_pem {
+        Some(csr) => crate::mtls::issue(&state, agent.as_str(), csr).await?,
+        None => None,
+    };
     Ok(Json(EnrollResponse {
         agent_id: agent,
         credential,
         checkin_interval_ms: state.config.checkin_interval_ms.unsigned_abs(),
+        client_cert_pem,
     }))
+}
+
+/// The tags an agent is enrolled with: the token's ring-selecting tags when it carries some
+/// (the agent keeps only its timezone offset), else the agent's own.
+fn enrollment_tags(stated: &Tags, token: Option<&str>) -> AppResult<Tags> {
+    let Some(json) = token else {
+        return Ok(stated.clone());
+    };
+    let mut tags: Tags = serde_json::from_str(json)
+        .map_err(|e| AppError::internal(format!("enrollment token tags: {e}")))?;
+    tags.tz_offset_minutes = stated.tz_offset_minutes;
+    Ok(tags)
 }
 
 /// Turn a parsed check-in into a stored sample.
@@ -249,20 +327,64 @@ pub fn sample(c: &CheckIn, at: Millis) -> Sample {
     }
 }
 
+/// Refuse a whole check-in (a counter out of its bounds, a negative one) and audit the refusal
+/// with the agent as the actor: the first one, then at most one per check-in interval, with the
+/// number left out in between. Nothing of the check-in is stored, so the agent keeps its
+/// counters; an honest agent never gets here.
+async fn refuse_checkin(state: &AppState, agent: &AgentId, now: Millis, why: String) -> AppError {
+    tracing::warn!(agent = %agent, reason = %why, "check-in refused");
+    let refused = AppError::Unprocessable(format!("check-in refused whole: {why}"));
+    let every = state.config.checkin_interval_ms.max(1);
+    let Some(left_out) = state.credentials.audit_refusal(agent.as_str(), now, every) else {
+        return refused;
+    };
+    let evidence = serde_json::json!({"agent": agent, "reason": why,
+        "refusals_not_audited_since_the_last": left_out});
+    let logged: Result<(), AppError> = async {
+        on_db!(&state.db, |pool| {
+            audit::record!(
+                pool,
+                now,
+                agent.as_str(),
+                None::<i64>,
+                "checkin",
+                format!("refused: {why}"),
+                &evidence
+            )
+            .await?;
+        });
+        Ok(())
+    }
+    .await;
+    match logged {
+        Ok(()) => refused,
+        Err(e) => e,
+    }
+}
+
 /// `POST /api/v1/agents/checkin`.
 pub async fn checkin(
     State(state): State<AppState>,
     AgentAuth(agent): AgentAuth,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<CheckInResponse>> {
-    let c: CheckIn = parse_json(body, limits::CHECKIN_BYTES)?;
+    let now = state.clock.now_ms();
+    let c: CheckIn = match parse_json(body, limits::CHECKIN_BYTES) {
+        Ok(c) => c,
+        Err(AppError::Unprocessable(why)) => {
+            return Err(refuse_checkin(&state, &agent, now, why).await);
+        }
+        Err(e) => return Err(e),
+    };
     check_protocol(c.protocol)?;
     if c.agent_id != agent {
         return Err(AppError::Forbidden(
             "check-in is for another agent than the credential".into(),
         ));
     }
-    let now = state.clock.now_ms();
+    if let Err(e) = c.health.check_bounds() {
+        return Err(refuse_checkin(&state, &agent, now, e.to_string()).await);
+    }
     let s = sample(&c, now);
     let (tz, current) = (s.tz_offset, s.content_version);
     state.ingest.store(s).await.map_err(|e| match e {
@@ -358,6 +480,9 @@ pub struct NewEnrollmentToken {
     /// expires is not offered: a leaked one would enroll hosts forever.
     #[serde(default)]
     pub ttl_ms: Option<i64>,
+    /// Ring-selecting tags every agent enrolled with this token gets, whatever it states.
+    #[serde(default)]
+    pub tags: Option<Tags>,
 }
 
 /// An enrollment token's lifetime when none is asked for: a day.
@@ -401,18 +526,23 @@ pub async fn mint_enrollment_token(
     }
     let expires_at = Some(now.saturating_add(ttl));
     let token = format!("rfe1.{}", random_hex(32)?);
-    let evidence =
-        serde_json::json!({"label": req.label, "max_uses": req.max_uses, "expires_at": expires_at});
+    let tags = match &req.tags {
+        Some(t) => Some(serde_json::to_string(t).map_err(AppError::internal)?),
+        None => None,
+    };
+    let evidence = serde_json::json!({"label": req.label, "max_uses": req.max_uses,
+        "expires_at": expires_at, "tags": req.tags});
     on_db!(&state.db, |pool| {
         let mut tx = pool.begin().await?;
         sqlx::query(
-            "INSERT INTO enrollment_tokens (token_hash, label, max_uses, uses, expires_at, created_at) VALUES ($1, $2, $3, 0, $4, $5)",
+            "INSERT INTO enrollment_tokens (token_hash, label, max_uses, uses, expires_at, created_at, tags) VALUES ($1, $2, $3, 0, $4, $5, $6)",
         )
         .bind(sha256_hex(&token))
         .bind(&req.label)
         .bind(req.max_uses)
         .bind(expires_at)
         .bind(now)
+        .bind(&tags)
         .execute(&mut *tx)
         .await?;
         audit::record!(
@@ -442,6 +572,67 @@ pub async fn post_enrollment_token(
 ) -> AppResult<Json<EnrollmentToken>> {
     let req: NewEnrollmentToken = parse_json(body, 4096)?;
     Ok(Json(mint_enrollment_token(&state, &op.0, &req).await?))
+}
+
+/// `PUT /api/v1/agents/{agent_id}/tags`: an operator sets an agent's ring-selecting tags
+/// (region, industry, environment, custom; the agent's timezone offset stays its own). Takes
+/// effect for rings started from now on; audited with the tags before and after.
+pub async fn put_agent_tags(
+    State(state): State<AppState>,
+    op: Operator,
+    Path(agent_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Json<serde_json::Value>> {
+    let tags: Tags = parse_json(body, limits::ENROLL_BYTES)?;
+    let custom = serde_json::to_string(&tags.custom).map_err(AppError::internal)?;
+    let now = state.clock.now_ms();
+    type TagRow = (Option<String>, Option<String>, Option<String>, String);
+    let changed = on_db!(&state.db, |pool| {
+        let mut tx = pool.begin().await?;
+        let before: Option<TagRow> = sqlx::query_as(
+            "SELECT region, industry, environment, custom_tags FROM agent_state WHERE agent_id = $1",
+        )
+        .bind(&agent_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((region, industry, environment, custom_before)) = before {
+            sqlx::query(
+                "UPDATE agent_state SET region = $2, industry = $3, environment = $4, custom_tags = $5 WHERE agent_id = $1",
+            )
+            .bind(&agent_id)
+            .bind(tags.region.as_ref().map(|l| l.as_str()))
+            .bind(tags.industry.as_ref().map(|l| l.as_str()))
+            .bind(tags.environment.as_ref().map(|l| l.as_str()))
+            .bind(&custom)
+            .execute(&mut *tx)
+            .await?;
+            let evidence = serde_json::json!({
+                "agent": agent_id,
+                "before": {"region": region, "industry": industry, "environment": environment,
+                           "custom": serde_json::from_str::<serde_json::Value>(&custom_before).unwrap_or_default()},
+                "after": tags,
+            });
+            audit::record!(
+                &mut *tx,
+                now,
+                &op.0,
+                None::<i64>,
+                "tags",
+                "set by an operator",
+                &evidence
+            )
+            .await?;
+            tx.commit().await?;
+            true
+        } else {
+            tx.rollback().await?;
+            false
+        }
+    });
+    if !changed {
+        return Err(AppError::NotFound(format!("no agent {agent_id}")));
+    }
+    Ok(Json(serde_json::json!({"agent": agent_id, "tags": tags})))
 }
 
 /// One agent as operators see it.

@@ -5,6 +5,11 @@
 //! with immutable caching headers, so a CDN or any web server in front can serve them at scale;
 //! the database only records version, size and SHA-256. A rollback publishes a *new, higher*
 //! version carrying older content through a [`Republisher`], because agents refuse to go back.
+//!
+//! Every upload is verified by the [`Republisher`] (against the content keys' trust root, with
+//! [`verify_signed`]) before anything is stored, and a version is claimed by the transaction
+//! that inserts its row: the file takes the version's name only inside it, so two uploads of
+//! one version cannot overwrite each other, and the loser gets 409.
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +21,12 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::auth::Operator;
+use ringfence_content::{
+    Outcome, SeenVersions, StructuralValidator, TrustedRoot, UnixTime, VerifyOptions,
+    verify_signed_bundle,
+};
+
+use crate::auth::{Operator, random_hex};
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
 use crate::{AppState, audit, on_db};
@@ -24,14 +34,20 @@ use crate::{AppState, audit, on_db};
 /// Largest bundle the console takes.
 pub const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Turns the bytes of a published bundle into a bundle with a new, higher content version and
-/// the same content. The real implementation re-signs with the content keys; [`OpaqueCopy`]
-/// copies bytes, for opaque content (drills, tests).
+/// The console's side of the content keys: checks an upload against the trust root before it
+/// is stored or offered, and turns the bytes of a published bundle into a bundle with a new,
+/// higher content version and the same content. The real implementation (with the content
+/// keys) verifies with [`verify_signed`] and re-signs; [`OpaqueCopy`] takes any bytes, for
+/// opaque content (drills, tests).
 pub trait Republisher: Send + Sync + std::fmt::Debug + 'static {
     fn republish(&self, old: &[u8], old_version: u64, new_version: u64) -> Result<Vec<u8>, String>;
+
+    /// Checks `bytes` as content version `version`: a one-line summary when an agent trusting
+    /// the console's root would accept it, the reason otherwise.
+    fn verify(&self, bytes: &[u8], version: u64) -> Result<String, String>;
 }
 
-/// Copies the bytes unchanged.
+/// Takes any bytes and copies them unchanged.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OpaqueCopy;
 
@@ -39,6 +55,43 @@ impl Republisher for OpaqueCopy {
     fn republish(&self, old: &[u8], _from: u64, _to: u64) -> Result<Vec<u8>, String> {
         Ok(old.to_vec())
     }
+
+    fn verify(&self, bytes: &[u8], _version: u64) -> Result<String, String> {
+        Ok(format!("{} opaque bytes (not verified)", bytes.len()))
+    }
+}
+
+/// Verifies a signed bundle against `root` as an agent would (signatures, roles, expiry, the
+/// bundle's structure) and checks it is content version `version`. The summary names the
+/// version, the root and the rule count.
+pub fn verify_signed(root: &TrustedRoot, bytes: &[u8], version: u64) -> Result<String, String> {
+    let opts = VerifyOptions::new(UnixTime::now());
+    let verified = verify_signed_bundle(
+        bytes,
+        root,
+        SeenVersions::default(),
+        &opts,
+        &StructuralValidator,
+    )
+    .map_err(|e| e.to_string())?;
+    if verified.content_version != version {
+        return Err(format!(
+            "the bundle is content version {}, not {version}",
+            verified.content_version
+        ));
+    }
+    Ok(match &verified.outcome {
+        Outcome::New { bundle, report } => format!(
+            "content version {version} signed under root v{}: {} rule file(s), {} test(s)",
+            verified.root.version(),
+            bundle.rules().count(),
+            report.tests
+        ),
+        _ => format!(
+            "content version {version} signed under root v{}",
+            verified.root.version()
+        ),
+    })
 }
 
 /// A published content version.
@@ -57,23 +110,79 @@ pub fn file_name(version: i64) -> String {
     format!("{version}.bundle")
 }
 
-/// Write `bytes` as version `version` (atomically: temporary file, then rename).
-pub async fn write_file(dir: &Path, version: i64, bytes: &[u8]) -> AppResult<(String, String)> {
+/// A bundle written to a temporary file of its own, not yet visible under its version's name.
+#[derive(Debug)]
+pub struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+    /// The file name under the content dir, and the bytes' SHA-256.
+    pub file: String,
+    pub sha256: String,
+}
+
+impl Staged {
+    /// Make the file visible under its version's name (an atomic rename).
+    pub async fn place(&self) -> std::io::Result<()> {
+        tokio::fs::rename(&self.tmp, &self.path).await
+    }
+
+    /// Remove the temporary file (after losing a race, or failing).
+    pub async fn discard(&self) {
+        let _ = tokio::fs::remove_file(&self.tmp).await;
+    }
+}
+
+/// Write `bytes` for version `version` to a temporary file no other upload shares. Nothing is
+/// visible under the version's name until [`Staged::place`], which the caller does inside the
+/// transaction that claims the version, so two uploads of one version cannot overwrite each
+/// other's file.
+pub async fn stage_file(dir: &Path, version: i64, bytes: &[u8]) -> AppResult<Staged> {
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(AppError::internal)?;
-    let name = file_name(version);
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp"));
+    let file = file_name(version);
+    let tmp: PathBuf = dir.join(format!(".{file}.{}.tmp", random_hex(8)?));
     tokio::fs::write(&tmp, bytes)
         .await
-        .map_err(AppError::internal)?;
-    tokio::fs::rename(&tmp, dir.join(&name))
-        .await
-        .map_err(AppError::internal)?;
-    Ok((name, hex::encode(Sha256::digest(bytes))))
+        .map_err(|e| AppError::internal(format!("{}: {e}", tmp.display())))?;
+    Ok(Staged {
+        path: dir.join(&file),
+        tmp,
+        file,
+        sha256: hex::encode(Sha256::digest(bytes)),
+    })
 }
 
-/// Publish `bytes` as `version`. Refuses a version that exists. Returns the row.
+/// Audit a refused upload and return the 422 for it.
+async fn refuse_upload(state: &AppState, actor: &str, version: i64, why: String) -> AppError {
+    let now = state.clock.now_ms();
+    let evidence = serde_json::json!({"version": version, "reason": why});
+    let logged: Result<(), AppError> = async {
+        on_db!(&state.db, |pool| {
+            audit::record!(
+                pool,
+                now,
+                actor,
+                None::<i64>,
+                "publish",
+                format!("refused: {why}"),
+                &evidence
+            )
+            .await?;
+        });
+        Ok(())
+    }
+    .await;
+    match logged {
+        Ok(()) => AppError::Unprocessable(format!(
+            "content version {version} is not a verified bundle: {why}"
+        )),
+        Err(e) => e,
+    }
+}
+
+/// Publish `bytes` as `version` after verifying them against the trust root. Refuses a
+/// version that exists (409), also when another upload of it races this one. Returns the row.
 pub async fn publish(
     state: &AppState,
     actor: &str,
@@ -87,29 +196,37 @@ pub async fn publish(
     if bytes.is_empty() {
         return Err(AppError::BadRequest("empty bundle".into()));
     }
+    let verified = match state.republisher.verify(bytes, version.unsigned_abs()) {
+        Ok(summary) => summary,
+        Err(why) => return Err(refuse_upload(state, actor, version, why).await),
+    };
     let exists: Option<(i64,)> = on_db!(&state.db, |pool| {
         sqlx::query_as("SELECT version FROM content WHERE version = $1")
             .bind(version)
             .fetch_optional(pool)
             .await?
     });
-    if exists.is_some() {
-        return Err(AppError::Conflict(format!(
+    let taken = || {
+        AppError::Conflict(format!(
             "content version {version} is already published; versions are immutable"
-        )));
+        ))
+    };
+    if exists.is_some() {
+        return Err(taken());
     }
-    let (file, sha) = write_file(&state.config.content_dir, version, bytes).await?;
+    let staged = stage_file(&state.config.content_dir, version, bytes).await?;
     let now = state.clock.now_ms();
     let size = i64::try_from(bytes.len()).map_err(AppError::internal)?;
     let row = ContentRow {
         version,
-        file,
-        sha256: sha,
+        file: staged.file.clone(),
+        sha256: staged.sha256.clone(),
         size,
         carries,
         created_at: now,
     };
-    let evidence = serde_json::json!({"version": version, "sha256": row.sha256, "size": size, "carries": carries});
+    let evidence = serde_json::json!({"version": version, "sha256": row.sha256, "size": size,
+        "carries": carries, "verified": verified});
     let inserted: Result<(), sqlx::Error> = on_db!(&state.db, |pool| {
         async {
             let mut tx = pool.begin().await?;
@@ -128,19 +245,24 @@ pub async fn publish(
             sqlx::query("UPDATE fleet SET revision = revision + 1 WHERE id = 1")
                 .execute(&mut *tx)
                 .await?;
+            // The version is ours once the row is in (a racing insert waits on it, then fails
+            // as a duplicate): only now does the file take the version's name.
+            staged.place().await.map_err(sqlx::Error::Io)?;
             tx.commit().await
         }
         .await
     });
     match inserted {
         Ok(()) => {}
-        // Another console published the same version between our check and our insert.
+        // Another upload of the same version claimed it between our check and our insert.
         Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-            return Err(AppError::Conflict(format!(
-                "content version {version} is already published; versions are immutable"
-            )));
+            staged.discard().await;
+            return Err(taken());
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            staged.discard().await;
+            return Err(e.into());
+        }
     }
     state.reload_snapshot().await?;
     Ok(row)

@@ -98,7 +98,7 @@ th,td{text-align:left;padding:6px 10px;border-bottom:1px solid var(--line);verti
 td.num{text-align:right;font-variant-numeric:tabular-nums}code{font:12px ui-monospace,monospace}
 .badge{display:inline-block;border-radius:999px;padding:1px 9px;font-size:12px;font-weight:600;color:#fff;background:var(--idle)}
 .b-running,.b-active{background:var(--run)}.b-completed,.b-passed,.b-pass{background:var(--ok)}.b-rolled_back,.b-failed,.b-fail{background:var(--bad)}
-.b-paused,.b-halted,.b-inconclusive{background:var(--warn)}.b-wait,.b-pending{background:#98a2b3}
+.b-paused,.b-halted,.b-halt,.b-inconclusive{background:var(--warn)}.b-wait,.b-pending{background:#98a2b3}
 .panel{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:14px 16px;margin-bottom:14px}
 .actions button{border:0;border-radius:8px;padding:7px 14px;font-weight:600;color:#fff;cursor:pointer;margin-right:8px}
 .actions .halt{background:var(--warn)}.actions .resume{background:var(--run)}.actions .rollback{background:var(--bad)}.actions button:disabled{opacity:.35;cursor:default}

@@ -617,6 +617,7 @@ async fn drive(
                 hostname,
                 agent_version: agent_version.clone(),
                 tags: tags.clone(),
+                csr_pem: None,
             };
             let enrolled = {
                 let Ok(_permit) = gate.acquire().await else {

@@ -7,6 +7,10 @@
 //! transaction committed, so a response means "stored", and a failed transaction stores none of
 //! its check-ins (nothing half-way). The queue is bounded: when it is full the handler answers
 //! 503 at once and the agent retries at its next interval with its counters intact.
+//!
+//! Totals saturate at `i64::MAX`, in Rust and in SQL. Ring-selecting tags are not taken from
+//! check-ins: they are fixed at enrollment (see [`crate::agents::enroll`]), so a check-in cannot
+//! move its agent between rings; only the timezone offset follows the agent.
 
 use std::collections::HashMap;
 
@@ -109,23 +113,38 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// `agent_state.<column> + excluded.<column>`, saturating at `i64::MAX` on both engines: SQLite
+/// would turn an overflowing sum into a REAL (and every later read of the row fails), and
+/// PostgreSQL would fail the whole batch. Both operands are non-negative, so the subtraction
+/// cannot overflow.
+fn saturating_add(column: &str) -> String {
+    format!(
+        "CASE WHEN agent_state.{column} > {max} - excluded.{column} THEN {max} \
+         ELSE agent_state.{column} + excluded.{column} END",
+        max = i64::MAX
+    )
+}
+
 /// Write samples in one transaction. Public for the benchmark and tests.
 pub async fn write_batch<'a>(
     db: &Db,
     samples: impl Iterator<Item = &'a Sample> + Clone,
 ) -> Result<(), sqlx::Error> {
-    // Latest state per agent; counters summed over the batch.
+    // Latest state per agent; counters summed over the batch, saturating.
     let mut state: HashMap<&str, (Sample, i64)> = HashMap::new();
     for s in samples.clone() {
         state
             .entry(s.agent_id.as_str())
             .and_modify(|(acc, n)| {
                 let (c, l, d, e, f) = (
-                    acc.crashes + acc.restarts + s.crashes + s.restarts,
-                    acc.lkg + s.lkg,
-                    acc.drops + s.drops,
-                    acc.events + s.events,
-                    acc.findings + s.findings,
+                    acc.crashes
+                        .saturating_add(acc.restarts)
+                        .saturating_add(s.crashes)
+                        .saturating_add(s.restarts),
+                    acc.lkg.saturating_add(s.lkg),
+                    acc.drops.saturating_add(s.drops),
+                    acc.events.saturating_add(s.events),
+                    acc.findings.saturating_add(s.findings),
                 );
                 *acc = s.clone();
                 acc.crashes = c;
@@ -134,11 +153,11 @@ pub async fn write_batch<'a>(
                 acc.drops = d;
                 acc.events = e;
                 acc.findings = f;
-                *n += 1;
+                *n = n.saturating_add(1);
             })
             .or_insert_with(|| {
                 let mut first = s.clone();
-                first.crashes += first.restarts;
+                first.crashes = first.crashes.saturating_add(first.restarts);
                 first.restarts = 0;
                 (first, 1)
             });
@@ -192,18 +211,18 @@ pub async fn write_batch<'a>(
                     .push_bind(s.findings)
                     .push_bind(*n);
             });
-            q.push(
+            q.push(format!(
                 " ON CONFLICT (agent_id) DO UPDATE SET last_seen = excluded.last_seen, seq = excluded.seq, \
                  agent_version = excluded.agent_version, content_version = excluded.content_version, \
-                 region = excluded.region, industry = excluded.industry, environment = excluded.environment, \
-                 custom_tags = excluded.custom_tags, tz_offset = excluded.tz_offset, cpu = excluded.cpu, rss = excluded.rss, \
-                 crashes_total = agent_state.crashes_total + excluded.crashes_total, \
-                 lkg_total = agent_state.lkg_total + excluded.lkg_total, \
-                 drops_total = agent_state.drops_total + excluded.drops_total, \
-                 events_total = agent_state.events_total + excluded.events_total, \
-                 findings_total = agent_state.findings_total + excluded.findings_total, \
-                 checkins = agent_state.checkins + excluded.checkins",
-            );
+                 tz_offset = excluded.tz_offset, cpu = excluded.cpu, rss = excluded.rss, \
+                 crashes_total = {}, lkg_total = {}, drops_total = {}, events_total = {}, findings_total = {}, checkins = {}",
+                saturating_add("crashes_total"),
+                saturating_add("lkg_total"),
+                saturating_add("drops_total"),
+                saturating_add("events_total"),
+                saturating_add("findings_total"),
+                saturating_add("checkins"),
+            ));
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await

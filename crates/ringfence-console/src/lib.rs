@@ -22,6 +22,7 @@ pub mod drill;
 pub mod error;
 pub mod gate;
 pub mod ingest;
+pub mod mtls;
 pub mod orders;
 pub mod plan;
 pub mod revoke;
@@ -64,6 +65,8 @@ pub struct Config {
     /// Signs response orders; a console without one makes an ephemeral key (tests, drills),
     /// which no agent has pinned.
     pub order_key: Option<Arc<OrderKey>>,
+    /// Issues agents' client certificates (mutual TLS); none on a plain-HTTP console.
+    pub client_ca: Option<Arc<ringfence_wire::tls::ConsoleCa>>,
 }
 
 impl Config {
@@ -75,6 +78,7 @@ impl Config {
             session_ttl_ms: 12 * 3_600_000,
             secure_cookies: false,
             order_key: None,
+            client_ca: None,
         }
     }
 }
@@ -167,6 +171,7 @@ pub fn app(state: AppState) -> Router {
     let agent_api = Router::new()
         .route(paths::ENROLL, post(agents::enroll))
         .route(paths::CHECKIN, post(agents::checkin))
+        .route(paths::RENEW, post(mtls::renew))
         .layer(DefaultBodyLimit::max(
             limits::CHECKIN_BYTES.max(limits::ENROLL_BYTES),
         ))
@@ -190,6 +195,10 @@ pub fn app(state: AppState) -> Router {
             post(revoke::post_agent_revoke),
         )
         .route("/api/v1/agents/{agent_id}/orders", post(orders::post_order))
+        .route(
+            "/api/v1/agents/{agent_id}/tags",
+            put(agents::put_agent_tags),
+        )
         .route("/api/v1/orders", get(orders::get_orders))
         .route("/api/v1/fleet", get(agents::get_fleet))
         .route("/api/v1/findings", get(agents::get_findings))
@@ -365,7 +374,18 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     let _slot = slot;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, router, watcher).await,
+                        Ok(Ok(stream)) => {
+                            // The agent a verified client certificate names, for every request
+                            // on this connection.
+                            let agent = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(ringfence_wire::tls::agent_in_cert);
+                            let peer = mtls::Peer::Tls { agent };
+                            serve_connection(stream, router, peer, watcher).await
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -374,7 +394,7 @@ async fn accept_loop(
             None => {
                 tokio::spawn(async move {
                     let _slot = slot;
-                    serve_connection(tcp, router, watcher).await;
+                    serve_connection(tcp, router, mtls::Peer::Plain, watcher).await;
                 });
             }
         }
@@ -387,11 +407,19 @@ async fn accept_loop(
     Ok(())
 }
 
-async fn serve_connection<I>(io: I, router: Router, watcher: hyper_util::server::graceful::Watcher)
-where
+async fn serve_connection<I>(
+    io: I,
+    router: Router,
+    peer: mtls::Peer,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper_util::service::TowerToHyperService::new(router);
+    let service =
+        hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer.clone());
+            tower::ServiceExt::oneshot(router.clone(), req)
+        });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)

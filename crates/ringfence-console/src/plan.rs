@@ -5,6 +5,8 @@
 //! ```toml
 //! [gates]
 //! min_samples = 10          # agents with data, per group, before any verdict
+//! hard_stop_min_agents = 3  # distinct agents a rollback needs (fewer halt the ring) ...
+//! hard_stop_min_share = 0.05 # ... or this share of the live ring, if more
 //!
 //! [[rings]]
 //! name = "canary"
@@ -174,6 +176,11 @@ pub struct Gates {
     pub heartbeat_intervals: f64,
     /// Fail when the ring's missing share exceeds the control's by more than this.
     pub max_missing_share: f64,
+    /// A failure (fallbacks, missing agents, a metric) needs evidence from at least this many
+    /// distinct agents, or `hard_stop_min_share` of the live ring if that is more; never more
+    /// than the live ring, never fewer than two. Less evidence halts the ring for an operator.
+    pub hard_stop_min_agents: usize,
+    pub hard_stop_min_share: f64,
 }
 
 impl Default for Gates {
@@ -190,6 +197,8 @@ impl Default for Gates {
             finding_ratio: 3.0,
             heartbeat_intervals: 3.0,
             max_missing_share: 0.1,
+            hard_stop_min_agents: 3,
+            hard_stop_min_share: 0.05,
         }
     }
 }
@@ -348,6 +357,18 @@ impl Plan {
                 g.max_missing_share
             ));
         }
+        if g.hard_stop_min_agents < 2 {
+            errors.push(format!(
+                "gates.hard_stop_min_agents must be >= 2 (one agent never rolls a ring back alone), got {}",
+                g.hard_stop_min_agents
+            ));
+        }
+        if !(0.0..=1.0).contains(&g.hard_stop_min_share) {
+            errors.push(format!(
+                "gates.hard_stop_min_share must be in [0, 1], got {}",
+                g.hard_stop_min_share
+            ));
+        }
         let mut last_percent = 0.0;
         for (i, r) in raw.rings.into_iter().enumerate() {
             let at = format!("rings[{i}] ({:?})", r.name);
@@ -479,6 +500,21 @@ mod tests {
         assert_eq!(next, midnight_utc + 25 * 3_600_000);
         assert!(Window::parse("05:00-05:00").is_err());
         assert!(Window::parse("25:00-05:00").is_err());
+    }
+
+    #[test]
+    fn one_agent_can_never_be_enough_evidence() {
+        let plan = |gates: &str| {
+            Plan::parse(&format!(
+                "[gates]\n{gates}\n[[rings]]\nname='x'\nbake='1m'\npercent=1"
+            ))
+        };
+        let p = plan("hard_stop_min_agents = 5\nhard_stop_min_share = 0.2").unwrap();
+        assert_eq!(p.gates.hard_stop_min_agents, 5);
+        assert_eq!(plan("").unwrap().gates.hard_stop_min_agents, 3);
+        let errors = plan("hard_stop_min_agents = 1\nhard_stop_min_share = 1.5").unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(errors[0].contains("hard_stop_min_agents"), "{errors:#?}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The rollout engine: start a rollout from a plan, materialize each ring's members and control
-//! group when the ring starts, judge the ring's gate on every tick, and promote, pause, or halt
-//! and roll back, writing each decision to the audit log with its evidence.
+//! group when the ring starts, judge the ring's gate on every tick, and promote, pause, halt
+//! (evidence from too few agents: an operator decides), or halt and roll back, writing each
+//! decision to the audit log with its evidence.
 //!
 //! Every state change is one transaction guarded by the rollout's `revision` (optimistic
 //! concurrency), so several consoles can tick the same rollout and exactly one of them acts.
@@ -503,6 +504,59 @@ pub async fn start(state: &AppState, actor: &str, req: &StartRequest) -> AppResu
     view(state, id).await
 }
 
+/// One ring or control agent's check-ins since the ring started, on one side (new version or
+/// not).
+#[derive(Debug, sqlx::FromRow)]
+struct AggRow {
+    agent_id: String,
+    on_new: i64,
+    checkins: i64,
+    crashes: f64,
+    lkg: f64,
+    cpu: f64,
+    rss: f64,
+    events: f64,
+    drops: f64,
+    findings: f64,
+    interval_ms: f64,
+    first_at: Millis,
+    recent_checkins: i64,
+    recent_crashes: f64,
+    recent_lkg: f64,
+    recent_drops: f64,
+    recent_findings: f64,
+}
+
+/// `$1` new version, `$2` rollout, `$3` ring, `$4` ring start, `$5` last acknowledgement.
+const AGG_SQL: &str = "SELECT c.agent_id, \
+     CAST(CASE WHEN c.content_version = $1 THEN 1 ELSE 0 END AS BIGINT) AS on_new, \
+     COUNT(*) AS checkins, \
+     CAST(SUM(CAST(c.crashes AS DOUBLE PRECISION) + CAST(c.restarts AS DOUBLE PRECISION)) AS DOUBLE PRECISION) AS crashes, \
+     CAST(SUM(CAST(c.lkg AS DOUBLE PRECISION)) AS DOUBLE PRECISION) AS lkg, \
+     CAST(AVG(c.cpu) AS DOUBLE PRECISION) AS cpu, \
+     CAST(AVG(CAST(c.rss AS DOUBLE PRECISION)) AS DOUBLE PRECISION) AS rss, \
+     CAST(SUM(CAST(c.events AS DOUBLE PRECISION)) AS DOUBLE PRECISION) AS events, \
+     CAST(SUM(CAST(c.drops AS DOUBLE PRECISION)) AS DOUBLE PRECISION) AS drops, \
+     CAST(SUM(CAST(c.findings AS DOUBLE PRECISION)) AS DOUBLE PRECISION) AS findings, \
+     CAST(SUM(CAST(c.interval_ms AS DOUBLE PRECISION)) AS DOUBLE PRECISION) AS interval_ms, \
+     CAST(MIN(c.at) AS BIGINT) AS first_at, \
+     CAST(SUM(CASE WHEN c.at >= $5 THEN 1 ELSE 0 END) AS BIGINT) AS recent_checkins, \
+     CAST(SUM(CASE WHEN c.at >= $5 THEN CAST(c.crashes AS DOUBLE PRECISION) + CAST(c.restarts AS DOUBLE PRECISION) ELSE 0.0 END) AS DOUBLE PRECISION) AS recent_crashes, \
+     CAST(SUM(CASE WHEN c.at >= $5 THEN CAST(c.lkg AS DOUBLE PRECISION) ELSE 0.0 END) AS DOUBLE PRECISION) AS recent_lkg, \
+     CAST(SUM(CASE WHEN c.at >= $5 THEN CAST(c.drops AS DOUBLE PRECISION) ELSE 0.0 END) AS DOUBLE PRECISION) AS recent_drops, \
+     CAST(SUM(CASE WHEN c.at >= $5 THEN CAST(c.findings AS DOUBLE PRECISION) ELSE 0.0 END) AS DOUBLE PRECISION) AS recent_findings \
+     FROM checkins c JOIN ring_members m ON m.agent_id = c.agent_id \
+     WHERE m.rollout_id = $2 AND m.ring = $3 AND c.at >= $4 \
+     GROUP BY c.agent_id, CAST(CASE WHEN c.content_version = $1 THEN 1 ELSE 0 END AS BIGINT)";
+
+/// Evidence from before this was acknowledged: the ring's start, or the millisecond after an
+/// operator's last resume (what was reported up to the resume was seen and accepted).
+fn acknowledged(started: Millis, resumed: Option<Millis>) -> Millis {
+    resumed
+        .map_or(started, |t| t.saturating_add(1))
+        .max(started)
+}
+
 /// Gather what the gate of ring `k` needs.
 async fn gather(
     state: &AppState,
@@ -516,54 +570,52 @@ async fn gather(
         .get(k)
         .ok_or_else(|| AppError::internal("ring index outside the plan"))?;
     let started = ring.started_at.unwrap_or(r.created_at);
+    let now = state.clock.now_ms();
     type MemberRow = (String, String, Millis, i64);
-    type AggRow = (
-        String,
-        i64,
-        i64,
-        i64,
-        i64,
-        f64,
-        f64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
+    // Sums over DOUBLE PRECISION: a sum of stored counters must never overflow (SQLite fails
+    // with "integer overflow", PostgreSQL's BIGINT cast with "out of range"), and the gate
+    // works in f64 anyway. `as i64` below saturates.
+    let (members, aggs, resumed): (Vec<MemberRow>, Vec<AggRow>, Option<Millis>) = on_db!(
+        &state.db,
+        |pool| {
+            let members = sqlx::query_as(
+                "SELECT m.agent_id, m.role, s.last_seen, s.tz_offset FROM ring_members m \
+                 JOIN agent_state s ON s.agent_id = m.agent_id WHERE m.rollout_id = $1 AND m.ring = $2",
+            )
+            .bind(r.id)
+            .bind(ring.idx)
+            .fetch_all(pool)
+            .await?;
+            let (resumed,): (Option<Millis>,) = sqlx::query_as(
+                "SELECT MAX(at) FROM audit WHERE rollout_id = $1 AND action = 'resume'",
+            )
+            .bind(r.id)
+            .fetch_one(pool)
+            .await?;
+            let aggs = sqlx::query_as::<_, AggRow>(AGG_SQL)
+                .bind(r.to_version)
+                .bind(r.id)
+                .bind(ring.idx)
+                .bind(started)
+                .bind(acknowledged(started, resumed))
+                .fetch_all(pool)
+                .await?;
+            (members, aggs, resumed)
+        }
     );
-    let (members, aggs): (Vec<MemberRow>, Vec<AggRow>) = on_db!(&state.db, |pool| {
-        let members = sqlx::query_as(
-            "SELECT m.agent_id, m.role, s.last_seen, s.tz_offset FROM ring_members m \
-             JOIN agent_state s ON s.agent_id = m.agent_id WHERE m.rollout_id = $1 AND m.ring = $2",
-        )
-        .bind(r.id)
-        .bind(ring.idx)
-        .fetch_all(pool)
-        .await?;
-        let aggs = sqlx::query_as(
-            "SELECT c.agent_id, CAST(CASE WHEN c.content_version = $1 THEN 1 ELSE 0 END AS BIGINT) AS on_new, \
-             COUNT(*), CAST(SUM(c.crashes + c.restarts) AS BIGINT), CAST(SUM(c.lkg) AS BIGINT), \
-             CAST(AVG(c.cpu) AS DOUBLE PRECISION), CAST(AVG(c.rss) AS DOUBLE PRECISION), \
-             CAST(SUM(c.events) AS BIGINT), CAST(SUM(c.drops) AS BIGINT), CAST(SUM(c.findings) AS BIGINT), \
-             CAST(SUM(c.interval_ms) AS BIGINT), CAST(MIN(c.at) AS BIGINT) \
-             FROM checkins c JOIN ring_members m ON m.agent_id = c.agent_id \
-             WHERE m.rollout_id = $2 AND m.ring = $3 AND c.at >= $4 \
-             GROUP BY c.agent_id, CAST(CASE WHEN c.content_version = $1 THEN 1 ELSE 0 END AS BIGINT)",
-        )
-        .bind(r.to_version)
-        .bind(r.id)
-        .bind(ring.idx)
-        .bind(started)
-        .fetch_all(pool)
-        .await?;
-        (members, aggs)
-    });
+    let acknowledged_at = acknowledged(started, resumed);
+    // No agent accrues more exposure than the ring has existed (plus one check-in of slack): an
+    // agent claiming long intervals must not dilute its group's rates.
+    let max_exposure = (now - started)
+        .max(0)
+        .saturating_add(heartbeat_ms(state, plan));
     let mut data: HashMap<String, MemberData> = members
         .into_iter()
         .map(|(id, role, last_seen, tz)| {
             (
-                id,
+                id.clone(),
                 MemberData {
+                    id,
                     in_ring: role == "ring",
                     last_seen,
                     tz_offset: tz,
@@ -572,23 +624,26 @@ async fn gather(
             )
         })
         .collect();
-    for (id, on_new, n, crashes, lkg, cpu, rss, events, drops, findings, interval_ms, first_at) in
-        aggs
-    {
-        if let Some(m) = data.get_mut(&id) {
+    for row in aggs {
+        if let Some(m) = data.get_mut(&row.agent_id) {
             let a = Agg {
-                checkins: n,
-                crashes,
-                cpu,
-                rss,
-                events,
-                drops,
-                findings,
-                interval_ms,
-                first_at,
+                checkins: row.checkins,
+                crashes: row.crashes as i64,
+                cpu: row.cpu,
+                rss: row.rss,
+                events: row.events as i64,
+                drops: row.drops as i64,
+                findings: row.findings as i64,
+                interval_ms: (row.interval_ms as i64).min(max_exposure),
+                first_at: row.first_at,
+                recent_checkins: row.recent_checkins,
+                recent_crashes: row.recent_crashes as i64,
+                recent_drops: row.recent_drops as i64,
+                recent_findings: row.recent_findings as i64,
             };
-            m.lkg += lkg;
-            if on_new == 1 {
+            m.lkg = m.lkg.saturating_add(row.lkg as i64);
+            m.recent_lkg = m.recent_lkg.saturating_add(row.recent_lkg as i64);
+            if row.on_new == 1 {
                 m.new = Some(a);
             } else {
                 m.old = Some(a);
@@ -604,6 +659,7 @@ async fn gather(
         bake_ms: spec.bake_ms,
         checkin_interval_ms: state.config.checkin_interval_ms,
         to_version: r.to_version,
+        acknowledged_at,
     })
 }
 
@@ -623,6 +679,10 @@ pub enum TickOutcome {
         rollout: i64,
     },
     Paused {
+        rollout: i64,
+    },
+    /// Hard-stop evidence from too few agents: halted for an operator, nothing rolled back.
+    Halted {
         rollout: i64,
     },
     RolledBack {
@@ -710,6 +770,25 @@ pub async fn tick(state: &AppState) -> AppResult<TickOutcome> {
                     version: v,
                 }),
                 None => Ok(TickOutcome::Lost),
+            }
+        }
+        Verdict::Halt => {
+            let evidence = serde_json::to_value(&report).map_err(AppError::internal)?;
+            let reason = format!("gate halted ring {:?}: {}", ring.name, report.reason);
+            if transition(
+                state,
+                &r,
+                state::HALTED,
+                "engine",
+                "halt",
+                &reason,
+                &evidence,
+            )
+            .await?
+            {
+                Ok(TickOutcome::Halted { rollout: r.id })
+            } else {
+                Ok(TickOutcome::Lost)
             }
         }
         Verdict::Inconclusive => {
@@ -908,7 +987,15 @@ pub async fn rollback(
             .republisher
             .republish(&old, r.from_version.unsigned_abs(), rb.unsigned_abs())
             .map_err(AppError::Internal)?;
-        let (file, sha) = content::write_file(&state.config.content_dir, rb, &bytes).await?;
+        // What agents will be offered is verified like any upload.
+        state
+            .republisher
+            .verify(&bytes, rb.unsigned_abs())
+            .map_err(|e| {
+                AppError::Internal(format!("rollback bundle v{rb} does not verify: {e}"))
+            })?;
+        let staged = content::stage_file(&state.config.content_dir, rb, &bytes).await?;
+        let (file, sha) = (staged.file.clone(), staged.sha256.clone());
         let size = i64::try_from(bytes.len()).map_err(AppError::internal)?;
         let ev = serde_json::json!({
             "reason": reason, "rollback_version": rb, "carries": r.from_version,
@@ -966,11 +1053,16 @@ pub async fn rollback(
                 sqlx::query("UPDATE fleet SET revision = revision + 1 WHERE id = 1")
                     .execute(&mut *tx)
                     .await?;
+                // The version is ours: only now does the file take its name.
+                staged.place().await.map_err(sqlx::Error::Io)?;
                 tx.commit().await?;
                 Ok(true)
             }
             .await
         });
+        if !matches!(outcome, Ok(true)) {
+            staged.discard().await;
+        }
         match outcome {
             Ok(true) => {
                 state.reload_snapshot().await?;

@@ -13,26 +13,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringfence_console::{AppState, Config, Db, SystemClock};
-use ringfence_wire::tls::ConsoleTls;
-use ringfence_wire::{CaPin, Client, Trust};
+use ringfence_wire::tls::{AgentIdentity, ConsoleCa, ConsoleTls};
+use ringfence_wire::{
+    CaPin, CheckIn, Client, Count, Credential, EnrollRequest, Health, Label, PROTOCOL,
+    RenewRequest, Tags, Trust,
+};
 
 async fn console(dir: &std::path::Path) -> (ringfence_console::Running, CaPin, String) {
+    let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let (tls, _) = ConsoleTls::load_or_create(&dir.join("tls"), &names).unwrap();
+    let ca = Arc::new(ConsoleCa::load(&dir.join("tls")).unwrap());
     let db = Db::open(&format!("sqlite:{}", dir.join("console.db").display()))
         .await
         .unwrap();
-    let state = AppState::new(db, Arc::new(SystemClock), Config::new(dir.join("content")))
+    let mut config = Config::new(dir.join("content"));
+    config.client_ca = Some(ca.clone());
+    let state = AppState::new(db, Arc::new(SystemClock), config)
         .await
         .unwrap();
     let token = ringfence_console::auth::create_operator(&state, "admin", "pw-not-used")
         .await
         .unwrap();
-    let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
-    let (tls, _) = ConsoleTls::load_or_create(&dir.join("tls"), &names).unwrap();
     let running = ringfence_console::serve_tls(
         state,
         "127.0.0.1:0".parse().unwrap(),
         Duration::from_secs(5),
-        tls.server_config().unwrap(),
+        tls.server_config(Some(ca.cert())).unwrap(),
     )
     .await
     .unwrap();
@@ -143,6 +149,114 @@ async fn a_silent_connection_is_closed_after_the_header_timeout() {
     assert!(
         matches!(read, Ok(Ok(0)) | Ok(Err(_))),
         "the console kept a silent connection open: {read:?}"
+    );
+    running.shutdown().await.unwrap();
+}
+
+fn checkin(credential: &Credential) -> CheckIn {
+    CheckIn {
+        protocol: PROTOCOL,
+        agent_id: credential.agent_id(),
+        seq: Count::try_from(1u64).unwrap(),
+        agent_version: Label::try_from("0.1.0").unwrap(),
+        content_version: Count::ZERO,
+        health: Health {
+            interval_ms: Count::try_from(60_000u64).unwrap(),
+            ..Health::default()
+        },
+        tags: Tags::default(),
+        order_results: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_enrolled_over_tls_must_present_its_own_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, pin, token) = console(dir.path()).await;
+    let url = running.url();
+    let trust = Trust::Pinned(vec![pin]);
+    let anonymous = Client::new(&url, &trust).unwrap();
+    let minted: serde_json::Value = anonymous
+        .post_json(
+            "/api/v1/enrollment-tokens",
+            Some(&token),
+            &serde_json::json!({"max_uses": 2}),
+        )
+        .await
+        .unwrap();
+    let enroll_token = minted["token"].as_str().unwrap().to_owned();
+    let enroll = |csr: Option<String>| EnrollRequest {
+        protocol: PROTOCOL,
+        token: enroll_token.clone(),
+        hostname: Label::try_from("web-1").unwrap(),
+        agent_version: Label::try_from("0.1.0").unwrap(),
+        tags: Tags::default(),
+        csr_pem: csr,
+    };
+    // Two agents, each with a key of its own and a certificate for it.
+    let (key_a, csr_a) = AgentIdentity::new_key().unwrap();
+    let a = anonymous.enroll(&enroll(Some(csr_a))).await.unwrap();
+    let cert_a = a.client_cert_pem.clone().unwrap();
+    let id_a = AgentIdentity::from_pem(&key_a, &cert_a).unwrap();
+    let (key_b, csr_b) = AgentIdentity::new_key().unwrap();
+    let b = anonymous.enroll(&enroll(Some(csr_b))).await.unwrap();
+    let id_b = AgentIdentity::from_pem(&key_b, &b.client_cert_pem.clone().unwrap()).unwrap();
+
+    let as_a = Client::with_identity(&url, &trust, Some(&id_a)).unwrap();
+    let as_b = Client::with_identity(&url, &trust, Some(&id_b)).unwrap();
+    // Its own certificate and credential: in.
+    assert!(
+        as_a.check_in(&a.credential, &checkin(&a.credential))
+            .await
+            .is_ok()
+    );
+    // The credential alone (stolen, say): out.
+    let e = anonymous
+        .check_in(&a.credential, &checkin(&a.credential))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
+    assert!(e.to_string().contains("client certificate"), "{e}");
+    // Another agent's certificate with this credential: out.
+    let e = as_b
+        .check_in(&a.credential, &checkin(&a.credential))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
+
+    // Renewal on the same key: only over a connection presenting the current certificate.
+    let renew = RenewRequest {
+        protocol: PROTOCOL,
+        agent_id: a.agent_id.clone(),
+        csr_pem: AgentIdentity::request_for(&key_a).unwrap(),
+    };
+    let e = anonymous.renew(&a.credential, &renew).await.unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
+    let renewed = as_a.renew(&a.credential, &renew).await.unwrap();
+    let id_a2 = AgentIdentity::from_pem(&key_a, &renewed.client_cert_pem).unwrap();
+    let as_a2 = Client::with_identity(&url, &trust, Some(&id_a2)).unwrap();
+    assert!(
+        as_a2
+            .check_in(&a.credential, &checkin(&a.credential))
+            .await
+            .is_ok()
+    );
+
+    // A certificate from another CA is refused at the handshake.
+    let other = tempfile::tempdir().unwrap();
+    let _ = ConsoleTls::load_or_create(&other.path().join("tls"), &["x".to_owned()]).unwrap();
+    let foreign_ca = ConsoleCa::load(&other.path().join("tls")).unwrap();
+    let (key_f, csr_f) = AgentIdentity::new_key().unwrap();
+    let (cert_f, _) = foreign_ca
+        .issue_agent_cert(&csr_f, a.agent_id.as_str())
+        .unwrap();
+    let id_f = AgentIdentity::from_pem(&key_f, &cert_f).unwrap();
+    let forged = Client::with_identity(&url, &trust, Some(&id_f)).unwrap();
+    assert!(
+        forged
+            .check_in(&a.credential, &checkin(&a.credential))
+            .await
+            .is_err()
     );
     running.shutdown().await.unwrap();
 }

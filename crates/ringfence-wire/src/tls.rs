@@ -858,6 +858,24 @@ mod tests {
             first.pin(),
             "the CA stays, agents keep their pin"
         );
-        assert!(third.server_config().is_ok());
+        assert!(third.server_config(None).is_ok());
+
+        // Agents' certificates: issued by the same CA for the agent named, whatever the
+        // request asked for; renewal wanted in the second half of its life.
+        let ca = ConsoleCa::load(&tls_dir).unwrap();
+        assert!(third.server_config(Some(ca.cert())).is_ok());
+        let (key, csr) = AgentIdentity::new_key().unwrap();
+        let (cert, not_after) = ca.issue_agent_cert(&csr, "agent-7").unwrap();
+        let id = AgentIdentity::from_pem(&key, &cert).unwrap();
+        assert_eq!(id.not_after(), not_after);
+        let now = not_after - AGENT_CERT_DAYS * 86_400;
+        assert!(!id.wants_renewal(now));
+        assert!(id.wants_renewal(not_after - 86_400));
+        let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        assert_eq!(agent_in_cert(&der).as_deref(), Some("agent-7"));
+        assert!(client_config(&Trust::Pinned(vec![first.pin()]), Some(&id)).is_ok());
+        assert!(ca.issue_agent_cert("not a request", "agent-7").is_err());
+        let again = AgentIdentity::request_for(&key).unwrap();
+        assert!(ca.issue_agent_cert(&again, "agent-7").is_ok());
     }
 }

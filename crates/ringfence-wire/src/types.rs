@@ -66,6 +66,12 @@ pub enum ParseError {
     OrderAction { field: &'static str, reason: String },
     #[error("{field} longer than {max} bytes", max = limits::ORDER_TEXT_BYTES)]
     OrderText { field: &'static str },
+    #[error("health.{field} = {value} is beyond what one check-in can hold (at most {max})")]
+    HealthBound {
+        field: &'static str,
+        value: i64,
+        max: i64,
+    },
 }
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
@@ -431,6 +437,59 @@ pub struct Health {
     /// Length of the interval these counters cover, milliseconds.
     #[serde(default)]
     pub interval_ms: Count,
+}
+
+impl Health {
+    /// Longest interval one check-in may cover (an agent up that long without a check-in).
+    pub const MAX_INTERVAL_MS: i64 = 400 * 86_400_000;
+    /// Most crashes plus restarts in one check-in. The supervisor restarts a worker after at
+    /// least 100 ms, backing off to seconds, and its count is carried over outages, so this is
+    /// days of a crash loop, not one interval's worth.
+    pub const MAX_CRASHES: i64 = 100_000;
+    /// Most last-known-good fallbacks in one check-in: an agent reports one per worker start.
+    pub const MAX_LKG_FALLBACKS: i64 = 16;
+    /// Most events (seen, or dropped) per second of interval.
+    pub const MAX_EVENTS_PER_SEC: i64 = 5_000_000;
+    /// Most findings per second of interval.
+    pub const MAX_FINDINGS_PER_SEC: i64 = 100_000;
+    /// Largest resident set size: 1 TiB.
+    pub const MAX_RSS_BYTES: i64 = 1 << 40;
+
+    /// Checks each counter against what is physically possible over `interval_ms` (plus one
+    /// second of slack for rounding). The first counter out of bounds is the error.
+    pub fn check_bounds(&self) -> Result<(), ParseError> {
+        let over = |field, value: i64, max: i64| {
+            if value > max {
+                Err(ParseError::HealthBound { field, value, max })
+            } else {
+                Ok(())
+            }
+        };
+        let interval = self.interval_ms.get();
+        over("interval_ms", interval, Self::MAX_INTERVAL_MS)?;
+        let seconds = interval / 1000 + 1;
+        over("crashes", self.crashes.get(), Self::MAX_CRASHES)?;
+        over("restarts", self.restarts.get(), Self::MAX_CRASHES)?;
+        over(
+            "crashes + restarts",
+            self.crashes.get().saturating_add(self.restarts.get()),
+            Self::MAX_CRASHES,
+        )?;
+        over(
+            "lkg_fallbacks",
+            self.lkg_fallbacks.get(),
+            Self::MAX_LKG_FALLBACKS,
+        )?;
+        over("rss_bytes", self.rss_bytes.get(), Self::MAX_RSS_BYTES)?;
+        let events_max = seconds.saturating_mul(Self::MAX_EVENTS_PER_SEC);
+        over("events", self.events.get(), events_max)?;
+        over("events_dropped", self.events_dropped.get(), events_max)?;
+        over(
+            "findings",
+            self.findings.get(),
+            seconds.saturating_mul(Self::MAX_FINDINGS_PER_SEC),
+        )
+    }
 }
 
 /// `POST /api/v1/agents/checkin`.
@@ -978,6 +1037,45 @@ mod tests {
         *v.pointer_mut("/tags/custom").unwrap() = serde_json::Value::Object(custom);
         assert!(CheckIn::parse(&serde_json::to_vec(&v).unwrap()).is_err());
         assert!(CheckIn::parse(&vec![b' '; limits::CHECKIN_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn health_is_bounded_by_its_interval() {
+        let health = |pointer: &str, value: serde_json::Value| {
+            let mut v = checkin_json();
+            *v.pointer_mut(pointer).unwrap() = value;
+            CheckIn::parse(&serde_json::to_vec(&v).unwrap())
+                .unwrap()
+                .health
+                .check_bounds()
+        };
+        assert_eq!(health("/health/crashes", serde_json::json!(3)), Ok(()));
+        for (pointer, value, field) in [
+            ("/health/crashes", i64::MAX, "crashes"),
+            ("/health/lkg_fallbacks", 17, "lkg_fallbacks"),
+            // 60 s at 5 M/s is 305 M with the second of slack.
+            ("/health/events", 400_000_000, "events"),
+            ("/health/events_dropped", i64::MAX, "events_dropped"),
+            ("/health/findings", 10_000_000, "findings"),
+            ("/health/interval_ms", i64::MAX, "interval_ms"),
+            ("/health/rss_bytes", i64::MAX, "rss_bytes"),
+        ] {
+            match health(pointer, serde_json::json!(value)) {
+                Err(ParseError::HealthBound { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{pointer} = {value}: {other:?}"),
+            }
+        }
+        let mut v = checkin_json();
+        *v.pointer_mut("/health/crashes").unwrap() = serde_json::json!(60_000);
+        *v.pointer_mut("/health/restarts").unwrap() = serde_json::json!(60_000);
+        let c = CheckIn::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert!(
+            c.health
+                .check_bounds()
+                .unwrap_err()
+                .to_string()
+                .contains("crashes + restarts")
+        );
     }
 
     #[test]

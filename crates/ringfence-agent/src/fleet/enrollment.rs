@@ -30,6 +30,23 @@ pub struct Enrollment {
     /// (a new supervisor starts counting at zero).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crashes_reported: Option<SupervisorCount>,
+    /// The agent's own TLS key and the client certificate the console issued for it (mutual
+    /// TLS), PEM. The key was made on this host and never left it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsIdentity>,
+}
+
+/// An agent's key and client certificate, PEM (kept only in the 0600 state file).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsIdentity {
+    pub key_pem: String,
+    pub cert_pem: String,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsIdentity(..)")
+    }
 }
 
 /// Who is enrolling, with what, and where the result is kept.
@@ -48,23 +65,35 @@ pub struct EnrollAs {
 /// Trade the enrollment token for an identity and keep it (0600) in `state_file`. The token
 /// itself is not kept.
 pub async fn enroll(client: &Client, who: EnrollAs) -> Result<Enrollment, String> {
+    // Over TLS the agent makes its own key and asks for a client certificate on it.
+    let key = if who.ca_pins.is_empty() {
+        None
+    } else {
+        Some(ringfence_wire::tls::AgentIdentity::new_key().map_err(|e| e.to_string())?)
+    };
     let request = EnrollRequest {
         protocol: PROTOCOL,
         token: who.token,
         hostname: who.hostname,
         agent_version: who.agent_version,
         tags: who.tags,
+        csr_pem: key.as_ref().map(|(_, csr)| csr.clone()),
     };
     let response = client
         .enroll(&request)
         .await
         .map_err(|e| format!("enrollment: {e}"))?;
+    let tls = match (key, response.client_cert_pem) {
+        (Some((key_pem, _)), Some(cert_pem)) => Some(TlsIdentity { key_pem, cert_pem }),
+        _ => None,
+    };
     let enrollment = Enrollment {
         console: who.console,
         ca_pins: who.ca_pins,
         agent_id: response.agent_id,
         credential: response.credential,
         crashes_reported: who.crashes_reported,
+        tls,
     };
     enrollment.save(&who.state_file).map_err(|e| {
         format!(
@@ -109,6 +138,18 @@ impl Enrollment {
         std::fs::rename(&tmp, path)
     }
 
+    /// The agent's TLS identity, when it has one that parses.
+    pub fn identity(&self) -> Option<ringfence_wire::tls::AgentIdentity> {
+        let t = self.tls.as_ref()?;
+        match ringfence_wire::tls::AgentIdentity::from_pem(&t.key_pem, &t.cert_pem) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::error!(error = %e, "the agent's client certificate is unreadable");
+                None
+            }
+        }
+    }
+
     /// Does a link trusting `pins` talk to the fleet this agent enrolled with?
     pub fn same_fleet(&self, pins: &[CaPin]) -> bool {
         self.ca_pins.iter().any(|p| pins.contains(p))
@@ -138,6 +179,7 @@ mod tests {
             credential: Credential::new(&id, &"ab".repeat(32)).unwrap(),
             agent_id: id,
             crashes_reported: None,
+            tls: None,
         }
     }
 

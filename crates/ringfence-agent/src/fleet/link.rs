@@ -68,6 +68,8 @@ pub struct LinkOptions {
     pub content: crate::content::config::ContentSection,
     /// Raise a health notice after check-ins have failed this long.
     pub alarm_after: Duration,
+    /// What the link trusts (to rebuild its client with the agent's own certificate).
+    pub trust: ringfence_wire::Trust,
 }
 
 /// What the link did, for its last log line and for tests.
@@ -144,6 +146,7 @@ pub async fn run(
         refused_offers: BTreeSet::new(),
         report: LinkReport::default(),
     };
+    link.present_identity();
     let mut backoff = Duration::from_secs(1);
     let mut next_checkin = Instant::now();
     let mut next_findings = Instant::now() + FINDINGS_EVERY;
@@ -205,11 +208,81 @@ pub async fn run(
 }
 
 impl Link {
+    /// Use the agent's client certificate, when it has one, on every connection from now on.
+    fn present_identity(&mut self) {
+        let Some(identity) = self.enrollment.as_ref().and_then(Enrollment::identity) else {
+            return;
+        };
+        match Client::with_identity(&self.opts.console, &self.opts.trust, Some(&identity)) {
+            Ok(c) => self.client = c,
+            Err(e) => tracing::error!(error = %e, "cannot use the agent's client certificate"),
+        }
+    }
+
+    /// Renew the client certificate in the second half of its life, over a connection that
+    /// presents the current one. A failure is reported and tried again next cycle; the current
+    /// certificate stays in use until it expires.
+    async fn renew_if_due(&mut self) {
+        let Some(enrollment) = self.enrollment.clone() else {
+            return;
+        };
+        let (Some(tls), Some(identity)) = (enrollment.tls.clone(), enrollment.identity()) else {
+            return;
+        };
+        let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        if !identity.wants_renewal(now) {
+            return;
+        }
+        let renewed = async {
+            let csr = ringfence_wire::tls::AgentIdentity::request_for(&tls.key_pem)
+                .map_err(|e| e.to_string())?;
+            let request = ringfence_wire::RenewRequest {
+                protocol: PROTOCOL,
+                agent_id: enrollment.agent_id.clone(),
+                csr_pem: csr,
+            };
+            let answer = self
+                .client
+                .renew(&enrollment.credential, &request)
+                .await
+                .map_err(|e| e.to_string())?;
+            ringfence_wire::tls::AgentIdentity::from_pem(&tls.key_pem, &answer.client_cert_pem)
+                .map_err(|e| format!("the renewed certificate: {e}"))?;
+            Ok::<String, String>(answer.client_cert_pem)
+        }
+        .await;
+        match renewed {
+            Ok(cert_pem) => {
+                let mut saved = enrollment;
+                saved.tls = Some(super::enrollment::TlsIdentity {
+                    key_pem: tls.key_pem,
+                    cert_pem,
+                });
+                if let Err(e) = saved.save(&self.opts.state_file) {
+                    tracing::error!(error = %e, "cannot save the renewed client certificate");
+                }
+                self.enrollment = Some(saved);
+                self.present_identity();
+                tracing::info!("client certificate renewed");
+            }
+            Err(e) => {
+                let line = format!(
+                    "the agent's client certificate expires in {} h and could not be renewed: {e}",
+                    identity.not_after().saturating_sub(now) / 3600
+                );
+                tracing::warn!("{line}");
+                self.telemetry.notice(line);
+            }
+        }
+    }
+
     /// Enroll if needed, check in, act on the answer. Returns the wait until the next check-in.
     async fn cycle(&mut self) -> Result<Duration, String> {
         if self.enrollment.is_none() {
             self.enroll().await?;
+            self.present_identity();
         }
+        self.renew_if_due().await;
         let Some(enrollment) = self.enrollment.clone() else {
             return Err("not enrolled".into());
         };

@@ -287,6 +287,7 @@ impl FleetLink {
                 start.state_dir.join(orders::STATE_FILE),
             ),
             ca_pins: trust.pins(),
+            trust: trust.clone(),
             content: start.content,
             alarm_after: std::time::Duration::from_secs(start.section.alarm_after_secs),
         };

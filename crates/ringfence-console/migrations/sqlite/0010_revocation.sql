@@ -4,3 +4,6 @@
 -- is refused within about a second everywhere.
 ALTER TABLE agents ADD COLUMN revoked_at BIGINT;
 ALTER TABLE enrollment_tokens ADD COLUMN revoked_at BIGINT;
+-- Mutual TLS: when the console issued the agent a client certificate, the unix second it
+-- expires; from then on the agent must present it on every request over TLS.
+ALTER TABLE agents ADD COLUMN cert_not_after BIGINT;

@@ -141,12 +141,19 @@ impl Republisher for ResigningRepublisher {
         .map_err(|e| format!("signing: {e}"))?;
         Ok(resigned.encode())
     }
+
+    fn verify(&self, bytes: &[u8], version: u64) -> Result<String, String> {
+        let keys = KeySet::load(&self.keys_dir).map_err(|e| format!("content keys: {e}"))?;
+        ringfence_console::content::verify_signed(keys.trusted_root(), bytes, version)
+    }
 }
 
 /// The console's TLS material and order key, made in `data` at the first start: the server
 /// configuration, the CA pin agents and the CLI trust, and the order key.
 pub struct ConsoleIdentity {
     pub tls: Option<Arc<ringfence_wire::tls::ServerConfig>>,
+    /// Issues agents' client certificates (the console's own CA); none on plain HTTP.
+    pub client_ca: Option<Arc<ringfence_wire::tls::ConsoleCa>>,
     pub ca_pin: Option<ringfence_wire::CaPin>,
     pub order_key: Arc<ringfence_wire::OrderKey>,
 }
@@ -177,6 +184,7 @@ pub fn console_identity(
         }
         return Ok(ConsoleIdentity {
             tls: None,
+            client_ca: None,
             ca_pin: None,
             order_key: Arc::new(order_key),
         });
@@ -208,9 +216,17 @@ pub fn console_identity(
              re-issued at start; an operator's must be replaced)"
         );
     }
-    let server = tls.server_config().map_err(Failure::environment)?;
+    // Agents' client certificates come from the console's own CA (made with its server
+    // certificate; with an operator's certificate, only when DATA/tls already holds one).
+    let client_ca = ringfence_wire::tls::ConsoleCa::load(&data.join("tls"))
+        .ok()
+        .map(Arc::new);
+    let server = tls
+        .server_config(client_ca.as_ref().map(|c| c.cert()))
+        .map_err(Failure::environment)?;
     Ok(ConsoleIdentity {
         tls: Some(server),
+        client_ca,
         ca_pin: Some(tls.pin()),
         order_key: Arc::new(order_key),
     })
@@ -228,6 +244,7 @@ pub async fn build_state(
     let db = Db::open(db_url).await?;
     let mut config = Config::new(content_dir);
     config.order_key = Some(identity.order_key.clone());
+    config.client_ca = identity.client_ca.clone();
     // Session cookies never travel over plain HTTP once the console serves HTTPS.
     config.secure_cookies = identity.tls.is_some();
     config.checkin_interval_ms = checkin_interval_ms;
@@ -349,5 +366,38 @@ mod tests {
             default_content_dir("postgres://h/db"),
             PathBuf::from("ringfence-data/content")
         );
+    }
+
+    #[test]
+    fn uploads_verify_against_the_keys_root_and_rollbacks_still_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("keys");
+        let keys = ringfence_content::init_keys(
+            &keys_dir,
+            &ringfence_content::KeysInitOptions::new(UnixTime::now()),
+        )
+        .unwrap();
+        let schema = ringfence_content::SchemaId {
+            version: 1,
+            fingerprint: "test".into(),
+        };
+        let mut builder = BundleBuilder::new(1, schema, Limits::default());
+        builder
+            .add(EntryKind::Rule, "rules/a.yml", b"title: a\n".to_vec())
+            .unwrap();
+        let v1 = sign_bundle(
+            &builder.build().unwrap(),
+            &keys,
+            &SignOptions::new(1, UnixTime::now()),
+        )
+        .unwrap()
+        .encode();
+        let r = ResigningRepublisher::new(keys_dir);
+        assert!(r.verify(&v1, 1).is_ok());
+        assert!(r.verify(b"not a bundle", 1).is_err());
+        let wrong = r.verify(&v1, 2).unwrap_err();
+        assert!(wrong.contains("content version 1, not 2"), "{wrong}");
+        let v3 = r.republish(&v1, 1, 3).unwrap();
+        assert!(r.verify(&v3, 3).is_ok());
     }
 }

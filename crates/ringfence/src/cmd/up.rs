@@ -462,6 +462,7 @@ pub fn run(args: Args) -> CmdResult {
                         label: label.into(),
                         max_uses: 1,
                         ttl_ms: Some(10 * 60_000),
+                        tags: None,
                     },
                 )
                 .await
