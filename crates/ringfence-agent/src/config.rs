@@ -816,7 +816,8 @@ wakeup_bytes = 1
         );
         assert!(all.contains("fleet.tags: region"), "{all}");
         assert!(all.contains("agent.toml:4: fleet.findings_queue"), "{all}");
-        let ok = parse("[content]\ndir = \"/var/lib/ringfence/content\"\n\n[fleet]\nconsole = \"http://console:8650\"\n[fleet.tags]\nteam = \"web\"\n")
+        let pin = "ab".repeat(32);
+        let ok = parse(&format!("[content]\ndir = \"/var/lib/ringfence/content\"\n\n[fleet]\nconsole = \"https://console:8650\"\nca_sha256 = [\"{pin}\"]\n[fleet.tags]\nteam = \"web\"\n"))
             .unwrap();
         assert_eq!(ok.fleet.tags["team"], "web");
     }

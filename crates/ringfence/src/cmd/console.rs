@@ -108,12 +108,7 @@ impl ResigningRepublisher {
 }
 
 impl Republisher for ResigningRepublisher {
-    fn republish(
-        &self,
-        old: &[u8],
-        _old_version: u64,
-        new_version: u64,
-    ) -> Result<Vec<u8>, String> {
+    fn republish(&self, old: &[u8], old_version: u64, new_version: u64) -> Result<Vec<u8>, String> {
         let limits = Limits::default();
         let keys = KeySet::load(&self.keys_dir).map_err(|e| format!("content keys: {e}"))?;
         let signed = SignedBundle::decode(old, &limits).map_err(|e| format!("old bundle: {e}"))?;
@@ -127,11 +122,23 @@ impl Republisher for ResigningRepublisher {
             EntryKind::Test,
         ] {
             for (path, data) in bundle.entries(kind) {
+                if kind == EntryKind::Metadata && path == ringfence_content::bundle::ALLOW_RULE_DROP
+                {
+                    continue;
+                }
                 builder
                     .add(kind, path, data.to_vec())
                     .map_err(|e| format!("rebuilding {path}: {e}"))?;
             }
         }
+        // A rollback may well carry fewer rules than the bad version it replaces; agents'
+        // probation refuses a large drop unless the signed metadata says it is intended.
+        builder
+            .metadata(
+                ringfence_content::bundle::ALLOW_RULE_DROP,
+                &format!("rollback to the content of v{old_version}"),
+            )
+            .map_err(|e| format!("rebuilding: {e}"))?;
         let rebuilt = builder.build().map_err(|e| format!("rebuilding: {e}"))?;
         let resigned = sign_bundle(
             &rebuilt,
