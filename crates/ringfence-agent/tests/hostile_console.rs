@@ -238,6 +238,7 @@ async fn a_lying_console_cannot_blind_the_agent_or_make_it_run_anything() {
         content,
         alarm_after: Duration::from_secs(3600),
         trust: Trust::PlainLoopback,
+        fallbacks: Vec::new(),
     };
     let client = Client::new(&url, &Trust::PlainLoopback).unwrap();
     let stop = StopSignal::new();
@@ -290,5 +291,112 @@ async fn a_lying_console_cannot_blind_the_agent_or_make_it_run_anything() {
     assert!(
         notices.contains(&format!("content version {}", u64::MAX)),
         "{notices}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_dead_console_fails_over_to_another_of_the_fleet_with_the_same_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    // The first console is gone (a closed port); the second answers.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let alive = format!("http://{}", listener.local_addr().unwrap());
+    let agent_id = AgentId::try_from("b".repeat(32)).unwrap();
+    let credential = Credential::new(&agent_id, &"ef".repeat(32)).unwrap();
+    let state_file = state_dir.join("fleet.json");
+    Enrollment {
+        console: dead.clone(),
+        ca_pins: Vec::new(),
+        agent_id: agent_id.clone(),
+        credential: credential.clone(),
+        crashes_reported: None,
+        tls: None,
+    }
+    .save(&state_file)
+    .unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let server_seen = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let Some((first, head)) = read_request(&mut tcp).await else {
+                continue;
+            };
+            let reply = if first.contains("/api/v1/agents/checkin") {
+                let mut s = server_seen.lock().unwrap();
+                s.checkins += 1;
+                if let Some(auth) = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("authorization: Bearer "))
+                {
+                    s.credentials.push(auth.to_owned());
+                }
+                http(
+                    "200 OK",
+                    br#"{"content": null, "next_checkin_ms": 1000, "jitter_ms": 0}"#,
+                )
+            } else {
+                http("200 OK", br#"{"accepted": 0}"#)
+            };
+            let _ = tcp.write_all(&reply).await;
+        }
+    });
+    let content = ringfence_agent::content::config::ContentSection {
+        dir: Some(dir.path().join("content")),
+        state_dir: Some(state_dir.clone()),
+        ..Default::default()
+    };
+    let opts = LinkOptions {
+        console: dead.clone(),
+        enroll_token: None,
+        hostname: Label::try_from("host").unwrap(),
+        agent_version: Label::try_from("0.1.0").unwrap(),
+        tags: Tags::default(),
+        state_file: state_file.clone(),
+        content_dir: dir.path().join("content"),
+        max_bundle_bytes: 1 << 20,
+        content_version: Box::new(|| 0),
+        supervisor_crashes: None,
+        lkg_fallbacks: 0,
+        orders: OrderRunner::new(
+            Acceptance::default(),
+            ringfence_response::ResponseConfig::default(),
+            state_dir.join(STATE_FILE),
+        ),
+        ca_pins: Vec::new(),
+        content,
+        alarm_after: Duration::from_secs(3600),
+        trust: Trust::PlainLoopback,
+        fallbacks: vec![alive],
+    };
+    let client = Client::new(&dead, &Trust::PlainLoopback).unwrap();
+    let telemetry = Arc::new(Telemetry::new(10));
+    let stop = StopSignal::new();
+    let watch = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen.lock().unwrap().checkins < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.stop();
+    };
+    let (report, ()) = tokio::join!(
+        link::run(opts, client, Arc::clone(&telemetry), stop.clone()),
+        watch
+    );
+    let seen = seen.lock().unwrap();
+    assert!(seen.checkins >= 2, "{report:?}");
+    assert!(report.failed_checkins >= 1, "{report:?}");
+    assert!(seen.credentials.iter().all(|c| c == credential.as_str()));
+    assert_eq!(
+        Enrollment::load(&state_file).unwrap().unwrap().agent_id,
+        agent_id,
+        "the same identity, not a new enrollment"
     );
 }

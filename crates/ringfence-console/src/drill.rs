@@ -704,6 +704,9 @@ async fn drive(
     say(format!("rollout {} of v{bad} started", view.id));
     let mut last_state = view.state.clone();
     let mut last_ring = view.current_ring;
+    // The engine halts on evidence from too few agents and rolls back by itself once enough
+    // agents report: give it three check-in intervals to do so before calling it final.
+    let mut engine_halted_at: Option<Instant> = None;
     let final_view = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let v: RolloutView = client
@@ -717,6 +720,13 @@ async fn drive(
             ));
             last_state = v.state.clone();
             last_ring = v.current_ring;
+        }
+        if v.state == "halted" && v.reason.starts_with("gate halted ring ") {
+            let at = *engine_halted_at.get_or_insert_with(Instant::now);
+            if at.elapsed() < real(opts.checkin_interval_ms as f64 * 3.0, speed) {
+                continue;
+            }
+            break v;
         }
         if matches!(
             v.state.as_str(),

@@ -693,12 +693,17 @@ pub enum TickOutcome {
     Lost,
 }
 
+/// How the engine's own halts begin their reason: a rollout it halted on thin evidence is
+/// still judged, and rolled back without anyone at a keyboard once the evidence is enough.
+const ENGINE_HALT: &str = "gate halted ring ";
+
 /// One engine step for the active rollout.
 pub async fn tick(state: &AppState) -> AppResult<TickOutcome> {
     let Some(r) = active(state).await? else {
         return Ok(TickOutcome::Idle);
     };
-    if r.state != state::RUNNING {
+    let engine_halt = r.state == state::HALTED && r.reason.starts_with(ENGINE_HALT);
+    if r.state != state::RUNNING && !engine_halt {
         return Ok(TickOutcome::Idle);
     }
     let plan = parse_plan(&r.plan)?;
@@ -756,6 +761,11 @@ pub async fn tick(state: &AppState) -> AppResult<TickOutcome> {
             .execute(pool)
             .await?;
     });
+    if engine_halt && report.verdict != Verdict::Fail {
+        // Still short of the evidence a rollback needs: the operator decides, or more agents
+        // report.
+        return Ok(TickOutcome::Idle);
+    }
     match report.verdict {
         Verdict::Wait => Ok(TickOutcome::Waiting {
             rollout: r.id,
@@ -774,7 +784,7 @@ pub async fn tick(state: &AppState) -> AppResult<TickOutcome> {
         }
         Verdict::Halt => {
             let evidence = serde_json::to_value(&report).map_err(AppError::internal)?;
-            let reason = format!("gate halted ring {:?}: {}", ring.name, report.reason);
+            let reason = format!("{ENGINE_HALT}{:?}: {}", ring.name, report.reason);
             if transition(
                 state,
                 &r,

@@ -70,6 +70,9 @@ pub struct LinkOptions {
     pub alarm_after: Duration,
     /// What the link trusts (to rebuild its client with the agent's own certificate).
     pub trust: ringfence_wire::Trust,
+    /// Other consoles of the same fleet (same CA, same database), tried in turn after a failed
+    /// cycle, with the same identity and findings queue.
+    pub fallbacks: Vec<String>,
 }
 
 /// What the link did, for its last log line and for tests.
@@ -102,6 +105,8 @@ struct Link {
     delivered: u64,
     /// Offered versions whose bundle did not verify: not fetched again.
     refused_offers: BTreeSet<u64>,
+    /// Which console is in use: 0 is `opts.console`, `i` is `opts.fallbacks[i - 1]`.
+    current: usize,
     report: LinkReport,
     rng: u64,
 }
@@ -144,6 +149,7 @@ pub async fn run(
         seq: 0,
         delivered: 0,
         refused_offers: BTreeSet::new(),
+        current: 0,
         report: LinkReport::default(),
     };
     link.present_identity();
@@ -165,8 +171,9 @@ pub async fn run(
                 Err(e) => {
                     link.report.failed_checkins += 1;
                     let wait = backoff + Duration::from_millis(link.random(backoff.as_millis()));
-                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "fleet console");
+                    tracing::warn!(error = %e, console = %link.url(), retry_in_ms = wait.as_millis() as u64, "fleet console");
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                    link.fail_over();
                     let failing = now.saturating_duration_since(last_success);
                     let alarm_due = last_alarm.is_none_or(|at| {
                         now.saturating_duration_since(at) >= link.opts.alarm_after
@@ -177,7 +184,7 @@ pub async fn run(
                         link.telemetry.notice(format!(
                             "no check-in with the fleet console {} for {} s: content may be stale \
                              and findings wait on the host ({} queued); last error: {e}",
-                            link.opts.console,
+                            link.url(),
                             failing.as_secs(),
                             link.telemetry.pending()
                         ));
@@ -208,14 +215,34 @@ pub async fn run(
 }
 
 impl Link {
-    /// Use the agent's client certificate, when it has one, on every connection from now on.
-    fn present_identity(&mut self) {
-        let Some(identity) = self.enrollment.as_ref().and_then(Enrollment::identity) else {
+    /// The console in use.
+    fn url(&self) -> &str {
+        match self.current.checked_sub(1) {
+            Some(i) => self.opts.fallbacks.get(i).map_or(&self.opts.console, |u| u),
+            None => &self.opts.console,
+        }
+    }
+
+    /// Move to the next console of the fleet, if there is another.
+    fn fail_over(&mut self) {
+        if self.opts.fallbacks.is_empty() {
             return;
-        };
-        match Client::with_identity(&self.opts.console, &self.opts.trust, Some(&identity)) {
+        }
+        self.current = (self.current + 1) % (self.opts.fallbacks.len() + 1);
+        tracing::warn!(console = %self.url(), "failing over to another console of the fleet");
+        self.present_identity();
+    }
+
+    /// Connect to the console in use, with the agent's client certificate when it has one.
+    fn present_identity(&mut self) {
+        let identity = self.enrollment.as_ref().and_then(Enrollment::identity);
+        if identity.is_none() && self.current == 0 && self.opts.fallbacks.is_empty() {
+            return; // the client it started with
+        }
+        match Client::with_identity(self.url(), &self.opts.trust, identity.as_ref()) {
             Ok(c) => self.client = c,
-            Err(e) => tracing::error!(error = %e, "cannot use the agent's client certificate"),
+            Err(e) => tracing::error!(error = %e, console = %self.url(),
+                "cannot connect with the agent's client certificate"),
         }
     }
 
@@ -369,11 +396,11 @@ impl Link {
             return Err(format!(
                 "not enrolled with {} and no enrollment token (`ringfence agent enroll`, \
                  --enroll-token-file or RINGFENCE_ENROLL_TOKEN)",
-                self.opts.console
+                self.url()
             ));
         };
         let who = super::enrollment::EnrollAs {
-            console: self.opts.console.clone(),
+            console: self.url().to_owned(),
             ca_pins: self.opts.ca_pins.clone(),
             token,
             hostname: self.opts.hostname.clone(),
@@ -384,7 +411,7 @@ impl Link {
             crashes_reported: self.opts.supervisor_crashes,
         };
         let enrollment = super::enrollment::enroll(&self.client, who).await?;
-        tracing::info!(agent_id = %enrollment.agent_id, console = %self.opts.console, "enrolled");
+        tracing::info!(agent_id = %enrollment.agent_id, console = %self.url(), "enrolled");
         self.enrollment = Some(enrollment);
         Ok(())
     }

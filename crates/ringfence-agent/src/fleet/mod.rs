@@ -50,6 +50,9 @@ pub use telemetry::{Counters, Telemetry};
 pub struct FleetSection {
     /// The console's base URL (`https://host:port`); `--console` overrides. No link without it.
     pub console: Option<String>,
+    /// More consoles of the same fleet (same CA and database) to fail over to, in turn, when
+    /// the one in use does not answer; the identity and findings queue go with the agent.
+    pub consoles: Vec<String>,
     /// SHA-256 fingerprints of the console's CA (`ringfence console serve` prints it), one or
     /// more (two while a CA is rotated). `--ca-sha256` adds to them.
     pub ca_sha256: Vec<String>,
@@ -88,6 +91,7 @@ impl Default for FleetSection {
     fn default() -> Self {
         FleetSection {
             console: None,
+            consoles: Vec::new(),
             ca_sha256: Vec::new(),
             ca_file: None,
             plain_http: false,
@@ -115,6 +119,11 @@ impl FleetSection {
                 Ok(trust) => {
                     if let Err(e) = Client::new(url, &trust) {
                         out.push(("console", e.to_string()));
+                    }
+                    for other in &self.consoles {
+                        if let Err(e) = Client::new(other, &trust) {
+                            out.push(("consoles", e.to_string()));
+                        }
                     }
                 }
                 Err((key, e)) => out.push((key, e)),
@@ -288,6 +297,7 @@ impl FleetLink {
             ),
             ca_pins: trust.pins(),
             trust: trust.clone(),
+            fallbacks: start.section.consoles.clone(),
             content: start.content,
             alarm_after: std::time::Duration::from_secs(start.section.alarm_after_secs),
         };
