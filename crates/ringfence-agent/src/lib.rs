@@ -449,6 +449,7 @@ impl Agent {
         if s.fanotify {
             let options = FanotifyOptions {
                 paths: self.config.fanotify.paths.clone(),
+                write_only_paths: self.config.fanotify.write_only_paths.clone(),
                 exec_open: self.config.fanotify.exec_open,
             };
             match FanotifySource::open(&options) {

@@ -436,7 +436,7 @@ fn tamper_options(config: &mut Config, agent_files: &[PathBuf]) -> TamperOptions
         }
     }
     for dir in watch {
-        if config.fanotify.paths.iter().any(|p| dir.starts_with(p)) {
+        if config.fanotify.all_paths().any(|p| dir.starts_with(p)) {
             continue;
         }
         // The eBPF sensor matches path prefixes of bounded length (with a trailing `/`).
