@@ -40,6 +40,7 @@ pub mod respond;
 pub mod tamper;
 pub mod tree;
 pub mod users;
+pub mod watch;
 
 use std::io;
 use std::sync::Arc;
