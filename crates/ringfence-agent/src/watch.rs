@@ -103,7 +103,10 @@ pub fn widen(section: &mut FanotifySection, rule_files: &[(String, String)]) -> 
 /// The rule files of the bundle active in the content store, verified against the trusted
 /// root; empty without a content directory, an active bundle, or when it does not verify (the
 /// content manager then reports why).
-pub fn active_rule_files(content: &ContentSection, engine: &ContentEngine) -> Vec<(String, String)> {
+pub fn active_rule_files(
+    content: &ContentSection,
+    engine: &ContentEngine,
+) -> Vec<(String, String)> {
     let Some(state_dir) = content.state_dir() else {
         return Vec::new();
     };
@@ -166,12 +169,12 @@ mod tests {
         let w = widen(&mut s, &web_rule());
         assert_eq!(
             w.added,
-            [(
-                "/var/lib/ringfence-test-web".to_owned(),
-                "web-1".to_owned()
-            )]
+            [("/var/lib/ringfence-test-web".to_owned(), "web-1".to_owned())]
         );
-        assert!(s.paths.contains(&PathBuf::from("/var/lib/ringfence-test-web")));
+        assert!(
+            s.paths
+                .contains(&PathBuf::from("/var/lib/ringfence-test-web"))
+        );
         // Already watched now: nothing more.
         assert_eq!(widen(&mut s, &web_rule()), Widening::default());
 

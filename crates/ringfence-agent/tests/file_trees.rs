@@ -62,10 +62,8 @@ fn config(mode: ModeChoice) -> Config {
 }
 
 fn written(e: &Event, path: &str) -> bool {
-    matches!(
-        e.kind,
-        Some(EventKind::FileCreate | EventKind::FileModify)
-    ) && e.file.as_ref().is_some_and(|f| f.path == path)
+    matches!(e.kind, Some(EventKind::FileCreate | EventKind::FileModify))
+        && e.file.as_ref().is_some_and(|f| f.path == path)
 }
 
 /// One test at a time: each may create (and then removes) /var/www.
@@ -105,7 +103,9 @@ fn attacker_writes_are_seen(mode: ModeChoice) -> Option<Mode> {
     let mut missing = Vec::new();
     for path in [&shell, &dropped, &keys] {
         let p = path.display().to_string();
-        if h.wait_for(Duration::from_secs(30), |e| written(e, &p)).is_none() {
+        if h.wait_for(Duration::from_secs(30), |e| written(e, &p))
+            .is_none()
+        {
             missing.push(p);
         }
     }
@@ -147,8 +147,5 @@ fn ebpf_sees_a_webshell_a_dropped_binary_and_authorized_keys() {
         eprintln!("skipped: the eBPF sensor cannot run here: {why}");
         return;
     }
-    assert_eq!(
-        attacker_writes_are_seen(ModeChoice::Ebpf),
-        Some(Mode::Ebpf)
-    );
+    assert_eq!(attacker_writes_are_seen(ModeChoice::Ebpf), Some(Mode::Ebpf));
 }

@@ -435,12 +435,19 @@ mod tests {
         assert_eq!(w.len(), 1);
         let shown = w[0].to_string();
         assert!(
-            shown.starts_with("rules/web.yml:8: rule web: field TargetFilename: paths `/var/www/*`"),
+            shown
+                .starts_with("rules/web.yml:8: rule web: field TargetFilename: paths `/var/www/*`"),
             "{shown}"
         );
         assert!(shown.contains("the agent adds /var/www"), "{shown}");
         let w = check(&c.engine, &files, &trees, false);
-        assert!(w[0].message.contains("can never fire unless /var/www"), "{w:?}");
-        assert_eq!(wanted_trees(&c.engine, &trees), [("/var/www".to_owned(), "web".to_owned())]);
+        assert!(
+            w[0].message.contains("can never fire unless /var/www"),
+            "{w:?}"
+        );
+        assert_eq!(
+            wanted_trees(&c.engine, &trees),
+            [("/var/www".to_owned(), "web".to_owned())]
+        );
     }
 }
