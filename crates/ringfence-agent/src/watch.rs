@@ -1,8 +1,8 @@
 //! The watched file trees, widened from the active content at start.
 //!
-//! A file rule whose path patterns all lie outside the watched trees can never fire (see
-//! [`ringfence_detect::coverage`]). With `[fanotify] content_paths` the agent adds the
-//! directories such rules name, before its sources open, up to `[fanotify] max_paths` trees in
+//! A file rule whose path patterns all lie outside the watched trees can never fire, and one
+//! whose patterns lie partly outside is blind there (see [`ringfence_detect::coverage`]). With
+//! `[fanotify] content_paths` the agent adds the directories such patterns name, before its sources open, up to `[fanotify] max_paths` trees in
 //! all; each addition is logged, and what did not fit is returned so the caller can raise a
 //! health finding. The rules read are the built-in pack's and those of the bundle active in the
 //! content store (verified against the trusted root, as the content manager loads it); content
@@ -41,7 +41,7 @@ impl Widening {
             .collect();
         Some(format!(
             "{} file tree(s) the active rules need are not watched: [fanotify] max_paths = \
-             {max_paths} is reached; those rules cannot fire: {}",
+             {max_paths} is reached; those rules are blind there: {}",
             self.left_out.len(),
             shown.join(", ")
         ))

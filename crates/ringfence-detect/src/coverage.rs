@@ -215,18 +215,23 @@ pub fn outside(engine: &Engine, trees: &[String]) -> Vec<Outside> {
 }
 
 /// Directories the active rules need watched beyond `trees`, each with the first rule that
-/// asks for it, in rule order.
+/// asks for it, in rule order: for every rule whose paths are bounded by literals, the
+/// directory of each literal no tree meets (a rule half inside the trees is half blind too:
+/// `/etc/cron.d/` and `/var/spool/cron/` under the tree /etc alone wants /var/spool/cron).
 pub fn wanted_trees(engine: &Engine, trees: &[String]) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for o in outside(engine, trees) {
-        let id = engine
-            .rules()
-            .get(o.rule)
-            .map(|r| r.meta.id.clone())
-            .unwrap_or_default();
-        for d in o.directories {
-            if !out.iter().any(|(x, _)| *x == d) {
-                out.push((d, id.clone()));
+    for rule in engine.rules() {
+        let Some(literals) = path_scope(rule) else {
+            continue;
+        };
+        for l in literals {
+            if trees.iter().any(|t| l.meets(t)) {
+                continue;
+            }
+            if let Some(d) = l.directory()
+                && !out.iter().any(|(x, _)| *x == d)
+            {
+                out.push((d, rule.meta.id.clone()));
             }
         }
     }
@@ -361,6 +366,16 @@ mod tests {
         let o = outside_of(&text, &["/tmp"]);
         assert_eq!(o.len(), 1);
         assert_eq!(o[0].directories, ["/etc/cron.d", "/var/spool/cron"]);
+        // Half inside: no warning, but the other half is wanted.
+        let files = [RuleFile {
+            path: "r.yml",
+            text: &text,
+        }];
+        let c = compile(&files, &Options::new(Mode::Driverless));
+        assert_eq!(
+            wanted_trees(&c.engine, &["/etc".to_owned()]),
+            [("/var/spool/cron".to_owned(), "mixed".to_owned())]
+        );
     }
 
     #[test]
