@@ -987,6 +987,44 @@ wakeup_bytes = 1
     }
 
     #[test]
+    fn watched_trees_are_bounded_and_become_prefixes_once() {
+        let Err(ConfigErrors(errs)) = parse(
+            "[fanotify]\npaths = [\"/etc\", \"/tmp\"]\nwrite_only_paths = [\"usr/bin\"]\nmax_paths = 2\n",
+        ) else {
+            panic!("expected errors");
+        };
+        let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let all = all.join("\n");
+        assert!(
+            all.contains(
+                "fanotify.paths: 3 trees in paths and write_only_paths, more than max_paths = 2"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains("agent.toml:3: fanotify.write_only_paths: must be absolute"),
+            "{all}"
+        );
+        let Err(ConfigErrors(errs)) = parse("[fanotify]\nmax_paths = 2000\n") else {
+            panic!("expected errors");
+        };
+        assert!(
+            errs[0].to_string().contains("must be 1 to 1024"),
+            "{errs:?}"
+        );
+        // The defaults fit their bound; a tree named twice (or through a link to another) is
+        // one prefix.
+        let d = Config::default();
+        assert!(d.fanotify.all_paths().count() <= d.fanotify.max_paths);
+        let Ok(c) =
+            parse("[fanotify]\npaths = [\"/etc\", \"/etc/\"]\nwrite_only_paths = [\"/etc\"]\n")
+        else {
+            panic!("parse");
+        };
+        assert_eq!(c.watched_prefixes(), ["/etc/"]);
+    }
+
+    #[test]
     fn output_specs() {
         assert_eq!(OutputSpec::parse("stdout"), Ok(OutputSpec::Stdout));
         assert_eq!(
