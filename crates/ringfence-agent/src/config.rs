@@ -133,19 +133,67 @@ pub struct FanotifySection {
     /// Directories whose files are watched (recursively). In eBPF mode they become the sensor's
     /// in-kernel path prefixes (`/etc` → `/etc/`), so at most 127 bytes each.
     pub paths: Vec<PathBuf>,
-    /// Also report files opened for execution under those paths.
+    /// Directories watched for writes only (create, modify, delete, rename; no exec-open): the
+    /// system binary and library trees, where every command runs from.
+    pub write_only_paths: Vec<PathBuf>,
+    /// Also report files opened for execution under `paths`.
     pub exec_open: bool,
+    /// Trees the agent adds from the active rules: a file rule whose path patterns all lie
+    /// under a directory outside the watched trees gets that directory watched.
+    pub content_paths: bool,
+    /// At most this many trees in all (configured and added from content; 1 to 1024, the eBPF
+    /// prefix map's size). Past it, the trees content asks for are not added, and the agent
+    /// says which in a health finding.
+    pub max_paths: usize,
 }
+
+/// Where attackers write on a server: configuration and cron, home directories (dotfiles,
+/// `.ssh`), web roots, temporary and shared-memory directories.
+pub const DEFAULT_WATCHED: &[&str] = &[
+    "/etc",
+    "/root",
+    "/home",
+    "/var/spool/cron",
+    "/var/www",
+    "/srv",
+    "/tmp",
+    "/var/tmp",
+    "/dev/shm",
+];
+
+/// System binary, library, boot and add-on trees: watched for writes only.
+pub const DEFAULT_WRITE_ONLY: &[&str] = &[
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/usr/local/lib",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/lib",
+    "/lib",
+    "/lib64",
+    "/boot",
+    "/opt",
+];
+
+/// The largest `[fanotify] max_paths`: the eBPF sensor's prefix map holds 1024 entries.
+pub const MAX_PATHS_LIMIT: usize = 1024;
 
 impl Default for FanotifySection {
     fn default() -> Self {
         FanotifySection {
-            paths: ["/etc", "/root/.ssh", "/var/spool/cron", "/tmp", "/dev/shm"]
-                .into_iter()
-                .map(PathBuf::from)
-                .collect(),
+            paths: DEFAULT_WATCHED.iter().map(PathBuf::from).collect(),
+            write_only_paths: DEFAULT_WRITE_ONLY.iter().map(PathBuf::from).collect(),
             exec_open: true,
+            content_paths: true,
+            max_paths: 64,
         }
+    }
+}
+
+impl FanotifySection {
+    /// Every watched tree, full and write-only, as configured.
+    pub fn all_paths(&self) -> impl Iterator<Item = &PathBuf> {
+        self.paths.iter().chain(&self.write_only_paths)
     }
 }
 
@@ -564,17 +612,40 @@ impl Config {
                 format!("must be >= 4096, got {}", config.jsonl.rotate_bytes),
             );
         }
-        for p in &config.fanotify.paths {
+        let f = &config.fanotify;
+        if !(1..=MAX_PATHS_LIMIT).contains(&f.max_paths) {
+            value_error(
+                "fanotify",
+                "max_paths",
+                format!("must be 1 to {MAX_PATHS_LIMIT}, got {}", f.max_paths),
+            );
+        } else if f.paths.len() + f.write_only_paths.len() > f.max_paths {
+            value_error(
+                "fanotify",
+                "paths",
+                format!(
+                    "{} trees in paths and write_only_paths, more than max_paths = {}",
+                    f.paths.len() + f.write_only_paths.len(),
+                    f.max_paths
+                ),
+            );
+        }
+        let listed = f
+            .paths
+            .iter()
+            .map(|p| ("paths", p))
+            .chain(f.write_only_paths.iter().map(|p| ("write_only_paths", p)));
+        for (key, p) in listed {
             if !p.is_absolute() {
                 value_error(
                     "fanotify",
-                    "paths",
+                    key,
                     format!("must be absolute, got `{}`", p.display()),
                 );
             } else if watched_prefix(p).len() > PREFIX_MAX {
                 value_error(
                     "fanotify",
-                    "paths",
+                    key,
                     format!(
                         "must be at most {} bytes (the eBPF sensor matches prefixes of {PREFIX_MAX} \
                          bytes with a trailing `/`), got {} bytes: `{}`",
@@ -640,16 +711,21 @@ impl Config {
     }
 
     /// The eBPF sensor's in-kernel path prefixes: one per watched tree (none when the file
-    /// source is off).
+    /// source is off), through symbolic links (`/lib` is `/usr/lib/` on a merged-/usr system:
+    /// the sensor sees the path the kernel resolved), each once.
     pub fn watched_prefixes(&self) -> Vec<String> {
         if !self.sources.fanotify {
             return Vec::new();
         }
-        self.fanotify
-            .paths
-            .iter()
-            .map(|p| watched_prefix(p))
-            .collect()
+        let mut out: Vec<String> = Vec::new();
+        for p in self.fanotify.all_paths() {
+            let resolved = p.canonicalize().unwrap_or_else(|_| p.clone());
+            let prefix = watched_prefix(&resolved);
+            if prefix.len() <= PREFIX_MAX && !out.contains(&prefix) {
+                out.push(prefix);
+            }
+        }
+        out
     }
 
     /// The parsed outputs (already checked by [`Config::parse`]; bad ones are skipped here).
@@ -899,7 +975,7 @@ wakeup_bytes = 1
         assert_eq!(errs.len(), 3, "{all}");
 
         let ok = parse(
-            "[fanotify]\npaths = [\"/etc\", \"/\", \"/tmp/x/\"]\n[ebpf]\nkinds_off = [\"memory_exec\"]\n",
+            "[fanotify]\npaths = [\"/etc\", \"/\", \"/tmp/x/\"]\nwrite_only_paths = []\n[ebpf]\nkinds_off = [\"memory_exec\"]\n",
         );
         let Ok(c) = ok else {
             panic!("{ok:?}");
@@ -909,6 +985,44 @@ wakeup_bytes = 1
         let mut off = c.clone();
         off.sources.fanotify = false;
         assert!(off.watched_prefixes().is_empty());
+    }
+
+    #[test]
+    fn watched_trees_are_bounded_and_become_prefixes_once() {
+        let Err(ConfigErrors(errs)) = parse(
+            "[fanotify]\npaths = [\"/etc\", \"/tmp\"]\nwrite_only_paths = [\"usr/bin\"]\nmax_paths = 2\n",
+        ) else {
+            panic!("expected errors");
+        };
+        let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let all = all.join("\n");
+        assert!(
+            all.contains(
+                "fanotify.paths: 3 trees in paths and write_only_paths, more than max_paths = 2"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains("agent.toml:3: fanotify.write_only_paths: must be absolute"),
+            "{all}"
+        );
+        let Err(ConfigErrors(errs)) = parse("[fanotify]\nmax_paths = 2000\n") else {
+            panic!("expected errors");
+        };
+        assert!(
+            errs[0].to_string().contains("must be 1 to 1024"),
+            "{errs:?}"
+        );
+        // The defaults fit their bound; a tree named twice (or through a link to another) is
+        // one prefix.
+        let d = Config::default();
+        assert!(d.fanotify.all_paths().count() <= d.fanotify.max_paths);
+        let Ok(c) =
+            parse("[fanotify]\npaths = [\"/etc\", \"/etc/\"]\nwrite_only_paths = [\"/etc\"]\n")
+        else {
+            panic!("parse");
+        };
+        assert_eq!(c.watched_prefixes(), ["/etc/"]);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod respond;
 pub mod tamper;
 pub mod tree;
 pub mod users;
+pub mod watch;
 
 use std::io;
 use std::sync::Arc;
@@ -449,6 +450,7 @@ impl Agent {
         if s.fanotify {
             let options = FanotifyOptions {
                 paths: self.config.fanotify.paths.clone(),
+                write_only_paths: self.config.fanotify.write_only_paths.clone(),
                 exec_open: self.config.fanotify.exec_open,
             };
             match FanotifySource::open(&options) {

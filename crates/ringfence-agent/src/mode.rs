@@ -108,10 +108,11 @@ mod tests {
     fn options_carry_the_watched_trees_and_the_ignored() {
         let mut c = Config::default();
         c.fanotify.paths = vec!["/etc".into(), "/root/.ssh".into()];
+        c.fanotify.write_only_paths = vec!["/usr/bin".into()];
         c.ebpf.ignored_pids = vec![7];
         c.ebpf.ignored_comms = vec!["backupd".into()];
         let o = ebpf_options(&c, Some(42));
-        assert_eq!(o.watched_prefixes, ["/etc/", "/root/.ssh/"]);
+        assert_eq!(o.watched_prefixes, ["/etc/", "/root/.ssh/", "/usr/bin/"]);
         assert_eq!(o.ignored_pids, [7, 42]);
         assert_eq!(o.protected_pids, [42]);
         assert_eq!(o.ignored_comms, ["backupd"]);

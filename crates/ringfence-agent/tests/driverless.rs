@@ -22,6 +22,7 @@ fn config(fanotify_paths: Vec<PathBuf>) -> Config {
     c.sources.logs = false;
     c.sources.fanotify = !fanotify_paths.is_empty();
     c.fanotify.paths = fanotify_paths;
+    c.fanotify.write_only_paths = Vec::new();
     c.agent.stats_interval_secs = 1;
     c
 }

@@ -32,6 +32,7 @@ fn config(mode: ModeChoice, watched: Vec<PathBuf>) -> Config {
     c.sources.logs = false;
     c.sources.fanotify = !watched.is_empty();
     c.fanotify.paths = watched;
+    c.fanotify.write_only_paths = Vec::new();
     c.agent.stats_interval_secs = 1;
     c
 }

@@ -13,6 +13,7 @@
 pub mod access;
 pub mod compile;
 pub mod correlation;
+pub mod coverage;
 pub mod engine;
 pub mod finding;
 pub mod ioc;

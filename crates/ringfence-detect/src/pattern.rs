@@ -53,6 +53,8 @@ pub enum Pattern {
     Regex {
         re: Regex,
         literal: Option<Box<[u8]>>,
+        /// The text every match starts with (a glob's leading literal; `None` for `re`).
+        prefix: Option<Box<[u8]>>,
     },
     Cidr(Vec<IpNet>),
     Compare {
@@ -293,7 +295,11 @@ pub fn compile_value(
             dot_matches_new_line: has(Modifier::DotAll),
         };
         let literal = literal::required_literal(&text, flags).map(Vec::into_boxed_slice);
-        return Ok(vec![wrap(Pattern::Regex { re, literal })]);
+        return Ok(vec![wrap(Pattern::Regex {
+            re,
+            literal,
+            prefix: None,
+        })]);
     }
     if has(Modifier::Cidr) {
         let text = raw_text(value);
@@ -477,6 +483,10 @@ fn classify(v: Vec<Piece>, cased: bool) -> Result<Pattern, String> {
         },
         _ => Pattern::Regex {
             re: glob_regex(&v, cased)?,
+            prefix: match v.first() {
+                Some(Bytes(b)) => Some(b.clone().into_boxed_slice()),
+                _ => None,
+            },
             literal: v
                 .iter()
                 .filter_map(|p| match p {

@@ -564,7 +564,7 @@ fn tamper_options(config: &mut Config, agent_files: &[PathBuf]) -> TamperOptions
         }
     }
     for dir in watch {
-        if config.fanotify.paths.iter().any(|p| dir.starts_with(p)) {
+        if config.fanotify.all_paths().any(|p| dir.starts_with(p)) {
             continue;
         }
         // The eBPF sensor matches path prefixes of bounded length (with a trailing `/`).
@@ -579,6 +579,20 @@ fn tamper_options(config: &mut Config, agent_files: &[PathBuf]) -> TamperOptions
         config.fanotify.paths.push(dir);
     }
     opts
+}
+
+/// The watched file trees widened from the built-in pack and the active bundle's rules (see
+/// [`ringfence_agent::watch`]), before the sources open.
+fn widen_file_trees(config: &mut Config) -> ringfence_agent::watch::Widening {
+    let mut files: Vec<(String, String)> = sigma::builtin_files()
+        .iter()
+        .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
+        .collect();
+    files.extend(ringfence_agent::watch::active_rule_files(
+        &config.content,
+        &engine_for(Mode::Driverless),
+    ));
+    ringfence_agent::watch::widen(&mut config.fanotify, &files)
 }
 
 /// Self-protection for the worker's mode (see [`ringfence_agent::protect`]): the BPF LSM guard
@@ -699,7 +713,11 @@ fn worker(args: RunArgs) -> CmdResult {
     }
     let stop = StopSignal::new();
     ringfence_agent::stop_on_signals(&stop).context("installing signal handlers")?;
+    let widening = widen_file_trees(&mut config);
     let mut agent = Agent::new(config.clone()).with_mode(mode);
+    if let Some(m) = widening.left_out_message(config.fanotify.max_paths) {
+        agent = agent.with_degraded(m);
+    }
     if std::env::var_os(SUPERVISED_ENV).is_some() {
         agent = agent.with_supervisor(std::os::unix::process::parent_id());
     }

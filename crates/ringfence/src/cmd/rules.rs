@@ -2,14 +2,16 @@
 //! both sensor modes against the field schema; the report says, per rule, where it compiled or
 //! why it was refused (file, line, rule id, field), then the totals. A content pack's `tests/`
 //! directory holds content tests, not rules: they are run against the compiled rules and each
-//! failure is listed. Exit 1 when no rule was found, when none compiled, and with `--strict`
+//! failure is listed. A file rule whose path patterns all lie outside the agent's watched file
+//! trees (the defaults, or `--config`'s) is warned about, with what the agent does about it;
+//! the rule still counts as compiled. Exit 1 when no rule was found, when none compiled, and with `--strict`
 //! when any rule was refused or any test failed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use ringfence_detect::{Options, Refusal, RuleFile, compile, testing};
+use ringfence_detect::{Options, Refusal, RuleFile, compile, coverage, testing};
 use ringfence_event::Mode;
 use serde_json::json;
 
@@ -42,6 +44,10 @@ pub struct CheckArgs {
     /// Exit 1 if any rule is refused or any content test fails.
     #[arg(long)]
     pub strict: bool,
+    /// Agent configuration whose watched file trees (`[fanotify]`) the path check uses
+    /// (default: the agent's defaults).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// The YAML files under some paths, `(path, text)`, sorted: Sigma rules, and the content
@@ -133,6 +139,17 @@ pub fn run(args: Args) -> CmdResult {
         Some(m) => vec![parse_mode(m)?],
         None => Mode::ALL.to_vec(),
     };
+    let agent_config = match &args.config {
+        Some(p) => ringfence_agent::Config::load(p)
+            .map_err(|e| Failure::refused(anyhow::anyhow!("{e}")))?,
+        None => ringfence_agent::Config::default(),
+    };
+    let trees: Vec<String> = agent_config
+        .fanotify
+        .all_paths()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut warnings: Vec<String> = Vec::new();
     let found = read_rule_files(&args.paths).map_err(Failure::refused)?;
     let files = &found.rules;
     let rule_files: Vec<RuleFile<'_>> = files
@@ -155,6 +172,13 @@ pub fn run(args: Args) -> CmdResult {
     for mode in &modes {
         let out = compile(&rule_files, &Options::new(*mode));
         documents = documents.max(out.documents);
+        let widened = agent_config.fanotify.content_paths;
+        for w in coverage::check(&out.engine, &rule_files, &trees, widened) {
+            let text = w.to_string();
+            if !warnings.contains(&text) {
+                warnings.push(text);
+            }
+        }
         // Each test runs in the modes that compiled its rule; a refused rule is reported as
         // such, not again through its tests.
         let applicable: Vec<testing::ContentTest> = tests
@@ -250,6 +274,13 @@ pub fn run(args: Args) -> CmdResult {
                 .context("writing")?;
         }
     }
+    for w in &warnings {
+        if args.json {
+            print_line(&json!({"warning": w}).to_string()).context("writing")?;
+        } else {
+            print_line(&format!("WARNING   {w}")).context("writing")?;
+        }
+    }
     for f in &test_failures {
         if args.json {
             print_line(&json!({"test_failed": f}).to_string()).context("writing")?;
@@ -268,8 +299,13 @@ pub fn run(args: Args) -> CmdResult {
                 test_failures.len()
             )
         };
+        let warnings_text = if warnings.is_empty() {
+            String::new()
+        } else {
+            format!("; {} path warnings", warnings.len())
+        };
         print_line(&format!(
-            "{compiled} compiled, {refused} refused ({} documents; compiled per mode: {}{tests_text})",
+            "{compiled} compiled, {refused} refused ({} documents; compiled per mode: {}{tests_text}{warnings_text})",
             documents.max(compiled + refused),
             modes_text.join(", ")
         ))
