@@ -244,6 +244,7 @@ pub async fn checkin(
     AgentAuth(agent): AgentAuth,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<CheckInResponse>> {
+    crate::quota::checkin(&state, &agent)?;
     let c: CheckIn = parse_json(body, limits::CHECKIN_BYTES)?;
     check_protocol(c.protocol)?;
     if c.agent_id != agent {
@@ -299,6 +300,7 @@ pub async fn findings(
             "findings are for another agent than the credential".into(),
         ));
     }
+    crate::quota::findings(&state, &agent, batch.findings.len())?;
     let now = state.clock.now_ms();
     let rows: Vec<(Option<String>, Option<String>, String)> = batch
         .findings
