@@ -80,11 +80,10 @@ fn bump(c: &AtomicU64) {
 
 impl Metrics {
     fn observe_checkin(&self, elapsed: Duration) {
+        // One bucket per observation; the page adds them up.
         let secs = elapsed.as_secs_f64();
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                bump(&self.checkin_latency[i]);
-            }
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            bump(&self.checkin_latency[i]);
         }
         bump(&self.checkin_latency_count);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
@@ -107,12 +106,6 @@ impl Metrics {
     /// The counters in Prometheus' text exposition format.
     pub fn render(&self, out: &mut String) {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut counter = |name: &str, help: &str, rows: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (labels, v) in rows {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
-        };
         let statuses = |arr: &[AtomicU64; REFUSAL_STATUSES.len()]| -> Vec<(String, u64)> {
             REFUSAL_STATUSES
                 .iter()
@@ -130,8 +123,10 @@ impl Metrics {
         let refused = statuses(&self.checkins_refused);
         let uploads_refused = statuses(&self.findings_uploads_refused);
         let mut emit = |name: &str, help: &str, rows: Vec<(String, u64)>| {
-            let rows: Vec<(&str, u64)> = rows.iter().map(|(l, n)| (l.as_str(), *n)).collect();
-            counter(name, help, &rows);
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
         };
         emit(
             "ringfence_checkins_served_total",
@@ -233,11 +228,12 @@ impl Metrics {
             "# HELP ringfence_checkin_seconds Time to answer a check-in, commit of its sample included.\n\
              # TYPE ringfence_checkin_seconds histogram"
         );
+        let mut cumulative = 0u64;
         for (bound, c) in LATENCY_BUCKETS.iter().zip(&self.checkin_latency) {
+            cumulative = cumulative.saturating_add(get(c));
             let _ = writeln!(
                 out,
-                "ringfence_checkin_seconds_bucket{{le=\"{bound}\"}} {}",
-                get(c)
+                "ringfence_checkin_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
         let count = get(&self.checkin_latency_count);
@@ -328,13 +324,8 @@ pub async fn count_agent_requests(
 ) -> Response {
     let m = &state.metrics;
     let started = Instant::now();
-    let claimed = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|c| ringfence_wire::Credential::try_from(c.trim().to_owned()).ok())
-        .map(|c| c.agent_id().to_string());
+    // Parsed only if the request is refused, for the log line.
+    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
     if endpoint == AgentEndpoint::Checkin {
         m.checkins_in_flight.fetch_add(1, Ordering::Relaxed);
     }
@@ -354,6 +345,12 @@ pub async fn count_agent_requests(
     }
     bump(&refused[status_slot(status)]);
     if let Some(suppressed) = m.refusal_log.allow() {
+        let claimed = authorization
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|c| ringfence_wire::Credential::try_from(c.trim().to_owned()).ok())
+            .map(|c| c.agent_id().to_string());
         let reason = match resp.extensions().get::<ErrorDetail>() {
             Some(ErrorDetail::Refused(r)) => r.as_str(),
             Some(ErrorDetail::Internal(_)) => "internal error",
@@ -374,23 +371,26 @@ pub async fn count_agent_requests(
     resp
 }
 
+/// A rollout state and how many rollouts are in it.
+type StateCount = (String, i64);
+/// The active rollout: id, current ring, state.
+type ActiveRollout = (i64, i64, String);
+
 /// `GET /metrics`: the counters, the rollouts by state and the database's round-trip time.
 pub async fn get_metrics(State(state): State<AppState>, _op: Operator) -> AppResult<Response> {
     let mut out = String::with_capacity(8 * 1024);
     state.metrics.render(&mut out);
     let ping = Instant::now();
-    let (by_state, active): (Vec<(String, i64)>, Vec<(i64, i64, String)>) =
-        on_db!(&state.db, |pool| {
-            let by_state = sqlx::query_as("SELECT state, COUNT(*) FROM rollouts GROUP BY state")
-                .fetch_all(pool)
-                .await?;
-            let active = sqlx::query_as(
-                "SELECT id, current_ring, state FROM rollouts WHERE active IS NOT NULL",
-            )
+    let (by_state, active): (Vec<StateCount>, Vec<ActiveRollout>) = on_db!(&state.db, |pool| {
+        let by_state = sqlx::query_as("SELECT state, COUNT(*) FROM rollouts GROUP BY state")
             .fetch_all(pool)
             .await?;
-            (by_state, active)
-        });
+        let active =
+            sqlx::query_as("SELECT id, current_ring, state FROM rollouts WHERE active IS NOT NULL")
+                .fetch_all(pool)
+                .await?;
+        (by_state, active)
+    });
     let db_secs = ping.elapsed().as_secs_f64();
     let _ = writeln!(
         out,

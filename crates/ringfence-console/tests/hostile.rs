@@ -134,7 +134,9 @@ fn findings_body(a: &Agent, findings: Vec<Value>) -> Vec<u8> {
 
 /// Sign in with the login form; the session cookie (`rf_session=…`).
 async fn sign_in(addr: SocketAddr) -> String {
-    let a = http::login(addr, "admin", "hunter2-but-longer").await.unwrap();
+    let a = http::login(addr, "admin", "hunter2-but-longer")
+        .await
+        .unwrap();
     assert_eq!(a.status, 303, "{}", a.text());
     a.header("set-cookie")
         .unwrap()
@@ -175,14 +177,21 @@ async fn failed_logins_back_off_per_name_and_per_address() {
     let addr = running.addr;
     // Per name: five free failures, then 429 for that name, right password included.
     for i in 0..5 {
-        let a = http::login(addr, "admin", &format!("guess-{i}")).await.unwrap();
+        let a = http::login(addr, "admin", &format!("guess-{i}"))
+            .await
+            .unwrap();
         assert_eq!(a.status, 401, "attempt {i}");
     }
     let v = c.state.metrics.argon2_verifications.load(Ordering::Relaxed);
-    let a = http::login(addr, "admin", "hunter2-but-longer").await.unwrap();
+    let a = http::login(addr, "admin", "hunter2-but-longer")
+        .await
+        .unwrap();
     assert_eq!(a.status, 429);
     assert!(a.header("retry-after").is_some());
-    assert_eq!(c.state.metrics.argon2_verifications.load(Ordering::Relaxed), v);
+    assert_eq!(
+        c.state.metrics.argon2_verifications.load(Ordering::Relaxed),
+        v
+    );
     // Per address: spraying names does not escape it.
     for i in 0..15 {
         let a = http::login(addr, &format!("spray-{i}"), "x").await.unwrap();
@@ -193,7 +202,13 @@ async fn failed_logins_back_off_per_name_and_per_address() {
     // The console's clock moves on: the operator gets in, and that clears the name.
     c.clock.advance_ms(16 * 60_000);
     let _ = sign_in(addr).await;
-    assert_eq!(c.state.logins.per_name.wait("admin", ringfence_console::Clock::now_ms(c.clock.as_ref())), 0);
+    assert_eq!(
+        c.state
+            .logins
+            .per_name
+            .wait("admin", ringfence_console::Clock::now_ms(c.clock.as_ref())),
+        0
+    );
     running.shutdown().await.unwrap();
 }
 
@@ -210,7 +225,9 @@ async fn a_flooding_agent_gets_429_and_does_not_starve_the_others() {
     let running = serve(&c, Duration::from_secs(3600)).await;
     let addr = running.addr;
 
-    let bodies: Vec<Vec<u8>> = (0..50).map(|_| checkin_body(&mut flood, json!({}))).collect();
+    let bodies: Vec<Vec<u8>> = (0..50)
+        .map(|_| checkin_body(&mut flood, json!({})))
+        .collect();
     let tasks: Vec<_> = bodies
         .into_iter()
         .map(|b| {
@@ -232,10 +249,20 @@ async fn a_flooding_agent_gets_429_and_does_not_starve_the_others() {
     let limited: Vec<_> = answers.iter().filter(|a| a.status == 429).collect();
     assert_eq!(ok, Quota::CHECKINS.burst as usize);
     assert_eq!(ok + limited.len(), 50);
-    assert!(limited[0].header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(
+        limited[0]
+            .header("retry-after")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
     assert!(limited[0].text().contains("check-in quota"));
     assert_eq!(
-        c.state.metrics.quota_refusals_checkin.load(Ordering::Relaxed),
+        c.state
+            .metrics
+            .quota_refusals_checkin
+            .load(Ordering::Relaxed),
         limited.len() as u64
     );
     assert_eq!(c.state.metrics.checkins_refused(429), limited.len() as u64);
@@ -249,7 +276,11 @@ async fn a_flooding_agent_gets_429_and_does_not_starve_the_others() {
     let mut statuses = Vec::new();
     for _ in 0..4 {
         let body = findings_body(&flood, batch(1000));
-        statuses.push(agent_post(addr, &flood, "/api/v1/agents/findings", &body).await.status);
+        statuses.push(
+            agent_post(addr, &flood, "/api/v1/agents/findings", &body)
+                .await
+                .status,
+        );
     }
     assert_eq!(statuses, [200, 200, 429, 429]);
     let body = findings_body(&quiet, vec![json!({"rule": {"name": "quiet-rule"}})]);
@@ -262,7 +293,12 @@ async fn a_flooding_agent_gets_429_and_does_not_starve_the_others() {
     // A check-in interval later, the flooding agent may check in again.
     c.clock.advance_ms(60_000);
     let b = checkin_body(&mut flood, json!({}));
-    assert_eq!(agent_post(addr, &flood, "/api/v1/agents/checkin", &b).await.status, 200);
+    assert_eq!(
+        agent_post(addr, &flood, "/api/v1/agents/checkin", &b)
+            .await
+            .status,
+        200
+    );
     running.shutdown().await.unwrap();
 }
 
@@ -291,7 +327,11 @@ async fn dashboard_pages_carry_security_headers_and_no_inline_code() {
             assert!(csp.contains(want), "{path}: {csp}");
         }
         assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
-        assert_eq!(a.header("x-content-type-options"), Some("nosniff"), "{path}");
+        assert_eq!(
+            a.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
         assert_eq!(a.header("referrer-policy"), Some("no-referrer"), "{path}");
         assert_eq!(a.header("x-frame-options"), Some("DENY"), "{path}");
         assert_eq!(a.header("cache-control"), Some("no-store"), "{path}");
@@ -351,19 +391,30 @@ async fn hidden_characters_are_refused_in_names_and_escaped_in_findings() {
 
     let body = findings_body(
         &agent,
-        vec![json!({"rule": {"name": "<script>alert(1)</script>", "severity": "high\u{202e}wol"},
-                    "path": "/tmp/\u{1b}[31mred\u{202e}fdp.exe"})],
+        vec![
+            json!({"rule": {"name": "<script>alert(1)</script>", "severity": "high\u{202e}wol"},
+                    "path": "/tmp/\u{1b}[31mred\u{202e}fdp.exe"}),
+        ],
     );
     let a = agent_post(addr, &agent, "/api/v1/agents/findings", &body).await;
     assert_eq!(a.status, 200, "{}", a.text());
     let cookie = sign_in(addr).await;
-    let page = http::request(addr, "GET", "/findings", &[("Cookie", cookie.as_str())], b"")
-        .await
-        .unwrap()
-        .text();
+    let page = http::request(
+        addr,
+        "GET",
+        "/findings",
+        &[("Cookie", cookie.as_str())],
+        b"",
+    )
+    .await
+    .unwrap()
+    .text();
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!page.contains("<script>alert"));
-    assert!(page.contains("high\\u{202e}wol"), "bidi override shown as a code");
+    assert!(
+        page.contains("high\\u{202e}wol"),
+        "bidi override shown as a code"
+    );
     assert!(!page.contains('\u{202e}'));
     assert!(!page.contains('\u{1b}'));
     running.shutdown().await.unwrap();
@@ -379,7 +430,12 @@ async fn metrics_take_an_operator_and_count_what_happened() {
     let running = serve(&c, Duration::from_secs(3600)).await;
     let addr = running.addr;
     let b = checkin_body(&mut agent, json!({}));
-    assert_eq!(agent_post(addr, &agent, "/api/v1/agents/checkin", &b).await.status, 200);
+    assert_eq!(
+        agent_post(addr, &agent, "/api/v1/agents/checkin", &b)
+            .await
+            .status,
+        200
+    );
     let bad = http::request(
         addr,
         "POST",
@@ -390,16 +446,31 @@ async fn metrics_take_an_operator_and_count_what_happened() {
     .await
     .unwrap();
     assert_eq!(bad.status, 401);
-    assert_eq!(http::login(addr, "admin", "wrong").await.unwrap().status, 401);
+    assert_eq!(
+        http::login(addr, "admin", "wrong").await.unwrap().status,
+        401
+    );
 
-    let anonymous = http::request(addr, "GET", "/metrics", &[], b"").await.unwrap();
-    assert_eq!(anonymous.status, 401);
-    let auth = format!("Bearer {}", c.token);
-    let a = http::request(addr, "GET", "/metrics", &[("Authorization", auth.as_str())], b"")
+    let anonymous = http::request(addr, "GET", "/metrics", &[], b"")
         .await
         .unwrap();
+    assert_eq!(anonymous.status, 401);
+    let auth = format!("Bearer {}", c.token);
+    let a = http::request(
+        addr,
+        "GET",
+        "/metrics",
+        &[("Authorization", auth.as_str())],
+        b"",
+    )
+    .await
+    .unwrap();
     assert_eq!(a.status, 200, "{}", a.text());
-    assert!(a.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(
+        a.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     let text = a.text();
     let value = |series: &str| -> f64 {
         text.lines()
@@ -407,9 +478,15 @@ async fn metrics_take_an_operator_and_count_what_happened() {
             .unwrap_or_else(|| panic!("no {series} in\n{text}"))
     };
     assert_eq!(value("ringfence_checkins_served_total"), 1.0);
-    assert_eq!(value("ringfence_checkins_refused_total{status=\"401\"}"), 1.0);
+    assert_eq!(
+        value("ringfence_checkins_refused_total{status=\"401\"}"),
+        1.0
+    );
     assert_eq!(value("ringfence_logins_total{result=\"failed\"}"), 1.0);
-    assert_eq!(value("ringfence_quota_refusals_total{kind=\"checkin\"}"), 0.0);
+    assert_eq!(
+        value("ringfence_quota_refusals_total{kind=\"checkin\"}"),
+        0.0
+    );
     // The scrape's own connection is open.
     assert!(value("ringfence_connections_open") >= 1.0);
     assert_eq!(value("ringfence_checkin_seconds_count"), 2.0);
@@ -429,9 +506,13 @@ async fn errors_refusals_and_failed_logins_are_logged_with_their_cause() {
     assert!(!lines_with("console listening").is_empty());
 
     // A failed login: name logged printable, password nowhere.
-    let a = http::login(addr, "mallory\n[fake] operator admin signed in", "s3cret-pass-xyzzy")
-        .await
-        .unwrap();
+    let a = http::login(
+        addr,
+        "mallory\n[fake] operator admin signed in",
+        "s3cret-pass-xyzzy",
+    )
+    .await
+    .unwrap();
     assert_eq!(a.status, 401);
     let line = wait_for_line(&["login failed", "mallory"]).await;
     assert!(line.contains("\\u{a}[fake]"), "{line}");
@@ -452,13 +533,26 @@ async fn errors_refusals_and_failed_logins_are_logged_with_their_cause() {
     let ringfence_console::Db::Sqlite(pool) = &c.state.db else {
         panic!("a SQLite console")
     };
-    sqlx::query("DROP TABLE rollouts").execute(pool).await.unwrap();
-    let auth = format!("Bearer {}", c.token);
-    let a = http::request(addr, "GET", "/api/v1/rollouts", &[("Authorization", auth.as_str())], b"")
+    sqlx::query("DROP TABLE rollouts")
+        .execute(pool)
         .await
         .unwrap();
+    let auth = format!("Bearer {}", c.token);
+    let a = http::request(
+        addr,
+        "GET",
+        "/api/v1/rollouts",
+        &[("Authorization", auth.as_str())],
+        b"",
+    )
+    .await
+    .unwrap();
     assert_eq!(a.status, 500);
-    assert!(!a.text().contains("rollouts"), "no detail to the client: {}", a.text());
+    assert!(
+        !a.text().contains("rollouts"),
+        "no detail to the client: {}",
+        a.text()
+    );
     let line = wait_for_line(&["internal error", "route=/api/v1/rollouts"]).await;
     assert!(line.starts_with("ERROR"), "{line}");
     assert!(line.contains("no such table"), "{line}");
