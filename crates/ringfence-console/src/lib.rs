@@ -185,8 +185,12 @@ pub fn app(state: AppState) -> Router {
     use axum::middleware::from_fn_with_state;
     use metrics::AgentEndpoint;
     use ringfence_wire::{limits, paths};
-    let counted =
-        |endpoint| from_fn_with_state((state.clone(), endpoint), metrics::count_agent_requests);
+    let counted = |endpoint| {
+        from_fn_with_state(
+            (state.metrics.clone(), endpoint),
+            metrics::count_agent_requests,
+        )
+    };
     let agent_api = Router::new()
         .route(paths::ENROLL, post(agents::enroll))
         .merge(
@@ -235,7 +239,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .merge(dashboard::router())
         .layer(from_fn_with_state(
-            state.clone(),
+            state.metrics.clone(),
             metrics::log_internal_errors,
         ))
         .with_state(state)
@@ -410,7 +414,13 @@ async fn accept_loop(
             metrics
                 .connections_refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(max = MAX_CONNECTIONS, "connection refused: too many open");
+            if let Some(suppressed) = metrics.refusal_log.allow() {
+                tracing::warn!(
+                    max = MAX_CONNECTIONS,
+                    suppressed_before = suppressed,
+                    "connection refused: too many open"
+                );
+            }
             continue;
         };
         let slot = ConnectionSlot::open(permit, metrics.clone());

@@ -11,8 +11,8 @@
 //! disk.
 
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -291,7 +291,7 @@ impl LogLimiter {
 /// Every route: a 500 is logged here with its method, route and cause (the client saw only
 /// "internal error").
 pub async fn log_internal_errors(
-    State(state): State<AppState>,
+    State(metrics): State<Arc<Metrics>>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -302,7 +302,7 @@ pub async fn log_internal_errors(
         .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
     let resp = next.run(req).await;
     if let Some(ErrorDetail::Internal(detail)) = resp.extensions().get::<ErrorDetail>() {
-        bump(&state.metrics.internal_errors);
+        bump(&metrics.internal_errors);
         tracing::error!(%method, %route, cause = %detail, "request failed: internal error");
     }
     resp
@@ -318,11 +318,10 @@ pub enum AgentEndpoint {
 /// The agent endpoints: served and refused counts, check-in latency, and a rate-limited log
 /// line for each refusal with its status and reason.
 pub async fn count_agent_requests(
-    State((state, endpoint)): State<(AppState, AgentEndpoint)>,
+    State((m, endpoint)): State<(Arc<Metrics>, AgentEndpoint)>,
     req: Request,
     next: Next,
 ) -> Response {
-    let m = &state.metrics;
     let started = Instant::now();
     // Parsed only if the request is refused, for the log line.
     let authorization = req.headers().get(header::AUTHORIZATION).cloned();
