@@ -293,6 +293,7 @@ pub async fn findings(
     AgentAuth(agent): AgentAuth,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<FindingsAccepted>> {
+    crate::quota::findings_open(&state, &agent)?;
     let batch: FindingsBatch = parse_json(body, limits::FINDINGS_BYTES)?;
     check_protocol(batch.protocol)?;
     if batch.agent_id != agent {

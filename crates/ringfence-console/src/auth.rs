@@ -260,8 +260,15 @@ pub async fn check_login(state: &AppState, name: &str, password: &str) -> AppRes
     }
 }
 
-/// Password checks (Argon2, 19 MiB each) running at once.
+/// Most password checks (Argon2, 19 MiB and a core each) running at once.
 pub const LOGIN_VERIFIERS: usize = 2;
+
+/// Password checks running at once on this machine: [`LOGIN_VERIFIERS`], but no more than half
+/// the cores, so a login flood leaves check-ins a core.
+pub fn login_verifiers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (cores / 2).clamp(1, LOGIN_VERIFIERS)
+}
 /// Logins waiting for a verifier; one more is answered 503 at once.
 pub const LOGIN_QUEUE: usize = 16;
 /// Longest a login waits for a verifier before it is answered 503.
@@ -283,7 +290,7 @@ pub struct LoginLimits {
 impl Default for LoginLimits {
     fn default() -> LoginLimits {
         LoginLimits {
-            verifiers: tokio::sync::Semaphore::new(LOGIN_VERIFIERS),
+            verifiers: tokio::sync::Semaphore::new(login_verifiers()),
             memory: std::sync::Mutex::new(Vec::new()),
             waiting: std::sync::atomic::AtomicUsize::new(0),
             // An office behind one NAT gets more room than one name.
@@ -309,7 +316,7 @@ impl LoginLimits {
         };
         // Checks outside the login form (`ringfence up`) may add one more; keep no more than
         // the verifiers use.
-        if m.len() < LOGIN_VERIFIERS {
+        if m.len() < login_verifiers() {
             m.push(memory);
         }
     }

@@ -157,6 +157,22 @@ impl Buckets {
         }
     }
 
+    /// Whether `key` has a whole token at `now`, without taking it.
+    pub fn peek(&self, key: &str, now: Millis) -> Take {
+        let map = match self.shard(key).lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        match map.get(key).map(|b| self.refilled(*b, now)) {
+            Some(b) if b.milli < 1000 => Take::Refused {
+                retry_after_ms: (((1000 - b.milli) as f64 / 1000.0) * self.refill_ms_per_token)
+                    .ceil()
+                    .max(1.0) as Millis,
+            },
+            _ => Take::Allowed,
+        }
+    }
+
     /// Keys tracked now (tests).
     pub fn tracked(&self) -> usize {
         self.shards
@@ -216,11 +232,19 @@ pub fn checkin(state: &AppState, agent: &ringfence_wire::AgentId) -> AppResult<(
 /// agent keeps them for later).
 pub fn findings(state: &AppState, agent: &ringfence_wire::AgentId, count: usize) -> AppResult<()> {
     let cost = u32::try_from(count).unwrap_or(u32::MAX);
-    match state
-        .quotas
-        .findings
-        .take(agent.as_str(), cost, state.clock.now_ms())
-    {
+    let now = state.clock.now_ms();
+    findings_answer(state, state.quotas.findings.take(agent.as_str(), cost, now))
+}
+
+/// Before a findings upload is parsed: 429 at once if the agent's findings quota is used up,
+/// so a flooding agent costs no JSON parsing.
+pub fn findings_open(state: &AppState, agent: &ringfence_wire::AgentId) -> AppResult<()> {
+    let now = state.clock.now_ms();
+    findings_answer(state, state.quotas.findings.peek(agent.as_str(), now))
+}
+
+fn findings_answer(state: &AppState, take: Take) -> AppResult<()> {
+    match take {
         Take::Allowed => Ok(()),
         Take::Refused { retry_after_ms } => {
             state
@@ -361,6 +385,10 @@ mod tests {
         assert!(matches!(b.take("a", 1, 0), Take::Refused { .. }));
         // A cost above the burst is charged as the burst, so a big batch can still pass.
         assert_eq!(b.take("c", 1_000_000, 0), Take::Allowed);
+        // Peeking takes nothing.
+        assert!(matches!(b.peek("c", 0), Take::Refused { .. }));
+        assert_eq!(b.peek("d", 0), Take::Allowed);
+        assert_eq!(b.take("d", 3, 0), Take::Allowed);
     }
 
     #[test]

@@ -80,7 +80,7 @@ async fn a_login_flood_keeps_memory_bounded_and_then_backs_off() {
     // At most the verifiers plus the queue ran Argon2; the rest were answered without it.
     assert!(
         verifications
-            <= (ringfence_console::auth::LOGIN_VERIFIERS + ringfence_console::auth::LOGIN_QUEUE)
+            <= (ringfence_console::auth::login_verifiers() + ringfence_console::auth::LOGIN_QUEUE)
                 as u64,
         "{verifications}"
     );
