@@ -368,6 +368,7 @@ pub async fn checkin(
     AgentAuth(agent): AgentAuth,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<CheckInResponse>> {
+    crate::quota::checkin(&state, &agent)?;
     let now = state.clock.now_ms();
     let c: CheckIn = match parse_json(body, limits::CHECKIN_BYTES) {
         Ok(c) => c,
@@ -425,6 +426,7 @@ pub async fn findings(
     AgentAuth(agent): AgentAuth,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<FindingsAccepted>> {
+    crate::quota::findings_open(&state, &agent)?;
     let batch: FindingsBatch = parse_json(body, limits::FINDINGS_BYTES)?;
     check_protocol(batch.protocol)?;
     if batch.agent_id != agent {
@@ -432,6 +434,7 @@ pub async fn findings(
             "findings are for another agent than the credential".into(),
         ));
     }
+    crate::quota::findings(&state, &agent, batch.findings.len())?;
     let now = state.clock.now_ms();
     let rows: Vec<(Option<String>, Option<String>, String)> = batch
         .findings

@@ -13,8 +13,12 @@ use axum::http::request::Parts;
 use axum::http::{Method, header};
 use sha2::{Digest, Sha256};
 
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
+use crate::quota::Backoff;
 use crate::{AppState, on_db};
 
 /// Session cookie name.
@@ -59,6 +63,52 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
                 .is_ok()
         })
         .unwrap_or(false)
+}
+
+/// Largest Argon2 memory a stored hash may ask for (a corrupted row cannot make a login
+/// allocate gigabytes).
+const MAX_ARGON2_BLOCKS: usize = 256 * 1024;
+
+/// [`verify_password`] with Argon2's memory (19 MiB with the default parameters) taken from
+/// `memory` and left there for the next verification, so verifications allocate nothing and
+/// the console's memory stays at what its few verifiers hold, however many logins come.
+pub fn verify_password_in(password: &str, phc: &str, memory: &mut Vec<argon2::Block>) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(expected), Some(salt)) = (hash.hash, hash.salt) else {
+        return false;
+    };
+    let (Ok(params), Ok(algorithm)) = (
+        argon2::Params::try_from(&hash),
+        argon2::Algorithm::try_from(hash.algorithm),
+    ) else {
+        return false;
+    };
+    let version = match hash.version.map(argon2::Version::try_from) {
+        None => argon2::Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if blocks > MAX_ARGON2_BLOCKS {
+        return false;
+    }
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::default());
+    }
+    let mut out = [0u8; 64];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    argon2::Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut memory[..])
+        .is_ok()
+        && ct_eq(out, expected.as_bytes())
 }
 
 /// Create (or replace the password of) an operator and mint an API token for them.
@@ -173,7 +223,13 @@ pub async fn consume_one_time(state: &AppState, secret: &str) -> AppResult<Strin
     ))
 }
 
-/// Check a name and password; the operator's name on success.
+/// A PHC string with the default Argon2id parameters whose hash matches no password: unknown
+/// names are verified against it, so they cost what known names cost.
+const DUMMY_PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$3FbCG7rDZ14k3IznZneETw$ihkMk2vkwuNeiGtNB4WnmiMAPMZ5miVk5YYf6grra0w";
+
+/// Check a name and password; the operator's name on success. An unknown name runs the same
+/// Argon2 verification (against [`DUMMY_PHC`]) as a known one, so the answer's time does not
+/// tell which names exist. No limits here: [`login`] adds them for the login form.
 pub async fn check_login(state: &AppState, name: &str, password: &str) -> AppResult<String> {
     let row: Option<(String,)> = on_db!(&state.db, |pool| {
         sqlx::query_as("SELECT password_hash FROM operators WHERE name = $1")
@@ -181,15 +237,184 @@ pub async fn check_login(state: &AppState, name: &str, password: &str) -> AppRes
             .fetch_optional(pool)
             .await?
     });
-    let (phc,) = row.ok_or(AppError::Unauthorized("wrong name or password"))?;
+    let known = row.is_some();
+    let phc = row.map_or_else(|| DUMMY_PHC.to_owned(), |(phc,)| phc);
     let password = password.to_owned();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-        .await
-        .map_err(AppError::internal)?;
-    if ok {
+    state
+        .metrics
+        .argon2_verifications
+        .fetch_add(1, Ordering::Relaxed);
+    let pool = state.logins.clone();
+    let ok = tokio::task::spawn_blocking(move || {
+        let mut memory = pool.take_memory();
+        let ok = verify_password_in(&password, &phc, &mut memory);
+        pool.give_memory(memory);
+        ok
+    })
+    .await
+    .map_err(AppError::internal)?;
+    if ok && known {
         Ok(name.to_owned())
     } else {
         Err(AppError::Unauthorized("wrong name or password"))
+    }
+}
+
+/// Most password checks (Argon2, 19 MiB and a core each) running at once.
+pub const LOGIN_VERIFIERS: usize = 2;
+
+/// Password checks running at once on this machine: [`LOGIN_VERIFIERS`], but no more than half
+/// the cores, so a login flood leaves check-ins a core.
+pub fn login_verifiers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (cores / 2).clamp(1, LOGIN_VERIFIERS)
+}
+/// Logins waiting for a verifier; one more is answered 503 at once.
+pub const LOGIN_QUEUE: usize = 16;
+/// Longest a login waits for a verifier before it is answered 503.
+pub const LOGIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What keeps the login form from being a way to exhaust the console or guess passwords: a
+/// small pool of password verifiers with a short queue, and backoff after failures per client
+/// address (an IPv6 /64 counts as one) and per name (known or not).
+#[derive(Debug)]
+pub struct LoginLimits {
+    verifiers: tokio::sync::Semaphore,
+    /// Argon2 memory of the verifiers, kept between logins.
+    memory: std::sync::Mutex<Vec<Vec<argon2::Block>>>,
+    waiting: std::sync::atomic::AtomicUsize,
+    pub per_address: Backoff,
+    pub per_name: Backoff,
+}
+
+impl Default for LoginLimits {
+    fn default() -> LoginLimits {
+        LoginLimits {
+            verifiers: tokio::sync::Semaphore::new(login_verifiers()),
+            memory: std::sync::Mutex::new(Vec::new()),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            // An office behind one NAT gets more room than one name.
+            per_address: Backoff::new(20, 1_000, 15 * 60_000, 65_536),
+            per_name: Backoff::new(5, 1_000, 15 * 60_000, 65_536),
+        }
+    }
+}
+
+impl LoginLimits {
+    fn take_memory(&self) -> Vec<argon2::Block> {
+        match self.memory.lock() {
+            Ok(mut m) => m.pop(),
+            Err(p) => p.into_inner().pop(),
+        }
+        .unwrap_or_default()
+    }
+
+    fn give_memory(&self, memory: Vec<argon2::Block>) {
+        let mut m = match self.memory.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        // Checks outside the login form (`ringfence up`) may add one more; keep no more than
+        // the verifiers use.
+        if m.len() < login_verifiers() {
+            m.push(memory);
+        }
+    }
+}
+
+/// The key login backoff uses for a client address.
+fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// A login name as it may appear in a log line: printable, at most 64 characters.
+fn loggable(name: &str) -> String {
+    ringfence_wire::printable(&name.chars().take(64).collect::<String>())
+}
+
+/// A login from the form, from `peer` (none when the request did not come through the accept
+/// loop: tests driving the router directly). Refused with 429 while the address or the name
+/// is backing off after failures and with 503 when too many logins already wait for a password
+/// check; neither costs an Argon2 verification.
+pub async fn login(
+    state: &AppState,
+    name: &str,
+    password: &str,
+    peer: Option<IpAddr>,
+) -> AppResult<String> {
+    let limits = &state.logins;
+    let address = peer.map_or_else(|| "unknown".to_owned(), address_key);
+    let name_key = name.chars().take(128).collect::<String>();
+    let throttled = |state: &AppState| -> AppResult<()> {
+        let now = state.clock.now_ms();
+        let wait = limits
+            .per_address
+            .wait(&address, now)
+            .max(limits.per_name.wait(&name_key, now));
+        if wait > 0 {
+            state
+                .metrics
+                .logins_throttled
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = state.metrics.login_log.allow() {
+                tracing::warn!(name = %loggable(name), address = %address, wait_ms = wait,
+                    suppressed_before = suppressed, "login refused: backing off after failed logins");
+            }
+            return Err(AppError::TooManyRequests {
+                message: "too many failed logins; wait and try again",
+                retry_after_s: u64::try_from(wait.saturating_add(999) / 1000).unwrap_or(1),
+            });
+        }
+        Ok(())
+    };
+    throttled(state)?;
+    // Queue for a verifier, but only behind a few others.
+    let queued = limits.waiting.fetch_add(1, Ordering::AcqRel);
+    let permit = if queued >= LOGIN_QUEUE {
+        None
+    } else {
+        tokio::time::timeout(LOGIN_WAIT, limits.verifiers.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    };
+    limits.waiting.fetch_sub(1, Ordering::AcqRel);
+    let Some(_permit) = permit else {
+        state.metrics.logins_busy.fetch_add(1, Ordering::Relaxed);
+        return Err(AppError::Unavailable(
+            "too many logins in progress; try again in a moment",
+        ));
+    };
+    // Failures recorded while this one waited count too.
+    throttled(state)?;
+    match check_login(state, name, password).await {
+        Ok(op) => {
+            limits.per_name.clear(&name_key);
+            state.metrics.logins_ok.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(operator = %loggable(&op), address = %address, "operator signed in");
+            Ok(op)
+        }
+        Err(AppError::Unauthorized(msg)) => {
+            let now = state.clock.now_ms();
+            limits.per_address.fail(&address, now);
+            limits.per_name.fail(&name_key, now);
+            state.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = state.metrics.login_log.allow() {
+                tracing::warn!(name = %loggable(name), address = %address,
+                    suppressed_before = suppressed, "login failed: wrong name or password");
+            }
+            Err(AppError::Unauthorized(msg))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -280,6 +505,34 @@ mod tests {
         assert!(verify_password("correct horse", &phc));
         assert!(!verify_password("wrong", &phc));
         assert!(!verify_password("x", "not a phc string"));
+        let mut memory = Vec::new();
+        assert!(verify_password_in("correct horse", &phc, &mut memory));
+        assert!(!verify_password_in("wrong", &phc, &mut memory));
+        assert!(!verify_password_in("x", "not a phc string", &mut memory));
+        let blocks = memory.len();
+        assert!(blocks > 0);
+        assert!(verify_password_in("correct horse", &phc, &mut memory));
+        assert_eq!(memory.len(), blocks, "memory reused, not grown");
+    }
+
+    #[test]
+    fn the_dummy_hash_costs_what_a_real_one_costs() {
+        let dummy = PasswordHash::new(DUMMY_PHC).unwrap();
+        let real_phc = hash_password("x").unwrap();
+        let real = PasswordHash::new(&real_phc).unwrap();
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert_eq!(dummy.version, real.version);
+        assert_eq!(dummy.params, real.params);
+        assert!(!verify_password("", DUMMY_PHC));
+    }
+
+    #[test]
+    fn addresses_of_one_ipv6_64_share_a_key() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        let v4: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(address_key(v4), "192.0.2.1");
     }
 
     #[test]

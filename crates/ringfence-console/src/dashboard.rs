@@ -4,13 +4,21 @@
 //! SVG, gates with their evidence, halt/resume/rollback buttons, the audit trail) and findings.
 //! Every page needs a session from the login form (or a one-time sign-in link that
 //! `ringfence up` prints). Buttons call the same JSON API as the CLI, with the session cookie
-//! and the CSRF header; everything shown is escaped.
+//! and the CSRF header; everything shown is escaped, and characters that hide or reorder text
+//! (controls, bidi overrides) are shown as `\u{…}`.
+//!
+//! Every dashboard response carries a Content-Security-Policy that allows no inline script or
+//! style (the script and style sheet are served from `/assets/`), cannot be framed, and is not
+//! cached or sent as a referrer.
 
 use std::fmt::Write as _;
 
 use axum::Form;
 use axum::Router;
 use axum::extract::{Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -37,13 +45,66 @@ pub fn router() -> Router<AppState> {
         .route("/rollouts", get(rollouts_page))
         .route("/rollouts/{id}", get(rollout_page))
         .route("/findings", get(findings_page))
+        .route("/assets/dashboard.css", get(css))
+        .route("/assets/dashboard.js", get(js))
+        .layer(axum::middleware::map_response(security_headers))
 }
 
-/// Escape text for HTML.
+/// What the dashboard's pages may load and do: their own script and style sheet and nothing
+/// inline, no framing, forms and fetches to this origin only.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                       connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+async fn security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            // Revalidated each time, so a new console's script is picked up at once.
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn css() -> Response {
+    asset("text/css; charset=utf-8", CSS)
+}
+
+async fn js() -> Response {
+    asset("text/javascript; charset=utf-8", JS)
+}
+
+/// Escape text for HTML; characters that hide or reorder text are written as `\u{…}`
+/// ([`ringfence_wire::printable`]), so one host name cannot pass for another.
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
+            c if ringfence_wire::is_hidden_char(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
@@ -102,12 +163,15 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}code{font:12px ui-mono
 .panel{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:14px 16px;margin-bottom:14px}
 .actions button{border:0;border-radius:8px;padding:7px 14px;font-weight:600;color:#fff;cursor:pointer;margin-right:8px}
 .actions .halt{background:var(--warn)}.actions .resume{background:var(--run)}.actions .rollback{background:var(--bad)}.actions button:disabled{opacity:.35;cursor:default}
-.muted{color:var(--muted)}.reason{margin:6px 0 10px}.err{color:var(--bad);font-weight:600}
+.grow{flex:1}.muted{color:var(--muted)}.reason{margin:6px 0 10px}.err{color:var(--bad);font-weight:600}
 form.login{max-width:340px;margin:80px auto;background:var(--card);border:1px solid var(--line);border-radius:12px;padding:24px}
 form.login input{width:100%;padding:8px;margin:4px 0 12px;border:1px solid var(--line);border-radius:6px}form.login button{width:100%;padding:9px;border:0;border-radius:6px;background:#101828;color:#fff;font-weight:600}
 "#;
 
 const JS: &str = r#"
+for (const b of document.querySelectorAll('button[data-action]')) {
+  b.addEventListener('click', () => act(b.dataset.rollout, b.dataset.action));
+}
 async function act(id, action){
   let reason = prompt('Reason for ' + action + ' (recorded in the audit log):', '');
   if (reason === null) return;
@@ -132,11 +196,11 @@ fn page(title: &str, active: &str, operator: &str, body: &str) -> Html<String> {
     };
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t} · Ringfence</title>\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><style>{CSS}</style></head><body>\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><link rel=\"stylesheet\" href=\"/assets/dashboard.css\"></head><body>\
          <header><b>Ringfence console</b>{f}{r}{fi}<span class=\"me\">{op} · <span id=\"updated\"></span> \
          <label><input type=\"checkbox\" id=\"live\"> live</label></span>\
          <form method=\"post\" action=\"/logout\"><button>Sign out</button></form></header>\
-         <main>{body}</main><script>{JS}</script></body></html>",
+         <main>{body}</main><script src=\"/assets/dashboard.js\"></script></body></html>",
         t = esc(title),
         f = nav("/fleet", "Fleet"),
         r = nav("/rollouts", "Rollouts"),
@@ -182,7 +246,7 @@ fn login_html(error: Option<&str>) -> Html<String> {
         format!("<p class=\"err\">{}</p>", esc(e))
     });
     Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign in · Ringfence</title><style>{CSS}</style></head>\
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign in · Ringfence</title><link rel=\"stylesheet\" href=\"/assets/dashboard.css\"></head>\
          <body><form class=\"login\" method=\"post\" action=\"/login\"><h1>Ringfence console</h1>{err}\
          <label>Operator<input name=\"name\" autocomplete=\"username\" autofocus></label>\
          <label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\"></label>\
@@ -214,11 +278,24 @@ async fn start_session(state: &AppState, operator: &str, next: &str) -> Response
     }
 }
 
-async fn login_submit(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
-    match auth::check_login(&state, &form.name, &form.password).await {
+async fn login_submit(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let peer = peer.map(|axum::Extension(ConnectInfo(addr))| addr.ip());
+    match auth::login(&state, &form.name, &form.password, peer).await {
         Ok(op) => start_session(&state, &op, "/rollouts").await,
         Err(AppError::Unauthorized(msg)) => {
             (StatusCode::UNAUTHORIZED, login_html(Some(msg))).into_response()
+        }
+        Err(e @ (AppError::TooManyRequests { .. } | AppError::Unavailable(_))) => {
+            let mut resp = (e.status(), login_html(Some(&e.to_string()))).into_response();
+            if let AppError::TooManyRequests { retry_after_s, .. } = e {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));
+            }
+            resp
         }
         Err(e) => e.into_response(),
     }
@@ -331,7 +408,7 @@ async fn fleet_page(State(state): State<AppState>, headers: HeaderMap) -> Respon
     let total = summary.agents.max(1) as f64;
     let _ = write!(
         b,
-        "<div class=\"card\" style=\"flex:1\"><div class=\"l\">content versions</div><svg width=\"100%\" height=\"26\" viewBox=\"0 0 600 26\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"agents per content version\">"
+        "<div class=\"card grow\"><div class=\"l\">content versions</div><svg width=\"100%\" height=\"26\" viewBox=\"0 0 600 26\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"agents per content version\">"
     );
     let palette = [
         "#2e6be6", "#12a150", "#dc8a00", "#7a5af8", "#d92d20", "#0ba5ec",
@@ -589,9 +666,9 @@ async fn rollout_page(
     let mut b = format!(
         "<h1>Rollout {id}: v{} → v{} {}</h1><div class=\"panel\">\
          <p class=\"reason\">{}</p><p class=muted>started {} by {}{}{}</p>\
-         <div class=\"actions\"><button class=\"halt\" onclick=\"act({id},'halt')\"{}>Halt</button>\
-         <button class=\"resume\" onclick=\"act({id},'resume')\"{}>Resume</button>\
-         <button class=\"rollback\" onclick=\"act({id},'rollback')\"{}>Roll back</button></div></div>",
+         <div class=\"actions\"><button class=\"halt\" data-rollout=\"{id}\" data-action=\"halt\"{}>Halt</button>\
+         <button class=\"resume\" data-rollout=\"{id}\" data-action=\"resume\"{}>Resume</button>\
+         <button class=\"rollback\" data-rollout=\"{id}\" data-action=\"rollback\"{}>Roll back</button></div></div>",
         v.from_version,
         v.to_version,
         badge(&v.state),
@@ -684,6 +761,14 @@ mod tests {
             esc("<a href='x'>&\"</a>"),
             "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
         );
+    }
+
+    #[test]
+    fn escapes_text_that_hides_or_reorders() {
+        // "web1-prod" with a right-to-left override would read as another host.
+        assert_eq!(esc("evil\u{202e}dorp-1bew"), "evil\\u{202e}dorp-1bew");
+        assert_eq!(esc("a\u{1b}[31mb"), "a\\u{1b}[31mb");
+        assert_eq!(esc("zero\u{200b}width"), "zero\\u{200b}width");
     }
 
     #[test]

@@ -22,9 +22,11 @@ pub mod drill;
 pub mod error;
 pub mod gate;
 pub mod ingest;
+pub mod metrics;
 pub mod mtls;
 pub mod orders;
 pub mod plan;
+pub mod quota;
 pub mod revoke;
 pub mod rollout;
 pub mod snapshot;
@@ -67,6 +69,10 @@ pub struct Config {
     pub order_key: Option<Arc<OrderKey>>,
     /// Issues agents' client certificates (mutual TLS); none on a plain-HTTP console.
     pub client_ca: Option<Arc<ringfence_wire::tls::ConsoleCa>>,
+    /// Per-agent check-in quota ([`quota`]).
+    pub checkin_quota: quota::Quota,
+    /// Per-agent findings quota, in findings ([`quota`]).
+    pub findings_quota: quota::Quota,
 }
 
 impl Config {
@@ -79,6 +85,8 @@ impl Config {
             secure_cookies: false,
             order_key: None,
             client_ca: None,
+            checkin_quota: quota::Quota::CHECKINS,
+            findings_quota: quota::Quota::FINDINGS,
         }
     }
 }
@@ -97,6 +105,12 @@ pub struct AppState {
     pub orders: Arc<orders::PendingOrders>,
     /// Signs the orders check-in responses carry.
     pub order_key: Arc<OrderKey>,
+    /// The console's counters (`/metrics`).
+    pub metrics: Arc<metrics::Metrics>,
+    /// Per-agent token buckets.
+    pub quotas: Arc<quota::AgentQuotas>,
+    /// Login verifiers and backoff.
+    pub logins: Arc<auth::LoginLimits>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -116,6 +130,11 @@ impl AppState {
             Some(k) => k.clone(),
             None => Arc::new(OrderKey::generate().map_err(AppError::internal)?),
         };
+        let quotas = Arc::new(quota::AgentQuotas::new(
+            config.checkin_quota,
+            config.findings_quota,
+            config.checkin_interval_ms,
+        ));
         let state = AppState {
             order_key,
             ingest: Ingest::start(db.clone()),
@@ -126,6 +145,9 @@ impl AppState {
             credentials: Arc::new(CredentialCache::default()),
             republisher: Arc::new(OpaqueCopy),
             orders: Arc::new(orders::PendingOrders::default()),
+            metrics: Arc::new(metrics::Metrics::default()),
+            quotas,
+            logins: Arc::new(auth::LoginLimits::default()),
         };
         state.reload_snapshot().await?;
         state.orders.reload(&state.db).await?;
@@ -167,17 +189,30 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
+    use axum::middleware::from_fn_with_state;
+    use metrics::AgentEndpoint;
     use ringfence_wire::{limits, paths};
+    let counted = |endpoint| {
+        from_fn_with_state(
+            (state.metrics.clone(), endpoint),
+            metrics::count_agent_requests,
+        )
+    };
     let agent_api = Router::new()
         .route(paths::ENROLL, post(agents::enroll))
-        .route(paths::CHECKIN, post(agents::checkin))
         .route(paths::RENEW, post(mtls::renew))
+        .merge(
+            Router::new()
+                .route(paths::CHECKIN, post(agents::checkin))
+                .layer(counted(AgentEndpoint::Checkin)),
+        )
         .layer(DefaultBodyLimit::max(
             limits::CHECKIN_BYTES.max(limits::ENROLL_BYTES),
         ))
         .merge(
             Router::new()
                 .route(paths::FINDINGS, post(agents::findings))
+                .layer(counted(AgentEndpoint::Findings))
                 .layer(DefaultBodyLimit::max(limits::FINDINGS_BYTES)),
         );
     let operator_api = Router::new()
@@ -210,6 +245,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/rollouts/{id}", get(rollout::get_rollout))
         .route("/api/v1/rollouts/{id}/{action}", post(rollout::post_action))
         .route("/api/v1/audit", get(audit::get_audit))
+        .route("/metrics", get(metrics::get_metrics))
         .layer(DefaultBodyLimit::max(256 * 1024))
         .merge(
             Router::new()
@@ -222,6 +258,10 @@ pub fn app(state: AppState) -> Router {
         .route("/content/{file}", get(content::serve_file))
         .route("/healthz", get(|| async { "ok" }))
         .merge(dashboard::router())
+        .layer(from_fn_with_state(
+            state.metrics.clone(),
+            metrics::log_internal_errors,
+        ))
         .with_state(state)
 }
 
@@ -240,12 +280,25 @@ pub async fn run_engine(
             _ = stop.changed() => return,
         }
         if let Err(e) = state.refresh_if_changed().await {
-            tracing::warn!(error = %e, "snapshot refresh failed");
+            tracing::error!(error = %e, "snapshot refresh failed: check-ins answer from the last one");
         }
+        let m = &state.metrics;
         match rollout::tick(&state).await {
-            Ok(rollout::TickOutcome::Idle | rollout::TickOutcome::Waiting { .. }) => {}
-            Ok(outcome) => tracing::info!(?outcome, "rollout engine decided"),
-            Err(e) => tracing::warn!(error = %e, "rollout engine tick failed"),
+            Ok(rollout::TickOutcome::Idle | rollout::TickOutcome::Waiting { .. }) => {
+                m.engine_ticks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(outcome) => {
+                m.engine_ticks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(?outcome, "rollout engine decided");
+            }
+            Err(e) => {
+                m.engine_ticks_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Loud: a rollout whose gates are not evaluated neither advances nor rolls back.
+                tracing::error!(error = %e, "rollout engine tick failed: rollouts are not evaluated");
+            }
         }
     }
 }
@@ -328,7 +381,21 @@ async fn serve_with(
     let router = app(state.clone());
     let is_tls = tls.is_some();
     let acceptor = tls.map(ringfence_wire::tls::TlsAcceptor::from);
-    let server = tokio::spawn(accept_loop(listener, router, acceptor, stop_rx));
+    tracing::info!(
+        %addr,
+        tls = is_tls,
+        database = state.db.engine(),
+        max_connections = MAX_CONNECTIONS,
+        engine_period_ms = u64::try_from(engine_period.as_millis()).unwrap_or(u64::MAX),
+        "console listening"
+    );
+    let server = tokio::spawn(accept_loop(
+        listener,
+        router,
+        acceptor,
+        stop_rx,
+        state.metrics.clone(),
+    ));
     Ok(Running {
         addr,
         state,
@@ -346,13 +413,14 @@ async fn accept_loop(
     router: Router,
     tls: Option<ringfence_wire::tls::TlsAcceptor>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    metrics: Arc<metrics::Metrics>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((tcp, _peer)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors, say: wait a little rather than spin.
                     tracing::warn!(error = %e, "accepting a connection failed");
@@ -362,10 +430,20 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(max = MAX_CONNECTIONS, "connection refused: too many open");
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics
+                .connections_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(suppressed) = metrics.refusal_log.allow() {
+                tracing::warn!(
+                    max = MAX_CONNECTIONS,
+                    suppressed_before = suppressed,
+                    "connection refused: too many open"
+                );
+            }
             continue;
         };
+        let slot = ConnectionSlot::open(permit, metrics.clone());
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
         let watcher = graceful.watcher();
@@ -383,8 +461,8 @@ async fn accept_loop(
                                 .peer_certificates()
                                 .and_then(|c| c.first())
                                 .and_then(ringfence_wire::tls::agent_in_cert);
-                            let peer = mtls::Peer::Tls { agent };
-                            serve_connection(stream, router, peer, watcher).await
+                            let tls_peer = mtls::Peer::Tls { agent };
+                            serve_connection(stream, peer, tls_peer, router, watcher).await
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -394,7 +472,7 @@ async fn accept_loop(
             None => {
                 tokio::spawn(async move {
                     let _slot = slot;
-                    serve_connection(tcp, router, mtls::Peer::Plain, watcher).await;
+                    serve_connection(tcp, peer, mtls::Peer::Plain, router, watcher).await;
                 });
             }
         }
@@ -407,18 +485,50 @@ async fn accept_loop(
     Ok(())
 }
 
+/// One open connection: its place under the cap, counted in the metrics while it lives.
+struct ConnectionSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: Arc<metrics::Metrics>,
+}
+
+impl ConnectionSlot {
+    fn open(permit: tokio::sync::OwnedSemaphorePermit, metrics: Arc<metrics::Metrics>) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        metrics.connections_accepted.fetch_add(1, Relaxed);
+        metrics.connections_open.fetch_add(1, Relaxed);
+        ConnectionSlot {
+            _permit: permit,
+            metrics,
+        }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.metrics
+            .connections_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 async fn serve_connection<I>(
     io: I,
+    peer: SocketAddr,
+    tls_peer: mtls::Peer,
     router: Router,
-    peer: mtls::Peer,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // Each request carries the client's address (login backoff keys on it) and what its
+    // client certificate says (agents' mutual TLS).
+    let tower = hyper_util::service::TowerToHyperService::new(router);
     let service =
-        hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(peer.clone());
-            tower::ServiceExt::oneshot(router.clone(), req)
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            req.extensions_mut().insert(tls_peer.clone());
+            hyper::service::Service::call(&tower, req)
         });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())

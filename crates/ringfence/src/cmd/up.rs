@@ -418,6 +418,7 @@ pub fn run(args: Args) -> CmdResult {
     // Held until `up` returns.
     let _lock = lock_data_dir(&data)?;
     private_database(&data.join("console.db")).map_err(Failure::environment)?;
+    crate::cmd::agent::init_tracing();
     let keys = data.join("keys");
     if !keys.exists() {
         ringfence_content::init_keys(
