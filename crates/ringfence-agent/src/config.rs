@@ -161,7 +161,8 @@ pub const DEFAULT_WATCHED: &[&str] = &[
     "/dev/shm",
 ];
 
-/// System binary, library, boot and add-on trees: watched for writes only.
+/// System binary, library, boot and add-on trees, and the system logs (their clearing and
+/// truncation is what the default pack looks for): watched for writes only.
 pub const DEFAULT_WRITE_ONLY: &[&str] = &[
     "/usr/local/bin",
     "/usr/local/sbin",
@@ -173,6 +174,7 @@ pub const DEFAULT_WRITE_ONLY: &[&str] = &[
     "/lib64",
     "/boot",
     "/opt",
+    "/var/log",
 ];
 
 /// The largest `[fanotify] max_paths`: the eBPF sensor's prefix map holds 1024 entries.
