@@ -231,6 +231,7 @@ async fn a_lying_console_cannot_blind_the_agent_or_make_it_run_anything() {
         content_dir: content_dir.clone(),
         max_bundle_bytes: 1 << 20,
         content_version: Box::new(|| 3),
+        content_label: Box::new(|| "bundle v3, 1 rule".to_owned()),
         supervisor_crashes: None,
         lkg_fallbacks: 0,
         orders,
@@ -363,6 +364,7 @@ async fn a_dead_console_fails_over_to_another_of_the_fleet_with_the_same_identit
         content_dir: dir.path().join("content"),
         max_bundle_bytes: 1 << 20,
         content_version: Box::new(|| 0),
+        content_label: Box::new(|| "the built-in pack, 66 rules".to_owned()),
         supervisor_crashes: None,
         lkg_fallbacks: 0,
         orders: OrderRunner::new(

@@ -133,6 +133,7 @@ async fn run(backend: &str, tls: bool, seconds: f64) {
                     seq: Count::try_from(*seq).unwrap(),
                     agent_version: Label::try_from("0.1.0").unwrap(),
                     content_version: Count::ZERO,
+                    content: None,
                     health: Health {
                         cpu_percent: CpuPercent::try_from(2.5).unwrap(),
                         rss_bytes: Count::try_from(40_000_000u64).unwrap(),

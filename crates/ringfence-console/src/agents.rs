@@ -310,6 +310,7 @@ pub fn sample(c: &CheckIn, at: Millis) -> Sample {
         seq: c.seq.get(),
         agent_version: c.agent_version.to_string(),
         content_version: c.content_version.get(),
+        content: c.content.as_ref().map(ToString::to_string),
         crashes: h.crashes.get(),
         restarts: h.restarts.get(),
         lkg: h.lkg_fallbacks.get(),
@@ -647,6 +648,8 @@ pub struct AgentRow {
     pub last_seen: Millis,
     pub agent_version: String,
     pub content_version: i64,
+    /// What the agent says is active ("the built-in pack, 31 rules", "bundle v9, 12 rules").
+    pub content: Option<String>,
     pub region: Option<String>,
     pub industry: Option<String>,
     pub environment: Option<String>,
@@ -666,7 +669,7 @@ pub struct AgentRow {
 pub async fn list(state: &AppState, limit: i64) -> AppResult<Vec<AgentRow>> {
     Ok(on_db!(&state.db, |pool| {
         sqlx::query_as::<_, AgentRow>(
-            "SELECT a.id, a.hostname, a.enrolled_at, s.last_seen, s.agent_version, s.content_version, s.region, \
+            "SELECT a.id, a.hostname, a.enrolled_at, s.last_seen, s.agent_version, s.content_version, s.content, s.region, \
              s.industry, s.environment, s.custom_tags, s.tz_offset, s.cpu, s.rss, s.crashes_total, s.lkg_total, \
              s.drops_total, s.events_total, s.findings_total, s.checkins \
              FROM agents a JOIN agent_state s ON s.agent_id = a.id ORDER BY s.last_seen DESC, a.id LIMIT $1",

@@ -438,11 +438,12 @@ async fn fleet_page(State(state): State<AppState>, headers: HeaderMap) -> Respon
         };
         let _ = write!(
             b,
-            "<tr><td><code>{}</code></td><td>{}</td><td>{health}</td><td>{}</td><td>v{}</td><td class=num>{:.1}%</td><td class=num>{}</td>\
+            "<tr><td><code>{}</code></td><td>{}</td><td>{health}</td><td>{}</td><td title=\"{}\">v{}</td><td class=num>{:.1}%</td><td class=num>{}</td>\
              <td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td>{}</td><td class=muted>{}</td></tr>",
             esc(&a.id[..12.min(a.id.len())]),
             esc(&a.hostname),
             esc(&a.agent_version),
+            esc(a.content.as_deref().unwrap_or("")),
             a.content_version,
             a.cpu,
             mib(a.rss as f64),

@@ -349,6 +349,7 @@ impl AgentSim {
                 seq: Count::try_from(seq).unwrap_or_default(),
                 agent_version: self.agent_version.clone(),
                 content_version: Count::try_from(current).unwrap_or_default(),
+                content: None,
                 health,
                 tags: self.tags.clone(),
                 order_results: Default::default(),

@@ -22,7 +22,7 @@ use crate::on_db;
 
 /// Most check-ins in one transaction.
 pub const MAX_BATCH: usize = 4096;
-/// Rows per statement (SQLite allows 32766 bound parameters; 18 columns × 1000 stays below).
+/// Rows per statement (SQLite allows 32766 bound parameters; 19 columns × 1000 stays below).
 const ROWS_PER_STATEMENT: usize = 1000;
 /// Queue length before check-ins are refused with 503.
 pub const QUEUE: usize = 32 * 1024;
@@ -35,6 +35,8 @@ pub struct Sample {
     pub seq: i64,
     pub agent_version: String,
     pub content_version: i64,
+    /// What the agent says is active, in words.
+    pub content: Option<String>,
     pub crashes: i64,
     pub restarts: i64,
     pub lkg: i64,
@@ -189,7 +191,7 @@ pub async fn write_batch<'a>(
         }
         for chunk in states.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::new(
-                "INSERT INTO agent_state (agent_id, last_seen, seq, agent_version, content_version, region, industry, environment, custom_tags, tz_offset, cpu, rss, crashes_total, lkg_total, drops_total, events_total, findings_total, checkins) ",
+                "INSERT INTO agent_state (agent_id, last_seen, seq, agent_version, content_version, content, region, industry, environment, custom_tags, tz_offset, cpu, rss, crashes_total, lkg_total, drops_total, events_total, findings_total, checkins) ",
             );
             q.push_values(chunk, |mut b, (s, n)| {
                 b.push_bind(&s.agent_id)
@@ -197,6 +199,7 @@ pub async fn write_batch<'a>(
                     .push_bind(s.seq)
                     .push_bind(&s.agent_version)
                     .push_bind(s.content_version)
+                    .push_bind(&s.content)
                     .push_bind(&s.region)
                     .push_bind(&s.industry)
                     .push_bind(&s.environment)
@@ -214,6 +217,7 @@ pub async fn write_batch<'a>(
             q.push(format!(
                 " ON CONFLICT (agent_id) DO UPDATE SET last_seen = excluded.last_seen, seq = excluded.seq, \
                  agent_version = excluded.agent_version, content_version = excluded.content_version, \
+                 content = excluded.content, \
                  tz_offset = excluded.tz_offset, cpu = excluded.cpu, rss = excluded.rss, \
                  crashes_total = {}, lkg_total = {}, drops_total = {}, events_total = {}, findings_total = {}, checkins = {}",
                 saturating_add("crashes_total"),

@@ -101,6 +101,7 @@ fn sample(agent: &str, at: i64, f: impl FnOnce(&mut Sample)) -> Sample {
         seq: 1,
         agent_version: "0.1.0".into(),
         content_version: 1,
+        content: None,
         crashes: 0,
         restarts: 0,
         lkg: 0,

@@ -160,6 +160,7 @@ fn checkin(credential: &Credential) -> CheckIn {
         seq: Count::try_from(1u64).unwrap(),
         agent_version: Label::try_from("0.1.0").unwrap(),
         content_version: Count::ZERO,
+        content: None,
         health: Health {
             interval_ms: Count::try_from(60_000u64).unwrap(),
             ..Health::default()

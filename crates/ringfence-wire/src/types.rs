@@ -502,6 +502,10 @@ pub struct CheckIn {
     pub agent_version: Label,
     /// The content version the agent runs now (0: none).
     pub content_version: Count,
+    /// What content is active, in words ("the built-in pack, 31 rules", "bundle v9, 12
+    /// rules"), so an operator sees an agent that fell back to its built-in pack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Label>,
     pub health: Health,
     #[serde(default)]
     pub tags: Tags,

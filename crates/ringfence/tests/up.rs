@@ -361,6 +361,14 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
             .is_some_and(|a| a["content_version"] == 2)
     });
     assert!(data.join("agent/content/console-v2.bundle").exists());
+    // Every check-in says what is active, in words.
+    wait_for("the agent to say bundle v2 is active", &log, || {
+        agents(&data, &url, &token).first().is_some_and(|a| {
+            a["content"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("bundle v2, "))
+        })
+    });
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("content delivered"), "{text}");
 

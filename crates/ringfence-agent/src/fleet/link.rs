@@ -55,6 +55,8 @@ pub struct LinkOptions {
     pub max_bundle_bytes: u64,
     /// The content version the agent runs now (0: none).
     pub content_version: Box<dyn Fn() -> u64 + Send>,
+    /// What content is active, in words, for every check-in.
+    pub content_label: Box<dyn Fn() -> String + Send>,
     /// The supervisor's crash count when this worker started.
     pub supervisor_crashes: Option<SupervisorCount>,
     /// Last-known-good fallbacks to report (the supervisor rolled content back before this
@@ -329,6 +331,7 @@ impl Link {
             seq: count(self.seq),
             agent_version: self.opts.agent_version.clone(),
             content_version: count(current),
+            content: super::label_lossy(&(self.opts.content_label)()).ok(),
             health: Health {
                 crashes: count(crashes),
                 restarts: Count::ZERO,

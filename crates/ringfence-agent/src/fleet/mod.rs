@@ -232,6 +232,8 @@ pub struct FleetStart {
     pub state_dir: PathBuf,
     pub content_dir: PathBuf,
     pub content_version: Box<dyn Fn() -> u64 + Send>,
+    /// What content is active, in words ("the built-in pack, 31 rules").
+    pub content_label: Box<dyn Fn() -> String + Send>,
     pub supervisor_crashes: Option<SupervisorCount>,
     pub lkg_fallbacks: u64,
     /// The responder's settings for console orders (`[response]`'s `responder_config()`).
@@ -284,6 +286,7 @@ impl FleetLink {
             content_dir: start.content_dir,
             max_bundle_bytes: start.section.max_bundle_bytes,
             content_version: start.content_version,
+            content_label: start.content_label,
             supervisor_crashes: start.supervisor_crashes,
             lkg_fallbacks: start.lkg_fallbacks,
             orders: orders::OrderRunner::new(

@@ -501,6 +501,10 @@ fn start_fleet_link(
         }
         None => Box::new(|| 0),
     };
+    let content_label: Box<dyn Fn() -> String + Send> = match manager {
+        Some(m) => Box::new(m.content_reader()),
+        None => Box::new(|| "the built-in pack (no content manager)".to_owned()),
+    };
     let supervised = std::env::var_os(SUPERVISED_ENV).is_some();
     let supervisor_crashes = std::env::var(CRASHES_ENV)
         .ok()
@@ -522,6 +526,7 @@ fn start_fleet_link(
         state_dir,
         content_dir,
         content_version,
+        content_label,
         supervisor_crashes,
         lkg_fallbacks: u64::from(std::env::var_os(ROLLBACK_ENV).is_some()),
         // Console orders go through the same guard rails, limits, dry-run and audit log as
