@@ -47,6 +47,21 @@ session() {
     rm -f "/var/tmp/home-backup-$$.tar.gz"
     crontab -l >/dev/null 2>&1
     apt-cache policy bash >/dev/null
+    uptime
+    w >/dev/null
+    last -n 5 >/dev/null 2>&1
+    free -m >/dev/null
+    lsblk >/dev/null 2>&1
+    ip addr >/dev/null
+    ip route >/dev/null
+    getent passwd root >/dev/null
+    find /var/log -name '*.gz' -mtime +30 >/dev/null 2>&1
+    tar -czf "/var/tmp/etc-backup-$$.tar.gz" -C / etc 2>/dev/null
+    sha256sum "/var/tmp/etc-backup-$$.tar.gz" >/dev/null
+    rm -f "/var/tmp/etc-backup-$$.tar.gz"
+    ssh-keygen -q -t ed25519 -N '' -C deploy -f "$W/deploy_key"
+    ssh-keygen -l -f "$W/deploy_key.pub" >/dev/null
+    openssl x509 -noout -subject -enddate -in /etc/ssl/certs/ca-certificates.crt >/dev/null 2>&1
     sleep 1
 
     step build
@@ -88,12 +103,36 @@ C
         -c "INSERT INTO orders (item) SELECT 'item ' || g FROM generate_series(1, 1000) g"
     as_pg "$BIN/psql" -q -h 127.0.0.1 -p 55499 -U postgres -d shop -c 'VACUUM' -c 'ANALYZE'
     as_pg "$BIN/pg_dump" -h 127.0.0.1 -p 55499 -U postgres -f "$PG/shop.sql" shop
+    su -s /bin/sh postgres -c "$BIN/psql -h 127.0.0.1 -p 55499 -U postgres -d shop -tAc 'SELECT count(*) FROM orders'" >/dev/null
+    as_pg "$BIN/vacuumdb" -h 127.0.0.1 -p 55499 -U postgres --analyze shop >/dev/null
     as_pg "$BIN/pg_ctl" -D "$PG" -m fast -w stop >/dev/null
     sleep 1
 
     step packages
     dpkg -l | head -n 20 >/dev/null
     apt-get -s install cowsay >/dev/null 2>&1
+    # A real install and removal of a small package (its maintainer scripts and triggers run).
+    # Then everything the install added is purged again, and nothing else.
+    dpkg-query -W -f '${Package}\n' | sort >"$W/packages.before"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q cowsay >/dev/null 2>&1
+    /usr/games/cowsay moo >/dev/null
+    dpkg-query -W -f '${Package}\n' | sort >"$W/packages.after"
+    # shellcheck disable=SC2046 # one word per package
+    DEBIAN_FRONTEND=noninteractive apt-get purge -y -q \
+        $(comm -13 "$W/packages.before" "$W/packages.after") >/dev/null 2>&1
+
+    step housekeeping
+    # A service account for an application, created and removed again.
+    useradd --system --no-create-home --shell /usr/sbin/nologin benignsvc
+    id benignsvc >/dev/null
+    userdel benignsvc
+    # Disk space: old rotated logs and journal files (these names and ages match nothing here).
+    rm -f /var/log/syslog.9.gz /var/log/auth.log.9.gz /var/log/nginx/access.log.14.gz
+    find /var/log -name '*.gz' -mtime +3650 -delete
+    journalctl --vacuum-time=3650d >/dev/null 2>&1
+    du -sh /var/log >/dev/null 2>&1
+    logger -t benign "maintenance done"
+    systemctl daemon-reload >/dev/null 2>&1
 
     step cron
     run-parts --test /etc/cron.daily >/dev/null
