@@ -136,6 +136,20 @@ C
 
     step cron
     run-parts --test /etc/cron.daily >/dev/null
+    # A nightly backup job, run the way cron runs /etc/cron.daily: /etc archived, then copied to
+    # a backup host (here 127.0.0.1 with no key: the copy is refused, the commands are the same).
+    mkdir -p "$W/cron.daily"
+    cat >"$W/cron.daily/backup-etc" <<'JOB'
+#!/bin/sh
+set -e
+out=/var/tmp/etc-$(hostname)-$(date +%Y%m%d).tar.gz
+tar -czf "$out" /etc 2>/dev/null
+scp -q -o BatchMode=yes -o ConnectTimeout=2 -o StrictHostKeyChecking=no \
+    "$out" backup@127.0.0.1:/srv/backups/ 2>/dev/null || true
+rm -f "$out"
+JOB
+    chmod 755 "$W/cron.daily/backup-etc"
+    run-parts --report "$W/cron.daily"
 
     rm -rf "$W"
     step done
