@@ -57,6 +57,12 @@ async fn run(backend: &str, tls: bool, seconds: f64) {
     let mut config = Config::new(dir.path().join("content"));
     config.checkin_interval_ms = 60_000;
     config.checkin_jitter_ms = 6_000;
+    // 2,000 agents stand in for a fleet checking in at this rate: each of them checks in far
+    // more often than its interval allows, which the per-agent quota would (rightly) refuse.
+    config.checkin_quota = ringfence_console::quota::Quota {
+        burst: u32::MAX,
+        per_interval: u32::MAX,
+    };
     let state = AppState::new(db, Arc::new(SystemClock), config)
         .await
         .unwrap();
