@@ -85,6 +85,73 @@ async fn read_request(tcp: &mut tokio::net::TcpStream) -> Option<(String, String
     }
 }
 
+/// Serve the scripted console on `listener`: each check-in gets the next of `script` (then an
+/// honest answer), each upload a forged `{"accepted": 0}`, and `/content/*` gets `bundle`.
+fn spawn_console(
+    listener: tokio::net::TcpListener,
+    seen: Arc<Mutex<Seen>>,
+    script: Vec<Vec<u8>>,
+    bundle: Vec<u8>,
+) {
+    tokio::spawn(async move {
+        let mut script = script.into_iter();
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let Some((first, head)) = read_request(&mut tcp).await else {
+                continue;
+            };
+            let reply = if first.contains("/api/v1/agents/checkin") {
+                let mut s = seen.lock().unwrap();
+                s.checkins += 1;
+                if let Some(auth) = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("authorization: Bearer "))
+                {
+                    s.credentials.push(auth.to_owned());
+                }
+                script.next().unwrap_or_else(|| {
+                    http(
+                        "200 OK",
+                        br#"{"content": null, "next_checkin_ms": 1000, "jitter_ms": 0}"#,
+                    )
+                })
+            } else if first.contains("/api/v1/agents/findings") {
+                seen.lock().unwrap().uploads += 1;
+                http("200 OK", br#"{"accepted": 0}"#)
+            } else if first.contains("/content/") {
+                http("200 OK", &bundle)
+            } else {
+                http("404 Not Found", br#"{"error":"no"}"#)
+            };
+            let _ = tcp.write_all(&reply).await;
+        }
+    });
+}
+
+/// An agent already enrolled with `console`: its id, credential and state file.
+fn enrolled(
+    state_dir: &std::path::Path,
+    console: &str,
+    c: char,
+) -> (AgentId, Credential, std::path::PathBuf) {
+    let agent_id = AgentId::try_from(c.to_string().repeat(32)).unwrap();
+    let credential = Credential::new(&agent_id, &"cd".repeat(32)).unwrap();
+    let state_file = state_dir.join("fleet.json");
+    Enrollment {
+        console: console.to_owned(),
+        ca_pins: Vec::new(),
+        agent_id: agent_id.clone(),
+        credential: credential.clone(),
+        crashes_reported: None,
+        tls: None,
+    }
+    .save(&state_file)
+    .unwrap();
+    (agent_id, credential, state_file)
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_lying_console_cannot_blind_the_agent_or_make_it_run_anything() {
     let dir = tempfile::tempdir().unwrap();
@@ -104,19 +171,7 @@ async fn a_lying_console_cannot_blind_the_agent_or_make_it_run_anything() {
     let url = format!("http://{}", listener.local_addr().unwrap());
 
     // The agent is enrolled already.
-    let agent_id = AgentId::try_from("a".repeat(32)).unwrap();
-    let credential = Credential::new(&agent_id, &"cd".repeat(32)).unwrap();
-    let state_file = state_dir.join("fleet.json");
-    Enrollment {
-        console: url.clone(),
-        ca_pins: Vec::new(),
-        agent_id: agent_id.clone(),
-        credential: credential.clone(),
-        crashes_reported: None,
-        tls: None,
-    }
-    .save(&state_file)
-    .unwrap();
+    let (agent_id, credential, state_file) = enrolled(&state_dir, &url, 'a');
     let forged_bundle = b"not a bundle, whatever the offer says".to_vec();
     let forged_sha = hex::encode(Sha256::digest(&forged_bundle));
     let other_key = OrderKey::generate().unwrap();
@@ -157,43 +212,7 @@ async fn a_lying_console_cannot_blind_the_agent_or_make_it_run_anything() {
         ),
     ];
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let server_seen = Arc::clone(&seen);
-    let bundle = forged_bundle.clone();
-    tokio::spawn(async move {
-        let mut script = script.into_iter();
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let Some((first, head)) = read_request(&mut tcp).await else {
-                continue;
-            };
-            let reply = if first.contains("/api/v1/agents/checkin") {
-                let mut s = server_seen.lock().unwrap();
-                s.checkins += 1;
-                if let Some(auth) = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("authorization: Bearer "))
-                {
-                    s.credentials.push(auth.to_owned());
-                }
-                script.next().unwrap_or_else(|| {
-                    http(
-                        "200 OK",
-                        br#"{"content": null, "next_checkin_ms": 1000, "jitter_ms": 0}"#,
-                    )
-                })
-            } else if first.contains("/api/v1/agents/findings") {
-                server_seen.lock().unwrap().uploads += 1;
-                http("200 OK", br#"{"accepted": 0}"#)
-            } else if first.contains("/content/") {
-                http("200 OK", &bundle)
-            } else {
-                http("404 Not Found", br#"{"error":"no"}"#)
-            };
-            let _ = tcp.write_all(&reply).await;
-        }
-    });
+    spawn_console(listener, Arc::clone(&seen), script, forged_bundle.clone());
 
     let telemetry = Arc::new(Telemetry::new(100));
     for i in 0..3 {
@@ -307,48 +326,9 @@ async fn a_dead_console_fails_over_to_another_of_the_fleet_with_the_same_identit
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let alive = format!("http://{}", listener.local_addr().unwrap());
-    let agent_id = AgentId::try_from("b".repeat(32)).unwrap();
-    let credential = Credential::new(&agent_id, &"ef".repeat(32)).unwrap();
-    let state_file = state_dir.join("fleet.json");
-    Enrollment {
-        console: dead.clone(),
-        ca_pins: Vec::new(),
-        agent_id: agent_id.clone(),
-        credential: credential.clone(),
-        crashes_reported: None,
-        tls: None,
-    }
-    .save(&state_file)
-    .unwrap();
+    let (agent_id, credential, state_file) = enrolled(&state_dir, &dead, 'b');
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let server_seen = Arc::clone(&seen);
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let Some((first, head)) = read_request(&mut tcp).await else {
-                continue;
-            };
-            let reply = if first.contains("/api/v1/agents/checkin") {
-                let mut s = server_seen.lock().unwrap();
-                s.checkins += 1;
-                if let Some(auth) = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("authorization: Bearer "))
-                {
-                    s.credentials.push(auth.to_owned());
-                }
-                http(
-                    "200 OK",
-                    br#"{"content": null, "next_checkin_ms": 1000, "jitter_ms": 0}"#,
-                )
-            } else {
-                http("200 OK", br#"{"accepted": 0}"#)
-            };
-            let _ = tcp.write_all(&reply).await;
-        }
-    });
+    spawn_console(listener, Arc::clone(&seen), Vec::new(), Vec::new());
     let content = ringfence_agent::content::config::ContentSection {
         dir: Some(dir.path().join("content")),
         state_dir: Some(state_dir.clone()),
