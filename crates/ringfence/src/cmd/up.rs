@@ -497,6 +497,10 @@ pub fn run(args: Args) -> CmdResult {
             };
             start_local_agent(&console, &local.token, &data)
         };
+        // Handlers first: whoever reads the lines below may stop `up` at once.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         println!("Ringfence is up (data in {}).", data.display());
         println!("  dashboard:   {url}/   (the console's own CA: {ca_pin})");
         println!("  sign in:     {url}/login/once?token={once}   (one-time link, 15 minutes)");
@@ -518,10 +522,8 @@ pub fn run(args: Args) -> CmdResult {
         println!("  order key:   {order_key}   (agents that may take response orders pin it)");
         println!("  local agent: {}", agent.describe());
         println!("Ctrl-C to stop.");
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
         eprintln!("stopping");
