@@ -369,6 +369,13 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
                 .is_some_and(|c| c.starts_with("bundle v2, "))
         })
     });
+    // And `doctor` says so on the host.
+    let doctor = ringfence(&[
+        "doctor",
+        "--content-dir",
+        data.join("agent/content").to_str().unwrap(),
+    ]);
+    assert!(doctor.contains("content: bundle v2"), "{doctor}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("content delivered"), "{text}");
 

@@ -16,7 +16,46 @@ use ringfence_sensor::probe::{self, Probe};
 use crate::{CmdResult, Failure};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The agent's configuration: doctor then also says which content that agent runs.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// The agent's content directory (instead of, or over, the configuration's).
+    #[arg(long)]
+    content_dir: Option<std::path::PathBuf>,
+}
+
+/// Which content an agent with this configuration runs: the store's active bundle and its
+/// last-known-good, or the built-in pack when no bundle was ever accepted.
+fn active_content(args: &Args) -> Result<Option<String>, Failure> {
+    let mut config = match &args.config {
+        Some(path) => ringfence_agent::Config::load(path).map_err(Failure::refused)?,
+        None if args.content_dir.is_none() => return Ok(None),
+        None => ringfence_agent::Config::default(),
+    };
+    if let Some(d) = &args.content_dir {
+        config.content.dir = Some(d.clone());
+    }
+    let Some(state_dir) = config.content.state_dir() else {
+        return Ok(Some(
+            "the built-in pack (no content directory configured)".into(),
+        ));
+    };
+    if !state_dir.join("state.json").exists() {
+        return Ok(Some(format!(
+            "the built-in pack (no bundle accepted yet in {})",
+            state_dir.display()
+        )));
+    }
+    let state = ringfence_content::ContentStore::open(&state_dir)
+        .and_then(|s| s.state())
+        .map_err(|e| Failure::environment(anyhow::anyhow!("{}: {e}", state_dir.display())))?;
+    Ok(Some(match (state.active, state.previous) {
+        (Some(v), Some(p)) => format!("bundle v{v} (last-known-good v{p})"),
+        (Some(v), None) => format!("bundle v{v}"),
+        (None, _) => "the built-in pack (no bundle active)".into(),
+    }))
+}
 
 /// The table, the mode `auto` picks and why, and a warning when no process source works.
 fn render(rows: &[Probe], ebpf: &Result<(), String>) -> String {
@@ -105,7 +144,10 @@ fn privilege_notice(p: &Privileges) -> Result<Option<String>, String> {
     )))
 }
 
-pub fn run(_args: Args) -> CmdResult {
+pub fn run(args: Args) -> CmdResult {
+    if let Some(content) = active_content(&args)? {
+        super::print_line(&format!("content: {content}")).context("writing the table")?;
+    }
     match privilege_notice(&Privileges::current()) {
         Ok(None) => {}
         Ok(Some(warning)) => super::print_line(&warning).context("writing the table")?,
