@@ -210,6 +210,12 @@ pub async fn enroll(
     let now = state.clock.now_ms();
     let agent = AgentId::try_from(random_hex(16)?).map_err(AppError::internal)?;
     let credential = Credential::new(&agent, &random_hex(32)?).map_err(AppError::internal)?;
+    // The certificate first: a request that cannot be signed is refused before the token is
+    // spent.
+    let certificate = match &req.csr_pem {
+        Some(csr) => crate::mtls::sign(&state, agent.as_str(), csr)?,
+        None => None,
+    };
     let enrolled = on_db!(&state.db, |pool| {
         let mut tx = pool.begin().await?;
         let used: Option<(Option<String>,)> = sqlx::query_as(
@@ -277,8 +283,11 @@ pub async fn enroll(
             "enrollment token unknown, expired or used up".into(),
         ));
     }
-    let client_cert_pem = match &req.csr_pem {
-        Some(csr) => crate::mtls::issue(&state, agent.as_str(), csr).await?,
+    let client_cert_pem = match certificate {
+        Some((pem, not_after)) => {
+            crate::mtls::record(&state, agent.as_str(), not_after).await?;
+            Some(pem)
+        }
         None => None,
     };
     Ok(Json(EnrollResponse {

@@ -45,15 +45,19 @@ pub fn check_peer(parts: &Parts, agent: &str, cert_required: bool) -> AppResult<
     }
 }
 
-/// A client certificate for `agent` on the key of `csr`, when this console issues them;
-/// records its expiry, after which the agent must present it.
-pub async fn issue(state: &AppState, agent: &str, csr: &str) -> AppResult<Option<String>> {
+/// A client certificate for `agent` on the key of `csr` (PEM, and its expiry in unix
+/// seconds), when this console issues them; a request it cannot sign is 422.
+pub fn sign(state: &AppState, agent: &str, csr: &str) -> AppResult<Option<(String, i64)>> {
     let Some(ca) = &state.config.client_ca else {
         return Ok(None);
     };
-    let (cert, not_after) = ca
-        .issue_agent_cert(csr, agent)
-        .map_err(|e| AppError::Unprocessable(format!("csr_pem: {e}")))?;
+    ca.issue_agent_cert(csr, agent)
+        .map(Some)
+        .map_err(|e| AppError::Unprocessable(format!("csr_pem: {e}")))
+}
+
+/// Record that `agent` holds a certificate until `not_after`: from now on it must present it.
+pub async fn record(state: &AppState, agent: &str, not_after: i64) -> AppResult<()> {
     on_db!(&state.db, |pool| {
         sqlx::query("UPDATE agents SET cert_not_after = $2 WHERE id = $1")
             .bind(agent)
@@ -62,7 +66,7 @@ pub async fn issue(state: &AppState, agent: &str, csr: &str) -> AppResult<Option
             .await?;
     });
     state.credentials.clear_one(agent);
-    Ok(Some(cert))
+    Ok(())
 }
 
 /// `POST /api/v1/agents/renew`: a new certificate on the agent's key, over a connection that

@@ -194,6 +194,12 @@ async fn an_agent_enrolled_over_tls_must_present_its_own_certificate() {
         tags: Tags::default(),
         csr_pem: csr,
     };
+    // A request the CA cannot sign is refused before the token is spent: both uses remain.
+    let e = anonymous
+        .enroll(&enroll(Some("not a certificate request".into())))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(422), "{e}");
     // Two agents, each with a key of its own and a certificate for it.
     let (key_a, csr_a) = AgentIdentity::new_key().unwrap();
     let a = anonymous.enroll(&enroll(Some(csr_a))).await.unwrap();
