@@ -48,12 +48,19 @@ impl Up {
     }
 
     fn start_with(data: &Path, port: u16, extra: &[&str]) -> Up {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["up", "--checkin-secs", "1", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data")
             .arg(data)
-            .args(extra)
+            .args(extra);
+        Up::spawn(command)
+    }
+
+    /// Run `command` (an `up`), reading its stdout lines on a thread.
+    fn spawn(mut command: Command) -> Up {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -517,30 +524,15 @@ fn an_unprivileged_up_starts_no_blind_agent_and_says_to_run_as_root() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut child = Command::new("setpriv")
+    let mut command = Command::new("setpriv");
+    command
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
         .args(["up", "--listen"])
         .arg(format!("127.0.0.1:{}", free_port()))
         .arg("--data")
         .arg(dir.path().join("data"))
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut up = Up {
-        child,
-        lines,
-        seen: Vec::new(),
-    };
+        .current_dir("/");
+    let mut up = Up::spawn(command);
     let agent = up.line("local agent:");
     assert!(
         agent.contains("not started: this `up` runs as uid 65534")
