@@ -356,3 +356,28 @@ fn an_agent_missing_one_sources_capability_is_refused_naming_it() {
     );
     assert!(!err.contains("proc_connector needs"), "{err}");
 }
+
+#[test]
+fn an_enrolled_host_whose_enrollment_is_unreadable_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("content");
+    std::fs::create_dir_all(content.join(".state")).unwrap();
+    std::fs::write(content.join(".state/fleet.json"), b"{\"console\": 3}").unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "agent",
+        "run",
+        "--no-supervisor",
+        "--output",
+        "stdout",
+        "--content-dir",
+    ])
+    .arg(&content);
+    let out = finished(cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("fleet.json") && err.contains("enroll again"),
+        "{err}"
+    );
+}

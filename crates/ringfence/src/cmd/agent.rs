@@ -285,22 +285,30 @@ fn enroll(args: &EnrollArgs) -> CmdResult {
 }
 
 /// The console and pins a host enrolled with (`agent enroll`), when the configuration names
-/// no console.
-fn enrolled_console(config: &mut Config) {
+/// no console. An enrollment that cannot be read is refused, naming the file: running on
+/// without it would leave an enrolled host quietly out of its fleet.
+fn enrolled_console(config: &mut Config) -> Result<(), Failure> {
     if config.fleet.console.is_some() {
-        return;
+        return Ok(());
     }
     let Some(state_dir) = config.content.state_dir() else {
-        return;
+        return Ok(());
     };
     let file = state_dir.join(ringfence_agent::fleet::enrollment::FILE_NAME);
-    if let Ok(Some(e)) = ringfence_agent::fleet::Enrollment::load(&file) {
+    let enrollment = ringfence_agent::fleet::Enrollment::load(&file).map_err(|e| {
+        Failure::refused(anyhow!(
+            "the host's enrollment is unreadable ({e}); enroll again with `ringfence agent \
+             enroll`, or name the console with --console"
+        ))
+    })?;
+    if let Some(e) = enrollment {
         config.fleet.console = Some(e.console.clone());
         if config.fleet.ca_sha256.is_empty() && config.fleet.ca_file.is_none() {
             config.fleet.ca_sha256 = e.ca_pins.iter().map(|p| p.to_string()).collect();
             config.fleet.plain_http = e.ca_pins.is_empty() && e.console.starts_with("http://");
         }
     }
+    Ok(())
 }
 
 /// The configuration with the command-line flags applied.
@@ -339,7 +347,7 @@ fn config(args: &RunArgs) -> Result<Config, Failure> {
     if args.plain_http {
         config.fleet.plain_http = true;
     }
-    enrolled_console(&mut config);
+    enrolled_console(&mut config)?;
     if let Some(path) = &args.enroll_token_file {
         let token = std::fs::read_to_string(path)
             .with_context(|| format!("reading the enrollment token in {}", path.display()))

@@ -225,9 +225,21 @@ pub fn console_identity(
     }
     // Agents' client certificates come from the console's own CA (made with its server
     // certificate; with an operator's certificate, only when DATA/tls already holds one).
-    let client_ca = ringfence_wire::tls::ConsoleCa::load(&data.join("tls"))
-        .ok()
-        .map(Arc::new);
+    let tls_dir = data.join("tls");
+    let client_ca = if tls_dir.join(ringfence_wire::tls::files::CA_KEY).exists() {
+        let ca = ringfence_wire::tls::ConsoleCa::load(&tls_dir).map_err(|e| {
+            Failure::environment(anyhow::anyhow!(
+                "the console CA that issues agents' certificates: {e}"
+            ))
+        })?;
+        Some(Arc::new(ca))
+    } else {
+        tracing::warn!(
+            dir = %tls_dir.display(),
+            "no console CA here: agents get no client certificates (mutual TLS is off)"
+        );
+        None
+    };
     let server = tls
         .server_config(client_ca.as_ref().map(|c| c.cert()))
         .map_err(Failure::environment)?;
