@@ -11,12 +11,13 @@
     reason = "test code: a failure is the test failing"
 )]
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ringfence_sensor::privilege::Privileges;
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringfence");
 
@@ -69,19 +70,7 @@ struct Running {
 
 impl Running {
     fn start(mut cmd: Command) -> Running {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let (child, lines) = common::spawn_with_lines(&mut cmd);
         Running {
             child,
             lines,

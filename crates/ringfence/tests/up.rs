@@ -9,11 +9,12 @@
     reason = "test code: a failure is the test failing"
 )]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringfence");
 
@@ -60,19 +61,7 @@ impl Up {
 
     /// Run `command` (an `up`), reading its stdout lines on a thread.
     fn spawn(mut command: Command) -> Up {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let (child, lines) = common::spawn_with_lines(&mut command);
         Up {
             child,
             lines,
