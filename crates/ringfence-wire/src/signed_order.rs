@@ -96,8 +96,7 @@ impl OrderKey {
     /// Returns the key and whether it was made now.
     pub fn load_or_create(path: &std::path::Path) -> Result<(OrderKey, bool), String> {
         if path.exists() {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let text = crate::tls::read_text(path).map_err(|e| e.to_string())?;
             return OrderKey::from_hex(&text)
                 .map(|k| (k, false))
                 .map_err(|e| format!("{}: {e}", path.display()));

@@ -750,7 +750,8 @@ fn issue_server_cert(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-fn read_text(path: &Path) -> Result<String, TlsError> {
+/// A small text file (a PEM or a key), read through [`MAX_PEM_BYTES`].
+pub(crate) fn read_text(path: &Path) -> Result<String, TlsError> {
     use std::io::Read;
     let f = std::fs::File::open(path).map_err(|e| file_error(path, e))?;
     let mut text = String::new();
