@@ -7,6 +7,8 @@
 # Settings (environment): RINGFENCE_PG_DIR (default /tmp/ringfence-pg), RINGFENCE_PG_PORT
 # (default 55432). The cluster listens on 127.0.0.1 and a socket in its data dir, trusts local
 # connections, and has one database, ringfence_test. Tests create their own databases beside it.
+# It also serves TLS with a certificate from a throwaway CA made here, exported as
+# RINGFENCE_TEST_POSTGRES_CA, so tests can connect with sslmode=verify-full.
 # Only the export line goes to stdout; progress goes to stderr.
 set -euo pipefail
 
@@ -48,9 +50,30 @@ if [ ! -f "$DIR/PG_VERSION" ]; then
     as_pg "$BIN/initdb" -D "$DIR" -U postgres -A trust -E UTF8 >&2
 fi
 
+TLS="$DIR/tls"
+if [ ! -f "$TLS/server.crt" ]; then
+    mkdir -p "$TLS"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=ringfence test PG CA" \
+        -keyout "$TLS/ca.key" -out "$TLS/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout "$TLS/server.key" -out "$TLS/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$TLS/san.ext"
+    openssl x509 -req -in "$TLS/server.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" \
+        -CAcreateserial -days 3650 -extfile "$TLS/san.ext" -out "$TLS/server.crt" 2>/dev/null
+    chmod 0700 "$TLS"
+    chmod 0600 "$TLS/server.key" "$TLS/ca.key"
+    [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$TLS"
+fi
+
+OPTS="-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c max_connections=200"
+OPTS="$OPTS -c ssl=on -c ssl_cert_file=$TLS/server.crt -c ssl_key_file=$TLS/server.key"
+if as_pg "$BIN/pg_ctl" -D "$DIR" status >/dev/null 2>&1 &&
+    ! as_pg "$BIN/psql" -h "$DIR" -p "$PORT" -U postgres -tAc "SHOW ssl" 2>/dev/null | grep -q on; then
+    echo "postgres.sh: restarting the cluster with TLS on" >&2
+    as_pg "$BIN/pg_ctl" -D "$DIR" -m fast -w stop >&2
+fi
 if ! as_pg "$BIN/pg_ctl" -D "$DIR" status >/dev/null 2>&1; then
-    as_pg "$BIN/pg_ctl" -D "$DIR" -l "$DIR/server.log" -w \
-        -o "-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c max_connections=200" start >&2
+    as_pg "$BIN/pg_ctl" -D "$DIR" -l "$DIR/server.log" -w -o "$OPTS" start >&2
 fi
 
 if ! as_pg "$BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -tAc \
@@ -58,4 +81,4 @@ if ! as_pg "$BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -tAc \
     as_pg "$BIN/createdb" -h 127.0.0.1 -p "$PORT" -U postgres ringfence_test
 fi
 
-echo "export RINGFENCE_TEST_POSTGRES=postgres://postgres@127.0.0.1:$PORT/ringfence_test"
+echo "export RINGFENCE_TEST_POSTGRES=postgres://postgres@127.0.0.1:$PORT/ringfence_test RINGFENCE_TEST_POSTGRES_CA=$TLS/ca.pem"

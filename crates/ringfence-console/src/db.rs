@@ -6,11 +6,16 @@
 //! statement is written once and the test suite runs it on both engines. Column types are the
 //! ones both map the same way: `BIGINT` (i64), `DOUBLE PRECISION` (f64), `TEXT`; aggregates are
 //! cast back to them because PostgreSQL widens `SUM(bigint)` to `numeric`.
+//!
+//! A PostgreSQL server that is not on this host is reached only over TLS that checks the
+//! server's certificate (`sslmode=verify-ca` or `verify-full`, with `sslrootcert=` naming the
+//! CA): the connection carries the database password and every agent's credentials, and
+//! `sslmode=prefer` or `require` lets anyone on the path read or change it.
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -38,6 +43,16 @@ macro_rules! on_db {
 pub enum DbError {
     #[error("database URL must start with sqlite: or postgres://, got {0:?}")]
     Url(String),
+    #[error(
+        "refusing {url}: the PostgreSQL server {host} is not on this host, and sslmode is {mode}; \
+         the connection would carry the database password and agent credentials unchecked. \
+         Add sslmode=verify-full&sslrootcert=PATH-TO-CA.pem to the URL"
+    )]
+    UncheckedTls {
+        url: String,
+        host: String,
+        mode: &'static str,
+    },
     #[error("opening {url}: {source}")]
     Open { url: String, source: sqlx::Error },
     #[error("migrating {url}: {source}")]
@@ -75,10 +90,12 @@ impl Db {
                 .map_err(open_err)?;
             Db::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url).map_err(open_err)?;
+            check_postgres_tls(&opts, url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .connect_with(opts)
                 .await
                 .map_err(open_err)?;
             Db::Postgres(pool)
@@ -112,6 +129,37 @@ impl Db {
     }
 }
 
+/// Refuse a PostgreSQL server off this host unless TLS checks its certificate. A Unix
+/// socket or a loopback address never leaves the host, so any mode is fine there.
+fn check_postgres_tls(opts: &PgConnectOptions, url: &str) -> Result<(), DbError> {
+    if opts.get_socket().is_some() || is_local_host(opts.get_host()) {
+        return Ok(());
+    }
+    let mode = match opts.get_ssl_mode() {
+        PgSslMode::VerifyCa | PgSslMode::VerifyFull => return Ok(()),
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer (the default)",
+        PgSslMode::Require => "require (encrypted, but the server is not checked)",
+    };
+    Err(DbError::UncheckedTls {
+        url: redact(url),
+        host: opts.get_host().to_owned(),
+        mode,
+    })
+}
+
+/// A host name that cannot leave this machine: `localhost`, a loopback address, or a socket
+/// directory (PostgreSQL takes a path as the host).
+fn is_local_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.starts_with('/')
+        || bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A URL with any password replaced, for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -134,6 +182,37 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_postgres_needs_tls_that_checks_the_server() {
+        let check = |url: &str| {
+            let opts = PgConnectOptions::from_str(url).map_err(|e| e.to_string())?;
+            check_postgres_tls(&opts, url).map_err(|e| e.to_string())
+        };
+        for local in [
+            "postgres://u@127.0.0.1/db",
+            "postgres://u@localhost:5433/db",
+            "postgres://u@[::1]/db",
+            "postgres:///db?host=/var/run/postgresql",
+        ] {
+            assert_eq!(check(local), Ok(()), "{local}");
+        }
+        for checked in [
+            "postgres://u@db.internal/db?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+            "postgres://u@10.0.0.5/db?sslmode=verify-ca",
+        ] {
+            assert_eq!(check(checked), Ok(()), "{checked}");
+        }
+        for unchecked in [
+            "postgres://u:secret@db.internal/db",
+            "postgres://u@10.0.0.5/db?sslmode=require",
+            "postgres://u@10.0.0.5/db?sslmode=disable",
+        ] {
+            let err = check(unchecked).expect_err(unchecked);
+            assert!(err.contains("sslmode=verify-full"), "{err}");
+            assert!(!err.contains("secret"), "the password leaked into {err}");
+        }
+    }
 
     #[test]
     fn redacts_passwords() {
