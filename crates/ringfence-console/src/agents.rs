@@ -430,7 +430,12 @@ fn finding_str(f: &serde_json::Map<String, serde_json::Value>, path: &[&str]) ->
     }
 }
 
-/// `POST /api/v1/agents/findings`.
+/// One finding to store: rule, severity, the body, and the agent's delivery id.
+type NewFinding = (Option<String>, Option<String>, String, Option<String>);
+
+/// `POST /api/v1/agents/findings`. A finding whose `ringfence.delivery_id` this agent already
+/// delivered is acknowledged but not stored again: the agent retries an upload whose answer
+/// it never saw.
 pub async fn findings(
     State(state): State<AppState>,
     AgentAuth(agent): AgentAuth,
@@ -446,17 +451,19 @@ pub async fn findings(
     }
     crate::quota::findings(&state, &agent, batch.findings.len())?;
     let now = state.clock.now_ms();
-    let rows: Vec<(Option<String>, Option<String>, String)> = batch
+    let rows: Vec<NewFinding> = batch
         .findings
         .iter()
         .map(|f| {
+            let delivery = finding_str(f, &["ringfence", "delivery_id"])
+                .map(|d| d.chars().take(64).collect::<String>());
             let rule =
                 finding_str(f, &["rule", "name"]).or_else(|| finding_str(f, &["rule", "id"]));
             let severity = finding_str(f, &["event", "severity"])
                 .or_else(|| finding_str(f, &["rule", "severity"]))
                 .or_else(|| finding_str(f, &["severity"]));
             let body = serde_json::to_string(f).unwrap_or_else(|_| "{}".into());
-            (rule, severity, body)
+            (rule, severity, body, delivery)
         })
         .collect();
     if !rows.is_empty() {
@@ -464,15 +471,17 @@ pub async fn findings(
             let mut tx = pool.begin().await?;
             for chunk in rows.chunks(500) {
                 let mut q = sqlx::QueryBuilder::new(
-                    "INSERT INTO findings (agent_id, received_at, rule, severity, body) ",
+                    "INSERT INTO findings (agent_id, received_at, rule, severity, body, delivery_id) ",
                 );
-                q.push_values(chunk, |mut b, (rule, sev, body)| {
+                q.push_values(chunk, |mut b, (rule, sev, body, delivery)| {
                     b.push_bind(agent.as_str())
                         .push_bind(now)
                         .push_bind(rule)
                         .push_bind(sev)
-                        .push_bind(body);
+                        .push_bind(body)
+                        .push_bind(delivery);
                 });
+                q.push(" ON CONFLICT (agent_id, delivery_id) DO NOTHING");
                 q.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;

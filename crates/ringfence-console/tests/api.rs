@@ -374,6 +374,40 @@ async fn findings_are_uploaded_in_batches(b: Backend) {
         assert_eq!(status, expected);
     }
     assert_eq!(c.count("findings").await, 2);
+
+    // A retried upload (its acknowledgement was lost on the way back) is acknowledged in full
+    // and stored once: findings carry the agent's delivery id. Another agent may use the same
+    // id; findings without one are stored as they come.
+    let retried = json!({"protocol": 1, "agent_id": a.id, "findings": [
+        {"rule": {"name": "Retried"}, "ringfence": {"delivery_id": "p-1"}},
+        {"rule": {"name": "Retried"}, "ringfence": {"delivery_id": "p-2"}},
+    ]});
+    for _ in 0..2 {
+        let (status, v) = c
+            .call(
+                "POST",
+                "/api/v1/agents/findings",
+                Some(&cred),
+                Some(serde_json::to_vec(&retried).unwrap()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["accepted"], 2, "a retry is acknowledged in full");
+    }
+    assert_eq!(c.count("findings").await, 4);
+    let same_id_other_agent = json!({"protocol": 1, "agent_id": agents[1].id, "findings": [
+        {"rule": {"name": "Retried"}, "ringfence": {"delivery_id": "p-1"}},
+    ]});
+    let (status, _) = c
+        .call(
+            "POST",
+            "/api/v1/agents/findings",
+            Some(agents[1].credential.as_str()),
+            Some(serde_json::to_vec(&same_id_other_agent).unwrap()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(c.count("findings").await, 5);
 }
 
 async fn dashboard_needs_a_login(b: Backend) {

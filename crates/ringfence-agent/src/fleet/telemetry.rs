@@ -6,6 +6,11 @@
 //! from what the console last acknowledged, and drains the queue in batches; when the console
 //! is away the queue keeps the newest findings and counts the ones it had to let go.
 //!
+//! Each finding gets a delivery id when it is queued (`ringfence.delivery_id`: this process's
+//! random prefix and a counter). An upload whose acknowledgement is lost on the way back is
+//! sent again, and the console stores each delivery id once, so a retry never duplicates a
+//! finding.
+//!
 //! The other way round, the link hands the pipeline **notices**: a console that keeps failing,
 //! a refused order or content offer. The pipeline turns each into a `sensor-health` event in the
 //! agent's own outputs, where a person on the host sees it whatever the console does.
@@ -27,6 +32,23 @@ pub struct Telemetry {
     capacity: usize,
     notices: Mutex<VecDeque<String>>,
     has_notices: std::sync::atomic::AtomicBool,
+    /// Random per process, so delivery ids never repeat across restarts.
+    delivery_prefix: String,
+    next_delivery: AtomicU64,
+}
+
+/// 16 random hex digits from the kernel, or the pid and the time if it has none to give.
+fn delivery_prefix() -> String {
+    use std::io::Read;
+    let mut bytes = [0_u8; 8];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if random.is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = (now ^ (u64::from(std::process::id()) << 40)).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Notices kept for the pipeline before the oldest are dropped.
@@ -69,6 +91,8 @@ impl Telemetry {
             capacity: capacity.max(1),
             notices: Mutex::new(VecDeque::new()),
             has_notices: std::sync::atomic::AtomicBool::new(false),
+            delivery_prefix: delivery_prefix(),
+            next_delivery: AtomicU64::new(0),
         }
     }
 
@@ -115,12 +139,27 @@ impl Telemetry {
             self.findings_lost.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        let mut map = map.clone();
+        let n = self.next_delivery.fetch_add(1, Ordering::Relaxed);
+        let id = Value::String(format!("{}-{n:x}", self.delivery_prefix));
+        match map.get_mut("ringfence") {
+            Some(Value::Object(ours)) => {
+                ours.insert("delivery_id".into(), id);
+            }
+            Some(_) => {}
+            None => {
+                map.insert(
+                    "ringfence".into(),
+                    Value::Object(Map::from_iter([("delivery_id".to_owned(), id)])),
+                );
+            }
+        }
         let mut queue = self.lock();
         if queue.len() >= self.capacity {
             queue.pop_front();
             self.findings_lost.fetch_add(1, Ordering::Relaxed);
         }
-        queue.push_back(map.clone());
+        queue.push_back(map);
     }
 
     /// Counts a finding that was taken for upload but could not be sent (too large).
