@@ -45,7 +45,9 @@ async fn the_console_reaches_postgres_over_tls_that_checks_the_server() {
     // A CA that did not sign the server's certificate: the console refuses to connect.
     let other_ca = dir.path().join("other-ca.pem");
     let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
         .args(["-subj", "/CN=not the database CA", "-keyout"])
         .arg(dir.path().join("other-ca.key"))
         .arg("-out")
@@ -57,7 +59,9 @@ async fn the_console_reaches_postgres_over_tls_that_checks_the_server() {
         "{db_url}?sslmode=verify-full&sslrootcert={}",
         other_ca.display()
     );
-    let err = Db::open(&wrong).await.expect_err("a server the CA did not sign");
+    let err = Db::open(&wrong)
+        .await
+        .expect_err("a server the CA did not sign");
     assert!(matches!(err, DbError::Open { .. }), "{err}");
     let message = format!("{err}").to_lowercase();
     assert!(message.contains("certificate"), "{message}");

@@ -42,6 +42,12 @@ pub enum ClientError {
     },
     #[error("cannot reach the console at {url}: {cause}")]
     Transport { url: String, cause: String },
+    /// The connection reached something that failed the TLS checks: a certificate from
+    /// another CA, out of date or for another name, a handshake that does not verify, or a
+    /// record that does not decrypt. On a pinned link that is an interception (or a proxy
+    /// that breaks TLS), never a network hiccup, so the agent reports it at once.
+    #[error("the connection to the console at {url} {TLS_CHECKS_FAILED}: {cause}")]
+    TlsRefused { url: String, cause: String },
     #[error("console {url}: the response is not what the protocol says: {cause}")]
     Decode { url: String, cause: String },
     #[error("console {url} did not answer within {timeout:?}")]
@@ -50,7 +56,15 @@ pub enum ClientError {
     Tls(#[from] crate::tls::TlsError),
 }
 
+/// Words every [`ClientError::TlsRefused`] message carries.
+pub const TLS_CHECKS_FAILED: &str = "failed its TLS checks";
+
 impl ClientError {
+    /// Whether the TLS checks refused what answered (see [`ClientError::TlsRefused`]).
+    pub fn is_tls_refusal(&self) -> bool {
+        matches!(self, ClientError::TlsRefused { .. })
+    }
+
     /// The HTTP status, when the console answered with an error.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -278,12 +292,12 @@ impl Client {
                 .http
                 .request(req)
                 .await
-                .map_err(|e| self.transport(ErrorChain(&e)))?;
+                .map_err(|e| self.transport_error(&e))?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), max_bytes)
                 .collect()
                 .await
-                .map_err(|e| self.transport(e))?
+                .map_err(|e| self.transport_error(&*e))?
                 .to_bytes();
             Ok((status, body))
         };
@@ -295,12 +309,50 @@ impl Client {
             })?
     }
 
+    /// A failed exchange: [`ClientError::TlsRefused`] when a TLS check failed anywhere in
+    /// the error's sources, else [`ClientError::Transport`].
+    fn transport_error(&self, e: &(dyn std::error::Error + 'static)) -> ClientError {
+        let cause = ErrorChain(e).to_string();
+        if tls_refused(e) {
+            ClientError::TlsRefused {
+                url: self.base.clone(),
+                cause,
+            }
+        } else {
+            self.transport(cause)
+        }
+    }
+
     fn transport(&self, cause: impl std::fmt::Display) -> ClientError {
         ClientError::Transport {
             url: self.base.clone(),
             cause: cause.to_string(),
         }
     }
+}
+
+/// Whether a rustls error is among `e`'s sources. An `io::Error` hides the error it wraps
+/// from `source()`, so each one is opened with `get_ref`.
+fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    let mut depth = 0;
+    while let Some(err) = next {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && tls_refused(inner)
+        {
+            return true;
+        }
+        depth += 1;
+        if depth > 16 {
+            return false;
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// An error with its sources, `a: b: c`, so a TLS refusal deep in hyper's error reaches the

@@ -25,7 +25,7 @@ pub mod signed_order;
 pub mod tls;
 pub mod types;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, TLS_CHECKS_FAILED};
 pub use signed_order::{OrderBody, OrderKey, OrderKeyPin, OrderRefusal, SignedOrder};
 pub use tls::{CaPin, Trust};
 pub use types::{

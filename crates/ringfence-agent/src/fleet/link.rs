@@ -103,6 +103,8 @@ struct Link {
     acked_at: Instant,
     lkg_pending: u64,
     seq: u64,
+    /// TLS refusals reported lately, by message (each at most once a minute; a few kept).
+    tls_noticed: Vec<(String, Instant)>,
     /// Highest content version written to the content directory (after it verified).
     delivered: u64,
     /// Offered versions whose bundle did not verify: not fetched again.
@@ -149,6 +151,7 @@ pub async fn run(
         acked_cpu: own_cpu_time(),
         acked_at: Instant::now(),
         seq: 0,
+        tls_noticed: Vec::new(),
         delivered: 0,
         refused_offers: BTreeSet::new(),
         current: 0,
@@ -172,6 +175,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     link.report.failed_checkins += 1;
+                    link.notice_tls_refusal(&e);
                     let wait = backoff + Duration::from_millis(link.random(backoff.as_millis()));
                     tracing::warn!(error = %e, console = %link.url(), retry_in_ms = wait.as_millis() as u64, "fleet console");
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -596,12 +600,38 @@ impl Link {
                     return;
                 }
                 Err(e) => {
+                    self.notice_tls_refusal(&e.to_string());
                     tracing::warn!(error = %e, findings = n, "findings upload failed; kept for later");
                     self.telemetry.return_findings(upload.findings.into());
                     return;
                 }
             }
         }
+    }
+
+    /// A connection that failed its TLS checks is reported at once, not after
+    /// `alarm_after`: on a pinned link it means something on the path is presenting another
+    /// certificate or tampering with the stream. The same refusal at most once a minute.
+    fn notice_tls_refusal(&mut self, error: &str) {
+        if !error.contains(ringfence_wire::TLS_CHECKS_FAILED) {
+            return;
+        }
+        let now = Instant::now();
+        let minute = Duration::from_secs(60);
+        self.tls_noticed
+            .retain(|(_, at)| now.saturating_duration_since(*at) < minute);
+        if self.tls_noticed.iter().any(|(seen, _)| seen == error) {
+            return;
+        }
+        if self.tls_noticed.len() >= 8 {
+            self.tls_noticed.remove(0);
+        }
+        self.tls_noticed.push((error.to_owned(), now));
+        self.telemetry.notice(format!(
+            "possible interception of the fleet link: {error}; findings stay queued on the host \
+             ({} waiting) and nothing from that connection was used",
+            self.telemetry.pending()
+        ));
     }
 
     /// A random number in `0..bound` (jitter; not for secrets).
