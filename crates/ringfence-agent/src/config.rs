@@ -757,6 +757,17 @@ mod tests {
         Config::parse(text, Path::new("agent.toml"))
     }
 
+    /// The commented /etc/ringfence/agent.toml of the .deb: it loads, and sets nothing but the
+    /// jsonl output (every other line shows a default, commented out).
+    #[test]
+    fn the_packaged_config_loads_and_shows_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/agent.toml");
+        let config = Config::load(&path).unwrap();
+        let mut expected = Config::default();
+        expected.agent.outputs = vec!["jsonl:/var/log/ringfence/events.jsonl".into()];
+        assert_eq!(config, expected);
+    }
+
     #[test]
     fn default_round_trips_and_empty_is_default() {
         let text = toml::to_string(&Config::default()).unwrap_or_default();

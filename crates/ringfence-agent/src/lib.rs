@@ -213,6 +213,8 @@ pub struct Agent {
     opened: Option<(Opened, Summary)>,
     /// Parts that did not start, each raised as a health finding when the run starts.
     degraded: Vec<String>,
+    /// The beat to the supervisor, sent from the pipeline loop.
+    heartbeat: Option<content::heartbeat::Heartbeat>,
 }
 
 /// The sources to run, and how the mode came out.
@@ -241,7 +243,14 @@ impl Agent {
             response: None,
             opened: None,
             degraded: Vec::new(),
+            heartbeat: None,
         }
+    }
+
+    /// Beat to the supervisor from the pipeline loop (see [`content::heartbeat`]).
+    pub fn with_heartbeat(mut self, heartbeat: content::heartbeat::Heartbeat) -> Agent {
+        self.heartbeat = Some(heartbeat);
+        self
     }
 
     /// Report a part of the agent that did not start (content, a guard) as a health finding
@@ -638,6 +647,9 @@ impl Agent {
                     stop.sleep(Duration::from_millis(200));
                     continue;
                 }
+            }
+            if let Some(hb) = &mut self.heartbeat {
+                hb.tick(now);
             }
             merger.release(now, false, &mut ready);
             for event in ready.drain(..) {

@@ -9,6 +9,8 @@
 //! KEYS/roots/<N>.root.json     every root version, 1..=current
 //! KEYS/root-<i>.key            root private keys          (0600)
 //! KEYS/{targets,snapshot,timestamp}.key                   (0600)
+//! KEYS/releases.key            agent releases (its own role; absent in older directories:
+//!                              `ringfence release keys-add` adds it by a root rotation)
 //! KEYS/retired/                root keys replaced by a rotation (0600)
 //! ```
 //! Private key files are JSON (`role`, `keyid`, hex `private` seed), created with
@@ -109,6 +111,8 @@ pub struct KeySet {
     pub(crate) targets: SigningKey,
     pub(crate) snapshot: SigningKey,
     pub(crate) timestamp: SigningKey,
+    /// The `releases` role's key, when the root has that role.
+    pub(crate) releases: Option<SigningKey>,
     /// Signed root metadata, v1 first, ascending, ending with `trusted`'s bytes.
     pub(crate) roots: Vec<Vec<u8>>,
     trusted: TrustedRoot,
@@ -150,18 +154,21 @@ pub fn init_keys(dir: &Path, opts: &KeysInitOptions) -> Result<KeySet, KeyError>
     let targets = generate()?;
     let snapshot = generate()?;
     let timestamp = generate()?;
+    let releases = generate()?;
     for (i, key) in root_keys.iter().enumerate() {
         write_key(&dir.join(format!("root-{}.key", i + 1)), Role::Root, key)?;
     }
     write_key(&dir.join("targets.key"), Role::Targets, &targets)?;
     write_key(&dir.join("snapshot.key"), Role::Snapshot, &snapshot)?;
     write_key(&dir.join("timestamp.key"), Role::Timestamp, &timestamp)?;
+    write_key(&dir.join("releases.key"), Role::Releases, &releases)?;
     let root = build_root(
         1,
         opts.root_expires,
         &root_keys.iter().collect::<Vec<_>>(),
         opts.root_threshold,
         [&targets, &snapshot, &timestamp],
+        Some(&releases),
     );
     let signed = sign_root(&root, &root_keys.iter().collect::<Vec<_>>(), dir)?;
     save_root(dir, 1, &signed)?;
@@ -204,6 +211,12 @@ impl KeySet {
         let targets = read_key(&dir.join("targets.key"), Role::Targets, &trusted)?;
         let snapshot = read_key(&dir.join("snapshot.key"), Role::Snapshot, &trusted)?;
         let timestamp = read_key(&dir.join("timestamp.key"), Role::Timestamp, &trusted)?;
+        let releases_path = dir.join("releases.key");
+        let releases = if releases_path.exists() {
+            Some(read_key(&releases_path, Role::Releases, &trusted)?)
+        } else {
+            None
+        };
         let mut roots = Vec::new();
         for version in 1..=trusted.version() {
             let path = dir.join("roots").join(format!("{version}.root.json"));
@@ -221,6 +234,7 @@ impl KeySet {
             targets,
             snapshot,
             timestamp,
+            releases,
             roots,
             trusted,
         })
@@ -234,6 +248,40 @@ impl KeySet {
     /// Every signed root version, v1 first.
     pub fn root_chain(&self) -> &[Vec<u8>] {
         &self.roots
+    }
+
+    /// The `releases` role's key, when this root has one.
+    pub fn releases_key(&self) -> Option<&SigningKey> {
+        self.releases.as_ref()
+    }
+
+    /// Gives a keys directory made before agent releases a `releases` role: a new key and
+    /// root v(N+1) naming it, signed by the current root keys (agents follow the chain).
+    pub fn add_releases_role(&mut self, expires: UnixTime) -> Result<(), KeyError> {
+        let path = self.dir.join("releases.key");
+        if self.releases.is_some() || path.exists() {
+            return Err(KeyError::Exists { path });
+        }
+        let key = generate()?;
+        let version = self.trusted.version() + 1;
+        let root = build_root(
+            version,
+            expires,
+            &self.root_keys.iter().collect::<Vec<_>>(),
+            self.trusted
+                .metadata()
+                .roles
+                .get(&Role::Root)
+                .map_or(1, |r| r.threshold),
+            [&self.targets, &self.snapshot, &self.timestamp],
+            Some(&key),
+        );
+        let signed = sign_root(&root, &self.root_keys.iter().collect::<Vec<_>>(), &self.dir)?;
+        write_key(&path, Role::Releases, &key)?;
+        save_root(&self.dir, version, &signed)?;
+        let dir = self.dir.clone();
+        *self = KeySet::load(&dir)?;
+        Ok(())
     }
 
     /// Replaces the root keys: writes root v(N+1), signed by the current root keys *and* the
@@ -259,6 +307,7 @@ impl KeySet {
             &new_keys.iter().collect::<Vec<_>>(),
             opts.new_threshold,
             [&self.targets, &self.snapshot, &self.timestamp],
+            self.releases.as_ref(),
         );
         let signers: Vec<&SigningKey> = self.root_keys.iter().chain(new_keys.iter()).collect();
         let signed = sign_root(&root, &signers, &dir)?;
@@ -285,6 +334,7 @@ pub(crate) fn build_root(
     root_keys: &[&SigningKey],
     threshold: u32,
     [targets, snapshot, timestamp]: [&SigningKey; 3],
+    releases: Option<&SigningKey>,
 ) -> Root {
     let mut keys = BTreeMap::new();
     let mut ids = |signers: &[&SigningKey]| -> Vec<String> {
@@ -310,10 +360,14 @@ pub(crate) fn build_root(
         },
     );
     for (role, key) in [
-        (Role::Targets, targets),
-        (Role::Snapshot, snapshot),
-        (Role::Timestamp, timestamp),
+        (Role::Targets, Some(targets)),
+        (Role::Snapshot, Some(snapshot)),
+        (Role::Timestamp, Some(timestamp)),
+        (Role::Releases, releases),
     ] {
+        let Some(key) = key else {
+            continue;
+        };
         roles.insert(
             role,
             RoleKeys {

@@ -39,6 +39,7 @@ pub mod keys;
 pub mod maintenance;
 pub mod metadata;
 pub mod reader;
+pub mod release;
 pub mod signed;
 pub mod store;
 pub mod time;

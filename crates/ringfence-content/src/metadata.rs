@@ -24,7 +24,8 @@ pub const SPEC_VERSION: &str = "ringfence-tuf-1";
 /// The name of the one target every targets metadata carries: the bundle payload.
 pub const BUNDLE_TARGET: &str = "bundle";
 
-/// The four TUF roles.
+/// The four TUF roles, and `releases`: the role that signs agent binaries
+/// ([`crate::release`]), optional in a root, whose keys no content role may share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -32,11 +33,20 @@ pub enum Role {
     Targets,
     Snapshot,
     Timestamp,
+    Releases,
 }
 
 impl Role {
-    /// All roles, in TUF's order of trust.
+    /// The roles every root has, in TUF's order of trust.
     pub const ALL: [Role; 4] = [Role::Root, Role::Targets, Role::Snapshot, Role::Timestamp];
+    /// Every role a root may name.
+    pub const EVERY: [Role; 5] = [
+        Role::Root,
+        Role::Targets,
+        Role::Snapshot,
+        Role::Timestamp,
+        Role::Releases,
+    ];
 
     /// The lower-case name, as in metadata and file names.
     pub fn name(self) -> &'static str {
@@ -45,6 +55,7 @@ impl Role {
             Role::Targets => "targets",
             Role::Snapshot => "snapshot",
             Role::Timestamp => "timestamp",
+            Role::Releases => "releases",
         }
     }
 }
@@ -307,8 +318,10 @@ pub(crate) fn sign<T: Serialize>(signed: &T, keys: &[&SigningKey]) -> Result<Vec
     to_canonical(&envelope).map_err(|e| e.to_string())
 }
 
-/// Checks a root's internal consistency: all four roles, thresholds between 1 and the number
-/// of (distinct, listed) keys, and every key id equal to its key's computed id.
+/// Checks a root's internal consistency: all four roles (and `releases` when present),
+/// thresholds between 1 and the number of (distinct, listed) keys, every key id equal to its
+/// key's computed id, and no `releases` key shared with a content role (targets, snapshot,
+/// timestamp): content signers cannot ship binaries.
 pub(crate) fn check_root(root: &Root) -> Result<(), VerifyError> {
     let invalid = |detail: String| VerifyError::InvalidRoot {
         version: root.version,
@@ -325,8 +338,11 @@ pub(crate) fn check_root(root: &Root) -> Result<(), VerifyError> {
             )));
         }
     }
-    for role in Role::ALL {
+    for role in Role::EVERY {
         let Some(keys) = root.roles.get(&role) else {
+            if role == Role::Releases {
+                continue;
+            }
             return Err(invalid(format!("role {role} is missing")));
         };
         let distinct: BTreeSet<&String> = keys.keyids.iter().collect();
@@ -342,6 +358,22 @@ pub(crate) fn check_root(root: &Root) -> Result<(), VerifyError> {
                 keys.threshold,
                 keys.keyids.len()
             )));
+        }
+    }
+    if let Some(releases) = root.roles.get(&Role::Releases) {
+        for role in [Role::Targets, Role::Snapshot, Role::Timestamp] {
+            let content = root.roles.get(&role).map(|k| &k.keyids);
+            if let Some(shared) = releases
+                .keyids
+                .iter()
+                .find(|id| content.is_some_and(|c| c.contains(id)))
+            {
+                return Err(invalid(format!(
+                    "key {} signs for both releases and {role}: content signers cannot ship \
+                     binaries",
+                    short_keyid(shared)
+                )));
+            }
         }
     }
     Ok(())
@@ -376,7 +408,7 @@ pub(crate) fn verify_threshold(envelope: &Envelope, keys: KeysOf<'_>) -> Result<
         }
         if !role_keys.keyids.contains(&sig.keyid) {
             if wrong_role.is_none() {
-                wrong_role = Role::ALL
+                wrong_role = Role::EVERY
                     .into_iter()
                     .find(|r| {
                         keys.root

@@ -895,6 +895,7 @@ mod tests {
             &[new],
             1,
             [&fx.keys.targets, &fx.keys.snapshot, &fx.keys.timestamp],
+            fx.keys.releases.as_ref(),
         );
         metadata::sign(&root, signers).unwrap()
     }
@@ -997,6 +998,7 @@ mod tests {
             &[&fx.keys.root_keys[0]],
             1,
             [&fx.keys.targets, &fx.keys.snapshot, &new_ts],
+            fx.keys.releases.as_ref(),
         );
         root.spec_version = SPEC_VERSION.into();
         let v2 = metadata::sign(&root, &[&fx.keys.root_keys[0]]).unwrap();

@@ -19,9 +19,11 @@
 pub mod compiled;
 pub mod config;
 pub mod engine;
+pub mod heartbeat;
 pub mod link_keeper;
 pub mod manager;
 pub mod probation;
+pub mod sd_notify;
 pub mod sigma;
 pub mod supervisor;
 

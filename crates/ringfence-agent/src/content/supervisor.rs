@@ -12,6 +12,11 @@
 //!
 //! The worker runs in its own process group, so a terminal's ^C reaches only the supervisor,
 //! which forwards it once; the worker asks the kernel for SIGTERM if the supervisor dies.
+//!
+//! The worker beats once a second from its pipeline loop ([`super::heartbeat`]). Under systemd
+//! (`Type=notify`, [`super::sd_notify`]) the supervisor says `READY=1` at the first beat and
+//! `WATCHDOG=1` every half watchdog period while the worker beats (or is starting, or being
+//! restarted); a worker silent for the hang limit is killed and restarted like a crashed one.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -24,7 +29,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use ringfence_content::ContentStore;
 
+use super::heartbeat::{HEARTBEAT_ENV, HeartbeatReceiver};
 use super::link_keeper::{LINK_KEEPER_ENV, LinkKeeper};
+use super::sd_notify::{NOTIFY_VARS, SdNotify};
 use ringfence_sensor::StopSignal;
 
 /// Environment variable carrying the supervisor's rollback report to the next worker.
@@ -61,7 +68,20 @@ pub struct SupervisorOptions {
     pub crash_loop_restarts: u32,
     pub crash_loop_window: Duration,
     pub max_backoff: Duration,
+    /// systemd's notification socket and watchdog (the service runs `Type=notify`).
+    pub notify: Option<SdNotify>,
+    /// A worker that has not beaten for this long (counted from its start plus
+    /// `startup_grace` until its first beat) is killed and restarted. `None`: never (workers
+    /// that do not beat, tests).
+    pub hang_limit: Option<Duration>,
+    /// How long a worker may take to its first beat (loading eBPF, compiling content).
+    pub startup_grace: Duration,
 }
+
+/// The agent's hang limit: ten missed beats.
+pub const HANG_LIMIT: Duration = Duration::from_secs(10);
+/// The agent's startup grace.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(90);
 
 /// What the supervisor did, for its exit status and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,6 +91,10 @@ pub struct SupervisorReport {
     pub restarts: u32,
     /// One line per rollback.
     pub rollbacks: Vec<String>,
+    /// Workers killed because they stopped beating.
+    pub hangs: u32,
+    /// Whether `READY=1` was sent.
+    pub ready: bool,
 }
 
 /// The supervisor loop.
@@ -79,6 +103,8 @@ pub struct Supervisor {
     opts: SupervisorOptions,
     /// Deaths while activating, as (version, when).
     deaths: VecDeque<(u64, Instant)>,
+    /// The last `WATCHDOG=1`.
+    last_ping: Option<Instant>,
 }
 
 impl Supervisor {
@@ -86,6 +112,7 @@ impl Supervisor {
         Supervisor {
             opts,
             deaths: VecDeque::new(),
+            last_ping: None,
         }
     }
 
@@ -122,8 +149,18 @@ impl Supervisor {
                 Some(fd) => cmd.env(LINK_KEEPER_ENV, fd.to_string()),
                 None => cmd.env_remove(LINK_KEEPER_ENV),
             };
+            for var in NOTIFY_VARS {
+                cmd.env_remove(var);
+            }
+            let mut heartbeat = HeartbeatReceiver::new()?;
+            let beat_fd = heartbeat.inheritable();
+            match beat_fd {
+                Some(fd) => cmd.env(HEARTBEAT_ENV, fd.to_string()),
+                None => cmd.env_remove(HEARTBEAT_ENV),
+            };
             let started = Instant::now();
             let spawned = cmd.spawn();
+            heartbeat.spawned(beat_fd);
             if let Some(fd) = inherit {
                 let _ = nix::unistd::close(fd);
             }
@@ -135,14 +172,45 @@ impl Supervisor {
             let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
             let mut forwarded: Option<Instant> = None;
             let mut watchdog = Watchdog::default();
+            let mut hung = false;
             let status: ExitStatus = loop {
                 if let Some(status) = child.try_wait()? {
                     break status;
                 }
                 watchdog.check(pid);
+                if heartbeat.drain() && !report.ready {
+                    report.ready = true;
+                    self.notify(&format!("READY=1\nSTATUS=worker {} running", child.id()));
+                }
+                let silent_since = heartbeat.last.unwrap_or(started + self.opts.startup_grace);
+                let silent = Instant::now().saturating_duration_since(silent_since);
+                if let Some(limit) = self.opts.hang_limit
+                    && silent > limit
+                    && !hung
+                    && forwarded.is_none()
+                {
+                    tracing::error!(
+                        pid = child.id(),
+                        silent_ms = silent.as_millis() as u64,
+                        "the worker stopped reporting (no heartbeat); killing it"
+                    );
+                    let _ = kill(pid, Signal::SIGKILL);
+                    hung = true;
+                    report.hangs += 1;
+                }
+                // systemd's watchdog guards the supervisor: fed once the service is ready,
+                // while the worker beats or a restarted one is still starting.
+                let healthy = report.ready
+                    && !hung
+                    && (heartbeat.last.is_some_and(|at| at.elapsed() <= HANG_LIMIT)
+                        || started.elapsed() <= self.opts.startup_grace);
+                if healthy {
+                    self.feed_watchdog();
+                }
                 if stop.is_stopped() {
                     match forwarded {
                         None => {
+                            self.notify("STOPPING=1");
                             let _ = kill(pid, Signal::SIGTERM);
                             forwarded = Some(Instant::now());
                         }
@@ -168,7 +236,7 @@ impl Supervisor {
                 return Ok(report);
             }
             let ran = started.elapsed();
-            if let Some(sig) = status.signal() {
+            if let Some(sig) = status.signal().filter(|_| !hung) {
                 killed = Some((
                     format!(
                         "the agent's worker (pid {}) was killed by signal {sig} after {} ms",
@@ -200,6 +268,26 @@ impl Supervisor {
                 return Ok(report);
             }
             backoff = (backoff * 2).min(self.opts.max_backoff.max(FIRST_BACKOFF));
+        }
+    }
+
+    /// `WATCHDOG=1` when half the watchdog period has passed since the last one.
+    fn feed_watchdog(&mut self) {
+        let Some(period) = self.opts.notify.as_ref().and_then(|n| n.watchdog) else {
+            return;
+        };
+        if self.last_ping.is_some_and(|at| at.elapsed() < period / 2) {
+            return;
+        }
+        self.last_ping = Some(Instant::now());
+        self.notify("WATCHDOG=1");
+    }
+
+    fn notify(&self, message: &str) {
+        if let Some(n) = &self.opts.notify
+            && let Err(e) = n.send(message)
+        {
+            tracing::warn!(error = %e, "systemd notification not sent");
         }
     }
 
@@ -331,6 +419,9 @@ mod tests {
             crash_loop_restarts: 2,
             crash_loop_window: Duration::from_secs(60),
             max_backoff: Duration::from_millis(200),
+            notify: None,
+            hang_limit: None,
+            startup_grace: STARTUP_GRACE,
         }
     }
 
@@ -366,6 +457,79 @@ mod tests {
         let state = store.state().unwrap();
         assert_eq!(state.active, Some(1));
         assert!(state.bad.contains(&2));
+    }
+
+    /// A notification socket in `dir`, and the notifier for it.
+    fn notify_socket(dir: &std::path::Path) -> (std::os::unix::net::UnixDatagram, SdNotify) {
+        let path = dir.join("notify");
+        let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let n = SdNotify::new(path.into_os_string(), Some(Duration::from_millis(200))).unwrap();
+        (server, n)
+    }
+
+    fn next_message(server: &std::os::unix::net::UnixDatagram) -> String {
+        let mut buf = [0u8; 256];
+        let len = server.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    }
+
+    #[test]
+    fn a_beating_worker_makes_the_service_ready_and_feeds_the_watchdog() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (server, notify) = notify_socket(tmp.path());
+        let mut o = opts(tmp.path(), "");
+        o.program = "/bin/bash".into();
+        // Beat every 50 ms; the worker must not see systemd's variables.
+        o.args = vec![
+            "-c".into(),
+            "[ -z \"$NOTIFY_SOCKET\" ] || exit 9; trap 'exit 0' TERM; \
+             while :; do printf B >&\"$RINGFENCE_HEARTBEAT_FD\"; sleep 0.05; done"
+                .into(),
+        ];
+        o.notify = Some(notify);
+        o.hang_limit = Some(Duration::from_secs(5));
+        let stop = StopSignal::new();
+        let stop2 = stop.clone();
+        let t = std::thread::spawn(move || Supervisor::new(o).run(&stop2));
+        let first = next_message(&server);
+        assert!(first.starts_with("READY=1\n"), "{first}");
+        let mut pings = 0;
+        while pings < 2 {
+            let m = next_message(&server);
+            assert_eq!(m, "WATCHDOG=1");
+            pings += 1;
+        }
+        stop.stop();
+        let report = t.join().unwrap().unwrap();
+        assert!(report.ready);
+        assert_eq!(report.exit_code, 0);
+        assert_eq!(next_message(&server), "STOPPING=1");
+    }
+
+    #[test]
+    fn a_worker_that_stops_beating_is_killed_and_restarted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let marker = tmp.path().join("runs");
+        let mut o = opts(tmp.path(), "");
+        o.program = "/bin/bash".into();
+        // The first worker beats once and hangs; the second exits cleanly.
+        o.args = vec![
+            "-c".into(),
+            format!(
+                "echo x >> {m}; [ $(wc -l < {m}) -ge 2 ] && exit 0; \
+                 printf B >&\"$RINGFENCE_HEARTBEAT_FD\"; exec sleep 30",
+                m = marker.display()
+            )
+            .into(),
+        ];
+        o.hang_limit = Some(Duration::from_millis(300));
+        let report = Supervisor::new(o).run(&StopSignal::new()).unwrap();
+        assert_eq!(report.hangs, 1, "{report:?}");
+        assert_eq!(report.restarts, 1);
+        assert_eq!(report.exit_code, 0);
     }
 
     #[test]

@@ -18,11 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use ringfence_agent::content::heartbeat::Heartbeat;
 use ringfence_agent::content::link_keeper;
 use ringfence_agent::content::manager::{ManagerError, current_root};
+use ringfence_agent::content::sd_notify::SdNotify;
 use ringfence_agent::content::supervisor::{
-    CRASHES_ENV, PREVIOUS_WORKER_ENV, REFUSED_EXIT_CODES, ROLLBACK_ENV, SUPERVISED_ENV,
-    die_with_supervisor,
+    CRASHES_ENV, HANG_LIMIT, PREVIOUS_WORKER_ENV, REFUSED_EXIT_CODES, ROLLBACK_ENV, STARTUP_GRACE,
+    SUPERVISED_ENV, die_with_supervisor,
 };
 use ringfence_agent::content::{
     CompiledContent, ContentManager, ContentSection, ManagerOptions, SharedContent, StaticDetector,
@@ -398,6 +400,9 @@ fn supervise(args: &RunArgs) -> CmdResult {
         crash_loop_restarts: c.crash_loop_restarts,
         crash_loop_window: Duration::from_secs(c.crash_loop_window_secs),
         max_backoff: Duration::from_millis(c.max_backoff_ms),
+        notify: SdNotify::from_env(),
+        hang_limit: Some(HANG_LIMIT),
+        startup_grace: STARTUP_GRACE,
     };
     let stop = StopSignal::new();
     ringfence_agent::stop_on_signals(&stop).context("installing signal handlers")?;
@@ -712,6 +717,7 @@ fn worker(args: RunArgs) -> CmdResult {
         Err(e) => tracing::warn!("agent.cpu: {e}; the agent's threads run on any CPU"),
     }
     link_keeper::claim();
+    let heartbeat = Heartbeat::claim();
     // The content store exists before anything watches or guards it.
     if let Some(state) = config.content.state_dir() {
         let _ = std::fs::create_dir_all(state);
@@ -728,6 +734,9 @@ fn worker(args: RunArgs) -> CmdResult {
     ringfence_agent::stop_on_signals(&stop).context("installing signal handlers")?;
     let widening = widen_file_trees(&mut config);
     let mut agent = Agent::new(config.clone()).with_mode(mode);
+    if let Some(hb) = heartbeat {
+        agent = agent.with_heartbeat(hb);
+    }
     if let Some(m) = widening.left_out_message(config.fanotify.max_paths) {
         agent = agent.with_degraded(m);
     }
