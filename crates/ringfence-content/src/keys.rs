@@ -11,6 +11,9 @@
 //! KEYS/{targets,snapshot,timestamp}.key                   (0600)
 //! KEYS/releases.key            agent releases (its own role; absent in older directories:
 //!                              `ringfence release keys-add` adds it by a root rotation)
+//! KEYS/maintenance.key         maintenance tokens (its own role; absent in older directories:
+//!                              `content keys add-maintenance` adds it by a root rotation;
+//!                              without it, the root keys sign tokens)
 //! KEYS/retired/                root keys replaced by a rotation (0600)
 //! ```
 //! Private key files are JSON (`role`, `keyid`, hex `private` seed), created with
@@ -113,6 +116,8 @@ pub struct KeySet {
     pub(crate) timestamp: SigningKey,
     /// The `releases` role's key, when the root has that role.
     pub(crate) releases: Option<SigningKey>,
+    /// The `maintenance` role's key, when the root has that role.
+    pub(crate) maintenance: Option<SigningKey>,
     /// Signed root metadata, v1 first, ascending, ending with `trusted`'s bytes.
     pub(crate) roots: Vec<Vec<u8>>,
     trusted: TrustedRoot,
@@ -155,6 +160,7 @@ pub fn init_keys(dir: &Path, opts: &KeysInitOptions) -> Result<KeySet, KeyError>
     let snapshot = generate()?;
     let timestamp = generate()?;
     let releases = generate()?;
+    let maintenance = generate()?;
     for (i, key) in root_keys.iter().enumerate() {
         write_key(&dir.join(format!("root-{}.key", i + 1)), Role::Root, key)?;
     }
@@ -162,6 +168,11 @@ pub fn init_keys(dir: &Path, opts: &KeysInitOptions) -> Result<KeySet, KeyError>
     write_key(&dir.join("snapshot.key"), Role::Snapshot, &snapshot)?;
     write_key(&dir.join("timestamp.key"), Role::Timestamp, &timestamp)?;
     write_key(&dir.join("releases.key"), Role::Releases, &releases)?;
+    write_key(
+        &dir.join("maintenance.key"),
+        Role::Maintenance,
+        &maintenance,
+    )?;
     let root = build_root(
         1,
         opts.root_expires,
@@ -169,6 +180,7 @@ pub fn init_keys(dir: &Path, opts: &KeysInitOptions) -> Result<KeySet, KeyError>
         opts.root_threshold,
         [&targets, &snapshot, &timestamp],
         Some(&releases),
+        Some(&maintenance),
     );
     let signed = sign_root(&root, &root_keys.iter().collect::<Vec<_>>(), dir)?;
     save_root(dir, 1, &signed)?;
@@ -211,12 +223,16 @@ impl KeySet {
         let targets = read_key(&dir.join("targets.key"), Role::Targets, &trusted)?;
         let snapshot = read_key(&dir.join("snapshot.key"), Role::Snapshot, &trusted)?;
         let timestamp = read_key(&dir.join("timestamp.key"), Role::Timestamp, &trusted)?;
-        let releases_path = dir.join("releases.key");
-        let releases = if releases_path.exists() {
-            Some(read_key(&releases_path, Role::Releases, &trusted)?)
-        } else {
-            None
+        let optional_key = |name: &str, role: Role| -> Result<Option<SigningKey>, KeyError> {
+            let path = dir.join(name);
+            if path.exists() {
+                read_key(&path, role, &trusted).map(Some)
+            } else {
+                Ok(None)
+            }
         };
+        let releases = optional_key("releases.key", Role::Releases)?;
+        let maintenance = optional_key("maintenance.key", Role::Maintenance)?;
         let mut roots = Vec::new();
         for version in 1..=trusted.version() {
             let path = dir.join("roots").join(format!("{version}.root.json"));
@@ -235,9 +251,15 @@ impl KeySet {
             snapshot,
             timestamp,
             releases,
+            maintenance,
             roots,
             trusted,
         })
+    }
+
+    /// The keys directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The current root, as an agent would trust it.
@@ -258,11 +280,44 @@ impl KeySet {
     /// Gives a keys directory made before agent releases a `releases` role: a new key and
     /// root v(N+1) naming it, signed by the current root keys (agents follow the chain).
     pub fn add_releases_role(&mut self, expires: UnixTime) -> Result<(), KeyError> {
-        let path = self.dir.join("releases.key");
-        if self.releases.is_some() || path.exists() {
+        self.add_optional_role(Role::Releases, expires)
+    }
+
+    /// The `maintenance` role's key, when this root has one.
+    pub fn maintenance_key(&self) -> Option<&SigningKey> {
+        self.maintenance.as_ref()
+    }
+
+    /// Gives a keys directory made before maintenance keys a `maintenance` role: a new key
+    /// and root v(N+1) naming it, signed by the current root keys. Agents follow the root
+    /// chain in the next bundle; from then on they accept maintenance tokens only from the
+    /// new key, and the root keys can stay in the safe.
+    pub fn add_maintenance_role(&mut self, expires: UnixTime) -> Result<(), KeyError> {
+        self.add_optional_role(Role::Maintenance, expires)
+    }
+
+    /// A new key for `role` (one of [`Role::OPTIONAL`]), written as `<role>.key`, and root
+    /// v(N+1) naming it beside every role the root has now, signed by the current root keys.
+    fn add_optional_role(&mut self, role: Role, expires: UnixTime) -> Result<(), KeyError> {
+        let path = self.dir.join(format!("{role}.key"));
+        let existing = match role {
+            Role::Releases => &self.releases,
+            Role::Maintenance => &self.maintenance,
+            _ => return Err(KeyError::Options(format!("{role} is not an optional role"))),
+        };
+        if existing.is_some() || path.exists() {
             return Err(KeyError::Exists { path });
         }
         let key = generate()?;
+        let pick = |r: Role, have: &Option<SigningKey>| {
+            if r == role {
+                Some(key.clone())
+            } else {
+                have.clone()
+            }
+        };
+        let releases = pick(Role::Releases, &self.releases);
+        let maintenance = pick(Role::Maintenance, &self.maintenance);
         let version = self.trusted.version() + 1;
         let root = build_root(
             version,
@@ -274,11 +329,39 @@ impl KeySet {
                 .get(&Role::Root)
                 .map_or(1, |r| r.threshold),
             [&self.targets, &self.snapshot, &self.timestamp],
-            Some(&key),
+            releases.as_ref(),
+            maintenance.as_ref(),
         );
         let signed = sign_root(&root, &self.root_keys.iter().collect::<Vec<_>>(), &self.dir)?;
-        write_key(&path, Role::Releases, &key)?;
+        write_key(&path, role, &key)?;
         save_root(&self.dir, version, &signed)?;
+        let dir = self.dir.clone();
+        *self = KeySet::load(&dir)?;
+        Ok(())
+    }
+
+    /// Test support: the directory as it was before maintenance keys (root v(N+1) without the
+    /// role, and no `maintenance.key`), so the root keys sign tokens.
+    #[cfg(test)]
+    pub(crate) fn drop_maintenance_role(&mut self) -> Result<(), KeyError> {
+        let signers: Vec<&SigningKey> = self.root_keys.iter().collect();
+        let root = build_root(
+            self.trusted.version() + 1,
+            UnixTime::now().plus_days(365),
+            &signers,
+            self.trusted
+                .metadata()
+                .roles
+                .get(&Role::Root)
+                .map_or(1, |r| r.threshold),
+            [&self.targets, &self.snapshot, &self.timestamp],
+            self.releases.as_ref(),
+            None,
+        );
+        let signed = sign_root(&root, &signers, &self.dir)?;
+        let key = self.dir.join("maintenance.key");
+        fs::remove_file(&key).map_err(io(&key))?;
+        save_root(&self.dir, root.version, &signed)?;
         let dir = self.dir.clone();
         *self = KeySet::load(&dir)?;
         Ok(())
@@ -308,6 +391,7 @@ impl KeySet {
             opts.new_threshold,
             [&self.targets, &self.snapshot, &self.timestamp],
             self.releases.as_ref(),
+            self.maintenance.as_ref(),
         );
         let signers: Vec<&SigningKey> = self.root_keys.iter().chain(new_keys.iter()).collect();
         let signed = sign_root(&root, &signers, &dir)?;
@@ -335,6 +419,7 @@ pub(crate) fn build_root(
     threshold: u32,
     [targets, snapshot, timestamp]: [&SigningKey; 3],
     releases: Option<&SigningKey>,
+    maintenance: Option<&SigningKey>,
 ) -> Root {
     let mut keys = BTreeMap::new();
     let mut ids = |signers: &[&SigningKey]| -> Vec<String> {
@@ -364,6 +449,7 @@ pub(crate) fn build_root(
         (Role::Snapshot, Some(snapshot)),
         (Role::Timestamp, Some(timestamp)),
         (Role::Releases, releases),
+        (Role::Maintenance, maintenance),
     ] {
         let Some(key) = key else {
             continue;

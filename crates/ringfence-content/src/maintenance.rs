@@ -1,15 +1,19 @@
 //! Maintenance tokens: the one authorised way to disarm, stop or uninstall a tamper-protected
-//! agent. This module owns the token's claims and format, signing a token with the root role's
-//! keys ([`sign_maintenance_token`], behind `ringfence content maintenance-token`) and
+//! agent. This module owns the token's claims and format, signing a token with the maintenance
+//! role's keys ([`sign_maintenance_token`], behind `ringfence content maintenance-token`) and
 //! verifying one against the agent's trusted root ([`verify_maintenance_token`]). What the
 //! agent does with a verified token is the agent's business, not this module's.
 //!
 //! The agent refuses kill, ptrace and changes to its files, root included, so switching it off
 //! must take more than a root shell on the host. It takes a token signed by a threshold of the
-//! content trust root's *root role* keys: the offline keys that already have the last word
-//! over content (they sign root rotations). Keys with less authority do not do: the targets,
-//! snapshot and timestamp keys, which sign content routinely and may live on a build machine,
-//! are refused by name. Signature checking is the same code bundles use
+//! trust root's *maintenance role* keys: a role of its own, set up with the root
+//! (`content keys init`) and delegated by it, kept offline like the root keys but used more
+//! often, so disarming one host never brings the root keys out of the safe. A root made
+//! before the role existed has no maintenance role; there the root role's keys sign tokens
+//! (`content keys add-maintenance` adds the role by a root rotation, after which the root
+//! keys no longer do). The content keys, which sign routinely and sit online on the console
+//! (targets, snapshot, timestamp), are refused by name, and a root may not give them the
+//! maintenance role. Signature checking is the same code bundles use
 //! ([`crate::metadata`]'s envelope parser and threshold count), not a second implementation.
 //!
 //! # Format
@@ -298,7 +302,18 @@ impl TokenBody {
     }
 }
 
-/// Signs `claims` with every root-role key of `keys` (the envelope's canonical JSON bytes,
+/// Which role signs tokens under `root`: `maintenance` when the root has that role, else the
+/// root role itself (roots made before the role existed).
+pub fn token_signer(root: &TrustedRoot) -> Role {
+    if root.metadata().roles.contains_key(&Role::Maintenance) {
+        Role::Maintenance
+    } else {
+        Role::Root
+    }
+}
+
+/// Signs `claims` with the maintenance key of `keys`, or every root key when the root has no
+/// maintenance role (the envelope's canonical JSON bytes,
 /// ready to hand to the agent). Refuses claims no agent would accept: the field rules and the
 /// 7-day validity limit; `issued` is not compared with the clock here.
 pub fn sign_maintenance_token(
@@ -315,7 +330,16 @@ pub fn sign_maintenance_token(
             ));
         }
     }
-    let signers: Vec<&SigningKey> = keys.root_keys.iter().collect();
+    let signers: Vec<&SigningKey> = match token_signer(keys.trusted_root()) {
+        Role::Maintenance => keys.maintenance.iter().collect(),
+        _ => keys.root_keys.iter().collect(),
+    };
+    if signers.is_empty() {
+        return Err(MaintenanceError::Sign(format!(
+            "the root names a maintenance role but {} holds no maintenance.key",
+            keys.dir().display()
+        )));
+    }
     let bytes = metadata::sign(&TokenBody::of(claims), &signers).map_err(MaintenanceError::Sign)?;
     if bytes.len() > MAX_TOKEN_BYTES {
         return Err(MaintenanceError::TooLarge {
@@ -365,7 +389,7 @@ fn verify_token(
         &envelope,
         KeysOf {
             root: root.metadata(),
-            role: Role::Root,
+            role: token_signer(root),
         },
     )
     .map_err(signature_error)?;
@@ -518,6 +542,20 @@ mod tests {
         fn root(&self) -> &TrustedRoot {
             self.keys.trusted_root()
         }
+
+        /// The keys that sign tokens under this root.
+        fn token_keys(&self) -> Vec<&SigningKey> {
+            self.keys.maintenance.iter().collect()
+        }
+    }
+
+    /// A keys directory from before maintenance keys: the root keys (three, threshold 2)
+    /// sign tokens.
+    fn legacy_fixture() -> Fixture {
+        let mut fx = fixture();
+        fx.keys.drop_maintenance_role().unwrap();
+        assert_eq!(token_signer(fx.root()), Role::Root);
+        fx
     }
 
     /// Three root keys, threshold 2.
@@ -656,10 +694,7 @@ mod tests {
             "{err}"
         );
         // Signed anyway (by the right keys, bypassing the signer's check): still refused.
-        let token = signed_by(
-            &TokenBody::of(&long),
-            &fx.keys.root_keys.iter().collect::<Vec<_>>(),
-        );
+        let token = signed_by(&TokenBody::of(&long), &fx.token_keys());
         let err = refuse(&fx, &token);
         assert!(
             matches!(err, MaintenanceError::ValidTooLong { .. }),
@@ -705,7 +740,7 @@ mod tests {
             );
             assert!(
                 err.to_string()
-                    .contains("does not verify against root v1 keys"),
+                    .contains("does not verify against maintenance keys"),
                 "{err}"
             );
         }
@@ -726,7 +761,7 @@ mod tests {
             );
             assert!(
                 err.to_string()
-                    .contains(&format!("of the {role} role; needs root v1 keys")),
+                    .contains(&format!("of the {role} role; needs maintenance keys")),
                 "{err}"
             );
         }
@@ -736,27 +771,81 @@ mod tests {
         assert!(
             matches!(
                 err,
-                MaintenanceError::UntrustedKeys { ref signer, threshold: 2, .. }
-                    if signer == "root v1 keys"
+                MaintenanceError::UntrustedKeys { ref signer, threshold: 1, .. }
+                    if signer == "maintenance keys"
             ),
             "{err}"
         );
         assert!(
             err.to_string()
-                .contains("signed by keys this root does not trust: expected root v1 keys"),
+                .contains("signed by keys this root does not trust: expected maintenance keys"),
             "{err}"
         );
     }
 
     #[test]
-    fn one_root_key_of_a_threshold_of_two_is_not_enough() {
+    fn the_maintenance_role_signs_tokens_and_the_root_keys_stay_in_the_safe() {
         let fx = fixture();
+        assert_eq!(token_signer(fx.root()), Role::Maintenance);
+        let body = TokenBody::of(&claims());
+        let token = sign_maintenance_token(&fx.keys, &claims()).unwrap();
+        verify_maintenance_token(&token, fx.root(), HOST, NOW).unwrap();
+        // Every root key together: refused, naming the role that should have signed.
+        let by_root = signed_by(&body, &fx.keys.root_keys.iter().collect::<Vec<_>>());
+        let err = refuse(&fx, &by_root);
+        assert!(
+            matches!(
+                err,
+                MaintenanceError::SignedByWrongRole {
+                    key_role: Role::Root,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // A root may not hand the maintenance role to a content key.
+        let mut root = fx.root().metadata().clone();
+        let targets = root.roles[&Role::Targets].clone();
+        root.roles.insert(Role::Maintenance, targets);
+        let err = metadata::check_root(&root).unwrap_err().to_string();
+        assert!(
+            err.contains("content signers cannot switch agents off"),
+            "{err}"
+        );
+
+        // A directory from before the role: the root keys sign, until the role is added.
+        let mut legacy = legacy_fixture();
+        let old = sign_maintenance_token(&legacy.keys, &claims()).unwrap();
+        verify_maintenance_token(&old, legacy.root(), HOST, NOW).unwrap();
+        legacy
+            .keys
+            .add_maintenance_role(NOW.plus_days(365))
+            .unwrap();
+        assert_eq!(token_signer(legacy.root()), Role::Maintenance);
+        let err = refuse(&legacy, &old);
+        assert!(
+            matches!(
+                err,
+                MaintenanceError::SignedByWrongRole {
+                    key_role: Role::Root,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let new = sign_maintenance_token(&legacy.keys, &claims()).unwrap();
+        verify_maintenance_token(&new, legacy.root(), HOST, NOW).unwrap();
+    }
+
+    #[test]
+    fn one_root_key_of_a_threshold_of_two_is_not_enough() {
+        let fx = legacy_fixture();
         let body = TokenBody::of(&claims());
         let one = signed_by(&body, &[&fx.keys.root_keys[0]]);
         let err = refuse(&fx, &one);
         assert_eq!(
             err.to_string(),
-            "maintenance token: 1 valid signatures from root v1 keys, threshold is 2"
+            "maintenance token: 1 valid signatures from root v2 keys, threshold is 2"
         );
         // Two of the three are.
         let two = signed_by(&body, &[&fx.keys.root_keys[0], &fx.keys.root_keys[2]]);
@@ -780,7 +869,7 @@ mod tests {
         );
         let mut body = TokenBody::of(&claims());
         body.typ = "maintenancE".into();
-        let root_keys: Vec<&SigningKey> = fx.keys.root_keys.iter().collect();
+        let root_keys = fx.token_keys();
         let err = refuse(&fx, &signed_by(&body, &root_keys));
         assert!(matches!(err, MaintenanceError::WrongType { .. }), "{err}");
         // An unknown field inside `signed` is refused even with good signatures.

@@ -24,8 +24,9 @@ pub const SPEC_VERSION: &str = "ringfence-tuf-1";
 /// The name of the one target every targets metadata carries: the bundle payload.
 pub const BUNDLE_TARGET: &str = "bundle";
 
-/// The four TUF roles, and `releases`: the role that signs agent binaries
-/// ([`crate::release`]), optional in a root, whose keys no content role may share.
+/// The four TUF roles, and two optional ones whose keys no content role may share:
+/// `releases`, which signs agent binaries ([`crate::release`]), and `maintenance`, which signs
+/// the tokens that disarm, stop or uninstall a protected agent ([`crate::maintenance`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -34,19 +35,23 @@ pub enum Role {
     Snapshot,
     Timestamp,
     Releases,
+    Maintenance,
 }
 
 impl Role {
     /// The roles every root has, in TUF's order of trust.
     pub const ALL: [Role; 4] = [Role::Root, Role::Targets, Role::Snapshot, Role::Timestamp];
     /// Every role a root may name.
-    pub const EVERY: [Role; 5] = [
+    pub const EVERY: [Role; 6] = [
         Role::Root,
         Role::Targets,
         Role::Snapshot,
         Role::Timestamp,
         Role::Releases,
+        Role::Maintenance,
     ];
+    /// The roles a root may leave out.
+    pub const OPTIONAL: [Role; 2] = [Role::Releases, Role::Maintenance];
 
     /// The lower-case name, as in metadata and file names.
     pub fn name(self) -> &'static str {
@@ -56,6 +61,7 @@ impl Role {
             Role::Snapshot => "snapshot",
             Role::Timestamp => "timestamp",
             Role::Releases => "releases",
+            Role::Maintenance => "maintenance",
         }
     }
 }
@@ -318,10 +324,11 @@ pub(crate) fn sign<T: Serialize>(signed: &T, keys: &[&SigningKey]) -> Result<Vec
     to_canonical(&envelope).map_err(|e| e.to_string())
 }
 
-/// Checks a root's internal consistency: all four roles (and `releases` when present),
-/// thresholds between 1 and the number of (distinct, listed) keys, every key id equal to its
-/// key's computed id, and no `releases` key shared with a content role (targets, snapshot,
-/// timestamp): content signers cannot ship binaries.
+/// Checks a root's internal consistency: all four roles (and `releases` and `maintenance`
+/// when present), thresholds between 1 and the number of (distinct, listed) keys, every key id
+/// equal to its key's computed id, and no `releases` or `maintenance` key shared with a
+/// content role (targets, snapshot, timestamp): content signers, whose keys sit online on the
+/// console, can neither ship binaries nor switch agents off.
 pub(crate) fn check_root(root: &Root) -> Result<(), VerifyError> {
     let invalid = |detail: String| VerifyError::InvalidRoot {
         version: root.version,
@@ -340,7 +347,7 @@ pub(crate) fn check_root(root: &Root) -> Result<(), VerifyError> {
     }
     for role in Role::EVERY {
         let Some(keys) = root.roles.get(&role) else {
-            if role == Role::Releases {
+            if Role::OPTIONAL.contains(&role) {
                 continue;
             }
             return Err(invalid(format!("role {role} is missing")));
@@ -360,17 +367,23 @@ pub(crate) fn check_root(root: &Root) -> Result<(), VerifyError> {
             )));
         }
     }
-    if let Some(releases) = root.roles.get(&Role::Releases) {
+    for (optional, power) in [
+        (Role::Releases, "ship binaries"),
+        (Role::Maintenance, "switch agents off"),
+    ] {
+        let Some(own) = root.roles.get(&optional) else {
+            continue;
+        };
         for role in [Role::Targets, Role::Snapshot, Role::Timestamp] {
             let content = root.roles.get(&role).map(|k| &k.keyids);
-            if let Some(shared) = releases
+            if let Some(shared) = own
                 .keyids
                 .iter()
                 .find(|id| content.is_some_and(|c| c.contains(id)))
             {
                 return Err(invalid(format!(
-                    "key {} signs for both releases and {role}: content signers cannot ship \
-                     binaries",
+                    "key {} signs for both {optional} and {role}: content signers cannot \
+                     {power}",
                     short_keyid(shared)
                 )));
             }

@@ -896,6 +896,7 @@ mod tests {
             1,
             [&fx.keys.targets, &fx.keys.snapshot, &fx.keys.timestamp],
             fx.keys.releases.as_ref(),
+            fx.keys.maintenance.as_ref(),
         );
         metadata::sign(&root, signers).unwrap()
     }
@@ -999,6 +1000,7 @@ mod tests {
             1,
             [&fx.keys.targets, &fx.keys.snapshot, &new_ts],
             fx.keys.releases.as_ref(),
+            fx.keys.maintenance.as_ref(),
         );
         root.spec_version = SPEC_VERSION.into();
         let v2 = metadata::sign(&root, &[&fx.keys.root_keys[0]]).unwrap();

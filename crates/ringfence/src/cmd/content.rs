@@ -40,8 +40,8 @@ pub enum ContentCommand {
     Build(BuildArgs),
     /// Check a bundle as an agent would; exit 0 only if it would be accepted.
     Verify(VerifyArgs),
-    /// Sign a maintenance token with the root keys: the order that disarms, stops or
-    /// uninstalls a tamper-protected agent.
+    /// Sign a maintenance token with the maintenance key (the root keys for a root made
+    /// before that role): the order that disarms, stops or uninstalls a tamper-protected agent.
     MaintenanceToken(MaintenanceTokenArgs),
 }
 
@@ -53,10 +53,20 @@ pub struct KeysArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
-    /// Create a keys directory: root key(s) with a threshold, targets, snapshot, timestamp.
+    /// Create a keys directory: root key(s) with a threshold, targets, snapshot, timestamp,
+    /// releases and maintenance.
     Init(KeysInitArgs),
     /// Replace the root keys: root v(N+1) signed by the old and the new keys.
     Rotate(KeysRotateArgs),
+    /// Give a keys directory made before maintenance keys its `maintenance` role (root
+    /// v(N+1)); from then on tokens signed by the root keys are refused.
+    AddMaintenance(KeysAddArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysAddArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -120,7 +130,8 @@ pub struct VerifyArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct MaintenanceTokenArgs {
-    /// Keys directory from `content keys init`; every root key in it signs.
+    /// Keys directory from `content keys init`; its maintenance key signs (every root key,
+    /// for a root made before the maintenance role).
     #[arg(long)]
     pub keys: PathBuf,
     /// What the agent is to do: disarm, stop or uninstall.
@@ -154,6 +165,7 @@ pub fn run(args: Args) -> CmdResult {
         ContentCommand::Keys(k) => match k.command {
             KeysCommand::Init(a) => keys_init(&a),
             KeysCommand::Rotate(a) => keys_rotate(&a),
+            KeysCommand::AddMaintenance(a) => keys_add_maintenance(&a),
         },
         ContentCommand::Build(a) => build(&a),
         ContentCommand::Verify(a) => verify(&a),
@@ -183,6 +195,20 @@ fn keys_init(a: &KeysInitArgs) -> CmdResult {
         a.threshold,
         keys.trusted_root().version(),
         a.dir.join("root.json").display()
+    ))
+    .context("writing to stdout")?;
+    Ok(())
+}
+
+fn keys_add_maintenance(a: &KeysAddArgs) -> CmdResult {
+    let mut keys = KeySet::load(&a.dir).map_err(Failure::refused)?;
+    keys.add_maintenance_role(now()?.plus_days(365))
+        .map_err(Failure::refused)?;
+    print_line(&format!(
+        "maintenance role added in root v{}: {} signs maintenance tokens (keep it offline); \
+         agents take it with the next bundle, then refuse tokens signed by the root keys",
+        keys.trusted_root().version(),
+        a.dir.join("maintenance.key").display()
     ))
     .context("writing to stdout")?;
     Ok(())
@@ -275,13 +301,14 @@ fn maintenance_token(a: &MaintenanceTokenArgs) -> CmdResult {
     .map_err(Failure::environment)?;
     let token = sign_maintenance_token(&keys, &claims).map_err(Failure::refused)?;
     let summary = format!(
-        "{} token for {} (root v{}, nonce {}), valid {} to {}",
+        "{} token for {} (signed by the {} keys of root v{}, nonce {}), valid {} to {}",
         claims.action,
         if claims.is_fleet_wide() {
             "every host".to_owned()
         } else {
             format!("host {}", claims.host)
         },
+        ringfence_content::maintenance::token_signer(keys.trusted_root()),
         keys.trusted_root().version(),
         claims.nonce,
         claims.issued,
