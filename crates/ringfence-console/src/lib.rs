@@ -255,7 +255,7 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/operators",
             get(operators::get_operators).post(operators::post_operator),
         )
-        .route("/api/v1/operators/{name}/role", put(operators::put_role))
+        .route("/api/v1/operators/{name}/role", post(operators::post_role))
         .route(
             "/api/v1/tokens",
             get(operators::get_tokens).post(operators::post_token),

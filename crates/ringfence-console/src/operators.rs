@@ -4,7 +4,7 @@
 //! A token is named by the first [`TOKEN_ID_LEN`] hex digits of its SHA-256 (the console never
 //! stores it). Revoking a token or changing a role bumps `fleet.revision` in its transaction:
 //! every console on the database drops its cached tokens at its next poll of the revision
-//! (about a second), so a revoked token is refused everywhere. Every change is audited with
+//! (every engine period), so a revoked token is refused everywhere. Every change is audited with
 //! who did it and why.
 
 use axum::Json;
@@ -97,7 +97,7 @@ pub async fn post_operator(
     })))
 }
 
-/// `PUT /api/v1/operators/{name}/role` body.
+/// `POST /api/v1/operators/{name}/role` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RoleChange {
@@ -172,8 +172,8 @@ pub async fn set_role(
     }
 }
 
-/// `PUT /api/v1/operators/{name}/role` with `{"role", "reason"?}`.
-pub async fn put_role(
+/// `POST /api/v1/operators/{name}/role` with `{"role", "reason"?}`.
+pub async fn post_role(
     State(state): State<AppState>,
     admin: Authed,
     Path(name): Path<String>,

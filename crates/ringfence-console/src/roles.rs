@@ -189,7 +189,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("PUT", "/api/v1/agents/{agent_id}/tags", Need::Admin),
     ("GET", "/api/v1/operators", Need::Admin),
     ("POST", "/api/v1/operators", Need::Admin),
-    ("PUT", "/api/v1/operators/{name}/role", Need::Admin),
+    ("POST", "/api/v1/operators/{name}/role", Need::Admin),
     ("GET", "/api/v1/tokens", Need::Admin),
     ("POST", "/api/v1/tokens", Need::Admin),
     ("POST", "/api/v1/tokens/{id}/revoke", Need::Admin),
