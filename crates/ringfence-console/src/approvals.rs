@@ -168,7 +168,7 @@ pub async fn ask(
         row
     });
     tracing::warn!(approval = row.0, %kind, requester = %ringfence_wire::printable(requester),
-        %summary, "action held for a second operator's approval");
+        summary = %ringfence_wire::printable(&summary), "action held for a second operator's approval");
     Ok(view(row, now))
 }
 
@@ -189,7 +189,11 @@ pub fn held(v: ApprovalView, extra: Option<(&str, serde_json::Value)>) -> Respon
 }
 
 /// Held requests, newest first; `pending_only` leaves out decided and expired ones.
-pub async fn list(state: &AppState, pending_only: bool, limit: i64) -> AppResult<Vec<ApprovalView>> {
+pub async fn list(
+    state: &AppState,
+    pending_only: bool,
+    limit: i64,
+) -> AppResult<Vec<ApprovalView>> {
     let now = state.clock.now_ms();
     let rows: Vec<Row> = on_db!(&state.db, |pool| {
         sqlx::query_as(&format!(
@@ -252,11 +256,7 @@ async fn refuse(state: &AppState, approver: &str, id: i64, err: AppError) -> App
 
 /// Approve request `id` as `approver` and run it. Returns the approval and what the action
 /// answered.
-pub async fn approve(
-    state: &AppState,
-    approver: &Authed,
-    id: i64,
-) -> AppResult<serde_json::Value> {
+pub async fn approve(state: &AppState, approver: &Authed, id: i64) -> AppResult<serde_json::Value> {
     let now = state.clock.now_ms();
     let row: Option<Row> = on_db!(&state.db, |pool| {
         sqlx::query_as(&format!("SELECT {COLS} FROM approvals WHERE id = $1"))
@@ -377,7 +377,9 @@ async fn run(state: &AppState, v: &ApprovalView) -> AppResult<serde_json::Value>
         kind::ROLLOUT_EMERGENCY => {
             let (rollout, req): (i64, ActionRequest) =
                 serde_json::from_value(v.request.clone()).map_err(bad)?;
-            serde_json::to_value(crate::rollout::act(state, actor, rollout, "emergency", &req).await?)
+            serde_json::to_value(
+                crate::rollout::act(state, actor, rollout, "emergency", &req).await?,
+            )
         }
         kind::BASELINE => {
             let version: i64 = serde_json::from_value(v.request["version"].clone()).map_err(bad)?;
@@ -408,7 +410,10 @@ pub async fn post_approve(
 }
 
 /// Why starting this rollout needs a second operator, if it does.
-pub async fn start_needs_approval(state: &AppState, req: &StartRequest) -> AppResult<Option<String>> {
+pub async fn start_needs_approval(
+    state: &AppState,
+    req: &StartRequest,
+) -> AppResult<Option<String>> {
     if req.emergency {
         return Ok(Some("emergency: maintenance windows overridden".into()));
     }
@@ -469,7 +474,9 @@ impl FleetOrder {
         if let Some(tag) = &self.tag {
             let ok = tag.len() <= 256
                 && !tag.chars().any(ringfence_wire::is_hidden_char)
-                && tag.split_once('=').is_some_and(|(k, v)| !k.is_empty() && !v.is_empty());
+                && tag
+                    .split_once('=')
+                    .is_some_and(|(k, v)| !k.is_empty() && !v.is_empty());
             if !ok {
                 return Err(AppError::BadRequest(
                     "tag: key=value, at most 256 bytes of text".into(),
@@ -493,9 +500,29 @@ impl FleetOrder {
 /// The agents a fleet order reaches now: those it names and, with a tag, every agent not
 /// revoked whose region, industry, environment or custom tag has that value.
 async fn targets(state: &AppState, o: &FleetOrder) -> AppResult<Vec<String>> {
-    let mut out: Vec<String> = o.agents.clone();
+    let mut out: Vec<String> = Vec::with_capacity(o.agents.len());
+    for agent in &o.agents {
+        let known: Option<(String,)> = on_db!(&state.db, |pool| {
+            sqlx::query_as("SELECT id FROM agents WHERE id = $1 AND revoked_at IS NULL")
+                .bind(agent)
+                .fetch_optional(pool)
+                .await?
+        });
+        if known.is_none() {
+            return Err(AppError::NotFound(format!(
+                "no agent {agent}, or it is revoked"
+            )));
+        }
+        out.push(agent.clone());
+    }
     if let Some((key, value)) = o.tag.as_deref().and_then(|t| t.split_once('=')) {
-        type Tagged = (String, Option<String>, Option<String>, Option<String>, String);
+        type Tagged = (
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+        );
         let rows: Vec<Tagged> = on_db!(&state.db, |pool| {
             sqlx::query_as(
                 "SELECT s.agent_id, s.region, s.industry, s.environment, s.custom_tags FROM agent_state s \
@@ -509,11 +536,13 @@ async fn targets(state: &AppState, o: &FleetOrder) -> AppResult<Vec<String>> {
                 "region" => region.as_deref() == Some(value),
                 "industry" => industry.as_deref() == Some(value),
                 "environment" => environment.as_deref() == Some(value),
-                _ => serde_json::from_str::<BTreeMap<String, String>>(&custom)
-                    .ok()
-                    .and_then(|m| m.get(key).cloned())
-                    .as_deref()
-                    == Some(value),
+                _ => {
+                    serde_json::from_str::<BTreeMap<String, String>>(&custom)
+                        .ok()
+                        .and_then(|m| m.get(key).cloned())
+                        .as_deref()
+                        == Some(value)
+                }
             };
             if hit {
                 out.push(id);
@@ -552,6 +581,15 @@ pub async fn post_fleet_order(
 ) -> AppResult<Response> {
     let o: FleetOrder = parse_json(body, 1024 * 1024)?;
     o.check()?;
+    // Every named agent must exist now (a tag is resolved when the order is approved).
+    targets(
+        &state,
+        &FleetOrder {
+            tag: None,
+            ..o.clone()
+        },
+    )
+    .await?;
     if !o.is_fleet_wide() {
         let placed = place_fleet_order(&state, &op.name, &o).await?;
         return Ok(Json(serde_json::json!({"orders": placed})).into_response());

@@ -123,7 +123,9 @@ pub const TOKEN_ID_LEN: usize = 12;
 pub fn check_operator_name(name: &str) -> AppResult<()> {
     if name.is_empty()
         || name.len() > 64
-        || name.chars().any(|c| c.is_control() || ringfence_wire::is_hidden_char(c))
+        || name
+            .chars()
+            .any(|c| c.is_control() || ringfence_wire::is_hidden_char(c))
     {
         return Err(AppError::BadRequest(
             "operator name must be 1..=64 printable characters".into(),
@@ -688,7 +690,9 @@ pub async fn token_authed(state: &AppState, token: &str) -> AppResult<Authed> {
         return Err(AppError::Unauthorized("operator token expired"));
     }
     let role = Role::parse(&role).map_err(|e| {
-        AppError::Forbidden(format!("operator {name:?} has a role this console does not know: {e}"))
+        AppError::Forbidden(format!(
+            "operator {name:?} has a role this console does not know: {e}"
+        ))
     })?;
     let authed = Authed { name, role };
     cache.insert(generation, hash, authed.clone(), expires_at);
@@ -712,7 +716,9 @@ pub async fn session_authed(state: &AppState, secret: &str) -> AppResult<Option<
         return Ok(None);
     };
     let role = Role::parse(&role).map_err(|e| {
-        AppError::Forbidden(format!("operator {name:?} has a role this console does not know: {e}"))
+        AppError::Forbidden(format!(
+            "operator {name:?} has a role this console does not know: {e}"
+        ))
     })?;
     Ok(Some(Authed { name, role }))
 }

@@ -78,7 +78,8 @@ pub async fn post_operator(
     let (token, expires_at) =
         auth::create_operator_as(&state, &b.name, &password, role, b.ttl_ms, false).await?;
     let now = state.clock.now_ms();
-    let evidence = serde_json::json!({"operator": b.name, "role": role, "token_expires_at": expires_at});
+    let evidence =
+        serde_json::json!({"operator": b.name, "role": role, "token_expires_at": expires_at});
     on_db!(&state.db, |pool| {
         audit::record!(
             pool,
@@ -261,7 +262,8 @@ pub async fn post_token(
     let (token, expires_at) = auth::mint_token(&state, &b.operator, b.ttl_ms).await?;
     let id = token_id(&token);
     let now = state.clock.now_ms();
-    let evidence = serde_json::json!({"operator": b.operator, "token": id, "expires_at": expires_at});
+    let evidence =
+        serde_json::json!({"operator": b.operator, "token": id, "expires_at": expires_at});
     on_db!(&state.db, |pool| {
         audit::record!(
             pool,
@@ -281,7 +283,12 @@ pub async fn post_token(
 
 /// Revoke the API token whose id is `id`: refused from now on here, and by every other
 /// console at its next revision poll. `Ok(false)` when no live token has that id.
-pub async fn revoke_token(state: &AppState, actor: &str, id: &str, reason: &str) -> AppResult<bool> {
+pub async fn revoke_token(
+    state: &AppState,
+    actor: &str,
+    id: &str,
+    reason: &str,
+) -> AppResult<bool> {
     if id.len() != TOKEN_ID_LEN || !id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(AppError::BadRequest(format!(
             "a token id is {TOKEN_ID_LEN} hex digits (see `console tokens list`)"

@@ -224,7 +224,8 @@ pub async fn enforce(State(state): State<AppState>, req: Request, next: Next) ->
     let method = req.method().clone();
     let Some(need) = need_of(&method, &path) else {
         tracing::error!(%method, %path, "route has no role in roles::ROUTES: refused");
-        return AppError::Forbidden(format!("{method} {path} has no role; refused")).into_response();
+        return AppError::Forbidden(format!("{method} {path} has no role; refused"))
+            .into_response();
     };
     if matches!(need, Need::Public | Need::Agent) {
         return next.run(req).await;

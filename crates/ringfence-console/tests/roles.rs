@@ -70,7 +70,11 @@ async fn every_route_refuses_the_roles_that_may_not_use_it(b: Backend) {
                     "{role} must reach {method} {uri}: {status} {v}"
                 );
             } else {
-                assert_eq!(status, StatusCode::FORBIDDEN, "{role} on {method} {uri}: {v}");
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{role} on {method} {uri}: {v}"
+                );
                 let msg = v["error"].as_str().unwrap_or_default();
                 assert!(msg.contains(role.as_str()), "{msg}");
             }
@@ -85,7 +89,11 @@ async fn every_route_refuses_the_roles_that_may_not_use_it(b: Backend) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
-async fn enrolled_checked_in(c: &TestConsole, n: usize, tags: impl Fn(usize) -> Value) -> Vec<String> {
+async fn enrolled_checked_in(
+    c: &TestConsole,
+    n: usize,
+    tags: impl Fn(usize) -> Value,
+) -> Vec<String> {
     let mut agents = c.enroll(n, tags).await;
     for a in &mut agents {
         assert_eq!(c.checkin(a, json!({})).await.0, StatusCode::OK);
@@ -127,23 +135,36 @@ async fn fleet_orders_wait_for_a_second_operator(b: Backend) {
     // A viewer and a content admin cannot order at all.
     for t in [&vera, &carl] {
         let (status, v) = c
-            .as_op(t, "POST", "/api/v1/orders", json!({"action": quarantine, "reason": "x", "tag": "region=eu"}))
+            .as_op(
+                t,
+                "POST",
+                "/api/v1/orders",
+                json!({"action": quarantine, "reason": "x", "tag": "region=eu"}),
+            )
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
     }
 
     // One agent: ordered at once.
     let (status, v) = c
-        .as_op(&alice, "POST", "/api/v1/orders",
-            json!({"action": quarantine, "reason": "one host", "agents": [agents[2]]}))
+        .as_op(
+            &alice,
+            "POST",
+            "/api/v1/orders",
+            json!({"action": quarantine, "reason": "one host", "agents": [agents[2]]}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(c.count("response_orders").await, 1);
 
     // A tag: held.
     let (status, v) = c
-        .as_op(&alice, "POST", "/api/v1/orders",
-            json!({"action": quarantine, "reason": "dropper on the eu fleet", "tag": "region=eu"}))
+        .as_op(
+            &alice,
+            "POST",
+            "/api/v1/orders",
+            json!({"action": quarantine, "reason": "dropper on the eu fleet", "tag": "region=eu"}),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
     let id = v["pending_approval"]["id"].as_i64().unwrap();
@@ -154,14 +175,19 @@ async fn fleet_orders_wait_for_a_second_operator(b: Backend) {
     // The attack: alice approves her own request.
     let (status, v) = c.as_op(&alice, "POST", &approve, Value::Null).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("different operator"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("different operator"),
+        "{v}"
+    );
     // A viewer cannot approve; nor a content admin an order.
     let (status, v) = c.as_op(&vera, "POST", &approve, Value::Null).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
     let (status, v) = c.as_op(&carl, "POST", &approve, Value::Null).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
     assert_eq!(c.count("response_orders").await, 1, "still nothing ordered");
-    let (_, pending) = c.as_op(&vera, "GET", "/api/v1/approvals", Value::Null).await;
+    let (_, pending) = c
+        .as_op(&vera, "GET", "/api/v1/approvals", Value::Null)
+        .await;
     assert_eq!(pending.as_array().unwrap().len(), 1, "{pending}");
 
     // Bob approves: the two eu agents get the order, as alice's.
@@ -175,20 +201,44 @@ async fn fleet_orders_wait_for_a_second_operator(b: Backend) {
     assert_eq!(status, StatusCode::CONFLICT, "approved once only");
 
     let audit = audit_decisions(&c).await;
-    assert!(audit.iter().any(|(a, act, d)| a == "alice" && act == "approval" && d.starts_with("requested")), "{audit:?}");
-    assert!(audit.iter().any(|(a, act, d)| a == "alice" && act == "approval" && d.starts_with("refused")), "{audit:?}");
-    assert!(audit.iter().any(|(a, act, d)| a == "bob" && act == "approval" && d.starts_with("approved alice's request")), "{audit:?}");
+    assert!(
+        audit
+            .iter()
+            .any(|(a, act, d)| a == "alice" && act == "approval" && d.starts_with("requested")),
+        "{audit:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|(a, act, d)| a == "alice" && act == "approval" && d.starts_with("refused")),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|(a, act, d)| a == "bob"
+            && act == "approval"
+            && d.starts_with("approved alice's request")),
+        "{audit:?}"
+    );
 
     // Two named agents: held too; a day later it has expired.
     let (status, v) = c
-        .as_op(&alice, "POST", "/api/v1/orders",
-            json!({"action": quarantine, "reason": "two hosts", "agents": [agents[0], agents[1]]}))
+        .as_op(
+            &alice,
+            "POST",
+            "/api/v1/orders",
+            json!({"action": quarantine, "reason": "two hosts", "agents": [agents[0], agents[1]]}),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
     let id = v["pending_approval"]["id"].as_i64().unwrap();
     c.clock.advance_ms(24 * 3_600_000 + 1_000);
     let (status, v) = c
-        .as_op(&bob, "POST", &format!("/api/v1/approvals/{id}/approve"), Value::Null)
+        .as_op(
+            &bob,
+            "POST",
+            &format!("/api/v1/approvals/{id}/approve"),
+            Value::Null,
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
     assert!(v["error"].as_str().unwrap().contains("expired"), "{v}");
@@ -212,7 +262,11 @@ fn rule_dropping_bundle(keys_dir: &std::path::Path, version: u64) -> Vec<u8> {
     };
     let mut builder = BundleBuilder::new(version, schema, Limits::default());
     builder
-        .add(EntryKind::Rule, "rules/a.yml", b"title: a\ndetection: {}\n".to_vec())
+        .add(
+            EntryKind::Rule,
+            "rules/a.yml",
+            b"title: a\ndetection: {}\n".to_vec(),
+        )
         .unwrap();
     builder
         .metadata(
@@ -245,23 +299,38 @@ async fn emergency_and_rule_dropping_rollouts_wait_for_a_second_operator(b: Back
     let (status, _) = c.as_op(&carl, "POST", &approve, Value::Null).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "not one's own");
     let (status, _) = c.as_op(&rita, "POST", &approve, Value::Null).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "a responder does not approve content");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a responder does not approve content"
+    );
     let (status, v) = c.as_op(&dana, "POST", &approve, Value::Null).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["result"]["created_by"], "carl", "{v}");
     assert_eq!(v["result"]["emergency"], true, "{v}");
     let (status, v) = c
-        .op("POST", "/api/v1/rollouts/1/rollback", json!({"reason": "done testing"}))
+        .op(
+            "POST",
+            "/api/v1/rollouts/1/rollback",
+            json!({"reason": "done testing"}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
 
     // Content signed to drop most rules: held even without the emergency flag.
     let keys = tempfile::tempdir().unwrap();
     let bundle = rule_dropping_bundle(keys.path(), 9);
-    let (status, v) = c.call("PUT", "/api/v1/content/9", Some(&carl), Some(bundle)).await;
+    let (status, v) = c
+        .call("PUT", "/api/v1/content/9", Some(&carl), Some(bundle))
+        .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let (status, v) = c
-        .as_op(&carl, "POST", "/api/v1/rollouts", json!({"version": 9, "reason": "new pack"}))
+        .as_op(
+            &carl,
+            "POST",
+            "/api/v1/rollouts",
+            json!({"version": 9, "reason": "new pack"}),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
     let summary = v["pending_approval"]["summary"].as_str().unwrap();
@@ -269,7 +338,11 @@ async fn emergency_and_rule_dropping_rollouts_wait_for_a_second_operator(b: Back
     // An admin is a second operator too.
     let id = v["pending_approval"]["id"].as_i64().unwrap();
     let (status, v) = c
-        .op("POST", &format!("/api/v1/approvals/{id}/approve"), Value::Null)
+        .op(
+            "POST",
+            &format!("/api/v1/approvals/{id}/approve"),
+            Value::Null,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["result"]["to_version"], 9, "{v}");

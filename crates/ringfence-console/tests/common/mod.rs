@@ -208,7 +208,11 @@ impl TestConsole {
     /// A new operator with `role`, made by the admin; returns their API token.
     pub async fn operator(&self, name: &str, role: &str) -> String {
         let (status, v) = self
-            .op("POST", "/api/v1/operators", json!({"name": name, "role": role}))
+            .op(
+                "POST",
+                "/api/v1/operators",
+                json!({"name": name, "role": role}),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{v}");
         v["token"].as_str().unwrap().to_owned()
