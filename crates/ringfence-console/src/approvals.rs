@@ -10,7 +10,8 @@
 //! within [`APPROVAL_TTL_MS`]. Then it runs, as the requester's action, and the audit log has
 //! both names. An operator approving their own request, a viewer, a role that may not do the
 //! action, an expired or already decided request: each is refused, and the refusal audited.
-//! Exactly one approval wins: the claim is one conditional `UPDATE`.
+//! Exactly one approval wins: the claim is one conditional `UPDATE`. The requester, or an
+//! operator who could approve it, may reject a pending request instead.
 
 use std::collections::BTreeMap;
 
@@ -56,7 +57,7 @@ pub struct ApprovalView {
     pub requested_by: String,
     pub reason: String,
     /// `pending`, `approved` (it ran), `failed` (approved, and the action was refused when it
-    /// ran), `expired`.
+    /// ran), `rejected` (by another operator, or withdrawn by its requester), `expired`.
     pub state: String,
     pub created_at: Millis,
     pub expires_at: Millis,
@@ -407,6 +408,98 @@ pub async fn post_approve(
     Path(id): Path<i64>,
 ) -> AppResult<Json<serde_json::Value>> {
     Ok(Json(approve(&state, &approver, id).await?))
+}
+
+/// Reject (or, as its requester, withdraw) pending request `id`: it will never run. The
+/// requester, or an operator whose role may approve it.
+pub async fn reject(
+    state: &AppState,
+    who: &Authed,
+    id: i64,
+    reason: &str,
+) -> AppResult<ApprovalView> {
+    let now = state.clock.now_ms();
+    let row: Option<Row> = on_db!(&state.db, |pool| {
+        sqlx::query_as(&format!("SELECT {COLS} FROM approvals WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+    });
+    let Some(row) = row else {
+        return Err(AppError::NotFound(format!("no approval request {id}")));
+    };
+    let v = view(row, now);
+    if v.state != "pending" {
+        return Err(AppError::Conflict(format!(
+            "approval request {id} is {}",
+            v.state
+        )));
+    }
+    let need = Need::parse(&v.need).unwrap_or(Need::Admin);
+    if v.requested_by != who.name && !who.role.allows(need) {
+        let e = AppError::Forbidden(format!(
+            "{} is {}; request {id} ({}) is rejected by its requester or by {}",
+            who.name,
+            who.role,
+            v.kind,
+            holders(need)
+        ));
+        return Err(refuse(state, &who.name, id, e).await);
+    }
+    let evidence = serde_json::json!({"approval": id, "kind": v.kind, "requested_by": v.requested_by,
+        "rejected_by": who.name, "reason": reason});
+    let done = on_db!(&state.db, |pool| {
+        let mut tx = pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE approvals SET state = 'rejected', decided_by = $2, decided_at = $3, outcome = $4 \
+             WHERE id = $1 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(&who.name)
+        .bind(now)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            audit::record!(
+                &mut *tx,
+                now,
+                &who.name,
+                None::<i64>,
+                "approval",
+                format!("rejected {}'s request {id}: {}", v.requested_by, v.summary),
+                &evidence
+            )
+            .await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        n == 1
+    });
+    if !done {
+        return Err(AppError::Conflict(format!(
+            "approval request {id} was decided meanwhile"
+        )));
+    }
+    let mut v = v;
+    v.state = "rejected".into();
+    v.decided_by = Some(who.name.clone());
+    v.decided_at = Some(now);
+    v.outcome = reason.to_owned();
+    Ok(v)
+}
+
+/// `POST /api/v1/approvals/{id}/reject` with `{"reason"}`.
+pub async fn post_reject(
+    State(state): State<AppState>,
+    who: Authed,
+    Path(id): Path<i64>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Json<ApprovalView>> {
+    let reason = crate::revoke::reason_of(body)?;
+    Ok(Json(reject(&state, &who, id, &reason).await?))
 }
 
 /// Why starting this rollout needs a second operator, if it does.

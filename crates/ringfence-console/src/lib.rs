@@ -252,6 +252,10 @@ pub fn app(state: AppState) -> Router {
             post(approvals::post_approve),
         )
         .route(
+            "/api/v1/approvals/{id}/reject",
+            post(approvals::post_reject),
+        )
+        .route(
             "/api/v1/operators",
             get(operators::get_operators).post(operators::post_operator),
         )

@@ -181,6 +181,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/api/v1/rollouts/{id}/{action}", Need::Content),
     // A second operator's approval.
     ("POST", "/api/v1/approvals/{id}/approve", Need::Approve),
+    ("POST", "/api/v1/approvals/{id}/reject", Need::Approve),
     // Administration.
     ("GET", "/api/v1/enrollment-tokens", Need::Admin),
     ("POST", "/api/v1/enrollment-tokens", Need::Admin),

@@ -193,6 +193,14 @@ fn an_emergency_rollout_waits_for_a_second_operator_through_the_cli() {
     let audit = c.ok(&vera, &["console", "approvals", "--all", "--json"]);
     assert!(audit.contains("\"decided_by\": \"dana\""), "{audit}");
 
+    // Another request, rejected by the second operator: it never runs.
+    let held = c.ok(&carl, &["rollout", "emergency", "--reason", "again"]);
+    assert!(held.contains("approval 2"), "{held}");
+    let rejected = c.ok(&dana, &["console", "reject", "2", "--reason", "already on"]);
+    assert!(rejected.contains("rejected by dana"), "{rejected}");
+    let err = c.refused(&dana, &["console", "approve", "2"]);
+    assert!(err.contains("rejected"), "{err}");
+
     // Vera's token revoked: refused from then on.
     let tokens = c.ok(&c.root_token, &["console", "tokens", "list"]);
     let id = tokens

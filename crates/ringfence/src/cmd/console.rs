@@ -38,6 +38,8 @@ enum Sub {
     Approvals(crate::cmd::console_admin::ApprovalsArgs),
     /// Approve another operator's held request by its id; it runs at once.
     Approve(crate::cmd::console_admin::ApproveArgs),
+    /// Reject another operator's held request (or withdraw your own); it never runs.
+    Reject(crate::cmd::console_admin::RejectArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -298,6 +300,7 @@ pub fn run(args: Args) -> CmdResult {
         Sub::Tokens(a) => crate::cmd::console_admin::tokens(a),
         Sub::Approvals(a) => crate::cmd::console_admin::approvals(a),
         Sub::Approve(a) => crate::cmd::console_admin::approve(a),
+        Sub::Reject(a) => crate::cmd::console_admin::reject(a),
     }
 }
 

@@ -84,6 +84,17 @@ pub struct ApprovalsArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct RejectArgs {
+    #[command(flatten)]
+    console: ConsoleArgs,
+    /// The request's id (`console approvals`).
+    id: i64,
+    /// Why (kept with the request and in the audit log).
+    #[arg(long)]
+    reason: String,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct ApproveArgs {
     #[command(flatten)]
     console: ConsoleArgs,
@@ -266,6 +277,19 @@ pub fn approve(a: ApproveArgs) -> CmdResult {
         serde_json::from_value(v["approval"].clone()).context("reading the console's answer")?;
     out(&approval_line(&approval))?;
     out("the action ran")
+}
+
+pub fn reject(a: RejectArgs) -> CmdResult {
+    let api = a.console.connect()?;
+    let path = format!("/api/v1/approvals/{}/reject", a.id);
+    let body = serde_json::json!({"reason": a.reason});
+    let v: ApprovalView = block_on(async move {
+        api.client
+            .post_json(&path, Some(&api.token), &body)
+            .await
+            .map_err(client_failure)
+    })?;
+    out(&approval_line(&v))
 }
 
 /// The console's message when it held a request for a second operator, if it did.
