@@ -274,7 +274,11 @@ pub async fn mint_token(
 
 /// The operator an API token belongs to, if the token is known, unexpired and not revoked.
 pub async fn token_operator(state: &AppState, token: &str) -> AppResult<Option<String>> {
-    Ok(token_authed(state, token).await.ok().map(|a| a.name))
+    match token_authed(state, token).await {
+        Ok(a) => Ok(Some(a.name)),
+        Err(AppError::Unauthorized(_) | AppError::Forbidden(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Revoke every API token and end every session of `operator` (a login being rotated).

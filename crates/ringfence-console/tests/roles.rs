@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 both!(
     every_route_refuses_the_roles_that_may_not_use_it,
     fleet_orders_wait_for_a_second_operator,
-    emergency_and_rule_dropping_rollouts_wait_for_a_second_operator
+    emergency_and_rule_dropping_rollouts_wait_for_a_second_operator,
+    a_rule_dropping_first_baseline_waits_for_a_second_operator
 );
 
 /// A concrete URI for a route pattern.
@@ -395,4 +396,31 @@ async fn emergency_and_rule_dropping_rollouts_wait_for_a_second_operator(b: Back
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["result"]["to_version"], 9, "{v}");
+}
+
+async fn a_rule_dropping_first_baseline_waits_for_a_second_operator(b: Backend) {
+    let c = console(b).await;
+    let carl = c.operator("carl", "content_admin").await;
+    let keys = tempfile::tempdir().unwrap();
+    let bundle = rule_dropping_bundle(keys.path(), 1);
+    let (status, v) = c
+        .call(
+            "PUT",
+            "/api/v1/content/1?baseline=true",
+            Some(&carl),
+            Some(bundle),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["content"]["version"], 1, "published: {v}");
+    let id = v["pending_approval"]["id"].as_i64().unwrap();
+    let (_, fleet) = c.op("GET", "/api/v1/fleet", Value::Null).await;
+    assert_eq!(fleet["baseline"], 0, "no baseline yet: {fleet}");
+    let approve = format!("/api/v1/approvals/{id}/approve");
+    let (status, _) = c.as_op(&carl, "POST", &approve, Value::Null).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, v) = c.op("POST", &approve, Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, fleet) = c.op("GET", "/api/v1/fleet", Value::Null).await;
+    assert_eq!(fleet["baseline"], 1, "{fleet}");
 }
