@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
 use crate::quota::Backoff;
+use crate::roles::Role;
 use crate::{AppState, on_db};
 
 /// Session cookie name.
@@ -111,73 +112,200 @@ pub fn verify_password_in(password: &str, phc: &str, memory: &mut Vec<argon2::Bl
         && ct_eq(out, expected.as_bytes())
 }
 
-/// Create (or replace the password of) an operator and mint an API token for them.
-/// Returns the token; it is not stored anywhere in clear.
+/// Default lifetime of an operator API token (90 days).
+pub const TOKEN_TTL_MS: Millis = 90 * 86_400_000;
+/// Longest lifetime an operator API token may be given (a year).
+pub const MAX_TOKEN_TTL_MS: Millis = 365 * 86_400_000;
+/// Hex digits of a token's hash that name it in listings (the console never stores the token).
+pub const TOKEN_ID_LEN: usize = 12;
+
+/// A checked operator name: 1 to 64 printable characters.
+pub fn check_operator_name(name: &str) -> AppResult<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || name
+            .chars()
+            .any(|c| c.is_control() || ringfence_wire::is_hidden_char(c))
+    {
+        return Err(AppError::BadRequest(
+            "operator name must be 1..=64 printable characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A token lifetime as asked for: the default when absent, refused when not in
+/// `1..=`[`MAX_TOKEN_TTL_MS`].
+pub fn token_ttl(asked: Option<Millis>) -> AppResult<Millis> {
+    match asked {
+        None => Ok(TOKEN_TTL_MS),
+        Some(ms) if (1..=MAX_TOKEN_TTL_MS).contains(&ms) => Ok(ms),
+        Some(ms) => Err(AppError::Unprocessable(format!(
+            "ttl_ms: {ms} is not within 1..={MAX_TOKEN_TTL_MS} (a year at most)"
+        ))),
+    }
+}
+
+/// Create (or replace the password of) an admin operator and mint an API token for them
+/// (`console serve --init-operator`, `up`, drills, tests). Replacing a password ends the
+/// operator's sessions and revokes their tokens. Returns the token; it is not stored anywhere
+/// in clear.
 pub async fn create_operator(
     state: &AppState,
     name: &str,
     password: &str,
 ) -> Result<String, AppError> {
-    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-        return Err(AppError::BadRequest(
-            "operator name must be 1..=64 characters".into(),
-        ));
-    }
+    create_operator_as(state, name, password, Role::Admin, None, true)
+        .await
+        .map(|(token, _)| token)
+}
+
+/// Create an operator with `role` and mint an API token of `ttl_ms` (default when `None`) for
+/// them; with `replace`, an existing operator's password and role are replaced and their
+/// sessions and tokens ended, otherwise an existing name is refused (409). Returns the token
+/// and its expiry.
+pub async fn create_operator_as(
+    state: &AppState,
+    name: &str,
+    password: &str,
+    role: Role,
+    ttl_ms: Option<Millis>,
+    replace: bool,
+) -> Result<(String, Millis), AppError> {
+    check_operator_name(name)?;
+    let ttl = token_ttl(ttl_ms)?;
     let phc = hash_password(password)?;
     let token = format!("rfo1.{}", random_hex(32)?);
     let now = state.clock.now_ms();
-    on_db!(&state.db, |pool| {
+    let expires = now.saturating_add(ttl);
+    let created = on_db!(&state.db, |pool| {
         let mut tx = pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO operators (name, password_hash, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash",
-        )
-        .bind(name)
-        .bind(&phc)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO api_tokens (token_hash, operator, created_at) VALUES ($1, $2, $3)",
-        )
-        .bind(sha256_hex(&token))
-        .bind(name)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let existing: Option<(String,)> =
+            sqlx::query_as("SELECT name FROM operators WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if existing.is_some() && !replace {
+            tx.rollback().await?;
+            false
+        } else {
+            if existing.is_some() {
+                sqlx::query("UPDATE operators SET password_hash = $2, role = $3 WHERE name = $1")
+                    .bind(name)
+                    .bind(&phc)
+                    .bind(role.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM sessions WHERE operator = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE api_tokens SET revoked_at = $2 WHERE operator = $1 AND revoked_at IS NULL",
+                )
+                .bind(name)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE fleet SET revision = revision + 1 WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query(
+                    "INSERT INTO operators (name, password_hash, created_at, role) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(name)
+                .bind(&phc)
+                .bind(now)
+                .bind(role.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "INSERT INTO api_tokens (token_hash, operator, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(sha256_hex(&token))
+            .bind(name)
+            .bind(now)
+            .bind(expires)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            true
+        }
     });
-    Ok(token)
+    if !created {
+        return Err(AppError::Conflict(format!(
+            "operator {name:?} exists already"
+        )));
+    }
+    state.operator_tokens.clear();
+    Ok((token, expires))
 }
 
-/// The operator an API token belongs to, if the console knows the token.
-pub async fn token_operator(state: &AppState, token: &str) -> AppResult<Option<String>> {
-    let row: Option<(String,)> = on_db!(&state.db, |pool| {
-        sqlx::query_as("SELECT operator FROM api_tokens WHERE token_hash = $1")
-            .bind(sha256_hex(token))
-            .fetch_optional(pool)
-            .await?
+/// Mint another API token for an existing operator; returns it and its expiry.
+pub async fn mint_token(
+    state: &AppState,
+    operator: &str,
+    ttl_ms: Option<Millis>,
+) -> AppResult<(String, Millis)> {
+    let ttl = token_ttl(ttl_ms)?;
+    let token = format!("rfo1.{}", random_hex(32)?);
+    let now = state.clock.now_ms();
+    let expires = now.saturating_add(ttl);
+    let inserted = on_db!(&state.db, |pool| {
+        sqlx::query(
+            "INSERT INTO api_tokens (token_hash, operator, created_at, expires_at) \
+             SELECT $1, name, $3, $4 FROM operators WHERE name = $2",
+        )
+        .bind(sha256_hex(&token))
+        .bind(operator)
+        .bind(now)
+        .bind(expires)
+        .execute(pool)
+        .await?
+        .rows_affected()
     });
-    Ok(row.map(|(op,)| op))
+    if inserted != 1 {
+        return Err(AppError::NotFound(format!("no operator {operator:?}")));
+    }
+    Ok((token, expires))
+}
+
+/// The operator an API token belongs to, if the token is known, unexpired and not revoked.
+pub async fn token_operator(state: &AppState, token: &str) -> AppResult<Option<String>> {
+    match token_authed(state, token).await {
+        Ok(a) => Ok(Some(a.name)),
+        Err(AppError::Unauthorized(_) | AppError::Forbidden(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Revoke every API token and end every session of `operator` (a login being rotated).
 /// Returns how many tokens were revoked.
 pub async fn revoke_operator_secrets(state: &AppState, operator: &str) -> AppResult<u64> {
+    let now = state.clock.now_ms();
     let revoked = on_db!(&state.db, |pool| {
         let mut tx = pool.begin().await?;
-        let tokens = sqlx::query("DELETE FROM api_tokens WHERE operator = $1")
-            .bind(operator)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let tokens = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $2 WHERE operator = $1 AND revoked_at IS NULL",
+        )
+        .bind(operator)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         sqlx::query("DELETE FROM sessions WHERE operator = $1")
             .bind(operator)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE fleet SET revision = revision + 1 WHERE id = 1")
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         tokens
     });
+    state.operator_tokens.clear();
     Ok(revoked)
 }
 
@@ -466,7 +594,173 @@ pub async fn session_operator(state: &AppState, secret: &str) -> AppResult<Optio
     Ok(row.map(|(op,)| op))
 }
 
-/// An authenticated operator (API token, or session cookie plus CSRF header on writes).
+/// An operator who proved who they are, with their role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authed {
+    pub name: String,
+    pub role: Role,
+}
+
+/// Operator tokens this console checked recently: token hash → operator, role and expiry.
+/// Dropped whenever `fleet.revision` moves (a token revoked or an operator's role changed
+/// through any console), so a revoked token is refused everywhere within one revision poll.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    inner: std::sync::Mutex<TokenCacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct TokenCacheInner {
+    tokens: std::collections::HashMap<String, (Authed, Millis)>,
+    /// Moves at every clear, so a lookup that began before a clear does not refill the cache
+    /// with what it read before the revocation.
+    generation: u64,
+}
+
+/// Most tokens kept; the cache starts over when full.
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+impl TokenCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TokenCacheInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forget every cached token.
+    pub fn clear(&self) {
+        let mut c = self.lock();
+        c.tokens.clear();
+        c.generation = c.generation.wrapping_add(1);
+    }
+
+    fn get(&self, hash: &str) -> Option<(Authed, Millis)> {
+        self.lock().tokens.get(hash).cloned()
+    }
+
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    fn insert(&self, generation: u64, hash: String, authed: Authed, expires_at: Millis) {
+        let mut c = self.lock();
+        if c.generation != generation {
+            return;
+        }
+        if c.tokens.len() >= TOKEN_CACHE_MAX {
+            c.tokens.clear();
+        }
+        c.tokens.insert(hash, (authed, expires_at));
+    }
+
+    /// How many tokens are cached.
+    pub fn len(&self) -> usize {
+        self.lock().tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Check an operator API token: known, not revoked, not expired, its operator's role.
+pub async fn token_authed(state: &AppState, token: &str) -> AppResult<Authed> {
+    let hash = sha256_hex(token);
+    let now = state.clock.now_ms();
+    let cache = &state.operator_tokens;
+    if let Some((authed, expires_at)) = cache.get(&hash) {
+        if expires_at > now {
+            return Ok(authed);
+        }
+        return Err(AppError::Unauthorized("operator token expired"));
+    }
+    let generation = cache.generation();
+    type Row = (String, String, Option<i64>, Option<i64>);
+    let row: Option<Row> = on_db!(&state.db, |pool| {
+        sqlx::query_as(
+            "SELECT t.operator, o.role, t.expires_at, t.revoked_at FROM api_tokens t \
+             JOIN operators o ON o.name = t.operator WHERE t.token_hash = $1",
+        )
+        .bind(&hash)
+        .fetch_optional(pool)
+        .await?
+    });
+    let Some((name, role, expires_at, revoked_at)) = row else {
+        return Err(AppError::Unauthorized("unknown operator token"));
+    };
+    if revoked_at.is_some() {
+        return Err(AppError::Unauthorized("operator token revoked"));
+    }
+    let expires_at = expires_at.unwrap_or(0);
+    if expires_at <= now {
+        return Err(AppError::Unauthorized("operator token expired"));
+    }
+    let role = Role::parse(&role).map_err(|e| {
+        AppError::Forbidden(format!(
+            "operator {name:?} has a role this console does not know: {e}"
+        ))
+    })?;
+    let authed = Authed { name, role };
+    cache.insert(generation, hash, authed.clone(), expires_at);
+    Ok(authed)
+}
+
+/// The operator and role behind a session cookie.
+pub async fn session_authed(state: &AppState, secret: &str) -> AppResult<Option<Authed>> {
+    let now = state.clock.now_ms();
+    let row: Option<(String, String)> = on_db!(&state.db, |pool| {
+        sqlx::query_as(
+            "SELECT s.operator, o.role FROM sessions s JOIN operators o ON o.name = s.operator \
+             WHERE s.session_hash = $1 AND s.expires_at > $2 AND s.one_time = 0",
+        )
+        .bind(sha256_hex(secret))
+        .bind(now)
+        .fetch_optional(pool)
+        .await?
+    });
+    let Some((name, role)) = row else {
+        return Ok(None);
+    };
+    let role = Role::parse(&role).map_err(|e| {
+        AppError::Forbidden(format!(
+            "operator {name:?} has a role this console does not know: {e}"
+        ))
+    })?;
+    Ok(Some(Authed { name, role }))
+}
+
+/// Who sent this request: `Authorization: Bearer rfo1.…`, or the dashboard's session cookie
+/// (with the [`CSRF_HEADER`] on writes). `Ok(None)` when it carries neither.
+pub async fn authenticate(parts: &Parts, state: &AppState) -> AppResult<Option<Authed>> {
+    if let Some(token) = bearer(parts) {
+        return token_authed(state, token).await.map(Some);
+    }
+    if let Some(secret) = cookie(parts, SESSION_COOKIE) {
+        let safe = matches!(parts.method, Method::GET | Method::HEAD);
+        if !safe && !parts.headers.contains_key(CSRF_HEADER) {
+            return Err(AppError::Forbidden(format!(
+                "cookie-authenticated writes need the {CSRF_HEADER} header"
+            )));
+        }
+        return session_authed(state, secret).await;
+    }
+    Ok(None)
+}
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = AppError;
+
+    /// The operator the role check ([`crate::roles::enforce`]) let through, or, outside it,
+    /// the request's credentials checked here.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Authed> {
+        if let Some(a) = parts.extensions.get::<Authed>() {
+            return Ok(a.clone());
+        }
+        authenticate(parts, state)
+            .await?
+            .ok_or(AppError::Unauthorized("operator authentication required"))
+    }
+}
+
+/// An authenticated operator's name (API token, or session cookie plus CSRF header on writes).
 #[derive(Debug, Clone)]
 pub struct Operator(pub String);
 
@@ -474,24 +768,9 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Operator> {
-        if let Some(token) = bearer(parts) {
-            return token_operator(state, token)
-                .await?
-                .map(Operator)
-                .ok_or(AppError::Unauthorized("unknown operator token"));
-        }
-        if let Some(secret) = cookie(parts, SESSION_COOKIE) {
-            let safe = matches!(parts.method, Method::GET | Method::HEAD);
-            if !safe && !parts.headers.contains_key(CSRF_HEADER) {
-                return Err(AppError::Forbidden(format!(
-                    "cookie-authenticated writes need the {CSRF_HEADER} header"
-                )));
-            }
-            if let Some(op) = session_operator(state, secret).await? {
-                return Ok(Operator(op));
-            }
-        }
-        Err(AppError::Unauthorized("operator authentication required"))
+        Authed::from_request_parts(parts, state)
+            .await
+            .map(|a| Operator(a.name))
     }
 }
 

@@ -323,20 +323,51 @@ pub struct PublishQuery {
     pub baseline: bool,
 }
 
-/// `PUT /api/v1/content/{version}`: the body is the signed bundle.
+/// `PUT /api/v1/content/{version}`: the body is the signed bundle. Making a bundle signed to
+/// drop most rules the first baseline is held for a second operator ([`crate::approvals`]):
+/// the bundle is published, and the answer is 202 with the held request.
 pub async fn put_content(
     State(state): State<AppState>,
     op: Operator,
     UrlPath(version): UrlPath<i64>,
     Query(q): Query<PublishQuery>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> AppResult<Json<ContentRow>> {
+) -> AppResult<Response> {
     let body = body.map_err(|_| AppError::TooLarge(MAX_BUNDLE_BYTES))?;
     let row = publish(&state, &op.0, version, &body, None).await?;
     if q.baseline {
+        if let Some(why) = signed_rule_drop(&body) {
+            let held = crate::approvals::ask(
+                &state,
+                &op.0,
+                crate::approvals::kind::BASELINE,
+                &serde_json::json!({"version": version}),
+                format!(
+                    "make content v{version} the first baseline (signed to drop most rules: {why})"
+                ),
+                crate::roles::Need::Content,
+                &why,
+            )
+            .await?;
+            let content = serde_json::to_value(&row).map_err(AppError::internal)?;
+            return Ok(crate::approvals::held(held, Some(("content", content))));
+        }
         set_initial_baseline(&state, &op.0, version).await?;
     }
-    Ok(Json(row))
+    Ok(Json(row).into_response())
+}
+
+/// The reason a signed bundle says it may drop most of the rules agents run (its
+/// `allow-rule-drop` metadata, or `allow-empty`), read without verifying: call it on bytes
+/// [`publish`] verified. `None` for bytes that are not a signed bundle (opaque drill content).
+pub fn signed_rule_drop(bytes: &[u8]) -> Option<String> {
+    let limits = ringfence_content::Limits::default();
+    let signed = ringfence_content::SignedBundle::decode(bytes, &limits).ok()?;
+    let bundle = ringfence_content::Bundle::decode(&signed.payload, &limits).ok()?;
+    bundle
+        .allowed_rule_drop()
+        .or(bundle.allowed_empty())
+        .map(str::to_owned)
 }
 
 /// `GET /api/v1/content`.

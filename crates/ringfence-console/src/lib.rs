@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod clock;
@@ -24,10 +25,12 @@ pub mod gate;
 pub mod ingest;
 pub mod metrics;
 pub mod mtls;
+pub mod operators;
 pub mod orders;
 pub mod plan;
 pub mod quota;
 pub mod revoke;
+pub mod roles;
 pub mod rollout;
 pub mod snapshot;
 pub mod stats;
@@ -111,6 +114,8 @@ pub struct AppState {
     pub quotas: Arc<quota::AgentQuotas>,
     /// Login verifiers and backoff.
     pub logins: Arc<auth::LoginLimits>,
+    /// Operator API tokens checked recently (dropped when `fleet.revision` moves).
+    pub operator_tokens: Arc<auth::TokenCache>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -148,6 +153,7 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::default()),
             quotas,
             logins: Arc::new(auth::LoginLimits::default()),
+            operator_tokens: Arc::new(auth::TokenCache::default()),
         };
         state.reload_snapshot().await?;
         state.orders.reload(&state.db).await?;
@@ -177,8 +183,10 @@ impl AppState {
         });
         if rev != self.snapshot.get().revision {
             self.reload_snapshot().await?;
-            // The revision also moves when an agent is revoked: look every credential up again.
+            // The revision also moves when an agent or an operator token is revoked, or an
+            // operator's role changes: look every credential up again.
             self.credentials.clear();
+            self.operator_tokens.clear();
         }
         if orders_rev != self.orders.revision() {
             self.orders.reload(&self.db).await?;
@@ -234,7 +242,32 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/agents/{agent_id}/tags",
             put(agents::put_agent_tags),
         )
-        .route("/api/v1/orders", get(orders::get_orders))
+        .route(
+            "/api/v1/orders",
+            get(orders::get_orders).post(approvals::post_fleet_order),
+        )
+        .route("/api/v1/approvals", get(approvals::get_approvals))
+        .route(
+            "/api/v1/approvals/{id}/approve",
+            post(approvals::post_approve),
+        )
+        .route(
+            "/api/v1/approvals/{id}/reject",
+            post(approvals::post_reject),
+        )
+        .route(
+            "/api/v1/operators",
+            get(operators::get_operators).post(operators::post_operator),
+        )
+        .route("/api/v1/operators/{name}/role", post(operators::post_role))
+        .route(
+            "/api/v1/tokens",
+            get(operators::get_tokens).post(operators::post_token),
+        )
+        .route(
+            "/api/v1/tokens/{id}/revoke",
+            post(operators::post_token_revoke),
+        )
         .route("/api/v1/fleet", get(agents::get_fleet))
         .route("/api/v1/findings", get(agents::get_findings))
         .route("/api/v1/content", get(content::get_content_list))
@@ -258,6 +291,8 @@ pub fn app(state: AppState) -> Router {
         .route("/content/{file}", get(content::serve_file))
         .route("/healthz", get(|| async { "ok" }))
         .merge(dashboard::router())
+        // Every route's role, checked in one place (see `roles`).
+        .layer(from_fn_with_state(state.clone(), roles::enforce))
         .layer(from_fn_with_state(
             state.metrics.clone(),
             metrics::log_internal_errors,

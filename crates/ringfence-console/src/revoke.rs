@@ -32,7 +32,7 @@ pub struct RevokeBody {
     pub reason: String,
 }
 
-fn reason_of(body: Result<Bytes, BytesRejection>) -> AppResult<String> {
+pub fn reason_of(body: Result<Bytes, BytesRejection>) -> AppResult<String> {
     let b: RevokeBody = parse_json(body, 4096)?;
     let reason = b.reason.trim().to_owned();
     if reason.is_empty() || reason.len() > 512 || reason.chars().any(ringfence_wire::is_hidden_char)

@@ -379,14 +379,26 @@ bake = "5m"
             .await;
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
     assert!(v["error"].as_str().unwrap().contains("window"), "{v}");
-    let (status, _) =
+    // The emergency flag waits for a second operator.
+    let (status, v) =
         f.c.op(
             "POST",
             "/api/v1/rollouts/1/emergency",
             json!({"on": true, "reason": "zero-day in the wild"}),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let approval = v["pending_approval"]["id"].as_i64().unwrap();
+    let second = f.c.operator("second", "content_admin").await;
+    let (status, v) =
+        f.c.as_op(
+            &second,
+            "POST",
+            &format!("/api/v1/approvals/{approval}/approve"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
     let (status, v) =
         f.c.op("POST", "/api/v1/rollouts/1/promote", promote(1))
             .await;

@@ -205,6 +205,35 @@ impl TestConsole {
             .await
     }
 
+    /// A new operator with `role`, made by the admin; returns their API token.
+    pub async fn operator(&self, name: &str, role: &str) -> String {
+        let (status, v) = self
+            .op(
+                "POST",
+                "/api/v1/operators",
+                json!({"name": name, "role": role}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Send `body` as JSON with the operator token `token`.
+    pub async fn as_op(
+        &self,
+        token: &str,
+        method: &str,
+        uri: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let body = if body.is_null() {
+            None
+        } else {
+            Some(serde_json::to_vec(&body).unwrap())
+        };
+        self.call(method, uri, Some(token), body).await
+    }
+
     /// Publish `bytes` as `version` (optionally as the initial baseline).
     pub async fn publish(&self, version: i64, bytes: &[u8], baseline: bool) {
         let uri = format!(

@@ -30,6 +30,16 @@ pub struct Args {
 enum Sub {
     /// Serve the console API, content files and dashboard.
     Serve(ServeArgs),
+    /// Operators and their roles: list, add NAME --role ROLE, role NAME ROLE.
+    Operators(crate::cmd::console_admin::OperatorsArgs),
+    /// Operator API tokens: list, create --operator NAME [--ttl 30d], revoke ID.
+    Tokens(crate::cmd::console_admin::TokensArgs),
+    /// Requests waiting for a second operator's approval.
+    Approvals(crate::cmd::console_admin::ApprovalsArgs),
+    /// Approve another operator's held request by its id; it runs at once.
+    Approve(crate::cmd::console_admin::ApproveArgs),
+    /// Reject another operator's held request (or withdraw your own); it never runs.
+    Reject(crate::cmd::console_admin::RejectArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,7 +86,8 @@ pub struct ServeArgs {
     /// How often the rollout engine judges the active rollout (real time).
     #[arg(long, default_value = "5s")]
     pub engine_period: String,
-    /// Create (or reset) this operator and print its password and API token.
+    /// Create (or reset) this admin operator and print its password and API token (a reset
+    /// revokes the operator's old tokens and ends their sessions).
     #[arg(long)]
     pub init_operator: Option<String>,
     /// Run the console's clock this many times faster than real time (drills only).
@@ -285,6 +296,11 @@ pub fn new_password() -> anyhow::Result<String> {
 pub fn run(args: Args) -> CmdResult {
     match args.command {
         Sub::Serve(a) => serve(a),
+        Sub::Operators(a) => crate::cmd::console_admin::operators(a),
+        Sub::Tokens(a) => crate::cmd::console_admin::tokens(a),
+        Sub::Approvals(a) => crate::cmd::console_admin::approvals(a),
+        Sub::Approve(a) => crate::cmd::console_admin::approve(a),
+        Sub::Reject(a) => crate::cmd::console_admin::reject(a),
     }
 }
 

@@ -28,7 +28,8 @@ pub struct Args {
 enum Sub {
     /// Run a drill and print `blast radius: X/N agents activated the bad version (P%)`.
     Simulate(SimArgs),
-    /// Order a response action on one agent; it runs at the agent's next check-in.
+    /// Order a response action on an agent (several, or a tag, after a second operator's
+    /// approval); it runs at the agent's next check-in.
     Order(OrderArgs),
     /// List response orders and what became of them, newest first.
     Orders(OrdersArgs),
@@ -107,9 +108,14 @@ struct RevokeArgs {
 struct OrderArgs {
     #[command(flatten)]
     console: ConsoleArgs,
-    /// The agent's id (32 hex characters; see the dashboard or `GET /api/v1/agents`).
+    /// The agent's id (32 hex characters; see `fleet agents`). Repeat for several agents: an
+    /// order for more than one waits for a second operator's approval.
+    #[arg(long, required_unless_present = "tag")]
+    agent: Vec<String>,
+    /// Every agent with this tag (`region=eu`, `role=web`); waits for a second operator's
+    /// approval.
     #[arg(long)]
-    agent: String,
+    tag: Option<String>,
     /// Why: kept with the order and in the audit log.
     #[arg(long)]
     reason: String,
@@ -325,15 +331,36 @@ fn order(a: OrderArgs) -> CmdResult {
         OrderSub::Unblock { ip } => OrderAction::UnblockIp { ip },
     };
     let api = a.console.connect()?;
-    let body = serde_json::json!({"action": action, "reason": a.reason});
-    let path = format!("/api/v1/agents/{}/orders", a.agent);
-    let view: OrderView = block_on(async move {
+    if let ([agent], None) = (a.agent.as_slice(), &a.tag) {
+        let body = serde_json::json!({"action": action, "reason": a.reason});
+        let path = format!("/api/v1/agents/{agent}/orders");
+        let view: OrderView = block_on(async move {
+            api.client
+                .post_json(&path, Some(&api.token), &body)
+                .await
+                .map_err(client_failure)
+        })?;
+        print_line(&order_line(&view)).context("writing to stdout")?;
+        return Ok(());
+    }
+    // Several agents or a tag: held for a second operator.
+    let body =
+        serde_json::json!({"action": action, "reason": a.reason, "agents": a.agent, "tag": a.tag});
+    let v: serde_json::Value = block_on(async move {
         api.client
-            .post_json(&path, Some(&api.token), &body)
+            .post_json("/api/v1/orders", Some(&api.token), &body)
             .await
             .map_err(client_failure)
     })?;
-    print_line(&order_line(&view)).context("writing to stdout")?;
+    if let Some(held) = crate::cmd::console_admin::held_message(&v) {
+        print_line(&held).context("writing to stdout")?;
+        return Ok(());
+    }
+    let placed: Vec<OrderView> =
+        serde_json::from_value(v["orders"].clone()).context("reading the console's answer")?;
+    for o in &placed {
+        print_line(&order_line(o)).context("writing to stdout")?;
+    }
     Ok(())
 }
 

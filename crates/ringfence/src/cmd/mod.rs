@@ -4,6 +4,7 @@ pub mod agent;
 pub mod bench;
 pub mod bench_latency;
 pub mod console;
+pub mod console_admin;
 pub mod console_api;
 pub mod content;
 pub mod doctor;

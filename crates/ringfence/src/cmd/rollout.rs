@@ -91,12 +91,12 @@ struct Action {
 
 impl Api {
     /// Upload a signed bundle as content `version` (and the fleet's first baseline).
-    async fn publish(&self, version: i64, bundle: &Path, baseline: bool) -> Result<(), Failure> {
+    async fn publish(&self, version: i64, bundle: &Path, baseline: bool) -> Result<bool, Failure> {
         let bytes = std::fs::read(bundle)
             .with_context(|| format!("reading {}", bundle.display()))
             .map_err(Failure::refused)?;
         let query = if baseline { "?baseline=true" } else { "" };
-        let _: serde_json::Value = self
+        let v: serde_json::Value = self
             .client
             .put_bytes(
                 &format!("/api/v1/content/{version}{query}"),
@@ -105,7 +105,12 @@ impl Api {
             )
             .await
             .map_err(client_failure)?;
-        Ok(())
+        // A first baseline signed to drop rules waits for a second operator.
+        if let Some(held) = crate::cmd::console_admin::held_message(&v) {
+            print_line(&held).context("writing to stdout")?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     async fn pick(&self, id: Option<i64>) -> Result<i64, Failure> {
@@ -129,7 +134,7 @@ impl Api {
         id: Option<i64>,
         action: &str,
         req: &ActionRequest,
-    ) -> Result<RolloutView, Failure> {
+    ) -> Result<serde_json::Value, Failure> {
         let id = self.pick(id).await?;
         self.client
             .post_json(
@@ -210,10 +215,12 @@ pub fn run(args: Args) -> CmdResult {
                 bundle,
                 baseline,
             } => {
-                api.publish(version, &bundle, baseline).await?;
+                let held = api.publish(version, &bundle, baseline).await?;
                 return print_all(&[format!(
                     "published content version {version}{}",
-                    if baseline {
+                    if held {
+                        "; the baseline waits for approval"
+                    } else if baseline {
                         " as the fleet's baseline: every agent may run it now"
                     } else {
                         ""
@@ -244,7 +251,7 @@ pub fn run(args: Args) -> CmdResult {
                     None => None,
                 };
                 if let Some(b) = bundle {
-                    api.publish(version, &b, false).await?;
+                    let _ = api.publish(version, &b, false).await?;
                 }
                 let req = StartRequest {
                     version,
@@ -268,7 +275,7 @@ pub fn run(args: Args) -> CmdResult {
                     let text = serde_json::to_string_pretty(&v).context("encoding JSON")?;
                     return print_all(&[text]);
                 }
-                v
+                serde_json::to_value(&v).context("encoding JSON")?
             }
             Sub::Halt(a) => {
                 api.act(
@@ -328,6 +335,12 @@ pub fn run(args: Args) -> CmdResult {
                 .await?
             }
         };
+        // An emergency rollout, or content signed to drop rules, waits for a second operator.
+        if let Some(held) = crate::cmd::console_admin::held_message(&view) {
+            return print_all(&[held]);
+        }
+        let view: RolloutView =
+            serde_json::from_value(view).context("reading the console's answer")?;
         print_all(&describe(&view))
     })
 }
