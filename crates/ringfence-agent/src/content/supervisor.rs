@@ -92,8 +92,9 @@ pub const TRIAL_HEALTHY: Duration = Duration::from_secs(120);
 
 /// The agent's hang limit: ten missed beats.
 pub const HANG_LIMIT: Duration = Duration::from_secs(10);
-/// The agent's startup grace.
-pub const STARTUP_GRACE: Duration = Duration::from_secs(90);
+/// The agent's startup grace: loading eBPF and compiling content took about a minute on an
+/// emulated (TCG) guest; TimeoutStartSec in the unit is longer.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(180);
 
 /// What the supervisor did, for its exit status and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
