@@ -8,6 +8,7 @@
 #   - installing the package again (the upgrade path: prerm stops the agent, postinst starts
 #     it) keeps an edited /etc/ringfence/agent.toml and leaves the agent active;
 #   - the service comes back by itself after a reboot of the guest, and still senses;
+#   - the opt-in console unit, under its own hardening, starts and serves;
 #   - an agent version that crashes at start (a signed release installed with `ringfence
 #     release install --activate`) is replaced by the package's binary by the supervisor
 #     itself, and the service is active again.
@@ -194,6 +195,19 @@ else
     report
     probe 3 || fail "no exec event and finding for /tmp/rf-ci-probe-3 (after reboot)"
     say "sensing ok after reboot"
+    # The opt-in console under its own hardening: it starts, makes its CA and listens.
+    systemctl start ringfence-console || fail "ringfence-console did not start"
+    i=0
+    while [ $i -lt 120 ] && ! journalctl -b -u ringfence-console -o cat | grep -q "^CA pin:"; do
+        sleep 1; i=$((i + 1))
+    done
+    if ! journalctl -b -u ringfence-console -o cat | grep -q "^CA pin:" \
+        || ! systemctl is-active --quiet ringfence-console; then
+        journalctl -b -u ringfence-console --no-pager | tail -20
+        fail "ringfence-console is not serving under its hardening"
+    fi
+    say "console serving under its hardening ($(journalctl -b -u ringfence-console -o cat | grep -m1 '^console:'))"
+    systemctl stop ringfence-console
     # A version that crashes at start: the supervisor falls back to the package's binary by
     # itself. Installed with the agent stopped (its self-protection guards the versions).
     systemctl stop ringfence-agent || fail "systemctl stop"
