@@ -171,4 +171,7 @@ main() {
     return $status
 }
 
-main "$@"
+# Sourced by scripts/deb-boot.sh for its helpers and cache directory: run only when executed.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi

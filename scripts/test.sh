@@ -40,5 +40,14 @@ echo "== tests"
 cargo test --workspace --locked
 echo "== content fault injection (a panicking bundle ends on last-known-good)"
 cargo test -p ringfence --features fault-injection --test content_e2e --locked
-echo "== kernel matrix: the sensor and the BPF LSM guard on Debian's 6.1 and 6.12 under qemu"
-scripts/kernel-matrix.sh
+echo "== kernel matrix (the sensor and the BPF LSM guard on Debian's 6.1 and 6.12 under qemu)"
+echo "   beside the package boot test (the .deb under systemd on a Debian 12 guest)"
+mkdir -p target
+scripts/deb-boot.sh > target/deb-boot.out 2>&1 &
+deb_boot=$!
+matrix_status=0
+scripts/kernel-matrix.sh || matrix_status=$?
+deb_status=0
+wait "$deb_boot" || deb_status=$?
+cat target/deb-boot.out
+exit $(( matrix_status || deb_status ))

@@ -40,6 +40,7 @@ pub mod respond;
 pub mod tamper;
 pub mod tree;
 pub mod users;
+pub mod versions;
 pub mod watch;
 
 use std::io;

@@ -32,6 +32,7 @@ use crate::keys::KeySet;
 use crate::metadata::{
     self, Envelope, Hashes, KeysOf, Role, SPEC_VERSION, sha256_hex, verify_threshold,
 };
+use crate::reader::{ReadError, Reader};
 use crate::time::UnixTime;
 use crate::verify::TrustedRoot;
 
@@ -82,8 +83,8 @@ pub struct Release<'a> {
 pub enum ReleaseError {
     #[error("not a ringfence release: it does not start with \"RFRELEASE1\\n\"")]
     BadMagic,
-    #[error("release truncated: {0}")]
-    Truncated(&'static str),
+    #[error("release file: {0}")]
+    Container(#[from] ReadError),
     #[error("release envelope of {size} bytes is larger than {limit}")]
     EnvelopeTooLarge { size: usize, limit: usize },
     #[error("release binary of {size} bytes is larger than {limit}")]
@@ -195,27 +196,19 @@ pub fn verify_release<'a>(
     root: &TrustedRoot,
     now: UnixTime,
 ) -> Result<Release<'a>, ReleaseError> {
-    let rest = bytes.strip_prefix(MAGIC).ok_or(ReleaseError::BadMagic)?;
-    let (len, rest) = rest
-        .split_first_chunk::<4>()
-        .ok_or(ReleaseError::Truncated("no envelope length"))?;
-    let len = u32::from_be_bytes(*len) as usize;
-    if len > MAX_ENVELOPE_BYTES {
-        return Err(ReleaseError::EnvelopeTooLarge {
-            size: len,
-            limit: MAX_ENVELOPE_BYTES,
-        });
+    let mut r = Reader::new(bytes);
+    if r.take(MAGIC.len() as u64, "release magic").ok() != Some(MAGIC) {
+        return Err(ReleaseError::BadMagic);
     }
-    let envelope_bytes = rest
-        .get(..len)
-        .ok_or(ReleaseError::Truncated("envelope shorter than its length"))?;
-    let binary = rest.get(len..).unwrap_or_default();
-    if binary.len() as u64 > MAX_BINARY_BYTES {
+    let envelope_bytes = r.bytes_u32(MAX_ENVELOPE_BYTES as u64, "release envelope")?;
+    if r.remaining() as u64 > MAX_BINARY_BYTES {
         return Err(ReleaseError::BinaryTooLarge {
-            size: binary.len() as u64,
+            size: r.remaining() as u64,
             limit: MAX_BINARY_BYTES,
         });
     }
+    let binary = r.take(r.remaining() as u64, "release binary")?;
+    r.finish("release")?;
     let envelope = Envelope::parse(Role::Releases, envelope_bytes).map_err(|e| match e {
         VerifyError::Malformed { detail, .. } => ReleaseError::Malformed(detail),
         other => ReleaseError::Malformed(other.to_string()),

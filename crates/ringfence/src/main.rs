@@ -40,6 +40,8 @@ enum Command {
     Console(cmd::console::Args),
     /// Grayscale content rollouts (`rollout start|status|halt|resume|rollback`).
     Rollout(cmd::rollout::Args),
+    /// Agent versions as signed releases (`release build|verify|install|keys-add`).
+    Release(cmd::release::Args),
     /// Fleet drills (`fleet simulate --agents N --fault crash|cpu|silent|hang|none`).
     Fleet(cmd::fleet::Args),
     /// Console, dashboard and a local agent on this machine, in one command.
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
         Command::Content(args) => cmd::content::run(args),
         Command::Console(args) => cmd::console::run(args),
         Command::Rollout(args) => cmd::rollout::run(args),
+        Command::Release(args) => cmd::release::run(args),
         Command::Fleet(args) => cmd::fleet::run(args),
         Command::Up(args) => cmd::up::run(args),
         Command::Rules(args) => cmd::rules::run(args),

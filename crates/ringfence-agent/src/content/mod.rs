@@ -26,6 +26,7 @@ pub mod probation;
 pub mod sd_notify;
 pub mod sigma;
 pub mod supervisor;
+pub mod trial;
 
 pub use compiled::{CompiledContent, RuleInfo, SharedContent, StaticDetector};
 pub use config::{ContentSection, Pin};

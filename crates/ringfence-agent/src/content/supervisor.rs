@@ -17,6 +17,9 @@
 //! (`Type=notify`, [`super::sd_notify`]) the supervisor says `READY=1` at the first beat and
 //! `WATCHDOG=1` every half watchdog period while the worker beats (or is starting, or being
 //! restarted); a worker silent for the hang limit is killed and restarted like a crashed one.
+//!
+//! With a versions directory ([`crate::versions`]), the worker runs the current agent version's
+//! binary, and a version on trial that fails is replaced by the previous one ([`super::trial`]).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -32,6 +35,8 @@ use ringfence_content::ContentStore;
 use super::heartbeat::{HEARTBEAT_ENV, HeartbeatReceiver};
 use super::link_keeper::{LINK_KEEPER_ENV, LinkKeeper};
 use super::sd_notify::{NOTIFY_VARS, SdNotify};
+use super::trial::{VERSION_FALLBACK_ENV, VersionWatch};
+use crate::versions::VersionStore;
 use ringfence_sensor::StopSignal;
 
 /// Environment variable carrying the supervisor's rollback report to the next worker.
@@ -76,12 +81,20 @@ pub struct SupervisorOptions {
     pub hang_limit: Option<Duration>,
     /// How long a worker may take to its first beat (loading eBPF, compiling content).
     pub startup_grace: Duration,
+    /// Agent versions (`/var/lib/ringfence/versions`): the worker runs the current one.
+    pub versions_dir: Option<PathBuf>,
+    /// How long a new version's worker must beat before the version is kept.
+    pub trial_healthy: Duration,
 }
+
+/// The agent's trial period for a new version.
+pub const TRIAL_HEALTHY: Duration = Duration::from_secs(120);
 
 /// The agent's hang limit: ten missed beats.
 pub const HANG_LIMIT: Duration = Duration::from_secs(10);
-/// The agent's startup grace.
-pub const STARTUP_GRACE: Duration = Duration::from_secs(90);
+/// The agent's startup grace: loading eBPF and compiling content took about a minute on an
+/// emulated (TCG) guest; TimeoutStartSec in the unit is longer.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(180);
 
 /// What the supervisor did, for its exit status and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -95,6 +108,8 @@ pub struct SupervisorReport {
     pub hangs: u32,
     /// Whether `READY=1` was sent.
     pub ready: bool,
+    /// One line per agent version fall-back.
+    pub version_fallbacks: Vec<String>,
 }
 
 /// The supervisor loop.
@@ -105,11 +120,28 @@ pub struct Supervisor {
     deaths: VecDeque<(u64, Instant)>,
     /// The last `WATCHDOG=1`.
     last_ping: Option<Instant>,
+    versions: Option<VersionWatch>,
 }
 
 impl Supervisor {
     pub fn new(opts: SupervisorOptions) -> Supervisor {
+        let versions = opts
+            .versions_dir
+            .as_ref()
+            .and_then(|dir| match VersionStore::open(dir) {
+                Ok(store) => Some(VersionWatch::new(
+                    store,
+                    opts.program.clone(),
+                    opts.crash_loop_restarts,
+                    opts.trial_healthy,
+                )),
+                Err(e) => {
+                    tracing::error!("agent versions unusable, running the package's binary: {e}");
+                    None
+                }
+            });
         Supervisor {
+            versions,
             opts,
             deaths: VecDeque::new(),
             last_ping: None,
@@ -121,10 +153,15 @@ impl Supervisor {
         let mut report = SupervisorReport::default();
         let mut backoff = FIRST_BACKOFF;
         let mut pending_report: Option<String> = None;
+        let mut pending_fallback: Option<String> = None;
         // A worker killed by a signal: how, and when its death was seen.
         let mut killed: Option<(String, Instant)> = None;
         loop {
-            let mut cmd = Command::new(&self.opts.program);
+            let program = match &mut self.versions {
+                Some(v) => v.next_program(),
+                None => self.opts.program.clone(),
+            };
+            let mut cmd = Command::new(&program);
             cmd.args(&self.opts.args)
                 .stdin(Stdio::null())
                 .env(SUPERVISED_ENV, "1")
@@ -133,6 +170,10 @@ impl Supervisor {
             match pending_report.take() {
                 Some(r) => cmd.env(ROLLBACK_ENV, r),
                 None => cmd.env_remove(ROLLBACK_ENV),
+            };
+            match pending_fallback.take() {
+                Some(r) => cmd.env(VERSION_FALLBACK_ENV, r),
+                None => cmd.env_remove(VERSION_FALLBACK_ENV),
             };
             match killed.take() {
                 Some((how, seen)) => cmd.env(
@@ -167,12 +208,33 @@ impl Supervisor {
             // Our copies of the worker's end go: its death then closes the socket, and the
             // keeper's thread lets the links go.
             drop(keeper);
-            let mut child = spawned?;
-            tracing::info!(pid = child.id(), "worker started");
+            let mut child = match spawned {
+                Ok(c) => c,
+                Err(e) => {
+                    let why = format!("{} could not be started: {e}", program.display());
+                    match self.version_failed(&why, true, &mut report) {
+                        Some(line) => {
+                            pending_fallback = Some(line);
+                            continue;
+                        }
+                        None => return Err(e),
+                    }
+                }
+            };
+            tracing::info!(
+                pid = child.id(),
+                version = self
+                    .versions
+                    .as_ref()
+                    .and_then(|v| v.running())
+                    .unwrap_or("package"),
+                "worker started"
+            );
             let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
             let mut forwarded: Option<Instant> = None;
             let mut watchdog = Watchdog::default();
             let mut hung = false;
+            let mut switching = false;
             let status: ExitStatus = loop {
                 if let Some(status) = child.try_wait()? {
                     break status;
@@ -207,6 +269,14 @@ impl Supervisor {
                 if healthy {
                     self.feed_watchdog();
                 }
+                if let Some(v) = &mut self.versions {
+                    v.check_healthy(started, heartbeat.last.is_some() && !hung);
+                    if !switching && forwarded.is_none() && !stop.is_stopped() && v.switched() {
+                        tracing::warn!("the current agent version changed; restarting the worker");
+                        let _ = kill(pid, Signal::SIGTERM);
+                        switching = true;
+                    }
+                }
                 if stop.is_stopped() {
                     match forwarded {
                         None => {
@@ -223,8 +293,32 @@ impl Supervisor {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             };
-            if stop.is_stopped() || status.success() {
+            if stop.is_stopped() {
                 report.exit_code = status.code().unwrap_or(1);
+                return Ok(report);
+            }
+            if switching {
+                backoff = FIRST_BACKOFF;
+                continue;
+            }
+            // A version on trial that exits unasked, refuses to start or hangs has failed it.
+            let at_once = match status.code() {
+                Some(0) => Some("it exited with code 0 unasked".to_owned()),
+                Some(c) if REFUSED_EXIT_CODES.contains(&c) => {
+                    Some(format!("it refused to start, exit code {c}"))
+                }
+                _ if hung => Some("it stopped reporting: no heartbeat".to_owned()),
+                _ => None,
+            };
+            if let Some(why) = at_once
+                && let Some(line) = self.version_failed(&why, true, &mut report)
+            {
+                pending_fallback = Some(line);
+                backoff = FIRST_BACKOFF;
+                continue;
+            }
+            if status.success() {
+                report.exit_code = 0;
                 return Ok(report);
             }
             if let Some(code) = status.code().filter(|c| REFUSED_EXIT_CODES.contains(c)) {
@@ -251,6 +345,12 @@ impl Supervisor {
                 ran_ms = ran.as_millis() as u64,
                 "worker died"
             );
+            if let Some(line) = self.version_failed(&describe(status), false, &mut report) {
+                pending_fallback = Some(line);
+                backoff = FIRST_BACKOFF;
+                report.restarts += 1;
+                continue;
+            }
             if let Some(line) = self.after_death() {
                 tracing::error!("{line}");
                 report.rollbacks.push(line.clone());
@@ -269,6 +369,20 @@ impl Supervisor {
             }
             backoff = (backoff * 2).min(self.opts.max_backoff.max(FIRST_BACKOFF));
         }
+    }
+
+    /// A failure of a worker on a version on trial: the fall-back's report line, logged and
+    /// kept in the report, when the version failed its trial.
+    fn version_failed(
+        &mut self,
+        why: &str,
+        at_once: bool,
+        report: &mut SupervisorReport,
+    ) -> Option<String> {
+        let line = self.versions.as_mut()?.failed(why, at_once)?;
+        tracing::error!("{line}");
+        report.version_fallbacks.push(line.clone());
+        Some(line)
     }
 
     /// `WATCHDOG=1` when half the watchdog period has passed since the last one.
@@ -422,6 +536,8 @@ mod tests {
             notify: None,
             hang_limit: None,
             startup_grace: STARTUP_GRACE,
+            versions_dir: None,
+            trial_healthy: TRIAL_HEALTHY,
         }
     }
 
@@ -530,6 +646,132 @@ mod tests {
         assert_eq!(report.hangs, 1, "{report:?}");
         assert_eq!(report.restarts, 1);
         assert_eq!(report.exit_code, 0);
+    }
+
+    /// A versions store in `dir/versions` with `(version, script)` installed, the first
+    /// confirmed and the last on trial, and options running it (the base is `base`).
+    fn versions(dir: &std::path::Path, base: &str, list: &[(&str, &str)]) -> SupervisorOptions {
+        let store = VersionStore::open(&dir.join("versions")).unwrap();
+        for (i, (v, script)) in list.iter().enumerate() {
+            store
+                .install(v, format!("#!/bin/sh\n{script}\n").as_bytes())
+                .unwrap();
+            store.activate(v).unwrap();
+            if i + 1 < list.len() {
+                store.confirm().unwrap();
+            }
+        }
+        let base_path = dir.join("base.sh");
+        std::fs::write(&base_path, format!("#!/bin/sh\n{base}\n")).unwrap();
+        std::fs::set_permissions(
+            &base_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let mut o = opts(dir, "");
+        o.program = base_path;
+        o.args = Vec::new();
+        o.versions_dir = Some(dir.join("versions"));
+        o
+    }
+
+    #[test]
+    fn a_crash_looping_version_falls_back_to_the_previous_one_which_is_told() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("log");
+        let l = log.display();
+        let o = versions(
+            tmp.path(),
+            "exit 7",
+            &[
+                (
+                    "1.0",
+                    &format!("echo \"1.0 $RINGFENCE_VERSION_FALLBACK\" >> {l}; exit 0"),
+                ),
+                ("2.0", &format!("echo 2.0 >> {l}; kill -SEGV $$")),
+            ],
+        );
+        let report = Supervisor::new(o).run(&StopSignal::new()).unwrap();
+        assert_eq!(report.exit_code, 0, "{report:?}");
+        assert_eq!(report.version_fallbacks.len(), 1, "{report:?}");
+        let line = &report.version_fallbacks[0];
+        assert!(
+            line.contains("agent version 2.0 failed its trial"),
+            "{line}"
+        );
+        assert!(line.contains("back on version 1.0"), "{line}");
+        let runs = std::fs::read_to_string(&log).unwrap();
+        let runs: Vec<&str> = runs.lines().collect();
+        assert_eq!(runs.len(), 3, "{runs:?}");
+        assert_eq!(runs[..2], ["2.0", "2.0"]);
+        assert!(
+            runs[2].starts_with("1.0 agent version 2.0 failed"),
+            "{runs:?}"
+        );
+        let store = VersionStore::open(&tmp.path().join("versions")).unwrap();
+        assert_eq!(store.current().as_deref(), Some("1.0"));
+        assert_eq!(store.state().unwrap().bad, ["2.0"]);
+    }
+
+    #[test]
+    fn a_version_that_never_beats_falls_back_to_the_package_binary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut o = versions(tmp.path(), "exit 0", &[("2.0", "exec sleep 30")]);
+        o.hang_limit = Some(Duration::from_millis(100));
+        o.startup_grace = Duration::from_millis(200);
+        let report = Supervisor::new(o).run(&StopSignal::new()).unwrap();
+        assert_eq!(report.exit_code, 0, "{report:?}");
+        assert_eq!(report.hangs, 1);
+        let line = &report.version_fallbacks[0];
+        assert!(line.contains("no heartbeat"), "{line}");
+        assert!(line.contains("back on the package's binary"), "{line}");
+        let store = VersionStore::open(&tmp.path().join("versions")).unwrap();
+        assert_eq!(store.current(), None);
+    }
+
+    #[test]
+    fn a_version_that_refuses_its_configuration_falls_back_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = versions(
+            tmp.path(),
+            "exit 0",
+            &[("1.0", "exit 0"), ("2.0", "exit 2")],
+        );
+        let report = Supervisor::new(o).run(&StopSignal::new()).unwrap();
+        assert_eq!(report.exit_code, 0, "{report:?}");
+        assert_eq!(report.version_fallbacks.len(), 1);
+        assert!(report.version_fallbacks[0].contains("exit code 2"));
+    }
+
+    #[test]
+    fn a_version_that_beats_through_its_trial_is_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut o = versions(
+            tmp.path(),
+            "exit 7",
+            &[(
+                "2.0",
+                "i=0; while [ $i -lt 20 ]; do echo B >&\"$RINGFENCE_HEARTBEAT_FD\"; \
+                 sleep 0.05; i=$((i+1)); done; exit 9",
+            )],
+        );
+        o.trial_healthy = Duration::from_millis(300);
+        o.crash_loop_restarts = 1;
+        let stop = StopSignal::new();
+        let stop2 = stop.clone();
+        let store = VersionStore::open(&tmp.path().join("versions")).unwrap();
+        let t = std::thread::spawn(move || Supervisor::new(o).run(&stop2));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.state().unwrap().trial.is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Confirmed: its later crash (exit 9) is an ordinary restart, not a fall-back.
+        assert_eq!(store.state().unwrap().trial, None);
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.stop();
+        let report = t.join().unwrap().unwrap();
+        assert!(report.version_fallbacks.is_empty(), "{report:?}");
+        assert_eq!(store.current().as_deref(), Some("2.0"));
     }
 
     #[test]

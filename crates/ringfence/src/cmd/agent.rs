@@ -24,8 +24,9 @@ use ringfence_agent::content::manager::{ManagerError, current_root};
 use ringfence_agent::content::sd_notify::SdNotify;
 use ringfence_agent::content::supervisor::{
     CRASHES_ENV, HANG_LIMIT, PREVIOUS_WORKER_ENV, REFUSED_EXIT_CODES, ROLLBACK_ENV, STARTUP_GRACE,
-    SUPERVISED_ENV, die_with_supervisor,
+    SUPERVISED_ENV, TRIAL_HEALTHY, die_with_supervisor,
 };
+use ringfence_agent::content::trial::VERSION_FALLBACK_ENV;
 use ringfence_agent::content::{
     CompiledContent, ContentManager, ContentSection, ManagerOptions, SharedContent, StaticDetector,
     Supervisor, SupervisorOptions, engine_for, sigma,
@@ -142,6 +143,11 @@ pub struct RunArgs {
     /// Run the worker in this process, without the supervisor (tests and benchmarks).
     #[arg(long)]
     pub no_supervisor: bool,
+    /// Agent versions (`/var/lib/ringfence/versions` in the package's unit): the worker runs
+    /// the current version's binary, and a new version that fails its trial is replaced by
+    /// the previous one.
+    #[arg(long)]
+    pub versions_dir: Option<PathBuf>,
     /// Run even when the agent would be blind or half-blind (no kernel event source, sources
     /// refused for want of privileges, content without a trust root); each missing part is
     /// reported as a health finding.
@@ -403,6 +409,8 @@ fn supervise(args: &RunArgs) -> CmdResult {
         notify: SdNotify::from_env(),
         hang_limit: Some(HANG_LIMIT),
         startup_grace: STARTUP_GRACE,
+        versions_dir: args.versions_dir.clone(),
+        trial_healthy: TRIAL_HEALTHY,
     };
     let stop = StopSignal::new();
     ringfence_agent::stop_on_signals(&stop).context("installing signal handlers")?;
@@ -722,7 +730,18 @@ fn worker(args: RunArgs) -> CmdResult {
     if let Some(state) = config.content.state_dir() {
         let _ = std::fs::create_dir_all(state);
     }
-    let agent_files = protect::agent_paths(args.config.as_deref(), &config.content);
+    let mut agent_files = protect::agent_paths(args.config.as_deref(), &config.content);
+    if let Some(dir) = &args.versions_dir {
+        // The versions, and the package's binary the supervisor runs (the worker may run a
+        // version's): another process switching either would choose what runs next.
+        let mut more = ringfence_agent::versions::protected_paths(dir);
+        if std::env::var_os(SUPERVISED_ENV).is_some() {
+            more.push(format!("/proc/{}/exe", std::os::unix::process::parent_id()).into());
+        }
+        agent_files.extend(more.iter().filter_map(|p| std::fs::canonicalize(p).ok()));
+        agent_files.sort();
+        agent_files.dedup();
+    }
     let tamper = config
         .agent
         .tamper_detection
@@ -736,6 +755,9 @@ fn worker(args: RunArgs) -> CmdResult {
     let mut agent = Agent::new(config.clone()).with_mode(mode);
     if let Some(hb) = heartbeat {
         agent = agent.with_heartbeat(hb);
+    }
+    if let Ok(report) = std::env::var(VERSION_FALLBACK_ENV) {
+        agent = agent.with_degraded(report);
     }
     if let Some(m) = widening.left_out_message(config.fanotify.max_paths) {
         agent = agent.with_degraded(m);

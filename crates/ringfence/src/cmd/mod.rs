@@ -9,6 +9,7 @@ pub mod console_api;
 pub mod content;
 pub mod doctor;
 pub mod fleet;
+pub mod release;
 pub mod replay;
 pub mod respond;
 pub mod rollout;
