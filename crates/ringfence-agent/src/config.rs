@@ -314,6 +314,9 @@ pub struct Config {
     pub response: crate::respond::ResponseSection,
     pub protection: crate::protect::ProtectionSection,
     pub findings: crate::group::FindingsSection,
+    /// `[[outputs]]`: routed outputs (webhook, syslog, Splunk HEC, OCSF file).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<crate::outputs::RouteConfig>,
 }
 
 /// One problem in a config file.
@@ -361,7 +364,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "agent",
     "sources",
     "audit",
@@ -375,6 +378,7 @@ const SECTIONS: [&str; 13] = [
     "response",
     "protection",
     "findings",
+    "outputs",
 ];
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -576,7 +580,41 @@ impl Config {
                 "findings",
                 crate::group::FindingsSection
             ),
+            outputs: section_pass!(
+                text,
+                &table,
+                file,
+                errors,
+                "outputs",
+                Vec<crate::outputs::RouteConfig>
+            ),
         };
+        if config.outputs.len() > crate::outputs::config::MAX_OUTPUTS {
+            errors.push(ConfigError {
+                file: file.to_path_buf(),
+                line: crate::outputs::config::line_of(
+                    text,
+                    crate::outputs::config::MAX_OUTPUTS,
+                    "",
+                ),
+                key: "outputs".into(),
+                message: format!(
+                    "{} tables, at most {}",
+                    config.outputs.len(),
+                    crate::outputs::config::MAX_OUTPUTS
+                ),
+            });
+        }
+        for (i, route) in config.outputs.iter().enumerate() {
+            for (key, message) in route.problems() {
+                errors.push(ConfigError {
+                    file: file.to_path_buf(),
+                    line: crate::outputs::config::line_of(text, i, key),
+                    key: format!("outputs[{i}].{key}"),
+                    message,
+                });
+            }
+        }
         let mut value_error = |section: &str, key: &str, message: String| {
             errors.push(ConfigError {
                 file: file.to_path_buf(),

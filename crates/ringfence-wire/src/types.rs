@@ -276,6 +276,10 @@ impl Count {
     pub fn get(self) -> i64 {
         self.0
     }
+
+    pub fn is_zero(&self) -> bool {
+        self.0 == 0
+    }
 }
 
 impl TryFrom<u64> for Count {
@@ -434,6 +438,10 @@ pub struct Health {
     /// Findings produced.
     #[serde(default)]
     pub findings: Count,
+    /// Findings the agent's routed outputs (webhook, syslog, Splunk HEC, OCSF file) could
+    /// not deliver. Absent from older agents.
+    #[serde(default, skip_serializing_if = "Count::is_zero")]
+    pub outputs_dropped: Count,
     /// Length of the interval these counters cover, milliseconds.
     #[serde(default)]
     pub interval_ms: Count,
@@ -484,6 +492,11 @@ impl Health {
         let events_max = seconds.saturating_mul(Self::MAX_EVENTS_PER_SEC);
         over("events", self.events.get(), events_max)?;
         over("events_dropped", self.events_dropped.get(), events_max)?;
+        over(
+            "outputs_dropped",
+            self.outputs_dropped.get(),
+            seconds.saturating_mul(Self::MAX_FINDINGS_PER_SEC),
+        )?;
         over(
             "findings",
             self.findings.get(),

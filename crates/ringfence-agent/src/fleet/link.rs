@@ -343,6 +343,7 @@ impl Link {
                 events: count(delta.events),
                 events_dropped: count(delta.dropped),
                 findings: count(delta.findings),
+                outputs_dropped: count(delta.output_drops),
                 interval_ms: count(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
             },
             tags: self.opts.tags.clone(),
