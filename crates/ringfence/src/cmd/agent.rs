@@ -110,6 +110,10 @@ pub struct RunArgs {
     /// `stdout` or `jsonl:PATH`; repeat for several. Replaces the configured outputs.
     #[arg(long)]
     pub output: Vec<String>,
+    /// How `stdout` prints: `json` (an ECS line per event and finding) or `text` (one
+    /// readable line per finding, from the rule's `output` template when it has one).
+    #[arg(long, value_parser = ["json", "text"], default_value = "json")]
+    pub format: String,
     /// Directory watched for signed content bundles (`*.bundle`); `content.dir` in the config.
     #[arg(long)]
     pub content_dir: Option<PathBuf>,
@@ -728,6 +732,9 @@ fn worker(args: RunArgs) -> CmdResult {
     ringfence_agent::stop_on_signals(&stop).context("installing signal handlers")?;
     let widening = widen_file_trees(&mut config);
     let mut agent = Agent::new(config.clone()).with_mode(mode);
+    if args.format == "text" {
+        agent = agent.with_format(ringfence_agent::TextFormat::Text);
+    }
     if let Some(m) = widening.left_out_message(config.fanotify.max_paths) {
         agent = agent.with_degraded(m);
     }
