@@ -376,7 +376,6 @@ fn splunk_hec_batches_events_with_the_token() {
 struct Rsyslog {
     child: Child,
     out: PathBuf,
-    conf: PathBuf,
 }
 
 impl Rsyslog {
@@ -419,7 +418,7 @@ impl Rsyslog {
             .arg(&pid)
             .spawn()
             .expect("rsyslogd (apt-get install rsyslog rsyslog-gnutls)");
-        let r = Rsyslog { child, out, conf };
+        let r = Rsyslog { child, out };
         wait_until("rsyslogd listening", Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
@@ -577,4 +576,285 @@ fn ocsf_file_writes_detection_findings_and_rotates() {
     for p in [path.clone(), path.with_extension("jsonl.1")] {
         assert!(std::fs::metadata(&p).unwrap().len() <= 64 * 1024);
     }
+}
+
+// ── through the agent's pipeline ──────────────────────────────────────────────────────────
+
+mod common;
+
+/// A detector that makes every event a finding.
+struct EveryEvent;
+
+impl ringfence_agent::Detector for EveryEvent {
+    fn name(&self) -> &str {
+        "every-event"
+    }
+    fn on_event(&mut self, e: &ringfence_event::Event, emit: &mut dyn FnMut(Value)) {
+        let pid = e.process.as_ref().map_or(0, |p| p.pid);
+        let mut f = e.to_ecs();
+        f["event"]["kind"] = json!("alert");
+        f["rule"] = json!({"id": format!("every-{pid}"), "name": "Every Event"});
+        f["ringfence"] = json!({"finding": {"level": "medium"}});
+        emit(f);
+    }
+}
+
+struct Replay(Vec<ringfence_event::Event>);
+
+impl ringfence_sensor::Source for Replay {
+    fn name(&self) -> &'static str {
+        "replay"
+    }
+    fn run(
+        self: Box<Self>,
+        out: ringfence_sensor::EventSender,
+        stop: ringfence_sensor::StopSignal,
+    ) -> Result<(), ringfence_sensor::SourceError> {
+        for e in self.0 {
+            out.send(e);
+        }
+        // Stay, as a host source does: an agent whose sources all ended only idles.
+        while !stop.is_stopped() {
+            stop.sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Output for Lines {
+    fn name(&self) -> String {
+        "lines".into()
+    }
+    fn write_line(&mut self, line: &str) -> std::io::Result<()> {
+        self.0.lock().unwrap().push(line.to_owned());
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_agent_routes_findings_and_reports_an_outputs_drops_as_a_health_finding() {
+    use ringfence_event::{Event, EventKind, Process, SourceKind, Timestamp};
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let ocsf = dir.path().join("findings.ocsf.jsonl");
+    let dead_port = free_port();
+    let pki = pki(dir.path());
+    let secret = secret_file(dir.path(), "hook.secret", "s3cret");
+    let toml = format!(
+        "[agent]\nmode = \"driverless\"\nstats_interval_secs = 1\n\n\
+         [sources]\nproc_connector = false\naudit = false\nfanotify = false\nlogs = false\n\n\
+         [findings]\ngroup_window_secs = 0\n\n\
+         [[outputs]]\ntype = \"ocsf_file\"\npath = \"{}\"\n\n\
+         [[outputs]]\ntype = \"webhook\"\nurl = \"https://127.0.0.1:{dead_port}/hook\"\n\
+         secret_file = \"{}\"\nca_file = \"{}\"\nqueue = 2\nretry_min_ms = 20\n\
+         retry_max_ms = 50\ngive_up_secs = 1\n",
+        ocsf.display(),
+        secret.display(),
+        pki.ca.display()
+    );
+    let config = ringfence_agent::Config::parse(&toml, Path::new("agent.toml")).unwrap();
+    let events: Vec<Event> = (0..20)
+        .map(|i| {
+            let mut e = Event::new(EventKind::ProcessExec, SourceKind::Ebpf, Timestamp::now());
+            e.process = Some(Process {
+                pid: 4_200_000 + i,
+                executable: Some("/usr/bin/true".into()),
+                command_line: Some(format!("true {i}")),
+                ..Process::default()
+            });
+            e
+        })
+        .collect();
+    let lines = Lines::default();
+    let agent = ringfence_agent::Agent::new(config)
+        .with_outputs(vec![Box::new(lines.clone())])
+        .with_detector(Box::new(EveryEvent))
+        .with_source(SourceKind::Ebpf, Box::new(Replay(events)));
+    let stop = ringfence_sensor::StopSignal::new();
+    let stop2 = stop.clone();
+    let handle = std::thread::spawn(move || agent.run(stop2));
+    let found = || {
+        lines
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("ringfence-health-output"))
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while !found() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !found() {
+        stop.stop();
+        let summary = handle.join().unwrap();
+        panic!(
+            "no output health finding: {}\n{:#?}",
+            summary.render(),
+            lines.0.lock().unwrap()
+        );
+    }
+    stop.stop();
+    let summary = handle.join().unwrap();
+    let health: Vec<Value> = lines
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("ringfence-health-output"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let message = health[0].to_string();
+    assert!(
+        message.contains(&format!("webhook https://127.0.0.1:{dead_port}/hook"))
+            && message.contains("dropped"),
+        "{}",
+        health[0]
+    );
+    assert!(summary.output_drops >= 17, "{}", summary.render());
+    // The OCSF file has every finding (and the health findings after them).
+    let written = std::fs::read_to_string(&ocsf).unwrap();
+    let ocsf_rules: Vec<String> = written
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| {
+            v["finding_info"]["analytic"]["uid"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    for i in 0..20 {
+        assert!(
+            ocsf_rules.contains(&format!("every-{}", 4_200_000 + i)),
+            "{ocsf_rules:?}"
+        );
+    }
+    assert!(ocsf_rules.iter().any(|r| r == "ringfence-health-output"));
+}
+
+// ── figures (run by hand: `cargo test -p ringfence-agent --test outputs measure -- --ignored --nocapture`) ──
+
+/// Push `n` findings into `out` and return findings/s until `arrived` says all of them did.
+fn throughput(out: &mut outputs::Queued, n: usize, arrived: impl Fn() -> usize) -> f64 {
+    let start = Instant::now();
+    for i in 0..n {
+        out.write_finding(&finding(i), "").unwrap();
+    }
+    wait_until("all findings to arrive", Duration::from_secs(300), || {
+        arrived() >= n
+    });
+    assert_eq!(out.dropped(), 0);
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+#[test]
+#[ignore = "figures for the README; takes about a minute"]
+fn measure_output_throughput_and_a_receiver_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let rx = https_receiver(&pki);
+    let big = |c: &mut RouteConfig| c.queue = 1_000_000;
+
+    let mut c = RouteConfig::new(RouteKind::Webhook);
+    c.url = Some(format!("https://127.0.0.1:{}/hook", rx.addr.port()));
+    c.secret_file = Some(secret_file(dir.path(), "hook.secret", "s3cret"));
+    c.ca_file = Some(pki.ca.clone());
+    big(&mut c);
+    let mut out = outputs::route(&c).unwrap();
+    let webhook = throughput(&mut out, 5_000, || rx.got.lock().unwrap().len());
+    drop(out);
+    println!("webhook: {webhook:.0} findings/s (one HTTPS request each, keep-alive)");
+
+    rx.got.lock().unwrap().clear();
+    let mut c = RouteConfig::new(RouteKind::SplunkHec);
+    c.url = Some(format!(
+        "https://127.0.0.1:{}/services/collector/event",
+        rx.addr.port()
+    ));
+    c.token_file = Some(secret_file(dir.path(), "hec.token", "t"));
+    c.ca_file = Some(pki.ca.clone());
+    big(&mut c);
+    let mut out = outputs::route(&c).unwrap();
+    // Counted by the output (a 2xx from the receiver), not by re-reading every body per poll.
+    let counters = out.counters();
+    let hec = throughput(&mut out, 50_000, || {
+        counters.sent.load(Ordering::Relaxed) as usize
+    });
+    drop(out);
+    println!("splunk_hec: {hec:.0} findings/s (100 per request)");
+
+    for tls in [false, true] {
+        let sub = dir.path().join(if tls { "tls" } else { "tcp" });
+        std::fs::create_dir_all(&sub).unwrap();
+        let port = free_port();
+        let rsyslog = Rsyslog::start(&sub, port, tls.then_some(&pki));
+        let mut c = RouteConfig::new(RouteKind::Syslog);
+        c.address = Some(format!("127.0.0.1:{port}"));
+        c.tls = tls;
+        c.ca_file = Some(pki.ca.clone());
+        big(&mut c);
+        let mut out = outputs::route(&c).unwrap();
+        let rate = throughput(&mut out, 50_000, || rsyslog.lines().len());
+        println!(
+            "syslog {}: {rate:.0} findings/s (into rsyslogd, counted in its output file)",
+            if tls { "TLS" } else { "TCP" }
+        );
+    }
+
+    let mut c = RouteConfig::new(RouteKind::OcsfFile);
+    let path = dir.path().join("ocsf.jsonl");
+    c.path = Some(path.clone());
+    big(&mut c);
+    let mut out = outputs::route(&c).unwrap();
+    let counters = out.counters();
+    let ocsf = throughput(&mut out, 50_000, || {
+        counters.sent.load(Ordering::Relaxed) as usize
+    });
+    println!("ocsf_file: {ocsf:.0} findings/s");
+
+    // A receiver down for 10 s (a minute scaled by 1/6, the queue too: 10,000 → 1,666) while
+    // findings come at 500/s; then up again.
+    rx.got.lock().unwrap().clear();
+    let mut c = RouteConfig::new(RouteKind::Webhook);
+    c.url = Some(format!("https://127.0.0.1:{}/hook", rx.addr.port()));
+    c.secret_file = Some(secret_file(dir.path(), "hook2.secret", "s3cret"));
+    c.ca_file = Some(pki.ca.clone());
+    c.queue = 1_666;
+    let mut out = outputs::route(&c).unwrap();
+    let counters = out.counters();
+    rx.status.store(503, Ordering::Release);
+    let start = Instant::now();
+    let mut pushed = 0usize;
+    let mut blocked_max = Duration::ZERO;
+    while start.elapsed() < Duration::from_secs(10) {
+        for _ in 0..50 {
+            let t = Instant::now();
+            out.write_finding(&finding(pushed), "").unwrap();
+            blocked_max = blocked_max.max(t.elapsed());
+            pushed += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let retries = counters.retries.load(Ordering::Relaxed);
+    let dropped_down = out.dropped();
+    rx.status.store(200, Ordering::Release);
+    let up = Instant::now();
+    wait_until("the backlog to drain", Duration::from_secs(120), || {
+        rx.got.lock().unwrap().len() as u64 + out.dropped() >= pushed as u64
+    });
+    println!(
+        "webhook down 10 s at 500 findings/s, queue 1,666: {pushed} pushed, {dropped_down} dropped \
+         (queue full), {retries} retries (backoff 0.5 s doubling to 30 s), {} delivered; backlog \
+         delivered {:.1} s after the receiver came back; longest hand-over to the queue {:?}",
+        rx.got.lock().unwrap().len(),
+        up.elapsed().as_secs_f64(),
+        blocked_max
+    );
 }
