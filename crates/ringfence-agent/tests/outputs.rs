@@ -6,6 +6,12 @@
 //! The syslog tests need `rsyslogd` (packages rsyslog and rsyslog-gnutls; scripts/test.sh
 //! installs them).
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test code: a failure is the test failing"
+)]
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
