@@ -39,6 +39,7 @@ pub mod readiness;
 pub mod respond;
 pub mod tamper;
 pub mod tree;
+pub mod tuning;
 pub mod users;
 pub mod watch;
 
@@ -116,6 +117,8 @@ pub struct Summary {
     pub output_errors: u64,
     /// Findings the routed outputs (`[[outputs]]`) could not deliver.
     pub output_drops: u64,
+    /// Matches silenced by local tuning (`[detect]` disabled rules and exceptions).
+    pub findings_silenced: u64,
     pub partial_events: u64,
     /// Exec events, and those whose executable and arguments were read.
     pub exec_events: u64,
@@ -155,6 +158,12 @@ impl Summary {
         );
         if let Some(r) = &self.mode_reason {
             s += &format!("  mode: {r}\n");
+        }
+        if self.findings_silenced > 0 {
+            s += &format!(
+                "  local tuning: {} matches silenced ([detect] disabled rules and exceptions)\n",
+                self.findings_silenced
+            );
         }
         if self.output_drops > 0 {
             s += &format!(
@@ -597,6 +606,7 @@ impl Agent {
             detectors: std::mem::take(&mut self.detectors),
             outputs,
             output_drops_reported,
+            tuning: tuning::Tuning::new(&self.config.detect),
             users: users::UserNames::new("/etc/passwd"),
             summary,
             warned_output: false,
@@ -737,6 +747,7 @@ impl Agent {
         let mut summary = pipe.summary;
         summary.tree_evictions = pipe.tree.evictions();
         summary.findings_folded = pipe.groups.folded;
+        summary.findings_silenced = pipe.tuning.silenced;
         summary.finding_group_evictions = pipe.groups.evictions;
         for r in running {
             summary.sources.push(SourceSummary {
@@ -791,6 +802,8 @@ struct Pipeline {
     outputs: Vec<Box<dyn Output>>,
     /// Each output's drops already reported as a health finding.
     output_drops_reported: Vec<u64>,
+    /// Local tuning: matches it silences are no finding and no response.
+    tuning: tuning::Tuning,
     users: users::UserNames,
     summary: Summary,
     warned_output: bool,
@@ -856,6 +869,10 @@ impl Pipeline {
         let mut findings: Vec<serde_json::Value> = Vec::new();
         for d in &mut self.detectors {
             d.on_event(&event, &mut |f| findings.push(f));
+        }
+        if !findings.is_empty() {
+            let tuning = &mut self.tuning;
+            findings.retain(|f| !tuning.silences(f));
         }
 
         // ── output ──────────────────────────────────────────────────────────────────────────

@@ -354,6 +354,7 @@ impl AgentSim {
                 health,
                 tags: self.tags.clone(),
                 order_results: Default::default(),
+                tuning: Default::default(),
             };
             let next;
             match self.client.check_in(&self.credential, &checkin).await {

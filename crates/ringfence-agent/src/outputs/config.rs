@@ -301,6 +301,12 @@ impl RouteConfig {
 /// The 1-based line of `key` inside the `index`-th `[[outputs]]` table of `text` (the table's
 /// header line when the key is not set there; 0 when there is no such table).
 pub fn line_of(text: &str, index: usize, key: &str) -> usize {
+    line_of_table(text, "outputs", index, key)
+}
+
+/// [`line_of`] for the `index`-th `[[table]]`.
+pub fn line_of_table(text: &str, table: &str, index: usize, key: &str) -> usize {
+    let header_text = format!("[[{table}]]");
     let mut seen = 0usize;
     let mut header = 0usize;
     for (i, line) in text.lines().enumerate() {
@@ -309,7 +315,7 @@ pub fn line_of(text: &str, index: usize, key: &str) -> usize {
             if header > 0 {
                 return header;
             }
-            if t.replace(' ', "") == "[[outputs]]" {
+            if t.replace(' ', "") == header_text {
                 seen += 1;
                 if seen == index + 1 {
                     header = i + 1;

@@ -147,7 +147,8 @@ pub fn field(doc: &Value, dotted: &str) -> Option<String> {
     Some(bound(out, MAX_VALUE_CHARS))
 }
 
-fn lookup<'a>(doc: &'a Value, dotted: &str) -> Option<&'a Value> {
+/// The value at `dotted` in `doc` (nested objects walked, flat dotted keys tried whole).
+pub fn lookup<'a>(doc: &'a Value, dotted: &str) -> Option<&'a Value> {
     if let Some(v) = doc.get(dotted) {
         return Some(v);
     }

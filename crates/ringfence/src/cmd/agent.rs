@@ -546,6 +546,7 @@ fn start_fleet_link(
         response: config.response.responder_config(),
         response_enabled: config.response.enabled,
         content: config.content.clone(),
+        tuning: config.detect.report(),
     };
     let link = FleetLink::start(start, Arc::clone(&telemetry), stop.clone())?;
     Ok(Some((link, telemetry)))
