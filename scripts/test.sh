@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in clang-19 llvm-19 bpftool libbpf-dev nftables iproute2; do
+# rsyslog: the syslog outputs are tested against a real rsyslogd (TCP and TLS).
+for pkg in clang-19 llvm-19 bpftool libbpf-dev nftables iproute2 rsyslog rsyslog-gnutls; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -314,6 +314,11 @@ pub struct Config {
     pub response: crate::respond::ResponseSection,
     pub protection: crate::protect::ProtectionSection,
     pub findings: crate::group::FindingsSection,
+    /// `[detect]`: local tuning (disabled rules, exceptions).
+    pub detect: crate::tuning::DetectSection,
+    /// `[[outputs]]`: routed outputs (webhook, syslog, Splunk HEC, OCSF file).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<crate::outputs::RouteConfig>,
 }
 
 /// One problem in a config file.
@@ -361,7 +366,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 15] = [
     "agent",
     "sources",
     "audit",
@@ -375,6 +380,8 @@ const SECTIONS: [&str; 13] = [
     "response",
     "protection",
     "findings",
+    "outputs",
+    "detect",
 ];
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -576,7 +583,74 @@ impl Config {
                 "findings",
                 crate::group::FindingsSection
             ),
+            detect: section_pass!(
+                text,
+                &table,
+                file,
+                errors,
+                "detect",
+                crate::tuning::DetectSection
+            ),
+            outputs: section_pass!(
+                text,
+                &table,
+                file,
+                errors,
+                "outputs",
+                Vec<crate::outputs::RouteConfig>
+            ),
         };
+        if config.outputs.len() > crate::outputs::config::MAX_OUTPUTS {
+            errors.push(ConfigError {
+                file: file.to_path_buf(),
+                line: crate::outputs::config::line_of(
+                    text,
+                    crate::outputs::config::MAX_OUTPUTS,
+                    "",
+                ),
+                key: "outputs".into(),
+                message: format!(
+                    "{} tables, at most {}",
+                    config.outputs.len(),
+                    crate::outputs::config::MAX_OUTPUTS
+                ),
+            });
+        }
+        for (key, message) in config.detect.problems() {
+            let base = key.split(['.', '[']).next().unwrap_or("").to_owned();
+            errors.push(ConfigError {
+                file: file.to_path_buf(),
+                line: line_of_key(text, "detect", &base),
+                key: format!("detect.{key}"),
+                message,
+            });
+        }
+        let mut config = config;
+        if let Some(path) = config.detect.exceptions_file.clone() {
+            match crate::tuning::DetectSection::read_file(&path) {
+                Ok(exceptions) => config.detect.file_exceptions = exceptions,
+                Err(problems) => {
+                    for (line, key, message) in problems {
+                        errors.push(ConfigError {
+                            file: path.clone(),
+                            line,
+                            key,
+                            message,
+                        });
+                    }
+                }
+            }
+        }
+        for (i, route) in config.outputs.iter().enumerate() {
+            for (key, message) in route.problems() {
+                errors.push(ConfigError {
+                    file: file.to_path_buf(),
+                    line: crate::outputs::config::line_of(text, i, key),
+                    key: format!("outputs[{i}].{key}"),
+                    message,
+                });
+            }
+        }
         let mut value_error = |section: &str, key: &str, message: String| {
             errors.push(ConfigError {
                 file: file.to_path_buf(),

@@ -33,12 +33,13 @@ pub mod fleet;
 pub mod group;
 pub mod merge;
 pub mod mode;
-pub mod output;
+pub mod outputs;
 pub mod protect;
 pub mod readiness;
 pub mod respond;
 pub mod tamper;
 pub mod tree;
+pub mod tuning;
 pub mod users;
 pub mod versions;
 pub mod watch;
@@ -63,7 +64,7 @@ use ringfence_sensor::{CounterSnapshot, EventSender, Source, SourceCounters, Sto
 pub use config::{Config, ConfigError, ConfigErrors, ModeChoice, OutputSpec};
 pub use detect::Detector;
 pub use mode::{choose_mode, ebpf_support, resolve_mode};
-pub use output::Output;
+pub use outputs::{Output, TextFormat};
 use readiness::{FailedSource, Readiness};
 use tree::ProcessTree;
 
@@ -115,6 +116,10 @@ pub struct Summary {
     pub events_written: u64,
     pub findings: u64,
     pub output_errors: u64,
+    /// Findings the routed outputs (`[[outputs]]`) could not deliver.
+    pub output_drops: u64,
+    /// Matches silenced by local tuning (`[detect]` disabled rules and exceptions).
+    pub findings_silenced: u64,
     pub partial_events: u64,
     /// Exec events, and those whose executable and arguments were read.
     pub exec_events: u64,
@@ -154,6 +159,18 @@ impl Summary {
         );
         if let Some(r) = &self.mode_reason {
             s += &format!("  mode: {r}\n");
+        }
+        if self.findings_silenced > 0 {
+            s += &format!(
+                "  local tuning: {} matches silenced ([detect] disabled rules and exceptions)\n",
+                self.findings_silenced
+            );
+        }
+        if self.output_drops > 0 {
+            s += &format!(
+                "  routed outputs: {} findings dropped (receiver down, refused, or queue full)\n",
+                self.output_drops
+            );
         }
         if self.findings_folded > 0 || self.finding_group_evictions > 0 {
             s += &format!(
@@ -206,6 +223,7 @@ pub struct Agent {
     mode_choice: ModeChoice,
     detectors: Vec<Box<dyn Detector>>,
     outputs: Option<Vec<Box<dyn Output>>>,
+    format: TextFormat,
     extra_sources: Vec<(SourceKind, Box<dyn Source>)>,
     supervisor: Option<u32>,
     telemetry: Option<Arc<fleet::Telemetry>>,
@@ -238,6 +256,7 @@ impl Agent {
             mode_choice,
             detectors: Vec::new(),
             outputs: None,
+            format: TextFormat::Json,
             extra_sources: Vec::new(),
             supervisor: None,
             telemetry: None,
@@ -296,6 +315,12 @@ impl Agent {
     /// Use these outputs instead of the configured ones.
     pub fn with_outputs(mut self, outputs: Vec<Box<dyn Output>>) -> Agent {
         self.outputs = Some(outputs);
+        self
+    }
+
+    /// How standard output prints (`--format text`: one readable line per finding).
+    pub fn with_format(mut self, format: TextFormat) -> Agent {
+        self.format = format;
         self
     }
 
@@ -495,16 +520,30 @@ impl Agent {
             .clone()
             .or_else(kernel_host_name)
             .map(Arc::from);
-        let outputs = match self.outputs.take() {
+        let mut outputs = match self.outputs.take() {
             Some(o) => o,
-            None => match output::build(&self.config.outputs(), &self.config.jsonl) {
+            None => match outputs::build(&self.config.outputs(), &self.config.jsonl, self.format) {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot open an output; writing to stdout instead");
-                    vec![Box::new(output::Stdout::new()) as Box<dyn Output>]
+                    vec![Box::new(outputs::Stdout::new()) as Box<dyn Output>]
                 }
             },
         };
+        for (i, route) in self.config.outputs.iter().enumerate() {
+            match outputs::route(route) {
+                Ok(q) => {
+                    tracing::info!(output = route.label(), "routed output started");
+                    outputs.push(Box::new(q));
+                }
+                Err(e) => {
+                    let message = format!("outputs[{i}] ({}) did not start: {e}", route.label());
+                    tracing::error!("{message}: reported as a health finding");
+                    self.degraded.push(message);
+                }
+            }
+        }
+        let output_drops_reported = vec![0; outputs.len()];
 
         let clocks = Clocks::read();
         let mut tree = ProcessTree::new(
@@ -576,6 +615,8 @@ impl Agent {
             host,
             detectors: std::mem::take(&mut self.detectors),
             outputs,
+            output_drops_reported,
+            tuning: tuning::Tuning::new(&self.config.detect),
             users: users::UserNames::new("/etc/passwd"),
             summary,
             warned_output: false,
@@ -707,9 +748,19 @@ impl Agent {
         pipe.summary.audit_unmatched = merger.unmatched;
         pipe.report(&mut running, true);
         pipe.flush();
+        // The routed outputs get their drain time; what they could not send is counted.
+        for o in &mut pipe.outputs {
+            o.close();
+        }
+        pipe.summary.output_drops = pipe
+            .outputs
+            .iter()
+            .map(|o| o.dropped())
+            .fold(0u64, u64::saturating_add);
         let mut summary = pipe.summary;
         summary.tree_evictions = pipe.tree.evictions();
         summary.findings_folded = pipe.groups.folded;
+        summary.findings_silenced = pipe.tuning.silenced;
         summary.finding_group_evictions = pipe.groups.evictions;
         for r in running {
             summary.sources.push(SourceSummary {
@@ -762,6 +813,10 @@ struct Pipeline {
     host: Option<Arc<str>>,
     detectors: Vec<Box<dyn Detector>>,
     outputs: Vec<Box<dyn Output>>,
+    /// Each output's drops already reported as a health finding.
+    output_drops_reported: Vec<u64>,
+    /// Local tuning: matches it silences are no finding and no response.
+    tuning: tuning::Tuning,
     users: users::UserNames,
     summary: Summary,
     warned_output: bool,
@@ -828,6 +883,10 @@ impl Pipeline {
         for d in &mut self.detectors {
             d.on_event(&event, &mut |f| findings.push(f));
         }
+        if !findings.is_empty() {
+            let tuning = &mut self.tuning;
+            findings.retain(|f| !tuning.silences(f));
+        }
 
         // ── output ──────────────────────────────────────────────────────────────────────────
         // One buffer serves every event's line.
@@ -879,8 +938,7 @@ impl Pipeline {
         for f in findings {
             self.summary.findings += 1;
             self.findings_unflushed = true;
-            let line = f.to_string();
-            self.write(&line);
+            self.write_finding(&f);
         }
     }
 
@@ -892,8 +950,7 @@ impl Pipeline {
         }
         self.summary.findings += 1;
         self.findings_unflushed = true;
-        let line = finding.to_string();
-        self.write(&line);
+        self.write_finding(&finding);
     }
 
     /// Write the responder's decisions to the outputs (all of them, waiting, when `last`).
@@ -910,9 +967,25 @@ impl Pipeline {
         }
     }
 
+    /// Write a finding to every output (the routed ones queue it).
+    fn write_finding(&mut self, finding: &serde_json::Value) {
+        self.unflushed = true;
+        let line = finding.to_string();
+        for o in &mut self.outputs {
+            if let Err(e) = o.write_finding(finding, &line) {
+                self.summary.output_errors += 1;
+                if !self.warned_output {
+                    self.warned_output = true;
+                    tracing::error!(output = o.name(), error = %e, "output write failed; counting further failures");
+                }
+            }
+        }
+    }
+
+    /// Write an event line to the outputs that take events.
     fn write(&mut self, line: &str) {
         self.unflushed = true;
-        for o in &mut self.outputs {
+        for o in self.outputs.iter_mut().filter(|o| o.wants_events()) {
             if let Err(e) = o.write_line(line) {
                 self.summary.output_errors += 1;
                 if !self.warned_output {
@@ -932,8 +1005,50 @@ impl Pipeline {
         }
     }
 
+    /// A health finding for each routed output that dropped findings since the last report,
+    /// and the total in the check-in's telemetry.
+    fn report_outputs(&mut self) {
+        let mut total = 0u64;
+        let mut raised = Vec::new();
+        for (o, reported) in self
+            .outputs
+            .iter()
+            .zip(self.output_drops_reported.iter_mut())
+        {
+            let dropped = o.dropped();
+            total = total.saturating_add(dropped);
+            let new = dropped.saturating_sub(*reported);
+            if new > 0 {
+                *reported = dropped;
+                let why = o.last_error().map_or_else(
+                    || "its queue was full".to_owned(),
+                    |e| format!("last error: {e}"),
+                );
+                let message = format!(
+                    "output {} dropped {new} findings ({dropped} since start); {why}",
+                    o.name()
+                );
+                tracing::error!("{message}");
+                raised.push(message);
+            }
+        }
+        if let Some(t) = &self.telemetry {
+            t.set_output_drops(total);
+        }
+        let host = self.host.clone();
+        for message in raised {
+            self.raise(readiness::health_finding(
+                readiness::OUTPUT_RULE_ID,
+                SourceKind::Agent,
+                message,
+                host.as_deref(),
+            ));
+        }
+    }
+
     /// Log each source's counters; emit a health event for any new loss.
     fn report(&mut self, running: &mut [Running], last: bool) {
+        self.report_outputs();
         if let Some(t) = &self.telemetry {
             let lost = running.iter().map(|r| {
                 let c = r.counters.snapshot();

@@ -14,6 +14,8 @@ use ringfence_sensor::privilege::{self, Capability, Privileges};
 pub const SOURCE_RULE_ID: &str = "ringfence-health-source";
 /// The health rule any other missing part raises (content manager, exec guard).
 pub const PART_RULE_ID: &str = "ringfence-health-degraded";
+/// The health finding of a routed output that dropped findings (see [`crate::outputs`]).
+pub const OUTPUT_RULE_ID: &str = "ringfence-health-output";
 
 /// A source that did not open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +143,13 @@ pub fn health_finding(
             "Ringfence Agent Source Not Running",
             "An event source of the agent did not start: the events it sees are missed on \
              this host until it does.",
+        )
+    } else if rule_id == OUTPUT_RULE_ID {
+        (
+            "Ringfence Agent Output Dropped Findings",
+            "A routed output (webhook, syslog, Splunk HEC, OCSF file) could not deliver some \
+             findings: its receiver was down, refused them, or its queue was full. Those \
+             findings never reached that receiver.",
         )
     } else {
         (

@@ -257,6 +257,7 @@ async fn a_lying_console_cannot_blind_the_agent_or_make_it_run_anything() {
         ca_pins: Vec::new(),
         content,
         alarm_after: Duration::from_secs(3600),
+        tuning: Default::default(),
         trust: Trust::PlainLoopback,
         fallbacks: Vec::new(),
     };
@@ -355,6 +356,7 @@ async fn a_dead_console_fails_over_to_another_of_the_fleet_with_the_same_identit
         ca_pins: Vec::new(),
         content,
         alarm_after: Duration::from_secs(3600),
+        tuning: Default::default(),
         trust: Trust::PlainLoopback,
         fallbacks: vec![alive],
     };

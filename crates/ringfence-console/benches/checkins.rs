@@ -151,6 +151,7 @@ async fn run(backend: &str, tls: bool, seconds: f64) {
                     },
                     tags: Tags::default(),
                     order_results: Default::default(),
+                    tuning: Default::default(),
                 };
                 let t = Instant::now();
                 match client.check_in(cred, &checkin).await {

@@ -342,6 +342,7 @@ impl AgentSim {
                 events_dropped: Count::try_from(drops).unwrap_or_default(),
                 findings: Count::try_from(findings).unwrap_or_default(),
                 interval_ms: Count::try_from(elapsed_sim).unwrap_or_default(),
+                ..Health::default()
             };
             let checkin = CheckIn {
                 protocol: PROTOCOL,
@@ -353,6 +354,7 @@ impl AgentSim {
                 health,
                 tags: self.tags.clone(),
                 order_results: Default::default(),
+                tuning: Default::default(),
             };
             let next;
             match self.client.check_in(&self.credential, &checkin).await {

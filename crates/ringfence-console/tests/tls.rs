@@ -167,6 +167,7 @@ fn checkin(credential: &Credential) -> CheckIn {
         },
         tags: Tags::default(),
         order_results: Default::default(),
+        tuning: Default::default(),
     }
 }
 

@@ -291,6 +291,7 @@ fn meta(rule: &SigmaRule, doc: &Doc<'_>, file: &str, index: usize) -> RuleMeta {
         file: file.to_owned(),
         line: doc.line,
         response: Vec::new(),
+        output: None,
     }
 }
 
@@ -674,6 +675,13 @@ fn compile_rule(
     };
     let response = crate::response::parse(&rule.custom_attributes)
         .map_err(|why| fail(None, locate::key_line(doc, crate::response::ATTRIBUTE), why))?;
+    let output = crate::rule::output_template(&rule.custom_attributes).map_err(|why| {
+        fail(
+            None,
+            locate::key_line(doc, crate::rule::OUTPUT_ATTRIBUTE),
+            why,
+        )
+    })?;
     let kinds = source.kinds.intersect(emitted(opts.mode));
     let logsource = mapping::describe(&rule.logsource);
     if kinds.is_empty() {
@@ -749,6 +757,7 @@ fn compile_rule(
         ));
     }
     meta.response = response;
+    meta.output = output;
     Ok((
         Rule {
             meta,

@@ -512,6 +512,13 @@ fn compile_one(
             why,
         ))
     })?;
+    let output = crate::rule::output_template(&r.custom_attributes).map_err(|why| {
+        Box::new(corr_refusal(
+            p,
+            locate::key_line(&p.doc, crate::rule::OUTPUT_ATTRIBUTE),
+            why,
+        ))
+    })?;
     let kind = match r.correlation_type {
         CorrelationType::EventCount => Kind::EventCount,
         CorrelationType::ValueCount => Kind::ValueCount,
@@ -619,6 +626,7 @@ fn compile_one(
             file: p.file.to_owned(),
             line: p.doc.line,
             response,
+            output,
         },
         kind,
         refs,

@@ -186,6 +186,9 @@ impl Finding<'_> {
         if !self.meta.response.is_empty() {
             finding["response"] = json!(self.meta.response);
         }
+        if let Some(template) = &self.meta.output {
+            finding["output"] = json!(template);
+        }
         if let Some((kind, f)) = self.correlation {
             let group: Map<String, Json> = f
                 .group

@@ -31,6 +31,40 @@ pub struct RuleMeta {
     /// Actions the rule asks for when it fires (the `response` attribute).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub response: Vec<crate::response::ResponseKind>,
+    /// The rule's `output` attribute: a one-line template (`%process.command_line`, …) for
+    /// the finding's text form, as Falco rules have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+/// The custom attribute naming a rule's text template.
+pub const OUTPUT_ATTRIBUTE: &str = "output";
+/// The longest `output` template accepted.
+pub const MAX_OUTPUT_TEMPLATE: usize = 1024;
+
+/// The rule's `output` template, if it has one: a string of at most
+/// [`MAX_OUTPUT_TEMPLATE`] bytes without control characters.
+pub fn output_template(
+    attributes: &std::collections::HashMap<String, yaml_serde::Value>,
+) -> Result<Option<String>, String> {
+    let Some(value) = attributes.get(OUTPUT_ATTRIBUTE) else {
+        return Ok(None);
+    };
+    let text = value
+        .as_str()
+        .ok_or_else(|| format!("{OUTPUT_ATTRIBUTE}: expected a string template"))?;
+    if text.len() > MAX_OUTPUT_TEMPLATE {
+        return Err(format!(
+            "{OUTPUT_ATTRIBUTE}: {} bytes, at most {MAX_OUTPUT_TEMPLATE}",
+            text.len()
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!(
+            "{OUTPUT_ATTRIBUTE}: control characters are not allowed"
+        ));
+    }
+    Ok(Some(text.to_owned()))
 }
 
 /// A field test: an accessor and the values it is compared with.

@@ -195,3 +195,38 @@ fn requested_responses_travel_with_the_finding() {
         serde_json::json!(["kill_tree", "quarantine"])
     );
 }
+
+#[test]
+fn an_output_template_travels_with_the_finding_and_a_bad_one_is_refused() {
+    let text = format!("{GOOD}output: \"nc %process.command_line run by %user.name\"\n");
+    let out = compile(
+        &[RuleFile {
+            path: "r.yml",
+            text: &text,
+        }],
+        &Options::new(Mode::Ebpf),
+    );
+    assert!(out.refusals.is_empty(), "{:#?}", out.refusals);
+    let meta = &out.engine.rules()[0].meta;
+    let e = ringfence_event::Event::new(
+        ringfence_event::EventKind::ProcessExec,
+        ringfence_event::SourceKind::Ebpf,
+        ringfence_event::Timestamp::now(),
+    );
+    let f = ringfence_detect::Finding {
+        meta,
+        event: &e,
+        correlation: None,
+    }
+    .to_ecs();
+    assert_eq!(
+        f["ringfence"]["finding"]["output"],
+        "nc %process.command_line run by %user.name"
+    );
+
+    let bad = format!(
+        "{}output: [not, a, string]\n",
+        rule("bad-o", "  sel:\n    Image|endswith: /sh\n  condition: sel")
+    );
+    assert_refused(&bad, 11, None, "output: expected a string template");
+}

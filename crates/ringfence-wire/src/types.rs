@@ -276,6 +276,10 @@ impl Count {
     pub fn get(self) -> i64 {
         self.0
     }
+
+    pub fn is_zero(&self) -> bool {
+        self.0 == 0
+    }
 }
 
 impl TryFrom<u64> for Count {
@@ -434,6 +438,10 @@ pub struct Health {
     /// Findings produced.
     #[serde(default)]
     pub findings: Count,
+    /// Findings the agent's routed outputs (webhook, syslog, Splunk HEC, OCSF file) could
+    /// not deliver. Absent from older agents.
+    #[serde(default, skip_serializing_if = "Count::is_zero")]
+    pub outputs_dropped: Count,
     /// Length of the interval these counters cover, milliseconds.
     #[serde(default)]
     pub interval_ms: Count,
@@ -485,6 +493,11 @@ impl Health {
         over("events", self.events.get(), events_max)?;
         over("events_dropped", self.events_dropped.get(), events_max)?;
         over(
+            "outputs_dropped",
+            self.outputs_dropped.get(),
+            seconds.saturating_mul(Self::MAX_FINDINGS_PER_SEC),
+        )?;
+        over(
             "findings",
             self.findings.get(),
             seconds.saturating_mul(Self::MAX_FINDINGS_PER_SEC),
@@ -513,6 +526,25 @@ pub struct CheckIn {
     /// arrives). Absent from older agents.
     #[serde(default, skip_serializing_if = "OrderResults::is_empty")]
     pub order_results: OrderResults,
+    /// What is tuned locally on the host (agent.toml `[detect]`). Absent from older agents.
+    #[serde(default, skip_serializing_if = "LocalTuning::is_empty")]
+    pub tuning: LocalTuning,
+}
+
+/// An agent's local tuning: rules switched off, and rules with exceptions (how many each).
+/// The check-in body's size limit bounds both lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalTuning {
+    #[serde(default)]
+    pub disabled_rules: Vec<Label>,
+    #[serde(default)]
+    pub exceptions: Vec<(Label, Count)>,
+}
+
+impl LocalTuning {
+    pub fn is_empty(&self) -> bool {
+        self.disabled_rules.is_empty() && self.exceptions.is_empty()
+    }
 }
 
 impl CheckIn {
@@ -998,6 +1030,30 @@ mod tests {
             "tags": {"region": "eu-west", "industry": "finance", "environment": "prod",
                      "custom": {"team": "payments"}, "tz_offset_minutes": 60}
         })
+    }
+
+    #[test]
+    fn local_tuning_and_output_drops_are_optional_and_round_trip() {
+        let body = serde_json::to_vec(&checkin_json()).unwrap();
+        let c = CheckIn::parse(&body).unwrap();
+        assert!(c.tuning.is_empty());
+        assert!(c.health.outputs_dropped.is_zero());
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(
+            !text.contains("tuning") && !text.contains("outputs_dropped"),
+            "{text}"
+        );
+        let mut v = checkin_json();
+        v["tuning"] =
+            serde_json::json!({"disabled_rules": ["noisy-rule"], "exceptions": [["shell", 2]]});
+        v["health"]["outputs_dropped"] = serde_json::json!(5);
+        let c = CheckIn::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(c.tuning.disabled_rules[0].as_str(), "noisy-rule");
+        assert_eq!(c.tuning.exceptions[0].1.get(), 2);
+        assert_eq!(c.health.outputs_dropped.get(), 5);
+        v["health"]["outputs_dropped"] = serde_json::json!(i64::MAX);
+        let c = CheckIn::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert!(c.health.check_bounds().is_err());
     }
 
     #[test]

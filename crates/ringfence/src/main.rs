@@ -52,6 +52,8 @@ enum Command {
     Replay(cmd::replay::Args),
     /// Response actions on demand, behind the guard rails (`respond kill|quarantine|restore|block|unblock`).
     Respond(cmd::respond::Args),
+    /// The console's findings as they arrive (`findings tail [--format text|json]`).
+    Findings(cmd::findings::Args),
 }
 
 /// A failure with the exit code it maps to.
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
         Command::Up(args) => cmd::up::run(args),
         Command::Rules(args) => cmd::rules::run(args),
         Command::Replay(args) => cmd::replay::run(args),
+        Command::Findings(args) => cmd::findings::run(args),
         Command::Respond(args) => cmd::respond::run(args),
     };
     match result {

@@ -293,3 +293,60 @@ fn replay_refuses_empty_rules_and_skips_damaged_and_agent_lines() {
     assert!(err.contains("1 alert and response line(s)"), "{err}");
     assert!(err.contains("2 events, 2 findings"), "{err}");
 }
+
+#[test]
+fn replay_prints_one_readable_line_per_finding_with_format_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let events = tmp.path().join("events.jsonl");
+    let hostile = "{\"@timestamp\": \"2026-12-06T07:00:00Z\", \"event\": {\"action\": \"exec\"}, \
+                   \"process\": {\"pid\": 42, \"executable\": \"/usr/bin/ringfence-evil\", \
+                   \"command_line\": \"ringfence-evil\\nFORGED\"}, \"user\": {\"name\": \"www-data\"}}";
+    fs::write(&events, format!("{hostile}\n")).unwrap();
+    let rules = tmp.path().join("rules");
+    fs::create_dir(&rules).unwrap();
+    fs::write(
+        rules.join("evil.yml"),
+        RULE.replace("NAME", "ringfence-evil"),
+    )
+    .unwrap();
+    fs::write(
+        rules.join("templated.yml"),
+        RULE.replace("NAME", "ringfence-evil")
+            .replace("rule-ringfence-evil", "rule-templated")
+            + "output: \"evil %process.command_line by %user.name (pid %process.pid)\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&[
+        "replay",
+        "--rules",
+        s(&rules),
+        "--events",
+        s(&events),
+        "--format",
+        "text",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}{err}");
+    assert!(
+        lines.contains(&"2026-12-06T07:00:00.000000000Z LOW ringfence-evil: ringfence-evil\\nFORGED (user www-data, parent <NA>) on <NA>"),
+        "{out}"
+    );
+    assert!(
+        lines.contains(
+            &"2026-12-06T07:00:00.000000000Z LOW evil ringfence-evil\\nFORGED by www-data (pid 42)"
+        ),
+        "{out}"
+    );
+    let (code, _, err) = run(&[
+        "replay",
+        "--rules",
+        s(&rules),
+        "--events",
+        s(&events),
+        "--format",
+        "yaml",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("expected ecs, ocsf or text"), "{err}");
+}

@@ -387,6 +387,28 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
                 .iter()
                 .any(|f| f.to_string().contains("Temporary Directory"))
     });
+    // The operator's tail over the pinned link: one readable line per finding, with its id.
+    let tail = ringfence(&[
+        "findings",
+        "tail",
+        "--once",
+        "--last",
+        "1000",
+        "--console",
+        &url,
+        "--token",
+        &token,
+        "--ca-sha256",
+        &ca,
+    ]);
+    let line = tail
+        .lines()
+        .find(|l| l.contains("Temporary Directory"))
+        .unwrap_or_else(|| panic!("no finding line in {tail}"));
+    assert!(
+        line.starts_with('#') && line.contains(" on ") && !line.contains('{'),
+        "{line}"
+    );
 
     // Stopping `up` stops its agent.
     Command::new("kill")

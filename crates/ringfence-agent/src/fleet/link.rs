@@ -72,6 +72,8 @@ pub struct LinkOptions {
     pub alarm_after: Duration,
     /// What the link trusts (to rebuild its client with the agent's own certificate).
     pub trust: ringfence_wire::Trust,
+    /// What is tuned locally (`[detect]`), reported in each check-in.
+    pub tuning: ringfence_wire::LocalTuning,
     /// Other consoles of the same fleet (same CA, same database), tried in turn after a failed
     /// cycle, with the same identity and findings queue.
     pub fallbacks: Vec<String>,
@@ -347,10 +349,12 @@ impl Link {
                 events: count(delta.events),
                 events_dropped: count(delta.dropped),
                 findings: count(delta.findings),
+                outputs_dropped: count(delta.output_drops),
                 interval_ms: count(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
             },
             tags: self.opts.tags.clone(),
             order_results: OrderResults::try_from(self.opts.orders.outgoing()).unwrap_or_default(),
+            tuning: self.opts.tuning.clone(),
         };
         let response = match self.client.check_in(&enrollment.credential, &checkin).await {
             Ok(r) => r,

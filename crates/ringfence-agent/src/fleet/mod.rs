@@ -242,6 +242,8 @@ pub struct FleetStart {
     pub response_enabled: bool,
     /// `[content]`, to verify offered bundles against the content root before keeping them.
     pub content: crate::content::config::ContentSection,
+    /// What is tuned locally (`[detect]`), reported in each check-in.
+    pub tuning: ringfence_wire::LocalTuning,
 }
 
 /// The running link thread.
@@ -303,6 +305,7 @@ impl FleetLink {
             fallbacks: start.section.consoles.clone(),
             content: start.content,
             alarm_after: std::time::Duration::from_secs(start.section.alarm_after_secs),
+            tuning: start.tuning,
         };
         let handle = std::thread::Builder::new()
             .name("rf-fleet".into())

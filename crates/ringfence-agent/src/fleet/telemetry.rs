@@ -28,6 +28,7 @@ pub struct Telemetry {
     dropped: AtomicU64,
     findings: AtomicU64,
     findings_lost: AtomicU64,
+    output_drops: AtomicU64,
     queue: Mutex<VecDeque<Map<String, Value>>>,
     capacity: usize,
     notices: Mutex<VecDeque<String>>,
@@ -65,6 +66,8 @@ pub struct Counters {
     pub findings: u64,
     /// Findings that could not be kept for upload (queue full, or too large to send).
     pub findings_lost: u64,
+    /// Findings the routed outputs (`[[outputs]]`) could not deliver.
+    pub output_drops: u64,
 }
 
 impl Counters {
@@ -75,6 +78,7 @@ impl Counters {
             dropped: self.dropped.saturating_sub(earlier.dropped),
             findings: self.findings.saturating_sub(earlier.findings),
             findings_lost: self.findings_lost.saturating_sub(earlier.findings_lost),
+            output_drops: self.output_drops.saturating_sub(earlier.output_drops),
         }
     }
 }
@@ -87,6 +91,7 @@ impl Telemetry {
             dropped: AtomicU64::new(0),
             findings: AtomicU64::new(0),
             findings_lost: AtomicU64::new(0),
+            output_drops: AtomicU64::new(0),
             queue: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
             notices: Mutex::new(VecDeque::new()),
@@ -131,6 +136,11 @@ impl Telemetry {
         self.dropped.fetch_max(total, Ordering::Relaxed);
     }
 
+    /// The routed outputs' total drops so far (set, not added).
+    pub fn set_output_drops(&self, total: u64) {
+        self.output_drops.fetch_max(total, Ordering::Relaxed);
+    }
+
     /// A finding, as the ECS object written to the outputs. Anything else is not a finding the
     /// console can store and is only counted.
     pub fn finding(&self, finding: &Value) {
@@ -173,6 +183,7 @@ impl Telemetry {
             dropped: self.dropped.load(Ordering::Relaxed),
             findings: self.findings.load(Ordering::Relaxed),
             findings_lost: self.findings_lost.load(Ordering::Relaxed),
+            output_drops: self.output_drops.load(Ordering::Relaxed),
         }
     }
 
@@ -241,6 +252,7 @@ mod tests {
             dropped: 1,
             findings: 2,
             findings_lost: 0,
+            output_drops: 5,
         };
         let b = Counters {
             events: 4,

@@ -113,6 +113,10 @@ pub struct RunArgs {
     /// `stdout` or `jsonl:PATH`; repeat for several. Replaces the configured outputs.
     #[arg(long)]
     pub output: Vec<String>,
+    /// How `stdout` prints: `json` (an ECS line per event and finding) or `text` (one
+    /// readable line per finding, from the rule's `output` template when it has one).
+    #[arg(long, value_parser = ["json", "text"], default_value = "json")]
+    pub format: String,
     /// Directory watched for signed content bundles (`*.bundle`); `content.dir` in the config.
     #[arg(long)]
     pub content_dir: Option<PathBuf>,
@@ -555,6 +559,7 @@ fn start_fleet_link(
         response: config.response.responder_config(),
         response_enabled: config.response.enabled,
         content: config.content.clone(),
+        tuning: config.detect.report(),
     };
     let link = FleetLink::start(start, Arc::clone(&telemetry), stop.clone())?;
     Ok(Some((link, telemetry)))
@@ -758,6 +763,9 @@ fn worker(args: RunArgs) -> CmdResult {
     }
     if let Ok(report) = std::env::var(VERSION_FALLBACK_ENV) {
         agent = agent.with_degraded(report);
+    }
+    if args.format == "text" {
+        agent = agent.with_format(ringfence_agent::TextFormat::Text);
     }
     if let Some(m) = widening.left_out_message(config.fanotify.max_paths) {
         agent = agent.with_degraded(m);

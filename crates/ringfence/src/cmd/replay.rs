@@ -31,7 +31,8 @@ pub struct Args {
     /// The mode whose field schema the rules compile against.
     #[arg(long, default_value = "ebpf")]
     pub mode: String,
-    /// Finding form: ecs or ocsf (OCSF Detection Finding, class 2004).
+    /// Finding form: ecs, ocsf (OCSF Detection Finding, class 2004), or text (one readable
+    /// line per finding, from the rule's `output` template when it has one).
     #[arg(long, default_value = "ecs")]
     pub format: String,
     /// IOC set files (hashes, addresses, ranges, domains).
@@ -142,12 +143,25 @@ pub fn read_events(path: &PathBuf) -> anyhow::Result<ReadEvents> {
 
 pub fn run(args: Args) -> CmdResult {
     let mode = parse_mode(&args.mode)?;
-    let format = Format::parse(&args.format).ok_or_else(|| {
+    let text = args.format == "text";
+    let format = if text {
+        Some(Format::Ecs)
+    } else {
+        Format::parse(&args.format)
+    }
+    .ok_or_else(|| {
         Failure::refused(anyhow::anyhow!(
-            "--format {}: expected ecs or ocsf",
+            "--format {}: expected ecs, ocsf or text",
             args.format
         ))
     })?;
+    let render = |doc: &serde_json::Value| {
+        if text {
+            ringfence_agent::outputs::text::line(doc)
+        } else {
+            doc.to_string()
+        }
+    };
     let found = read_rule_files(&args.rules).map_err(Failure::refused)?;
     if !found.tests.is_empty() {
         eprintln!(
@@ -238,7 +252,7 @@ pub fn run(args: Args) -> CmdResult {
         for h in &hits {
             if let Some(f) = engine.finding(h, e) {
                 count += 1;
-                print_line(&f.to_json(format).to_string()).context("writing")?;
+                print_line(&render(&f.to_json(format))).context("writing")?;
             }
         }
         for set in &iocs {
@@ -248,7 +262,7 @@ pub fn run(args: Args) -> CmdResult {
                 doc["event"]["kind"] = json!("alert");
                 doc["threat"] = json!({"indicator": {"type": hit.kind, "name": hit.indicator, "description": hit.label}, "feed": {"name": set.name}});
                 doc["rule"] = json!({"id": format!("ioc:{}", hit.kind), "name": format!("IOC match on {}", hit.field)});
-                print_line(&doc.to_string()).context("writing")?;
+                print_line(&render(&doc)).context("writing")?;
             }
         }
     }

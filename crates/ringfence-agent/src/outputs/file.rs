@@ -1,42 +1,21 @@
-//! Outputs: where each ECS JSON line goes. `stdout`, and `jsonl:PATH` (append, rotate by size).
+//! The local outputs: standard output (ECS lines, or one readable line per finding with
+//! `--format text`) and `jsonl:PATH` (append, rotate by size).
 //!
-//! A write error is counted and logged once per output; the pipeline keeps running (the host
-//! and the other outputs come first). A closed stdout pipe ends that output quietly.
+//! A closed stdout pipe ends that output quietly.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::config::{JsonlSection, OutputSpec};
-
-/// A sink for ECS lines.
-pub trait Output: Send {
-    fn name(&self) -> String;
-    /// Write one line (without its newline).
-    fn write_line(&mut self, line: &str) -> io::Result<()>;
-    fn flush(&mut self) -> io::Result<()>;
-}
-
-/// Build the outputs named in the configuration.
-pub fn build(specs: &[OutputSpec], jsonl: &JsonlSection) -> io::Result<Vec<Box<dyn Output>>> {
-    specs
-        .iter()
-        .map(|s| -> io::Result<Box<dyn Output>> {
-            Ok(match s {
-                OutputSpec::Stdout => Box::new(Stdout::new()),
-                OutputSpec::Jsonl(path) => {
-                    Box::new(Jsonl::open(path, jsonl.rotate_bytes, jsonl.keep)?)
-                }
-            })
-        })
-        .collect()
-}
+use super::{Output, text};
 
 /// Standard output, buffered; flushed by the pipeline at least once a second.
 #[derive(Debug)]
 pub struct Stdout {
     out: BufWriter<io::Stdout>,
     closed: bool,
+    /// One readable line per finding, and no events (`--format text`).
+    text: bool,
 }
 
 impl Stdout {
@@ -44,6 +23,15 @@ impl Stdout {
         Stdout {
             out: BufWriter::with_capacity(64 * 1024, io::stdout()),
             closed: false,
+            text: false,
+        }
+    }
+
+    /// Findings only, each as one readable line ([`text::line`]).
+    pub fn text() -> Stdout {
+        Stdout {
+            text: true,
+            ..Stdout::new()
         }
     }
 }
@@ -57,6 +45,18 @@ impl Default for Stdout {
 impl Output for Stdout {
     fn name(&self) -> String {
         "stdout".into()
+    }
+
+    fn wants_events(&self) -> bool {
+        !self.text
+    }
+
+    fn write_finding(&mut self, finding: &serde_json::Value, line: &str) -> io::Result<()> {
+        if self.text {
+            self.write_line(&text::line(finding))
+        } else {
+            self.write_line(line)
+        }
     }
 
     fn write_line(&mut self, line: &str) -> io::Result<()> {
