@@ -446,7 +446,8 @@ pub async fn findings(
     }
     crate::quota::findings(&state, &agent, batch.findings.len())?;
     let now = state.clock.now_ms();
-    let rows: Vec<(Option<String>, Option<String>, String)> = batch
+    type Row = (Option<String>, Option<String>, Option<String>, String);
+    let rows: Vec<Row> = batch
         .findings
         .iter()
         .map(|f| {
@@ -455,8 +456,10 @@ pub async fn findings(
             let severity = finding_str(f, &["event", "severity"])
                 .or_else(|| finding_str(f, &["rule", "severity"]))
                 .or_else(|| finding_str(f, &["severity"]));
+            let technique =
+                crate::finding_view::first_technique(&serde_json::Value::Object(f.clone()));
             let body = serde_json::to_string(f).unwrap_or_else(|_| "{}".into());
-            (rule, severity, body)
+            (rule, severity, technique, body)
         })
         .collect();
     if !rows.is_empty() {
@@ -464,13 +467,14 @@ pub async fn findings(
             let mut tx = pool.begin().await?;
             for chunk in rows.chunks(500) {
                 let mut q = sqlx::QueryBuilder::new(
-                    "INSERT INTO findings (agent_id, received_at, rule, severity, body) ",
+                    "INSERT INTO findings (agent_id, received_at, rule, severity, technique, body) ",
                 );
-                q.push_values(chunk, |mut b, (rule, sev, body)| {
+                q.push_values(chunk, |mut b, (rule, sev, technique, body)| {
                     b.push_bind(agent.as_str())
                         .push_bind(now)
                         .push_bind(rule)
                         .push_bind(sev)
+                        .push_bind(technique)
                         .push_bind(body);
                 });
                 q.build().execute(&mut *tx).await?;
@@ -750,38 +754,4 @@ pub async fn get_fleet(
     _op: Operator,
 ) -> AppResult<Json<FleetSummary>> {
     Ok(Json(summary(&state).await?))
-}
-
-/// One stored finding.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
-pub struct FindingRow {
-    pub id: i64,
-    pub agent_id: String,
-    pub received_at: Millis,
-    pub rule: Option<String>,
-    pub severity: Option<String>,
-    pub body: String,
-}
-
-/// Latest findings.
-pub async fn list_findings(state: &AppState, limit: i64) -> AppResult<Vec<FindingRow>> {
-    Ok(on_db!(&state.db, |pool| {
-        sqlx::query_as::<_, FindingRow>(
-            "SELECT id, agent_id, received_at, rule, severity, body FROM findings ORDER BY id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(pool)
-        .await?
-    }))
-}
-
-/// `GET /api/v1/findings`.
-pub async fn get_findings(
-    State(state): State<AppState>,
-    _op: Operator,
-    Query(q): Query<ListQuery>,
-) -> AppResult<Json<Vec<FindingRow>>> {
-    Ok(Json(
-        list_findings(&state, q.limit.unwrap_or(200).clamp(1, 10_000)).await?,
-    ))
 }

@@ -17,9 +17,12 @@ pub mod auth;
 pub mod clock;
 pub mod content;
 pub mod dashboard;
+pub mod dashboard_findings;
 pub mod db;
 pub mod drill;
 pub mod error;
+pub mod finding_view;
+pub mod findings;
 pub mod gate;
 pub mod ingest;
 pub mod metrics;
@@ -27,10 +30,12 @@ pub mod mtls;
 pub mod orders;
 pub mod plan;
 pub mod quota;
+pub mod retention;
 pub mod revoke;
 pub mod rollout;
 pub mod snapshot;
 pub mod stats;
+pub mod svg;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,6 +78,8 @@ pub struct Config {
     pub checkin_quota: quota::Quota,
     /// Per-agent findings quota, in findings ([`quota`]).
     pub findings_quota: quota::Quota,
+    /// What is kept, and for how long ([`retention`]).
+    pub retention: retention::Retention,
 }
 
 impl Config {
@@ -87,6 +94,7 @@ impl Config {
             client_ca: None,
             checkin_quota: quota::Quota::CHECKINS,
             findings_quota: quota::Quota::FINDINGS,
+            retention: retention::Retention::default(),
         }
     }
 }
@@ -236,7 +244,13 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/orders", get(orders::get_orders))
         .route("/api/v1/fleet", get(agents::get_fleet))
-        .route("/api/v1/findings", get(agents::get_findings))
+        .route("/api/v1/findings", get(findings::get_findings))
+        .route("/api/v1/findings/groups", get(findings::get_groups))
+        .route("/api/v1/findings/bulk", post(findings::post_bulk))
+        .route(
+            "/api/v1/findings/{id}",
+            get(findings::get_finding).patch(findings::patch_finding),
+        )
         .route("/api/v1/content", get(content::get_content_list))
         .route(
             "/api/v1/rollouts",
@@ -274,10 +288,22 @@ pub async fn run_engine(
 ) {
     let mut every = tokio::time::interval(period);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut swept_at: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.changed() => return,
+        }
+        if swept_at.is_none_or(|t| t.elapsed() >= retention::EVERY) {
+            swept_at = Some(std::time::Instant::now());
+            match retention::enforce(&state, &state.config.retention).await {
+                Ok(swept) if swept != retention::Swept::default() => {
+                    tracing::info!(?swept, "retention deleted old rows");
+                }
+                Ok(_) => {}
+                // Loud: without retention the database grows until the disk is full.
+                Err(e) => tracing::error!(error = %e, "retention pass failed: old rows are kept"),
+            }
         }
         if let Err(e) = state.refresh_if_changed().await {
             tracing::error!(error = %e, "snapshot refresh failed: check-ins answer from the last one");
