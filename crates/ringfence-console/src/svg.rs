@@ -197,12 +197,16 @@ pub fn timeline_svg(label: &str, since: Millis, bucket_ms: Millis, buckets: &[[i
         }
     }
     // Time labels: first, middle, last bucket.
-    for i in [0, buckets.len() / 2, buckets.len().saturating_sub(1)] {
+    let last = buckets.len().saturating_sub(1);
+    for (i, x, anchor) in [
+        (0, left, "start"),
+        (buckets.len() / 2, left + bar_w * (buckets.len() / 2) as f64, "start"),
+        (last, w, "end"),
+    ] {
         let t = utc(since.saturating_add(bucket_ms.saturating_mul(i as i64)));
         let _ = write!(
             s,
-            "<text x=\"{:.0}\" y=\"{:.0}\" font-size=\"11\" fill=\"#667085\">{}</text>",
-            left + bar_w * i as f64,
+            "<text x=\"{x:.0}\" y=\"{:.0}\" font-size=\"11\" fill=\"#667085\" text-anchor=\"{anchor}\">{}</text>",
             h - 6.0,
             esc(t.get(5..16).unwrap_or(&t))
         );
