@@ -168,6 +168,12 @@ impl AppState {
         self
     }
 
+    /// Keep findings, check-ins and the audit log as `r` says.
+    pub fn with_retention(mut self, r: retention::Retention) -> AppState {
+        Arc::make_mut(&mut self.config).retention = r;
+        self
+    }
+
     /// Reload the check-in snapshot from the database.
     pub async fn reload_snapshot(&self) -> AppResult<()> {
         let s = Snapshot::load(&self.db).await?;

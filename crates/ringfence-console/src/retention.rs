@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::plan::parse_duration;
+
 use crate::clock::Millis;
 use crate::db::Db;
 use crate::error::AppResult;
@@ -23,8 +25,7 @@ pub const MAX_PER_PASS: i64 = 200_000;
 const DAY: Millis = 86_400_000;
 
 /// What is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Retention {
     /// Findings older than this go (milliseconds).
     pub findings_max_age_ms: Millis,
@@ -47,6 +48,86 @@ impl Default for Retention {
             checkins_max_age_ms: 30 * DAY,
             audit_max_age_ms: 400 * DAY,
         }
+    }
+}
+
+/// The console's settings file (`console serve --settings FILE`): a `[retention]` table.
+///
+/// ```toml
+/// [retention]
+/// findings_max_age = "90d"
+/// findings_max_count = 1000000
+/// findings_per_agent_max = 100000
+/// checkins_max_age = "30d"
+/// audit_max_age = "400d"
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsFile {
+    #[serde(default)]
+    retention: RetentionFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionFile {
+    findings_max_age: Option<String>,
+    findings_max_count: Option<i64>,
+    findings_per_agent_max: Option<i64>,
+    checkins_max_age: Option<String>,
+    audit_max_age: Option<String>,
+}
+
+impl Retention {
+    /// Read the `[retention]` table of a settings file; the error names the field.
+    pub fn from_settings(text: &str) -> Result<Retention, String> {
+        let file: SettingsFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let f = file.retention;
+        let mut r = Retention::default();
+        let age = |field: &str, v: &Option<String>, min: Millis, default: Millis| match v {
+            None => Ok(default),
+            Some(s) => {
+                let ms = parse_duration(s).map_err(|e| format!("retention.{field}: {e}"))?;
+                if ms < min {
+                    Err(format!(
+                        "retention.{field}: {s:?} is shorter than {}",
+                        crate::plan::format_duration(min)
+                    ))
+                } else {
+                    Ok(ms)
+                }
+            }
+        };
+        let count = |field: &str, v: Option<i64>, default: i64| match v {
+            None => Ok(default),
+            Some(n) if n >= 1 => Ok(n),
+            Some(n) => Err(format!("retention.{field}: {n} is not a positive count")),
+        };
+        r.findings_max_age_ms = age(
+            "findings_max_age",
+            &f.findings_max_age,
+            3_600_000,
+            r.findings_max_age_ms,
+        )?;
+        // The gates read the check-ins of the last bake windows: a day at least.
+        r.checkins_max_age_ms = age(
+            "checkins_max_age",
+            &f.checkins_max_age,
+            DAY,
+            r.checkins_max_age_ms,
+        )?;
+        r.audit_max_age_ms = age("audit_max_age", &f.audit_max_age, DAY, r.audit_max_age_ms)?;
+        r.findings_max_count = count(
+            "findings_max_count",
+            f.findings_max_count,
+            r.findings_max_count,
+        )?;
+        r.findings_per_agent_max = count(
+            "findings_per_agent_max",
+            f.findings_per_agent_max,
+            r.findings_per_agent_max,
+        )?;
+        Ok(r)
     }
 }
 
@@ -200,9 +281,31 @@ mod tests {
         let r = Retention::default();
         assert_eq!(r.findings_max_age_ms, 90 * DAY);
         assert_eq!(r.findings_max_count, 1_000_000);
-        let parsed: Retention = toml::from_str("findings_max_count = 5").unwrap();
+        let parsed = Retention::from_settings(
+            "[retention]\nfindings_max_count = 5\nfindings_max_age = \"7d\"",
+        )
+        .unwrap();
         assert_eq!(parsed.findings_max_count, 5);
-        assert_eq!(parsed.findings_max_age_ms, 90 * DAY);
-        assert!(toml::from_str::<Retention>("findings_max_cuont = 5").is_err());
+        assert_eq!(parsed.findings_max_age_ms, 7 * DAY);
+        assert_eq!(parsed.checkins_max_age_ms, 30 * DAY);
+        assert_eq!(Retention::from_settings("").unwrap(), Retention::default());
+        for (bad, field) in [
+            ("[retention]\nfindings_max_cuont = 5", "findings_max_cuont"),
+            (
+                "[retention]\nfindings_max_count = 0",
+                "retention.findings_max_count",
+            ),
+            (
+                "[retention]\ncheckins_max_age = \"1h\"",
+                "retention.checkins_max_age",
+            ),
+            (
+                "[retention]\naudit_max_age = \"soon\"",
+                "retention.audit_max_age",
+            ),
+        ] {
+            let e = Retention::from_settings(bad).unwrap_err();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
     }
 }
