@@ -451,19 +451,17 @@ pub struct Group {
 /// Findings under `filter` grouped, largest groups first (at most [`MAX_GROUPS`]).
 pub async fn groups(state: &AppState, by: GroupBy, filter: &Filter) -> AppResult<Vec<Group>> {
     let w = Where::of(filter);
-    let (key, label) = match by {
-        GroupBy::Rule => ("COALESCE(f.rule, '')", "COALESCE(f.rule, '')"),
-        GroupBy::Host => ("f.agent_id", "COALESCE(MAX(a.hostname), '')"),
-        GroupBy::Technique => ("COALESCE(f.technique, '')", "COALESCE(f.technique, '')"),
-    };
-    let group_key = if by == GroupBy::Host {
-        "f.agent_id"
-    } else {
-        key
+    // Grouped on the bare column, so the (column, received_at, id) index answers the counts and
+    // times without reading the findings themselves; agents are joined only for host names.
+    let (column, label, from) = match by {
+        GroupBy::Rule => ("f.rule", "COALESCE(f.rule, '')", "findings f"),
+        GroupBy::Host => ("f.agent_id", "COALESCE(MAX(a.hostname), '')", FROM),
+        GroupBy::Technique => ("f.technique", "COALESCE(f.technique, '')", "findings f"),
     };
     let sql = format!(
-        "SELECT {key} AS k, {label} AS l, CAST(COUNT(*) AS BIGINT), MIN(f.received_at), MAX(f.received_at) \
-         FROM {FROM}{} GROUP BY {group_key} ORDER BY COUNT(*) DESC, MAX(f.received_at) DESC LIMIT {MAX_GROUPS}",
+        "SELECT COALESCE({column}, '') AS k, {label} AS l, CAST(COUNT(*) AS BIGINT), MIN(f.received_at), \
+         MAX(f.received_at) FROM {from}{} GROUP BY {column} \
+         ORDER BY COUNT(*) DESC, MAX(f.received_at) DESC LIMIT {MAX_GROUPS}",
         w.sql()
     );
     let rows: Vec<(String, String, i64, Millis, Millis)> = on_db!(&state.db, |pool| {

@@ -200,7 +200,11 @@ pub fn timeline_svg(label: &str, since: Millis, bucket_ms: Millis, buckets: &[[i
     let last = buckets.len().saturating_sub(1);
     for (i, x, anchor) in [
         (0, left, "start"),
-        (buckets.len() / 2, left + bar_w * (buckets.len() / 2) as f64, "start"),
+        (
+            buckets.len() / 2,
+            left + bar_w * (buckets.len() / 2) as f64,
+            "start",
+        ),
         (last, w, "end"),
     ] {
         let t = utc(since.saturating_add(bucket_ms.saturating_mul(i as i64)));
