@@ -400,6 +400,14 @@ async fn an_operator_signs_in_sees_a_rollout_and_halts_it_in_a_real_browser() {
         let page = b.text();
         assert!(page.contains("closed · false positive"), "{page}");
 
+        // Acknowledge every finding of the rule with the bulk form over the list's filter.
+        b.goto(&format!("{base}/findings?rule=Download%20piped%20to%20a%20shell"));
+        b.eval("const f = document.querySelector('form.bulk'); f.elements.status.value = 'acknowledged'; \
+                f.elements.why.value = 'triage sweep'; f.querySelector('button').click(); true");
+        b.wait_until("the bulk change", "document.querySelector('form.bulk .result').textContent.includes('1 changed')");
+        b.wait_until("the list again", "document.readyState === 'complete' && document.body.innerText.includes('acknowledged')");
+        b.goto(&format!("{base}/findings/1"));
+
         // The host page: versions, health over a day, its findings.
         b.eval("document.querySelector('a[href^=\"/agents/\"]').click(); true");
         b.wait_until("the host page", "document.querySelector('svg[aria-label=\"health timeline\"]') && document.readyState === 'complete'");

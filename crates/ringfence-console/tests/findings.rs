@@ -434,7 +434,9 @@ async fn a_flooding_agent_cannot_push_others_out_of_reach(b: Backend) {
 
 async fn retention_deletes_old_and_excess_findings(b: Backend) {
     let c = console(b).await;
-    let agents = c.enroll(1, |_| json!({})).await;
+    let mut agents = c.enroll(1, |_| json!({})).await;
+    let (status, _) = c.checkin(&mut agents[0], json!({})).await;
+    assert_eq!(status, StatusCode::OK);
     let a = &agents[0];
     upload(&c, a, (0..30).map(|n| plain("old", 2, n)).collect()).await;
     c.clock.advance_ms(60 * 86_400_000);
@@ -446,6 +448,9 @@ async fn retention_deletes_old_and_excess_findings(b: Backend) {
     };
     let swept = retention::enforce(&c.state, &r).await.unwrap();
     assert_eq!(swept.findings_over_count, 10);
+    // The check-in is 60 days old: past its 30.
+    assert_eq!(swept.checkins, 1);
+    assert_eq!(c.count("checkins").await, 0);
     assert_eq!(c.count("findings").await, 40);
     let (_, rows) = c.op("GET", "/api/v1/findings?rule=new", Value::Null).await;
     assert_eq!(rows.as_array().unwrap().len(), 20);
@@ -455,6 +460,7 @@ async fn retention_deletes_old_and_excess_findings(b: Backend) {
         .await
         .unwrap();
     assert_eq!(swept.findings_aged, 20);
+    assert_eq!(swept.audit, 0, "the audit log is kept 400 days");
     assert_eq!(c.count("findings").await, 20);
     let (_, rows) = c.op("GET", "/api/v1/findings?rule=old", Value::Null).await;
     assert!(rows.as_array().unwrap().is_empty());
