@@ -446,7 +446,7 @@ pub async fn findings(
     }
     crate::quota::findings(&state, &agent, batch.findings.len())?;
     let now = state.clock.now_ms();
-    type Row = (Option<String>, Option<String>, Option<String>, String);
+    type Row = (Option<String>, Option<String>, Option<String>, i64, String);
     let rows: Vec<Row> = batch
         .findings
         .iter()
@@ -458,8 +458,9 @@ pub async fn findings(
                 .or_else(|| finding_str(f, &["severity"]));
             let technique =
                 crate::finding_view::first_technique(&serde_json::Value::Object(f.clone()));
+            let matches = crate::findings::folded_matches(f);
             let body = serde_json::to_string(f).unwrap_or_else(|_| "{}".into());
-            (rule, severity, technique, body)
+            (rule, severity, technique, matches, body)
         })
         .collect();
     if !rows.is_empty() {
@@ -467,14 +468,15 @@ pub async fn findings(
             let mut tx = pool.begin().await?;
             for chunk in rows.chunks(500) {
                 let mut q = sqlx::QueryBuilder::new(
-                    "INSERT INTO findings (agent_id, received_at, rule, severity, technique, body) ",
+                    "INSERT INTO findings (agent_id, received_at, rule, severity, technique, matches, body) ",
                 );
-                q.push_values(chunk, |mut b, (rule, sev, technique, body)| {
+                q.push_values(chunk, |mut b, (rule, sev, technique, matches, body)| {
                     b.push_bind(agent.as_str())
                         .push_bind(now)
                         .push_bind(rule)
                         .push_bind(sev)
                         .push_bind(technique)
+                        .push_bind(matches)
                         .push_bind(body);
                 });
                 q.build().execute(&mut *tx).await?;

@@ -117,6 +117,7 @@ struct GroupRow {
     label: String,
     href: String,
     count: i64,
+    matches: i64,
     first: String,
     last: String,
 }
@@ -204,6 +205,7 @@ async fn findings_page(
                 label,
                 href,
                 count: g.count,
+                matches: g.matches,
                 first: utc(g.first_seen),
                 last: utc(g.last_seen),
             });

@@ -66,6 +66,23 @@ pub fn severity_word(rank: u8) -> &'static str {
         .unwrap_or("unknown")
 }
 
+/// Most matches one finding may say it folded together (`ringfence.finding.count`): sums over
+/// any number of findings stay far from `i64::MAX`.
+pub const MAX_FOLDED: i64 = 1_000_000_000;
+
+/// How many matches an agent folded into `finding` (1 when it does not say), bounded by
+/// [`MAX_FOLDED`].
+pub fn folded_matches(finding: &serde_json::Map<String, serde_json::Value>) -> i64 {
+    finding
+        .get("ringfence")
+        .and_then(|r| r.get("finding"))
+        .and_then(|f| f.get("count"))
+        .and_then(serde_json::Value::as_u64)
+        .map_or(1, |n| {
+            i64::try_from(n).unwrap_or(i64::MAX).clamp(1, MAX_FOLDED)
+        })
+}
+
 /// One stored finding with its triage state.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Finding {
@@ -83,6 +100,8 @@ pub struct Finding {
     pub tags: String,
     pub comment: Option<String>,
     pub technique: Option<String>,
+    /// Matches the agent folded into it.
+    pub matches: i64,
     pub body: String,
 }
 
@@ -97,7 +116,7 @@ impl Finding {
 }
 
 const COLS: &str = "f.id, f.agent_id, COALESCE(a.hostname, '') AS hostname, f.received_at, f.rule, \
-                    f.severity, f.status, f.close_reason, f.assignee, f.tags, f.comment, f.technique, f.body";
+                    f.severity, f.status, f.close_reason, f.assignee, f.tags, f.comment, f.technique, f.matches, f.body";
 const FROM: &str = "findings f LEFT JOIN agents a ON a.id = f.agent_id";
 
 /// Which findings: every field optional, all given ones must hold.
@@ -445,7 +464,10 @@ pub struct Group {
     pub key: String,
     /// What a person reads (the host name for a host group).
     pub label: String,
+    /// Findings in the group.
     pub count: i64,
+    /// Matches they stand for (the agent folds repeats into one finding).
+    pub matches: i64,
     pub first_seen: Millis,
     pub last_seen: Millis,
 }
@@ -461,12 +483,12 @@ pub async fn groups(state: &AppState, by: GroupBy, filter: &Filter) -> AppResult
         GroupBy::Technique => "f.technique",
     };
     let sql = format!(
-        "SELECT COALESCE({column}, '') AS k, CAST(COUNT(*) AS BIGINT), MIN(f.received_at), \
+        "SELECT COALESCE({column}, '') AS k, CAST(COUNT(*) AS BIGINT), CAST(SUM(f.matches) AS BIGINT), MIN(f.received_at), \
          MAX(f.received_at) FROM findings f{} GROUP BY {column} \
          ORDER BY COUNT(*) DESC, MAX(f.received_at) DESC LIMIT {MAX_GROUPS}",
         w.sql()
     );
-    let rows: Vec<(String, i64, Millis, Millis)> = on_db!(&state.db, |pool| {
+    let rows: Vec<(String, i64, i64, Millis, Millis)> = on_db!(&state.db, |pool| {
         bind_args!(sqlx::query_as(&sql), &w.args)
             .fetch_all(pool)
             .await?
@@ -489,7 +511,7 @@ pub async fn groups(state: &AppState, by: GroupBy, filter: &Filter) -> AppResult
     }
     Ok(rows
         .into_iter()
-        .map(|(key, count, first_seen, last_seen)| Group {
+        .map(|(key, count, matches, first_seen, last_seen)| Group {
             label: if by == GroupBy::Host {
                 names.get(&key).cloned().unwrap_or_default()
             } else {
@@ -497,6 +519,7 @@ pub async fn groups(state: &AppState, by: GroupBy, filter: &Filter) -> AppResult
             },
             key,
             count,
+            matches,
             first_seen,
             last_seen,
         })
@@ -937,6 +960,20 @@ mod tests {
         assert_eq!(severity_word(severity_rank(Some("critical"))), "critical");
         assert_eq!(severity_word(severity_rank(Some("9"))), "unknown");
         assert_eq!(severity_word(severity_rank(None)), "unknown");
+    }
+
+    #[test]
+    fn folded_matches_are_bounded() {
+        let count = |v: serde_json::Value| {
+            let doc = serde_json::json!({"ringfence": {"finding": {"count": v}}});
+            folded_matches(doc.as_object().unwrap())
+        };
+        assert_eq!(count(serde_json::json!(7)), 7);
+        assert_eq!(count(serde_json::json!(0)), 1);
+        assert_eq!(count(serde_json::json!(u64::MAX)), MAX_FOLDED);
+        assert_eq!(count(serde_json::json!(-5)), 1);
+        assert_eq!(count(serde_json::json!("many")), 1);
+        assert_eq!(folded_matches(&serde_json::Map::new()), 1);
     }
 
     #[test]

@@ -137,12 +137,10 @@ async fn findings_read_and_triage(b: Backend) {
     )
     .await;
     c.clock.advance_ms(60_000);
-    upload(
-        &c,
-        other,
-        vec![plain("Discovery", 3, 2), plain("Cron change", 5, 3)],
-    )
-    .await;
+    // The agent folded 7 repeats of one of these into one finding.
+    let mut folded = plain("Discovery", 3, 2);
+    folded["ringfence"] = json!({"finding": {"count": 7}});
+    upload(&c, other, vec![folded, plain("Cron change", 5, 3)]).await;
 
     // Filters.
     let (_, high) = c
@@ -190,6 +188,7 @@ async fn findings_read_and_triage(b: Backend) {
         .await;
     assert_eq!(groups[0]["key"], "Discovery", "{groups}");
     assert_eq!(groups[0]["count"], 3);
+    assert_eq!(groups[0]["matches"], 9);
     assert!(groups[0]["first_seen"].as_i64() < groups[0]["last_seen"].as_i64());
     let (_, hosts) = c
         .op("GET", "/api/v1/findings/groups?by=host", Value::Null)

@@ -8,6 +8,9 @@ ALTER TABLE findings ADD COLUMN assignee TEXT;
 ALTER TABLE findings ADD COLUMN tags TEXT NOT NULL DEFAULT '';
 ALTER TABLE findings ADD COLUMN comment TEXT;
 ALTER TABLE findings ADD COLUMN technique TEXT;
+-- How many matches the agent folded into the finding (ringfence.finding.count, at most 10^9;
+-- findings stored before this migration count as one).
+ALTER TABLE findings ADD COLUMN matches BIGINT NOT NULL DEFAULT 1;
 UPDATE findings SET technique = json_extract(body, '$.threat.technique.id[0]')
     WHERE json_valid(body) AND json_type(body, '$.threat.technique.id[0]') = 'text';
 -- Pages are keyset pages on (received_at, id), newest first, under any filter.
