@@ -430,8 +430,18 @@ fn finding_str(f: &serde_json::Map<String, serde_json::Value>, path: &[&str]) ->
     }
 }
 
-/// One finding to store: rule, severity, the body, and the agent's delivery id.
-type NewFinding = (Option<String>, Option<String>, String, Option<String>);
+/// One finding to store, as its row's columns.
+struct NewFinding {
+    rule: Option<String>,
+    severity: Option<String>,
+    /// The first ATT&CK technique it names, for filters and groups.
+    technique: Option<String>,
+    /// How many matches the agent folded into it.
+    matches: i64,
+    body: String,
+    /// The agent's delivery id: a retried upload stores it once.
+    delivery: Option<String>,
+}
 
 /// `POST /api/v1/agents/findings`. A finding whose `ringfence.delivery_id` this agent already
 /// delivered is acknowledged but not stored again: the agent retries an upload whose answer
@@ -462,8 +472,18 @@ pub async fn findings(
             let severity = finding_str(f, &["event", "severity"])
                 .or_else(|| finding_str(f, &["rule", "severity"]))
                 .or_else(|| finding_str(f, &["severity"]));
+            let technique =
+                crate::finding_view::first_technique(&serde_json::Value::Object(f.clone()));
+            let matches = crate::findings::folded_matches(f);
             let body = serde_json::to_string(f).unwrap_or_else(|_| "{}".into());
-            (rule, severity, body, delivery)
+            NewFinding {
+                rule,
+                severity,
+                technique,
+                matches,
+                body,
+                delivery,
+            }
         })
         .collect();
     if !rows.is_empty() {
@@ -471,15 +491,17 @@ pub async fn findings(
             let mut tx = pool.begin().await?;
             for chunk in rows.chunks(500) {
                 let mut q = sqlx::QueryBuilder::new(
-                    "INSERT INTO findings (agent_id, received_at, rule, severity, body, delivery_id) ",
+                    "INSERT INTO findings (agent_id, received_at, rule, severity, technique, matches, body, delivery_id) ",
                 );
-                q.push_values(chunk, |mut b, (rule, sev, body, delivery)| {
+                q.push_values(chunk, |mut b, f| {
                     b.push_bind(agent.as_str())
                         .push_bind(now)
-                        .push_bind(rule)
-                        .push_bind(sev)
-                        .push_bind(body)
-                        .push_bind(delivery);
+                        .push_bind(&f.rule)
+                        .push_bind(&f.severity)
+                        .push_bind(&f.technique)
+                        .push_bind(f.matches)
+                        .push_bind(&f.body)
+                        .push_bind(&f.delivery);
                 });
                 q.push(" ON CONFLICT (agent_id, delivery_id) DO NOTHING");
                 q.build().execute(&mut *tx).await?;
@@ -759,38 +781,4 @@ pub async fn get_fleet(
     _op: Operator,
 ) -> AppResult<Json<FleetSummary>> {
     Ok(Json(summary(&state).await?))
-}
-
-/// One stored finding.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
-pub struct FindingRow {
-    pub id: i64,
-    pub agent_id: String,
-    pub received_at: Millis,
-    pub rule: Option<String>,
-    pub severity: Option<String>,
-    pub body: String,
-}
-
-/// Latest findings.
-pub async fn list_findings(state: &AppState, limit: i64) -> AppResult<Vec<FindingRow>> {
-    Ok(on_db!(&state.db, |pool| {
-        sqlx::query_as::<_, FindingRow>(
-            "SELECT id, agent_id, received_at, rule, severity, body FROM findings ORDER BY id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(pool)
-        .await?
-    }))
-}
-
-/// `GET /api/v1/findings`.
-pub async fn get_findings(
-    State(state): State<AppState>,
-    _op: Operator,
-    Query(q): Query<ListQuery>,
-) -> AppResult<Json<Vec<FindingRow>>> {
-    Ok(Json(
-        list_findings(&state, q.limit.unwrap_or(200).clamp(1, 10_000)).await?,
-    ))
 }

@@ -1,11 +1,13 @@
-//! The dashboard: plain server-rendered HTML with a little JavaScript, no front-end toolchain.
+//! The dashboard: server-rendered HTML from compiled templates (askama, `templates/`) with a
+//! little JavaScript, no front-end toolchain.
 //!
-//! Pages: fleet (agents, versions, health, tags), rollouts (each ring's progress drawn as inline
-//! SVG, gates with their evidence, halt/resume/rollback buttons, the audit trail) and findings.
+//! Pages: fleet (agents, versions, health, tags, findings over time), rollouts (each ring's
+//! progress drawn as inline SVG, gates with their evidence, halt/resume/rollback buttons, the
+//! audit trail), findings, one finding, and one host ([`crate::dashboard_findings`]).
 //! Every page needs a session from the login form (or a one-time sign-in link that
 //! `ringfence up` prints). Buttons call the same JSON API as the CLI, with the session cookie
-//! and the CSRF header; everything shown is escaped, and characters that hide or reorder text
-//! (controls, bidi overrides) are shown as `\u{…}`.
+//! and the CSRF header; everything shown is escaped by the templates' escaper ([`Printable`]),
+//! and characters that hide or reorder text (controls, bidi overrides) are shown as `\u{…}`.
 //!
 //! Every dashboard response carries a Content-Security-Policy that allows no inline script or
 //! style (the script and style sheet are served from `/assets/`), cannot be framed, and is not
@@ -13,6 +15,7 @@
 
 use std::fmt::Write as _;
 
+use askama::Template;
 use axum::Form;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -30,9 +33,9 @@ use crate::audit;
 use crate::auth::{self, SESSION_COOKIE};
 use crate::clock::Millis;
 use crate::error::AppError;
-use crate::gate::GateReport;
 use crate::plan::format_duration;
-use crate::rollout::{self, RingView, RolloutView};
+use crate::rollout::{self, RolloutView};
+use crate::svg;
 
 /// Dashboard routes.
 pub fn router() -> Router<AppState> {
@@ -44,7 +47,7 @@ pub fn router() -> Router<AppState> {
         .route("/fleet", get(fleet_page))
         .route("/rollouts", get(rollouts_page))
         .route("/rollouts/{id}", get(rollout_page))
-        .route("/findings", get(findings_page))
+        .merge(crate::dashboard_findings::router())
         .route("/assets/dashboard.css", get(css))
         .route("/assets/dashboard.js", get(js))
         .layer(axum::middleware::map_response(security_headers))
@@ -116,6 +119,54 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// The templates' escaper (`askama.toml`): [`esc`] for every `{{ value }}`.
+#[derive(Debug, Clone, Copy)]
+pub struct Printable;
+
+impl askama::filters::Escaper for Printable {
+    fn write_escaped_str<W: std::fmt::Write>(&self, mut dest: W, s: &str) -> std::fmt::Result {
+        dest.write_str(&esc(s))
+    }
+}
+
+/// Render a template as a page; a template that fails to render is a 500 naming it.
+pub fn render<T: Template>(t: &T) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => AppError::internal(format!("rendering a dashboard page: {e}")).into_response(),
+    }
+}
+
+/// What every page's frame shows.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub title: String,
+    pub active: &'static str,
+    pub operator: String,
+}
+
+impl Layout {
+    pub fn new(title: impl Into<String>, active: &'static str, operator: &str) -> Layout {
+        Layout {
+            title: title.into(),
+            active,
+            operator: operator.to_owned(),
+        }
+    }
+
+    pub fn is_on(&self, name: &str) -> bool {
+        name == self.active
+    }
+
+    pub fn nav(&self) -> [(&'static str, &'static str); 3] {
+        [
+            ("/fleet", "Fleet"),
+            ("/rollouts", "Rollouts"),
+            ("/findings", "Findings"),
+        ]
+    }
+}
+
 /// `YYYY-MM-DD HH:MM:SS` UTC.
 pub fn utc(ms: Millis) -> String {
     let secs = ms.div_euclid(1000);
@@ -140,7 +191,7 @@ pub fn utc(ms: Millis) -> String {
     )
 }
 
-fn ago(now: Millis, t: Millis) -> String {
+pub fn ago(now: Millis, t: Millis) -> String {
     let d = (now - t).max(0);
     format!("{} ago", format_duration(d))
 }
@@ -166,6 +217,17 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}code{font:12px ui-mono
 .grow{flex:1}.muted{color:var(--muted)}.reason{margin:6px 0 10px}.err{color:var(--bad);font-weight:600}
 form.login{max-width:340px;margin:80px auto;background:var(--card);border:1px solid var(--line);border-radius:12px;padding:24px}
 form.login input{width:100%;padding:8px;margin:4px 0 12px;border:1px solid var(--line);border-radius:6px}form.login button{width:100%;padding:9px;border:0;border-radius:6px;background:#101828;color:#fff;font-weight:600}
+.sev-critical{background:#7a1010}.sev-high{background:#d92d20}.sev-medium{background:#dc8a00}.sev-low{background:#2e6be6}.sev-informational{background:#667085}.sev-unknown{background:#98a2b3}
+.st-open{background:#2e6be6}.st-acknowledged{background:#dc8a00}.st-closed{background:#12a150}
+.tag{display:inline-block;border:1px solid var(--line);border-radius:6px;padding:0 6px;font-size:12px;background:#f9fafb}
+form.filters,form.bulk,form.triage{display:flex;flex-wrap:wrap;gap:8px 12px;align-items:center;margin-bottom:12px}
+form.filters label,form.triage label{color:var(--muted);font-size:12px}
+input,select,textarea{font:inherit;padding:3px 6px;border:1px solid var(--line);border-radius:6px}
+form button{border:0;border-radius:6px;padding:5px 12px;background:#101828;color:#fff;font-weight:600;cursor:pointer}
+.cols{display:flex;gap:14px;align-items:flex-start}.cols .side{width:420px;flex:none}
+ol.tree{list-style:none;padding-left:0}ol.tree li{margin:4px 0;padding-left:8px;border-left:3px solid var(--line)}ol.tree li.subject{border-left-color:var(--bad)}
+code.cmd{white-space:pre-wrap;word-break:break-all}pre{white-space:pre-wrap;word-break:break-all;font:12px ui-monospace,monospace}
+.comment{white-space:pre-wrap;background:#f9fafb;border-radius:6px;padding:6px 10px}.pager{margin:12px 0}
 "#;
 
 const JS: &str = r#"
@@ -181,36 +243,47 @@ async function act(id, action){
   if (!r.ok) { alert(action + ' refused: ' + (body.error || r.status)); }
   location.reload();
 }
+async function send(method, url, body){
+  const r = await fetch(url, {method, credentials:'same-origin',
+    headers:{'content-type':'application/json','x-ringfence-csrf':'1'}, body: JSON.stringify(body)});
+  const out = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(out.error || String(r.status));
+  return out;
+}
+function change(form){
+  const c = {}; const v = n => (form.elements[n] ? form.elements[n].value.trim() : '');
+  if (v('status')) c.status = v('status');
+  if (c.status === 'closed' && v('close_reason')) c.close_reason = v('close_reason');
+  if (form.elements.assignee && (v('assignee') || form.classList.contains('triage'))) c.assignee = v('assignee');
+  if (form.elements.tags && (v('tags') || form.classList.contains('triage'))) c.tags = v('tags').split(',').map(t => t.trim()).filter(t => t);
+  if (form.elements.comment) c.comment = form.elements.comment.value;
+  if (v('why')) c.why = v('why');
+  return c;
+}
+for (const f of document.querySelectorAll('form.triage')) {
+  f.addEventListener('submit', async e => { e.preventDefault();
+    try { await send('PATCH', '/api/v1/findings/' + f.dataset.finding, change(f)); location.reload(); }
+    catch (err) { f.querySelector('.result').textContent = 'refused: ' + err.message; } });
+}
+for (const f of document.querySelectorAll('form.bulk')) {
+  f.addEventListener('submit', async e => { e.preventDefault();
+    try { const r = await send('POST', '/api/v1/findings/bulk', {filter: JSON.parse(f.dataset.filter), change: change(f)});
+      f.querySelector('.result').textContent = r.changed + ' changed' + (r.more ? ', more match: apply again' : '');
+      setTimeout(() => location.reload(), 800); }
+    catch (err) { f.querySelector('.result').textContent = 'refused: ' + err.message; } });
+}
 const upd = document.getElementById('updated');
 if (upd) upd.textContent = 'updated ' + new Date().toLocaleTimeString();
 const live = document.getElementById('live');
 if (live) { live.checked = localStorage.getItem('rf-live') !== 'off';
   live.onchange = () => localStorage.setItem('rf-live', live.checked ? 'on' : 'off');
-  setInterval(() => { if (live.checked) location.reload(); }, 5000); }
+  // Not while the operator is typing in a form.
+  setInterval(() => { const a = document.activeElement;
+    if (live.checked && !(a && a.matches('input:not(#live),select,textarea'))) location.reload(); }, 5000); }
 "#;
 
-fn page(title: &str, active: &str, operator: &str, body: &str) -> Html<String> {
-    let nav = |href: &str, name: &str| {
-        let on = if name == active { " class=\"on\"" } else { "" };
-        format!("<a href=\"{href}\"{on}>{name}</a>")
-    };
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t} · Ringfence</title>\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><link rel=\"stylesheet\" href=\"/assets/dashboard.css\"></head><body>\
-         <header><b>Ringfence console</b>{f}{r}{fi}<span class=\"me\">{op} · <span id=\"updated\"></span> \
-         <label><input type=\"checkbox\" id=\"live\"> live</label></span>\
-         <form method=\"post\" action=\"/logout\"><button>Sign out</button></form></header>\
-         <main>{body}</main><script src=\"/assets/dashboard.js\"></script></body></html>",
-        t = esc(title),
-        f = nav("/fleet", "Fleet"),
-        r = nav("/rollouts", "Rollouts"),
-        fi = nav("/findings", "Findings"),
-        op = esc(operator),
-    ))
-}
-
 /// The signed-in operator, or a redirect to the login page.
-async fn session(state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
+pub(crate) async fn session(state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
     let secret = headers
         .get_all(header::COOKIE)
         .iter()
@@ -241,20 +314,17 @@ fn set_cookie(state: &AppState, value: &str, max_age_s: i64) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("rf_session=; Path=/; Max-Age=0"))
 }
 
-fn login_html(error: Option<&str>) -> Html<String> {
-    let err = error.map_or(String::new(), |e| {
-        format!("<p class=\"err\">{}</p>", esc(e))
-    });
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign in · Ringfence</title><link rel=\"stylesheet\" href=\"/assets/dashboard.css\"></head>\
-         <body><form class=\"login\" method=\"post\" action=\"/login\"><h1>Ringfence console</h1>{err}\
-         <label>Operator<input name=\"name\" autocomplete=\"username\" autofocus></label>\
-         <label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\"></label>\
-         <button>Sign in</button></form></body></html>"
-    ))
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    error: Option<&'a str>,
 }
 
-async fn login_page() -> Html<String> {
+fn login_html(error: Option<&str>) -> Response {
+    render(&LoginPage { error })
+}
+
+async fn login_page() -> Response {
     login_html(None)
 }
 
@@ -355,7 +425,8 @@ fn mib(bytes: f64) -> String {
     format!("{:.0} MiB", bytes / 1_048_576.0)
 }
 
-fn tags_of(a: &AgentRow) -> String {
+/// An agent's tags in words: `region=eu-west · env=prod · UTC+01:00`.
+pub fn tags_of(a: &AgentRow) -> String {
     let mut parts = Vec::new();
     for (k, v) in [
         ("region", &a.region),
@@ -363,14 +434,14 @@ fn tags_of(a: &AgentRow) -> String {
         ("env", &a.environment),
     ] {
         if let Some(v) = v {
-            parts.push(format!("{k}={}", esc(v)));
+            parts.push(format!("{k}={v}"));
         }
     }
     if let Ok(custom) =
         serde_json::from_str::<std::collections::BTreeMap<String, String>>(&a.custom_tags)
     {
         for (k, v) in custom {
-            parts.push(format!("{}={}", esc(&k), esc(&v)));
+            parts.push(format!("{k}={v}"));
         }
     }
     let tz = a.tz_offset;
@@ -383,231 +454,135 @@ fn tags_of(a: &AgentRow) -> String {
     parts.join(" · ")
 }
 
+/// An agent's health: badge class and word.
+pub fn health_of(a: &AgentRow, now: Millis, heartbeat_ms: Millis) -> (&'static str, &'static str) {
+    if a.lkg_total > 0 {
+        ("fail", "fallback")
+    } else if now - a.last_seen > heartbeat_ms {
+        ("wait", "offline")
+    } else {
+        ("pass", "ok")
+    }
+}
+
+struct FleetRow {
+    id: String,
+    short_id: String,
+    hostname: String,
+    health: &'static str,
+    health_word: &'static str,
+    agent_version: String,
+    content: String,
+    content_version: i64,
+    cpu: String,
+    rss: String,
+    crashes: i64,
+    lkg: i64,
+    drops: i64,
+    findings: i64,
+    last_seen: String,
+    tags: String,
+}
+
+#[derive(Template)]
+#[template(path = "fleet.html")]
+struct FleetPage {
+    layout: Layout,
+    agents: i64,
+    online: i64,
+    baseline: i64,
+    versions_svg: String,
+    timeline_svg: String,
+    rows: Vec<FleetRow>,
+}
+
+/// Hours the fleet page's findings picture covers.
+const FLEET_HOURS: usize = 24;
+
 async fn fleet_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let op = match session(&state, &headers).await {
         Ok(op) => op,
         Err(r) => return r,
     };
-    let (summary, list) = match (
+    let now = state.clock.now_ms();
+    let hour = 3_600_000;
+    let since = (now - now.rem_euclid(hour)) - hour * (FLEET_HOURS as i64 - 1);
+    let (summary, list, timeline) = match (
         agents::summary(&state).await,
         agents::list(&state, 500).await,
+        crate::findings::timeline(&state, None, since, hour, FLEET_HOURS).await,
     ) {
-        (Ok(s), Ok(l)) => (s, l),
-        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+        (Ok(s), Ok(l), Ok(t)) => (s, l, t),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e.into_response(),
     };
-    let now = state.clock.now_ms();
     let hb = 3 * state.config.checkin_interval_ms;
-    let mut b = String::new();
-    let _ = write!(
-        b,
-        "<h1>Fleet</h1><div class=\"cards\"><div class=\"card\"><div class=\"n\">{}</div><div class=\"l\">agents</div></div>\
-         <div class=\"card\"><div class=\"n\">{}</div><div class=\"l\">online</div></div>\
-         <div class=\"card\"><div class=\"n\">v{}</div><div class=\"l\">baseline content</div></div>",
-        summary.agents, summary.online, summary.baseline
-    );
-    let total = summary.agents.max(1) as f64;
-    let _ = write!(
-        b,
-        "<div class=\"card grow\"><div class=\"l\">content versions</div><svg width=\"100%\" height=\"26\" viewBox=\"0 0 600 26\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"agents per content version\">"
-    );
-    let palette = [
-        "#2e6be6", "#12a150", "#dc8a00", "#7a5af8", "#d92d20", "#0ba5ec",
-    ];
-    let mut x = 0.0;
-    for (i, (v, n)) in summary.versions.iter().enumerate() {
-        let w = *n as f64 / total * 600.0;
-        let _ = write!(
-            b,
-            "<rect x=\"{x:.1}\" y=\"2\" width=\"{w:.1}\" height=\"22\" fill=\"{}\"><title>v{v}: {n} agents</title></rect>\
-             <text x=\"{:.1}\" y=\"17\" font-size=\"11\" fill=\"#fff\">v{v} ({n})</text>",
-            palette[i % palette.len()],
-            x + 4.0
-        );
-        x += w;
-    }
-    b.push_str("</svg></div></div>");
-    b.push_str("<table><tr><th>agent</th><th>host</th><th>health</th><th>agent</th><th>content</th><th class=num>cpu</th><th class=num>rss</th><th class=num>crashes</th><th class=num>lkg</th><th class=num>drops</th><th class=num>findings</th><th>last seen</th><th>tags</th></tr>");
-    for a in &list {
-        let online = now - a.last_seen <= hb;
-        let health = if a.lkg_total > 0 {
-            "<span class=\"badge b-fail\">fallback</span>"
-        } else if !online {
-            "<span class=\"badge b-wait\">offline</span>"
-        } else {
-            "<span class=\"badge b-pass\">ok</span>"
-        };
-        let _ = write!(
-            b,
-            "<tr><td><code>{}</code></td><td>{}</td><td>{health}</td><td>{}</td><td title=\"{}\">v{}</td><td class=num>{:.1}%</td><td class=num>{}</td>\
-             <td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td>{}</td><td class=muted>{}</td></tr>",
-            esc(&a.id[..12.min(a.id.len())]),
-            esc(&a.hostname),
-            esc(&a.agent_version),
-            esc(a.content.as_deref().unwrap_or("")),
-            a.content_version,
-            a.cpu,
-            mib(a.rss as f64),
-            a.crashes_total,
-            a.lkg_total,
-            a.drops_total,
-            a.findings_total,
-            ago(now, a.last_seen),
-            tags_of(a)
-        );
-    }
-    b.push_str("</table>");
-    if summary.agents > 500 {
-        let _ = write!(
-            b,
-            "<p class=muted>Showing the 500 most recently seen of {} agents.</p>",
-            summary.agents
-        );
-    }
-    page("Fleet", "Fleet", &op, &b).into_response()
+    let rows = list
+        .iter()
+        .map(|a| {
+            let (health, health_word) = health_of(a, now, hb);
+            FleetRow {
+                id: a.id.clone(),
+                short_id: a.id.chars().take(12).collect(),
+                hostname: a.hostname.clone(),
+                health,
+                health_word,
+                agent_version: a.agent_version.clone(),
+                content: a.content.clone().unwrap_or_default(),
+                content_version: a.content_version,
+                cpu: format!("{:.1}%", a.cpu),
+                rss: mib(a.rss as f64),
+                crashes: a.crashes_total,
+                lkg: a.lkg_total,
+                drops: a.drops_total,
+                findings: a.findings_total,
+                last_seen: ago(now, a.last_seen),
+                tags: tags_of(a),
+            }
+        })
+        .collect();
+    render(&FleetPage {
+        layout: Layout::new("Fleet", "Fleet", &op),
+        agents: summary.agents,
+        online: summary.online,
+        baseline: summary.baseline,
+        versions_svg: svg::versions_svg(summary.agents, &summary.versions),
+        timeline_svg: svg::timeline_svg("findings per hour by severity", since, hour, &timeline),
+        rows,
+    })
 }
 
-fn badge(s: &str) -> String {
-    format!(
-        "<span class=\"badge b-{}\">{}</span>",
-        esc(s),
-        esc(&s.replace('_', " "))
-    )
+/// A rollout's heading as the pages show it.
+struct RolloutHead {
+    id: i64,
+    from_version: i64,
+    to_version: i64,
+    state: String,
+    state_words: String,
+    created_at: String,
+    created_by: String,
+    svg: String,
 }
 
-/// The picture of a rollout: fleet coverage by ring, then each ring's progress.
-pub fn rollout_svg(r: &RolloutView) -> String {
-    let width = 1000.0;
-    let label_w = 230.0;
-    let bar_w = width - label_w - 150.0;
-    let row_h = 46.0;
-    let height = 70.0 + row_h * r.rings.len() as f64;
-    let color = |state: &str| match state {
-        "passed" => "#12a150",
-        "active" => "#2e6be6",
-        "failed" => "#d92d20",
-        "halted" => "#dc8a00",
-        _ => "#c9ced6",
-    };
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"100%\" role=\"img\" aria-label=\"rollout {} progress\" font-family=\"system-ui,sans-serif\">",
-        r.id
-    );
-    // Fleet coverage strip.
-    let fleet = r.fleet.max(1) as f64;
-    let _ = write!(
-        s,
-        "<text x=\"0\" y=\"16\" font-size=\"13\" font-weight=\"600\">Fleet coverage ({} agents)</text>\
-         <rect x=\"{label_w}\" y=\"4\" width=\"{bar_w}\" height=\"18\" rx=\"4\" fill=\"#eef0f3\"/>",
-        r.fleet
-    );
-    let mut x = label_w;
-    for ring in &r.rings {
-        let w = ring.members as f64 / fleet * bar_w;
-        if w > 0.0 {
-            let _ = write!(
-                s,
-                "<rect x=\"{x:.2}\" y=\"4\" width=\"{w:.2}\" height=\"18\" fill=\"{}\" stroke=\"#fff\" stroke-width=\"1\"><title>{}: {} agents ({:.1}% of the fleet)</title></rect>",
-                color(&ring.state),
-                esc(&ring.name),
-                ring.members,
-                ring.members as f64 / fleet * 100.0
-            );
+impl RolloutHead {
+    fn of(v: &RolloutView) -> RolloutHead {
+        RolloutHead {
+            id: v.id,
+            from_version: v.from_version,
+            to_version: v.to_version,
+            state: v.state.clone(),
+            state_words: v.state.replace('_', " "),
+            created_at: utc(v.created_at),
+            created_by: v.created_by.clone(),
+            svg: svg::rollout_svg(v),
         }
-        x += w;
     }
-    let reached: i64 = r.rings.iter().map(|g| g.members).sum();
-    let _ = write!(
-        s,
-        "<text x=\"{:.0}\" y=\"18\" font-size=\"12\" fill=\"#667085\">{:.1}% reached</text>",
-        label_w + bar_w + 10.0,
-        reached as f64 / fleet * 100.0
-    );
-    for (i, ring) in r.rings.iter().enumerate() {
-        let y = 50.0 + row_h * i as f64;
-        let members = ring.members.max(1) as f64;
-        let new_w = ring.on_new as f64 / members * bar_w;
-        let rb_w = ring.on_rollback as f64 / members * bar_w;
-        let window = ring
-            .window
-            .as_deref()
-            .map_or(String::new(), |w| format!(" · window {w}"));
-        let _ = write!(
-            s,
-            "<g><circle cx=\"8\" cy=\"{cy:.0}\" r=\"6\" fill=\"{c}\"/>\
-             <text x=\"22\" y=\"{ty:.0}\" font-size=\"13\" font-weight=\"600\">{i}. {name}</text>\
-             <text x=\"22\" y=\"{sy:.0}\" font-size=\"11\" fill=\"#667085\">{sel} · bake {bake}{window}</text>\
-             <rect x=\"{label_w}\" y=\"{by:.0}\" width=\"{bar_w}\" height=\"20\" rx=\"4\" fill=\"#eef0f3\"/>\
-             <rect x=\"{label_w}\" y=\"{by:.0}\" width=\"{new_w:.2}\" height=\"20\" rx=\"4\" fill=\"{c}\"><title>{on_new} of {m} on v{to}</title></rect>\
-             <rect x=\"{rx:.2}\" y=\"{by:.0}\" width=\"{rb_w:.2}\" height=\"20\" fill=\"#7a5af8\"><title>{on_rb} rolled back</title></rect>\
-             <text x=\"{lx:.0}\" y=\"{ty:.0}\" font-size=\"12\">{on_new}/{m} on v{to}{rbtxt}</text>\
-             <text x=\"{lx:.0}\" y=\"{sy:.0}\" font-size=\"11\" fill=\"#667085\">{st} · {ctl} controls</text></g>",
-            cy = y + 10.0,
-            c = color(&ring.state),
-            ty = y + 14.0,
-            sy = y + 29.0,
-            by = y + 2.0,
-            rx = label_w + new_w,
-            lx = label_w + bar_w + 10.0,
-            name = esc(&ring.name),
-            sel = esc(&ring.selector),
-            bake = format_duration(ring.bake_ms),
-            on_new = ring.on_new,
-            on_rb = ring.on_rollback,
-            m = ring.members,
-            to = r.to_version,
-            rbtxt = if ring.on_rollback > 0 {
-                format!(", {} rolled back", ring.on_rollback)
-            } else {
-                String::new()
-            },
-            st = esc(&ring.state),
-            ctl = ring.controls,
-        );
-    }
-    s.push_str("</svg>");
-    s
 }
 
-fn gate_html(ring: &RingView, g: &GateReport) -> String {
-    let mut b = format!(
-        "<div class=\"panel\"><b>Ring {} · {}</b> gate {} <span class=muted>at {}</span>\
-         <p class=\"reason\">{}</p><p class=muted>{} ring agents with data, {} control agents with data (min {}); \
-         missing {} of {} expected ({:.0}% vs {:.0}% of controls); last-known-good fallbacks on {} agents; baked {} of {}</p>",
-        ring.idx,
-        esc(&ring.name),
-        badge(g.verdict.as_str()),
-        utc(g.at),
-        esc(&g.reason),
-        g.ring_samples,
-        g.control_samples,
-        g.min_samples,
-        g.missing.missing,
-        g.missing.expected,
-        g.missing.share * 100.0,
-        g.missing.control_share * 100.0,
-        g.lkg_agents,
-        format_duration(g.baked_ms),
-        format_duration(g.bake_ms),
-    );
-    if !g.metrics.is_empty() {
-        b.push_str("<table><tr><th>metric</th><th class=num>ring mean</th><th class=num>control mean</th><th class=num>ratio limit</th><th class=num>p (one-sided)</th><th>test</th><th>verdict</th></tr>");
-        for m in &g.metrics {
-            let _ = write!(
-                b,
-                "<tr><td>{}</td><td class=num>{:.4}</td><td class=num>{:.4}</td><td class=num>×{}</td><td class=num>{:.2e}</td><td class=muted>{}</td><td>{}</td></tr>",
-                esc(&m.name),
-                m.ring_mean,
-                m.control_mean,
-                m.ratio,
-                m.p,
-                esc(&m.test),
-                esc(&m.verdict)
-            );
-        }
-        b.push_str("</table>");
-    }
-    b.push_str("</div>");
-    b
+#[derive(Template)]
+#[template(path = "rollouts.html")]
+struct RolloutsPage {
+    layout: Layout,
+    rollouts: Vec<RolloutHead>,
 }
 
 async fn rollouts_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -619,30 +594,51 @@ async fn rollouts_page(State(state): State<AppState>, headers: HeaderMap) -> Res
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let mut b = String::from("<h1>Rollouts</h1>");
-    if rows.is_empty() {
-        b.push_str("<p class=muted>No rollouts yet. Start one with <code>ringfence rollout start --version N --plan plan.toml</code>.</p>");
-    }
+    let mut rollouts = Vec::new();
     for r in rows.iter().take(20) {
         match rollout::view(&state, r.id).await {
-            Ok(v) => {
-                let _ = write!(
-                    b,
-                    "<div class=\"panel\"><a href=\"/rollouts/{id}\"><b>Rollout {id}</b></a> v{} → v{} {} <span class=muted>started {} by {}</span>{}",
-                    v.from_version,
-                    v.to_version,
-                    badge(&v.state),
-                    utc(v.created_at),
-                    esc(&v.created_by),
-                    rollout_svg(&v),
-                    id = v.id,
-                );
-                b.push_str("</div>");
-            }
+            Ok(v) => rollouts.push(RolloutHead::of(&v)),
             Err(e) => return e.into_response(),
         }
     }
-    page("Rollouts", "Rollouts", &op, &b).into_response()
+    render(&RolloutsPage {
+        layout: Layout::new("Rollouts", "Rollouts", &op),
+        rollouts,
+    })
+}
+
+struct GateView {
+    idx: i64,
+    ring: String,
+    verdict: String,
+    verdict_words: String,
+    at: String,
+    reason: String,
+    evidence: String,
+    metrics: Vec<[String; 7]>,
+}
+
+struct AuditView {
+    at: String,
+    actor: String,
+    action: String,
+    decision: String,
+    evidence: String,
+}
+
+#[derive(Template)]
+#[template(path = "rollout.html")]
+struct RolloutPage {
+    layout: Layout,
+    r: RolloutHead,
+    reason: String,
+    emergency: bool,
+    rollback: Option<i64>,
+    can_halt: bool,
+    can_resume: bool,
+    can_rollback: bool,
+    gates: Vec<GateView>,
+    log: Vec<AuditView>,
 }
 
 async fn rollout_page(
@@ -663,93 +659,73 @@ async fn rollout_page(
         Err(e) => return e.into_response(),
     };
     let active = matches!(v.state.as_str(), "running" | "paused" | "halted");
-    let dis = |on: bool| if on { "" } else { " disabled" };
-    let mut b = format!(
-        "<h1>Rollout {id}: v{} → v{} {}</h1><div class=\"panel\">\
-         <p class=\"reason\">{}</p><p class=muted>started {} by {}{}{}</p>\
-         <div class=\"actions\"><button class=\"halt\" data-rollout=\"{id}\" data-action=\"halt\"{}>Halt</button>\
-         <button class=\"resume\" data-rollout=\"{id}\" data-action=\"resume\"{}>Resume</button>\
-         <button class=\"rollback\" data-rollout=\"{id}\" data-action=\"rollback\"{}>Roll back</button></div></div>",
-        v.from_version,
-        v.to_version,
-        badge(&v.state),
-        esc(&v.reason),
-        utc(v.created_at),
-        esc(&v.created_by),
-        if v.emergency {
-            " · <b class=err>emergency: windows overridden</b>"
-        } else {
-            ""
-        },
-        v.rollback_version.map_or(String::new(), |rb| format!(
-            " · rolled back with v{rb} (carries v{})",
-            v.from_version
-        )),
-        dis(active && v.state != "halted"),
-        dis(active && v.state != "running"),
-        dis(active),
-    );
-    let _ = write!(
-        b,
-        "<div class=\"panel\">{}</div><h2>Gates</h2>",
-        rollout_svg(&v)
-    );
-    let mut any = false;
-    for ring in v.rings.iter().rev() {
-        if let Some(g) = &ring.gate {
-            b.push_str(&gate_html(ring, g));
-            any = true;
-        }
-    }
-    if !any {
-        b.push_str("<p class=muted>No gate evaluated yet.</p>");
-    }
-    b.push_str("<h2>Audit log</h2><table><tr><th>time</th><th>actor</th><th>action</th><th>decision</th><th>evidence</th></tr>");
-    for e in &log {
-        let ev: String = e.evidence.chars().take(400).collect();
-        let _ = write!(
-            b,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><details><summary class=muted>evidence</summary><code>{}</code></details></td></tr>",
-            utc(e.at),
-            esc(&e.actor),
-            esc(&e.action),
-            esc(&e.decision),
-            esc(&ev)
-        );
-    }
-    b.push_str("</table>");
-    page(&format!("Rollout {id}"), "Rollouts", &op, &b).into_response()
-}
-
-async fn findings_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let op = match session(&state, &headers).await {
-        Ok(op) => op,
-        Err(r) => return r,
-    };
-    let rows = match agents::list_findings(&state, 200).await {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    let mut b = String::from(
-        "<h1>Findings</h1><table><tr><th>received</th><th>agent</th><th>rule</th><th>severity</th><th>finding</th></tr>",
-    );
-    for f in &rows {
-        let body: String = f.body.chars().take(300).collect();
-        let _ = write!(
-            b,
-            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            utc(f.received_at),
-            esc(&f.agent_id[..12.min(f.agent_id.len())]),
-            esc(f.rule.as_deref().unwrap_or("-")),
-            esc(f.severity.as_deref().unwrap_or("-")),
-            esc(&body)
-        );
-    }
-    b.push_str("</table>");
-    if rows.is_empty() {
-        b.push_str("<p class=muted>No findings uploaded yet.</p>");
-    }
-    page("Findings", "Findings", &op, &b).into_response()
+    let gates = v
+        .rings
+        .iter()
+        .rev()
+        .filter_map(|ring| {
+            let g = ring.gate.as_ref()?;
+            Some(GateView {
+                idx: ring.idx,
+                ring: ring.name.clone(),
+                verdict: g.verdict.as_str().to_owned(),
+                verdict_words: g.verdict.as_str().replace('_', " "),
+                at: utc(g.at),
+                reason: g.reason.clone(),
+                evidence: format!(
+                    "{} ring agents with data, {} control agents with data (min {}); \
+                     missing {} of {} expected ({:.0}% vs {:.0}% of controls); last-known-good fallbacks on {} agents; baked {} of {}",
+                    g.ring_samples,
+                    g.control_samples,
+                    g.min_samples,
+                    g.missing.missing,
+                    g.missing.expected,
+                    g.missing.share * 100.0,
+                    g.missing.control_share * 100.0,
+                    g.lkg_agents,
+                    format_duration(g.baked_ms),
+                    format_duration(g.bake_ms),
+                ),
+                metrics: g
+                    .metrics
+                    .iter()
+                    .map(|m| {
+                        [
+                            m.name.clone(),
+                            format!("{:.4}", m.ring_mean),
+                            format!("{:.4}", m.control_mean),
+                            format!("×{}", m.ratio),
+                            format!("{:.2e}", m.p),
+                            m.test.clone(),
+                            m.verdict.clone(),
+                        ]
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    let log = log
+        .iter()
+        .map(|e| AuditView {
+            at: utc(e.at),
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            decision: e.decision.clone(),
+            evidence: e.evidence.chars().take(400).collect(),
+        })
+        .collect();
+    render(&RolloutPage {
+        layout: Layout::new(format!("Rollout {id}"), "Rollouts", &op),
+        r: RolloutHead::of(&v),
+        reason: v.reason.clone(),
+        emergency: v.emergency,
+        rollback: v.rollback_version,
+        can_halt: active && v.state != "halted",
+        can_resume: active && v.state != "running",
+        can_rollback: active,
+        gates,
+        log,
+    })
 }
 
 #[cfg(test)]

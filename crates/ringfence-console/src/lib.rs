@@ -18,9 +18,12 @@ pub mod auth;
 pub mod clock;
 pub mod content;
 pub mod dashboard;
+pub mod dashboard_findings;
 pub mod db;
 pub mod drill;
 pub mod error;
+pub mod finding_view;
+pub mod findings;
 pub mod gate;
 pub mod ingest;
 pub mod metrics;
@@ -29,11 +32,13 @@ pub mod operators;
 pub mod orders;
 pub mod plan;
 pub mod quota;
+pub mod retention;
 pub mod revoke;
 pub mod roles;
 pub mod rollout;
 pub mod snapshot;
 pub mod stats;
+pub mod svg;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,6 +81,8 @@ pub struct Config {
     pub checkin_quota: quota::Quota,
     /// Per-agent findings quota, in findings ([`quota`]).
     pub findings_quota: quota::Quota,
+    /// What is kept, and for how long ([`retention`]).
+    pub retention: retention::Retention,
 }
 
 impl Config {
@@ -90,6 +97,7 @@ impl Config {
             client_ca: None,
             checkin_quota: quota::Quota::CHECKINS,
             findings_quota: quota::Quota::FINDINGS,
+            retention: retention::Retention::default(),
         }
     }
 }
@@ -163,6 +171,12 @@ impl AppState {
     /// Use another way to republish content on rollback (re-signing with the content keys).
     pub fn with_republisher(mut self, r: Arc<dyn Republisher>) -> AppState {
         self.republisher = r;
+        self
+    }
+
+    /// Keep findings, check-ins and the audit log as `r` says.
+    pub fn with_retention(mut self, r: retention::Retention) -> AppState {
+        Arc::make_mut(&mut self.config).retention = r;
         self
     }
 
@@ -269,7 +283,13 @@ pub fn app(state: AppState) -> Router {
             post(operators::post_token_revoke),
         )
         .route("/api/v1/fleet", get(agents::get_fleet))
-        .route("/api/v1/findings", get(agents::get_findings))
+        .route("/api/v1/findings", get(findings::get_findings))
+        .route("/api/v1/findings/groups", get(findings::get_groups))
+        .route("/api/v1/findings/bulk", post(findings::post_bulk))
+        .route(
+            "/api/v1/findings/{id}",
+            get(findings::get_finding).patch(findings::patch_finding),
+        )
         .route("/api/v1/content", get(content::get_content_list))
         .route(
             "/api/v1/rollouts",
@@ -309,10 +329,22 @@ pub async fn run_engine(
 ) {
     let mut every = tokio::time::interval(period);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut swept_at: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.changed() => return,
+        }
+        if swept_at.is_none_or(|t| t.elapsed() >= retention::EVERY) {
+            swept_at = Some(std::time::Instant::now());
+            match retention::enforce(&state, &state.config.retention).await {
+                Ok(swept) if swept != retention::Swept::default() => {
+                    tracing::info!(?swept, "retention deleted old rows");
+                }
+                Ok(_) => {}
+                // Loud: without retention the database grows until the disk is full.
+                Err(e) => tracing::error!(error = %e, "retention pass failed: old rows are kept"),
+            }
         }
         if let Err(e) = state.refresh_if_changed().await {
             tracing::error!(error = %e, "snapshot refresh failed: check-ins answer from the last one");

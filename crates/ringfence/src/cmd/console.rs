@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// revokes the operator's old tokens and ends their sessions).
     #[arg(long)]
     pub init_operator: Option<String>,
+    /// A settings file with a `[retention]` table: how long findings, check-ins and the audit
+    /// log are kept (defaults: findings 90 days, 1,000,000 in all, 100,000 per agent).
+    #[arg(long, env = "RINGFENCE_CONSOLE_SETTINGS")]
+    pub settings: Option<PathBuf>,
     /// Run the console's clock this many times faster than real time (drills only).
     #[arg(long, default_value_t = 1.0, hide = true)]
     pub clock_speed: f64,
@@ -327,6 +331,15 @@ fn serve(a: ServeArgs) -> CmdResult {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
+    let retention = match &a.settings {
+        None => ringfence_console::retention::Retention::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            ringfence_console::retention::Retention::from_settings(&text)
+                .map_err(|e| Failure::refused(anyhow::anyhow!("{}: {e}", path.display())))?
+        }
+    };
     crate::cmd::agent::init_tracing();
     let identity = console_identity(
         &a.data,
@@ -349,7 +362,8 @@ fn serve(a: ServeArgs) -> CmdResult {
             clock,
             &identity,
         )
-        .await?;
+        .await?
+        .with_retention(retention);
         if let Some(name) = &a.init_operator {
             let password = new_password()?;
             let token = ringfence_console::auth::create_operator(&state, name, &password)
