@@ -314,6 +314,7 @@ pub struct Config {
     pub response: crate::respond::ResponseSection,
     pub protection: crate::protect::ProtectionSection,
     pub findings: crate::group::FindingsSection,
+    pub posture: crate::posture::PostureSection,
 }
 
 /// One problem in a config file.
@@ -361,7 +362,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "agent",
     "sources",
     "audit",
@@ -375,6 +376,7 @@ const SECTIONS: [&str; 13] = [
     "response",
     "protection",
     "findings",
+    "posture",
 ];
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -576,6 +578,14 @@ impl Config {
                 "findings",
                 crate::group::FindingsSection
             ),
+            posture: section_pass!(
+                text,
+                &table,
+                file,
+                errors,
+                "posture",
+                crate::posture::PostureSection
+            ),
         };
         let mut value_error = |section: &str, key: &str, message: String| {
             errors.push(ConfigError {
@@ -587,6 +597,9 @@ impl Config {
         };
         for (key, message) in config.findings.problems() {
             value_error("findings", key, message);
+        }
+        for (key, message) in config.posture.problems() {
+            value_error("posture", key, message);
         }
         let a = &config.agent;
         if a.queue_capacity == 0 {

@@ -34,6 +34,7 @@ pub mod group;
 pub mod merge;
 pub mod mode;
 pub mod output;
+pub mod posture;
 pub mod protect;
 pub mod readiness;
 pub mod respond;
@@ -603,6 +604,29 @@ impl Agent {
                 host.as_deref(),
             ));
         }
+        // Posture checks on their own idle thread; their findings join the stream here.
+        let posture = if self.config.posture.enabled {
+            match posture::spawn(
+                self.config.posture.clone(),
+                host.as_deref().map(str::to_owned),
+                stop.clone(),
+            ) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let message = format!("the posture checks did not start: {e}");
+                    tracing::error!("{message}: reported as a health finding");
+                    pipe.raise(readiness::health_finding(
+                        readiness::PART_RULE_ID,
+                        SourceKind::Agent,
+                        message,
+                        host.as_deref(),
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let interval = Duration::from_secs(self.config.agent.stats_interval_secs.max(1));
         let mut next_stats = Instant::now() + interval;
         let mut next_flush = Instant::now() + Duration::from_millis(500);
@@ -654,6 +678,11 @@ impl Agent {
             for line in notices {
                 pipe.handle(Event::health_notice(SourceKind::Agent, line));
             }
+            if let Some((findings, _)) = &posture {
+                while let Ok(f) = findings.try_recv() {
+                    pipe.raise(f);
+                }
+            }
             pipe.close_groups(Some(now));
             // Findings leave at once; plain events are flushed in batches.
             if (now >= next_flush && pipe.unflushed) || std::mem::take(&mut pipe.findings_unflushed)
@@ -671,6 +700,14 @@ impl Agent {
         }
         // Stop: let sources return, then take what they queued.
         stop.stop();
+        if let Some((findings, handle)) = posture {
+            if handle.join().is_err() {
+                tracing::error!("the posture thread panicked");
+            }
+            while let Ok(f) = findings.try_recv() {
+                pipe.raise(f);
+            }
+        }
         for r in &mut running {
             if let Some(h) = r.handle.take() {
                 match h.join() {
