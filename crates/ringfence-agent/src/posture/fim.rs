@@ -337,6 +337,8 @@ pub struct Dpkg {
     pub md5: HashMap<String, String>,
     /// (seconds, package or "") of every dpkg.log line.
     pub log: Vec<(i64, String)>,
+    /// dpkg runs: (first, last) line times of stretches of lines less than 30 s apart.
+    pub runs: Vec<(i64, i64)>,
 }
 
 impl Dpkg {
@@ -394,6 +396,14 @@ impl Dpkg {
                 d.log.extend(text.lines().filter_map(parse_dpkg_log_line));
             }
         }
+        let mut times: Vec<i64> = d.log.iter().map(|(t, _)| *t).collect();
+        times.sort_unstable();
+        for t in times {
+            match d.runs.last_mut() {
+                Some((_, end)) if t - *end < 30 => *end = t,
+                _ => d.runs.push((t, t)),
+            }
+        }
         d
     }
 
@@ -406,11 +416,12 @@ impl Dpkg {
             .collect()
     }
 
-    /// Whether `t` falls within a dpkg run (a dpkg.log line within 10 s) at or after `since`.
+    /// Whether `t` falls within a dpkg run that ended at or after `since` (with 1 s of slack at
+    /// each end).
     fn in_dpkg_run(&self, t: i64, since: i64) -> bool {
-        self.log
+        self.runs
             .iter()
-            .any(|(lt, _)| *lt >= since.saturating_sub(10) && (t - lt).abs() <= 10)
+            .any(|(start, end)| *end >= since && t >= start - 1 && t <= end + 1)
     }
 }
 
@@ -451,12 +462,12 @@ pub enum Cause {
 /// Tell whether dpkg made the change of `path` from `before` to `after`.
 pub fn cause(
     dpkg: &Dpkg,
+    touched: &HashSet<&str>,
     since: i64,
     path: &str,
     before: Option<&FileState>,
     after: Option<&FileState>,
 ) -> Cause {
-    let touched = dpkg.touched_since(since);
     if let Some(a) = after {
         if a.kind == "file"
             && dpkg
@@ -564,9 +575,10 @@ pub fn compare(old: &Baseline, new: &mut Baseline, dpkg: &Dpkg, stats: &mut Stat
             changes.push((path, None, Some(after), vec!["added"]));
         }
     }
+    let touched = dpkg.touched_since(old.taken);
     for (path, before, after, diff) in changes {
         stats.changes += 1;
-        if let Cause::Package(_) = cause(dpkg, old.taken, path, before, after) {
+        if let Cause::Package(_) = cause(dpkg, &touched, old.taken, path, before, after) {
             stats.package_changes += 1;
             continue;
         }
