@@ -50,6 +50,9 @@ enum Command {
     Replay(cmd::replay::Args),
     /// Response actions on demand, behind the guard rails (`respond kill|quarantine|restore|block|unblock`).
     Respond(cmd::respond::Args),
+    /// Weak passwords, exposed services, sshd and file-integrity checks once
+    /// (`posture [--format text|json]`), or the host's inventory (`posture --inventory`).
+    Posture(cmd::posture::Args),
 }
 
 /// A failure with the exit code it maps to.
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::Rules(args) => cmd::rules::run(args),
         Command::Replay(args) => cmd::replay::run(args),
         Command::Respond(args) => cmd::respond::run(args),
+        Command::Posture(args) => cmd::posture::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

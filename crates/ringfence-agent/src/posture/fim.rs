@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
+use sha2_fim::{Digest, Sha256};
 
 use super::{CpuBudget, Level, PostureFinding};
 
@@ -173,16 +173,16 @@ fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
 fn md5_file(path: &Path) -> Option<String> {
     use md5::Md5;
     let mut f = File::open(path).ok()?;
-    let mut h = Md5::new();
+    let mut h = <Md5 as md5::Digest>::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = f.read(&mut buf).ok()?;
         if n == 0 {
             break;
         }
-        Digest::update(&mut h, &buf[..n]);
+        md5::Digest::update(&mut h, &buf[..n]);
     }
-    Some(hex::encode(h.finalize()))
+    Some(hex::encode(md5::Digest::finalize(h)))
 }
 
 /// The state of `path` now (`None` when it cannot be read at all).

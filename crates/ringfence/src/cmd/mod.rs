@@ -8,6 +8,7 @@ pub mod console_api;
 pub mod content;
 pub mod doctor;
 pub mod fleet;
+pub mod posture;
 pub mod replay;
 pub mod respond;
 pub mod rollout;
