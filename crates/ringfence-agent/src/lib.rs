@@ -658,7 +658,14 @@ impl Agent {
                     if stop.is_stopped() {
                         break;
                     }
-                    // Every source has ended; idle until asked to stop.
+                    // Every source has ended; idle until asked to stop (posture findings
+                    // still come).
+                    if let Some((findings, _)) = &posture {
+                        while let Ok(f) = findings.try_recv() {
+                            pipe.raise(f);
+                        }
+                        pipe.flush();
+                    }
                     stop.sleep(Duration::from_millis(200));
                     continue;
                 }

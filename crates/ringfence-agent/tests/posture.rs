@@ -10,6 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ringfence_agent::posture::{self, CpuBudget, PostureFinding, fim, services, shadow, sshd};
+use ringfence_agent::{Agent, Config, ModeChoice};
+use ringfence_sensor::StopSignal;
+
+mod common;
 
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -458,4 +462,64 @@ fn package_installs_and_removals_are_not_alerts() {
         "{:#?}",
         planted_run.findings
     );
+}
+
+/// In the agent: a file changed while it was down is a finding at its start, through the normal
+/// finding path (the outputs), with before and after.
+#[test]
+fn the_agent_reports_what_changed_while_it_was_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let watched = dir.path().join("etc");
+    std::fs::create_dir(&watched).unwrap();
+    std::fs::write(watched.join("app.conf"), "listen = 127.0.0.1\n").unwrap();
+    let state = dir.path().join("state");
+    let opts = fim::Options {
+        paths: vec![watched.canonicalize().unwrap()],
+        state_dir: state.clone(),
+        ..fim::Options::default()
+    };
+    fim::run(&opts, &CpuBudget::unlimited(Duration::from_secs(60))).unwrap();
+    // The agent is down; someone edits the file.
+    std::fs::write(watched.join("app.conf"), "listen = 0.0.0.0\n").unwrap();
+
+    let mut config = Config::default();
+    config.agent.mode = ModeChoice::Driverless;
+    config.sources.proc_connector = false;
+    config.sources.audit = false;
+    config.sources.fanotify = false;
+    config.sources.logs = false;
+    config.agent.tamper_detection = false;
+    config.posture.start_delay_secs = 0;
+    config.posture.skip = vec!["weak-passwords".into(), "sshd".into(), "services".into()];
+    config.posture.fim_paths = vec![watched.to_string_lossy().into_owned()];
+    config.posture.state_dir = state;
+    let lines = common::Memory::default();
+    let agent = Agent::new(config).with_outputs(vec![Box::new(lines.clone())]);
+    let stop = StopSignal::new();
+    let stop2 = stop.clone();
+    let handle = std::thread::spawn(move || agent.run(stop2));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let finding = loop {
+        let found = lines
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("ringfence-posture-file-changed"))
+            .cloned();
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "no posture finding from the agent");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stop.stop();
+    let summary = handle.join().unwrap();
+    assert!(summary.findings >= 1);
+    let doc: serde_json::Value = serde_json::from_str(&finding).unwrap();
+    assert_eq!(doc["event"]["kind"], "alert");
+    assert_eq!(doc["ringfence"]["finding"]["class"], "posture");
+    let d = &doc["ringfence"]["finding"]["details"];
+    assert_eq!(d["changed"], serde_json::json!(["sha256"]));
+    assert_ne!(d["before"]["sha256"], d["after"]["sha256"]);
 }
