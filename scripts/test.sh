@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in clang-19 llvm-19 bpftool libbpf-dev nftables iproute2; do
+# The posture tests start real servers and make real password hashes (mkpasswd is in whois).
+for pkg in clang-19 llvm-19 bpftool libbpf-dev nftables iproute2 \
+  openssh-server whois redis-server memcached mariadb-server; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
