@@ -329,7 +329,19 @@ pub fn run_pass(section: &PostureSection, paths: &HostPaths, budget: &CpuBudget)
     let mut report = Report::default();
     if section.runs("sshd") {
         match sshd::check(&paths.sshd_config) {
-            Ok(found) => report.findings.extend(found),
+            Ok(mut found) => {
+                // A configuration nothing serves is a weakness in waiting, not an open door.
+                let running = services::listeners(&paths.proc)
+                    .iter()
+                    .any(|l| l.process.as_deref() == Some("sshd"));
+                if !running {
+                    for f in &mut found {
+                        f.level = Level::Low;
+                        f.message += " (sshd is not listening now)";
+                    }
+                }
+                report.findings.extend(found);
+            }
             Err(e) => report.incomplete.push(format!("sshd: {e}")),
         }
     }
