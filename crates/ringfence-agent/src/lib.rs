@@ -576,6 +576,7 @@ impl Agent {
             telemetry: self.telemetry.take(),
             response: self.response.take(),
             groups: group::FindingGroups::new(&self.config.findings),
+            posture_files: None,
         };
         if let Some(why) = ebpf_failed {
             // Say so where a person will see it: in the event stream, beside the log line.
@@ -611,7 +612,10 @@ impl Agent {
                 host.as_deref().map(str::to_owned),
                 stop.clone(),
             ) {
-                Ok(p) => Some(p),
+                Ok(p) => {
+                    pipe.posture_files.clone_from(&p.files);
+                    Some(p)
+                }
                 Err(e) => {
                     let message = format!("the posture checks did not start: {e}");
                     tracing::error!("{message}: reported as a health finding");
@@ -660,8 +664,8 @@ impl Agent {
                     }
                     // Every source has ended; idle until asked to stop (posture findings
                     // still come).
-                    if let Some((findings, _)) = &posture {
-                        while let Ok(f) = findings.try_recv() {
+                    if let Some(p) = &posture {
+                        while let Ok(f) = p.findings.try_recv() {
                             pipe.raise(f);
                         }
                         pipe.flush();
@@ -685,8 +689,8 @@ impl Agent {
             for line in notices {
                 pipe.handle(Event::health_notice(SourceKind::Agent, line));
             }
-            if let Some((findings, _)) = &posture {
-                while let Ok(f) = findings.try_recv() {
+            if let Some(p) = &posture {
+                while let Ok(f) = p.findings.try_recv() {
                     pipe.raise(f);
                 }
             }
@@ -707,11 +711,12 @@ impl Agent {
         }
         // Stop: let sources return, then take what they queued.
         stop.stop();
-        if let Some((findings, handle)) = posture {
-            if handle.join().is_err() {
+        if let Some(p) = posture {
+            pipe.posture_files = None;
+            if p.handle.join().is_err() {
                 tracing::error!("the posture thread panicked");
             }
-            while let Ok(f) = findings.try_recv() {
+            while let Ok(f) = p.findings.try_recv() {
                 pipe.raise(f);
             }
         }
@@ -806,6 +811,8 @@ struct Pipeline {
     response: Option<respond::ResponseStage>,
     /// Repeated findings folded into one (see [`group`]).
     groups: group::FindingGroups,
+    /// Where file events go to keep the file-integrity baseline current ([`posture`]).
+    posture_files: Option<Arc<posture::LiveFiles>>,
 }
 
 impl Pipeline {
@@ -851,6 +858,23 @@ impl Pipeline {
         }
         if event.partial {
             self.summary.partial_events += 1;
+        }
+
+        if let (Some(live), Some(file)) = (&self.posture_files, &event.file)
+            && matches!(
+                event.kind,
+                Some(
+                    EventKind::FileCreate
+                        | EventKind::FileModify
+                        | EventKind::FileDelete
+                        | EventKind::FileRename
+                )
+            )
+        {
+            live.offer(&file.path);
+            if let Some(original) = &file.original_path {
+                live.offer(original);
+            }
         }
 
         // ── detect ──────────────────────────────────────────────────────────────────────────

@@ -152,6 +152,8 @@ pub struct Stats {
 pub struct Outcome {
     pub findings: Vec<PostureFinding>,
     pub stats: Stats,
+    /// The state the pass found (the new baseline).
+    pub baseline: Baseline,
 }
 
 fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
@@ -655,6 +657,109 @@ pub fn run(opts: &Options, budget: &CpuBudget) -> Result<Outcome, String> {
     } else {
         out.stats.baseline_bytes = serde_json::to_vec(&new).map_or(0, |v| v.len() as u64);
     }
+    out.baseline = new;
+    Ok(out)
+}
+
+/// Paths that file events said changed, checked against the baseline once the host has been
+/// quiet for a while and no package manager runs (so a dpkg run is judged once it is logged).
+#[derive(Debug, Default)]
+pub struct Dirty {
+    paths: std::collections::BTreeSet<PathBuf>,
+    last: Option<Instant>,
+    /// More paths came than [`Dirty::MAX`]: the next full pass must run now.
+    pub overflowed: bool,
+}
+
+impl Dirty {
+    pub const MAX: usize = 100_000;
+    /// Quiet time before dirty paths are checked.
+    pub const QUIET: std::time::Duration = std::time::Duration::from_secs(20);
+
+    pub fn add(&mut self, path: PathBuf) {
+        if self.paths.len() >= Self::MAX {
+            self.overflowed = true;
+        } else {
+            self.paths.insert(path);
+        }
+        self.last = Some(Instant::now());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// Quiet long enough, and no dpkg or apt process running (looked for in `proc`).
+    pub fn ready(&self, proc: &Path) -> bool {
+        !self.paths.is_empty()
+            && self.last.is_some_and(|t| t.elapsed() >= Self::QUIET)
+            && !package_manager_running(proc)
+    }
+}
+
+/// A dpkg, apt, apt-get, aptitude or unattended-upgrade process is running.
+pub fn package_manager_running(proc: &Path) -> bool {
+    let Ok(rd) = fs::read_dir(proc) else {
+        return false;
+    };
+    rd.filter_map(Result::ok)
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .any(|e| {
+            fs::read_to_string(e.path().join("comm")).is_ok_and(|c| {
+                matches!(
+                    c.trim(),
+                    "dpkg" | "apt" | "apt-get" | "aptitude" | "unattended-upgr"
+                )
+            })
+        })
+}
+
+/// Check the dirty paths against `baseline` (updated in place, and stored when `opts.store`).
+pub fn check_dirty(
+    opts: &Options,
+    baseline: &mut Baseline,
+    dirty: &mut Dirty,
+) -> Result<Outcome, String> {
+    let mut out = Outcome::default();
+    let paths = std::mem::take(&mut dirty.paths);
+    dirty.last = None;
+    let mut old = Baseline {
+        version: BASELINE_VERSION,
+        taken: baseline.taken,
+        paths: baseline.paths.clone(),
+        entries: BTreeMap::new(),
+    };
+    let mut new = Baseline {
+        version: BASELINE_VERSION,
+        taken: chrono::Utc::now().timestamp(),
+        paths: baseline.paths.clone(),
+        entries: BTreeMap::new(),
+    };
+    for p in &paths {
+        let key = p.to_string_lossy().into_owned();
+        if let Some(s) = baseline.entries.get(&key) {
+            old.entries.insert(key.clone(), s.clone());
+        }
+        if let Some(s) = state_of(p, opts.max_hash_bytes, &mut out.stats) {
+            new.entries.insert(key, s);
+        }
+    }
+    let dpkg = Dpkg::load(&opts.dpkg_dir, &opts.dpkg_log);
+    out.findings = compare(&old, &mut new, &dpkg, &mut out.stats);
+    for p in &paths {
+        let key = p.to_string_lossy().into_owned();
+        match new.entries.remove(&key) {
+            Some(s) => {
+                baseline.entries.insert(key, s);
+            }
+            None => {
+                baseline.entries.remove(&key);
+            }
+        }
+    }
+    if opts.store {
+        out.stats.baseline_bytes = store(&opts.state_dir, baseline)?;
+    }
     Ok(out)
 }
 
@@ -721,6 +826,28 @@ mod tests {
         );
         let third = run(&o, &budget).unwrap();
         assert!(third.findings.is_empty(), "{:?}", third.findings);
+    }
+
+    #[test]
+    fn file_events_between_passes_are_checked_and_keep_the_baseline_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = dir.path().join("watched");
+        fs::create_dir_all(&w).unwrap();
+        fs::write(w.join("sudoers"), "root ALL=(ALL) ALL\n").unwrap();
+        let o = opts(dir.path(), &w);
+        let budget = CpuBudget::unlimited(Duration::from_secs(60));
+        let mut baseline = run(&o, &budget).unwrap().baseline;
+        fs::write(w.join("sudoers"), "root ALL=(ALL) ALL\nevil ALL=(ALL) NOPASSWD: ALL\n").unwrap();
+        let mut dirty = Dirty::default();
+        dirty.add(w.join("sudoers"));
+        dirty.add(w.join("never-existed"));
+        let out = check_dirty(&o, &mut baseline, &mut dirty).unwrap();
+        assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
+        assert_eq!(out.findings[0].rule_id, "ringfence-posture-file-changed");
+        assert!(dirty.is_empty());
+        // The baseline took the new state, on disk too: the next pass does not report it again.
+        let again = run(&o, &budget).unwrap();
+        assert!(again.findings.is_empty(), "{:?}", again.findings);
     }
 
     #[test]

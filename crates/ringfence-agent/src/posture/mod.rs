@@ -298,6 +298,9 @@ pub struct Report {
     pub incomplete: Vec<String>,
     pub shadow: Option<shadow::Stats>,
     pub fim: Option<fim::Stats>,
+    /// The file state the pass found, kept current from file events between passes.
+    #[serde(skip)]
+    pub fim_baseline: Option<fim::Baseline>,
 }
 
 /// Where a pass reads the host from (tests point these at their own files).
@@ -367,6 +370,7 @@ pub fn run_pass(section: &PostureSection, paths: &HostPaths, budget: &CpuBudget)
             Ok(out) => {
                 report.findings.extend(out.findings);
                 report.fim = Some(out.stats);
+                report.fim_baseline = Some(out.baseline);
             }
             Err(e) => report.incomplete.push(format!("fim: {e}")),
         }
@@ -396,23 +400,100 @@ pub fn run_pass(section: &PostureSection, paths: &HostPaths, budget: &CpuBudget)
     report
 }
 
-/// What the agent's posture thread hands the pipeline: findings, already in JSON.
-pub type Findings = Receiver<Json>;
+/// File events for the baseline: the pipeline offers the path of every file event, and those
+/// under a watched path go to the posture thread (never waited for: when its queue is full the
+/// path is dropped, counted, and the next full pass runs at once).
+#[derive(Debug)]
+pub struct LiveFiles {
+    tx: Sender<PathBuf>,
+    roots: Vec<PathBuf>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl LiveFiles {
+    pub fn offer(&self, path: &str) {
+        let p = std::path::Path::new(path);
+        if self.roots.iter().any(|r| p.starts_with(r))
+            && self.tx.try_send(p.to_owned()).is_err()
+        {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// The running posture thread, as the pipeline sees it.
+pub struct Running {
+    /// Findings, already in JSON.
+    pub findings: Receiver<Json>,
+    /// Where file events go (`None` when the file-integrity check is skipped).
+    pub files: Option<std::sync::Arc<LiveFiles>>,
+    pub handle: std::thread::JoinHandle<()>,
+}
 
 /// Start the posture thread: idle class, first pass after `start_delay_secs`, then every
-/// `interval_secs`, until `stop`. Findings (and a health finding for each check that could not
-/// finish) come out of the returned channel; when the pipeline falls behind they are dropped
-/// and counted in the log, never waited for.
-pub fn spawn(
-    section: PostureSection,
-    host: Option<String>,
-    stop: StopSignal,
-) -> std::io::Result<(Findings, std::thread::JoinHandle<()>)> {
+/// `interval_secs`, until `stop`; between passes the baseline is kept current from file
+/// events. Findings (and a health finding for each check that could not finish) come out of
+/// [`Running::findings`]; when the pipeline falls behind they are dropped and counted in the
+/// log, never waited for.
+pub fn spawn(section: PostureSection, host: Option<String>, stop: StopSignal) -> std::io::Result<Running> {
     let (tx, rx) = crossbeam_channel::bounded(4096);
+    let (files_tx, files_rx) = crossbeam_channel::bounded(65_536);
+    let files = section.runs("fim").then(|| {
+        let homes = shadow::home_dirs(&HostPaths::default().passwd);
+        std::sync::Arc::new(LiveFiles {
+            tx: files_tx,
+            roots: fim::expand_paths(&section.fim_paths, &homes),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        })
+    });
+    let live = files.clone();
     let handle = std::thread::Builder::new()
         .name("rf-posture".into())
-        .spawn(move || posture_thread(&section, host.as_deref(), &stop, &tx))?;
-    Ok((rx, handle))
+        .spawn(move || {
+            posture_thread(&section, host.as_deref(), &stop, &tx, &files_rx, live.as_deref());
+        })?;
+    Ok(Running {
+        findings: rx,
+        files,
+        handle,
+    })
+}
+
+/// Hands findings to the pipeline; false once the pipeline is gone.
+struct Sink<'a> {
+    tx: &'a Sender<Json>,
+    host: Option<&'a str>,
+    dropped: u64,
+}
+
+impl Sink<'_> {
+    fn send(&mut self, doc: Json) -> bool {
+        match self.tx.try_send(doc) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.dropped = self.dropped.saturating_add(1);
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    fn findings(&mut self, findings: &[PostureFinding]) -> bool {
+        let now = Timestamp::now();
+        findings.iter().all(|f| self.send(f.to_json(self.host, now)))
+    }
+
+    fn incomplete(&mut self, why: &str) -> bool {
+        tracing::error!("posture check incomplete: {why}");
+        let doc = crate::readiness::health_finding(
+            crate::readiness::PART_RULE_ID,
+            ringfence_event::SourceKind::Agent,
+            format!("posture check incomplete: {why}"),
+            self.host,
+        );
+        self.send(doc)
+    }
 }
 
 fn posture_thread(
@@ -420,52 +501,52 @@ fn posture_thread(
     host: Option<&str>,
     stop: &StopSignal,
     tx: &Sender<Json>,
+    files: &Receiver<PathBuf>,
+    live: Option<&LiveFiles>,
 ) {
     if let Err(e) = ringfence_sensor::sys::set_thread_idle_priority() {
         tracing::warn!(error = %e, "posture: cannot enter the idle scheduling class; the CPU budget still holds");
     }
     stop.sleep(Duration::from_secs(section.start_delay_secs));
     let paths = HostPaths::default();
+    let mut sink = Sink {
+        tx,
+        host,
+        dropped: 0,
+    };
+    let mut baseline: Option<fim::Baseline> = None;
+    let fim_opts = |baseline_paths: Vec<PathBuf>| fim::Options {
+        paths: baseline_paths,
+        state_dir: section.state_dir.clone(),
+        dpkg_dir: paths.dpkg_dir.clone(),
+        dpkg_log: paths.dpkg_log.clone(),
+        store: section.store_baseline,
+        ..fim::Options::default()
+    };
     while !stop.is_stopped() {
+        // A pass in the middle of an upgrade would judge half-applied packages: wait it out
+        // (an hour at most).
+        let waited = Instant::now();
+        while fim::package_manager_running(&paths.proc)
+            && waited.elapsed() < Duration::from_secs(3600)
+            && !stop.is_stopped()
+        {
+            stop.sleep(Duration::from_secs(5));
+        }
         let started = Instant::now();
         let budget = CpuBudget::new(
             section.cpu_percent,
             Duration::from_secs(section.max_cpu_secs_per_pass),
             Some(stop.clone()),
         );
-        let report = run_pass(section, &paths, &budget);
-        let now = Timestamp::now();
-        let mut dropped = 0u64;
-        let mut send = |doc: Json| match tx.try_send(doc) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                dropped = dropped.saturating_add(1);
-                true
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        };
-        for f in &report.findings {
-            if !send(f.to_json(host, now)) {
-                return;
-            }
+        let mut report = run_pass(section, &paths, &budget);
+        if !sink.findings(&report.findings) {
+            return;
         }
         for why in &report.incomplete {
-            tracing::error!("posture check incomplete: {why}");
-            let doc = crate::readiness::health_finding(
-                crate::readiness::PART_RULE_ID,
-                ringfence_event::SourceKind::Agent,
-                format!("posture check incomplete: {why}"),
-                host,
-            );
-            if !send(doc) {
+            if !sink.incomplete(why) {
                 return;
             }
-        }
-        if dropped > 0 {
-            tracing::error!(
-                dropped,
-                "posture: findings dropped, the pipeline did not take them"
-            );
         }
         tracing::info!(
             findings = report.findings.len(),
@@ -474,7 +555,56 @@ fn posture_thread(
             wall_ms = started.elapsed().as_millis() as u64,
             "posture pass done"
         );
-        stop.sleep(Duration::from_secs(section.interval_secs));
+        if let Some(b) = report.fim_baseline.take() {
+            baseline = Some(b);
+        }
+        let mut dirty = fim::Dirty::default();
+        // Between passes: file events keep the baseline current.
+        let next = Instant::now() + Duration::from_secs(section.interval_secs);
+        while Instant::now() < next && !stop.is_stopped() {
+            match files.recv_timeout(Duration::from_secs(1)) {
+                Ok(p) => {
+                    dirty.add(p);
+                    for p in files.try_iter().take(fim::Dirty::MAX) {
+                        dirty.add(p);
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    stop.sleep(Duration::from_secs(1));
+                }
+            }
+            if live.is_some_and(|l| l.dropped.swap(0, std::sync::atomic::Ordering::Relaxed) > 0)
+            {
+                dirty.overflowed = true;
+            }
+            if dirty.overflowed {
+                tracing::warn!("posture: more file events than the queue holds; a full pass runs now");
+                break;
+            }
+            let Some(b) = baseline.as_mut() else { continue };
+            if dirty.ready(&paths.proc) {
+                match fim::check_dirty(&fim_opts(b.paths.clone()), b, &mut dirty) {
+                    Ok(out) => {
+                        if !sink.findings(&out.findings) {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        if !sink.incomplete(&format!("fim: {e}")) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        if sink.dropped > 0 {
+            tracing::error!(
+                dropped = sink.dropped,
+                "posture: findings dropped, the pipeline did not take them"
+            );
+            sink.dropped = 0;
+        }
     }
 }
 
