@@ -89,13 +89,22 @@ fn weak_empty_and_uid0_accounts_are_found_in_real_hashes() {
     .map(|(r, s)| (*r, (*s).to_owned()))
     .collect();
     assert_eq!(got, want);
-    let bob = out.findings.iter().find(|f| f.subject == "user bob").unwrap();
+    let bob = out
+        .findings
+        .iter()
+        .find(|f| f.subject == "user bob")
+        .unwrap();
     assert_eq!(bob.details["hash_type"], "yescrypt");
     assert_eq!(bob.details["list_rank"], 1);
     // The password itself is never in a finding.
     for f in &out.findings {
-        let text = f.to_json(None, ringfence_event::Timestamp::now()).to_string();
-        assert!(!text.contains("\"password\"") && !text.contains("qwerty"), "{text}");
+        let text = f
+            .to_json(None, ringfence_event::Timestamp::now())
+            .to_string();
+        assert!(
+            !text.contains("\"password\"") && !text.contains("qwerty"),
+            "{text}"
+        );
     }
     assert_eq!(out.stats.checked, 9);
     assert_eq!(out.stats.unchecked, 0);
@@ -125,7 +134,9 @@ fn the_cpu_budget_stops_the_check_and_counts_what_is_left() {
     }
     let dir = tempfile::tempdir().unwrap();
     let h = run_ok(Command::new("mkpasswd").args(["-m", "yescrypt", "not-on-any-list-42"]));
-    let text: String = (0..5).map(|i| format!("u{i}:{h}:1:0:99999:7:::\n")).collect();
+    let text: String = (0..5)
+        .map(|i| format!("u{i}:{h}:1:0:99999:7:::\n"))
+        .collect();
     std::fs::write(dir.path().join("shadow"), text).unwrap();
     std::fs::write(dir.path().join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
     let opts = shadow::Options {
@@ -146,7 +157,11 @@ fn sshd_effective_configuration_from_sshd_itself() {
     }
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("host_ed25519");
-    run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key));
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key),
+    );
     let config = dir.path().join("sshd_config");
     // Privilege separation needs /run/sshd; a host without a running sshd may lack it.
     std::fs::create_dir_all("/run/sshd").unwrap();
@@ -193,10 +208,10 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("0.0.0.0:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
+    match TcpListener::bind("0.0.0.0:0").and_then(|l| l.local_addr()) {
+        Ok(a) => a.port(),
+        Err(e) => panic!("no free port: {e}"),
+    }
 }
 
 fn wait_listening(port: u16, server: &mut Server) {
@@ -206,7 +221,11 @@ fn wait_listening(port: u16, server: &mut Server) {
         if let Ok(Some(status)) = server.0.try_wait() {
             panic!("{} exited before listening on {port}: {status}", server.1);
         }
-        assert!(Instant::now() < deadline, "{} never listened on {port}", server.1);
+        assert!(
+            Instant::now() < deadline,
+            "{} never listened on {port}",
+            server.1
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -225,14 +244,20 @@ fn findings_on(port: u16) -> Vec<PostureFinding> {
     let out = services::check(Path::new("/proc"));
     out.findings
         .into_iter()
-        .filter(|f| f.details["listen"].as_str().is_some_and(|l| l.ends_with(&format!(":{port}"))))
+        .filter(|f| {
+            f.details["listen"]
+                .as_str()
+                .is_some_and(|l| l.ends_with(&format!(":{port}")))
+        })
         .collect()
 }
 
 /// A temporary directory other users can enter (servers drop root).
 fn open_tempdir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    if let Err(e) = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)) {
+        panic!("{}: {e}", dir.path().display());
+    }
     dir
 }
 
@@ -245,10 +270,18 @@ fn redis_without_requirepass_is_found_and_with_it_is_not() {
     let (open, locked) = (free_port(), free_port());
     let redis = |port: u16, extra: &[&str]| {
         let mut c = Command::new("/usr/bin/redis-server");
-        c.args(["--port", &port.to_string(), "--bind", "0.0.0.0", "--save", "", "--dir"])
-            .arg(dir.path())
-            .args(["--protected-mode", "no"])
-            .args(extra);
+        c.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "0.0.0.0",
+            "--save",
+            "",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .args(["--protected-mode", "no"])
+        .args(extra);
         let mut s = spawn("redis-server", &mut c);
         wait_listening(port, &mut s);
         s
@@ -270,7 +303,9 @@ fn memcached_answering_stats_is_found() {
     let port = free_port();
     let mut s = spawn(
         "memcached",
-        Command::new("/usr/bin/memcached").args(["-u", "memcache", "-l", "0.0.0.0", "-U", "0", "-p"]).arg(port.to_string()),
+        Command::new("/usr/bin/memcached")
+            .args(["-u", "memcache", "-l", "0.0.0.0", "-U", "0", "-p"])
+            .arg(port.to_string()),
     );
     wait_listening(port, &mut s);
     let found = findings_on(port);
@@ -287,7 +322,11 @@ fn mariadb_root_without_password_is_found_and_with_one_is_not() {
     let data = dir.path().join("data");
     run_ok(
         Command::new("/usr/bin/mariadb-install-db")
-            .args(["--no-defaults", "--user=mysql", "--auth-root-authentication-method=normal"])
+            .args([
+                "--no-defaults",
+                "--user=mysql",
+                "--auth-root-authentication-method=normal",
+            ])
             .arg(format!("--datadir={}", data.display()))
             .stdin(Stdio::null()),
     );
@@ -297,7 +336,12 @@ fn mariadb_root_without_password_is_found_and_with_one_is_not() {
     let mut s = spawn(
         "mariadbd",
         Command::new("/usr/sbin/mariadbd")
-            .args(["--no-defaults", "--user=mysql", "--bind-address=0.0.0.0", "--skip-log-bin"])
+            .args([
+                "--no-defaults",
+                "--user=mysql",
+                "--bind-address=0.0.0.0",
+                "--skip-log-bin",
+            ])
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", sock.display()))
             .arg(format!("--pid-file={}", data.join("pid").display()))
@@ -372,10 +416,18 @@ fn postgres_trust_lines_are_found_and_the_server_confirms_them() {
     let mut found = findings_on(port);
     found.sort_by_key(|f| f.level);
     let levels: Vec<posture::Level> = found.iter().map(|f| f.level).collect();
-    assert_eq!(levels, [posture::Level::Low, posture::Level::Critical], "{found:?}");
+    assert_eq!(
+        levels,
+        [posture::Level::Low, posture::Level::Critical],
+        "{found:?}"
+    );
     let evidence = found[1].details["evidence"].as_str().unwrap_or("");
     assert!(evidence.contains("AuthenticationOk"), "{evidence}");
-    assert!(found[1].message.contains("pg_hba.conf"), "{}", found[1].message);
+    assert!(
+        found[1].message.contains("pg_hba.conf"),
+        "{}",
+        found[1].message
+    );
 }
 
 fn apt(args: &[&str]) -> bool {
@@ -433,10 +485,18 @@ fn package_installs_and_removals_are_not_alerts() {
     );
     assert!(apt(&["install", "--reinstall", PKG]));
     let after_reinstall = fim::run(&opts, &budget).unwrap();
-    assert!(after_reinstall.findings.is_empty(), "{:#?}", after_reinstall.findings);
+    assert!(
+        after_reinstall.findings.is_empty(),
+        "{:#?}",
+        after_reinstall.findings
+    );
     assert!(apt(&["remove", PKG]));
     let after_remove = fim::run(&opts, &budget).unwrap();
-    assert!(after_remove.stats.package_changes >= 2, "{:?}", after_remove.stats);
+    assert!(
+        after_remove.stats.package_changes >= 2,
+        "{:?}",
+        after_remove.stats
+    );
     assert!(
         after_remove.findings.is_empty(),
         "alerts after apt-get remove: {:#?}",
@@ -458,7 +518,8 @@ fn package_installs_and_removals_are_not_alerts() {
         planted_run
             .findings
             .iter()
-            .any(|f| f.subject == planted.to_string_lossy() && f.rule_id == "ringfence-posture-file-added"),
+            .any(|f| f.subject == planted.to_string_lossy()
+                && f.rule_id == "ringfence-posture-file-added"),
         "{:#?}",
         planted_run.findings
     );
@@ -510,7 +571,10 @@ fn the_agent_reports_what_changed_while_it_was_down() {
         if let Some(f) = found {
             break f;
         }
-        assert!(Instant::now() < deadline, "no posture finding from the agent");
+        assert!(
+            Instant::now() < deadline,
+            "no posture finding from the agent"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     stop.stop();

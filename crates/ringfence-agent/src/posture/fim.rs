@@ -366,12 +366,12 @@ impl Dpkg {
                                 .or_insert_with(|| pkg.clone());
                         }
                     }
-                } else if name.ends_with(".md5sums") {
-                    if let Ok(text) = super::shadow::read_bounded(&f) {
-                        for line in text.lines() {
-                            if let Some((sum, path)) = line.split_once("  ") {
-                                d.md5.insert(format!("/{path}"), sum.to_owned());
-                            }
+                } else if name.ends_with(".md5sums")
+                    && let Ok(text) = super::shadow::read_bounded(&f)
+                {
+                    for line in text.lines() {
+                        if let Some((sum, path)) = line.split_once("  ") {
+                            d.md5.insert(format!("/{path}"), sum.to_owned());
                         }
                     }
                 }
@@ -446,7 +446,11 @@ pub fn parse_dpkg_log_line(line: &str) -> Option<(i64, String)> {
         .timestamp();
     let rest: Vec<&str> = line.get(20..)?.split_whitespace().collect();
     let pkg = match rest.as_slice() {
-        ["install" | "upgrade" | "remove" | "purge" | "configure" | "trigproc", pkg, ..] => pkg,
+        [
+            "install" | "upgrade" | "remove" | "purge" | "configure" | "trigproc",
+            pkg,
+            ..,
+        ] => pkg,
         ["status", _, pkg, ..] => pkg,
         _ => "",
     };
@@ -490,7 +494,10 @@ pub fn cause(
             return Cause::Package("changed during a dpkg run");
         }
     } else if let Some(b) = before {
-        let owner = b.package.as_deref().or(dpkg.owners.get(path).map(String::as_str));
+        let owner = b
+            .package
+            .as_deref()
+            .or(dpkg.owners.get(path).map(String::as_str));
         if owner.is_some_and(|p| touched.contains(p)) {
             return Cause::Package("its package was upgraded or removed since the baseline");
         }
@@ -544,16 +551,28 @@ fn sensitive(path: &str) -> bool {
         || path.starts_with("/etc/sudoers.d/")
 }
 
+/// A path, its state before and after (`None`: absent), and what differs.
+type Change<'a> = (
+    &'a str,
+    Option<&'a FileState>,
+    Option<&'a FileState>,
+    Vec<&'static str>,
+);
+
 /// Compare `old` with `new` and return the findings; figures go to `stats`.
-pub fn compare(old: &Baseline, new: &mut Baseline, dpkg: &Dpkg, stats: &mut Stats) -> Vec<PostureFinding> {
+pub fn compare(
+    old: &Baseline,
+    new: &mut Baseline,
+    dpkg: &Dpkg,
+    stats: &mut Stats,
+) -> Vec<PostureFinding> {
     let mut findings = Vec::new();
     let mut more = 0u64;
     // Record owners in the new baseline, for removals found by the next pass.
     for (path, state) in &mut new.entries {
         state.package = dpkg.owners.get(path).cloned();
     }
-    let mut changes: Vec<(&str, Option<&FileState>, Option<&FileState>, Vec<&'static str>)> =
-        Vec::new();
+    let mut changes: Vec<Change<'_>> = Vec::new();
     for (path, before) in &old.entries {
         match new.entries.get(path) {
             Some(after) => {
@@ -590,9 +609,21 @@ pub fn compare(old: &Baseline, new: &mut Baseline, dpkg: &Dpkg, stats: &mut Stat
             continue;
         }
         let (rule_id, title, what) = match (before, after) {
-            (None, _) => ("ringfence-posture-file-added", "Watched file added", "added"),
-            (_, None) => ("ringfence-posture-file-removed", "Watched file removed", "removed"),
-            _ => ("ringfence-posture-file-changed", "Watched file changed", "changed"),
+            (None, _) => (
+                "ringfence-posture-file-added",
+                "Watched file added",
+                "added",
+            ),
+            (_, None) => (
+                "ringfence-posture-file-removed",
+                "Watched file removed",
+                "removed",
+            ),
+            _ => (
+                "ringfence-posture-file-changed",
+                "Watched file changed",
+                "changed",
+            ),
         };
         let level = if sensitive(path) {
             Level::High
@@ -703,7 +734,11 @@ pub fn package_manager_running(proc: &Path) -> bool {
         return false;
     };
     rd.filter_map(Result::ok)
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
         .any(|e| {
             fs::read_to_string(e.path().join("comm")).is_ok_and(|c| {
                 matches!(
@@ -802,7 +837,12 @@ mod tests {
         let mut got: Vec<(&str, String)> = second
             .findings
             .iter()
-            .map(|f| (f.rule_id, f.subject.rsplit('/').next().unwrap_or("").to_owned()))
+            .map(|f| {
+                (
+                    f.rule_id,
+                    f.subject.rsplit('/').next().unwrap_or("").to_owned(),
+                )
+            })
             .collect();
         got.sort();
         assert_eq!(
@@ -837,7 +877,11 @@ mod tests {
         let o = opts(dir.path(), &w);
         let budget = CpuBudget::unlimited(Duration::from_secs(60));
         let mut baseline = run(&o, &budget).unwrap().baseline;
-        fs::write(w.join("sudoers"), "root ALL=(ALL) ALL\nevil ALL=(ALL) NOPASSWD: ALL\n").unwrap();
+        fs::write(
+            w.join("sudoers"),
+            "root ALL=(ALL) ALL\nevil ALL=(ALL) NOPASSWD: ALL\n",
+        )
+        .unwrap();
         let mut dirty = Dirty::default();
         dirty.add(w.join("sudoers"));
         dirty.add(w.join("never-existed"));
@@ -880,8 +924,7 @@ mod tests {
         .unwrap();
         assert_eq!(p, "libsystemd0");
         let (_, p) =
-            parse_dpkg_log_line("2025-06-24 14:36:25 status installed tree:amd64 2.1.0-1")
-                .unwrap();
+            parse_dpkg_log_line("2025-06-24 14:36:25 status installed tree:amd64 2.1.0-1").unwrap();
         assert_eq!(p, "tree");
         let (_, p) = parse_dpkg_log_line("2025-06-24 14:36:25 startup archives unpack").unwrap();
         assert_eq!(p, "");

@@ -197,8 +197,14 @@ fn parse_group(text: &str) -> Vec<Group> {
         .collect()
 }
 
-const UNIT_DIRS: [&str; 3] = ["/etc/systemd/system", "/usr/lib/systemd/system", "/run/systemd/system"];
-const UNIT_SUFFIXES: [&str; 6] = [".service", ".socket", ".timer", ".mount", ".path", ".target"];
+const UNIT_DIRS: [&str; 3] = [
+    "/etc/systemd/system",
+    "/usr/lib/systemd/system",
+    "/run/systemd/system",
+];
+const UNIT_SUFFIXES: [&str; 6] = [
+    ".service", ".socket", ".timer", ".mount", ".path", ".target",
+];
 
 fn units(root: &Path) -> Vec<Unit> {
     let mut enabled: BTreeSet<String> = BTreeSet::new();
@@ -281,7 +287,12 @@ pub fn delta(old: &Inventory, new: &Inventory) -> Json {
             .filter_map(|x| serde_json::to_string(x).ok())
             .collect()
     }
-    fn section<T: Serialize>(out: &mut serde_json::Map<String, Json>, name: &str, a: &[T], b: &[T]) {
+    fn section<T: Serialize>(
+        out: &mut serde_json::Map<String, Json>,
+        name: &str,
+        a: &[T],
+        b: &[T],
+    ) {
         let (a, b) = (items(a), items(b));
         let added: Vec<Json> = b
             .difference(&a)
@@ -300,8 +311,18 @@ pub fn delta(old: &Inventory, new: &Inventory) -> Json {
     section(&mut out, "listening", &old.listening, &new.listening);
     section(&mut out, "users", &old.users, &new.users);
     section(&mut out, "groups", &old.groups, &new.groups);
-    section(&mut out, "kernel_modules", &old.kernel_modules, &new.kernel_modules);
-    section(&mut out, "systemd_units", &old.systemd_units, &new.systemd_units);
+    section(
+        &mut out,
+        "kernel_modules",
+        &old.kernel_modules,
+        &new.kernel_modules,
+    );
+    section(
+        &mut out,
+        "systemd_units",
+        &old.systemd_units,
+        &new.systemd_units,
+    );
     section(&mut out, "cron", &old.cron, &new.cron);
     Json::Object(out)
 }
@@ -326,12 +347,21 @@ mod tests {
         );
         w("/etc/passwd", "root:x:0:0:root:/root:/bin/bash\n");
         w("/etc/group", "sudo:x:27:alice,bob\n");
-        w("/etc/crontab", "SHELL=/bin/sh\n# m h\n17 * * * * root cd / && run-parts /etc/cron.hourly\n");
+        w(
+            "/etc/crontab",
+            "SHELL=/bin/sh\n# m h\n17 * * * * root cd / && run-parts /etc/cron.hourly\n",
+        );
         w("/etc/systemd/system/app.service", "[Unit]\n");
-        w("/etc/systemd/system/multi-user.target.wants/app.service", "");
+        w(
+            "/etc/systemd/system/multi-user.target.wants/app.service",
+            "",
+        );
         w("/proc/modules", "nf_tables 1 0 - Live 0x0\n");
         let proc = at(r, "/proc");
-        let inv = collect(&Sources { root: r, proc: &proc });
+        let inv = collect(&Sources {
+            root: r,
+            proc: &proc,
+        });
         assert_eq!(inv.packages.len(), 1);
         assert_eq!(inv.packages[0].version, "1:9.2p1-2+deb12u3");
         assert_eq!(inv.groups[0].members, ["alice", "bob"]);
@@ -344,6 +374,9 @@ mod tests {
         let mut next = inv.clone();
         next.kernel_modules.push("evil".into());
         let d = delta(&inv, &next);
-        assert_eq!(d, json!({"kernel_modules": {"added": ["evil"], "removed": []}}));
+        assert_eq!(
+            d,
+            json!({"kernel_modules": {"added": ["evil"], "removed": []}})
+        );
     }
 }

@@ -351,9 +351,12 @@ pub fn run_pass(section: &PostureSection, paths: &HostPaths, budget: &CpuBudget)
     if section.runs("services") {
         let found = services::check(&paths.proc);
         report.findings.extend(found.findings);
-        report
-            .incomplete
-            .extend(found.incomplete.into_iter().map(|e| format!("services: {e}")));
+        report.incomplete.extend(
+            found
+                .incomplete
+                .into_iter()
+                .map(|e| format!("services: {e}")),
+        );
     }
     if section.runs("fim") {
         let homes = shadow::home_dirs(&paths.passwd);
@@ -413,9 +416,7 @@ pub struct LiveFiles {
 impl LiveFiles {
     pub fn offer(&self, path: &str) {
         let p = std::path::Path::new(path);
-        if self.roots.iter().any(|r| p.starts_with(r))
-            && self.tx.try_send(p.to_owned()).is_err()
-        {
+        if self.roots.iter().any(|r| p.starts_with(r)) && self.tx.try_send(p.to_owned()).is_err() {
             self.dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -436,7 +437,11 @@ pub struct Running {
 /// events. Findings (and a health finding for each check that could not finish) come out of
 /// [`Running::findings`]; when the pipeline falls behind they are dropped and counted in the
 /// log, never waited for.
-pub fn spawn(section: PostureSection, host: Option<String>, stop: StopSignal) -> std::io::Result<Running> {
+pub fn spawn(
+    section: PostureSection,
+    host: Option<String>,
+    stop: StopSignal,
+) -> std::io::Result<Running> {
     let (tx, rx) = crossbeam_channel::bounded(4096);
     let (files_tx, files_rx) = crossbeam_channel::bounded(65_536);
     let files = section.runs("fim").then(|| {
@@ -451,7 +456,14 @@ pub fn spawn(section: PostureSection, host: Option<String>, stop: StopSignal) ->
     let handle = std::thread::Builder::new()
         .name("rf-posture".into())
         .spawn(move || {
-            posture_thread(&section, host.as_deref(), &stop, &tx, &files_rx, live.as_deref());
+            posture_thread(
+                &section,
+                host.as_deref(),
+                &stop,
+                &tx,
+                &files_rx,
+                live.as_deref(),
+            );
         })?;
     Ok(Running {
         findings: rx,
@@ -481,7 +493,9 @@ impl Sink<'_> {
 
     fn findings(&mut self, findings: &[PostureFinding]) -> bool {
         let now = Timestamp::now();
-        findings.iter().all(|f| self.send(f.to_json(self.host, now)))
+        findings
+            .iter()
+            .all(|f| self.send(f.to_json(self.host, now)))
     }
 
     fn incomplete(&mut self, why: &str) -> bool {
@@ -574,12 +588,13 @@ fn posture_thread(
                     stop.sleep(Duration::from_secs(1));
                 }
             }
-            if live.is_some_and(|l| l.dropped.swap(0, std::sync::atomic::Ordering::Relaxed) > 0)
-            {
+            if live.is_some_and(|l| l.dropped.swap(0, std::sync::atomic::Ordering::Relaxed) > 0) {
                 dirty.overflowed = true;
             }
             if dirty.overflowed {
-                tracing::warn!("posture: more file events than the queue holds; a full pass runs now");
+                tracing::warn!(
+                    "posture: more file events than the queue holds; a full pass runs now"
+                );
                 break;
             }
             let Some(b) = baseline.as_mut() else { continue };

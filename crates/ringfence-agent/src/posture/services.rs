@@ -185,7 +185,10 @@ pub fn check(proc: &Path) -> Outcome {
     // One check per (process, port): a server on 0.0.0.0 and :: is one server.
     let mut seen: BTreeSet<(u32, u16)> = BTreeSet::new();
     let mut postgres_checked: BTreeSet<PathBuf> = BTreeSet::new();
-    for l in listeners(proc).into_iter().filter(Listener::beyond_loopback) {
+    for l in listeners(proc)
+        .into_iter()
+        .filter(Listener::beyond_loopback)
+    {
         let (Some(pid), Some(name)) = (l.pid, l.process.as_deref()) else {
             continue;
         };
@@ -249,7 +252,13 @@ fn read_reply(s: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>
     Ok(buf)
 }
 
-fn exposed(service: &str, l: &Listener, level: Level, message: String, evidence: &str) -> PostureFinding {
+fn exposed(
+    service: &str,
+    l: &Listener,
+    level: Level,
+    message: String,
+    evidence: &str,
+) -> PostureFinding {
     PostureFinding {
         rule_id: "ringfence-posture-service-no-auth",
         title: "Network service without authentication",
@@ -304,7 +313,9 @@ fn redis(l: &Listener, target: SocketAddr) -> Result<Option<PostureFinding>, Str
 fn memcached(l: &Listener, target: SocketAddr) -> Result<Option<PostureFinding>, String> {
     let mut s = connect(target)?;
     s.write_all(b"stats\r\n").map_err(|e| e.to_string())?;
-    let reply = read_reply(&mut s, |b| b.ends_with(b"END\r\n") || b.starts_with(b"ERROR"))?;
+    let reply = read_reply(&mut s, |b| {
+        b.ends_with(b"END\r\n") || b.starts_with(b"ERROR")
+    })?;
     if !reply.starts_with(b"STAT ") {
         return Ok(None);
     }
@@ -422,13 +433,13 @@ fn postgres_hba_path(proc: &Path, pid: u32) -> Option<PathBuf> {
     while let Some(a) = it.next() {
         if a == "-D" {
             data = it.next().map(PathBuf::from);
-        } else if a == "-c" {
-            if let Some(kv) = it.next() {
-                if let Some(v) = kv.strip_prefix("config_file=") {
-                    config = Some(PathBuf::from(v));
-                } else if let Some(v) = kv.strip_prefix("hba_file=") {
-                    hba = Some(PathBuf::from(v));
-                }
+        } else if a == "-c"
+            && let Some(kv) = it.next()
+        {
+            if let Some(v) = kv.strip_prefix("config_file=") {
+                config = Some(PathBuf::from(v));
+            } else if let Some(v) = kv.strip_prefix("hba_file=") {
+                hba = Some(PathBuf::from(v));
             }
         }
     }
@@ -544,11 +555,7 @@ fn postgres_login_without_password(target: SocketAddr) -> Result<bool, String> {
     Ok(head[0] == b'R' && head[5..9] == [0, 0, 0, 0])
 }
 
-fn postgres(
-    l: &Listener,
-    target: SocketAddr,
-    hba: &Path,
-) -> Result<Vec<PostureFinding>, String> {
+fn postgres(l: &Listener, target: SocketAddr, hba: &Path) -> Result<Vec<PostureFinding>, String> {
     let text = super::shadow::read_bounded(hba)?;
     let trust = parse_hba_trust(&text);
     if trust.is_empty() {
@@ -556,7 +563,9 @@ fn postgres(
     }
     let login = postgres_login_without_password(target);
     let evidence = match &login {
-        Ok(true) => "startup as postgres over loopback -> AuthenticationOk (no password)".to_owned(),
+        Ok(true) => {
+            "startup as postgres over loopback -> AuthenticationOk (no password)".to_owned()
+        }
         Ok(false) => "startup as postgres over loopback -> a password was asked".to_owned(),
         Err(e) => format!("startup as postgres over loopback failed: {e}"),
     };

@@ -152,8 +152,9 @@ pub fn parse_shadow(text: &str) -> Parsed<ShadowEntry> {
         }
         let mut fields = line.split(':');
         let (Some(user), Some(hash)) = (fields.next(), fields.next()) else {
-            out.problems
-                .push(format!("line {n}: no password field (expected user:hash:...)"));
+            out.problems.push(format!(
+                "line {n}: no password field (expected user:hash:...)"
+            ));
             continue;
         };
         if user.is_empty() {
@@ -192,8 +193,10 @@ pub fn parse_passwd(text: &str) -> Parsed<PasswdEntry> {
             continue;
         }
         let (Ok(uid), Ok(gid)) = (f[2].parse::<u32>(), f[3].parse::<u32>()) else {
-            out.problems
-                .push(format!("line {n}: uid `{}` or gid `{}` is not a number", f[2], f[3]));
+            out.problems.push(format!(
+                "line {n}: uid `{}` or gid `{}` is not a number",
+                f[2], f[3]
+            ));
             continue;
         };
         out.entries.push(PasswdEntry {
@@ -430,7 +433,11 @@ pub fn check(opts: &Options, budget: &CpuBudget) -> Result<Outcome, String> {
             .iter()
             .map(|p| format!("{}: {p}", opts.passwd.display())),
     );
-    for e in passwd.entries.iter().filter(|e| e.uid == 0 && e.user != "root") {
+    for e in passwd
+        .entries
+        .iter()
+        .filter(|e| e.uid == 0 && e.user != "root")
+    {
         out.findings.push(PostureFinding {
             rule_id: "ringfence-posture-uid0-duplicate",
             title: "Second account with UID 0",
@@ -446,7 +453,8 @@ pub fn check(opts: &Options, budget: &CpuBudget) -> Result<Outcome, String> {
         });
     }
     for e in passwd.entries.iter().filter(|e| e.password.is_empty()) {
-        out.findings.push(empty_password(&e.user, &opts.passwd, e.line));
+        out.findings
+            .push(empty_password(&e.user, &opts.passwd, e.line));
     }
     let shadow_text = read_bounded(&opts.shadow)?;
     let shadow = parse_shadow(&shadow_text);
@@ -461,7 +469,9 @@ pub fn check(opts: &Options, budget: &CpuBudget) -> Result<Outcome, String> {
     for e in &shadow.entries {
         out.stats.accounts += 1;
         match HashKind::of(&e.hash) {
-            HashKind::Empty => out.findings.push(empty_password(&e.user, &opts.shadow, e.line)),
+            HashKind::Empty => out
+                .findings
+                .push(empty_password(&e.user, &opts.shadow, e.line)),
             kind @ (HashKind::Yescrypt
             | HashKind::Sha512crypt
             | HashKind::Sha256crypt
@@ -511,11 +521,7 @@ pub fn check(opts: &Options, budget: &CpuBudget) -> Result<Outcome, String> {
                     Level::High
                 },
                 subject: format!("user {}", e.user),
-                message: format!(
-                    "the password of {} ({}) {which}",
-                    e.user,
-                    kind.as_str()
-                ),
+                message: format!("the password of {} ({}) {which}", e.user, kind.as_str()),
                 // The password itself is not written anywhere.
                 details: json!({
                     "user": e.user,
@@ -602,7 +608,10 @@ mod tests {
             HashKind::Sha512crypt,
             "$6$rounds=999999999$salt$hash"
         ));
-        assert!(affordable(HashKind::Sha512crypt, "$6$rounds=5000$salt$hash"));
+        assert!(affordable(
+            HashKind::Sha512crypt,
+            "$6$rounds=5000$salt$hash"
+        ));
         assert!(affordable(HashKind::Sha512crypt, "$6$salt$hash"));
         assert!(!affordable(HashKind::Yescrypt, "$y$$salt$hash"));
     }

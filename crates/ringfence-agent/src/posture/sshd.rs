@@ -73,9 +73,7 @@ impl SshdConfig {
             ("permitemptypasswords", "no"),
             ("port", "22"),
         ] {
-            cfg.values
-                .entry(k.into())
-                .or_insert_with(|| vec![v.into()]);
+            cfg.values.entry(k.into()).or_insert_with(|| vec![v.into()]);
         }
         if !cfg.values.contains_key("listenaddress") {
             let port = cfg.first("port").unwrap_or("22").to_owned();

@@ -50,9 +50,11 @@ pub fn run(args: Args) -> CmdResult {
         return print_inventory(args.format);
     }
     let mut section = match &args.config {
-        Some(path) => ringfence_agent::Config::load(path)
-            .map_err(Failure::refused)?
-            .posture,
+        Some(path) => {
+            ringfence_agent::Config::load(path)
+                .map_err(Failure::refused)?
+                .posture
+        }
         None => posture::PostureSection::default(),
     };
     section.skip.extend(args.skip.iter().cloned());
@@ -90,7 +92,10 @@ pub fn run(args: Args) -> CmdResult {
         OutputFormat::Text => {
             let mut findings = report.findings.clone();
             findings.sort_by(|a, b| b.level.cmp(&a.level).then(a.rule_id.cmp(b.rule_id)));
-            let mut lines: Vec<String> = findings.iter().map(posture::PostureFinding::to_text).collect();
+            let mut lines: Vec<String> = findings
+                .iter()
+                .map(posture::PostureFinding::to_text)
+                .collect();
             if let Some(s) = &report.shadow {
                 let per_kind: Vec<String> = s
                     .per_kind
@@ -156,7 +161,8 @@ fn print_inventory(format: OutputFormat) -> CmdResult {
         proc: std::path::Path::new("/proc"),
     });
     let out = |l: &str| {
-        super::print_line(l).map_err(|e| Failure::environment(anyhow!("writing the inventory: {e}")))
+        super::print_line(l)
+            .map_err(|e| Failure::environment(anyhow!("writing the inventory: {e}")))
     };
     match format {
         OutputFormat::Json => {
