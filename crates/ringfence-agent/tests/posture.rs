@@ -430,6 +430,10 @@ fn postgres_trust_lines_are_found_and_the_server_confirms_them() {
     );
 }
 
+/// Held by the test that runs apt and by the agent's: the agent's posture passes wait while a
+/// package manager runs.
+static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn apt(args: &[&str]) -> bool {
     let status = Command::new("apt-get")
         .args(["-y", "-q", "-o", "DPkg::Lock::Timeout=600"])
@@ -451,6 +455,9 @@ fn installed(pkg: &str) -> bool {
 /// its files come and go, and none of it is an alert.
 #[test]
 fn package_installs_and_removals_are_not_alerts() {
+    let _apt = APT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     const PKG: &str = "tree";
     if installed(PKG) && !apt(&["remove", PKG]) {
         eprintln!("SKIP: cannot remove {PKG} to start clean");
@@ -529,6 +536,9 @@ fn package_installs_and_removals_are_not_alerts() {
 /// finding path (the outputs), with before and after.
 #[test]
 fn the_agent_reports_what_changed_while_it_was_down() {
+    let _apt = APT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let watched = dir.path().join("etc");
     std::fs::create_dir(&watched).unwrap();
