@@ -7,7 +7,8 @@
 //! - [`services`]: Redis, memcached, MySQL/MariaDB and PostgreSQL listening beyond loopback
 //!   without authentication, each asked over loopback in its own protocol;
 //! - [`fim`]: a file-integrity baseline of watched paths, compared at start and on every pass,
-//!   with package-manager changes told apart;
+//!   kept current between passes from the pipeline's file events ([`LiveFiles`]), with
+//!   package-manager changes told apart;
 //! - [`inventory`]: packages, listening sockets, users, groups, kernel modules, systemd units
 //!   and cron entries (`ringfence posture --inventory`).
 //!
