@@ -285,11 +285,13 @@ fn redis(l: &Listener, target: SocketAddr) -> Result<Option<PostureFinding>, Str
     }
     s.write_all(b"CONFIG GET protected-mode\r\n")
         .map_err(|e| e.to_string())?;
+    // `*2\r\n$14\r\nprotected-mode\r\n$3\r\nyes\r\n`, or an error line when CONFIG is renamed.
     let mode = read_reply(&mut s, |b| {
-        b.windows(5).any(|w| w == b"\r\nyes" || w == b"\r\nno\r\n")
+        b.windows(2).filter(|w| *w == b"\r\n").count() >= 5
+            || (b.starts_with(b"-") && b.ends_with(b"\r\n"))
     })
     .unwrap_or_default();
-    let protected = mode.windows(5).any(|w| w == b"\r\nyes");
+    let protected = mode.windows(7).any(|w| w == b"\r\nyes\r\n");
     let (level, tail) = if protected {
         (
             Level::Medium,
