@@ -286,13 +286,19 @@ fn redis_without_requirepass_is_found_and_with_it_is_not() {
         wait_listening(port, &mut s);
         s
     };
+    let protected = free_port();
     let _a = redis(open, &[]);
     let _b = redis(locked, &["--requirepass", "s3cret-enough"]);
+    let _c = redis(protected, &["--protected-mode", "yes"]);
     let found = findings_on(open);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].details["service"], "redis");
     assert_eq!(found[0].level, posture::Level::Critical);
     assert!(findings_on(locked).is_empty());
+    // Protected mode refuses remote clients while no password is set: a weakness in waiting.
+    let found = findings_on(protected);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].level, posture::Level::Medium);
 }
 
 #[test]
@@ -596,4 +602,99 @@ fn the_agent_reports_what_changed_while_it_was_down() {
     let d = &doc["ringfence"]["finding"]["details"];
     assert_eq!(d["changed"], serde_json::json!(["sha256"]));
     assert_ne!(d["before"]["sha256"], d["after"]["sha256"]);
+}
+
+/// Build a .deb of `ringfence-posture-test` at `version`: a program, a conffile, and a
+/// postinst that writes a file no package owns (as maintainer scripts do).
+fn test_deb(dir: &Path, version: &str) -> PathBuf {
+    let root = dir.join(format!("pkg-{version}"));
+    let w = |p: &str, text: &str, mode: u32| {
+        let path = root.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    w(
+        "DEBIAN/control",
+        &format!(
+            "Package: ringfence-posture-test\nVersion: {version}\nArchitecture: all\n\
+             Maintainer: Ringfence tests <tests@ringfence.invalid>\nDescription: posture test\n"
+        ),
+        0o644,
+    );
+    w(
+        "DEBIAN/conffiles",
+        "/etc/ringfence-posture-test.conf\n",
+        0o644,
+    );
+    w(
+        "DEBIAN/postinst",
+        &format!("#!/bin/sh\necho {version} > /etc/ringfence-posture-test.generated\n"),
+        0o755,
+    );
+    w(
+        "usr/bin/ringfence-posture-test",
+        &format!("#!/bin/sh\necho {version}\n"),
+        0o755,
+    );
+    w(
+        "etc/ringfence-posture-test.conf",
+        &format!("version = {version}\n"),
+        0o644,
+    );
+    let deb = dir.join(format!("ringfence-posture-test_{version}_all.deb"));
+    run_ok(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "--build"])
+            .arg(&root)
+            .arg(&deb),
+    );
+    deb
+}
+
+/// A real dpkg upgrade (new program, new conffile, a maintainer script writing /etc) between
+/// passes is no alert; the package's purge is none either.
+#[test]
+fn a_package_upgrade_is_not_an_alert() {
+    if !have("/usr/bin/dpkg-deb") {
+        return;
+    }
+    let _apt = APT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, v2) = (test_deb(dir.path(), "1.0"), test_deb(dir.path(), "2.0"));
+    let dpkg = |args: &[&str], deb: Option<&Path>| {
+        let mut c = Command::new("dpkg");
+        c.args(["--force-confnew"]).args(args);
+        if let Some(d) = deb {
+            c.arg(d);
+        }
+        run_ok(&mut c);
+    };
+    dpkg(&["-i"], Some(&v1));
+    let opts = fim::Options {
+        paths: vec!["/usr/bin".into(), "/etc".into()],
+        state_dir: dir.path().join("state"),
+        max_hash_bytes: 1 << 20,
+        ..fim::Options::default()
+    };
+    let budget = CpuBudget::unlimited(Duration::from_secs(600));
+    fim::run(&opts, &budget).unwrap();
+    dpkg(&["-i"], Some(&v2));
+    let upgraded = fim::run(&opts, &budget).unwrap();
+    dpkg(&["--purge", "ringfence-posture-test"], None);
+    // The postinst's file stays after the purge: no package owns it.
+    let _ = std::fs::remove_file("/etc/ringfence-posture-test.generated");
+    assert!(upgraded.stats.package_changes >= 3, "{:?}", upgraded.stats);
+    assert!(
+        upgraded.findings.is_empty(),
+        "alerts after a dpkg upgrade: {:#?}",
+        upgraded.findings
+    );
+    eprintln!(
+        "FIGURE fim dpkg upgrade: {} package changes, {} alerts",
+        upgraded.stats.package_changes,
+        upgraded.findings.len()
+    );
 }
