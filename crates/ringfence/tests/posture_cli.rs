@@ -30,7 +30,7 @@ fn posture_reports_a_change_against_the_baseline_without_replacing_it() {
     fs::write(
         &config,
         format!(
-            "[posture]\nfim_paths = [\"{}\"]\nstate_dir = \"{}\"\nskip = [\"weak-passwords\", \"services\", \"sshd\"]\n",
+            "[posture]\nfim_paths = [\"{}\"]\nstate_dir = \"{}\"\nskip = [\"weak-passwords\", \"services\", \"sshd\", \"inventory\"]\n",
             watched.display(),
             dir.path().join("state").display()
         ),

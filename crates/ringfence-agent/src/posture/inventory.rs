@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use super::services;
@@ -21,22 +21,73 @@ use super::shadow::{parse_passwd, read_bounded};
 
 /// Items per section at most.
 pub const MAX_ITEMS: usize = 100_000;
+/// Items a delta lists per section and direction (the counts are always whole).
+pub const MAX_DELTA_ITEMS: usize = 100;
+const INVENTORY_FILE: &str = "inventory.json";
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// The inventory stored at the last pass in `state_dir` (`None`: none yet, or unreadable).
+pub fn load(state_dir: &Path) -> Option<Inventory> {
+    let text = super::shadow::read_bounded(&state_dir.join(INVENTORY_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Store `inv` in `state_dir` (0600, atomically); returns its size.
+pub fn store(state_dir: &Path, inv: &Inventory) -> Result<u64, String> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|e| format!("{}: {e}", state_dir.display()))?;
+    let path = state_dir.join(INVENTORY_FILE);
+    let tmp = state_dir.join(format!("{INVENTORY_FILE}.tmp"));
+    let text = serde_json::to_vec(inv).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(&text)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text.len() as u64)
+}
+
+/// One line on what a delta holds: `2 packages added, 1 user removed`.
+pub fn summarize(delta: &Json) -> String {
+    let mut parts = Vec::new();
+    if let Json::Object(sections) = delta {
+        for (name, d) in sections {
+            for way in ["added", "removed"] {
+                let n = d[format!("{way}_count")].as_u64().unwrap_or(0);
+                if n > 0 {
+                    parts.push(format!("{n} {} {way}", name.replace('_', " ")));
+                }
+            }
+        }
+    }
+    parts.join(", ")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Package {
     pub name: String,
     pub version: String,
     pub architecture: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Socket {
     pub address: String,
     pub pid: Option<u32>,
     pub process: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct User {
     pub name: String,
     pub uid: u32,
@@ -45,21 +96,21 @@ pub struct User {
     pub shell: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Group {
     pub name: String,
     pub gid: u32,
     pub members: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Unit {
     pub name: String,
     pub path: String,
     pub enabled: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CronEntry {
     pub file: String,
     pub line: usize,
@@ -67,7 +118,7 @@ pub struct CronEntry {
 }
 
 /// One host's inventory.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Inventory {
     pub packages: Vec<Package>,
     pub listening: Vec<Socket>,
@@ -303,12 +354,33 @@ pub fn delta(old: &Inventory, new: &Inventory) -> Json {
             .filter_map(|s| serde_json::from_str(s).ok())
             .collect();
         if !added.is_empty() || !removed.is_empty() {
-            out.insert(name.into(), json!({"added": added, "removed": removed}));
+            // A finding carries at most MAX_DELTA_ITEMS each way, and the full counts.
+            let (n_added, n_removed) = (added.len(), removed.len());
+            let added: Vec<Json> = added.into_iter().take(MAX_DELTA_ITEMS).collect();
+            let removed: Vec<Json> = removed.into_iter().take(MAX_DELTA_ITEMS).collect();
+            out.insert(
+                name.into(),
+                json!({"added": added, "removed": removed, "added_count": n_added, "removed_count": n_removed}),
+            );
         }
     }
+    // A restarted server is the same socket: pids are left out.
+    let sockets = |v: &[Socket]| -> Vec<Socket> {
+        v.iter()
+            .map(|s| Socket {
+                pid: None,
+                ..s.clone()
+            })
+            .collect()
+    };
     let mut out = serde_json::Map::new();
     section(&mut out, "packages", &old.packages, &new.packages);
-    section(&mut out, "listening", &old.listening, &new.listening);
+    section(
+        &mut out,
+        "listening",
+        &sockets(&old.listening),
+        &sockets(&new.listening),
+    );
     section(&mut out, "users", &old.users, &new.users);
     section(&mut out, "groups", &old.groups, &new.groups);
     section(
@@ -373,10 +445,23 @@ mod tests {
 
         let mut next = inv.clone();
         next.kernel_modules.push("evil".into());
+        next.listening.push(Socket {
+            address: "0.0.0.0:6379".into(),
+            pid: Some(1),
+            process: Some("redis-server".into()),
+        });
         let d = delta(&inv, &next);
         assert_eq!(
-            d,
-            json!({"kernel_modules": {"added": ["evil"], "removed": []}})
+            d["kernel_modules"],
+            json!({"added": ["evil"], "removed": [], "added_count": 1, "removed_count": 0})
         );
+        assert_eq!(summarize(&d), "1 kernel modules added, 1 listening added");
+        let state = r.join("state");
+        store(&state, &next).unwrap();
+        let back = load(&state).unwrap();
+        // A restarted server (new pid) is no change.
+        let mut restarted = back.clone();
+        restarted.listening[0].pid = Some(2);
+        assert_eq!(delta(&back, &restarted), json!({}));
     }
 }

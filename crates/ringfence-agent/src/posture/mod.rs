@@ -62,7 +62,7 @@ pub struct PostureSection {
     pub state_dir: PathBuf,
     /// Paths the file-integrity baseline covers (`~` is each home directory in /etc/passwd).
     pub fim_paths: Vec<String>,
-    /// Skip the checks by name: `weak-passwords`, `sshd`, `services`, `fim`.
+    /// Skip the checks by name: `weak-passwords`, `sshd`, `services`, `fim`, `inventory`.
     pub skip: Vec<String>,
     /// Store the file-integrity state as the new baseline after each pass (the CLI turns it
     /// off unless asked, so a look does not hide changes from the agent).
@@ -130,7 +130,7 @@ impl PostureSection {
 }
 
 /// The checks, by the names `skip` takes.
-pub const CHECKS: [&str; 4] = ["weak-passwords", "sshd", "services", "fim"];
+pub const CHECKS: [&str; 5] = ["weak-passwords", "sshd", "services", "fim", "inventory"];
 
 /// How bad a posture finding is (the Sigma levels, so outputs treat it like any finding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -377,6 +377,31 @@ pub fn run_pass(section: &PostureSection, paths: &HostPaths, budget: &CpuBudget)
                 report.fim_baseline = Some(out.baseline);
             }
             Err(e) => report.incomplete.push(format!("fim: {e}")),
+        }
+    }
+    if section.runs("inventory") {
+        let previous = inventory::load(&section.state_dir);
+        let now = inventory::collect(&inventory::Sources {
+            root: std::path::Path::new("/"),
+            proc: &paths.proc,
+        });
+        if let Some(prev) = &previous {
+            let delta = inventory::delta(prev, &now);
+            if delta.as_object().is_some_and(|d| !d.is_empty()) {
+                report.findings.push(PostureFinding {
+                    rule_id: "ringfence-posture-inventory-changed",
+                    title: "Host inventory changed",
+                    level: Level::Informational,
+                    subject: "inventory".into(),
+                    message: format!("inventory changed: {}", inventory::summarize(&delta)),
+                    details: delta,
+                });
+            }
+        }
+        if section.store_baseline
+            && let Err(e) = inventory::store(&section.state_dir, &now)
+        {
+            report.incomplete.push(format!("inventory: {e}"));
         }
     }
     // Last: the slowest by design (yescrypt), and the one the budget most often cuts short.
