@@ -2,6 +2,10 @@
 //! Redis, memcached, MariaDB and PostgreSQL servers started here on free ports, and a real
 //! package install and removal for the file-integrity baseline. A test whose server package is
 //! absent says SKIP loudly on stderr (scripts/test.sh installs them all).
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test by panicking, as #[test] functions may (clippy.toml)"
+)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
