@@ -314,6 +314,7 @@ pub struct Config {
     pub response: crate::respond::ResponseSection,
     pub protection: crate::protect::ProtectionSection,
     pub findings: crate::group::FindingsSection,
+    pub posture: crate::posture::PostureSection,
     /// `[detect]`: local tuning (disabled rules, exceptions).
     pub detect: crate::tuning::DetectSection,
     /// `[[outputs]]`: routed outputs (webhook, syslog, Splunk HEC, OCSF file).
@@ -366,7 +367,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
     "agent",
     "sources",
     "audit",
@@ -380,6 +381,7 @@ const SECTIONS: [&str; 15] = [
     "response",
     "protection",
     "findings",
+    "posture",
     "outputs",
     "detect",
 ];
@@ -583,6 +585,14 @@ impl Config {
                 "findings",
                 crate::group::FindingsSection
             ),
+            posture: section_pass!(
+                text,
+                &table,
+                file,
+                errors,
+                "posture",
+                crate::posture::PostureSection
+            ),
             detect: section_pass!(
                 text,
                 &table,
@@ -661,6 +671,9 @@ impl Config {
         };
         for (key, message) in config.findings.problems() {
             value_error("findings", key, message);
+        }
+        for (key, message) in config.posture.problems() {
+            value_error("posture", key, message);
         }
         let a = &config.agent;
         if a.queue_capacity == 0 {

@@ -34,6 +34,7 @@ pub mod group;
 pub mod merge;
 pub mod mode;
 pub mod outputs;
+pub mod posture;
 pub mod protect;
 pub mod readiness;
 pub mod respond;
@@ -626,6 +627,7 @@ impl Agent {
             telemetry: self.telemetry.take(),
             response: self.response.take(),
             groups: group::FindingGroups::new(&self.config.findings),
+            posture_files: None,
         };
         if let Some(why) = ebpf_failed {
             // Say so where a person will see it: in the event stream, beside the log line.
@@ -654,6 +656,32 @@ impl Agent {
                 host.as_deref(),
             ));
         }
+        // Posture checks on their own idle thread; their findings join the stream here.
+        let posture = if self.config.posture.enabled {
+            match posture::spawn(
+                self.config.posture.clone(),
+                host.as_deref().map(str::to_owned),
+                stop.clone(),
+            ) {
+                Ok(p) => {
+                    pipe.posture_files.clone_from(&p.files);
+                    Some(p)
+                }
+                Err(e) => {
+                    let message = format!("the posture checks did not start: {e}");
+                    tracing::error!("{message}: reported as a health finding");
+                    pipe.raise(readiness::health_finding(
+                        readiness::PART_RULE_ID,
+                        SourceKind::Agent,
+                        message,
+                        host.as_deref(),
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let interval = Duration::from_secs(self.config.agent.stats_interval_secs.max(1));
         let mut next_stats = Instant::now() + interval;
         let mut next_flush = Instant::now() + Duration::from_millis(500);
@@ -685,7 +713,14 @@ impl Agent {
                     if stop.is_stopped() {
                         break;
                     }
-                    // Every source has ended; idle until asked to stop.
+                    // Every source has ended; idle until asked to stop (posture findings
+                    // still come).
+                    if let Some(p) = &posture {
+                        while let Ok(f) = p.findings.try_recv() {
+                            pipe.raise(f);
+                        }
+                        pipe.flush();
+                    }
                     stop.sleep(Duration::from_millis(200));
                     continue;
                 }
@@ -708,6 +743,11 @@ impl Agent {
             for line in notices {
                 pipe.handle(Event::health_notice(SourceKind::Agent, line));
             }
+            if let Some(p) = &posture {
+                while let Ok(f) = p.findings.try_recv() {
+                    pipe.raise(f);
+                }
+            }
             pipe.close_groups(Some(now));
             // Findings leave at once; plain events are flushed in batches.
             if (now >= next_flush && pipe.unflushed) || std::mem::take(&mut pipe.findings_unflushed)
@@ -725,6 +765,15 @@ impl Agent {
         }
         // Stop: let sources return, then take what they queued.
         stop.stop();
+        if let Some(p) = posture {
+            pipe.posture_files = None;
+            if p.handle.join().is_err() {
+                tracing::error!("the posture thread panicked");
+            }
+            while let Ok(f) = p.findings.try_recv() {
+                pipe.raise(f);
+            }
+        }
         for r in &mut running {
             if let Some(h) = r.handle.take() {
                 match h.join() {
@@ -830,6 +879,8 @@ struct Pipeline {
     response: Option<respond::ResponseStage>,
     /// Repeated findings folded into one (see [`group`]).
     groups: group::FindingGroups,
+    /// Where file events go to keep the file-integrity baseline current ([`posture`]).
+    posture_files: Option<Arc<posture::LiveFiles>>,
 }
 
 impl Pipeline {
@@ -875,6 +926,23 @@ impl Pipeline {
         }
         if event.partial {
             self.summary.partial_events += 1;
+        }
+
+        if let (Some(live), Some(file)) = (&self.posture_files, &event.file)
+            && matches!(
+                event.kind,
+                Some(
+                    EventKind::FileCreate
+                        | EventKind::FileModify
+                        | EventKind::FileDelete
+                        | EventKind::FileRename
+                )
+            )
+        {
+            live.offer(&file.path);
+            if let Some(original) = &file.original_path {
+                live.offer(original);
+            }
         }
 
         // ── detect ──────────────────────────────────────────────────────────────────────────

@@ -106,6 +106,26 @@ pub fn own_pid() -> u32 {
     std::process::id()
 }
 
+/// Put the calling thread in the idle scheduling class (`SCHED_IDLE`): it runs only when no
+/// other thread wants the CPU. For background work such as the posture checks.
+pub fn set_thread_idle_priority() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param that outlives the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// CPU time the calling thread has used, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

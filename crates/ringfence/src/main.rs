@@ -54,6 +54,9 @@ enum Command {
     Respond(cmd::respond::Args),
     /// The console's findings as they arrive (`findings tail [--format text|json]`).
     Findings(cmd::findings::Args),
+    /// Weak passwords, exposed services, sshd and file-integrity checks once
+    /// (`posture [--format text|json]`), or the host's inventory (`posture --inventory`).
+    Posture(cmd::posture::Args),
 }
 
 /// A failure with the exit code it maps to.
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => cmd::replay::run(args),
         Command::Findings(args) => cmd::findings::run(args),
         Command::Respond(args) => cmd::respond::run(args),
+        Command::Posture(args) => cmd::posture::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

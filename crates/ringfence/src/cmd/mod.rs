@@ -11,6 +11,7 @@ pub mod doctor;
 pub mod findings;
 pub mod fleet;
 pub mod release;
+pub mod posture;
 pub mod replay;
 pub mod respond;
 pub mod rollout;
