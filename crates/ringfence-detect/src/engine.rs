@@ -548,7 +548,11 @@ impl Engine {
         state.evaluated += candidates.len() as u64;
         for &r in &candidates {
             let r = r as usize;
-            if !enabled(r) {
+            // A building block that no correlation uses has nothing to feed.
+            let feeds_nothing = self.rule_feeds.get(r).is_none_or(Vec::is_empty);
+            if !enabled(r)
+                || (!silent_too && feeds_nothing && self.rules.get(r).is_some_and(|x| !x.generate))
+            {
                 continue;
             }
             let (Some(rule), Some(Some(condition))) = (self.rules.get(r), idx.conditions.get(r))

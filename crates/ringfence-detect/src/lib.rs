@@ -20,6 +20,7 @@ pub mod ioc;
 mod literal;
 pub mod locate;
 pub mod mapping;
+pub mod overrides;
 pub mod pattern;
 pub mod response;
 pub mod rule;
