@@ -15,6 +15,7 @@ pub mod compile;
 pub mod correlation;
 pub mod coverage;
 pub mod engine;
+pub mod eval;
 pub mod finding;
 pub mod ioc;
 mod literal;

@@ -48,6 +48,8 @@ enum Command {
     Rules(cmd::rules::Args),
     /// Detection over recorded events (`replay --rules DIR --events FILE.jsonl [--bench]`).
     Replay(cmd::replay::Args),
+    /// Detection efficacy over a recorded corpus (`eval --corpus DIR [--content DIR]`).
+    Eval(cmd::eval::Args),
     /// Response actions on demand, behind the guard rails (`respond kill|quarantine|restore|block|unblock`).
     Respond(cmd::respond::Args),
 }
@@ -108,6 +110,7 @@ fn main() -> ExitCode {
         Command::Up(args) => cmd::up::run(args),
         Command::Rules(args) => cmd::rules::run(args),
         Command::Replay(args) => cmd::replay::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
         Command::Respond(args) => cmd::respond::run(args),
     };
     match result {

@@ -7,6 +7,7 @@ pub mod console;
 pub mod console_api;
 pub mod content;
 pub mod doctor;
+pub mod eval;
 pub mod fleet;
 pub mod replay;
 pub mod respond;
