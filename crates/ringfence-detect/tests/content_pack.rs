@@ -64,7 +64,10 @@ fn default_pack_compiles_and_its_tests_pass() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let ours = rules.iter().filter(|(p, _)| !p.starts_with("sigmahq/")).count();
+    let ours = rules
+        .iter()
+        .filter(|(p, _)| !p.starts_with("sigmahq/"))
+        .count();
     assert!(run >= 2 * ours, "only {run} cases");
 }
 
@@ -111,7 +114,10 @@ fn sigmahq_rules_ship_with_their_licence_and_overrides() {
     let readme = std::fs::read_to_string(repo().join("content/linux/README.md")).unwrap();
     for e in entries {
         let id = e["id"].as_str().unwrap();
-        assert!(readme.contains(id), "content/linux/README.md does not list the override of {id}");
+        assert!(
+            readme.contains(id),
+            "content/linux/README.md does not list the override of {id}"
+        );
         let rule = ebpf.engine.rules().iter().find(|r| r.meta.id == id);
         let rule = rule.unwrap_or_else(|| panic!("override of {id}, not a SigmaHQ rule here"));
         assert_eq!(e["title"].as_str(), Some(rule.meta.title.as_str()), "{id}");
