@@ -1,6 +1,6 @@
 //! Detection efficacy over recorded corpora (`ringfence eval`, the corpus tests in CI).
 //!
-//! An attack corpus is a manifest (`cases.yml`: one case per Atomic Red Team test, with its
+//! An attack corpus is a manifest (`cases.json`: one case per Atomic Red Team test, with its
 //! ATT&CK technique) and, per sensor mode, the events each case produced. A case is *observed*
 //! in a mode when the sensors recorded any event of it, and *detected* when replaying its
 //! events alone, through fresh state, raises a finding at medium or above. A benign corpus is
@@ -51,10 +51,13 @@ pub struct CaseSpec {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Manifest {
+    /// What the corpus is, for readers.
+    #[serde(default, rename = "about")]
+    _about: Option<String>,
     cases: Vec<CaseSpec>,
 }
 
-/// Parses a `cases.yml` manifest; the error names what is wrong.
+/// Parses a `cases.json` manifest (JSON, or the same in YAML); the error names what is wrong.
 pub fn parse_manifest(text: &str) -> Result<Vec<CaseSpec>, String> {
     let m: Manifest = yaml_serde::from_str(text).map_err(|e| e.to_string())?;
     if m.cases.len() > MAX_CASES {

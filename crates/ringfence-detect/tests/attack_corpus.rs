@@ -53,7 +53,7 @@ fn outcomes(mode: Mode) -> Vec<CaseOutcome> {
     let engine = compile(&files, &Options::new(mode)).engine;
     let dir = root.join("corpus/attack");
     let cases =
-        eval::parse_manifest(&std::fs::read_to_string(dir.join("cases.yml")).unwrap()).unwrap();
+        eval::parse_manifest(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
     cases
         .iter()
         .map(|c| {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Records the attack corpus: runs the live agent as root in one mode, runs every case of
-# cases/ (one Atomic Red Team test each, adapted to run safely here: see cases.yml) under it,
+# cases/ (one Atomic Red Team test each, adapted to run safely here: see cases.json) under it,
 # each in its own throwaway directory and process tree, stops the agent with SIGINT, and keeps
 # each case's events in MODE/<case>.jsonl.gz.
 #

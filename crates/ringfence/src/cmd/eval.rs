@@ -1,7 +1,7 @@
 //! `ringfence eval --corpus DIR [--content DIR] [--format text|json] [--svg FILE]`: replays a
 //! recorded corpus through the built-in pack (or `--content`) and reports detection efficacy.
 //!
-//! An attack corpus (`cases.yml` plus `MODE/<case>.jsonl[.gz]` per sensor mode it was recorded
+//! An attack corpus (`cases.json` plus `MODE/<case>.jsonl[.gz]` per sensor mode it was recorded
 //! in) gives a table per ATT&CK technique: cases run, observed (the sensors recorded any event)
 //! and detected at medium or above, with the rules that did it, and the detection rate per
 //! mode. A benign corpus (`MODE.jsonl[.gz]`) gives the findings per hour by level over the
@@ -23,7 +23,7 @@ use crate::{CmdResult, Failure};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A recorded corpus: an attack corpus (cases.yml and MODE/ directories) or a benign one
+    /// A recorded corpus: an attack corpus (cases.json and MODE/ directories) or a benign one
     /// (MODE.jsonl.gz files).
     #[arg(long)]
     pub corpus: PathBuf,
@@ -131,7 +131,7 @@ pub fn run(args: Args) -> CmdResult {
         }
     };
     let (content_name, files) = content(&args).map_err(Failure::refused)?;
-    let manifest = args.corpus.join("cases.yml");
+    let manifest = args.corpus.join("cases.json");
     if manifest.is_file() {
         attack(&args, &manifest, &content_name, &files, json_out)
     } else if Mode::ALL
@@ -147,7 +147,7 @@ pub fn run(args: Args) -> CmdResult {
         benign(&args, &content_name, &files, json_out)
     } else {
         Err(Failure::refused(anyhow::anyhow!(
-            "{}: not a corpus: no cases.yml (attack corpus) and no ebpf.jsonl.gz or \
+            "{}: not a corpus: no cases.json (attack corpus) and no ebpf.jsonl.gz or \
              driverless.jsonl.gz (benign corpus)",
             args.corpus.display()
         )))
@@ -188,7 +188,7 @@ fn attack(
     }
     if results.is_empty() {
         return Err(Failure::refused(anyhow::anyhow!(
-            "{}: no ebpf/ or driverless/ directory of recorded events beside cases.yml",
+            "{}: no ebpf/ or driverless/ directory of recorded events beside cases.json",
             args.corpus.display()
         )));
     }
