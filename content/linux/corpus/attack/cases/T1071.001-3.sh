@@ -5,10 +5,10 @@
 W="${2:?usage: $0 run|cleanup DIR}"
 cd "$W" || exit 1
 run() {
-    curl -s -A "HttpBrowser/1.0" -m3 http://127.0.0.1:9/
-    curl -s -A "Wget/1.9+cvs-stable (Red Hat modified)" -m3 http://127.0.0.1:9/
-    curl -s -A "Opera/8.81 (Windows NT 6.0; U; en)" -m3 http://127.0.0.1:9/
-    curl -s -A "*<|>*" -m3 http://127.0.0.1:9/
+    curl -s -A "HttpBrowser/1.0" -m3 http://c2.invalid/
+    curl -s -A "Wget/1.9+cvs-stable (Red Hat modified)" -m3 http://c2.invalid/
+    curl -s -A "Opera/8.81 (Windows NT 6.0; U; en)" -m3 http://c2.invalid/
+    curl -s -A "*<|>*" -m3 http://c2.invalid/
 }
 cleanup() {
     :

