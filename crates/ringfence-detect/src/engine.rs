@@ -612,6 +612,13 @@ impl Engine {
         }
     }
 
+    /// Whether rule `r` can have any effect: it raises findings, or feeds a correlation. A
+    /// building block no correlation uses has none (and needs no file tree watched).
+    pub fn rule_is_live(&self, r: usize) -> bool {
+        self.rules.get(r).is_some_and(|rule| rule.generate)
+            || self.rule_feeds.get(r).is_some_and(|f| !f.is_empty())
+    }
+
     /// Rules plus correlations.
     pub fn output_count(&self) -> usize {
         self.rules.len() + self.correlations.len()
