@@ -243,8 +243,14 @@ fn text_bytes(e: &Event) -> usize {
 }
 
 fn main() {
-    let sigma = corpus::yaml_files(&corpus::sigma_dir()).unwrap_or_default();
     let pack = corpus::yaml_files(&corpus::repo().join("content/linux/rules")).unwrap();
+    // The pack ships SigmaHQ's rules (rules/sigmahq); the corpus is loaded only beside a pack
+    // without them, so no rule is loaded twice.
+    let sigma = if pack.iter().any(|(p, _)| p.starts_with("sigmahq/")) {
+        Vec::new()
+    } else {
+        corpus::yaml_files(&corpus::sigma_dir()).unwrap_or_default()
+    };
     let texts: Vec<(String, String)> = sigma
         .into_iter()
         .map(|(p, t)| (format!("sigma/{p}"), t))

@@ -18,6 +18,7 @@ use crate::correlation;
 use crate::engine::Engine;
 use crate::locate::{self, Doc};
 use crate::mapping::{self, AUDIT_TYPES, Accessor, Family};
+use crate::overrides::{self, Override};
 use crate::pattern::{AnyContains, Pattern, ValueContext, compile_value, modifier_name};
 use crate::rule::{Expr, Item, Rule, RuleMeta};
 
@@ -107,6 +108,8 @@ pub fn compile(files: &[RuleFile<'_>], opts: &Options) -> Compiled {
     let mut pending: Vec<PendingCorrelation<'_>> = Vec::new();
     let mut refusals = Vec::new();
     let mut documents = 0usize;
+    let mut level_overrides: Vec<Override> = Vec::new();
+    let mut override_refusals = Vec::new();
     for file in files {
         if file.text.len() > MAX_RULE_FILE_BYTES {
             refusals.push(refusal(
@@ -125,6 +128,12 @@ pub fn compile(files: &[RuleFile<'_>], opts: &Options) -> Compiled {
             if let Some((line, why)) = locate::too_deep(&doc, MAX_NESTING) {
                 documents += 1;
                 refusals.push(refusal(file.path, Some(line), doc_id(&doc), None, why));
+                continue;
+            }
+            if overrides::is_overrides(&doc) {
+                let (mut found, mut errs) = overrides::parse(&doc, file.path);
+                level_overrides.append(&mut found);
+                override_refusals.append(&mut errs);
                 continue;
             }
             let parsed = catch_unwind(AssertUnwindSafe(|| parse_sigma_yaml(doc.text)));
@@ -237,7 +246,18 @@ pub fn compile(files: &[RuleFile<'_>], opts: &Options) -> Compiled {
         }
     }
     pending.retain(|p| p.rule.id.as_ref().is_none_or(|id| !seen.contains_key(id)));
-    let (correlations, mut errs) = correlation::compile(pending, &mut rules, &families, opts.mode);
+    // Every rule id of the set, compiled or refused in this mode, for the overrides' check.
+    let known: std::collections::HashSet<String> = rules
+        .iter()
+        .map(|r| r.meta.id.clone())
+        .chain(pending.iter().filter_map(|p| p.rule.id.clone()))
+        .chain(refusals.iter().filter_map(|r| r.rule_id.clone()))
+        .collect();
+    let (mut correlations, mut errs) =
+        correlation::compile(pending, &mut rules, &families, opts.mode);
+    refusals.append(&mut errs);
+    refusals.append(&mut override_refusals);
+    let mut errs = overrides::apply(&level_overrides, &mut rules, &mut correlations, &known);
     refusals.append(&mut errs);
     Compiled {
         engine: Engine::new(rules, correlations),

@@ -183,10 +183,14 @@ pub struct Outside {
     pub directories: Vec<String>,
 }
 
-/// The rules of `engine` that can never fire with file events collected under `trees`.
+/// The rules of `engine` that can never fire with file events collected under `trees`
+/// (building blocks no correlation uses are left out: they fire nothing anyway).
 pub fn outside(engine: &Engine, trees: &[String]) -> Vec<Outside> {
     let mut out = Vec::new();
     for (i, rule) in engine.rules().iter().enumerate() {
+        if !engine.rule_is_live(i) {
+            continue;
+        }
         let Some(literals) = path_scope(rule) else {
             continue;
         };
@@ -220,7 +224,11 @@ pub fn outside(engine: &Engine, trees: &[String]) -> Vec<Outside> {
 /// `/etc/cron.d/` and `/var/spool/cron/` under the tree /etc alone wants /var/spool/cron).
 pub fn wanted_trees(engine: &Engine, trees: &[String]) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for rule in engine.rules() {
+    for (i, rule) in engine.rules().iter().enumerate() {
+        // A building block no correlation uses needs nothing watched.
+        if !engine.rule_is_live(i) {
+            continue;
+        }
         let Some(literals) = path_scope(rule) else {
             continue;
         };
@@ -375,6 +383,38 @@ mod tests {
         assert_eq!(
             wanted_trees(&c.engine, &["/etc".to_owned()]),
             [("/var/spool/cron".to_owned(), "mixed".to_owned())]
+        );
+    }
+
+    /// A building block no correlation uses fires nothing: it is not reported and asks for no
+    /// tree (the SigmaHQ hardware-discovery rule would have had the agent watch /proc).
+    #[test]
+    fn an_unused_building_block_wants_no_tree() {
+        let text = rule(
+            "hw",
+            "  sel:\n    TargetFilename|startswith: '/sys/class/dmi/id/'\n  condition: sel",
+        );
+        let overrides =
+            "ringfence_overrides:\n  - id: hw\n    building_block: true\n    reason: a signal\n";
+        let files = [
+            RuleFile {
+                path: "r.yml",
+                text: &text,
+            },
+            RuleFile {
+                path: "o.yml",
+                text: overrides,
+            },
+        ];
+        let c = compile(&files, &Options::new(Mode::Driverless));
+        assert!(c.refusals.is_empty(), "{:?}", c.refusals);
+        let trees = ["/etc".to_owned()];
+        assert!(wanted_trees(&c.engine, &trees).is_empty());
+        assert!(outside(&c.engine, &trees).is_empty());
+        assert_eq!(
+            outside_of(&text, &["/etc"]).len(),
+            1,
+            "without the override"
         );
     }
 

@@ -548,7 +548,11 @@ impl Engine {
         state.evaluated += candidates.len() as u64;
         for &r in &candidates {
             let r = r as usize;
-            if !enabled(r) {
+            // A building block that no correlation uses has nothing to feed.
+            let feeds_nothing = self.rule_feeds.get(r).is_none_or(Vec::is_empty);
+            if !enabled(r)
+                || (!silent_too && feeds_nothing && self.rules.get(r).is_some_and(|x| !x.generate))
+            {
                 continue;
             }
             let (Some(rule), Some(Some(condition))) = (self.rules.get(r), idx.conditions.get(r))
@@ -606,6 +610,13 @@ impl Engine {
                 hit(Hit::Correlation(f));
             }
         }
+    }
+
+    /// Whether rule `r` can have any effect: it raises findings, or feeds a correlation. A
+    /// building block no correlation uses has none (and needs no file tree watched).
+    pub fn rule_is_live(&self, r: usize) -> bool {
+        self.rules.get(r).is_some_and(|rule| rule.generate)
+            || self.rule_feeds.get(r).is_some_and(|f| !f.is_empty())
     }
 
     /// Rules plus correlations.

@@ -50,6 +50,8 @@ enum Command {
     Rules(cmd::rules::Args),
     /// Detection over recorded events (`replay --rules DIR --events FILE.jsonl [--bench]`).
     Replay(cmd::replay::Args),
+    /// Detection efficacy over a recorded corpus (`eval --corpus DIR [--content DIR]`).
+    Eval(cmd::eval::Args),
     /// Response actions on demand, behind the guard rails (`respond kill|quarantine|restore|block|unblock`).
     Respond(cmd::respond::Args),
     /// The console's findings as they arrive (`findings tail [--format text|json]`).
@@ -117,6 +119,7 @@ fn main() -> ExitCode {
         Command::Rules(args) => cmd::rules::run(args),
         Command::Replay(args) => cmd::replay::run(args),
         Command::Findings(args) => cmd::findings::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
         Command::Respond(args) => cmd::respond::run(args),
         Command::Posture(args) => cmd::posture::run(args),
     };

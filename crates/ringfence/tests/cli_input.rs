@@ -350,3 +350,53 @@ fn replay_prints_one_readable_line_per_finding_with_format_text() {
     assert_eq!(code, 1);
     assert!(err.contains("expected ecs, ocsf or text"), "{err}");
 }
+
+/// `eval` on the recorded corpora: the attack corpus's table, rates per mode and heat map; the
+/// benign corpus's findings per hour with no high or critical; a directory that is no corpus,
+/// a damaged event line and a bad `--format` refused with exit 1 naming the file.
+#[test]
+fn eval_reports_detection_per_technique_and_mode_and_benign_noise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let attack = pack().join("corpus/attack");
+    let svg = tmp.path().join("map.svg");
+    let (code, out, err) = run(&["eval", "--corpus", s(&attack), "--svg", s(&svg)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("T1003.008"), "{out}");
+    assert!(out.contains("Detection rate at medium or above"), "{out}");
+    assert!(fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    let (code, out, err) = run(&["eval", "--corpus", s(&attack), "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for mode in ["ebpf", "driverless"] {
+        let rate = &doc["modes"][mode]["rate"];
+        assert!(rate["detected"].as_u64().unwrap() > 0, "{mode}: {rate}");
+        assert!(rate["observed"].as_u64() <= rate["run"].as_u64(), "{rate}");
+    }
+
+    let benign = pack().join("corpus/benign");
+    let (code, out, err) = run(&["eval", "--corpus", s(&benign), "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for mode in ["ebpf", "driverless"] {
+        let findings = &doc["modes"][mode]["findings"];
+        assert_eq!(findings["high"], 0, "{mode}: {findings}");
+        assert_eq!(findings["critical"], 0, "{mode}: {findings}");
+    }
+
+    let (code, _, err) = run(&["eval", "--corpus", s(tmp.path())]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a corpus"), "{err}");
+    let damaged = tmp.path().join("damaged");
+    fs::create_dir_all(&damaged).unwrap();
+    fs::write(
+        damaged.join("ebpf.jsonl"),
+        "{\"event\": {\"action\": \"exec\"}}\nnot json\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["eval", "--corpus", s(&damaged)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("ebpf.jsonl:2"), "{err}");
+    let (code, _, err) = run(&["eval", "--corpus", s(&benign), "--format", "xml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--format xml"), "{err}");
+}

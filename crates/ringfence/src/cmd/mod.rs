@@ -8,6 +8,7 @@ pub mod console_admin;
 pub mod console_api;
 pub mod content;
 pub mod doctor;
+pub mod eval;
 pub mod findings;
 pub mod fleet;
 pub mod release;

@@ -1,0 +1,118 @@
+//! The attack-corpus replay (issue 25): Atomic Red Team Linux tests recorded from the live
+//! agent in each mode (`content/linux/corpus/attack`, see its README) are replayed through the
+//! default pack (`content/linux/rules`), one case at a time, as `ringfence eval` does. Every
+//! case the recorded baseline (`baseline.json`) counts as detected at medium or above must
+//! still be, so a content change that loses a detection fails here, naming the case.
+//!
+//! A change that detects more passes and prints the cases to add; rewrite the baseline with
+//! `RINGFENCE_UPDATE_BASELINE=1 cargo test -p ringfence-detect --test attack_corpus`.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test code: a failure is the test failing"
+)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use ringfence_detect::eval::{self, CaseOutcome, Rate};
+use ringfence_detect::{Options, RuleFile, compile};
+use ringfence_event::{Event, Mode};
+
+#[path = "support/corpus.rs"]
+#[allow(dead_code, reason = "this test uses the pack's paths, not SigmaHQ's")]
+mod corpus;
+
+use corpus::repo;
+
+fn events(path: &Path) -> Vec<Event> {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .enumerate()
+        .map(|(n, l)| {
+            Event::from_ecs_line(l).unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), n + 1))
+        })
+        .collect()
+}
+
+fn outcomes(mode: Mode) -> Vec<CaseOutcome> {
+    let root = repo().join("content/linux");
+    let rules = corpus::yaml_files(&root.join("rules")).unwrap();
+    let files: Vec<RuleFile<'_>> = rules
+        .iter()
+        .map(|(p, t)| RuleFile { path: p, text: t })
+        .collect();
+    let engine = compile(&files, &Options::new(mode)).engine;
+    let dir = root.join("corpus/attack");
+    let cases =
+        eval::parse_manifest(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    cases
+        .iter()
+        .map(|c| {
+            let path = dir.join(mode.as_str()).join(format!("{}.jsonl.gz", c.id));
+            eval::run_case(&engine, c, &events(&path))
+        })
+        .collect()
+}
+
+#[test]
+fn no_recorded_detection_is_lost() {
+    let dir = repo().join("content/linux/corpus/attack");
+    let baseline_path = dir.join("baseline.json");
+    let baseline: BTreeMap<String, Vec<String>> =
+        serde_json::from_str(&std::fs::read_to_string(&baseline_path).unwrap()).unwrap();
+    let mut now: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut lost = Vec::new();
+    for mode in Mode::ALL {
+        let outcomes = outcomes(mode);
+        let r = Rate::of(&outcomes);
+        println!(
+            "{} mode: {}/{} observed cases detected at medium or above ({:.0}%), {} run",
+            mode.as_str(),
+            r.detected,
+            r.observed,
+            r.percent(),
+            r.run
+        );
+        let detected: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.detected)
+            .map(|o| o.id.clone())
+            .collect();
+        let before = baseline.get(mode.as_str()).cloned().unwrap_or_default();
+        for id in &before {
+            if !detected.contains(id) {
+                let o = outcomes.iter().find(|o| &o.id == id);
+                lost.push(format!(
+                    "{} mode: {id} is no longer detected at medium or above (now: {:?})",
+                    mode.as_str(),
+                    o.map(|o| &o.raised)
+                ));
+            }
+        }
+        let new: Vec<&String> = detected.iter().filter(|id| !before.contains(id)).collect();
+        if !new.is_empty() {
+            println!(
+                "{} mode: detected now, not in the baseline: {new:?}",
+                mode.as_str()
+            );
+        }
+        now.insert(mode.as_str().to_owned(), detected);
+    }
+    if std::env::var_os("RINGFENCE_UPDATE_BASELINE").is_some() {
+        let mut text = serde_json::to_string_pretty(&now).unwrap();
+        text.push('\n');
+        std::fs::write(&baseline_path, text).unwrap();
+        println!("{} rewritten", baseline_path.display());
+        return;
+    }
+    assert!(lost.is_empty(), "detections lost:\n{}", lost.join("\n"));
+}
