@@ -780,6 +780,13 @@ impl Pipeline {
                     self.tree.insert_info(&info);
                 }
             }
+            // A runtime moves its first process into the container's cgroup between fork and
+            // exec, so an exec the source did not place (audit, or eBPF on a host whose
+            // cgroup2 tree holds no containers) is placed from /proc now; the tree then
+            // carries it to the process's other events and its children.
+            if event.kind == Some(EventKind::ProcessExec) && event.container.is_none() {
+                event.container = ringfence_sensor::container::of_pid(pid);
+            }
             let known = self.tree.apply(&mut event);
             if !known && event.kind != Some(EventKind::ProcessFork) {
                 event.partial = true;
