@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in clang-19 llvm-19 bpftool libbpf-dev nftables iproute2; do
+for pkg in clang-19 llvm-19 bpftool libbpf-dev nftables iproute2 podman runc busybox-static dnsmasq-base bind9-dnsutils; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

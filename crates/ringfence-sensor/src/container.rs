@@ -54,7 +54,9 @@ impl Runtime {
 
 /// A container id: exactly 64 lower-case hex digits.
 fn is_container_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The container one cgroup path component names, given the component before it.
@@ -166,9 +168,10 @@ pub fn parse_state(runtime: Runtime, id: &str, bytes: &[u8]) -> StateInfo {
             }
         }
         Runtime::Podman => {
-            let entry = json
-                .as_array()
-                .and_then(|all| all.iter().find(|c| c.get("id").and_then(Json::as_str) == Some(id)));
+            let entry = json.as_array().and_then(|all| {
+                all.iter()
+                    .find(|c| c.get("id").and_then(Json::as_str) == Some(id))
+            });
             let metadata = entry
                 .and_then(|c| c.get("metadata"))
                 .and_then(Json::as_str)
@@ -190,7 +193,9 @@ fn state_paths(runtime: Runtime, id: &str) -> Vec<String> {
         )],
         Runtime::Containerd => ["k8s.io", "moby", "default"]
             .iter()
-            .map(|ns| format!("/run/containerd/io.containerd.runtime.v2.task/{ns}/{id}/config.json"))
+            .map(|ns| {
+                format!("/run/containerd/io.containerd.runtime.v2.task/{ns}/{id}/config.json")
+            })
             .collect(),
         Runtime::Podman => {
             vec!["/var/lib/containers/storage/overlay-containers/containers.json".to_owned()]
@@ -406,14 +411,22 @@ mod tests {
             (format!("/system.slice/docker-{ID}.scope"), Runtime::Docker),
             (format!("/docker/{ID}"), Runtime::Docker),
             (
-                format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-containerd-{ID}.scope"),
+                format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-containerd-{ID}.scope"
+                ),
                 Runtime::Containerd,
             ),
-            (format!("/kubepods/besteffort/pod1/crio-{ID}"), Runtime::CriO),
+            (
+                format!("/kubepods/besteffort/pod1/crio-{ID}"),
+                Runtime::CriO,
+            ),
             (format!("/kubepods.slice/crio-{ID}.scope"), Runtime::CriO),
             (format!("/machine.slice/libpod-{ID}.scope"), Runtime::Podman),
             (format!("/libpod_parent/libpod-{ID}"), Runtime::Podman),
-            (format!("/machine.slice/libpod-{ID}.scope/container"), Runtime::Podman),
+            (
+                format!("/machine.slice/libpod-{ID}.scope/container"),
+                Runtime::Podman,
+            ),
         ];
         for (path, runtime) in cases {
             assert_eq!(from_cgroup_path(&path), Some((runtime, ID)), "{path}");
@@ -499,8 +512,12 @@ mod tests {
     fn cgroup_ids_resolve_by_directory_inode() {
         use std::os::unix::fs::MetadataExt;
         let root = std::env::temp_dir().join(format!("rf-cgroup-ids-{}", std::process::id()));
-        let container = root.join("machine.slice").join(format!("libpod-{ID}.scope"));
-        let conmon = root.join("machine.slice").join(format!("libpod-conmon-{ID}.scope"));
+        let container = root
+            .join("machine.slice")
+            .join(format!("libpod-{ID}.scope"));
+        let conmon = root
+            .join("machine.slice")
+            .join(format!("libpod-conmon-{ID}.scope"));
         std::fs::create_dir_all(&container).unwrap();
         std::fs::create_dir_all(&conmon).unwrap();
         let ino = |p: &std::path::Path| std::fs::metadata(p).unwrap().ino();
