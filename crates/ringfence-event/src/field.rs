@@ -330,9 +330,10 @@ impl Field {
             F::ContainerId => e.container.as_deref().map(|c| V::Str(&c.id)),
             F::ContainerRuntime => e.container.as_deref().map(|c| V::Str(&c.runtime)),
             F::ContainerImageName => s(e.container.as_deref().and_then(|c| c.image_name.as_ref())),
-            F::OrchestratorNamespace => {
-                s(e.container.as_deref().and_then(|c| c.pod_namespace.as_ref()))
-            }
+            F::OrchestratorNamespace => s(e
+                .container
+                .as_deref()
+                .and_then(|c| c.pod_namespace.as_ref())),
             F::OrchestratorResourceName => {
                 s(e.container.as_deref().and_then(|c| c.pod_name.as_ref()))
             }

@@ -151,9 +151,7 @@ impl EventKind {
         match self {
             ProcessExec | ProcessFork | ProcessExit | Ptrace | MemfdCreate | MemoryExec
             | Signal => Category::Process,
-            NetworkConnect | NetworkAccept | NetworkBind | NetworkListen | Dns => {
-                Category::Network
-            }
+            NetworkConnect | NetworkAccept | NetworkBind | NetworkListen | Dns => Category::Network,
             FileCreate | FileModify | FileDelete | FileRename | FileExecOpen => Category::File,
             AuthSuccess | AuthFailure => Category::Authentication,
             PrivilegeChange => Category::Iam,
