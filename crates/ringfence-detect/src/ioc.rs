@@ -289,15 +289,19 @@ impl IocSet {
                 });
             }
         }
-        if let Some(Value::Str(d)) = Field::DestinationDomain.get(e)
-            && let Some((indicator, label)) = self.match_domain(d)
-        {
-            hits.push(IocHit {
-                kind: "domain",
-                indicator,
-                field: field_name(Field::DestinationDomain),
-                label,
-            });
+        // A domain matches where it is looked up (before any connection) and where it is
+        // connected to.
+        for field in [Field::DnsQuestionName, Field::DestinationDomain] {
+            if let Some(Value::Str(d)) = field.get(e)
+                && let Some((indicator, label)) = self.match_domain(d)
+            {
+                hits.push(IocHit {
+                    kind: "domain",
+                    indicator,
+                    field: field_name(field),
+                    label,
+                });
+            }
         }
         if let Some(Value::Str(h)) = Field::FileSha256.get(e)
             && let Some(label) = self.match_sha256(h)

@@ -27,10 +27,12 @@ pub enum SourceKind {
     AccessLog,
     Replay,
     Agent,
+    /// DNS packets captured in user space (both modes).
+    Dns,
 }
 
 impl SourceKind {
-    pub const ALL: [SourceKind; 9] = [
+    pub const ALL: [SourceKind; 10] = [
         SourceKind::Ebpf,
         SourceKind::ProcConnector,
         SourceKind::Audit,
@@ -40,6 +42,7 @@ impl SourceKind {
         SourceKind::AccessLog,
         SourceKind::Replay,
         SourceKind::Agent,
+        SourceKind::Dns,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -53,6 +56,7 @@ impl SourceKind {
             SourceKind::AccessLog => "access_log",
             SourceKind::Replay => "replay",
             SourceKind::Agent => "agent",
+            SourceKind::Dns => "dns",
         }
     }
 

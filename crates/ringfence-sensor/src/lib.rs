@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod container;
+pub mod dns;
 pub mod ebpf;
 pub mod fanotify;
 pub mod logs;
