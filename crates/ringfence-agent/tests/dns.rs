@@ -216,8 +216,17 @@ fn lookups_in(mode: ModeChoice) {
                 .as_ref()
                 .is_some_and(|n| n.destination_port == Some(port))
     });
-    let (_, _) = h.finish();
+    let (_, events) = h.finish();
     drop(server);
+    let web_events: Vec<&Event> = events
+        .iter()
+        .filter(|e| {
+            e.dns.as_deref().is_some_and(|d| d.question_name == web)
+                || e.network
+                    .as_ref()
+                    .is_some_and(|n| n.destination_port == Some(port))
+        })
+        .collect();
     eprintln!(
         "{mode:?}: DNS events for {answered} of {} lookups",
         asked.len()
@@ -228,7 +237,8 @@ fn lookups_in(mode: ModeChoice) {
             .network
             .and_then(|n| n.destination_domain)
             .as_deref(),
-        Some(web.as_str())
+        Some(web.as_str()),
+        "the lookup and the connect: {web_events:#?}"
     );
 }
 

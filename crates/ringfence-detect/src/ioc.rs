@@ -363,4 +363,24 @@ mod tests {
                 .is_some()
         );
     }
+
+    #[test]
+    fn a_domain_matches_on_the_lookup_before_any_connection() {
+        let (set, _) = IocSet::parse("t", "pool.evil.example miner\n");
+        let mut e = Event::new(
+            ringfence_event::EventKind::Dns,
+            ringfence_event::SourceKind::Dns,
+            ringfence_event::Timestamp(1),
+        );
+        e.dns = Some(Box::new(ringfence_event::Dns {
+            message_type: "query".into(),
+            question_name: "eu.pool.evil.example".into(),
+            question_type: "A".into(),
+            ..Default::default()
+        }));
+        let hits = set.matches(&e);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].field, "dns.question.name");
+        assert_eq!(hits[0].kind, "domain");
+    }
 }

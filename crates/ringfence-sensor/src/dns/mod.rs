@@ -136,9 +136,9 @@ impl DnsSource {
         Ok(DnsSource { fd })
     }
 
-    /// One packet (from its network header) and whether it is the loopback's outgoing copy,
-    /// or `None` after `timeout_ms` without one.
-    fn recv(&self, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<(usize, bool)>> {
+    /// One packet (from its network header) and where it went, or `None` after `timeout_ms`
+    /// without one.
+    fn recv(&self, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<(usize, Direction)>> {
         let mut p = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -179,10 +179,41 @@ impl DnsSource {
                 Err(e)
             };
         }
-        // The loopback device hands every packet to packet sockets twice: going out and
-        // coming in. The incoming copy is kept.
-        let loop_copy = from.sll_hatype == ARPHRD_LOOPBACK && from.sll_pkttype == PACKET_OUTGOING;
-        Ok(Some((usize::try_from(n).unwrap_or(0), loop_copy)))
+        let direction = match (
+            from.sll_hatype == ARPHRD_LOOPBACK,
+            from.sll_pkttype == PACKET_OUTGOING,
+        ) {
+            // The loopback device hands every packet to packet sockets twice: going out and
+            // coming in. The incoming copy is kept.
+            (true, true) => Direction::LoopbackCopy,
+            (true, false) => Direction::Loopback,
+            (false, true) => Direction::Out,
+            (false, false) => Direction::In,
+        };
+        Ok(Some((usize::try_from(n).unwrap_or(0), direction)))
+    }
+}
+
+/// Where a captured packet went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    In,
+    Out,
+    Loopback,
+    /// The loopback's outgoing copy of a packet also seen coming in.
+    LoopbackCopy,
+}
+
+impl Direction {
+    /// Whether the asker of a message going this way is on this host: a query it sends, an
+    /// answer it receives. A host serving DNS asks for nothing when it answers others, and
+    /// a remote client's port must not be looked up among local sockets.
+    fn asker_is_local(self, is_response: bool) -> bool {
+        match self {
+            Direction::Loopback | Direction::LoopbackCopy => true,
+            Direction::Out => !is_response,
+            Direction::In => is_response,
+        }
     }
 }
 
@@ -256,14 +287,14 @@ impl Source for DnsSource {
         let mut owners = owner::Owners::new();
         let mut pending = Pending::default();
         while !stop.is_stopped() {
-            let (n, loop_copy) = match self.recv(&mut buf, 200) {
+            let (n, direction) = match self.recv(&mut buf, 200) {
                 Ok(Some(got)) => got,
                 Ok(None) => continue,
                 Err(e) => return Err(SourceError::syscall(NAME, "recvfrom", e)),
             };
             // The packet's time is taken before any /proc work, so it orders against connects.
             let at = Timestamp::now();
-            if loop_copy {
+            if direction == Direction::LoopbackCopy {
                 continue;
             }
             let Some(packet) = parse::parse_packet(buf.get(..n).unwrap_or_default()) else {
@@ -276,7 +307,9 @@ impl Source for DnsSource {
             } else {
                 (packet.source, packet.destination)
             };
-            let pid = if msg.is_response {
+            let pid = if !direction.asker_is_local(msg.is_response) {
+                None
+            } else if msg.is_response {
                 let (addr, port) = packet.destination;
                 match pending.take(&(addr, port, msg.id)) {
                     Some(pid) => pid,
@@ -558,6 +591,21 @@ mod tests {
     use ringfence_event::{Field, Value};
 
     #[test]
+    fn only_local_askers_are_looked_up() {
+        assert!(Direction::Out.asker_is_local(false));
+        assert!(Direction::In.asker_is_local(true));
+        assert!(
+            !Direction::In.asker_is_local(false),
+            "a query to this host's DNS server"
+        );
+        assert!(
+            !Direction::Out.asker_is_local(true),
+            "this host's server answering"
+        );
+        assert!(Direction::Loopback.asker_is_local(false));
+    }
+
+    #[test]
     fn the_filter_has_its_jumps_inside_the_program() {
         let f = filter(53);
         for (i, ins) in f.iter().enumerate() {
@@ -669,13 +717,13 @@ mod tests {
         let mut owners = owner::Owners::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            let Ok(Some((n, loop_copy))) = src.recv(&mut buf, 200) else {
+            let Ok(Some((n, direction))) = src.recv(&mut buf, 200) else {
                 continue;
             };
             let Some(p) = parse::parse_packet(&buf[..n]) else {
                 continue;
             };
-            if loop_copy || p.message.id != 0x4242 {
+            if direction == Direction::LoopbackCopy || p.message.id != 0x4242 {
                 continue;
             }
             assert_eq!(p.message.name, "lookup.ringfence.test");
