@@ -85,7 +85,9 @@ fn image() -> Result<(), String> {
 /// Run one container whose shell starts a child shell; both carry `marker` in their
 /// arguments. Returns the container id podman reports.
 fn run_container(marker: &str) -> Result<String, String> {
-    let script = "/bin/sh -c '/bin/sleep 1' \"$0-child\"; /bin/sleep 1";
+    // The child shell runs two commands, so it stays a shell (not exec'd into sleep) while
+    // /proc is read.
+    let script = "/bin/sh -c '/bin/sleep 1; /bin/true' \"$0-child\"; /bin/sleep 1";
     let id = output(
         podman()
             .args(["run", "-d"])
@@ -110,6 +112,8 @@ fn marked(e: &Event, marker: &str) -> bool {
 fn config(mode: ModeChoice) -> Config {
     let mut c = Config::default();
     c.agent.mode = mode;
+    // Driverless as recommended: audit's records give even a short process its arguments.
+    c.audit.add_rules = ringfence_sensor::audit::AddRules::Always;
     c.sources.logs = false;
     c.sources.fanotify = false;
     c.agent.stats_interval_secs = 1;
