@@ -144,10 +144,7 @@ fn container_context_in(mode: ModeChoice) {
     for (marker, id) in &expected {
         let child = format!("{marker}-child");
         let _ = h.wait_for(Duration::from_secs(30), |e| {
-            marked(e, marker)
-                && e.process
-                    .as_ref()
-                    .is_some_and(|p| p.args.iter().any(|a| *a == child))
+            marked(e, marker) && e.process.as_ref().is_some_and(|p| p.args.contains(&child))
         });
         let execs: Vec<Event> = h
             .events

@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// One UDP datagram's addresses and its DNS message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsPacket {
-    pub source: (IpAddr, u16),
-    pub destination: (IpAddr, u16),
+    pub source: Endpoint,
+    pub destination: Endpoint,
     pub message: DnsMessage,
 }
 
@@ -36,9 +36,12 @@ pub const MAX_ANSWERS: usize = 64;
 pub const MAX_JUMPS: usize = 16;
 const MAX_NAME: usize = 255;
 
-/// The UDP payload of an IP packet (starting at the IP header), with its addresses. `None` for
-/// anything but a whole, unfragmented UDP datagram.
-pub fn udp_payload(packet: &[u8]) -> Option<((IpAddr, u16), (IpAddr, u16), &[u8])> {
+/// One end of a UDP datagram.
+pub type Endpoint = (IpAddr, u16);
+
+/// The UDP payload of an IP packet (starting at the IP header), with its source and destination.
+/// `None` for anything but a whole, unfragmented UDP datagram.
+pub fn udp_payload(packet: &[u8]) -> Option<(Endpoint, Endpoint, &[u8])> {
     let version = packet.first()? >> 4;
     let (src, dst, udp) = match version {
         4 => {
