@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 need_apt=()
 # rsyslog: the syslog outputs are tested against a real rsyslogd (TCP and TLS).
 # The posture tests start real servers and make real password hashes (mkpasswd is in whois).
+# podman, runc and busybox-static: container context; dnsmasq and dig: DNS events.
 for pkg in clang-19 llvm-19 bpftool libbpf-dev nftables iproute2 rsyslog rsyslog-gnutls \
-  openssh-server whois redis-server memcached mariadb-server; do
+  openssh-server whois redis-server memcached mariadb-server \
+  podman runc busybox-static dnsmasq-base bind9-dnsutils; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

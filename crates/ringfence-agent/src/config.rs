@@ -113,6 +113,9 @@ pub struct SourcesSection {
     pub audit: bool,
     pub fanotify: bool,
     pub logs: bool,
+    /// DNS queries and answers captured in user space (an `AF_PACKET` socket filtered to UDP
+    /// port 53; needs CAP_NET_RAW), in both modes.
+    pub dns: bool,
 }
 
 impl Default for SourcesSection {
@@ -122,6 +125,7 @@ impl Default for SourcesSection {
             audit: true,
             fanotify: true,
             logs: true,
+            dns: true,
         }
     }
 }

@@ -53,6 +53,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 use ringfence_event::{Event, EventKind, Health, Mode, SourceKind, Timestamp};
 use ringfence_sensor::audit::{AuditOptions, AuditSource};
+use ringfence_sensor::dns::{AskerWait, DnsOptions, DnsSource, DomainCache};
 use ringfence_sensor::ebpf::EbpfSource;
 use ringfence_sensor::fanotify::{FanotifyOptions, FanotifySource};
 use ringfence_sensor::logs::LogSource;
@@ -432,6 +433,20 @@ impl Agent {
                 Box::new(LogSource::new(&self.config.logs)),
             ));
         }
+        if self.config.sources.dns {
+            match DnsSource::open(&DnsOptions::default()) {
+                Ok(src) => opened.sources.push((SourceKind::Dns, Box::new(src))),
+                Err(e) => {
+                    let why = e.to_string();
+                    tracing::warn!(source = "dns", error = %why, "source not started");
+                    summary.sources.push(SourceSummary {
+                        name: "dns",
+                        counters: CounterSnapshot::default(),
+                        error: Some(why),
+                    });
+                }
+            }
+        }
         opened
     }
 
@@ -628,6 +643,8 @@ impl Agent {
             response: self.response.take(),
             groups: group::FindingGroups::new(&self.config.findings),
             posture_files: None,
+            domains: DomainCache::default(),
+            askers: AskerWait::default(),
         };
         if let Some(why) = ebpf_failed {
             // Say so where a person will see it: in the event stream, beside the log line.
@@ -701,6 +718,9 @@ impl Agent {
             if let Some(d) = pipe.groups.next_deadline() {
                 due = due.min(d);
             }
+            if let Some(d) = pipe.askers.next_deadline() {
+                due = due.min(d);
+            }
             if pipe.response.as_ref().is_some_and(|r| r.in_flight() > 0) {
                 due = due.min(now + RESPONSE_TICK);
             }
@@ -729,9 +749,7 @@ impl Agent {
                 hb.tick(now);
             }
             merger.release(now, false, &mut ready);
-            for event in ready.drain(..) {
-                pipe.handle(event);
-            }
+            pipe.handle_all(&mut ready, now, false);
             pipe.write_responses(false);
             // What the fleet link needs a person on the host to see (a console that keeps
             // failing, a refused order or offer): one atomic load when there is nothing.
@@ -788,9 +806,7 @@ impl Agent {
             merger.push(*event, end, &mut ready);
         }
         merger.release(end, true, &mut ready);
-        for event in ready.drain(..) {
-            pipe.handle(event);
-        }
+        pipe.handle_all(&mut ready, end, true);
         pipe.write_responses(true);
         pipe.close_groups(None);
         pipe.summary.audit_merged = merger.merged;
@@ -881,9 +897,34 @@ struct Pipeline {
     groups: group::FindingGroups,
     /// Where file events go to keep the file-integrity baseline current ([`posture`]).
     posture_files: Option<Arc<posture::LiveFiles>>,
+    /// Names processes looked up, for `destination.domain` of their connects.
+    domains: DomainCache,
+    /// DNS events waiting for the connect that names their asker.
+    askers: AskerWait,
 }
 
 impl Pipeline {
+    /// Handle `ready` in order, except DNS events whose asker is not known yet: they wait (a
+    /// little) for the connect to their server that names it (see [`AskerWait`]); `all`
+    /// releases every one still waiting.
+    fn handle_all(&mut self, ready: &mut Vec<Event>, now: Instant, all: bool) {
+        if ready.is_empty() && self.askers.next_deadline().is_none() {
+            return;
+        }
+        let mut out = Vec::with_capacity(ready.len());
+        for event in ready.drain(..) {
+            if event.kind == Some(EventKind::NetworkConnect) {
+                self.askers
+                    .on_connect(&event, DnsOptions::default().port, &mut out);
+            }
+            self.askers.admit(event, now, &mut out);
+        }
+        self.askers.release(now, all, &mut out);
+        for event in out {
+            self.handle(event);
+        }
+    }
+
     fn handle(&mut self, mut event: Event) {
         // ── enrich ──────────────────────────────────────────────────────────────────────────
         if let Some(pid) = event.process.as_ref().map(|p| p.pid) {
@@ -898,6 +939,13 @@ impl Pipeline {
                 if info.executable.is_some() {
                     self.tree.insert_info(&info);
                 }
+            }
+            // A runtime moves its first process into the container's cgroup between fork and
+            // exec, so an exec the source did not place (audit, or eBPF on a host whose
+            // cgroup2 tree holds no containers) is placed from /proc now; the tree then
+            // carries it to the process's other events and its children.
+            if event.kind == Some(EventKind::ProcessExec) && event.container.is_none() {
+                event.container = ringfence_sensor::container::of_pid(pid);
             }
             let known = self.tree.apply(&mut event);
             if !known && event.kind != Some(EventKind::ProcessFork) {
@@ -916,6 +964,11 @@ impl Pipeline {
                     self.summary.exec_with_parent_executable += 1;
                 }
             }
+        }
+        match event.kind {
+            Some(EventKind::Dns) => self.domains.learn(&event),
+            Some(EventKind::NetworkConnect) => self.domains.fill(&mut event),
+            _ => {}
         }
         if event.host_name.is_none() {
             event.host_name.clone_from(&self.host);

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ringfence_event::{Event, EventKind, Parent, Timestamp};
+use ringfence_event::{Container, Event, EventKind, Parent, Timestamp};
 use ringfence_sensor::proc_info::ProcInfo;
 
 #[derive(Debug, Clone, Default)]
@@ -21,6 +21,8 @@ struct Node {
     image: Arc<Image>,
     start: Option<Timestamp>,
     uid: Option<i64>,
+    /// The container the process runs in; a fork inherits its parent's.
+    container: Option<Arc<Container>>,
     last_used: u64,
 }
 
@@ -89,6 +91,7 @@ impl ProcessTree {
             }),
             start: info.start,
             uid: info.uid.map(i64::from),
+            container: info.container.clone(),
             last_used: 0,
         };
         self.put(info.pid, node);
@@ -163,6 +166,10 @@ impl ProcessTree {
                     }),
                     start: proc_.start.or(old.and_then(|n| n.start)),
                     uid: event.user.id.or(old.and_then(|n| n.uid)),
+                    container: event
+                        .container
+                        .clone()
+                        .or_else(|| old.and_then(|n| n.container.clone())),
                     last_used: 0,
                 };
                 self.put(pid, node);
@@ -196,6 +203,9 @@ impl ProcessTree {
                 }
                 if event.user.id.is_none() {
                     event.user.id = node.uid;
+                }
+                if event.container.is_none() {
+                    event.container.clone_from(&node.container);
                 }
                 Some(node.ppid)
             }
@@ -309,6 +319,32 @@ mod tests {
         let p = exit.process.unwrap_or_default();
         assert_eq!(p.executable.as_deref(), Some("/usr/bin/curl"));
         assert_eq!(p.parent.map(|p| p.pid), Some(200));
+    }
+
+    #[test]
+    fn container_context_follows_execs_forks_and_later_events() {
+        let mut t = ProcessTree::new(100, 8);
+        t.insert_info(&info(1, 0, "/sbin/init"));
+        let container = Arc::new(Container {
+            id: "ab".repeat(32),
+            runtime: "podman".into(),
+            ..Container::default()
+        });
+        let mut exec = event(EventKind::ProcessExec, 50, Some(1));
+        exec.container = Some(container.clone());
+        t.apply(&mut exec);
+        let mut fork = event(EventKind::ProcessFork, 51, Some(50));
+        t.apply(&mut fork);
+        assert_eq!(fork.container.as_ref(), Some(&container));
+        // An exec the source could not place keeps what the fork inherited.
+        let mut child_exec = event(EventKind::ProcessExec, 51, None);
+        t.apply(&mut child_exec);
+        let mut connect = event(EventKind::NetworkConnect, 51, None);
+        t.apply(&mut connect);
+        assert_eq!(connect.container.as_ref(), Some(&container));
+        let mut host = event(EventKind::NetworkConnect, 1, None);
+        t.apply(&mut host);
+        assert_eq!(host.container, None);
     }
 
     #[test]

@@ -289,15 +289,19 @@ impl IocSet {
                 });
             }
         }
-        if let Some(Value::Str(d)) = Field::DestinationDomain.get(e)
-            && let Some((indicator, label)) = self.match_domain(d)
-        {
-            hits.push(IocHit {
-                kind: "domain",
-                indicator,
-                field: field_name(Field::DestinationDomain),
-                label,
-            });
+        // A domain matches where it is looked up (before any connection) and where it is
+        // connected to.
+        for field in [Field::DnsQuestionName, Field::DestinationDomain] {
+            if let Some(Value::Str(d)) = field.get(e)
+                && let Some((indicator, label)) = self.match_domain(d)
+            {
+                hits.push(IocHit {
+                    kind: "domain",
+                    indicator,
+                    field: field_name(field),
+                    label,
+                });
+            }
         }
         if let Some(Value::Str(h)) = Field::FileSha256.get(e)
             && let Some(label) = self.match_sha256(h)
@@ -358,5 +362,25 @@ mod tests {
             set.match_sha256("abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789")
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_domain_matches_on_the_lookup_before_any_connection() {
+        let (set, _) = IocSet::parse("t", "pool.evil.example miner\n");
+        let mut e = Event::new(
+            ringfence_event::EventKind::Dns,
+            ringfence_event::SourceKind::Dns,
+            ringfence_event::Timestamp(1),
+        );
+        e.dns = Some(Box::new(ringfence_event::Dns {
+            message_type: "query".into(),
+            question_name: "eu.pool.evil.example".into(),
+            question_type: "A".into(),
+            ..Default::default()
+        }));
+        let hits = set.matches(&e);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].field, "dns.question.name");
+        assert_eq!(hits[0].kind, "domain");
     }
 }

@@ -86,6 +86,8 @@ pub enum Family {
     Logs,
     /// Ringfence's own categories (module_load, bpf_load, ptrace, ...): ECS names only.
     Kernel,
+    /// DNS lookups (`dns_query`, Sysmon's taxonomy; `dns`, Zeek's).
+    Dns,
 }
 
 /// A resolved logsource.
@@ -158,6 +160,7 @@ pub fn resolve(ls: &LogSource) -> Result<Source, String> {
             src(Family::File, KindSet::of(&[K::FileExecOpen]), &[])
         }
         (Some("webserver"), None) => src(Family::Webserver, KindSet::of(&[K::WebRequest]), &[]),
+        (Some("dns_query" | "dns"), None) => src(Family::Dns, KindSet::of(&[K::Dns]), &[]),
         (Some("module_load"), None) => src(Family::Kernel, KindSet::of(&[K::ModuleLoad]), &[]),
         (Some("bpf_load"), None) => src(Family::Kernel, KindSet::of(&[K::BpfLoad]), &[]),
         (Some("ptrace" | "process_access"), None) => {
@@ -263,6 +266,12 @@ pub const TABLE_NAMES: &[&str] = &[
     "DestinationIp",
     "DestinationPort",
     "DestinationHostname",
+    "QueryName",
+    "QueryResults",
+    "QueryType",
+    "query",
+    "answer",
+    "record_type",
     "SourceIp",
     "SourcePort",
     "Initiated",
@@ -371,6 +380,15 @@ fn table(family: Family, name: &str) -> Option<Result<Accessor, String>> {
             "User" | "USER" => ok(Field::UserName),
             _ => None,
         },
+        Family::Dns => match name {
+            "QueryName" | "query" => ok(Field::DnsQuestionName),
+            "QueryResults" | "answer" => ok(Field::DnsResolvedIp),
+            "record_type" | "QueryType" => ok(Field::DnsQuestionType),
+            "QueryStatus" => no(
+                "field `QueryStatus`: Windows DNS status codes; Ringfence has dns.response_code (NOERROR, NXDOMAIN, ...)",
+            ),
+            _ => process_common(name),
+        },
         Family::Kernel => match name {
             "Image" => ok(Field::ProcessExecutable),
             "CommandLine" => ok(Field::ProcessCommandLine),
@@ -389,7 +407,7 @@ pub fn keywords(family: Family) -> Result<Accessor, String> {
         Family::Webserver => Ok(Accessor::Field(Field::UrlOriginal)),
         // An EXECVE record's text is the exec's arguments: keywords search the command line.
         Family::Auditd => Ok(Accessor::Field(Field::ProcessCommandLine)),
-        Family::Network | Family::File | Family::Kernel => {
+        Family::Network | Family::File | Family::Kernel | Family::Dns => {
             Err("keyword search: this logsource has no free-text field".into())
         }
     }

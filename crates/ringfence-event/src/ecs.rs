@@ -382,7 +382,16 @@ fn set(e: &mut Event, field: Field, v: &Json) -> Result<(), EcsError> {
         F::UserName => e.user.name = Some(text(field, v)?),
         F::UserEffectiveId => e.user.effective_id = Some(long(field, v)?),
         F::GroupId => e.user.group_id = Some(long(field, v)?),
-        F::ContainerId => e.container_id = Some(text(field, v)?),
+        F::ContainerId => container(e).id = text(field, v)?,
+        F::ContainerRuntime => container(e).runtime = Cow::Owned(text(field, v)?),
+        F::ContainerImageName => container(e).image_name = Some(text(field, v)?),
+        F::OrchestratorNamespace => container(e).pod_namespace = Some(text(field, v)?),
+        F::OrchestratorResourceName => container(e).pod_name = Some(text(field, v)?),
+        F::DnsType => dns(e).message_type = Cow::Owned(text(field, v)?),
+        F::DnsQuestionName => dns(e).question_name = text(field, v)?,
+        F::DnsQuestionType => dns(e).question_type = Cow::Owned(text(field, v)?),
+        F::DnsResponseCode => dns(e).response_code = Some(Cow::Owned(text(field, v)?)),
+        F::DnsResolvedIp => dns(e).resolved_ip = texts(field, v)?,
         F::NetworkTransport => net(e).transport = Some(Cow::Owned(text(field, v)?)),
         F::NetworkDirection => net(e).direction = Some(Cow::Owned(text(field, v)?)),
         F::SourceIp => net(e).source_ip = Some(ip(field, v)?),
@@ -462,6 +471,12 @@ fn detail(e: &mut Event) -> &mut crate::event::Detail {
 }
 fn web(e: &mut Event) -> &mut crate::event::Web {
     e.web.get_or_insert_with(Default::default)
+}
+fn dns(e: &mut Event) -> &mut crate::event::Dns {
+    e.dns.get_or_insert_with(Default::default)
+}
+fn container(e: &mut Event) -> &mut crate::event::Container {
+    std::sync::Arc::make_mut(e.container.get_or_insert_with(Default::default))
 }
 
 #[cfg(test)]
@@ -552,6 +567,27 @@ mod tests {
             destination_port: Some(443),
             ..Network::default()
         });
+        assert_eq!(Event::from_ecs_line(&e.to_ecs_line()), Ok(e.clone()));
+        e.container = Some(std::sync::Arc::new(crate::event::Container {
+            id: "ab".repeat(32),
+            runtime: "podman".into(),
+            image_name: Some("localhost/base:latest".into()),
+            pod_name: Some("web-0".into()),
+            pod_namespace: Some("shop".into()),
+        }));
+        e.kind = Some(EventKind::Dns);
+        e.dns = Some(Box::new(crate::event::Dns {
+            message_type: "answer".into(),
+            question_name: "pool.example.org".into(),
+            question_type: "A".into(),
+            response_code: Some("NOERROR".into()),
+            resolved_ip: vec!["192.0.2.7".into()],
+        }));
+        let json = e.to_ecs();
+        assert_eq!(json["container"]["image"]["name"], "localhost/base:latest");
+        assert_eq!(json["orchestrator"]["resource"]["name"], "web-0");
+        assert_eq!(json["dns"]["question"]["name"], "pool.example.org");
+        assert_eq!(json["event"]["category"], "network");
         assert_eq!(Event::from_ecs_line(&e.to_ecs_line()), Ok(e));
     }
 

@@ -27,10 +27,12 @@ pub enum SourceKind {
     AccessLog,
     Replay,
     Agent,
+    /// DNS packets captured in user space (both modes).
+    Dns,
 }
 
 impl SourceKind {
-    pub const ALL: [SourceKind; 9] = [
+    pub const ALL: [SourceKind; 10] = [
         SourceKind::Ebpf,
         SourceKind::ProcConnector,
         SourceKind::Audit,
@@ -40,6 +42,7 @@ impl SourceKind {
         SourceKind::AccessLog,
         SourceKind::Replay,
         SourceKind::Agent,
+        SourceKind::Dns,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -53,6 +56,7 @@ impl SourceKind {
             SourceKind::AccessLog => "access_log",
             SourceKind::Replay => "replay",
             SourceKind::Agent => "agent",
+            SourceKind::Dns => "dns",
         }
     }
 
@@ -121,7 +125,9 @@ pub struct Event {
     pub host_name: Option<Arc<str>>,
     pub process: Option<Process>,
     pub user: User,
-    pub container_id: Option<String>,
+    /// `container.*` and `orchestrator.*`: shared, as every event of a process carries the
+    /// same context.
+    pub container: Option<Arc<Container>>,
     pub network: Option<Network>,
     pub file: Option<File>,
     pub target: Option<TargetProcess>,
@@ -130,6 +136,7 @@ pub struct Event {
     /// too big for the allocator's per-thread cache (events travel boxed to the pipeline).
     pub detail: Option<Box<Detail>>,
     pub web: Option<Box<Web>>,
+    pub dns: Option<Box<Dns>>,
     pub service_name: Option<Cow<'static, str>>,
     pub auth_method: Option<String>,
     pub log: Option<Log>,
@@ -208,6 +215,35 @@ pub struct User {
     pub name: Option<String>,
     pub effective_id: Option<i64>,
     pub group_id: Option<i64>,
+}
+
+/// `container.*` and `orchestrator.*`: the container a process runs in, from its cgroup path
+/// and the runtime's own state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Container {
+    /// The runtime's full container id (64 hex digits for docker, podman, containerd, CRI-O).
+    pub id: String,
+    /// `docker`, `containerd`, `cri-o` or `podman`.
+    pub runtime: Cow<'static, str>,
+    /// The image as the runtime names it (`docker.io/library/nginx:1.27`), when its state says.
+    pub image_name: Option<String>,
+    /// Kubernetes pod name and namespace, from the runtime's pod labels.
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+}
+
+/// `dns.*`: one DNS message, a query or its answer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Dns {
+    /// `query` or `answer`.
+    pub message_type: Cow<'static, str>,
+    pub question_name: String,
+    /// `A`, `AAAA`, `TXT`, ... or the number for a type without a name.
+    pub question_type: Cow<'static, str>,
+    /// `NOERROR`, `NXDOMAIN`, ... (answers only).
+    pub response_code: Option<Cow<'static, str>>,
+    /// Addresses in the answer's A and AAAA records, as text.
+    pub resolved_ip: Vec<String>,
 }
 
 /// `network.*`, `source.*`, `destination.*`.

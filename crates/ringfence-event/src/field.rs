@@ -15,7 +15,7 @@ use crate::kind::{EventKind, KindSet};
 use crate::time::Timestamp;
 
 /// Bumped whenever a field is added, removed, or changes type or coverage.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The value type of a field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -113,8 +113,14 @@ const KERNEL_ONLY: KindSet = KindSet::of(&[
     K::MemoryExec,
     K::Signal,
 ]);
+/// DNS messages, captured in user space in both modes; the asking process where found.
+const DNS: KindSet = KindSet::of(&[K::Dns]);
 /// Kinds with a subject process.
-const SUBJECT: KindSet = PROCESS.union(NETWORK).union(FILE).union(KERNEL_ONLY);
+const SUBJECT: KindSet = PROCESS
+    .union(NETWORK)
+    .union(FILE)
+    .union(KERNEL_ONLY)
+    .union(DNS);
 /// Kinds read from logs; both modes run the log sources.
 const LOGS: KindSet = AUTH.union(KindSet::of(&[K::WebRequest, K::LogLine]));
 const ALL: KindSet = SUBJECT.union(LOGS).union(KindSet::of(&[K::SensorHealth]));
@@ -128,7 +134,8 @@ const DRIVERLESS_KINDS: KindSet = PROCESS
     .union(FILE)
     .union(LOGS)
     .union(KindSet::of(&[K::SensorHealth, K::PrivilegeChange]))
-    .union(DRIVERLESS_NETWORK);
+    .union(DRIVERLESS_NETWORK)
+    .union(DNS);
 /// Network kinds audit reports in driverless mode (no socket type; `listen` has no address).
 const DRIVERLESS_NETWORK: KindSet =
     KindSet::of(&[K::NetworkConnect, K::NetworkBind, K::NetworkAccept]);
@@ -192,15 +199,24 @@ schema! {
     UserName = "user.name", Keyword, SUBJECT.union(AUTH), ebpf EBPF_SUBJECT.union(AUTH), driverless DRIVERLESS_SUBJECT.union(AUTH), derived false, "User name of the process, or the account an authentication was for.";
     UserEffectiveId = "user.effective.id", Long, SUBJECT, ebpf EBPF_SUBJECT, driverless DRIVERLESS_SUBJECT, derived false, "Effective user id.";
     GroupId = "group.id", Long, SUBJECT, ebpf EBPF_SUBJECT, driverless DRIVERLESS_SUBJECT, derived false, "Real group id.";
-    ContainerId = "container.id", Keyword, SUBJECT, ebpf KindSet::EMPTY, driverless KindSet::EMPTY, derived false, "Container id from the cgroup path, when the process runs in one.";
-    NetworkTransport = "network.transport", Keyword, NETWORK, ebpf NETWORK, driverless KindSet::EMPTY, derived false, "tcp or udp.";
-    NetworkType = "network.type", Keyword, NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), ebpf NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), driverless DRIVERLESS_NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), derived true, "ipv4 or ipv6.";
+    ContainerId = "container.id", Keyword, SUBJECT, ebpf EBPF_SUBJECT, driverless DRIVERLESS_SUBJECT, derived false, "Container id from the cgroup path (docker, containerd, CRI-O, podman), when the process runs in one.";
+    ContainerRuntime = "container.runtime", Keyword, SUBJECT, ebpf EBPF_SUBJECT, driverless DRIVERLESS_SUBJECT, derived false, "The container runtime, from the cgroup path: docker, containerd, cri-o or podman.";
+    ContainerImageName = "container.image.name", Keyword, SUBJECT, ebpf EBPF_SUBJECT, driverless DRIVERLESS_SUBJECT, derived false, "The container's image, from the runtime's state on disk, where it says.";
+    OrchestratorNamespace = "orchestrator.namespace", Keyword, SUBJECT, ebpf EBPF_SUBJECT, driverless DRIVERLESS_SUBJECT, derived false, "Kubernetes namespace of the container's pod, from the runtime's pod labels.";
+    OrchestratorResourceName = "orchestrator.resource.name", Keyword, SUBJECT, ebpf EBPF_SUBJECT, driverless DRIVERLESS_SUBJECT, derived false, "Kubernetes pod name of the container, from the runtime's pod labels.";
+    NetworkTransport = "network.transport", Keyword, NETWORK.union(DNS), ebpf NETWORK.union(DNS), driverless DNS, derived false, "tcp or udp.";
+    NetworkType = "network.type", Keyword, NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])).union(DNS), ebpf NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])).union(DNS), driverless DRIVERLESS_NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])).union(DNS), derived true, "ipv4 or ipv6.";
     NetworkDirection = "network.direction", Keyword, NETWORK, ebpf NETWORK, driverless DRIVERLESS_NETWORK, derived false, "egress (connect), ingress (accept) or listening (bind, listen).";
-    SourceIp = "source.ip", Ip, NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])), ebpf KindSet::of(&[K::NetworkAccept]).union(AUTH).union(KindSet::of(&[K::WebRequest])), driverless KindSet::of(&[K::NetworkAccept]).union(AUTH).union(KindSet::of(&[K::WebRequest])), derived false, "Local address of a connection, the peer of an accept, or the client of a log-in or web request.";
-    SourcePort = "source.port", Long, NETWORK.union(AUTH), ebpf KindSet::of(&[K::NetworkAccept]).union(AUTH), driverless KindSet::of(&[K::NetworkAccept]).union(AUTH), derived false, "Port belonging to source.ip.";
-    DestinationIp = "destination.ip", Ip, NETWORK, ebpf NETWORK, driverless DRIVERLESS_DESTINATION, derived false, "Remote address of a connect, or the local address bound or listened on.";
-    DestinationPort = "destination.port", Long, NETWORK, ebpf NETWORK, driverless DRIVERLESS_DESTINATION, derived false, "Port belonging to destination.ip.";
-    DestinationDomain = "destination.domain", Keyword, KindSet::EMPTY, ebpf KindSet::EMPTY, driverless KindSet::EMPTY, derived false, "Host name of the destination; reserved: no source fills it yet.";
+    SourceIp = "source.ip", Ip, NETWORK.union(AUTH).union(KindSet::of(&[K::WebRequest])).union(DNS), ebpf KindSet::of(&[K::NetworkAccept]).union(AUTH).union(KindSet::of(&[K::WebRequest])).union(DNS), driverless KindSet::of(&[K::NetworkAccept]).union(AUTH).union(KindSet::of(&[K::WebRequest])).union(DNS), derived false, "Local address of a connection, the peer of an accept, the client of a log-in or web request, or the asker of a DNS lookup.";
+    SourcePort = "source.port", Long, NETWORK.union(AUTH).union(DNS), ebpf KindSet::of(&[K::NetworkAccept]).union(AUTH).union(DNS), driverless KindSet::of(&[K::NetworkAccept]).union(AUTH).union(DNS), derived false, "Port belonging to source.ip.";
+    DestinationIp = "destination.ip", Ip, NETWORK.union(DNS), ebpf NETWORK.union(DNS), driverless DRIVERLESS_DESTINATION.union(DNS), derived false, "Remote address of a connect, the local address bound or listened on, or the DNS server asked.";
+    DestinationPort = "destination.port", Long, NETWORK.union(DNS), ebpf NETWORK.union(DNS), driverless DRIVERLESS_DESTINATION.union(DNS), derived false, "Port belonging to destination.ip.";
+    DestinationDomain = "destination.domain", Keyword, KindSet::of(&[K::NetworkConnect]), ebpf KindSet::of(&[K::NetworkConnect]), driverless KindSet::of(&[K::NetworkConnect]), derived false, "Host name of the destination: the name the same process looked up in DNS and got this address for.";
+    DnsType = "dns.type", Keyword, DNS, ebpf DNS, driverless DNS, derived false, "query or answer.";
+    DnsQuestionName = "dns.question.name", Keyword, DNS, ebpf DNS, driverless DNS, derived false, "The name asked for, without the trailing dot, lower case.";
+    DnsQuestionType = "dns.question.type", Keyword, DNS, ebpf DNS, driverless DNS, derived false, "The record type asked for (A, AAAA, TXT, ...).";
+    DnsResponseCode = "dns.response_code", Keyword, DNS, ebpf DNS, driverless DNS, derived false, "The answer's code (NOERROR, NXDOMAIN, SERVFAIL, ...).";
+    DnsResolvedIp = "dns.resolved_ip", KeywordList, DNS, ebpf DNS, driverless DNS, derived false, "Addresses in the answer's A and AAAA records.";
     FilePath = "file.path", Keyword, FILE.union(FILE_LIKE), ebpf EBPF_FILE.union(FILE_LIKE), driverless FILE, derived false, "Full path of the file (the new path for a rename; `memfd:NAME` for memfd_create).";
     FileName = "file.name", Keyword, FILE.union(FILE_LIKE), ebpf EBPF_FILE.union(FILE_LIKE), driverless FILE, derived true, "Last component of file.path.";
     FileDirectory = "file.directory", Keyword, FILE.union(FILE_LIKE), ebpf EBPF_FILE.union(FILE_LIKE), driverless FILE, derived true, "file.path without its last component (`memfd:` paths have one only when the name holds a `/`).";
@@ -267,6 +283,7 @@ impl Field {
         let file = e.file.as_ref();
         let detail = e.detail.as_ref();
         let web = e.web.as_ref();
+        let dns = e.dns.as_deref();
         let privilege = e.privilege.as_ref();
         fn s(o: Option<&String>) -> Option<Value<'_>> {
             o.map(|v| Value::Str(v.as_str()))
@@ -310,7 +327,16 @@ impl Field {
             F::UserName => s(e.user.name.as_ref()),
             F::UserEffectiveId => e.user.effective_id.map(V::Int),
             F::GroupId => e.user.group_id.map(V::Int),
-            F::ContainerId => s(e.container_id.as_ref()),
+            F::ContainerId => e.container.as_deref().map(|c| V::Str(&c.id)),
+            F::ContainerRuntime => e.container.as_deref().map(|c| V::Str(&c.runtime)),
+            F::ContainerImageName => s(e.container.as_deref().and_then(|c| c.image_name.as_ref())),
+            F::OrchestratorNamespace => s(e
+                .container
+                .as_deref()
+                .and_then(|c| c.pod_namespace.as_ref())),
+            F::OrchestratorResourceName => {
+                s(e.container.as_deref().and_then(|c| c.pod_name.as_ref()))
+            }
             F::NetworkTransport => net.and_then(|n| n.transport.as_deref()).map(V::Str),
             F::NetworkType => net.and_then(|n| n.ip_version()).map(V::Str),
             F::NetworkDirection => net.and_then(|n| n.direction.as_deref()).map(V::Str),
@@ -323,6 +349,13 @@ impl Field {
                 .and_then(|n| n.destination_port)
                 .map(|v| V::Int(i64::from(v))),
             F::DestinationDomain => s(net.and_then(|n| n.destination_domain.as_ref())),
+            F::DnsType => dns.map(|d| V::Str(&d.message_type)),
+            F::DnsQuestionName => dns.map(|d| V::Str(&d.question_name)),
+            F::DnsQuestionType => dns.map(|d| V::Str(&d.question_type)),
+            F::DnsResponseCode => dns.and_then(|d| d.response_code.as_deref()).map(V::Str),
+            F::DnsResolvedIp => dns
+                .filter(|d| !d.resolved_ip.is_empty())
+                .map(|d| V::StrList(&d.resolved_ip)),
             F::FilePath => file.map(|f| V::Str(&f.path)),
             F::FileName => file.map(|f| V::Str(f.name())),
             F::FileDirectory => file.and_then(|f| f.directory()).map(V::Str),

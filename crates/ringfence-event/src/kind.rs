@@ -34,6 +34,8 @@ pub enum EventKind {
     WebRequest,
     LogLine,
     SensorHealth,
+    /// A DNS query or its answer, seen on the wire.
+    Dns,
 }
 
 /// ECS `event.category` values used by Ringfence.
@@ -66,7 +68,7 @@ impl Category {
 
 impl EventKind {
     /// Every kind, in a fixed order (the bit order of [`KindSet`]).
-    pub const ALL: [EventKind; 24] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::ProcessExec,
         EventKind::ProcessFork,
         EventKind::ProcessExit,
@@ -91,6 +93,7 @@ impl EventKind {
         EventKind::WebRequest,
         EventKind::LogLine,
         EventKind::SensorHealth,
+        EventKind::Dns,
     ];
 
     /// Position in [`EventKind::ALL`]; also the bit in a [`KindSet`].
@@ -125,6 +128,7 @@ impl EventKind {
             EventKind::WebRequest => "web-request",
             EventKind::LogLine => "log",
             EventKind::SensorHealth => "sensor-health",
+            EventKind::Dns => "dns",
         }
     }
 
@@ -147,7 +151,7 @@ impl EventKind {
         match self {
             ProcessExec | ProcessFork | ProcessExit | Ptrace | MemfdCreate | MemoryExec
             | Signal => Category::Process,
-            NetworkConnect | NetworkAccept | NetworkBind | NetworkListen => Category::Network,
+            NetworkConnect | NetworkAccept | NetworkBind | NetworkListen | Dns => Category::Network,
             FileCreate | FileModify | FileDelete | FileRename | FileExecOpen => Category::File,
             AuthSuccess | AuthFailure => Category::Authentication,
             PrivilegeChange => Category::Iam,
@@ -174,6 +178,7 @@ impl EventKind {
             PrivilegeChange => "change",
             ModuleLoad | BpfLoad => "start",
             Ptrace | Signal | MemoryExec | LogLine | SensorHealth => "info",
+            Dns => "protocol",
         }
     }
 }

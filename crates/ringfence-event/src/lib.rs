@@ -15,8 +15,8 @@ pub mod time;
 
 pub use ecs::EcsError;
 pub use event::{
-    Ancestry, Detail, Event, File, Health, Log, Mode, Network, Outcome, Parent, Privilege, Process,
-    SourceKind, TargetProcess, User, Web,
+    Ancestry, Container, Detail, Dns, Event, File, Health, Log, Mode, Network, Outcome, Parent,
+    Privilege, Process, SourceKind, TargetProcess, User, Web,
 };
 pub use field::{Field, FieldSpec, FieldType, SCHEMA_VERSION, Schema, Value};
 pub use kind::{Category, EventKind, KindSet};

@@ -5,6 +5,8 @@
 //! the same [`ringfence_event::Event`] types.
 
 pub mod audit;
+pub mod container;
+pub mod dns;
 pub mod ebpf;
 pub mod fanotify;
 pub mod logs;

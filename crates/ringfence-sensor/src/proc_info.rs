@@ -17,7 +17,9 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use ringfence_event::{Event, Parent, Process, Timestamp, User};
+use std::sync::Arc;
+
+use ringfence_event::{Container, Event, Parent, Process, Timestamp, User};
 use rustix::fs::{Mode, OFlags};
 
 use crate::sys::Clocks;
@@ -38,6 +40,8 @@ pub struct ProcInfo {
     pub uid: Option<u32>,
     pub euid: Option<u32>,
     pub gid: Option<u32>,
+    /// The container the process runs in, from its cgroup path (see [`crate::container`]).
+    pub container: Option<Arc<Container>>,
     /// Every field above that can be read was read.
     pub complete: bool,
     /// The pid belonged to another process than the one asked about.
@@ -292,6 +296,10 @@ pub fn read_process(pid: u32, not_after_boot_ns: Option<u64>, clocks: &Clocks) -
         }
         _ => complete = false,
     }
+    // Outside a container this is no failure: most processes run in none.
+    if dir.read("cgroup", &mut buf).is_some() {
+        info.container = crate::container::of_cgroup_text(&buf);
+    }
     info.complete = complete;
     info
 }
@@ -337,6 +345,9 @@ impl ProcInfo {
                 pid: ppid,
                 ..Parent::default()
             });
+        }
+        if event.container.is_none() {
+            event.container.clone_from(&self.container);
         }
         let user: &mut User = &mut event.user;
         if user.id.is_none() {

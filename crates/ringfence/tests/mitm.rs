@@ -508,6 +508,7 @@ async fn a_man_in_the_middle_is_refused_reported_and_loses_nothing() {
         alarm_after: Duration::from_secs(3600),
         trust: trust.clone(),
         fallbacks: Vec::new(),
+        tuning: Default::default(),
     };
 
     // 1. The impostor first: the link starts against it.

@@ -487,7 +487,7 @@ mod tests {
         assert_eq!(gid(2), (true, false));
         assert_eq!(gid(6), (true, false));
         assert_eq!(gid(7), (false, true));
-        // Nothing turns the cgroup id into a container id.
+        // The source resolves the cgroup id to a container (container::CgroupIds), not this.
         let e = to_event(full_record(RecordKind::Exec), &Clocks::default());
         assert!(Field::ContainerId.get(&e).is_none());
     }

@@ -807,10 +807,17 @@ impl Source for EbpfSource {
         // event (a context switch each time it catches up and parks).
         // At most BATCH events wait, so a ring that never empties still flows.
         let mut batch: Vec<ringfence_event::Event> = Vec::with_capacity(BATCH);
+        // Container context from the cgroup id every record carries.
+        let mut cgroups = crate::container::CgroupIds::new();
         while !stop.is_stopped() && !closed {
             let drained = sensor.drain_counting(|rec| match rec {
                 Ok(rec) => {
-                    batch.push(convert::to_event(rec, &clocks));
+                    let cgroup = rec.header.cgroup_id;
+                    let mut event = convert::to_event(rec, &clocks);
+                    if event.process.is_some() {
+                        event.container = cgroups.resolve(cgroup);
+                    }
+                    batch.push(event);
                     if batch.len() >= BATCH {
                         closed |= out.send_all(&mut batch) == Sent::Closed;
                     }

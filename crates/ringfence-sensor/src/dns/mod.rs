@@ -1,0 +1,738 @@
+//! DNS lookups as events, in both modes and on every kernel: DNS-over-UDP packets captured in
+//! user space, and the process that asked found by its local port.
+//!
+//! An `AF_PACKET` socket on every interface (loopback too) with a classic BPF filter passes
+//! only UDP datagrams from or to the DNS port, in both directions, so the agent sees the stub
+//! resolver's queries to `127.0.0.53` as well as a resolver's upstream ones. Each query and
+//! each answer becomes one `dns` event (`dns.type` query or answer). The asker is the owner of
+//! the query's source port ([`owner`]); its answer is matched to the query by port and message
+//! id, so the answer names the asker even when the socket is closed by the time it is read.
+//!
+//! Not seen: DNS over TCP, over TLS or HTTPS (encrypted), and lookups answered from a local
+//! cache without a packet (nscd, an application's own cache). The pipeline keeps the answers
+//! ([`DomainCache`]) so a later connect by the same process to an answered address carries
+//! `destination.domain`.
+#![allow(
+    unsafe_code,
+    reason = "AF_PACKET socket/setsockopt/poll/recvfrom FFI for the capture socket"
+)]
+
+pub mod owner;
+pub mod parse;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use std::borrow::Cow;
+
+use ringfence_event::{Dns, Event, EventKind, Network, Process, SourceKind, Timestamp};
+
+use crate::source::{EventSender, Sent, Source, SourceError, StopSignal};
+
+const NAME: &str = "dns";
+
+/// The classic BPF program passing UDP datagrams with `port` at either end: IPv4 (first
+/// fragment only, any header length) and IPv6 (UDP as the first next header). Offsets are
+/// from the network header, as an `AF_PACKET`/`SOCK_DGRAM` socket sees packets.
+pub fn filter(port: u16) -> Vec<libc::sock_filter> {
+    const LD_B_ABS: u16 = 0x30;
+    const LD_H_ABS: u16 = 0x28;
+    const LD_H_IND: u16 = 0x48;
+    const LDX_B_MSH: u16 = 0xb1;
+    const RSH_K: u16 = 0x74;
+    const JEQ_K: u16 = 0x15;
+    const JSET_K: u16 = 0x45;
+    const RET_K: u16 = 0x06;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let p = u32::from(port);
+    // Indexes: 19 accepts, 20 rejects; jumps are relative to the next instruction.
+    vec![
+        op(LD_B_ABS, 0, 0, 0),        // 0: A = first byte
+        op(RSH_K, 0, 0, 4),           // 1: A = IP version
+        op(JEQ_K, 0, 9, 4),           // 2: v4 → 3, else → 12
+        op(LD_B_ABS, 0, 0, 9),        // 3: protocol
+        op(JEQ_K, 0, 15, 17),         // 4: UDP → 5, else reject
+        op(LD_H_ABS, 0, 0, 6),        // 5: flags and fragment offset
+        op(JSET_K, 13, 0, 0x1fff),    // 6: a later fragment → reject
+        op(LDX_B_MSH, 0, 0, 0),       // 7: X = header length
+        op(LD_H_IND, 0, 0, 0),        // 8: source port
+        op(JEQ_K, 9, 0, p),           // 9: → accept
+        op(LD_H_IND, 0, 0, 2),        // 10: destination port
+        op(JEQ_K, 7, 8, p),           // 11: → accept, else reject
+        op(JEQ_K, 0, 7, 6),           // 12: v6 → 13, else reject
+        op(LD_B_ABS, 0, 0, 6),        // 13: next header
+        op(JEQ_K, 0, 5, 17),          // 14: UDP → 15, else reject
+        op(LD_H_ABS, 0, 0, 40),       // 15: source port
+        op(JEQ_K, 2, 0, p),           // 16: → accept
+        op(LD_H_ABS, 0, 0, 42),       // 17: destination port
+        op(JEQ_K, 0, 1, p),           // 18: → accept, else reject
+        op(RET_K, 0, 0, 0x0004_0000), // 19: accept the whole packet
+        op(RET_K, 0, 0, 0),           // 20: reject
+    ]
+}
+
+/// Options for [`DnsSource`].
+#[derive(Debug, Clone)]
+pub struct DnsOptions {
+    /// The UDP port DNS is captured on (53).
+    pub port: u16,
+}
+
+impl Default for DnsOptions {
+    fn default() -> Self {
+        DnsOptions { port: 53 }
+    }
+}
+
+/// The capture socket, opened and filtered.
+pub struct DnsSource {
+    fd: OwnedFd,
+}
+
+const ETH_P_ALL: u16 = 0x0003;
+const ARPHRD_LOOPBACK: u16 = 772;
+const PACKET_OUTGOING: u8 = 4;
+
+impl DnsSource {
+    /// Open the `AF_PACKET` socket (needs `CAP_NET_RAW`) and attach the filter.
+    pub fn open(options: &DnsOptions) -> Result<DnsSource, SourceError> {
+        // SAFETY: plain socket(2); the result is checked before use.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                i32::from(ETH_P_ALL.to_be()),
+            )
+        };
+        if raw < 0 {
+            return Err(SourceError::last_os_error(NAME, "socket(AF_PACKET)"));
+        }
+        // SAFETY: `raw` is a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut program = filter(options.port);
+        let prog = libc::sock_fprog {
+            len: u16::try_from(program.len()).unwrap_or(0),
+            filter: program.as_mut_ptr(),
+        };
+        // SAFETY: `prog` points at `program`, alive for the call; the kernel copies it.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&raw const prog).cast(),
+                u32::try_from(std::mem::size_of::<libc::sock_fprog>()).unwrap_or(0),
+            )
+        };
+        if rc < 0 {
+            return Err(SourceError::last_os_error(
+                NAME,
+                "setsockopt(SO_ATTACH_FILTER)",
+            ));
+        }
+        Ok(DnsSource { fd })
+    }
+
+    /// One packet (from its network header) and where it went, or `None` after `timeout_ms`
+    /// without one.
+    fn recv(&self, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<(usize, Direction)>> {
+        let mut p = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+        if rc == 0 {
+            return Ok(None);
+        }
+        // SAFETY: sockaddr_ll is plain data; zeroes are a valid value.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).unwrap_or(0);
+        // SAFETY: `buf` and `from` are valid and writable for the lengths given.
+        let n = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                (&raw mut from).cast(),
+                &mut len,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+        let direction = match (
+            from.sll_hatype == ARPHRD_LOOPBACK,
+            from.sll_pkttype == PACKET_OUTGOING,
+        ) {
+            // The loopback device hands every packet to packet sockets twice: going out and
+            // coming in. The incoming copy is kept.
+            (true, true) => Direction::LoopbackCopy,
+            (true, false) => Direction::Loopback,
+            (false, true) => Direction::Out,
+            (false, false) => Direction::In,
+        };
+        Ok(Some((usize::try_from(n).unwrap_or(0), direction)))
+    }
+}
+
+/// Where a captured packet went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    In,
+    Out,
+    Loopback,
+    /// The loopback's outgoing copy of a packet also seen coming in.
+    LoopbackCopy,
+}
+
+impl Direction {
+    /// Whether the asker of a message going this way is on this host: a query it sends, an
+    /// answer it receives. A host serving DNS asks for nothing when it answers others, and
+    /// a remote client's port must not be looked up among local sockets.
+    fn asker_is_local(self, is_response: bool) -> bool {
+        match self {
+            Direction::Loopback | Direction::LoopbackCopy => true,
+            Direction::Out => !is_response,
+            Direction::In => is_response,
+        }
+    }
+}
+
+/// Queries waiting for their answer: (asker's address, port, message id) → asker's pid.
+/// Bounded; entries older than [`PENDING_TTL`] are dropped when it fills.
+#[derive(Debug, Default)]
+struct Pending {
+    map: HashMap<(IpAddr, u16, u16), (Option<u32>, Instant)>,
+}
+
+const PENDING_MAX: usize = 4096;
+const PENDING_TTL: Duration = Duration::from_secs(30);
+
+impl Pending {
+    fn insert(&mut self, key: (IpAddr, u16, u16), pid: Option<u32>) {
+        if self.map.len() >= PENDING_MAX {
+            self.map.retain(|_, (_, t)| t.elapsed() < PENDING_TTL);
+            if self.map.len() >= PENDING_MAX {
+                self.map.clear();
+            }
+        }
+        self.map.insert(key, (pid, Instant::now()));
+    }
+
+    fn take(&mut self, key: &(IpAddr, u16, u16)) -> Option<Option<u32>> {
+        self.map.remove(key).map(|(pid, _)| pid)
+    }
+}
+
+/// The event for one DNS message; `pid` is the asker's, where known. `source` is the asker's
+/// end, `destination` the server's, for an answer as for its query.
+pub fn to_event(
+    msg: &parse::DnsMessage,
+    pid: Option<u32>,
+    at: Timestamp,
+    source: (IpAddr, u16),
+    destination: (IpAddr, u16),
+) -> Event {
+    let mut e = Event::new(EventKind::Dns, SourceKind::Dns, at);
+    e.network = Some(Network {
+        transport: Some(Cow::Borrowed("udp")),
+        source_ip: Some(source.0),
+        source_port: Some(source.1),
+        destination_ip: Some(destination.0),
+        destination_port: Some(destination.1),
+        ..Network::default()
+    });
+    e.dns = Some(Box::new(Dns {
+        message_type: if msg.is_response { "answer" } else { "query" }.into(),
+        question_name: msg.name.clone(),
+        question_type: parse::qtype_name(msg.qtype),
+        response_code: msg.is_response.then(|| parse::rcode_name(msg.rcode)),
+        resolved_ip: msg.addresses.iter().map(ToString::to_string).collect(),
+    }));
+    if let Some(pid) = pid {
+        e.process = Some(Process {
+            pid,
+            ..Process::default()
+        });
+    }
+    e
+}
+
+impl Source for DnsSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(self: Box<Self>, out: EventSender, stop: StopSignal) -> Result<(), SourceError> {
+        let mut buf = vec![0u8; 65_536];
+        let mut owners = owner::Owners::new();
+        let mut pending = Pending::default();
+        while !stop.is_stopped() {
+            let (n, direction) = match self.recv(&mut buf, 200) {
+                Ok(Some(got)) => got,
+                Ok(None) => continue,
+                Err(e) => return Err(SourceError::syscall(NAME, "recvfrom", e)),
+            };
+            // The packet's time is taken before any /proc work, so it orders against connects.
+            let at = Timestamp::now();
+            if direction == Direction::LoopbackCopy {
+                continue;
+            }
+            let Some(packet) = parse::parse_packet(buf.get(..n).unwrap_or_default()) else {
+                out.note_error();
+                continue;
+            };
+            let msg = &packet.message;
+            let (asker, server) = if msg.is_response {
+                (packet.destination, packet.source)
+            } else {
+                (packet.source, packet.destination)
+            };
+            let pid = if !direction.asker_is_local(msg.is_response) {
+                None
+            } else if msg.is_response {
+                let (addr, port) = packet.destination;
+                match pending.take(&(addr, port, msg.id)) {
+                    Some(pid) => pid,
+                    // An answer without its query (it came before the agent): ask now.
+                    None => owners.owner(addr, port),
+                }
+            } else {
+                let (addr, port) = packet.source;
+                let pid = owners.owner(addr, port);
+                pending.insert((addr, port, msg.id), pid);
+                pid
+            };
+            if out.send(to_event(msg, pid, at, asker, server)) == Sent::Closed {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What each process looked up: (pid, address) → the name it asked for, from answers, so a
+/// connect to that address by that process names its destination. Bounded: when full, the
+/// older half is forgotten.
+#[derive(Debug, Default)]
+pub struct DomainCache {
+    map: HashMap<(u32, IpAddr), (String, u64)>,
+    clock: u64,
+}
+
+impl DomainCache {
+    pub const MAX: usize = 8192;
+
+    /// Remember the answer `event` carries (any other event is ignored).
+    pub fn learn(&mut self, event: &Event) {
+        let (Some(dns), Some(pid)) = (event.dns.as_deref(), event.process.as_ref().map(|p| p.pid))
+        else {
+            return;
+        };
+        for ip in &dns.resolved_ip {
+            let Ok(ip) = ip.parse::<IpAddr>() else {
+                continue;
+            };
+            if self.map.len() >= Self::MAX {
+                let cut = self.clock.saturating_sub(Self::MAX as u64 / 2);
+                self.map.retain(|_, (_, t)| *t > cut);
+                if self.map.len() >= Self::MAX {
+                    self.map.clear();
+                }
+            }
+            self.clock += 1;
+            self.map
+                .insert((pid, ip), (dns.question_name.clone(), self.clock));
+        }
+    }
+
+    /// Fill `destination.domain` of a connect whose process looked its address up.
+    pub fn fill(&self, event: &mut Event) {
+        if event.kind != Some(EventKind::NetworkConnect) {
+            return;
+        }
+        let Some(pid) = event.process.as_ref().map(|p| p.pid) else {
+            return;
+        };
+        let Some(net) = event.network.as_mut() else {
+            return;
+        };
+        if net.destination_domain.is_some() {
+            return;
+        }
+        if let Some(ip) = net.destination_ip
+            && let Some((name, _)) = self.map.get(&(pid, ip))
+        {
+            net.destination_domain = Some(name.clone());
+        }
+    }
+}
+
+/// DNS events whose asker the capture could not find (it closed its socket first: `dig`
+/// answers and exits within a millisecond), held until a connect to the same DNS server names
+/// it: resolvers `connect()` their UDP socket, and eBPF mode and audit see that. The connect
+/// may reach the pipeline a little after the packet, so events wait up to [`AskerWait::WAIT`].
+#[derive(Debug, Default)]
+pub struct AskerWait {
+    /// Recent connects to a DNS port: server address → (pid, when), newest last.
+    connects: HashMap<IpAddr, Vec<(u32, Timestamp)>>,
+    held: Vec<(Instant, Event)>,
+    /// Askers found, by (asker's port, question): an answer takes its query's asker.
+    found: HashMap<(u16, String), u32>,
+    /// Processes that connected to a DNS server lately (they are resolving), and when.
+    resolving: HashMap<u32, Instant>,
+    /// Their other connects, waiting for the answer to reach the pipeline first, so that
+    /// `destination.domain` can be filled: the capture may be a little behind the kernel.
+    held_connects: Vec<(Instant, Event)>,
+}
+
+impl AskerWait {
+    pub const WAIT: Duration = Duration::from_millis(100);
+    /// Connects further than this from the packet's time name no asker.
+    pub const WINDOW_NS: i64 = 2_000_000_000;
+    const MAX_SERVERS: usize = 256;
+    const MAX_PER_SERVER: usize = 16;
+    const MAX_HELD: usize = 1024;
+
+    /// Note a connect to port `dns_port`; the held events it names the asker of go to `ready`.
+    pub fn on_connect(&mut self, event: &Event, dns_port: u16, ready: &mut Vec<Event>) {
+        let (Some(net), Some(pid)) = (
+            event.network.as_ref(),
+            event.process.as_ref().map(|p| p.pid),
+        ) else {
+            return;
+        };
+        let (Some(ip), Some(port)) = (net.destination_ip, net.destination_port) else {
+            return;
+        };
+        if port != dns_port || event.kind != Some(EventKind::NetworkConnect) {
+            return;
+        }
+        if self.connects.len() >= Self::MAX_SERVERS && !self.connects.contains_key(&ip) {
+            self.connects.clear();
+        }
+        let list = self.connects.entry(ip).or_default();
+        if list.len() >= Self::MAX_PER_SERVER {
+            list.remove(0);
+        }
+        list.push((pid, event.timestamp));
+        if self.resolving.len() >= Self::MAX_HELD {
+            self.resolving.clear();
+        }
+        self.resolving.insert(pid, Instant::now());
+        let mut i = 0;
+        while i < self.held.len() {
+            if let Some(pid) = self.asker(&self.held[i].1) {
+                let (_, mut e) = self.held.remove(i);
+                self.remember(&e, pid);
+                set_pid(&mut e, pid);
+                self.emit_dns(e, ready);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Pass an attributed DNS event on; after an answer, its asker's held connects follow.
+    fn emit_dns(&mut self, e: Event, ready: &mut Vec<Event>) {
+        let answer = e.dns.as_deref().is_some_and(|d| d.message_type == "answer");
+        let pid = e.process.as_ref().map(|p| p.pid);
+        ready.push(e);
+        if let (true, Some(pid)) = (answer, pid) {
+            let mut i = 0;
+            while i < self.held_connects.len() {
+                if self.held_connects[i].1.process.as_ref().map(|p| p.pid) == Some(pid) {
+                    ready.push(self.held_connects.remove(i).1);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// The asker of an unattributed DNS event: its query's, or the process that connected to
+    /// the server last before the packet (within [`AskerWait::WINDOW_NS`]).
+    fn asker(&self, e: &Event) -> Option<u32> {
+        let key = Self::key(e)?;
+        if let Some(pid) = self.found.get(&key) {
+            return Some(*pid);
+        }
+        let server = e.network.as_ref()?.destination_ip?;
+        let at = e.timestamp.0;
+        self.connects
+            .get(&server)?
+            .iter()
+            .rev()
+            .find(|(_, t)| t.0 <= at && at - t.0 <= Self::WINDOW_NS)
+            .map(|(pid, _)| *pid)
+    }
+
+    fn key(e: &Event) -> Option<(u16, String)> {
+        let port = e.network.as_ref()?.source_port?;
+        Some((port, e.dns.as_deref()?.question_name.clone()))
+    }
+
+    fn remember(&mut self, e: &Event, pid: u32) {
+        if let Some(key) = Self::key(e) {
+            if self.found.len() >= Self::MAX_HELD {
+                self.found.clear();
+            }
+            self.found.insert(key, pid);
+        }
+    }
+
+    /// Pass `event` on (into `ready`) or hold it: a DNS event without a process waits for its
+    /// connect. Anything else passes.
+    pub fn admit(&mut self, mut event: Event, now: Instant, ready: &mut Vec<Event>) {
+        if event.kind == Some(EventKind::NetworkConnect) {
+            let pid = event.process.as_ref().map_or(0, |p| p.pid);
+            let resolving = self
+                .resolving
+                .get(&pid)
+                .is_some_and(|t| t.elapsed() < Self::WAIT);
+            let to_dns = event.network.as_ref().and_then(|n| n.destination_port)
+                == Some(DnsOptions::default().port);
+            if resolving && !to_dns && self.held_connects.len() < Self::MAX_HELD {
+                self.held_connects.push((now + Self::WAIT, event));
+            } else {
+                ready.push(event);
+            }
+            return;
+        }
+        if event.kind != Some(EventKind::Dns) {
+            ready.push(event);
+            return;
+        }
+        if let Some(pid) = event.process.as_ref().map(|p| p.pid) {
+            self.remember(&event, pid);
+            self.emit_dns(event, ready);
+            return;
+        }
+        // Only its query's asker now: the connect that names it may still be on its way (the
+        // kernel's events come in batches), and an older one would name the wrong process.
+        if let Some(pid) = Self::key(&event).and_then(|k| self.found.get(&k).copied()) {
+            set_pid(&mut event, pid);
+            self.emit_dns(event, ready);
+            return;
+        }
+        if self.held.len() >= Self::MAX_HELD {
+            ready.push(event);
+            return;
+        }
+        self.held.push((now + Self::WAIT, event));
+    }
+
+    /// Release held events past their wait (all of them when `all`), with the asker the
+    /// connects seen by then name, if any.
+    pub fn release(&mut self, now: Instant, all: bool, ready: &mut Vec<Event>) {
+        let mut i = 0;
+        while i < self.held.len() {
+            if all || self.held[i].0 <= now {
+                let (_, mut e) = self.held.remove(i);
+                // The best that is known by now, if anything.
+                if let Some(pid) = self.asker(&e) {
+                    self.remember(&e, pid);
+                    set_pid(&mut e, pid);
+                }
+                self.emit_dns(e, ready);
+            } else {
+                i += 1;
+            }
+        }
+        let mut i = 0;
+        while i < self.held_connects.len() {
+            if all || self.held_connects[i].0 <= now {
+                ready.push(self.held_connects.remove(i).1);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// When the next held event is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.held
+            .iter()
+            .chain(&self.held_connects)
+            .map(|(t, _)| *t)
+            .min()
+    }
+}
+
+fn set_pid(e: &mut Event, pid: u32) {
+    e.process = Some(Process {
+        pid,
+        ..Process::default()
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringfence_event::{Field, Value};
+
+    #[test]
+    fn only_local_askers_are_looked_up() {
+        assert!(Direction::Out.asker_is_local(false));
+        assert!(Direction::In.asker_is_local(true));
+        assert!(
+            !Direction::In.asker_is_local(false),
+            "a query to this host's DNS server"
+        );
+        assert!(
+            !Direction::Out.asker_is_local(true),
+            "this host's server answering"
+        );
+        assert!(Direction::Loopback.asker_is_local(false));
+    }
+
+    #[test]
+    fn the_filter_has_its_jumps_inside_the_program() {
+        let f = filter(53);
+        for (i, ins) in f.iter().enumerate() {
+            if ins.code == 0x15 || ins.code == 0x45 {
+                assert!(i + 1 + usize::from(ins.jt) < f.len(), "{i}");
+                assert!(i + 1 + usize::from(ins.jf) < f.len(), "{i}");
+            }
+        }
+        assert_eq!(f[19].k, 0x0004_0000);
+        assert_eq!(f[20].k, 0);
+    }
+
+    #[test]
+    fn answers_teach_connects_their_domain() {
+        let msg = parse::parse_message(&parse::tests::message(
+            7,
+            true,
+            "pool.example.org",
+            &[[192, 0, 2, 7]],
+        ))
+        .unwrap();
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let answer = to_event(&msg, Some(42), Timestamp(1), (lo, 40000), (lo, 53));
+        assert_eq!(
+            Field::DnsResolvedIp.get(&answer),
+            Some(Value::StrList(&["192.0.2.7".to_owned()]))
+        );
+        let mut cache = DomainCache::default();
+        cache.learn(&answer);
+        let connect = |pid| {
+            let mut e = Event::new(EventKind::NetworkConnect, SourceKind::Ebpf, Timestamp(2));
+            e.process = Some(Process {
+                pid,
+                ..Process::default()
+            });
+            e.network = Some(Network {
+                destination_ip: "192.0.2.7".parse().ok(),
+                ..Network::default()
+            });
+            e
+        };
+        let mut same = connect(42);
+        cache.fill(&mut same);
+        assert_eq!(
+            Field::DestinationDomain.get(&same),
+            Some(Value::Str("pool.example.org"))
+        );
+        let mut other = connect(43);
+        cache.fill(&mut other);
+        assert_eq!(Field::DestinationDomain.get(&other), None);
+    }
+
+    #[test]
+    fn a_late_connect_names_the_asker_of_a_held_lookup() {
+        let msg =
+            parse::parse_message(&parse::tests::message(7, false, "a.example.org", &[])).unwrap();
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let server = IpAddr::from([127, 0, 0, 53]);
+        let query = to_event(
+            &msg,
+            None,
+            Timestamp(5_000_000_000),
+            (lo, 40000),
+            (server, 53),
+        );
+        let mut wait = AskerWait::default();
+        let mut ready = Vec::new();
+        let now = Instant::now();
+        wait.admit(query.clone(), now, &mut ready);
+        assert!(ready.is_empty());
+        let mut connect = Event::new(
+            EventKind::NetworkConnect,
+            SourceKind::Ebpf,
+            Timestamp(4_999_000_000),
+        );
+        connect.process = Some(Process {
+            pid: 77,
+            ..Process::default()
+        });
+        connect.network = Some(Network {
+            destination_ip: Some(server),
+            destination_port: Some(53),
+            ..Network::default()
+        });
+        wait.on_connect(&connect, 53, &mut ready);
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].process.as_ref().map(|p| p.pid), Some(77));
+        // Another server's lookup is released without an asker once its wait is over.
+        let other = to_event(&msg, None, Timestamp(5_000_000_000), (lo, 40001), (lo, 53));
+        wait.admit(other, now, &mut ready);
+        assert_eq!(ready.len(), 1);
+        wait.release(now + AskerWait::WAIT, false, &mut ready);
+        assert_eq!(ready.len(), 2);
+        assert!(ready[1].process.is_none());
+    }
+
+    #[test]
+    fn captures_a_lookup_on_loopback_with_its_asker() {
+        // A real packet socket and a real UDP exchange on 127.0.0.1 (no server needed: the
+        // query is a datagram to port 53 whether or not anything answers).
+        let Ok(src) = DnsSource::open(&DnsOptions::default()) else {
+            eprintln!("skipped: no CAP_NET_RAW for an AF_PACKET socket");
+            return;
+        };
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let query = parse::tests::message(0x4242, false, "lookup.ringfence.test", &[]);
+        client.send_to(&query, "127.0.0.1:53").unwrap();
+        let mut buf = vec![0u8; 65_536];
+        let mut owners = owner::Owners::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let Ok(Some((n, direction))) = src.recv(&mut buf, 200) else {
+                continue;
+            };
+            let Some(p) = parse::parse_packet(&buf[..n]) else {
+                continue;
+            };
+            if direction == Direction::LoopbackCopy || p.message.id != 0x4242 {
+                continue;
+            }
+            assert_eq!(p.message.name, "lookup.ringfence.test");
+            assert_eq!(
+                owners.owner(p.source.0, p.source.1),
+                Some(std::process::id())
+            );
+            return;
+        }
+        panic!("the query was not captured");
+    }
+}
