@@ -161,11 +161,15 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/rollouts", Need::Page),
     ("GET", "/rollouts/{id}", Need::Page),
     ("GET", "/findings", Need::Page),
+    ("GET", "/findings/{id}", Need::Page),
+    ("GET", "/agents/{id}", Need::Page),
     // Reading.
     ("GET", "/api/v1/agents", Need::Read),
     ("GET", "/api/v1/orders", Need::Read),
     ("GET", "/api/v1/fleet", Need::Read),
     ("GET", "/api/v1/findings", Need::Read),
+    ("GET", "/api/v1/findings/groups", Need::Read),
+    ("GET", "/api/v1/findings/{id}", Need::Read),
     ("GET", "/api/v1/content", Need::Read),
     ("GET", "/api/v1/rollouts", Need::Read),
     ("GET", "/api/v1/rollouts/{id}", Need::Read),
@@ -175,6 +179,9 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     // Response.
     ("POST", "/api/v1/agents/{agent_id}/orders", Need::Respond),
     ("POST", "/api/v1/orders", Need::Respond),
+    // Triage: a finding's status, reason, assignee, tags and comment.
+    ("PATCH", "/api/v1/findings/{id}", Need::Respond),
+    ("POST", "/api/v1/findings/bulk", Need::Respond),
     // Content and rollouts.
     ("PUT", "/api/v1/content/{version}", Need::Content),
     ("POST", "/api/v1/rollouts", Need::Content),
