@@ -432,7 +432,7 @@ async fn a_flooding_agent_cannot_push_others_out_of_reach(b: Backend) {
 }
 
 async fn retention_deletes_old_and_excess_findings(b: Backend) {
-    let c = console(b).await;
+    let mut c = console(b).await;
     let mut agents = c.enroll(1, |_| json!({})).await;
     let (status, _) = c.checkin(&mut agents[0], json!({})).await;
     assert_eq!(status, StatusCode::OK);
@@ -453,8 +453,12 @@ async fn retention_deletes_old_and_excess_findings(b: Backend) {
     assert_eq!(c.count("findings").await, 40);
     let (_, rows) = c.op("GET", "/api/v1/findings?rule=new", Value::Null).await;
     assert_eq!(rows.as_array().unwrap().len(), 20);
-    // Past the age: gone.
+    // Past the age: gone. (91 days on, the operator's 90-day API token has expired too: a
+    // new one.)
     c.clock.advance_ms(31 * 86_400_000);
+    c.token = ringfence_console::auth::create_operator(&c.state, "admin", "hunter2-but-longer")
+        .await
+        .unwrap();
     let swept = retention::enforce(&c.state, &Retention::default())
         .await
         .unwrap();
