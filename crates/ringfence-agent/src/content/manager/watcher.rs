@@ -474,7 +474,7 @@ impl Watcher {
 fn fault_injection(bundle: &Bundle) {
     if bundle
         .metadata()
-        .any(|(k, v)| k == super::FAULT_METADATA_KEY && v == "panic-on-load")
+        .any(|(k, v)| k == crate::content::FAULT_METADATA_KEY && v == "panic-on-load")
     {
         panic!(
             "test fault: content version {} asked to panic on load",
