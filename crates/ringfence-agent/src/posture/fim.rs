@@ -23,8 +23,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -310,27 +310,7 @@ pub fn load(state_dir: &Path) -> Result<Option<Baseline>, String> {
 
 /// Store `b` atomically (0600 in a 0700 directory); returns its size.
 pub fn store(state_dir: &Path, b: &Baseline) -> Result<u64, String> {
-    // Directories made here are 0700; one that exists keeps its mode (it may be shared).
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)
-        .map_err(|e| format!("{}: {e}", state_dir.display()))?;
-    let path = state_dir.join(BASELINE_FILE);
-    let tmp = state_dir.join(format!("{BASELINE_FILE}.tmp"));
-    let text = serde_json::to_vec(b).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    f.write_all(&text)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(text.len() as u64)
+    super::store_private_json(state_dir, BASELINE_FILE, b)
 }
 
 /// What dpkg knows: owners, shipped MD5s, and its runs from dpkg.log.

@@ -33,28 +33,7 @@ pub fn load(state_dir: &Path) -> Option<Inventory> {
 
 /// Store `inv` in `state_dir` (0600, atomically); returns its size.
 pub fn store(state_dir: &Path, inv: &Inventory) -> Result<u64, String> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)
-        .map_err(|e| format!("{}: {e}", state_dir.display()))?;
-    let path = state_dir.join(INVENTORY_FILE);
-    let tmp = state_dir.join(format!("{INVENTORY_FILE}.tmp"));
-    let text = serde_json::to_vec(inv).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    f.write_all(&text)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(text.len() as u64)
+    super::store_private_json(state_dir, INVENTORY_FILE, inv)
 }
 
 /// One line on what a delta holds: `2 packages added, 1 user removed`.

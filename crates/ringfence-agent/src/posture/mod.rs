@@ -649,6 +649,37 @@ fn posture_thread(
     }
 }
 
+/// Store `value` as JSON in `state_dir/file`, atomically (a 0600 temporary file renamed over
+/// it; directories made here are 0700, one that exists keeps its mode); returns its size.
+pub(crate) fn store_private_json<T: Serialize>(
+    state_dir: &std::path::Path,
+    file: &str,
+    value: &T,
+) -> Result<u64, String> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|e| format!("{}: {e}", state_dir.display()))?;
+    let path = state_dir.join(file);
+    let tmp = state_dir.join(format!("{file}.tmp"));
+    let text = serde_json::to_vec(value).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(&text)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text.len() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
