@@ -111,7 +111,15 @@ fn dns_event<'a>(events: &'a [Event], name: &str, message_type: &str) -> Option<
     })
 }
 
+/// One DNS server address and one packet capture at a time: the two modes' tests would
+/// otherwise start two dnsmasqs on the same address, and the first to finish would take the
+/// other's server away.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn lookups_in(mode: ModeChoice) {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Err(why) = Command::new("dig").arg("-v").output() {
         eprintln!("skipped: no dig (install bind9-dnsutils): {why}");
         return;
