@@ -576,9 +576,15 @@ async fn a_man_in_the_middle_is_refused_reported_and_loses_nothing() {
             .any(|l| l.contains(&impostor_pin.to_string()) && l.contains("not pinned")),
         "the impostor's CA is not named: {notices}"
     );
+    // The replay and the injection fail the same way (a record that does not decrypt, in the
+    // handshake or after it, as the timing falls), and the same notice is given once a
+    // minute: at least the impostor's and one tampering notice.
     assert!(
-        interceptions.len() >= 3,
-        "the impostor, the replay and the injection are each reported: {notices}"
+        interceptions.len() >= 2
+            && interceptions.iter().any(|l| l.contains("decrypt")
+                || l.contains("handshake")
+                || l.contains("signature")),
+        "the impostor and the tampering are reported: {notices}"
     );
     // No order reached the responder, and the identity was kept.
     assert!(!audit_log.exists(), "an order reached the responder");
