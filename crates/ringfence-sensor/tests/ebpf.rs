@@ -44,7 +44,15 @@ struct Watch {
     seen: Vec<Event>,
 }
 
+/// Loading a sensor asks the kernel for BPF objects by id, which every loaded sensor in this
+/// process sees. Loads hold this for reading; a test that asserts nobody asked holds it for
+/// writing, so no other test's load runs meanwhile.
+static LOADING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 fn load(opts: &EbpfOptions) -> Watch {
+    let _loading = LOADING
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     match EbpfSensor::load(opts) {
         Ok(sensor) => Watch {
             sensor,
@@ -548,6 +556,10 @@ fn a_descriptor_asked_for_by_id_to_the_sensors_own_link_is_reported() {
         return;
     }
     let mut sensor = load(&options());
+    // From here on no other test loads a sensor (its loading would ask for links by id).
+    let _quiet = LOADING
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let link = sensor
         .sensor
         .objects()
