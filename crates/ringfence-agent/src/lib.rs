@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 use ringfence_event::{Event, EventKind, Health, Mode, SourceKind, Timestamp};
 use ringfence_sensor::audit::{AuditOptions, AuditSource};
-use ringfence_sensor::dns::{AskerWait, DnsOptions, DnsSource, DomainCache};
+use ringfence_sensor::dns::{AskerWait, DNS_PORT, DnsOptions, DnsSource, DomainCache};
 use ringfence_sensor::ebpf::EbpfSource;
 use ringfence_sensor::fanotify::{FanotifyOptions, FanotifySource};
 use ringfence_sensor::logs::LogSource;
@@ -437,8 +437,12 @@ impl Agent {
             match DnsSource::open(&DnsOptions::default()) {
                 Ok(src) => opened.sources.push((SourceKind::Dns, Box::new(src))),
                 Err(e) => {
+                    // Lookups go unseen (and `destination.domain` unfilled): a health
+                    // finding, not only a log line.
                     let why = e.to_string();
-                    tracing::warn!(source = "dns", error = %why, "source not started");
+                    tracing::error!(source = "dns", error = %why, "source not started: reported as a health finding");
+                    self.degraded
+                        .push(format!("the DNS source did not start: {why}"));
                     summary.sources.push(SourceSummary {
                         name: "dns",
                         counters: CounterSnapshot::default(),
@@ -645,6 +649,7 @@ impl Agent {
             posture_files: None,
             domains: DomainCache::default(),
             askers: AskerWait::default(),
+            admitted: Vec::new(),
         };
         if let Some(why) = ebpf_failed {
             // Say so where a person will see it: in the event stream, beside the log line.
@@ -901,6 +906,8 @@ struct Pipeline {
     domains: DomainCache,
     /// DNS events waiting for the connect that names their asker.
     askers: AskerWait,
+    /// [`Pipeline::handle_all`]'s buffer, kept between batches.
+    admitted: Vec<Event>,
 }
 
 impl Pipeline {
@@ -911,18 +918,19 @@ impl Pipeline {
         if ready.is_empty() && self.askers.next_deadline().is_none() {
             return;
         }
-        let mut out = Vec::with_capacity(ready.len());
+        // One buffer kept across batches: no allocation per batch.
+        let mut out = std::mem::take(&mut self.admitted);
         for event in ready.drain(..) {
             if event.kind == Some(EventKind::NetworkConnect) {
-                self.askers
-                    .on_connect(&event, DnsOptions::default().port, &mut out);
+                self.askers.on_connect(&event, DNS_PORT, &mut out);
             }
             self.askers.admit(event, now, &mut out);
         }
         self.askers.release(now, all, &mut out);
-        for event in out {
+        for event in out.drain(..) {
             self.handle(event);
         }
+        self.admitted = out;
     }
 
     fn handle(&mut self, mut event: Event) {

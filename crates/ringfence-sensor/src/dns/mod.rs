@@ -74,6 +74,9 @@ pub fn filter(port: u16) -> Vec<libc::sock_filter> {
     ]
 }
 
+/// The port DNS is captured on by default, and the one a connect to a resolver is told by.
+pub const DNS_PORT: u16 = 53;
+
 /// Options for [`DnsSource`].
 #[derive(Debug, Clone)]
 pub struct DnsOptions {
@@ -83,7 +86,7 @@ pub struct DnsOptions {
 
 impl Default for DnsOptions {
     fn default() -> Self {
-        DnsOptions { port: 53 }
+        DnsOptions { port: DNS_PORT }
     }
 }
 
@@ -509,8 +512,7 @@ impl AskerWait {
                 .resolving
                 .get(&pid)
                 .is_some_and(|t| t.elapsed() < Self::WAIT);
-            let to_dns = event.network.as_ref().and_then(|n| n.destination_port)
-                == Some(DnsOptions::default().port);
+            let to_dns = event.network.as_ref().and_then(|n| n.destination_port) == Some(DNS_PORT);
             if resolving && !to_dns && self.held_connects.len() < Self::MAX_HELD {
                 self.held_connects.push((now + Self::WAIT, event));
             } else {
