@@ -63,6 +63,10 @@ pub struct RouteConfig {
     /// syslog: TLS instead of plain TCP.
     #[serde(default)]
     pub tls: bool,
+    /// syslog: accept plain TCP to a receiver that is not on this host. Off by default: such a
+    /// link carries findings in clear text to a receiver nobody authenticated.
+    #[serde(default)]
+    pub allow_plaintext: bool,
     /// syslog over TLS: the name checked against the receiver's certificate (default: the
     /// host of `address`).
     #[serde(default)]
@@ -146,6 +150,7 @@ impl RouteConfig {
             sourcetype: default_sourcetype(),
             address: None,
             tls: false,
+            allow_plaintext: false,
             server_name: None,
             facility: default_facility(),
             message: default_message(),
@@ -243,11 +248,26 @@ impl RouteConfig {
                 true
             }
             RouteKind::Syslog => {
-                match &self.address {
-                    Some(a) if super::syslog::split_address(a).is_none() => {
+                match self
+                    .address
+                    .as_deref()
+                    .map(|a| (a, super::syslog::split_address(a)))
+                {
+                    Some((a, None)) => {
                         out.push(("address", format!("expected host:port, got {a:?}")));
                     }
-                    Some(_) => {}
+                    Some((a, Some((host, _)))) => {
+                        if !self.tls && !self.allow_plaintext && !is_loopback_host(&host) {
+                            out.push((
+                                "tls",
+                                format!(
+                                    "plain TCP to {a} would carry findings in clear text to a \
+                                     receiver nobody authenticated: set tls = true with ca_file \
+                                     or ca_sha256, or allow_plaintext = true to accept that"
+                                ),
+                            ));
+                        }
+                    }
                     None => need(&mut out, "address", false),
                 }
                 if self.facility > 23 {
@@ -296,6 +316,15 @@ impl RouteConfig {
         }
         out
     }
+}
+
+/// Whether `host` names this machine: `localhost` or a loopback address. Only such a receiver
+/// may be reached over plain TCP without `allow_plaintext`.
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The 1-based line of `key` inside the `index`-th `[[outputs]]` table of `text` (the table's
@@ -358,6 +387,26 @@ mod tests {
         assert!(keys.contains(&("outputs[0].secret_file", 4)), "{keys:?}");
         assert!(keys.contains(&("outputs[0].ca_file", 4)), "{keys:?}");
         assert!(keys.contains(&("outputs[1].address", 11)), "{keys:?}");
+
+        let remote_plain = "[[outputs]]\ntype = \"syslog\"\naddress = \"logs.example:514\"\n";
+        let errs = match Config::parse(remote_plain, Path::new("agent.toml")) {
+            Ok(_) => panic!("plain TCP to a remote receiver accepted"),
+            Err(e) => e.0,
+        };
+        assert!(
+            errs.iter().any(|e| e.key == "outputs[0].tls"),
+            "{:?}",
+            errs.iter().map(|e| e.key.as_str()).collect::<Vec<_>>()
+        );
+        for ok in [
+            "[[outputs]]\ntype = \"syslog\"\naddress = \"logs.example:514\"\nallow_plaintext = true\n",
+            "[[outputs]]\ntype = \"syslog\"\naddress = \"[::1]:514\"\n",
+            "[[outputs]]\ntype = \"syslog\"\naddress = \"localhost:514\"\n",
+        ] {
+            if let Err(e) = Config::parse(ok, Path::new("agent.toml")) {
+                panic!("{ok}: {e}");
+            }
+        }
 
         let unknown = "[[outputs]]\ntype = \"webhook\"\nsecret = \"in the config\"\n";
         let errs = match Config::parse(unknown, Path::new("agent.toml")) {
