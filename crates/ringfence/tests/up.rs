@@ -27,7 +27,17 @@ fn free_port() -> u16 {
 }
 
 fn ringfence(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    ringfence_as(None, args)
+}
+
+/// `ringfence args…` with the operator token in `RINGFENCE_TOKEN` (never in argv).
+fn ringfence_as(token: Option<&str>, args: &[&str]) -> String {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("RINGFENCE_TOKEN");
+    if let Some(token) = token {
+        command.env("RINGFENCE_TOKEN", token);
+    }
+    let out = command.output().unwrap();
     assert!(
         out.status.success(),
         "ringfence {args:?}: {}{}",
@@ -243,25 +253,17 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
         .to_owned();
     assert_eq!(ca, pin(&data).to_string());
     let rollout = |args: &[&str]| {
-        let mut all = vec![
-            "rollout",
-            "--console",
-            &url,
-            "--token",
-            &token,
-            "--ca-sha256",
-            &ca,
-        ];
+        let mut all = vec!["rollout", "--console", &url, "--ca-sha256", &ca];
         all.extend(args);
-        ringfence(&all);
+        ringfence_as(Some(&token), &all);
     };
     // The operator's CLI over the pinned link: the agents, and a token with its one-line
     // agent command (which pins the CA too).
     let fleet = |args: &[&str]| {
         let mut all = vec!["fleet"];
         all.extend(args);
-        all.extend(["--console", &url, "--token", &token, "--ca-sha256", &ca]);
-        ringfence(&all)
+        all.extend(["--console", &url, "--ca-sha256", &ca]);
+        ringfence_as(Some(&token), &all)
     };
     let listed = fleet(&["agents"]);
     let agent_id = agents(&data, &url, &token)[0]["id"]
@@ -309,15 +311,8 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
     assert_eq!(agents(&data, &url, &token).len(), 2);
     // Another pin: refused, naming the CA the console presented.
     let wrong = Command::new(BIN)
-        .args([
-            "fleet",
-            "agents",
-            "--console",
-            &url,
-            "--token",
-            &token,
-            "--ca-sha256",
-        ])
+        .env("RINGFENCE_TOKEN", &token)
+        .args(["fleet", "agents", "--console", &url, "--ca-sha256"])
         .arg("ab".repeat(32))
         .output()
         .unwrap();
@@ -388,19 +383,34 @@ fn up_runs_a_console_and_a_local_agent_that_takes_a_rollout_and_stops_with_it() 
                 .any(|f| f.to_string().contains("Temporary Directory"))
     });
     // The operator's tail over the pinned link: one readable line per finding, with its id.
-    let tail = ringfence(&[
-        "findings",
-        "tail",
-        "--once",
-        "--last",
-        "1000",
-        "--console",
-        &url,
-        "--token",
-        &token,
-        "--ca-sha256",
-        &ca,
-    ]);
+    let tail = ringfence_as(
+        Some(&token),
+        &[
+            "findings",
+            "tail",
+            "--once",
+            "--last",
+            "1000",
+            "--console",
+            &url,
+            "--ca-sha256",
+            &ca,
+        ],
+    );
+    // A token on the command line is refused before anything is sent, naming the safe ways.
+    let argv_token = Command::new(BIN)
+        .env_remove("RINGFENCE_TOKEN")
+        .args(["fleet", "agents", "--console", &url, "--ca-sha256", &ca])
+        .args(["--token", &token])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&argv_token.stderr);
+    assert!(
+        argv_token.status.code() == Some(2)
+            && err.contains("RINGFENCE_TOKEN")
+            && err.contains("--token-file"),
+        "{err}"
+    );
     let line = tail
         .lines()
         .find(|l| l.contains("Temporary Directory"))

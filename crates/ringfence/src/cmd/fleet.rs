@@ -14,7 +14,7 @@ use ringfence_console::drill::{self, DrillOptions, Fault};
 use ringfence_console::orders::OrderView;
 use ringfence_wire::{AgentId, OrderAction};
 
-use crate::cmd::console_api::{ConsoleArgs, block_on, client_failure};
+use crate::cmd::console_api::{ConsoleArgs, block_on, client_failure, operator_token};
 use crate::cmd::print_line;
 use crate::{CmdResult, Failure};
 
@@ -409,9 +409,12 @@ struct SimArgs {
     /// `console serve --clock-speed`).
     #[arg(long, env = "RINGFENCE_CONSOLE")]
     console: Option<String>,
-    /// Operator token for --console.
-    #[arg(long, env = "RINGFENCE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    /// A file (mode 0600) holding the operator token for --console; or `RINGFENCE_TOKEN`.
+    #[arg(long = "token-file", env = "RINGFENCE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Refused: a token on the command line is in every local user's process list.
+    #[arg(long = "token", hide = true)]
+    token_argv: Option<String>,
     /// The --console's CA pin; repeat while a CA rotates. Or `RINGFENCE_CA_SHA256`.
     #[arg(long = "ca-sha256", env = "RINGFENCE_CA_SHA256", value_delimiter = ',')]
     ca_sha256: Vec<String>,
@@ -457,7 +460,8 @@ pub fn run(args: Args) -> CmdResult {
         ),
         None => None,
     };
-    opts.console = match (a.console, a.token) {
+    let token = operator_token(a.token_argv.as_deref(), a.token_file.as_deref())?;
+    opts.console = match (a.console, token) {
         (Some(url), Some(token)) => {
             let pins = a
                 .ca_sha256
@@ -480,7 +484,9 @@ pub fn run(args: Args) -> CmdResult {
         (Some(_), None) => {
             return Err(Failure {
                 code: 2,
-                error: anyhow::anyhow!("--console needs --token (or RINGFENCE_TOKEN)"),
+                error: anyhow::anyhow!(
+                    "--console needs the operator token: RINGFENCE_TOKEN or --token-file"
+                ),
             });
         }
         _ => None,
