@@ -260,6 +260,10 @@ async fn a_lying_console_cannot_blind_the_agent_or_make_it_run_anything() {
         tuning: Default::default(),
         trust: Trust::PlainLoopback,
         fallbacks: Vec::new(),
+        inventory: ringfence_agent::fleet::inventory::InventorySync::new(
+            None,
+            std::path::Path::new("/nonexistent"),
+        ),
     };
     let client = Client::new(&url, &Trust::PlainLoopback).unwrap();
     let stop = StopSignal::new();
@@ -359,6 +363,10 @@ async fn a_dead_console_fails_over_to_another_of_the_fleet_with_the_same_identit
         tuning: Default::default(),
         trust: Trust::PlainLoopback,
         fallbacks: vec![alive],
+        inventory: ringfence_agent::fleet::inventory::InventorySync::new(
+            None,
+            std::path::Path::new("/nonexistent"),
+        ),
     };
     let client = Client::new(&dead, &Trust::PlainLoopback).unwrap();
     let telemetry = Arc::new(Telemetry::new(10));

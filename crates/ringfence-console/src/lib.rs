@@ -26,6 +26,7 @@ pub mod finding_view;
 pub mod findings;
 pub mod gate;
 pub mod ingest;
+pub mod inventory;
 pub mod metrics;
 pub mod mtls;
 pub mod operators;
@@ -233,6 +234,11 @@ pub fn app(state: AppState) -> Router {
         ))
         .merge(
             Router::new()
+                .route(paths::INVENTORY, post(inventory::post_inventory))
+                .layer(DefaultBodyLimit::max(limits::INVENTORY_BYTES)),
+        )
+        .merge(
+            Router::new()
                 .route(paths::FINDINGS, post(agents::findings))
                 .layer(counted(AgentEndpoint::Findings))
                 .layer(DefaultBodyLimit::max(limits::FINDINGS_BYTES)),
@@ -283,6 +289,14 @@ pub fn app(state: AppState) -> Router {
             post(operators::post_token_revoke),
         )
         .route("/api/v1/fleet", get(agents::get_fleet))
+        .route(
+            "/api/v1/agents/{agent_id}/inventory",
+            get(inventory::get_host_inventory),
+        )
+        .route(
+            "/api/v1/inventory/packages",
+            get(inventory::get_package_hosts),
+        )
         .route("/api/v1/findings", get(findings::get_findings))
         .route("/api/v1/findings/groups", get(findings::get_groups))
         .route("/api/v1/findings/bulk", post(findings::post_bulk))

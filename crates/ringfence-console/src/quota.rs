@@ -38,7 +38,17 @@ impl Quota {
         burst: 2 * ringfence_wire::limits::FINDINGS_PER_BATCH as u32,
         per_interval: ringfence_wire::limits::FINDINGS_PER_BATCH as u32,
     };
+    /// Inventory uploads, in units of [`INVENTORY_UNIT`] bytes (an upload costs at least one):
+    /// two of the largest bodies at once, then 512 KiB per check-in interval. A typical whole
+    /// inventory is two units and a delta one.
+    pub const INVENTORY: Quota = Quota {
+        burst: 2 * (ringfence_wire::limits::INVENTORY_BYTES / INVENTORY_UNIT) as u32,
+        per_interval: 8,
+    };
 }
+
+/// Bytes per token of the inventory quota.
+pub const INVENTORY_UNIT: usize = 64 * 1024;
 
 /// Most agents a bucket map tracks (a fleet larger than this shares the oldest entries' fate:
 /// a full bucket again).
@@ -190,6 +200,7 @@ impl Buckets {
 pub struct AgentQuotas {
     pub checkins: Buckets,
     pub findings: Buckets,
+    pub inventory: Buckets,
 }
 
 impl AgentQuotas {
@@ -197,6 +208,7 @@ impl AgentQuotas {
         AgentQuotas {
             checkins: Buckets::new(checkins, interval_ms, MAX_TRACKED),
             findings: Buckets::new(findings, interval_ms, MAX_TRACKED),
+            inventory: Buckets::new(Quota::INVENTORY, interval_ms, MAX_TRACKED),
         }
     }
 }
@@ -234,6 +246,23 @@ pub fn findings(state: &AppState, agent: &ringfence_wire::AgentId, count: usize)
     let cost = u32::try_from(count).unwrap_or(u32::MAX);
     let now = state.clock.now_ms();
     findings_answer(state, state.quotas.findings.take(agent.as_str(), cost, now))
+}
+
+/// The inventory quota of an authenticated agent uploading `bytes`; 429 when over (the agent
+/// tries again after a later check-in). Called before the body is parsed.
+pub fn inventory(state: &AppState, agent: &ringfence_wire::AgentId, bytes: usize) -> AppResult<()> {
+    let cost = u32::try_from(bytes.div_ceil(INVENTORY_UNIT).max(1)).unwrap_or(u32::MAX);
+    match state
+        .quotas
+        .inventory
+        .take(agent.as_str(), cost, state.clock.now_ms())
+    {
+        Take::Allowed => Ok(()),
+        Take::Refused { retry_after_ms } => Err(AppError::TooManyRequests {
+            message: "inventory quota exceeded: send it after a later check-in",
+            retry_after_s: retry_secs(retry_after_ms),
+        }),
+    }
 }
 
 /// Before a findings upload is parsed: 429 at once if the agent's findings quota is used up,

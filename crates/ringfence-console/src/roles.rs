@@ -146,6 +146,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", ringfence_wire::paths::RENEW, Need::Agent),
     ("POST", ringfence_wire::paths::CHECKIN, Need::Agent),
     ("POST", ringfence_wire::paths::FINDINGS, Need::Agent),
+    ("POST", ringfence_wire::paths::INVENTORY, Need::Agent),
     // Anyone.
     ("GET", "/content/{file}", Need::Public),
     ("GET", "/healthz", Need::Public),
@@ -167,6 +168,8 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/api/v1/agents", Need::Read),
     ("GET", "/api/v1/orders", Need::Read),
     ("GET", "/api/v1/fleet", Need::Read),
+    ("GET", "/api/v1/agents/{agent_id}/inventory", Need::Read),
+    ("GET", "/api/v1/inventory/packages", Need::Read),
     ("GET", "/api/v1/findings", Need::Read),
     ("GET", "/api/v1/findings/groups", Need::Read),
     ("GET", "/api/v1/findings/{id}", Need::Read),

@@ -175,6 +175,17 @@ impl Client {
             .await
     }
 
+    /// Upload the host's inventory, whole or as a delta. A 409 means the console holds another
+    /// base: send the whole inventory.
+    pub async fn upload_inventory(
+        &self,
+        credential: &Credential,
+        upload: &crate::inventory::InventoryUpload,
+    ) -> Result<crate::inventory::InventoryAccepted, ClientError> {
+        self.post_json(paths::INVENTORY, Some(credential.as_str()), upload)
+            .await
+    }
+
     /// Fetch a content file named by a check-in response (relative path or absolute http URL),
     /// refusing anything larger than `max_bytes`.
     pub async fn fetch_content(&self, url: &str, max_bytes: usize) -> Result<Bytes, ClientError> {

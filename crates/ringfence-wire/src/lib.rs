@@ -3,7 +3,7 @@
 //! Three exchanges, all JSON over HTTPS: **enrollment** (an operator's enrollment token is traded
 //! for a per-agent [`Credential`]), **check-in** (health and tags go up; the content version the
 //! agent may run now, where to fetch it and when to call again come back), and **findings
-//! upload** in batches. A check-in response may carry **response orders** an operator placed
+//! upload** in batches, and the host's **inventory**, whole or as a delta ([`inventory`]). A check-in response may carry **response orders** an operator placed
 //! for the agent, each signed by the console's order key and bound to the agent
 //! ([`signed_order`]); their results ride up in the following check-ins. Content itself is not
 //! in the protocol: it is a static signed file the check-in response points at, so any web
@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod inventory;
 pub mod signed_order;
 pub mod tls;
 pub mod types;
@@ -51,4 +52,7 @@ pub mod paths {
     /// `POST` a [`RenewRequest`](crate::RenewRequest) with the credential and the current
     /// client certificate.
     pub const RENEW: &str = "/api/v1/agents/renew";
+    /// `POST` an [`InventoryUpload`](crate::inventory::InventoryUpload) with the agent's
+    /// bearer credential.
+    pub const INVENTORY: &str = "/api/v1/agents/inventory";
 }

@@ -36,6 +36,8 @@ pub mod limits {
     pub const ORDER_TEXT_BYTES: usize = 512;
     /// Longest block a console order may ask for (the agent's guard may allow less).
     pub const ORDER_MAX_BLOCK_SECS: u64 = 30 * 24 * 3600;
+    /// Largest inventory upload body (a whole inventory is about 100 KB on a typical server).
+    pub const INVENTORY_BYTES: usize = 8 * 1024 * 1024;
 }
 
 /// Why a value was refused while parsing.

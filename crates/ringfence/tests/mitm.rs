@@ -508,6 +508,10 @@ async fn a_man_in_the_middle_is_refused_reported_and_loses_nothing() {
         alarm_after: Duration::from_secs(3600),
         trust: trust.clone(),
         fallbacks: Vec::new(),
+        inventory: ringfence_agent::fleet::inventory::InventorySync::new(
+            None,
+            std::path::Path::new("/nonexistent"),
+        ),
         tuning: Default::default(),
     };
 

@@ -77,6 +77,8 @@ pub struct LinkOptions {
     /// Other consoles of the same fleet (same CA, same database), tried in turn after a failed
     /// cycle, with the same identity and findings queue.
     pub fallbacks: Vec<String>,
+    /// The host's inventory and what the console acknowledged of it.
+    pub inventory: super::inventory::InventorySync,
 }
 
 /// What the link did, for its last log line and for tests.
@@ -92,6 +94,9 @@ pub struct LinkReport {
     pub uploads_unacknowledged: u64,
     /// Health notices raised for a link that kept failing.
     pub alarms: u64,
+    /// Inventory uploads the console took, whole and as deltas.
+    pub inventories_full: u64,
+    pub inventory_deltas: u64,
 }
 
 struct Link {
@@ -173,6 +178,7 @@ pub async fn run(
                     backoff = Duration::from_secs(1);
                     last_success = Instant::now();
                     last_alarm = None;
+                    link.sync_inventory().await;
                     now + wait
                 }
                 Err(e) => {
@@ -543,6 +549,36 @@ impl Link {
     }
 
     /// Send waiting findings in batches until none are left or an upload fails.
+    /// Sends the inventory when it changed since the console acknowledged it. Best effort:
+    /// a failure is retried after the next check-in.
+    async fn sync_inventory(&mut self) {
+        let Some(enrollment) = self.enrollment.clone() else {
+            return;
+        };
+        let Some((upload, inventory)) = self.opts.inventory.due(&enrollment.agent_id) else {
+            return;
+        };
+        match self
+            .client
+            .upload_inventory(&enrollment.credential, &upload)
+            .await
+        {
+            Ok(ack) => match self
+                .opts
+                .inventory
+                .accepted(&upload, inventory, &ack.sha256)
+            {
+                super::inventory::Sent::Full { .. } => self.report.inventories_full += 1,
+                super::inventory::Sent::Delta { .. } => self.report.inventory_deltas += 1,
+            },
+            Err(e) if e.status() == Some(409) => self.opts.inventory.conflict(),
+            Err(e) => {
+                self.notice_tls_refusal(&e.to_string());
+                tracing::warn!(error = %e, "inventory upload failed; retried after the next check-in");
+            }
+        }
+    }
+
     async fn upload_findings(&mut self) {
         let Some(enrollment) = self.enrollment.clone() else {
             return;

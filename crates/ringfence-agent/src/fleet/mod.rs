@@ -16,6 +16,9 @@
 //! or remembered, a refusal (401/403) never makes it forget its identity, and a link that keeps
 //! failing raises a health notice.
 //!
+//! When the posture passes collect an inventory, the link sends it after a check-in whenever
+//! it changed: whole once, then as deltas ([`inventory`]).
+//!
 //! A check-in response may also carry response orders an operator placed in the console. Each
 //! is signed by the console's order key and bound to this agent, with an id that only grows,
 //! an expiry and, for a kill, the target's start time ([`ringfence_wire::signed_order`]). The
@@ -27,6 +30,7 @@
 //! the console down, and the pipeline never waits on the network.
 
 pub mod enrollment;
+pub mod inventory;
 pub mod link;
 pub mod orders;
 pub mod telemetry;
@@ -244,6 +248,8 @@ pub struct FleetStart {
     pub content: crate::content::config::ContentSection,
     /// What is tuned locally (`[detect]`), reported in each check-in.
     pub tuning: ringfence_wire::LocalTuning,
+    /// The posture passes' inventory file, sent to the console when it changes.
+    pub inventory_file: Option<PathBuf>,
 }
 
 /// The running link thread.
@@ -306,6 +312,7 @@ impl FleetLink {
             content: start.content,
             alarm_after: std::time::Duration::from_secs(start.section.alarm_after_secs),
             tuning: start.tuning,
+            inventory: inventory::InventorySync::new(start.inventory_file, &start.state_dir),
         };
         let handle = std::thread::Builder::new()
             .name("rf-fleet".into())

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value as Json, json};
 
 use super::services;
@@ -24,6 +24,11 @@ pub const MAX_ITEMS: usize = 100_000;
 /// Items a delta lists per section and direction (the counts are always whole).
 pub const MAX_DELTA_ITEMS: usize = 100;
 const INVENTORY_FILE: &str = "inventory.json";
+
+/// Where the last pass's inventory is kept in `state_dir`.
+pub fn file(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join(INVENTORY_FILE)
+}
 
 /// The inventory stored at the last pass in `state_dir` (`None`: none yet, or unreadable).
 pub fn load(state_dir: &Path) -> Option<Inventory> {
@@ -52,61 +57,8 @@ pub fn summarize(delta: &Json) -> String {
     parts.join(", ")
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Package {
-    pub name: String,
-    pub version: String,
-    pub architecture: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Socket {
-    pub address: String,
-    pub pid: Option<u32>,
-    pub process: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct User {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: String,
-    pub shell: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Group {
-    pub name: String,
-    pub gid: u32,
-    pub members: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Unit {
-    pub name: String,
-    pub path: String,
-    pub enabled: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct CronEntry {
-    pub file: String,
-    pub line: usize,
-    pub entry: String,
-}
-
-/// One host's inventory.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Inventory {
-    pub packages: Vec<Package>,
-    pub listening: Vec<Socket>,
-    pub users: Vec<User>,
-    pub groups: Vec<Group>,
-    pub kernel_modules: Vec<String>,
-    pub systemd_units: Vec<Unit>,
-    pub cron: Vec<CronEntry>,
-}
+// The sections are the protocol's: the console stores and queries the same types.
+pub use ringfence_wire::inventory::{CronEntry, Group, Inventory, Package, Socket, Unit, User};
 
 /// Where to read (tests point these elsewhere).
 #[derive(Debug, Clone)]
@@ -164,6 +116,7 @@ pub fn collect(src: &Sources<'_>) -> Inventory {
     }
     inv.systemd_units = units(src.root);
     inv.cron = cron(src.root);
+    inv.canonicalize();
     inv
 }
 

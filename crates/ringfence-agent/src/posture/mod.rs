@@ -127,6 +127,12 @@ impl PostureSection {
     fn runs(&self, check: &str) -> bool {
         !self.skip.iter().any(|s| s == check)
     }
+
+    /// The file the agent's posture passes keep the inventory in, when they collect one (the
+    /// fleet link sends it to the console).
+    pub fn inventory_file(&self) -> Option<std::path::PathBuf> {
+        (self.enabled && self.runs("inventory")).then(|| inventory::file(&self.state_dir))
+    }
 }
 
 /// The checks, by the names `skip` takes.

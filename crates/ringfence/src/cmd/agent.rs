@@ -560,6 +560,7 @@ fn start_fleet_link(
         response_enabled: config.response.enabled,
         content: config.content.clone(),
         tuning: config.detect.report(),
+        inventory_file: config.posture.inventory_file(),
     };
     let link = FleetLink::start(start, Arc::clone(&telemetry), stop.clone())?;
     Ok(Some((link, telemetry)))

@@ -42,6 +42,8 @@ enum Sub {
     Agents(AgentsArgs),
     /// Revoke an agent: every console refuses it within a second.
     Revoke(RevokeArgs),
+    /// Which hosts have a package (below or from a version), or one host's whole inventory.
+    Inventory(super::fleet_inventory::InventoryArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -447,6 +449,7 @@ pub fn run(args: Args) -> CmdResult {
         Sub::Tokens(a) => return tokens(a),
         Sub::Agents(a) => return agents(a),
         Sub::Revoke(a) => return revoke(a),
+        Sub::Inventory(a) => return super::fleet_inventory::run(a),
     };
     let mut opts = DrillOptions::new(a.agents, a.fault);
     opts.speed = a.speed;

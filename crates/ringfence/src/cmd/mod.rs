@@ -11,6 +11,7 @@ pub mod doctor;
 pub mod eval;
 pub mod findings;
 pub mod fleet;
+pub mod fleet_inventory;
 pub mod posture;
 pub mod release;
 pub mod replay;
