@@ -98,6 +98,19 @@ fn no_recorded_detection_is_lost() {
                 ));
             }
         }
+        for o in outcomes.iter().filter(|o| !o.detected) {
+            let below: Vec<String> = o
+                .raised
+                .iter()
+                .map(|r| format!("{} ({})", r.title, r.level))
+                .collect();
+            println!(
+                "{} mode: missed {} ({} events; below medium: {below:?})",
+                mode.as_str(),
+                o.id,
+                o.events
+            );
+        }
         let new: Vec<&String> = detected.iter().filter(|id| !before.contains(id)).collect();
         if !new.is_empty() {
             println!(
