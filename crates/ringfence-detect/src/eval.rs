@@ -2,8 +2,11 @@
 //!
 //! An attack corpus is a manifest (`cases.json`: one case per Atomic Red Team test, with its
 //! ATT&CK technique) and, per sensor mode, the events each case produced. A case is *observed*
-//! in a mode when the sensors recorded any event of it, and *detected* when replaying its
-//! events alone, through fresh state, raises a finding at medium or above. A benign corpus is
+//! in a mode when the sensors recorded any event of it and the manifest does not mark its
+//! attack step `unobservable` (the step leaves no event any source records: a shell built-in
+//! reading a file, CPU load), and *detected* when replaying its events alone, through fresh
+//! state, raises a finding at medium or above; rates count detected cases among observed
+//! ones. A benign corpus is
 //! one session per mode; what matters there is the findings per hour by level.
 //!
 //! Pure functions of (engine, events): the callers read the files.
@@ -46,6 +49,10 @@ pub struct CaseSpec {
     /// How the case differs from the atomic, to run safely here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Why the attack step leaves no event that any source records, and which source would
+    /// record it; such a case is run and listed but not counted as observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unobservable: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +80,12 @@ pub fn parse_manifest(text: &str) -> Result<Vec<CaseSpec>, String> {
         }
         if !seen.insert(c.id.as_str()) {
             return Err(format!("case id `{}` appears twice", c.id));
+        }
+        if c.unobservable
+            .as_deref()
+            .is_some_and(|w| w.trim().is_empty())
+        {
+            return Err(format!("case {}: `unobservable` needs a reason", c.id));
         }
         if !c.technique.starts_with('T') {
             return Err(format!(
@@ -123,14 +136,23 @@ pub struct CaseOutcome {
     pub id: String,
     pub technique: String,
     pub events: usize,
+    /// The manifest marks the attack step unobservable.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unobservable: bool,
     /// Findings at medium or above.
     pub detected: bool,
     pub raised: Vec<Raised>,
 }
 
 impl CaseOutcome {
+    /// Events were recorded and the manifest does not mark the attack step unobservable.
     pub fn observed(&self) -> bool {
-        self.events > 0
+        self.events > 0 && !self.unobservable
+    }
+
+    /// Detected among the observed (what the rates count).
+    pub fn counted_detected(&self) -> bool {
+        self.observed() && self.detected
     }
 }
 
@@ -141,6 +163,7 @@ pub fn run_case(engine: &Engine, spec: &CaseSpec, events: &[Event]) -> CaseOutco
         id: spec.id.clone(),
         technique: spec.technique.clone(),
         events: events.len(),
+        unobservable: spec.unobservable.is_some(),
         detected: raised.iter().any(|r| is_alert(&r.level)),
         raised,
     }
@@ -159,7 +182,7 @@ impl Rate {
         Rate {
             run: outcomes.len(),
             observed: outcomes.iter().filter(|o| o.observed()).count(),
-            detected: outcomes.iter().filter(|o| o.detected).count(),
+            detected: outcomes.iter().filter(|o| o.counted_detected()).count(),
         }
     }
 
@@ -194,7 +217,7 @@ pub fn by_technique(outcomes: &[CaseOutcome]) -> Vec<TechniqueRow> {
             });
         row.rate.run += 1;
         row.rate.observed += usize::from(o.observed());
-        row.rate.detected += usize::from(o.detected);
+        row.rate.detected += usize::from(o.counted_detected());
         for r in o.raised.iter().filter(|r| is_alert(&r.level)) {
             row.rules.insert(r.title.clone());
         }
@@ -299,6 +322,7 @@ mod tests {
             atomic: String::new(),
             name: id.into(),
             note: None,
+            unobservable: None,
         }
     }
 
@@ -340,6 +364,32 @@ mod tests {
     }
 
     #[test]
+    fn unobservable_cases_are_run_but_not_counted() {
+        let engine = engine();
+        let mut builtin = spec("T1003.008-5", "T1003.008");
+        builtin.unobservable = Some("a shell built-in reads the file".into());
+        let shadow = [exec("/usr/bin/cat", "cat /etc/shadow", 1)];
+        let write = [exec("/usr/bin/id", "id", 2)];
+        let outcomes = [
+            run_case(&engine, &spec("T1003.008-1", "T1003.008"), &shadow),
+            run_case(&engine, &builtin, &write),
+        ];
+        assert!(outcomes[1].unobservable && !outcomes[1].observed());
+        assert_eq!(
+            Rate::of(&outcomes),
+            Rate {
+                run: 2,
+                observed: 1,
+                detected: 1
+            }
+        );
+        // Detected though marked unobservable: not counted (the corpus test flags the mark).
+        let marked_but_seen = run_case(&engine, &builtin, &shadow);
+        assert!(marked_but_seen.detected && !marked_but_seen.counted_detected());
+        assert_eq!(Rate::of(&[marked_but_seen]).detected, 0);
+    }
+
+    #[test]
     fn benign_noise_counts_findings_per_level_over_the_session() {
         let engine = engine();
         let events = [
@@ -367,5 +417,8 @@ mod tests {
         assert!(parse_manifest(path).unwrap_err().contains("file name"));
         let typo = "cases:\n  - id: a\n    technique: T1\n    name: x\n    tecnique: T2\n";
         assert!(parse_manifest(typo).unwrap_err().contains("tecnique"));
+        let no_reason =
+            "cases:\n  - id: a\n    technique: T1\n    name: x\n    unobservable: ' '\n";
+        assert!(parse_manifest(no_reason).unwrap_err().contains("reason"));
     }
 }

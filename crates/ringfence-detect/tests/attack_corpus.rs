@@ -2,7 +2,8 @@
 //! agent in each mode (`content/linux/corpus/attack`, see its README) are replayed through the
 //! default pack (`content/linux/rules`), one case at a time, as `ringfence eval` does. Every
 //! case the recorded baseline (`baseline.json`) counts as detected at medium or above must
-//! still be, so a content change that loses a detection fails here, naming the case.
+//! still be, so a content change that loses a detection fails here, naming the case. A case
+//! the manifest marks `unobservable` that is detected fails too: the mark is stale.
 //!
 //! A change that detects more passes and prints the cases to add; rewrite the baseline with
 //! `RINGFENCE_UPDATE_BASELINE=1 cargo test -p ringfence-detect --test attack_corpus`.
@@ -75,12 +76,13 @@ fn no_recorded_detection_is_lost() {
         let outcomes = outcomes(mode);
         let r = Rate::of(&outcomes);
         println!(
-            "{} mode: {}/{} observed cases detected at medium or above ({:.0}%), {} run",
+            "{} mode: {}/{} observed cases detected at medium or above ({:.0}%), {} run, {} unobservable",
             mode.as_str(),
             r.detected,
             r.observed,
             r.percent(),
-            r.run
+            r.run,
+            outcomes.iter().filter(|o| o.unobservable).count()
         );
         let detected: Vec<String> = outcomes
             .iter()
@@ -97,6 +99,13 @@ fn no_recorded_detection_is_lost() {
                     o.map(|o| &o.raised)
                 ));
             }
+        }
+        for o in outcomes.iter().filter(|o| o.unobservable && o.detected) {
+            lost.push(format!(
+                "{} mode: {} is marked unobservable in cases.json but is detected: remove the mark",
+                mode.as_str(),
+                o.id
+            ));
         }
         for o in outcomes.iter().filter(|o| !o.detected) {
             let below: Vec<String> = o

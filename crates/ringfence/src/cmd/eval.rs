@@ -231,7 +231,8 @@ fn print_attack_text(
 ) -> std::io::Result<()> {
     print_line(&format!(
         "{}: {} cases, content: {content_name}; detected = a finding at medium or above, \
-         observed = the sensors recorded any event of the case",
+         observed = the sensors recorded any event of the case and cases.json does not mark \
+         its attack step unobservable",
         args.corpus.display(),
         cases.len()
     ))?;
@@ -277,6 +278,11 @@ fn print_attack_text(
             r.run,
             r.run - r.observed
         ))?;
+    }
+    for c in cases {
+        if let Some(why) = &c.unobservable {
+            print_line(&format!("Unobservable, not counted: {}: {why}", c.id))?;
+        }
     }
     for (mode, outcomes) in results {
         let missed: Vec<String> = outcomes
