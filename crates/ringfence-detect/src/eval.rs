@@ -225,6 +225,147 @@ pub fn by_technique(outcomes: &[CaseOutcome]) -> Vec<TechniqueRow> {
     rows.into_values().collect()
 }
 
+/// ATT&CK tactics in matrix order, with their technique prefixes (the atomic's technique, by
+/// its parent id). A technique in no list goes to the last column.
+pub const TACTICS: &[(&str, &[&str])] = &[
+    ("Execution", &["T1059", "T1610", "T1609", "T1053", "T1569"]),
+    (
+        "Persistence",
+        &["T1546", "T1543", "T1098", "T1136", "T1037", "T1547"],
+    ),
+    (
+        "Privilege Escalation",
+        &["T1548", "T1611", "T1078", "T1556"],
+    ),
+    (
+        "Defense Evasion",
+        &[
+            "T1070", "T1685", "T1686", "T1562", "T1222", "T1564", "T1036", "T1140", "T1027",
+            "T1574", "T1690",
+        ],
+    ),
+    ("Credential Access", &["T1003", "T1552", "T1110", "T1555"]),
+    (
+        "Discovery",
+        &[
+            "T1082", "T1033", "T1057", "T1087", "T1049", "T1518", "T1083", "T1201", "T1007",
+            "T1016", "T1614", "T1046", "T1069", "T1018", "T1652",
+        ],
+    ),
+    ("Collection", &["T1560", "T1005", "T1074", "T1113", "T1115"]),
+    (
+        "C2 and Exfiltration",
+        &["T1105", "T1071", "T1048", "T1567", "T1572", "T1090"],
+    ),
+    (
+        "Impact",
+        &["T1496", "T1485", "T1489", "T1486", "T1529", "T1531"],
+    ),
+];
+
+/// The index in [`TACTICS`] of `technique`'s tactic (the last column when it is in no list).
+pub fn tactic_of(technique: &str) -> usize {
+    let parent = technique.split('.').next().unwrap_or(technique);
+    TACTICS
+        .iter()
+        .position(|(_, ts)| ts.contains(&parent))
+        .unwrap_or(TACTICS.len() - 1)
+}
+
+/// One mode's figures in a [`Coverage`] row or total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModeRate {
+    pub mode: String,
+    pub run: usize,
+    pub observed: usize,
+    pub detected: usize,
+}
+
+/// One technique's row of a [`Coverage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoverageRow {
+    pub technique: String,
+    pub tactic: String,
+    pub modes: Vec<ModeRate>,
+    /// Titles of the rules that raised medium or above on its cases, in any mode.
+    pub rules: Vec<String>,
+}
+
+/// A case marked unobservable, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unobservable {
+    pub id: String,
+    pub why: String,
+}
+
+/// An attack corpus's coverage in every recorded mode: what `ringfence eval` prints, as data
+/// (`corpus/attack/coverage.json`, which the console's ATT&CK page shows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coverage {
+    pub cases: usize,
+    pub modes: Vec<ModeRate>,
+    /// By tactic in [`TACTICS`] order, then technique.
+    pub techniques: Vec<CoverageRow>,
+    pub unobservable: Vec<Unobservable>,
+}
+
+fn mode_rate(mode: &str, r: &Rate) -> ModeRate {
+    ModeRate {
+        mode: mode.to_owned(),
+        run: r.run,
+        observed: r.observed,
+        detected: r.detected,
+    }
+}
+
+/// The coverage of `cases` from each mode's outcomes (`(mode name, outcomes)`, the outcomes in
+/// `cases` order).
+pub fn coverage(cases: &[CaseSpec], results: &[(String, Vec<CaseOutcome>)]) -> Coverage {
+    let mut techniques: BTreeMap<(usize, String), CoverageRow> = BTreeMap::new();
+    for (mode, outcomes) in results {
+        for row in by_technique(outcomes) {
+            let t = techniques
+                .entry((tactic_of(&row.technique), row.technique.clone()))
+                .or_insert_with(|| CoverageRow {
+                    technique: row.technique.clone(),
+                    tactic: TACTICS
+                        .get(tactic_of(&row.technique))
+                        .map(|(name, _)| (*name).to_owned())
+                        .unwrap_or_default(),
+                    modes: Vec::new(),
+                    rules: Vec::new(),
+                });
+            t.modes.push(mode_rate(mode, &row.rate));
+            for r in row.rules {
+                if !t.rules.contains(&r) {
+                    t.rules.push(r);
+                }
+            }
+        }
+    }
+    let mut techniques: Vec<CoverageRow> = techniques.into_values().collect();
+    for t in &mut techniques {
+        t.rules.sort();
+    }
+    Coverage {
+        cases: cases.len(),
+        modes: results
+            .iter()
+            .map(|(mode, o)| mode_rate(mode, &Rate::of(o)))
+            .collect(),
+        techniques,
+        unobservable: cases
+            .iter()
+            .filter_map(|c| {
+                c.unobservable.as_ref().map(|why| Unobservable {
+                    id: c.id.clone(),
+                    why: why.clone(),
+                })
+            })
+            .collect(),
+    }
+}
+
 /// Findings of a benign session by level.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Noise {
@@ -387,6 +528,53 @@ mod tests {
         let marked_but_seen = run_case(&engine, &builtin, &shadow);
         assert!(marked_but_seen.detected && !marked_but_seen.counted_detected());
         assert_eq!(Rate::of(&[marked_but_seen]).detected, 0);
+    }
+
+    #[test]
+    fn coverage_rows_follow_the_tactics_and_list_unobservable_cases() {
+        let engine = engine();
+        let mut builtin = spec("T1003.008-5", "T1003.008");
+        builtin.unobservable = Some("a shell built-in reads the file".into());
+        let cases = [
+            spec("T1033-2", "T1033"),
+            spec("T1003.008-1", "T1003.008"),
+            builtin,
+        ];
+        let events = [
+            vec![exec("/usr/bin/id", "id", 2)],
+            vec![exec("/usr/bin/cat", "cat /etc/shadow", 1)],
+            vec![exec("/usr/bin/id", "id", 3)],
+        ];
+        let outcomes: Vec<CaseOutcome> = cases
+            .iter()
+            .zip(&events)
+            .map(|(c, e)| run_case(&engine, c, e))
+            .collect();
+        let c = coverage(&cases, &[("ebpf".into(), outcomes)]);
+        assert_eq!(c.cases, 3);
+        assert_eq!(
+            c.modes,
+            [ModeRate {
+                mode: "ebpf".into(),
+                run: 3,
+                observed: 2,
+                detected: 1
+            }]
+        );
+        // Credential Access comes before Discovery in the matrix.
+        let order: Vec<(&str, &str)> = c
+            .techniques
+            .iter()
+            .map(|t| (t.tactic.as_str(), t.technique.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [("Credential Access", "T1003.008"), ("Discovery", "T1033")]
+        );
+        assert_eq!(c.techniques[0].rules, ["shadow read"]);
+        assert_eq!(c.techniques[0].modes[0].observed, 1);
+        assert_eq!(c.unobservable.len(), 1);
+        assert_eq!(c.unobservable[0].id, "T1003.008-5");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! the manifest marks `unobservable` that is detected fails too: the mark is stale.
 //!
 //! A change that detects more passes and prints the cases to add; rewrite the baseline with
-//! `RINGFENCE_UPDATE_BASELINE=1 cargo test -p ringfence-detect --test attack_corpus`.
+//! `RINGFENCE_UPDATE_BASELINE=1 cargo test -p ringfence-detect --test attack_corpus`. The same
+//! rewrites `coverage.json` (the coverage per technique and mode that the console's ATT&CK page
+//! shows), which must otherwise equal what the replay gives.
 
 #![allow(
     clippy::expect_used,
@@ -72,8 +74,10 @@ fn no_recorded_detection_is_lost() {
         serde_json::from_str(&std::fs::read_to_string(&baseline_path).unwrap()).unwrap();
     let mut now: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut lost = Vec::new();
+    let mut per_mode = Vec::new();
     for mode in Mode::ALL {
         let outcomes = outcomes(mode);
+        per_mode.push((mode.as_str().to_owned(), outcomes.clone()));
         let r = Rate::of(&outcomes);
         println!(
             "{} mode: {}/{} observed cases detected at medium or above ({:.0}%), {} run, {} unobservable",
@@ -129,12 +133,29 @@ fn no_recorded_detection_is_lost() {
         }
         now.insert(mode.as_str().to_owned(), detected);
     }
+    let cases =
+        eval::parse_manifest(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let mut coverage = serde_json::to_string_pretty(&eval::coverage(&cases, &per_mode)).unwrap();
+    coverage.push('\n');
+    let coverage_path = dir.join("coverage.json");
     if std::env::var_os("RINGFENCE_UPDATE_BASELINE").is_some() {
         let mut text = serde_json::to_string_pretty(&now).unwrap();
         text.push('\n');
         std::fs::write(&baseline_path, text).unwrap();
-        println!("{} rewritten", baseline_path.display());
+        std::fs::write(&coverage_path, coverage).unwrap();
+        println!(
+            "{} and {} rewritten",
+            baseline_path.display(),
+            coverage_path.display()
+        );
         return;
     }
     assert!(lost.is_empty(), "detections lost:\n{}", lost.join("\n"));
+    assert_eq!(
+        std::fs::read_to_string(&coverage_path).unwrap_or_default(),
+        coverage,
+        "{} (the console's ATT&CK page) is not what the corpus gives now: rewrite it with \
+         RINGFENCE_UPDATE_BASELINE=1",
+        coverage_path.display()
+    );
 }

@@ -12,7 +12,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use ringfence_detect::eval::{self, CaseOutcome, CaseSpec, LEVELS, Noise, Rate};
+use ringfence_detect::eval::{
+    self, CaseOutcome, CaseSpec, LEVELS, Noise, Rate, TACTICS, tactic_of,
+};
 use ringfence_detect::{Engine, Options, RuleFile, compile};
 use ringfence_event::{Event, Mode};
 use serde_json::json;
@@ -397,52 +399,6 @@ fn benign(
         }
     }
     Ok(())
-}
-
-/// ATT&CK tactics in matrix order, with their technique prefixes (the atomic's technique, by
-/// its parent id). A technique in no list goes to the last column.
-const TACTICS: &[(&str, &[&str])] = &[
-    ("Execution", &["T1059", "T1610", "T1609", "T1053", "T1569"]),
-    (
-        "Persistence",
-        &["T1546", "T1543", "T1098", "T1136", "T1037", "T1547"],
-    ),
-    (
-        "Privilege Escalation",
-        &["T1548", "T1611", "T1078", "T1556"],
-    ),
-    (
-        "Defense Evasion",
-        &[
-            "T1070", "T1685", "T1686", "T1562", "T1222", "T1564", "T1036", "T1140", "T1027",
-            "T1574", "T1690",
-        ],
-    ),
-    ("Credential Access", &["T1003", "T1552", "T1110", "T1555"]),
-    (
-        "Discovery",
-        &[
-            "T1082", "T1033", "T1057", "T1087", "T1049", "T1518", "T1083", "T1201", "T1007",
-            "T1016", "T1614", "T1046", "T1069", "T1018", "T1652",
-        ],
-    ),
-    ("Collection", &["T1560", "T1005", "T1074", "T1113", "T1115"]),
-    (
-        "C2 and Exfiltration",
-        &["T1105", "T1071", "T1048", "T1567", "T1572", "T1090"],
-    ),
-    (
-        "Impact",
-        &["T1496", "T1485", "T1489", "T1486", "T1529", "T1531"],
-    ),
-];
-
-fn tactic_of(technique: &str) -> usize {
-    let parent = technique.split('.').next().unwrap_or(technique);
-    TACTICS
-        .iter()
-        .position(|(_, ts)| ts.contains(&parent))
-        .unwrap_or(TACTICS.len() - 1)
 }
 
 fn escape(s: &str) -> String {
