@@ -8,7 +8,7 @@
 //! A change that detects more passes and prints the cases to add; rewrite the baseline with
 //! `RINGFENCE_UPDATE_BASELINE=1 cargo test -p ringfence-detect --test attack_corpus`. The same
 //! rewrites `coverage.json` (the coverage per technique and mode that the console's ATT&CK page
-//! shows), which must otherwise equal what the replay gives.
+//! shows) and `heatmap.svg`, which must otherwise equal what the replay gives.
 
 #![allow(
     clippy::expect_used,
@@ -138,15 +138,19 @@ fn no_recorded_detection_is_lost() {
     let mut coverage = serde_json::to_string_pretty(&eval::coverage(&cases, &per_mode)).unwrap();
     coverage.push('\n');
     let coverage_path = dir.join("coverage.json");
+    let heatmap = ringfence_detect::heatmap::svg(&cases, &per_mode);
+    let heatmap_path = dir.join("heatmap.svg");
     if std::env::var_os("RINGFENCE_UPDATE_BASELINE").is_some() {
         let mut text = serde_json::to_string_pretty(&now).unwrap();
         text.push('\n');
         std::fs::write(&baseline_path, text).unwrap();
         std::fs::write(&coverage_path, coverage).unwrap();
+        std::fs::write(&heatmap_path, heatmap).unwrap();
         println!(
-            "{} and {} rewritten",
+            "{}, {} and {} rewritten",
             baseline_path.display(),
-            coverage_path.display()
+            coverage_path.display(),
+            heatmap_path.display()
         );
         return;
     }
@@ -157,5 +161,11 @@ fn no_recorded_detection_is_lost() {
         "{} (the console's ATT&CK page) is not what the corpus gives now: rewrite it with \
          RINGFENCE_UPDATE_BASELINE=1",
         coverage_path.display()
+    );
+    assert!(
+        std::fs::read_to_string(&heatmap_path).unwrap_or_default() == heatmap,
+        "{} (the README's and the console's heat map) is not what the corpus gives now: \
+         rewrite it with RINGFENCE_UPDATE_BASELINE=1",
+        heatmap_path.display()
     );
 }
