@@ -2,9 +2,10 @@
 //! recorded corpus through the built-in pack (or `--content`) and reports detection efficacy.
 //!
 //! An attack corpus (`cases.json` plus `MODE/<case>.jsonl[.gz]` per sensor mode it was recorded
-//! in) gives a table per ATT&CK technique: cases run, observed (the sensors recorded any event)
-//! and detected at medium or above, with the rules that did it, and the detection rate per
-//! mode. A benign corpus (`MODE.jsonl[.gz]`) gives the findings per hour by level over the
+//! in) gives a table per ATT&CK technique: cases run, observed (the sensors recorded any event
+//! and the manifest does not mark the attack step unobservable) and detected at medium or
+//! above, with the rules that did it, the detection rate per mode and the unobservable cases
+//! with why. A benign corpus (`MODE.jsonl[.gz]`) gives the findings per hour by level over the
 //! session's duration. Exit 1 when the corpus or content cannot be read.
 
 use std::collections::BTreeMap;
