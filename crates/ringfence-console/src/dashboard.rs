@@ -3,7 +3,8 @@
 //!
 //! Pages: fleet (agents, versions, health, tags, findings over time), rollouts (each ring's
 //! progress drawn as inline SVG, gates with their evidence, halt/resume/rollback buttons, the
-//! audit trail), findings, one finding, and one host ([`crate::dashboard_findings`]).
+//! audit trail), findings, one finding, and one host ([`crate::dashboard_findings`]), and the
+//! default content's ATT&CK coverage ([`crate::coverage`]).
 //! Every page needs a session from the login form (or a one-time sign-in link that
 //! `ringfence up` prints). Buttons call the same JSON API as the CLI, with the session cookie
 //! and the CSRF header; everything shown is escaped by the templates' escaper ([`Printable`]),
@@ -47,6 +48,7 @@ pub fn router() -> Router<AppState> {
         .route("/fleet", get(fleet_page))
         .route("/rollouts", get(rollouts_page))
         .route("/rollouts/{id}", get(rollout_page))
+        .route("/coverage", get(crate::coverage::coverage_page))
         .merge(crate::dashboard_findings::router())
         .route("/assets/dashboard.css", get(css))
         .route("/assets/dashboard.js", get(js))
@@ -158,11 +160,12 @@ impl Layout {
         name == self.active
     }
 
-    pub fn nav(&self) -> [(&'static str, &'static str); 3] {
+    pub fn nav(&self) -> [(&'static str, &'static str); 4] {
         [
             ("/fleet", "Fleet"),
             ("/rollouts", "Rollouts"),
             ("/findings", "Findings"),
+            ("/coverage", "Coverage"),
         ]
     }
 }

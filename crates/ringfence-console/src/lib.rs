@@ -17,6 +17,7 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod content;
+pub mod coverage;
 pub mod dashboard;
 pub mod dashboard_findings;
 pub mod db;

@@ -164,6 +164,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/findings", Need::Page),
     ("GET", "/findings/{id}", Need::Page),
     ("GET", "/agents/{id}", Need::Page),
+    ("GET", "/coverage", Need::Page),
     // Reading.
     ("GET", "/api/v1/agents", Need::Read),
     ("GET", "/api/v1/orders", Need::Read),

@@ -2,8 +2,11 @@
 //!
 //! An attack corpus is a manifest (`cases.json`: one case per Atomic Red Team test, with its
 //! ATT&CK technique) and, per sensor mode, the events each case produced. A case is *observed*
-//! in a mode when the sensors recorded any event of it, and *detected* when replaying its
-//! events alone, through fresh state, raises a finding at medium or above. A benign corpus is
+//! in a mode when the sensors recorded any event of it and the manifest does not mark its
+//! attack step `unobservable` (the step leaves no event any source records: a shell built-in
+//! reading a file, CPU load), and *detected* when replaying its events alone, through fresh
+//! state, raises a finding at medium or above; rates count detected cases among observed
+//! ones. A benign corpus is
 //! one session per mode; what matters there is the findings per hour by level.
 //!
 //! Pure functions of (engine, events): the callers read the files.
@@ -46,6 +49,10 @@ pub struct CaseSpec {
     /// How the case differs from the atomic, to run safely here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Why the attack step leaves no event that any source records, and which source would
+    /// record it; such a case is run and listed but not counted as observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unobservable: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +80,12 @@ pub fn parse_manifest(text: &str) -> Result<Vec<CaseSpec>, String> {
         }
         if !seen.insert(c.id.as_str()) {
             return Err(format!("case id `{}` appears twice", c.id));
+        }
+        if c.unobservable
+            .as_deref()
+            .is_some_and(|w| w.trim().is_empty())
+        {
+            return Err(format!("case {}: `unobservable` needs a reason", c.id));
         }
         if !c.technique.starts_with('T') {
             return Err(format!(
@@ -123,14 +136,23 @@ pub struct CaseOutcome {
     pub id: String,
     pub technique: String,
     pub events: usize,
+    /// The manifest marks the attack step unobservable.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unobservable: bool,
     /// Findings at medium or above.
     pub detected: bool,
     pub raised: Vec<Raised>,
 }
 
 impl CaseOutcome {
+    /// Events were recorded and the manifest does not mark the attack step unobservable.
     pub fn observed(&self) -> bool {
-        self.events > 0
+        self.events > 0 && !self.unobservable
+    }
+
+    /// Detected among the observed (what the rates count).
+    pub fn counted_detected(&self) -> bool {
+        self.observed() && self.detected
     }
 }
 
@@ -141,6 +163,7 @@ pub fn run_case(engine: &Engine, spec: &CaseSpec, events: &[Event]) -> CaseOutco
         id: spec.id.clone(),
         technique: spec.technique.clone(),
         events: events.len(),
+        unobservable: spec.unobservable.is_some(),
         detected: raised.iter().any(|r| is_alert(&r.level)),
         raised,
     }
@@ -159,7 +182,7 @@ impl Rate {
         Rate {
             run: outcomes.len(),
             observed: outcomes.iter().filter(|o| o.observed()).count(),
-            detected: outcomes.iter().filter(|o| o.detected).count(),
+            detected: outcomes.iter().filter(|o| o.counted_detected()).count(),
         }
     }
 
@@ -194,12 +217,153 @@ pub fn by_technique(outcomes: &[CaseOutcome]) -> Vec<TechniqueRow> {
             });
         row.rate.run += 1;
         row.rate.observed += usize::from(o.observed());
-        row.rate.detected += usize::from(o.detected);
+        row.rate.detected += usize::from(o.counted_detected());
         for r in o.raised.iter().filter(|r| is_alert(&r.level)) {
             row.rules.insert(r.title.clone());
         }
     }
     rows.into_values().collect()
+}
+
+/// ATT&CK tactics in matrix order, with their technique prefixes (the atomic's technique, by
+/// its parent id). A technique in no list goes to the last column.
+pub const TACTICS: &[(&str, &[&str])] = &[
+    ("Execution", &["T1059", "T1610", "T1609", "T1053", "T1569"]),
+    (
+        "Persistence",
+        &["T1546", "T1543", "T1098", "T1136", "T1037", "T1547"],
+    ),
+    (
+        "Privilege Escalation",
+        &["T1548", "T1611", "T1078", "T1556"],
+    ),
+    (
+        "Defense Evasion",
+        &[
+            "T1070", "T1685", "T1686", "T1562", "T1222", "T1564", "T1036", "T1140", "T1027",
+            "T1574", "T1690",
+        ],
+    ),
+    ("Credential Access", &["T1003", "T1552", "T1110", "T1555"]),
+    (
+        "Discovery",
+        &[
+            "T1082", "T1033", "T1057", "T1087", "T1049", "T1518", "T1083", "T1201", "T1007",
+            "T1016", "T1614", "T1046", "T1069", "T1018", "T1652",
+        ],
+    ),
+    ("Collection", &["T1560", "T1005", "T1074", "T1113", "T1115"]),
+    (
+        "C2 and Exfiltration",
+        &["T1105", "T1071", "T1048", "T1567", "T1572", "T1090"],
+    ),
+    (
+        "Impact",
+        &["T1496", "T1485", "T1489", "T1486", "T1529", "T1531"],
+    ),
+];
+
+/// The index in [`TACTICS`] of `technique`'s tactic (the last column when it is in no list).
+pub fn tactic_of(technique: &str) -> usize {
+    let parent = technique.split('.').next().unwrap_or(technique);
+    TACTICS
+        .iter()
+        .position(|(_, ts)| ts.contains(&parent))
+        .unwrap_or(TACTICS.len() - 1)
+}
+
+/// One mode's figures in a [`Coverage`] row or total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModeRate {
+    pub mode: String,
+    pub run: usize,
+    pub observed: usize,
+    pub detected: usize,
+}
+
+/// One technique's row of a [`Coverage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoverageRow {
+    pub technique: String,
+    pub tactic: String,
+    pub modes: Vec<ModeRate>,
+    /// Titles of the rules that raised medium or above on its cases, in any mode.
+    pub rules: Vec<String>,
+}
+
+/// A case marked unobservable, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unobservable {
+    pub id: String,
+    pub why: String,
+}
+
+/// An attack corpus's coverage in every recorded mode: what `ringfence eval` prints, as data
+/// (`corpus/attack/coverage.json`, which the console's ATT&CK page shows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coverage {
+    pub cases: usize,
+    pub modes: Vec<ModeRate>,
+    /// By tactic in [`TACTICS`] order, then technique.
+    pub techniques: Vec<CoverageRow>,
+    pub unobservable: Vec<Unobservable>,
+}
+
+fn mode_rate(mode: &str, r: &Rate) -> ModeRate {
+    ModeRate {
+        mode: mode.to_owned(),
+        run: r.run,
+        observed: r.observed,
+        detected: r.detected,
+    }
+}
+
+/// The coverage of `cases` from each mode's outcomes (`(mode name, outcomes)`, the outcomes in
+/// `cases` order).
+pub fn coverage(cases: &[CaseSpec], results: &[(String, Vec<CaseOutcome>)]) -> Coverage {
+    let mut techniques: BTreeMap<(usize, String), CoverageRow> = BTreeMap::new();
+    for (mode, outcomes) in results {
+        for row in by_technique(outcomes) {
+            let t = techniques
+                .entry((tactic_of(&row.technique), row.technique.clone()))
+                .or_insert_with(|| CoverageRow {
+                    technique: row.technique.clone(),
+                    tactic: TACTICS
+                        .get(tactic_of(&row.technique))
+                        .map(|(name, _)| (*name).to_owned())
+                        .unwrap_or_default(),
+                    modes: Vec::new(),
+                    rules: Vec::new(),
+                });
+            t.modes.push(mode_rate(mode, &row.rate));
+            for r in row.rules {
+                if !t.rules.contains(&r) {
+                    t.rules.push(r);
+                }
+            }
+        }
+    }
+    let mut techniques: Vec<CoverageRow> = techniques.into_values().collect();
+    for t in &mut techniques {
+        t.rules.sort();
+    }
+    Coverage {
+        cases: cases.len(),
+        modes: results
+            .iter()
+            .map(|(mode, o)| mode_rate(mode, &Rate::of(o)))
+            .collect(),
+        techniques,
+        unobservable: cases
+            .iter()
+            .filter_map(|c| {
+                c.unobservable.as_ref().map(|why| Unobservable {
+                    id: c.id.clone(),
+                    why: why.clone(),
+                })
+            })
+            .collect(),
+    }
 }
 
 /// Findings of a benign session by level.
@@ -299,6 +463,7 @@ mod tests {
             atomic: String::new(),
             name: id.into(),
             note: None,
+            unobservable: None,
         }
     }
 
@@ -340,6 +505,79 @@ mod tests {
     }
 
     #[test]
+    fn unobservable_cases_are_run_but_not_counted() {
+        let engine = engine();
+        let mut builtin = spec("T1003.008-5", "T1003.008");
+        builtin.unobservable = Some("a shell built-in reads the file".into());
+        let shadow = [exec("/usr/bin/cat", "cat /etc/shadow", 1)];
+        let write = [exec("/usr/bin/id", "id", 2)];
+        let outcomes = [
+            run_case(&engine, &spec("T1003.008-1", "T1003.008"), &shadow),
+            run_case(&engine, &builtin, &write),
+        ];
+        assert!(outcomes[1].unobservable && !outcomes[1].observed());
+        assert_eq!(
+            Rate::of(&outcomes),
+            Rate {
+                run: 2,
+                observed: 1,
+                detected: 1
+            }
+        );
+        // Detected though marked unobservable: not counted (the corpus test flags the mark).
+        let marked_but_seen = run_case(&engine, &builtin, &shadow);
+        assert!(marked_but_seen.detected && !marked_but_seen.counted_detected());
+        assert_eq!(Rate::of(&[marked_but_seen]).detected, 0);
+    }
+
+    #[test]
+    fn coverage_rows_follow_the_tactics_and_list_unobservable_cases() {
+        let engine = engine();
+        let mut builtin = spec("T1003.008-5", "T1003.008");
+        builtin.unobservable = Some("a shell built-in reads the file".into());
+        let cases = [
+            spec("T1033-2", "T1033"),
+            spec("T1003.008-1", "T1003.008"),
+            builtin,
+        ];
+        let events = [
+            vec![exec("/usr/bin/id", "id", 2)],
+            vec![exec("/usr/bin/cat", "cat /etc/shadow", 1)],
+            vec![exec("/usr/bin/id", "id", 3)],
+        ];
+        let outcomes: Vec<CaseOutcome> = cases
+            .iter()
+            .zip(&events)
+            .map(|(c, e)| run_case(&engine, c, e))
+            .collect();
+        let c = coverage(&cases, &[("ebpf".into(), outcomes)]);
+        assert_eq!(c.cases, 3);
+        assert_eq!(
+            c.modes,
+            [ModeRate {
+                mode: "ebpf".into(),
+                run: 3,
+                observed: 2,
+                detected: 1
+            }]
+        );
+        // Credential Access comes before Discovery in the matrix.
+        let order: Vec<(&str, &str)> = c
+            .techniques
+            .iter()
+            .map(|t| (t.tactic.as_str(), t.technique.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [("Credential Access", "T1003.008"), ("Discovery", "T1033")]
+        );
+        assert_eq!(c.techniques[0].rules, ["shadow read"]);
+        assert_eq!(c.techniques[0].modes[0].observed, 1);
+        assert_eq!(c.unobservable.len(), 1);
+        assert_eq!(c.unobservable[0].id, "T1003.008-5");
+    }
+
+    #[test]
     fn benign_noise_counts_findings_per_level_over_the_session() {
         let engine = engine();
         let events = [
@@ -367,5 +605,8 @@ mod tests {
         assert!(parse_manifest(path).unwrap_err().contains("file name"));
         let typo = "cases:\n  - id: a\n    technique: T1\n    name: x\n    tecnique: T2\n";
         assert!(parse_manifest(typo).unwrap_err().contains("tecnique"));
+        let no_reason =
+            "cases:\n  - id: a\n    technique: T1\n    name: x\n    unobservable: ' '\n";
+        assert!(parse_manifest(no_reason).unwrap_err().contains("reason"));
     }
 }

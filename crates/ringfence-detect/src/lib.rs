@@ -17,6 +17,7 @@ pub mod coverage;
 pub mod engine;
 pub mod eval;
 pub mod finding;
+pub mod heatmap;
 pub mod ioc;
 mod literal;
 pub mod locate;

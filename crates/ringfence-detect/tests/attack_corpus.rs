@@ -2,10 +2,13 @@
 //! agent in each mode (`content/linux/corpus/attack`, see its README) are replayed through the
 //! default pack (`content/linux/rules`), one case at a time, as `ringfence eval` does. Every
 //! case the recorded baseline (`baseline.json`) counts as detected at medium or above must
-//! still be, so a content change that loses a detection fails here, naming the case.
+//! still be, so a content change that loses a detection fails here, naming the case. A case
+//! the manifest marks `unobservable` that is detected fails too: the mark is stale.
 //!
 //! A change that detects more passes and prints the cases to add; rewrite the baseline with
-//! `RINGFENCE_UPDATE_BASELINE=1 cargo test -p ringfence-detect --test attack_corpus`.
+//! `RINGFENCE_UPDATE_BASELINE=1 cargo test -p ringfence-detect --test attack_corpus`. The same
+//! rewrites `coverage.json` (the coverage per technique and mode that the console's ATT&CK page
+//! shows) and `heatmap.svg`, which must otherwise equal what the replay gives.
 
 #![allow(
     clippy::expect_used,
@@ -71,16 +74,19 @@ fn no_recorded_detection_is_lost() {
         serde_json::from_str(&std::fs::read_to_string(&baseline_path).unwrap()).unwrap();
     let mut now: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut lost = Vec::new();
+    let mut per_mode = Vec::new();
     for mode in Mode::ALL {
         let outcomes = outcomes(mode);
+        per_mode.push((mode.as_str().to_owned(), outcomes.clone()));
         let r = Rate::of(&outcomes);
         println!(
-            "{} mode: {}/{} observed cases detected at medium or above ({:.0}%), {} run",
+            "{} mode: {}/{} observed cases detected at medium or above ({:.0}%), {} run, {} unobservable",
             mode.as_str(),
             r.detected,
             r.observed,
             r.percent(),
-            r.run
+            r.run,
+            outcomes.iter().filter(|o| o.unobservable).count()
         );
         let detected: Vec<String> = outcomes
             .iter()
@@ -98,6 +104,26 @@ fn no_recorded_detection_is_lost() {
                 ));
             }
         }
+        for o in outcomes.iter().filter(|o| o.unobservable && o.detected) {
+            lost.push(format!(
+                "{} mode: {} is marked unobservable in cases.json but is detected: remove the mark",
+                mode.as_str(),
+                o.id
+            ));
+        }
+        for o in outcomes.iter().filter(|o| !o.detected) {
+            let below: Vec<String> = o
+                .raised
+                .iter()
+                .map(|r| format!("{} ({})", r.title, r.level))
+                .collect();
+            println!(
+                "{} mode: missed {} ({} events; below medium: {below:?})",
+                mode.as_str(),
+                o.id,
+                o.events
+            );
+        }
         let new: Vec<&String> = detected.iter().filter(|id| !before.contains(id)).collect();
         if !new.is_empty() {
             println!(
@@ -107,12 +133,39 @@ fn no_recorded_detection_is_lost() {
         }
         now.insert(mode.as_str().to_owned(), detected);
     }
+    let cases =
+        eval::parse_manifest(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let mut coverage = serde_json::to_string_pretty(&eval::coverage(&cases, &per_mode)).unwrap();
+    coverage.push('\n');
+    let coverage_path = dir.join("coverage.json");
+    let heatmap = ringfence_detect::heatmap::svg(&cases, &per_mode);
+    let heatmap_path = dir.join("heatmap.svg");
     if std::env::var_os("RINGFENCE_UPDATE_BASELINE").is_some() {
         let mut text = serde_json::to_string_pretty(&now).unwrap();
         text.push('\n');
         std::fs::write(&baseline_path, text).unwrap();
-        println!("{} rewritten", baseline_path.display());
+        std::fs::write(&coverage_path, coverage).unwrap();
+        std::fs::write(&heatmap_path, heatmap).unwrap();
+        println!(
+            "{}, {} and {} rewritten",
+            baseline_path.display(),
+            coverage_path.display(),
+            heatmap_path.display()
+        );
         return;
     }
     assert!(lost.is_empty(), "detections lost:\n{}", lost.join("\n"));
+    assert_eq!(
+        std::fs::read_to_string(&coverage_path).unwrap_or_default(),
+        coverage,
+        "{} (the console's ATT&CK page) is not what the corpus gives now: rewrite it with \
+         RINGFENCE_UPDATE_BASELINE=1",
+        coverage_path.display()
+    );
+    assert!(
+        std::fs::read_to_string(&heatmap_path).unwrap_or_default() == heatmap,
+        "{} (the README's and the console's heat map) is not what the corpus gives now: \
+         rewrite it with RINGFENCE_UPDATE_BASELINE=1",
+        heatmap_path.display()
+    );
 }

@@ -70,6 +70,15 @@ fn replay(mode: Mode) -> Vec<String> {
                 .copied()
                 .unwrap_or("unknown");
             *per_level.entry(level).or_default() += 1;
+            if level == "medium" {
+                println!(
+                    "{} mode: medium {} ({}) at line {}",
+                    mode.as_str(),
+                    f.meta.title,
+                    f.meta.file,
+                    n + 1
+                );
+            }
             if level == "high" || level == "critical" {
                 loud.push(format!(
                     "{}:{}: {level} {} ({}, {}:{}): {}",

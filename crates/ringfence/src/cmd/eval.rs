@@ -2,9 +2,10 @@
 //! recorded corpus through the built-in pack (or `--content`) and reports detection efficacy.
 //!
 //! An attack corpus (`cases.json` plus `MODE/<case>.jsonl[.gz]` per sensor mode it was recorded
-//! in) gives a table per ATT&CK technique: cases run, observed (the sensors recorded any event)
-//! and detected at medium or above, with the rules that did it, and the detection rate per
-//! mode. A benign corpus (`MODE.jsonl[.gz]`) gives the findings per hour by level over the
+//! in) gives a table per ATT&CK technique: cases run, observed (the sensors recorded any event
+//! and the manifest does not mark the attack step unobservable) and detected at medium or
+//! above, with the rules that did it, the detection rate per mode and the unobservable cases
+//! with why. A benign corpus (`MODE.jsonl[.gz]`) gives the findings per hour by level over the
 //! session's duration. Exit 1 when the corpus or content cannot be read.
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ringfence_detect::eval::{self, CaseOutcome, CaseSpec, LEVELS, Noise, Rate};
-use ringfence_detect::{Engine, Options, RuleFile, compile};
+use ringfence_detect::{Engine, Options, RuleFile, compile, heatmap};
 use ringfence_event::{Event, Mode};
 use serde_json::json;
 
@@ -157,6 +158,14 @@ pub fn run(args: Args) -> CmdResult {
 /// Per mode: the outcome of every case.
 type Outcomes = Vec<(Mode, Vec<CaseOutcome>)>;
 
+/// The outcomes by mode name, as ringfence-detect's coverage and heat map take them.
+fn named(results: &Outcomes) -> Vec<(String, Vec<CaseOutcome>)> {
+    results
+        .iter()
+        .map(|(m, o)| (m.as_str().to_owned(), o.clone()))
+        .collect()
+}
+
 fn attack(
     args: &Args,
     manifest: &Path,
@@ -193,7 +202,7 @@ fn attack(
         )));
     }
     if let Some(svg) = &args.svg {
-        std::fs::write(svg, heatmap_svg(&cases, &results))
+        std::fs::write(svg, heatmap::svg(&cases, &named(&results)))
             .with_context(|| format!("writing {}", svg.display()))?;
     }
     if json_out {
@@ -231,7 +240,8 @@ fn print_attack_text(
 ) -> std::io::Result<()> {
     print_line(&format!(
         "{}: {} cases, content: {content_name}; detected = a finding at medium or above, \
-         observed = the sensors recorded any event of the case",
+         observed = the sensors recorded any event of the case and cases.json does not mark \
+         its attack step unobservable",
         args.corpus.display(),
         cases.len()
     ))?;
@@ -277,6 +287,11 @@ fn print_attack_text(
             r.run,
             r.run - r.observed
         ))?;
+    }
+    for c in cases {
+        if let Some(why) = &c.unobservable {
+            print_line(&format!("Unobservable, not counted: {}: {why}", c.id))?;
+        }
     }
     for (mode, outcomes) in results {
         let missed: Vec<String> = outcomes
@@ -391,169 +406,4 @@ fn benign(
         }
     }
     Ok(())
-}
-
-/// ATT&CK tactics in matrix order, with their technique prefixes (the atomic's technique, by
-/// its parent id). A technique in no list goes to the last column.
-const TACTICS: &[(&str, &[&str])] = &[
-    ("Execution", &["T1059", "T1610", "T1609", "T1053", "T1569"]),
-    (
-        "Persistence",
-        &["T1546", "T1543", "T1098", "T1136", "T1037", "T1547"],
-    ),
-    (
-        "Privilege Escalation",
-        &["T1548", "T1611", "T1078", "T1556"],
-    ),
-    (
-        "Defense Evasion",
-        &[
-            "T1070", "T1685", "T1686", "T1562", "T1222", "T1564", "T1036", "T1140", "T1027",
-            "T1574", "T1690",
-        ],
-    ),
-    ("Credential Access", &["T1003", "T1552", "T1110", "T1555"]),
-    (
-        "Discovery",
-        &[
-            "T1082", "T1033", "T1057", "T1087", "T1049", "T1518", "T1083", "T1201", "T1007",
-            "T1016", "T1614", "T1046", "T1069", "T1018", "T1652",
-        ],
-    ),
-    ("Collection", &["T1560", "T1005", "T1074", "T1113", "T1115"]),
-    (
-        "C2 and Exfiltration",
-        &["T1105", "T1071", "T1048", "T1567", "T1572", "T1090"],
-    ),
-    (
-        "Impact",
-        &["T1496", "T1485", "T1489", "T1486", "T1529", "T1531"],
-    ),
-];
-
-fn tactic_of(technique: &str) -> usize {
-    let parent = technique.split('.').next().unwrap_or(technique);
-    TACTICS
-        .iter()
-        .position(|(_, ts)| ts.contains(&parent))
-        .unwrap_or(TACTICS.len() - 1)
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// The corpus's coverage as an ATT&CK-style matrix: a column per tactic, a cell per technique,
-/// coloured by the share of its observed tests detected at medium or above in the first mode
-/// (eBPF when recorded), with the other mode's figure beside it.
-fn heatmap_svg(cases: &[CaseSpec], results: &Outcomes) -> String {
-    const CELL_W: usize = 150;
-    const CELL_H: usize = 34;
-    const TOP: usize = 64;
-    let rows: Vec<(Mode, Vec<eval::TechniqueRow>)> = results
-        .iter()
-        .map(|(m, o)| (*m, eval::by_technique(o)))
-        .collect();
-    let mut columns: Vec<Vec<usize>> = vec![Vec::new(); TACTICS.len()];
-    if let Some((_, first)) = rows.first() {
-        for (i, row) in first.iter().enumerate() {
-            if let Some(col) = columns.get_mut(tactic_of(&row.technique)) {
-                col.push(i);
-            }
-        }
-    }
-    let height = TOP + CELL_H * columns.iter().map(Vec::len).max().unwrap_or(0) + 40;
-    let width = CELL_W * TACTICS.len() + 10;
-    let mut s = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
-    );
-    let modes: Vec<&str> = results.iter().map(|(m, _)| m.as_str()).collect();
-    let totals: Vec<String> = results
-        .iter()
-        .map(|(m, o)| {
-            let r = Rate::of(o);
-            format!(
-                "{} {}/{} ({:.0}%)",
-                m.as_str(),
-                r.detected,
-                r.observed,
-                r.percent()
-            )
-        })
-        .collect();
-    s.push_str(&format!(
-        r#"<text x="5" y="16" font-size="13" font-weight="bold">Atomic Red Team tests detected at medium or above: {}</text>"#,
-        escape(&totals.join(", "))
-    ));
-    s.push_str(&format!(
-        r#"<text x="5" y="32">{} tests; cell colour: share detected in {} mode (red none, yellow some, green all, grey not observed); figures: detected/observed per mode ({})</text>"#,
-        cases.len(),
-        escape(modes.first().copied().unwrap_or("")),
-        escape(&modes.join(", "))
-    ));
-    for (c, (tactic, _)) in TACTICS.iter().enumerate() {
-        let x = 5 + c * CELL_W;
-        s.push_str(&format!(
-            r#"<text x="{}" y="{}" font-weight="bold">{}</text>"#,
-            x + 2,
-            TOP - 8,
-            escape(tactic)
-        ));
-        for (r, &i) in columns
-            .get(c)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-            .iter()
-            .enumerate()
-        {
-            let y = TOP + r * CELL_H;
-            let Some((_, first)) = rows.first() else {
-                continue;
-            };
-            let Some(row) = first.get(i) else { continue };
-            let colour = match (row.rate.observed, row.rate.detected) {
-                (0, _) => "#cccccc",
-                (o, d) if d >= o => "#4caf50",
-                (_, 0) => "#e57373",
-                _ => "#ffd54f",
-            };
-            let figures: Vec<String> = rows
-                .iter()
-                .filter_map(|(_, r)| r.get(i))
-                .map(|r| format!("{}/{}", r.rate.detected, r.rate.observed))
-                .collect();
-            let rules: Vec<&str> = row.rules.iter().map(String::as_str).collect();
-            s.push_str(&format!(
-                r##"<g><title>{}: {}</title><rect x="{x}" y="{y}" width="{}" height="{}" rx="3" fill="{colour}" stroke="#ffffff"/><text x="{}" y="{}">{}</text><text x="{}" y="{}" font-size="10">{}</text></g>"##,
-                escape(&row.technique),
-                escape(&if rules.is_empty() { "no rule at medium or above".to_owned() } else { rules.join("; ") }),
-                CELL_W - 4,
-                CELL_H - 4,
-                x + 4,
-                y + 13,
-                escape(&row.technique),
-                x + 4,
-                y + 26,
-                escape(&figures.join("  "))
-            ));
-        }
-    }
-    s.push_str("</svg>\n");
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn techniques_fall_in_their_tactic_column() {
-        assert_eq!(TACTICS[tactic_of("T1003.008")].0, "Credential Access");
-        assert_eq!(TACTICS[tactic_of("T1059")].0, "Execution");
-        assert_eq!(tactic_of("T9999"), TACTICS.len() - 1);
-        assert_eq!(escape("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
-    }
 }
