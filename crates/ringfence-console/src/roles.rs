@@ -338,6 +338,7 @@ mod tests {
                         "RENEW" => ringfence_wire::paths::RENEW.to_owned(),
                         "CHECKIN" => ringfence_wire::paths::CHECKIN.to_owned(),
                         "FINDINGS" => ringfence_wire::paths::FINDINGS.to_owned(),
+                        "INVENTORY" => ringfence_wire::paths::INVENTORY.to_owned(),
                         other => panic!("route path {other} unknown to this test: add it"),
                     }
                 };
