@@ -577,6 +577,65 @@ static __always_inline int rf_accept_body(long ret)
 SYS_EXIT(rf_accept, accept)
 
 /*
+ * Off the syscall path: connect(2) and bind(2) of an IPv4 or IPv6 socket, TCP or UDP, from the
+ * cgroup socket hooks (attached to the cgroup2 root, so every process; they run in the caller's
+ * context before the kernel acts, as the syscall programs do). The record is the syscall
+ * programs', but for the descriptor, which the hook does not know (-1). Always allows.
+ */
+/* `v6` is a constant: each program reads only the address fields its attach type allows. */
+static __always_inline int sock_addr(__u32 kind, struct bpf_sock_addr *ctx, bool v6)
+{
+	__u32 family = ctx->user_family;
+	if (family != (v6 ? AF_INET6 : AF_INET))
+		return 1;
+	if (filtered(kind))
+		return 1;
+	struct rf_net e = {};
+	if (!v6) {
+		__u32 a = ctx->user_ip4;
+		__builtin_memcpy(e.daddr, &a, 4);
+	} else {
+		__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1];
+		__u32 w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
+		__builtin_memcpy(&e.daddr[0], &w0, 4);
+		__builtin_memcpy(&e.daddr[4], &w1, 4);
+		__builtin_memcpy(&e.daddr[8], &w2, 4);
+		__builtin_memcpy(&e.daddr[12], &w3, 4);
+	}
+	fill_current(&e.h, kind);
+	e.family = family;
+	e.fd = -1;
+	e.dport = bpf_ntohs((__u16)ctx->user_port);
+	e.protocol = ctx->protocol;
+	emit(&e, sizeof(e), kind);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int rf_cg_connect4(struct bpf_sock_addr *ctx)
+{
+	return sock_addr(RF_CONNECT, ctx, false);
+}
+
+SEC("cgroup/connect6")
+int rf_cg_connect6(struct bpf_sock_addr *ctx)
+{
+	return sock_addr(RF_CONNECT, ctx, true);
+}
+
+SEC("cgroup/bind4")
+int rf_cg_bind4(struct bpf_sock_addr *ctx)
+{
+	return sock_addr(RF_BIND, ctx, false);
+}
+
+SEC("cgroup/bind6")
+int rf_cg_bind6(struct bpf_sock_addr *ctx)
+{
+	return sock_addr(RF_BIND, ctx, true);
+}
+
+/*
  * Off the syscall path: a TCP socket's state changes, in the context of the process that causes
  * them. CLOSE -> SYN_SENT is a connect(2) (tcp_v4_connect and tcp_v6_connect set it before the
  * SYN leaves). The record is the one the syscall program writes, but for the descriptor, which

@@ -12,7 +12,7 @@
     reason = "tests panic on failure"
 )]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -100,31 +100,34 @@ fn pid_of(e: &Event) -> u32 {
 }
 
 #[test]
-fn connect_and_signal_are_the_same_off_the_syscall_path() {
+fn connect_bind_and_signal_are_the_same_off_the_syscall_path() {
     if !root() {
         return;
     }
     let mut target = Command::new("sleep").arg("30").spawn().expect("sleep");
     let tid = target.id();
     let mut off_path = Watch {
-        sensor: held_to(HookTier::Tracepoint, vec![tid]),
+        sensor: held_to(HookTier::Cgroup, vec![tid]),
         seen: Vec::new(),
     };
     let mut syscall = Watch {
         sensor: held_to(HookTier::Syscall, vec![tid]),
         seen: Vec::new(),
     };
-    for kind in [RecordKind::Connect, RecordKind::Signal] {
+    for kind in [RecordKind::Connect, RecordKind::Bind, RecordKind::Signal] {
         assert_eq!(
             tier_of(&syscall.sensor, kind),
             Some(HookTier::Syscall),
             "{kind:?}"
         );
-        // A kernel without trampolines gives these kinds a tracepoint off the syscall path;
-        // one with them gives fentry (compared in the kernel matrix).
+        // A kernel without trampolines gives these kinds a cgroup socket hook or a tracepoint
+        // off the syscall path; one with them gives fentry (compared in the kernel matrix).
         let t = tier_of(&off_path.sensor, kind);
         assert!(
-            matches!(t, Some(HookTier::Tracepoint | HookTier::Fentry)),
+            matches!(
+                t,
+                Some(HookTier::Cgroup | HookTier::Tracepoint | HookTier::Fentry)
+            ),
             "{kind:?}: {t:?}"
         );
     }
@@ -133,6 +136,9 @@ fn connect_and_signal_are_the_same_off_the_syscall_path() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let _stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // A resolver's way: a UDP socket connected to its server (the DNS asker comes from this).
+    let udp = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    udp.connect("127.0.0.1:53").expect("udp connect");
     let status = Command::new("kill")
         .args(["-TERM", &tid.to_string()])
         .status()
@@ -145,10 +151,22 @@ fn connect_and_signal_are_the_same_off_the_syscall_path() {
             && pid_of(e) == me
             && e.network.as_ref().and_then(|n| n.destination_port) == Some(port)
     };
+    let udp_connect = |e: &Event| {
+        e.kind() == EventKind::NetworkConnect
+            && pid_of(e) == me
+            && e.network.as_ref().and_then(|n| n.destination_port) == Some(53)
+    };
+    let bind = |e: &Event| {
+        e.kind() == EventKind::NetworkBind
+            && pid_of(e) == me
+            && e.network.as_ref().and_then(|n| n.transport.as_deref()) == Some("tcp")
+    };
     let signal =
         |e: &Event| e.kind() == EventKind::Signal && e.target.as_ref().map(|t| t.pid) == Some(tid);
     for (what, pred) in [
         ("connect", &connect as &dyn Fn(&Event) -> bool),
+        ("udp connect", &udp_connect),
+        ("bind", &bind),
         ("signal", &signal),
     ] {
         let a = off_path.first(&format!("{what} (off the syscall path)"), &clocks, pred);

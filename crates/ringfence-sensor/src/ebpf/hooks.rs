@@ -1,6 +1,7 @@
 //! Which hook each event kind gets. Every kind has its hooks listed from the cheapest: a BPF
 //! trampoline (fentry/fexit on the syscall's own entry function `__x64_sys_<name>`, which costs
-//! only the calls of that function), then a tracepoint off the syscall path (`sched:*`,
+//! only the calls of that function), then a cgroup socket hook on the cgroup2 root (connect and
+//! bind, TCP and UDP), then a tracepoint off the syscall path (`sched:*`,
 //! `sock:inet_sock_set_state` for TCP connects, `signal:signal_generate`, `module:module_load`), then the syscall
 //! tracepoints. One attached syscall tracepoint puts every task of the host on the kernel's
 //! syscall slow path (1.12-1.15x on a loop of open, stat and close, measured on 6.18), so the
@@ -14,8 +15,9 @@
 use std::fmt;
 
 use aya::programs::{
-    BtfTracePoint, FEntry, FExit, ProgramError, TracePoint, fentry::FEntryLinkId,
-    fexit::FExitLinkId, tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId,
+    BtfTracePoint, CgroupAttachMode, CgroupSockAddr, FEntry, FExit, ProgramError, TracePoint,
+    cgroup_sock_addr::CgroupSockAddrLinkId, fentry::FEntryLinkId, fexit::FExitLinkId,
+    tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId,
 };
 use aya::{Btf, BtfError, Ebpf};
 use serde::{Deserialize, Serialize};
@@ -52,6 +54,8 @@ impl Profile {
 pub enum HookTier {
     /// fentry/fexit on a kernel function (a BPF trampoline).
     Fentry,
+    /// A cgroup socket hook on the cgroup2 root (connect, bind): no trampoline, no tracepoint.
+    Cgroup,
     /// A tracepoint off the syscall path (sched, sock, signal, module).
     Tracepoint,
     /// A syscall tracepoint (the syscall slow path for every task while attached).
@@ -59,11 +63,17 @@ pub enum HookTier {
 }
 
 impl HookTier {
-    pub const ALL: [HookTier; 3] = [HookTier::Fentry, HookTier::Tracepoint, HookTier::Syscall];
+    pub const ALL: [HookTier; 4] = [
+        HookTier::Fentry,
+        HookTier::Cgroup,
+        HookTier::Tracepoint,
+        HookTier::Syscall,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             HookTier::Fentry => "fentry",
+            HookTier::Cgroup => "cgroup socket hook",
             HookTier::Tracepoint => "tracepoint",
             HookTier::Syscall => "syscall tracepoint",
         }
@@ -87,6 +97,8 @@ pub(crate) enum Hook {
     FEntry(&'static str),
     /// `fexit/<function>`
     FExit(&'static str),
+    /// `cgroup/<attach point>` (connect4, bind6, ...) on the cgroup2 root.
+    CgroupSockAddr(&'static str),
 }
 
 impl Hook {
@@ -96,6 +108,7 @@ impl Hook {
             Hook::TpBtf(name) => format!("tp_btf/{name}"),
             Hook::FEntry(f) => format!("fentry/{f}"),
             Hook::FExit(f) => format!("fexit/{f}"),
+            Hook::CgroupSockAddr(a) => format!("cgroup/{a}"),
         }
     }
 }
@@ -144,6 +157,18 @@ const fn btf(name: &'static str, tracepoint: &'static str) -> Prog {
     Prog {
         name,
         hook: Hook::TpBtf(tracepoint),
+    }
+}
+const fn cg(name: &'static str, attach: &'static str) -> Prog {
+    Prog {
+        name,
+        hook: Hook::CgroupSockAddr(attach),
+    }
+}
+const fn cgroup(programs: &'static [Prog]) -> Choice {
+    Choice {
+        tier: HookTier::Cgroup,
+        programs,
     }
 }
 const fn fentry(programs: &'static [Prog]) -> Choice {
@@ -213,6 +238,10 @@ pub(crate) const SLOTS: &[Slot] = &[
         &[R::Connect],
         &[
             fentry(&[fe("rf_connect_fe", "__x64_sys_connect")]),
+            cgroup(&[
+                cg("rf_cg_connect4", "connect4"),
+                cg("rf_cg_connect6", "connect6"),
+            ]),
             tracepoint(&[btf("rf_sock_connect", "inet_sock_set_state")]),
             syscall(&[sys("rf_connect", "sys_enter_connect")]),
         ],
@@ -244,6 +273,7 @@ pub(crate) const SLOTS: &[Slot] = &[
         &[R::Bind],
         &[
             fentry(&[fe("rf_bind_fe", "__x64_sys_bind")]),
+            cgroup(&[cg("rf_cg_bind4", "bind4"), cg("rf_cg_bind6", "bind6")]),
             syscall(&[sys("rf_bind", "sys_enter_bind")]),
         ],
     ),
@@ -427,6 +457,7 @@ pub(crate) enum Link {
     TpBtf(BtfTracePointLinkId),
     FEntry(FEntryLinkId),
     FExit(FExitLinkId),
+    Cgroup(CgroupSockAddrLinkId),
 }
 
 /// Why a program did not attach.
@@ -441,6 +472,17 @@ pub(crate) enum AttachError {
 fn tracepoint_exists(cat: &str, name: &str) -> bool {
     std::path::Path::new(&format!("/sys/kernel/tracing/events/{cat}/{name}")).exists()
         || std::path::Path::new(&format!("/sys/kernel/debug/tracing/events/{cat}/{name}")).exists()
+}
+
+/// Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a
+/// hybrid host): its root holds every process.
+fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .find(|l| l.split(' ').nth(2) == Some("cgroup2"))
+        .and_then(|l| l.split(' ').nth(1))
+        .map(std::path::PathBuf::from)
 }
 
 fn absent_or_refused(step: &str, hook: Hook, e: &ProgramError) -> AttachError {
@@ -492,6 +534,22 @@ pub(crate) fn attach(ebpf: &mut Ebpf, p: &Prog, btf: &Btf) -> Result<Link, Attac
                     .map_err(|e| absent_or_refused("attach", p.hook, &e))?,
             )
         }
+        Hook::CgroupSockAddr(_) => {
+            let root = cgroup2_root()
+                .ok_or_else(|| AttachError::Absent("no cgroup2 hierarchy is mounted".to_owned()))?;
+            let dir = std::fs::File::open(&root).map_err(|e| {
+                AttachError::Refused(format!("opening {}: {e}", root.display()), e.raw_os_error())
+            })?;
+            let cg: &mut CgroupSockAddr = prog.try_into().map_err(refused)?;
+            cg.load()
+                .map_err(|e| absent_or_refused("load", p.hook, &e))?;
+            Link::Cgroup(
+                // A BPF link (kernels from 5.7; the sensor needs 5.8) always runs beside other
+                // programs on the cgroup; the kernel refuses any mode flag on a link (EINVAL).
+                cg.attach(&dir, CgroupAttachMode::Single)
+                    .map_err(|e| absent_or_refused("attach", p.hook, &e))?,
+            )
+        }
         Hook::FExit(f) => {
             let fx: &mut FExit = prog.try_into().map_err(refused)?;
             fx.load(f, btf)
@@ -527,6 +585,11 @@ pub(crate) fn detach(ebpf: &mut Ebpf, name: &str, link: Link) {
         }
         Link::FExit(l) => {
             if let Ok(p) = <&mut FExit>::try_from(prog) {
+                let _ = p.detach(l);
+            }
+        }
+        Link::Cgroup(l) => {
+            if let Ok(p) = <&mut CgroupSockAddr>::try_from(prog) {
                 let _ = p.detach(l);
             }
         }
