@@ -251,9 +251,9 @@ pub struct EbpfSection {
     /// Commands (comm, 1 to 15 bytes) whose activity the kernel drops.
     pub ignored_comms: Vec<String>,
     /// Event kinds not reported (their programs are not attached), e.g. `["memory_exec"]`.
-    /// Every kind but process exec, fork and exit comes from a syscall tracepoint, and while
-    /// any one is attached every syscall on the host takes the kernel's slow path (about 1.13×
-    /// on a loop of open, stat and close here); with all of them off, none is attached.
+    /// Which hook each kind gets follows `[sensor] profile`; in `deep`, while any syscall
+    /// tracepoint is attached every syscall on the host takes the kernel's slow path (about
+    /// 1.13× on a loop of open, stat and close here).
     pub kinds_off: Vec<EventKind>,
     /// How long the reader lets a batch gather once records flow, in milliseconds (1 to
     /// 1000): the latency bound under load. A lone record wakes the reader at once.
