@@ -159,7 +159,7 @@ print_storms() {
     [[ -s "$1" ]] || return 0
     echo "cost (with the sensor / without; debug build, interleaved rounds):"
     printf '  %-10s %-18s %-9s %-9s %s\n' kernel choice syscall exec hooks
-    awk '{ h = ""; for (i = 8; i <= NF; i++) h = h " " $i;
+    awk '{ h = ""; for (i = 9; i <= NF; i++) h = h " " $i;
            printf "  %-10s %-18s %-9s %-9s%s\n", $1, $3, $5 "x", $7 "x", h }' "$1"
 }
 
