@@ -316,7 +316,8 @@ pub fn trial_load() -> Result<(String, Vec<Probe>), String> {
 /// The doctor's row for one kind: the hook it gets here, and what the default profile does.
 fn kind_row(h: &super::KindHook) -> Probe {
     use super::{HookTier, RecordKind as R};
-    let instead = if h.kinds.contains(&R::FileCreate) || h.kinds.contains(&R::FileDelete) {
+    let file = [R::FileCreate, R::FileModify, R::FileDelete, R::FileRename];
+    let instead = if h.kinds.iter().any(|k| file.contains(k)) {
         "the default profile takes file events from fanotify"
     } else if h.kinds.contains(&R::Privilege) || h.kinds.contains(&R::Ptrace) {
         "the default profile takes them from the process connector"
