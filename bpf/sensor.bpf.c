@@ -3,9 +3,13 @@
  * Ringfence's sensor programs: process, network, file and tamper-relevant activity, written to
  * one ring buffer as the records of ringfence.h.
  *
- * Only tracepoints, syscall tracepoints and BTF tracepoints are used: fentry/fexit and BPF LSM
- * need trampolines, which many hardened kernels refuse, and kprobes may be absent. Every
- * program filters in the kernel before it copies anything: event kinds switched off in
+ * Each syscall program comes twice: on the syscall tracepoint, and as fentry (or fexit) on the
+ * syscall's own entry function `__x64_sys_<name>`, both calling one body with the same
+ * arguments, so the records are identical. An attached syscall tracepoint puts every task on the
+ * kernel's syscall slow path; a trampoline costs only the calls of that one function. The loader
+ * tries the trampoline first (many hardened kernels refuse them: EPERM), then the kinds' hooks
+ * off the syscall path (sched, sock and signal tracepoints, module_load), then, only in the deep
+ * profile, the syscall tracepoints. Every program filters in the kernel before it copies anything: event kinds switched off in
  * `rf_cfg`, ignored pids and comms, and (for files) the watched path prefixes. Records are
  * written without a wake-up; the reader is woken only when it has parked (see emit). A record
  * that does not fit is counted per kind in the per-CPU `drops` array.
@@ -416,6 +420,43 @@ int BPF_PROG(rf_exit, struct task_struct *p, bool group_dead)
 	return 0;
 }
 
+/* ---- one body, two hooks ------------------------------------------------------------------ */
+
+/* The first four syscall arguments from the user registers a syscall entry function receives. */
+#define FE_ARGS(regs)                                                                            \
+	PT_REGS_PARM1_CORE_SYSCALL(regs), PT_REGS_PARM2_CORE_SYSCALL(regs),                      \
+		PT_REGS_PARM3_CORE_SYSCALL(regs), PT_REGS_PARM4_CORE_SYSCALL(regs)
+
+/* `prog` on sys_enter_<sys>, and `prog`_fe as fentry on __x64_sys_<sys>: both run
+ * `prog`_body(a0, a1, a2, a3). */
+#define SYS_ENTER(prog, sys)                                                                     \
+	SEC("tracepoint/syscalls/sys_enter_" #sys)                                               \
+	int prog(struct trace_event_raw_sys_enter *ctx)                                          \
+	{                                                                                        \
+		return prog##_body(ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]);     \
+	}                                                                                        \
+	SEC("fentry/__x64_sys_" #sys)                                                            \
+	int BPF_PROG(prog##_fe, struct pt_regs *regs)                                            \
+	{                                                                                        \
+		return prog##_body(FE_ARGS(regs));                                               \
+	}
+
+/* `prog` on sys_exit_<sys>, and `prog`_fx as fexit on __x64_sys_<sys>: both run
+ * `prog`_body(return value). */
+#define SYS_EXIT(prog, sys)                                                                      \
+	SEC("tracepoint/syscalls/sys_exit_" #sys)                                                \
+	int prog(struct trace_event_raw_sys_exit *ctx)                                           \
+	{                                                                                        \
+		return prog##_body(ctx->ret);                                                    \
+	}                                                                                        \
+	SEC("fexit/__x64_sys_" #sys)                                                             \
+	int BPF_PROG(prog##_fx, struct pt_regs *regs, long ret)                                  \
+	{                                                                                        \
+		return prog##_body(ret);                                                         \
+	}
+
+#define U64 __u64 a0, __u64 a1, __u64 a2, __u64 a3
+
 /* ---- network ------------------------------------------------------------------------------- */
 
 /* The head of a sockaddr_in or sockaddr_in6: family, port (network order), then the IPv4
@@ -498,40 +539,138 @@ static __always_inline void net_sock(__u32 kind, int fd)
 	emit(&e, sizeof(e), kind);
 }
 
-SEC("tracepoint/syscalls/sys_enter_connect")
-int rf_connect(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_connect_body(U64)
 {
-	net_user_addr(RF_CONNECT, ctx->args[0], (const void *)ctx->args[1]);
+	net_user_addr(RF_CONNECT, a0, (const void *)a1);
+	return 0;
+}
+SYS_ENTER(rf_connect, connect)
+
+static __always_inline int rf_bind_body(U64)
+{
+	net_user_addr(RF_BIND, a0, (const void *)a1);
+	return 0;
+}
+SYS_ENTER(rf_bind, bind)
+
+static __always_inline int rf_listen_body(U64)
+{
+	net_sock(RF_LISTEN, a0);
+	return 0;
+}
+SYS_ENTER(rf_listen, listen)
+
+static __always_inline int rf_accept4_body(long ret)
+{
+	if (ret >= 0)
+		net_sock(RF_ACCEPT, ret);
+	return 0;
+}
+SYS_EXIT(rf_accept4, accept4)
+
+static __always_inline int rf_accept_body(long ret)
+{
+	if (ret >= 0)
+		net_sock(RF_ACCEPT, ret);
+	return 0;
+}
+SYS_EXIT(rf_accept, accept)
+
+/*
+ * Off the syscall path: connect(2) and bind(2) of an IPv4 or IPv6 socket, TCP or UDP, from the
+ * cgroup socket hooks (attached to the cgroup2 root, so every process; they run in the caller's
+ * context before the kernel acts, as the syscall programs do). The record is the syscall
+ * programs', but for the descriptor, which the hook does not know (-1). Always allows.
+ */
+/* `v6` is a constant: each program reads only the address fields its attach type allows. */
+static __always_inline int sock_addr(__u32 kind, struct bpf_sock_addr *ctx, bool v6)
+{
+	__u32 family = ctx->user_family;
+	if (family != (v6 ? AF_INET6 : AF_INET))
+		return 1;
+	if (filtered(kind))
+		return 1;
+	struct rf_net e = {};
+	if (!v6) {
+		__u32 a = ctx->user_ip4;
+		__builtin_memcpy(e.daddr, &a, 4);
+	} else {
+		__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1];
+		__u32 w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
+		__builtin_memcpy(&e.daddr[0], &w0, 4);
+		__builtin_memcpy(&e.daddr[4], &w1, 4);
+		__builtin_memcpy(&e.daddr[8], &w2, 4);
+		__builtin_memcpy(&e.daddr[12], &w3, 4);
+	}
+	fill_current(&e.h, kind);
+	e.family = family;
+	e.fd = -1;
+	e.dport = bpf_ntohs((__u16)ctx->user_port);
+	e.protocol = ctx->protocol;
+	emit(&e, sizeof(e), kind);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int rf_cg_connect4(struct bpf_sock_addr *ctx)
+{
+	return sock_addr(RF_CONNECT, ctx, false);
+}
+
+SEC("cgroup/connect6")
+int rf_cg_connect6(struct bpf_sock_addr *ctx)
+{
+	return sock_addr(RF_CONNECT, ctx, true);
+}
+
+SEC("cgroup/bind4")
+int rf_cg_bind4(struct bpf_sock_addr *ctx)
+{
+	return sock_addr(RF_BIND, ctx, false);
+}
+
+SEC("cgroup/bind6")
+int rf_cg_bind6(struct bpf_sock_addr *ctx)
+{
+	return sock_addr(RF_BIND, ctx, true);
+}
+
+/*
+ * Off the syscall path: a TCP socket's state changes, in the context of the process that causes
+ * them. CLOSE -> SYN_SENT is a connect(2) (tcp_v4_connect and tcp_v6_connect set it before the
+ * SYN leaves). The record is the one the syscall program writes, but for the descriptor, which
+ * the socket does not know (-1). listen(2) sets its state without this tracepoint.
+ */
+static __always_inline int sock_connect(const struct sock *sk)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	if (filtered(RF_CONNECT))
+		return 0;
+	struct rf_net e = {};
+	fill_current(&e.h, RF_CONNECT);
+	e.family = family;
+	e.fd = -1;
+	e.protocol = IPPROTO_TCP;
+	e.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		__u32 peer = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(e.daddr, &peer, 4);
+	} else {
+		BPF_CORE_READ_INTO(&e.daddr, sk, __sk_common.skc_v6_daddr);
+	}
+	emit(&e, sizeof(e), RF_CONNECT);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_bind")
-int rf_bind(struct trace_event_raw_sys_enter *ctx)
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(rf_sock_connect, const struct sock *sk, const int oldstate, const int newstate)
 {
-	net_user_addr(RF_BIND, ctx->args[0], (const void *)ctx->args[1]);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_listen")
-int rf_listen(struct trace_event_raw_sys_enter *ctx)
-{
-	net_sock(RF_LISTEN, ctx->args[0]);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int rf_accept4(struct trace_event_raw_sys_exit *ctx)
-{
-	if (ctx->ret >= 0)
-		net_sock(RF_ACCEPT, ctx->ret);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept")
-int rf_accept(struct trace_event_raw_sys_exit *ctx)
-{
-	if (ctx->ret >= 0)
-		net_sock(RF_ACCEPT, ctx->ret);
+	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT)
+		return sock_connect(sk);
 	return 0;
 }
 
@@ -571,13 +710,17 @@ static __always_inline void file_opened(long ret)
  * registers (argument `n`, 2 or 3). Read-only opens, nearly all of them, stop here before any
  * file is looked up; FMODE_WRITE, checked after, follows from exactly these access modes.
  */
+static __always_inline bool flags_write(unsigned long flags)
+{
+	__u32 acc = flags & O_ACCMODE;
+	return acc == O_WRONLY || acc == O_RDWR;
+}
+
 static __always_inline bool open_flags_write(int n)
 {
 	/* A BTF pointer: read directly (a checked load), no helper call. */
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	unsigned long flags = n == 2 ? PT_REGS_PARM2_SYSCALL(regs) : PT_REGS_PARM3_SYSCALL(regs);
-	__u32 acc = flags & O_ACCMODE;
-	return acc == O_WRONLY || acc == O_RDWR;
+	return flags_write(n == 2 ? PT_REGS_PARM2_SYSCALL(regs) : PT_REGS_PARM3_SYSCALL(regs));
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat")
@@ -588,12 +731,20 @@ int rf_openat(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_openat2")
-int rf_openat2(struct trace_event_raw_sys_exit *ctx)
+SEC("fexit/__x64_sys_openat")
+int BPF_PROG(rf_openat_fx, struct pt_regs *regs, long ret)
 {
-	file_opened(ctx->ret);
+	if (flags_write(PT_REGS_PARM3_CORE_SYSCALL(regs)))
+		file_opened(ret);
 	return 0;
 }
+
+static __always_inline int rf_openat2_body(long ret)
+{
+	file_opened(ret);
+	return 0;
+}
+SYS_EXIT(rf_openat2, openat2)
 
 SEC("tracepoint/syscalls/sys_exit_open")
 int rf_open(struct trace_event_raw_sys_exit *ctx)
@@ -603,12 +754,20 @@ int rf_open(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_creat")
-int rf_creat(struct trace_event_raw_sys_exit *ctx)
+SEC("fexit/__x64_sys_open")
+int BPF_PROG(rf_open_fx, struct pt_regs *regs, long ret)
 {
-	file_opened(ctx->ret);
+	if (flags_write(PT_REGS_PARM2_CORE_SYSCALL(regs)))
+		file_opened(ret);
 	return 0;
 }
+
+static __always_inline int rf_creat_body(long ret)
+{
+	file_opened(ret);
+	return 0;
+}
+SYS_EXIT(rf_creat, creat)
 
 /* Before an unlink or rmdir: the named path, when watched. */
 static __always_inline void file_unlink(__u32 sys, int dirfd, const char *upath)
@@ -630,26 +789,26 @@ static __always_inline void file_unlink(__u32 sys, int dirfd, const char *upath)
 	emit(e, offsetof(struct rf_file, data) + RF_PATH_MAX, RF_FILE_DELETE);
 }
 
-SEC("tracepoint/syscalls/sys_enter_unlinkat")
-int rf_unlinkat(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_unlinkat_body(U64)
 {
-	file_unlink(RF_SYS_UNLINKAT, ctx->args[0], (const char *)ctx->args[1]);
+	file_unlink(RF_SYS_UNLINKAT, a0, (const char *)a1);
 	return 0;
 }
+SYS_ENTER(rf_unlinkat, unlinkat)
 
-SEC("tracepoint/syscalls/sys_enter_unlink")
-int rf_unlink(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_unlink_body(U64)
 {
-	file_unlink(RF_SYS_UNLINK, AT_FDCWD, (const char *)ctx->args[0]);
+	file_unlink(RF_SYS_UNLINK, AT_FDCWD, (const char *)a0);
 	return 0;
 }
+SYS_ENTER(rf_unlink, unlink)
 
-SEC("tracepoint/syscalls/sys_enter_rmdir")
-int rf_rmdir(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_rmdir_body(U64)
 {
-	file_unlink(RF_SYS_RMDIR, AT_FDCWD, (const char *)ctx->args[0]);
+	file_unlink(RF_SYS_RMDIR, AT_FDCWD, (const char *)a0);
 	return 0;
 }
+SYS_ENTER(rf_rmdir, rmdir)
 
 /* Before a rename: both paths, when either is watched. */
 static __always_inline void file_rename(__u32 sys, int olddfd, const char *oldp, int newdfd,
@@ -673,29 +832,29 @@ static __always_inline void file_rename(__u32 sys, int olddfd, const char *oldp,
 	emit(e, sizeof(*e), RF_FILE_RENAME);
 }
 
-SEC("tracepoint/syscalls/sys_enter_renameat2")
-int rf_renameat2(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_renameat2_body(U64)
 {
-	file_rename(RF_SYS_RENAMEAT2, ctx->args[0], (const char *)ctx->args[1], ctx->args[2],
-		    (const char *)ctx->args[3]);
+	file_rename(RF_SYS_RENAMEAT2, a0, (const char *)a1, a2,
+		    (const char *)a3);
 	return 0;
 }
+SYS_ENTER(rf_renameat2, renameat2)
 
-SEC("tracepoint/syscalls/sys_enter_renameat")
-int rf_renameat(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_renameat_body(U64)
 {
-	file_rename(RF_SYS_RENAMEAT, ctx->args[0], (const char *)ctx->args[1], ctx->args[2],
-		    (const char *)ctx->args[3]);
+	file_rename(RF_SYS_RENAMEAT, a0, (const char *)a1, a2,
+		    (const char *)a3);
 	return 0;
 }
+SYS_ENTER(rf_renameat, renameat)
 
-SEC("tracepoint/syscalls/sys_enter_rename")
-int rf_rename(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_rename_body(U64)
 {
-	file_rename(RF_SYS_RENAME, AT_FDCWD, (const char *)ctx->args[0], AT_FDCWD,
-		    (const char *)ctx->args[1]);
+	file_rename(RF_SYS_RENAME, AT_FDCWD, (const char *)a0, AT_FDCWD,
+		    (const char *)a1);
 	return 0;
 }
+SYS_ENTER(rf_rename, rename)
 
 /* ---- privilege ----------------------------------------------------------------------------- */
 
@@ -715,67 +874,66 @@ static __always_inline void priv(__u32 sys, __s64 a, __s64 b, __s64 c)
 /* The ids arrive as unsigned longs; -1 (unchanged) must stay -1. */
 #define ID(x) ((__s64)(__s32)(x))
 
-SEC("tracepoint/syscalls/sys_enter_setuid")
-int rf_setuid(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_setuid_body(U64)
 {
-	priv(RF_SYS_SETUID, ID(ctx->args[0]), -1, -1);
+	priv(RF_SYS_SETUID, ID(a0), -1, -1);
 	return 0;
 }
+SYS_ENTER(rf_setuid, setuid)
 
-SEC("tracepoint/syscalls/sys_enter_setgid")
-int rf_setgid(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_setgid_body(U64)
 {
-	priv(RF_SYS_SETGID, ID(ctx->args[0]), -1, -1);
+	priv(RF_SYS_SETGID, ID(a0), -1, -1);
 	return 0;
 }
+SYS_ENTER(rf_setgid, setgid)
 
-SEC("tracepoint/syscalls/sys_enter_setreuid")
-int rf_setreuid(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_setreuid_body(U64)
 {
-	priv(RF_SYS_SETREUID, ID(ctx->args[0]), ID(ctx->args[1]), -1);
+	priv(RF_SYS_SETREUID, ID(a0), ID(a1), -1);
 	return 0;
 }
+SYS_ENTER(rf_setreuid, setreuid)
 
-SEC("tracepoint/syscalls/sys_enter_setregid")
-int rf_setregid(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_setregid_body(U64)
 {
-	priv(RF_SYS_SETREGID, ID(ctx->args[0]), ID(ctx->args[1]), -1);
+	priv(RF_SYS_SETREGID, ID(a0), ID(a1), -1);
 	return 0;
 }
+SYS_ENTER(rf_setregid, setregid)
 
-SEC("tracepoint/syscalls/sys_enter_setresuid")
-int rf_setresuid(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_setresuid_body(U64)
 {
-	priv(RF_SYS_SETRESUID, ID(ctx->args[0]), ID(ctx->args[1]), ID(ctx->args[2]));
+	priv(RF_SYS_SETRESUID, ID(a0), ID(a1), ID(a2));
 	return 0;
 }
+SYS_ENTER(rf_setresuid, setresuid)
 
-SEC("tracepoint/syscalls/sys_enter_setresgid")
-int rf_setresgid(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_setresgid_body(U64)
 {
-	priv(RF_SYS_SETRESGID, ID(ctx->args[0]), ID(ctx->args[1]), ID(ctx->args[2]));
+	priv(RF_SYS_SETRESGID, ID(a0), ID(a1), ID(a2));
 	return 0;
 }
+SYS_ENTER(rf_setresgid, setresgid)
 
-SEC("tracepoint/syscalls/sys_enter_capset")
-int rf_capset(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_capset_body(U64)
 {
 	/* capset(header, data): data is two {effective, permitted, inheritable} u32 triples for
 	 * the 64-bit capability versions. */
 	__u32 d[6] = {};
-	if (!ctx->args[1] || bpf_probe_read_user(d, sizeof(d), (void *)ctx->args[1]))
+	if (!a1 || bpf_probe_read_user(d, sizeof(d), (void *)a1))
 		return 0;
 	priv(RF_SYS_CAPSET, (__s64)((__u64)d[0] | (__u64)d[3] << 32),
 	     (__s64)((__u64)d[1] | (__u64)d[4] << 32), (__s64)((__u64)d[2] | (__u64)d[5] << 32));
 	return 0;
 }
+SYS_ENTER(rf_capset, capset)
 
 /* ---- ptrace, modules, bpf, memfd, memory --------------------------------------------------- */
 
-SEC("tracepoint/syscalls/sys_enter_ptrace")
-int rf_ptrace(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_ptrace_body(U64)
 {
-	long req = ctx->args[0];
+	long req = a0;
 	/* Attaching and writing requests only; PEEK/CONT/GETREGS would flood under a debugger. */
 	if (req != PTRACE_ATTACH && req != PTRACE_SEIZE && req != PTRACE_TRACEME &&
 	    req != PTRACE_POKETEXT && req != PTRACE_POKEDATA && req != PTRACE_POKEUSER &&
@@ -786,10 +944,11 @@ int rf_ptrace(struct trace_event_raw_sys_enter *ctx)
 	struct rf_ptrace e = {};
 	fill_current(&e.h, RF_PTRACE);
 	e.request = req;
-	e.target_pid = ctx->args[1];
+	e.target_pid = a1;
 	emit(&e, sizeof(e), RF_PTRACE);
 	return 0;
 }
+SYS_ENTER(rf_ptrace, ptrace)
 
 static __always_inline void module(__u32 sys, int fd)
 {
@@ -814,26 +973,46 @@ static __always_inline void module(__u32 sys, int fd)
 }
 
 /* Optional: kernels without module support have neither tracepoint. */
-SEC("tracepoint/syscalls/sys_enter_init_module")
-int rf_init_module(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_init_module_body(U64)
 {
 	module(RF_SYS_INIT_MODULE, -1);
 	return 0;
 }
+SYS_ENTER(rf_init_module, init_module)
 
-SEC("tracepoint/syscalls/sys_enter_finit_module")
-int rf_finit_module(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_finit_module_body(U64)
 {
-	module(RF_SYS_FINIT_MODULE, ctx->args[0]);
+	module(RF_SYS_FINIT_MODULE, a0);
+	return 0;
+}
+SYS_ENTER(rf_finit_module, finit_module)
+
+/* Off the syscall path: a module the kernel has loaded, by its name (`path`, no descriptor and no
+ * syscall: the converter then reports the name and no file). Absent without module support. */
+SEC("tp_btf/module_load")
+int BPF_PROG(rf_module_load, struct module *mod)
+{
+	if (filtered(RF_MODULE))
+		return 0;
+	struct scratch *s = scratch();
+	if (!s)
+		return 0;
+	struct rf_module *e = &s->module;
+	fill_current(&e->h, RF_MODULE);
+	e->h.flags = 0;
+	e->syscall = RF_SYS_NONE;
+	e->fd = -1;
+	long n = bpf_probe_read_kernel_str(e->path, RF_NAME_MAX, &mod->name);
+	e->path_len = n > 0 ? (n - 1) & (RF_NAME_MAX - 1) : 0;
+	emit(e, sizeof(*e), RF_MODULE);
 	return 0;
 }
 
 /* Program loads, and descriptors asked for by id to the agent's own objects. */
-SEC("tracepoint/syscalls/sys_enter_bpf")
-int rf_bpf(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_bpf_body(U64)
 {
-	__u32 cmd = ctx->args[0];
-	const union bpf_attr *attr = (const union bpf_attr *)ctx->args[1];
+	__u32 cmd = a0;
+	const union bpf_attr *attr = (const union bpf_attr *)a1;
 	struct rf_object_key key = {};
 	switch (cmd) {
 	case BPF_PROG_LOAD_CMD:
@@ -869,9 +1048,9 @@ int rf_bpf(struct trace_event_raw_sys_enter *ctx)
 	emit(&e, sizeof(e), RF_BPF);
 	return 0;
 }
+SYS_ENTER(rf_bpf, bpf)
 
-SEC("tracepoint/syscalls/sys_enter_memfd_create")
-int rf_memfd_create(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_memfd_create_body(U64)
 {
 	if (filtered(RF_MEMFD))
 		return 0;
@@ -880,12 +1059,13 @@ int rf_memfd_create(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	struct rf_memfd *e = &s->memfd;
 	fill_current(&e->h, RF_MEMFD);
-	e->flags = ctx->args[1];
-	long n = bpf_probe_read_user_str(e->name, sizeof(e->name), (const char *)ctx->args[0]);
+	e->flags = a1;
+	long n = bpf_probe_read_user_str(e->name, sizeof(e->name), (const char *)a0);
 	e->name_len = n > 0 ? (n - 1) & (RF_NAME_MAX - 1) : 0;
 	emit(e, sizeof(*e), RF_MEMFD);
 	return 0;
 }
+SYS_ENTER(rf_memfd_create, memfd_create)
 
 static __always_inline void memexec(__u32 sys, __u64 addr, __u64 len, __u32 prot, __u32 flags)
 {
@@ -901,15 +1081,15 @@ static __always_inline void memexec(__u32 sys, __u64 addr, __u64 len, __u32 prot
 	emit(&e, sizeof(e), RF_MEMEXEC);
 }
 
-SEC("tracepoint/syscalls/sys_enter_mmap")
-int rf_mmap(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_mmap_body(U64)
 {
-	__u32 prot = ctx->args[2];
-	__u32 flags = ctx->args[3];
+	__u32 prot = a2;
+	__u32 flags = a3;
 	if ((prot & PROT_EXEC) && (flags & MAP_ANONYMOUS))
-		memexec(RF_SYS_MMAP, ctx->args[0], ctx->args[1], prot, flags);
+		memexec(RF_SYS_MMAP, a0, a1, prot, flags);
 	return 0;
 }
+SYS_ENTER(rf_mmap, mmap)
 
 static long vma_is_anon(struct task_struct *task, struct vm_area_struct *vma, void *out)
 {
@@ -917,18 +1097,18 @@ static long vma_is_anon(struct task_struct *task, struct vm_area_struct *vma, vo
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_mprotect")
-int rf_mprotect(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_mprotect_body(U64)
 {
-	__u32 prot = ctx->args[2];
+	__u32 prot = a2;
 	if (!(prot & PROT_EXEC))
 		return 0;
 	bool anon = false;
-	if (bpf_find_vma(bpf_get_current_task_btf(), ctx->args[0], vma_is_anon, &anon, 0) || !anon)
+	if (bpf_find_vma(bpf_get_current_task_btf(), a0, vma_is_anon, &anon, 0) || !anon)
 		return 0;
-	memexec(RF_SYS_MPROTECT, ctx->args[0], ctx->args[1], prot, 0);
+	memexec(RF_SYS_MPROTECT, a0, a1, prot, 0);
 	return 0;
 }
+SYS_ENTER(rf_mprotect, mprotect)
 
 /* ---- signals aimed at the agent ------------------------------------------------------------ */
 
@@ -946,29 +1126,68 @@ static __always_inline void signal(__u32 sys, __u32 target, int sig)
 	emit(&e, sizeof(e), RF_SIGNAL);
 }
 
-SEC("tracepoint/syscalls/sys_enter_kill")
-int rf_kill(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_kill_body(U64)
 {
-	int pid = ctx->args[0];
+	int pid = a0;
 	if (pid > 0)
-		signal(RF_SYS_KILL, pid, ctx->args[1]);
+		signal(RF_SYS_KILL, pid, a1);
 	return 0;
 }
+SYS_ENTER(rf_kill, kill)
 
-SEC("tracepoint/syscalls/sys_enter_tkill")
-int rf_tkill(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_tkill_body(U64)
 {
-	int tid = ctx->args[0];
+	int tid = a0;
 	if (tid > 0)
-		signal(RF_SYS_TKILL, tid, ctx->args[1]);
+		signal(RF_SYS_TKILL, tid, a1);
 	return 0;
 }
+SYS_ENTER(rf_tkill, tkill)
 
-SEC("tracepoint/syscalls/sys_enter_tgkill")
-int rf_tgkill(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int rf_tgkill_body(U64)
 {
-	int tgid = ctx->args[0];
+	int tgid = a0;
 	if (tgid > 0)
-		signal(RF_SYS_TGKILL, tgid, ctx->args[2]);
+		signal(RF_SYS_TGKILL, tgid, a2);
+	return 0;
+}
+SYS_ENTER(rf_tgkill, tgkill)
+
+#define SI_USER 0
+#define SI_TKILL -6
+
+/*
+ * Off the syscall path: a signal generated for a protected task by kill(2) (SI_USER) or
+ * tkill(2)/tgkill(2) (SI_TKILL), in the sender's context. The record is the syscall programs'
+ * with the target's process id; tkill and tgkill both report as tgkill (si_code tells them apart
+ * from kill only).
+ */
+SEC("tp_btf/signal_generate")
+int BPF_PROG(rf_signal_generate, int sig, struct kernel_siginfo *info, struct task_struct *task,
+	     int group, int result)
+{
+	if ((unsigned long)info <= 1 || !task)
+		return 0;
+	int code = BPF_CORE_READ(info, si_code);
+	__u32 sys;
+	if (code == SI_USER)
+		sys = RF_SYS_KILL;
+	else if (code == SI_TKILL)
+		sys = RF_SYS_TGKILL;
+	else
+		return 0;
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	__u32 tid = BPF_CORE_READ(task, pid);
+	if (!bpf_map_lookup_elem(&protected_pids, &tgid) &&
+	    !bpf_map_lookup_elem(&protected_pids, &tid))
+		return 0;
+	if (filtered(RF_SIGNAL))
+		return 0;
+	struct rf_signal e = {};
+	fill_current(&e.h, RF_SIGNAL);
+	e.syscall = sys;
+	e.target_pid = tgid;
+	e.signal = sig;
+	emit(&e, sizeof(e), RF_SIGNAL);
 	return 0;
 }

@@ -4,9 +4,15 @@
 # (crates/ringfence-agent/examples/kernel_check.rs) in each: the eBPF sensor's CO-RE load and
 # events against that kernel's BTF, and the BPF LSM guard's refusals (kill, ptrace, write,
 # truncate, unlink, rename, create, BPF link by id) and its authorised disarm by a signed
-# maintenance token. The same program also runs on this host's kernel.
+# maintenance token. The same program also runs on this host's kernel. It also checks that each
+# kind's events are identical whatever hook it got (fentry, a tracepoint off the syscall path, a
+# syscall tracepoint), prints which hook each kind got (`HOOK` lines), and measures what each
+# hook choice costs: `bench syscall-storm`/`exec-storm`-style ratios with the sensor loaded and
+# its reader converting every record, against none, interleaved (`STORM` lines; TCG slows
+# everything alike, the ratio is what matters). RF_NO_STORMS=1 skips the measurements.
 #
-# Prints `PASS`/`FAIL` per kernel with its duration and exits non-zero on any FAIL.
+# Prints `PASS`/`FAIL` per kernel with its duration, then the cost table (kernel x hook choice),
+# and exits non-zero on any FAIL.
 # Kernels come from Debian's packages (apt-get download + dpkg -x) and are cached in
 # target/kernel-matrix/kernels. The guest is a busybox initramfs holding the check program and
 # the shared libraries it links (copied from this host, so no static build is needed).
@@ -18,7 +24,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="${RINGFENCE_MATRIX_DIR:-$root/target/kernel-matrix}"
 kernels="${KERNELS:-6.1 6.12}"
-timeout_secs="${MATRIX_TIMEOUT:-240}"
+timeout_secs="${MATRIX_TIMEOUT:-600}"
 mkdir -p "$work/kernels"
 
 log() { echo "kernel-matrix: $*" >&2; }
@@ -110,6 +116,7 @@ mount -t tmpfs tmp /tmp
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t securityfs securityfs /sys/kernel/security
 mount -t bpf bpf /sys/fs/bpf
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up
 hostname rf-guest
 echo "guest: $(uname -r), lsm=$(cat /sys/kernel/security/lsm)"
@@ -117,6 +124,9 @@ echo "guest: $(uname -r), lsm=$(cat /sys/kernel/security/lsm)"
 echo "guest: exit $?"
 poweroff -f
 EOF
+    if [[ -n "${RF_NO_STORMS:-}" ]]; then
+        sed -i 's|^/bin/kernel_check$|RF_NO_STORMS=1 /bin/kernel_check|' "$dir/init"
+    fi
     chmod +x "$dir/init"
     (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
 }
@@ -133,7 +143,8 @@ run_kernel() {
         > "$out" 2>&1 || true
     local took=$((SECONDS - start))
     # The console starts with terminal escapes: match from the marker, not the line start.
-    grep -a -o -E '(guest:|CHECK [a-z-]+:).*' "$out" | tr -d '\r' | sed 's/^/    /' || true
+    grep -a -o -E '(guest:|CHECK [a-z-]+:|HOOK ).*' "$out" | tr -d '\r' | sed 's/^/    /' || true
+    grep -a -o -E 'STORM .*' "$out" | tr -d '\r' | sed "s/^/$name /" >> "$work/storms.txt" || true
     if grep -a -q 'KERNEL-CHECK PASS' "$out"; then
         echo "PASS $name ($(grep -a -o 'KERNEL-CHECK PASS.*' "$out" | tr -d '\r' | cut -d' ' -f3)) in ${took} s"
         return 0
@@ -143,6 +154,15 @@ run_kernel() {
     return 1
 }
 
+# The cost table from the STORM lines: `<kernel> STORM <choice> syscall-storm R exec-storm R hooks ...`.
+print_storms() {
+    [[ -s "$1" ]] || return 0
+    echo "cost (with the sensor / without; debug build, interleaved rounds):"
+    printf '  %-10s %-18s %-9s %-9s %s\n' kernel choice syscall exec hooks
+    awk '{ h = ""; for (i = 9; i <= NF; i++) h = h " " $i;
+           printf "  %-10s %-18s %-9s %-9s%s\n", $1, $3, $5 "x", $7 "x", h }' "$1"
+}
+
 main() {
     local started=$SECONDS
     need_packages
@@ -150,6 +170,7 @@ main() {
     check="$(build_check)"
     build_initramfs "$check" "$initramfs"
     local status=0 start
+    : > "$work/storms.txt"
     start=$SECONDS
     if "$check" > "$work/host.log" 2>&1; then
         echo "PASS host ($(uname -r)) in $((SECONDS - start)) s"
@@ -157,7 +178,8 @@ main() {
         echo "FAIL host ($(uname -r)) (log: $work/host.log)"
         status=1
     fi
-    grep -E '^CHECK ' "$work/host.log" | sed 's/^/    /' || true
+    grep -E '^(CHECK|HOOK) ' "$work/host.log" | sed 's/^/    /' || true
+    grep -E '^STORM ' "$work/host.log" | sed "s/^/host-$(uname -r | cut -d. -f1-2) /" >> "$work/storms.txt" || true
     for series in $kernels; do
         local vmlinuz
         if ! vmlinuz="$(fetch_kernel "$series")"; then
@@ -167,6 +189,7 @@ main() {
         fi
         run_kernel "$series" "$vmlinuz" "$initramfs" || status=1
     done
+    print_storms "$work/storms.txt"
     echo "kernel matrix: $((SECONDS - started)) s in all"
     return $status
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use ringfence_agent::protect::{MaintenanceOutcome, apply_maintenance_token};
 use ringfence_event::{Event, EventKind};
 use ringfence_sensor::ebpf::guard::{BpfObjectKind, Guard, GuardOptions};
-use ringfence_sensor::ebpf::{EbpfOptions, EbpfSensor, convert};
+use ringfence_sensor::ebpf::{EbpfOptions, EbpfSensor, HookTier, Profile, RecordKind, convert};
 
 const WATCH: &str = "/tmp/rf-watch";
 const PROTECTED: &str = "/tmp/rf-protected";
@@ -40,7 +40,11 @@ fn main() {
     }
     let mut report = Report::default();
     sensor_checks(&mut report);
+    hook_parity(&mut report);
     guard_checks(&mut report);
+    if std::env::var_os("RF_NO_STORMS").is_none() {
+        storms(&mut report);
+    }
     report.finish();
 }
 
@@ -105,10 +109,12 @@ impl Watch {
 
 fn sensor_checks(report: &mut Report) {
     let _ = std::fs::create_dir_all(WATCH);
+    // The deep profile: every kind, each on the cheapest hook this kernel takes.
     let options = EbpfOptions {
         watched_prefixes: vec![format!("{WATCH}/")],
         ignore_self: false,
         protect_self: false,
+        profile: Profile::Deep,
         ..EbpfOptions::default()
     };
     let sensor = match EbpfSensor::load(&options) {
@@ -131,13 +137,21 @@ fn sensor_checks(report: &mut Report) {
         .filter(|a| a.absent)
         .filter_map(describe)
         .collect();
+    // Trampolines a hardened kernel refuses, and worse hooks not tried, are passed over.
     let refused: Vec<String> = sensor
         .attached()
         .iter()
-        .filter(|a| !a.absent)
+        .filter(|a| !a.absent && !a.superseded)
         .filter_map(describe)
         .collect();
-    let attached = sensor.attached().len() - absent.len() - refused.len();
+    let attached = sensor
+        .attached()
+        .iter()
+        .filter(|a| a.skipped.is_none())
+        .count();
+    for h in sensor.kind_hooks() {
+        println!("HOOK {}", h.describe());
+    }
     let absent_note = if absent.is_empty() {
         String::new()
     } else {
@@ -214,6 +228,386 @@ fn sensor_checks(report: &mut Report) {
             .ok_or_else(|| format!("no file event for {path}"))
     });
     report.line("sensor-file", seen);
+}
+
+// ---- the same events whatever the hook ---------------------------------------------------------
+
+/// A sensor held to `tier` for every kind that has it: the deep profile with the cheaper hooks
+/// skipped.
+fn held_to(tier: HookTier, protected: u32) -> Result<EbpfSensor, String> {
+    EbpfSensor::load(&EbpfOptions {
+        watched_prefixes: vec![format!("{WATCH}/")],
+        ignore_self: false,
+        protect_self: false,
+        protected_pids: vec![protected],
+        profile: Profile::Deep,
+        skip_hooks: HookTier::ALL.into_iter().filter(|t| *t < tier).collect(),
+        ..EbpfOptions::default()
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// The event's ECS document without what differs by nature between two readers of one action
+/// (the event's id and times).
+fn comparable(e: &Event) -> serde_json::Value {
+    let mut v = e.to_ecs();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("@timestamp");
+        if let Some(ev) = o.get_mut("event").and_then(|x| x.as_object_mut()) {
+            for k in ["id", "created", "ingested"] {
+                ev.remove(k);
+            }
+        }
+        if let Some(p) = o.get_mut("process").and_then(|x| x.as_object_mut()) {
+            p.remove("start");
+        }
+    }
+    v
+}
+
+/// One action per kind, seen by a sensor on each hook tier this kernel has for it: the ECS
+/// fields must be identical.
+fn hook_parity(report: &mut Report) {
+    let mut target = match Command::new("sleep").arg("30").spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            report.line("hook-parity", Err(format!("spawn sleep: {e}")));
+            return;
+        }
+    };
+    let tid = target.id();
+    let mut watches: Vec<(HookTier, Watch)> = Vec::new();
+    for tier in HookTier::ALL {
+        match held_to(tier, tid) {
+            Ok(sensor) => watches.push((
+                tier,
+                Watch {
+                    sensor,
+                    seen: Vec::new(),
+                },
+            )),
+            Err(e) => report.line(&format!("hook-parity-{}", tier_tag(tier)), Err(e)),
+        }
+    }
+    let _ = std::fs::create_dir_all(WATCH);
+    let me = std::process::id();
+    let created = Path::new(WATCH).join("parity-created");
+    let renamed = Path::new(WATCH).join("parity-renamed");
+    let _ = std::fs::remove_file(&created);
+    let _ = std::fs::remove_file(&renamed);
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| {
+        let port = l.local_addr()?.port();
+        TcpStream::connect(("127.0.0.1", port))?;
+        Ok(port)
+    });
+    // A resolver's way: a UDP socket connected to its server.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|u| u.connect("127.0.0.1:53").map(|()| u));
+    let _ = std::fs::write(&created, b"x");
+    let _ = std::fs::rename(&created, &renamed);
+    let _ = std::fs::remove_file(&renamed);
+    let _ = Command::new("kill")
+        .args(["-TERM", &tid.to_string()])
+        .status();
+    let _ = target.wait();
+    let port = port.ok();
+    drop(udp);
+    let created_s = created.display().to_string();
+    let renamed_s = renamed.display().to_string();
+    type Pred<'a> = Box<dyn Fn(&Event) -> bool + 'a>;
+    let mine = move |e: &Event| e.process.as_ref().is_some_and(|p| p.pid == me);
+    let checks: Vec<(&str, RecordKind, Pred)> = vec![
+        (
+            "connect",
+            RecordKind::Connect,
+            Box::new(move |e: &Event| {
+                e.kind() == EventKind::NetworkConnect
+                    && mine(e)
+                    && e.network.as_ref().and_then(|n| n.destination_port) == port
+            }),
+        ),
+        (
+            "udp-connect",
+            RecordKind::Connect,
+            Box::new(move |e: &Event| {
+                e.kind() == EventKind::NetworkConnect
+                    && mine(e)
+                    && e.network.as_ref().and_then(|n| n.destination_port) == Some(53)
+            }),
+        ),
+        (
+            "bind",
+            RecordKind::Bind,
+            Box::new(move |e: &Event| {
+                e.kind() == EventKind::NetworkBind
+                    && mine(e)
+                    && e.network.as_ref().and_then(|n| n.transport.as_deref()) == Some("tcp")
+            }),
+        ),
+        (
+            "file-create",
+            RecordKind::FileCreate,
+            Box::new(|e: &Event| {
+                e.kind() == EventKind::FileCreate
+                    && e.file.as_ref().is_some_and(|f| f.path == created_s)
+            }),
+        ),
+        (
+            "file-rename",
+            RecordKind::FileRename,
+            Box::new(|e: &Event| {
+                e.kind() == EventKind::FileRename
+                    && e.file.as_ref().is_some_and(|f| f.path == renamed_s)
+            }),
+        ),
+        (
+            "file-delete",
+            RecordKind::FileDelete,
+            Box::new(|e: &Event| {
+                e.kind() == EventKind::FileDelete
+                    && e.file.as_ref().is_some_and(|f| f.path == renamed_s)
+            }),
+        ),
+        (
+            "signal",
+            RecordKind::Signal,
+            Box::new(move |e: &Event| {
+                e.kind() == EventKind::Signal && e.target.as_ref().map(|t| t.pid) == Some(tid)
+            }),
+        ),
+    ];
+    for (what, kind, pred) in &checks {
+        let mut seen: Vec<(HookTier, serde_json::Value)> = Vec::new();
+        for (tier, w) in &mut watches {
+            let got = w
+                .sensor
+                .kind_hooks()
+                .iter()
+                .find(|h| h.kinds.contains(kind))
+                .and_then(|h| h.tier);
+            if got != Some(*tier) {
+                continue; // this kernel has no such hook for the kind
+            }
+            // The socket state tracepoint sees TCP only: UDP connects are not its to compare.
+            if *what == "udp-connect" && *tier == HookTier::Tracepoint {
+                continue;
+            }
+            match w.wait_for(|e| pred(e)) {
+                Some(e) => seen.push((*tier, comparable(&e))),
+                None => seen.push((*tier, serde_json::Value::Null)),
+            }
+        }
+        let tiers: Vec<&str> = seen.iter().map(|(t, _)| tier_tag(*t)).collect();
+        let result = match seen.split_first() {
+            None => Err("no hook for it here".to_owned()),
+            Some((first, rest)) => {
+                if first.1.is_null() || rest.iter().any(|(_, v)| v.is_null()) {
+                    Err(format!("missing from one of {}", tiers.join(", ")))
+                } else if let Some((t, v)) = rest.iter().find(|(_, v)| *v != first.1) {
+                    Err(format!(
+                        "{} gave {} but {} gave {}",
+                        tier_tag(first.0),
+                        first.1,
+                        tier_tag(*t),
+                        v
+                    ))
+                } else {
+                    Ok(format!("identical from {}", tiers.join(", ")))
+                }
+            }
+        };
+        report.line(&format!("hook-parity-{what}"), result);
+    }
+}
+
+fn tier_tag(t: HookTier) -> &'static str {
+    match t {
+        HookTier::Fentry => "fentry",
+        HookTier::Cgroup => "cgroup",
+        HookTier::Tracepoint => "tracepoint",
+        HookTier::Syscall => "syscall-tp",
+    }
+}
+
+// ---- what each hook choice costs ------------------------------------------------------------
+
+/// N x (open, stat, close) of a small file in this process; the elapsed time.
+fn syscall_storm(n: usize) -> Duration {
+    let path = Path::new("/tmp/rf-storm-file");
+    let _ = std::fs::write(path, b"x");
+    let start = Instant::now();
+    for _ in 0..n {
+        if let Ok(f) = std::fs::File::open(path) {
+            let _ = f.metadata();
+        }
+    }
+    start.elapsed()
+}
+
+/// N x /bin/true, one after another; the elapsed time.
+fn exec_storm(n: usize) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        let _ = Command::new("/bin/true").status();
+    }
+    start.elapsed()
+}
+
+/// The sensor with a reader thread draining and converting its records (the agent's first
+/// stage), for as long as it lives.
+struct Running {
+    /// How many kinds got each hook ([`hook_summary`]).
+    hooks: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(options: EbpfOptions) -> Result<Running, String> {
+        let mut sensor = EbpfSensor::load(&options).map_err(|e| e.to_string())?;
+        let hooks = hook_summary(&sensor);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let clocks = *sensor.clocks();
+            let mut n = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                sensor.poll(|rec| {
+                    if let Ok(rec) = rec {
+                        let e = convert::to_event(rec, &clocks);
+                        n = n.wrapping_add(u64::from(e.process.is_some()));
+                    }
+                });
+            }
+            std::hint::black_box(n);
+        });
+        Ok(Running {
+            hooks,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The pause after the sensor loads or unloads before anything is timed.
+const SETTLE: Duration = Duration::from_millis(1500);
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Storm ratios (with the sensor / without), for each hook choice: the default profile on the
+/// best hooks, the default profile without trampolines (tracepoints off the syscall path), and
+/// the deep profile without trampolines (syscall tracepoints). Each round runs both storms
+/// without the sensor and with it (loaded for the round, its reader converting every record),
+/// alternating which side goes first; the ratio is of the medians. One `STORM` line per choice.
+fn storms(report: &mut Report) {
+    let n_sys: usize = env_usize("RF_STORM_SYSCALLS", 20_000);
+    let n_exec: usize = env_usize("RF_STORM_EXECS", 100);
+    let rounds: usize = env_usize("RF_STORM_ROUNDS", 4);
+    let watched = vec!["/etc/".to_owned(), "/tmp/rf-watch/".to_owned()];
+    let choices: [(&str, Profile, Vec<HookTier>); 3] = [
+        ("default", Profile::Default, vec![]),
+        (
+            "default-no-fentry",
+            Profile::Default,
+            vec![HookTier::Fentry],
+        ),
+        ("deep-no-fentry", Profile::Deep, vec![HookTier::Fentry]),
+    ];
+    let both = || (syscall_storm(n_sys), exec_storm(n_exec));
+    let _ = (syscall_storm(n_sys / 4), exec_storm(n_exec / 4)); // warm up
+    for (name, profile, skip) in choices {
+        let options = EbpfOptions {
+            watched_prefixes: watched.clone(),
+            profile,
+            skip_hooks: skip,
+            ..EbpfOptions::default()
+        };
+        let mut hooks = String::new();
+        let (mut sys_with, mut sys_without, mut exec_with, mut exec_without) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut failed = None;
+        for round in 0..rounds {
+            // Loading and unloading leave work behind (freed BTF, trampolines and links go
+            // after RCU grace periods, on kernel threads): let it finish before a side is timed.
+            let mut with = || -> Result<(Duration, Duration), String> {
+                let running = Running::start(options.clone())?;
+                if hooks.is_empty() {
+                    hooks.clone_from(&running.hooks);
+                }
+                std::thread::sleep(SETTLE);
+                let d = both();
+                drop(running);
+                std::thread::sleep(SETTLE);
+                Ok(d)
+            };
+            let (w, wo) = if round % 2 == 0 {
+                let w = with();
+                (w, both())
+            } else {
+                let wo = both();
+                (with(), wo)
+            };
+            match w {
+                Ok((s, e)) => {
+                    sys_with.push(s.as_secs_f64());
+                    exec_with.push(e.as_secs_f64());
+                    sys_without.push(wo.0.as_secs_f64());
+                    exec_without.push(wo.1.as_secs_f64());
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        match failed {
+            Some(e) => report.line(&format!("storm-{name}"), Err(e)),
+            None => {
+                let s = median(sys_with) / median(sys_without).max(1e-9);
+                let e = median(exec_with) / median(exec_without).max(1e-9);
+                println!("STORM {name} syscall-storm {s:.3} exec-storm {e:.3} hooks {hooks}");
+                report.line(
+                    &format!("storm-{name}"),
+                    Ok(format!(
+                        "syscall-storm {s:.3}x exec-storm {e:.3}x ({rounds} rounds of {n_sys} \
+                         open/stat/close and {n_exec} execs)"
+                    )),
+                );
+            }
+        }
+    }
+}
+
+/// `fentry 14, cgroup 0, tracepoint 3, syscall-tp 0, none 0`: how many kinds got each hook.
+fn hook_summary(s: &EbpfSensor) -> String {
+    let count = |t: Option<HookTier>| s.kind_hooks().iter().filter(|h| h.tier == t).count();
+    format!(
+        "fentry {}, cgroup {}, tracepoint {}, syscall-tp {}, none {}",
+        count(Some(HookTier::Fentry)),
+        count(Some(HookTier::Cgroup)),
+        count(Some(HookTier::Tracepoint)),
+        count(Some(HookTier::Syscall)),
+        count(None)
+    )
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 // ---- the guard --------------------------------------------------------------------------------

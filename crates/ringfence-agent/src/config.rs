@@ -229,6 +229,18 @@ impl Default for AuditSection {
     }
 }
 
+/// `[sensor]`: which hooks the eBPF sensor may use. `default` never attaches a syscall
+/// tracepoint (one attached puts every syscall on the host on the kernel's slow path): each kind
+/// gets fentry where the kernel allows BPF trampolines, else a tracepoint off the syscall path,
+/// and the agent takes file events from fanotify and privilege changes and ptrace from the
+/// process connector where the sensor has no such hook. `deep` adds the syscall tracepoints for
+/// the kinds nothing cheaper covers (memory made executable, memfd_create, bpf(), bind, accept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SensorSection {
+    pub profile: ringfence_sensor::ebpf::Profile,
+}
+
 /// `[ebpf]`: the eBPF sensor (driver mode). Its file events follow `[fanotify] paths`; the
 /// agent's own process is always ignored, and signals aimed at it are always reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,9 +251,9 @@ pub struct EbpfSection {
     /// Commands (comm, 1 to 15 bytes) whose activity the kernel drops.
     pub ignored_comms: Vec<String>,
     /// Event kinds not reported (their programs are not attached), e.g. `["memory_exec"]`.
-    /// Every kind but process exec, fork and exit comes from a syscall tracepoint, and while
-    /// any one is attached every syscall on the host takes the kernel's slow path (about 1.13×
-    /// on a loop of open, stat and close here); with all of them off, none is attached.
+    /// Which hook each kind gets follows `[sensor] profile`; in `deep`, while any syscall
+    /// tracepoint is attached every syscall on the host takes the kernel's slow path (about
+    /// 1.13× on a loop of open, stat and close here).
     pub kinds_off: Vec<EventKind>,
     /// How long the reader lets a batch gather once records flow, in milliseconds (1 to
     /// 1000): the latency bound under load. A lone record wakes the reader at once.
@@ -307,6 +319,7 @@ impl Default for JsonlSection {
 pub struct Config {
     pub agent: AgentSection,
     pub sources: SourcesSection,
+    pub sensor: SensorSection,
     pub audit: AuditSection,
     pub fanotify: FanotifySection,
     pub ebpf: EbpfSection,
@@ -371,9 +384,10 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 16] = [
+const SECTIONS: [&str; 17] = [
     "agent",
     "sources",
+    "sensor",
     "audit",
     "fanotify",
     "ebpf",
@@ -543,6 +557,7 @@ impl Config {
         let config = Config {
             agent: section_pass!(text, &table, file, errors, "agent", AgentSection),
             sources: section_pass!(text, &table, file, errors, "sources", SourcesSection),
+            sensor: section_pass!(text, &table, file, errors, "sensor", SensorSection),
             audit: section_pass!(text, &table, file, errors, "audit", AuditSection),
             fanotify: section_pass!(text, &table, file, errors, "fanotify", FanotifySection),
             ebpf: section_pass!(text, &table, file, errors, "ebpf", EbpfSection),

@@ -137,6 +137,9 @@ pub struct Summary {
     /// closed early because the table was full.
     pub findings_folded: u64,
     pub finding_group_evictions: u64,
+    /// eBPF mode: which hook each kind got (`network.connect: fentry (...)`), and the sources
+    /// opened beside the sensor for kinds it has no hook for.
+    pub sensor_hooks: Vec<String>,
 }
 
 impl Summary {
@@ -161,6 +164,9 @@ impl Summary {
         );
         if let Some(r) = &self.mode_reason {
             s += &format!("  mode: {r}\n");
+        }
+        for h in &self.sensor_hooks {
+            s += &format!("  hook {h}\n");
         }
         if self.findings_silenced > 0 {
             s += &format!(
@@ -402,8 +408,21 @@ impl Agent {
                         programs = attached.len() - skipped,
                         skipped,
                         watched_prefixes = options.watched_prefixes.len(),
+                        profile = options.profile.as_str(),
                         "eBPF sensor loaded"
                     );
+                    for h in src.sensor().kind_hooks() {
+                        tracing::info!(source = "ebpf", "hook {}", h.describe());
+                    }
+                    summary.sensor_hooks = src
+                        .sensor()
+                        .kind_hooks()
+                        .iter()
+                        .map(|h| h.describe())
+                        .collect();
+                    let fill_in =
+                        self.open_beside_sensor(src.sensor(), &mut opened.sources, summary);
+                    summary.sensor_hooks.extend(fill_in);
                     opened.sensor_objects = src.sensor().objects();
                     opened.sources.push((SourceKind::Ebpf, Box::new(src)));
                 }
@@ -452,6 +471,79 @@ impl Agent {
             }
         }
         opened
+    }
+
+    /// Beside the eBPF sensor: fanotify for the file kinds and the process connector for
+    /// privilege changes and ptrace, where the sensor got no hook for them (the default profile
+    /// on a kernel without BPF trampolines). Returns a line per source opened, for the summary.
+    fn open_beside_sensor(
+        &mut self,
+        sensor: &ringfence_sensor::ebpf::EbpfSensor,
+        opened: &mut Vec<(SourceKind, Box<dyn Source>)>,
+        summary: &mut Summary,
+    ) -> Vec<String> {
+        use ringfence_sensor::ebpf::RecordKind as R;
+        let mut lines = Vec::new();
+        let s = &self.config.sources;
+        let files_uncovered = [R::FileCreate, R::FileModify, R::FileDelete, R::FileRename]
+            .into_iter()
+            .any(|k| !sensor.covers(k));
+        if s.fanotify && files_uncovered && !self.config.watched_prefixes().is_empty() {
+            let options = FanotifyOptions {
+                paths: self.config.fanotify.paths.clone(),
+                write_only_paths: self.config.fanotify.write_only_paths.clone(),
+                exec_open: false,
+            };
+            match FanotifySource::open(&options) {
+                Ok(src) => {
+                    lines.push("file.*: fanotify filesystem marks (beside the eBPF sensor)".into());
+                    opened.push((SourceKind::Fanotify, Box::new(src)));
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    tracing::error!(source = "fanotify", error = %why, "file events unseen: the eBPF sensor has no file hook here and fanotify did not start");
+                    self.degraded.push(format!(
+                        "file events unseen: the eBPF sensor has no file hook on this kernel \
+                         ([sensor] profile = \"default\") and fanotify did not start: {why}"
+                    ));
+                    summary.sources.push(SourceSummary {
+                        name: "fanotify",
+                        counters: CounterSnapshot::default(),
+                        error: Some(why),
+                    });
+                }
+            }
+        }
+        if s.proc_connector && (!sensor.covers(R::Privilege) || !sensor.covers(R::Ptrace)) {
+            match ProcConnectorSource::open(ProcConnectorOptions {
+                enrich_exec: false,
+                privilege_only: true,
+                hand_off: Some(Duration::from_millis(5)),
+                ..ProcConnectorOptions::default()
+            }) {
+                Ok(src) => {
+                    lines.push(
+                        "privilege, ptrace: process connector (beside the eBPF sensor)".into(),
+                    );
+                    opened.push((SourceKind::ProcConnector, Box::new(src)));
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    tracing::error!(source = "proc_connector", error = %why, "privilege changes unseen: the eBPF sensor has no hook for them here and the process connector did not start");
+                    self.degraded.push(format!(
+                        "privilege changes and ptrace unseen: the eBPF sensor has no hook for \
+                         them on this kernel ([sensor] profile = \"default\") and the process \
+                         connector did not start: {why}"
+                    ));
+                    summary.sources.push(SourceSummary {
+                        name: "proc_connector",
+                        counters: CounterSnapshot::default(),
+                        error: Some(why),
+                    });
+                }
+            }
+        }
+        lines
     }
 
     /// The driverless kernel sources the configuration asks for. True when audit's execve

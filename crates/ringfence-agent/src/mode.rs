@@ -69,6 +69,8 @@ pub fn ebpf_options(config: &Config, supervisor: Option<u32>) -> EbpfOptions {
         ignored_comms: e.ignored_comms.clone(),
         protected_pids,
         kinds_off: e.kinds_off.clone(),
+        profile: config.sensor.profile,
+        skip_hooks: Vec::new(),
         ignore_self: true,
         protect_self: true,
         wakeup_bytes: e.wakeup_bytes,

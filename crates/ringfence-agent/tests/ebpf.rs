@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::{Harness, has_arg, serial, temp_dir};
 use ringfence_agent::{Agent, Config, ModeChoice, resolve_mode};
 use ringfence_event::{Event, EventKind, Field, Mode, SourceKind};
+use ringfence_sensor::ebpf::Profile;
 
 fn root() -> bool {
     let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
@@ -165,9 +166,29 @@ fn exec_with_its_arguments_and_exit_through_the_pipeline() {
     );
     let names: Vec<&str> = summary.sources.iter().map(|s| s.name).collect();
     assert!(names.contains(&"ebpf"), "{names:?}");
-    for driverless in ["proc_connector", "audit", "fanotify"] {
-        assert!(!names.contains(&driverless), "{names:?}");
-    }
+    // The process connector runs beside the sensor only for the kinds it has no hook for here
+    // (privilege, ptrace: the default profile without trampolines); audit never does.
+    let beside = |what: &str| {
+        summary
+            .sensor_hooks
+            .iter()
+            .any(|h| h.contains(what) && h.contains("beside the eBPF sensor"))
+    };
+    assert!(!names.contains(&"audit"), "{names:?}");
+    assert_eq!(
+        names.contains(&"proc_connector"),
+        beside("process connector"),
+        "{}",
+        summary.render()
+    );
+    assert!(
+        summary
+            .sensor_hooks
+            .iter()
+            .any(|h| h.starts_with("process.exec: tracepoint")),
+        "{}",
+        summary.render()
+    );
     assert!(
         summary
             .sources
@@ -192,7 +213,10 @@ fn file_events_under_the_watched_trees_only() {
     }
     let dir = temp_dir("ebpf-files");
     let outside = temp_dir("ebpf-outside");
-    let mut h = Harness::start(config(ModeChoice::Ebpf, vec![dir.clone()]));
+    // The deep profile: the sensor's own file programs, syscall tracepoints on this kernel.
+    let mut c = config(ModeChoice::Ebpf, vec![dir.clone()]);
+    c.sensor.profile = Profile::Deep;
+    let mut h = Harness::start(c);
     let f = dir.join("payload.sh").display().to_string();
     let a = dir.join("a.txt").display().to_string();
     let b = dir.join("b.txt").display().to_string();
@@ -246,6 +270,43 @@ fn file_events_under_the_watched_trees_only() {
     );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&outside);
+}
+
+#[test]
+fn the_default_profile_takes_file_events_from_fanotify_where_the_sensor_has_no_file_hook() {
+    if !root() {
+        return;
+    }
+    let dir = temp_dir("ebpf-default-files");
+    let mut h = Harness::start(config(ModeChoice::Ebpf, vec![dir.clone()]));
+    let f = dir.join("dropped.sh").display().to_string();
+    assert!(
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("printf a > {f}"))
+            .status()
+            .is_ok_and(|s| s.success())
+    );
+    let got = h.wait_for(Duration::from_secs(30), |e| {
+        matches!(e.kind, Some(EventKind::FileCreate | EventKind::FileModify))
+            && e.file.as_ref().is_some_and(|x| x.path == f)
+    });
+    let (summary, _) = h.finish();
+    let Some(got) = got else {
+        panic!("no file event for {f}\n{}", summary.render());
+    };
+    let sensor_files = summary
+        .sensor_hooks
+        .iter()
+        .any(|h| h.starts_with("file.write: fentry"));
+    let want = if sensor_files {
+        SourceKind::Ebpf
+    } else {
+        SourceKind::Fanotify
+    };
+    assert_eq!(got.source, Some(want), "{}", summary.render());
+    assert_eq!(summary.mode, Some(Mode::Ebpf));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

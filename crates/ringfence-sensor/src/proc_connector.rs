@@ -142,6 +142,59 @@ pub fn to_event(ev: &ProcEvent, clocks: &Clocks) -> Option<Event> {
     Some(e)
 }
 
+/// The event for a privilege change (uid, gid) or a ptrace attach, the connector's messages
+/// that the eBPF sensor's default profile takes from it where those kinds have no hook off the
+/// syscall path; `None` for every other message (and for a ptrace detach).
+pub fn privilege_event(ev: &ProcEvent, clocks: &Clocks) -> Option<Event> {
+    let process = |pid: u32| Process {
+        pid,
+        ..Process::default()
+    };
+    match *ev {
+        ProcEvent::Uid { .. } => to_event(ev, clocks),
+        ProcEvent::Gid {
+            tgid,
+            rgid,
+            timestamp_ns,
+            ..
+        } => {
+            let mut e = Event::new(
+                EventKind::PrivilegeChange,
+                SourceKind::ProcConnector,
+                clocks.from_monotonic(timestamp_ns),
+            );
+            e.process = Some(process(tgid));
+            e.privilege = Some(Privilege {
+                new_gid: Some(i64::from(rgid)),
+                ..Privilege::default()
+            });
+            Some(e)
+        }
+        ProcEvent::Ptrace {
+            tgid,
+            tracer_tgid,
+            timestamp_ns,
+            ..
+        } if tracer_tgid != 0 => {
+            let mut e = Event::new(
+                EventKind::Ptrace,
+                SourceKind::ProcConnector,
+                clocks.from_monotonic(timestamp_ns),
+            );
+            e.process = Some(process(tracer_tgid));
+            e.syscall = Some(std::borrow::Cow::Borrowed("ptrace"));
+            e.target = Some(ringfence_event::TargetProcess {
+                pid: tgid,
+                executable: std::fs::read_link(format!("/proc/{tgid}/exe"))
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned()),
+            });
+            Some(e)
+        }
+        _ => None,
+    }
+}
+
 /// Settings for the process connector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcConnectorOptions {
@@ -157,6 +210,9 @@ pub struct ProcConnectorOptions {
     /// read (and /proc raced) as each message arrives: the agent's pipeline wakes once per burst
     /// instead of once per event. Each event waits at most this long.
     pub hand_off: Option<Duration>,
+    /// Report only privilege changes and ptrace attaches ([`privilege_event`]): beside the eBPF
+    /// sensor, which reports the processes.
+    pub privilege_only: bool,
 }
 
 impl Default for ProcConnectorOptions {
@@ -166,6 +222,7 @@ impl Default for ProcConnectorOptions {
             receive_buffer: 8 << 20,
             coalesce: None,
             hand_off: None,
+            privilege_only: false,
         }
     }
 }
@@ -281,7 +338,12 @@ impl Source for ProcConnectorSource {
                     out.note_gap(lost);
                 }
             }
-            let Some(mut event) = to_event(&msg, &self.clocks) else {
+            let event = if self.options.privilege_only {
+                privilege_event(&msg, &self.clocks)
+            } else {
+                to_event(&msg, &self.clocks)
+            };
+            let Some(mut event) = event else {
                 continue;
             };
             if let ProcEvent::Exec {
@@ -392,6 +454,49 @@ mod tests {
         };
         assert_eq!(code(3 << 8), Some(3));
         assert_eq!(code(9), Some(137));
+    }
+
+    #[test]
+    fn privilege_only_reports_id_changes_and_ptrace_attaches() {
+        let c = Clocks::default();
+        let ptrace = |tracer| ProcEvent::Ptrace {
+            cpu: 0,
+            seq: 0,
+            pid: 7,
+            tgid: 7,
+            tracer_pid: tracer,
+            tracer_tgid: tracer,
+            timestamp_ns: 0,
+        };
+        let e = privilege_event(&ptrace(9), &c).expect("an attach is reported");
+        assert_eq!(e.kind(), EventKind::Ptrace);
+        assert_eq!(e.process.as_ref().map(|p| p.pid), Some(9));
+        assert_eq!(e.target.as_ref().map(|t| t.pid), Some(7));
+        assert!(privilege_event(&ptrace(0), &c).is_none(), "a detach is not");
+        let gid = ProcEvent::Gid {
+            cpu: 0,
+            seq: 0,
+            pid: 7,
+            tgid: 7,
+            rgid: 0,
+            egid: 0,
+            timestamp_ns: 0,
+        };
+        let e = privilege_event(&gid, &c).expect("a gid change is reported");
+        assert_eq!(e.privilege.and_then(|p| p.new_gid), Some(0));
+        let fork = ProcEvent::Fork {
+            cpu: 0,
+            seq: 0,
+            parent_pid: 10,
+            parent_tgid: 10,
+            child_pid: 12,
+            child_tgid: 12,
+            timestamp_ns: 0,
+        };
+        assert!(
+            privilege_event(&fork, &c).is_none(),
+            "processes come from the sensor"
+        );
     }
 
     #[test]

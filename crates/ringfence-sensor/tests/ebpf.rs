@@ -18,7 +18,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use ringfence_event::{Event, EventKind};
-use ringfence_sensor::ebpf::{EbpfOptions, EbpfSensor, convert, probe};
+use ringfence_sensor::ebpf::{EbpfOptions, EbpfSensor, Profile, convert, probe};
 
 fn root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -29,10 +29,13 @@ fn root() -> bool {
     root
 }
 
+/// The deep profile: every kind, on the syscall tracepoints where nothing cheaper attaches
+/// (tests/hooks.rs compares the hooks).
 fn options() -> EbpfOptions {
     EbpfOptions {
         ignore_self: false,
         protect_self: false,
+        profile: Profile::Deep,
         ..EbpfOptions::default()
     }
 }

@@ -1,9 +1,11 @@
 //! Driver mode: the eBPF sensor. Loads the committed programs of `bpf/` (embedded at build
 //! time), fills their filter maps, attaches them, and reads their ring buffer.
 //!
-//! Only tracepoints, syscall tracepoints and BTF tracepoints are used, so no trampoline (fentry,
-//! BPF LSM) and no kprobe is needed; see [`probe`] for what `ringfence doctor` checks. Filtering
-//! happens in the kernel: kinds switched off are never attached or never copied, ignored pids
+//! Each kind gets the cheapest hook this kernel allows and the [`Profile`] permits (see
+//! [`hooks`]): fentry/fexit where BPF trampolines are allowed, else a tracepoint off the syscall
+//! path, else (in the `deep` profile only) a syscall tracepoint; no kprobe is used. What each
+//! kind got is in [`EbpfSensor::kind_hooks`]; see [`probe`] for what `ringfence doctor` checks.
+//! Filtering happens in the kernel: kinds switched off are never attached or never copied, ignored pids
 //! and comms are dropped first, and file events are reported only under the watched prefixes
 //! (an LPM trie on the first [`record::PREFIX_MAX`] bytes of the path).
 //!
@@ -31,6 +33,7 @@
 
 pub mod convert;
 pub mod guard;
+pub mod hooks;
 pub mod probe;
 pub mod record;
 
@@ -42,13 +45,13 @@ use std::time::{Duration, Instant};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use ringfence_event::EventKind;
 use serde::{Deserialize, Serialize};
 
 use crate::source::{BATCH, EventSender, Sent, Source, SourceError, StopSignal};
 use crate::sys::Clocks;
+pub use hooks::{HookTier, KindHook, Profile};
 pub use record::{DecodeError, Record, RecordKind, decode};
 
 const NAME: &str = "ebpf";
@@ -73,6 +76,11 @@ pub struct EbpfOptions {
     pub protected_pids: Vec<u32>,
     /// Event kinds switched off: their programs are not attached (or drop them first thing).
     pub kinds_off: Vec<EventKind>,
+    /// Which hooks may be used: `default` never attaches a syscall tracepoint, `deep` does for
+    /// the kinds nothing cheaper covers (see [`hooks`]).
+    pub profile: Profile,
+    /// Hooks not to try even where the kernel has them (to measure or compare the others).
+    pub skip_hooks: Vec<HookTier>,
     /// Ignore the agent's own activity.
     pub ignore_self: bool,
     /// Report signals aimed at the agent's own threads.
@@ -93,6 +101,8 @@ impl Default for EbpfOptions {
             ignored_comms: Vec::new(),
             protected_pids: Vec::new(),
             kinds_off: Vec::new(),
+            profile: Profile::Default,
+            skip_hooks: Vec::new(),
             ignore_self: true,
             protect_self: true,
             wakeup_bytes: default_wakeup_bytes(),
@@ -162,92 +172,6 @@ impl fmt::Display for EbpfError {
 
 impl std::error::Error for EbpfError {}
 
-/// Where a program attaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hook {
-    /// `tracepoint/<category>/<name>`
-    Tp(&'static str, &'static str),
-    /// `tp_btf/<name>`
-    TpBtf(&'static str),
-}
-
-/// One program of the object: where it goes, what it emits, and whether the sensor is worth
-/// running without it.
-struct Prog {
-    name: &'static str,
-    hook: Hook,
-    kinds: &'static [RecordKind],
-    required: bool,
-}
-
-const fn tp(name: &'static str, tracepoint: &'static str, kinds: &'static [RecordKind]) -> Prog {
-    Prog {
-        name,
-        hook: Hook::Tp("syscalls", tracepoint),
-        kinds,
-        required: false,
-    }
-}
-
-use RecordKind as R;
-const FILE_WRITE: &[RecordKind] = &[R::FileCreate, R::FileModify];
-
-/// Every program in `sensor.bpf.c`. The process programs are required; a missing syscall
-/// tracepoint (an old syscall absent on this architecture, module syscalls on a kernel without
-/// modules) leaves the rest running and is reported.
-const PROGRAMS: &[Prog] = &[
-    Prog {
-        name: "rf_exec",
-        hook: Hook::TpBtf("sched_process_exec"),
-        kinds: &[R::Exec],
-        required: true,
-    },
-    Prog {
-        name: "rf_fork",
-        hook: Hook::TpBtf("sched_process_fork"),
-        kinds: &[R::Fork],
-        required: true,
-    },
-    Prog {
-        name: "rf_exit",
-        hook: Hook::TpBtf("sched_process_exit"),
-        kinds: &[R::Exit],
-        required: true,
-    },
-    tp("rf_connect", "sys_enter_connect", &[R::Connect]),
-    tp("rf_bind", "sys_enter_bind", &[R::Bind]),
-    tp("rf_listen", "sys_enter_listen", &[R::Listen]),
-    tp("rf_accept4", "sys_exit_accept4", &[R::Accept]),
-    tp("rf_accept", "sys_exit_accept", &[R::Accept]),
-    tp("rf_openat", "sys_exit_openat", FILE_WRITE),
-    tp("rf_openat2", "sys_exit_openat2", FILE_WRITE),
-    tp("rf_open", "sys_exit_open", FILE_WRITE),
-    tp("rf_creat", "sys_exit_creat", FILE_WRITE),
-    tp("rf_unlinkat", "sys_enter_unlinkat", &[R::FileDelete]),
-    tp("rf_unlink", "sys_enter_unlink", &[R::FileDelete]),
-    tp("rf_rmdir", "sys_enter_rmdir", &[R::FileDelete]),
-    tp("rf_renameat2", "sys_enter_renameat2", &[R::FileRename]),
-    tp("rf_renameat", "sys_enter_renameat", &[R::FileRename]),
-    tp("rf_rename", "sys_enter_rename", &[R::FileRename]),
-    tp("rf_setuid", "sys_enter_setuid", &[R::Privilege]),
-    tp("rf_setgid", "sys_enter_setgid", &[R::Privilege]),
-    tp("rf_setreuid", "sys_enter_setreuid", &[R::Privilege]),
-    tp("rf_setregid", "sys_enter_setregid", &[R::Privilege]),
-    tp("rf_setresuid", "sys_enter_setresuid", &[R::Privilege]),
-    tp("rf_setresgid", "sys_enter_setresgid", &[R::Privilege]),
-    tp("rf_capset", "sys_enter_capset", &[R::Privilege]),
-    tp("rf_ptrace", "sys_enter_ptrace", &[R::Ptrace]),
-    tp("rf_init_module", "sys_enter_init_module", &[R::Module]),
-    tp("rf_finit_module", "sys_enter_finit_module", &[R::Module]),
-    tp("rf_bpf", "sys_enter_bpf", &[R::Bpf]),
-    tp("rf_memfd_create", "sys_enter_memfd_create", &[R::Memfd]),
-    tp("rf_mmap", "sys_enter_mmap", &[R::MemExec]),
-    tp("rf_mprotect", "sys_enter_mprotect", &[R::MemExec]),
-    tp("rf_kill", "sys_enter_kill", &[R::Signal]),
-    tp("rf_tkill", "sys_enter_tkill", &[R::Signal]),
-    tp("rf_tgkill", "sys_enter_tgkill", &[R::Signal]),
-];
-
 /// What became of one program at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attached {
@@ -259,6 +183,12 @@ pub struct Attached {
     /// This kernel has no such hook (a syscall it was built without): skipped by design, not
     /// refused.
     pub absent: bool,
+    /// The kind of hook.
+    pub tier: HookTier,
+    /// A better hook was refused or absent here and the kind fell back to another one, or
+    /// this program is a worse hook never tried (or not allowed by the profile) because a
+    /// better one attached: not a failure.
+    pub superseded: bool,
 }
 
 /// One program's kernel-side cost (see [`EbpfSensor::program_stats`]).
@@ -416,6 +346,8 @@ pub struct EbpfSensor {
     ring: RingBuf<MapData>,
     cfg: ReaderConfig,
     attached: Vec<Attached>,
+    kind_hooks: Vec<KindHook>,
+    profile: Profile,
     poll_interval: Duration,
     wakeup_bytes: u64,
     clocks: Clocks,
@@ -495,35 +427,7 @@ impl EbpfSensor {
             }
         }
 
-        let mut attached = Vec::with_capacity(PROGRAMS.len());
-        for p in PROGRAMS {
-            let hook = match p.hook {
-                Hook::Tp(cat, name) => format!("tracepoint/{cat}/{name}"),
-                Hook::TpBtf(name) => format!("tp_btf/{name}"),
-            };
-            let all_off = p.kinds.iter().all(|k| kinds_off & (1 << k.index()) != 0);
-            // A syscall this kernel does not have: say so rather than fail on the attach.
-            let absent = matches!(p.hook, Hook::Tp(cat, name) if !tracepoint_exists(cat, name));
-            let skipped = if all_off {
-                Some("switched off".to_owned())
-            } else if absent {
-                Some(format!("this kernel has no {hook}"))
-            } else {
-                attach(&mut ebpf, p, &btf).err()
-            };
-            if let Some(why) = skipped.as_ref().filter(|_| p.required && !all_off) {
-                return Err(EbpfError::Program {
-                    program: p.name,
-                    message: why.clone(),
-                });
-            }
-            attached.push(Attached {
-                program: p.name,
-                hook,
-                skipped,
-                absent,
-            });
-        }
+        let (attached, kind_hooks) = attach_all(&mut ebpf, &btf, options, kinds_off)?;
 
         // Once attached, the sensor's own programs, maps and links are known by id: a
         // descriptor asked for to any of them is reported (tamper detection).
@@ -542,6 +446,8 @@ impl EbpfSensor {
             ring,
             cfg,
             attached,
+            kind_hooks,
+            profile: options.profile,
             poll_interval: Duration::from_millis(options.poll_interval_ms),
             wakeup_bytes: options.wakeup_bytes.max(4096),
             clocks: Clocks::read(),
@@ -551,6 +457,23 @@ impl EbpfSensor {
     /// What each program did at start-up.
     pub fn attached(&self) -> &[Attached] {
         &self.attached
+    }
+
+    /// Which hook each kind got (or why none), in the order of [`hooks`]' table.
+    pub fn kind_hooks(&self) -> &[KindHook] {
+        &self.kind_hooks
+    }
+
+    /// Whether the sensor reports records of `kind` (a hook attached and it is not off).
+    pub fn covers(&self, kind: RecordKind) -> bool {
+        self.kind_hooks
+            .iter()
+            .any(|h| h.tier.is_some() && h.kinds.contains(&kind))
+    }
+
+    /// The profile the sensor was loaded with.
+    pub fn profile(&self) -> Profile {
+        self.profile
     }
 
     /// Records lost because the ring was full, per kind since load (summed over CPUs).
@@ -717,41 +640,180 @@ fn fill_set<K: aya::Pod>(
     Ok(())
 }
 
-/// Whether tracefs lists the tracepoint (a syscall the kernel does not build has none).
-fn tracepoint_exists(cat: &str, name: &str) -> bool {
-    Path::new(&format!("/sys/kernel/tracing/events/{cat}/{name}")).exists()
-        || Path::new(&format!("/sys/kernel/debug/tracing/events/{cat}/{name}")).exists()
-}
-
-fn attach(ebpf: &mut Ebpf, p: &Prog, btf: &Btf) -> Result<(), String> {
-    let prog = ebpf
-        .program_mut(p.name)
-        .ok_or_else(|| "missing from the object".to_owned())?;
-    match p.hook {
-        Hook::Tp(cat, name) => {
-            let tp: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
-            tp.load().map_err(|e| program_error("load", &e))?;
-            tp.attach(cat, name)
-                .map_err(|e| program_error("attach", &e))?;
+/// Attach each kind's cheapest hook the profile allows and the kernel takes (see [`hooks`]).
+/// Fails only when a process kind (exec, fork, exit) gets none.
+fn attach_all(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    options: &EbpfOptions,
+    kinds_off: u64,
+) -> Result<(Vec<Attached>, Vec<KindHook>), EbpfError> {
+    use hooks::AttachError;
+    let mut attached = Vec::new();
+    let mut kind_hooks = Vec::with_capacity(hooks::SLOTS.len());
+    // Once the kernel refused one trampoline for want of permission, it refuses them all.
+    let mut trampolines_refused: Option<String> = None;
+    for slot in hooks::SLOTS {
+        let all_off = slot.kinds.iter().all(|k| kinds_off & (1 << k.index()) != 0);
+        let mut chosen: Option<(HookTier, Vec<String>)> = None;
+        let mut passed_over = Vec::new();
+        let mut last_refusal = None;
+        for choice in slot.choices {
+            let programs = choice.programs;
+            let skip = |why: String, superseded: bool, attached: &mut Vec<Attached>| {
+                for p in programs {
+                    attached.push(Attached {
+                        program: p.name,
+                        hook: p.hook.describe(),
+                        skipped: Some(why.clone()),
+                        absent: false,
+                        tier: choice.tier,
+                        superseded,
+                    });
+                }
+            };
+            if all_off {
+                skip("switched off".into(), false, &mut attached);
+                continue;
+            }
+            if chosen.is_some() {
+                skip(
+                    format!(
+                        "{} attached instead",
+                        chosen.as_ref().map_or("", |c| c.0.as_str())
+                    ),
+                    true,
+                    &mut attached,
+                );
+                continue;
+            }
+            if let Some(why) = trampolines_refused
+                .as_ref()
+                .filter(|_| choice.tier == HookTier::Fentry)
+            {
+                passed_over.push(format!("fentry: {why}"));
+                skip(why.clone(), true, &mut attached);
+                continue;
+            }
+            // The process kinds have one hook each: nothing to skip to.
+            if options.skip_hooks.contains(&choice.tier) && !slot.required {
+                passed_over.push(format!("{}: skipped by the options", choice.tier));
+                skip("skipped by the options".into(), true, &mut attached);
+                continue;
+            }
+            if choice.tier == HookTier::Syscall && options.profile == Profile::Default {
+                skip(
+                    "the default profile attaches no syscall tracepoint".into(),
+                    true,
+                    &mut attached,
+                );
+                continue;
+            }
+            // Attach every program of this hook, or none.
+            let mut links = Vec::new();
+            let mut rows = Vec::new();
+            let mut refused = None;
+            for p in programs {
+                match hooks::attach(ebpf, p, btf) {
+                    Ok(link) => {
+                        links.push((p.name, link));
+                        rows.push((p, None, false));
+                    }
+                    Err(AttachError::Absent(why)) => rows.push((p, Some(why), true)),
+                    Err(AttachError::Refused(why, errno)) => {
+                        if choice.tier == HookTier::Fentry
+                            && matches!(
+                                errno,
+                                Some(libc::EPERM | libc::EACCES | libc::ENOTSUP | 524)
+                            )
+                        {
+                            trampolines_refused = Some(format!(
+                                "this kernel refuses BPF trampolines ({} at {})",
+                                probe::errno_name(errno.unwrap_or(0)),
+                                why.split(':').next().unwrap_or("load")
+                            ));
+                        }
+                        refused = Some(format!("{}: {why}", p.name));
+                        rows.push((p, Some(why), false));
+                        break;
+                    }
+                }
+            }
+            let took = refused.is_none() && !links.is_empty();
+            if !took {
+                for (name, link) in links {
+                    hooks::detach(ebpf, name, link);
+                }
+                let why = refused.unwrap_or_else(|| "this kernel has none of its hooks".into());
+                passed_over.push(format!("{}: {why}", choice.tier));
+                last_refusal = Some(why.clone());
+            }
+            // Trampolines refused (hardened kernels block them) are passed over, not failed;
+            // a refused tracepoint is a fault of the program and stays one.
+            let superseded = !took && choice.tier == HookTier::Fentry;
+            for (p, why, absent) in rows {
+                attached.push(Attached {
+                    program: p.name,
+                    hook: p.hook.describe(),
+                    skipped: if took {
+                        why
+                    } else {
+                        why.or_else(|| Some("detached: its hook fell back".into()))
+                    },
+                    absent,
+                    tier: choice.tier,
+                    superseded,
+                });
+            }
+            if took {
+                let hooks_used: Vec<String> = attached
+                    .iter()
+                    .rev()
+                    .take(programs.len())
+                    .filter(|a| a.skipped.is_none())
+                    .map(|a| a.hook.clone())
+                    .collect();
+                chosen = Some((choice.tier, hooks_used));
+            }
         }
-        Hook::TpBtf(name) => {
-            let tp: &mut BtfTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
-            tp.load(name, btf).map_err(|e| program_error("load", &e))?;
-            tp.attach().map_err(|e| program_error("attach", &e))?;
+        let (tier, detail) = match chosen {
+            Some((tier, mut used)) => {
+                used.reverse();
+                (Some(tier), used.join(", "))
+            }
+            None if all_off => (None, "switched off".into()),
+            None => {
+                let syscall_only = slot.choices.iter().any(|c| c.tier == HookTier::Syscall)
+                    && options.profile == Profile::Default;
+                let why = if syscall_only {
+                    "no hook off the syscall path here; the deep profile adds its syscall tracepoints".to_owned()
+                } else {
+                    last_refusal
+                        .clone()
+                        .unwrap_or_else(|| "no hook available".into())
+                };
+                (None, why)
+            }
+        };
+        if slot.required && tier.is_none() && !all_off {
+            return Err(EbpfError::Program {
+                program: slot
+                    .choices
+                    .first()
+                    .and_then(|c| c.programs.first())
+                    .map_or(slot.label, |p| p.name),
+                message: detail,
+            });
         }
+        kind_hooks.push(KindHook {
+            label: slot.label,
+            kinds: slot.kinds,
+            tier,
+            detail,
+            passed_over,
+        });
     }
-    Ok(())
-}
-
-/// A program error with its whole cause chain (the verifier log is in the load error).
-fn program_error(step: &str, e: &aya::programs::ProgramError) -> String {
-    let mut s = format!("{step}: {e}");
-    let mut src = std::error::Error::source(e);
-    while let Some(cause) = src {
-        s.push_str(&format!(": {cause}"));
-        src = cause.source();
-    }
-    s
+    Ok((attached, kind_hooks))
 }
 
 /// The eBPF sensor as a [`Source`].

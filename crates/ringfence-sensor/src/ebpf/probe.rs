@@ -284,8 +284,8 @@ fn doctor_row(r: TypeProbe) -> Probe {
             available: false,
             detail: match (r.name, refusal.errno) {
                 ("lsm" | "fentry", Some(_)) => format!(
-                    "refused: {} (BPF trampolines are blocked here; the sensor does not \
-                     need them)",
+                    "refused: {} (BPF trampolines are blocked here; the sensor's kinds fall \
+                     back to tracepoints)",
                     refusal.describe()
                 ),
                 _ => format!("refused: {}", refusal.describe()),
@@ -294,29 +294,57 @@ fn doctor_row(r: TypeProbe) -> Probe {
     }
 }
 
-/// Load the real sensor with default options, then unload it: the exact answer to "would it
-/// load". `Ok` says how many programs attached and which were skipped, and why.
-pub fn trial_load() -> Result<String, String> {
-    let sensor =
-        super::EbpfSensor::load(&super::EbpfOptions::default()).map_err(|e| e.to_string())?;
-    let attached = sensor.attached();
-    let skipped: Vec<String> = attached
+/// Load the real sensor in the deep profile (every kind on its cheapest hook here), then
+/// unload it: the exact answer to "would it load". `Ok` says how many programs attached, and
+/// has one row per kind: the hook it gets, and whether the default profile has it.
+pub fn trial_load() -> Result<(String, Vec<Probe>), String> {
+    let sensor = super::EbpfSensor::load(&super::EbpfOptions {
+        profile: super::Profile::Deep,
+        ..super::EbpfOptions::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let attached = sensor
+        .attached()
         .iter()
-        .filter_map(|a| {
-            a.skipped
-                .as_ref()
-                .map(|why| format!("{} ({why})", a.program))
-        })
-        .collect();
-    let mut detail = format!(
-        "loads and attaches {} of {} programs",
-        attached.len() - skipped.len(),
-        attached.len()
-    );
-    if !skipped.is_empty() {
-        detail += &format!("; not attached: {}", skipped.join(", "));
+        .filter(|a| a.skipped.is_none())
+        .count();
+    let detail = format!("loads and attaches {attached} programs (deep profile)");
+    let rows = sensor.kind_hooks().iter().map(kind_row).collect();
+    Ok((detail, rows))
+}
+
+/// The doctor's row for one kind: the hook it gets here, and what the default profile does.
+fn kind_row(h: &super::KindHook) -> Probe {
+    use super::{HookTier, RecordKind as R};
+    let file = [R::FileCreate, R::FileModify, R::FileDelete, R::FileRename];
+    let instead = if h.kinds.iter().any(|k| file.contains(k)) {
+        "the default profile takes file events from fanotify"
+    } else if h.kinds.contains(&R::Privilege) || h.kinds.contains(&R::Ptrace) {
+        "the default profile takes them from the process connector"
+    } else {
+        "the default profile does not see them"
+    };
+    match h.tier {
+        Some(HookTier::Syscall) => Probe {
+            name: h.label,
+            available: true,
+            detail: format!(
+                "deep profile only: {} ({}), the syscall slow path for every task; {instead}",
+                HookTier::Syscall,
+                h.detail
+            ),
+        },
+        Some(t) => Probe {
+            name: h.label,
+            available: true,
+            detail: format!("{t} ({}), in both profiles", h.detail),
+        },
+        None => Probe {
+            name: h.label,
+            available: false,
+            detail: format!("no hook: {}; {instead}", h.detail),
+        },
     }
-    Ok(detail)
 }
 
 /// What the doctor shows for the eBPF sensor.
@@ -335,35 +363,35 @@ pub fn doctor() -> Doctor {
     let types = program_types();
     let needs = sensor_supported(&types);
     let mut rows: Vec<Probe> = types.into_iter().map(doctor_row).collect();
-    let (sensor, supported) = match needs {
+    let supported = match needs {
         Ok(()) => match trial_load() {
-            Ok(detail) => (
-                Probe {
+            Ok((detail, kinds)) => {
+                rows.push(Probe {
                     name: "ebpf sensor",
                     available: true,
                     detail,
-                },
-                Ok(()),
-            ),
-            Err(why) => (
-                Probe {
+                });
+                rows.extend(kinds);
+                Ok(())
+            }
+            Err(why) => {
+                rows.push(Probe {
                     name: "ebpf sensor",
                     available: false,
                     detail: format!("does not load: {why}"),
-                },
-                Err(format!("the sensor does not load: {why}")),
-            ),
+                });
+                Err(format!("the sensor does not load: {why}"))
+            }
         },
-        Err(missing) => (
-            Probe {
+        Err(missing) => {
+            rows.push(Probe {
                 name: "ebpf sensor",
                 available: false,
                 detail: format!("not tried: missing {missing}"),
-            },
-            Err(missing),
-        ),
+            });
+            Err(missing)
+        }
     };
-    rows.push(sensor);
     Doctor { rows, supported }
 }
 
