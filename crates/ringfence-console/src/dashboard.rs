@@ -272,6 +272,19 @@ for (const f of document.querySelectorAll('form.bulk')) {
       setTimeout(() => location.reload(), 800); }
     catch (err) { f.querySelector('.result').textContent = 'refused: ' + err.message; } });
 }
+for (const f of document.querySelectorAll('form.exception')) {
+  f.addEventListener('submit', async e => { e.preventDefault();
+    const body = {rule: f.elements.rule.value, hosts: [], fields: {}, comment: f.elements.comment.value,
+      finding: Number(f.dataset.finding)};
+    if (f.elements.use_host.checked && f.elements.host.value.trim()) body.hosts = [f.elements.host.value.trim()];
+    for (const l of f.querySelectorAll('label.cond')) {
+      const c = l.querySelector('input[name=use]'); const v = l.querySelector('input[name=value]').value;
+      if (c.checked && v) body.fields[c.dataset.field] = [v];
+    }
+    try { const r = await send('POST', '/api/v1/exceptions', body);
+      f.querySelector('.result').textContent = 'exception ' + r.id + ' proposed: a content admin approves and publishes it (ringfence exceptions approve ' + r.id + ')'; }
+    catch (err) { f.querySelector('.result').textContent = 'refused: ' + err.message; } });
+}
 const upd = document.getElementById('updated');
 if (upd) upd.textContent = 'updated ' + new Date().toLocaleTimeString();
 const live = document.getElementById('live');

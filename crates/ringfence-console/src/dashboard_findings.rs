@@ -275,6 +275,40 @@ struct FindingPage {
     history: Vec<HistoryRow>,
     around: Vec<Row>,
     raw: String,
+    draft: ExceptionDraft,
+}
+
+/// The "make an exception" form of a finding page, prefilled from the finding: its rule, its
+/// host, and the fields an exception usually narrows on.
+struct ExceptionDraft {
+    rule: String,
+    host: String,
+    /// (field, value) the finding carries, each offered as a condition.
+    fields: Vec<(&'static str, String)>,
+}
+
+/// Fields offered as conditions of an exception made from a finding.
+const DRAFT_FIELDS: [&str; 4] = [
+    "process.executable",
+    "process.command_line",
+    "user.name",
+    "process.parent.executable",
+];
+
+fn draft(body: &serde_json::Value, host: &str) -> ExceptionDraft {
+    let fields = DRAFT_FIELDS
+        .iter()
+        .filter_map(|f| {
+            let v = finding_view::text(body, f)?;
+            // A value an exception could not carry whole is not offered (it would never match).
+            (v.len() <= crate::exceptions::MAX_VALUE_BYTES).then_some((*f, v))
+        })
+        .collect();
+    ExceptionDraft {
+        rule: finding_view::text(body, "rule.id").unwrap_or_default(),
+        host: finding_view::text(body, "host.name").unwrap_or_else(|| host.to_owned()),
+        fields,
+    }
 }
 
 impl FindingPage {
@@ -340,6 +374,7 @@ async fn finding_page(
         history,
         around: around.iter().map(row).collect(),
         raw,
+        draft: draft(&body, &r.host),
         f: r,
     })
 }
@@ -359,6 +394,10 @@ struct HostPage {
     findings_svg: String,
     findings: Vec<Row>,
     orders: Vec<[String; 6]>,
+    /// What the agent reports tuned locally (agent.toml `[detect]`).
+    local_tuning: ringfence_wire::LocalTuning,
+    /// The exceptions its content's overlay applies on this host.
+    content_exceptions: Vec<[String; 4]>,
 }
 
 async fn host_page(
@@ -400,6 +439,31 @@ async fn host_page(
         }
     };
     let (health, health_word) = health_of(&a, now, 3 * state.config.checkin_interval_ms);
+    let local_tuning = match local_tuning_of(&state, &a.id).await {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let content_exceptions = crate::exceptions::carried_by(&state, a.content_version, &a.hostname)
+        .await
+        .into_iter()
+        .map(|e| {
+            let scope = if e.hosts.is_empty() {
+                "every host".to_owned()
+            } else {
+                e.hosts.join(", ")
+            };
+            let when = if e.fields.is_empty() {
+                "always".to_owned()
+            } else {
+                e.fields
+                    .iter()
+                    .map(|(k, v)| format!("{k} = {}", v.join(" | ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            [e.rule, scope, when, e.comment]
+        })
+        .collect();
     let points: Vec<svg::HealthPoint> = checkins
         .iter()
         .map(|c| svg::HealthPoint {
@@ -450,8 +514,27 @@ async fn host_page(
                 ]
             })
             .collect(),
+        local_tuning,
+        content_exceptions,
         a,
     })
+}
+
+/// What agent `id` last reported tuned locally (empty when nothing, or unreadable).
+async fn local_tuning_of(
+    state: &AppState,
+    id: &str,
+) -> crate::error::AppResult<ringfence_wire::LocalTuning> {
+    let row: Option<(Option<String>,)> = crate::on_db!(&state.db, |pool| {
+        sqlx::query_as("SELECT tuning FROM agent_state WHERE agent_id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+    });
+    Ok(row
+        .and_then(|(t,)| t)
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default())
 }
 
 /// One agent as the fleet page lists it.
