@@ -434,7 +434,13 @@ async fn an_operator_signs_in_sees_a_rollout_and_halts_it_in_a_real_browser() {
     let (_, exceptions) = c.op("GET", "/api/v1/exceptions", Value::Null).await;
     let e = &exceptions[0];
     assert_eq!(
-        (&e["rule"], &e["hosts"], &e["fields"], &e["finding"], &e["state"]),
+        (
+            &e["rule"],
+            &e["hosts"],
+            &e["fields"],
+            &e["finding"],
+            &e["state"]
+        ),
         (
             &json!("r-1"),
             &json!(["web-3"]),
