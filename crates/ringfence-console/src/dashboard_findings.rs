@@ -23,6 +23,72 @@ pub fn router() -> Router<AppState> {
         .route("/findings", get(findings_page))
         .route("/findings/{id}", get(finding_page))
         .route("/agents/{id}", get(host_page))
+        .route("/exceptions", get(exceptions_page))
+}
+
+/// An exception as the exceptions page lists it.
+struct ExceptionRow {
+    id: i64,
+    state: String,
+    rule: String,
+    finding: Option<i64>,
+    on: String,
+    when: String,
+    comment: String,
+    created_by: String,
+    approved_by: Option<String>,
+    published_version: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "exceptions.html")]
+struct ExceptionsPage {
+    layout: Layout,
+    rows: Vec<ExceptionRow>,
+    approved: usize,
+}
+
+async fn exceptions_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let op = match session(&state, &headers).await {
+        Ok(op) => op,
+        Err(r) => return r,
+    };
+    let all = match crate::exceptions::list(&state, None).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let rows = all
+        .into_iter()
+        .map(|e| ExceptionRow {
+            on: if e.hosts.is_empty() {
+                "every host".into()
+            } else {
+                e.hosts.join(", ")
+            },
+            when: if e.fields.is_empty() {
+                "always".into()
+            } else {
+                e.fields
+                    .iter()
+                    .map(|(k, v)| format!("{k} = {}", v.join(" | ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+            id: e.id,
+            state: e.state,
+            rule: e.rule,
+            finding: e.finding,
+            comment: e.comment,
+            created_by: e.created_by,
+            approved_by: e.approved_by,
+            published_version: e.published_version,
+        })
+        .collect::<Vec<_>>();
+    render(&ExceptionsPage {
+        layout: Layout::new("Exceptions", "Findings", &op),
+        approved: rows.iter().filter(|r| r.state == "approved").count(),
+        rows,
+    })
 }
 
 const HOUR: Millis = 3_600_000;

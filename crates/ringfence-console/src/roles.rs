@@ -163,6 +163,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/findings", Need::Page),
     ("GET", "/findings/{id}", Need::Page),
     ("GET", "/agents/{id}", Need::Page),
+    ("GET", "/exceptions", Need::Page),
     // Reading.
     ("GET", "/api/v1/agents", Need::Read),
     ("GET", "/api/v1/orders", Need::Read),

@@ -398,6 +398,17 @@ async fn an_operator_signs_in_sees_a_rollout_and_halts_it_in_a_real_browser() {
                 x.querySelector('button').click(); true");
         b.wait_until("the proposal", "document.querySelector('form.exception .result').textContent.includes('proposed')");
         shoot(&mut b, &shot_dir.join("dashboard-exception.png"));
+        // A content admin reviews it on the exceptions page: approve; publishing waits for the
+        // running rollout (one at a time).
+        b.goto(&format!("{base}/exceptions"));
+        b.wait_until("the exceptions page", "document.querySelector('button.exc[data-op=approve]')");
+        b.eval("document.querySelector('button.exc[data-op=approve]').click(); true");
+        b.wait_until("the approval", "document.readyState === 'complete' && document.querySelector('.st-approved')");
+        b.eval("document.querySelector('form.exceptions-publish button').click(); true");
+        b.wait_until("the refusal", "document.querySelector('form.exceptions-publish .result').textContent.includes('another rollout is active')");
+        shoot(&mut b, &shot_dir.join("dashboard-exceptions.png"));
+        b.goto(&format!("{base}/findings/1"));
+        b.wait_until("the finding page again", "document.querySelector('form.triage') && document.readyState === 'complete'");
 
         // Close it as a false positive with the triage form; the change shows in its history.
         b.eval("const f = document.querySelector('form.triage'); f.elements.status.value = 'closed'; \
@@ -446,7 +457,7 @@ async fn an_operator_signs_in_sees_a_rollout_and_halts_it_in_a_real_browser() {
             &json!(["web-3"]),
             &json!({"process.executable": ["/bin/sh"]}),
             &json!(1),
-            &json!("pending")
+            &json!("approved")
         ),
         "{exceptions}"
     );
