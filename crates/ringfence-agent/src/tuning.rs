@@ -4,6 +4,15 @@
 //! match is no finding and no response; each is counted, and what is tuned is reported in the
 //! check-in so the console can show what is tuned where. The agent's own tamper and health
 //! rules cannot be tuned away.
+//!
+//! The same [`Exception`] and the same matcher serve exceptions that come from the console as
+//! content: an exceptions overlay in a signed bundle (`exceptions/*.toml`, entry kind 5) is
+//! read by [`parse_overlay`] when the bundle is validated (at `content build`, on the console
+//! before signing, and on load), refusing an exception for a rule the bundle does not define
+//! or a field outside the sensor field schema; the compiled content then drops the matches
+//! it silences ([`overlay_silences`]) before they become findings. An overlay exception may
+//! list no field (it silences the rule on its hosts, or everywhere: the console holds such an
+//! exception for a second operator); a local one may not.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +50,7 @@ pub struct Exception {
     #[serde(default)]
     pub hosts: Vec<String>,
     /// ECS field (dotted) → accepted values.
+    #[serde(default)]
     pub fields: BTreeMap<String, Vec<String>>,
     /// Why (shown to whoever reviews it).
     #[serde(default)]
@@ -54,6 +64,21 @@ fn protected(rule: &str) -> bool {
 
 impl Exception {
     fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = self.bound_problems();
+        if self.fields.is_empty() {
+            out.push((
+                "fields",
+                "an exception needs at least one field (to silence a whole rule, use \
+                 disabled_rules)"
+                    .into(),
+            ));
+        }
+        out
+    }
+
+    /// Problems shared by local and overlay exceptions: a rule id, not a protected one, and
+    /// every list within its bound.
+    fn bound_problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if self.rule.trim().is_empty() {
             out.push(("rule", "must name a rule id".into()));
@@ -66,13 +91,8 @@ impl Exception {
                 ),
             ));
         }
-        if self.fields.is_empty() {
-            out.push((
-                "fields",
-                "an exception needs at least one field (to silence a whole rule, use \
-                 disabled_rules)"
-                    .into(),
-            ));
+        if self.hosts.len() > MAX_VALUES {
+            out.push(("hosts", format!("at most {MAX_VALUES} hosts")));
         }
         if self.fields.len() > MAX_FIELDS {
             out.push(("fields", format!("at most {MAX_FIELDS} fields")));
@@ -86,6 +106,11 @@ impl Exception {
             }
         }
         out
+    }
+
+    /// Whether this exception silences `finding` (its rule, its hosts, its fields).
+    fn silences(&self, rule: &str, finding: &Value) -> bool {
+        self.rule == rule && self.matches(finding)
     }
 
     fn matches(&self, finding: &Value) -> bool {
@@ -243,14 +268,90 @@ impl Tuning {
             return false;
         }
         let hit = self.disabled.contains(rule)
-            || self
-                .exceptions
-                .iter()
-                .any(|e| e.rule == rule && e.matches(finding));
+            || self.exceptions.iter().any(|e| e.silences(rule, finding));
         if hit {
             self.silenced = self.silenced.saturating_add(1);
         }
         hit
+    }
+}
+
+/// Whether an exception of a bundle's overlay silences `finding` (never a tamper or health
+/// finding). The same matcher as local tuning.
+pub fn overlay_silences(exceptions: &[Exception], finding: &Value) -> bool {
+    if exceptions.is_empty() {
+        return false;
+    }
+    let Some(rule) = finding.pointer("/rule/id").and_then(Value::as_str) else {
+        return false;
+    };
+    !protected(rule) && exceptions.iter().any(|e| e.silences(rule, finding))
+}
+
+/// Read a bundle's exceptions overlays (`path → text`): every exception, or every problem at
+/// once, naming the file, the line of the table, the rule id and the field. `known_rule` says
+/// whether the bundle defines a rule id.
+pub fn parse_overlay(
+    files: &[(&str, &str)],
+    known_rule: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Exception>, Vec<ringfence_content::ValidationError>> {
+    use ringfence_content::ValidationError;
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (path, text) in files {
+        let parsed: ExceptionsFile = match toml::from_str(text) {
+            Ok(p) => p,
+            Err(e) => {
+                let line = e.span().map_or(0, |s| {
+                    text.get(..s.start)
+                        .map_or(0, |t| t.matches('\n').count() + 1)
+                });
+                errors.push(
+                    ValidationError::new(*path, e.message().to_owned())
+                        .with_line(u32::try_from(line).unwrap_or(u32::MAX)),
+                );
+                continue;
+            }
+        };
+        for (i, e) in parsed.exceptions.into_iter().enumerate() {
+            let mut problems: Vec<(&str, String)> = e.bound_problems();
+            if !e.rule.trim().is_empty() && !protected(&e.rule) && !known_rule(&e.rule) {
+                problems.push(("rule", "no rule of this bundle has this id".into()));
+            }
+            for field in e.fields.keys() {
+                if ringfence_event::field::Field::from_name(field).is_none() {
+                    problems.push((
+                        "fields",
+                        format!("{field} is not a field of the sensor field schema"),
+                    ));
+                }
+            }
+            if problems.is_empty() {
+                out.push(e);
+                continue;
+            }
+            for (key, message) in problems {
+                let line = crate::outputs::config::line_of_table(text, "exceptions", i, key);
+                let mut err =
+                    ValidationError::new(*path, format!("exceptions[{i}].{key}: {message}"))
+                        .with_line(u32::try_from(line).unwrap_or(u32::MAX));
+                if !e.rule.is_empty() {
+                    err = err.with_rule_id(e.rule.clone());
+                }
+                errors.push(err);
+            }
+        }
+    }
+    if out.len() > MAX_ENTRIES {
+        errors.push(ringfence_content::ValidationError::new(
+            files.first().map_or("exceptions", |(p, _)| *p),
+            format!("at most {MAX_ENTRIES} exceptions in all, got {}", out.len()),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
     }
 }
 

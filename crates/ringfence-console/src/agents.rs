@@ -334,6 +334,9 @@ pub fn sample(c: &CheckIn, at: Millis) -> Sample {
         environment: c.tags.environment.as_ref().map(ToString::to_string),
         custom_tags: serde_json::to_string(&c.tags.custom).unwrap_or_else(|_| "{}".into()),
         tz_offset: i64::from(c.tags.tz_offset_minutes.minutes()),
+        tuning: (!c.tuning.is_empty())
+            .then(|| serde_json::to_string(&c.tuning).ok())
+            .flatten(),
     }
 }
 

@@ -3,8 +3,9 @@
 //!
 //! Held for approval: starting an emergency rollout, setting the emergency flag on a running
 //! one, starting a rollout (or setting the first baseline) of content signed to drop most of
-//! the rules (`allow-rule-drop` or `allow-empty` in its signed metadata), and response orders
-//! aimed at more than one host or at a tag. Such a request is stored `pending` and answered
+//! the rules (`allow-rule-drop` or `allow-empty` in its signed metadata), response orders
+//! aimed at more than one host or at a tag, and approving an exception that would silence a
+//! rule on the whole fleet ([`crate::exceptions`]). Such a request is stored `pending` and answered
 //! 202 with its id; nothing happens until a different operator, whose role may do the action
 //! itself, approves it (`POST /api/v1/approvals/{id}/approve`, `ringfence console approve ID`)
 //! within [`APPROVAL_TTL_MS`]. Then it runs, as the requester's action, and the audit log has
@@ -44,6 +45,8 @@ pub mod kind {
     pub const ROLLOUT_EMERGENCY: &str = "rollout-emergency";
     pub const BASELINE: &str = "baseline";
     pub const FLEET_ORDER: &str = "fleet-order";
+    /// Approving an exception that silences a rule on the whole fleet.
+    pub const EXCEPTION: &str = "exception";
 }
 
 /// One held request as operators see it.
@@ -330,7 +333,7 @@ pub async fn approve(state: &AppState, approver: &Authed, id: i64) -> AppResult<
     tracing::warn!(approval = id, kind = %v.kind,
         requester = %ringfence_wire::printable(&v.requested_by),
         approver = %ringfence_wire::printable(&approver.name), "approved: running the held action");
-    let ran = run(state, &v).await;
+    let ran = run(state, &v, &approver.name).await;
     let (outcome_state, outcome) = match &ran {
         Ok(_) => ("approved", "ran".to_owned()),
         Err(e) => ("failed", e.to_string()),
@@ -366,8 +369,8 @@ pub async fn approve(state: &AppState, approver: &Authed, id: i64) -> AppResult<
     Ok(serde_json::json!({"approval": v, "result": result}))
 }
 
-/// Run a held action as its requester.
-async fn run(state: &AppState, v: &ApprovalView) -> AppResult<serde_json::Value> {
+/// Run a held action as its requester (an exception is approved by both).
+async fn run(state: &AppState, v: &ApprovalView, approver: &str) -> AppResult<serde_json::Value> {
     let bad = |e: serde_json::Error| AppError::internal(format!("approval {}: {e}", v.id));
     let actor = v.requested_by.as_str();
     let value = match v.kind.as_str() {
@@ -390,6 +393,11 @@ async fn run(state: &AppState, v: &ApprovalView) -> AppResult<serde_json::Value>
         kind::FLEET_ORDER => {
             let o: FleetOrder = serde_json::from_value(v.request.clone()).map_err(bad)?;
             serde_json::to_value(place_fleet_order(state, actor, &o).await?)
+        }
+        kind::EXCEPTION => {
+            let id: i64 = serde_json::from_value(v.request["exception"].clone()).map_err(bad)?;
+            let both = format!("{actor} and {approver}");
+            serde_json::to_value(crate::exceptions::approve_now(state, &both, id).await?)
         }
         other => {
             return Err(AppError::internal(format!(

@@ -45,6 +45,24 @@ pub trait Republisher: Send + Sync + std::fmt::Debug + 'static {
     /// Checks `bytes` as content version `version`: a one-line summary when an agent trusting
     /// the console's root would accept it, the reason otherwise.
     fn verify(&self, bytes: &[u8], version: u64) -> Result<String, String>;
+
+    /// The signed bundle of `base` (content version `base_version`) rebuilt as `new_version`
+    /// with `overlay` as its exceptions overlay (replacing any it had), validated like any
+    /// content (every exception names a rule of the bundle and fields of the field schema)
+    /// and signed with the console's online content keys ([`crate::exceptions`]).
+    fn overlay(
+        &self,
+        _base: &[u8],
+        _base_version: u64,
+        _new_version: u64,
+        _overlay: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        Err(
+            "this console has no content keys (--content-keys): it cannot sign an \
+             exceptions overlay"
+                .into(),
+        )
+    }
 }
 
 /// Takes any bytes and copies them unchanged.

@@ -222,6 +222,7 @@ form.login{max-width:340px;margin:80px auto;background:var(--card);border:1px so
 form.login input{width:100%;padding:8px;margin:4px 0 12px;border:1px solid var(--line);border-radius:6px}form.login button{width:100%;padding:9px;border:0;border-radius:6px;background:#101828;color:#fff;font-weight:600}
 .sev-critical{background:#7a1010}.sev-high{background:#d92d20}.sev-medium{background:#dc8a00}.sev-low{background:#2e6be6}.sev-informational{background:#667085}.sev-unknown{background:#98a2b3}
 .st-open{background:#2e6be6}.st-acknowledged{background:#dc8a00}.st-closed{background:#12a150}
+.st-pending{background:#dc8a00}.st-approved{background:#2e6be6}.st-published{background:#12a150}.st-withdrawn{background:var(--idle)}
 .tag{display:inline-block;border:1px solid var(--line);border-radius:6px;padding:0 6px;font-size:12px;background:#f9fafb}
 form.filters,form.bulk,form.triage{display:flex;flex-wrap:wrap;gap:8px 12px;align-items:center;margin-bottom:12px}
 form.filters label,form.triage label{color:var(--muted);font-size:12px}
@@ -273,6 +274,36 @@ for (const f of document.querySelectorAll('form.bulk')) {
     try { const r = await send('POST', '/api/v1/findings/bulk', {filter: JSON.parse(f.dataset.filter), change: change(f)});
       f.querySelector('.result').textContent = r.changed + ' changed' + (r.more ? ', more match: apply again' : '');
       setTimeout(() => location.reload(), 800); }
+    catch (err) { f.querySelector('.result').textContent = 'refused: ' + err.message; } });
+}
+for (const f of document.querySelectorAll('form.exception')) {
+  f.addEventListener('submit', async e => { e.preventDefault();
+    const body = {rule: f.elements.rule.value, hosts: [], fields: {}, comment: f.elements.comment.value,
+      finding: Number(f.dataset.finding)};
+    if (f.elements.use_host.checked && f.elements.host.value.trim()) body.hosts = [f.elements.host.value.trim()];
+    for (const l of f.querySelectorAll('label.cond')) {
+      const c = l.querySelector('input[name=use]'); const v = l.querySelector('input[name=value]').value;
+      if (c.checked && v) body.fields[c.dataset.field] = [v];
+    }
+    try { const r = await send('POST', '/api/v1/exceptions', body);
+      f.querySelector('.result').innerHTML = '';
+      f.querySelector('.result').append('exception ' + r.id + ' proposed: a content admin approves and publishes it on ');
+      const a = document.createElement('a'); a.href = '/exceptions'; a.textContent = 'the exceptions page';
+      f.querySelector('.result').append(a); }
+    catch (err) { f.querySelector('.result').textContent = 'refused: ' + err.message; } });
+}
+for (const b of document.querySelectorAll('button.exc')) {
+  b.addEventListener('click', async () => { const out = b.parentElement.querySelector('.result');
+    try { const r = await send('POST', '/api/v1/exceptions/' + b.dataset.id + '/' + b.dataset.op, {});
+      out.textContent = r.pending_approval ? 'held for a second operator (approval ' + r.pending_approval.id + ')' : 'done';
+      setTimeout(() => location.reload(), 800); }
+    catch (err) { out.textContent = 'refused: ' + err.message; } });
+}
+for (const f of document.querySelectorAll('form.exceptions-publish')) {
+  f.addEventListener('submit', async e => { e.preventDefault();
+    try { const r = await send('POST', '/api/v1/exceptions/publish', {reason: f.elements.reason.value});
+      f.querySelector('.result').textContent = 'content v' + r.version + ' published; rollout ' + r.rollout.id + ' started';
+      setTimeout(() => location.href = '/rollouts/' + r.rollout.id, 1200); }
     catch (err) { f.querySelector('.result').textContent = 'refused: ' + err.message; } });
 }
 const upd = document.getElementById('updated');

@@ -23,6 +23,72 @@ pub fn router() -> Router<AppState> {
         .route("/findings", get(findings_page))
         .route("/findings/{id}", get(finding_page))
         .route("/agents/{id}", get(host_page))
+        .route("/exceptions", get(exceptions_page))
+}
+
+/// An exception as the exceptions page lists it.
+struct ExceptionRow {
+    id: i64,
+    state: String,
+    rule: String,
+    finding: Option<i64>,
+    on: String,
+    when: String,
+    comment: String,
+    created_by: String,
+    approved_by: Option<String>,
+    published_version: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "exceptions.html")]
+struct ExceptionsPage {
+    layout: Layout,
+    rows: Vec<ExceptionRow>,
+    approved: usize,
+}
+
+async fn exceptions_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let op = match session(&state, &headers).await {
+        Ok(op) => op,
+        Err(r) => return r,
+    };
+    let all = match crate::exceptions::list(&state, None).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let rows = all
+        .into_iter()
+        .map(|e| ExceptionRow {
+            on: if e.hosts.is_empty() {
+                "every host".into()
+            } else {
+                e.hosts.join(", ")
+            },
+            when: if e.fields.is_empty() {
+                "always".into()
+            } else {
+                e.fields
+                    .iter()
+                    .map(|(k, v)| format!("{k} = {}", v.join(" | ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+            id: e.id,
+            state: e.state,
+            rule: e.rule,
+            finding: e.finding,
+            comment: e.comment,
+            created_by: e.created_by,
+            approved_by: e.approved_by,
+            published_version: e.published_version,
+        })
+        .collect::<Vec<_>>();
+    render(&ExceptionsPage {
+        layout: Layout::new("Exceptions", "Findings", &op),
+        approved: rows.iter().filter(|r| r.state == "approved").count(),
+        rows,
+    })
 }
 
 const HOUR: Millis = 3_600_000;
@@ -275,6 +341,40 @@ struct FindingPage {
     history: Vec<HistoryRow>,
     around: Vec<Row>,
     raw: String,
+    draft: ExceptionDraft,
+}
+
+/// The "make an exception" form of a finding page, prefilled from the finding: its rule, its
+/// host, and the fields an exception usually narrows on.
+struct ExceptionDraft {
+    rule: String,
+    host: String,
+    /// (field, value) the finding carries, each offered as a condition.
+    fields: Vec<(&'static str, String)>,
+}
+
+/// Fields offered as conditions of an exception made from a finding.
+const DRAFT_FIELDS: [&str; 4] = [
+    "process.executable",
+    "process.command_line",
+    "user.name",
+    "process.parent.executable",
+];
+
+fn draft(body: &serde_json::Value, host: &str) -> ExceptionDraft {
+    let fields = DRAFT_FIELDS
+        .iter()
+        .filter_map(|f| {
+            let v = finding_view::text(body, f)?;
+            // A value an exception could not carry whole is not offered (it would never match).
+            (v.len() <= crate::exceptions::MAX_VALUE_BYTES).then_some((*f, v))
+        })
+        .collect();
+    ExceptionDraft {
+        rule: finding_view::text(body, "rule.id").unwrap_or_default(),
+        host: finding_view::text(body, "host.name").unwrap_or_else(|| host.to_owned()),
+        fields,
+    }
 }
 
 impl FindingPage {
@@ -340,6 +440,7 @@ async fn finding_page(
         history,
         around: around.iter().map(row).collect(),
         raw,
+        draft: draft(&body, &r.host),
         f: r,
     })
 }
@@ -359,6 +460,10 @@ struct HostPage {
     findings_svg: String,
     findings: Vec<Row>,
     orders: Vec<[String; 6]>,
+    /// What the agent reports tuned locally (agent.toml `[detect]`).
+    local_tuning: ringfence_wire::LocalTuning,
+    /// The exceptions its content's overlay applies on this host.
+    content_exceptions: Vec<[String; 4]>,
 }
 
 async fn host_page(
@@ -400,6 +505,31 @@ async fn host_page(
         }
     };
     let (health, health_word) = health_of(&a, now, 3 * state.config.checkin_interval_ms);
+    let local_tuning = match local_tuning_of(&state, &a.id).await {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let content_exceptions = crate::exceptions::carried_by(&state, a.content_version, &a.hostname)
+        .await
+        .into_iter()
+        .map(|e| {
+            let scope = if e.hosts.is_empty() {
+                "every host".to_owned()
+            } else {
+                e.hosts.join(", ")
+            };
+            let when = if e.fields.is_empty() {
+                "always".to_owned()
+            } else {
+                e.fields
+                    .iter()
+                    .map(|(k, v)| format!("{k} = {}", v.join(" | ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            [e.rule, scope, when, e.comment]
+        })
+        .collect();
     let points: Vec<svg::HealthPoint> = checkins
         .iter()
         .map(|c| svg::HealthPoint {
@@ -450,8 +580,27 @@ async fn host_page(
                 ]
             })
             .collect(),
+        local_tuning,
+        content_exceptions,
         a,
     })
+}
+
+/// What agent `id` last reported tuned locally (empty when nothing, or unreadable).
+async fn local_tuning_of(
+    state: &AppState,
+    id: &str,
+) -> crate::error::AppResult<ringfence_wire::LocalTuning> {
+    let row: Option<(Option<String>,)> = crate::on_db!(&state.db, |pool| {
+        sqlx::query_as("SELECT tuning FROM agent_state WHERE agent_id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+    });
+    Ok(row
+        .and_then(|(t,)| t)
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default())
 }
 
 /// One agent as the fleet page lists it.

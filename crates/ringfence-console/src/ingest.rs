@@ -51,6 +51,8 @@ pub struct Sample {
     pub environment: Option<String>,
     pub custom_tags: String,
     pub tz_offset: i64,
+    /// The agent's local tuning as JSON (`None` when nothing is tuned).
+    pub tuning: Option<String>,
 }
 
 type Job = (Sample, oneshot::Sender<bool>);
@@ -191,7 +193,7 @@ pub async fn write_batch<'a>(
         }
         for chunk in states.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::new(
-                "INSERT INTO agent_state (agent_id, last_seen, seq, agent_version, content_version, content, region, industry, environment, custom_tags, tz_offset, cpu, rss, crashes_total, lkg_total, drops_total, events_total, findings_total, checkins) ",
+                "INSERT INTO agent_state (agent_id, last_seen, seq, agent_version, content_version, content, region, industry, environment, custom_tags, tz_offset, cpu, rss, crashes_total, lkg_total, drops_total, events_total, findings_total, checkins, tuning) ",
             );
             q.push_values(chunk, |mut b, (s, n)| {
                 b.push_bind(&s.agent_id)
@@ -212,12 +214,13 @@ pub async fn write_batch<'a>(
                     .push_bind(s.drops)
                     .push_bind(s.events)
                     .push_bind(s.findings)
-                    .push_bind(*n);
+                    .push_bind(*n)
+                    .push_bind(&s.tuning);
             });
             q.push(format!(
                 " ON CONFLICT (agent_id) DO UPDATE SET last_seen = excluded.last_seen, seq = excluded.seq, \
                  agent_version = excluded.agent_version, content_version = excluded.content_version, \
-                 content = excluded.content, \
+                 content = excluded.content, tuning = excluded.tuning, \
                  tz_offset = excluded.tz_offset, cpu = excluded.cpu, rss = excluded.rss, \
                  crashes_total = {}, lkg_total = {}, drops_total = {}, events_total = {}, findings_total = {}, checkins = {}",
                 saturating_add("crashes_total"),

@@ -23,6 +23,7 @@ pub mod dashboard_findings;
 pub mod db;
 pub mod drill;
 pub mod error;
+pub mod exceptions;
 pub mod finding_view;
 pub mod findings;
 pub mod gate;
@@ -306,6 +307,19 @@ pub fn app(state: AppState) -> Router {
             get(findings::get_finding).patch(findings::patch_finding),
         )
         .route("/api/v1/content", get(content::get_content_list))
+        .route(
+            "/api/v1/exceptions",
+            get(exceptions::get_exceptions).post(exceptions::post_exception),
+        )
+        .route("/api/v1/exceptions/publish", post(exceptions::post_publish))
+        .route(
+            "/api/v1/exceptions/{id}/approve",
+            post(exceptions::post_approve),
+        )
+        .route(
+            "/api/v1/exceptions/{id}/withdraw",
+            post(exceptions::post_withdraw),
+        )
         .route(
             "/api/v1/rollouts",
             get(rollout::get_rollouts).post(rollout::post_rollout),

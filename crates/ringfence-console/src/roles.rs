@@ -165,6 +165,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/findings/{id}", Need::Page),
     ("GET", "/agents/{id}", Need::Page),
     ("GET", "/coverage", Need::Page),
+    ("GET", "/exceptions", Need::Page),
     // Reading.
     ("GET", "/api/v1/agents", Need::Read),
     ("GET", "/api/v1/orders", Need::Read),
@@ -179,6 +180,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/api/v1/rollouts/{id}", Need::Read),
     ("GET", "/api/v1/audit", Need::Read),
     ("GET", "/api/v1/approvals", Need::Read),
+    ("GET", "/api/v1/exceptions", Need::Read),
     ("GET", "/metrics", Need::Read),
     // Response.
     ("POST", "/api/v1/agents/{agent_id}/orders", Need::Respond),
@@ -190,6 +192,12 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("PUT", "/api/v1/content/{version}", Need::Content),
     ("POST", "/api/v1/rollouts", Need::Content),
     ("POST", "/api/v1/rollouts/{id}/{action}", Need::Content),
+    // Exceptions: any role but viewer proposes one (from a finding); content admins approve,
+    // withdraw and publish them (they travel as content).
+    ("POST", "/api/v1/exceptions", Need::Approve),
+    ("POST", "/api/v1/exceptions/{id}/approve", Need::Content),
+    ("POST", "/api/v1/exceptions/{id}/withdraw", Need::Content),
+    ("POST", "/api/v1/exceptions/publish", Need::Content),
     // A second operator's approval.
     ("POST", "/api/v1/approvals/{id}/approve", Need::Approve),
     ("POST", "/api/v1/approvals/{id}/reject", Need::Approve),

@@ -392,6 +392,24 @@ async fn an_operator_signs_in_sees_a_rollout_and_halts_it_in_a_real_browser() {
         assert_eq!(b.eval("document.querySelector('details.raw').open"), json!(false));
         shoot(&mut b, &shot_dir.join("dashboard-finding.png"));
 
+        // Make an exception from it: rule, host and executable are prefilled; say why.
+        assert_eq!(b.eval("document.querySelector('form.exception').elements.rule.value"), json!("r-1"));
+        b.eval("const x = document.querySelector('form.exception'); x.elements.comment.value = 'our deploy hook'; \
+                x.querySelector('button').click(); true");
+        b.wait_until("the proposal", "document.querySelector('form.exception .result').textContent.includes('proposed')");
+        shoot(&mut b, &shot_dir.join("dashboard-exception.png"));
+        // A content admin reviews it on the exceptions page: approve; publishing waits for the
+        // running rollout (one at a time).
+        b.goto(&format!("{base}/exceptions"));
+        b.wait_until("the exceptions page", "document.querySelector('button.exc[data-op=approve]')");
+        b.eval("document.querySelector('button.exc[data-op=approve]').click(); true");
+        b.wait_until("the approval", "document.readyState === 'complete' && document.querySelector('.st-approved')");
+        b.eval("document.querySelector('form.exceptions-publish button').click(); true");
+        b.wait_until("the refusal", "document.querySelector('form.exceptions-publish .result').textContent.includes('another rollout is active')");
+        shoot(&mut b, &shot_dir.join("dashboard-exceptions.png"));
+        b.goto(&format!("{base}/findings/1"));
+        b.wait_until("the finding page again", "document.querySelector('form.triage') && document.readyState === 'complete'");
+
         // Close it as a false positive with the triage form; the change shows in its history.
         b.eval("const f = document.querySelector('form.triage'); f.elements.status.value = 'closed'; \
                 f.elements.close_reason.value = 'false_positive'; f.elements.why.value = 'known cron job'; \
@@ -424,6 +442,25 @@ async fn an_operator_signs_in_sees_a_rollout_and_halts_it_in_a_real_browser() {
     .await
     .unwrap();
     assert!(browser.contains("halted"), "{browser}");
+    let (_, exceptions) = c.op("GET", "/api/v1/exceptions", Value::Null).await;
+    let e = &exceptions[0];
+    assert_eq!(
+        (
+            &e["rule"],
+            &e["hosts"],
+            &e["fields"],
+            &e["finding"],
+            &e["state"]
+        ),
+        (
+            &json!("r-1"),
+            &json!(["web-3"]),
+            &json!({"process.executable": ["/bin/sh"]}),
+            &json!(1),
+            &json!("approved")
+        ),
+        "{exceptions}"
+    );
     let (_, audit) = c.op("GET", "/api/v1/audit?limit=100", Value::Null).await;
     assert!(audit.to_string().contains("known cron job"), "{audit}");
 

@@ -116,6 +116,7 @@ fn sample(agent: &str, at: i64, f: impl FnOnce(&mut Sample)) -> Sample {
         environment: None,
         custom_tags: "{}".into(),
         tz_offset: 0,
+        tuning: None,
     };
     f(&mut s);
     s

@@ -11,6 +11,7 @@
 //! magic "RFBUNDLE" | format u16 = 1 | content_version u64 | schema_version u32
 //! | schema_fingerprint (u16 len + utf-8) | entry_count u32
 //! | entry_count × ( kind u8 | path (u16 len + utf-8) | data (u32 len + bytes) )
+//!   kind: 1 metadata, 2 rule, 3 IOC set, 4 content test, 5 exceptions overlay
 //! | sha256 of all preceding bytes (32)
 //! ```
 //! All integers are big-endian.
@@ -83,6 +84,10 @@ pub enum EntryKind {
     Ioc,
     /// A content test file.
     Test,
+    /// An exceptions overlay (`exceptions/*.toml`, Falco-style `[[exceptions]]` tables): matches
+    /// of a rule on some hosts, where listed fields match, are silenced. The validator checks
+    /// each names a rule of the same bundle and fields of the sensor field schema.
+    Exceptions,
 }
 
 impl EntryKind {
@@ -92,6 +97,7 @@ impl EntryKind {
             EntryKind::Rule => 2,
             EntryKind::Ioc => 3,
             EntryKind::Test => 4,
+            EntryKind::Exceptions => 5,
         }
     }
 
@@ -101,6 +107,7 @@ impl EntryKind {
             2 => EntryKind::Rule,
             3 => EntryKind::Ioc,
             4 => EntryKind::Test,
+            5 => EntryKind::Exceptions,
             _ => return None,
         })
     }
@@ -112,6 +119,7 @@ impl EntryKind {
             EntryKind::Rule => "rule",
             EntryKind::Ioc => "ioc",
             EntryKind::Test => "test",
+            EntryKind::Exceptions => "exceptions",
         }
     }
 }
@@ -219,6 +227,11 @@ impl Bundle {
     /// Content test files, `path → bytes`, sorted.
     pub fn tests(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.entries(EntryKind::Test)
+    }
+
+    /// Exceptions overlays, `path → bytes`, sorted.
+    pub fn exceptions(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries(EntryKind::Exceptions)
     }
 
     /// Metadata, `key → value`, sorted. Values were checked to be UTF-8.
@@ -567,6 +580,7 @@ impl BundleBuilder {
                 "rules" => EntryKind::Rule,
                 "iocs" => EntryKind::Ioc,
                 "tests" => EntryKind::Test,
+                "exceptions" => EntryKind::Exceptions,
                 _ => {
                     report.skipped.push(path);
                     continue;
@@ -616,7 +630,9 @@ impl BundleBuilder {
                 self.add_tree(kind, &path, &child_rel, depth + 1, report)?;
             } else if meta.is_file() {
                 let yaml = name.ends_with(".yml") || name.ends_with(".yaml");
-                if kind == EntryKind::Rule && !yaml {
+                if (kind == EntryKind::Rule && !yaml)
+                    || (kind == EntryKind::Exceptions && !name.ends_with(".toml"))
+                {
                     report.skipped.push(path);
                     continue;
                 }
@@ -813,6 +829,49 @@ mod tests {
             matches!(err, BundleError::UnknownKind { code: 9, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_exceptions_overlay_is_kind_5_and_sorts_after_tests() {
+        let mut b = BundleBuilder::new(8, schema(), Limits::default());
+        b.add(
+            EntryKind::Exceptions,
+            "exceptions/console.toml",
+            b"[[exceptions]]\nrule = \"a\"\n".to_vec(),
+        )
+        .unwrap();
+        b.add(EntryKind::Test, "tests/a.yml", b"rule: a\n".to_vec())
+            .unwrap();
+        let bundle = b.build().unwrap();
+        let bytes = bundle.encode();
+        let back = Bundle::decode(&bytes, &Limits::default()).unwrap();
+        assert_eq!(back, bundle);
+        assert_eq!(back.encode(), bytes);
+        assert_eq!(
+            back.exceptions().map(|(p, _)| p).collect::<Vec<_>>(),
+            ["exceptions/console.toml"]
+        );
+        // Hand-encoded: code 5 reads as an overlay, and an overlay before a test is out of order.
+        let raw = raw_bundle(&[(4, "tests/a.yml", b"x"), (5, "exceptions/a.toml", b"y")]);
+        let read = Bundle::decode(&raw, &Limits::default()).unwrap();
+        assert_eq!(read.exceptions().count(), 1);
+        let raw = raw_bundle(&[(5, "exceptions/a.toml", b"y"), (4, "tests/a.yml", b"x")]);
+        let err = Bundle::decode(&raw, &Limits::default()).unwrap_err();
+        assert!(matches!(err, BundleError::OutOfOrder { .. }), "{err}");
+        // A directory's exceptions/*.toml join as overlays; other files there are skipped.
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("exceptions")).unwrap();
+        fs::write(dir.path().join("exceptions/web.toml"), "[[exceptions]]\n").unwrap();
+        fs::write(dir.path().join("exceptions/notes.md"), "x").unwrap();
+        let mut b = BundleBuilder::new(1, schema(), Limits::default());
+        let report = b.add_dir(dir.path()).unwrap();
+        let built = b.build().unwrap();
+        assert!(
+            built
+                .get(EntryKind::Exceptions, "exceptions/web.toml")
+                .is_some()
+        );
+        assert!(report.skipped.iter().any(|p| p.ends_with("notes.md")));
     }
 
     #[test]

@@ -191,6 +191,18 @@ impl KeySet {
     /// Loads every key and root of a keys directory and checks that each key belongs to its
     /// role in the current root.
     pub fn load(dir: &Path) -> Result<KeySet, KeyError> {
+        KeySet::load_with(dir, true)
+    }
+
+    /// Loads the online keys of a keys directory: targets, snapshot and timestamp (and the
+    /// root chain), without requiring any `root-<N>.key`. This is what a console needs to sign
+    /// content (rollbacks, exception overlays): copy a keys directory there without its root
+    /// keys, which stay offline. A set loaded so cannot rotate the root.
+    pub fn load_online(dir: &Path) -> Result<KeySet, KeyError> {
+        KeySet::load_with(dir, false)
+    }
+
+    fn load_with(dir: &Path, require_root: bool) -> Result<KeySet, KeyError> {
         let root_path = dir.join("root.json");
         let trusted_bytes = read(&root_path)?;
         let trusted = TrustedRoot::from_bytes(&trusted_bytes).map_err(|source| KeyError::Root {
@@ -214,7 +226,7 @@ impl KeySet {
         for (_, path) in &names {
             root_keys.push(read_key(path, Role::Root, &trusted)?);
         }
-        if root_keys.is_empty() {
+        if root_keys.is_empty() && require_root {
             return Err(KeyError::Malformed {
                 path: dir.to_owned(),
                 detail: "no root-<N>.key files".into(),
@@ -299,6 +311,13 @@ impl KeySet {
     /// A new key for `role` (one of [`Role::OPTIONAL`]), written as `<role>.key`, and root
     /// v(N+1) naming it beside every role the root has now, signed by the current root keys.
     fn add_optional_role(&mut self, role: Role, expires: UnixTime) -> Result<(), KeyError> {
+        if self.root_keys.is_empty() {
+            return Err(KeyError::Options(format!(
+                "{} was loaded without root keys (online keys only): sign roots where the \
+                 root keys are",
+                self.dir.display()
+            )));
+        }
         let path = self.dir.join(format!("{role}.key"));
         let existing = match role {
             Role::Releases => &self.releases,
@@ -370,6 +389,13 @@ impl KeySet {
     /// Replaces the root keys: writes root v(N+1), signed by the current root keys *and* the
     /// new ones, moves the old root keys to `retired/` and makes the new root current.
     pub fn rotate_root(&mut self, opts: &RotateOptions) -> Result<(), KeyError> {
+        if self.root_keys.is_empty() {
+            return Err(KeyError::Options(format!(
+                "{} was loaded without root keys (online keys only): sign roots where the \
+                 root keys are",
+                self.dir.display()
+            )));
+        }
         if opts.new_root_keys == 0
             || opts.new_threshold == 0
             || opts.new_threshold as usize > opts.new_root_keys
@@ -631,6 +657,53 @@ mod tests {
         fs::set_permissions(dir.join("targets.key"), fs::Permissions::from_mode(0o644)).unwrap();
         let err = KeySet::load(&dir).unwrap_err();
         assert!(err.to_string().contains("targets.key"), "{err}");
+    }
+
+    #[test]
+    fn online_keys_sign_content_without_the_root_keys_and_cannot_touch_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        init_keys(tmp.path(), &KeysInitOptions::new(NOW)).unwrap();
+        fs::remove_file(tmp.path().join("root-1.key")).unwrap();
+        let err = KeySet::load(tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("no root-<N>.key"), "{err}");
+        let mut online = KeySet::load_online(tmp.path()).unwrap();
+        assert!(online.root_keys.is_empty());
+        let mut b = crate::BundleBuilder::new(
+            2,
+            crate::SchemaId {
+                version: 1,
+                fingerprint: "f".into(),
+            },
+            crate::Limits::default(),
+        );
+        b.add(
+            crate::EntryKind::Rule,
+            "rules/a.yml",
+            b"title: a\n".to_vec(),
+        )
+        .unwrap();
+        let signed = crate::sign_bundle(
+            &b.build().unwrap(),
+            &online,
+            &crate::SignOptions::new(2, NOW),
+        )
+        .unwrap();
+        crate::verify_signed_bundle(
+            &signed.encode(),
+            online.trusted_root(),
+            crate::SeenVersions::default(),
+            &crate::VerifyOptions::new(NOW),
+            &crate::StructuralValidator,
+        )
+        .unwrap();
+        let err = online
+            .rotate_root(&RotateOptions {
+                new_root_keys: 1,
+                new_threshold: 1,
+                expires: NOW.plus_days(30),
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("without root keys"), "{err}");
     }
 
     #[test]

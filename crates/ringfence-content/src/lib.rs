@@ -3,7 +3,7 @@
 //!
 //! Content reaches an agent only as a *signed bundle*: one file with root, timestamp,
 //! snapshot and targets metadata and a deterministic [`Bundle`] payload (rules, IOC sets,
-//! metadata, content tests, content version, field-schema version). [`build_signed_bundle`]
+//! metadata, content tests, exceptions overlays, content version, field-schema version). [`build_signed_bundle`]
 //! makes one from a content directory; [`verify_signed_bundle`] is the only way to trust
 //! one, and checks in the TUF client workflow order (root → timestamp → snapshot → targets
 //! → payload length and hash → bundle → [`ContentValidator`]). Every untrusted byte goes

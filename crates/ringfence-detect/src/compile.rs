@@ -308,6 +308,7 @@ fn meta(rule: &SigmaRule, doc: &Doc<'_>, file: &str, index: usize) -> RuleMeta {
         level: rule.level.map_or("medium", |l| l.as_str()).to_owned(),
         tags: rule.tags.clone(),
         references: rule.references.clone(),
+        falsepositives: crate::rule::bounded_false_positives(&rule.falsepositives),
         file: file.to_owned(),
         line: doc.line,
         response: Vec::new(),

@@ -623,6 +623,7 @@ fn compile_one(
             level: r.level.map_or("medium", |l| l.as_str()).to_owned(),
             tags: r.tags.clone(),
             references: r.references.clone(),
+            falsepositives: crate::rule::bounded_false_positives(&r.falsepositives),
             file: p.file.to_owned(),
             line: p.doc.line,
             response,

@@ -160,16 +160,17 @@ impl Finding<'_> {
             event.insert("severity".into(), json!(sev));
             event.insert("action".into(), json!(action));
         }
-        doc.insert(
-            "rule".into(),
-            json!({
-                "id": self.meta.id,
-                "name": self.meta.title,
-                "description": self.meta.description,
-                "ruleset": self.meta.file,
-                "reference": self.meta.references.first(),
-            }),
-        );
+        let mut rule = json!({
+            "id": self.meta.id,
+            "name": self.meta.title,
+            "description": self.meta.description,
+            "ruleset": self.meta.file,
+            "reference": self.meta.references.first(),
+        });
+        if !self.meta.falsepositives.is_empty() {
+            rule["falsepositives"] = json!(self.meta.falsepositives);
+        }
+        doc.insert("rule".into(), rule);
         doc.insert(
             "threat".into(),
             json!({
@@ -342,5 +343,42 @@ mod tests {
         assert_eq!(ocsf["end_time"], 1_700_000_060_000_i64);
         // A single finding carries no count.
         assert!(finding.to_json(Format::Ecs)["ringfence"]["finding"]["count"].is_null());
+    }
+
+    #[test]
+    fn a_rules_false_positives_travel_in_the_finding_bounded() {
+        use crate::{Options, RuleFile, compile};
+        use ringfence_event::{Event, Mode};
+        let long = "x".repeat(400);
+        let rule = format!(
+            "title: t\nid: rule-fp\nlogsource:\n  product: linux\n  category: process_creation\n\
+             detection:\n  sel:\n    Image|endswith: /evil\n  condition: sel\n\
+             falsepositives:\n  - Admins running evil on purpose\n  - Unknown\n  - {long}\nlevel: low\n"
+        );
+        let files = [RuleFile {
+            path: "rules/fp.yml",
+            text: &rule,
+        }];
+        let compiled = compile(&files, &Options::new(Mode::Ebpf));
+        assert!(compiled.refusals.is_empty(), "{:?}", compiled.refusals);
+        let engine = compiled.engine;
+        let event = Event::from_ecs(&json!({
+            "@timestamp": "2026-01-01T00:00:00Z",
+            "event": {"action": "exec", "kind": "event", "category": ["process"], "type": ["start"]},
+            "process": {"executable": "/tmp/evil", "pid": 9, "args": ["/tmp/evil"]},
+        }))
+        .unwrap();
+        let mut state = engine.new_state();
+        let mut hits = Vec::new();
+        engine.evaluate(&event, &mut state, &mut |h| hits.push(h));
+        assert_eq!(hits.len(), 1);
+        let doc = engine
+            .finding(&hits[0], &event)
+            .unwrap()
+            .to_json(Format::Ecs);
+        let fps = doc["rule"]["falsepositives"].as_array().unwrap();
+        assert_eq!(fps.len(), 2, "{fps:?}");
+        assert_eq!(fps[0], "Admins running evil on purpose");
+        assert_eq!(fps[1].as_str().unwrap().chars().count(), 300);
     }
 }

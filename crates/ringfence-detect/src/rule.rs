@@ -24,6 +24,10 @@ pub struct RuleMeta {
     pub tags: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<String>,
+    /// The Sigma `falsepositives`: what else makes the rule fire (at most
+    /// [`MAX_FALSE_POSITIVES`] entries of [`MAX_FALSE_POSITIVE_CHARS`] characters each).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub falsepositives: Vec<String>,
     /// The rule file, as given to the compiler.
     pub file: String,
     /// Line of the rule's document in the file.
@@ -35,6 +39,23 @@ pub struct RuleMeta {
     /// the finding's text form, as Falco rules have.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+}
+
+/// Most `falsepositives` entries a finding carries.
+pub const MAX_FALSE_POSITIVES: usize = 16;
+/// Longest `falsepositives` entry a finding carries, in characters.
+pub const MAX_FALSE_POSITIVE_CHARS: usize = 300;
+
+/// A rule's `falsepositives`, bounded for findings: entries cut to
+/// [`MAX_FALSE_POSITIVE_CHARS`], at most [`MAX_FALSE_POSITIVES`], empty and `Unknown` ones
+/// (SigmaHQ's placeholder) left out.
+pub fn bounded_false_positives(list: &[String]) -> Vec<String> {
+    list.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty() && !s.eq_ignore_ascii_case("unknown"))
+        .take(MAX_FALSE_POSITIVES)
+        .map(|s| s.chars().take(MAX_FALSE_POSITIVE_CHARS).collect())
+        .collect()
 }
 
 /// The custom attribute naming a rule's text template.

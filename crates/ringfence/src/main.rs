@@ -56,6 +56,8 @@ enum Command {
     Respond(cmd::respond::Args),
     /// The console's findings as they arrive (`findings tail [--format text|json]`).
     Findings(cmd::findings::Args),
+    /// Exceptions delivered as signed content (`exceptions list|create|approve|publish`).
+    Exceptions(cmd::exceptions::Args),
     /// Weak passwords, exposed services, sshd and file-integrity checks once
     /// (`posture [--format text|json]`), or the host's inventory (`posture --inventory`).
     Posture(cmd::posture::Args),
@@ -119,6 +121,7 @@ fn main() -> ExitCode {
         Command::Rules(args) => cmd::rules::run(args),
         Command::Replay(args) => cmd::replay::run(args),
         Command::Findings(args) => cmd::findings::run(args),
+        Command::Exceptions(args) => cmd::exceptions::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Respond(args) => cmd::respond::run(args),
         Command::Posture(args) => cmd::posture::run(args),

@@ -60,6 +60,7 @@ pub fn validate_texts(
     rules: &[(&str, &str)],
     iocs: &[(&str, &str)],
     tests: &[(&str, &str)],
+    exceptions: &[(&str, &str)],
 ) -> Result<ValidationReport, Vec<ValidationError>> {
     let mut errors = Vec::new();
     let files: Vec<RuleFile<'_>> = rules
@@ -135,6 +136,17 @@ pub fn validate_texts(
             errors.push(e);
         }
     }
+    // Exceptions overlays: every exception names a rule this content defines (in either mode)
+    // and fields of the sensor field schema.
+    let defines = |id: &str| {
+        [&ebpf.engine, &driverless.engine].iter().any(|e| {
+            e.rules().iter().any(|r| r.meta.id == id)
+                || e.correlations().iter().any(|c| c.meta.id == id)
+        })
+    };
+    if let Err(mut more) = crate::tuning::parse_overlay(exceptions, &defines) {
+        errors.append(&mut more);
+    }
     for t in &parsed {
         let known = [&ebpf.engine, &driverless.engine].iter().any(|e| {
             e.rules().iter().any(|r| r.meta.id == t.rule)
@@ -201,7 +213,8 @@ impl ContentValidator for SigmaValidator {
         let rules = texts(bundle.rules(), &mut errors);
         let iocs = texts(bundle.iocs(), &mut errors);
         let tests = texts(bundle.tests(), &mut errors);
-        match validate_texts(&rules, &iocs, &tests) {
+        let exceptions = texts(bundle.exceptions(), &mut errors);
+        match validate_texts(&rules, &iocs, &tests, &exceptions) {
             Ok(report) if errors.is_empty() => Ok(report),
             Ok(_) => Err(errors),
             Err(mut more) => {
@@ -219,6 +232,10 @@ pub struct SigmaContent {
     infos: Vec<RuleInfo>,
     state: Mutex<State>,
     mode: Mode,
+    /// The bundle's exceptions overlay: matches it silences are no finding.
+    exceptions: Vec<crate::tuning::Exception>,
+    /// Matches the overlay silenced so far.
+    silenced: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SigmaContent {
@@ -270,11 +287,38 @@ impl SigmaContent {
             infos,
             state,
             mode,
+            exceptions: Vec::new(),
+            silenced: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// The same content with a bundle's exceptions overlay applied.
+    pub fn with_exceptions(mut self, exceptions: Vec<crate::tuning::Exception>) -> SigmaContent {
+        self.exceptions = exceptions;
+        self
+    }
+
+    /// Matches the exceptions overlay silenced so far.
+    pub fn silenced(&self) -> u64 {
+        self.silenced.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Emit `finding` unless the exceptions overlay silences it (then count it).
+    fn emit_unless_excepted(
+        &self,
+        finding: serde_json::Value,
+        emit: &mut dyn FnMut(serde_json::Value),
+    ) {
+        if crate::tuning::overlay_silences(&self.exceptions, &finding) {
+            self.silenced
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            emit(finding);
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -283,7 +327,7 @@ impl SigmaContent {
 
     fn emit_hit(&self, hit: &Hit, event: &Event, emit: &mut dyn FnMut(serde_json::Value)) {
         if let Some(f) = self.engine.finding(hit, event) {
-            emit(f.to_json(Format::Ecs));
+            self.emit_unless_excepted(f.to_json(Format::Ecs), emit);
         }
     }
 
@@ -301,7 +345,7 @@ impl SigmaContent {
                     "indicator": {"type": hit.kind, "name": hit.indicator, "description": hit.label},
                     "feed": {"name": set.name},
                 });
-                emit(doc);
+                self.emit_unless_excepted(doc, emit);
             }
         }
     }
@@ -315,10 +359,21 @@ pub fn compile_bundle(
     let mut errors = Vec::new();
     let rules = texts(bundle.rules(), &mut errors);
     let iocs = texts(bundle.iocs(), &mut errors);
+    let overlays = texts(bundle.exceptions(), &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Box::new(SigmaContent::from_texts(&rules, &iocs, mode)?))
+    let content = SigmaContent::from_texts(&rules, &iocs, mode)?;
+    // The validator checked the overlay against both modes' rules; here every rule id the
+    // bundle defines in any mode is accepted, so a rule this mode left out is no error.
+    let exceptions = crate::tuning::parse_overlay(&overlays, &|_| true)?;
+    if !exceptions.is_empty() {
+        tracing::info!(
+            exceptions = exceptions.len(),
+            "the content's exceptions overlay is active"
+        );
+    }
+    Ok(Box::new(content.with_exceptions(exceptions)))
 }
 
 /// The default pack compiled into this binary, for `mode`.
@@ -421,7 +476,7 @@ mod tests {
             .filter(|(p, _)| p.starts_with("tests/"))
             .collect();
         assert!(rules.len() >= 20, "{} rule files", rules.len());
-        let report = validate_texts(&rules, &[], &tests).unwrap_or_else(|e| {
+        let report = validate_texts(&rules, &[], &tests, &[]).unwrap_or_else(|e| {
             panic!(
                 "{}",
                 e.iter()
@@ -440,8 +495,8 @@ mod tests {
     fn a_failing_content_test_names_its_file_line_rule_case_and_expectation() {
         let rule = "title: t\nid: rule-t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  sel:\n    Image|endswith: /evil\n  condition: sel\nlevel: low\n";
         let test = "rule: rule-t\nmatch:\n  - {\"event\": {\"action\": \"exec\"}, \"process\": {\"executable\": \"/bin/evil\"}}\n  - {\"event\": {\"action\": \"exec\"}, \"process\": {\"executable\": \"/bin/good\"}}\n";
-        let errors =
-            validate_texts(&[("rules/t.yml", rule)], &[], &[("tests/t.yml", test)]).unwrap_err();
+        let errors = validate_texts(&[("rules/t.yml", rule)], &[], &[("tests/t.yml", test)], &[])
+            .unwrap_err();
         let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(
             shown,
@@ -454,9 +509,98 @@ mod tests {
 
     #[test]
     fn indicators_count_as_content() {
-        let report = validate_texts(&[], &[("iocs/ips.txt", "203.0.113.7\n")], &[]).unwrap();
+        let report = validate_texts(&[], &[("iocs/ips.txt", "203.0.113.7\n")], &[], &[]).unwrap();
         assert_eq!((report.rules, report.iocs), (0, 1));
         assert!(!report.detects_nothing());
-        assert!(validate_texts(&[], &[], &[]).unwrap().detects_nothing());
+        assert!(
+            validate_texts(&[], &[], &[], &[])
+                .unwrap()
+                .detects_nothing()
+        );
+    }
+
+    const EVIL_RULE: &str = "title: t\nid: rule-t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  sel:\n    Image|endswith: /evil\n  condition: sel\nlevel: low\n";
+
+    fn bundle_with(overlay: &str) -> Bundle {
+        let mut b = ringfence_content::BundleBuilder::new(
+            2,
+            super::super::engine::agent_schema(),
+            ringfence_content::Limits::default(),
+        );
+        b.add(
+            ringfence_content::EntryKind::Rule,
+            "rules/t.yml",
+            EVIL_RULE.as_bytes().to_vec(),
+        )
+        .unwrap();
+        b.add(
+            ringfence_content::EntryKind::Exceptions,
+            "exceptions/console.toml",
+            overlay.as_bytes().to_vec(),
+        )
+        .unwrap();
+        b.build().unwrap()
+    }
+
+    fn exec(exe: &str, user: &str, host: &str) -> Event {
+        Event::from_ecs(&json!({
+            "@timestamp": "2026-01-01T00:00:00Z",
+            "event": {"action": "exec", "kind": "event", "category": ["process"], "type": ["start"]},
+            "process": {"executable": exe, "pid": 7, "args": [exe]},
+            "user": {"name": user},
+            "host": {"name": host},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_overlay_exception_for_an_unknown_rule_or_field_is_refused_at_build_and_load() {
+        let overlay = "[[exceptions]]\nrule = \"rule-nope\"\nfields = { \"user.name\" = [\"ci\"] }\n\n\
+                       [[exceptions]]\nrule = \"rule-t\"\nfields = { \"process.colour\" = [\"red\"] }\n\n\
+                       [[exceptions]]\nrule = \"ringfence-tamper-signal\"\n";
+        let errors = SigmaValidator.validate(&bundle_with(overlay)).unwrap_err();
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "exceptions/console.toml:2 rule rule-nope: exceptions[0].rule: no rule of this bundle has this id",
+                "exceptions/console.toml:7 rule rule-t: exceptions[1].fields: process.colour is not a field of the sensor field schema",
+                "exceptions/console.toml:10 rule ringfence-tamper-signal: exceptions[2].rule: ringfence-tamper-signal: the agent's tamper and health rules cannot be tuned",
+            ],
+            "{shown:#?}"
+        );
+        // Bad TOML names its line too.
+        let errors = SigmaValidator
+            .validate(&bundle_with("[[exceptions]]\nrule = \n"))
+            .unwrap_err();
+        assert_eq!(errors[0].file, "exceptions/console.toml");
+        assert_eq!(errors[0].line, Some(2), "{errors:?}");
+    }
+
+    #[test]
+    fn an_overlay_exception_silences_its_matches_and_nothing_else() {
+        let overlay = "[[exceptions]]\nrule = \"rule-t\"\nhosts = [\"build-1\"]\n\
+                       fields = { \"user.name\" = [\"ci\"] }\ncomment = \"the CI runs it\"\n";
+        let bundle = bundle_with(overlay);
+        SigmaValidator.validate(&bundle).unwrap();
+        for mode in Mode::ALL {
+            let content = compile_bundle(&bundle, mode).unwrap();
+            let count = |e: &Event| {
+                let mut n = 0;
+                content.evaluate_all(e, &[], &mut |_| n += 1);
+                n
+            };
+            assert_eq!(count(&exec("/tmp/evil", "ci", "build-1")), 0, "{mode:?}");
+            assert_eq!(count(&exec("/tmp/evil", "root", "build-1")), 1, "{mode:?}");
+            assert_eq!(count(&exec("/tmp/evil", "ci", "web-1")), 1, "{mode:?}");
+            assert_eq!(count(&exec("/tmp/good", "ci", "build-1")), 0, "{mode:?}");
+        }
+        // An overlay exception with no field silences the rule on its hosts.
+        let bundle = bundle_with("[[exceptions]]\nrule = \"rule-t\"\nhosts = [\"build-1\"]\n");
+        let content = compile_bundle(&bundle, Mode::Ebpf).unwrap();
+        let mut n = 0;
+        content.evaluate_all(&exec("/tmp/evil", "x", "build-1"), &[], &mut |_| n += 1);
+        content.evaluate_all(&exec("/tmp/evil", "x", "web-1"), &[], &mut |_| n += 1);
+        assert_eq!(n, 1);
     }
 }

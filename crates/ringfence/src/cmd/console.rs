@@ -2,7 +2,11 @@
 //!
 //! Also hosts [`ResigningRepublisher`], the rollback path for real signed content: it decodes
 //! the previous bundle, rebuilds it with the new (higher) content version and signs it with the
-//! content keys, so agents that refuse older versions accept the rollback.
+//! content keys, so agents that refuse older versions accept the rollback. It also builds the
+//! exceptions overlays made on the console (the baseline's entries plus
+//! `exceptions/console.toml`), validated by the same compiler as `content build` and agents,
+//! and signs them. It needs only the online keys (targets, snapshot, timestamp, 0600): give
+//! `--content-keys` a copy of the keys directory without its `root-*.key` files.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,8 +80,10 @@ pub struct ServeArgs {
     /// file, `ringfence-data/content` with PostgreSQL). Several consoles share it (or a CDN).
     #[arg(long, env = "RINGFENCE_CONTENT_DIR")]
     pub content_dir: Option<PathBuf>,
-    /// Content signing keys (`ringfence content keys init`): rollbacks are re-signed with them.
-    /// Without them a rollback copies the old bundle's bytes (fine for opaque drill content).
+    /// Content signing keys (`ringfence content keys init`; the online keys are enough, keep
+    /// the root keys offline): rollbacks and exception overlays are signed with them. Without
+    /// them a rollback copies the old bundle's bytes (fine for opaque drill content) and
+    /// exceptions cannot be published.
     #[arg(long, env = "RINGFENCE_CONTENT_KEYS")]
     pub content_keys: Option<PathBuf>,
     /// How often agents check in.
@@ -125,7 +131,7 @@ impl ResigningRepublisher {
 impl Republisher for ResigningRepublisher {
     fn republish(&self, old: &[u8], old_version: u64, new_version: u64) -> Result<Vec<u8>, String> {
         let limits = Limits::default();
-        let keys = KeySet::load(&self.keys_dir).map_err(|e| format!("content keys: {e}"))?;
+        let keys = KeySet::load_online(&self.keys_dir).map_err(|e| format!("content keys: {e}"))?;
         let signed = SignedBundle::decode(old, &limits).map_err(|e| format!("old bundle: {e}"))?;
         let bundle = Bundle::decode(&signed.payload, &limits)
             .map_err(|e| format!("old bundle payload: {e}"))?;
@@ -135,6 +141,7 @@ impl Republisher for ResigningRepublisher {
             EntryKind::Rule,
             EntryKind::Ioc,
             EntryKind::Test,
+            EntryKind::Exceptions,
         ] {
             for (path, data) in bundle.entries(kind) {
                 if kind == EntryKind::Metadata && path == ringfence_content::bundle::ALLOW_RULE_DROP
@@ -165,8 +172,73 @@ impl Republisher for ResigningRepublisher {
     }
 
     fn verify(&self, bytes: &[u8], version: u64) -> Result<String, String> {
-        let keys = KeySet::load(&self.keys_dir).map_err(|e| format!("content keys: {e}"))?;
+        let keys = KeySet::load_online(&self.keys_dir).map_err(|e| format!("content keys: {e}"))?;
         ringfence_console::content::verify_signed(keys.trusted_root(), bytes, version)
+    }
+
+    fn overlay(
+        &self,
+        base: &[u8],
+        base_version: u64,
+        new_version: u64,
+        overlay: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        use ringfence_content::ContentValidator;
+        let limits = Limits::default();
+        let keys = KeySet::load_online(&self.keys_dir).map_err(|e| format!("content keys: {e}"))?;
+        let signed = SignedBundle::decode(base, &limits)
+            .map_err(|e| format!("base v{base_version}: {e}"))?;
+        let bundle = Bundle::decode(&signed.payload, &limits)
+            .map_err(|e| format!("base v{base_version} payload: {e}"))?;
+        let mut builder = BundleBuilder::new(new_version, bundle.schema().clone(), limits);
+        for kind in [
+            EntryKind::Metadata,
+            EntryKind::Rule,
+            EntryKind::Ioc,
+            EntryKind::Test,
+        ] {
+            for (path, data) in bundle.entries(kind) {
+                if kind == EntryKind::Metadata && path == ringfence_content::bundle::ALLOW_RULE_DROP
+                {
+                    continue;
+                }
+                builder
+                    .add(kind, path, data.to_vec())
+                    .map_err(|e| format!("rebuilding {path}: {e}"))?;
+            }
+        }
+        // The console's overlay replaces the base's own (earlier exceptions are in it again).
+        for (path, data) in bundle.entries(EntryKind::Exceptions) {
+            if path != ringfence_console::exceptions::OVERLAY_PATH {
+                builder
+                    .add(EntryKind::Exceptions, path, data.to_vec())
+                    .map_err(|e| format!("rebuilding {path}: {e}"))?;
+            }
+        }
+        builder
+            .add(
+                EntryKind::Exceptions,
+                ringfence_console::exceptions::OVERLAY_PATH,
+                overlay.to_vec(),
+            )
+            .map_err(|e| format!("adding the overlay: {e}"))?;
+        let rebuilt = builder.build().map_err(|e| format!("rebuilding: {e}"))?;
+        // The same validation as `content build` and every agent's load: an exception for a
+        // rule the content does not define, or a field outside the schema, is refused here.
+        if let Err(errors) = ringfence_agent::content::sigma::SigmaValidator.validate(&rebuilt) {
+            return Err(errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "));
+        }
+        let resigned = sign_bundle(
+            &rebuilt,
+            &keys,
+            &SignOptions::new(new_version, UnixTime::now()),
+        )
+        .map_err(|e| format!("signing: {e}"))?;
+        Ok(resigned.encode())
     }
 }
 
@@ -448,5 +520,50 @@ mod tests {
         assert!(wrong.contains("content version 1, not 2"), "{wrong}");
         let v3 = r.republish(&v1, 1, 3).unwrap();
         assert!(r.verify(&v3, 3).is_ok());
+    }
+
+    #[test]
+    fn an_overlay_for_an_unknown_rule_is_refused_at_build_and_a_good_one_signed_without_root_keys()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("keys");
+        let keys = ringfence_content::init_keys(
+            &keys_dir,
+            &ringfence_content::KeysInitOptions::new(UnixTime::now()),
+        )
+        .unwrap();
+        let rule = "title: t\nid: rule-t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  sel:\n    Image|endswith: /evil\n  condition: sel\nlevel: low\n";
+        let mut builder = BundleBuilder::new(
+            1,
+            ringfence_agent::content::engine::agent_schema(),
+            Limits::default(),
+        );
+        builder
+            .add(EntryKind::Rule, "rules/t.yml", rule.as_bytes().to_vec())
+            .unwrap();
+        let v1 = sign_bundle(
+            &builder.build().unwrap(),
+            &keys,
+            &SignOptions::new(1, UnixTime::now()),
+        )
+        .unwrap()
+        .encode();
+        // The console holds the online keys only.
+        std::fs::remove_file(keys_dir.join("root-1.key")).unwrap();
+        let r = ResigningRepublisher::new(keys_dir);
+        let unknown = b"[[exceptions]]\nrule = \"rule-nope\"\nhosts = [\"h\"]\n";
+        let err = r.overlay(&v1, 1, 2, unknown).unwrap_err();
+        assert!(
+            err.contains("exceptions/console.toml:2 rule rule-nope") && err.contains("no rule"),
+            "{err}"
+        );
+        let good = b"[[exceptions]]\nrule = \"rule-t\"\nhosts = [\"h\"]\n\n[exceptions.fields]\n\"user.name\" = [\"ci\"]\n";
+        let v2 = r.overlay(&v1, 1, 2, good).unwrap();
+        assert!(r.verify(&v2, 2).is_ok());
+        // A rollback carries the overlay along.
+        let v3 = r.republish(&v2, 2, 3).unwrap();
+        let signed = SignedBundle::decode(&v3, &Limits::default()).unwrap();
+        let b3 = Bundle::decode(&signed.payload, &Limits::default()).unwrap();
+        assert_eq!(b3.exceptions().count(), 1);
     }
 }

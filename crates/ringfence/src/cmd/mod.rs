@@ -9,6 +9,7 @@ pub mod console_api;
 pub mod content;
 pub mod doctor;
 pub mod eval;
+pub mod exceptions;
 pub mod findings;
 pub mod fleet;
 pub mod fleet_inventory;
