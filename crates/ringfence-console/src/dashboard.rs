@@ -160,11 +160,12 @@ impl Layout {
         name == self.active
     }
 
-    pub fn nav(&self) -> [(&'static str, &'static str); 4] {
+    pub fn nav(&self) -> [(&'static str, &'static str); 5] {
         [
             ("/fleet", "Fleet"),
             ("/rollouts", "Rollouts"),
             ("/findings", "Findings"),
+            ("/exceptions", "Exceptions"),
             ("/coverage", "Coverage"),
         ]
     }

@@ -85,7 +85,7 @@ async fn exceptions_page(State(state): State<AppState>, headers: HeaderMap) -> R
         })
         .collect::<Vec<_>>();
     render(&ExceptionsPage {
-        layout: Layout::new("Exceptions", "Findings", &op),
+        layout: Layout::new("Exceptions", "Exceptions", &op),
         approved: rows.iter().filter(|r| r.state == "approved").count(),
         rows,
     })
