@@ -697,6 +697,7 @@ async fn drive(
             op,
             &StartRequest {
                 version: bad,
+                agent_version: None,
                 plan: Some(plan),
                 emergency: false,
                 reason: format!("fleet drill: {} fault", opts.fault),

@@ -1,5 +1,13 @@
 //! Rollback (publish the previous content as a new, higher version and pin the ring members to
 //! it) and the manual actions an operator takes: halt, resume, rollback, promote, emergency.
+//!
+//! An agent release cannot be re-signed here (the releases key stays offline), so a release
+//! rollback re-offers the previous release's already-signed file under a new release record
+//! (`releases.carries` points back) and pins the ring members to it. The agent accepts that
+//! re-offer although it was issued before the release it runs, because it is the binary the
+//! agent kept as its previous version (or its package's binary): see
+//! `ringfence_agent::versions`. With no baseline release there is nothing to re-offer: the
+//! rollout is stopped, agents that fell back stay where they are.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +31,9 @@ pub async fn rollback(
     evidence: serde_json::Value,
     gate_failed: bool,
 ) -> AppResult<Option<i64>> {
+    if r.kind() == Kind::Agent {
+        return rollback_release(state, r, actor, reason, evidence, gate_failed).await;
+    }
     let now = state.clock.now_ms();
     let old_path = state.config.content_dir.join(file_name(r.from_version));
     let old = tokio::fs::read(&old_path)
@@ -58,7 +69,7 @@ pub async fn rollback(
                 let mut tx = pool.begin().await?;
                 let ok = sqlx::query(
                     "UPDATE rollouts SET state = $3, active = NULL, rollback_version = $4, reason = $5, updated_at = $6, revision = revision + 1 \
-                     WHERE id = $1 AND revision = $2 AND active = 1",
+                     WHERE id = $1 AND revision = $2 AND active IS NOT NULL",
                 )
                 .bind(r.id)
                 .bind(r.revision)
@@ -128,6 +139,120 @@ pub async fn rollback(
     }
     Err(AppError::Internal(
         "could not allocate a rollback version".into(),
+    ))
+}
+
+/// [`rollback`] of an agent release: re-offer the previous release (`Some(seq)` of the re-offer,
+/// `Some(0)` when there was none to re-offer).
+async fn rollback_release(
+    state: &AppState,
+    r: &RolloutRow,
+    actor: &str,
+    reason: &str,
+    evidence: serde_json::Value,
+    gate_failed: bool,
+) -> AppResult<Option<i64>> {
+    let now = state.clock.now_ms();
+    type Prev = (String, String, String, i64);
+    for _attempt in 0..3 {
+        let outcome: Result<Option<i64>, sqlx::Error> = on_db!(&state.db, |pool| {
+            async {
+                let mut tx = pool.begin().await?;
+                let prev: Option<Prev> = sqlx::query_as(
+                    "SELECT version, file, sha256, size FROM releases WHERE seq = $1",
+                )
+                .bind(r.from_version)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let (max,): (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM releases")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let rb = match &prev {
+                    Some(_) => max.unwrap_or(0).saturating_add(1),
+                    None => 0,
+                };
+                let ok = sqlx::query(
+                    "UPDATE rollouts SET state = $3, active = NULL, rollback_version = $4, reason = $5, updated_at = $6, revision = revision + 1 \
+                     WHERE id = $1 AND revision = $2 AND active IS NOT NULL",
+                )
+                .bind(r.id)
+                .bind(r.revision)
+                .bind(state::ROLLED_BACK)
+                .bind((rb > 0).then_some(rb))
+                .bind(reason)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if ok.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                let decision = if let Some((label, file, sha, size)) = &prev {
+                    sqlx::query(
+                        "INSERT INTO releases (seq, version, file, sha256, size, carries, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(rb)
+                    .bind(label)
+                    .bind(file)
+                    .bind(sha)
+                    .bind(size)
+                    .bind(r.from_version)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO release_pins (agent_id, seq, rollout_id, hold) \
+                         SELECT agent_id, $1, $2, 0 FROM ring_members WHERE rollout_id = $2 AND role = 'ring' \
+                         ON CONFLICT (agent_id) DO UPDATE SET seq = excluded.seq, rollout_id = excluded.rollout_id, hold = 0",
+                    )
+                    .bind(rb)
+                    .bind(r.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    format!(
+                        "halted and rolled back: release #{rb} re-offers {label} (#{}); {reason}",
+                        r.from_version
+                    )
+                } else {
+                    format!(
+                        "halted; no baseline release to re-offer: agents that fell back keep their previous binary, no agent gets release #{} any more; {reason}",
+                        r.to_version
+                    )
+                };
+                let ring_state = if gate_failed { "failed" } else { "halted" };
+                sqlx::query("UPDATE rings SET state = $3, finished_at = $4 WHERE rollout_id = $1 AND idx = $2")
+                    .bind(r.id)
+                    .bind(r.current_ring)
+                    .bind(ring_state)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let ev = serde_json::json!({
+                    "reason": reason, "rollback_version": rb, "carries": r.from_version,
+                    "replaces": r.to_version, "gate": evidence,
+                });
+                audit::record!(&mut *tx, now, actor, Some(r.id), "rollback", decision, &ev).await?;
+                sqlx::query("UPDATE fleet SET revision = revision + 1 WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Some(rb))
+            }
+            .await
+        });
+        match outcome {
+            Ok(Some(rb)) => {
+                state.reload_snapshot().await?;
+                return Ok(Some(rb));
+            }
+            Ok(None) => return Ok(None),
+            // Another console took this sequence number: try the next.
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AppError::Internal(
+        "could not allocate a rollback release".into(),
     ))
 }
 

@@ -30,7 +30,10 @@ pub async fn post_rollout(
             &op.0,
             crate::approvals::kind::ROLLOUT_START,
             &serde_json::to_value(&req).map_err(AppError::internal)?,
-            format!("start a rollout of content v{} ({why})", req.version),
+            match &req.agent_version {
+                Some(v) => format!("start a rollout of agent release {v} ({why})"),
+                None => format!("start a rollout of content v{} ({why})", req.version),
+            },
             crate::roles::Need::Content,
             &req.reason,
         )

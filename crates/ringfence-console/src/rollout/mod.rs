@@ -29,6 +29,8 @@ use crate::{AppState, on_db};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct RolloutRow {
     pub id: i64,
+    /// What it delivers: `content` or `agent` ([`Kind`]).
+    pub kind: String,
     pub from_version: i64,
     pub to_version: i64,
     pub rollback_version: Option<i64>,
@@ -58,8 +60,16 @@ pub struct RingRow {
     pub gate: String,
 }
 
-const ROLLOUT_COLS: &str = "id, from_version, to_version, rollback_version, plan, state, current_ring, emergency, reason, created_by, created_at, updated_at, revision";
+const ROLLOUT_COLS: &str = "id, kind, from_version, to_version, rollback_version, plan, state, current_ring, emergency, reason, created_by, created_at, updated_at, revision";
 const RING_COLS: &str = "rollout_id, idx, name, state, started_at, first_offered_at, finished_at, members, controls, gate";
+
+impl RolloutRow {
+    /// What the rollout delivers (a row of an unknown kind counts as content, the only kind
+    /// older consoles wrote).
+    pub fn kind(&self) -> Kind {
+        Kind::parse(&self.kind).unwrap_or(Kind::Content)
+    }
+}
 
 /// An agent a ring could take.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,17 +90,20 @@ pub struct Candidate {
 /// remaining fleet (highest ranks first: the agents least likely to be taken next), at least
 /// `2 × min_samples` and as many as the ring, at most 2000. When fewer than `min_samples`
 /// agents remain (the last ring), a holdback of the ring's own agents is the control group and
-/// receives the version only once the gate has passed.
+/// receives the version only once the gate has passed. `held` agents (a plan's `[[pin]]`
+/// groups) are never members and do not count towards `percent`; they may be controls.
 pub fn select_ring(
     sel: &Selector,
     live: &[Candidate],
     taken: &HashSet<String>,
+    held: &HashSet<String>,
     min_samples: usize,
 ) -> (Vec<String>, Vec<String>) {
     let matching: Vec<&Candidate> = live
         .iter()
         .filter(|c| {
-            sel.matches(&AgentAttrs {
+            !held.contains(&c.id)
+                && sel.matches(&AgentAttrs {
                 id: &c.id,
                 region: c.region.as_deref(),
                 industry: c.industry.as_deref(),
@@ -130,7 +143,13 @@ pub fn select_ring(
 /// Request to start a rollout.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StartRequest {
+    /// The content version (content rollouts).
+    #[serde(default)]
     pub version: i64,
+    /// The agent release's version label (agent rollouts): a release published with
+    /// `PUT /api/v1/releases/{version}`. When set, this is an agent rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
     /// Plan TOML; the default plan when absent.
     #[serde(default)]
     pub plan: Option<String>,
@@ -166,6 +185,9 @@ pub struct RingView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RolloutView {
     pub id: i64,
+    /// `content` or `agent`.
+    #[serde(default = "content_kind")]
+    pub kind: String,
     pub from_version: i64,
     pub to_version: i64,
     pub rollback_version: Option<i64>,
@@ -178,6 +200,33 @@ pub struct RolloutView {
     pub updated_at: Millis,
     pub fleet: i64,
     pub rings: Vec<RingView>,
+    /// Agent rollouts: the release version labels of from, to and rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_label: Option<String>,
+}
+
+fn content_kind() -> String {
+    Kind::Content.as_str().to_owned()
+}
+
+impl RolloutView {
+    /// A version of this rollout, in words (`content v7`, `agent release 0.3.0 (#4)`).
+    pub fn describe(&self, version: i64) -> String {
+        let kind = Kind::parse(&self.kind).unwrap_or(Kind::Content);
+        let label = [
+            (self.from_version, &self.from_label),
+            (self.to_version, &self.to_label),
+            (self.rollback_version.unwrap_or(-1), &self.rollback_label),
+        ]
+        .into_iter()
+        .find(|(v, _)| *v == version)
+        .and_then(|(_, l)| l.as_deref());
+        kind.describe(version, label)
+    }
 }
 
 fn parse_plan(text: &str) -> AppResult<Plan> {
@@ -220,15 +269,27 @@ pub async fn load(state: &AppState, id: i64) -> AppResult<RolloutRow> {
     row.ok_or_else(|| AppError::NotFound(format!("no rollout {id}")))
 }
 
-/// The active rollout (running, paused or halted), if any.
-pub async fn active(state: &AppState) -> AppResult<Option<RolloutRow>> {
+/// The active rollout of `kind` (running, paused or halted), if any.
+pub async fn active(state: &AppState, kind: Kind) -> AppResult<Option<RolloutRow>> {
     Ok(on_db!(&state.db, |pool| {
         sqlx::query_as(&format!(
-            "SELECT {ROLLOUT_COLS} FROM rollouts WHERE active = 1"
+            "SELECT {ROLLOUT_COLS} FROM rollouts WHERE active = $1"
         ))
+        .bind(kind.slot())
         .fetch_optional(pool)
         .await?
     }))
+}
+
+/// The version label of release `seq`.
+pub(crate) async fn release_label(state: &AppState, seq: i64) -> AppResult<Option<String>> {
+    let row: Option<(String,)> = on_db!(&state.db, |pool| {
+        sqlx::query_as("SELECT version FROM releases WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(pool)
+            .await?
+    });
+    Ok(row.map(|(v,)| v))
 }
 
 async fn rings(state: &AppState, id: i64) -> AppResult<Vec<RingRow>> {
@@ -248,13 +309,17 @@ pub async fn view(state: &AppState, id: i64) -> AppResult<RolloutView> {
     let plan = Plan::parse(&r.plan).unwrap_or_else(|_| Plan::default_plan());
     let ring_rows = rings(state, id).await?;
     let rb = r.rollback_version.unwrap_or(-1);
+    let kind = r.kind();
+    let counts_sql = format!(
+        "SELECT m.ring, CAST(SUM(CASE WHEN {} THEN 1 ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN {} THEN 1 ELSE 0 END) AS BIGINT) \
+         FROM ring_members m JOIN agent_state s ON s.agent_id = m.agent_id \
+         WHERE m.rollout_id = $1 AND m.role = 'ring' GROUP BY m.ring",
+        kind.runs_sql("s", "$2"),
+        kind.runs_sql("s", "$3"),
+    );
     let (counts, fleet): (Vec<(i64, i64, i64)>, i64) = on_db!(&state.db, |pool| {
-        let counts = sqlx::query_as(
-            "SELECT m.ring, CAST(SUM(CASE WHEN s.content_version = $2 THEN 1 ELSE 0 END) AS BIGINT), \
-             CAST(SUM(CASE WHEN s.content_version = $3 THEN 1 ELSE 0 END) AS BIGINT) \
-             FROM ring_members m JOIN agent_state s ON s.agent_id = m.agent_id \
-             WHERE m.rollout_id = $1 AND m.role = 'ring' GROUP BY m.ring",
-        )
+        let counts = sqlx::query_as(&counts_sql)
         .bind(id)
         .bind(r.to_version)
         .bind(rb)
@@ -293,8 +358,23 @@ pub async fn view(state: &AppState, id: i64) -> AppResult<RolloutView> {
             }
         })
         .collect();
+    let (from_label, to_label, rollback_label) = match kind {
+        Kind::Content => (None, None, None),
+        Kind::Agent => (
+            release_label(state, r.from_version).await?,
+            release_label(state, r.to_version).await?,
+            match r.rollback_version {
+                Some(v) => release_label(state, v).await?,
+                None => None,
+            },
+        ),
+    };
     Ok(RolloutView {
         id: r.id,
+        kind: r.kind.clone(),
+        from_label,
+        to_label,
+        rollback_label,
         from_version: r.from_version,
         to_version: r.to_version,
         rollback_version: r.rollback_version,
@@ -351,8 +431,9 @@ const LIVE_SQL: &str = "SELECT a.id, a.hash_rank, s.region, s.industry, s.enviro
 /// Materialize ring `k` inside the open transaction `$tx`. Expands to a future of
 /// `Result<(usize, usize), sqlx::Error>` (members, controls).
 macro_rules! start_ring {
-    ($tx:expr, $rollout:expr, $plan:expr, $k:expr, $now:expr, $hb:expr) => {
+    ($tx:expr, $rollout:expr, $kind:expr, $plan:expr, $k:expr, $now:expr, $hb:expr) => {
         async {
+            let kind: Kind = $kind;
             let rollout: i64 = $rollout;
             let plan: &Plan = $plan;
             let k: usize = $k;
@@ -369,8 +450,14 @@ macro_rules! start_ring {
             .fetch_all(&mut *$tx)
             .await?;
             let taken: HashSet<String> = taken.into_iter().map(|(a,)| a).collect();
+            // An agent rollout leaves the plan's pinned tag groups on the previous release.
+            let held: HashSet<String> = if kind == Kind::Agent {
+                live.iter().filter(|c| plan.pinned(&c.tags)).map(|c| c.id.clone()).collect()
+            } else {
+                HashSet::new()
+            };
             let spec = &plan.rings[k];
-            let (members, controls) = select_ring(&spec.selector, &live, &taken, plan.gates.min_samples);
+            let (members, controls) = select_ring(&spec.selector, &live, &taken, &held, plan.gates.min_samples);
             let ring = i64::try_from(k).unwrap_or(i64::MAX);
             let rows: Vec<(&String, &str)> = members
                 .iter()
@@ -405,8 +492,11 @@ fn heartbeat_ms(state: &AppState, plan: &Plan) -> Millis {
 
 mod actions;
 mod api;
+pub mod payload;
 mod start;
 mod tick;
+
+pub use payload::Kind;
 
 pub use actions::{ActionRequest, act, rollback};
 pub use api::{get_rollout, get_rollouts, post_action, post_rollout};
@@ -448,7 +538,7 @@ mod tests {
         let mut taken = HashSet::new();
         let mut sizes = Vec::new();
         for p in [1.0, 10.0, 50.0, 100.0] {
-            let (m, c) = select_ring(&pct(p), &live, &taken, 10);
+            let (m, c) = select_ring(&pct(p), &live, &taken, &HashSet::new(), 10);
             assert!(m.iter().all(|a| !taken.contains(a)));
             assert!(c.iter().all(|a| !m.contains(a)));
             assert!(!c.is_empty());
@@ -463,15 +553,15 @@ mod tests {
     #[test]
     fn selection_is_stable_and_honours_filters() {
         let live = fleet(1000);
-        let (a, _) = select_ring(&pct(5.0), &live, &HashSet::new(), 10);
-        let (b, _) = select_ring(&pct(5.0), &live, &HashSet::new(), 10);
+        let (a, _) = select_ring(&pct(5.0), &live, &HashSet::new(), &HashSet::new(), 10);
+        let (b, _) = select_ring(&pct(5.0), &live, &HashSet::new(), &HashSet::new(), 10);
         assert_eq!(a, b);
         let eu = Selector {
             percent: 10.0,
             region: vec!["eu".into()],
             ..Selector::default()
         };
-        let (m, _) = select_ring(&eu, &live, &HashSet::new(), 10);
+        let (m, _) = select_ring(&eu, &live, &HashSet::new(), &HashSet::new(), 10);
         assert_eq!(m.len(), 50);
         assert!(
             m.iter()
@@ -482,7 +572,7 @@ mod tests {
             ids: vec![live[7].id.clone()],
             ..Selector::default()
         };
-        let (m, _) = select_ring(&ids, &live, &HashSet::new(), 10);
+        let (m, _) = select_ring(&ids, &live, &HashSet::new(), &HashSet::new(), 10);
         assert_eq!(m, vec![live[7].id.clone()]);
     }
 }

@@ -38,11 +38,12 @@ struct AggRow {
 }
 
 /// `$1` new version, `$2` rollout, `$3` ring, `$4` ring start, `$5` last acknowledgement.
-const AGG_SQL: &str = "SELECT c.agent_id, \
-     CAST(CASE WHEN c.content_version = $1 THEN 1 ELSE 0 END AS BIGINT) AS on_new, \
+fn agg_sql(kind: Kind) -> String {
+    format!("SELECT c.agent_id, \
+     CAST(CASE WHEN {on_new} THEN 1 ELSE 0 END AS BIGINT) AS on_new, \
      COUNT(*) AS checkins, \
      CAST(SUM(CAST(c.crashes AS DOUBLE PRECISION) + CAST(c.restarts AS DOUBLE PRECISION)) AS DOUBLE PRECISION) AS crashes, \
-     CAST(SUM(CAST(c.lkg AS DOUBLE PRECISION)) AS DOUBLE PRECISION) AS lkg, \
+     CAST(SUM({fallbacks}) AS DOUBLE PRECISION) AS lkg, \
      CAST(AVG(c.cpu) AS DOUBLE PRECISION) AS cpu, \
      CAST(AVG(CAST(c.rss AS DOUBLE PRECISION)) AS DOUBLE PRECISION) AS rss, \
      CAST(SUM(CAST(c.events AS DOUBLE PRECISION)) AS DOUBLE PRECISION) AS events, \
@@ -52,12 +53,16 @@ const AGG_SQL: &str = "SELECT c.agent_id, \
      CAST(MIN(c.at) AS BIGINT) AS first_at, \
      CAST(SUM(CASE WHEN c.at >= $5 THEN 1 ELSE 0 END) AS BIGINT) AS recent_checkins, \
      CAST(SUM(CASE WHEN c.at >= $5 THEN CAST(c.crashes AS DOUBLE PRECISION) + CAST(c.restarts AS DOUBLE PRECISION) ELSE 0.0 END) AS DOUBLE PRECISION) AS recent_crashes, \
-     CAST(SUM(CASE WHEN c.at >= $5 THEN CAST(c.lkg AS DOUBLE PRECISION) ELSE 0.0 END) AS DOUBLE PRECISION) AS recent_lkg, \
+     CAST(SUM(CASE WHEN c.at >= $5 THEN {fallbacks} ELSE 0.0 END) AS DOUBLE PRECISION) AS recent_lkg, \
      CAST(SUM(CASE WHEN c.at >= $5 THEN CAST(c.drops AS DOUBLE PRECISION) ELSE 0.0 END) AS DOUBLE PRECISION) AS recent_drops, \
      CAST(SUM(CASE WHEN c.at >= $5 THEN CAST(c.findings AS DOUBLE PRECISION) ELSE 0.0 END) AS DOUBLE PRECISION) AS recent_findings \
      FROM checkins c JOIN ring_members m ON m.agent_id = c.agent_id \
      WHERE m.rollout_id = $2 AND m.ring = $3 AND c.at >= $4 \
-     GROUP BY c.agent_id, CAST(CASE WHEN c.content_version = $1 THEN 1 ELSE 0 END AS BIGINT)";
+     GROUP BY c.agent_id, CAST(CASE WHEN {on_new} THEN 1 ELSE 0 END AS BIGINT)",
+        on_new = kind.runs_sql("c", "$1"),
+        fallbacks = kind.fallbacks_sql(),
+    )
+}
 
 /// Evidence from before this was acknowledged: the ring's start, or the millisecond after an
 /// operator's last resume (what was reported up to the resume was seen and accepted).
@@ -82,6 +87,7 @@ pub(super) async fn gather(
     let started = ring.started_at.unwrap_or(r.created_at);
     let now = state.clock.now_ms();
     type MemberRow = (String, String, Millis, i64);
+    let agg_sql = agg_sql(r.kind());
     // Sums over DOUBLE PRECISION: a sum of stored counters must never overflow (SQLite fails
     // with "integer overflow", PostgreSQL's BIGINT cast with "out of range"), and the gate
     // works in f64 anyway. `as i64` below saturates.
@@ -102,7 +108,7 @@ pub(super) async fn gather(
             .bind(r.id)
             .fetch_one(pool)
             .await?;
-            let aggs = sqlx::query_as::<_, AggRow>(AGG_SQL)
+            let aggs = sqlx::query_as::<_, AggRow>(&agg_sql)
                 .bind(r.to_version)
                 .bind(r.id)
                 .bind(ring.idx)
@@ -207,9 +213,23 @@ pub enum TickOutcome {
 /// still judged, and rolled back without anyone at a keyboard once the evidence is enough.
 const ENGINE_HALT: &str = "gate halted ring ";
 
-/// One engine step for the active rollout.
+/// One engine step for every kind's active rollout. Returns the first outcome that is more than
+/// idling or waiting (content first), else the content rollout's.
 pub async fn tick(state: &AppState) -> AppResult<TickOutcome> {
-    let Some(r) = active(state).await? else {
+    let mut first = None;
+    for kind in Kind::ALL {
+        let outcome = tick_kind(state, kind).await?;
+        if !matches!(outcome, TickOutcome::Idle | TickOutcome::Waiting { .. }) {
+            return Ok(outcome);
+        }
+        first.get_or_insert(outcome);
+    }
+    Ok(first.unwrap_or(TickOutcome::Idle))
+}
+
+/// One engine step for the active rollout of `kind`.
+pub async fn tick_kind(state: &AppState, kind: Kind) -> AppResult<TickOutcome> {
+    let Some(r) = active(state, kind).await? else {
         return Ok(TickOutcome::Idle);
     };
     let engine_halt = r.state == state::HALTED && r.reason.starts_with(ENGINE_HALT);
@@ -350,12 +370,13 @@ pub(super) async fn promote_passed(
     let next = r.current_ring + 1;
     let last = usize::try_from(next).map_or(true, |n| n >= plan.rings.len());
     let evidence = serde_json::to_value(report).map_err(AppError::internal)?;
+    let kind = r.kind();
     let won = on_db!(&state.db, |pool| {
         let mut tx = pool.begin().await?;
         let (new_state, active): (&str, Option<i64>) = if last {
             (state::COMPLETED, None)
         } else {
-            (state::RUNNING, Some(1))
+            (state::RUNNING, Some(kind.slot()))
         };
         let ok = sqlx::query(
             "UPDATE rollouts SET current_ring = $3, state = $4, active = $5, updated_at = $6, revision = revision + 1 \
@@ -379,7 +400,7 @@ pub(super) async fn promote_passed(
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            if last {
+            if last && kind == Kind::Content {
                 sqlx::query("UPDATE fleet SET baseline_version = $1 WHERE id = 1")
                     .bind(r.to_version)
                     .execute(&mut *tx)
@@ -398,9 +419,57 @@ pub(super) async fn promote_passed(
                     &evidence
                 )
                 .await?;
+            } else if last {
+                sqlx::query("UPDATE fleet SET release_baseline = $1 WHERE id = 1")
+                    .bind(r.to_version)
+                    .execute(&mut *tx)
+                    .await?;
+                // Rollback pins of earlier rollouts are superseded; the plan's pinned groups
+                // are held on the release this rollout replaced.
+                sqlx::query("DELETE FROM release_pins WHERE seq <= $1 OR hold = 1")
+                    .bind(r.to_version)
+                    .execute(&mut *tx)
+                    .await?;
+                let mut held = 0usize;
+                if r.from_version > 0 && !plan.pins.is_empty() {
+                    let agents: Vec<(String, String)> =
+                        sqlx::query_as("SELECT agent_id, custom_tags FROM agent_state")
+                            .fetch_all(&mut *tx)
+                            .await?;
+                    for (agent, tags) in agents {
+                        let tags = serde_json::from_str(&tags).unwrap_or_default();
+                        if plan.pinned(&tags) {
+                            sqlx::query(
+                                "INSERT INTO release_pins (agent_id, seq, rollout_id, hold) VALUES ($1, $2, $3, 1) \
+                                 ON CONFLICT (agent_id) DO UPDATE SET seq = excluded.seq, rollout_id = excluded.rollout_id, hold = 1",
+                            )
+                            .bind(&agent)
+                            .bind(r.from_version)
+                            .bind(r.id)
+                            .execute(&mut *tx)
+                            .await?;
+                            held += 1;
+                        }
+                    }
+                }
+                let mut ev = evidence.clone();
+                ev["held_on_previous"] = serde_json::json!(held);
+                audit::record!(
+                    &mut *tx,
+                    now,
+                    actor,
+                    Some(r.id),
+                    "complete",
+                    format!(
+                        "last ring passed: agent release #{} is the fleet baseline; {held} pinned agent(s) held on #{}",
+                        r.to_version, r.from_version
+                    ),
+                    &ev
+                )
+                .await?;
             } else {
                 let k = usize::try_from(next).unwrap_or(usize::MAX);
-                let (members, controls) = start_ring!(tx, r.id, plan, k, now, hb).await?;
+                let (members, controls) = start_ring!(tx, r.id, kind, plan, k, now, hb).await?;
                 let mut ev = evidence.clone();
                 ev["next_ring"] =
                     serde_json::json!({"idx": next, "members": members, "controls": controls});
