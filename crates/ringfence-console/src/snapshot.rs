@@ -161,11 +161,10 @@ impl Snapshot {
                 .await?;
                 members.insert(*id, rows);
             }
-            let releases: Vec<ReleaseRow> = sqlx::query_as(
-                "SELECT seq, version, file, sha256, size, carries FROM releases",
-            )
-            .fetch_all(pool)
-            .await?;
+            let releases: Vec<ReleaseRow> =
+                sqlx::query_as("SELECT seq, version, file, sha256, size, carries FROM releases")
+                    .fetch_all(pool)
+                    .await?;
             let release_pins: Vec<(String, i64, i64)> =
                 sqlx::query_as("SELECT agent_id, seq, hold FROM release_pins")
                     .fetch_all(pool)
@@ -336,7 +335,12 @@ mod tests {
     fn agent_releases_roll_out_apart_from_content() {
         let mut s = snap();
         s.release_baseline = 1;
-        s.releases = [release(1, "0.2.0"), release(2, "0.3.0"), release(3, "0.2.0")].into();
+        s.releases = [
+            release(1, "0.2.0"),
+            release(2, "0.3.0"),
+            release(3, "0.2.0"),
+        ]
+        .into();
         s.agent_rollout = Some(ActiveRollout {
             id: 2,
             to_version: 2,
@@ -346,7 +350,8 @@ mod tests {
             members: [("b".to_owned(), 0)].into(),
         });
         let v = |s: &Snapshot, a: &str, running: &str| {
-            s.offer_release(a, 0, running, 0).map(|o| o.version.to_string())
+            s.offer_release(a, 0, running, 0)
+                .map(|o| o.version.to_string())
         };
         // `a` is in the content ring only, `b` in the agent ring only.
         assert_eq!(v(&s, "a", "0.2.0").as_deref(), Some("0.2.0"));
@@ -360,7 +365,10 @@ mod tests {
         assert_eq!(v(&s, "b", "0.3.0").as_deref(), Some("0.3.0"));
         s.agent_rollout = None;
         s.release_pins.insert("b".into(), (3, false));
-        assert_eq!(s.offer_release("b", 0, "0.3.0", 0).unwrap().url, "/releases/3.release");
+        assert_eq!(
+            s.offer_release("b", 0, "0.3.0", 0).unwrap().url,
+            "/releases/3.release"
+        );
         // No baseline and no rollout: nothing is offered (agents keep their packages' binary).
         assert_eq!(Snapshot::default().offer_release("a", 0, "0.1.0", 0), None);
     }

@@ -104,12 +104,12 @@ pub fn select_ring(
         .filter(|c| {
             !held.contains(&c.id)
                 && sel.matches(&AgentAttrs {
-                id: &c.id,
-                region: c.region.as_deref(),
-                industry: c.industry.as_deref(),
-                environment: c.environment.as_deref(),
-                tags: &c.tags,
-            })
+                    id: &c.id,
+                    region: c.region.as_deref(),
+                    industry: c.industry.as_deref(),
+                    environment: c.environment.as_deref(),
+                    tags: &c.tags,
+                })
         })
         .collect();
     let target = (sel.percent * matching.len() as f64 / 100.0).ceil() as usize;
@@ -320,11 +320,11 @@ pub async fn view(state: &AppState, id: i64) -> AppResult<RolloutView> {
     );
     let (counts, fleet): (Vec<(i64, i64, i64)>, i64) = on_db!(&state.db, |pool| {
         let counts = sqlx::query_as(&counts_sql)
-        .bind(id)
-        .bind(r.to_version)
-        .bind(rb)
-        .fetch_all(pool)
-        .await?;
+            .bind(id)
+            .bind(r.to_version)
+            .bind(rb)
+            .fetch_all(pool)
+            .await?;
         let (fleet,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM agent_state")
             .fetch_one(pool)
             .await?;

@@ -120,8 +120,6 @@ pub async fn start(state: &AppState, actor: &str, req: &StartRequest) -> AppResu
     view(state, id).await
 }
 
-
-
 async fn content_versions(state: &AppState, req: &StartRequest) -> AppResult<(i64, i64)> {
     let snap = state.snapshot.get();
     if !snap.content.contains_key(&req.version) {

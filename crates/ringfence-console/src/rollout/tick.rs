@@ -39,7 +39,8 @@ struct AggRow {
 
 /// `$1` new version, `$2` rollout, `$3` ring, `$4` ring start, `$5` last acknowledgement.
 fn agg_sql(kind: Kind) -> String {
-    format!("SELECT c.agent_id, \
+    format!(
+        "SELECT c.agent_id, \
      CAST(CASE WHEN {on_new} THEN 1 ELSE 0 END AS BIGINT) AS on_new, \
      COUNT(*) AS checkins, \
      CAST(SUM(CAST(c.crashes AS DOUBLE PRECISION) + CAST(c.restarts AS DOUBLE PRECISION)) AS DOUBLE PRECISION) AS crashes, \

@@ -171,12 +171,9 @@ impl Republisher for ResigningRepublisher {
 
     fn verify_release(&self, bytes: &[u8], version: &str) -> Result<String, String> {
         let keys = KeySet::load(&self.keys_dir).map_err(|e| format!("content keys: {e}"))?;
-        let release = ringfence_content::release::verify_release(
-            bytes,
-            keys.trusted_root(),
-            UnixTime::now(),
-        )
-        .map_err(|e| e.to_string())?;
+        let release =
+            ringfence_content::release::verify_release(bytes, keys.trusted_root(), UnixTime::now())
+                .map_err(|e| e.to_string())?;
         if release.version != version {
             return Err(format!(
                 "the release is version {}, not {version}",
