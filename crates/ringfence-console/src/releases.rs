@@ -23,7 +23,8 @@ use crate::{AppState, audit, on_db};
 
 /// The largest release file accepted (the binary plus its signed envelope).
 pub const MAX_RELEASE_BYTES: usize = 256 * 1024 * 1024;
-/// Release files served at once; more wait for a 503 and retry (each is read whole).
+/// Release files served at once (each is read whole); more get a 503 and ask again at their
+/// next check-in (a ring's gate waits `heartbeat_intervals` check-ins for them).
 const CONCURRENT_SERVES: usize = 8;
 
 static SERVING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CONCURRENT_SERVES);
@@ -103,6 +104,11 @@ pub async fn publish(
         let outcome: Result<Option<ReleaseRow>, sqlx::Error> = on_db!(&state.db, |pool| {
             async {
                 let mut tx = pool.begin().await?;
+                // A write first: SQLite then holds the write lock for the whole transaction
+                // (a read first would fail to upgrade while check-ins are being written).
+                sqlx::query("UPDATE fleet SET revision = revision + 1 WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await?;
                 let exists: Option<(i64,)> = sqlx::query_as(
                     "SELECT seq FROM releases WHERE version = $1 AND carries IS NULL",
                 )
@@ -140,9 +146,6 @@ pub async fn publish(
                 let evidence = serde_json::json!({"release": version, "seq": seq,
                     "sha256": row.sha256, "size": size, "verified": verified});
                 audit::record!(&mut *tx, now, actor, None::<i64>, "publish-release", "published", &evidence)
-                    .await?;
-                sqlx::query("UPDATE fleet SET revision = revision + 1 WHERE id = 1")
-                    .execute(&mut *tx)
                     .await?;
                 tokio::fs::rename(&tmp, d.join(&row.file))
                     .await

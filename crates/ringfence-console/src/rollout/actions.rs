@@ -158,6 +158,10 @@ async fn rollback_release(
         let outcome: Result<Option<i64>, sqlx::Error> = on_db!(&state.db, |pool| {
             async {
                 let mut tx = pool.begin().await?;
+                // A write first (see `releases::publish`): the fleet's revision moves anyway.
+                sqlx::query("UPDATE fleet SET revision = revision + 1 WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await?;
                 let prev: Option<Prev> = sqlx::query_as(
                     "SELECT version, file, sha256, size FROM releases WHERE seq = $1",
                 )
@@ -232,9 +236,6 @@ async fn rollback_release(
                     "replaces": r.to_version, "gate": evidence,
                 });
                 audit::record!(&mut *tx, now, actor, Some(r.id), "rollback", decision, &ev).await?;
-                sqlx::query("UPDATE fleet SET revision = revision + 1 WHERE id = 1")
-                    .execute(&mut *tx)
-                    .await?;
                 tx.commit().await?;
                 Ok(Some(rb))
             }

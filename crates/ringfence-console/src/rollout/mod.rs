@@ -551,6 +551,20 @@ mod tests {
     }
 
     #[test]
+    fn held_agents_never_join_a_ring_nor_count_towards_its_percent() {
+        let live = fleet(1000);
+        let held: HashSet<String> = live.iter().take(300).map(|c| c.id.clone()).collect();
+        let (m, c) = select_ring(&pct(10.0), &live, &HashSet::new(), &held, 10);
+        // 10% of the 700 that may take it.
+        assert_eq!(m.len(), 70);
+        assert!(m.iter().all(|a| !held.contains(a)));
+        // Held agents stay on the old version: they may be controls.
+        assert!(!c.is_empty());
+        let (all, _) = select_ring(&pct(100.0), &live, &HashSet::new(), &held, 10);
+        assert!(all.iter().all(|a| !held.contains(a)));
+    }
+
+    #[test]
     fn selection_is_stable_and_honours_filters() {
         let live = fleet(1000);
         let (a, _) = select_ring(&pct(5.0), &live, &HashSet::new(), &HashSet::new(), 10);
