@@ -396,7 +396,7 @@ fn agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone() {
     );
     let fell_back = count(&fleet, |r| r.fell_back);
     assert!(
-        fell_back >= 2 && fell_back <= AGENTS / 10 + 1,
+        (2..=AGENTS / 10 + 1).contains(&fell_back),
         "{fell_back}"
     );
     let human = console.cli(&["rollout", "status", "--kind", "agent"]);
