@@ -395,10 +395,7 @@ fn agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone() {
         "{v:#}"
     );
     let fell_back = count(&fleet, |r| r.fell_back);
-    assert!(
-        (2..=AGENTS / 10 + 1).contains(&fell_back),
-        "{fell_back}"
-    );
+    assert!((2..=AGENTS / 10 + 1).contains(&fell_back), "{fell_back}");
     let human = console.cli(&["rollout", "status", "--kind", "agent"]);
     assert!(
         human.contains("rolled back with agent release 0.3.0"),
