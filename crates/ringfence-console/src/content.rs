@@ -63,6 +63,14 @@ pub trait Republisher: Send + Sync + std::fmt::Debug + 'static {
                 .into(),
         )
     }
+
+    /// Checks `bytes` as agent release `version` (a release file signed by the trust root's
+    /// releases role): a one-line summary, or the reason an agent would refuse it. Without a
+    /// trust root (opaque drills and tests) any bytes pass, unverified.
+    fn verify_release(&self, bytes: &[u8], version: &str) -> Result<String, String> {
+        let _ = version;
+        Ok(format!("{} opaque bytes (not verified)", bytes.len()))
+    }
 }
 
 /// Takes any bytes and copies them unchanged.
