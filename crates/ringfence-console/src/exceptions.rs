@@ -435,9 +435,12 @@ pub struct PublishRequest {
 /// Build, sign and publish the overlay of every approved and published exception on top of
 /// the fleet's baseline content, and start its rollout.
 pub async fn publish(state: &AppState, actor: &str, req: &PublishRequest) -> AppResult<Published> {
-    if crate::rollout::active(state).await?.is_some() {
+    if crate::rollout::active(state, crate::rollout::payload::Kind::Content)
+        .await?
+        .is_some()
+    {
         return Err(AppError::Conflict(
-            "another rollout is active; finish, roll back or wait for it first".into(),
+            "another content rollout is active; finish, roll back or wait for it first".into(),
         ));
     }
     let carried: Vec<ExceptionView> = {
@@ -522,6 +525,7 @@ pub async fn publish(state: &AppState, actor: &str, req: &PublishRequest) -> App
         actor,
         &crate::rollout::StartRequest {
             version,
+            agent_version: None,
             plan: req.plan.clone(),
             emergency: false,
             reason: reason.clone(),
