@@ -17,6 +17,42 @@ pub struct Budgets {
     pub memory_bytes: u64,
 }
 
+/// The CPU time this thread has used: what a rule's evaluation costs the host. Wall-clock time
+/// would also count the time the thread waited while the host ran other work, and disable a
+/// cheap rule on a busy host. Falls back to wall-clock time where the thread clock is missing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CpuClock {
+    Thread(Duration),
+    Wall(Instant),
+}
+
+impl CpuClock {
+    pub(crate) fn now() -> CpuClock {
+        match nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID) {
+            Ok(t) => CpuClock::Thread(Duration::from(t)),
+            Err(_) => CpuClock::Wall(Instant::now()),
+        }
+    }
+
+    /// Time used since `self`.
+    pub(crate) fn elapsed(self) -> Duration {
+        match (self, CpuClock::now()) {
+            (CpuClock::Thread(then), CpuClock::Thread(now)) => now.saturating_sub(then),
+            (CpuClock::Wall(then), _) => then.elapsed(),
+            (CpuClock::Thread(_), CpuClock::Wall(_)) => Duration::ZERO,
+        }
+    }
+
+    /// Spins until this thread has used `cpu` of CPU time (tests' slow rules).
+    #[cfg(test)]
+    pub(crate) fn spin(cpu: Duration) {
+        let start = CpuClock::now();
+        while start.elapsed() < cpu {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// A single evaluation this many times over the mean budget disables the rule at once.
 const SINGLE_EVENT_FACTOR: u32 = 100;
 
@@ -67,7 +103,7 @@ impl Probation {
                 continue;
             }
             let mut findings = 0u64;
-            let start = Instant::now();
+            let start = CpuClock::now();
             content.evaluate_rule(rule, event, &mut |_| findings += 1);
             let took = start.elapsed();
             let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
@@ -151,12 +187,7 @@ mod tests {
         fn evaluate_rule(&self, rule: usize, _e: &Event, emit: &mut dyn FnMut(serde_json::Value)) {
             match rule {
                 0 => emit(serde_json::json!({"rule": 0})),
-                1 => {
-                    let start = Instant::now();
-                    while start.elapsed() < Duration::from_millis(2) {
-                        std::hint::spin_loop();
-                    }
-                }
+                1 => super::CpuClock::spin(Duration::from_millis(2)),
                 _ => {}
             }
         }

@@ -695,10 +695,7 @@ mod tests {
             if rule == 0 {
                 emit(serde_json::json!({ "rule": "fast" }));
             } else {
-                let start = Instant::now();
-                while start.elapsed() < Duration::from_millis(3) {
-                    std::hint::spin_loop();
-                }
+                crate::content::probation::CpuClock::spin(Duration::from_millis(3));
                 emit(serde_json::json!({ "rule": "slow" }));
             }
         }
