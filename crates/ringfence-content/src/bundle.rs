@@ -83,6 +83,9 @@ pub enum EntryKind {
     Ioc,
     /// A content test file.
     Test,
+    /// A YARA rule file (`yara/*.yar`) or its samples (`yara/*.tests`), see [`crate::yara`].
+    /// Declaration order is the encoding order: keep it the code order (5 is taken).
+    Yara,
 }
 
 impl EntryKind {
@@ -92,6 +95,7 @@ impl EntryKind {
             EntryKind::Rule => 2,
             EntryKind::Ioc => 3,
             EntryKind::Test => 4,
+            EntryKind::Yara => 6,
         }
     }
 
@@ -101,6 +105,7 @@ impl EntryKind {
             2 => EntryKind::Rule,
             3 => EntryKind::Ioc,
             4 => EntryKind::Test,
+            6 => EntryKind::Yara,
             _ => return None,
         })
     }
@@ -112,6 +117,7 @@ impl EntryKind {
             EntryKind::Rule => "rule",
             EntryKind::Ioc => "ioc",
             EntryKind::Test => "test",
+            EntryKind::Yara => "yara",
         }
     }
 }
@@ -219,6 +225,11 @@ impl Bundle {
     /// Content test files, `path → bytes`, sorted.
     pub fn tests(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.entries(EntryKind::Test)
+    }
+
+    /// YARA rule files and their sample files, `path → bytes`, sorted.
+    pub fn yara(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries(EntryKind::Yara)
     }
 
     /// Metadata, `key → value`, sorted. Values were checked to be UTF-8.
@@ -554,7 +565,7 @@ impl BundleBuilder {
     }
 
     /// Adds a content directory: `rules/**/*.{yml,yaml}` as rules, `iocs/**` as IOC sets,
-    /// `tests/**` as content tests, each keyed by its path relative to `dir`
+    /// `tests/**` as content tests, `yara/**/*.{yar,tests}` as YARA rules and samples, each keyed by its path relative to `dir`
     /// (`rules/process_creation/x.yml`). Dotfiles, other top-level files and non-YAML files
     /// under `rules/` are skipped and listed in the report; symbolic links are refused. Each
     /// file is refused on its size before it is read.
@@ -567,6 +578,7 @@ impl BundleBuilder {
                 "rules" => EntryKind::Rule,
                 "iocs" => EntryKind::Ioc,
                 "tests" => EntryKind::Test,
+                "yara" => EntryKind::Yara,
                 _ => {
                     report.skipped.push(path);
                     continue;
@@ -616,7 +628,8 @@ impl BundleBuilder {
                 self.add_tree(kind, &path, &child_rel, depth + 1, report)?;
             } else if meta.is_file() {
                 let yaml = name.ends_with(".yml") || name.ends_with(".yaml");
-                if kind == EntryKind::Rule && !yaml {
+                let yara = name.ends_with(".yar") || name.ends_with(".tests");
+                if (kind == EntryKind::Rule && !yaml) || (kind == EntryKind::Yara && !yara) {
                     report.skipped.push(path);
                     continue;
                 }
