@@ -319,6 +319,8 @@ pub struct Config {
     pub protection: crate::protect::ProtectionSection,
     pub findings: crate::group::FindingsSection,
     pub posture: crate::posture::PostureSection,
+    /// `[scan]`: YARA scanning of written and executed files.
+    pub scan: crate::scan::ScanSection,
     /// `[detect]`: local tuning (disabled rules, exceptions).
     pub detect: crate::tuning::DetectSection,
     /// `[[outputs]]`: routed outputs (webhook, syslog, Splunk HEC, OCSF file).
@@ -371,7 +373,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 16] = [
+const SECTIONS: [&str; 17] = [
     "agent",
     "sources",
     "audit",
@@ -386,6 +388,7 @@ const SECTIONS: [&str; 16] = [
     "protection",
     "findings",
     "posture",
+    "scan",
     "outputs",
     "detect",
 ];
@@ -597,6 +600,7 @@ impl Config {
                 "posture",
                 crate::posture::PostureSection
             ),
+            scan: section_pass!(text, &table, file, errors, "scan", crate::scan::ScanSection),
             detect: section_pass!(
                 text,
                 &table,
@@ -678,6 +682,9 @@ impl Config {
         }
         for (key, message) in config.posture.problems() {
             value_error("posture", key, message);
+        }
+        for (key, message) in config.scan.problems() {
+            value_error("scan", key, message);
         }
         let a = &config.agent;
         if a.queue_capacity == 0 {

@@ -642,6 +642,9 @@ pub enum OrderAction {
     BlockIp { ip: std::net::IpAddr, ttl_secs: u64 },
     /// Lift a block early.
     UnblockIp { ip: std::net::IpAddr },
+    /// Scan a file or tree with the agent's YARA rules; matches are findings, the counts the
+    /// order's result.
+    Scan { path: String },
 }
 
 /// [`OrderAction`] before its bounds are checked.
@@ -668,6 +671,31 @@ enum RawOrderAction {
     UnblockIp {
         ip: std::net::IpAddr,
     },
+    Scan {
+        path: String,
+    },
+}
+
+/// An order's path: absolute, bounded, no NUL.
+fn order_path(path: &str) -> Result<(), ParseError> {
+    let bad = |reason: String| ParseError::OrderAction {
+        field: "path",
+        reason,
+    };
+    if !path.starts_with('/') {
+        return Err(bad(format!("must be absolute, got {path:?}")));
+    }
+    if path.len() > limits::ORDER_PATH_BYTES {
+        return Err(bad(format!(
+            "longer than {} bytes ({})",
+            limits::ORDER_PATH_BYTES,
+            path.len()
+        )));
+    }
+    if path.contains('\0') {
+        return Err(bad("contains a NUL byte".into()));
+    }
+    Ok(())
 }
 
 impl TryFrom<RawOrderAction> for OrderAction {
@@ -733,6 +761,10 @@ impl TryFrom<RawOrderAction> for OrderAction {
                 OrderAction::BlockIp { ip, ttl_secs }
             }
             RawOrderAction::UnblockIp { ip } => OrderAction::UnblockIp { ip },
+            RawOrderAction::Scan { path } => {
+                order_path(&path)?;
+                OrderAction::Scan { path }
+            }
         })
     }
 }
@@ -747,6 +779,7 @@ impl OrderAction {
             OrderAction::Restore { .. } => "restore",
             OrderAction::BlockIp { .. } => "block_ip",
             OrderAction::UnblockIp { .. } => "unblock_ip",
+            OrderAction::Scan { .. } => "scan",
         }
     }
 }

@@ -244,6 +244,8 @@ pub struct FleetStart {
     pub content: crate::content::config::ContentSection,
     /// What is tuned locally (`[detect]`), reported in each check-in.
     pub tuning: ringfence_wire::LocalTuning,
+    /// The YARA scanner, for scan orders (`None`: they are refused).
+    pub scanner: Option<Arc<crate::scan::ScanQueue>>,
 }
 
 /// The running link thread.
@@ -299,7 +301,8 @@ impl FleetLink {
                 },
                 start.response,
                 start.state_dir.join(orders::STATE_FILE),
-            ),
+            )
+            .with_scanner(start.scanner),
             ca_pins: trust.pins(),
             trust: trust.clone(),
             fallbacks: start.section.consoles.clone(),
