@@ -718,22 +718,7 @@ impl TryFrom<RawOrderAction> for OrderAction {
                 }
             }
             RawOrderAction::Quarantine { path } => {
-                if !path.starts_with('/') {
-                    return Err(bad("path", format!("must be absolute, got {path:?}")));
-                }
-                if path.len() > limits::ORDER_PATH_BYTES {
-                    return Err(bad(
-                        "path",
-                        format!(
-                            "longer than {} bytes ({})",
-                            limits::ORDER_PATH_BYTES,
-                            path.len()
-                        ),
-                    ));
-                }
-                if path.contains('\0') {
-                    return Err(bad("path", "contains a NUL byte".into()));
-                }
+                order_path(&path)?;
                 OrderAction::Quarantine { path }
             }
             RawOrderAction::Restore { id } => {
@@ -1268,6 +1253,15 @@ mod tests {
             ),
             (serde_json::json!({"kind": "restore", "id": "../x"}), "id"),
             (
+                serde_json::json!({"kind": "scan", "path": "var/www"}),
+                "path",
+            ),
+            (
+                serde_json::json!({"kind": "scan", "path": format!("/{}", "a".repeat(5000))}),
+                "longer than",
+            ),
+            (serde_json::json!({"kind": "scan", "path": "/a\0b"}), "NUL"),
+            (
                 serde_json::json!({"kind": "block_ip", "ip": "1.2.3.4", "ttl_secs": 0}),
                 "ttl_secs",
             ),
@@ -1285,6 +1279,10 @@ mod tests {
             let e = serde_json::from_value::<OrderAction>(action.clone()).unwrap_err();
             assert!(e.to_string().contains(needle), "{action}: {e}");
         }
+        let scan: OrderAction =
+            serde_json::from_value(serde_json::json!({"kind": "scan", "path": "/var/www"}))
+                .unwrap();
+        assert_eq!(scan.name(), "scan");
         let kill: OrderAction =
             serde_json::from_value(serde_json::json!({"kind": "kill", "pid": 9})).unwrap();
         assert_eq!(
