@@ -509,6 +509,7 @@ fn rerun_command() -> String {
 fn start_fleet_link(
     config: &Config,
     manager: Option<&ContentManager>,
+    scanner: Option<Arc<ringfence_agent::scan::ScanQueue>>,
     stop: &StopSignal,
 ) -> Result<Option<(FleetLink, Arc<Telemetry>)>, String> {
     if config.fleet.console.is_none() {
@@ -560,6 +561,7 @@ fn start_fleet_link(
         response_enabled: config.response.enabled,
         content: config.content.clone(),
         tuning: config.detect.report(),
+        scanner,
     };
     let link = FleetLink::start(start, Arc::clone(&telemetry), stop.clone())?;
     Ok(Some((link, telemetry)))
@@ -712,6 +714,44 @@ fn start_exec_guard(agent: Agent, config: &Config, manager: Option<&ContentManag
     }
 }
 
+/// The YARA scanner thread, on the active content's rules (the built-in pack's until a bundle
+/// is active); its queue, for scan orders.
+fn start_scanner(
+    agent: Agent,
+    config: &Config,
+    manager: Option<&ContentManager>,
+    builtin: Option<&Arc<sigma::SigmaContent>>,
+    stop: &StopSignal,
+) -> (Agent, Option<Arc<ringfence_agent::scan::ScanQueue>>) {
+    use ringfence_agent::scan;
+    let builtin_yara = builtin.and_then(|c| c.yara());
+    let rules: scan::RulesReader = match manager {
+        Some(m) => {
+            let active = m.active_reader();
+            Box::new(move || active().map_or_else(|| builtin_yara.clone(), |(_, c)| c.yara()))
+        }
+        None => Box::new(move || builtin_yara.clone()),
+    };
+    let host = config
+        .agent
+        .host_name
+        .clone()
+        .or_else(ringfence_agent::kernel_host_name);
+    match scan::spawn(config.scan.clone(), rules, host, stop.clone()) {
+        Ok(running) => {
+            let queue = Arc::clone(&running.queue);
+            (agent.with_scanner(running), Some(queue))
+        }
+        Err(e) => (
+            agent.with_degraded(format!(
+                "the YARA scanner did not start ({e}); written and executed files are not \
+                 scanned"
+            )),
+            None,
+        ),
+    }
+}
+
 fn worker(args: RunArgs) -> CmdResult {
     let mut config = config(&args)?;
     if !args.allow_partial {
@@ -840,6 +880,13 @@ fn worker(args: RunArgs) -> CmdResult {
         }
     }
     agent = start_exec_guard(agent, &config, manager.as_ref());
+    let scan_queue = if config.scan.enabled {
+        let (a, queue) = start_scanner(agent, &config, manager.as_ref(), builtin.as_ref(), &stop);
+        agent = a;
+        queue
+    } else {
+        None
+    };
     if manager.is_none()
         && let Some(c) = builtin
     {
@@ -862,7 +909,7 @@ fn worker(args: RunArgs) -> CmdResult {
             }
         }
     }
-    let link = match start_fleet_link(&config, manager.as_ref(), &stop) {
+    let link = match start_fleet_link(&config, manager.as_ref(), scan_queue, &stop) {
         Ok(Some((link, telemetry))) => {
             agent = agent.with_telemetry(telemetry);
             Some(link)
