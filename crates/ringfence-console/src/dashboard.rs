@@ -48,6 +48,7 @@ pub fn router() -> Router<AppState> {
         .route("/rollouts", get(rollouts_page))
         .route("/rollouts/{id}", get(rollout_page))
         .merge(crate::dashboard_findings::router())
+        .merge(crate::posture::router())
         .route("/assets/dashboard.css", get(css))
         .route("/assets/dashboard.js", get(js))
         .layer(axum::middleware::map_response(security_headers))
@@ -158,11 +159,12 @@ impl Layout {
         name == self.active
     }
 
-    pub fn nav(&self) -> [(&'static str, &'static str); 3] {
+    pub fn nav(&self) -> [(&'static str, &'static str); 4] {
         [
             ("/fleet", "Fleet"),
             ("/rollouts", "Rollouts"),
             ("/findings", "Findings"),
+            ("/posture", "Posture"),
         ]
     }
 }

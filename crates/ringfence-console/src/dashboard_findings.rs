@@ -359,6 +359,8 @@ struct HostPage {
     findings_svg: String,
     findings: Vec<Row>,
     orders: Vec<[String; 6]>,
+    /// Open posture findings of this host ([`crate::posture`]).
+    posture: Vec<crate::posture::HostWeakness>,
 }
 
 async fn host_page(
@@ -398,6 +400,10 @@ async fn host_page(
         (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => {
             return e.into_response();
         }
+    };
+    let posture = match crate::posture::host(&state, &a.id).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
     };
     let (health, health_word) = health_of(&a, now, 3 * state.config.checkin_interval_ms);
     let points: Vec<svg::HealthPoint> = checkins
@@ -450,6 +456,7 @@ async fn host_page(
                 ]
             })
             .collect(),
+        posture,
         a,
     })
 }

@@ -31,6 +31,7 @@ pub mod mtls;
 pub mod operators;
 pub mod orders;
 pub mod plan;
+pub mod posture;
 pub mod quota;
 pub mod retention;
 pub mod revoke;
@@ -283,6 +284,7 @@ pub fn app(state: AppState) -> Router {
             post(operators::post_token_revoke),
         )
         .route("/api/v1/fleet", get(agents::get_fleet))
+        .route("/api/v1/posture", get(posture::get_posture))
         .route("/api/v1/findings", get(findings::get_findings))
         .route("/api/v1/findings/groups", get(findings::get_groups))
         .route("/api/v1/findings/bulk", post(findings::post_bulk))

@@ -163,10 +163,12 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/findings", Need::Page),
     ("GET", "/findings/{id}", Need::Page),
     ("GET", "/agents/{id}", Need::Page),
+    ("GET", "/posture", Need::Page),
     // Reading.
     ("GET", "/api/v1/agents", Need::Read),
     ("GET", "/api/v1/orders", Need::Read),
     ("GET", "/api/v1/fleet", Need::Read),
+    ("GET", "/api/v1/posture", Need::Read),
     ("GET", "/api/v1/findings", Need::Read),
     ("GET", "/api/v1/findings/groups", Need::Read),
     ("GET", "/api/v1/findings/{id}", Need::Read),
