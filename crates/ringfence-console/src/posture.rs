@@ -78,9 +78,12 @@ pub struct HostWeakness {
     pub received: String,
 }
 
+/// id, rule, severity, body, received_at.
+type HostRow = (i64, Option<String>, Option<String>, String, i64);
+
 /// A host's open posture findings, newest first.
 pub async fn host(state: &AppState, agent: &str) -> AppResult<Vec<HostWeakness>> {
-    let rows: Vec<(i64, Option<String>, Option<String>, String, i64)> = on_db!(&state.db, |pool| {
+    let rows: Vec<HostRow> = on_db!(&state.db, |pool| {
         sqlx::query_as(
             "SELECT id, rule, severity, body, received_at FROM findings \
              WHERE agent_id = $1 AND body LIKE $2 AND status <> 'closed' \
