@@ -41,6 +41,26 @@ fn main() {
         }
     }
     code.push_str("];\n");
+    // YARA rules and their samples (`yara/*.yar`, `yara/*.tests`).
+    code.push_str(
+        "/// (bundle path, text) of every YARA rule and sample file of the default pack.\npub const YARA: &[(&str, &str)] = &[\n",
+    );
+    let mut yara: Vec<PathBuf> = std::fs::read_dir(pack.join("yara"))
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    yara.retain(|p| p.extension().is_some_and(|x| x == "yar" || x == "tests"));
+    yara.sort();
+    for f in yara {
+        println!("cargo:rerun-if-changed={}", f.display());
+        let rel = f.strip_prefix(&pack).unwrap_or(&f).display().to_string();
+        let abs = f.canonicalize().unwrap_or(f.clone());
+        let _ = writeln!(
+            code,
+            "    ({rel:?}, include_str!({:?})),",
+            abs.display().to_string()
+        );
+    }
+    code.push_str("];\n");
     let out =
         PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default()).join("builtin_pack.rs");
     if let Err(e) = std::fs::write(&out, code) {

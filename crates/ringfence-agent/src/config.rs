@@ -332,6 +332,8 @@ pub struct Config {
     pub protection: crate::protect::ProtectionSection,
     pub findings: crate::group::FindingsSection,
     pub posture: crate::posture::PostureSection,
+    /// `[scan]`: YARA scanning of written and executed files.
+    pub scan: crate::scan::ScanSection,
     /// `[detect]`: local tuning (disabled rules, exceptions).
     pub detect: crate::tuning::DetectSection,
     /// `[[outputs]]`: routed outputs (webhook, syslog, Splunk HEC, OCSF file).
@@ -400,6 +402,7 @@ const SECTIONS: [&str; 17] = [
     "protection",
     "findings",
     "posture",
+    "scan",
     "outputs",
     "detect",
 ];
@@ -612,6 +615,7 @@ impl Config {
                 "posture",
                 crate::posture::PostureSection
             ),
+            scan: section_pass!(text, &table, file, errors, "scan", crate::scan::ScanSection),
             detect: section_pass!(
                 text,
                 &table,
@@ -693,6 +697,9 @@ impl Config {
         }
         for (key, message) in config.posture.problems() {
             value_error("posture", key, message);
+        }
+        for (key, message) in config.scan.problems() {
+            value_error("scan", key, message);
         }
         let a = &config.agent;
         if a.queue_capacity == 0 {

@@ -39,6 +39,7 @@ pub mod posture;
 pub mod protect;
 pub mod readiness;
 pub mod respond;
+pub mod scan;
 pub mod tamper;
 pub mod tree;
 pub mod tuning;
@@ -134,6 +135,10 @@ pub struct Summary {
     pub audit_merged: u64,
     pub audit_unmatched: u64,
     pub tree_evictions: u64,
+    /// Files the YARA scanner scanned, and those it skipped (queue full, too large, past the
+    /// time budget, unreadable).
+    pub files_scanned: u64,
+    pub scan_skipped: u64,
     /// Findings folded into a group's count rather than written ([`group`]), and groups
     /// closed early because the table was full.
     pub findings_folded: u64,
@@ -179,6 +184,12 @@ impl Summary {
             s += &format!(
                 "  routed outputs: {} findings dropped (receiver down, refused, or queue full)\n",
                 self.output_drops
+            );
+        }
+        if self.files_scanned > 0 || self.scan_skipped > 0 {
+            s += &format!(
+                "  YARA scanning: {} files scanned, {} skipped (queue full, too large, past the time budget, unreadable)\n",
+                self.files_scanned, self.scan_skipped
             );
         }
         if self.findings_folded > 0 || self.finding_group_evictions > 0 {
@@ -243,6 +254,8 @@ pub struct Agent {
     degraded: Vec<String>,
     /// The beat to the supervisor, sent from the pipeline loop.
     heartbeat: Option<content::heartbeat::Heartbeat>,
+    /// The YARA scanner thread ([`scan`]), fed written and executed files.
+    scanner: Option<scan::Running>,
 }
 
 /// The sources to run, and how the mode came out.
@@ -273,6 +286,7 @@ impl Agent {
             opened: None,
             degraded: Vec::new(),
             heartbeat: None,
+            scanner: None,
         }
     }
 
@@ -306,6 +320,13 @@ impl Agent {
     /// Carry out the responses rules ask for (see [`respond`]).
     pub fn with_response(mut self, stage: respond::ResponseStage) -> Agent {
         self.response = Some(stage);
+        self
+    }
+
+    /// Feed written and executed files to a running YARA scanner; its findings join the
+    /// stream (see [`scan`]).
+    pub fn with_scanner(mut self, scanner: scan::Running) -> Agent {
+        self.scanner = Some(scanner);
         self
     }
 
@@ -740,6 +761,8 @@ impl Agent {
             response: self.response.take(),
             groups: group::FindingGroups::new(&self.config.findings),
             posture_files: None,
+            scan_queue: None,
+            scan_reported_full: 0,
             domains: DomainCache::default(),
             askers: AskerWait::default(),
             admitted: Vec::new(),
@@ -797,6 +820,8 @@ impl Agent {
         } else {
             None
         };
+        let scanner = self.scanner.take();
+        pipe.scan_queue = scanner.as_ref().map(|s| Arc::clone(&s.queue));
         let interval = Duration::from_secs(self.config.agent.stats_interval_secs.max(1));
         let mut next_stats = Instant::now() + interval;
         let mut next_flush = Instant::now() + Duration::from_millis(500);
@@ -839,6 +864,10 @@ impl Agent {
                         }
                         pipe.flush();
                     }
+                    if let Some(s) = &scanner {
+                        pipe.scan_findings(&s.findings);
+                        pipe.flush();
+                    }
                     stop.sleep(Duration::from_millis(200));
                     continue;
                 }
@@ -864,6 +893,9 @@ impl Agent {
                     pipe.raise(f);
                 }
             }
+            if let Some(s) = &scanner {
+                pipe.scan_findings(&s.findings);
+            }
             pipe.close_groups(Some(now));
             // Findings leave at once; plain events are flushed in batches.
             if (now >= next_flush && pipe.unflushed) || std::mem::take(&mut pipe.findings_unflushed)
@@ -872,6 +904,7 @@ impl Agent {
                 next_flush = now + Duration::from_millis(500);
             }
             if now >= next_stats {
+                pipe.report_scan_skips();
                 pipe.report(&mut running, false);
                 next_stats = now + interval;
             }
@@ -881,6 +914,29 @@ impl Agent {
         }
         // Stop: let sources return, then take what they queued.
         stop.stop();
+        if let Some(s) = scanner {
+            pipe.scan_queue = None;
+            if s.handle.join().is_err() {
+                tracing::error!("the YARA scanner thread panicked");
+            }
+            pipe.scan_findings(&s.findings);
+            let st = &s.queue.stats;
+            let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                scanned = n(&st.scanned),
+                matches = n(&st.matches),
+                skipped_queue_full = n(&st.skipped_queue_full),
+                skipped_too_large = n(&st.skipped_too_large),
+                skipped_timeout = n(&st.skipped_timeout),
+                skipped_unchanged = n(&st.skipped_unchanged),
+                "YARA scanning"
+            );
+            pipe.summary.files_scanned = n(&st.scanned);
+            pipe.summary.scan_skipped = n(&st.skipped_queue_full)
+                .saturating_add(n(&st.skipped_too_large))
+                .saturating_add(n(&st.skipped_timeout))
+                .saturating_add(n(&st.skipped_unreadable));
+        }
         if let Some(p) = posture {
             pipe.posture_files = None;
             if p.handle.join().is_err() {
@@ -995,6 +1051,10 @@ struct Pipeline {
     groups: group::FindingGroups,
     /// Where file events go to keep the file-integrity baseline current ([`posture`]).
     posture_files: Option<Arc<posture::LiveFiles>>,
+    /// Where written and executed files go to be scanned ([`scan`]).
+    scan_queue: Option<Arc<scan::ScanQueue>>,
+    /// Queue-full skips of the scanner already reported.
+    scan_reported_full: u64,
     /// Names processes looked up, for `destination.domain` of their connects.
     domains: DomainCache,
     /// DNS events waiting for the connect that names their asker.
@@ -1099,6 +1159,10 @@ impl Pipeline {
             }
         }
 
+        if let Some(queue) = &self.scan_queue {
+            offer_scan(queue, &event);
+        }
+
         // ── detect ──────────────────────────────────────────────────────────────────────────
         // The detection engine plugs in here through `Detector` (see detect.rs).
         let mut findings: Vec<serde_json::Value> = Vec::new();
@@ -1136,6 +1200,42 @@ impl Pipeline {
             self.groups.offer(f, event.timestamp, now, &mut emitted);
         }
         self.write_findings(emitted);
+    }
+
+    /// The scanner's findings so far: through tuning and the finding groups like any other.
+    fn scan_findings(&mut self, rx: &crossbeam_channel::Receiver<serde_json::Value>) {
+        let now = Instant::now();
+        let mut emitted = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            if self.tuning.silences(&f) {
+                continue;
+            }
+            self.groups.offer(f, Timestamp::now(), now, &mut emitted);
+        }
+        self.write_findings(emitted);
+    }
+
+    /// Files the scanner's full queue made it skip since the last report: a health notice,
+    /// since those files went unscanned.
+    fn report_scan_skips(&mut self) {
+        let Some(q) = &self.scan_queue else {
+            return;
+        };
+        let full = q
+            .stats
+            .skipped_queue_full
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let new = full.saturating_sub(self.scan_reported_full);
+        if new > 0 {
+            self.scan_reported_full = full;
+            self.handle(Event::health_notice(
+                SourceKind::Agent,
+                format!(
+                    "YARA scanning: {new} written or executed files were not scanned (the scan \
+                     queue was full; {full} since start)"
+                ),
+            ));
+        }
     }
 
     /// Close the finding groups whose window ended by `now` (all of them when `None`) and
@@ -1312,5 +1412,30 @@ impl Pipeline {
             }
             r.reported = c;
         }
+    }
+}
+
+/// Offer a written file or an executable to the scanner (never waits).
+fn offer_scan(queue: &scan::ScanQueue, event: &Event) {
+    let process = || {
+        event.process.as_ref().map(|p| scan::ProcessRef {
+            pid: p.pid,
+            executable: p.executable.clone(),
+            name: p.name.clone(),
+        })
+    };
+    match event.kind {
+        // Modify is close-write; a rename moves a written file into place.
+        Some(EventKind::FileModify | EventKind::FileRename) => {
+            if let Some(f) = &event.file {
+                queue.offer(&f.path, scan::Trigger::Write, process());
+            }
+        }
+        Some(EventKind::ProcessExec) => {
+            if let Some(exe) = event.process.as_ref().and_then(|p| p.executable.as_deref()) {
+                queue.offer(exe, scan::Trigger::Exec, process());
+            }
+        }
+        _ => {}
     }
 }

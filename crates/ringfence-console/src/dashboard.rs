@@ -50,6 +50,7 @@ pub fn router() -> Router<AppState> {
         .route("/rollouts/{id}", get(rollout_page))
         .route("/coverage", get(crate::coverage::coverage_page))
         .merge(crate::dashboard_findings::router())
+        .merge(crate::posture::router())
         .route("/assets/dashboard.css", get(css))
         .route("/assets/dashboard.js", get(js))
         .layer(axum::middleware::map_response(security_headers))
@@ -160,13 +161,14 @@ impl Layout {
         name == self.active
     }
 
-    pub fn nav(&self) -> [(&'static str, &'static str); 5] {
+    pub fn nav(&self) -> [(&'static str, &'static str); 6] {
         [
             ("/fleet", "Fleet"),
             ("/rollouts", "Rollouts"),
             ("/findings", "Findings"),
             ("/exceptions", "Exceptions"),
             ("/coverage", "Coverage"),
+            ("/posture", "Posture"),
         ]
     }
 }

@@ -464,6 +464,8 @@ struct HostPage {
     local_tuning: ringfence_wire::LocalTuning,
     /// The exceptions its content's overlay applies on this host.
     content_exceptions: Vec<[String; 4]>,
+    /// Open posture findings of this host ([`crate::posture`]).
+    posture: Vec<crate::posture::HostWeakness>,
 }
 
 async fn host_page(
@@ -503,6 +505,10 @@ async fn host_page(
         (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => {
             return e.into_response();
         }
+    };
+    let posture = match crate::posture::host(&state, &a.id).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
     };
     let (health, health_word) = health_of(&a, now, 3 * state.config.checkin_interval_ms);
     let local_tuning = match local_tuning_of(&state, &a.id).await {
@@ -582,6 +588,7 @@ async fn host_page(
             .collect(),
         local_tuning,
         content_exceptions,
+        posture,
         a,
     })
 }

@@ -34,6 +34,7 @@ pub mod mtls;
 pub mod operators;
 pub mod orders;
 pub mod plan;
+pub mod posture;
 pub mod quota;
 pub mod releases;
 pub mod retention;
@@ -300,6 +301,7 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/inventory/packages",
             get(inventory::get_package_hosts),
         )
+        .route("/api/v1/posture", get(posture::get_posture))
         .route("/api/v1/findings", get(findings::get_findings))
         .route("/api/v1/findings/groups", get(findings::get_groups))
         .route("/api/v1/findings/bulk", post(findings::post_bulk))

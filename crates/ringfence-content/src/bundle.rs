@@ -88,6 +88,9 @@ pub enum EntryKind {
     /// of a rule on some hosts, where listed fields match, are silenced. The validator checks
     /// each names a rule of the same bundle and fields of the sensor field schema.
     Exceptions,
+    /// A YARA rule file (`yara/*.yar`) or its samples (`yara/*.tests`), see [`crate::yara`].
+    /// Declaration order is the encoding order: keep it the code order (5 is taken).
+    Yara,
 }
 
 impl EntryKind {
@@ -98,6 +101,7 @@ impl EntryKind {
             EntryKind::Ioc => 3,
             EntryKind::Test => 4,
             EntryKind::Exceptions => 5,
+            EntryKind::Yara => 6,
         }
     }
 
@@ -108,6 +112,7 @@ impl EntryKind {
             3 => EntryKind::Ioc,
             4 => EntryKind::Test,
             5 => EntryKind::Exceptions,
+            6 => EntryKind::Yara,
             _ => return None,
         })
     }
@@ -120,6 +125,7 @@ impl EntryKind {
             EntryKind::Ioc => "ioc",
             EntryKind::Test => "test",
             EntryKind::Exceptions => "exceptions",
+            EntryKind::Yara => "yara",
         }
     }
 }
@@ -232,6 +238,11 @@ impl Bundle {
     /// Exceptions overlays, `path → bytes`, sorted.
     pub fn exceptions(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.entries(EntryKind::Exceptions)
+    }
+
+    /// YARA rule files and their sample files, `path → bytes`, sorted.
+    pub fn yara(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries(EntryKind::Yara)
     }
 
     /// Metadata, `key → value`, sorted. Values were checked to be UTF-8.
@@ -567,7 +578,7 @@ impl BundleBuilder {
     }
 
     /// Adds a content directory: `rules/**/*.{yml,yaml}` as rules, `iocs/**` as IOC sets,
-    /// `tests/**` as content tests, each keyed by its path relative to `dir`
+    /// `tests/**` as content tests, `yara/**/*.{yar,tests}` as YARA rules and samples, each keyed by its path relative to `dir`
     /// (`rules/process_creation/x.yml`). Dotfiles, other top-level files and non-YAML files
     /// under `rules/` are skipped and listed in the report; symbolic links are refused. Each
     /// file is refused on its size before it is read.
@@ -581,6 +592,7 @@ impl BundleBuilder {
                 "iocs" => EntryKind::Ioc,
                 "tests" => EntryKind::Test,
                 "exceptions" => EntryKind::Exceptions,
+                "yara" => EntryKind::Yara,
                 _ => {
                     report.skipped.push(path);
                     continue;
@@ -630,8 +642,10 @@ impl BundleBuilder {
                 self.add_tree(kind, &path, &child_rel, depth + 1, report)?;
             } else if meta.is_file() {
                 let yaml = name.ends_with(".yml") || name.ends_with(".yaml");
+                let yara = name.ends_with(".yar") || name.ends_with(".tests");
                 if (kind == EntryKind::Rule && !yaml)
                     || (kind == EntryKind::Exceptions && !name.ends_with(".toml"))
+                    || (kind == EntryKind::Yara && !yara)
                 {
                     report.skipped.push(path);
                     continue;

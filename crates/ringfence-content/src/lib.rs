@@ -45,6 +45,7 @@ pub mod store;
 pub mod time;
 pub mod validate;
 pub mod verify;
+pub mod yara;
 
 pub use build::{BuildError, BuildOptions, Built, build_signed_bundle};
 pub use bundle::{

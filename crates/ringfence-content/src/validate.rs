@@ -22,6 +22,8 @@ pub struct ValidationReport {
     pub tests: usize,
     /// Indicators in the IOC sets (IOC set files for validators that do not parse them).
     pub iocs: usize,
+    /// YARA rules compiled ([`crate::yara`]).
+    pub yara_rules: usize,
     /// Anything a person should see that is not an error (rules not applicable in a mode...).
     pub notes: Vec<String>,
 }
@@ -32,6 +34,7 @@ impl ValidationReport {
             rules,
             tests,
             iocs: 0,
+            yara_rules: 0,
             notes,
         }
     }
@@ -42,9 +45,16 @@ impl ValidationReport {
         self
     }
 
-    /// No rule and no indicator: content that would detect nothing.
+    /// The same report with `yara_rules` YARA rules and their `samples` test samples run.
+    pub fn with_yara(mut self, yara_rules: usize, samples: usize) -> Self {
+        self.yara_rules = yara_rules;
+        self.tests = self.tests.saturating_add(samples);
+        self
+    }
+
+    /// No rule, no YARA rule and no indicator: content that would detect nothing.
     pub fn detects_nothing(&self) -> bool {
-        self.rules == 0 && self.iocs == 0
+        self.rules == 0 && self.iocs == 0 && self.yara_rules == 0
     }
 }
 

@@ -671,6 +671,9 @@ pub enum OrderAction {
     BlockIp { ip: std::net::IpAddr, ttl_secs: u64 },
     /// Lift a block early.
     UnblockIp { ip: std::net::IpAddr },
+    /// Scan a file or tree with the agent's YARA rules; matches are findings, the counts the
+    /// order's result.
+    Scan { path: String },
 }
 
 /// [`OrderAction`] before its bounds are checked.
@@ -697,6 +700,31 @@ enum RawOrderAction {
     UnblockIp {
         ip: std::net::IpAddr,
     },
+    Scan {
+        path: String,
+    },
+}
+
+/// An order's path: absolute, bounded, no NUL.
+fn order_path(path: &str) -> Result<(), ParseError> {
+    let bad = |reason: String| ParseError::OrderAction {
+        field: "path",
+        reason,
+    };
+    if !path.starts_with('/') {
+        return Err(bad(format!("must be absolute, got {path:?}")));
+    }
+    if path.len() > limits::ORDER_PATH_BYTES {
+        return Err(bad(format!(
+            "longer than {} bytes ({})",
+            limits::ORDER_PATH_BYTES,
+            path.len()
+        )));
+    }
+    if path.contains('\0') {
+        return Err(bad("contains a NUL byte".into()));
+    }
+    Ok(())
 }
 
 impl TryFrom<RawOrderAction> for OrderAction {
@@ -719,22 +747,7 @@ impl TryFrom<RawOrderAction> for OrderAction {
                 }
             }
             RawOrderAction::Quarantine { path } => {
-                if !path.starts_with('/') {
-                    return Err(bad("path", format!("must be absolute, got {path:?}")));
-                }
-                if path.len() > limits::ORDER_PATH_BYTES {
-                    return Err(bad(
-                        "path",
-                        format!(
-                            "longer than {} bytes ({})",
-                            limits::ORDER_PATH_BYTES,
-                            path.len()
-                        ),
-                    ));
-                }
-                if path.contains('\0') {
-                    return Err(bad("path", "contains a NUL byte".into()));
-                }
+                order_path(&path)?;
                 OrderAction::Quarantine { path }
             }
             RawOrderAction::Restore { id } => {
@@ -762,6 +775,10 @@ impl TryFrom<RawOrderAction> for OrderAction {
                 OrderAction::BlockIp { ip, ttl_secs }
             }
             RawOrderAction::UnblockIp { ip } => OrderAction::UnblockIp { ip },
+            RawOrderAction::Scan { path } => {
+                order_path(&path)?;
+                OrderAction::Scan { path }
+            }
         })
     }
 }
@@ -776,6 +793,7 @@ impl OrderAction {
             OrderAction::Restore { .. } => "restore",
             OrderAction::BlockIp { .. } => "block_ip",
             OrderAction::UnblockIp { .. } => "unblock_ip",
+            OrderAction::Scan { .. } => "scan",
         }
     }
 }
@@ -1286,6 +1304,15 @@ mod tests {
             ),
             (serde_json::json!({"kind": "restore", "id": "../x"}), "id"),
             (
+                serde_json::json!({"kind": "scan", "path": "var/www"}),
+                "path",
+            ),
+            (
+                serde_json::json!({"kind": "scan", "path": format!("/{}", "a".repeat(5000))}),
+                "longer than",
+            ),
+            (serde_json::json!({"kind": "scan", "path": "/a\0b"}), "NUL"),
+            (
                 serde_json::json!({"kind": "block_ip", "ip": "1.2.3.4", "ttl_secs": 0}),
                 "ttl_secs",
             ),
@@ -1303,6 +1330,10 @@ mod tests {
             let e = serde_json::from_value::<OrderAction>(action.clone()).unwrap_err();
             assert!(e.to_string().contains(needle), "{action}: {e}");
         }
+        let scan: OrderAction =
+            serde_json::from_value(serde_json::json!({"kind": "scan", "path": "/var/www"}))
+                .unwrap();
+        assert_eq!(scan.name(), "scan");
         let kill: OrderAction =
             serde_json::from_value(serde_json::json!({"kind": "kill", "pid": 9})).unwrap();
         assert_eq!(

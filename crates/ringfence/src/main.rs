@@ -61,6 +61,9 @@ enum Command {
     /// Weak passwords, exposed services, sshd and file-integrity checks once
     /// (`posture [--format text|json]`), or the host's inventory (`posture --inventory`).
     Posture(cmd::posture::Args),
+    /// YARA scan of files and trees on demand (`scan PATH... [--rules DIR]`); exit 1 when
+    /// something matched.
+    Scan(cmd::scan::Args),
 }
 
 /// A failure with the exit code it maps to.
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => cmd::eval::run(args),
         Command::Respond(args) => cmd::respond::run(args),
         Command::Posture(args) => cmd::posture::run(args),
+        Command::Scan(args) => cmd::scan::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

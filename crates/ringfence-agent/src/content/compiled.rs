@@ -45,6 +45,11 @@ pub trait CompiledContent: Send + Sync {
     fn rule_memory(&self, _rule: usize) -> usize {
         0
     }
+    /// The content's YARA rules, for the scanner thread ([`crate::scan`]); `None` when the
+    /// content has none.
+    fn yara(&self) -> Option<std::sync::Arc<ringfence_content::yara::YaraRules>> {
+        None
+    }
     /// Hashes of executables the content asks the exec guard to refuse (IOC sets with the
     /// `# ringfence: deny-exec` directive).
     fn deny_exec_sha256(&self) -> std::collections::HashSet<[u8; 32]> {

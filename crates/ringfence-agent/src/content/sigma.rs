@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use ringfence_content::yara::YaraRules;
 use ringfence_content::{Bundle, ContentValidator, ValidationError, ValidationReport};
 use ringfence_detect::{
     Engine, Format, Hit, IocSet, Options, Refusal, RuleFile, State, compile, testing,
@@ -214,8 +215,14 @@ impl ContentValidator for SigmaValidator {
         let iocs = texts(bundle.iocs(), &mut errors);
         let tests = texts(bundle.tests(), &mut errors);
         let exceptions = texts(bundle.exceptions(), &mut errors);
+        // YARA rules compile and run their samples beside the Sigma rules (see
+        // `ringfence_content::yara`).
+        let yara = ringfence_content::yara::validate(bundle).map_err(|mut e| errors.append(&mut e));
         match validate_texts(&rules, &iocs, &tests, &exceptions) {
-            Ok(report) if errors.is_empty() => Ok(report),
+            Ok(report) if errors.is_empty() => {
+                let y = yara.unwrap_or_default();
+                Ok(report.with_yara(y.rules, y.samples))
+            }
             Ok(_) => Err(errors),
             Err(mut more) => {
                 errors.append(&mut more);
@@ -228,6 +235,8 @@ impl ContentValidator for SigmaValidator {
 /// Compiled content for one mode.
 pub struct SigmaContent {
     engine: Engine,
+    /// The content's YARA rules, for the scanner thread ([`crate::scan`]).
+    yara: Option<Arc<YaraRules>>,
     iocs: Vec<IocSet>,
     infos: Vec<RuleInfo>,
     state: Mutex<State>,
@@ -283,6 +292,7 @@ impl SigmaContent {
         let state = Mutex::new(engine.new_state());
         Ok(SigmaContent {
             engine,
+            yara: None,
             iocs,
             infos,
             state,
@@ -319,6 +329,12 @@ impl SigmaContent {
         } else {
             emit(finding);
         }
+    }
+
+    /// The same content with YARA rules for the scanner.
+    pub fn with_yara(mut self, yara: Option<Arc<YaraRules>>) -> Self {
+        self.yara = yara;
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -373,7 +389,24 @@ pub fn compile_bundle(
             "the content's exceptions overlay is active"
         );
     }
-    Ok(Box::new(content.with_exceptions(exceptions)))
+    let yara = compile_yara(bundle.yara())?;
+    Ok(Box::new(content.with_exceptions(exceptions).with_yara(yara)))
+}
+
+/// YARA rules of (bundle path, bytes) pairs; `None` when there are none.
+fn compile_yara<'a>(
+    files: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Result<Option<Arc<YaraRules>>, Vec<ValidationError>> {
+    let files: Vec<(&str, &[u8])> = files.collect();
+    if !files.iter().any(|(p, _)| p.ends_with(".yar")) {
+        return Ok(None);
+    }
+    ringfence_content::yara::compile(files).map(|r| Some(Arc::new(r)))
+}
+
+/// The default pack's YARA files (rules and samples), as the build embedded them.
+pub fn builtin_yara_files() -> &'static [(&'static str, &'static str)] {
+    pack::YARA
 }
 
 /// The default pack compiled into this binary, for `mode`.
@@ -383,7 +416,8 @@ pub fn builtin(mode: Mode) -> Result<Arc<SigmaContent>, Vec<ValidationError>> {
         .copied()
         .filter(|(p, _)| p.starts_with("rules/"))
         .collect();
-    SigmaContent::from_texts(&rules, &[], mode).map(Arc::new)
+    let yara = compile_yara(pack::YARA.iter().map(|(p, t)| (*p, t.as_bytes())))?;
+    SigmaContent::from_texts(&rules, &[], mode).map(|c| Arc::new(c.with_yara(yara)))
 }
 
 /// The default pack's files (rules and tests), as the build embedded them.
@@ -392,6 +426,10 @@ pub fn builtin_files() -> &'static [(&'static str, &'static str)] {
 }
 
 impl CompiledContent for SigmaContent {
+    fn yara(&self) -> Option<Arc<YaraRules>> {
+        self.yara.clone()
+    }
+
     fn deny_exec_sha256(&self) -> std::collections::HashSet<[u8; 32]> {
         self.iocs
             .iter()
@@ -487,8 +525,23 @@ mod tests {
         });
         assert!(report.tests >= 2 * rules.len(), "{report:?}");
         for mode in Mode::ALL {
-            assert!(builtin(mode).is_ok());
+            let content = builtin(mode).unwrap();
+            assert!(content.yara().is_some_and(|y| y.len() >= 10));
         }
+        let yara: Vec<(&str, &[u8])> = builtin_yara_files()
+            .iter()
+            .map(|(p, t)| (*p, t.as_bytes()))
+            .collect();
+        let report = ringfence_content::yara::validate_files(&yara).unwrap_or_else(|e| {
+            panic!(
+                "{}",
+                e.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        assert!(report.samples >= 2 * report.rules, "{report:?}");
     }
 
     #[test]

@@ -257,6 +257,8 @@ pub struct FleetStart {
     pub tuning: ringfence_wire::LocalTuning,
     /// The posture passes' inventory file, sent to the console when it changes.
     pub inventory_file: Option<PathBuf>,
+    /// The YARA scanner, for scan orders (`None`: they are refused).
+    pub scanner: Option<Arc<crate::scan::ScanQueue>>,
 }
 
 /// The running link thread.
@@ -319,7 +321,8 @@ impl FleetLink {
                 },
                 start.response,
                 start.state_dir.join(orders::STATE_FILE),
-            ),
+            )
+            .with_scanner(start.scanner),
             ca_pins: trust.pins(),
             trust: trust.clone(),
             fallbacks: start.section.consoles.clone(),

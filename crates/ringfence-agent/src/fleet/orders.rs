@@ -79,6 +79,8 @@ pub struct OrderRunner {
     outbox: VecDeque<OrderResult>,
     /// Results in the check-in in flight (the first `in_flight` of the outbox).
     in_flight: usize,
+    /// The YARA scanner, for scan orders.
+    scanner: Option<std::sync::Arc<crate::scan::ScanQueue>>,
 }
 
 impl std::fmt::Debug for OrderRunner {
@@ -91,9 +93,9 @@ impl std::fmt::Debug for OrderRunner {
     }
 }
 
-/// The responder's action for a console order.
-pub fn action(order: &OrderAction) -> Action {
-    match order {
+/// The responder's action for a console order (`None` for a scan, which the scanner runs).
+pub fn action(order: &OrderAction) -> Option<Action> {
+    Some(match order {
         OrderAction::Kill {
             pid,
             tree,
@@ -110,16 +112,67 @@ pub fn action(order: &OrderAction) -> Action {
             ttl_secs: *ttl_secs,
         },
         OrderAction::UnblockIp { ip } => Action::UnblockIp { ip: *ip },
+        OrderAction::Scan { .. } => return None,
+    })
+}
+
+/// Files one scan order looks at, at most.
+pub const SCAN_ORDER_MAX_FILES: u64 = 1_000_000;
+/// How long the order worker waits for a scan order's counts.
+const SCAN_ORDER_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Run a scan order through the scanner thread and wait (bounded) for its counts.
+fn scan_order(scanner: Option<&crate::scan::ScanQueue>, path: &str) -> (OrderStatus, String) {
+    let Some(queue) = scanner else {
+        return (
+            OrderStatus::Refused,
+            "YARA scanning is off on this agent ([scan] enabled = false)".into(),
+        );
+    };
+    let Some(rx) = queue.order(std::path::Path::new(path), SCAN_ORDER_MAX_FILES) else {
+        return (
+            OrderStatus::Failed,
+            "the scan queue is full; order again later".into(),
+        );
+    };
+    match crate::scan::wait(&rx, SCAN_ORDER_WAIT) {
+        Some(c) => (
+            OrderStatus::Done,
+            format!(
+                "scanned {path}: {} files, {} bytes, {} matches, {} skipped ({} past the time \
+                 budget)",
+                c.files, c.bytes, c.matches, c.skipped, c.timeouts
+            ),
+        ),
+        None => (
+            OrderStatus::Failed,
+            format!(
+                "the scan of {path} did not finish within {} s",
+                SCAN_ORDER_WAIT.as_secs()
+            ),
+        ),
     }
 }
 
-/// Run one order through `responder`.
-pub fn execute(responder: &mut Responder, order: &ResponseOrder) -> OrderResult {
+/// Run one order through `responder` (a scan through `scanner`).
+pub fn execute(
+    responder: &mut Responder,
+    scanner: Option<&crate::scan::ScanQueue>,
+    order: &ResponseOrder,
+) -> OrderResult {
     let cause = Cause {
         rule_id: None,
         requested_by: format!("console:{}", order.requested_by),
     };
-    let record = responder.execute(&action(&order.action), &cause);
+    let Some(action) = action(&order.action) else {
+        let OrderAction::Scan { path } = &order.action else {
+            return OrderResult::new(order.id, OrderStatus::Failed, "no action for this order");
+        };
+        let (status, detail) = scan_order(scanner, path);
+        tracing::info!(order = order.id, requested_by = %order.requested_by, %detail, "scan order");
+        return OrderResult::new(order.id, status, &detail);
+    };
+    let record = responder.execute(&action, &cause);
     tracing::info!(
         order = order.id,
         action = order.action.name(),
@@ -156,7 +209,14 @@ impl OrderRunner {
             finished: None,
             outbox: VecDeque::new(),
             in_flight: 0,
+            scanner: None,
         }
+    }
+
+    /// Scan orders go to `scanner` (without one they are refused).
+    pub fn with_scanner(mut self, scanner: Option<std::sync::Arc<crate::scan::ScanQueue>>) -> Self {
+        self.scanner = scanner;
+        self
     }
 
     /// Check the signed orders of a check-in response for `agent` at unix time `now` and hand
@@ -247,11 +307,13 @@ impl OrderRunner {
             let (tx, rx) = mpsc::sync_channel::<ResponseOrder>(QUEUE);
             let (done_tx, done_rx) = mpsc::channel();
             let mut responder = Responder::new(self.config.clone());
+            let scanner = self.scanner.clone();
             std::thread::Builder::new()
                 .name("rf-orders".into())
                 .spawn(move || {
                     for order in rx {
-                        if done_tx.send(execute(&mut responder, &order)).is_err() {
+                        let result = execute(&mut responder, scanner.as_deref(), &order);
+                        if done_tx.send(result).is_err() {
                             return;
                         }
                     }
@@ -334,6 +396,65 @@ mod tests {
             reason: "ir-1".into(),
         };
         SignedOrders::try_from(vec![key.sign(&body).unwrap()]).unwrap()
+    }
+
+    #[test]
+    fn a_scan_order_runs_through_the_scanner_and_reports_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("www");
+        std::fs::create_dir(&tree).unwrap();
+        std::fs::write(tree.join("a.php"), "<?php system($_GET['c']); ?>").unwrap();
+        std::fs::write(tree.join("b.txt"), "fine").unwrap();
+        let key = OrderKey::generate().unwrap();
+        let config = ResponseConfig {
+            audit_log: dir.path().join("audit.jsonl"),
+            quarantine_dir: dir.path().join("q"),
+            ..ResponseConfig::default()
+        };
+        let order = serde_json::json!({"kind": "scan", "path": tree.to_str().unwrap()});
+
+        // Without a scanner the order is refused, saying why.
+        let mut runner =
+            OrderRunner::new(open_acceptance(&key), config.clone(), dir.path().join("s1"));
+        runner.submit(&signed(&key, 1, order.clone()), &agent(), now());
+        let out = wait_for_result(&mut runner);
+        assert_eq!(out[0].status, OrderStatus::Refused, "{}", out[0].detail);
+        assert!(out[0].detail.contains("[scan]"), "{}", out[0].detail);
+
+        let rules = std::sync::Arc::new(
+            ringfence_content::yara::compile(
+                crate::content::sigma::builtin_yara_files()
+                    .iter()
+                    .map(|(p, t)| (*p, t.as_bytes())),
+            )
+            .unwrap(),
+        );
+        let stop = ringfence_sensor::StopSignal::new();
+        let scanner = crate::scan::spawn(
+            crate::scan::ScanSection::default(),
+            Box::new(move || Some(std::sync::Arc::clone(&rules))),
+            None,
+            stop.clone(),
+        )
+        .unwrap();
+        let mut runner = OrderRunner::new(open_acceptance(&key), config, dir.path().join("s2"))
+            .with_scanner(Some(std::sync::Arc::clone(&scanner.queue)));
+        runner.submit(&signed(&key, 2, order), &agent(), now());
+        let out = wait_for_result(&mut runner);
+        assert_eq!(out[0].status, OrderStatus::Done, "{}", out[0].detail);
+        assert!(
+            out[0].detail.contains(": 2 files,") && out[0].detail.contains(" 1 matches"),
+            "{}",
+            out[0].detail
+        );
+        let finding = scanner
+            .findings
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(finding["rule"]["id"], "yara:php_exec_request");
+        assert_eq!(finding["ringfence"]["yara"]["trigger"], "order");
+        stop.stop();
+        scanner.handle.join().unwrap();
     }
 
     fn open_acceptance(key: &OrderKey) -> Acceptance {

@@ -45,6 +45,10 @@ pub fn store(state_dir: &Path, inv: &Inventory) -> Result<u64, String> {
 pub fn summarize(delta: &Json) -> String {
     let mut parts = Vec::new();
     if let Json::Object(sections) = delta {
+        // By name, whatever order the JSON map keeps (yara-x turns on serde_json's
+        // insertion order for the whole build).
+        let mut sections: Vec<(&String, &Json)> = sections.iter().collect();
+        sections.sort_by(|a, b| a.0.cmp(b.0));
         for (name, d) in sections {
             for way in ["added", "removed"] {
                 let n = d[format!("{way}_count")].as_u64().unwrap_or(0);

@@ -561,6 +561,7 @@ fn posture_thread(
         dropped: 0,
     };
     let mut baseline: Option<fim::Baseline> = None;
+    let mut fold = PassFold::default();
     let fim_opts = |baseline_paths: Vec<PathBuf>| fim::Options {
         paths: baseline_paths,
         state_dir: section.state_dir.clone(),
@@ -586,7 +587,9 @@ fn posture_thread(
             Some(stop.clone()),
         );
         let mut report = run_pass(section, &paths, &budget);
-        if !sink.findings(&report.findings) {
+        // A weakness still there is not reported again at every pass.
+        let fresh = fold.fresh(&report.findings);
+        if !sink.findings(&fresh) {
             return;
         }
         for why in &report.incomplete {
@@ -596,6 +599,7 @@ fn posture_thread(
         }
         tracing::info!(
             findings = report.findings.len(),
+            new = fresh.len(),
             incomplete = report.incomplete.len(),
             cpu_ms = budget.used().as_millis() as u64,
             wall_ms = started.elapsed().as_millis() as u64,
@@ -655,6 +659,34 @@ fn posture_thread(
     }
 }
 
+/// Folds a pass's findings into those new since the previous pass: a weakness is reported
+/// when it appears (first pass of a run, or it went away and came back), not at every pass.
+#[derive(Debug, Default)]
+pub struct PassFold {
+    previous: std::collections::HashSet<(&'static str, String, String)>,
+}
+
+impl PassFold {
+    /// The findings of this pass the previous pass did not have.
+    pub fn fresh(&mut self, findings: &[PostureFinding]) -> Vec<PostureFinding> {
+        let now: std::collections::HashSet<(&'static str, String, String)> = findings
+            .iter()
+            .map(|f| (f.rule_id, f.subject.clone(), f.message.clone()))
+            .collect();
+        let fresh = findings
+            .iter()
+            .filter(|f| {
+                !self
+                    .previous
+                    .contains(&(f.rule_id, f.subject.clone(), f.message.clone()))
+            })
+            .cloned()
+            .collect();
+        self.previous = now;
+        fresh
+    }
+}
+
 /// Store `value` as JSON in `state_dir/file`, atomically (a 0600 temporary file renamed over
 /// it; directories made here are 0700, one that exists keeps its mode); returns its size.
 pub(crate) fn store_private_json<T: Serialize>(
@@ -689,6 +721,30 @@ pub(crate) fn store_private_json<T: Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_weakness_is_reported_when_it_appears_not_at_every_pass() {
+        let weak = |user: &str| PostureFinding {
+            rule_id: "ringfence-posture-weak-password",
+            title: "Weak password",
+            level: Level::High,
+            subject: format!("user {user}"),
+            message: format!("{user}'s password is on the common list"),
+            details: json!({}),
+        };
+        let mut fold = PassFold::default();
+        let subjects =
+            |v: Vec<PostureFinding>| v.into_iter().map(|f| f.subject).collect::<Vec<_>>();
+        assert_eq!(
+            subjects(fold.fresh(&[weak("a"), weak("b")])),
+            ["user a", "user b"]
+        );
+        assert!(fold.fresh(&[weak("a"), weak("b")]).is_empty());
+        assert_eq!(subjects(fold.fresh(&[weak("a"), weak("c")])), ["user c"]);
+        // b went away and came back: reported again.
+        assert!(fold.fresh(&[]).is_empty());
+        assert_eq!(subjects(fold.fresh(&[weak("b")])), ["user b"]);
+    }
 
     #[test]
     fn a_finding_is_an_ecs_alert_of_the_posture_class() {

@@ -510,6 +510,7 @@ fn start_fleet_link(
     config: &Config,
     manager: Option<&ContentManager>,
     versions_dir: Option<PathBuf>,
+    scanner: Option<Arc<ringfence_agent::scan::ScanQueue>>,
     stop: &StopSignal,
 ) -> Result<Option<(FleetLink, Arc<Telemetry>)>, String> {
     if config.fleet.console.is_none() {
@@ -575,6 +576,7 @@ fn start_fleet_link(
         content: config.content.clone(),
         tuning: config.detect.report(),
         inventory_file: config.posture.inventory_file(),
+        scanner,
     };
     let link = FleetLink::start(start, Arc::clone(&telemetry), stop.clone())?;
     Ok(Some((link, telemetry)))
@@ -727,6 +729,44 @@ fn start_exec_guard(agent: Agent, config: &Config, manager: Option<&ContentManag
     }
 }
 
+/// The YARA scanner thread, on the active content's rules (the built-in pack's until a bundle
+/// is active); its queue, for scan orders.
+fn start_scanner(
+    agent: Agent,
+    config: &Config,
+    manager: Option<&ContentManager>,
+    builtin: Option<&Arc<sigma::SigmaContent>>,
+    stop: &StopSignal,
+) -> (Agent, Option<Arc<ringfence_agent::scan::ScanQueue>>) {
+    use ringfence_agent::scan;
+    let builtin_yara = builtin.and_then(|c| c.yara());
+    let rules: scan::RulesReader = match manager {
+        Some(m) => {
+            let active = m.active_reader();
+            Box::new(move || active().map_or_else(|| builtin_yara.clone(), |(_, c)| c.yara()))
+        }
+        None => Box::new(move || builtin_yara.clone()),
+    };
+    let host = config
+        .agent
+        .host_name
+        .clone()
+        .or_else(ringfence_agent::kernel_host_name);
+    match scan::spawn(config.scan.clone(), rules, host, stop.clone()) {
+        Ok(running) => {
+            let queue = Arc::clone(&running.queue);
+            (agent.with_scanner(running), Some(queue))
+        }
+        Err(e) => (
+            agent.with_degraded(format!(
+                "the YARA scanner did not start ({e}); written and executed files are not \
+                 scanned"
+            )),
+            None,
+        ),
+    }
+}
+
 fn worker(args: RunArgs) -> CmdResult {
     let mut config = config(&args)?;
     if !args.allow_partial {
@@ -865,6 +905,13 @@ fn worker(args: RunArgs) -> CmdResult {
         }
     }
     agent = start_exec_guard(agent, &config, manager.as_ref());
+    let scan_queue = if config.scan.enabled {
+        let (a, queue) = start_scanner(agent, &config, manager.as_ref(), builtin.as_ref(), &stop);
+        agent = a;
+        queue
+    } else {
+        None
+    };
     if manager.is_none()
         && let Some(c) = builtin
     {
@@ -887,7 +934,13 @@ fn worker(args: RunArgs) -> CmdResult {
             }
         }
     }
-    let link = match start_fleet_link(&config, manager.as_ref(), args.versions_dir.clone(), &stop) {
+    let link = match start_fleet_link(
+        &config,
+        manager.as_ref(),
+        args.versions_dir.clone(),
+        scan_queue,
+        &stop,
+    ) {
         Ok(Some((link, telemetry))) => {
             agent = agent.with_telemetry(telemetry);
             Some(link)

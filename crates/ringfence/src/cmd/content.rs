@@ -268,9 +268,10 @@ fn build(a: &BuildArgs) -> CmdResult {
         print_line(&format!("note: {note}")).context("writing to stdout")?;
     }
     print_line(&format!(
-        "built content version {} ({} rules, {} tests, validator: {}): {} bytes to {}",
+        "built content version {} ({} rules, {} YARA rules, {} tests, validator: {}): {} bytes to {}",
         a.version,
         built.report.rules,
+        built.report.yara_rules,
         built.report.tests,
         engine.name,
         bytes.len(),

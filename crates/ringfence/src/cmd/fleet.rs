@@ -150,6 +150,9 @@ enum OrderSub {
     },
     /// Lift a block.
     Unblock { ip: std::net::IpAddr },
+    /// Scan a file or tree with the agent's YARA rules (matches are findings; the result
+    /// counts files, bytes, matches and skips).
+    Scan { path: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -332,6 +335,7 @@ fn order(a: OrderArgs) -> CmdResult {
             }
         }
         OrderSub::Unblock { ip } => OrderAction::UnblockIp { ip },
+        OrderSub::Scan { path } => OrderAction::Scan { path },
     };
     let api = a.console.connect()?;
     if let ([agent], None) = (a.agent.as_slice(), &a.tag) {

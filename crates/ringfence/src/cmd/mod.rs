@@ -19,6 +19,7 @@ pub mod replay;
 pub mod respond;
 pub mod rollout;
 pub mod rules;
+pub mod scan;
 pub mod schema;
 pub mod up;
 
