@@ -390,7 +390,9 @@ pub fn compile_bundle(
         );
     }
     let yara = compile_yara(bundle.yara())?;
-    Ok(Box::new(content.with_exceptions(exceptions).with_yara(yara)))
+    Ok(Box::new(
+        content.with_exceptions(exceptions).with_yara(yara),
+    ))
 }
 
 /// YARA rules of (bundle path, bytes) pairs; `None` when there are none.
