@@ -386,7 +386,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 17] = [
+const SECTIONS: [&str; 18] = [
     "agent",
     "sources",
     "sensor",

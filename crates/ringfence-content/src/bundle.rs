@@ -220,6 +220,14 @@ impl Bundle {
             .map(|((_, path), data)| (path.as_str(), data.as_slice()))
     }
 
+    /// Every entry, of every kind, in encoding order: what a copy of the bundle carries over
+    /// (a rollback or an overlay rebuilt from it), so a kind added later is never dropped.
+    pub fn all_entries(&self) -> impl Iterator<Item = (EntryKind, &str, &[u8])> {
+        self.entries
+            .iter()
+            .map(|((kind, path), data)| (*kind, path.as_str(), data.as_slice()))
+    }
+
     /// Sigma rule files, `path → bytes`, sorted.
     pub fn rules(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.entries(EntryKind::Rule)

@@ -136,23 +136,7 @@ impl Republisher for ResigningRepublisher {
         let bundle = Bundle::decode(&signed.payload, &limits)
             .map_err(|e| format!("old bundle payload: {e}"))?;
         let mut builder = BundleBuilder::new(new_version, bundle.schema().clone(), limits);
-        for kind in [
-            EntryKind::Metadata,
-            EntryKind::Rule,
-            EntryKind::Ioc,
-            EntryKind::Test,
-            EntryKind::Exceptions,
-        ] {
-            for (path, data) in bundle.entries(kind) {
-                if kind == EntryKind::Metadata && path == ringfence_content::bundle::ALLOW_RULE_DROP
-                {
-                    continue;
-                }
-                builder
-                    .add(kind, path, data.to_vec())
-                    .map_err(|e| format!("rebuilding {path}: {e}"))?;
-            }
-        }
+        copy_entries(&bundle, &mut builder, |_, _| true)?;
         // A rollback may well carry fewer rules than the bad version it replaces; agents'
         // probation refuses a large drop unless the signed metadata says it is intended.
         builder
@@ -191,30 +175,10 @@ impl Republisher for ResigningRepublisher {
         let bundle = Bundle::decode(&signed.payload, &limits)
             .map_err(|e| format!("base v{base_version} payload: {e}"))?;
         let mut builder = BundleBuilder::new(new_version, bundle.schema().clone(), limits);
-        for kind in [
-            EntryKind::Metadata,
-            EntryKind::Rule,
-            EntryKind::Ioc,
-            EntryKind::Test,
-        ] {
-            for (path, data) in bundle.entries(kind) {
-                if kind == EntryKind::Metadata && path == ringfence_content::bundle::ALLOW_RULE_DROP
-                {
-                    continue;
-                }
-                builder
-                    .add(kind, path, data.to_vec())
-                    .map_err(|e| format!("rebuilding {path}: {e}"))?;
-            }
-        }
         // The console's overlay replaces the base's own (earlier exceptions are in it again).
-        for (path, data) in bundle.entries(EntryKind::Exceptions) {
-            if path != ringfence_console::exceptions::OVERLAY_PATH {
-                builder
-                    .add(EntryKind::Exceptions, path, data.to_vec())
-                    .map_err(|e| format!("rebuilding {path}: {e}"))?;
-            }
-        }
+        copy_entries(&bundle, &mut builder, |kind, path| {
+            !(kind == EntryKind::Exceptions && path == ringfence_console::exceptions::OVERLAY_PATH)
+        })?;
         builder
             .add(
                 EntryKind::Exceptions,
@@ -259,6 +223,28 @@ impl Republisher for ResigningRepublisher {
             release.binary.len()
         ))
     }
+}
+
+/// Copies every entry of `bundle` (every kind, so YARA rules and whatever kind comes next
+/// travel with a rollback or an overlay) into `builder`, except the rule-drop permission (a
+/// rebuilt bundle states its own) and the entries `keep` refuses.
+fn copy_entries(
+    bundle: &Bundle,
+    builder: &mut BundleBuilder,
+    keep: impl Fn(EntryKind, &str) -> bool,
+) -> Result<(), String> {
+    for (kind, path, data) in bundle.all_entries() {
+        if kind == EntryKind::Metadata && path == ringfence_content::bundle::ALLOW_RULE_DROP {
+            continue;
+        }
+        if !keep(kind, path) {
+            continue;
+        }
+        builder
+            .add(kind, path, data.to_vec())
+            .map_err(|e| format!("rebuilding {path}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The console's TLS material and order key, made in `data` at the first start: the server
@@ -525,6 +511,13 @@ mod tests {
         builder
             .add(EntryKind::Rule, "rules/a.yml", b"title: a\n".to_vec())
             .unwrap();
+        builder
+            .add(
+                EntryKind::Yara,
+                "yara/a.yar",
+                b"rule a { condition: false }".to_vec(),
+            )
+            .unwrap();
         let v1 = sign_bundle(
             &builder.build().unwrap(),
             &keys,
@@ -539,6 +532,11 @@ mod tests {
         assert!(wrong.contains("content version 1, not 2"), "{wrong}");
         let v3 = r.republish(&v1, 1, 3).unwrap();
         assert!(r.verify(&v3, 3).is_ok());
+        // A rollback carries every kind of entry the old content had, YARA rules too.
+        let signed = SignedBundle::decode(&v3, &Limits::default()).unwrap();
+        let rebuilt = Bundle::decode(&signed.payload, &Limits::default()).unwrap();
+        assert_eq!(rebuilt.yara().count(), 1);
+        assert_eq!(rebuilt.rules().count(), 1);
     }
 
     #[test]
