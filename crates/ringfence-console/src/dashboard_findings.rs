@@ -466,6 +466,48 @@ struct HostPage {
     content_exceptions: Vec<[String; 4]>,
     /// Open posture findings of this host ([`crate::posture`]).
     posture: Vec<crate::posture::HostWeakness>,
+    /// Its inventory as last sent ([`crate::inventory`]), summed up.
+    inventory: Option<InventorySummary>,
+}
+
+/// A host's inventory on its page: when it came, what it counts, what listens, and the
+/// packages (the whole list is `GET /api/v1/agents/{id}/inventory`).
+struct InventorySummary {
+    updated: String,
+    counts: Vec<(&'static str, usize)>,
+    listening: Vec<[String; 2]>,
+    packages: Vec<String>,
+}
+
+/// Most listeners and packages the host page lists.
+const INVENTORY_LISTED: usize = 200;
+
+fn inventory_summary(h: crate::inventory::HostInventory) -> InventorySummary {
+    let inv = h.inventory;
+    InventorySummary {
+        updated: utc(h.updated_at),
+        counts: vec![
+            ("packages", inv.packages.len()),
+            ("listening sockets", inv.listening.len()),
+            ("users", inv.users.len()),
+            ("groups", inv.groups.len()),
+            ("kernel modules", inv.kernel_modules.len()),
+            ("systemd units", inv.systemd_units.len()),
+            ("cron entries", inv.cron.len()),
+        ],
+        listening: inv
+            .listening
+            .iter()
+            .take(INVENTORY_LISTED)
+            .map(|s| [s.address.clone(), s.process.clone().unwrap_or_default()])
+            .collect(),
+        packages: inv
+            .packages
+            .iter()
+            .take(INVENTORY_LISTED)
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect(),
+    }
 }
 
 async fn host_page(
@@ -508,6 +550,10 @@ async fn host_page(
     };
     let posture = match crate::posture::host(&state, &a.id).await {
         Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let inventory = match crate::inventory::host(&state, &a.id).await {
+        Ok(i) => i.map(inventory_summary),
         Err(e) => return e.into_response(),
     };
     let (health, health_word) = health_of(&a, now, 3 * state.config.checkin_interval_ms);
@@ -589,6 +635,7 @@ async fn host_page(
         local_tuning,
         content_exceptions,
         posture,
+        inventory,
         a,
     })
 }
