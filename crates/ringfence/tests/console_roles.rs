@@ -175,7 +175,7 @@ fn an_emergency_rollout_waits_for_a_second_operator_through_the_cli() {
         "{held}"
     );
     let err = c.refused(&carl, &["rollout", "status"]);
-    assert!(err.contains("no rollouts"), "{err}");
+    assert!(err.contains("no content rollouts"), "{err}");
 
     // The attacks: the requester and a viewer approve.
     let err = c.refused(&carl, &["console", "approve", "1"]);
