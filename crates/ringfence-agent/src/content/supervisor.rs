@@ -240,6 +240,8 @@ impl Supervisor {
             );
             let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
             let mut forwarded: Option<Instant> = None;
+            // Killed after the stop grace: said once, not at every poll until the worker is gone.
+            let mut kill_sent = false;
             let mut watchdog = Watchdog::default();
             let mut hung = false;
             let mut switching = false;
@@ -292,9 +294,10 @@ impl Supervisor {
                             let _ = kill(pid, Signal::SIGTERM);
                             forwarded = Some(Instant::now());
                         }
-                        Some(at) if at.elapsed() > STOP_GRACE => {
+                        Some(at) if at.elapsed() > STOP_GRACE && !kill_sent => {
                             tracing::error!("worker did not stop in time; killing it");
                             let _ = child.kill();
+                            kill_sent = true;
                         }
                         Some(_) => {}
                     }
