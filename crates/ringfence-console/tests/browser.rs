@@ -405,7 +405,7 @@ async fn an_operator_signs_in_sees_a_rollout_and_halts_it_in_a_real_browser() {
         b.eval("document.querySelector('button.exc[data-op=approve]').click(); true");
         b.wait_until("the approval", "document.readyState === 'complete' && document.querySelector('.st-approved')");
         b.eval("document.querySelector('form.exceptions-publish button').click(); true");
-        b.wait_until("the refusal", "document.querySelector('form.exceptions-publish .result').textContent.includes('another rollout is active')");
+        b.wait_until("the refusal", "document.querySelector('form.exceptions-publish .result').textContent.includes('another content rollout is active')");
         shoot(&mut b, &shot_dir.join("dashboard-exceptions.png"));
         b.goto(&format!("{base}/findings/1"));
         b.wait_until("the finding page again", "document.querySelector('form.triage') && document.readyState === 'complete'");

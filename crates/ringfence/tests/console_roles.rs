@@ -187,7 +187,7 @@ fn an_emergency_rollout_waits_for_a_second_operator_through_the_cli() {
     assert!(approved.contains("approved by dana"), "{approved}");
     let status = c.ok(&vera, &["rollout", "status"]);
     assert!(
-        status.contains("EMERGENCY") && status.contains("v1 -> v2"),
+        status.contains("EMERGENCY") && status.contains("content v1 -> content v2"),
         "{status}"
     );
     let audit = c.ok(&vera, &["console", "approvals", "--all", "--json"]);

@@ -56,7 +56,17 @@ bake = "10m"
 "#;
 
 fn ringfence(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    ringfence_as(None, args)
+}
+
+/// `ringfence args…` with the operator token in `RINGFENCE_TOKEN` (never in argv).
+fn ringfence_as(token: Option<&str>, args: &[&str]) -> String {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("RINGFENCE_TOKEN");
+    if let Some(token) = token {
+        command.env("RINGFENCE_TOKEN", token);
+    }
+    let out = command.output().unwrap();
     assert!(
         out.status.success(),
         "ringfence {args:?}: {}{}",
@@ -123,15 +133,8 @@ fn start_console(dir: &Path) -> Console {
 impl Console {
     fn cli(&self, args: &[&str]) -> String {
         let mut all = args.to_vec();
-        all.extend([
-            "--console",
-            &self.url,
-            "--token",
-            &self.token,
-            "--ca-sha256",
-            &self.pin,
-        ]);
-        ringfence(&all)
+        all.extend(["--console", &self.url, "--ca-sha256", &self.pin]);
+        ringfence_as(Some(&self.token), &all)
     }
 
     fn status(&self, kind: &str) -> serde_json::Value {
@@ -421,7 +424,8 @@ fn agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone() {
     for attempt in 0.. {
         let out = Command::new(BIN)
             .args(["rollout", "halt", "--kind", "agent", "--reason", "hold it"])
-            .args(["--console", &console.url, "--token", &console.token])
+            .args(["--console", &console.url])
+            .env("RINGFENCE_TOKEN", &console.token)
             .args(["--ca-sha256", &console.pin])
             .output()
             .unwrap();
