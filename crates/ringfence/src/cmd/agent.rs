@@ -730,15 +730,27 @@ fn start_exec_guard(agent: Agent, config: &Config, manager: Option<&ContentManag
 }
 
 /// The YARA scanner thread, on the active content's rules (the built-in pack's until a bundle
-/// is active); its queue, for scan orders.
+/// is active); its queue, for scan orders. The agent's own files (`own`: its binary, config,
+/// state and trust root) and its content directory are never scanned: they hold the rule texts,
+/// and the binary holds the built-in pack's, so every rule would match them.
 fn start_scanner(
     agent: Agent,
     config: &Config,
+    own: &[PathBuf],
     manager: Option<&ContentManager>,
     builtin: Option<&Arc<sigma::SigmaContent>>,
     stop: &StopSignal,
 ) -> (Agent, Option<Arc<ringfence_agent::scan::ScanQueue>>) {
     use ringfence_agent::scan;
+    let mut section = config.scan.clone();
+    section.skip_paths.extend(own.iter().cloned());
+    section.skip_paths.extend(
+        config
+            .content
+            .dir
+            .iter()
+            .filter_map(|d| std::fs::canonicalize(d).ok()),
+    );
     let builtin_yara = builtin.and_then(|c| c.yara());
     let rules: scan::RulesReader = match manager {
         Some(m) => {
@@ -752,7 +764,7 @@ fn start_scanner(
         .host_name
         .clone()
         .or_else(ringfence_agent::kernel_host_name);
-    match scan::spawn(config.scan.clone(), rules, host, stop.clone()) {
+    match scan::spawn(section, rules, host, stop.clone()) {
         Ok(running) => {
             let queue = Arc::clone(&running.queue);
             (agent.with_scanner(running), Some(queue))
@@ -906,7 +918,14 @@ fn worker(args: RunArgs) -> CmdResult {
     }
     agent = start_exec_guard(agent, &config, manager.as_ref());
     let scan_queue = if config.scan.enabled {
-        let (a, queue) = start_scanner(agent, &config, manager.as_ref(), builtin.as_ref(), &stop);
+        let (a, queue) = start_scanner(
+            agent,
+            &config,
+            &agent_files,
+            manager.as_ref(),
+            builtin.as_ref(),
+            &stop,
+        );
         agent = a;
         queue
     } else {
