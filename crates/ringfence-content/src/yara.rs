@@ -210,7 +210,28 @@ pub fn compile<'a>(
         err.message = format!("yara {}: {message}", e.code());
         errors.push(err);
     }
-    let rules = compiler.build();
+    // yara-x compiles the rules to WebAssembly and wasmtime to machine code; where the process
+    // may not make memory executable (a MemoryDenyWriteExecute sandbox) it panics. A content
+    // fault must never crash the agent: that becomes a refusal naming the cause.
+    let rules = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compiler.build())) {
+        Ok(rules) => rules,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "unknown cause".into());
+            let file = texts.first().map_or("yara", |(p, _)| *p);
+            errors.push(ValidationError::new(
+                file,
+                format!(
+                    "yara: the YARA engine could not build the rules ({why}); it needs memory it \
+                     can make executable"
+                ),
+            ));
+            return Err(errors);
+        }
+    };
     let names = rules.iter().map(|r| r.identifier().to_owned()).collect();
     if errors.is_empty() {
         Ok(YaraRules { rules, names })
