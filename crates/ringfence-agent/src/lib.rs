@@ -1428,12 +1428,12 @@ fn offer_scan(queue: &scan::ScanQueue, event: &Event) {
         // Modify is close-write; a rename moves a written file into place.
         Some(EventKind::FileModify | EventKind::FileRename) => {
             if let Some(f) = &event.file {
-                queue.offer(&f.path, scan::Trigger::Write, process());
+                queue.offer_with(&f.path, scan::Trigger::Write, process);
             }
         }
         Some(EventKind::ProcessExec) => {
             if let Some(exe) = event.process.as_ref().and_then(|p| p.executable.as_deref()) {
-                queue.offer(exe, scan::Trigger::Exec, process());
+                queue.offer_with(exe, scan::Trigger::Exec, process);
             }
         }
         _ => {}

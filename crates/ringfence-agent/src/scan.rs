@@ -199,6 +199,18 @@ impl ScanQueue {
     /// Offer one file; false when it was not queued (skipped by path, or the queue is full:
     /// counted).
     pub fn offer(&self, path: &str, trigger: Trigger, process: Option<ProcessRef>) -> bool {
+        self.offer_with(path, trigger, || process)
+    }
+
+    /// [`ScanQueue::offer`] for the pipeline, once per write and exec event: the job (its path
+    /// and the process's strings) is built only for a file that is wanted and has room, not for
+    /// every event skipped by path or dropped on a full queue.
+    pub fn offer_with(
+        &self,
+        path: &str,
+        trigger: Trigger,
+        process: impl FnOnce() -> Option<ProcessRef>,
+    ) -> bool {
         let wanted = match trigger {
             Trigger::Write => self.section.on_write,
             Trigger::Exec => self.section.on_exec,
@@ -208,10 +220,14 @@ impl ScanQueue {
         if !wanted || !p.is_absolute() || self.section.skipped(p) {
             return false;
         }
+        if self.tx.is_full() {
+            bump(&self.stats.skipped_queue_full);
+            return false;
+        }
         let job = Job::File {
             path: p.to_owned(),
             trigger,
-            process,
+            process: process(),
         };
         match self.tx.try_send(job) {
             Ok(()) => true,
