@@ -39,10 +39,8 @@ pub enum Sent {
 
 impl InventorySync {
     pub fn new(source: Option<PathBuf>, state_dir: &Path) -> InventorySync {
-        let acked = std::fs::read(state_dir.join(ACKED_FILE))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Inventory>(&b).ok())
-            .map(|mut inv| {
+        let acked =
+            crate::posture::inventory::load_file(&state_dir.join(ACKED_FILE)).map(|mut inv| {
                 inv.canonicalize();
                 let sha = inv.sha256();
                 (inv, sha)
@@ -63,8 +61,7 @@ impl InventorySync {
         if self.seen == Some(modified) && !self.send_full {
             return None;
         }
-        let bytes = std::fs::read(source).ok()?;
-        let mut now: Inventory = serde_json::from_slice(&bytes).ok()?;
+        let mut now = crate::posture::inventory::load_file(source)?;
         now.canonicalize();
         let sha = now.sha256();
         let body = match &self.acked {

@@ -626,7 +626,8 @@ impl Link {
                 offer.sha256
             ));
         }
-        Ok(bytes.to_vec())
+        // The fetched body as is, not copied again (a release is tens of megabytes).
+        Ok(Vec::from(bytes))
     }
 
     /// Raise each expired-metadata line once (the agent keeps running what it has).

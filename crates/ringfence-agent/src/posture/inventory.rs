@@ -32,7 +32,13 @@ pub fn file(state_dir: &Path) -> std::path::PathBuf {
 
 /// The inventory stored at the last pass in `state_dir` (`None`: none yet, or unreadable).
 pub fn load(state_dir: &Path) -> Option<Inventory> {
-    let text = super::shadow::read_bounded(&state_dir.join(INVENTORY_FILE)).ok()?;
+    load_file(&file(state_dir))
+}
+
+/// An inventory stored as JSON at `path`, read within the posture files' size bound (`None`:
+/// missing, too large or unreadable).
+pub fn load_file(path: &Path) -> Option<Inventory> {
+    let text = super::shadow::read_bounded(path).ok()?;
     serde_json::from_str(&text).ok()
 }
 
