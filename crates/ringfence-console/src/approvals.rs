@@ -387,7 +387,13 @@ async fn run(state: &AppState, v: &ApprovalView, approver: &str) -> AppResult<se
         }
         kind::BASELINE => {
             let version: i64 = serde_json::from_value(v.request["version"].clone()).map_err(bad)?;
-            crate::content::set_initial_baseline(state, actor, version).await?;
+            crate::content::set_initial_baseline(
+                state,
+                actor,
+                crate::rollout::payload::Kind::Content,
+                version,
+            )
+            .await?;
             Ok(serde_json::json!({"baseline": version}))
         }
         kind::FLEET_ORDER => {

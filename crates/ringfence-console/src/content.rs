@@ -305,20 +305,26 @@ pub async fn list(state: &AppState) -> AppResult<Vec<ContentRow>> {
     }))
 }
 
-/// Set the fleet baseline (the version every agent may run outside rollouts). Only allowed
-/// while there is none: afterwards content moves only through rollouts.
-pub async fn set_initial_baseline(state: &AppState, actor: &str, version: i64) -> AppResult<()> {
+/// Set the fleet's baseline of `kind` (the content version, or the release by its number, every
+/// agent may run outside rollouts). Only allowed while there is none: afterwards it moves only
+/// through rollouts.
+pub async fn set_initial_baseline(
+    state: &AppState,
+    actor: &str,
+    kind: crate::rollout::payload::Kind,
+    version: i64,
+) -> AppResult<()> {
     let now = state.clock.now_ms();
-    let evidence = serde_json::json!({"baseline": version});
+    let (column, published) = kind.baseline_sql("$1");
+    let evidence = serde_json::json!({ column: version });
+    let sql = format!(
+        "UPDATE fleet SET {column} = $1, revision = revision + 1 \
+         WHERE id = 1 AND {column} = 0 AND {published}"
+    );
+    let what = format!("set initial {kind} baseline");
     let changed = on_db!(&state.db, |pool| {
         let mut tx = pool.begin().await?;
-        let r = sqlx::query(
-            "UPDATE fleet SET baseline_version = $1, revision = revision + 1 \
-             WHERE id = 1 AND baseline_version = 0 AND EXISTS (SELECT 1 FROM content WHERE version = $1)",
-        )
-        .bind(version)
-        .execute(&mut *tx)
-        .await?;
+        let r = sqlx::query(&sql).bind(version).execute(&mut *tx).await?;
         if r.rows_affected() == 1 {
             audit::record!(
                 &mut *tx,
@@ -326,7 +332,7 @@ pub async fn set_initial_baseline(state: &AppState, actor: &str, version: i64) -
                 actor,
                 None::<i64>,
                 "baseline",
-                "set initial baseline",
+                &what,
                 &evidence
             )
             .await?;
@@ -335,9 +341,10 @@ pub async fn set_initial_baseline(state: &AppState, actor: &str, version: i64) -
         r.rows_affected()
     });
     if changed != 1 {
-        return Err(AppError::Conflict(
-            "the fleet already has a baseline (change it with a rollout), or the version is not published".into(),
-        ));
+        return Err(AppError::Conflict(format!(
+            "the fleet already has a {kind} baseline (change it with a rollout), or {} is not published",
+            kind.describe(version, None)
+        )));
     }
     state.reload_snapshot().await
 }
@@ -378,7 +385,13 @@ pub async fn put_content(
             let content = serde_json::to_value(&row).map_err(AppError::internal)?;
             return Ok(crate::approvals::held(held, Some(("content", content))));
         }
-        set_initial_baseline(&state, &op.0, version).await?;
+        set_initial_baseline(
+            &state,
+            &op.0,
+            crate::rollout::payload::Kind::Content,
+            version,
+        )
+        .await?;
     }
     Ok(Json(row).into_response())
 }

@@ -179,43 +179,6 @@ pub async fn publish(
     ))
 }
 
-/// Make release `seq` the fleet's baseline: only while there is none (afterwards releases move
-/// only through rollouts).
-pub async fn set_initial_baseline(state: &AppState, actor: &str, seq: i64) -> AppResult<()> {
-    let now = state.clock.now_ms();
-    let evidence = serde_json::json!({"release_baseline": seq});
-    let changed = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
-        let r = sqlx::query(
-            "UPDATE fleet SET release_baseline = $1, revision = revision + 1 \
-             WHERE id = 1 AND release_baseline = 0 AND EXISTS (SELECT 1 FROM releases WHERE seq = $1)",
-        )
-        .bind(seq)
-        .execute(&mut *tx)
-        .await?;
-        if r.rows_affected() == 1 {
-            audit::record!(
-                &mut *tx,
-                now,
-                actor,
-                None::<i64>,
-                "baseline",
-                "set initial release baseline",
-                &evidence
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        r.rows_affected()
-    });
-    if changed != 1 {
-        return Err(AppError::Conflict(
-            "the fleet already has a baseline release (change it with a rollout), or the release is not published".into(),
-        ));
-    }
-    state.reload_snapshot().await
-}
-
 /// All releases, newest first.
 pub async fn list(state: &AppState) -> AppResult<Vec<ReleaseRow>> {
     Ok(on_db!(&state.db, |pool| {
@@ -245,7 +208,13 @@ pub async fn put_release(
     let body = body.map_err(|_| AppError::TooLarge(MAX_RELEASE_BYTES))?;
     let row = publish(&state, &op.0, &version, &body).await?;
     if q.baseline {
-        set_initial_baseline(&state, &op.0, row.seq).await?;
+        crate::content::set_initial_baseline(
+            &state,
+            &op.0,
+            crate::rollout::payload::Kind::Agent,
+            row.seq,
+        )
+        .await?;
     }
     Ok(Json(row))
 }

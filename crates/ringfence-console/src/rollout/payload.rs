@@ -73,6 +73,21 @@ impl Kind {
         }
     }
 
+    /// The `fleet` column holding this kind's baseline, and an SQL condition that version
+    /// `param` of this kind is published.
+    pub fn baseline_sql(self, param: &str) -> (&'static str, String) {
+        match self {
+            Kind::Content => (
+                "baseline_version",
+                format!("EXISTS (SELECT 1 FROM content WHERE version = {param})"),
+            ),
+            Kind::Agent => (
+                "release_baseline",
+                format!("EXISTS (SELECT 1 FROM releases WHERE seq = {param})"),
+            ),
+        }
+    }
+
     /// A version of this kind, in words.
     pub fn describe(self, version: i64, label: Option<&str>) -> String {
         match (self, label) {
