@@ -245,6 +245,8 @@ pub struct SigmaContent {
     exceptions: Vec<crate::tuning::Exception>,
     /// Matches the overlay silenced so far.
     silenced: std::sync::atomic::AtomicU64,
+    /// Why the built-in pack's YARA rules could not be built (its Sigma rules run regardless).
+    yara_refused: Option<String>,
 }
 
 impl std::fmt::Debug for SigmaContent {
@@ -299,7 +301,14 @@ impl SigmaContent {
             mode,
             exceptions: Vec::new(),
             silenced: std::sync::atomic::AtomicU64::new(0),
+            yara_refused: None,
         })
+    }
+
+    /// Why the built-in pack's YARA rules could not be built, if they could not: the agent
+    /// raises it as a health finding (files go unscanned) while its Sigma rules run.
+    pub fn yara_refused(&self) -> Option<&str> {
+        self.yara_refused.as_deref()
     }
 
     pub fn mode(&self) -> Mode {
@@ -418,8 +427,22 @@ pub fn builtin(mode: Mode) -> Result<Arc<SigmaContent>, Vec<ValidationError>> {
         .copied()
         .filter(|(p, _)| p.starts_with("rules/"))
         .collect();
-    let yara = compile_yara(pack::YARA.iter().map(|(p, t)| (*p, t.as_bytes())))?;
-    SigmaContent::from_texts(&rules, &[], mode).map(|c| Arc::new(c.with_yara(yara)))
+    let mut content = SigmaContent::from_texts(&rules, &[], mode)?;
+    // The YARA engine can fail where the Sigma rules cannot (it needs executable memory): that
+    // loses the scanning, never the built-in pack's detection.
+    match compile_yara(pack::YARA.iter().map(|(p, t)| (*p, t.as_bytes()))) {
+        Ok(yara) => content = content.with_yara(yara),
+        Err(errors) => {
+            content.yara_refused = Some(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+        }
+    }
+    Ok(Arc::new(content))
 }
 
 /// The default pack's files (rules and tests), as the build embedded them.

@@ -872,12 +872,22 @@ fn worker(args: RunArgs) -> CmdResult {
         Err(e) => tracing::warn!(error = %e, "tracepoint links not handed to the supervisor"),
     }
     let builtin = match sigma::builtin(content_mode) {
-        Ok(c) => Some(c),
+        Ok(c) => {
+            if let Some(why) = c.yara_refused() {
+                agent = agent.with_degraded(format!(
+                    "the built-in pack's YARA rules could not be built ({why}); written and \
+                     executed files are not scanned until content with buildable rules is active"
+                ));
+            }
+            Some(c)
+        }
         Err(errors) => {
-            tracing::error!(
-                errors = errors.len(),
-                "the built-in content pack did not compile"
-            );
+            let first = errors.first().map(ToString::to_string).unwrap_or_default();
+            agent = agent.with_degraded(format!(
+                "the built-in content pack did not compile ({} errors, first: {first}); the \
+                 agent runs without it until a signed bundle is active",
+                errors.len()
+            ));
             None
         }
     };
