@@ -122,35 +122,6 @@ async fn upload(c: &TestConsole, a: &Agent, findings: Vec<Value>) {
     assert_eq!(status, StatusCode::OK, "{v}");
 }
 
-async fn session(c: &TestConsole) -> String {
-    let (status, headers, _) = c
-        .call_raw(
-            "POST",
-            "/login",
-            None,
-            &[("content-type", "application/x-www-form-urlencoded")],
-            Some(b"name=admin&password=hunter2-but-longer".to_vec()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
-    headers["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-async fn page(c: &TestConsole, cookie: &str, path: &str) -> String {
-    let (status, _, body) = c
-        .call_raw("GET", path, None, &[("cookie", cookie)], None)
-        .await;
-    let html = String::from_utf8(body).unwrap();
-    assert_eq!(status, StatusCode::OK, "{path}: {html}");
-    html
-}
-
 async fn a_fleet_wide_exception_needs_a_second_operator(b: Backend) {
     let c = console_with_keys(b).await;
     let carl = c.operator("carl", "content_admin").await;
@@ -277,8 +248,8 @@ async fn an_exception_from_a_finding_is_published_as_content_and_rolled_out(b: B
     let fid = list[0]["id"].as_i64().unwrap();
 
     // The finding page offers the exception, prefilled, and shows the false positives.
-    let cookie = session(&c).await;
-    let html = page(&c, &cookie, &format!("/findings/{fid}")).await;
+    let cookie = c.session().await;
+    let html = c.page(&cookie, &format!("/findings/{fid}")).await;
     for want in [
         "Make an exception",
         "value=\"r-1\"",
@@ -368,7 +339,7 @@ async fn an_exception_from_a_finding_is_published_as_content_and_rolled_out(b: B
         json!({"tuning": {"disabled_rules": ["noisy"], "exceptions": [["r-2", 3]]}}),
     )
     .await;
-    let host = page(&c, &cookie, &format!("/agents/{}", a.id)).await;
+    let host = c.page(&cookie, &format!("/agents/{}", a.id)).await;
     for want in [
         "Tuned on this host",
         "process.executable = /usr/bin/make",

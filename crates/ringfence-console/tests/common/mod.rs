@@ -195,6 +195,37 @@ impl TestConsole {
         (status, headers, bytes)
     }
 
+    /// Sign in as the admin with the login form: the session cookie.
+    pub async fn session(&self) -> String {
+        let (status, headers, _) = self
+            .call_raw(
+                "POST",
+                "/login",
+                None,
+                &[("content-type", "application/x-www-form-urlencoded")],
+                Some(b"name=admin&password=hunter2-but-longer".to_vec()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// A dashboard page with the session `cookie`; it must answer 200.
+    pub async fn page(&self, cookie: &str, path: &str) -> String {
+        let (status, _, body) = self
+            .call_raw("GET", path, None, &[("cookie", cookie)], None)
+            .await;
+        let html = String::from_utf8(body).unwrap();
+        assert_eq!(status, StatusCode::OK, "{path}: {html}");
+        html
+    }
+
     pub async fn op(&self, method: &str, uri: &str, body: Value) -> (StatusCode, Value) {
         let body = if body.is_null() {
             None
