@@ -28,25 +28,31 @@ if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok ins
   apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
-echo "== format and lints"
+phase() { echo "== $* (at ${SECONDS}s)"; }
+
+phase "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p ringfence --features fault-injection --all-targets --locked -- -D warnings
 
 if [ -x scripts/bpf-check.sh ]; then
-  echo "== committed eBPF objects match their sources"
+  phase "committed eBPF objects match their sources"
   scripts/bpf-check.sh
 fi
 
-echo "== PostgreSQL for the console's tests"
+phase "PostgreSQL for the console's tests"
 eval "$(scripts/postgres.sh)"
 
-echo "== tests"
+phase "tests"
 cargo test --workspace --locked
-echo "== content fault injection (a panicking bundle ends on last-known-good)"
+phase "content fault injection (a panicking bundle ends on last-known-good)"
 cargo test -p ringfence --features fault-injection --test content_e2e --locked
-echo "== kernel matrix (the sensor and the BPF LSM guard on Debian's 6.1 and 6.12 under qemu)"
+phase "kernel matrix (the sensor and the BPF LSM guard on Debian's 6.1 and 6.12 under qemu)"
 echo "   beside the package boot test (the .deb under systemd on a Debian 12 guest)"
+# The matrix's storm rounds are measurements, not checks: beside the package boot guest their
+# ratios are noise, so CI skips them (RF_STORMS=1 runs them; alone, `scripts/kernel-matrix.sh`
+# prints the cost table). The hook-parity checks run either way.
+if [ -z "${RF_STORMS:-}" ]; then export RF_NO_STORMS=1; fi
 mkdir -p target
 scripts/deb-boot.sh > target/deb-boot.out 2>&1 &
 deb_boot=$!
@@ -55,4 +61,5 @@ scripts/kernel-matrix.sh || matrix_status=$?
 deb_status=0
 wait "$deb_boot" || deb_status=$?
 cat target/deb-boot.out
+echo "== done in ${SECONDS}s"
 exit $(( matrix_status || deb_status ))
