@@ -423,6 +423,54 @@ pub(crate) const SLOTS: &[Slot] = &[
     ),
 ];
 
+/// Whether a kernel can host BPF trampolines (fentry/fexit), for [`planned_uncovered`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trampolines {
+    Allowed,
+    /// Refused (`EPERM` on hardened kernels, as on this project's 6.18 host) or absent.
+    Refused,
+}
+
+/// The kinds the sensor would leave without a hook under `profile` on a kernel whose
+/// trampolines are as said and which has the cgroup2 hierarchy and the tracepoints off the
+/// syscall path (every kernel the sensor runs on), each with its label and what would hook it.
+/// A plan, made without loading anything (for `content build` and `rules check`); what a loaded
+/// sensor got is in its [`KindHook`]s.
+pub fn planned_uncovered(
+    profile: Profile,
+    trampolines: Trampolines,
+) -> Vec<(&'static str, RecordKind, &'static str)> {
+    let allowed = |tier: HookTier| match tier {
+        HookTier::Fentry => trampolines == Trampolines::Allowed,
+        HookTier::Cgroup | HookTier::Tracepoint => true,
+        HookTier::Syscall => profile == Profile::Deep,
+    };
+    let mut out = Vec::new();
+    for slot in SLOTS {
+        if slot.choices.iter().any(|c| allowed(c.tier)) {
+            continue;
+        }
+        for &kind in slot.kinds {
+            out.push((slot.label, kind, remedy(kind, profile)));
+        }
+    }
+    out
+}
+
+/// What would give `kind` a hook when `profile` left it without one: the `deep` profile where
+/// a syscall tracepoint exists for it, else a kernel that allows BPF trampolines.
+pub fn remedy(kind: RecordKind, profile: Profile) -> &'static str {
+    let has_syscall = SLOTS
+        .iter()
+        .filter(|s| s.kinds.contains(&kind))
+        .any(|s| s.choices.iter().any(|c| c.tier == HookTier::Syscall));
+    if profile == Profile::Default && has_syscall {
+        "[sensor] profile = \"deep\""
+    } else {
+        "a kernel that allows BPF trampolines (fentry)"
+    }
+}
+
 /// What one kind (or set of kinds sharing programs) got at load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KindHook {
@@ -629,6 +677,27 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), all, "a program listed twice");
+    }
+
+    #[test]
+    fn the_default_profile_without_trampolines_leaves_the_syscall_only_kinds_unhooked() {
+        let kinds = |p, t| -> Vec<RecordKind> {
+            planned_uncovered(p, t).into_iter().map(|(_, k, _)| k).collect()
+        };
+        let default = kinds(Profile::Default, Trampolines::Refused);
+        for k in [R::Memfd, R::Bpf, R::MemExec, R::Accept, R::Listen, R::FileCreate] {
+            assert!(default.contains(&k), "{k:?}");
+        }
+        for k in [R::Exec, R::Connect, R::Bind, R::Module, R::Signal] {
+            assert!(!default.contains(&k), "{k:?}");
+        }
+        assert!(
+            planned_uncovered(Profile::Default, Trampolines::Refused)
+                .iter()
+                .all(|(_, _, remedy)| *remedy == "[sensor] profile = \"deep\"")
+        );
+        assert!(kinds(Profile::Deep, Trampolines::Refused).is_empty());
+        assert!(kinds(Profile::Default, Trampolines::Allowed).is_empty());
     }
 
     #[test]
