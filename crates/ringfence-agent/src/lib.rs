@@ -146,6 +146,10 @@ pub struct Summary {
     /// eBPF mode: which hook each kind got (`network.connect: fentry (...)`), and the sources
     /// opened beside the sensor for kinds it has no hook for.
     pub sensor_hooks: Vec<String>,
+    /// Rules of the content active at start that can never fire for want of a hook under the
+    /// sensor's profile, and what would enable them.
+    pub unhooked_rules: usize,
+    pub unhooked_remedy: String,
 }
 
 impl Summary {
@@ -173,6 +177,12 @@ impl Summary {
         }
         for h in &self.sensor_hooks {
             s += &format!("  hook {h}\n");
+        }
+        if self.unhooked_rules > 0 {
+            s += &format!(
+                "  content: {} rules can never fire, the sensor has no hook for their event kinds ({} would enable them)\n",
+                self.unhooked_rules, self.unhooked_remedy
+            );
         }
         if self.findings_silenced > 0 {
             s += &format!(
@@ -252,10 +262,26 @@ pub struct Agent {
     opened: Option<(Opened, Summary)>,
     /// Parts that did not start, each raised as a health finding when the run starts.
     degraded: Vec<String>,
+    /// eBPF mode: the event kinds that reach no rule (no hook under the profile, nothing beside
+    /// the sensor), known once the sources are open.
+    unhooked: Vec<ringfence_detect::hooked::Unhooked>,
+    /// The active content's rules those kinds leave unable to fire, one line each.
+    unhooked_rules: Vec<String>,
     /// The beat to the supervisor, sent from the pipeline loop.
     heartbeat: Option<content::heartbeat::Heartbeat>,
     /// The YARA scanner thread ([`scan`]), fed written and executed files.
     scanner: Option<scan::Running>,
+}
+
+/// What would hook the kinds, each remedy once (`[sensor] profile = "deep"`).
+fn unhooked_remedy(unhooked: &[ringfence_detect::hooked::Unhooked]) -> String {
+    let mut remedies: Vec<&str> = Vec::new();
+    for u in unhooked {
+        if !remedies.contains(&u.remedy.as_str()) {
+            remedies.push(&u.remedy);
+        }
+    }
+    remedies.join(" or ")
 }
 
 /// The sources to run, and how the mode came out.
@@ -285,6 +311,8 @@ impl Agent {
             response: None,
             opened: None,
             degraded: Vec::new(),
+            unhooked: Vec::new(),
+            unhooked_rules: Vec::new(),
             heartbeat: None,
             scanner: None,
         }
@@ -300,6 +328,20 @@ impl Agent {
     /// (`rule.id: ringfence-health-degraded`) when the run starts.
     pub fn with_degraded(mut self, message: String) -> Agent {
         self.degraded.push(message);
+        self
+    }
+
+    /// The event kinds that reach no rule in the mode that runs (eBPF mode: no hook under the
+    /// sensor's profile and no source beside it), once [`Agent::open`] opened the sources.
+    pub fn unhooked_kinds(&self) -> &[ringfence_detect::hooked::Unhooked] {
+        &self.unhooked
+    }
+
+    /// Report the active content's rules that can never fire for want of a hook (from
+    /// [`content::CompiledContent::unhooked_rules`]): their count goes in the summary and, when
+    /// there are any, ONE health finding of level low names the count and the remedy.
+    pub fn with_unhooked_rules(mut self, lines: Vec<String>) -> Agent {
+        self.unhooked_rules = lines;
         self
     }
 
@@ -445,6 +487,7 @@ impl Agent {
                     let fill_in =
                         self.open_beside_sensor(src.sensor(), &mut opened.sources, summary);
                     summary.sensor_hooks.extend(fill_in);
+                    self.unhooked = mode::loaded_unhooked(&self.config, src.sensor());
                     opened.sensor_objects = src.sensor().objects();
                     opened.sources.push((SourceKind::Ebpf, Box::new(src)));
                 }
@@ -790,6 +833,34 @@ impl Agent {
             pipe.raise(readiness::health_finding(
                 readiness::PART_RULE_ID,
                 SourceKind::Agent,
+                message,
+                host.as_deref(),
+            ));
+        }
+        let unhooked = std::mem::take(&mut self.unhooked_rules);
+        if !unhooked.is_empty() {
+            let remedy = unhooked_remedy(&self.unhooked);
+            for line in &unhooked {
+                tracing::info!(source = "ebpf", "rule without a hook: {line}");
+            }
+            let message = format!(
+                "{} rules of the active content can never fire: the eBPF sensor has no hook for \
+                 their event kinds ({}) under [sensor] profile = \"{}\"; {remedy} would enable \
+                 them",
+                unhooked.len(),
+                self.unhooked
+                    .iter()
+                    .map(|u| u.kind.action())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.config.sensor.profile.as_str(),
+            );
+            tracing::warn!("{message}: reported as a health finding");
+            pipe.summary.unhooked_rules = unhooked.len();
+            pipe.summary.unhooked_remedy = remedy;
+            pipe.raise(readiness::health_finding(
+                readiness::UNHOOKED_RULE_ID,
+                SourceKind::Ebpf,
                 message,
                 host.as_deref(),
             ));

@@ -468,6 +468,13 @@ impl CompiledContent for SigmaContent {
         &self.infos
     }
 
+    fn unhooked_rules(&self, unhooked: &[ringfence_detect::hooked::Unhooked]) -> Vec<String> {
+        ringfence_detect::hooked::check(&self.engine, unhooked, "the eBPF sensor")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     fn indicators(&self) -> usize {
         self.iocs.iter().map(IocSet::len).sum()
     }
@@ -582,6 +589,25 @@ mod tests {
                 "tests/t.yml:4 rule rule-t: test `match` case 2: expected a match, got none (ebpf mode)",
                 "tests/t.yml:4 rule rule-t: test `match` case 2: expected a match, got none (driverless mode)"
             ]
+        );
+    }
+
+    #[test]
+    fn the_builtin_packs_bpf_rule_is_reported_when_bpf_has_no_hook() {
+        use ringfence_detect::hooked::Unhooked;
+        let content = builtin(Mode::Ebpf).unwrap();
+        assert!(content.unhooked_rules(&[]).is_empty());
+        let unhooked = [Unhooked {
+            kind: ringfence_event::EventKind::BpfLoad,
+            remedy: "[sensor] profile = \"deep\"".into(),
+        }];
+        let lines = content.unhooked_rules(&unhooked);
+        assert!(!lines.is_empty());
+        assert!(
+            lines.iter().any(|l| l.contains("unexpected_bpf_loader.yml")
+                && l.contains("bpf-load")
+                && l.ends_with("[sensor] profile = \"deep\" would enable it")),
+            "{lines:#?}"
         );
     }
 
