@@ -180,8 +180,10 @@ impl Summary {
         }
         if self.unhooked_rules > 0 {
             s += &format!(
-                "  content: {} rules can never fire, the sensor has no hook for their event kinds ({} would enable them)\n",
-                self.unhooked_rules, self.unhooked_remedy
+                "  content: {} rule{} can never fire, the sensor has no hook for their event kinds ({} would enable them)\n",
+                self.unhooked_rules,
+                if self.unhooked_rules == 1 { "" } else { "s" },
+                self.unhooked_remedy
             );
         }
         if self.findings_silenced > 0 {
@@ -844,10 +846,11 @@ impl Agent {
                 tracing::info!(source = "ebpf", "rule without a hook: {line}");
             }
             let message = format!(
-                "{} rules of the active content can never fire: the eBPF sensor has no hook for \
-                 their event kinds ({}) under [sensor] profile = \"{}\"; {remedy} would enable \
-                 them",
+                "{} rule{} of the active content can never fire: the eBPF sensor has no hook \
+                 for their event kinds ({}) under [sensor] profile = \"{}\"; {remedy} would \
+                 enable them",
                 unhooked.len(),
+                if unhooked.len() == 1 { "" } else { "s" },
                 self.unhooked
                     .iter()
                     .map(|u| u.kind.action())

@@ -174,6 +174,29 @@ pub fn validate_texts(
     }
 }
 
+/// The rules of `rules` (path, text) that can never fire in eBPF mode because the sensor has no
+/// hook for any of their event kinds (`unhooked`), one line each (see
+/// `ringfence_detect::hooked`): what `content build` and `rules check` report for a profile.
+/// `under` names what lacks the hooks.
+pub fn unhooked_in(
+    rules: &[(&str, &str)],
+    unhooked: &[ringfence_detect::hooked::Unhooked],
+    under: &str,
+) -> Vec<String> {
+    if unhooked.is_empty() {
+        return Vec::new();
+    }
+    let files: Vec<RuleFile<'_>> = rules
+        .iter()
+        .map(|(p, t)| RuleFile { path: p, text: t })
+        .collect();
+    let compiled = compile(&files, &Options::new(Mode::Ebpf));
+    ringfence_detect::hooked::check(&compiled.engine, unhooked, under)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
 /// "test `match` case 2: " for the failed case of a content test, from its file and line.
 fn case_name(tests: &[testing::ContentTest], f: &testing::TestFailure) -> String {
     let Some(test) = tests.iter().find(|t| t.file == f.file) else {
