@@ -269,10 +269,59 @@ pub struct Agent {
     unhooked: Vec<ringfence_detect::hooked::Unhooked>,
     /// The active content's rules those kinds leave unable to fire, one line each.
     unhooked_rules: Vec<String>,
+    /// eBPF mode: the profile and the hook per kind, for the console's check-ins.
+    sensor_hooks: ringfence_wire::SensorHooks,
     /// The beat to the supervisor, sent from the pipeline loop.
     heartbeat: Option<content::heartbeat::Heartbeat>,
     /// The YARA scanner thread ([`scan`]), fed written and executed files.
     scanner: Option<scan::Running>,
+}
+
+/// The sensor's profile and the hook each kind got, as the check-in carries them: the hook
+/// tier, or the source beside the sensor that fills the kind in, or `none`.
+fn wire_hooks(
+    config: &Config,
+    sensor: &ringfence_sensor::ebpf::EbpfSensor,
+    opened: &[(SourceKind, Box<dyn Source>)],
+) -> ringfence_wire::SensorHooks {
+    use ringfence_sensor::ebpf::RecordKind as R;
+    use ringfence_wire::Label;
+    let beside = |kind: SourceKind| opened.iter().any(|(k, _)| *k == kind);
+    let mut kinds = Vec::new();
+    for h in sensor.kind_hooks() {
+        let hook = match h.tier {
+            Some(t) => t.as_str(),
+            None if h
+                .kinds
+                .iter()
+                .all(|k| config.ebpf.kinds_off.contains(&ringfence_sensor::ebpf::convert::event_kind(*k))) =>
+            {
+                "switched off"
+            }
+            None if h
+                .kinds
+                .iter()
+                .any(|k| matches!(k, R::FileCreate | R::FileModify | R::FileDelete | R::FileRename))
+                && beside(SourceKind::Fanotify) =>
+            {
+                "fanotify (beside the sensor)"
+            }
+            None if h.kinds.iter().any(|k| matches!(k, R::Privilege | R::Ptrace))
+                && beside(SourceKind::ProcConnector) =>
+            {
+                "process connector (beside the sensor)"
+            }
+            None => "none",
+        };
+        if let (Ok(kind), Ok(hook)) = (Label::try_from(h.label), Label::try_from(hook)) {
+            kinds.push((kind, hook));
+        }
+    }
+    kinds.truncate(ringfence_wire::limits::SENSOR_HOOKS);
+    ringfence_wire::SensorHooks {
+        profile: Label::try_from(sensor.profile().as_str()).ok(),
+        kinds: ringfence_wire::KindHooks::try_from(kinds).unwrap_or_default(),
+    }
 }
 
 /// What would hook the kinds, each remedy once (`[sensor] profile = "deep"`).
@@ -315,6 +364,7 @@ impl Agent {
             degraded: Vec::new(),
             unhooked: Vec::new(),
             unhooked_rules: Vec::new(),
+            sensor_hooks: ringfence_wire::SensorHooks::default(),
             heartbeat: None,
             scanner: None,
         }
@@ -490,6 +540,7 @@ impl Agent {
                         self.open_beside_sensor(src.sensor(), &mut opened.sources, summary);
                     summary.sensor_hooks.extend(fill_in);
                     self.unhooked = mode::loaded_unhooked(&self.config, src.sensor());
+                    self.sensor_hooks = wire_hooks(&self.config, src.sensor(), &opened.sources);
                     opened.sensor_objects = src.sensor().objects();
                     opened.sources.push((SourceKind::Ebpf, Box::new(src)));
                 }
@@ -838,6 +889,9 @@ impl Agent {
                 message,
                 host.as_deref(),
             ));
+        }
+        if let Some(t) = &pipe.telemetry {
+            t.set_sensor_hooks(std::mem::take(&mut self.sensor_hooks));
         }
         let unhooked = std::mem::take(&mut self.unhooked_rules);
         if !unhooked.is_empty() {
