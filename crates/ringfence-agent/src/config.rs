@@ -945,13 +945,15 @@ mod tests {
         // Files must exist to be accepted (a console's CA for ca_file), and the order key is a
         // placeholder.
         let tls = tempfile::tempdir().unwrap();
-        ringfence_wire::tls::ConsoleTls::load_or_create(tls.path(), &["localhost".into()])
-            .unwrap();
+        ringfence_wire::tls::ConsoleTls::load_or_create(tls.path(), &["localhost".into()]).unwrap();
         let ca = tls.path().join(ringfence_wire::tls::files::CA_CERT);
         let all = uncommented(&text)
             .replace("/etc/ringfence/exceptions.toml", "/dev/null")
             .replace("/etc/ringfence/console-ca.pem", &ca.display().to_string())
-            .replace("\"ed25519:...\"", &format!("\"ed25519:{}\"", "0".repeat(64)));
+            .replace(
+                "\"ed25519:...\"",
+                &format!("\"ed25519:{}\"", "0".repeat(64)),
+            );
         assert!(all.contains("\nprofile = \"default\"\n"), "{all}");
         let config = Config::parse(&all, &path).unwrap_or_else(|e| panic!("{e}\n{all}"));
         assert_eq!(config.outputs.len(), 1);

@@ -291,22 +291,28 @@ fn wire_hooks(
     for h in sensor.kind_hooks() {
         let hook = match h.tier {
             Some(t) => t.as_str(),
-            None if h
-                .kinds
-                .iter()
-                .all(|k| config.ebpf.kinds_off.contains(&ringfence_sensor::ebpf::convert::event_kind(*k))) =>
+            None if h.kinds.iter().all(|k| {
+                config
+                    .ebpf
+                    .kinds_off
+                    .contains(&ringfence_sensor::ebpf::convert::event_kind(*k))
+            }) =>
             {
                 "switched off"
             }
-            None if h
-                .kinds
-                .iter()
-                .any(|k| matches!(k, R::FileCreate | R::FileModify | R::FileDelete | R::FileRename))
-                && beside(SourceKind::Fanotify) =>
+            None if h.kinds.iter().any(|k| {
+                matches!(
+                    k,
+                    R::FileCreate | R::FileModify | R::FileDelete | R::FileRename
+                )
+            }) && beside(SourceKind::Fanotify) =>
             {
                 "fanotify (beside the sensor)"
             }
-            None if h.kinds.iter().any(|k| matches!(k, R::Privilege | R::Ptrace))
+            None if h
+                .kinds
+                .iter()
+                .any(|k| matches!(k, R::Privilege | R::Ptrace))
                 && beside(SourceKind::ProcConnector) =>
             {
                 "process connector (beside the sensor)"

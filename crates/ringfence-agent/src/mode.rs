@@ -103,8 +103,7 @@ pub fn unhooked_kinds(
             _ => false,
         };
         let kind = event_kind(record);
-        if beside || config.ebpf.kinds_off.contains(&kind) || out.iter().any(|u| u.kind == kind)
-        {
+        if beside || config.ebpf.kinds_off.contains(&kind) || out.iter().any(|u| u.kind == kind) {
             continue;
         }
         out.push(Unhooked {
@@ -131,7 +130,10 @@ pub fn planned_unhooked(
 }
 
 /// [`unhooked_kinds`] for a loaded sensor: the kinds its hooks left uncovered.
-pub fn loaded_unhooked(config: &Config, sensor: &ringfence_sensor::ebpf::EbpfSensor) -> Vec<Unhooked> {
+pub fn loaded_unhooked(
+    config: &Config,
+    sensor: &ringfence_sensor::ebpf::EbpfSensor,
+) -> Vec<Unhooked> {
     let profile = sensor.profile();
     unhooked_kinds(
         config,
@@ -172,8 +174,7 @@ mod tests {
     }
 
     #[test]
-    fn the_default_profile_leaves_the_syscall_only_kinds_unhooked_but_not_those_filled_in_beside()
-    {
+    fn the_default_profile_leaves_the_syscall_only_kinds_unhooked_but_not_those_filled_in_beside() {
         use ringfence_event::EventKind as K;
         use ringfence_sensor::ebpf::{Profile, Trampolines};
         let mut c = Config::default();

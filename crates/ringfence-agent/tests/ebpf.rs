@@ -110,10 +110,7 @@ fn rules_the_profile_gives_no_hook_raise_one_low_health_finding() {
     }
     let content = ringfence_agent::content::sigma::builtin(Mode::Ebpf).unwrap();
     let dead = ringfence_agent::content::CompiledContent::unhooked_rules(&*content, &unhooked);
-    assert!(
-        dead.iter().any(|l| l.contains("bpf-load")),
-        "{dead:#?}"
-    );
+    assert!(dead.iter().any(|l| l.contains("bpf-load")), "{dead:#?}");
     let agent = agent.with_unhooked_rules(dead.clone());
     let stop = ringfence_sensor::StopSignal::new();
     let stop2 = stop.clone();
@@ -150,7 +147,8 @@ fn rules_the_profile_gives_no_hook_raise_one_low_health_finding() {
     );
     assert_eq!(summary.unhooked_rules, dead.len(), "{}", summary.render());
     assert!(
-        summary.render().contains("rule can never fire") || summary.render().contains("rules can never fire"),
+        summary.render().contains("rule can never fire")
+            || summary.render().contains("rules can never fire"),
         "{}",
         summary.render()
     );

@@ -1173,7 +1173,10 @@ mod tests {
         v["sensor_hooks"] = serde_json::json!({"profile": "default",
             "kinds": [["process.exec", "tracepoint"], ["memfd", "none"]]});
         let c = CheckIn::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
-        assert_eq!(c.sensor_hooks.profile.as_ref().map(Label::as_str), Some("default"));
+        assert_eq!(
+            c.sensor_hooks.profile.as_ref().map(Label::as_str),
+            Some("default")
+        );
         let kinds: Vec<(&str, &str)> = c
             .sensor_hooks
             .kinds
@@ -1181,10 +1184,7 @@ mod tests {
             .map(|(k, h)| (k.as_str(), h.as_str()))
             .collect();
         assert_eq!(kinds, [("process.exec", "tracepoint"), ("memfd", "none")]);
-        assert_eq!(
-            CheckIn::parse(&serde_json::to_vec(&c).unwrap()).unwrap(),
-            c
-        );
+        assert_eq!(CheckIn::parse(&serde_json::to_vec(&c).unwrap()).unwrap(), c);
         // A liar: too many kinds, a hook past the label bound, a control character.
         let many: Vec<serde_json::Value> = (0..=limits::SENSOR_HOOKS)
             .map(|i| serde_json::json!([format!("k{i}"), "fentry"]))

@@ -682,10 +682,20 @@ mod tests {
     #[test]
     fn the_default_profile_without_trampolines_leaves_the_syscall_only_kinds_unhooked() {
         let kinds = |p, t| -> Vec<RecordKind> {
-            planned_uncovered(p, t).into_iter().map(|(_, k, _)| k).collect()
+            planned_uncovered(p, t)
+                .into_iter()
+                .map(|(_, k, _)| k)
+                .collect()
         };
         let default = kinds(Profile::Default, Trampolines::Refused);
-        for k in [R::Memfd, R::Bpf, R::MemExec, R::Accept, R::Listen, R::FileCreate] {
+        for k in [
+            R::Memfd,
+            R::Bpf,
+            R::MemExec,
+            R::Accept,
+            R::Listen,
+            R::FileCreate,
+        ] {
             assert!(default.contains(&k), "{k:?}");
         }
         for k in [R::Exec, R::Connect, R::Bind, R::Module, R::Signal] {

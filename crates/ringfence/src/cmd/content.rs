@@ -276,7 +276,9 @@ fn build(a: &BuildArgs) -> CmdResult {
     // Rules the eBPF sensor's profile gives no hook to: built all the same (a profile change
     // makes them live), each reported.
     let agent_config = match &a.config {
-        Some(p) => ringfence_agent::Config::load(p).map_err(|e| Failure::refused(anyhow!("{e}")))?,
+        Some(p) => {
+            ringfence_agent::Config::load(p).map_err(|e| Failure::refused(anyhow!("{e}")))?
+        }
         None => ringfence_agent::Config::default(),
     };
     let (unhooked, under) = a.hooks.unhooked(&agent_config);

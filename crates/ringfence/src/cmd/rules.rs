@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use ringfence_detect::{Options, Refusal, RuleFile, compile, coverage, hooked, testing};
 use ringfence_detect::hooked::Unhooked;
+use ringfence_detect::{Options, Refusal, RuleFile, compile, coverage, hooked, testing};
 use ringfence_event::Mode;
 use ringfence_sensor::ebpf::{Profile, Trampolines};
 use serde_json::json;
