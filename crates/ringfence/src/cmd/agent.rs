@@ -896,6 +896,7 @@ fn worker(args: RunArgs) -> CmdResult {
         opts.fallback = builtin
             .clone()
             .map(|c| SharedContent(c as Arc<dyn CompiledContent>));
+        opts.unhooked = agent.unhooked_kinds().to_vec();
         if let Ok(report) = std::env::var(ROLLBACK_ENV) {
             opts.startup_reports.push(report);
         }

@@ -424,6 +424,32 @@ impl Watcher {
             return self.refuse(version, "every rule was over budget in probation");
         }
 
+        // Rules the sensor's hooks never feed: said once, with the swap (they stay in: a
+        // profile change makes them live).
+        let dead = loaded.content.unhooked_rules(&self.opts.unhooked);
+        if !dead.is_empty() {
+            let ids: Vec<&str> = dead
+                .iter()
+                .filter_map(|l| l.split(": rule ").nth(1)?.split(':').next())
+                .collect();
+            let mut remedies: Vec<&str> = Vec::new();
+            for u in &self.opts.unhooked {
+                if !remedies.contains(&u.remedy.as_str()) {
+                    remedies.push(&u.remedy);
+                }
+            }
+            let kinds: Vec<&str> = self.opts.unhooked.iter().map(|u| u.kind.action()).collect();
+            self.report(format!(
+                "content version {version}: {} rule{} can never fire: the eBPF sensor has no \
+                 hook for their event kinds ({}); {} would enable them (rule {})",
+                dead.len(),
+                if dead.len() == 1 { "" } else { "s" },
+                kinds.join(", "),
+                remedies.join(" or "),
+                ids.join(", ")
+            ));
+        }
+
         // Swap: the pipeline picks the new Arc up before its next event.
         let loaded = Arc::new(loaded);
         timings.total = c.seen_at.elapsed();
