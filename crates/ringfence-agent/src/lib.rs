@@ -180,7 +180,7 @@ impl Summary {
         }
         if self.unhooked_rules > 0 {
             s += &format!(
-                "  content: {} rule{} can never fire, the sensor has no hook for their event kinds ({} would enable them)\n",
+                "  content: {} rule{} can never fire, the sensor has no hook for their event kinds ({})\n",
                 self.unhooked_rules,
                 if self.unhooked_rules == 1 { "" } else { "s" },
                 self.unhooked_remedy
@@ -328,17 +328,6 @@ fn wire_hooks(
         profile: Label::try_from(sensor.profile().as_str()).ok(),
         kinds: ringfence_wire::KindHooks::try_from(kinds).unwrap_or_default(),
     }
-}
-
-/// What would hook the kinds, each remedy once (`[sensor] profile = "deep"`).
-fn unhooked_remedy(unhooked: &[ringfence_detect::hooked::Unhooked]) -> String {
-    let mut remedies: Vec<&str> = Vec::new();
-    for u in unhooked {
-        if !remedies.contains(&u.remedy.as_str()) {
-            remedies.push(&u.remedy);
-        }
-    }
-    remedies.join(" or ")
 }
 
 /// The sources to run, and how the mode came out.
@@ -901,21 +890,15 @@ impl Agent {
         }
         let unhooked = std::mem::take(&mut self.unhooked_rules);
         if !unhooked.is_empty() {
-            let remedy = unhooked_remedy(&self.unhooked);
+            let remedy = ringfence_detect::hooked::remedies(&self.unhooked);
             for line in &unhooked {
                 tracing::info!(source = "ebpf", "rule without a hook: {line}");
             }
             let message = format!(
                 "{} rule{} of the active content can never fire: the eBPF sensor has no hook \
-                 for their event kinds ({}) under [sensor] profile = \"{}\"; {remedy} would \
-                 enable them",
+                 for their event kinds under [sensor] profile = \"{}\"; {remedy}",
                 unhooked.len(),
                 if unhooked.len() == 1 { "" } else { "s" },
-                self.unhooked
-                    .iter()
-                    .map(|u| u.kind.action())
-                    .collect::<Vec<_>>()
-                    .join(", "),
                 self.config.sensor.profile.as_str(),
             );
             tracing::warn!("{message}: reported as a health finding");

@@ -129,6 +129,21 @@ pub fn planned_unhooked(
     )
 }
 
+/// [`planned_unhooked`] on this kernel: only the hooks it has count (for `ringfence doctor`,
+/// which then says what the agent will).
+pub fn unhooked_here(
+    config: &Config,
+    profile: hooks::Profile,
+    trampolines: hooks::Trampolines,
+) -> Vec<Unhooked> {
+    unhooked_kinds(
+        config,
+        hooks::uncovered_here(profile, trampolines)
+            .into_iter()
+            .map(|(_, k, remedy)| (k, remedy)),
+    )
+}
+
 /// [`unhooked_kinds`] for a loaded sensor: the kinds its hooks left uncovered.
 pub fn loaded_unhooked(
     config: &Config,
@@ -141,7 +156,11 @@ pub fn loaded_unhooked(
             .kind_hooks()
             .iter()
             .filter(|h| h.tier.is_none())
-            .flat_map(|h| h.kinds.iter().map(move |&k| (k, hooks::remedy(k, profile)))),
+            .flat_map(|h| {
+                h.kinds
+                    .iter()
+                    .map(move |&k| (k, hooks::remedy_here(k, profile)))
+            }),
     )
 }
 

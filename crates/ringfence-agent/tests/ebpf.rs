@@ -142,7 +142,7 @@ fn rules_the_profile_gives_no_hook_raise_one_low_health_finding() {
     assert!(
         message.starts_with(&format!("{} rule", dead.len()))
             && message.contains("bpf-load")
-            && message.contains("[sensor] profile = \"deep\" would enable them"),
+            && message.contains("[sensor] profile = \"deep\" would hook "),
         "{v}"
     );
     assert_eq!(summary.unhooked_rules, dead.len(), "{}", summary.render());

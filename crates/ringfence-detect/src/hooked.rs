@@ -58,6 +58,23 @@ pub fn dead_rules(engine: &Engine, unhooked: &[Unhooked]) -> Vec<DeadRule> {
     out
 }
 
+/// What would hook the kinds, grouped by remedy: `[sensor] profile = "deep" would hook
+/// bpf-load, memfd-create; another kernel (...) would hook module-load`.
+pub fn remedies(unhooked: &[Unhooked]) -> String {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for u in unhooked {
+        match groups.iter_mut().find(|(r, _)| *r == u.remedy) {
+            Some((_, kinds)) => kinds.push(u.kind.action()),
+            None => groups.push((&u.remedy, vec![u.kind.action()])),
+        }
+    }
+    groups
+        .iter()
+        .map(|(remedy, kinds)| format!("{remedy} would hook {}", kinds.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Warnings (in the form of refusals, though the rules stay loaded) for the rules that can
 /// never fire: file and line of the rule, its id and title, its kinds and the remedy. `under`
 /// says what lacks the hooks (`the eBPF sensor's "default" profile on a kernel without BPF
@@ -135,6 +152,16 @@ mod tests {
              enable it"
         );
         assert!(dead_rules(&engine, &unhooked(&[EventKind::MemfdCreate])).is_empty());
+        let mut both = unhooked(&[EventKind::BpfLoad, EventKind::MemfdCreate]);
+        both.push(Unhooked {
+            kind: EventKind::ModuleLoad,
+            remedy: "another kernel".into(),
+        });
+        assert_eq!(
+            remedies(&both),
+            "[sensor] profile = \"deep\" would hook bpf-load, memfd-create; another kernel \
+             would hook module-load"
+        );
         assert!(dead_rules(&engine, &[]).is_empty());
     }
 

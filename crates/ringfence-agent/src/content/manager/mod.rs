@@ -568,9 +568,8 @@ mod tests {
         assert_eq!(
             about,
             [
-                "content version 1: 1 rule can never fire: the eBPF sensor has no hook for \
-                 their event kinds (bpf-load); [sensor] profile = \"deep\" would enable them \
-                 (rule rule-bpf)"
+                "content version 1: 1 rule can never fire, the eBPF sensor has no hook for \
+                 their event kinds ([sensor] profile = \"deep\" would hook bpf-load): rule-bpf"
             ],
             "{health:?}"
         );

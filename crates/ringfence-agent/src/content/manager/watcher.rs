@@ -432,20 +432,12 @@ impl Watcher {
                 .iter()
                 .filter_map(|l| l.split(": rule ").nth(1)?.split(':').next())
                 .collect();
-            let mut remedies: Vec<&str> = Vec::new();
-            for u in &self.opts.unhooked {
-                if !remedies.contains(&u.remedy.as_str()) {
-                    remedies.push(&u.remedy);
-                }
-            }
-            let kinds: Vec<&str> = self.opts.unhooked.iter().map(|u| u.kind.action()).collect();
             self.report(format!(
-                "content version {version}: {} rule{} can never fire: the eBPF sensor has no \
-                 hook for their event kinds ({}); {} would enable them (rule {})",
+                "content version {version}: {} rule{} can never fire, the eBPF sensor has no \
+                 hook for their event kinds ({}): {}",
                 dead.len(),
                 if dead.len() == 1 { "" } else { "s" },
-                kinds.join(", "),
-                remedies.join(" or "),
+                ringfence_detect::hooked::remedies(&self.opts.unhooked),
                 ids.join(", ")
             ));
         }
