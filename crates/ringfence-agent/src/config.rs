@@ -881,6 +881,86 @@ mod tests {
         assert_eq!(config, expected);
     }
 
+    /// The packaged agent.toml with every commented setting uncommented: `# key = value` lines,
+    /// commented table headers and the continuation lines of a multi-line value.
+    fn uncommented(text: &str) -> String {
+        let mut out = String::new();
+        let mut open_brackets = 0i32;
+        for line in text.lines() {
+            let body = line.strip_prefix("# ").unwrap_or("");
+            let key = body.split(" = ").next().unwrap_or("");
+            let is_setting = !key.is_empty()
+                && body.contains(" = ")
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            let is_header = body.starts_with('[') && body.trim_end().ends_with(']');
+            if open_brackets > 0 || is_setting || is_header {
+                if !is_header {
+                    open_brackets += body.matches('[').count() as i32;
+                    open_brackets -= body.matches(']').count() as i32;
+                }
+                out += body;
+            } else {
+                out += line;
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The section names `Config` accepts, as serde lists them when refusing an unknown one.
+    fn config_sections() -> Vec<String> {
+        let Err(e) = toml::from_str::<Config>("[no_such_section]\n") else {
+            panic!("an unknown section was accepted");
+        };
+        let message = e.to_string();
+        let expected = message.split("expected one of").nth(1).unwrap_or("");
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every section the agent accepts is documented in the packaged agent.toml, and every
+    /// setting shown there (uncommented) is accepted: a new section cannot be forgotten.
+    #[test]
+    fn the_packaged_config_documents_every_section_and_every_shown_setting_is_accepted() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/agent.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let sections = config_sections();
+        let (mut a, mut b) = (sections.clone(), SECTIONS.map(str::to_owned).to_vec());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "Config and SECTIONS disagree");
+        for section in &sections {
+            let shown = text.lines().any(|l| {
+                let l = l.trim_start_matches("# ");
+                l == format!("[{section}]") || l == format!("[[{section}]]")
+            });
+            assert!(shown, "packaging/agent.toml does not document [{section}]");
+        }
+        // Files must exist to be accepted (a console's CA for ca_file), and the order key is a
+        // placeholder.
+        let tls = tempfile::tempdir().unwrap();
+        ringfence_wire::tls::ConsoleTls::load_or_create(tls.path(), &["localhost".into()]).unwrap();
+        let ca = tls.path().join(ringfence_wire::tls::files::CA_CERT);
+        let all = uncommented(&text)
+            .replace("/etc/ringfence/exceptions.toml", "/dev/null")
+            .replace("/etc/ringfence/console-ca.pem", &ca.display().to_string())
+            .replace(
+                "\"ed25519:...\"",
+                &format!("\"ed25519:{}\"", "0".repeat(64)),
+            );
+        assert!(all.contains("\nprofile = \"default\"\n"), "{all}");
+        let config = Config::parse(&all, &path).unwrap_or_else(|e| panic!("{e}\n{all}"));
+        assert_eq!(config.outputs.len(), 1);
+        assert_eq!(config.detect.exceptions.len(), 1);
+        assert_eq!(config.logs.files.len(), 5);
+    }
+
     #[test]
     fn default_round_trips_and_empty_is_default() {
         let text = toml::to_string(&Config::default()).unwrap_or_default();

@@ -146,6 +146,10 @@ pub struct Summary {
     /// eBPF mode: which hook each kind got (`network.connect: fentry (...)`), and the sources
     /// opened beside the sensor for kinds it has no hook for.
     pub sensor_hooks: Vec<String>,
+    /// Rules of the content active at start that can never fire for want of a hook under the
+    /// sensor's profile, and what would enable them.
+    pub unhooked_rules: usize,
+    pub unhooked_remedy: String,
 }
 
 impl Summary {
@@ -173,6 +177,14 @@ impl Summary {
         }
         for h in &self.sensor_hooks {
             s += &format!("  hook {h}\n");
+        }
+        if self.unhooked_rules > 0 {
+            s += &format!(
+                "  content: {} rule{} can never fire, the sensor has no hook for their event kinds ({})\n",
+                self.unhooked_rules,
+                if self.unhooked_rules == 1 { "" } else { "s" },
+                self.unhooked_remedy
+            );
         }
         if self.findings_silenced > 0 {
             s += &format!(
@@ -252,10 +264,70 @@ pub struct Agent {
     opened: Option<(Opened, Summary)>,
     /// Parts that did not start, each raised as a health finding when the run starts.
     degraded: Vec<String>,
+    /// eBPF mode: the event kinds that reach no rule (no hook under the profile, nothing beside
+    /// the sensor), known once the sources are open.
+    unhooked: Vec<ringfence_detect::hooked::Unhooked>,
+    /// The active content's rules those kinds leave unable to fire, one line each.
+    unhooked_rules: Vec<String>,
+    /// eBPF mode: the profile and the hook per kind, for the console's check-ins.
+    sensor_hooks: ringfence_wire::SensorHooks,
     /// The beat to the supervisor, sent from the pipeline loop.
     heartbeat: Option<content::heartbeat::Heartbeat>,
     /// The YARA scanner thread ([`scan`]), fed written and executed files.
     scanner: Option<scan::Running>,
+}
+
+/// The sensor's profile and the hook each kind got, as the check-in carries them: the hook
+/// tier, or the source beside the sensor that fills the kind in, or `none`.
+fn wire_hooks(
+    config: &Config,
+    sensor: &ringfence_sensor::ebpf::EbpfSensor,
+    opened: &[(SourceKind, Box<dyn Source>)],
+) -> ringfence_wire::SensorHooks {
+    use ringfence_sensor::ebpf::RecordKind as R;
+    use ringfence_wire::Label;
+    let beside = |kind: SourceKind| opened.iter().any(|(k, _)| *k == kind);
+    let mut kinds = Vec::new();
+    for h in sensor.kind_hooks() {
+        let hook = match h.tier {
+            Some(t) => t.as_str(),
+            None if h.kinds.iter().all(|k| {
+                config
+                    .ebpf
+                    .kinds_off
+                    .contains(&ringfence_sensor::ebpf::convert::event_kind(*k))
+            }) =>
+            {
+                "switched off"
+            }
+            None if h.kinds.iter().any(|k| {
+                matches!(
+                    k,
+                    R::FileCreate | R::FileModify | R::FileDelete | R::FileRename
+                )
+            }) && beside(SourceKind::Fanotify) =>
+            {
+                "fanotify (beside the sensor)"
+            }
+            None if h
+                .kinds
+                .iter()
+                .any(|k| matches!(k, R::Privilege | R::Ptrace))
+                && beside(SourceKind::ProcConnector) =>
+            {
+                "process connector (beside the sensor)"
+            }
+            None => "none",
+        };
+        if let (Ok(kind), Ok(hook)) = (Label::try_from(h.label), Label::try_from(hook)) {
+            kinds.push((kind, hook));
+        }
+    }
+    kinds.truncate(ringfence_wire::limits::SENSOR_HOOKS);
+    ringfence_wire::SensorHooks {
+        profile: Label::try_from(sensor.profile().as_str()).ok(),
+        kinds: ringfence_wire::KindHooks::try_from(kinds).unwrap_or_default(),
+    }
 }
 
 /// The sources to run, and how the mode came out.
@@ -285,6 +357,9 @@ impl Agent {
             response: None,
             opened: None,
             degraded: Vec::new(),
+            unhooked: Vec::new(),
+            unhooked_rules: Vec::new(),
+            sensor_hooks: ringfence_wire::SensorHooks::default(),
             heartbeat: None,
             scanner: None,
         }
@@ -300,6 +375,20 @@ impl Agent {
     /// (`rule.id: ringfence-health-degraded`) when the run starts.
     pub fn with_degraded(mut self, message: String) -> Agent {
         self.degraded.push(message);
+        self
+    }
+
+    /// The event kinds that reach no rule in the mode that runs (eBPF mode: no hook under the
+    /// sensor's profile and no source beside it), once [`Agent::open`] opened the sources.
+    pub fn unhooked_kinds(&self) -> &[ringfence_detect::hooked::Unhooked] {
+        &self.unhooked
+    }
+
+    /// Report the active content's rules that can never fire for want of a hook (from
+    /// [`content::CompiledContent::unhooked_rules`]): their count goes in the summary and, when
+    /// there are any, ONE health finding of level low names the count and the remedy.
+    pub fn with_unhooked_rules(mut self, lines: Vec<String>) -> Agent {
+        self.unhooked_rules = lines;
         self
     }
 
@@ -445,6 +534,8 @@ impl Agent {
                     let fill_in =
                         self.open_beside_sensor(src.sensor(), &mut opened.sources, summary);
                     summary.sensor_hooks.extend(fill_in);
+                    self.unhooked = mode::loaded_unhooked(&self.config, src.sensor());
+                    self.sensor_hooks = wire_hooks(&self.config, src.sensor(), &opened.sources);
                     opened.sensor_objects = src.sensor().objects();
                     opened.sources.push((SourceKind::Ebpf, Box::new(src)));
                 }
@@ -790,6 +881,32 @@ impl Agent {
             pipe.raise(readiness::health_finding(
                 readiness::PART_RULE_ID,
                 SourceKind::Agent,
+                message,
+                host.as_deref(),
+            ));
+        }
+        if let Some(t) = &pipe.telemetry {
+            t.set_sensor_hooks(std::mem::take(&mut self.sensor_hooks));
+        }
+        let unhooked = std::mem::take(&mut self.unhooked_rules);
+        if !unhooked.is_empty() {
+            let remedy = ringfence_detect::hooked::remedies(&self.unhooked);
+            for line in &unhooked {
+                tracing::info!(source = "ebpf", "rule without a hook: {line}");
+            }
+            let message = format!(
+                "{} rule{} of the active content can never fire: the eBPF sensor has no hook \
+                 for their event kinds under [sensor] profile = \"{}\"; {remedy}",
+                unhooked.len(),
+                if unhooked.len() == 1 { "" } else { "s" },
+                self.config.sensor.profile.as_str(),
+            );
+            tracing::warn!("{message}: reported as a health finding");
+            pipe.summary.unhooked_rules = unhooked.len();
+            pipe.summary.unhooked_remedy = remedy;
+            pipe.raise(readiness::health_finding(
+                readiness::UNHOOKED_RULE_ID,
+                SourceKind::Ebpf,
                 message,
                 host.as_deref(),
             ));

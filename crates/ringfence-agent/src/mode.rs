@@ -5,10 +5,16 @@
 //! eBPF when it does. The decision is only a prediction: the agent then loads the sensor, and if
 //! that fails (for `auto` or an explicit `ebpf`) it runs driverless, logs the loader's exact
 //! reason and emits a `sensor-health` event. It never refuses to run for want of eBPF.
+//!
+//! [`unhooked_kinds`] says which event kinds reach no rule in eBPF mode: those the sensor's
+//! profile leaves without a hook that no source beside it fills in (see `hooked` in
+//! `ringfence-detect` for the rules this leaves unable to fire).
 
+use ringfence_detect::hooked::Unhooked;
 use ringfence_event::Mode;
-use ringfence_sensor::ebpf::EbpfOptions;
+use ringfence_sensor::ebpf::convert::event_kind;
 use ringfence_sensor::ebpf::probe;
+use ringfence_sensor::ebpf::{EbpfOptions, RecordKind, hooks};
 
 use crate::config::{Config, ModeChoice};
 
@@ -78,6 +84,86 @@ pub fn ebpf_options(config: &Config, supervisor: Option<u32>) -> EbpfOptions {
     }
 }
 
+/// The kinds the eBPF sensor left without a hook (`uncovered`, with what would hook each) that
+/// reach no rule: the file kinds come from fanotify and privilege changes and ptrace from the
+/// process connector beside the sensor when `[sources]` runs them; kinds `[ebpf] kinds_off`
+/// switches off are the operator's choice, not reported.
+pub fn unhooked_kinds(
+    config: &Config,
+    uncovered: impl IntoIterator<Item = (RecordKind, &'static str)>,
+) -> Vec<Unhooked> {
+    use RecordKind as R;
+    let mut out: Vec<Unhooked> = Vec::new();
+    for (record, remedy) in uncovered {
+        let beside = match record {
+            R::FileCreate | R::FileModify | R::FileDelete | R::FileRename => {
+                config.sources.fanotify
+            }
+            R::Privilege | R::Ptrace => config.sources.proc_connector,
+            _ => false,
+        };
+        let kind = event_kind(record);
+        if beside || config.ebpf.kinds_off.contains(&kind) || out.iter().any(|u| u.kind == kind) {
+            continue;
+        }
+        out.push(Unhooked {
+            kind,
+            remedy: remedy.to_owned(),
+        });
+    }
+    out
+}
+
+/// [`unhooked_kinds`] for a sensor not loaded: what `profile` would leave unhooked on a kernel
+/// whose trampolines are as said (for `content build` and `rules check`).
+pub fn planned_unhooked(
+    config: &Config,
+    profile: hooks::Profile,
+    trampolines: hooks::Trampolines,
+) -> Vec<Unhooked> {
+    unhooked_kinds(
+        config,
+        hooks::planned_uncovered(profile, trampolines)
+            .into_iter()
+            .map(|(_, k, remedy)| (k, remedy)),
+    )
+}
+
+/// [`planned_unhooked`] on this kernel: only the hooks it has count (for `ringfence doctor`,
+/// which then says what the agent will).
+pub fn unhooked_here(
+    config: &Config,
+    profile: hooks::Profile,
+    trampolines: hooks::Trampolines,
+) -> Vec<Unhooked> {
+    unhooked_kinds(
+        config,
+        hooks::uncovered_here(profile, trampolines)
+            .into_iter()
+            .map(|(_, k, remedy)| (k, remedy)),
+    )
+}
+
+/// [`unhooked_kinds`] for a loaded sensor: the kinds its hooks left uncovered.
+pub fn loaded_unhooked(
+    config: &Config,
+    sensor: &ringfence_sensor::ebpf::EbpfSensor,
+) -> Vec<Unhooked> {
+    let profile = sensor.profile();
+    unhooked_kinds(
+        config,
+        sensor
+            .kind_hooks()
+            .iter()
+            .filter(|h| h.tier.is_none())
+            .flat_map(|h| {
+                h.kinds
+                    .iter()
+                    .map(move |&k| (k, hooks::remedy_here(k, profile)))
+            }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +190,37 @@ mod tests {
             choose_mode(ModeChoice::Driverless, never),
             (Mode::Driverless, None)
         );
+    }
+
+    #[test]
+    fn the_default_profile_leaves_the_syscall_only_kinds_unhooked_but_not_those_filled_in_beside() {
+        use ringfence_event::EventKind as K;
+        use ringfence_sensor::ebpf::{Profile, Trampolines};
+        let mut c = Config::default();
+        let kinds = |c: &Config, p| -> Vec<K> {
+            planned_unhooked(c, p, Trampolines::Refused)
+                .into_iter()
+                .map(|u| u.kind)
+                .collect()
+        };
+        let default = kinds(&c, Profile::Default);
+        for k in [K::MemfdCreate, K::BpfLoad, K::MemoryExec, K::NetworkAccept] {
+            assert!(default.contains(&k), "{k:?} in {default:?}");
+        }
+        // fanotify and the process connector fill these in beside the sensor.
+        for k in [K::FileCreate, K::PrivilegeChange, K::Ptrace, K::ProcessExec] {
+            assert!(!default.contains(&k), "{k:?} in {default:?}");
+        }
+        assert!(
+            planned_unhooked(&c, Profile::Default, Trampolines::Refused)
+                .iter()
+                .all(|u| u.remedy == "[sensor] profile = \"deep\"")
+        );
+        assert!(kinds(&c, Profile::Deep).is_empty());
+        c.sources.fanotify = false;
+        c.ebpf.kinds_off = vec![K::BpfLoad];
+        let default = kinds(&c, Profile::Default);
+        assert!(default.contains(&K::FileCreate) && !default.contains(&K::BpfLoad));
     }
 
     #[test]

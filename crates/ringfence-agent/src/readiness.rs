@@ -16,6 +16,9 @@ pub const SOURCE_RULE_ID: &str = "ringfence-health-source";
 pub const PART_RULE_ID: &str = "ringfence-health-degraded";
 /// The health finding of a routed output that dropped findings (see [`crate::outputs`]).
 pub const OUTPUT_RULE_ID: &str = "ringfence-health-output";
+/// The health finding (level low) of active content with rules the sensor's profile gives no
+/// hook to: they can never fire until the profile changes.
+pub const UNHOOKED_RULE_ID: &str = "ringfence-health-unhooked-rules";
 
 /// A source that did not open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +154,12 @@ pub fn health_finding(
              findings: its receiver was down, refused them, or its queue was full. Those \
              findings never reached that receiver.",
         )
+    } else if rule_id == UNHOOKED_RULE_ID {
+        (
+            "Ringfence Content Rules Without Sensor Hooks",
+            "Rules of the active content run only on event kinds the sensor has no hook for \
+             under its profile: they can never fire until the profile (or the kernel) changes.",
+        )
     } else {
         (
             "Ringfence Agent Running Degraded",
@@ -161,7 +170,12 @@ pub fn health_finding(
         id: rule_id.into(),
         title: title.into(),
         description: description.into(),
-        level: "high".into(),
+        level: if rule_id == UNHOOKED_RULE_ID {
+            "low"
+        } else {
+            "high"
+        }
+        .into(),
         file: "ringfence-health".into(),
         ..RuleMeta::default()
     };
@@ -194,6 +208,31 @@ mod tests {
             error: format!("{name}: EPERM"),
             missing: p.missing_for(name),
         }
+    }
+
+    #[test]
+    fn rules_without_hooks_are_a_low_finding_and_missing_parts_high() {
+        let low = health_finding(UNHOOKED_RULE_ID, SourceKind::Ebpf, "3 rules".into(), None);
+        assert_eq!(low["rule"]["id"], UNHOOKED_RULE_ID);
+        assert_eq!(low["event"]["severity"], high_or_low("low"), "{low}");
+        let high = health_finding(PART_RULE_ID, SourceKind::Agent, "x".into(), None);
+        assert_eq!(high["event"]["severity"], high_or_low("high"), "{high}");
+    }
+
+    /// The ECS severity a finding of `level` carries.
+    fn high_or_low(level: &str) -> serde_json::Value {
+        let meta = RuleMeta {
+            level: level.into(),
+            ..RuleMeta::default()
+        };
+        let event = Event::health_notice(SourceKind::Agent, String::new());
+        Finding {
+            meta: &meta,
+            event: &event,
+            correlation: None,
+        }
+        .to_json(Format::Ecs)["event"]["severity"]
+            .clone()
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Harness, has_arg, serial, temp_dir};
+use common::{Harness, Memory, has_arg, serial, temp_dir};
 use ringfence_agent::{Agent, Config, ModeChoice, resolve_mode};
 use ringfence_event::{Event, EventKind, Field, Mode, SourceKind};
 use ringfence_sensor::ebpf::Profile;
@@ -86,6 +86,71 @@ fn open_says_which_mode_will_really_run() {
     assert_eq!(
         Agent::new(config(ModeChoice::Driverless, vec![])).open(),
         Mode::Driverless
+    );
+}
+
+/// On this host (BPF trampolines refused) the default profile gives bpf() no hook: the built-in
+/// pack's rule on it can never fire, and the running agent says so once, as a low health
+/// finding naming the count and the remedy, and in its summary.
+#[test]
+fn rules_the_profile_gives_no_hook_raise_one_low_health_finding() {
+    if !root() {
+        return;
+    }
+    let _serial = serial();
+    let lines = Memory::default();
+    let mut config = config(ModeChoice::Ebpf, vec![]);
+    config.posture.enabled = false;
+    let mut agent = Agent::new(config).with_outputs(vec![Box::new(lines.clone())]);
+    assert_eq!(agent.open(), Mode::Ebpf);
+    let unhooked = agent.unhooked_kinds().to_vec();
+    if !unhooked.iter().any(|u| u.kind == EventKind::BpfLoad) {
+        eprintln!("skipped: bpf() has a hook here (trampolines allowed): {unhooked:?}");
+        return;
+    }
+    let content = ringfence_agent::content::sigma::builtin(Mode::Ebpf).unwrap();
+    let dead = ringfence_agent::content::CompiledContent::unhooked_rules(&*content, &unhooked);
+    assert!(dead.iter().any(|l| l.contains("bpf-load")), "{dead:#?}");
+    let agent = agent.with_unhooked_rules(dead.clone());
+    let stop = ringfence_sensor::StopSignal::new();
+    let stop2 = stop.clone();
+    let handle = std::thread::spawn(move || agent.run(stop2));
+    let rule = ringfence_agent::readiness::UNHOOKED_RULE_ID;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        let found: Vec<String> = lines
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|l| l.contains(rule))
+            .cloned()
+            .collect();
+        if !found.is_empty() || std::time::Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    stop.stop();
+    let Ok(summary) = handle.join() else {
+        panic!("agent thread failed");
+    };
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let v: serde_json::Value = serde_json::from_str(&found[0]).unwrap();
+    assert_eq!(v["rule"]["id"], rule);
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(&format!("{} rule", dead.len()))
+            && message.contains("bpf-load")
+            && message.contains("[sensor] profile = \"deep\" would hook "),
+        "{v}"
+    );
+    assert_eq!(summary.unhooked_rules, dead.len(), "{}", summary.render());
+    assert!(
+        summary.render().contains("rule can never fire")
+            || summary.render().contains("rules can never fire"),
+        "{}",
+        summary.render()
     );
 }
 

@@ -152,6 +152,7 @@ async fn run(backend: &str, tls: bool, seconds: f64) {
                     tags: Tags::default(),
                     order_results: Default::default(),
                     tuning: Default::default(),
+                    sensor_hooks: Default::default(),
                 };
                 let t = Instant::now();
                 match client.check_in(cred, &checkin).await {

@@ -338,7 +338,29 @@ pub fn sample(c: &CheckIn, at: Millis) -> Sample {
         tuning: (!c.tuning.is_empty())
             .then(|| serde_json::to_string(&c.tuning).ok())
             .flatten(),
+        sensor_hooks: stored_hooks(&c.sensor_hooks),
     }
+}
+
+/// The check-in's sensor hooks as stored: JSON, `None` when the agent sent none. Parsing
+/// bounded them already (at most [`ringfence_wire::limits::SENSOR_HOOKS`] kinds, labels of at
+/// most 64 bytes); the cap is applied again here so the column stays bounded whatever the wire
+/// type comes to accept.
+fn stored_hooks(hooks: &ringfence_wire::SensorHooks) -> Option<String> {
+    if hooks.is_empty() {
+        return None;
+    }
+    let kinds: Vec<_> = hooks
+        .kinds
+        .iter()
+        .take(ringfence_wire::limits::SENSOR_HOOKS)
+        .cloned()
+        .collect();
+    let bounded = ringfence_wire::SensorHooks {
+        profile: hooks.profile.clone(),
+        kinds: ringfence_wire::KindHooks::try_from(kinds).unwrap_or_default(),
+    };
+    serde_json::to_string(&bounded).ok()
 }
 
 /// Refuse a whole check-in (a counter out of its bounds, a negative one) and audit the refusal

@@ -464,6 +464,8 @@ struct HostPage {
     local_tuning: ringfence_wire::LocalTuning,
     /// The exceptions its content's overlay applies on this host.
     content_exceptions: Vec<[String; 4]>,
+    /// The eBPF sensor's profile and hook per kind, as its last check-in reported them.
+    sensor_hooks: ringfence_wire::SensorHooks,
     /// Open posture findings of this host ([`crate::posture`]).
     posture: Vec<crate::posture::HostWeakness>,
     /// Its inventory as last sent ([`crate::inventory`]), summed up.
@@ -561,6 +563,10 @@ async fn host_page(
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
+    let sensor_hooks = match sensor_hooks_of(&state, &a.id).await {
+        Ok(h) => h,
+        Err(e) => return e.into_response(),
+    };
     let content_exceptions = crate::exceptions::carried_by(&state, a.content_version, &a.hostname)
         .await
         .into_iter()
@@ -634,6 +640,7 @@ async fn host_page(
             .collect(),
         local_tuning,
         content_exceptions,
+        sensor_hooks,
         posture,
         inventory,
         a,
@@ -647,6 +654,24 @@ async fn local_tuning_of(
 ) -> crate::error::AppResult<ringfence_wire::LocalTuning> {
     let row: Option<(Option<String>,)> = crate::on_db!(&state.db, |pool| {
         sqlx::query_as("SELECT tuning FROM agent_state WHERE agent_id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+    });
+    Ok(row
+        .and_then(|(t,)| t)
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default())
+}
+
+/// The sensor hooks agent `id` last reported (empty when none, or unreadable: parsing the
+/// stored JSON bounds it again).
+async fn sensor_hooks_of(
+    state: &AppState,
+    id: &str,
+) -> crate::error::AppResult<ringfence_wire::SensorHooks> {
+    let row: Option<(Option<String>,)> = crate::on_db!(&state.db, |pool| {
+        sqlx::query_as("SELECT sensor_hooks FROM agent_state WHERE agent_id = $1")
             .bind(id)
             .fetch_optional(pool)
             .await?

@@ -419,6 +419,7 @@ impl AgentSim {
                 tags: self.tags.clone(),
                 order_results: Default::default(),
                 tuning: Default::default(),
+                sensor_hooks: Default::default(),
             };
             let next;
             match self.client.check_in(&self.credential, &checkin).await {

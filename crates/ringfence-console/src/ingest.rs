@@ -55,6 +55,8 @@ pub struct Sample {
     pub tz_offset: i64,
     /// The agent's local tuning as JSON (`None` when nothing is tuned).
     pub tuning: Option<String>,
+    /// The sensor's profile and hook per kind as JSON (`None` when not reported).
+    pub sensor_hooks: Option<String>,
 }
 
 type Job = (Sample, oneshot::Sender<bool>);
@@ -197,7 +199,7 @@ pub async fn write_batch<'a>(
         }
         for chunk in states.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::new(
-                "INSERT INTO agent_state (agent_id, last_seen, seq, agent_version, content_version, content, region, industry, environment, custom_tags, tz_offset, cpu, rss, crashes_total, lkg_total, drops_total, events_total, findings_total, checkins, tuning) ",
+                "INSERT INTO agent_state (agent_id, last_seen, seq, agent_version, content_version, content, region, industry, environment, custom_tags, tz_offset, cpu, rss, crashes_total, lkg_total, drops_total, events_total, findings_total, checkins, tuning, sensor_hooks) ",
             );
             q.push_values(chunk, |mut b, (s, n)| {
                 b.push_bind(&s.agent_id)
@@ -219,12 +221,14 @@ pub async fn write_batch<'a>(
                     .push_bind(s.events)
                     .push_bind(s.findings)
                     .push_bind(*n)
-                    .push_bind(&s.tuning);
+                    .push_bind(&s.tuning)
+                    .push_bind(&s.sensor_hooks);
             });
             q.push(format!(
                 " ON CONFLICT (agent_id) DO UPDATE SET last_seen = excluded.last_seen, seq = excluded.seq, \
                  agent_version = excluded.agent_version, content_version = excluded.content_version, \
                  content = excluded.content, tuning = excluded.tuning, \
+                 sensor_hooks = excluded.sensor_hooks, \
                  tz_offset = excluded.tz_offset, cpu = excluded.cpu, rss = excluded.rss, \
                  crashes_total = {}, lkg_total = {}, drops_total = {}, events_total = {}, findings_total = {}, checkins = {}",
                 saturating_add("crashes_total"),

@@ -118,6 +118,7 @@ fn sample(agent: &str, at: i64, f: impl FnOnce(&mut Sample)) -> Sample {
         custom_tags: "{}".into(),
         tz_offset: 0,
         tuning: None,
+        sensor_hooks: None,
     };
     f(&mut s);
     s

@@ -168,6 +168,7 @@ fn checkin(credential: &Credential) -> CheckIn {
         tags: Tags::default(),
         order_results: Default::default(),
         tuning: Default::default(),
+        sensor_hooks: Default::default(),
     }
 }
 

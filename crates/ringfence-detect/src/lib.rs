@@ -18,6 +18,7 @@ pub mod engine;
 pub mod eval;
 pub mod finding;
 pub mod heatmap;
+pub mod hooked;
 pub mod ioc;
 mod literal;
 pub mod locate;

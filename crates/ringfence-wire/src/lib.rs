@@ -32,9 +32,10 @@ pub use tls::{CaPin, Trust};
 pub use types::{
     AgentId, BoundedList, CheckIn, CheckInResponse, ContentOffer, Count, CpuPercent, Credential,
     CustomTags, EnrollRequest, EnrollResponse, Findings, FindingsAccepted, FindingsBatch, Health,
-    Label, LocalTuning, OrderAction, OrderResult, OrderResults, OrderStatus, Orders, ParseError,
-    ReleaseOffer, RenewRequest, RenewResponse, ResponseOrder, SignedOrders, Tags, TzOffset,
-    checkin_bounds, is_hidden_char, limits, printable, truncate_at_char,
+    KindHooks, Label, LocalTuning, OrderAction, OrderResult, OrderResults, OrderStatus, Orders,
+    ParseError, ReleaseOffer, RenewRequest, RenewResponse, ResponseOrder, SensorHooks,
+    SignedOrders, Tags, TzOffset, checkin_bounds, is_hidden_char, limits, printable,
+    truncate_at_char,
 };
 
 /// Protocol version carried in every request; the console refuses versions it does not speak.

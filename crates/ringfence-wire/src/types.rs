@@ -38,6 +38,8 @@ pub mod limits {
     pub const ORDER_MAX_BLOCK_SECS: u64 = 30 * 24 * 3600;
     /// Largest inventory upload body (a whole inventory is about 100 KB on a typical server).
     pub const INVENTORY_BYTES: usize = 8 * 1024 * 1024;
+    /// Most kinds in a check-in's sensor hooks (the eBPF sensor reports 16).
+    pub const SENSOR_HOOKS: usize = 32;
 }
 
 /// Why a value was refused while parsing.
@@ -64,6 +66,8 @@ pub enum ParseError {
     FindingTooLarge(usize),
     #[error("at most {max} orders or order results, got {0}", max = limits::ORDERS)]
     TooManyOrders(usize),
+    #[error("at most {max} sensor hooks, got {0}", max = limits::SENSOR_HOOKS)]
+    TooManySensorHooks(usize),
     #[error("{field}: {reason}")]
     OrderAction { field: &'static str, reason: String },
     #[error("{field} longer than {max} bytes", max = limits::ORDER_TEXT_BYTES)]
@@ -540,6 +544,63 @@ pub struct CheckIn {
     /// What is tuned locally on the host (agent.toml `[detect]`). Absent from older agents.
     #[serde(default, skip_serializing_if = "LocalTuning::is_empty")]
     pub tuning: LocalTuning,
+    /// eBPF mode: the sensor's profile and the hook each kind got. Absent from older agents
+    /// and in driverless mode.
+    #[serde(default, skip_serializing_if = "SensorHooks::is_empty")]
+    pub sensor_hooks: SensorHooks,
+}
+
+/// The eBPF sensor's `[sensor] profile` and, per kind (`network.connect`), the hook it got
+/// (`fentry`, `tracepoint`, `syscall tracepoint`, `fanotify (beside the sensor)`, `none`).
+/// Labels bound every string; at most [`limits::SENSOR_HOOKS`] kinds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SensorHooks {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Label>,
+    #[serde(default)]
+    pub kinds: KindHooks,
+}
+
+impl SensorHooks {
+    pub fn is_empty(&self) -> bool {
+        self.profile.is_none() && self.kinds.is_empty()
+    }
+}
+
+/// `(kind, hook)` pairs, at most [`limits::SENSOR_HOOKS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<(Label, Label)>", into = "Vec<(Label, Label)>")]
+pub struct KindHooks(Vec<(Label, Label)>);
+
+impl KindHooks {
+    pub fn iter(&self) -> impl Iterator<Item = &(Label, Label)> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl TryFrom<Vec<(Label, Label)>> for KindHooks {
+    type Error = ParseError;
+    fn try_from(v: Vec<(Label, Label)>) -> Result<Self, ParseError> {
+        if v.len() <= limits::SENSOR_HOOKS {
+            Ok(KindHooks(v))
+        } else {
+            Err(ParseError::TooManySensorHooks(v.len()))
+        }
+    }
+}
+
+impl From<KindHooks> for Vec<(Label, Label)> {
+    fn from(k: KindHooks) -> Self {
+        k.0
+    }
 }
 
 /// An agent's local tuning: rules switched off, and rules with exceptions (how many each).
@@ -1101,6 +1162,45 @@ mod tests {
         v["health"]["outputs_dropped"] = serde_json::json!(i64::MAX);
         let c = CheckIn::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
         assert!(c.health.check_bounds().is_err());
+    }
+
+    #[test]
+    fn sensor_hooks_are_optional_bounded_and_round_trip() {
+        let c = CheckIn::parse(&serde_json::to_vec(&checkin_json()).unwrap()).unwrap();
+        assert!(c.sensor_hooks.is_empty());
+        assert!(!serde_json::to_string(&c).unwrap().contains("sensor_hooks"));
+        let mut v = checkin_json();
+        v["sensor_hooks"] = serde_json::json!({"profile": "default",
+            "kinds": [["process.exec", "tracepoint"], ["memfd", "none"]]});
+        let c = CheckIn::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(
+            c.sensor_hooks.profile.as_ref().map(Label::as_str),
+            Some("default")
+        );
+        let kinds: Vec<(&str, &str)> = c
+            .sensor_hooks
+            .kinds
+            .iter()
+            .map(|(k, h)| (k.as_str(), h.as_str()))
+            .collect();
+        assert_eq!(kinds, [("process.exec", "tracepoint"), ("memfd", "none")]);
+        assert_eq!(CheckIn::parse(&serde_json::to_vec(&c).unwrap()).unwrap(), c);
+        // A liar: too many kinds, a hook past the label bound, a control character.
+        let many: Vec<serde_json::Value> = (0..=limits::SENSOR_HOOKS)
+            .map(|i| serde_json::json!([format!("k{i}"), "fentry"]))
+            .collect();
+        for bad in [
+            serde_json::json!({"kinds": many}),
+            serde_json::json!({"kinds": [["k", "x".repeat(65)]]}),
+            serde_json::json!({"kinds": [["k\u{1b}[2J", "fentry"]]}),
+            serde_json::json!({"profile": ""}),
+        ] {
+            v["sensor_hooks"] = bad.clone();
+            assert!(
+                CheckIn::parse(&serde_json::to_vec(&v).unwrap()).is_err(),
+                "{bad} accepted"
+            );
+        }
     }
 
     #[test]

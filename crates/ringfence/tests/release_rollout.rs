@@ -209,6 +209,7 @@ async fn agent(
             tags: Tags::default(),
             order_results: Default::default(),
             tuning: Default::default(),
+            sensor_hooks: Default::default(),
         };
         let Ok(resp) = client.check_in(&enrolled.credential, &checkin).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;

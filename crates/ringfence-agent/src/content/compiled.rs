@@ -55,6 +55,12 @@ pub trait CompiledContent: Send + Sync {
     fn deny_exec_sha256(&self) -> std::collections::HashSet<[u8; 32]> {
         std::collections::HashSet::new()
     }
+    /// The rules that can never fire because the sensor has no hook for any of their event
+    /// kinds (`unhooked`), one line each naming the rule, its kinds and the remedy (see
+    /// `ringfence_detect::hooked`); empty for engines that cannot tell.
+    fn unhooked_rules(&self, _unhooked: &[ringfence_detect::hooked::Unhooked]) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Compiled content shared between threads, printable in option structs.

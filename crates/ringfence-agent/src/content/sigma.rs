@@ -174,6 +174,29 @@ pub fn validate_texts(
     }
 }
 
+/// The rules of `rules` (path, text) that can never fire in eBPF mode because the sensor has no
+/// hook for any of their event kinds (`unhooked`), one line each (see
+/// `ringfence_detect::hooked`): what `content build` and `rules check` report for a profile.
+/// `under` names what lacks the hooks.
+pub fn unhooked_in(
+    rules: &[(&str, &str)],
+    unhooked: &[ringfence_detect::hooked::Unhooked],
+    under: &str,
+) -> Vec<String> {
+    if unhooked.is_empty() {
+        return Vec::new();
+    }
+    let files: Vec<RuleFile<'_>> = rules
+        .iter()
+        .map(|(p, t)| RuleFile { path: p, text: t })
+        .collect();
+    let compiled = compile(&files, &Options::new(Mode::Ebpf));
+    ringfence_detect::hooked::check(&compiled.engine, unhooked, under)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
 /// "test `match` case 2: " for the failed case of a content test, from its file and line.
 fn case_name(tests: &[testing::ContentTest], f: &testing::TestFailure) -> String {
     let Some(test) = tests.iter().find(|t| t.file == f.file) else {
@@ -468,6 +491,13 @@ impl CompiledContent for SigmaContent {
         &self.infos
     }
 
+    fn unhooked_rules(&self, unhooked: &[ringfence_detect::hooked::Unhooked]) -> Vec<String> {
+        ringfence_detect::hooked::check(&self.engine, unhooked, "the eBPF sensor")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     fn indicators(&self) -> usize {
         self.iocs.iter().map(IocSet::len).sum()
     }
@@ -582,6 +612,25 @@ mod tests {
                 "tests/t.yml:4 rule rule-t: test `match` case 2: expected a match, got none (ebpf mode)",
                 "tests/t.yml:4 rule rule-t: test `match` case 2: expected a match, got none (driverless mode)"
             ]
+        );
+    }
+
+    #[test]
+    fn the_builtin_packs_bpf_rule_is_reported_when_bpf_has_no_hook() {
+        use ringfence_detect::hooked::Unhooked;
+        let content = builtin(Mode::Ebpf).unwrap();
+        assert!(content.unhooked_rules(&[]).is_empty());
+        let unhooked = [Unhooked {
+            kind: ringfence_event::EventKind::BpfLoad,
+            remedy: "[sensor] profile = \"deep\"".into(),
+        }];
+        let lines = content.unhooked_rules(&unhooked);
+        assert!(!lines.is_empty());
+        assert!(
+            lines.iter().any(|l| l.contains("unexpected_bpf_loader.yml")
+                && l.contains("bpf-load")
+                && l.ends_with("[sensor] profile = \"deep\" would enable it")),
+            "{lines:#?}"
         );
     }
 

@@ -404,6 +404,7 @@ impl Link {
             tags: self.opts.tags.clone(),
             order_results: OrderResults::try_from(self.opts.orders.outgoing()).unwrap_or_default(),
             tuning: self.opts.tuning.clone(),
+            sensor_hooks: self.telemetry.sensor_hooks(),
         };
         let response = match self.client.check_in(&enrollment.credential, &checkin).await {
             Ok(r) => r,

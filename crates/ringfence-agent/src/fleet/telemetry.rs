@@ -14,6 +14,9 @@
 //! The other way round, the link hands the pipeline **notices**: a console that keeps failing,
 //! a refused order or content offer. The pipeline turns each into a `sensor-health` event in the
 //! agent's own outputs, where a person on the host sees it whatever the console does.
+//!
+//! The pipeline also leaves the eBPF sensor's hook per kind here once its sources are open;
+//! every check-in carries it.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -36,6 +39,7 @@ pub struct Telemetry {
     /// Random per process, so delivery ids never repeat across restarts.
     delivery_prefix: String,
     next_delivery: AtomicU64,
+    sensor_hooks: Mutex<ringfence_wire::SensorHooks>,
 }
 
 /// 16 random hex digits from the kernel, or the pid and the time if it has none to give.
@@ -98,7 +102,23 @@ impl Telemetry {
             has_notices: std::sync::atomic::AtomicBool::new(false),
             delivery_prefix: delivery_prefix(),
             next_delivery: AtomicU64::new(0),
+            sensor_hooks: Mutex::new(ringfence_wire::SensorHooks::default()),
         }
+    }
+
+    /// The sensor's profile and hook per kind, for the check-ins (set once the sources are open).
+    pub fn set_sensor_hooks(&self, hooks: ringfence_wire::SensorHooks) {
+        *self
+            .sensor_hooks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = hooks;
+    }
+
+    pub fn sensor_hooks(&self) -> ringfence_wire::SensorHooks {
+        self.sensor_hooks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The link has something the host's outputs must show (a health notice).

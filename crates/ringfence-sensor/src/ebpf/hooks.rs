@@ -423,6 +423,138 @@ pub(crate) const SLOTS: &[Slot] = &[
     ),
 ];
 
+/// Whether a kernel can host BPF trampolines (fentry/fexit), for [`planned_uncovered`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trampolines {
+    Allowed,
+    /// Refused (`EPERM` on hardened kernels, as on this project's 6.18 host) or absent.
+    Refused,
+}
+
+/// The kinds the sensor would leave without a hook under `profile` on a kernel whose
+/// trampolines are as said and which has the cgroup2 hierarchy and the tracepoints off the
+/// syscall path (every kernel the sensor runs on), each with its label and what would hook it.
+/// A plan, made without loading anything (for `content build` and `rules check`); what a loaded
+/// sensor got is in its [`KindHook`]s.
+pub fn planned_uncovered(
+    profile: Profile,
+    trampolines: Trampolines,
+) -> Vec<(&'static str, RecordKind, &'static str)> {
+    let allowed = |tier: HookTier| match tier {
+        HookTier::Fentry => trampolines == Trampolines::Allowed,
+        HookTier::Cgroup | HookTier::Tracepoint => true,
+        HookTier::Syscall => profile == Profile::Deep,
+    };
+    let mut out = Vec::new();
+    for slot in SLOTS {
+        if slot.choices.iter().any(|c| allowed(c.tier)) {
+            continue;
+        }
+        for &kind in slot.kinds {
+            out.push((slot.label, kind, remedy(kind, profile)));
+        }
+    }
+    out
+}
+
+/// What would give `kind` a hook when `profile` left it without one: the `deep` profile where
+/// a syscall tracepoint exists for it, else a kernel that allows BPF trampolines.
+pub fn remedy(kind: RecordKind, profile: Profile) -> &'static str {
+    remedy_with(kind, profile, |_| true)
+}
+
+/// [`remedy`] on this kernel: a syscall tracepoint counts only where tracefs lists it, and a
+/// kind none of whose hooks this kernel has (module loads on a kernel built without modules)
+/// has no remedy but another kernel.
+pub fn remedy_here(kind: RecordKind, profile: Profile) -> &'static str {
+    remedy_with(kind, profile, |h| present_here(h, Trampolines::Allowed))
+}
+
+fn remedy_with(kind: RecordKind, profile: Profile, present: impl Fn(Hook) -> bool) -> &'static str {
+    let choices = || {
+        SLOTS
+            .iter()
+            .filter(|s| s.kinds.contains(&kind))
+            .flat_map(|s| s.choices.iter())
+    };
+    let has = |tier: HookTier| {
+        choices()
+            .filter(|c| c.tier == tier)
+            .any(|c| c.programs.iter().any(|p| present(p.hook)))
+    };
+    if profile == Profile::Default && has(HookTier::Syscall) {
+        "[sensor] profile = \"deep\""
+    } else if has(HookTier::Fentry) {
+        "a kernel that allows BPF trampolines (fentry)"
+    } else {
+        "another kernel (this one has none of its hooks)"
+    }
+}
+
+/// Whether this kernel has `hook`: tracefs lists its tracepoint, a cgroup2 hierarchy is
+/// mounted, trampolines as said. Where tracefs cannot be read, a tracepoint is taken as there.
+fn present_here(hook: Hook, trampolines: Trampolines) -> bool {
+    let events = [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .into_iter()
+    .map(std::path::Path::new)
+    .find(|p| p.join("sched").is_dir());
+    match hook {
+        Hook::Tp(cat, name) => events.is_none() || tracepoint_exists(cat, name),
+        Hook::TpBtf(name) => events.is_none_or(|dir| {
+            std::fs::read_dir(dir).is_ok_and(|categories| {
+                categories
+                    .filter_map(Result::ok)
+                    .any(|c| c.path().join(name).is_dir())
+            })
+        }),
+        // A syscall's entry function is built with the syscall, whose tracepoints tracefs
+        // lists (a kernel without modules has neither init_module's).
+        Hook::FEntry(f) | Hook::FExit(f) => {
+            trampolines == Trampolines::Allowed
+                && f.strip_prefix("__x64_sys_").is_none_or(|name| {
+                    events.is_none_or(|dir| {
+                        !dir.join("syscalls").is_dir()
+                            || dir
+                                .join("syscalls")
+                                .join(format!("sys_enter_{name}"))
+                                .is_dir()
+                    })
+                })
+        }
+        Hook::CgroupSockAddr(_) => cgroup2_root().is_some(),
+    }
+}
+
+/// [`planned_uncovered`] on this kernel: a hook counts only where [`present_here`] finds it
+/// (for `ringfence doctor`, which then agrees with the agent it checks for).
+pub fn uncovered_here(
+    profile: Profile,
+    trampolines: Trampolines,
+) -> Vec<(&'static str, RecordKind, &'static str)> {
+    let allowed = |tier: HookTier| tier != HookTier::Syscall || profile == Profile::Deep;
+    let mut out = Vec::new();
+    for slot in SLOTS {
+        let covered = slot.choices.iter().any(|c| {
+            allowed(c.tier) && c.programs.iter().any(|p| present_here(p.hook, trampolines))
+        });
+        if covered {
+            continue;
+        }
+        for &kind in slot.kinds {
+            let remedy = if trampolines == Trampolines::Allowed {
+                remedy_with(kind, profile, |h| present_here(h, trampolines))
+            } else {
+                remedy_here(kind, profile)
+            };
+            out.push((slot.label, kind, remedy));
+        }
+    }
+    out
+}
+
 /// What one kind (or set of kinds sharing programs) got at load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KindHook {
@@ -629,6 +761,61 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), all, "a program listed twice");
+    }
+
+    #[test]
+    fn the_default_profile_without_trampolines_leaves_the_syscall_only_kinds_unhooked() {
+        let kinds = |p, t| -> Vec<RecordKind> {
+            planned_uncovered(p, t)
+                .into_iter()
+                .map(|(_, k, _)| k)
+                .collect()
+        };
+        let default = kinds(Profile::Default, Trampolines::Refused);
+        for k in [
+            R::Memfd,
+            R::Bpf,
+            R::MemExec,
+            R::Accept,
+            R::Listen,
+            R::FileCreate,
+        ] {
+            assert!(default.contains(&k), "{k:?}");
+        }
+        for k in [R::Exec, R::Connect, R::Bind, R::Module, R::Signal] {
+            assert!(!default.contains(&k), "{k:?}");
+        }
+        assert!(
+            planned_uncovered(Profile::Default, Trampolines::Refused)
+                .iter()
+                .all(|(_, _, remedy)| *remedy == "[sensor] profile = \"deep\"")
+        );
+        assert!(kinds(Profile::Deep, Trampolines::Refused).is_empty());
+        assert!(kinds(Profile::Default, Trampolines::Allowed).is_empty());
+    }
+
+    /// On this project's host (6.18, trampolines refused, no modules): what doctor and the
+    /// agent say. Elsewhere only what holds on every kernel is checked.
+    #[test]
+    fn on_this_kernel_a_kind_with_none_of_its_hooks_has_no_profile_remedy() {
+        let here = uncovered_here(Profile::Default, Trampolines::Refused);
+        let remedy_of = |k: RecordKind| here.iter().find(|(_, x, _)| *x == k).map(|(_, _, r)| *r);
+        assert_eq!(remedy_of(R::Exec), None);
+        if std::path::Path::new("/sys/kernel/tracing/events/syscalls/sys_enter_bpf").is_dir() {
+            assert_eq!(remedy_of(R::Bpf), Some("[sensor] profile = \"deep\""));
+        }
+        let tracefs = std::path::Path::new("/sys/kernel/tracing/events/syscalls");
+        if tracefs.is_dir() && !tracefs.join("sys_enter_init_module").is_dir() {
+            assert_eq!(
+                remedy_of(R::Module),
+                Some("another kernel (this one has none of its hooks)")
+            );
+            assert_eq!(
+                remedy_here(R::Module, Profile::Default),
+                "another kernel (this one has none of its hooks)"
+            );
+        }
+        assert!(uncovered_here(Profile::Deep, Trampolines::Refused).len() <= 1);
     }
 
     #[test]

@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::source::{BATCH, EventSender, Sent, Source, SourceError, StopSignal};
 use crate::sys::Clocks;
-pub use hooks::{HookTier, KindHook, Profile};
+pub use hooks::{HookTier, KindHook, Profile, Trampolines, planned_uncovered, uncovered_here};
 pub use record::{DecodeError, Record, RecordKind, decode};
 
 const NAME: &str = "ebpf";

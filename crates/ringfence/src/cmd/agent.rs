@@ -896,6 +896,7 @@ fn worker(args: RunArgs) -> CmdResult {
         opts.fallback = builtin
             .clone()
             .map(|c| SharedContent(c as Arc<dyn CompiledContent>));
+        opts.unhooked = agent.unhooked_kinds().to_vec();
         if let Ok(report) = std::env::var(ROLLBACK_ENV) {
             opts.startup_reports.push(report);
         }
@@ -924,6 +925,18 @@ fn worker(args: RunArgs) -> CmdResult {
                     content_dir.display()
                 ));
             }
+        }
+    }
+    // Rules of the content active at start that the sensor's profile gives no hook to: their
+    // count goes in the summary and one health finding (level low) names the remedy.
+    let unhooked = agent.unhooked_kinds().to_vec();
+    if !unhooked.is_empty() {
+        let active = manager
+            .as_ref()
+            .and_then(|m| m.active_reader()().map(|(_, c)| c))
+            .or_else(|| builtin.clone().map(|c| c as Arc<dyn CompiledContent>));
+        if let Some(content) = active {
+            agent = agent.with_unhooked_rules(content.unhooked_rules(&unhooked));
         }
     }
     agent = start_exec_guard(agent, &config, manager.as_ref());

@@ -115,6 +115,12 @@ pub struct BuildArgs {
     /// they run (refused otherwise), for this reason; part of the signed metadata.
     #[arg(long, value_name = "REASON")]
     pub allow_rule_drop: Option<String>,
+    /// Agent configuration whose `[sensor] profile` and `[sources]` the hook check assumes
+    /// (default: the agent's defaults).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub hooks: crate::cmd::rules::HookArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -266,6 +272,32 @@ fn build(a: &BuildArgs) -> CmdResult {
     }
     for note in &built.report.notes {
         print_line(&format!("note: {note}")).context("writing to stdout")?;
+    }
+    // Rules the eBPF sensor's profile gives no hook to: built all the same (a profile change
+    // makes them live), each reported.
+    let agent_config = match &a.config {
+        Some(p) => {
+            ringfence_agent::Config::load(p).map_err(|e| Failure::refused(anyhow!("{e}")))?
+        }
+        None => ringfence_agent::Config::default(),
+    };
+    let (unhooked, under) = a.hooks.unhooked(&agent_config);
+    let rules: Vec<(&str, &str)> = built
+        .bundle
+        .rules()
+        .filter_map(|(p, b)| Some((p, std::str::from_utf8(b).ok()?)))
+        .collect();
+    let dead = ringfence_agent::content::sigma::unhooked_in(&rules, &unhooked, &under);
+    for line in &dead {
+        print_line(&format!("note: {line}")).context("writing to stdout")?;
+    }
+    if !dead.is_empty() {
+        print_line(&format!(
+            "note: {} rule{} can never fire under {under}",
+            dead.len(),
+            if dead.len() == 1 { "" } else { "s" }
+        ))
+        .context("writing to stdout")?;
     }
     print_line(&format!(
         "built content version {} ({} rules, {} YARA rules, {} tests, validator: {}): {} bytes to {}",

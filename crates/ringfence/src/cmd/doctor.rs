@@ -5,6 +5,10 @@
 //! Without privileges the probes would only say EPERM: an unprivileged user is told to run it
 //! as root (exit 4) instead; a process missing some capabilities gets the table under a line
 //! naming them.
+//!
+//! In eBPF mode it also counts the rules of the content the agent runs (the store's active
+//! bundle, else the built-in pack) that can never fire because `[sensor] profile` gives their
+//! event kinds no hook on this kernel, and names the remedy.
 
 use anyhow::Context;
 use ringfence_agent::{ModeChoice, choose_mode};
@@ -88,6 +92,79 @@ fn active_content(args: &Args) -> Result<Option<String>, Failure> {
         (Some(v), None) => format!("bundle v{v}"),
         (None, _) => "the built-in pack (no bundle active)".into(),
     }))
+}
+
+/// The agent's configuration as `args` give it (the defaults without `--config`).
+fn agent_config(args: &Args) -> Result<ringfence_agent::Config, Failure> {
+    let mut config = match &args.config {
+        Some(path) => ringfence_agent::Config::load(path).map_err(Failure::refused)?,
+        None => ringfence_agent::Config::default(),
+    };
+    if let Some(d) = &args.content_dir {
+        config.content.dir = Some(d.clone());
+    }
+    Ok(config)
+}
+
+/// The rule files of the content an agent with `config` runs: the store's active bundle, or
+/// the built-in pack; `None` when the active bundle cannot be read back.
+fn running_rules(config: &ringfence_agent::Config) -> Option<Vec<(String, String)>> {
+    let active = config.content.state_dir().and_then(|dir| {
+        let store = ringfence_content::ContentStore::open(&dir).ok()?;
+        Some((store.state().ok()?.active?, store))
+    });
+    let Some((version, store)) = active else {
+        return Some(
+            ringfence_agent::content::sigma::builtin_files()
+                .iter()
+                .filter(|(p, _)| p.starts_with("rules/"))
+                .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
+                .collect(),
+        );
+    };
+    let limits = ringfence_content::Limits::default();
+    let bytes = store.read_bundle(version, limits.max_total_bytes).ok()?;
+    let signed = ringfence_content::SignedBundle::decode(&bytes, &limits).ok()?;
+    let bundle = ringfence_content::Bundle::decode(&signed.payload, &limits).ok()?;
+    Some(
+        bundle
+            .rules()
+            .filter_map(|(p, b)| Some((p.to_owned(), std::str::from_utf8(b).ok()?.to_owned())))
+            .collect(),
+    )
+}
+
+/// The doctor's line on rules without a hook, for eBPF mode on this kernel (`rows` say whether
+/// it allows trampolines).
+fn unhooked_line(config: &ringfence_agent::Config, rows: &[Probe]) -> String {
+    use ringfence_sensor::ebpf::Trampolines;
+    let trampolines = if rows.iter().any(|r| r.name == "fentry" && r.available) {
+        Trampolines::Allowed
+    } else {
+        Trampolines::Refused
+    };
+    let profile = config.sensor.profile;
+    let unhooked = ringfence_agent::mode::unhooked_here(config, profile, trampolines);
+    let under = format!("[sensor] profile = \"{}\"", profile.as_str());
+    let Some(rules) = running_rules(config) else {
+        return "content rules without a hook: unknown (the active bundle could not be read \
+                back)"
+            .into();
+    };
+    let texts: Vec<(&str, &str)> = rules
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let dead = ringfence_agent::content::sigma::unhooked_in(&texts, &unhooked, &under);
+    if dead.is_empty() {
+        return format!("content rules without a hook: none under {under}");
+    }
+    format!(
+        "content rules without a hook: {} can never fire under {under} here ({}; `ringfence \
+         rules check` lists them)",
+        dead.len(),
+        ringfence_detect::hooked::remedies(&unhooked)
+    )
 }
 
 /// The table, the mode `auto` picks and why, and a warning when no process source works.
@@ -199,6 +276,10 @@ pub fn run(args: Args) -> CmdResult {
     let mut rows = ebpf.rows;
     rows.extend(probe::driverless());
     super::print_line(&render(&rows, &ebpf.supported)).context("writing the table")?;
+    if ebpf.supported.is_ok() {
+        let config = agent_config(&args)?;
+        super::print_line(&unhooked_line(&config, &rows)).context("writing the table")?;
+    }
     Ok(())
 }
 
@@ -260,5 +341,34 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("warning: the process connector"), "{text}");
+    }
+
+    #[test]
+    fn the_builtin_packs_rules_without_a_hook_follow_the_profile_and_the_kernel() {
+        let mut config = ringfence_agent::Config::default();
+        let no_trampolines = [row("fentry", false)];
+        let line = unhooked_line(&config, &no_trampolines);
+        assert!(
+            line.starts_with("content rules without a hook: ")
+                && line.contains(" can never fire under [sensor] profile = \"default\" here")
+                && line.contains("[sensor] profile = \"deep\" would hook ")
+                && line.contains("bpf-load"),
+            "{line}"
+        );
+        // With trampolines, or in `deep`, bpf() has a hook; what is left (module loads on a
+        // kernel built without modules, as here) has no profile to enable it.
+        let with_trampolines = unhooked_line(&config, &[row("fentry", true)]);
+        config.sensor.profile = ringfence_sensor::ebpf::Profile::Deep;
+        let deep = unhooked_line(&config, &no_trampolines);
+        for line in [with_trampolines, deep] {
+            assert!(
+                line.starts_with("content rules without a hook: none under")
+                    || (!line.contains("bpf-load")
+                        && line.contains(
+                            "another kernel (this one has none of its hooks) would hook"
+                        )),
+                "{line}"
+            );
+        }
     }
 }

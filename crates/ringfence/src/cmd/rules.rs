@@ -4,15 +4,19 @@
 //! directory holds content tests, not rules: they are run against the compiled rules and each
 //! failure is listed. A file rule whose path patterns all lie outside the agent's watched file
 //! trees (the defaults, or `--config`'s) is warned about, with what the agent does about it;
-//! the rule still counts as compiled. Exit 1 when no rule was found, when none compiled, and with `--strict`
+//! the rule still counts as compiled. So is a rule whose every event kind the eBPF sensor has
+//! no hook for under `--profile` (the `--config`'s `[sensor] profile`, else `default`) on a
+//! kernel without BPF trampolines (unless `--trampolines`). Exit 1 when no rule was found, when none compiled, and with `--strict`
 //! when any rule was refused or any test failed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use ringfence_detect::{Options, Refusal, RuleFile, compile, coverage, testing};
+use ringfence_detect::hooked::Unhooked;
+use ringfence_detect::{Options, Refusal, RuleFile, compile, coverage, hooked, testing};
 use ringfence_event::Mode;
+use ringfence_sensor::ebpf::{Profile, Trampolines};
 use serde_json::json;
 
 use crate::cmd::print_line;
@@ -48,6 +52,48 @@ pub struct CheckArgs {
     /// (default: the agent's defaults).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub hooks: HookArgs,
+}
+
+/// The sensor hooks content is checked against: rules whose every event kind gets no hook are
+/// reported (they stay in: a profile change makes them live).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HookArgs {
+    /// The eBPF sensor's profile to assume: default or deep (default: the `--config`'s
+    /// `[sensor] profile`, else default).
+    #[arg(long, value_parser = parse_profile)]
+    pub profile: Option<Profile>,
+    /// Assume a kernel that allows BPF trampolines (fentry); by default, one that does not.
+    #[arg(long)]
+    pub trampolines: bool,
+}
+
+impl HookArgs {
+    /// The kinds without a hook, and the words naming what lacks them.
+    pub fn unhooked(&self, config: &ringfence_agent::Config) -> (Vec<Unhooked>, String) {
+        let profile = self.profile.unwrap_or(config.sensor.profile);
+        let (trampolines, kernel) = if self.trampolines {
+            (Trampolines::Allowed, "with")
+        } else {
+            (Trampolines::Refused, "without")
+        };
+        (
+            ringfence_agent::mode::planned_unhooked(config, profile, trampolines),
+            format!(
+                "the eBPF sensor's \"{}\" profile on a kernel {kernel} BPF trampolines",
+                profile.as_str()
+            ),
+        )
+    }
+}
+
+fn parse_profile(s: &str) -> Result<Profile, String> {
+    match s {
+        "default" => Ok(Profile::Default),
+        "deep" => Ok(Profile::Deep),
+        other => Err(format!("{other}: expected default or deep")),
+    }
 }
 
 /// The YAML files under some paths, `(path, text)`, sorted: Sigma rules, and the content
@@ -173,7 +219,12 @@ pub fn run(args: Args) -> CmdResult {
         let out = compile(&rule_files, &Options::new(*mode));
         documents = documents.max(out.documents);
         let widened = agent_config.fanotify.content_paths;
-        for w in coverage::check(&out.engine, &rule_files, &trees, widened) {
+        let mut found = coverage::check(&out.engine, &rule_files, &trees, widened);
+        if *mode == Mode::Ebpf {
+            let (unhooked, under) = args.hooks.unhooked(&agent_config);
+            found.extend(hooked::check(&out.engine, &unhooked, &under));
+        }
+        for w in found {
             let text = w.to_string();
             if !warnings.contains(&text) {
                 warnings.push(text);
@@ -302,7 +353,11 @@ pub fn run(args: Args) -> CmdResult {
         let warnings_text = if warnings.is_empty() {
             String::new()
         } else {
-            format!("; {} path warnings", warnings.len())
+            format!(
+                "; {} warning{}",
+                warnings.len(),
+                if warnings.len() == 1 { "" } else { "s" }
+            )
         };
         print_line(&format!(
             "{compiled} compiled, {refused} refused ({} documents; compiled per mode: {}{tests_text}{warnings_text})",

@@ -50,6 +50,9 @@ pub struct ManagerOptions {
     pub startup_reports: Vec<String>,
     /// Content to run while no bundle is active (the built-in pack).
     pub fallback: Option<SharedContent>,
+    /// Event kinds the sensor has no hook for: a bundle activated with rules only on them
+    /// says how many can never fire (see [`CompiledContent::unhooked_rules`]).
+    pub unhooked: Vec<ringfence_detect::hooked::Unhooked>,
 }
 
 impl ManagerOptions {
@@ -63,6 +66,7 @@ impl ManagerOptions {
             limits: Limits::default(),
             startup_reports: Vec::new(),
             fallback: None,
+            unhooked: Vec::new(),
         })
     }
 }
@@ -535,6 +539,42 @@ mod tests {
 
     fn event() -> Event {
         Event::new(EventKind::ProcessExec, SourceKind::Replay, Timestamp::now())
+    }
+
+    #[test]
+    fn an_activated_bundle_with_rules_the_sensor_cannot_hook_says_so_once() {
+        let f = Fixture::new();
+        let bpf = "title: bpf\nid: rule-bpf\nlogsource:\n  product: linux\n  category: bpf_load\n\
+                   detection:\n  sel:\n    event.action: bpf-load\n  condition: sel\nlevel: low\n";
+        std::fs::write(f.tmp.path().join("rules/rules/bpf.yml"), bpf).unwrap();
+        let section = ContentSection {
+            dir: Some(f.tmp.path().join("drop")),
+            root: Some(f.tmp.path().join("keys")),
+            poll_ms: 10,
+            shadow_secs: 0,
+            confirm_secs: 0,
+            ..ContentSection::default()
+        };
+        let mut opts = ManagerOptions::from_section(&section, default_engine()).unwrap();
+        opts.unhooked = vec![ringfence_detect::hooked::Unhooked {
+            kind: EventKind::BpfLoad,
+            remedy: "[sensor] profile = \"deep\"".into(),
+        }];
+        let stop = StopSignal::new();
+        let (m, mut d) = ContentManager::start(opts, stop.clone()).unwrap();
+        f.drop_file("v1.bundle", &f.bundle(1));
+        let health = pump(&mut d, |d| d.active_version() == Some(1));
+        let about: Vec<&String> = health.iter().filter(|h| h.contains("never fire")).collect();
+        assert_eq!(
+            about,
+            [
+                "content version 1: 1 rule can never fire, the eBPF sensor has no hook for \
+                 their event kinds ([sensor] profile = \"deep\" would hook bpf-load): rule-bpf"
+            ],
+            "{health:?}"
+        );
+        stop.stop();
+        m.join();
     }
 
     /// Feeds events until `done` or a timeout; returns the health messages emitted.

@@ -424,6 +424,24 @@ impl Watcher {
             return self.refuse(version, "every rule was over budget in probation");
         }
 
+        // Rules the sensor's hooks never feed: said once, with the swap (they stay in: a
+        // profile change makes them live).
+        let dead = loaded.content.unhooked_rules(&self.opts.unhooked);
+        if !dead.is_empty() {
+            let ids: Vec<&str> = dead
+                .iter()
+                .filter_map(|l| l.split(": rule ").nth(1)?.split(':').next())
+                .collect();
+            self.report(format!(
+                "content version {version}: {} rule{} can never fire, the eBPF sensor has no \
+                 hook for their event kinds ({}): {}",
+                dead.len(),
+                if dead.len() == 1 { "" } else { "s" },
+                ringfence_detect::hooked::remedies(&self.opts.unhooked),
+                ids.join(", ")
+            ));
+        }
+
         // Swap: the pipeline picks the new Arc up before its next event.
         let loaded = Arc::new(loaded);
         timings.total = c.seen_at.elapsed();
