@@ -167,7 +167,15 @@ pub(super) async fn gather(
             }
         }
     }
+    let kind = r.kind();
+    let label = match kind {
+        Kind::Content => None,
+        Kind::Agent => release_label(state, r.to_version).await?,
+    };
+    let version_words = kind.describe(r.to_version, label.as_deref());
     Ok(GateInput {
+        fallback_words: kind.fallback_words(&version_words),
+        version_words,
         members: data.into_values().collect(),
         ring_started_at: started,
         first_offered_at: ring.first_offered_at,
