@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 both!(
     an_agent_rollout_names_its_releases_pins_and_fallbacks,
     lying_agents_cannot_halt_an_agent_rollout_beyond_their_own_weight,
+    a_fallback_from_an_earlier_release_does_not_count_against_the_next,
 );
 
 const PLAN: &str = r#"
@@ -326,4 +327,53 @@ async fn lying_agents_cannot_halt_an_agent_rollout_beyond_their_own_weight(b: Ba
         .collect();
     assert_eq!(halts.len(), 1, "{halts:?}");
     assert_eq!(halts[0]["action"], "halt");
+}
+
+/// Found by the release rollout test on PostgreSQL: agents that fell back from a bad release
+/// report it at the check-in after the fallback, and when the next rollout's ring has started
+/// meanwhile, that report came in after the ring's start and was counted against the new
+/// release (rolled back for its predecessor's fault). A release's fallback is reported at the
+/// earliest one check-in after the one that could have received the offer: a member's first
+/// check-in since its ring started is about what it ran before.
+async fn a_fallback_from_an_earlier_release_does_not_count_against_the_next(b: Backend) {
+    let mut f = fleet(b, 60).await;
+    f.start().await;
+    // The first check-in since the ring started: the canary gets 0.3.0, and four agents (some
+    // of them in the canary) still report their fall-back from an earlier release.
+    f.round(|i| {
+        if i < 40 && i % 10 < 4 {
+            json!({"release_fallbacks": 1, "crashes": 2})
+        } else {
+            json!({})
+        }
+    })
+    .await;
+    let canary = f.on("0.3.0");
+    assert_eq!(canary.len(), 6);
+    let out = rollout::tick(&f.c.state).await.unwrap();
+    let v = f.rollout().await;
+    assert!(
+        matches!(out, TickOutcome::Idle | TickOutcome::Waiting { .. }),
+        "{out:?}: {}",
+        v["rings"][0]["gate"]
+    );
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(v["rings"][0]["gate"]["lkg_agents"], 0, "{v}");
+    // A fallback from 0.3.0 itself, at a later check-in, still counts.
+    let falling: Vec<usize> = canary.iter().copied().take(3).collect();
+    f.round(|i| {
+        if falling.contains(&i) {
+            json!({"release_fallbacks": 1})
+        } else {
+            json!({})
+        }
+    })
+    .await;
+    assert_eq!(
+        rollout::tick(&f.c.state).await.unwrap(),
+        TickOutcome::RolledBack {
+            rollout: 1,
+            version: 3
+        }
+    );
 }
