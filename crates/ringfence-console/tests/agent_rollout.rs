@@ -19,6 +19,7 @@ both!(
     an_agent_rollout_names_its_releases_pins_and_fallbacks,
     lying_agents_cannot_halt_an_agent_rollout_beyond_their_own_weight,
     a_fallback_from_an_earlier_release_does_not_count_against_the_next,
+    a_completed_agent_rollout_is_audited_in_release_words,
 );
 
 const PLAN: &str = r#"
@@ -376,4 +377,28 @@ async fn a_fallback_from_an_earlier_release_does_not_count_against_the_next(b: B
             version: 3
         }
     );
+}
+
+async fn a_completed_agent_rollout_is_audited_in_release_words(b: Backend) {
+    let mut f = fleet(b, 60).await;
+    f.start().await;
+    let mut completed = false;
+    for _ in 0..40 {
+        f.round(|_| json!({})).await;
+        if let TickOutcome::Completed { .. } = rollout::tick(&f.c.state).await.unwrap() {
+            completed = true;
+            break;
+        }
+    }
+    let v = f.rollout().await;
+    assert!(completed, "{v}");
+    let log = f.audit().await;
+    let complete = log.iter().find(|e| e["action"] == "complete").unwrap();
+    assert_eq!(
+        complete["decision"],
+        "last ring passed: agent release 0.3.0 (#2) is the fleet baseline; 6 pinned agent(s) held on agent release 0.2.0 (#1)",
+        "{complete}"
+    );
+    // The pinned group never took 0.3.0.
+    assert_eq!(f.on("0.3.0").len(), 54, "{:?}", f.running);
 }

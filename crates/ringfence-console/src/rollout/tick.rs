@@ -390,6 +390,21 @@ pub(super) async fn promote_passed(
     let last = usize::try_from(next).map_or(true, |n| n >= plan.rings.len());
     let evidence = serde_json::to_value(report).map_err(AppError::internal)?;
     let kind = r.kind();
+    // The audit's words for an agent rollout's releases (`agent release 0.3.0 (#2)`).
+    let (to_words, from_words) = if kind == Kind::Agent && last {
+        (
+            kind.describe(
+                r.to_version,
+                release_label(state, r.to_version).await?.as_deref(),
+            ),
+            kind.describe(
+                r.from_version,
+                release_label(state, r.from_version).await?.as_deref(),
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let won = on_db!(&state.db, |pool| {
         let mut tx = pool.begin().await?;
         let (new_state, active): (&str, Option<i64>) = if last {
@@ -480,8 +495,7 @@ pub(super) async fn promote_passed(
                     Some(r.id),
                     "complete",
                     format!(
-                        "last ring passed: agent release #{} is the fleet baseline; {held} pinned agent(s) held on #{}",
-                        r.to_version, r.from_version
+                        "last ring passed: {to_words} is the fleet baseline; {held} pinned agent(s) held on {from_words}"
                     ),
                     &ev
                 )
