@@ -591,8 +591,11 @@ async fn fleet_page(State(state): State<AppState>, headers: HeaderMap) -> Respon
 /// A rollout's heading as the pages show it.
 struct RolloutHead {
     id: i64,
-    from_version: i64,
-    to_version: i64,
+    /// `content` or `agent`.
+    kind: String,
+    /// The versions in words (`content v2`, `agent release 0.3.0 (#2)`).
+    from: String,
+    to: String,
     state: String,
     state_words: String,
     created_at: String,
@@ -604,8 +607,9 @@ impl RolloutHead {
     fn of(v: &RolloutView) -> RolloutHead {
         RolloutHead {
             id: v.id,
-            from_version: v.from_version,
-            to_version: v.to_version,
+            kind: v.kind.clone(),
+            from: v.describe(v.from_version),
+            to: v.describe(v.to_version),
             state: v.state.clone(),
             state_words: v.state.replace('_', " "),
             created_at: utc(v.created_at),
@@ -655,6 +659,18 @@ struct GateView {
     metrics: Vec<[String; 7]>,
 }
 
+/// Where a ring's members are, by version.
+struct RingVersions {
+    idx: i64,
+    name: String,
+    members: i64,
+    on_new: i64,
+    /// Members on neither the new nor the rollback version (not taken yet, or back on the old).
+    on_old: i64,
+    on_rollback: i64,
+    fell_back: i64,
+}
+
 struct AuditView {
     at: String,
     actor: String,
@@ -670,7 +686,15 @@ struct RolloutPage {
     r: RolloutHead,
     reason: String,
     emergency: bool,
-    rollback: Option<i64>,
+    /// A rollback: what it offers and what that carries, in words.
+    rollback: Option<(String, String)>,
+    /// Agent rollouts: the plan's pinned tag groups and the agents in them.
+    is_agent: bool,
+    pins: String,
+    pinned_agents: i64,
+    /// What a fallback of this kind is, for the versions table's heading.
+    fell_back_to: &'static str,
+    versions: Vec<RingVersions>,
     can_halt: bool,
     can_resume: bool,
     can_rollback: bool,
@@ -696,6 +720,24 @@ async fn rollout_page(
         Err(e) => return e.into_response(),
     };
     let active = matches!(v.state.as_str(), "running" | "paused" | "halted");
+    let is_agent = v.kind == rollout::Kind::Agent.as_str();
+    let versions = v
+        .rings
+        .iter()
+        .map(|ring| RingVersions {
+            idx: ring.idx,
+            name: ring.name.clone(),
+            members: ring.members,
+            on_new: ring.on_new,
+            on_old: ring
+                .members
+                .saturating_sub(ring.on_new)
+                .saturating_sub(ring.on_rollback)
+                .max(0),
+            on_rollback: ring.on_rollback,
+            fell_back: ring.fell_back,
+        })
+        .collect();
     let gates = v
         .rings
         .iter()
@@ -711,7 +753,7 @@ async fn rollout_page(
                 reason: g.reason.clone(),
                 evidence: format!(
                     "{} ring agents with data, {} control agents with data (min {}); \
-                     missing {} of {} expected ({:.0}% vs {:.0}% of controls); last-known-good fallbacks on {} agents; baked {} of {}",
+                     missing {} of {} expected ({:.0}% vs {:.0}% of controls); {} on {} agents; baked {} of {}",
                     g.ring_samples,
                     g.control_samples,
                     g.min_samples,
@@ -719,6 +761,11 @@ async fn rollout_page(
                     g.missing.expected,
                     g.missing.share * 100.0,
                     g.missing.control_share * 100.0,
+                    if is_agent {
+                        "fallbacks to the previous release or last-known-good content"
+                    } else {
+                        "last-known-good fallbacks"
+                    },
                     g.lkg_agents,
                     format_duration(g.baked_ms),
                     format_duration(g.bake_ms),
@@ -756,7 +803,18 @@ async fn rollout_page(
         r: RolloutHead::of(&v),
         reason: v.reason.clone(),
         emergency: v.emergency,
-        rollback: v.rollback_version,
+        rollback: v
+            .rollback_version
+            .map(|rb| (v.describe(rb), v.describe(v.from_version))),
+        is_agent,
+        pins: v.pins.join(", "),
+        pinned_agents: v.pinned_agents,
+        fell_back_to: if is_agent {
+            "fell back to their previous release"
+        } else {
+            "fell back to last-known-good content"
+        },
+        versions,
         can_halt: active && v.state != "halted",
         can_resume: active && v.state != "running",
         can_rollback: active,

@@ -121,6 +121,30 @@ pub struct GateInput {
     /// When an operator last resumed the rollout (acknowledging a halt's evidence), or the
     /// ring's start.
     pub acknowledged_at: Millis,
+    /// The offered version in the reasons' words (`agent release 0.3.0 (#4)`); `v{to_version}`
+    /// when empty.
+    pub version_words: String,
+    /// What the ring's fallbacks are, completing "N ring agents fell back …"; last-known-good
+    /// content when empty.
+    pub fallback_words: String,
+}
+
+impl GateInput {
+    fn version(&self) -> String {
+        if self.version_words.is_empty() {
+            format!("v{}", self.to_version)
+        } else {
+            self.version_words.clone()
+        }
+    }
+
+    fn fallback(&self) -> &str {
+        if self.fallback_words.is_empty() {
+            "to last-known-good content"
+        } else {
+            &self.fallback_words
+        }
+    }
 }
 
 /// Evidence for one metric.
@@ -424,7 +448,8 @@ pub fn judge(input: &GateInput, gates: &Gates, now: Millis) -> GateReport {
             report,
             Verdict::Fail,
             format!(
-                "{n} ring agents fell back to last-known-good content ({needed} needed for a hard stop)"
+                "{n} ring agents fell back {} ({needed} needed for a hard stop)",
+                input.fallback()
             ),
         );
     }
@@ -436,8 +461,9 @@ pub fn judge(input: &GateInput, gates: &Gates, now: Millis) -> GateReport {
     if !recent_fallen.is_empty() {
         halts.push((
             format!(
-                "{} ring agent(s) fell back to last-known-good content",
-                recent_fallen.len()
+                "{} ring agent(s) fell back {}",
+                recent_fallen.len(),
+                input.fallback()
             ),
             recent_fallen,
         ));
@@ -475,9 +501,9 @@ pub fn judge(input: &GateInput, gates: &Gates, now: Millis) -> GateReport {
     };
     if missing > 0 && share - control_share > gates.max_missing_share {
         let what = format!(
-            "missing data: {missing} of {} ring agents offered v{} have not reported on it or stopped checking in within {} ({:.0}% vs {:.0}% of controls silent)",
+            "missing data: {missing} of {} ring agents offered {} have not reported running it or stopped checking in within {} ({:.0}% vs {:.0}% of controls silent)",
             expected.len(),
-            input.to_version,
+            input.version(),
             format_duration(hb),
             share * 100.0,
             control_share * 100.0
@@ -500,8 +526,8 @@ pub fn judge(input: &GateInput, gates: &Gates, now: Millis) -> GateReport {
         && now - offered >= input.bake_ms + hb
     {
         let what = format!(
-            "missing data: no ring agent has reported v{} {} after it was first offered (silent canary)",
-            input.to_version,
+            "missing data: no ring agent has reported running {} {} after it was first offered (silent canary)",
+            input.version(),
             format_duration(now - offered)
         );
         if ring.len() >= needed {
@@ -734,7 +760,55 @@ mod tests {
             checkin_interval_ms: 5 * MIN,
             to_version: 2,
             acknowledged_at: 0,
+            ..GateInput::default()
         }
+    }
+
+    #[test]
+    fn reasons_name_the_offered_version_and_its_fallback() {
+        let g = Gates::default();
+        let mut i = input(20, 40, 2.0, 12 * MIN);
+        for k in [3, 4, 5] {
+            i.members[k].lkg = 1;
+        }
+        let content = judge(&i, &g, 12 * MIN);
+        assert!(
+            content
+                .reason
+                .contains("fell back to last-known-good content"),
+            "{}",
+            content.reason
+        );
+        i.version_words = "agent release 0.4.0 (#3)".into();
+        i.fallback_words = "from agent release 0.4.0 (#3) to the previous release".into();
+        let agent = judge(&i, &g, 12 * MIN);
+        assert_eq!(agent.verdict, Verdict::Fail);
+        assert!(
+            agent.reason.contains(
+                "3 ring agents fell back from agent release 0.4.0 (#3) to the previous release"
+            ),
+            "{}",
+            agent.reason
+        );
+        assert!(
+            !agent.reason.contains("last-known-good"),
+            "{}",
+            agent.reason
+        );
+        // Silent: nobody reports running it.
+        let mut silent = input(20, 40, 2.0, 60 * MIN);
+        for m in silent.members.iter_mut().filter(|m| m.in_ring) {
+            m.new = None;
+        }
+        silent.version_words = "agent release 0.4.0 (#3)".into();
+        let r = judge(&silent, &g, 60 * MIN);
+        assert!(
+            r.reason.contains(
+                "ring agents offered agent release 0.4.0 (#3) have not reported running it"
+            ),
+            "{}",
+            r.reason
+        );
     }
 
     #[test]

@@ -78,9 +78,9 @@ pub fn rollout_svg(r: &RolloutView) -> String {
              <text x=\"22\" y=\"{ty:.0}\" font-size=\"13\" font-weight=\"600\">{i}. {name}</text>\
              <text x=\"22\" y=\"{sy:.0}\" font-size=\"11\" fill=\"#667085\">{sel} · bake {bake}{window}</text>\
              <rect x=\"{label_w}\" y=\"{by:.0}\" width=\"{bar_w}\" height=\"20\" rx=\"4\" fill=\"#eef0f3\"/>\
-             <rect x=\"{label_w}\" y=\"{by:.0}\" width=\"{new_w:.2}\" height=\"20\" rx=\"4\" fill=\"{c}\"><title>{on_new} of {m} on v{to}</title></rect>\
+             <rect x=\"{label_w}\" y=\"{by:.0}\" width=\"{new_w:.2}\" height=\"20\" rx=\"4\" fill=\"{c}\"><title>{on_new} of {m} on {to_long}</title></rect>\
              <rect x=\"{rx:.2}\" y=\"{by:.0}\" width=\"{rb_w:.2}\" height=\"20\" fill=\"#7a5af8\"><title>{on_rb} rolled back</title></rect>\
-             <text x=\"{lx:.0}\" y=\"{ty:.0}\" font-size=\"12\">{on_new}/{m} on v{to}{rbtxt}</text>\
+             <text x=\"{lx:.0}\" y=\"{ty:.0}\" font-size=\"12\">{on_new}/{m} on {to}{rbtxt}</text>\
              <text x=\"{lx:.0}\" y=\"{sy:.0}\" font-size=\"11\" fill=\"#667085\">{st} · {ctl} controls</text></g>",
             cy = y + 10.0,
             c = color(&ring.state),
@@ -95,7 +95,12 @@ pub fn rollout_svg(r: &RolloutView) -> String {
             on_new = ring.on_new,
             on_rb = ring.on_rollback,
             m = ring.members,
-            to = r.to_version,
+            // Short beside the bar (`v2`, `0.3.0`), in full in the tooltip.
+            to = esc(&r
+                .to_label
+                .clone()
+                .unwrap_or_else(|| format!("v{}", r.to_version))),
+            to_long = esc(&r.describe(r.to_version)),
             rbtxt = if ring.on_rollback > 0 {
                 format!(", {} rolled back", ring.on_rollback)
             } else {

@@ -366,6 +366,9 @@ async fn an_operator_signs_in_sees_a_rollout_and_halts_it_in_a_real_browser() {
         let page = b.text();
         assert!(page.contains("canary") && page.contains("weekly content"), "{page}");
         assert!(page.contains("Gates"), "{page}");
+        // What it delivers, and where the canary's agents are.
+        assert!(page.contains("content v1 → content v2"), "{page}");
+        assert!(page.contains("Versions per ring"), "{page}");
         assert_eq!(b.eval("document.querySelector('.actions .halt').disabled"), json!(false));
         shoot(&mut b, &shot2);
 

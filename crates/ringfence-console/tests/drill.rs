@@ -85,7 +85,11 @@ async fn crashing_agent_release_is_contained_and_rolled_back() {
     let r = drill(1000, Fault::AgentCrash).await;
     assert_eq!(r.kind, "agent");
     assert_contained(&r);
-    assert!(r.reason.contains("last-known-good"), "{}", r.reason);
+    assert!(
+        r.reason.contains("to their previous release"),
+        "{}",
+        r.reason
+    );
     assert_eq!(r.recovered_on_own, r.activated);
 }
 

@@ -13,6 +13,10 @@
 //!    re-offered and the canary runs it again.
 //! 3. A content rollout goes through every ring while an agent rollout is halted, and the
 //!    halted agent rollout's canary keeps its release, the rest theirs.
+//!
+//! Once on SQLite and once on PostgreSQL (a fresh database on the server named by
+//! `RINGFENCE_TEST_POSTGRES`: `eval "$(scripts/postgres.sh)"` in the same shell as the test, or
+//! `RINGFENCE_SKIP_POSTGRES=1` to skip that run).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -90,7 +94,48 @@ impl Drop for Console {
     }
 }
 
-fn start_console(dir: &Path) -> Console {
+/// The PostgreSQL server URL, `None` only when `RINGFENCE_SKIP_POSTGRES=1`.
+fn postgres_url() -> Option<String> {
+    match std::env::var("RINGFENCE_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("RINGFENCE_SKIP_POSTGRES").as_deref() == Ok("1") => {
+            eprintln!("RINGFENCE_SKIP_POSTGRES=1: skipping the PostgreSQL run");
+            None
+        }
+        _ => panic!(
+            "RINGFENCE_TEST_POSTGRES is not set. Start a server with `eval \"$(scripts/postgres.sh)\"` \
+             in the same shell, or set RINGFENCE_SKIP_POSTGRES=1 to skip the PostgreSQL run."
+        ),
+    }
+}
+
+/// A fresh, empty database on the PostgreSQL server at `url`; its URL.
+fn fresh_postgres(url: &str) -> String {
+    use sqlx::Connection;
+    let name = format!(
+        "rf_release_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        });
+    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+fn start_console(dir: &Path, db: &str) -> Console {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -98,8 +143,7 @@ fn start_console(dir: &Path) -> Console {
         .port();
     let mut cmd = Command::new(BIN);
     cmd.args(["console", "serve", "--init-operator", "root"])
-        .arg("--db")
-        .arg(format!("sqlite:{}", dir.join("console.db").display()))
+        .args(["--db", db])
         .arg("--data")
         .arg(dir.join("data"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -269,10 +313,37 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// One fleet at a time: two consoles with 80 simulated agents each on a busy machine make
+/// agents late enough for a gate to judge them missing.
+static ONE_FLEET_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 #[test]
-fn agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone() {
+fn agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone_on_sqlite() {
+    let _one = ONE_FLEET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
-    let p = |s: &str| dir.path().join(s).to_str().unwrap().to_owned();
+    let db = format!("sqlite:{}", dir.path().join("console.db").display());
+    agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone(dir.path(), &db);
+}
+
+#[test]
+fn agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone_on_postgres() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let _one = ONE_FLEET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone(
+        dir.path(),
+        &fresh_postgres(&url),
+    );
+}
+
+fn agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone(dir: &Path, db: &str) {
+    let p = |s: &str| dir.join(s).to_str().unwrap().to_owned();
     ringfence(&["content", "keys", "init", "--dir", &p("keys")]);
     let release = |version: &str| {
         std::fs::write(
@@ -304,12 +375,12 @@ fn agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone() {
     std::fs::write(p("plan.toml"), PLAN).unwrap();
     let plan = p("plan.toml");
     let root = Arc::new(
-        ringfence_content::KeySet::load(&dir.path().join("keys"))
+        ringfence_content::KeySet::load(&dir.join("keys"))
             .unwrap()
             .trusted_root()
             .clone(),
     );
-    let console = start_console(dir.path());
+    let console = start_console(dir, db);
     console.cli(&[
         "rollout",
         "publish-release",
@@ -317,6 +388,18 @@ fn agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone() {
         &r020,
         "--baseline",
     ]);
+    // The console keeps its files in the test's directory (with PostgreSQL: in --data), never
+    // in the working directory.
+    let content_dir = if db.starts_with("sqlite:") {
+        dir.join("content")
+    } else {
+        dir.join("data").join("content")
+    };
+    assert!(
+        content_dir.join("releases").join("1.release").is_file(),
+        "no release file in {}",
+        content_dir.display()
+    );
     std::fs::write(p("content-1"), "content v1").unwrap();
     std::fs::write(p("content-2"), "content v2").unwrap();
     console.cli(&[
@@ -394,8 +477,10 @@ fn agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone() {
     assert_eq!(v["state"], "rolled_back", "{v:#}");
     assert_eq!(v["current_ring"], 0, "{v:#}");
     assert_eq!(v["rollback_label"], "0.3.0", "{v:#}");
+    // The reason names the release and what the agents' supervisors did.
+    let reason = v["reason"].as_str().unwrap();
     assert!(
-        v["reason"].as_str().unwrap().contains("last-known-good"),
+        reason.contains("fell back from agent release 0.4.0-crash (#3) to their previous release"),
         "{v:#}"
     );
     let fell_back = count(&fleet, |r| r.fell_back);
@@ -405,6 +490,7 @@ fn agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone() {
         human.contains("rolled back with agent release 0.3.0"),
         "{human}"
     );
+    assert!(human.contains("fell back by themselves"), "{human}");
     assert_eq!(count(&fleet, |r| r.release == "0.3.0"), AGENTS);
 
     // 3. An agent rollout halted by an operator; a content rollout goes through meanwhile.
@@ -442,7 +528,7 @@ fn agent_releases_roll_out_in_rings_roll_back_and_leave_content_alone() {
         assert!(attempt < 5 && err.contains("changed meanwhile"), "{err}");
     }
     let halted = console.status("agent");
-    assert_eq!(halted["state"], "halted");
+    assert_eq!(halted["state"], "halted", "{halted:#}");
     let canary = halted["rings"][0]["members"].as_i64().unwrap() as usize;
     console.cli(&[
         "rollout",

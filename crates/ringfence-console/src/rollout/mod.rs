@@ -178,6 +178,10 @@ pub struct RingView {
     pub on_new: i64,
     /// Members reporting the rollback version now.
     pub on_rollback: i64,
+    /// Members that reported a fallback of this kind since the ring started, as its last gate
+    /// counted them (agent rollouts: back on their previous release by themselves).
+    #[serde(default)]
+    pub fell_back: i64,
     pub gate: Option<GateReport>,
 }
 
@@ -207,6 +211,13 @@ pub struct RolloutView {
     pub to_label: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_label: Option<String>,
+    /// Agent rollouts: the plan's `[[pin]]` tag groups (`KEY=VALUE` or `KEY`), held on the
+    /// previous release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pins: Vec<String>,
+    /// Agent rollouts with pins: enrolled agents in a pinned group.
+    #[serde(default)]
+    pub pinned_agents: i64,
 }
 
 fn content_kind() -> String {
@@ -339,6 +350,7 @@ pub async fn view(state: &AppState, id: i64) -> AppResult<RolloutView> {
                 .ok()
                 .and_then(|i| plan.rings.get(i));
             let (on_new, on_rollback) = counts.get(&row.idx).copied().unwrap_or((0, 0));
+            let gate: Option<GateReport> = serde_json::from_str(&row.gate).ok();
             RingView {
                 idx: row.idx,
                 name: row.name,
@@ -354,7 +366,10 @@ pub async fn view(state: &AppState, id: i64) -> AppResult<RolloutView> {
                 controls: row.controls,
                 on_new,
                 on_rollback,
-                gate: serde_json::from_str(&row.gate).ok(),
+                fell_back: gate
+                    .as_ref()
+                    .map_or(0, |g| i64::try_from(g.lkg_agents).unwrap_or(i64::MAX)),
+                gate,
             }
         })
         .collect();
@@ -369,9 +384,36 @@ pub async fn view(state: &AppState, id: i64) -> AppResult<RolloutView> {
             },
         ),
     };
+    let pins: Vec<String> = match kind {
+        Kind::Content => Vec::new(),
+        Kind::Agent => plan
+            .pins
+            .iter()
+            .map(|p| match &p.value {
+                Some(v) => format!("{}={v}", p.key),
+                None => p.key.clone(),
+            })
+            .collect(),
+    };
+    let pinned_agents = if pins.is_empty() {
+        0
+    } else {
+        let tags: Vec<(String,)> = on_db!(&state.db, |pool| {
+            sqlx::query_as("SELECT custom_tags FROM agent_state")
+                .fetch_all(pool)
+                .await?
+        });
+        let n = tags
+            .iter()
+            .filter(|(t,)| plan.pinned(&serde_json::from_str(t).unwrap_or_default()))
+            .count();
+        i64::try_from(n).unwrap_or(i64::MAX)
+    };
     Ok(RolloutView {
         id: r.id,
         kind: r.kind.clone(),
+        pins,
+        pinned_agents,
         from_label,
         to_label,
         rollback_label,

@@ -98,6 +98,20 @@ impl Kind {
     }
 }
 
+impl Kind {
+    /// What the fallbacks [`Kind::fallbacks_sql`] counts are, completing "N ring agents fell
+    /// back …" for a rollout offering `offered` (in [`Kind::describe`]'s words).
+    pub fn fallback_words(self, offered: &str) -> String {
+        match self {
+            Kind::Content => "to last-known-good content".to_owned(),
+            Kind::Agent => format!(
+                "from {offered} to their previous release (its supervisor saw a crash loop, a \
+                 failed trial or a worker that stopped beating) or to last-known-good content"
+            ),
+        }
+    }
+}
+
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

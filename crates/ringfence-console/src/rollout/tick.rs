@@ -38,13 +38,19 @@ struct AggRow {
 }
 
 /// `$1` new version, `$2` rollout, `$3` ring, `$4` ring start, `$5` last acknowledgement.
+///
+/// Fallbacks count only from a member's check-ins after its first one since the ring started
+/// (stamped after the start: the offer is visible only once the start is committed): an agent
+/// reports a fallback at the check-in after the one that brought the offer, so what its first
+/// check-in reports is about a version it ran before (the bad release of the rollout just
+/// rolled back, whose fallbacks must not roll back the next one).
 fn agg_sql(kind: Kind) -> String {
     format!(
         "SELECT c.agent_id, \
      CAST(CASE WHEN {on_new} THEN 1 ELSE 0 END AS BIGINT) AS on_new, \
      COUNT(*) AS checkins, \
      CAST(SUM(CAST(c.crashes AS DOUBLE PRECISION) + CAST(c.restarts AS DOUBLE PRECISION)) AS DOUBLE PRECISION) AS crashes, \
-     CAST(SUM({fallbacks}) AS DOUBLE PRECISION) AS lkg, \
+     CAST(SUM(CASE WHEN c.at > f.first_at THEN {fallbacks} ELSE 0.0 END) AS DOUBLE PRECISION) AS lkg, \
      CAST(AVG(c.cpu) AS DOUBLE PRECISION) AS cpu, \
      CAST(AVG(CAST(c.rss AS DOUBLE PRECISION)) AS DOUBLE PRECISION) AS rss, \
      CAST(SUM(CAST(c.events AS DOUBLE PRECISION)) AS DOUBLE PRECISION) AS events, \
@@ -54,10 +60,14 @@ fn agg_sql(kind: Kind) -> String {
      CAST(MIN(c.at) AS BIGINT) AS first_at, \
      CAST(SUM(CASE WHEN c.at >= $5 THEN 1 ELSE 0 END) AS BIGINT) AS recent_checkins, \
      CAST(SUM(CASE WHEN c.at >= $5 THEN CAST(c.crashes AS DOUBLE PRECISION) + CAST(c.restarts AS DOUBLE PRECISION) ELSE 0.0 END) AS DOUBLE PRECISION) AS recent_crashes, \
-     CAST(SUM(CASE WHEN c.at >= $5 THEN {fallbacks} ELSE 0.0 END) AS DOUBLE PRECISION) AS recent_lkg, \
+     CAST(SUM(CASE WHEN c.at >= $5 AND c.at > f.first_at THEN {fallbacks} ELSE 0.0 END) AS DOUBLE PRECISION) AS recent_lkg, \
      CAST(SUM(CASE WHEN c.at >= $5 THEN CAST(c.drops AS DOUBLE PRECISION) ELSE 0.0 END) AS DOUBLE PRECISION) AS recent_drops, \
      CAST(SUM(CASE WHEN c.at >= $5 THEN CAST(c.findings AS DOUBLE PRECISION) ELSE 0.0 END) AS DOUBLE PRECISION) AS recent_findings \
      FROM checkins c JOIN ring_members m ON m.agent_id = c.agent_id \
+     JOIN (SELECT c0.agent_id, MIN(c0.at) AS first_at FROM checkins c0 \
+           JOIN ring_members m0 ON m0.agent_id = c0.agent_id \
+           WHERE m0.rollout_id = $2 AND m0.ring = $3 AND c0.at > $4 GROUP BY c0.agent_id) f \
+       ON f.agent_id = c.agent_id \
      WHERE m.rollout_id = $2 AND m.ring = $3 AND c.at >= $4 \
      GROUP BY c.agent_id, CAST(CASE WHEN {on_new} THEN 1 ELSE 0 END AS BIGINT)",
         on_new = kind.runs_sql("c", "$1"),
@@ -167,7 +177,15 @@ pub(super) async fn gather(
             }
         }
     }
+    let kind = r.kind();
+    let label = match kind {
+        Kind::Content => None,
+        Kind::Agent => release_label(state, r.to_version).await?,
+    };
+    let version_words = kind.describe(r.to_version, label.as_deref());
     Ok(GateInput {
+        fallback_words: kind.fallback_words(&version_words),
+        version_words,
         members: data.into_values().collect(),
         ring_started_at: started,
         first_offered_at: ring.first_offered_at,
@@ -372,6 +390,21 @@ pub(super) async fn promote_passed(
     let last = usize::try_from(next).map_or(true, |n| n >= plan.rings.len());
     let evidence = serde_json::to_value(report).map_err(AppError::internal)?;
     let kind = r.kind();
+    // The audit's words for an agent rollout's releases (`agent release 0.3.0 (#2)`).
+    let (to_words, from_words) = if kind == Kind::Agent && last {
+        (
+            kind.describe(
+                r.to_version,
+                release_label(state, r.to_version).await?.as_deref(),
+            ),
+            kind.describe(
+                r.from_version,
+                release_label(state, r.from_version).await?.as_deref(),
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let won = on_db!(&state.db, |pool| {
         let mut tx = pool.begin().await?;
         let (new_state, active): (&str, Option<i64>) = if last {
@@ -462,8 +495,7 @@ pub(super) async fn promote_passed(
                     Some(r.id),
                     "complete",
                     format!(
-                        "last ring passed: agent release #{} is the fleet baseline; {held} pinned agent(s) held on #{}",
-                        r.to_version, r.from_version
+                        "last ring passed: {to_words} is the fleet baseline; {held} pinned agent(s) held on {from_words}"
                     ),
                     &ev
                 )

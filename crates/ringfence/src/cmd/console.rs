@@ -77,7 +77,7 @@ pub struct ServeArgs {
     #[arg(long, hide = true)]
     pub plain_http: bool,
     /// Where signed bundles are stored and served from (default: `content/` beside a SQLite
-    /// file, `ringfence-data/content` with PostgreSQL). Several consoles share it (or a CDN).
+    /// file, `content/` in --data with PostgreSQL). Several consoles share it (or a CDN).
     #[arg(long, env = "RINGFENCE_CONTENT_DIR")]
     pub content_dir: Option<PathBuf>,
     /// Content signing keys (`ringfence content keys init`; the online keys are enough, keep
@@ -105,14 +105,15 @@ pub struct ServeArgs {
     pub clock_speed: f64,
 }
 
-/// The content dir that goes with a database URL.
-pub fn default_content_dir(db: &str) -> PathBuf {
+/// The content dir that goes with a database URL: beside a SQLite file, else in the console's
+/// own directory `data` (never the working directory: a service's is `/`).
+pub fn default_content_dir(db: &str, data: &Path) -> PathBuf {
     match db.strip_prefix("sqlite:") {
         Some(path) => Path::new(path.trim_start_matches("//"))
             .parent()
             .unwrap_or(Path::new("."))
             .join("content"),
-        None => PathBuf::from("ringfence-data/content"),
+        None => data.join("content"),
     }
 }
 
@@ -401,7 +402,7 @@ fn serve(a: ServeArgs) -> CmdResult {
     let content_dir = a
         .content_dir
         .clone()
-        .unwrap_or_else(|| default_content_dir(&a.db));
+        .unwrap_or_else(|| default_content_dir(&a.db, &a.data));
     if let Some(path) = a.db.strip_prefix("sqlite:")
         && let Some(parent) = Path::new(path.trim_start_matches("//")).parent()
     {
@@ -484,13 +485,15 @@ mod tests {
 
     #[test]
     fn content_dir_sits_beside_the_database() {
+        let data = Path::new("/var/lib/ringfence-console");
         assert_eq!(
-            default_content_dir("sqlite:/x/y/console.db"),
+            default_content_dir("sqlite:/x/y/console.db", data),
             PathBuf::from("/x/y/content")
         );
+        // PostgreSQL: in the console's own directory, not the working directory.
         assert_eq!(
-            default_content_dir("postgres://h/db"),
-            PathBuf::from("ringfence-data/content")
+            default_content_dir("postgres://h/db", data),
+            PathBuf::from("/var/lib/ringfence-console/content")
         );
     }
 

@@ -236,12 +236,19 @@ pub fn describe(v: &RolloutView) -> Vec<String> {
             v.describe(v.from_version)
         ));
     }
+    if !v.pins.is_empty() {
+        out.push(format!(
+            "  pinned to the previous release: {} ({} agents)",
+            v.pins.join(", "),
+            v.pinned_agents
+        ));
+    }
     for r in &v.rings {
         let gate = r.gate.as_ref().map_or(String::new(), |g| {
             format!("  gate {}: {}", g.verdict.as_str(), g.reason)
         });
         out.push(format!(
-            "  [{}] {:<10} {:<24} bake {:<8} {:<8} {}/{} on {}{}  {} controls{}",
+            "  [{}] {:<10} {:<24} bake {:<8} {:<8} {}/{} on {}{}{}  {} controls{}",
             r.idx,
             r.name,
             r.selector,
@@ -252,6 +259,11 @@ pub fn describe(v: &RolloutView) -> Vec<String> {
             v.describe(v.to_version),
             if r.on_rollback > 0 {
                 format!(", {} rolled back", r.on_rollback)
+            } else {
+                String::new()
+            },
+            if r.fell_back > 0 {
+                format!(", {} fell back by themselves", r.fell_back)
             } else {
                 String::new()
             },
