@@ -56,6 +56,10 @@ pub enum ClientError {
     Tls(#[from] crate::tls::TlsError),
 }
 
+/// The slowest average rate a file fetch is allowed, in bytes per second (64 KiB/s: a 100 MB
+/// agent release may take up to about 27 minutes; a stall of the call timeout still ends it).
+pub const MIN_FILE_RATE: u64 = 64 * 1024;
+
 /// Words every [`ClientError::TlsRefused`] message carries.
 pub const TLS_CHECKS_FAILED: &str = "failed its TLS checks";
 
@@ -219,7 +223,7 @@ impl Client {
         let req = req
             .body(Full::new(Bytes::new()))
             .map_err(|e| self.transport(e))?;
-        let (status, body) = self.send(req, max_bytes).await?;
+        let (status, body) = self.send_file(req, max_bytes).await?;
         if status.is_success() {
             Ok(body)
         } else {
@@ -330,6 +334,54 @@ impl Client {
             .map_err(|_| ClientError::Timeout {
                 url: self.base.clone(),
                 timeout: self.timeout,
+            })?
+    }
+
+    /// [`Self::send`] for a file of up to `max_bytes` (a bundle, an agent release of tens of
+    /// MB): the call timeout bounds the wait for the answer's head and each stretch without a
+    /// byte of its body, not the whole transfer, which may take up to the call timeout plus
+    /// `max_bytes` at [`MIN_FILE_RATE`]. With one fixed bound a release could never be fetched
+    /// over a link slower than its size per 15 s (found by the Debian guest drill: 108 MB over
+    /// qemu's user network).
+    async fn send_file(
+        &self,
+        req: Request<Full<Bytes>>,
+        max_bytes: usize,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let stalled = || ClientError::Timeout {
+            url: self.base.clone(),
+            timeout: self.timeout,
+        };
+        let whole = self.timeout.saturating_add(Duration::from_secs(
+            u64::try_from(max_bytes).unwrap_or(u64::MAX) / MIN_FILE_RATE,
+        ));
+        let call = async {
+            let resp = tokio::time::timeout(self.timeout, self.http.request(req))
+                .await
+                .map_err(|_| stalled())?
+                .map_err(|e| self.transport_error(&e))?;
+            let status = resp.status();
+            let mut body = Limited::new(resp.into_body(), max_bytes);
+            let mut out = bytes::BytesMut::new();
+            loop {
+                match tokio::time::timeout(self.timeout, body.frame()).await {
+                    Err(_) => return Err(stalled()),
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => return Err(self.transport_error(&*e)),
+                    Ok(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            out.extend_from_slice(&data);
+                        }
+                    }
+                }
+            }
+            Ok((status, out.freeze()))
+        };
+        tokio::time::timeout(whole, call)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                url: self.base.clone(),
+                timeout: whole,
             })?
     }
 
@@ -476,5 +528,66 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("10.0.0.1") && e.contains("refused"), "{e}");
+    }
+
+    /// A loopback HTTP server answering one GET with `chunks` of `chunk` bytes, `gap` apart
+    /// (each written as its own chunk of a chunked body). Returns its base URL.
+    async fn dripping_server(chunks: usize, chunk: usize, gap: Duration) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+            sock.write_all(head.as_bytes()).await.unwrap();
+            for _ in 0..chunks {
+                tokio::time::sleep(gap).await;
+                let body = vec![b'x'; chunk];
+                let framed = [
+                    format!("{chunk:x}\r\n").into_bytes(),
+                    body,
+                    b"\r\n".to_vec(),
+                ];
+                if sock.write_all(&framed.concat()).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sock.write_all(b"0\r\n\r\n").await;
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_file_slower_than_the_call_timeout_arrives_while_bytes_keep_coming() {
+        // Five chunks 300 ms apart: 1.5 s in all, over a 1 s call timeout.
+        let base = dripping_server(5, 1000, Duration::from_millis(300)).await;
+        let client = Client::new(&base, &Trust::PlainLoopback)
+            .unwrap()
+            .with_timeout(Duration::from_secs(1));
+        let body = client.fetch_file("/release", None, 1 << 20).await.unwrap();
+        assert_eq!(body.len(), 5000);
+    }
+
+    #[tokio::test]
+    async fn a_file_whose_bytes_stop_coming_times_out() {
+        let base = dripping_server(2, 1000, Duration::from_secs(3)).await;
+        let client = Client::new(&base, &Trust::PlainLoopback)
+            .unwrap()
+            .with_timeout(Duration::from_millis(500));
+        let e = client
+            .fetch_file("/release", None, 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_file_larger_than_its_bound_is_refused() {
+        let base = dripping_server(3, 1000, Duration::from_millis(10)).await;
+        let client = Client::new(&base, &Trust::PlainLoopback).unwrap();
+        let e = client.fetch_file("/release", None, 2500).await.unwrap_err();
+        assert!(matches!(e, ClientError::Transport { .. }), "{e}");
     }
 }
