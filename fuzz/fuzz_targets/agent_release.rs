@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use ringfence_content::release::verify_release;
+use ringfence_content::release::{claimed_version, verify_release};
 use ringfence_content::{TrustedRoot, UnixTime};
 
 const ROOT: &[u8] = include_bytes!("../fixtures/root.json");
@@ -19,6 +19,8 @@ fn root() -> &'static TrustedRoot {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The CLI's unverified read of the claimed version: any answer, never a panic.
+    let _ = claimed_version(data);
     assert!(
         verify_release(data, root(), NOW).is_err(),
         "a release accepted by a root without a releases role"

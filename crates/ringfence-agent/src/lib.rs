@@ -29,6 +29,7 @@ pub mod config;
 pub mod content;
 pub mod cpu;
 pub mod detect;
+pub mod expiry;
 pub mod fleet;
 pub mod group;
 pub mod merge;

@@ -14,6 +14,21 @@
 //! versions a console rolls out are added here, so the package manager and the console never
 //! write the same file. A switch writes a new symlink beside the old and renames it over
 //! (`rename(2)` is atomic): a crash at any point leaves either the old or the new link.
+//!
+//! # Anti-rollback, and rollbacks
+//! A release issued before the newest one this host accepted is refused (`Older`): whoever
+//! can replay an old signed release must not be able to bring back an old, vulnerable binary.
+//! A console cannot sign a new release to roll back (the releases key stays offline), so its
+//! rollback re-offers the previous release as it was signed. That re-offer is accepted when its
+//! binary is one this host already has and trusts — the bytes of an installed version not
+//! marked bad (the one kept as `previous` among them), or the package's own binary — because
+//! nothing new runs: the host goes back to what it ran before. An older release with any other
+//! binary is still refused, and a version marked bad here is never run again.
+//!
+//! Each installed version keeps its release's `issued` and `expires` in `release.json` beside
+//! its binary, so an agent running a release whose signature has expired can say so (it keeps
+//! running it: an expired signature on a binary that runs is no reason to stop protecting the
+//! host; see [`VersionStore::expired`]).
 
 use std::fs;
 use std::io::Write;
@@ -53,7 +68,7 @@ pub enum VersionError {
     Release(#[from] ReleaseError),
     #[error(
         "release {version} was issued {issued}, before the newest release this host accepted \
-         ({newest}): refused (a rollback is a new release that carries the old binary)"
+         ({newest}), and its binary is none this host has: refused (anti-rollback)"
     )]
     Older {
         version: String,
@@ -81,6 +96,17 @@ pub struct VersionState {
     pub newest_issued: Option<u64>,
 }
 
+/// `release.json` in a version's directory: what the release it came from said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseInfo {
+    pub version: String,
+    pub issued: u64,
+    pub expires: u64,
+}
+
+/// The release file beside a version's binary.
+pub const RELEASE_INFO: &str = "release.json";
+
 /// What a fall-back did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FallBack {
@@ -106,6 +132,19 @@ impl VersionStore {
         })
     }
 
+    /// The store in `dir` if it exists (nothing is created).
+    pub fn open_existing(dir: &Path) -> Result<VersionStore, VersionError> {
+        if !dir.is_dir() {
+            return Err(VersionError::Io {
+                path: dir.to_owned(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        Ok(VersionStore {
+            dir: dir.to_owned(),
+        })
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -114,6 +153,15 @@ impl VersionStore {
     /// temporary directory, synced, then renamed into place. An installed version is kept
     /// as it is (versions are immutable).
     pub fn install(&self, version: &str, binary: &[u8]) -> Result<PathBuf, VersionError> {
+        self.install_with(version, binary, None)
+    }
+
+    fn install_with(
+        &self,
+        version: &str,
+        binary: &[u8],
+        info: Option<&ReleaseInfo>,
+    ) -> Result<PathBuf, VersionError> {
         check_name(version)?;
         let target = self.dir.join(version);
         if target.join(BINARY).is_file() {
@@ -134,6 +182,14 @@ impl VersionStore {
         f.write_all(binary).map_err(io(&file))?;
         f.sync_all().map_err(io(&file))?;
         drop(f);
+        if let Some(info) = info {
+            let path = tmp.join(RELEASE_INFO);
+            let text = serde_json::to_vec(info).map_err(|e| VersionError::State {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+            fs::write(&path, text).map_err(io(&path))?;
+        }
         let _ = fs::remove_dir_all(&target);
         fs::rename(&tmp, &target).map_err(io(&target))?;
         sync_dir(&self.dir);
@@ -150,10 +206,25 @@ impl VersionStore {
         now: UnixTime,
         activate: bool,
     ) -> Result<String, VersionError> {
+        self.install_offered(bytes, root, now, activate, None)
+    }
+
+    /// [`Self::install_release`], also accepting an older release whose binary this host
+    /// already has (an installed version not marked bad, or `base`, the package's binary): a
+    /// console's rollback re-offer (see the module doc).
+    pub fn install_offered(
+        &self,
+        bytes: &[u8],
+        root: &TrustedRoot,
+        now: UnixTime,
+        activate: bool,
+        base: Option<&Path>,
+    ) -> Result<String, VersionError> {
         let release = verify_release(bytes, root, now)?;
         let mut state = self.state()?;
         if let Some(newest) = state.newest_issued
             && release.issued.0 < newest
+            && !self.has_binary(release.binary, &state, base)
         {
             return Err(VersionError::Older {
                 version: release.version,
@@ -164,13 +235,68 @@ impl VersionStore {
         if state.bad.contains(&release.version) {
             return Err(VersionError::KnownBad(release.version));
         }
-        self.install(&release.version, release.binary)?;
-        state.newest_issued = Some(release.issued.0);
+        let info = ReleaseInfo {
+            version: release.version.clone(),
+            issued: release.issued.0,
+            expires: release.expires.0,
+        };
+        self.install_with(&release.version, release.binary, Some(&info))?;
+        // Never lowered: accepting a re-offer does not reopen the door to older releases.
+        state.newest_issued = Some(state.newest_issued.unwrap_or(0).max(release.issued.0));
         self.save_state(&state)?;
         if activate {
             self.activate(&release.version)?;
         }
         Ok(release.version)
+    }
+
+    /// Is `binary` the bytes of an installed version not marked bad, or of `base`?
+    fn has_binary(&self, binary: &[u8], state: &VersionState, base: Option<&Path>) -> bool {
+        use sha2::{Digest, Sha256};
+        let want = Sha256::digest(binary);
+        let same = |path: &Path| {
+            fs::metadata(path).is_ok_and(|m| m.len() == binary.len() as u64)
+                && fs::read(path).is_ok_and(|b| Sha256::digest(&b) == want)
+        };
+        if base.is_some_and(same) {
+            return true;
+        }
+        fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|v| check_name(v).is_ok() && !state.bad.contains(v))
+            .any(|v| same(&self.dir.join(&v).join(BINARY)))
+    }
+
+    /// The release the current version came from, as installed (`None`: the package's binary,
+    /// or a version installed without one).
+    pub fn current_release(&self) -> Option<ReleaseInfo> {
+        let v = self.current()?;
+        let path = self.dir.join(&v).join(RELEASE_INFO);
+        let file = fs::File::open(&path).ok()?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_STATE_BYTES), &mut text)
+            .ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// A line naming the file and the expiry when the current version's release has expired
+    /// at `now`. The agent keeps running it (an expired signature is no reason to stop
+    /// protecting the host); the line is a health finding and `ringfence doctor` prints it.
+    pub fn expired(&self, now: UnixTime) -> Option<String> {
+        let info = self.current_release()?;
+        (info.expires <= now.0).then(|| {
+            format!(
+                "{}: the running agent release {} expired at {} (now {}); the agent keeps running \
+                 it, but a new release is overdue (`ringfence release build`, then a rollout)",
+                self.dir.join(&info.version).join(RELEASE_INFO).display(),
+                info.version,
+                UnixTime(info.expires),
+                now
+            )
+        })
     }
 
     /// The version a link (`current`, `previous`) points at, if it points at an installed one.
@@ -410,7 +536,16 @@ mod tests {
             "0.2.0"
         );
         assert_eq!(store.current().as_deref(), Some("0.2.0"));
-        let older = sign("0.1.9", UnixTime(now.0 - 60));
+        // An older release of a binary this host never had (the same bytes as an installed
+        // version would be a rollback re-offer, accepted).
+        let older = ringfence_content::release::sign_release(
+            &keys,
+            b"old bin",
+            "0.1.9",
+            UnixTime(now.0 - 60),
+            now.plus_days(30),
+        )
+        .unwrap();
         assert!(matches!(
             store.install_release(&older, root, now, true),
             Err(VersionError::Older { .. })
@@ -422,6 +557,92 @@ mod tests {
             Err(VersionError::Release(ReleaseError::HashMismatch { .. }))
         ));
         assert_eq!(store.current().as_deref(), Some("0.2.0"));
+    }
+
+    #[test]
+    fn a_re_offer_of_a_binary_this_host_has_is_accepted_and_unknown_older_ones_are_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = UnixTime::parse("2026-12-01T00:00:00Z").unwrap();
+        let keys = ringfence_content::init_keys(
+            &tmp.path().join("keys"),
+            &ringfence_content::KeysInitOptions::new(now),
+        )
+        .unwrap();
+        let root = keys.trusted_root();
+        let sign = |bin: &[u8], v: &str, issued: UnixTime| {
+            ringfence_content::release::sign_release(&keys, bin, v, issued, now.plus_days(30))
+                .unwrap()
+        };
+        let base = tmp.path().join("usr-bin-ringfence");
+        std::fs::write(&base, b"package 0.1.0").unwrap();
+        let store = VersionStore::open(&tmp.path().join("versions")).unwrap();
+        let v2 = sign(b"two", "0.2.0", now);
+        let v3 = sign(b"three", "0.3.0", now.plus_secs(60));
+        store
+            .install_offered(&v2, root, now, true, Some(&base))
+            .unwrap();
+        store.confirm().unwrap();
+        store
+            .install_offered(&v3, root, now, true, Some(&base))
+            .unwrap();
+        assert_eq!(store.previous().as_deref(), Some("0.2.0"));
+        // The console's rollback: 0.2.0's own release again, issued before 0.3.0.
+        assert_eq!(
+            store
+                .install_offered(&v2, root, now, true, Some(&base))
+                .unwrap(),
+            "0.2.0"
+        );
+        assert_eq!(store.current().as_deref(), Some("0.2.0"));
+        assert_eq!(
+            store.state().unwrap().newest_issued,
+            Some(now.plus_secs(60).0)
+        );
+        // The package's binary, released under its own name, is accepted back too.
+        let package = sign(b"package 0.1.0", "0.1.0", UnixTime(now.0 - 600));
+        assert_eq!(
+            store
+                .install_offered(&package, root, now, false, Some(&base))
+                .unwrap(),
+            "0.1.0"
+        );
+        // An older release with a binary this host never had is still refused.
+        let unknown = sign(b"old and vulnerable", "0.1.5", UnixTime(now.0 - 60));
+        assert!(matches!(
+            store.install_offered(&unknown, root, now, true, Some(&base)),
+            Err(VersionError::Older { .. })
+        ));
+        // A version marked bad is not accepted back, even re-offered.
+        store.activate("0.3.0").unwrap();
+        store.fall_back().unwrap();
+        assert!(matches!(
+            store.install_offered(&v3, root, now, true, Some(&base)),
+            Err(VersionError::KnownBad(_))
+        ));
+    }
+
+    #[test]
+    fn an_expired_running_release_is_named_with_its_file_and_expiry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = UnixTime::parse("2026-12-01T00:00:00Z").unwrap();
+        let keys = ringfence_content::init_keys(
+            &tmp.path().join("keys"),
+            &ringfence_content::KeysInitOptions::new(now),
+        )
+        .unwrap();
+        let file =
+            ringfence_content::release::sign_release(&keys, b"bin", "0.3.0", now, now.plus_days(1))
+                .unwrap();
+        let store = VersionStore::open(&tmp.path().join("versions")).unwrap();
+        store
+            .install_release(&file, keys.trusted_root(), now, true)
+            .unwrap();
+        assert_eq!(store.expired(now), None);
+        let line = store.expired(now.plus_days(2)).unwrap();
+        assert!(line.contains("0.3.0/release.json"), "{line}");
+        assert!(line.contains("expired at 2026-12-02"), "{line}");
+        // It still runs.
+        assert_eq!(store.current().as_deref(), Some("0.3.0"));
     }
 
     #[test]

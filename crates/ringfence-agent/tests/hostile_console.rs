@@ -253,6 +253,8 @@ async fn a_lying_console_cannot_blind_the_agent_or_make_it_run_anything() {
         content_label: Box::new(|| "bundle v3, 1 rule".to_owned()),
         supervisor_crashes: None,
         lkg_fallbacks: 0,
+        release_fallbacks: 0,
+        releases: None,
         orders,
         ca_pins: Vec::new(),
         content,
@@ -348,6 +350,8 @@ async fn a_dead_console_fails_over_to_another_of_the_fleet_with_the_same_identit
         content_label: Box::new(|| "the built-in pack, 66 rules".to_owned()),
         supervisor_crashes: None,
         lkg_fallbacks: 0,
+        release_fallbacks: 0,
+        releases: None,
         orders: OrderRunner::new(
             Acceptance::default(),
             ringfence_response::ResponseConfig::default(),

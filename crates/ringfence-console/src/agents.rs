@@ -323,6 +323,7 @@ pub fn sample(c: &CheckIn, at: Millis) -> Sample {
         crashes: h.crashes.get(),
         restarts: h.restarts.get(),
         lkg: h.lkg_fallbacks.get(),
+        release_fallbacks: h.release_fallbacks.get(),
         cpu: h.cpu_percent.get(),
         rss: h.rss_bytes.get(),
         events: h.events.get(),
@@ -398,6 +399,7 @@ pub async fn checkin(
     }
     let s = sample(&c, now);
     let (tz, current) = (s.tz_offset, s.content_version);
+    let running = s.agent_version.clone();
     state.ingest.store(s).await.map_err(|e| match e {
         IngestError::Busy => AppError::Unavailable("console busy; check in again later"),
         IngestError::Failed => AppError::Internal("check-in batch failed".into()),
@@ -406,8 +408,12 @@ pub async fn checkin(
     let orders = orders::on_checkin(&state, &agent, &c.order_results, now).await?;
     let snapshot = state.snapshot.get();
     let content = snapshot.offer(agent.as_str(), tz, current, now).cloned();
+    let release = snapshot
+        .offer_release(agent.as_str(), tz, &running, now)
+        .cloned();
     Ok(Json(CheckInResponse {
         content,
+        release,
         next_checkin_ms: state.config.checkin_interval_ms.unsigned_abs(),
         jitter_ms: state.config.checkin_jitter_ms.unsigned_abs(),
         orders,

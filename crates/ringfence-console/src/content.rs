@@ -45,6 +45,14 @@ pub trait Republisher: Send + Sync + std::fmt::Debug + 'static {
     /// Checks `bytes` as content version `version`: a one-line summary when an agent trusting
     /// the console's root would accept it, the reason otherwise.
     fn verify(&self, bytes: &[u8], version: u64) -> Result<String, String>;
+
+    /// Checks `bytes` as agent release `version` (a release file signed by the trust root's
+    /// releases role): a one-line summary, or the reason an agent would refuse it. Without a
+    /// trust root (opaque drills and tests) any bytes pass, unverified.
+    fn verify_release(&self, bytes: &[u8], version: &str) -> Result<String, String> {
+        let _ = version;
+        Ok(format!("{} opaque bytes (not verified)", bytes.len()))
+    }
 }
 
 /// Takes any bytes and copies them unchanged.

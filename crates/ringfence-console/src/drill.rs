@@ -10,6 +10,12 @@
 //!
 //! Faults: `crash` (the agent crash-loops and falls back to last-known-good), `cpu` (CPU ×5),
 //! `silent` (event drops ×10), `hang` (the agent stops checking in at all), `none`.
+//!
+//! Agent-release faults roll out a bad agent release instead (the rollout engine's `agent`
+//! kind; the simulated agents fetch the release file with their credential like real ones):
+//! `agent-crash` (the new binary crash-loops; the supervisor falls back to the previous one and
+//! the agent reports crashes and a release fallback, and never takes it again),
+//! `agent-hang` (the new binary goes silent), `agent-cpu` (CPU ×5), `agent-none` (healthy).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +43,29 @@ pub enum Fault {
     Cpu,
     Silent,
     Hang,
+    #[serde(rename = "agent-crash")]
+    AgentCrash,
+    #[serde(rename = "agent-hang")]
+    AgentHang,
+    #[serde(rename = "agent-cpu")]
+    AgentCpu,
+    #[serde(rename = "agent-none")]
+    AgentNone,
+}
+
+impl Fault {
+    /// Is this a drill of an agent release (rather than of content)?
+    pub fn is_agent(self) -> bool {
+        matches!(
+            self,
+            Fault::AgentCrash | Fault::AgentHang | Fault::AgentCpu | Fault::AgentNone
+        )
+    }
+
+    /// Does the new version do harm (the rollout is expected to roll back)?
+    pub fn is_harmful(self) -> bool {
+        !matches!(self, Fault::None | Fault::AgentNone)
+    }
 }
 
 impl std::str::FromStr for Fault {
@@ -48,8 +77,12 @@ impl std::str::FromStr for Fault {
             "cpu" => Ok(Fault::Cpu),
             "silent" => Ok(Fault::Silent),
             "hang" => Ok(Fault::Hang),
+            "agent-crash" => Ok(Fault::AgentCrash),
+            "agent-hang" => Ok(Fault::AgentHang),
+            "agent-cpu" => Ok(Fault::AgentCpu),
+            "agent-none" => Ok(Fault::AgentNone),
             other => Err(format!(
-                "unknown fault {other:?}: crash, cpu, silent, hang or none"
+                "unknown fault {other:?}: crash, cpu, silent, hang, none, agent-crash, agent-hang, agent-cpu or agent-none"
             )),
         }
     }
@@ -63,6 +96,10 @@ impl std::fmt::Display for Fault {
             Fault::Cpu => "cpu",
             Fault::Silent => "silent",
             Fault::Hang => "hang",
+            Fault::AgentCrash => "agent-crash",
+            Fault::AgentHang => "agent-hang",
+            Fault::AgentCpu => "agent-cpu",
+            Fault::AgentNone => "agent-none",
         })
     }
 }
@@ -151,6 +188,8 @@ impl DrillOptions {
 pub struct DrillReport {
     pub agents: usize,
     pub fault: Fault,
+    /// `content` or `agent`: what the rollout delivered.
+    pub kind: String,
     pub speed: f64,
     pub from_version: i64,
     pub bad_version: i64,
@@ -179,11 +218,23 @@ pub struct DrillReport {
 impl DrillReport {
     /// The human report `ringfence fleet simulate` prints.
     pub fn lines(&self) -> Vec<String> {
+        let v = |n: i64| {
+            if self.fault.is_agent() {
+                format!("release #{n}")
+            } else {
+                format!("v{n}")
+            }
+        };
         let mut out = vec![format!(
-            "rollout v{} -> v{} ({} fault): {} — {}",
-            self.from_version, self.bad_version, self.fault, self.final_state, self.reason
+            "{} rollout {} -> {} ({} fault): {} — {}",
+            self.kind,
+            v(self.from_version),
+            v(self.bad_version),
+            self.fault,
+            self.final_state,
+            self.reason
         )];
-        let what = if self.fault == Fault::None {
+        let what = if !self.fault.is_harmful() {
             "the new"
         } else {
             "the bad"
@@ -203,14 +254,19 @@ impl DrillReport {
             self.real_ms as f64 / 1000.0,
             self.speed
         ));
-        if self.fault != Fault::None {
+        if self.fault.is_harmful() {
             out.push(format!(
-                "recovered on their own (fell back to last-known-good): {}",
+                "recovered on their own (fell back to {}): {}",
+                if self.fault.is_agent() {
+                    "the previous binary"
+                } else {
+                    "last-known-good"
+                },
                 self.recovered_on_own
             ));
             out.push(format!(
                 "rolled back by the console{}: {}; still on the bad version: {}; stuck (no heartbeat): {}",
-                self.rollback_version.map_or(String::new(), |v| format!(" (v{v} carrying v{})", self.from_version)),
+                self.rollback_version.map_or(String::new(), |r| format!(" ({} carrying {})", v(r), v(self.from_version))),
                 self.rolled_back,
                 self.still_on_bad,
                 self.stuck
@@ -260,6 +316,8 @@ struct Shared {
     fell_back: Vec<AtomicBool>,
     stuck: Vec<AtomicBool>,
     current: Vec<AtomicU64>,
+    /// Agent-release drills: the agent runs the bad release now.
+    on_bad_release: Vec<AtomicBool>,
     checkins: AtomicU64,
     errors: AtomicU64,
     enrolled: AtomicU64,
@@ -273,6 +331,8 @@ struct AgentSim {
     tags: Tags,
     agent_version: Label,
     bad: u64,
+    /// Agent-release drills: the bad release's version label.
+    bad_release: Option<Label>,
     fault: Fault,
     speed: f64,
     interval_ms: Millis,
@@ -291,7 +351,9 @@ impl AgentSim {
         let base_rss = 40e6 + 40e6 * rng.unit();
         let mut current: u64 = 0;
         let mut refused_bad = false;
+        let mut refused_release = false;
         let (mut crashes, mut restarts, mut lkg) = (0u32, 0u32, 0u32);
+        let mut release_fallbacks = 0u32;
         let mut seq: u64 = 0;
         // Findings accrue linearly with time (0.1 a minute on average); whole ones are reported.
         let mut finding_debt = 0.0f64;
@@ -311,7 +373,8 @@ impl AgentSim {
             }
             seq += 1;
             let elapsed_sim = (last_ack.elapsed().as_secs_f64() * 1000.0 * self.speed) as u64;
-            let on_bad = current == self.bad;
+            let on_bad_release = self.bad_release.as_ref() == Some(&self.agent_version);
+            let on_bad = current == self.bad || on_bad_release;
             let minutes = elapsed_sim as f64 / 60_000.0;
             let events = (minutes * 200.0 * (0.8 + 0.4 * rng.unit())) as u64;
             // Drops accrue like findings: 0.1% of events, ten times that on a silent fault.
@@ -325,7 +388,7 @@ impl AgentSim {
             let drops = drop_debt.floor().max(0.0) as u64;
             drop_debt -= drops as f64;
             let mut cpu = base_cpu * (0.85 + 0.3 * rng.unit());
-            if on_bad && self.fault == Fault::Cpu {
+            if on_bad && matches!(self.fault, Fault::Cpu | Fault::AgentCpu) {
                 cpu *= 5.0;
             }
             finding_debt += minutes * 0.1 * 2.0 * rng.unit();
@@ -335,6 +398,7 @@ impl AgentSim {
                 crashes: Count::from(crashes),
                 restarts: Count::from(restarts),
                 lkg_fallbacks: Count::from(lkg),
+                release_fallbacks: Count::from(release_fallbacks),
                 cpu_percent: CpuPercent::try_from(cpu.min(6400.0)).unwrap_or_default(),
                 rss_bytes: Count::try_from((base_rss * (0.98 + 0.04 * rng.unit())) as u64)
                     .unwrap_or_default(),
@@ -360,7 +424,48 @@ impl AgentSim {
             match self.client.check_in(&self.credential, &checkin).await {
                 Ok(resp) => {
                     self.shared.checkins.fetch_add(1, Ordering::Relaxed);
-                    (crashes, restarts, lkg) = (0, 0, 0);
+                    (crashes, restarts, lkg, release_fallbacks) = (0, 0, 0, 0);
+                    if let Some(offer) = &resp.release
+                        && offer.version != self.agent_version
+                        && !(refused_release && Some(&offer.version) == self.bad_release.as_ref())
+                    {
+                        match self
+                            .client
+                            .fetch_file(&offer.url, Some(self.credential.as_str()), 1 << 20)
+                            .await
+                        {
+                            Ok(_bytes) if Some(&offer.version) == self.bad_release.as_ref() => {
+                                self.shared.activated[self.idx].store(true, Ordering::Relaxed);
+                                match self.fault {
+                                    Fault::AgentCrash => {
+                                        // The new binary crash-loops on trial; the supervisor
+                                        // falls back to the previous one, which marks the
+                                        // release bad here and never takes it again.
+                                        crashes += 3;
+                                        restarts += 3;
+                                        release_fallbacks += 1;
+                                        refused_release = true;
+                                        self.shared.fell_back[self.idx]
+                                            .store(true, Ordering::Relaxed);
+                                    }
+                                    Fault::AgentHang => {
+                                        self.agent_version = offer.version.clone();
+                                        hung = true;
+                                        self.shared.stuck[self.idx].store(true, Ordering::Relaxed);
+                                    }
+                                    _ => self.agent_version = offer.version.clone(),
+                                }
+                            }
+                            Ok(_bytes) => self.agent_version = offer.version.clone(),
+                            Err(_) => {
+                                self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        self.shared.on_bad_release[self.idx].store(
+                            self.bad_release.as_ref() == Some(&self.agent_version),
+                            Ordering::Relaxed,
+                        );
+                    }
                     last_ack = Instant::now();
                     next = resp.next_checkin_ms as f64 + rng.unit() * resp.jitter_ms as f64;
                     if let Some(offer) = resp.content {
@@ -579,6 +684,43 @@ async fn drive(
         .await
         .map_err(err)?;
 
+    // Agent releases: a baseline every agent runs, and the new one (opaque bytes: the drill's
+    // console verifies nothing, and simulated agents run nothing).
+    let mut tag = [0u8; 3];
+    getrandom::getrandom(&mut tag).map_err(err)?;
+    let tag = hex::encode(tag);
+    let base_label = format!("drill-{tag}-base");
+    let bad_label = format!("drill-{tag}-{}", opts.fault);
+    if opts.fault.is_agent() {
+        let publish = |label: String, baseline: bool| {
+            let client = client.clone();
+            async move {
+                client
+                    .request::<crate::releases::ReleaseRow>(
+                        axum::http::Method::PUT,
+                        &format!(
+                            "/api/v1/releases/{label}{}",
+                            if baseline { "?baseline=true" } else { "" }
+                        ),
+                        op,
+                        axum::body::Bytes::from(format!("ringfence drill agent release {label}")),
+                        "application/octet-stream",
+                    )
+                    .await
+            }
+        };
+        // A console that already has a baseline release refuses this one as the baseline
+        // (409); its agents are then offered that baseline and take it.
+        let _ = publish(base_label.clone(), true).await;
+        publish(bad_label.clone(), false).await.map_err(err)?;
+    }
+    let bad_release = opts
+        .fault
+        .is_agent()
+        .then(|| Label::try_from(bad_label.as_str()).ok())
+        .flatten();
+    let start_label = Label::try_from(base_label.as_str()).map_err(err)?;
+
     // Enroll.
     let token: crate::agents::EnrollmentToken = client
         .post_json(
@@ -593,6 +735,7 @@ async fn drive(
         fell_back: (0..n).map(|_| AtomicBool::new(false)).collect(),
         stuck: (0..n).map(|_| AtomicBool::new(false)).collect(),
         current: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        on_bad_release: (0..n).map(|_| AtomicBool::new(false)).collect(),
         ..Shared::default()
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -606,12 +749,11 @@ async fn drive(
         let token = token.token.clone();
         let fault = opts.fault;
         let interval_ms = opts.checkin_interval_ms;
+        let bad_release = bad_release.clone();
+        let agent_version = start_label.clone();
         tasks.push(tokio::spawn(async move {
             let tags = tags_for(i);
-            let (Ok(hostname), Ok(agent_version)) = (
-                Label::try_from(format!("drill-{i:05}")),
-                Label::try_from("drill-0.1"),
-            ) else {
+            let Ok(hostname) = Label::try_from(format!("drill-{i:05}")) else {
                 return;
             };
             let req = EnrollRequest {
@@ -650,6 +792,7 @@ async fn drive(
                 tags,
                 agent_version,
                 bad: bad.unsigned_abs(),
+                bad_release,
                 fault,
                 speed,
                 interval_ms,
@@ -696,7 +839,8 @@ async fn drive(
             "/api/v1/rollouts",
             op,
             &StartRequest {
-                version: bad,
+                version: if opts.fault.is_agent() { 0 } else { bad },
+                agent_version: opts.fault.is_agent().then(|| bad_label.clone()),
                 plan: Some(plan),
                 emergency: false,
                 reason: format!("fleet drill: {} fault", opts.fault),
@@ -704,7 +848,11 @@ async fn drive(
         )
         .await
         .map_err(err)?;
-    say(format!("rollout {} of v{bad} started", view.id));
+    say(format!(
+        "rollout {} of {} started",
+        view.id,
+        view.describe(view.to_version)
+    ));
     let mut last_state = view.state.clone();
     let mut last_ring = view.current_ring;
     // The engine halts on evidence from too few agents and rolls back by itself once enough
@@ -742,15 +890,22 @@ async fn drive(
         }
     };
     let decided_sim = final_view.updated_at - start_sim;
+    let on_bad = |i: usize| {
+        if opts.fault.is_agent() {
+            shared.on_bad_release[i].load(Ordering::Relaxed)
+        } else {
+            shared.current[i].load(Ordering::Relaxed) == bad.unsigned_abs()
+        }
+    };
     // Let agents that got the bad version pick up the rollback.
-    if let Some(rb) = final_view.rollback_version {
+    if final_view.rollback_version.is_some() {
         let settle = Instant::now() + real(opts.checkin_interval_ms as f64 * 3.0, speed);
         while Instant::now() < settle && Instant::now() < deadline {
             let waiting = (0..n)
                 .filter(|&i| {
                     shared.activated[i].load(Ordering::Relaxed)
                         && !shared.stuck[i].load(Ordering::Relaxed)
-                        && shared.current[i].load(Ordering::Relaxed) != rb.unsigned_abs()
+                        && on_bad(i)
                 })
                 .count();
             if waiting == 0 {
@@ -765,9 +920,20 @@ async fn drive(
     }
     let flag = |v: &Vec<AtomicBool>| v.iter().filter(|b| b.load(Ordering::Relaxed)).count();
     let activated = flag(&shared.activated);
-    let rolled_back = final_view
-        .rollback_version
-        .map_or(0, |rb| count_on(rb.unsigned_abs()));
+    let stuck = flag(&shared.stuck);
+    let still_on_bad = (0..n).filter(|&i| on_bad(i)).count();
+    let rolled_back = match final_view.rollback_version {
+        None => 0,
+        Some(rb) if !opts.fault.is_agent() => count_on(rb.unsigned_abs()),
+        // Agents that ran the bad release and run the re-offered previous one now.
+        Some(_) => (0..n)
+            .filter(|&i| {
+                shared.activated[i].load(Ordering::Relaxed)
+                    && !shared.fell_back[i].load(Ordering::Relaxed)
+                    && !on_bad(i)
+            })
+            .count(),
+    };
     let reason = if final_view.state == "completed" {
         "every ring passed its gate".to_owned()
     } else {
@@ -776,9 +942,18 @@ async fn drive(
     Ok(DrillReport {
         agents: n,
         fault: opts.fault,
+        kind: final_view.kind.clone(),
         speed,
-        from_version: baseline,
-        bad_version: bad,
+        from_version: if opts.fault.is_agent() {
+            final_view.from_version
+        } else {
+            baseline
+        },
+        bad_version: if opts.fault.is_agent() {
+            final_view.to_version
+        } else {
+            bad
+        },
         rollback_version: final_view.rollback_version,
         activated,
         blast_pct: activated as f64 * 100.0 / n.max(1) as f64,
@@ -788,9 +963,8 @@ async fn drive(
         real_ms: started.elapsed().as_millis(),
         recovered_on_own: flag(&shared.fell_back),
         rolled_back,
-        still_on_bad: count_on(bad.unsigned_abs())
-            - flag(&shared.stuck).min(count_on(bad.unsigned_abs())),
-        stuck: flag(&shared.stuck),
+        still_on_bad: still_on_bad - stuck.min(still_on_bad),
+        stuck,
         manual_steps: 0,
         checkins: shared.checkins.load(Ordering::Relaxed),
         checkin_errors: shared.errors.load(Ordering::Relaxed),
@@ -803,7 +977,17 @@ mod tests {
 
     #[test]
     fn faults_parse() {
-        for f in ["none", "crash", "cpu", "silent", "hang"] {
+        for f in [
+            "none",
+            "crash",
+            "cpu",
+            "silent",
+            "hang",
+            "agent-crash",
+            "agent-hang",
+            "agent-cpu",
+            "agent-none",
+        ] {
             assert_eq!(f.parse::<Fault>().unwrap().to_string(), f);
         }
         assert!("boom".parse::<Fault>().is_err());

@@ -40,6 +40,8 @@ pub struct Sample {
     pub crashes: i64,
     pub restarts: i64,
     pub lkg: i64,
+    /// Agent release fall-backs (the supervisor went back to the previous binary).
+    pub release_fallbacks: i64,
     pub cpu: f64,
     pub rss: i64,
     pub events: i64,
@@ -170,7 +172,7 @@ pub async fn write_batch<'a>(
         let mut tx = pool.begin().await?;
         for chunk in all.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::new(
-                "INSERT INTO checkins (agent_id, at, seq, content_version, crashes, restarts, lkg, cpu, rss, events, drops, findings, interval_ms) ",
+                "INSERT INTO checkins (agent_id, at, seq, content_version, crashes, restarts, lkg, cpu, rss, events, drops, findings, interval_ms, agent_version, release_fallbacks) ",
             );
             q.push_values(chunk, |mut b, s| {
                 b.push_bind(&s.agent_id)
@@ -185,7 +187,9 @@ pub async fn write_batch<'a>(
                     .push_bind(s.events)
                     .push_bind(s.drops)
                     .push_bind(s.findings)
-                    .push_bind(s.interval_ms);
+                    .push_bind(s.interval_ms)
+                    .push_bind(&s.agent_version)
+                    .push_bind(s.release_fallbacks);
             });
             q.build().execute(&mut *tx).await?;
         }

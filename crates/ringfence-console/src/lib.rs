@@ -32,6 +32,7 @@ pub mod operators;
 pub mod orders;
 pub mod plan;
 pub mod quota;
+pub mod releases;
 pub mod retention;
 pub mod revoke;
 pub mod roles;
@@ -300,15 +301,22 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/audit", get(audit::get_audit))
         .route("/metrics", get(metrics::get_metrics))
         .layer(DefaultBodyLimit::max(256 * 1024))
+        .route("/api/v1/releases", get(releases::get_releases))
         .merge(
             Router::new()
                 .route("/api/v1/content/{version}", put(content::put_content))
                 .layer(DefaultBodyLimit::max(content::MAX_BUNDLE_BYTES)),
+        )
+        .merge(
+            Router::new()
+                .route("/api/v1/releases/{version}", put(releases::put_release))
+                .layer(DefaultBodyLimit::max(releases::MAX_RELEASE_BYTES)),
         );
     Router::new()
         .merge(agent_api)
         .merge(operator_api)
         .route("/content/{file}", get(content::serve_file))
+        .route("/releases/{file}", get(releases::serve_file))
         .route("/healthz", get(|| async { "ok" }))
         .merge(dashboard::router())
         // Every route's role, checked in one place (see `roles`).

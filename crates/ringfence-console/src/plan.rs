@@ -16,6 +16,18 @@
 //! region = ["eu-west"]      # optional: region, industry, environment, tags, ids
 //! ```
 //!
+//! An agent-release plan may hold a group of agents back on the release the fleet ran before
+//! (N-1), by a custom tag: `tag = "KEY=VALUE"`, or `tag = "KEY"` for any value. Pinned agents
+//! never join a ring of an agent rollout (they may serve in control groups, which stay on the
+//! old version anyway); when the rollout completes they are held on the previous release.
+//! Content rollouts ignore pins (content and agent versions are governed separately).
+//!
+//! ```toml
+//! [[pin]]
+//! tag = "role=db"           # or "db": any agent carrying the custom tag `db`
+//! agent = "previous"        # the only choice: the release before this rollout's
+//! ```
+//!
 //! `percent` is cumulative: rings at 1, 10, 50, 100 bring the rollout to 1%, 10%, 50% and all of
 //! the matching fleet, each ring taking the next agents of the *remaining* fleet in stable-hash
 //! order. `ids` picks agents by id and ignores `percent`.
@@ -31,6 +43,48 @@ use crate::clock::Millis;
 pub struct Plan {
     pub rings: Vec<Ring>,
     pub gates: Gates,
+    /// Tag groups an agent rollout leaves on the previous release.
+    pub pins: Vec<Pin>,
+}
+
+/// A tag group held on the previous agent release (`[[pin]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pin {
+    pub key: String,
+    /// `None`: any value.
+    pub value: Option<String>,
+}
+
+impl Pin {
+    /// Does an agent with these custom tags belong to the pinned group?
+    pub fn matches(&self, tags: &BTreeMap<String, String>) -> bool {
+        tags.get(&self.key)
+            .is_some_and(|v| self.value.as_ref().is_none_or(|want| want == v))
+    }
+
+    fn parse(tag: &str) -> Result<Pin, String> {
+        let (key, value) = match tag.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim().to_owned())),
+            None => (tag.trim(), None),
+        };
+        let ok = |t: &str| !t.is_empty() && t.len() <= 64;
+        if !ok(key) || value.as_deref().is_some_and(|v| !ok(v)) {
+            return Err(format!(
+                "tag {tag:?}: expected KEY or KEY=VALUE, each 1..=64 characters"
+            ));
+        }
+        Ok(Pin {
+            key: key.to_owned(),
+            value,
+        })
+    }
+}
+
+impl Plan {
+    /// Is this agent (by its custom tags) held back by a `[[pin]]`?
+    pub fn pinned(&self, tags: &BTreeMap<String, String>) -> bool {
+        self.pins.iter().any(|p| p.matches(tags))
+    }
 }
 
 /// One ring.
@@ -210,6 +264,15 @@ struct RawPlan {
     gates: Gates,
     #[serde(default)]
     rings: Vec<RawRing>,
+    #[serde(default)]
+    pin: Vec<RawPin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPin {
+    tag: String,
+    agent: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,6 +366,7 @@ impl Plan {
                 ring("all", 100.0, 2 * 3_600_000),
             ],
             gates: Gates::default(),
+            pins: Vec::new(),
         }
     }
 
@@ -427,10 +491,24 @@ impl Plan {
                 window,
             });
         }
+        let mut pins = Vec::new();
+        for (i, p) in raw.pin.iter().enumerate() {
+            if p.agent != "previous" {
+                errors.push(format!(
+                    "pin[{i}].agent must be \"previous\" (the release before this rollout's), got {:?}",
+                    p.agent
+                ));
+            }
+            match Pin::parse(&p.tag) {
+                Ok(pin) => pins.push(pin),
+                Err(e) => errors.push(format!("pin[{i}].{e}")),
+            }
+        }
         if errors.is_empty() {
             Ok(Plan {
                 rings,
                 gates: raw.gates,
+                pins,
             })
         } else {
             Err(errors)
@@ -466,6 +544,23 @@ bake = "2h"
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pins_hold_a_tag_group_on_the_previous_release() {
+        let text = format!(
+            "{DEFAULT_TOML}\n[[pin]]\ntag = \"role=db\"\nagent = \"previous\"\n\n[[pin]]\ntag = \"legacy\"\nagent = \"previous\"\n"
+        );
+        let plan = Plan::parse(&text).unwrap();
+        let tags = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
+        assert!(plan.pinned(&tags("role", "db")));
+        assert!(!plan.pinned(&tags("role", "web")));
+        assert!(plan.pinned(&tags("legacy", "yes")));
+        assert!(!Plan::default_plan().pinned(&tags("role", "db")));
+        let bad = format!("{DEFAULT_TOML}\n[[pin]]\ntag = \"=x\"\nagent = \"0.1.0\"\n");
+        let errors = Plan::parse(&bad).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("pin[0].agent"), "{errors:?}");
+    }
 
     #[test]
     fn default_toml_is_the_default_plan() {

@@ -146,6 +146,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", ringfence_wire::paths::RENEW, Need::Agent),
     ("POST", ringfence_wire::paths::CHECKIN, Need::Agent),
     ("POST", ringfence_wire::paths::FINDINGS, Need::Agent),
+    ("GET", "/releases/{file}", Need::Agent),
     // Anyone.
     ("GET", "/content/{file}", Need::Public),
     ("GET", "/healthz", Need::Public),
@@ -171,6 +172,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/api/v1/findings/groups", Need::Read),
     ("GET", "/api/v1/findings/{id}", Need::Read),
     ("GET", "/api/v1/content", Need::Read),
+    ("GET", "/api/v1/releases", Need::Read),
     ("GET", "/api/v1/rollouts", Need::Read),
     ("GET", "/api/v1/rollouts/{id}", Need::Read),
     ("GET", "/api/v1/audit", Need::Read),
@@ -184,6 +186,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/api/v1/findings/bulk", Need::Respond),
     // Content and rollouts.
     ("PUT", "/api/v1/content/{version}", Need::Content),
+    ("PUT", "/api/v1/releases/{version}", Need::Content),
     ("POST", "/api/v1/rollouts", Need::Content),
     ("POST", "/api/v1/rollouts/{id}/{action}", Need::Content),
     // A second operator's approval.

@@ -1,6 +1,7 @@
 //! A read-only snapshot of what the check-in path needs to answer "which content may this agent
 //! run now": the fleet baseline, published content, rollback pins, and the active rollout's
-//! ring memberships and windows.
+//! ring memberships and windows; and the same for agent releases (their own baseline, pins and
+//! active rollout: content and agent versions are governed separately).
 //!
 //! The snapshot is a cache of database rows, not state: every change bumps `fleet.revision` in
 //! the same transaction, the console that made the change reloads at once, and every console
@@ -10,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ringfence_wire::ContentOffer;
+use ringfence_wire::{ContentOffer, Label, ReleaseOffer};
 
 use crate::clock::Millis;
 use crate::error::AppResult;
@@ -40,6 +41,24 @@ pub struct ActiveRollout {
     pub members: HashMap<String, usize>,
 }
 
+impl ActiveRollout {
+    /// Should `agent` get this rollout's version now? Only ring members, and only while the
+    /// rollout delivers in the member's ring window (or the emergency flag is set); a member
+    /// that already has it keeps it.
+    fn delivers_to(&self, agent: &str, tz_offset_min: i64, has_it: bool, now: Millis) -> bool {
+        let Some(&ring) = self.members.get(agent) else {
+            return false;
+        };
+        let window_open = self
+            .windows
+            .get(ring)
+            .copied()
+            .flatten()
+            .is_none_or(|w| w.is_open(now, tz_offset_min));
+        has_it || (self.delivering && (self.emergency || window_open))
+    }
+}
+
 /// Everything the check-in path reads.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -48,9 +67,48 @@ pub struct Snapshot {
     pub content: HashMap<i64, ContentOffer>,
     pub pins: HashMap<String, i64>,
     pub rollout: Option<ActiveRollout>,
+    /// The agent release (by `releases.seq`) every agent may run outside rollouts; 0: none
+    /// (agents run their packages' binaries).
+    pub release_baseline: i64,
+    pub releases: HashMap<i64, ReleaseOffer>,
+    /// Releases as published (not rollback re-offers), by version label.
+    pub release_labels: HashMap<String, i64>,
+    /// Per-agent release pins: (seq, hold). A pin replaces the baseline: rollback pins point at a
+    /// re-offer of the previous release, hold pins keep a plan's `[[pin]]` group on it.
+    pub release_pins: HashMap<String, (i64, bool)>,
+    pub agent_rollout: Option<ActiveRollout>,
 }
 
 impl Snapshot {
+    /// The sequence number of the release published as `label`.
+    pub fn release_seq(&self, label: &str) -> Option<i64> {
+        self.release_labels.get(label).copied()
+    }
+
+    /// The agent release this agent should run now (`None`: keep what runs).
+    pub fn offer_release(
+        &self,
+        agent: &str,
+        tz_offset_min: i64,
+        running: &str,
+        now: Millis,
+    ) -> Option<&ReleaseOffer> {
+        let mut v = self
+            .release_pins
+            .get(agent)
+            .map_or(self.release_baseline, |(seq, _)| *seq);
+        if let Some(r) = &self.agent_rollout {
+            let has_it = self
+                .releases
+                .get(&r.to_version)
+                .is_some_and(|o| o.version.as_str() == running);
+            if r.delivers_to(agent, tz_offset_min, has_it, now) {
+                v = r.to_version;
+            }
+        }
+        self.releases.get(&v)
+    }
+
     /// The content this agent may run now.
     pub fn offer(
         &self,
@@ -64,29 +122,22 @@ impl Snapshot {
             v = v.max(pin);
         }
         if let Some(r) = &self.rollout
-            && let Some(&ring) = r.members.get(agent)
+            && r.delivers_to(agent, tz_offset_min, current >= r.to_version, now)
         {
-            let has_it = current >= r.to_version;
-            let window_open = r
-                .windows
-                .get(ring)
-                .copied()
-                .flatten()
-                .is_none_or(|w| w.is_open(now, tz_offset_min));
-            if has_it || (r.delivering && (r.emergency || window_open)) {
-                v = v.max(r.to_version);
-            }
+            v = v.max(r.to_version);
         }
         self.content.get(&v)
     }
 
     /// Load from the database.
     pub async fn load(db: &Db) -> AppResult<Snapshot> {
-        let (revision, baseline, content, pins, rollout, members) = on_db!(db, |pool| {
-            let (revision, baseline): (i64, i64) =
-                sqlx::query_as("SELECT revision, baseline_version FROM fleet WHERE id = 1")
-                    .fetch_one(pool)
-                    .await?;
+        type ReleaseRow = (i64, String, String, String, i64, Option<i64>);
+        let (revision, baseline, content, pins, rollouts, members, releases) = on_db!(db, |pool| {
+            let (revision, baseline, release_baseline): (i64, i64, i64) = sqlx::query_as(
+                "SELECT revision, baseline_version, release_baseline FROM fleet WHERE id = 1",
+            )
+            .fetch_one(pool)
+            .await?;
             let content: Vec<(i64, String, String, i64)> =
                 sqlx::query_as("SELECT version, file, sha256, size FROM content")
                     .fetch_all(pool)
@@ -95,24 +146,60 @@ impl Snapshot {
                 sqlx::query_as("SELECT agent_id, version FROM agent_pins")
                     .fetch_all(pool)
                     .await?;
-            let rollout: Option<(i64, i64, String, i64, String)> = sqlx::query_as(
-                "SELECT id, to_version, state, emergency, plan FROM rollouts WHERE active = 1",
+            let rollouts: Vec<(i64, i64, String, i64, String, i64)> = sqlx::query_as(
+                "SELECT id, to_version, state, emergency, plan, active FROM rollouts WHERE active IS NOT NULL",
             )
-            .fetch_optional(pool)
+            .fetch_all(pool)
             .await?;
-            let members: Vec<(String, i64)> = match &rollout {
-                Some((id, ..)) => {
-                    sqlx::query_as(
-                        "SELECT agent_id, ring FROM ring_members WHERE rollout_id = $1 AND role = 'ring'",
-                    )
-                    .bind(id)
+            let mut members: HashMap<i64, Vec<(String, i64)>> = HashMap::new();
+            for (id, ..) in &rollouts {
+                let rows: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT agent_id, ring FROM ring_members WHERE rollout_id = $1 AND role = 'ring'",
+                )
+                .bind(id)
+                .fetch_all(pool)
+                .await?;
+                members.insert(*id, rows);
+            }
+            let releases: Vec<ReleaseRow> =
+                sqlx::query_as("SELECT seq, version, file, sha256, size, carries FROM releases")
                     .fetch_all(pool)
-                    .await?
-                }
-                None => Vec::new(),
-            };
-            (revision, baseline, content, pins, rollout, members)
+                    .await?;
+            let release_pins: Vec<(String, i64, i64)> =
+                sqlx::query_as("SELECT agent_id, seq, hold FROM release_pins")
+                    .fetch_all(pool)
+                    .await?;
+            (
+                revision,
+                baseline,
+                content,
+                pins,
+                rollouts,
+                members,
+                (release_baseline, releases, release_pins),
+            )
         });
+        let (release_baseline, release_rows, release_pins) = releases;
+        let mut release_labels = HashMap::new();
+        let mut releases = HashMap::new();
+        for (seq, version, file, sha256, size, carries) in release_rows {
+            let Ok(label) = Label::try_from(version) else {
+                continue;
+            };
+            if carries.is_none() {
+                release_labels.insert(label.to_string(), seq);
+            }
+            releases.insert(
+                seq,
+                ReleaseOffer {
+                    version: label,
+                    url: format!("/releases/{file}"),
+                    sha256,
+                    size: size.unsigned_abs(),
+                },
+            );
+        }
+        let mut members = members;
         let content = content
             .into_iter()
             .map(|(version, file, sha256, size)| {
@@ -127,7 +214,9 @@ impl Snapshot {
                 )
             })
             .collect();
-        let rollout = rollout.map(|(id, to_version, st, emergency, plan)| {
+        let mut rollout = None;
+        let mut agent_rollout = None;
+        for (id, to_version, st, emergency, plan, slot) in rollouts {
             // A stored plan was parsed before it was stored; if it no longer parses, deliver
             // in no window rather than everywhere.
             let windows = match Plan::parse(&plan) {
@@ -135,24 +224,39 @@ impl Snapshot {
                 Err(_) => Vec::new(),
             };
             let parsed_ok = !windows.is_empty();
-            ActiveRollout {
+            let active = ActiveRollout {
                 id,
                 to_version,
                 delivering: st == state::RUNNING && parsed_ok,
                 emergency: emergency != 0,
                 windows,
                 members: members
+                    .remove(&id)
+                    .unwrap_or_default()
                     .into_iter()
                     .map(|(a, ring)| (a, usize::try_from(ring).unwrap_or(usize::MAX)))
                     .collect(),
+            };
+            if slot == crate::rollout::Kind::Agent.slot() {
+                agent_rollout = Some(active);
+            } else {
+                rollout = Some(active);
             }
-        });
+        }
         Ok(Snapshot {
             revision,
             baseline,
             content,
             pins: pins.into_iter().collect(),
             rollout,
+            release_baseline,
+            releases,
+            release_labels,
+            release_pins: release_pins
+                .into_iter()
+                .map(|(a, seq, hold)| (a, (seq, hold != 0)))
+                .collect(),
+            agent_rollout,
         })
     }
 }
@@ -211,7 +315,62 @@ mod tests {
                 ],
                 members: [("a".to_owned(), 0), ("b".to_owned(), 1)].into(),
             }),
+            ..Snapshot::default()
         }
+    }
+
+    fn release(seq: i64, label: &str) -> (i64, ReleaseOffer) {
+        (
+            seq,
+            ReleaseOffer {
+                version: Label::try_from(label).unwrap(),
+                url: format!("/releases/{seq}.release"),
+                sha256: String::new(),
+                size: 1,
+            },
+        )
+    }
+
+    #[test]
+    fn agent_releases_roll_out_apart_from_content() {
+        let mut s = snap();
+        s.release_baseline = 1;
+        s.releases = [
+            release(1, "0.2.0"),
+            release(2, "0.3.0"),
+            release(3, "0.2.0"),
+        ]
+        .into();
+        s.agent_rollout = Some(ActiveRollout {
+            id: 2,
+            to_version: 2,
+            delivering: true,
+            emergency: false,
+            windows: vec![None],
+            members: [("b".to_owned(), 0)].into(),
+        });
+        let v = |s: &Snapshot, a: &str, running: &str| {
+            s.offer_release(a, 0, running, 0)
+                .map(|o| o.version.to_string())
+        };
+        // `a` is in the content ring only, `b` in the agent ring only.
+        assert_eq!(v(&s, "a", "0.2.0").as_deref(), Some("0.2.0"));
+        assert_eq!(v(&s, "b", "0.2.0").as_deref(), Some("0.3.0"));
+        assert_eq!(s.offer("a", 0, 1, 0).unwrap().version, 2);
+        assert_eq!(s.offer("b", 0, 1, 0).unwrap().version, 1);
+        // A halted agent rollout offers nothing new; a member that has it keeps it until a
+        // rollback pin re-offers the previous release.
+        s.agent_rollout.as_mut().unwrap().delivering = false;
+        assert_eq!(v(&s, "b", "0.2.0").as_deref(), Some("0.2.0"));
+        assert_eq!(v(&s, "b", "0.3.0").as_deref(), Some("0.3.0"));
+        s.agent_rollout = None;
+        s.release_pins.insert("b".into(), (3, false));
+        assert_eq!(
+            s.offer_release("b", 0, "0.3.0", 0).unwrap().url,
+            "/releases/3.release"
+        );
+        // No baseline and no rollout: nothing is offered (agents keep their packages' binary).
+        assert_eq!(Snapshot::default().offer_release("a", 0, "0.1.0", 0), None);
     }
 
     #[test]

@@ -77,3 +77,36 @@ async fn healthy_version_completes_every_ring() {
     assert_eq!(r.final_state, "completed", "{r:#?}");
     assert!(r.activated * 100 >= r.agents * 95, "{r:#?}");
 }
+
+/// Agent-release drills: the same engine rolls out a bad agent release; the simulated agents
+/// fetch it with their credential and misbehave on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashing_agent_release_is_contained_and_rolled_back() {
+    let r = drill(1000, Fault::AgentCrash).await;
+    assert_eq!(r.kind, "agent");
+    assert_contained(&r);
+    assert!(r.reason.contains("last-known-good"), "{}", r.reason);
+    assert_eq!(r.recovered_on_own, r.activated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_agent_release_halts_for_missing_data() {
+    let r = drill(1000, Fault::AgentHang).await;
+    assert_contained(&r);
+    assert!(r.reason.contains("missing data"), "{}", r.reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_hungry_agent_release_is_caught_and_the_previous_one_re_offered() {
+    let r = drill(1000, Fault::AgentCpu).await;
+    assert_contained(&r);
+    // On a busy machine a canary member may be judged missing before its CPU is.
+    assert!(
+        r.reason.contains("cpu") || r.reason.contains("missing data"),
+        "{}",
+        r.reason
+    );
+    // The canary members took the re-offered previous release back.
+    assert_eq!(r.still_on_bad, 0, "{r:#?}");
+    assert_eq!(r.rolled_back, r.activated, "{r:#?}");
+}

@@ -105,6 +105,7 @@ fn sample(agent: &str, at: i64, f: impl FnOnce(&mut Sample)) -> Sample {
         crashes: 0,
         restarts: 0,
         lkg: 0,
+        release_fallbacks: 0,
         cpu: 2.0,
         rss: 50_000_000,
         events: 1000,

@@ -190,6 +190,24 @@ pub fn sign_release(
     Ok(out)
 }
 
+/// The version a release file claims, read WITHOUT verifying anything but its framing: for an
+/// operator's CLI naming the upload (the console and the agent verify it). Never trust it.
+pub fn claimed_version(bytes: &[u8]) -> Result<String, ReleaseError> {
+    let mut r = Reader::new(bytes);
+    if r.take(MAGIC.len() as u64, "release magic").ok() != Some(MAGIC) {
+        return Err(ReleaseError::BadMagic);
+    }
+    let envelope_bytes = r.bytes_u32(MAX_ENVELOPE_BYTES as u64, "release envelope")?;
+    let envelope = Envelope::parse(Role::Releases, envelope_bytes)
+        .map_err(|e| ReleaseError::Malformed(e.to_string()))?;
+    let version = match envelope.signed.get("version") {
+        Some(Value::String(v)) => v.clone(),
+        _ => return Err(ReleaseError::Malformed("signed has no version".into())),
+    };
+    check_version(&version)?;
+    Ok(version)
+}
+
 /// Verifies a release file against `root` at `now` (see the module's checks).
 pub fn verify_release<'a>(
     bytes: &'a [u8],
@@ -350,6 +368,19 @@ mod tests {
             verify_release(&file[..file.len() - 1], keys.trusted_root(), now()),
             Err(ReleaseError::LengthMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn the_claimed_version_is_read_from_the_framing_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = keys(tmp.path());
+        let file = sign_release(&keys, b"bin", "0.3.0", now(), now().plus_days(30)).unwrap();
+        assert_eq!(claimed_version(&file).unwrap(), "0.3.0");
+        assert!(matches!(
+            claimed_version(b"RFRELEASE0\n"),
+            Err(ReleaseError::BadMagic)
+        ));
+        assert!(claimed_version(&file[..20]).is_err());
     }
 
     #[test]

@@ -178,6 +178,17 @@ impl Client {
     /// Fetch a content file named by a check-in response (relative path or absolute http URL),
     /// refusing anything larger than `max_bytes`.
     pub async fn fetch_content(&self, url: &str, max_bytes: usize) -> Result<Bytes, ClientError> {
+        self.fetch_file(url, None, max_bytes).await
+    }
+
+    /// [`Self::fetch_content`] with the agent's credential (agent release files are served to
+    /// enrolled agents only).
+    pub async fn fetch_file(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<Bytes, ClientError> {
         // Content comes from the console itself (a relative path) or, with the same trust, from
         // a mirror over https; the bundle's own signature is what the agent trusts either way.
         let uri = if url.starts_with("https://") && !self.base.starts_with("http://") {
@@ -190,9 +201,11 @@ impl Client {
                 why: "a content URL is a path on the console or an https:// URL".into(),
             });
         };
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(&uri)
+        let mut req = Request::builder().method(Method::GET).uri(&uri);
+        if let Some(token) = bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req
             .body(Full::new(Bytes::new()))
             .map_err(|e| self.transport(e))?;
         let (status, body) = self.send(req, max_bytes).await?;

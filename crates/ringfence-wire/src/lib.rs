@@ -32,8 +32,8 @@ pub use types::{
     AgentId, BoundedList, CheckIn, CheckInResponse, ContentOffer, Count, CpuPercent, Credential,
     CustomTags, EnrollRequest, EnrollResponse, Findings, FindingsAccepted, FindingsBatch, Health,
     Label, LocalTuning, OrderAction, OrderResult, OrderResults, OrderStatus, Orders, ParseError,
-    RenewRequest, RenewResponse, ResponseOrder, SignedOrders, Tags, TzOffset, checkin_bounds,
-    is_hidden_char, limits, printable, truncate_at_char,
+    ReleaseOffer, RenewRequest, RenewResponse, ResponseOrder, SignedOrders, Tags, TzOffset,
+    checkin_bounds, is_hidden_char, limits, printable, truncate_at_char,
 };
 
 /// Protocol version carried in every request; the console refuses versions it does not speak.

@@ -442,6 +442,10 @@ pub struct Health {
     /// not deliver. Absent from older agents.
     #[serde(default, skip_serializing_if = "Count::is_zero")]
     pub outputs_dropped: Count,
+    /// Times the supervisor fell back from an agent release on trial to the previous binary.
+    /// Absent from older agents.
+    #[serde(default, skip_serializing_if = "Count::is_zero")]
+    pub release_fallbacks: Count,
     /// Length of the interval these counters cover, milliseconds.
     #[serde(default)]
     pub interval_ms: Count,
@@ -486,6 +490,11 @@ impl Health {
         over(
             "lkg_fallbacks",
             self.lkg_fallbacks.get(),
+            Self::MAX_LKG_FALLBACKS,
+        )?;
+        over(
+            "release_fallbacks",
+            self.release_fallbacks.get(),
             Self::MAX_LKG_FALLBACKS,
         )?;
         over("rss_bytes", self.rss_bytes.get(), Self::MAX_RSS_BYTES)?;
@@ -574,11 +583,29 @@ pub struct ContentOffer {
     pub size: u64,
 }
 
+/// The agent release an agent may run, and where to fetch it. The release file's signature
+/// (by the trust root's releases role) is what the agent trusts; the hash and size only bound
+/// the download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseOffer {
+    /// The agent version (the release's signed `version`, its directory name on the host).
+    pub version: Label,
+    /// Path (relative to the console base URL) or absolute URL of the release file.
+    pub url: String,
+    /// SHA-256 of the release file, lowercase hex.
+    pub sha256: String,
+    pub size: u64,
+}
+
 /// The console's answer to a check-in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckInResponse {
     /// `None` until any content is published.
     pub content: Option<ContentOffer>,
+    /// The agent release this agent should run; `None`: keep what runs. Older consoles never
+    /// send it, and older agents ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseOffer>,
     /// Call again after `next_checkin_ms` plus a random delay in `0..jitter_ms`.
     pub next_checkin_ms: u64,
     pub jitter_ms: u64,
@@ -1103,6 +1130,7 @@ mod tests {
     fn health_is_bounded_by_its_interval() {
         let health = |pointer: &str, value: serde_json::Value| {
             let mut v = checkin_json();
+            v["health"]["release_fallbacks"] = serde_json::json!(0);
             *v.pointer_mut(pointer).unwrap() = value;
             CheckIn::parse(&serde_json::to_vec(&v).unwrap())
                 .unwrap()
@@ -1113,6 +1141,7 @@ mod tests {
         for (pointer, value, field) in [
             ("/health/crashes", i64::MAX, "crashes"),
             ("/health/lkg_fallbacks", 17, "lkg_fallbacks"),
+            ("/health/release_fallbacks", 17, "release_fallbacks"),
             // 60 s at 5 M/s is 305 M with the second of slack.
             ("/health/events", 400_000_000, "events"),
             ("/health/events_dropped", i64::MAX, "events_dropped"),
@@ -1161,9 +1190,29 @@ mod tests {
     }
 
     #[test]
+    fn release_offers_and_fallbacks_are_optional_on_the_wire() {
+        // An older console's answer has no `release`; ours omits it when there is none.
+        let old = serde_json::json!({"content": null, "next_checkin_ms": 1000, "jitter_ms": 0});
+        let r: CheckInResponse = serde_json::from_value(old).unwrap();
+        assert_eq!(r.release, None);
+        assert!(!serde_json::to_string(&r).unwrap().contains("release"));
+        let offer = serde_json::json!({"content": null, "next_checkin_ms": 1000, "jitter_ms": 0,
+            "release": {"version": "0.3.0", "url": "/releases/3.release", "sha256": "ab", "size": 9}});
+        let r: CheckInResponse = serde_json::from_value(offer).unwrap();
+        assert_eq!(r.release.unwrap().version.as_str(), "0.3.0");
+        let h = Health::default();
+        assert!(
+            !serde_json::to_string(&h)
+                .unwrap()
+                .contains("release_fallbacks")
+        );
+    }
+
+    #[test]
     fn a_console_cannot_stop_or_flood_check_ins_with_its_interval() {
         let answer = |next: u64, jitter: u64| CheckInResponse {
             content: None,
+            release: None,
             next_checkin_ms: next,
             jitter_ms: jitter,
             orders: SignedOrders::default(),

@@ -502,6 +502,8 @@ async fn a_man_in_the_middle_is_refused_reported_and_loses_nothing() {
         content_label: Box::new(|| "none".to_owned()),
         supervisor_crashes: None,
         lkg_fallbacks: 0,
+        release_fallbacks: 0,
+        releases: None,
         orders,
         ca_pins: vec![console.pin],
         content: ringfence_agent::content::config::ContentSection::default(),

@@ -48,6 +48,10 @@ pub const SUPERVISED_ENV: &str = "RINGFENCE_SUPERVISED";
 /// restarted (the new worker reports it as tampering).
 pub const PREVIOUS_WORKER_ENV: &str = "RINGFENCE_PREVIOUS_WORKER";
 
+/// Set for the worker when it runs an agent version from the versions directory: the version's
+/// name, which it reports to the console (without it, the worker reports its own build's).
+pub const AGENT_VERSION_ENV: &str = "RINGFENCE_AGENT_VERSION";
+
 /// Set for the worker: how many workers this supervisor has seen die so far (the worker reports
 /// the ones the console has not acknowledged yet).
 pub const CRASHES_ENV: &str = "RINGFENCE_WORKER_CRASHES";
@@ -170,6 +174,10 @@ impl Supervisor {
             match pending_report.take() {
                 Some(r) => cmd.env(ROLLBACK_ENV, r),
                 None => cmd.env_remove(ROLLBACK_ENV),
+            };
+            match self.versions.as_ref().and_then(|v| v.running()) {
+                Some(v) => cmd.env(AGENT_VERSION_ENV, v),
+                None => cmd.env_remove(AGENT_VERSION_ENV),
             };
             match pending_fallback.take() {
                 Some(r) => cmd.env(VERSION_FALLBACK_ENV, r),

@@ -13,6 +13,16 @@
 //! [`OrderRunner`](super::orders::OrderRunner), which checks their signatures; their results
 //! ride up with later check-ins.
 //!
+//! An agent release offered in the answer ([`ReleaseOffer`]) that is not the version running is
+//! fetched with the agent's credential (bounded by the offer's size, checked against its
+//! SHA-256), verified against the content root's releases role and installed into the versions
+//! directory on trial ([`crate::versions::VersionStore::install_offered`]); the supervisor sees
+//! the switch and restarts the worker on it, and falls back by itself if it fails. A refused
+//! release (bad signature, anti-rollback, marked bad here) is a health notice, and its SHA-256
+//! is remembered so it is not fetched again while the console keeps offering it. An agent
+//! whose running release or content metadata has expired keeps running it and raises a notice
+//! naming the file and the expiry.
+//!
 //! What the console says is bounded before it is believed: the next check-in comes after
 //! 1 s to 1 h whatever the answer asks ([`ringfence_wire::checkin_bounds`]); a findings upload
 //! counts as delivered only when the console acknowledges exactly what was sent; a 401 or 403
@@ -27,7 +37,7 @@ use std::time::{Duration, Instant};
 use ringfence_sensor::StopSignal;
 use ringfence_wire::{
     CaPin, CheckIn, CheckInResponse, Client, ContentOffer, Count, CpuPercent, Findings,
-    FindingsBatch, Health, Label, OrderResults, PROTOCOL, Tags, limits,
+    FindingsBatch, Health, Label, OrderResults, PROTOCOL, ReleaseOffer, Tags, limits,
 };
 use sha2::{Digest, Sha256};
 
@@ -40,6 +50,20 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const FINDINGS_EVERY: Duration = Duration::from_secs(5);
 /// Offered versions remembered as refused (the oldest are forgotten past it).
 const REFUSED_OFFERS: usize = 64;
+
+/// The largest agent release file an agent fetches (the console serves no larger).
+pub const MAX_RELEASE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Where offered agent releases go.
+#[derive(Debug, Clone)]
+pub struct ReleaseDelivery {
+    /// The versions directory ([`crate::versions`]).
+    pub versions_dir: PathBuf,
+    /// The package's binary (the supervisor's): a re-offer of it is a rollback, not a downgrade.
+    pub base_binary: Option<PathBuf>,
+    /// The largest release file fetched.
+    pub max_bytes: u64,
+}
 
 /// Everything the link needs; built by [`super::FleetLink::start`].
 pub struct LinkOptions {
@@ -62,6 +86,12 @@ pub struct LinkOptions {
     /// Last-known-good fallbacks to report (the supervisor rolled content back before this
     /// worker started).
     pub lkg_fallbacks: u64,
+    /// Agent release fall-backs to report (the supervisor went back to the previous binary
+    /// before this worker started).
+    pub release_fallbacks: u64,
+    /// Offered agent releases are installed here; `None`: releases are not taken (no versions
+    /// directory).
+    pub releases: Option<ReleaseDelivery>,
     /// Runs console response orders and keeps their results.
     pub orders: super::orders::OrderRunner,
     /// The CA pins the link trusts: the fleet's identity, kept with the enrollment.
@@ -87,6 +117,8 @@ pub struct LinkReport {
     pub bundles_delivered: u64,
     pub findings_uploaded: u64,
     pub orders_received: u64,
+    /// Agent releases installed (switched to on trial).
+    pub releases_installed: u64,
     /// Offers refused (unverifiable bundles) and uploads whose acknowledgement did not match.
     pub offers_refused: u64,
     pub uploads_unacknowledged: u64,
@@ -104,6 +136,12 @@ struct Link {
     acked_cpu: Duration,
     acked_at: Instant,
     lkg_pending: u64,
+    release_fallbacks_pending: u64,
+    /// SHA-256 of offered releases refused, or installed and waiting for the supervisor's
+    /// switch: not fetched again.
+    releases_done: BTreeSet<String>,
+    /// Expired-metadata notices raised (each distinct line once).
+    expiry_noticed: BTreeSet<String>,
     seq: u64,
     /// TLS refusals reported lately, by message (each at most once a minute; a few kept).
     tls_noticed: Vec<(String, Instant)>,
@@ -144,6 +182,9 @@ pub async fn run(
     };
     let mut link = Link {
         lkg_pending: opts.lkg_fallbacks,
+        release_fallbacks_pending: opts.release_fallbacks,
+        releases_done: BTreeSet::new(),
+        expiry_noticed: BTreeSet::new(),
         rng: seed(),
         opts,
         client,
@@ -321,6 +362,7 @@ impl Link {
         let Some(enrollment) = self.enrollment.clone() else {
             return Err("not enrolled".into());
         };
+        let credential = enrollment.credential.clone();
         let counters = self.telemetry.counters();
         let cpu = own_cpu_time();
         let delta = counters.since(self.acked);
@@ -350,6 +392,7 @@ impl Link {
                 events_dropped: count(delta.dropped),
                 findings: count(delta.findings),
                 outputs_dropped: count(delta.output_drops),
+                release_fallbacks: count(self.release_fallbacks_pending),
                 interval_ms: count(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
             },
             tags: self.opts.tags.clone(),
@@ -387,6 +430,7 @@ impl Link {
         self.acked_cpu = cpu;
         self.acked_at = Instant::now();
         self.lkg_pending = 0;
+        self.release_fallbacks_pending = 0;
         if crashes > 0 {
             let mut saved = enrollment;
             saved.crashes_reported = self.opts.supervisor_crashes;
@@ -396,6 +440,10 @@ impl Link {
             self.enrollment = Some(saved);
         }
         self.take_offer(&response, current).await;
+        if let Some(offer) = &response.release {
+            self.take_release(offer, &credential).await;
+        }
+        self.notice_expired();
         self.upload_findings().await;
         let (interval, jitter) = response.bounded_interval();
         let jitter = self.random(u128::from(jitter));
@@ -473,6 +521,125 @@ impl Link {
                 }
             },
             Err(e) => tracing::warn!(version = offer.version, error = %e, "content not fetched"),
+        }
+    }
+
+    /// Install an offered agent release that is not the running version (see the module doc).
+    async fn take_release(
+        &mut self,
+        offer: &ReleaseOffer,
+        credential: &ringfence_wire::Credential,
+    ) {
+        let Some(delivery) = self.opts.releases.clone() else {
+            return;
+        };
+        if offer.version == self.opts.agent_version
+            || self
+                .releases_done
+                .contains(&offer.sha256.to_ascii_lowercase())
+        {
+            return;
+        }
+        let sha = offer.sha256.to_ascii_lowercase();
+        let bytes = match self.fetch_release(offer, credential, &delivery).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Transport trouble is retried at the next check-in; a lying offer is refused.
+                tracing::warn!(version = %offer.version, error = %e, "agent release not fetched");
+                return;
+            }
+        };
+        let installed = (|| {
+            let root = crate::content::manager::current_root(&self.opts.content)
+                .map_err(|e| format!("no trust root to verify it with: {e}"))?;
+            let store = crate::versions::VersionStore::open(&delivery.versions_dir)
+                .map_err(|e| e.to_string())?;
+            let now = ringfence_content::UnixTime::now();
+            let version = store
+                .install_offered(&bytes, &root, now, false, delivery.base_binary.as_deref())
+                .map_err(|e| e.to_string())?;
+            if version != offer.version.as_str() {
+                return Err(format!(
+                    "the release is signed as version {version}, the offer said {}",
+                    offer.version
+                ));
+            }
+            store.activate(&version).map_err(|e| e.to_string())?;
+            Ok(version)
+        })();
+        if self.releases_done.len() >= REFUSED_OFFERS {
+            self.releases_done.pop_first();
+        }
+        self.releases_done.insert(sha);
+        match installed {
+            Ok(version) => {
+                self.report.releases_installed += 1;
+                tracing::warn!(
+                    version = %version,
+                    running = %self.opts.agent_version,
+                    "agent release {version} installed on trial; the supervisor restarts the agent on it"
+                );
+            }
+            Err(why) => {
+                self.report.offers_refused += 1;
+                let line = format!(
+                    "agent release {} offered by the console {} refused: {why}; the agent keeps \
+                     running {} and does not fetch it again",
+                    offer.version, self.opts.console, self.opts.agent_version
+                );
+                tracing::error!("{line}");
+                self.telemetry.notice(line);
+            }
+        }
+    }
+
+    async fn fetch_release(
+        &self,
+        offer: &ReleaseOffer,
+        credential: &ringfence_wire::Credential,
+        delivery: &ReleaseDelivery,
+    ) -> Result<Vec<u8>, String> {
+        if offer.size > delivery.max_bytes {
+            return Err(format!(
+                "offered release of {} bytes exceeds the {} an agent fetches",
+                offer.size, delivery.max_bytes
+            ));
+        }
+        let limit = usize::try_from(offer.size).unwrap_or(usize::MAX);
+        let bytes = self
+            .client
+            .fetch_file(&offer.url, Some(credential.as_str()), limit)
+            .await
+            .map_err(|e| e.to_string())?;
+        let digest = hex(&Sha256::digest(&bytes));
+        if bytes.len() as u64 != offer.size || !digest.eq_ignore_ascii_case(&offer.sha256) {
+            return Err(format!(
+                "got {} bytes with SHA-256 {digest}, the offer said {} bytes, {}",
+                bytes.len(),
+                offer.size,
+                offer.sha256
+            ));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Raise each expired-metadata line once (the agent keeps running what it has).
+    fn notice_expired(&mut self) {
+        let now = ringfence_content::UnixTime::now();
+        let state_dir = self.opts.content.state_dir();
+        let lines = crate::expiry::expired(
+            state_dir.as_deref(),
+            self.opts
+                .releases
+                .as_ref()
+                .map(|d| d.versions_dir.as_path()),
+            now,
+        );
+        for line in lines {
+            if self.expiry_noticed.insert(line.clone()) {
+                tracing::error!("{line}");
+                self.telemetry.notice(line);
+            }
         }
     }
 

@@ -236,6 +236,13 @@ pub struct FleetStart {
     pub content_label: Box<dyn Fn() -> String + Send>,
     pub supervisor_crashes: Option<SupervisorCount>,
     pub lkg_fallbacks: u64,
+    /// Agent release fall-backs the supervisor reported to this worker.
+    pub release_fallbacks: u64,
+    /// Where offered agent releases go (`None`: no versions directory, releases not taken).
+    pub releases: Option<link::ReleaseDelivery>,
+    /// The agent version this worker runs (the supervisor's versions directory names it);
+    /// `None`: this build's own version.
+    pub running_version: Option<String>,
     /// The responder's settings for console orders (`[response]`'s `responder_config()`).
     pub response: ringfence_response::ResponseConfig,
     /// `[response] enabled`: without it no console order runs.
@@ -282,7 +289,12 @@ impl FleetLink {
             console,
             enroll_token: start.section.enroll_token.clone(),
             hostname: label_lossy(&start.host_name)?,
-            agent_version: label_lossy(env!("CARGO_PKG_VERSION"))?,
+            agent_version: label_lossy(
+                start
+                    .running_version
+                    .as_deref()
+                    .unwrap_or(env!("CARGO_PKG_VERSION")),
+            )?,
             tags,
             state_file: start.state_dir.join(enrollment::FILE_NAME),
             content_dir: start.content_dir,
@@ -291,6 +303,8 @@ impl FleetLink {
             content_label: start.content_label,
             supervisor_crashes: start.supervisor_crashes,
             lkg_fallbacks: start.lkg_fallbacks,
+            release_fallbacks: start.release_fallbacks,
+            releases: start.releases,
             orders: orders::OrderRunner::new(
                 orders::Acceptance {
                     accept_orders: start.section.accept_orders,

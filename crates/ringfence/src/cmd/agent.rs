@@ -23,8 +23,8 @@ use ringfence_agent::content::link_keeper;
 use ringfence_agent::content::manager::{ManagerError, current_root};
 use ringfence_agent::content::sd_notify::SdNotify;
 use ringfence_agent::content::supervisor::{
-    CRASHES_ENV, HANG_LIMIT, PREVIOUS_WORKER_ENV, REFUSED_EXIT_CODES, ROLLBACK_ENV, STARTUP_GRACE,
-    SUPERVISED_ENV, TRIAL_HEALTHY, die_with_supervisor,
+    AGENT_VERSION_ENV, CRASHES_ENV, HANG_LIMIT, PREVIOUS_WORKER_ENV, REFUSED_EXIT_CODES,
+    ROLLBACK_ENV, STARTUP_GRACE, SUPERVISED_ENV, TRIAL_HEALTHY, die_with_supervisor,
 };
 use ringfence_agent::content::trial::VERSION_FALLBACK_ENV;
 use ringfence_agent::content::{
@@ -509,6 +509,7 @@ fn rerun_command() -> String {
 fn start_fleet_link(
     config: &Config,
     manager: Option<&ContentManager>,
+    versions_dir: Option<PathBuf>,
     stop: &StopSignal,
 ) -> Result<Option<(FleetLink, Arc<Telemetry>)>, String> {
     if config.fleet.console.is_none() {
@@ -554,6 +555,19 @@ fn start_fleet_link(
         content_label,
         supervisor_crashes,
         lkg_fallbacks: u64::from(std::env::var_os(ROLLBACK_ENV).is_some()),
+        release_fallbacks: u64::from(std::env::var_os(VERSION_FALLBACK_ENV).is_some()),
+        releases: versions_dir.map(|dir| ringfence_agent::fleet::link::ReleaseDelivery {
+            versions_dir: dir,
+            // The supervisor runs the package's binary; a re-offer of it is a rollback.
+            base_binary: if std::env::var_os(SUPERVISED_ENV).is_some() {
+                std::fs::read_link(format!("/proc/{}/exe", std::os::unix::process::parent_id()))
+                    .ok()
+            } else {
+                std::env::current_exe().ok()
+            },
+            max_bytes: ringfence_agent::fleet::link::MAX_RELEASE_BYTES,
+        }),
+        running_version: std::env::var(AGENT_VERSION_ENV).ok(),
         // Console orders go through the same guard rails, limits, dry-run and audit log as
         // `ringfence respond`, and run only with `response.enabled`.
         response: config.response.responder_config(),
@@ -764,6 +778,16 @@ fn worker(args: RunArgs) -> CmdResult {
     if let Ok(report) = std::env::var(VERSION_FALLBACK_ENV) {
         agent = agent.with_degraded(report);
     }
+    // With a console, the fleet link raises these (and again if they change).
+    if config.fleet.console.is_none() {
+        for line in ringfence_agent::expiry::expired(
+            config.content.state_dir().as_deref(),
+            args.versions_dir.as_deref(),
+            ringfence_content::UnixTime::now(),
+        ) {
+            agent = agent.with_degraded(line);
+        }
+    }
     if args.format == "text" {
         agent = agent.with_format(ringfence_agent::TextFormat::Text);
     }
@@ -862,7 +886,7 @@ fn worker(args: RunArgs) -> CmdResult {
             }
         }
     }
-    let link = match start_fleet_link(&config, manager.as_ref(), &stop) {
+    let link = match start_fleet_link(&config, manager.as_ref(), args.versions_dir.clone(), &stop) {
         Ok(Some((link, telemetry))) => {
             agent = agent.with_telemetry(telemetry);
             Some(link)

@@ -168,6 +168,25 @@ impl Republisher for ResigningRepublisher {
         let keys = KeySet::load(&self.keys_dir).map_err(|e| format!("content keys: {e}"))?;
         ringfence_console::content::verify_signed(keys.trusted_root(), bytes, version)
     }
+
+    fn verify_release(&self, bytes: &[u8], version: &str) -> Result<String, String> {
+        let keys = KeySet::load(&self.keys_dir).map_err(|e| format!("content keys: {e}"))?;
+        let release =
+            ringfence_content::release::verify_release(bytes, keys.trusted_root(), UnixTime::now())
+                .map_err(|e| e.to_string())?;
+        if release.version != version {
+            return Err(format!(
+                "the release is version {}, not {version}",
+                release.version
+            ));
+        }
+        Ok(format!(
+            "agent release {version}, issued {}, expires {}, {} byte binary",
+            release.issued,
+            release.expires,
+            release.binary.len()
+        ))
+    }
 }
 
 /// The console's TLS material and order key, made in `data` at the first start: the server

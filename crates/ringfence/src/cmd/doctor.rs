@@ -23,6 +23,39 @@ pub struct Args {
     /// The agent's content directory (instead of, or over, the configuration's).
     #[arg(long)]
     content_dir: Option<std::path::PathBuf>,
+    /// The agent's versions directory: doctor then also says which agent release runs, and
+    /// whether its signature has expired.
+    #[arg(long, default_value = "/var/lib/ringfence/versions")]
+    versions_dir: std::path::PathBuf,
+}
+
+/// Expired update metadata the agent keeps running on (see `ringfence_agent::expiry`), one
+/// line each, for the content store of `args` (when known) and the versions directory.
+fn expired_lines(args: &Args) -> Vec<String> {
+    let state_dir = match &args.config {
+        Some(path) => ringfence_agent::Config::load(path)
+            .ok()
+            .map(|mut c| {
+                if let Some(d) = &args.content_dir {
+                    c.content.dir = Some(d.clone());
+                }
+                c
+            })
+            .and_then(|c| c.content.state_dir()),
+        None => args.content_dir.as_ref().and_then(|d| {
+            let mut c = ringfence_agent::Config::default();
+            c.content.dir = Some(d.clone());
+            c.content.state_dir()
+        }),
+    };
+    ringfence_agent::expiry::expired(
+        state_dir.as_deref(),
+        Some(&args.versions_dir),
+        ringfence_content::UnixTime::now(),
+    )
+    .into_iter()
+    .map(|l| format!("EXPIRED: {l}"))
+    .collect()
 }
 
 /// Which content an agent with this configuration runs: the store's active bundle and its
@@ -147,6 +180,15 @@ fn privilege_notice(p: &Privileges) -> Result<Option<String>, String> {
 pub fn run(args: Args) -> CmdResult {
     if let Some(content) = active_content(&args)? {
         super::print_line(&format!("content: {content}")).context("writing the table")?;
+    }
+    if let Ok(store) = ringfence_agent::versions::VersionStore::open_existing(&args.versions_dir) {
+        let running = store
+            .current()
+            .unwrap_or_else(|| "the package's binary".into());
+        super::print_line(&format!("agent release: {running}")).context("writing the table")?;
+    }
+    for line in expired_lines(&args) {
+        super::print_line(&line).context("writing the table")?;
     }
     match privilege_notice(&Privileges::current()) {
         Ok(None) => {}

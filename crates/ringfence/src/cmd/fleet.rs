@@ -1,5 +1,6 @@
 //! `ringfence fleet simulate`: a drill of N simulated agents against a real console over
-//! loopback HTTP, through a rollout of a faulty content version; prints the blast radius.
+//! loopback HTTP, through a rollout of a faulty content version or agent release (`--fault agent-*`);
+//! prints the blast radius and the time to halt.
 //!
 //! `ringfence fleet order --agent ID kill|quarantine|restore|block|unblock … --reason TEXT` and
 //! `ringfence fleet orders [--agent ID]`: response actions ordered through the console (the
@@ -399,7 +400,9 @@ struct SimArgs {
     /// Number of simulated agents.
     #[arg(long, default_value_t = 1000)]
     agents: usize,
-    /// What the new version does: crash, cpu, silent (drops x10), hang (no heartbeats), none.
+    /// What the new content version does: crash, cpu, silent (drops x10), hang (no
+    /// heartbeats), none; or the new agent release: agent-crash (crash loop, the supervisor
+    /// falls back), agent-hang (goes silent), agent-cpu (CPU x5), agent-none.
     #[arg(long, default_value = "crash")]
     fault: Fault,
     /// Clock speed-up (default: about 4000 check-ins per real second, at most 300x).
@@ -508,7 +511,7 @@ pub fn run(args: Args) -> CmdResult {
             print_line(&line).context("writing to stdout")?;
         }
     }
-    let expected = if a.fault == Fault::None {
+    let expected = if !a.fault.is_harmful() {
         "completed"
     } else {
         "rolled_back"

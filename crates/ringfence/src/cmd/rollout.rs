@@ -1,11 +1,16 @@
-//! `ringfence rollout start|status|halt|resume|rollback|promote|emergency|default-plan`: the
-//! operator's side of grayscale rollouts, talking to the console API with the operator token.
+//! `ringfence rollout publish|publish-release|start|status|halt|resume|rollback|promote|
+//! emergency|default-plan`: the operator's side of grayscale rollouts of content and of agent
+//! releases, talking to the console API with the operator token.
+//!
+//! Content and agent releases are separate rollouts (one of each may run at once); the commands
+//! that act on a rollout take its id, or `--kind content|agent` for that kind's active (else
+//! latest) rollout. Without either they take the content rollout, as before agent releases.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ringfence_console::plan::{Plan, format_duration};
-use ringfence_console::rollout::{ActionRequest, RolloutView, StartRequest};
+use ringfence_console::rollout::{ActionRequest, Kind, RolloutView, StartRequest};
 
 use crate::cmd::console_api::{Api, ConsoleArgs, block_on, client_failure};
 use crate::cmd::print_line;
@@ -32,10 +37,31 @@ enum Sub {
         #[arg(long)]
         baseline: bool,
     },
-    /// Start a rollout of a published content version (or publish `--bundle` as it first).
-    Start {
+    /// Publish a signed agent release file (`ringfence release build`); its version is the
+    /// one it is signed for.
+    PublishRelease {
         #[arg(long)]
-        version: i64,
+        release: PathBuf,
+        /// Make it the fleet's baseline release, the one every agent is offered outside
+        /// rollouts (and a rollback re-offers). Only while the fleet has none.
+        #[arg(long)]
+        baseline: bool,
+    },
+    /// Start a rollout of a published content version (or publish `--bundle` as it first), or
+    /// of an agent release with `--agent-version` (publishing `--release` first).
+    Start {
+        #[arg(
+            long,
+            required_unless_present = "agent_version",
+            conflicts_with = "agent_version"
+        )]
+        version: Option<i64>,
+        /// The agent release to roll out (its signed version).
+        #[arg(long, conflicts_with = "bundle")]
+        agent_version: Option<String>,
+        /// Publish this signed release file as `--agent-version` before starting.
+        #[arg(long, requires = "agent_version")]
+        release: Option<PathBuf>,
         /// Plan TOML (default: canary 1% -> 10% -> 50% -> 100%; see `rollout default-plan`).
         #[arg(long)]
         plan: Option<PathBuf>,
@@ -48,9 +74,11 @@ enum Sub {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Show a rollout (default: the active or latest one).
+    /// Show a rollout (default: the active or latest one of `--kind`, content by default).
     Status {
         id: Option<i64>,
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<Kind>,
         /// Print the console's JSON.
         #[arg(long)]
         json: bool,
@@ -64,6 +92,8 @@ enum Sub {
     /// Start the next ring now; refused unless the current ring passed its gate.
     Promote {
         id: Option<i64>,
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<Kind>,
         /// The ring to start; must be the next one.
         #[arg(long)]
         ring: Option<i64>,
@@ -73,6 +103,8 @@ enum Sub {
     /// Set (or with --off clear) the emergency flag: maintenance windows are overridden.
     Emergency {
         id: Option<i64>,
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<Kind>,
         #[arg(long)]
         off: bool,
         #[arg(long)]
@@ -82,9 +114,16 @@ enum Sub {
     DefaultPlan,
 }
 
+fn parse_kind(s: &str) -> Result<Kind, String> {
+    Kind::parse(s)
+}
+
 #[derive(Debug, clap::Args)]
 struct Action {
     id: Option<i64>,
+    /// `content` or `agent`: that kind's active (else latest) rollout.
+    #[arg(long, value_parser = parse_kind)]
+    kind: Option<Kind>,
     #[arg(long, default_value = "")]
     reason: String,
 }
@@ -113,29 +152,55 @@ impl Api {
         Ok(false)
     }
 
-    async fn pick(&self, id: Option<i64>) -> Result<i64, Failure> {
+    /// Upload a signed release file under the version it claims (the console verifies it).
+    async fn publish_release(&self, release: &Path, baseline: bool) -> Result<String, Failure> {
+        let bytes = std::fs::read(release)
+            .with_context(|| format!("reading {}", release.display()))
+            .map_err(Failure::refused)?;
+        let version = ringfence_content::release::claimed_version(&bytes)
+            .with_context(|| format!("{}: not a release file", release.display()))
+            .map_err(Failure::refused)?;
+        let query = if baseline { "?baseline=true" } else { "" };
+        let _: serde_json::Value = self
+            .client
+            .put_bytes(
+                &format!("/api/v1/releases/{version}{query}"),
+                Some(&self.token),
+                bytes,
+            )
+            .await
+            .map_err(client_failure)?;
+        Ok(version)
+    }
+
+    /// The rollout `id`, else the active (else latest) rollout of `kind` (content by default).
+    async fn pick(&self, id: Option<i64>, kind: Option<Kind>) -> Result<i64, Failure> {
         if let Some(id) = id {
             return Ok(id);
         }
+        let kind = kind.unwrap_or(Kind::Content);
         let all: Vec<RolloutView> = self
             .client
             .get_json("/api/v1/rollouts", Some(&self.token))
             .await
             .map_err(client_failure)?;
-        all.iter()
+        let of_kind: Vec<&RolloutView> = all.iter().filter(|r| r.kind == kind.as_str()).collect();
+        of_kind
+            .iter()
             .find(|r| matches!(r.state.as_str(), "running" | "paused" | "halted"))
-            .or(all.first())
+            .or(of_kind.first())
             .map(|r| r.id)
-            .ok_or_else(|| Failure::refused(anyhow::anyhow!("no rollouts yet")))
+            .ok_or_else(|| Failure::refused(anyhow::anyhow!("no {kind} rollouts yet")))
     }
 
     async fn act(
         &self,
         id: Option<i64>,
+        kind: Option<Kind>,
         action: &str,
         req: &ActionRequest,
     ) -> Result<serde_json::Value, Failure> {
-        let id = self.pick(id).await?;
+        let id = self.pick(id, kind).await?;
         self.client
             .post_json(
                 &format!("/api/v1/rollouts/{id}/{action}"),
@@ -150,10 +215,11 @@ impl Api {
 /// Human-readable status.
 pub fn describe(v: &RolloutView) -> Vec<String> {
     let mut out = vec![format!(
-        "rollout {}: v{} -> v{}  {}{}  ring {} of {}  ({} agents in the fleet)",
+        "rollout {} ({}): {} -> {}  {}{}  ring {} of {}  ({} agents in the fleet)",
         v.id,
-        v.from_version,
-        v.to_version,
+        v.kind,
+        v.describe(v.from_version),
+        v.describe(v.to_version),
         v.state,
         if v.emergency { " EMERGENCY" } else { "" },
         v.current_ring,
@@ -165,8 +231,9 @@ pub fn describe(v: &RolloutView) -> Vec<String> {
     }
     if let Some(rb) = v.rollback_version {
         out.push(format!(
-            "  rolled back with v{rb} (carries v{})",
-            v.from_version
+            "  rolled back with {} (carries {})",
+            v.describe(rb),
+            v.describe(v.from_version)
         ));
     }
     for r in &v.rings {
@@ -174,7 +241,7 @@ pub fn describe(v: &RolloutView) -> Vec<String> {
             format!("  gate {}: {}", g.verdict.as_str(), g.reason)
         });
         out.push(format!(
-            "  [{}] {:<10} {:<24} bake {:<8} {:<8} {}/{} on v{}{}  {} controls{}",
+            "  [{}] {:<10} {:<24} bake {:<8} {:<8} {}/{} on {}{}  {} controls{}",
             r.idx,
             r.name,
             r.selector,
@@ -182,7 +249,7 @@ pub fn describe(v: &RolloutView) -> Vec<String> {
             r.state,
             r.on_new,
             r.members,
-            v.to_version,
+            v.describe(v.to_version),
             if r.on_rollback > 0 {
                 format!(", {} rolled back", r.on_rollback)
             } else {
@@ -227,8 +294,21 @@ pub fn run(args: Args) -> CmdResult {
                     }
                 )]);
             }
+            Sub::PublishRelease { release, baseline } => {
+                let version = api.publish_release(&release, baseline).await?;
+                return print_all(&[format!(
+                    "published agent release {version}{}",
+                    if baseline {
+                        " as the fleet's baseline release"
+                    } else {
+                        ""
+                    }
+                )]);
+            }
             Sub::Start {
                 version,
+                agent_version,
+                release,
                 plan,
                 bundle,
                 emergency,
@@ -250,11 +330,38 @@ pub fn run(args: Args) -> CmdResult {
                     }
                     None => None,
                 };
-                if let Some(b) = bundle {
-                    let _ = api.publish(version, &b, false).await?;
+                if let (Some(b), Some(v)) = (bundle, version) {
+                    let _ = api.publish(v, &b, false).await?;
+                }
+                if let (Some(file), Some(want)) = (release, &agent_version) {
+                    let bytes = std::fs::read(&file)
+                        .with_context(|| format!("reading {}", file.display()))
+                        .map_err(Failure::refused)?;
+                    let claimed = ringfence_content::release::claimed_version(&bytes)
+                        .with_context(|| format!("{}: not a release file", file.display()))
+                        .map_err(Failure::refused)?;
+                    if &claimed != want {
+                        return Err(Failure::refused(anyhow::anyhow!(
+                            "{}: the release is signed as version {claimed}, not --agent-version {want}",
+                            file.display()
+                        )));
+                    }
+                    // Published before (by an earlier start, or `publish-release`): start it.
+                    let known: Vec<ringfence_console::releases::ReleaseRow> = api
+                        .client
+                        .get_json("/api/v1/releases", Some(&api.token))
+                        .await
+                        .map_err(client_failure)?;
+                    if !known
+                        .iter()
+                        .any(|r| &r.version == want && r.carries.is_none())
+                    {
+                        api.publish_release(&file, false).await?;
+                    }
                 }
                 let req = StartRequest {
-                    version,
+                    version: version.unwrap_or(0),
+                    agent_version,
                     plan,
                     emergency,
                     reason,
@@ -264,8 +371,8 @@ pub fn run(args: Args) -> CmdResult {
                     .await
                     .map_err(client_failure)?
             }
-            Sub::Status { id, json } => {
-                let id = api.pick(id).await?;
+            Sub::Status { id, kind, json } => {
+                let id = api.pick(id, kind).await?;
                 let v: RolloutView = api
                     .client
                     .get_json(&format!("/api/v1/rollouts/{id}"), Some(&api.token))
@@ -280,6 +387,7 @@ pub fn run(args: Args) -> CmdResult {
             Sub::Halt(a) => {
                 api.act(
                     a.id,
+                    a.kind,
                     "halt",
                     &ActionRequest {
                         reason: a.reason,
@@ -291,6 +399,7 @@ pub fn run(args: Args) -> CmdResult {
             Sub::Resume(a) => {
                 api.act(
                     a.id,
+                    a.kind,
                     "resume",
                     &ActionRequest {
                         reason: a.reason,
@@ -302,6 +411,7 @@ pub fn run(args: Args) -> CmdResult {
             Sub::Rollback(a) => {
                 api.act(
                     a.id,
+                    a.kind,
                     "rollback",
                     &ActionRequest {
                         reason: a.reason,
@@ -310,9 +420,15 @@ pub fn run(args: Args) -> CmdResult {
                 )
                 .await?
             }
-            Sub::Promote { id, ring, reason } => {
+            Sub::Promote {
+                id,
+                kind,
+                ring,
+                reason,
+            } => {
                 api.act(
                     id,
+                    kind,
                     "promote",
                     &ActionRequest {
                         reason,
@@ -322,9 +438,15 @@ pub fn run(args: Args) -> CmdResult {
                 )
                 .await?
             }
-            Sub::Emergency { id, off, reason } => {
+            Sub::Emergency {
+                id,
+                kind,
+                off,
+                reason,
+            } => {
                 api.act(
                     id,
+                    kind,
                     "emergency",
                     &ActionRequest {
                         reason,
