@@ -33,11 +33,11 @@ wait_for() {
     "$@"
 }
 # The agent's warnings, errors and what it says about content, versions and the console, on
-# the serial console as `RF-AGENT ...` (the host keeps them in its log for a failure's cause).
+# the serial console as `RF-AGENT ...`, a repeated line once (the host prints them on a failure).
 follow_agent() {
     journalctl -f -n 0 -u ringfence-agent -o cat 2>/dev/null \
         | grep --line-buffered -E 'WARN|ERROR|content|trial|worker started|enroll|release|fall' \
-        | sed -u 's/^/RF-AGENT /' &
+        | stdbuf -oL uniq -f 1 | sed -u 's/^/RF-AGENT /' &
 }
 # Health findings for a source that did not start: the unit's hardening broke sensing.
 sources_started() {
