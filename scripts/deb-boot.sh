@@ -175,6 +175,8 @@ main_deb_boot() {
     local drive_status=0
     drive_console > "$host_log" 2>&1 || drive_status=1
     if ((drive_status)); then
+        # A guest that failed prints its agent's journal and powers off: give it a minute.
+        wait_until 60 sh -c "! kill -0 $qemu_pid 2>/dev/null" || true
         stop_guest
     else
         wait "$qemu_pid" || true
