@@ -111,8 +111,17 @@ drive_console() {
     wait_while_guest_runs 120 agent_is content 0 || { say "FAIL the enrolled agent never checked in"; return 1; }
     say "agent $(agent_field id) enrolled and checking in"
     local t=$SECONDS
-    rf rollout publish --version 1 --baseline --bundle "$fleet/v1.bundle" >/dev/null \
+    local held approval second
+    held="$(rf rollout publish --version 1 --baseline --bundle "$fleet/v1.bundle")" \
         || { say "FAIL rollout publish --baseline"; return 1; }
+    # A first baseline signed to drop rules waits for a second operator: one approves it.
+    approval="$(awk '/^approval [0-9]+ / {print $2; exit}' <<< "$held")"
+    if [[ -n "$approval" ]]; then
+        second="$(rf console operators add drill-second --role admin | awk '/^api token:/ {print $3}')"
+        RINGFENCE_TOKEN="$second" rf console approve "$approval" >/dev/null \
+            || { say "FAIL a second operator's approval of the baseline ($approval)"; return 1; }
+        say "the baseline (a rule drop) approved by a second operator (approval $approval)"
+    fi
     wait_while_guest_runs 600 agent_is content 1 || { say "FAIL the agent never reported content v1"; return 1; }
     rf rollout start --version 2 --bundle "$fleet/v2.bundle" --plan "$fleet/plan.toml" >/dev/null \
         || { say "FAIL rollout start --version 2"; return 1; }
