@@ -11,10 +11,10 @@
 #     again (the upgrade path: prerm stops the agent, postinst starts it) keeps the edited
 #     /etc/ringfence/agent.toml and starts the agent enrolled;
 #   - content reaches it from the console: a baseline, then a rollout's version;
-#   - agent releases reach it from the console too: a good one (the package's binary signed
-#     as a higher version, published as the fleet's baseline release) runs; then one that
-#     crashes at start, rolled out by `rollout start --agent-version`, falls back by itself to
-#     the good one, and the console halts that rollout;
+#   - agent releases reach it from the console too, each rolled out by `rollout start
+#     --agent-version`: a good one (the package's binary signed as a higher version) runs; then
+#     one that crashes at start falls back by itself to the good one, and the console halts
+#     that rollout;
 #   - the service comes back by itself after a reboot of the guest, still enrolled (it checks
 #     in again) and on what the console gave it, and still senses;
 #   - the opt-in console unit, under its own hardening, starts and serves in the guest;
@@ -73,7 +73,7 @@ build_fleet_artefacts() {
         rf content build "$pack" --version "$v" --keys "$fleet/keys" -o "$fleet/v$v.bundle" \
             --allow-rule-drop "the guest drill's one-rule pack" >/dev/null
     done
-    printf '[gates]\nmin_samples = 1\n\n[[rings]]\nname = "all"\npercent = 100\nbake = "1m"\n' \
+    printf '[gates]\nmin_samples = 1\n\n[[rings]]\nname = "all"\npercent = 100\nbake = "10s"\n' \
         > "$fleet/plan.toml"
 }
 
@@ -111,20 +111,14 @@ drive_console() {
     wait_while_guest_runs 120 agent_is content 0 || { say "FAIL the enrolled agent never checked in"; return 1; }
     say "agent $(agent_field id) enrolled and checking in"
     local t=$SECONDS
-    local held approval second
-    held="$(rf rollout publish --version 1 --baseline --bundle "$fleet/v1.bundle")" \
+    local out
+    out="$(rf rollout publish --version 1 --baseline --bundle "$fleet/v1.bundle")" \
         || { say "FAIL rollout publish --baseline"; return 1; }
-    # A first baseline signed to drop rules waits for a second operator: one approves it.
-    approval="$(awk '/^approval [0-9]+ / {print $2; exit}' <<< "$held")"
-    if [[ -n "$approval" ]]; then
-        second="$(rf console operators add drill-second --role admin | awk '/^api token:/ {print $3}')"
-        RINGFENCE_TOKEN="$second" rf console approve "$approval" >/dev/null \
-            || { say "FAIL a second operator's approval of the baseline ($approval)"; return 1; }
-        say "the baseline (a rule drop) approved by a second operator (approval $approval)"
-    fi
+    approve_held "the baseline v1" "$out" || return 1
     wait_while_guest_runs 600 agent_is content 1 || { say "FAIL the agent never reported content v1"; return 1; }
-    rf rollout start --version 2 --bundle "$fleet/v2.bundle" --plan "$fleet/plan.toml" >/dev/null \
+    out="$(rf rollout start --version 2 --bundle "$fleet/v2.bundle" --plan "$fleet/plan.toml")" \
         || { say "FAIL rollout start --version 2"; return 1; }
+    approve_held "the rollout of v2" "$out" || return 1
     wait_while_guest_runs 600 agent_is content 2 || { say "FAIL the agent never reported content v2"; return 1; }
     say "content: baseline v1, then rollout v2, reported by the agent in $((SECONDS - t)) s"
     if [[ "$releases" == 1 ]]; then
@@ -143,20 +137,40 @@ drive_console() {
     say "after the reboot: still enrolled, checking in (version $(agent_field version), content v2)"
 }
 
+# Content signed to drop rules (the drill's one-rule pack) waits for a second operator, as a
+# baseline and as a rollout: when the CLI's output $2 names an approval, one approves it.
+approve_held() {
+    local what="$1" approval
+    approval="$(awk '/^approval [0-9]+ / {print $2; exit}' <<< "$2")"
+    [[ -n "$approval" ]] || return 0
+    if [[ -z "${second_token:-}" ]]; then
+        second_token="$(rf console operators add drill-second --role admin | awk '/^api token:/ {print $3}')"
+    fi
+    RINGFENCE_TOKEN="$second_token" rf console approve "$approval" >/dev/null \
+        || { say "FAIL a second operator's approval of $what (approval $approval)"; return 1; }
+    say "$what (a rule drop) approved by a second operator (approval $approval)"
+}
+
 rollout_halted() { rf rollout status --kind agent --json 2>/dev/null | grep -q '"state": *"halted"'; }
 
 drive_releases() {
     wait_guest "ready for releases" 600 || return 1
     local t=$SECONDS
-    # The good release becomes the fleet's baseline release rather than a rollout's: a rollout
-    # to one agent can never pass its gate (no control group), so it would stay active and
-    # keep the next one from starting.
-    rf rollout publish-release --release "$fleet/good.release" --baseline >/dev/null \
-        || { say "FAIL rollout publish-release --baseline ($good_version)"; return 1; }
+    rf rollout start --agent-version "$good_version" --release "$fleet/good.release" \
+        --plan "$fleet/plan.toml" >/dev/null || { say "FAIL rollout start --agent-version $good_version"; return 1; }
     wait_while_guest_runs 900 agent_is version "$good_version" \
         || { say "FAIL the console never saw version $good_version"; return 1; }
-    say "release $good_version published as the baseline, reported by the agent in $((SECONDS - t)) s"
+    say "release $good_version rolled out, reported by the agent in $((SECONDS - t)) s"
     wait_guest "ready for the crashing release" 600 || return 1
+    # A rollout to one agent never passes its gate: there is no control group to judge it
+    # against ("too few samples"), so it stays active and keeps the next one from starting.
+    # With no baseline release, a rollback stops it and the agent keeps what it runs (the
+    # console offers it no release, and the good release is its current version).
+    rf rollout status --kind agent 2>&1 | grep -m1 '^  gate' | sed 's/^/HOST   | /' || true
+    rf rollout rollback --kind agent --reason "drill: one agent, no control group; keep $good_version" >/dev/null \
+        || { say "FAIL rollout rollback of the one-agent rollout of $good_version"; return 1; }
+    agent_is version "$good_version" || { say "FAIL version $(agent_field version) after ending the rollout"; return 1; }
+    say "the one-agent rollout of $good_version stopped (no control group to pass its gate); the agent keeps it"
     local started
     started="$(now_ms)"
     rf rollout start --agent-version "$crash_version" --release "$fleet/crash.release" \

@@ -47,16 +47,35 @@ sources_started() {
     fi
 }
 agent_active() { systemctl is-active --quiet ringfence-agent; }
-# An exec from /tmp: its event, and the pack's finding (rule 32dfa2ca-...).
+# An exec from a temporary directory: its event, and the pack's finding (rule 32dfa2ca-...).
+# From /dev/shm (a tmpfs), not /tmp: on the root filesystem a new file can be refused, see
+# tmp_write_check.
 probe_seen() {
     grep "rf-ci-probe-$1" /var/log/ringfence/events.jsonl 2>/dev/null \
         | grep -q 32dfa2ca-8d43-57be-919e-775948946ec2
 }
 # Up to 6 minutes: a worker that just started loads eBPF first (minutes on a busy emulator).
 probe() {
-    cp /bin/true "/tmp/rf-ci-probe-$1"
-    "/tmp/rf-ci-probe-$1"
+    cp /bin/true "/dev/shm/rf-ci-probe-$1" || { say "probe $1: cannot create /dev/shm/rf-ci-probe-$1"; return 1; }
+    "/dev/shm/rf-ci-probe-$1"
     wait_for 360 probe_seen "$1"
+}
+# A known agent bug, reported and not failed on: the BPF LSM guard protects its files by inode
+# number and keeps the numbers of the files it deleted itself, so a new file anywhere on that
+# filesystem that reuses one is refused (EPERM). Creates a few files in /tmp and says which
+# were refused, with the guard's refusal event naming the agent's old path.
+tmp_write_check() {
+    refused=""
+    for i in 1 2 3 4 5 6 7 8; do
+        if ! : 2>/dev/null > "/tmp/rf-ci-tmp-$1-$i"; then
+            refused="$refused $i"
+        fi
+    done
+    rm -f /tmp/rf-ci-tmp-"$1"-* 2>/dev/null
+    [ -z "$refused" ] && return 0
+    say "BUG new files in /tmp refused by the agent ($1: file(s)$refused of 8 refused)"
+    grep '"lsm/write-open"' /var/log/ringfence/events.jsonl 2>/dev/null | tail -1 | cut -c1-600 \
+        | sed 's/^/RF-CI   | /'
 }
 report() {
     say "unit $(systemctl show ringfence-agent -p ActiveState -p SubState -p NRestarts -p MainPID --value | tr '\n' ' ')"
@@ -83,7 +102,7 @@ boot_one() {
     say "install-ms $(( $(ms) - start ))"
     wait_for 300 agent_active || fail "ringfence-agent.service not active after install"
     report
-    probe 1 || fail "no exec event and finding for /tmp/rf-ci-probe-1 (boot 1)"
+    probe 1 || fail "no exec event and finding for /dev/shm/rf-ci-probe-1 (boot 1)"
     sources_started || fail "a source did not start under the unit's hardening"
     say "sensing ok after install (standalone), every source started"
     # A running agent refuses changes to its configuration (self-protection), root included.
@@ -115,8 +134,9 @@ boot_one() {
     say "reinstall kept the config; enrolled"
     # The host publishes content v1 as the baseline, then rolls v2 out.
     wait_for 600 content_confirmed 2 || fail "content v2 from the console's rollout never confirmed"
-    probe 2 || fail "no exec event and finding for /tmp/rf-ci-probe-2 (content v2)"
+    probe 2 || fail "no exec event and finding for /dev/shm/rf-ci-probe-2 (content v2)"
     say "content v2 from the rollout active and sensing"
+    tmp_write_check "content v2"
     if [ "$RF_RELEASES" = 1 ]; then
         releases
     fi
@@ -126,8 +146,8 @@ boot_one() {
     systemctl reboot
 }
 
-# Agent releases from the console: a good one (the fleet's baseline release) runs; a crashing
-# one (a rollout) falls back to it by itself.
+# Agent releases from the console, each a rollout (`rollout start --agent-version`): a good one
+# runs; a crashing one falls back to it by itself.
 releases() {
     say "ready for releases"
     wait_for 600 on_version "$RF_GOOD" || fail "release $RF_GOOD never became current (on $(current_version))"
@@ -156,6 +176,7 @@ releases() {
     start=$(ms)
     probe 4 || fail "no exec event and finding after the fall-back"
     say "fell back to $RF_GOOD by itself; sensing again $(( $(ms) - start )) ms later"
+    tmp_write_check "after the fall-back"
 }
 
 # Boot 2: the agent back by itself, still on what the console gave it; the console unit.
@@ -163,7 +184,7 @@ boot_two() {
     say "boot 2: after the reboot"
     wait_for 300 agent_active || fail "ringfence-agent.service not active after the reboot"
     report
-    probe 5 || fail "no exec event and finding for /tmp/rf-ci-probe-5 (after reboot)"
+    probe 5 || fail "no exec event and finding for /dev/shm/rf-ci-probe-5 (after reboot)"
     content_confirmed 2 || journal | grep -q 'content loaded.*version=2' \
         || say "note: no content v2 line in this boot's journal"
     if [ "$RF_RELEASES" = 1 ]; then
@@ -171,6 +192,7 @@ boot_two() {
         worker_on "$RF_GOOD" || fail "after the reboot the worker is not on $RF_GOOD"
     fi
     say "sensing ok after reboot (version $(current_version))"
+    tmp_write_check "after the reboot"
     # The opt-in console under its own hardening: it starts, makes its CA and listens.
     systemctl start ringfence-console || fail "ringfence-console did not start"
     serving() { journalctl -b -u ringfence-console -o cat | grep -q "^CA pin:"; }
