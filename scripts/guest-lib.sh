@@ -87,7 +87,7 @@ build_deb() {
     local out="$work/deb-out"
     rm -rf "$out"
     mkdir -p "$out"
-    (cd "$root" && cargo deb -q -p ringfence --no-build --profile dev -o "$out/" 2>/dev/null >&2)
+    (cd "$root" && cargo deb -q -p ringfence --no-build --profile dev --fast -o "$out/" 2>/dev/null >&2)
     ls -1 "$out"/ringfence_*.deb | head -1
 }
 
