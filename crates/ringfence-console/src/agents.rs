@@ -7,6 +7,7 @@
 //! write goes through group commit ([`crate::ingest`]). Response orders cost a query only for
 //! an agent that has some pending or reports results ([`crate::orders`]).
 
+use crate::db::BeginWrite;
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
@@ -217,7 +218,7 @@ pub async fn enroll(
         None => None,
     };
     let enrolled = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let used: Option<(Option<String>,)> = sqlx::query_as(
             "UPDATE enrollment_tokens SET uses = uses + 1 \
              WHERE token_hash = $1 AND uses < max_uses AND (expires_at IS NULL OR expires_at > $2) \
@@ -519,7 +520,7 @@ pub async fn findings(
         .collect();
     if !rows.is_empty() {
         on_db!(&state.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for chunk in rows.chunks(500) {
                 let mut q = sqlx::QueryBuilder::new(
                     "INSERT INTO findings (agent_id, received_at, rule, severity, technique, matches, body, delivery_id) ",
@@ -608,7 +609,7 @@ pub async fn mint_enrollment_token(
     let evidence = serde_json::json!({"label": req.label, "max_uses": req.max_uses,
         "expires_at": expires_at, "tags": req.tags});
     on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         sqlx::query(
             "INSERT INTO enrollment_tokens (token_hash, label, max_uses, uses, expires_at, created_at, tags) VALUES ($1, $2, $3, 0, $4, $5, $6)",
         )
@@ -663,7 +664,7 @@ pub async fn put_agent_tags(
     let now = state.clock.now_ms();
     type TagRow = (Option<String>, Option<String>, Option<String>, String);
     let changed = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let before: Option<TagRow> = sqlx::query_as(
             "SELECT region, industry, environment, custom_tags FROM agent_state WHERE agent_id = $1",
         )

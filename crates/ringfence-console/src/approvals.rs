@@ -14,6 +14,7 @@
 //! Exactly one approval wins: the claim is one conditional `UPDATE`. The requester, or an
 //! operator who could approve it, may reject a pending request instead.
 
+use crate::db::BeginWrite;
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -141,7 +142,7 @@ pub async fn ask(
     let expires = now.saturating_add(APPROVAL_TTL_MS);
     let text = serde_json::to_string(request).map_err(AppError::internal)?;
     let row: Row = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let row: Row = sqlx::query_as(&format!(
             "INSERT INTO approvals (kind, request, summary, need, requested_by, reason, state, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8) RETURNING {COLS}"
@@ -297,7 +298,7 @@ pub async fn approve(state: &AppState, approver: &Authed, id: i64) -> AppResult<
     let evidence = serde_json::json!({"approval": id, "kind": v.kind, "requested_by": v.requested_by,
         "approved_by": approver.name, "request": v.request, "reason": v.reason});
     let claimed = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let n = sqlx::query(
             "UPDATE approvals SET state = 'approved', decided_by = $2, decided_at = $3 \
              WHERE id = $1 AND state = 'pending' AND expires_at > $3 AND requested_by <> $2",
@@ -339,7 +340,7 @@ pub async fn approve(state: &AppState, approver: &Authed, id: i64) -> AppResult<
         Err(e) => ("failed", e.to_string()),
     };
     on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         sqlx::query("UPDATE approvals SET state = $2, outcome = $3 WHERE id = $1")
             .bind(id)
             .bind(outcome_state)
@@ -463,7 +464,7 @@ pub async fn reject(
     let evidence = serde_json::json!({"approval": id, "kind": v.kind, "requested_by": v.requested_by,
         "rejected_by": who.name, "reason": reason});
     let done = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let n = sqlx::query(
             "UPDATE approvals SET state = 'rejected', decided_by = $2, decided_at = $3, outcome = $4 \
              WHERE id = $1 AND state = 'pending'",

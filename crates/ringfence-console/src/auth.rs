@@ -7,6 +7,7 @@
 //! with the `x-ringfence-csrf` header that only our own pages' JavaScript sends (the cookie is
 //! also `SameSite=Strict`), so a cross-site form cannot ride an operator's session.
 
+use crate::db::BeginWrite;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -179,7 +180,7 @@ pub async fn create_operator_as(
     let now = state.clock.now_ms();
     let expires = now.saturating_add(ttl);
     let created = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let existing: Option<(String,)> =
             sqlx::query_as("SELECT name FROM operators WHERE name = $1")
                 .bind(name)
@@ -286,7 +287,7 @@ pub async fn token_operator(state: &AppState, token: &str) -> AppResult<Option<S
 pub async fn revoke_operator_secrets(state: &AppState, operator: &str) -> AppResult<u64> {
     let now = state.clock.now_ms();
     let revoked = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let tokens = sqlx::query(
             "UPDATE api_tokens SET revoked_at = $2 WHERE operator = $1 AND revoked_at IS NULL",
         )

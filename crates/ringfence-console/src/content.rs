@@ -11,6 +11,7 @@
 //! that inserts its row: the file takes the version's name only inside it, so two uploads of
 //! one version cannot overwrite each other, and the loser gets 409.
 
+use crate::db::BeginWrite;
 use std::path::{Path, PathBuf};
 
 use axum::Json;
@@ -255,7 +256,7 @@ pub async fn publish(
         "carries": carries, "verified": verified});
     let inserted: Result<(), sqlx::Error> = on_db!(&state.db, |pool| {
         async {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO content (version, file, sha256, size, carries, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
             )
@@ -323,7 +324,7 @@ pub async fn set_initial_baseline(
     );
     let what = format!("set initial {kind} baseline");
     let changed = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let r = sqlx::query(&sql).bind(version).execute(&mut *tx).await?;
         if r.rows_affected() == 1 {
             audit::record!(

@@ -38,6 +38,46 @@ macro_rules! on_db {
     };
 }
 
+/// A write transaction on either engine: `pool.begin_write()` inside [`on_db!`].
+///
+/// On SQLite a plain `BEGIN` is deferred: it takes the write lock at its first write, and when
+/// another connection has committed since the transaction's first read, that write fails at
+/// once with "database is locked" (`SQLITE_BUSY_SNAPSHOT`, 517) instead of waiting out the busy
+/// timeout: an operator's `POST /api/v1/operators` failed so beside the guest drill's
+/// check-ins. `BEGIN IMMEDIATE` takes the lock at the start, where the busy timeout applies.
+/// PostgreSQL's `BEGIN` is unchanged. The agents' hot paths (check-ins, findings uploads) keep
+/// `begin()`: they write at once, and an agent retries a failed call.
+pub trait BeginWrite {
+    type Engine: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, Self::Engine>, sqlx::Error>,
+    > + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Engine = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>,
+    > + Send {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Engine = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>,
+    > + Send {
+        self.begin()
+    }
+}
+
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -182,6 +222,50 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write transaction that reads first, while another connection writes and commits:
+    /// with a deferred `BEGIN` its write fails at once ("database is locked", 517); with
+    /// `begin_write` the other waits for it.
+    #[tokio::test]
+    async fn a_write_transaction_that_read_first_is_not_refused_by_another_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&format!("sqlite:{}", dir.path().join("c.db").display()))
+            .await
+            .unwrap();
+        let Db::Sqlite(pool) = db else {
+            panic!("sqlite")
+        };
+        sqlx::query("CREATE TABLE scratch (x INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let mut tx = pool.begin_write().await.unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM scratch")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        let other_pool = pool.clone();
+        let other = tokio::spawn(async move {
+            let mut tx = other_pool.begin_write().await?;
+            sqlx::query("INSERT INTO scratch VALUES (2)")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sqlx::query("INSERT INTO scratch VALUES ($1)")
+            .bind(n + 1)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        other.await.unwrap().unwrap();
+        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM scratch")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 2);
+    }
 
     #[test]
     fn a_remote_postgres_needs_tls_that_checks_the_server() {

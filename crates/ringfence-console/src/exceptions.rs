@@ -15,6 +15,7 @@
 //! caught and rolled back like any content. A `withdrawn` exception is left out of the next
 //! overlay. Every step is in the audit log, linked to the finding it was made from.
 
+use crate::db::BeginWrite;
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -241,7 +242,7 @@ pub async fn create(state: &AppState, actor: &str, e: &NewException) -> AppResul
     let hosts = serde_json::to_string(&e.hosts).map_err(AppError::internal)?;
     let fields = serde_json::to_string(&e.fields).map_err(AppError::internal)?;
     let row: Row = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let row: Row = sqlx::query_as(&format!(
             "INSERT INTO exceptions (rule, hosts, fields, comment, finding_id, state, created_by, created_at) \
              VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7) RETURNING {COLS}"
@@ -276,7 +277,7 @@ pub async fn approve_now(state: &AppState, actor: &str, id: i64) -> AppResult<Ex
     let e = get(state, id).await?;
     let now = state.clock.now_ms();
     let changed = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let n = sqlx::query(
             "UPDATE exceptions SET state = 'approved', approved_by = $2, approved_at = $3 \
              WHERE id = $1 AND state = 'pending'",
@@ -347,7 +348,7 @@ pub async fn withdraw(state: &AppState, actor: &str, id: i64) -> AppResult<Excep
     let e = get(state, id).await?;
     let now = state.clock.now_ms();
     let changed = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let n = sqlx::query(
             "UPDATE exceptions SET state = 'withdrawn' WHERE id = $1 AND state <> 'withdrawn'",
         )
@@ -533,7 +534,7 @@ pub async fn publish(state: &AppState, actor: &str, req: &PublishRequest) -> App
     )
     .await?;
     on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         for e in carried.iter().filter(|e| e.state == "approved") {
             sqlx::query(
                 "UPDATE exceptions SET state = 'published', published_version = $2, published_at = $3 \

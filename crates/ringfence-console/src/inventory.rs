@@ -14,6 +14,7 @@
 //! ([`crate::quota::inventory`]), so an agent cannot make the console rewrite its rows
 //! without end.
 
+use crate::db::BeginWrite;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -55,7 +56,7 @@ pub async fn post_inventory(
     let now = state.clock.now_ms();
     let agent = agent.as_str();
     let sha = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let held: Option<(String, String)> =
             sqlx::query_as("SELECT sha256, body FROM host_inventory WHERE agent_id = $1")
                 .bind(agent)

@@ -7,6 +7,7 @@
 //! (every engine period), so a revoked token is refused everywhere. Every change is audited with
 //! who did it and why.
 
+use crate::db::BeginWrite;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -124,7 +125,7 @@ pub async fn set_role(
         LastAdmin,
     }
     let outcome = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let n = sqlx::query("UPDATE operators SET role = $2 WHERE name = $1")
             .bind(name)
             .bind(role.as_str())
@@ -298,7 +299,7 @@ pub async fn revoke_token(
     let pattern = format!("{}%", id.to_ascii_lowercase());
     let evidence = serde_json::json!({"token": id, "reason": reason});
     let revoked = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let n = sqlx::query(
             "UPDATE api_tokens SET revoked_at = $2 WHERE token_hash LIKE $1 AND revoked_at IS NULL",
         )

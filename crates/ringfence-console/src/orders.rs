@@ -14,6 +14,7 @@
 //! `fleet.revision` (the same single-row read a second) and reloads the set when it moved, so
 //! an order placed through one console is delivered by any of them within about a second.
 
+use crate::db::BeginWrite;
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,7 +204,7 @@ pub async fn create(
     let now = state.clock.now_ms();
     let action = serde_json::to_string(&order.action).map_err(AppError::internal)?;
     let row: Option<OrderRow> = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let known: Option<(String,)> = sqlx::query_as("SELECT id FROM agents WHERE id = $1")
             .bind(agent)
             .fetch_optional(&mut *tx)
@@ -349,7 +350,7 @@ async fn store_results(
 ) -> AppResult<()> {
     let actor = format!("agent:{agent}");
     on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         for r in results.iter() {
             let Ok(id) = i64::try_from(r.id) else {
                 continue;

@@ -7,6 +7,7 @@
 //! Files live in `<content dir>/releases/<seq>.release`. A rollback re-offer is a new row that
 //! names the previous release's file.
 
+use crate::db::BeginWrite;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -103,7 +104,7 @@ pub async fn publish(
     for _attempt in 0..3 {
         let outcome: Result<Option<ReleaseRow>, sqlx::Error> = on_db!(&state.db, |pool| {
             async {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 // A write first: SQLite then holds the write lock for the whole transaction
                 // (a read first would fail to upgrade while check-ins are being written).
                 sqlx::query("UPDATE fleet SET revision = revision + 1 WHERE id = 1")

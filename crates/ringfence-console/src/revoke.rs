@@ -10,6 +10,7 @@
 //! SHA-256 (the console never stores a token itself), so an operator can revoke one without
 //! ever seeing it again.
 
+use crate::db::BeginWrite;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -54,7 +55,7 @@ pub async fn revoke_agent(
     let now = state.clock.now_ms();
     let evidence = serde_json::json!({"agent": agent, "reason": reason});
     let revoked = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let n =
             sqlx::query("UPDATE agents SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                 .bind(agent)
@@ -163,7 +164,7 @@ pub async fn revoke_token(state: &AppState, actor: &str, id: &str) -> AppResult<
     let pattern = format!("{}%", id.to_ascii_lowercase());
     let evidence = serde_json::json!({"token": id});
     Ok(on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let n = sqlx::query(
             "UPDATE enrollment_tokens SET revoked_at = $2 WHERE token_hash LIKE $1 AND revoked_at IS NULL",
         )

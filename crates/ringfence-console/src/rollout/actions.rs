@@ -9,6 +9,7 @@
 //! `ringfence_agent::versions`. With no baseline release there is nothing to re-offer: the
 //! rollout is stopped, agents that fell back stay where they are.
 
+use crate::db::BeginWrite;
 use serde::{Deserialize, Serialize};
 
 use crate::content::{self, file_name};
@@ -66,7 +67,7 @@ pub async fn rollback(
         });
         let outcome: Result<bool, sqlx::Error> = on_db!(&state.db, |pool| {
             async {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 let ok = sqlx::query(
                     "UPDATE rollouts SET state = $3, active = NULL, rollback_version = $4, reason = $5, updated_at = $6, revision = revision + 1 \
                      WHERE id = $1 AND revision = $2 AND active IS NOT NULL",
@@ -157,7 +158,7 @@ async fn rollback_release(
     for _attempt in 0..3 {
         let outcome: Result<Option<i64>, sqlx::Error> = on_db!(&state.db, |pool| {
             async {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 // A write first (see `releases::publish`): the fleet's revision moves anyway.
                 sqlx::query("UPDATE fleet SET revision = revision + 1 WHERE id = 1")
                     .execute(&mut *tx)
@@ -346,7 +347,7 @@ pub async fn act(
             let on = req.on.unwrap_or(true);
             let now = state.clock.now_ms();
             let won = on_db!(&state.db, |pool| {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 let ok = sqlx::query(
                     "UPDATE rollouts SET emergency = $3, updated_at = $4, revision = revision + 1 WHERE id = $1 AND revision = $2",
                 )

@@ -1,6 +1,7 @@
 //! Starting a rollout: check the version and the plan, insert the rollout and its rings, and
 //! materialize the first ring.
 
+use crate::db::BeginWrite;
 use std::collections::HashSet;
 
 use crate::clock::Millis;
@@ -59,7 +60,7 @@ pub async fn start(state: &AppState, actor: &str, req: &StartRequest) -> AppResu
         "emergency": req.emergency, "reason": req.reason, "plan": plan,
     });
     let id = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let inserted: Result<(i64,), sqlx::Error> = sqlx::query_as(
             "INSERT INTO rollouts (kind, from_version, to_version, plan, state, active, current_ring, emergency, reason, created_by, created_at, updated_at, revision) \
              VALUES ($8, $1, $2, $3, 'running', $9, 0, $4, $5, $6, $7, $7, 0) RETURNING id",

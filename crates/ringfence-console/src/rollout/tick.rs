@@ -1,6 +1,7 @@
 //! One engine step: gather a ring's check-ins since it started (ring and control group, each
 //! on the new version or not), judge the gate, and promote, pause, halt or roll back.
 
+use crate::db::BeginWrite;
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
@@ -406,7 +407,7 @@ pub(super) async fn promote_passed(
         (String::new(), String::new())
     };
     let won = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let (new_state, active): (&str, Option<i64>) = if last {
             (state::COMPLETED, None)
         } else {
@@ -553,7 +554,7 @@ pub(super) async fn transition(
 ) -> AppResult<bool> {
     let now = state.clock.now_ms();
     let won = on_db!(&state.db, |pool| {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let ok = sqlx::query(
             "UPDATE rollouts SET state = $3, reason = $4, updated_at = $5, revision = revision + 1 WHERE id = $1 AND revision = $2",
         )
