@@ -685,6 +685,8 @@ fn guard_checks(report: &mut Report) {
         },
     );
 
+    report.line("guard-stale", stale_inodes_leave(&dir, &mut guard));
+
     match maintenance_token(&dir) {
         Ok((root, token)) => {
             let outcome = apply_maintenance_token(&token, &root, &host_name(), &mut guard);
@@ -700,6 +702,25 @@ fn guard_checks(report: &mut Report) {
             }
         }
         Err(e) => report.line("guard-token", Err(e)),
+    }
+}
+
+/// A file the agent itself deletes from a protected tree leaves the guard's set at the next
+/// refresh: its inode number is free for any new file on the filesystem, whose writes would
+/// otherwise be refused.
+fn stale_inodes_leave(dir: &Path, guard: &mut Guard) -> Result<String, String> {
+    let before = guard.refresh_paths().map_err(|e| e.to_string())?;
+    let extra = dir.join("bundle-old");
+    std::fs::write(&extra, b"old bundle").map_err(|e| format!("{}: {e}", extra.display()))?;
+    let with = guard.refresh_paths().map_err(|e| e.to_string())?;
+    std::fs::remove_file(&extra).map_err(|e| format!("{}: {e}", extra.display()))?;
+    let after = guard.refresh_paths().map_err(|e| e.to_string())?;
+    if with == before + 1 && after == before {
+        Ok(format!("{before} -> {with} -> {after} protected inodes"))
+    } else {
+        Err(format!(
+            "protected inodes {before} -> {with} (one file added) -> {after} (it deleted)"
+        ))
     }
 }
 

@@ -420,7 +420,23 @@ impl Guard {
         for root in &self.paths {
             collect_inodes(root, &mut found, MAX_PROTECTED_INODES);
         }
-        found.retain(|(key, _)| !self.inodes.contains_key(key));
+        // An inode the agent itself deleted or replaced (a bundle swapped, state written
+        // through a rename) is free for the filesystem to give to any new file: left in the
+        // set, that file's writes would be refused (a file in /tmp could not be written, seen
+        // in the Debian guest drill). An entry leaves when its path no longer names it.
+        let stale: Vec<InodeKey> = self
+            .inodes
+            .iter()
+            .filter(|(key, path)| {
+                std::fs::metadata(path).map_or(true, |m| InodeKey::of(&m) != **key)
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        found.retain(|(key, _)| !self.inodes.contains_key(key) || stale.contains(key));
+        remove_from_set(&mut self.ebpf, "guard_inodes", &stale)?;
+        for key in &stale {
+            self.inodes.remove(key);
+        }
         fill_set(
             &mut self.ebpf,
             "guard_inodes",
@@ -545,6 +561,30 @@ fn describe(step: &'static str, e: &aya::programs::ProgramError) -> String {
 
 /// `root` and, for a directory, everything below it on the same device (not following links),
 /// up to `limit` entries in `out`.
+/// Remove `keys` from the hash set `name` (a key already gone is not an error).
+fn remove_from_set(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    keys: &[InodeKey],
+) -> Result<(), EbpfError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let map = ebpf.map_mut(name).ok_or(EbpfError::Map {
+        map: name,
+        message: "missing from the object".into(),
+    })?;
+    let mut m: aya::maps::HashMap<_, InodeKey, u8> =
+        aya::maps::HashMap::try_from(map).map_err(map_err(name))?;
+    for key in keys {
+        match m.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(name)(e)),
+        }
+    }
+    Ok(())
+}
+
 fn collect_inodes(root: &Path, out: &mut Vec<(InodeKey, PathBuf)>, limit: usize) {
     // A protected path given through a link (e.g. /proc/self/exe) protects its target.
     let Ok(meta) = std::fs::metadata(root) else {
