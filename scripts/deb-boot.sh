@@ -25,11 +25,9 @@
 # Prints `PASS`/`FAIL` with the figures (package size, install time, time from the crashing
 # version started to the previous one running, time to halt, boot and job time).
 #
-# DEB_BOOT_RELEASES=1 fails here: the debug build's release file is 108 MB, and the agent
-# fetches a release in one call under the fleet client's fixed 15 s timeout, which qemu's user
-# network under TCG cannot meet ("agent release not fetched ... did not answer within 15s",
-# at every check-in). A release build, or a fetch timeout that grows with the offered size,
-# would let it through.
+# DEB_BOOT_RELEASES=1 does not pass yet: since a file fetch is no longer bounded by 15 s in
+# all, the good release (108 MB, debug build) reaches the guest and passes its trial, but the
+# sensing probe on it then finds no exec event ("FAIL no exec event and finding on release").
 #
 # The guest image (scripts/guest-lib.sh) is cached beside the kernel matrix's kernels; the guest
 # runs on a copy-on-write snapshot of it, so every run starts from a clean install. One guest at
