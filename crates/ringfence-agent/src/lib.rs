@@ -284,40 +284,30 @@ fn wire_hooks(
     sensor: &ringfence_sensor::ebpf::EbpfSensor,
     opened: &[(SourceKind, Box<dyn Source>)],
 ) -> ringfence_wire::SensorHooks {
-    use ringfence_sensor::ebpf::RecordKind as R;
     use ringfence_wire::Label;
-    let beside = |kind: SourceKind| opened.iter().any(|(k, _)| *k == kind);
     let mut kinds = Vec::new();
     for h in sensor.kind_hooks() {
-        let hook = match h.tier {
-            Some(t) => t.as_str(),
-            None if h.kinds.iter().all(|k| {
-                config
-                    .ebpf
-                    .kinds_off
-                    .contains(&ringfence_sensor::ebpf::convert::event_kind(*k))
-            }) =>
+        // The source opened beside the sensor that fills this kind in, if one is running.
+        let beside = h
+            .kinds
+            .iter()
+            .filter_map(|k| mode::filled_beside(*k))
+            .find(|s| opened.iter().any(|(k, _)| k == s));
+        let hook = match (h.tier, beside) {
+            (Some(t), _) => t.as_str(),
+            (None, _)
+                if h.kinds.iter().all(|k| {
+                    config
+                        .ebpf
+                        .kinds_off
+                        .contains(&ringfence_sensor::ebpf::convert::event_kind(*k))
+                }) =>
             {
                 "switched off"
             }
-            None if h.kinds.iter().any(|k| {
-                matches!(
-                    k,
-                    R::FileCreate | R::FileModify | R::FileDelete | R::FileRename
-                )
-            }) && beside(SourceKind::Fanotify) =>
-            {
-                "fanotify (beside the sensor)"
-            }
-            None if h
-                .kinds
-                .iter()
-                .any(|k| matches!(k, R::Privilege | R::Ptrace))
-                && beside(SourceKind::ProcConnector) =>
-            {
-                "process connector (beside the sensor)"
-            }
-            None => "none",
+            (None, Some(SourceKind::Fanotify)) => "fanotify (beside the sensor)",
+            (None, Some(SourceKind::ProcConnector)) => "process connector (beside the sensor)",
+            (None, _) => "none",
         };
         if let (Ok(kind), Ok(hook)) = (Label::try_from(h.label), Label::try_from(hook)) {
             kinds.push((kind, hook));

@@ -11,7 +11,7 @@
 //! `ringfence-detect` for the rules this leaves unable to fire).
 
 use ringfence_detect::hooked::Unhooked;
-use ringfence_event::Mode;
+use ringfence_event::{Mode, SourceKind};
 use ringfence_sensor::ebpf::convert::event_kind;
 use ringfence_sensor::ebpf::probe;
 use ringfence_sensor::ebpf::{EbpfOptions, RecordKind, hooks};
@@ -92,14 +92,11 @@ pub fn unhooked_kinds(
     config: &Config,
     uncovered: impl IntoIterator<Item = (RecordKind, &'static str)>,
 ) -> Vec<Unhooked> {
-    use RecordKind as R;
     let mut out: Vec<Unhooked> = Vec::new();
     for (record, remedy) in uncovered {
-        let beside = match record {
-            R::FileCreate | R::FileModify | R::FileDelete | R::FileRename => {
-                config.sources.fanotify
-            }
-            R::Privilege | R::Ptrace => config.sources.proc_connector,
+        let beside = match filled_beside(record) {
+            Some(SourceKind::Fanotify) => config.sources.fanotify,
+            Some(SourceKind::ProcConnector) => config.sources.proc_connector,
             _ => false,
         };
         let kind = event_kind(record);
@@ -112,6 +109,18 @@ pub fn unhooked_kinds(
         });
     }
     out
+}
+
+/// The driverless source the agent opens beside the eBPF sensor to fill in `record` when the
+/// sensor has no hook for it: fanotify for the file kinds, the process connector for privilege
+/// changes and ptrace; `None` for the kinds nothing fills in.
+pub fn filled_beside(record: RecordKind) -> Option<SourceKind> {
+    use RecordKind as R;
+    match record {
+        R::FileCreate | R::FileModify | R::FileDelete | R::FileRename => Some(SourceKind::Fanotify),
+        R::Privilege | R::Ptrace => Some(SourceKind::ProcConnector),
+        _ => None,
+    }
 }
 
 /// [`unhooked_kinds`] for a sensor not loaded: what `profile` would leave unhooked on a kernel
