@@ -344,24 +344,13 @@ pub fn sample(c: &CheckIn, at: Millis) -> Sample {
 }
 
 /// The check-in's sensor hooks as stored: JSON, `None` when the agent sent none. Parsing
-/// bounded them already (at most [`ringfence_wire::limits::SENSOR_HOOKS`] kinds, labels of at
-/// most 64 bytes); the cap is applied again here so the column stays bounded whatever the wire
-/// type comes to accept.
+/// bounded them (at most [`ringfence_wire::limits::SENSOR_HOOKS`] kinds, labels of at most 64
+/// bytes), so the column is bounded by the wire type.
 fn stored_hooks(hooks: &ringfence_wire::SensorHooks) -> Option<String> {
     if hooks.is_empty() {
         return None;
     }
-    let kinds: Vec<_> = hooks
-        .kinds
-        .iter()
-        .take(ringfence_wire::limits::SENSOR_HOOKS)
-        .cloned()
-        .collect();
-    let bounded = ringfence_wire::SensorHooks {
-        profile: hooks.profile.clone(),
-        kinds: ringfence_wire::KindHooks::try_from(kinds).unwrap_or_default(),
-    };
-    serde_json::to_string(&bounded).ok()
+    serde_json::to_string(hooks).ok()
 }
 
 /// Refuse a whole check-in (a counter out of its bounds, a negative one) and audit the refusal
@@ -520,7 +509,7 @@ pub async fn findings(
         .collect();
     if !rows.is_empty() {
         on_db!(&state.db, |pool| {
-            let mut tx = pool.begin_write().await?;
+            let mut tx = pool.begin().await?;
             for chunk in rows.chunks(500) {
                 let mut q = sqlx::QueryBuilder::new(
                     "INSERT INTO findings (agent_id, received_at, rule, severity, technique, matches, body, delivery_id) ",
