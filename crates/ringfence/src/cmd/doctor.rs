@@ -65,14 +65,10 @@ fn expired_lines(args: &Args) -> Vec<String> {
 /// Which content an agent with this configuration runs: the store's active bundle and its
 /// last-known-good, or the built-in pack when no bundle was ever accepted.
 fn active_content(args: &Args) -> Result<Option<String>, Failure> {
-    let mut config = match &args.config {
-        Some(path) => ringfence_agent::Config::load(path).map_err(Failure::refused)?,
-        None if args.content_dir.is_none() => return Ok(None),
-        None => ringfence_agent::Config::default(),
-    };
-    if let Some(d) = &args.content_dir {
-        config.content.dir = Some(d.clone());
+    if args.config.is_none() && args.content_dir.is_none() {
+        return Ok(None);
     }
+    let config = agent_config(args)?;
     let Some(state_dir) = config.content.state_dir() else {
         return Ok(Some(
             "the built-in pack (no content directory configured)".into(),
@@ -107,31 +103,38 @@ fn agent_config(args: &Args) -> Result<ringfence_agent::Config, Failure> {
 }
 
 /// The rule files of the content an agent with `config` runs: the store's active bundle, or
-/// the built-in pack; `None` when the active bundle cannot be read back.
-fn running_rules(config: &ringfence_agent::Config) -> Option<Vec<(String, String)>> {
-    let active = config.content.state_dir().and_then(|dir| {
-        let store = ringfence_content::ContentStore::open(&dir).ok()?;
-        Some((store.state().ok()?.active?, store))
-    });
-    let Some((version, store)) = active else {
-        return Some(
-            ringfence_agent::content::sigma::builtin_files()
-                .iter()
-                .filter(|(p, _)| p.starts_with("rules/"))
-                .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
-                .collect(),
-        );
+/// the built-in pack; the error names the store and the step that failed.
+fn running_rules(config: &ringfence_agent::Config) -> Result<Vec<(String, String)>, String> {
+    let builtin = || {
+        ringfence_agent::content::sigma::builtin_files()
+            .iter()
+            .filter(|(p, _)| p.starts_with("rules/"))
+            .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
+            .collect()
+    };
+    let Some(dir) = config.content.state_dir() else {
+        return Ok(builtin());
+    };
+    if !dir.join("state.json").exists() {
+        return Ok(builtin());
+    }
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", dir.display());
+    let store = ringfence_content::ContentStore::open(&dir).map_err(|e| at(&e))?;
+    let Some(version) = store.state().map_err(|e| at(&e))?.active else {
+        return Ok(builtin());
     };
     let limits = ringfence_content::Limits::default();
-    let bytes = store.read_bundle(version, limits.max_total_bytes).ok()?;
-    let signed = ringfence_content::SignedBundle::decode(&bytes, &limits).ok()?;
-    let bundle = ringfence_content::Bundle::decode(&signed.payload, &limits).ok()?;
-    Some(
-        bundle
-            .rules()
-            .filter_map(|(p, b)| Some((p.to_owned(), std::str::from_utf8(b).ok()?.to_owned())))
-            .collect(),
-    )
+    let bytes = store
+        .read_bundle(version, limits.max_total_bytes)
+        .map_err(|e| at(&format!("bundle v{version}: {e}")))?;
+    let signed = ringfence_content::SignedBundle::decode(&bytes, &limits)
+        .map_err(|e| at(&format!("bundle v{version}: {e}")))?;
+    let bundle = ringfence_content::Bundle::decode(&signed.payload, &limits)
+        .map_err(|e| at(&format!("bundle v{version} payload: {e}")))?;
+    Ok(bundle
+        .rules()
+        .filter_map(|(p, b)| Some((p.to_owned(), std::str::from_utf8(b).ok()?.to_owned())))
+        .collect())
 }
 
 /// The doctor's line on rules without a hook, for eBPF mode on this kernel (`rows` say whether
@@ -146,10 +149,13 @@ fn unhooked_line(config: &ringfence_agent::Config, rows: &[Probe]) -> String {
     let profile = config.sensor.profile;
     let unhooked = ringfence_agent::mode::unhooked_here(config, profile, trampolines);
     let under = format!("[sensor] profile = \"{}\"", profile.as_str());
-    let Some(rules) = running_rules(config) else {
-        return "content rules without a hook: unknown (the active bundle could not be read \
-                back)"
-            .into();
+    let rules = match running_rules(config) {
+        Ok(rules) => rules,
+        Err(e) => {
+            return format!(
+                "content rules without a hook: unknown (the active bundle could not be read back: {e})"
+            );
+        }
     };
     let texts: Vec<(&str, &str)> = rules
         .iter()
