@@ -423,12 +423,16 @@ impl Guard {
         // An inode the agent itself deleted or replaced (a bundle swapped, state written
         // through a rename) is free for the filesystem to give to any new file: left in the
         // set, that file's writes would be refused (a file in /tmp could not be written, seen
-        // in the Debian guest drill). An entry leaves when its path no longer names it.
+        // in the Debian guest drill). An entry the walk did not find again leaves when its path
+        // no longer names it (the walk may stop at its bound or skip an unreadable directory,
+        // so not being found alone is no proof; only those entries cost a second stat).
+        let seen: std::collections::HashSet<InodeKey> = found.iter().map(|(k, _)| *k).collect();
         let stale: Vec<InodeKey> = self
             .inodes
             .iter()
             .filter(|(key, path)| {
-                std::fs::metadata(path).map_or(true, |m| InodeKey::of(&m) != **key)
+                !seen.contains(*key)
+                    && std::fs::metadata(path).map_or(true, |m| InodeKey::of(&m) != **key)
             })
             .map(|(key, _)| *key)
             .collect();
