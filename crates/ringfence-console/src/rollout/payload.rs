@@ -96,9 +96,7 @@ impl Kind {
             (Kind::Agent, None) => format!("agent release #{version}"),
         }
     }
-}
 
-impl Kind {
     /// What the fallbacks [`Kind::fallbacks_sql`] counts are, completing "N ring agents fell
     /// back …" for a rollout offering `offered` (in [`Kind::describe`]'s words).
     pub fn fallback_words(self, offered: &str) -> String {
