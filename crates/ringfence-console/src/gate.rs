@@ -8,7 +8,9 @@
 //! 1. a last-known-good fallback in the ring is a hard stop;
 //! 2. missing data fails: ring agents that were offered the version long enough ago and have
 //!    not reported on it, or stopped checking in, beyond the control group's own loss; and no
-//!    activation at all by bake time after the first offer (a silent canary);
+//!    activation at all by bake time after the first offer (a silent canary). "Long enough" is
+//!    `heartbeat_intervals` check-ins, plus [`GateInput::install_grace_ms`] for an agent that
+//!    keeps checking in on its old release while it fetches and starts a new one;
 //! 3. per-agent metrics (CPU, RSS) compared with a one-sided Mann-Whitney U test, and rates
 //!    (crashes/restarts and findings per agent-hour, findings in both directions; drops per
 //!    event) pooled over each group and compared with an exposure-weighted Poisson test, each
@@ -117,6 +119,10 @@ pub struct GateInput {
     pub emergency: bool,
     pub bake_ms: Millis,
     pub checkin_interval_ms: Millis,
+    /// How long a ring agent that keeps checking in may take to start running the offered
+    /// version before it counts as missing, beyond `heartbeat_intervals`: an agent release's
+    /// fetch and restart ([`Gates::release_install`]); 0 for content.
+    pub install_grace_ms: Millis,
     pub to_version: i64,
     /// When an operator last resumed the rollout (acknowledging a halt's evidence), or the
     /// ring's start.
@@ -474,11 +480,17 @@ pub fn judge(input: &GateInput, gates: &Gates, now: Millis) -> GateReport {
         Some(w) if !input.emergency => w.next_open(input.ring_started_at, m.tz_offset),
         _ => input.ring_started_at,
     };
+    // A member is due to report once offered `hb` ago; one still checking in on the old version
+    // gets the install grace on top (an agent release is fetched, verified and restarted into).
+    let grace = input.install_grace_ms.max(0);
     let expected: Vec<&&MemberData> = ring.iter().filter(|m| offer_at(m) + hb <= now).collect();
     let missing_agents: Vec<&&MemberData> = expected
         .iter()
         .copied()
-        .filter(|m| m.new.is_none() || now - m.last_seen > hb)
+        .filter(|m| {
+            now - m.last_seen > hb
+                || (m.new.is_none() && offer_at(m).saturating_add(hb).saturating_add(grace) <= now)
+        })
         .collect();
     let missing = missing_agents.len();
     let control_lost = all_ctrl.len() - ctrl.len();
@@ -501,9 +513,14 @@ pub fn judge(input: &GateInput, gates: &Gates, now: Millis) -> GateReport {
     };
     if missing > 0 && share - control_share > gates.max_missing_share {
         let what = format!(
-            "missing data: {missing} of {} ring agents offered {} have not reported running it or stopped checking in within {} ({:.0}% vs {:.0}% of controls silent)",
+            "missing data: {missing} of {} ring agents offered {} have not reported running it{} or stopped checking in within {} ({:.0}% vs {:.0}% of controls silent)",
             expected.len(),
             input.version(),
+            if grace > 0 {
+                format!(" within {}", format_duration(hb.saturating_add(grace)))
+            } else {
+                String::new()
+            },
             format_duration(hb),
             share * 100.0,
             control_share * 100.0
@@ -523,7 +540,7 @@ pub fn judge(input: &GateInput, gates: &Gates, now: Millis) -> GateReport {
     }
     if let (None, Some(offered)) = (first_activation, input.first_offered_at)
         && !ring.is_empty()
-        && now - offered >= input.bake_ms + hb
+        && now - offered >= input.bake_ms.saturating_add(hb).saturating_add(grace)
     {
         let what = format!(
             "missing data: no ring agent has reported running {} {} after it was first offered (silent canary)",
@@ -978,6 +995,49 @@ mod tests {
         let r = judge(&i, &Gates::default(), now);
         assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
         assert!(r.reason.contains("missing data"), "{}", r.reason);
+    }
+
+    /// An agent release takes a while to fetch and restart into: ring agents that keep checking
+    /// in on the old release are not missing until the install grace runs out; one that stops
+    /// checking in is missing at once.
+    #[test]
+    fn agents_fetching_a_release_get_the_install_grace_and_silent_ones_do_not() {
+        let g = Gates::default();
+        let fetching = |now: Millis, grace: Millis| {
+            let mut i = input(20, 40, 2.0, now);
+            i.install_grace_ms = grace;
+            for m in i.members.iter_mut().filter(|m| m.in_ring) {
+                m.new = None;
+                m.last_seen = now - MIN;
+            }
+            i
+        };
+        // 25 minutes after the offer (ring start 0): past `heartbeat_intervals` (15m), inside a
+        // 15-minute install grace.
+        let now = 25 * MIN;
+        let r = judge(&fetching(now, 0), &g, now);
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        let r = judge(&fetching(now, 15 * MIN), &g, now);
+        assert_eq!(r.missing.missing, 0, "{r:?}");
+        assert_ne!(r.verdict, Verdict::Fail, "{r:?}");
+        // Past the grace they are missing, and the reason says how long they had.
+        let now = 31 * MIN;
+        let r = judge(&fetching(now, 15 * MIN), &g, now);
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert!(
+            r.reason.contains("have not reported running it within 30m00s"),
+            "{}",
+            r.reason
+        );
+        // Silent agents get no grace.
+        let now = 25 * MIN;
+        let mut silent = fetching(now, 15 * MIN);
+        for m in silent.members.iter_mut().filter(|m| m.in_ring) {
+            m.last_seen = 2 * MIN;
+        }
+        let r = judge(&silent, &g, now);
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert_eq!(r.missing.missing, 20, "{r:?}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! min_samples = 10          # agents with data, per group, before any verdict
 //! hard_stop_min_agents = 3  # distinct agents a rollback needs (fewer halt the ring) ...
 //! hard_stop_min_share = 0.05 # ... or this share of the live ring, if more
+//! release_install = "15m"   # agent rollouts: time to fetch and start a release
 //!
 //! [[rings]]
 //! name = "canary"
@@ -230,6 +231,12 @@ pub struct Gates {
     pub heartbeat_intervals: f64,
     /// Fail when the ring's missing share exceeds the control's by more than this.
     pub max_missing_share: f64,
+    /// Agent rollouts only: how long a ring agent that keeps checking in may take to fetch,
+    /// verify and start an offered agent release (tens of megabytes over the host's link, then
+    /// a restart) before it counts as missing. A duration (`15m`), at most a day. Content is
+    /// small and swapped in process, so a content ring waits `heartbeat_intervals` only. An
+    /// agent that stops checking in is missing after `heartbeat_intervals` either way.
+    pub release_install: String,
     /// A failure (fallbacks, missing agents, a metric) needs evidence from at least this many
     /// distinct agents, or `hard_stop_min_share` of the live ring if that is more; never more
     /// than the live ring, never fewer than two. Less evidence halts the ring for an operator.
@@ -251,9 +258,26 @@ impl Default for Gates {
             finding_ratio: 3.0,
             heartbeat_intervals: 3.0,
             max_missing_share: 0.1,
+            release_install: DEFAULT_RELEASE_INSTALL.to_owned(),
             hard_stop_min_agents: 3,
             hard_stop_min_share: 0.05,
         }
+    }
+}
+
+/// [`Gates::release_install`] by default.
+const DEFAULT_RELEASE_INSTALL: &str = "15m";
+/// The longest [`Gates::release_install`] a plan may give.
+const MAX_RELEASE_INSTALL_MS: Millis = 86_400_000;
+
+impl Gates {
+    /// [`Gates::release_install`] in milliseconds (a plan that parsed has a valid one; the
+    /// default otherwise).
+    pub fn release_install_ms(&self) -> Millis {
+        parse_duration(&self.release_install)
+            .ok()
+            .filter(|ms| *ms <= MAX_RELEASE_INSTALL_MS)
+            .unwrap_or(15 * 60_000)
     }
 }
 
@@ -433,6 +457,14 @@ impl Plan {
                 g.hard_stop_min_share
             ));
         }
+        match parse_duration(&g.release_install) {
+            Ok(ms) if ms > MAX_RELEASE_INSTALL_MS => errors.push(format!(
+                "gates.release_install must be at most 1d, got {:?}",
+                g.release_install
+            )),
+            Ok(_) => {}
+            Err(e) => errors.push(format!("gates.release_install: {e}")),
+        }
         let mut last_percent = 0.0;
         for (i, r) in raw.rings.into_iter().enumerate() {
             let at = format!("rings[{i}] ({:?})", r.name);
@@ -519,6 +551,9 @@ impl Plan {
 const DEFAULT_TOML: &str = r#"# Default rollout plan: canary 1% -> 10% -> 50% -> 100% of the fleet.
 [gates]
 min_samples = 10
+# Agent rollouts: how long a ring agent still checking in may take to fetch and start the
+# release before it counts as missing.
+release_install = "15m"
 
 [[rings]]
 name = "canary"
@@ -610,6 +645,22 @@ mod tests {
         let errors = plan("hard_stop_min_agents = 1\nhard_stop_min_share = 1.5").unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:#?}");
         assert!(errors[0].contains("hard_stop_min_agents"), "{errors:#?}");
+    }
+
+    #[test]
+    fn release_install_is_a_bounded_duration() {
+        let plan = |gates: &str| {
+            Plan::parse(&format!(
+                "[gates]\n{gates}\n[[rings]]\nname='x'\nbake='1m'\npercent=1"
+            ))
+        };
+        assert_eq!(plan("").unwrap().gates.release_install_ms(), 15 * 60_000);
+        let p = plan("release_install = '1h'").unwrap();
+        assert_eq!(p.gates.release_install_ms(), 3_600_000);
+        for bad in ["'2d'", "'soon'", "''"] {
+            let errors = plan(&format!("release_install = {bad}")).unwrap_err();
+            assert!(errors[0].contains("release_install"), "{errors:#?}");
+        }
     }
 
     #[test]

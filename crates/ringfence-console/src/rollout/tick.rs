@@ -194,6 +194,10 @@ pub(super) async fn gather(
         emergency: r.emergency != 0,
         bake_ms: spec.bake_ms,
         checkin_interval_ms: state.config.checkin_interval_ms,
+        install_grace_ms: match kind {
+            Kind::Content => 0,
+            Kind::Agent => plan.gates.release_install_ms(),
+        },
         to_version: r.to_version,
         acknowledged_at,
     })
