@@ -75,6 +75,17 @@ struct guard_inode {
 	__u32 pad;
 };
 
+/*
+ * What the agent knows of a protected inode beyond its number: the generation the filesystem
+ * gave it (FS_IOC_GETVERSION), when the filesystem reports one. An inode number the agent's
+ * deleted file freed may be given to any new file on that filesystem before the agent's next
+ * walk drops it; the new file has another generation, so it is not taken for the agent's.
+ */
+struct guard_inode_val {
+	__u32 generation;
+	__u32 known;	/* 0: the filesystem reports none; match by number alone */
+};
+
 struct guard_bpf_id {
 	__u32 kind;
 	__u32 id;
@@ -109,7 +120,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct guard_inode);
-	__type(value, __u8);
+	__type(value, struct guard_inode_val);
 } guard_inodes SEC(".maps");
 
 struct {
@@ -180,7 +191,13 @@ static __always_inline int inode_protected(struct inode *inode, struct guard_ino
 	key->ino = BPF_CORE_READ(inode, i_ino);
 	key->dev = BPF_CORE_READ(inode, i_sb, s_dev);
 	key->pad = 0;
-	return bpf_map_lookup_elem(&guard_inodes, key) != 0;
+	struct guard_inode_val *val = bpf_map_lookup_elem(&guard_inodes, key);
+	if (!val)
+		return 0;
+	/* The number reused by a new file (see struct guard_inode_val) is not the agent's. */
+	if (val->known && val->generation != BPF_CORE_READ(inode, i_generation))
+		return 0;
+	return 1;
 }
 
 /* Refuse a change to `inode` (may be null) or inside directory `dir` (may be null). */

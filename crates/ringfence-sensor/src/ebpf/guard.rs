@@ -293,6 +293,60 @@ impl InodeKey {
     }
 }
 
+/// `struct guard_inode_val`: the generation the filesystem gave a protected inode, when it
+/// reports one (`known` 0: match by number alone).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+struct InodeValue {
+    generation: u32,
+    known: u32,
+}
+
+// SAFETY: InodeValue is repr(C) plain old data without padding, matching the object.
+unsafe impl aya::Pod for InodeValue {}
+
+impl InodeValue {
+    fn of(generation: Option<u32>) -> InodeValue {
+        InodeValue {
+            generation: generation.unwrap_or(0),
+            known: u32::from(generation.is_some()),
+        }
+    }
+}
+
+/// `FS_IOC_GETVERSION`: `_IOR('v', 1, long)`.
+const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
+
+/// The generation the filesystem gave the inode at `path` (a regular file or a directory, not
+/// followed if a link), where the filesystem reports one (ext4, XFS, btrfs; not tmpfs).
+fn generation_of(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    // Filesystems write an int here; the buffer is a long, as the request's size says.
+    let mut generation: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETVERSION writes at most a long into `generation`, which lives for the
+    // call; the descriptor is open for the call.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            FS_IOC_GETVERSION as _,
+            &mut generation,
+        )
+    };
+    (rc == 0).then_some(generation as u32)
+}
+
+/// A protected inode as the walk found it.
+#[derive(Debug, Clone, PartialEq)]
+struct Protected {
+    path: PathBuf,
+    value: InodeValue,
+}
+
 /// `struct guard_bpf_id`.
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C)]
@@ -322,8 +376,9 @@ pub struct Guard {
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
     config: GuardConfig,
-    /// Protected inodes and the path each was found at, for reporting refusals by path.
-    inodes: StdHashMap<InodeKey, PathBuf>,
+    /// Protected inodes, the path each was found at (for reporting refusals by path) and its
+    /// generation.
+    inodes: StdHashMap<InodeKey, Protected>,
     paths: Vec<PathBuf>,
 }
 
@@ -423,30 +478,45 @@ impl Guard {
         // An inode the agent itself deleted or replaced (a bundle swapped, state written
         // through a rename) is free for the filesystem to give to any new file: left in the
         // set, that file's writes would be refused (a file in /tmp could not be written, seen
-        // in the Debian guest drill). An entry the walk did not find again leaves when its path
-        // no longer names it (the walk may stop at its bound or skip an unreadable directory,
-        // so not being found alone is no proof; only those entries cost a second stat).
-        let seen: std::collections::HashSet<InodeKey> = found.iter().map(|(k, _)| *k).collect();
+        // in the Debian guest drill). Two defences: the object compares the inode's generation
+        // where the filesystem reports one, which closes the window until this walk; and an
+        // entry the walk did not find again leaves when its path no longer names it (the walk
+        // may stop at its bound or skip an unreadable directory, so not being found alone is
+        // no proof; only those entries cost a second stat).
+        let seen: std::collections::HashSet<InodeKey> =
+            found.iter().map(|(k, _, _)| *k).collect();
         let stale: Vec<InodeKey> = self
             .inodes
             .iter()
-            .filter(|(key, path)| {
+            .filter(|(key, p)| {
                 !seen.contains(*key)
-                    && std::fs::metadata(path).map_or(true, |m| InodeKey::of(&m) != **key)
+                    && std::fs::metadata(&p.path).map_or(true, |m| InodeKey::of(&m) != **key)
             })
             .map(|(key, _)| *key)
             .collect();
-        found.retain(|(key, _)| !self.inodes.contains_key(key) || stale.contains(key));
-        remove_from_set(&mut self.ebpf, "guard_inodes", &stale)?;
+        remove_inodes(&mut self.ebpf, &stale)?;
         for key in &stale {
             self.inodes.remove(key);
         }
-        fill_set(
+        // New entries, and known numbers that now name another inode (a new generation: the
+        // agent deleted a file and made another that got its number).
+        let mut changed = Vec::new();
+        for (key, path, openable) in found {
+            let generation = if openable {
+                generation_of(&path)
+            } else {
+                None
+            };
+            let value = InodeValue::of(generation);
+            if self.inodes.get(&key).is_none_or(|p| p.value != value) {
+                changed.push((key, Protected { path, value }));
+            }
+        }
+        set_inodes(
             &mut self.ebpf,
-            "guard_inodes",
-            found.iter().map(|(key, _)| *key),
+            changed.iter().map(|(key, p)| (*key, p.value)),
         )?;
-        self.inodes.extend(found);
+        self.inodes.extend(changed);
         Ok(self.inodes.len())
     }
 
@@ -481,7 +551,7 @@ impl Guard {
                         dev: d.arg.cast_unsigned(),
                         pad: 0,
                     };
-                    d.path = self.inodes.get(&key).cloned();
+                    d.path = self.inodes.get(&key).map(|p| p.path.clone());
                 }
                 out.push(d);
             }
@@ -563,38 +633,57 @@ fn describe(step: &'static str, e: &aya::programs::ProgramError) -> String {
     super::probe::refusal(step, e).describe()
 }
 
-/// `root` and, for a directory, everything below it on the same device (not following links),
-/// up to `limit` entries in `out`.
-/// Remove `keys` from the hash set `name` (a key already gone is not an error).
-fn remove_from_set(
+/// The object's protected-inode map.
+fn inode_map(
     ebpf: &mut Ebpf,
-    name: &'static str,
-    keys: &[InodeKey],
-) -> Result<(), EbpfError> {
+) -> Result<aya::maps::HashMap<&mut MapData, InodeKey, InodeValue>, EbpfError> {
+    const NAME: &str = "guard_inodes";
+    let map = ebpf.map_mut(NAME).ok_or(EbpfError::Map {
+        map: NAME,
+        message: "missing from the object".into(),
+    })?;
+    aya::maps::HashMap::try_from(map).map_err(map_err(NAME))
+}
+
+/// Remove protected inodes (a key already gone is not an error).
+fn remove_inodes(ebpf: &mut Ebpf, keys: &[InodeKey]) -> Result<(), EbpfError> {
     if keys.is_empty() {
         return Ok(());
     }
-    let map = ebpf.map_mut(name).ok_or(EbpfError::Map {
-        map: name,
-        message: "missing from the object".into(),
-    })?;
-    let mut m: aya::maps::HashMap<_, InodeKey, u8> =
-        aya::maps::HashMap::try_from(map).map_err(map_err(name))?;
+    let mut m = inode_map(ebpf)?;
     for key in keys {
         match m.remove(key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_err(name)(e)),
+            Err(e) => return Err(map_err("guard_inodes")(e)),
         }
     }
     Ok(())
 }
 
-fn collect_inodes(root: &Path, out: &mut Vec<(InodeKey, PathBuf)>, limit: usize) {
+/// Insert or update protected inodes with their values.
+fn set_inodes(
+    ebpf: &mut Ebpf,
+    entries: impl IntoIterator<Item = (InodeKey, InodeValue)>,
+) -> Result<(), EbpfError> {
+    let mut m = inode_map(ebpf)?;
+    for (key, value) in entries {
+        m.insert(key, value, 0).map_err(map_err("guard_inodes"))?;
+    }
+    Ok(())
+}
+
+/// `root` and, for a directory, everything below it on the same device (not following links),
+/// up to `limit` entries in `out`: each inode, its path, and whether it is a regular file or a
+/// directory (one whose generation can be asked for).
+fn collect_inodes(root: &Path, out: &mut Vec<(InodeKey, PathBuf, bool)>, limit: usize) {
     // A protected path given through a link (e.g. /proc/self/exe) protects its target.
     let Ok(meta) = std::fs::metadata(root) else {
         return;
     };
-    out.push((InodeKey::of(&meta), root.to_path_buf()));
+    let openable = |m: &std::fs::Metadata| m.is_file() || m.is_dir();
+    // The root is asked for through its resolved path, a link's target.
+    let resolved = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    out.push((InodeKey::of(&meta), resolved, openable(&meta)));
     if !meta.is_dir() {
         return;
     }
@@ -611,7 +700,7 @@ fn collect_inodes(root: &Path, out: &mut Vec<(InodeKey, PathBuf)>, limit: usize)
             if m.dev() != meta.dev() {
                 continue;
             }
-            out.push((InodeKey::of(&m), entry.path()));
+            out.push((InodeKey::of(&m), entry.path(), openable(&m)));
             if m.is_dir() {
                 dirs.push(entry.path());
             }
@@ -680,6 +769,44 @@ mod tests {
         let me = Launcher::parent_of(std::process::id()).expect("our parent");
         assert_eq!(me.tgid, std::os::unix::process::parent_id());
         assert!(me.start_ticks > 0 || me.tgid == 1);
+    }
+
+    /// A file made after another was deleted may get its inode number, never its generation
+    /// (where the filesystem reports one): what tells the object a reused number is not the
+    /// agent's file. On a filesystem without generations (tmpfs) there is none to compare.
+    #[test]
+    fn a_new_file_has_a_new_generation_where_the_filesystem_reports_one() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target")
+            .join(format!("rf-guard-gen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("test dir");
+        let path = dir.join("state.json");
+        std::fs::write(&path, b"1").expect("write");
+        let first = generation_of(&path);
+        let first_ino = std::fs::metadata(&path).expect("stat").ino();
+        let mut reused = 0;
+        for _ in 0..50 {
+            std::fs::remove_file(&path).expect("remove");
+            std::fs::write(&path, b"2").expect("write");
+            let again = generation_of(&path);
+            if std::fs::metadata(&path).expect("stat").ino() == first_ino {
+                reused += 1;
+                if first.is_some() {
+                    assert_ne!(again, first, "a reused inode number kept its generation");
+                }
+            }
+            assert_eq!(again.is_some(), first.is_some());
+        }
+        // Directories have one too; links are not followed; a missing path has none.
+        assert_eq!(generation_of(&dir).is_some(), first.is_some());
+        std::os::unix::fs::symlink(&path, dir.join("link")).expect("symlink");
+        assert_eq!(generation_of(&dir.join("link")), None);
+        assert_eq!(generation_of(&dir.join("missing")), None);
+        eprintln!(
+            "generation {first:?}; the inode number came back {reused} times in 50 (filesystem: {})",
+            if first.is_some() { "reports generations" } else { "none" }
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
