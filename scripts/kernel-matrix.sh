@@ -9,7 +9,8 @@
 # syscall tracepoint), prints which hook each kind got (`HOOK` lines), and measures what each
 # hook choice costs: `bench syscall-storm`/`exec-storm`-style ratios with the sensor loaded and
 # its reader converting every record, against none, interleaved (`STORM` lines; TCG slows
-# everything alike, the ratio is what matters). RF_NO_STORMS=1 skips the measurements.
+# everything alike, the ratio is what matters). RF_NO_STORMS=1 skips the measurements;
+# RF_STORM_ROUNDS, RF_STORM_SYSCALLS and RF_STORM_EXECS size them (4, 20000, 100).
 #
 # Prints `PASS`/`FAIL` per kernel with its duration, then the cost table (kernel x hook choice),
 # and exits non-zero on any FAIL.
@@ -127,6 +128,14 @@ EOF
     if [[ -n "${RF_NO_STORMS:-}" ]]; then
         sed -i 's|^/bin/kernel_check$|RF_NO_STORMS=1 /bin/kernel_check|' "$dir/init"
     fi
+    # The storms' size, when given (RF_STORM_ROUNDS, RF_STORM_SYSCALLS, RF_STORM_EXECS: numbers).
+    local var value
+    for var in RF_STORM_ROUNDS RF_STORM_SYSCALLS RF_STORM_EXECS; do
+        value="${!var:-}"
+        if [[ "$value" =~ ^[0-9]+$ ]]; then
+            sed -i "s|^\(.*\)/bin/kernel_check\$|\1$var=$value /bin/kernel_check|" "$dir/init"
+        fi
+    done
     chmod +x "$dir/init"
     (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
 }
