@@ -1025,7 +1025,8 @@ mod tests {
         let r = judge(&fetching(now, 15 * MIN), &g, now);
         assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
         assert!(
-            r.reason.contains("have not reported running it within 30m00s"),
+            r.reason
+                .contains("have not reported running it within 30m00s"),
             "{}",
             r.reason
         );

@@ -483,8 +483,7 @@ impl Guard {
         // entry the walk did not find again leaves when its path no longer names it (the walk
         // may stop at its bound or skip an unreadable directory, so not being found alone is
         // no proof; only those entries cost a second stat).
-        let seen: std::collections::HashSet<InodeKey> =
-            found.iter().map(|(k, _, _)| *k).collect();
+        let seen: std::collections::HashSet<InodeKey> = found.iter().map(|(k, _, _)| *k).collect();
         let stale: Vec<InodeKey> = self
             .inodes
             .iter()
@@ -502,11 +501,7 @@ impl Guard {
         // agent deleted a file and made another that got its number).
         let mut changed = Vec::new();
         for (key, path, openable) in found {
-            let generation = if openable {
-                generation_of(&path)
-            } else {
-                None
-            };
+            let generation = if openable { generation_of(&path) } else { None };
             let value = InodeValue::of(generation);
             if self.inodes.get(&key).is_none_or(|p| p.value != value) {
                 changed.push((key, Protected { path, value }));
@@ -804,7 +799,11 @@ mod tests {
         assert_eq!(generation_of(&dir.join("missing")), None);
         eprintln!(
             "generation {first:?}; the inode number came back {reused} times in 50 (filesystem: {})",
-            if first.is_some() { "reports generations" } else { "none" }
+            if first.is_some() {
+                "reports generations"
+            } else {
+                "none"
+            }
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
