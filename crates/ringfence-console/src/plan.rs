@@ -265,8 +265,10 @@ impl Default for Gates {
     }
 }
 
-/// [`Gates::release_install`] by default.
+/// [`Gates::release_install`] by default, as written and in milliseconds (a test keeps the two
+/// equal).
 const DEFAULT_RELEASE_INSTALL: &str = "15m";
+const DEFAULT_RELEASE_INSTALL_MS: Millis = 15 * 60_000;
 /// The longest [`Gates::release_install`] a plan may give.
 const MAX_RELEASE_INSTALL_MS: Millis = 86_400_000;
 
@@ -277,7 +279,7 @@ impl Gates {
         parse_duration(&self.release_install)
             .ok()
             .filter(|ms| *ms <= MAX_RELEASE_INSTALL_MS)
-            .unwrap_or(15 * 60_000)
+            .unwrap_or(DEFAULT_RELEASE_INSTALL_MS)
     }
 }
 
@@ -654,6 +656,10 @@ mod tests {
                 "[gates]\n{gates}\n[[rings]]\nname='x'\nbake='1m'\npercent=1"
             ))
         };
+        assert_eq!(
+            parse_duration(DEFAULT_RELEASE_INSTALL),
+            Ok(DEFAULT_RELEASE_INSTALL_MS)
+        );
         assert_eq!(plan("").unwrap().gates.release_install_ms(), 15 * 60_000);
         let p = plan("release_install = '1h'").unwrap();
         assert_eq!(p.gates.release_install_ms(), 3_600_000);
