@@ -219,7 +219,11 @@ impl Default for ProcConnectorOptions {
     fn default() -> Self {
         ProcConnectorOptions {
             enrich_exec: true,
-            receive_buffer: 8 << 20,
+            // A fork, exec and exit of one short process are three messages of about 1 KiB of
+            // buffer each, and the reader also races /proc for each exec: 8 MiB overflowed once
+            // in CI on a 4-thread storm of 2,000 processes with two agents on one CPU. The
+            // memory is taken only while the reader is behind.
+            receive_buffer: 32 << 20,
             coalesce: None,
             hand_off: None,
             privilege_only: false,

@@ -410,6 +410,12 @@ pub struct AskerWait {
 
 impl AskerWait {
     pub const WAIT: Duration = Duration::from_millis(100);
+    /// How long a connect by a process that is resolving waits for its answer. The answer
+    /// releases it at once, so this is paid only when no answer is captured. Longer than
+    /// [`AskerWait::WAIT`]: the capture's thread shares one CPU with the agent's others and
+    /// can be behind the kernel's connects by more than 100 ms on a loaded host (seen in CI:
+    /// the connect passed unnamed, its answer came after).
+    pub const CONNECT_HOLD: Duration = Duration::from_secs(1);
     /// Connects further than this from the packet's time name no asker.
     pub const WINDOW_NS: i64 = 2_000_000_000;
     const MAX_SERVERS: usize = 256;
@@ -461,6 +467,8 @@ impl AskerWait {
         let pid = e.process.as_ref().map(|p| p.pid);
         ready.push(e);
         if let (true, Some(pid)) = (answer, pid) {
+            // Answered: its next connects need not wait.
+            self.resolving.remove(&pid);
             let mut i = 0;
             while i < self.held_connects.len() {
                 if self.held_connects[i].1.process.as_ref().map(|p| p.pid) == Some(pid) {
@@ -511,10 +519,10 @@ impl AskerWait {
             let resolving = self
                 .resolving
                 .get(&pid)
-                .is_some_and(|t| t.elapsed() < Self::WAIT);
+                .is_some_and(|t| t.elapsed() < Self::CONNECT_HOLD);
             let to_dns = event.network.as_ref().and_then(|n| n.destination_port) == Some(DNS_PORT);
             if resolving && !to_dns && self.held_connects.len() < Self::MAX_HELD {
-                self.held_connects.push((now + Self::WAIT, event));
+                self.held_connects.push((now + Self::CONNECT_HOLD, event));
             } else {
                 ready.push(event);
             }
@@ -702,6 +710,65 @@ mod tests {
         wait.release(now + AskerWait::WAIT, false, &mut ready);
         assert_eq!(ready.len(), 2);
         assert!(ready[1].process.is_none());
+    }
+
+    #[test]
+    fn a_connect_waits_for_its_lookups_late_answer_and_the_next_one_does_not() {
+        let answer_msg = parse::parse_message(&parse::tests::message(
+            9,
+            true,
+            "web.example.org",
+            &[[192, 0, 2, 9]],
+        ))
+        .unwrap();
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let server = IpAddr::from([127, 0, 0, 53]);
+        let connect = |port| {
+            let mut e = Event::new(EventKind::NetworkConnect, SourceKind::Ebpf, Timestamp(1));
+            e.process = Some(Process {
+                pid: 88,
+                ..Process::default()
+            });
+            e.network = Some(Network {
+                destination_ip: Some(if port == 53 {
+                    server
+                } else {
+                    "192.0.2.9".parse().unwrap()
+                }),
+                destination_port: Some(port),
+                ..Network::default()
+            });
+            e
+        };
+        let mut wait = AskerWait::default();
+        let mut ready = Vec::new();
+        let now = Instant::now();
+        // The resolver's UDP connect, then the connect to the answer's address: it waits.
+        let to_dns = connect(53);
+        wait.on_connect(&to_dns, 53, &mut ready);
+        wait.admit(to_dns, now, &mut ready);
+        wait.admit(connect(443), now, &mut ready);
+        assert_eq!(ready.len(), 1);
+        // Still waiting after the lookup wait: the capture can be further behind than that.
+        wait.release(now + AskerWait::WAIT * 3, false, &mut ready);
+        assert_eq!(ready.len(), 1);
+        // The answer comes, and the connect follows it, so it can be named.
+        let answer = to_event(&answer_msg, Some(88), Timestamp(2), (lo, 40000), (server, 53));
+        wait.admit(answer, now, &mut ready);
+        assert_eq!(ready.len(), 3);
+        assert_eq!(ready[1].kind, Some(EventKind::Dns));
+        assert_eq!(ready[2].kind, Some(EventKind::NetworkConnect));
+        // Answered: the process's next connect passes at once.
+        wait.admit(connect(443), now, &mut ready);
+        assert_eq!(ready.len(), 4);
+        // Without an answer a held connect goes at the end of its hold.
+        let mut quiet = AskerWait::default();
+        let mut out = Vec::new();
+        quiet.on_connect(&connect(53), 53, &mut out);
+        quiet.admit(connect(443), now, &mut out);
+        assert!(out.is_empty());
+        quiet.release(now + AskerWait::CONNECT_HOLD, false, &mut out);
+        assert_eq!(out.len(), 1);
     }
 
     #[test]

@@ -6,18 +6,31 @@
 //! the watched path, and the result is cached, so the cost per event is one hash lookup and a
 //! prefix check.
 //!
-//! Marks are *inode* marks (with `FAN_EVENT_ON_CHILD`) on every directory of the watched trees,
-//! placed by a walk at start that stays on the root's filesystem; a directory created in (or
-//! moved into) a watched tree is marked when its `FAN_CREATE`/`FAN_RENAME` with `FAN_ONDIR`
-//! arrives, and the files already in it by then are reported as creates (without a process: the
-//! kernel did not tell us who made them). So the kernel never generates an event outside the
-//! watched trees: an exec storm from `/usr/bin` costs this source nothing. With more than
-//! [`MAX_DIR_MARKS`] directories the source falls back to one *filesystem* mark for that
-//! filesystem (every event on it is reported and filtered here by path), and says so.
+//! Two kinds of mark, split by what each costs the host:
+//! - **Entry events** (create, delete, rename) are events on the *directory*: they come from
+//!   *inode* marks on every directory of the watched trees, placed by a walk at start that
+//!   stays on the root's filesystem. A directory created in (or moved into) a watched tree is
+//!   marked when its `FAN_CREATE`/`FAN_RENAME` with `FAN_ONDIR` arrives, and the files already in
+//!   it by then are reported as creates (without a process: the kernel did not tell us who made
+//!   them).
+//! - **File events** (close-after-write, exec-open) are events on the file. They come from one
+//!   *filesystem* mark per filesystem holding a watched tree, filtered here by path. They are
+//!   not taken from the directory marks with `FAN_EVENT_ON_CHILD`: such a mark flags every
+//!   entry of its directory as parent-watched, and then every open, read, write and close of
+//!   any file there (reading `/etc/hostname`, appending to a log) takes a reference on the
+//!   parent directory in the kernel's fsnotify path, whether or not the event is wanted. That
+//!   measured 4-5 points on a loop of open, stat and close in `/etc`. The filesystem mark
+//!   asks only for the two wanted events, so the kernel sends nothing for reads, and one event
+//!   per written-and-closed file (or exec) on that filesystem, which costs one cached lookup
+//!   here when it is outside the trees. A filesystem that refuses the filesystem mark gets the
+//!   old `FAN_EVENT_ON_CHILD` directory marks instead, and the source says so.
 //!
-//! Trees in [`FanotifyOptions::write_only_paths`] (the system binary and library trees) are
-//! marked without `FAN_OPEN_EXEC`: every command runs from them, and the process sensor reports
-//! each exec anyway, so there only writes, creates, deletes and renames cost an event. A tree
+//! With more than [`MAX_DIR_MARKS`] directories the source falls back to one filesystem mark
+//! with every event for that filesystem (filtered here by path), and says so.
+//!
+//! Trees in [`FanotifyOptions::write_only_paths`] (the system binary and library trees) do not
+//! report `FAN_OPEN_EXEC`: every command runs from them, and the process sensor reports each
+//! exec anyway. A tree
 //! inside another one already watched with at least its events is not marked twice (`/lib`
 //! is `/usr/lib` on a merged-/usr system).
 //!
@@ -98,14 +111,20 @@ fn mark_filesystem(group: &OwnedFd, mask: u64, path: &Path) -> io::Result<()> {
     mark(group.as_raw_fd(), FAN_MARK_FILESYSTEM, mask, path)
 }
 
-/// One directory's inode mark (never through a symbolic link).
-fn mark_directory(group: RawFd, mask: u64, path: &Path) -> io::Result<()> {
-    mark(
-        group,
-        FAN_MARK_ONLYDIR | FAN_MARK_DONT_FOLLOW,
-        mask | FAN_EVENT_ON_CHILD,
-        path,
-    )
+/// The events a directory's own inode mark reports: changes to its entries.
+const ENTRY_EVENTS: u64 = FAN_CREATE | FAN_DELETE | FAN_RENAME | FAN_ONDIR;
+/// The events that happen to a file, not to its directory.
+const FILE_EVENTS: u64 = FAN_CLOSE_WRITE | FAN_OPEN_EXEC;
+
+/// One directory's inode mark (never through a symbolic link). `on_child` adds
+/// `FAN_EVENT_ON_CHILD` (the file events of the files in it, at the price the module explains).
+fn mark_directory(group: RawFd, mask: u64, on_child: bool, path: &Path) -> io::Result<()> {
+    let mask = if on_child {
+        mask | FAN_EVENT_ON_CHILD
+    } else {
+        mask & ENTRY_EVENTS
+    };
+    mark(group, FAN_MARK_ONLYDIR | FAN_MARK_DONT_FOLLOW, mask, path)
 }
 
 pub(crate) fn mark(group: RawFd, flags: u32, mask: u64, path: &Path) -> io::Result<()> {
@@ -242,13 +261,18 @@ pub struct FanotifySource {
     max_dir_marks: usize,
     /// Filesystems watched through a filesystem mark (the fallback).
     fs_marked: Vec<[i32; 2]>,
+    /// Filesystems whose file events come from a filesystem mark, with the events marked.
+    file_event_marks: Vec<([i32; 2], u64)>,
 }
 
 #[derive(Debug)]
 struct Root {
     prefix: String,
-    /// The events marked in this tree.
+    /// The events reported in this tree.
     mask: u64,
+    /// Its directories' marks carry `FAN_EVENT_ON_CHILD` (its filesystem refused a filesystem
+    /// mark for the file events).
+    on_child: bool,
     fsid: [i32; 2],
     dev: u64,
     fd: File,
@@ -258,7 +282,12 @@ struct Root {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MarkSummary {
     pub dir_marks: usize,
+    /// Filesystems watched whole (more directories than the bound).
     pub filesystem_marks: usize,
+    /// Filesystems whose close-after-write and exec-open events come from a filesystem mark.
+    pub file_event_marks: usize,
+    /// Trees whose directory marks carry `FAN_EVENT_ON_CHILD` instead.
+    pub on_child_trees: usize,
 }
 
 const CACHE_LIMIT: usize = 4096;
@@ -289,6 +318,7 @@ impl FanotifySource {
             dir_marks: 0,
             max_dir_marks,
             fs_marked: Vec::new(),
+            file_event_marks: Vec::new(),
         };
         let wanted = options
             .paths
@@ -319,9 +349,23 @@ impl FanotifySource {
                 .metadata()
                 .map_err(|e| SourceError::syscall(NAME, "fstat", e))?
                 .dev();
+            let on_child = match source.mark_file_events(fsid, mask & FILE_EVENTS, &canon) {
+                Ok(()) => false,
+                Err(e) => {
+                    tracing::warn!(
+                        source = NAME,
+                        path = %canon.display(),
+                        error = %e,
+                        "filesystem refused a filesystem mark; this tree's file events come \
+                         from directory marks on children (every file access in it pays more)"
+                    );
+                    true
+                }
+            };
             source.roots.push(Root {
                 prefix: canon.to_string_lossy().trim_end_matches('/').to_owned(),
                 mask,
+                on_child,
                 fsid,
                 dev,
                 fd,
@@ -339,6 +383,8 @@ impl FanotifySource {
             trees = source.roots.len(),
             directory_marks = m.dir_marks,
             filesystem_marks = m.filesystem_marks,
+            file_event_marks = m.file_event_marks,
+            on_child_trees = m.on_child_trees,
             "watching"
         );
         Ok(source)
@@ -349,7 +395,38 @@ impl FanotifySource {
         MarkSummary {
             dir_marks: self.dir_marks,
             filesystem_marks: self.fs_marked.len(),
+            file_event_marks: self.file_event_marks.len(),
+            on_child_trees: self.roots.iter().filter(|r| r.on_child).count(),
         }
+    }
+
+    /// Have the filesystem `fsid` (through `path` on it) report `events` (file events) to the
+    /// group, adding to what it already reports.
+    fn mark_file_events(&mut self, fsid: [i32; 2], events: u64, path: &Path) -> io::Result<()> {
+        if events == 0 {
+            return Ok(());
+        }
+        let have = self
+            .file_event_marks
+            .iter()
+            .find(|(f, _)| *f == fsid)
+            .map_or(0, |(_, m)| *m);
+        if have & events == events {
+            return Ok(());
+        }
+        // FAN_EVENT_ON_CHILD here only asks the kernel for the parent and name with each event
+        // (a filesystem mark flags no directory's entries).
+        mark(
+            self.group.as_raw_fd(),
+            FAN_MARK_FILESYSTEM,
+            have | events | FAN_EVENT_ON_CHILD,
+            path,
+        )?;
+        match self.file_event_marks.iter_mut().find(|(f, _)| *f == fsid) {
+            Some((_, m)) => *m |= events,
+            None => self.file_event_marks.push((fsid, events)),
+        }
+        Ok(())
     }
 
     /// Mark `dir` and the directories below it on the same filesystem, within the bound, or
@@ -359,7 +436,7 @@ impl FanotifySource {
         let Some(root) = self.root_of(&dir_str) else {
             return Ok(Vec::new());
         };
-        let (fsid, dev, mask) = (root.fsid, root.dev, root.mask);
+        let (fsid, dev, mask, on_child) = (root.fsid, root.dev, root.mask, root.on_child);
         if self.fs_marked.contains(&fsid) {
             return Ok(Vec::new());
         }
@@ -378,7 +455,7 @@ impl FanotifySource {
         }
         let mut marked = Vec::with_capacity(dirs.len());
         for (i, d) in dirs.into_iter().enumerate() {
-            match mark_directory(self.group.as_raw_fd(), mask, &d) {
+            match mark_directory(self.group.as_raw_fd(), mask, on_child, &d) {
                 Ok(()) => {
                     self.dir_marks += 1;
                     marked.push(d);
@@ -527,16 +604,18 @@ impl FanotifySource {
         let Some(path) = self.full_path(&info) else {
             return true;
         };
-        if !self.in_scope(&path) {
+        // A filesystem mark reports file events from everywhere on it: keep those of the trees
+        // that asked for them (a write-only tree reports no exec-open).
+        let Some(wanted) = self.root_of(&path).map(|r| r.mask) else {
             return false;
-        }
+        };
         for (bit, kind) in [
             (FAN_CREATE, EventKind::FileCreate),
             (FAN_CLOSE_WRITE, EventKind::FileModify),
             (FAN_OPEN_EXEC, EventKind::FileExecOpen),
             (FAN_DELETE, EventKind::FileDelete),
         ] {
-            if raw.mask & bit != 0 {
+            if raw.mask & wanted & bit != 0 {
                 out.push(make(kind, path.clone(), None));
             }
         }
@@ -671,7 +750,9 @@ mod tests {
             marks,
             Some(MarkSummary {
                 dir_marks: 4,
-                filesystem_marks: 0
+                filesystem_marks: 0,
+                file_event_marks: 1,
+                on_child_trees: 0,
             })
         );
     }
@@ -707,14 +788,18 @@ mod tests {
             marks,
             Some(MarkSummary {
                 dir_marks: 4,
-                filesystem_marks: 0
+                filesystem_marks: 0,
+                file_event_marks: 1,
+                on_child_trees: 0,
             })
         );
         assert_eq!(
             widened,
             Some(MarkSummary {
                 dir_marks: 6,
-                filesystem_marks: 0
+                filesystem_marks: 0,
+                file_event_marks: 1,
+                on_child_trees: 0,
             })
         );
         assert!(mask_of_b.is_some_and(|m| m & FAN_OPEN_EXEC != 0));
@@ -738,8 +823,112 @@ mod tests {
             marks,
             Some(MarkSummary {
                 dir_marks: 0,
-                filesystem_marks: 1
+                filesystem_marks: 1,
+                file_event_marks: 1,
+                on_child_trees: 0,
             })
+        );
+    }
+
+    /// The group's marks from `/proc/self/fdinfo`: (is an inode mark, mask).
+    fn marks_of(group: &File) -> Vec<(bool, u64)> {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", group.as_raw_fd()))
+            .unwrap_or_default();
+        info.lines()
+            .filter(|l| l.starts_with("fanotify "))
+            .filter_map(|l| {
+                let mask = l.split(' ').find_map(|f| f.strip_prefix("mask:"))?;
+                Some((l.contains(" ino:"), u64::from_str_radix(mask, 16).ok()?))
+            })
+            .collect()
+    }
+
+    /// Read what the group has queued into events, for `wait`.
+    fn drain(src: &mut FanotifySource, wait: std::time::Duration) -> Vec<Event> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until {
+            if !poll_readable(src.group.as_raw_fd(), 100).unwrap_or(false) {
+                continue;
+            }
+            let Ok(n) = src.group.read(&mut buf) else {
+                continue;
+            };
+            let mut raws = Vec::new();
+            assert!(parse::parse_events(&buf[..n], &mut raws).is_ok());
+            for raw in &raws {
+                if raw.fd >= 0 {
+                    // SAFETY: the kernel handed this descriptor to us with the event.
+                    drop(unsafe { OwnedFd::from_raw_fd(raw.fd) });
+                }
+                // Our own writes count here: no pid is -1.
+                src.events_for(raw, -1, &mut out);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn file_events_come_from_a_filesystem_mark_and_stay_in_their_trees() {
+        let d = tree("fsmark");
+        let outside = d.with_extension("outside");
+        assert!(std::fs::create_dir_all(&outside).is_ok());
+        let opened = FanotifySource::open(&FanotifyOptions {
+            paths: vec![d.join("a")],
+            write_only_paths: vec![d.join("c")],
+            exec_open: true,
+        });
+        let Ok(mut src) = opened else {
+            panic!("fanotify source did not open: {opened:?}");
+        };
+        // No directory mark flags its entries as parent-watched: reading a file in a watched
+        // tree costs the kernel nothing more than reading one anywhere else.
+        let marks = marks_of(&src.group);
+        assert!(marks.iter().any(|(inode, _)| *inode), "{marks:?}");
+        for (inode, mask) in &marks {
+            if *inode {
+                assert_eq!(mask & FAN_EVENT_ON_CHILD, 0, "{marks:?}");
+                assert_eq!(mask & FILE_EVENTS, 0, "{marks:?}");
+            } else {
+                assert_eq!(mask & FILE_EVENTS, FILE_EVENTS, "{marks:?}");
+            }
+        }
+        // Written and closed: in the full tree, in the write-only tree, and outside both on the
+        // same filesystem. Executed: a copy of `true` in each tree.
+        let (inside, write_only, elsewhere) =
+            (d.join("a/b/in.txt"), d.join("c/w.txt"), outside.join("out.txt"));
+        for f in [&inside, &write_only, &elsewhere] {
+            assert!(std::fs::write(f, "x").is_ok());
+        }
+        let (run_inside, run_write_only) = (d.join("a/true"), d.join("c/true"));
+        for f in [&run_inside, &run_write_only] {
+            assert!(std::fs::copy("/bin/true", f).is_ok());
+            assert!(std::process::Command::new(f).status().is_ok_and(|s| s.success()));
+        }
+        let events = drain(&mut src, std::time::Duration::from_millis(600));
+        drop(src);
+        let _ = std::fs::remove_dir_all(&d);
+        let _ = std::fs::remove_dir_all(&outside);
+        let seen = |kind, path: &Path| {
+            events.iter().any(|e| {
+                e.kind == Some(kind)
+                    && e.file
+                        .as_ref()
+                        .is_some_and(|f| Path::new(&f.path) == path)
+            })
+        };
+        assert!(seen(EventKind::FileCreate, &inside), "{events:?}");
+        assert!(seen(EventKind::FileModify, &inside), "{events:?}");
+        assert!(seen(EventKind::FileModify, &write_only), "{events:?}");
+        assert!(seen(EventKind::FileExecOpen, &run_inside), "{events:?}");
+        assert!(!seen(EventKind::FileExecOpen, &run_write_only), "{events:?}");
+        assert!(
+            !events.iter().any(|e| e
+                .file
+                .as_ref()
+                .is_some_and(|f| Path::new(&f.path).starts_with(&outside))),
+            "{events:?}"
         );
     }
 
