@@ -753,7 +753,13 @@ mod tests {
         wait.release(now + AskerWait::WAIT * 3, false, &mut ready);
         assert_eq!(ready.len(), 1);
         // The answer comes, and the connect follows it, so it can be named.
-        let answer = to_event(&answer_msg, Some(88), Timestamp(2), (lo, 40000), (server, 53));
+        let answer = to_event(
+            &answer_msg,
+            Some(88),
+            Timestamp(2),
+            (lo, 40000),
+            (server, 53),
+        );
         wait.admit(answer, now, &mut ready);
         assert_eq!(ready.len(), 3);
         assert_eq!(ready[1].kind, Some(EventKind::Dns));

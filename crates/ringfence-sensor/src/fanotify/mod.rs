@@ -896,15 +896,22 @@ mod tests {
         }
         // Written and closed: in the full tree, in the write-only tree, and outside both on the
         // same filesystem. Executed: a copy of `true` in each tree.
-        let (inside, write_only, elsewhere) =
-            (d.join("a/b/in.txt"), d.join("c/w.txt"), outside.join("out.txt"));
+        let (inside, write_only, elsewhere) = (
+            d.join("a/b/in.txt"),
+            d.join("c/w.txt"),
+            outside.join("out.txt"),
+        );
         for f in [&inside, &write_only, &elsewhere] {
             assert!(std::fs::write(f, "x").is_ok());
         }
         let (run_inside, run_write_only) = (d.join("a/true"), d.join("c/true"));
         for f in [&run_inside, &run_write_only] {
             assert!(std::fs::copy("/bin/true", f).is_ok());
-            assert!(std::process::Command::new(f).status().is_ok_and(|s| s.success()));
+            assert!(
+                std::process::Command::new(f)
+                    .status()
+                    .is_ok_and(|s| s.success())
+            );
         }
         let events = drain(&mut src, std::time::Duration::from_millis(600));
         drop(src);
@@ -912,17 +919,17 @@ mod tests {
         let _ = std::fs::remove_dir_all(&outside);
         let seen = |kind, path: &Path| {
             events.iter().any(|e| {
-                e.kind == Some(kind)
-                    && e.file
-                        .as_ref()
-                        .is_some_and(|f| Path::new(&f.path) == path)
+                e.kind == Some(kind) && e.file.as_ref().is_some_and(|f| Path::new(&f.path) == path)
             })
         };
         assert!(seen(EventKind::FileCreate, &inside), "{events:?}");
         assert!(seen(EventKind::FileModify, &inside), "{events:?}");
         assert!(seen(EventKind::FileModify, &write_only), "{events:?}");
         assert!(seen(EventKind::FileExecOpen, &run_inside), "{events:?}");
-        assert!(!seen(EventKind::FileExecOpen, &run_write_only), "{events:?}");
+        assert!(
+            !seen(EventKind::FileExecOpen, &run_write_only),
+            "{events:?}"
+        );
         assert!(
             !events.iter().any(|e| e
                 .file
