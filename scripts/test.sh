@@ -43,10 +43,12 @@ fi
 phase "PostgreSQL for the console's tests"
 eval "$(scripts/postgres.sh)"
 
-phase "tests"
-cargo test --workspace --locked
+# Before the workspace's tests, not after: the feature rebuilds the agent and the binary, and
+# the package boot test below packages the binary `cargo test` leaves (without the feature).
 phase "content fault injection (a panicking bundle ends on last-known-good)"
 cargo test -p ringfence --features fault-injection --test content_e2e --locked
+phase "tests"
+cargo test --workspace --locked
 phase "kernel matrix (the sensor and the BPF LSM guard on Debian's 6.1 and 6.12 under qemu)"
 echo "   beside the package boot test (the .deb under systemd on a Debian 12 guest)"
 # The matrix's storm rounds are measurements, not checks: beside the package boot guest their
