@@ -25,19 +25,12 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use libc::{FAN_MARK_ADD, FAN_MARK_DONT_FOLLOW, FAN_MARK_ONLYDIR, FAN_REPORT_DFID_NAME};
 use ringfence_sensor::fanotify::permission::{PermissionOptions, permission_source};
-use ringfence_sensor::fanotify::{FanotifyOptions, FanotifySource};
-
-const FAN_CREATE: u64 = 0x100;
-const FAN_DELETE: u64 = 0x200;
-const FAN_CLOSE_WRITE: u64 = 0x8;
-const FAN_RENAME: u64 = 0x1000_0000;
-const FAN_ONDIR: u64 = 0x4000_0000;
-const FAN_EVENT_ON_CHILD: u64 = 0x0800_0000;
-const FAN_REPORT_DFID_NAME: u32 = 0x400 | 0x800;
-const FAN_MARK_ADD: u32 = 0x1;
-const FAN_MARK_ONLYDIR: u32 = 0x8;
-const FAN_MARK_DONT_FOLLOW: u32 = 0x4;
+use ringfence_sensor::fanotify::{
+    FAN_CLOSE_WRITE, FAN_CREATE, FAN_DELETE, FAN_EVENT_ON_CHILD, FAN_ONDIR, FAN_RENAME,
+    FanotifyOptions, FanotifySource,
+};
 
 const TREE: &str = "/etc";
 const TARGET: &str = "/etc/hostname";

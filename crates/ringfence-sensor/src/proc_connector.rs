@@ -220,9 +220,10 @@ impl Default for ProcConnectorOptions {
         ProcConnectorOptions {
             enrich_exec: true,
             // A fork, exec and exit of one short process are three messages of about 1 KiB of
-            // buffer each, and the reader also races /proc for each exec: 8 MiB overflowed once
-            // in CI on a 4-thread storm of 2,000 processes with two agents on one CPU. The
-            // memory is taken only while the reader is behind.
+            // buffer each, and the reader also races /proc for each exec. With 8 MiB a CI run
+            // once lost one message in a 4-thread storm of 2,000 processes with two agents on
+            // one CPU (an overflow, most likely; that run's log was not kept). The memory is
+            // taken only while the reader is behind.
             receive_buffer: 32 << 20,
             coalesce: None,
             hand_off: None,

@@ -254,7 +254,11 @@ pub struct FanotifySource {
     group: File,
     /// Watched roots, canonical, with their filesystem id and a directory descriptor.
     roots: Vec<Root>,
-    cache: HashMap<(i32, i32, Vec<u8>), Option<String>>,
+    /// Directories by handle (see [`handle_key`]).
+    cache: HashMap<Box<[u8]>, CachedDir>,
+    /// The key being looked up, kept to reuse its allocation: every event is looked up, and
+    /// most (written files anywhere on a marked filesystem) go no further.
+    key: Vec<u8>,
     mask: u64,
     /// Inode marks placed (directories deleted since are subtracted when seen).
     dir_marks: usize,
@@ -292,6 +296,25 @@ pub struct MarkSummary {
 
 const CACHE_LIMIT: usize = 4096;
 
+/// A directory handle, resolved.
+#[derive(Debug)]
+struct CachedDir {
+    /// Its path; `None` when it could not be resolved (gone already).
+    path: Option<String>,
+    /// The file events its tree reports (0 outside the trees): a file event is in a tree
+    /// exactly when its directory is, since the trees are directories.
+    file_events: u64,
+}
+
+/// The cache key of a handle record: filesystem id, handle type and handle, as bytes.
+fn handle_key(info: &FidInfo<'_>, key: &mut Vec<u8>) {
+    key.clear();
+    for part in [info.fsid[0], info.fsid[1], info.handle_type] {
+        key.extend_from_slice(&part.to_ne_bytes());
+    }
+    key.extend_from_slice(info.handle);
+}
+
 impl FanotifySource {
     pub fn open(options: &FanotifyOptions) -> Result<FanotifySource, SourceError> {
         Self::open_with_bound(options, MAX_DIR_MARKS)
@@ -314,6 +337,7 @@ impl FanotifySource {
             group: File::from(group),
             roots: Vec::new(),
             cache: HashMap::new(),
+            key: Vec::new(),
             mask: all,
             dir_marks: 0,
             max_dir_marks,
@@ -499,25 +523,25 @@ impl FanotifySource {
         }
     }
 
-    /// The directory path of a handle record, cached.
-    fn dir_path(&mut self, info: &FidInfo<'_>) -> Option<String> {
-        let key = (
-            info.fsid[0] ^ info.fsid[1].rotate_left(16),
-            info.handle_type,
-            info.handle.to_vec(),
-        );
-        if let Some(hit) = self.cache.get(&key) {
-            return hit.clone();
+    /// The directory of a handle record, resolved once and cached.
+    fn dir(&mut self, info: &FidInfo<'_>) -> Option<&CachedDir> {
+        handle_key(info, &mut self.key);
+        if !self.cache.contains_key(self.key.as_slice()) {
+            let root = self.roots.iter().find(|r| r.fsid == info.fsid)?;
+            let path = resolve_handle(root.fd.as_raw_fd(), info.handle_type, info.handle)
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned());
+            let file_events = path
+                .as_deref()
+                .and_then(|p| self.root_of(p))
+                .map_or(0, |r| r.mask & FILE_EVENTS);
+            if self.cache.len() >= CACHE_LIMIT {
+                self.cache.clear();
+            }
+            let entry = CachedDir { path, file_events };
+            self.cache.insert(self.key.as_slice().into(), entry);
         }
-        let root = self.roots.iter().find(|r| r.fsid == info.fsid)?;
-        let resolved = resolve_handle(root.fd.as_raw_fd(), info.handle_type, info.handle)
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned());
-        if self.cache.len() >= CACHE_LIMIT {
-            self.cache.clear();
-        }
-        self.cache.insert(key, resolved.clone());
-        resolved
+        self.cache.get(self.key.as_slice())
     }
 
     fn in_scope(&self, path: &str) -> bool {
@@ -537,7 +561,7 @@ impl FanotifySource {
     }
 
     fn full_path(&mut self, info: &FidInfo<'_>) -> Option<String> {
-        let dir = self.dir_path(info)?;
+        let dir = self.dir(info)?.path.clone()?;
         let name = info.name.map(String::from_utf8_lossy).unwrap_or_default();
         Some(match name.as_ref() {
             "" | "." => dir,
@@ -601,6 +625,15 @@ impl FanotifySource {
         else {
             return false;
         };
+        // Written or executed files outside the trees (the filesystem mark reports them from
+        // anywhere on it) go no further than the cache.
+        if raw.mask & (FAN_CREATE | FAN_DELETE) == 0
+            && self
+                .dir(&info)
+                .is_some_and(|d| d.path.is_some() && d.file_events & raw.mask == 0)
+        {
+            return false;
+        }
         let Some(path) = self.full_path(&info) else {
             return true;
         };
@@ -835,6 +868,22 @@ mod tests {
         );
     }
 
+    fn opened(
+        paths: Vec<PathBuf>,
+        write_only_paths: Vec<PathBuf>,
+        exec_open: bool,
+    ) -> FanotifySource {
+        let r = FanotifySource::open(&FanotifyOptions {
+            paths,
+            write_only_paths,
+            exec_open,
+        });
+        match r {
+            Ok(src) => src,
+            Err(e) => panic!("fanotify source did not open: {e}"),
+        }
+    }
+
     /// The group's marks from `/proc/self/fdinfo`: (is an inode mark, mask).
     fn marks_of(group: &File) -> Vec<(bool, u64)> {
         let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", group.as_raw_fd()))
@@ -879,14 +928,7 @@ mod tests {
         let d = tree("fsmark");
         let outside = d.with_extension("outside");
         assert!(std::fs::create_dir_all(&outside).is_ok());
-        let opened = FanotifySource::open(&FanotifyOptions {
-            paths: vec![d.join("a")],
-            write_only_paths: vec![d.join("c")],
-            exec_open: true,
-        });
-        let Ok(mut src) = opened else {
-            panic!("fanotify source did not open: {opened:?}");
-        };
+        let mut src = opened(vec![d.join("a")], vec![d.join("c")], true);
         // No directory mark flags its entries as parent-watched: reading a file in a watched
         // tree costs the kernel nothing more than reading one anywhere else.
         let marks = marks_of(&src.group);
@@ -955,14 +997,7 @@ mod tests {
         let d = tree("flood");
         let outside = d.with_extension("flood-outside");
         assert!(std::fs::create_dir_all(&outside).is_ok());
-        let opened = FanotifySource::open(&FanotifyOptions {
-            paths: vec![d.join("a")],
-            write_only_paths: Vec::new(),
-            exec_open: false,
-        });
-        let Ok(src) = opened else {
-            panic!("fanotify source did not open: {opened:?}");
-        };
+        let src = opened(vec![d.join("a")], Vec::new(), false);
         let (tx, rx) = crate::source::channel(1 << 16);
         let sender = EventSender::new(NAME, tx);
         let counters = sender.counters();
