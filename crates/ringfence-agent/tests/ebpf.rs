@@ -375,6 +375,60 @@ fn the_default_profile_takes_file_events_from_fanotify_where_the_sensor_has_no_f
 }
 
 #[test]
+fn a_privilege_drop_is_reported_whichever_source_the_default_profile_gives_it() {
+    if !root() {
+        return;
+    }
+    let mut h = Harness::start(config(ModeChoice::Ebpf, vec![]));
+    let child = Command::new("setpriv")
+        .args([
+            "--regid",
+            "65534",
+            "--reuid",
+            "65534",
+            "--clear-groups",
+            "/bin/true",
+        ])
+        .spawn();
+    let Ok(mut child) = child else {
+        panic!("spawning setpriv (util-linux)");
+    };
+    let pid = child.id();
+    assert!(child.wait().is_ok_and(|s| s.success()));
+    let got = h.wait_for(Duration::from_secs(30), |e| {
+        e.kind == Some(EventKind::PrivilegeChange)
+            && pid_of(e) == pid
+            && e.privilege
+                .as_ref()
+                .is_some_and(|p| p.new_uid == Some(65534))
+    });
+    let (summary, _) = h.finish();
+    let Some(got) = got else {
+        panic!("no privilege change for {pid}\n{}", summary.render());
+    };
+    // Without a hook of its own here the sensor leaves the kind to the process connector,
+    // which sees only uid, gid and ptrace messages (its socket filter drops the rest).
+    let beside = summary
+        .sensor_hooks
+        .iter()
+        .any(|h| h.starts_with("privilege, ptrace: process connector"));
+    let want = if beside {
+        SourceKind::ProcConnector
+    } else {
+        SourceKind::Ebpf
+    };
+    assert_eq!(got.source, Some(want), "{}", summary.render());
+    assert!(
+        summary
+            .sources
+            .iter()
+            .all(|s| s.error.is_none() && s.counters.gaps == 0),
+        "{}",
+        summary.render()
+    );
+}
+
+#[test]
 fn a_sensor_that_does_not_load_leaves_the_agent_running_driverless() {
     if !root() {
         return;

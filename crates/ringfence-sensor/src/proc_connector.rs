@@ -9,6 +9,14 @@
 //! Exec events are enriched here, on the source thread, as soon as the message arrives: that is
 //! the best chance to read /proc before a short-lived process is gone. An exec whose /proc read
 //! fails or finds a reused pid is still sent, marked `partial`.
+//!
+//! Beside the eBPF sensor the connector reports only privilege changes and ptrace attaches
+//! ([`ProcConnectorOptions::privilege_only`]). A classic BPF filter on the socket
+//! ([`privilege_filter`]) then drops every other message in the kernel, before it is queued:
+//! the reader is not woken three times per process for messages it would discard (fork, exec
+//! and exit were a third of the agent's CPU in an exec storm). The kernel's sequence numbers
+//! count every message, so with the filter a jump is no loss; a receive-buffer overflow is
+//! counted as a gap instead.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -44,6 +52,32 @@ impl GapTracker {
             }
         }
     }
+}
+
+/// Where a connector datagram holds its `what` (the event type): after the netlink header
+/// (16 bytes) and the connector header (20 bytes).
+const WHAT_OFFSET: u32 = (proc_connector::SIZE_NLMSGHDR + proc_connector::SIZE_CN_MSG) as u32;
+
+/// The classic BPF program that passes only what [`privilege_event`] reports: uid, gid and
+/// ptrace messages, and the subscription's acknowledgement (`what` 0). Everything else, and a
+/// datagram too short to hold `what`, is dropped.
+pub fn privilege_filter() -> Vec<libc::sock_filter> {
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    // An absolute load reads network byte order; `what` is in the host's.
+    let host = |what: u32| u32::from_be_bytes(what.to_ne_bytes());
+    // Indexes: 5 accepts, 6 rejects; jumps are relative to the next instruction.
+    vec![
+        op(LD_W_ABS, 0, 0, WHAT_OFFSET),                       // 0: A = what
+        op(JEQ_K, 3, 0, host(proc_connector::PROC_EVENT_UID)), // 1
+        op(JEQ_K, 2, 0, host(proc_connector::PROC_EVENT_GID)), // 2
+        op(JEQ_K, 1, 0, host(proc_connector::PROC_EVENT_PTRACE)), // 3
+        op(JEQ_K, 0, 1, host(proc_connector::PROC_EVENT_NONE)), // 4: else reject
+        op(RET_K, 0, 0, 0x0004_0000),                          // 5: accept
+        op(RET_K, 0, 0, 0),                                    // 6: reject
+    ]
 }
 
 /// Parse one datagram from the connector socket. `Ok(None)` for control messages.
@@ -237,6 +271,8 @@ pub struct ProcConnectorSource {
     conn: ProcConnector,
     options: ProcConnectorOptions,
     clocks: Clocks,
+    /// [`privilege_filter`] is attached: sequence jumps are the filter's, not losses.
+    filtered: bool,
 }
 
 impl std::fmt::Debug for ProcConnectorSource {
@@ -257,10 +293,20 @@ impl ProcConnectorSource {
         })?;
         // A larger buffer rides out bursts; failure to grow it is not fatal.
         let _ = sys::grow_receive_buffer(conn.as_raw_fd(), options.receive_buffer);
+        let filtered = options.privilege_only
+            && match sys::attach_socket_filter(conn.as_raw_fd(), &mut privilege_filter()) {
+                Ok(()) => true,
+                Err(e) => {
+                    // Still correct unfiltered, at the cost of a wake-up per message.
+                    tracing::warn!(source = NAME, error = %e, "cannot filter the connector's messages; reading them all");
+                    false
+                }
+            };
         Ok(ProcConnectorSource {
             conn,
             options,
             clocks: Clocks::read(),
+            filtered,
         })
     }
 }
@@ -310,6 +356,10 @@ impl Source for ProcConnectorSource {
                 Ok(None) | Err(PcError::Interrupted) | Err(PcError::WouldBlock) => continue,
                 Err(PcError::Overrun) => {
                     out.note_error();
+                    if self.filtered {
+                        // No sequence to count them by: at least one was lost.
+                        out.note_gap(1);
+                    }
                     tracing::warn!(
                         source = NAME,
                         "receive buffer overflowed (ENOBUFS); the lost messages show as gaps"
@@ -337,7 +387,7 @@ impl Source for ProcConnectorSource {
                     continue;
                 }
             };
-            if let Some((cpu, seq)) = seq_of(&msg) {
+            if let Some((cpu, seq)) = seq_of(&msg).filter(|_| !self.filtered) {
                 let lost = gaps.observe(cpu, seq);
                 if lost > 0 {
                     out.note_gap(lost);
@@ -390,6 +440,84 @@ const IDLE_WAIT: Duration = Duration::from_millis(200);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every event one connector socket receives until `until` returns true for one of them
+    /// (or 10 s pass).
+    fn receive_until(conn: &ProcConnector, until: impl Fn(&ProcEvent) -> bool) -> Vec<ProcEvent> {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let Ok(Some(n)) = conn.recv_raw_timeout(&mut buf, Duration::from_millis(100)) else {
+                continue;
+            };
+            if let Ok(Some(ev)) = parse_datagram(buf.get(..n).unwrap_or_default()) {
+                let done = until(&ev);
+                got.push(ev);
+                if done {
+                    break;
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn the_privilege_filter_drops_process_messages_in_the_kernel() {
+        let (Ok(filtered), Ok(plain)) = (ProcConnector::new(), ProcConnector::new()) else {
+            panic!("the process connector needs CAP_NET_ADMIN");
+        };
+        assert!(sys::attach_socket_filter(filtered.as_raw_fd(), &mut privilege_filter()).is_ok());
+        let mut spawned = Vec::new();
+        for _ in 0..5 {
+            let child = std::process::Command::new("/bin/true").spawn();
+            let Ok(mut child) = child else {
+                panic!("spawning /bin/true")
+            };
+            spawned.push(child.id());
+            let _ = child.wait();
+        }
+        // A uid then a gid change (setpriv's order).
+        let setpriv = std::process::Command::new("setpriv")
+            .args([
+                "--regid",
+                "65534",
+                "--reuid",
+                "65534",
+                "--clear-groups",
+                "/bin/true",
+            ])
+            .spawn();
+        let Ok(mut setpriv) = setpriv else {
+            panic!("spawning setpriv (util-linux)")
+        };
+        let dropped = setpriv.id();
+        assert!(setpriv.wait().is_ok_and(|s| s.success()));
+        let is_drop = |ev: &ProcEvent| matches!(*ev, ProcEvent::Uid { tgid, ruid: 65534, .. } if tgid == dropped);
+        let is_last = |ev: &ProcEvent| matches!(*ev, ProcEvent::Gid { tgid, rgid: 65534, .. } if tgid == dropped);
+        let plain_saw = receive_until(&plain, is_last);
+        let filtered_saw = receive_until(&filtered, is_last);
+        // Unfiltered, the same socket would have been woken for every fork, exec and exit.
+        assert!(
+            plain_saw
+                .iter()
+                .any(|ev| matches!(*ev, ProcEvent::Exec { tgid, .. } if spawned.contains(&tgid)))
+        );
+        assert!(filtered_saw.iter().any(is_drop), "{filtered_saw:?}");
+        assert!(filtered_saw.iter().any(is_last), "{filtered_saw:?}");
+        for ev in &filtered_saw {
+            assert!(
+                matches!(
+                    ev,
+                    ProcEvent::Uid { .. }
+                        | ProcEvent::Gid { .. }
+                        | ProcEvent::Ptrace { .. }
+                        | ProcEvent::Unknown { what: 0, .. }
+                ),
+                "the filter let through {ev:?}"
+            );
+        }
+    }
 
     #[test]
     fn gaps_are_counted_per_cpu() {

@@ -101,6 +101,32 @@ pub fn grow_receive_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
         .or_else(|_| set_socket_int(fd, libc::SO_RCVBUF, bytes))
 }
 
+/// Attach a classic BPF program to a socket (`SO_ATTACH_FILTER`): what it rejects is dropped
+/// by the kernel before it is queued, so the reader is not woken for it.
+pub fn attach_socket_filter(fd: RawFd, program: &mut [libc::sock_filter]) -> io::Result<()> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "filter program too long"))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at `program`, alive for the call; the kernel copies it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&raw const prog).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// This process's id.
 pub fn own_pid() -> u32 {
     std::process::id()

@@ -115,27 +115,8 @@ impl DnsSource {
         }
         // SAFETY: `raw` is a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut program = filter(options.port);
-        let prog = libc::sock_fprog {
-            len: u16::try_from(program.len()).unwrap_or(0),
-            filter: program.as_mut_ptr(),
-        };
-        // SAFETY: `prog` points at `program`, alive for the call; the kernel copies it.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_FILTER,
-                (&raw const prog).cast(),
-                u32::try_from(std::mem::size_of::<libc::sock_fprog>()).unwrap_or(0),
-            )
-        };
-        if rc < 0 {
-            return Err(SourceError::last_os_error(
-                NAME,
-                "setsockopt(SO_ATTACH_FILTER)",
-            ));
-        }
+        crate::sys::attach_socket_filter(fd.as_raw_fd(), &mut filter(options.port))
+            .map_err(|e| SourceError::syscall(NAME, "setsockopt(SO_ATTACH_FILTER)", e))?;
         Ok(DnsSource { fd })
     }
 
