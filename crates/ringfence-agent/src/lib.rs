@@ -1209,10 +1209,14 @@ impl Pipeline {
                 }
             }
             // A runtime moves its first process into the container's cgroup between fork and
-            // exec, so an exec the source did not place (audit, or eBPF on a host whose
-            // cgroup2 tree holds no containers) is placed from /proc now; the tree then
-            // carries it to the process's other events and its children.
-            if event.kind == Some(EventKind::ProcessExec) && event.container.is_none() {
+            // exec, so an exec the source did not place is placed from /proc now; the tree
+            // then carries it to the process's other events and its children. The eBPF source
+            // places every exec it reports (from the cgroup id, or /proc where the id does not
+            // tell): on a unified host a process outside every container costs no read here.
+            if event.kind == Some(EventKind::ProcessExec)
+                && event.container.is_none()
+                && event.source != Some(SourceKind::Ebpf)
+            {
                 event.container = ringfence_sensor::container::of_pid(pid);
             }
             let known = self.tree.apply(&mut event);

@@ -287,15 +287,22 @@ pub fn of_cgroup_text(text: &[u8]) -> Option<Arc<Container>> {
 /// Cgroup ids (the inode numbers of cgroup2 directories, as eBPF's `bpf_get_current_cgroup_id`
 /// reports them) resolved to containers by walking the cgroup2 mount.
 ///
-/// A walk records every directory it sees: those that name a container by id, and the rest in
-/// a set of ids known to name none. An id seen in neither starts a new walk, at most one per
-/// [`CgroupIds::RESCAN_EVERY`]; between walks it resolves to nothing (the agent falls back to
-/// `/proc/PID/cgroup` for execs). Walks stop at [`CgroupIds::MAX_DIRS`] directories and
-/// [`CgroupIds::MAX_DEPTH`] levels.
+/// A walk records every directory it sees: those in a container (one that names it by id, and
+/// every directory below it), and the rest in a set of ids known to name none. An id seen in
+/// neither starts a new walk, at most one per [`CgroupIds::RESCAN_EVERY`]; between walks it is
+/// [`Placement::Unknown`] (the eBPF source then reads `/proc/PID/cgroup` for execs). Walks stop
+/// at [`CgroupIds::MAX_DIRS`] directories and [`CgroupIds::MAX_DEPTH`] levels.
+///
+/// Only a unified host's tree is the whole truth: on a hybrid host runtimes may place their
+/// containers in the v1 hierarchies, so an id outside every container there is still
+/// [`Placement::Unknown`], never [`Placement::Host`].
 #[derive(Debug)]
 pub struct CgroupIds {
     /// The cgroup2 mount, if the host has one.
     root: Option<std::path::PathBuf>,
+    /// The cgroup2 tree is the host's only one (a unified host): an id it shows outside every
+    /// container is no container's.
+    authoritative: bool,
     containers: HashMap<u64, (Runtime, String)>,
     others: HashSet<u64>,
     last_walk: Option<Instant>,
@@ -311,16 +318,22 @@ impl CgroupIds {
     /// Resolve against the host's cgroup2 mount: `/sys/fs/cgroup` on a unified host,
     /// `/sys/fs/cgroup/unified` on a hybrid one.
     pub fn new() -> CgroupIds {
-        let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        const UNIFIED: &str = "/sys/fs/cgroup";
+        let root = [UNIFIED, "/sys/fs/cgroup/unified"]
             .into_iter()
             .map(std::path::PathBuf::from)
             .find(|p| p.join("cgroup.controllers").exists());
-        CgroupIds::at(root)
+        let unified = root.as_deref() == Some(std::path::Path::new(UNIFIED));
+        let mut ids = CgroupIds::at(root);
+        ids.authoritative = unified;
+        ids
     }
 
-    /// Resolve against the cgroup2 tree at `root` (tests use a plain directory tree).
+    /// Resolve against the cgroup2 tree at `root`, taken as the host's only tree (tests use a
+    /// plain directory tree).
     pub fn at(root: Option<std::path::PathBuf>) -> CgroupIds {
         CgroupIds {
+            authoritative: root.is_some(),
             root,
             containers: HashMap::new(),
             others: HashSet::new(),
@@ -331,21 +344,45 @@ impl CgroupIds {
 
     /// The container cgroup `id` belongs to, if any.
     pub fn resolve(&mut self, id: u64) -> Option<Arc<Container>> {
-        // The root cgroup (1) and an unset id (0) are never a container.
-        if id <= 1 || self.others.contains(&id) {
-            return None;
+        match self.place(id) {
+            Placement::Container(c) => Some(c),
+            Placement::Host | Placement::Unknown => None,
+        }
+    }
+
+    /// Where cgroup `id` puts a process: in a container, surely in none, or not known here.
+    pub fn place(&mut self, id: u64) -> Placement {
+        let authoritative = self.authoritative;
+        let outside = || {
+            if authoritative {
+                Placement::Host
+            } else {
+                Placement::Unknown
+            }
+        };
+        // An unset id (0) says nothing; the root cgroup (1) is no container's.
+        if id == 0 {
+            return Placement::Unknown;
+        }
+        if id == 1 || self.others.contains(&id) {
+            return outside();
         }
         if !self.containers.contains_key(&id) {
             if self
                 .last_walk
                 .is_some_and(|t| t.elapsed() < Self::RESCAN_EVERY)
             {
-                return None;
+                return Placement::Unknown;
             }
             self.walk();
+            if self.others.contains(&id) {
+                return outside();
+            }
         }
-        let (runtime, cid) = self.containers.get(&id)?;
-        Some(lookup(*runtime, cid))
+        match self.containers.get(&id) {
+            Some((runtime, cid)) => Placement::Container(lookup(*runtime, cid)),
+            None => Placement::Unknown,
+        }
     }
 
     fn walk(&mut self) {
@@ -356,9 +393,11 @@ impl CgroupIds {
         };
         self.containers.clear();
         self.others.clear();
-        let mut stack = vec![(root, String::new(), 0usize)];
+        // Each directory to read, its name, its depth, and the container it is in (if any).
+        type Pending = (std::path::PathBuf, String, usize, Option<(Runtime, String)>);
+        let mut stack: Vec<Pending> = vec![(root, String::new(), 0, None)];
         let mut seen = 0usize;
-        while let Some((dir, parent_name, depth)) = stack.pop() {
+        while let Some((dir, parent_name, depth, inside)) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
@@ -376,21 +415,35 @@ impl CgroupIds {
                 }
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let parent = (!parent_name.is_empty()).then_some(parent_name.as_str());
-                match component(parent, &name) {
-                    Some((runtime, cid)) => {
-                        self.containers
-                            .insert(meta.ino(), (runtime, cid.to_owned()));
+                // The deepest directory that names a container wins, as in a cgroup path.
+                let container = component(parent, &name)
+                    .map(|(runtime, cid)| (runtime, cid.to_owned()))
+                    .or_else(|| inside.clone());
+                match &container {
+                    Some(c) => {
+                        self.containers.insert(meta.ino(), c.clone());
                     }
                     None => {
                         self.others.insert(meta.ino());
                     }
                 }
                 if depth + 1 < Self::MAX_DEPTH {
-                    stack.push((entry.path(), name, depth + 1));
+                    stack.push((entry.path(), name, depth + 1, container));
                 }
             }
         }
     }
+}
+
+/// Where a cgroup id puts a process ([`CgroupIds::place`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Placement {
+    Container(Arc<Container>),
+    /// In no container: the unified tree shows the id outside all of them.
+    Host,
+    /// Not known from the tree (a hybrid host, a cgroup newer than the last walk, past the
+    /// walk's limits): `/proc/PID/cgroup` tells.
+    Unknown,
 }
 
 impl Default for CgroupIds {
@@ -521,11 +574,30 @@ mod tests {
         std::fs::create_dir_all(&container).unwrap();
         std::fs::create_dir_all(&conmon).unwrap();
         let ino = |p: &std::path::Path| std::fs::metadata(p).unwrap().ino();
+        // systemd inside the container makes cgroups of its own below the container's.
+        let nested = container.join("system.slice").join("cron.service");
+        std::fs::create_dir_all(&nested).unwrap();
         let mut ids = CgroupIds::at(Some(root.clone()));
         let found = ids.resolve(ino(&container)).unwrap();
         assert_eq!((found.id.as_str(), &*found.runtime), (ID, "podman"));
+        assert!(ids.resolve(ino(&nested)).is_some_and(|c| c.id == ID));
         assert!(ids.resolve(ino(&conmon)).is_none());
         assert!(ids.resolve(1).is_none());
+        // The tree is the whole truth here: conmon's cgroup is surely no container's, an id
+        // the walk never saw is not known.
+        assert_eq!(ids.place(ino(&conmon)), Placement::Host);
+        assert_eq!(ids.place(1), Placement::Host);
+        assert_eq!(ids.place(0), Placement::Unknown);
+        assert_eq!(ids.place(u64::MAX), Placement::Unknown);
+        // On a hybrid host a container may live in the v1 hierarchies only.
+        let mut hybrid = CgroupIds::at(Some(root.clone()));
+        hybrid.authoritative = false;
+        assert_eq!(hybrid.place(ino(&conmon)), Placement::Unknown);
+        assert_eq!(hybrid.place(1), Placement::Unknown);
+        assert!(matches!(
+            hybrid.place(ino(&container)),
+            Placement::Container(_)
+        ));
         // A cgroup made after the walk is found by the next one, not before RESCAN_EVERY.
         let later = root.join(format!("libpod-{}", "c".repeat(64)));
         std::fs::create_dir_all(&later).unwrap();

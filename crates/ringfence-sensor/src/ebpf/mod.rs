@@ -49,6 +49,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use ringfence_event::EventKind;
 use serde::{Deserialize, Serialize};
 
+use crate::container::Placement;
 use crate::source::{BATCH, EventSender, Sent, Source, SourceError, StopSignal};
 use crate::sys::Clocks;
 pub use hooks::{HookTier, KindHook, Profile, Trampolines, planned_uncovered, uncovered_here};
@@ -876,8 +877,18 @@ impl Source for EbpfSource {
                 Ok(rec) => {
                     let cgroup = rec.header.cgroup_id;
                     let mut event = convert::to_event(rec, &clocks);
-                    if event.process.is_some() {
-                        event.container = cgroups.resolve(cgroup);
+                    if let Some(pid) = event.process.as_ref().map(|p| p.pid) {
+                        event.container = match cgroups.place(cgroup) {
+                            Placement::Container(c) => Some(c),
+                            Placement::Host => None,
+                            // A runtime moves its first process into the container's cgroup
+                            // between fork and exec: an exec the tree cannot place is placed
+                            // from /proc now, and the agent's process tree carries it on.
+                            Placement::Unknown if event.kind == Some(EventKind::ProcessExec) => {
+                                crate::container::of_pid(pid)
+                            }
+                            Placement::Unknown => None,
+                        };
                     }
                     batch.push(event);
                     if batch.len() >= BATCH {
