@@ -342,14 +342,6 @@ impl CgroupIds {
         }
     }
 
-    /// The container cgroup `id` belongs to, if any.
-    pub fn resolve(&mut self, id: u64) -> Option<Arc<Container>> {
-        match self.place(id) {
-            Placement::Container(c) => Some(c),
-            Placement::Host | Placement::Unknown => None,
-        }
-    }
-
     /// Where cgroup `id` puts a process: in a container, surely in none, or not known here.
     pub fn place(&mut self, id: u64) -> Placement {
         let authoritative = self.authoritative;
@@ -578,11 +570,15 @@ mod tests {
         let nested = container.join("system.slice").join("cron.service");
         std::fs::create_dir_all(&nested).unwrap();
         let mut ids = CgroupIds::at(Some(root.clone()));
-        let found = ids.resolve(ino(&container)).unwrap();
+        let container_of = |ids: &mut CgroupIds, id| match ids.place(id) {
+            Placement::Container(c) => Some(c),
+            Placement::Host | Placement::Unknown => None,
+        };
+        let found = container_of(&mut ids, ino(&container)).unwrap();
         assert_eq!((found.id.as_str(), &*found.runtime), (ID, "podman"));
-        assert!(ids.resolve(ino(&nested)).is_some_and(|c| c.id == ID));
-        assert!(ids.resolve(ino(&conmon)).is_none());
-        assert!(ids.resolve(1).is_none());
+        assert!(container_of(&mut ids, ino(&nested)).is_some_and(|c| c.id == ID));
+        assert!(container_of(&mut ids, ino(&conmon)).is_none());
+        assert!(container_of(&mut ids, 1).is_none());
         // The tree is the whole truth here: conmon's cgroup is surely no container's, an id
         // the walk never saw is not known.
         assert_eq!(ids.place(ino(&conmon)), Placement::Host);
@@ -602,7 +598,7 @@ mod tests {
         let later = root.join(format!("libpod-{}", "c".repeat(64)));
         std::fs::create_dir_all(&later).unwrap();
         ids.last_walk = Some(Instant::now() - CgroupIds::RESCAN_EVERY);
-        assert!(ids.resolve(ino(&later)).is_some());
+        assert!(container_of(&mut ids, ino(&later)).is_some());
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

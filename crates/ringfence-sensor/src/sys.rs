@@ -75,16 +75,18 @@ impl Clocks {
     }
 }
 
-/// `setsockopt(fd, SOL_SOCKET, opt, value)` for an int option.
-pub fn set_socket_int(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: `value` lives across the call and the length passed is its exact size.
+/// `setsockopt(fd, SOL_SOCKET, opt, value)`, with `value` passed as its own bytes. The kernel
+/// reads at most `size_of::<T>()` bytes from it; a pointer inside it (a filter program) that
+/// is not valid gives `EFAULT`, never a write here.
+fn set_socket_option<T>(fd: RawFd, opt: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a live reference for the call and the length passed is its exact size.
     let rc = unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
             opt,
-            (&raw const value).cast::<libc::c_void>(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            std::ptr::from_ref(value).cast::<libc::c_void>(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {
@@ -92,6 +94,11 @@ pub fn set_socket_int(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Re
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// `setsockopt(fd, SOL_SOCKET, opt, value)` for an int option.
+pub fn set_socket_int(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    set_socket_option(fd, opt, &value)
 }
 
 /// Grow a socket's receive buffer to `bytes`, past `rmem_max` when privileged.
@@ -110,21 +117,8 @@ pub fn attach_socket_filter(fd: RawFd, program: &mut [libc::sock_filter]) -> io:
         len,
         filter: program.as_mut_ptr(),
     };
-    // SAFETY: `prog` points at `program`, alive for the call; the kernel copies it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            (&raw const prog).cast::<libc::c_void>(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // The kernel copies the program during the call; `program` outlives it.
+    set_socket_option(fd, libc::SO_ATTACH_FILTER, &prog)
 }
 
 /// This process's id.

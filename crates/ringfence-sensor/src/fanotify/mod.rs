@@ -306,6 +306,16 @@ struct CachedDir {
     file_events: u64,
 }
 
+/// The path of entry `name` of directory `dir` (`dir` itself for no name or `.`).
+fn join(dir: &str, name: Option<&[u8]>) -> String {
+    let name = name.map(String::from_utf8_lossy).unwrap_or_default();
+    match name.as_ref() {
+        "" | "." => dir.to_owned(),
+        n if dir.ends_with('/') => format!("{dir}{n}"),
+        n => format!("{dir}/{n}"),
+    }
+}
+
 /// The cache key of a handle record: filesystem id, handle type and handle, as bytes.
 fn handle_key(info: &FidInfo<'_>, key: &mut Vec<u8>) {
     key.clear();
@@ -561,13 +571,8 @@ impl FanotifySource {
     }
 
     fn full_path(&mut self, info: &FidInfo<'_>) -> Option<String> {
-        let dir = self.dir(info)?.path.clone()?;
-        let name = info.name.map(String::from_utf8_lossy).unwrap_or_default();
-        Some(match name.as_ref() {
-            "" | "." => dir,
-            n if dir.ends_with('/') => format!("{dir}{n}"),
-            n => format!("{dir}/{n}"),
-        })
+        let dir = self.dir(info)?.path.as_deref()?;
+        Some(join(dir, info.name))
     }
 
     /// The events one record becomes (one per reported action), and whether it was unresolved.
@@ -625,22 +630,31 @@ impl FanotifySource {
         else {
             return false;
         };
-        // Written or executed files outside the trees (the filesystem mark reports them from
-        // anywhere on it) go no further than the cache.
-        if raw.mask & (FAN_CREATE | FAN_DELETE) == 0
-            && self
-                .dir(&info)
-                .is_some_and(|d| d.path.is_some() && d.file_events & raw.mask == 0)
-        {
-            return false;
-        }
-        let Some(path) = self.full_path(&info) else {
+        // One lookup of the directory per record.
+        let Some(CachedDir {
+            path: Some(dir),
+            file_events,
+        }) = self.dir(&info)
+        else {
             return true;
         };
+        let entry_event = raw.mask & (FAN_CREATE | FAN_DELETE) != 0;
         // A filesystem mark reports file events from everywhere on it: keep those of the trees
-        // that asked for them (a write-only tree reports no exec-open).
-        let Some(wanted) = self.root_of(&path).map(|r| r.mask) else {
+        // that asked for them (a write-only tree reports no exec-open). Those outside the trees
+        // go no further than the cache. A file's tree is its directory's, as trees are
+        // directories; an entry may itself be a tree nested in its directory's.
+        if !entry_event && file_events & raw.mask == 0 {
             return false;
+        }
+        let file_events = *file_events;
+        let path = join(dir, info.name);
+        let wanted = if entry_event {
+            let Some(root) = self.root_of(&path) else {
+                return false;
+            };
+            root.mask
+        } else {
+            file_events
         };
         for (bit, kind) in [
             (FAN_CREATE, EventKind::FileCreate),
