@@ -27,7 +27,9 @@
 //!   old `FAN_EVENT_ON_CHILD` directory marks instead, and the source says so.
 //!
 //! With more than [`MAX_DIR_MARKS`] directories the source falls back to one filesystem mark
-//! with every event for that filesystem (filtered here by path), and says so.
+//! with every event for that filesystem (filtered here by path), and says so. The trees are
+//! walked a filesystem at a time before any is marked, so a filesystem watched whole carries
+//! no directory marks beside its filesystem mark (each would pin its inode for nothing).
 //!
 //! Trees in [`FanotifyOptions::write_only_paths`] (the system binary and library trees) do not
 //! report `FAN_OPEN_EXEC`: every command runs from them, and the process sensor reports each
@@ -359,6 +361,8 @@ impl FanotifySource {
             .iter()
             .map(|p| (p, all))
             .chain(options.write_only_paths.iter().map(|p| (p, writes)));
+        // The roots' canonical paths, in the order of `source.roots`: marked once all are known.
+        let mut trees = Vec::new();
         for (path, mask) in wanted {
             let Ok(canon) = path.canonicalize() else {
                 tracing::warn!(source = NAME, path = %path.display(), "watched path does not exist; skipped");
@@ -404,13 +408,14 @@ impl FanotifySource {
                 dev,
                 fd,
             });
-            source
-                .mark_tree(&canon)
-                .map_err(|e| SourceError::syscall(NAME, "fanotify_mark", e))?;
+            trees.push(canon);
         }
         if source.roots.is_empty() {
             return Err(SourceError::unavailable(NAME, "no watched path exists"));
         }
+        source
+            .mark_trees(&trees)
+            .map_err(|e| SourceError::syscall(NAME, "fanotify_mark", e))?;
         let m = source.marks();
         tracing::info!(
             source = NAME,
@@ -463,8 +468,77 @@ impl FanotifySource {
         Ok(())
     }
 
-    /// Mark `dir` and the directories below it on the same filesystem, within the bound, or
-    /// fall back to a filesystem mark. Returns the directories newly marked.
+    /// Mark the directories of every tree (`trees[i]` is the path of `self.roots[i]`), one
+    /// filesystem at a time. A filesystem whose trees hold more directories than the bound
+    /// leaves gets one filesystem mark and no directory marks: marked first, they would only
+    /// repeat what the filesystem mark reports, each holding its inode in memory.
+    fn mark_trees(&mut self, trees: &[PathBuf]) -> io::Result<()> {
+        let mut filesystems: Vec<[i32; 2]> = Vec::new();
+        for root in &self.roots {
+            if !filesystems.contains(&root.fsid) {
+                filesystems.push(root.fsid);
+            }
+        }
+        for fsid in filesystems {
+            let room = self.max_dir_marks.saturating_sub(self.dir_marks);
+            let mut planned: Vec<(usize, Vec<PathBuf>)> = Vec::new();
+            let mut count = 0usize;
+            let mut over = None;
+            for (i, (root, tree)) in self.roots.iter().zip(trees).enumerate() {
+                if root.fsid != fsid {
+                    continue;
+                }
+                let dirs = walk_dirs(tree, root.dev, room.saturating_sub(count));
+                count = count.saturating_add(dirs.len());
+                if count > room {
+                    over = Some(tree);
+                    break;
+                }
+                planned.push((i, dirs));
+            }
+            if let Some(tree) = over {
+                tracing::warn!(
+                    source = NAME,
+                    path = %tree.display(),
+                    bound = self.max_dir_marks,
+                    "too many directories to mark one by one; watching the whole filesystem instead"
+                );
+                mark(self.group.as_raw_fd(), FAN_MARK_FILESYSTEM, self.mask, tree)?;
+                self.fs_marked.push(fsid);
+                continue;
+            }
+            for (i, dirs) in planned {
+                let (mask, on_child) = (self.roots[i].mask, self.roots[i].on_child);
+                self.mark_dirs(dirs, mask, on_child)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Mark `dirs` (a tree's top first, then the directories below it) with `mask`. The top
+    /// must take its mark; a directory below it may vanish mid-walk. Returns those marked.
+    fn mark_dirs(
+        &mut self,
+        dirs: Vec<PathBuf>,
+        mask: u64,
+        on_child: bool,
+    ) -> io::Result<Vec<PathBuf>> {
+        let mut marked = Vec::with_capacity(dirs.len());
+        for (i, d) in dirs.into_iter().enumerate() {
+            match mark_directory(self.group.as_raw_fd(), mask, on_child, &d) {
+                Ok(()) => {
+                    self.dir_marks += 1;
+                    marked.push(d);
+                }
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok(marked)
+    }
+
+    /// Mark `dir`, new in a tree, and the directories below it on the same filesystem, within
+    /// the bound, or fall back to a filesystem mark. Returns the directories newly marked.
     fn mark_tree(&mut self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         let dir_str = dir.to_string_lossy();
         let Some(root) = self.root_of(&dir_str) else {
@@ -487,19 +561,7 @@ impl FanotifySource {
             self.fs_marked.push(fsid);
             return Ok(Vec::new());
         }
-        let mut marked = Vec::with_capacity(dirs.len());
-        for (i, d) in dirs.into_iter().enumerate() {
-            match mark_directory(self.group.as_raw_fd(), mask, on_child, &d) {
-                Ok(()) => {
-                    self.dir_marks += 1;
-                    marked.push(d);
-                }
-                // The top one must work; below it a directory may vanish mid-walk.
-                Err(e) if i == 0 => return Err(e),
-                Err(_) => {}
-            }
-        }
-        Ok(marked)
+        self.mark_dirs(dirs, mask, on_child)
     }
 
     /// A directory appeared in a watched tree (created, or moved in): watch it, and for a new
@@ -880,6 +942,43 @@ mod tests {
                 on_child_trees: 0,
             })
         );
+    }
+
+    /// Two trees on one filesystem that fit the bound only apart: the filesystem is watched
+    /// whole, and the first tree's directories carry no marks beside it. (Marked tree by tree,
+    /// the first tree's four directories kept theirs, each pinning its inode.)
+    #[test]
+    fn a_filesystem_watched_whole_keeps_no_directory_marks() {
+        let first = tree("whole-first");
+        let second = tree("whole-second");
+        let src = FanotifySource::open_with_bound(
+            &FanotifyOptions {
+                paths: vec![first.clone(), second.clone()],
+                write_only_paths: Vec::new(),
+                exec_open: false,
+            },
+            6,
+        );
+        let marks = src.as_ref().map(FanotifySource::marks).ok();
+        let inode_marks = src.as_ref().ok().map(|s| {
+            marks_of(&s.group)
+                .iter()
+                .filter(|(inode, _)| *inode)
+                .count()
+        });
+        drop(src);
+        let _ = std::fs::remove_dir_all(&first);
+        let _ = std::fs::remove_dir_all(&second);
+        assert_eq!(
+            marks,
+            Some(MarkSummary {
+                dir_marks: 0,
+                filesystem_marks: 1,
+                file_event_marks: 1,
+                on_child_trees: 0,
+            })
+        );
+        assert_eq!(inode_marks, Some(0), "the kernel holds no inode mark");
     }
 
     fn opened(
