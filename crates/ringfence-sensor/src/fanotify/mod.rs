@@ -29,7 +29,8 @@
 //! With more than [`MAX_DIR_MARKS`] directories the source falls back to one filesystem mark
 //! with every event for that filesystem (filtered here by path), and says so. The trees are
 //! walked a filesystem at a time before any is marked, so a filesystem watched whole carries
-//! no directory marks beside its filesystem mark (each would pin its inode for nothing).
+//! no directory marks beside its filesystem mark (each would pin its inode for nothing). The
+//! walk and the marks are in `marks.rs`.
 //!
 //! Trees in [`FanotifyOptions::write_only_paths`] (the system binary and library trees) do not
 //! report `FAN_OPEN_EXEC`: every command runs from them, and the process sensor reports each
@@ -44,6 +45,7 @@
     reason = "fanotify_init/fanotify_mark/open_by_handle_at/fstatfs/poll FFI"
 )]
 
+mod marks;
 pub mod parse;
 pub mod permission;
 
@@ -57,6 +59,8 @@ use std::path::{Path, PathBuf};
 use ringfence_event::{Event, EventKind, File as FileRecord, Process, SourceKind, Timestamp};
 
 use crate::source::{EventSender, Sent, Source, SourceError, StopSignal};
+pub use marks::{MarkSummary, probe_filesystem_mark};
+pub(crate) use marks::{mark, mark_raw};
 use parse::{FidInfo, INFO_DFID_NAME, INFO_NEW_DFID_NAME, INFO_OLD_DFID_NAME, RawEvent};
 
 const NAME: &str = "fanotify";
@@ -109,55 +113,10 @@ pub fn init_group() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn mark_filesystem(group: &OwnedFd, mask: u64, path: &Path) -> io::Result<()> {
-    mark(group.as_raw_fd(), FAN_MARK_FILESYSTEM, mask, path)
-}
-
 /// The events a directory's own inode mark reports: changes to its entries.
 const ENTRY_EVENTS: u64 = FAN_CREATE | FAN_DELETE | FAN_RENAME | FAN_ONDIR;
 /// The events that happen to a file, not to its directory.
 const FILE_EVENTS: u64 = FAN_CLOSE_WRITE | FAN_OPEN_EXEC;
-
-/// One directory's inode mark (never through a symbolic link). `on_child` adds
-/// `FAN_EVENT_ON_CHILD` (the file events of the files in it, at the price the module explains).
-fn mark_directory(group: RawFd, mask: u64, on_child: bool, path: &Path) -> io::Result<()> {
-    let mask = if on_child {
-        mask | FAN_EVENT_ON_CHILD
-    } else {
-        mask & ENTRY_EVENTS
-    };
-    mark(group, FAN_MARK_ONLYDIR | FAN_MARK_DONT_FOLLOW, mask, path)
-}
-
-pub(crate) fn mark(group: RawFd, flags: u32, mask: u64, path: &Path) -> io::Result<()> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    mark_raw(group, FAN_MARK_ADD | flags, mask, libc::AT_FDCWD, Some(&c))
-}
-
-/// `fanotify_mark(2)` as it is: `path` relative to `dirfd`, or `dirfd` itself when `None`.
-pub(crate) fn mark_raw(
-    group: RawFd,
-    flags: u32,
-    mask: u64,
-    dirfd: RawFd,
-    path: Option<&std::ffi::CStr>,
-) -> io::Result<()> {
-    let p = path.map_or(std::ptr::null(), std::ffi::CStr::as_ptr);
-    // SAFETY: `p` is null or a NUL-terminated string that outlives the call; the kernel checks
-    // the descriptors.
-    let rc = unsafe { libc::fanotify_mark(group, flags, mask, dirfd, p) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Try a filesystem mark on `/` with `group` (for `doctor`); the mark dies with the group.
-pub fn probe_filesystem_mark(group: &OwnedFd) -> io::Result<()> {
-    mark_filesystem(group, FAN_CREATE | FAN_DELETE, Path::new("/"))
-}
 
 fn fsid_of(fd: &File) -> io::Result<[i32; 2]> {
     // SAFETY: statfs is plain old data; all-zero is a valid value.
@@ -221,34 +180,6 @@ pub(crate) fn poll_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
     }
 }
 
-/// Directories under `root` (itself first) on device `dev`, without following symbolic links;
-/// stops after `limit` (so `limit + 1` entries mean "more than the limit").
-fn walk_dirs(root: &Path, dev: u64, limit: usize) -> Vec<PathBuf> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out = vec![root.to_path_buf()];
-    let mut next = 0;
-    while next < out.len() && out.len() <= limit {
-        let Ok(entries) = std::fs::read_dir(&out[next]) else {
-            next += 1;
-            continue;
-        };
-        next += 1;
-        for entry in entries.flatten() {
-            // file_type() does not follow links; a mount point on another device is left out,
-            // as a filesystem mark would leave it out.
-            if entry.file_type().is_ok_and(|t| t.is_dir())
-                && entry.metadata().is_ok_and(|m| m.dev() == dev)
-            {
-                out.push(entry.path());
-                if out.len() > limit {
-                    break;
-                }
-            }
-        }
-    }
-    out
-}
-
 /// The fanotify source. Opened (group created, marks placed) before `run`, so failures are known
 /// when the agent starts.
 #[derive(Debug)]
@@ -282,18 +213,6 @@ struct Root {
     fsid: [i32; 2],
     dev: u64,
     fd: File,
-}
-
-/// How a source watches its paths (for tests and the start-up log).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MarkSummary {
-    pub dir_marks: usize,
-    /// Filesystems watched whole (more directories than the bound).
-    pub filesystem_marks: usize,
-    /// Filesystems whose close-after-write and exec-open events come from a filesystem mark.
-    pub file_event_marks: usize,
-    /// Trees whose directory marks carry `FAN_EVENT_ON_CHILD` instead.
-    pub on_child_trees: usize,
 }
 
 const CACHE_LIMIT: usize = 4096;
@@ -427,141 +346,6 @@ impl FanotifySource {
             "watching"
         );
         Ok(source)
-    }
-
-    /// How the paths are watched.
-    pub fn marks(&self) -> MarkSummary {
-        MarkSummary {
-            dir_marks: self.dir_marks,
-            filesystem_marks: self.fs_marked.len(),
-            file_event_marks: self.file_event_marks.len(),
-            on_child_trees: self.roots.iter().filter(|r| r.on_child).count(),
-        }
-    }
-
-    /// Have the filesystem `fsid` (through `path` on it) report `events` (file events) to the
-    /// group, adding to what it already reports.
-    fn mark_file_events(&mut self, fsid: [i32; 2], events: u64, path: &Path) -> io::Result<()> {
-        if events == 0 {
-            return Ok(());
-        }
-        let have = self
-            .file_event_marks
-            .iter()
-            .find(|(f, _)| *f == fsid)
-            .map_or(0, |(_, m)| *m);
-        if have & events == events {
-            return Ok(());
-        }
-        // FAN_EVENT_ON_CHILD here only asks the kernel for the parent and name with each event
-        // (a filesystem mark flags no directory's entries).
-        mark(
-            self.group.as_raw_fd(),
-            FAN_MARK_FILESYSTEM,
-            have | events | FAN_EVENT_ON_CHILD,
-            path,
-        )?;
-        match self.file_event_marks.iter_mut().find(|(f, _)| *f == fsid) {
-            Some((_, m)) => *m |= events,
-            None => self.file_event_marks.push((fsid, events)),
-        }
-        Ok(())
-    }
-
-    /// Mark the directories of every tree (`trees[i]` is the path of `self.roots[i]`), one
-    /// filesystem at a time. A filesystem whose trees hold more directories than the bound
-    /// leaves gets one filesystem mark and no directory marks: marked first, they would only
-    /// repeat what the filesystem mark reports, each holding its inode in memory.
-    fn mark_trees(&mut self, trees: &[PathBuf]) -> io::Result<()> {
-        let mut filesystems: Vec<[i32; 2]> = Vec::new();
-        for root in &self.roots {
-            if !filesystems.contains(&root.fsid) {
-                filesystems.push(root.fsid);
-            }
-        }
-        for fsid in filesystems {
-            let room = self.max_dir_marks.saturating_sub(self.dir_marks);
-            let mut planned: Vec<(usize, Vec<PathBuf>)> = Vec::new();
-            let mut count = 0usize;
-            let mut over = None;
-            for (i, (root, tree)) in self.roots.iter().zip(trees).enumerate() {
-                if root.fsid != fsid {
-                    continue;
-                }
-                let dirs = walk_dirs(tree, root.dev, room.saturating_sub(count));
-                count = count.saturating_add(dirs.len());
-                if count > room {
-                    over = Some(tree);
-                    break;
-                }
-                planned.push((i, dirs));
-            }
-            if let Some(tree) = over {
-                tracing::warn!(
-                    source = NAME,
-                    path = %tree.display(),
-                    bound = self.max_dir_marks,
-                    "too many directories to mark one by one; watching the whole filesystem instead"
-                );
-                mark(self.group.as_raw_fd(), FAN_MARK_FILESYSTEM, self.mask, tree)?;
-                self.fs_marked.push(fsid);
-                continue;
-            }
-            for (i, dirs) in planned {
-                let (mask, on_child) = (self.roots[i].mask, self.roots[i].on_child);
-                self.mark_dirs(dirs, mask, on_child)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Mark `dirs` (a tree's top first, then the directories below it) with `mask`. The top
-    /// must take its mark; a directory below it may vanish mid-walk. Returns those marked.
-    fn mark_dirs(
-        &mut self,
-        dirs: Vec<PathBuf>,
-        mask: u64,
-        on_child: bool,
-    ) -> io::Result<Vec<PathBuf>> {
-        let mut marked = Vec::with_capacity(dirs.len());
-        for (i, d) in dirs.into_iter().enumerate() {
-            match mark_directory(self.group.as_raw_fd(), mask, on_child, &d) {
-                Ok(()) => {
-                    self.dir_marks += 1;
-                    marked.push(d);
-                }
-                Err(e) if i == 0 => return Err(e),
-                Err(_) => {}
-            }
-        }
-        Ok(marked)
-    }
-
-    /// Mark `dir`, new in a tree, and the directories below it on the same filesystem, within
-    /// the bound, or fall back to a filesystem mark. Returns the directories newly marked.
-    fn mark_tree(&mut self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        let dir_str = dir.to_string_lossy();
-        let Some(root) = self.root_of(&dir_str) else {
-            return Ok(Vec::new());
-        };
-        let (fsid, dev, mask, on_child) = (root.fsid, root.dev, root.mask, root.on_child);
-        if self.fs_marked.contains(&fsid) {
-            return Ok(Vec::new());
-        }
-        let room = self.max_dir_marks.saturating_sub(self.dir_marks);
-        let dirs = walk_dirs(dir, dev, room);
-        if dirs.len() > room {
-            tracing::warn!(
-                source = NAME,
-                path = %dir.display(),
-                bound = self.max_dir_marks,
-                "too many directories to mark one by one; watching the whole filesystem instead"
-            );
-            mark(self.group.as_raw_fd(), FAN_MARK_FILESYSTEM, self.mask, dir)?;
-            self.fs_marked.push(fsid);
-            return Ok(Vec::new());
-        }
-        self.mark_dirs(dirs, mask, on_child)
     }
 
     /// A directory appeared in a watched tree (created, or moved in): watch it, and for a new
@@ -817,7 +601,7 @@ impl Source for FanotifySource {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -837,7 +621,7 @@ mod tests {
         assert!(matches!(r, Err(SourceError::Unavailable { .. })));
     }
 
-    fn tree(tag: &str) -> PathBuf {
+    pub(super) fn tree(tag: &str) -> PathBuf {
         let d =
             std::env::temp_dir().join(format!("ringfence-fanmarks-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -847,138 +631,6 @@ mod tests {
         // A symbolic link to a directory is not walked into.
         let _ = std::os::unix::fs::symlink("/usr", d.join("link"));
         d
-    }
-
-    #[test]
-    fn every_directory_of_the_tree_gets_an_inode_mark() {
-        let d = tree("inode");
-        let src = FanotifySource::open(&FanotifyOptions {
-            paths: vec![d.clone()],
-            write_only_paths: Vec::new(),
-            exec_open: true,
-        });
-        let marks = src.as_ref().map(FanotifySource::marks).ok();
-        drop(src);
-        let _ = std::fs::remove_dir_all(&d);
-        assert_eq!(
-            marks,
-            Some(MarkSummary {
-                dir_marks: 4,
-                filesystem_marks: 0,
-                file_event_marks: 1,
-                on_child_trees: 0,
-            })
-        );
-    }
-
-    #[test]
-    fn a_tree_inside_a_watched_one_is_not_marked_twice() {
-        let d = tree("nested");
-        let src = FanotifySource::open(&FanotifyOptions {
-            paths: vec![d.clone()],
-            // Inside the tree above, which watches everything it would: nothing more to mark.
-            write_only_paths: vec![d.join("a"), d.join("c")],
-            exec_open: true,
-        });
-        let marks = src.as_ref().map(FanotifySource::marks).ok();
-        let trees = src.as_ref().map(|s| s.roots.len()).ok();
-        drop(src);
-        // The other way round: a write-only tree, then a full one inside it, which adds
-        // exec-open there (its two directories are marked again with the wider mask).
-        let src = FanotifySource::open(&FanotifyOptions {
-            paths: vec![d.join("a")],
-            write_only_paths: vec![d.clone()],
-            exec_open: true,
-        });
-        let widened = src.as_ref().map(FanotifySource::marks).ok();
-        let mask_of_b = src
-            .as_ref()
-            .ok()
-            .and_then(|s| s.root_of(&d.join("a/b").to_string_lossy()).map(|r| r.mask));
-        drop(src);
-        let _ = std::fs::remove_dir_all(&d);
-        assert_eq!(trees, Some(1));
-        assert_eq!(
-            marks,
-            Some(MarkSummary {
-                dir_marks: 4,
-                filesystem_marks: 0,
-                file_event_marks: 1,
-                on_child_trees: 0,
-            })
-        );
-        assert_eq!(
-            widened,
-            Some(MarkSummary {
-                dir_marks: 6,
-                filesystem_marks: 0,
-                file_event_marks: 1,
-                on_child_trees: 0,
-            })
-        );
-        assert!(mask_of_b.is_some_and(|m| m & FAN_OPEN_EXEC != 0));
-    }
-
-    #[test]
-    fn past_the_bound_one_filesystem_mark_instead() {
-        let d = tree("bound");
-        let src = FanotifySource::open_with_bound(
-            &FanotifyOptions {
-                paths: vec![d.clone()],
-                write_only_paths: Vec::new(),
-                exec_open: false,
-            },
-            3,
-        );
-        let marks = src.as_ref().map(FanotifySource::marks).ok();
-        drop(src);
-        let _ = std::fs::remove_dir_all(&d);
-        assert_eq!(
-            marks,
-            Some(MarkSummary {
-                dir_marks: 0,
-                filesystem_marks: 1,
-                file_event_marks: 1,
-                on_child_trees: 0,
-            })
-        );
-    }
-
-    /// Two trees on one filesystem that fit the bound only apart: the filesystem is watched
-    /// whole, and the first tree's directories carry no marks beside it. (Marked tree by tree,
-    /// the first tree's four directories kept theirs, each pinning its inode.)
-    #[test]
-    fn a_filesystem_watched_whole_keeps_no_directory_marks() {
-        let first = tree("whole-first");
-        let second = tree("whole-second");
-        let src = FanotifySource::open_with_bound(
-            &FanotifyOptions {
-                paths: vec![first.clone(), second.clone()],
-                write_only_paths: Vec::new(),
-                exec_open: false,
-            },
-            6,
-        );
-        let marks = src.as_ref().map(FanotifySource::marks).ok();
-        let inode_marks = src.as_ref().ok().map(|s| {
-            marks_of(&s.group)
-                .iter()
-                .filter(|(inode, _)| *inode)
-                .count()
-        });
-        drop(src);
-        let _ = std::fs::remove_dir_all(&first);
-        let _ = std::fs::remove_dir_all(&second);
-        assert_eq!(
-            marks,
-            Some(MarkSummary {
-                dir_marks: 0,
-                filesystem_marks: 1,
-                file_event_marks: 1,
-                on_child_trees: 0,
-            })
-        );
-        assert_eq!(inode_marks, Some(0), "the kernel holds no inode mark");
     }
 
     fn opened(
@@ -998,7 +650,7 @@ mod tests {
     }
 
     /// The group's marks from `/proc/self/fdinfo`: (is an inode mark, mask).
-    fn marks_of(group: &File) -> Vec<(bool, u64)> {
+    pub(super) fn marks_of(group: &File) -> Vec<(bool, u64)> {
         let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", group.as_raw_fd()))
             .unwrap_or_default();
         info.lines()
@@ -1152,20 +804,5 @@ mod tests {
         eprintln!("{flood} files written and closed outside in {flood_ms} ms; gaps {gaps}");
         assert_eq!(gaps, 0, "the queue overflowed");
         assert!(seen, "the write inside the tree was not reported");
-    }
-
-    #[test]
-    fn walk_is_bounded_and_stays_on_one_device() {
-        use std::os::unix::fs::MetadataExt;
-        let d = tree("walk");
-        let dev = std::fs::metadata(&d).map(|m| m.dev()).unwrap_or(0);
-        assert_eq!(walk_dirs(&d, dev, 100).len(), 4);
-        assert_eq!(walk_dirs(&d, dev, 1).len(), 2, "limit + 1 means too many");
-        assert_eq!(
-            walk_dirs(&d, dev ^ 1, 100).len(),
-            1,
-            "other devices are left out"
-        );
-        let _ = std::fs::remove_dir_all(&d);
     }
 }
