@@ -57,6 +57,11 @@ pub struct StormArgs {
     /// Agent configuration file (defaults otherwise).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Keep every CPU busy with idle-priority spinners (`chrt --idle 0`), on both sides of
+    /// every round: a loaded host, where the agent's CPU is no longer free. On an idle host
+    /// the agent works on a core the storm leaves idle, and the ratio hides most of its cost.
+    #[arg(long)]
+    pub busy: bool,
 }
 
 /// What one storm runs.
@@ -108,6 +113,37 @@ fn syscall_storm(count: usize) -> anyhow::Result<Duration> {
         std::fs::metadata("/usr/bin/env").context("stat of /usr/bin/env")?;
     }
     Ok(start.elapsed())
+}
+
+/// Idle-priority spinners, one per CPU, for `--busy`: the scheduler runs them only when
+/// nothing else wants the CPU, so they take no time from the storm or the agent, but no core
+/// sits idle. Killed when dropped.
+struct Spinners(Vec<Child>);
+
+impl Spinners {
+    fn start(count: usize) -> anyhow::Result<Spinners> {
+        let mut spinners = Spinners(Vec::with_capacity(count));
+        for _ in 0..count {
+            let child = Command::new("chrt")
+                .args(["--idle", "0", "/bin/sh", "-c", "while :; do :; done"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting an idle-priority spinner (chrt, from util-linux)")?;
+            spinners.0.push(child);
+        }
+        Ok(spinners)
+    }
+}
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 fn read_events(path: &Path) -> Vec<Event> {
@@ -302,6 +338,12 @@ pub fn run(args: Args) -> CmdResult {
     let (mut seen, mut complete, mut total) = (0usize, 0usize, 0usize);
     let (mut dropped, mut gaps) = (0i64, 0i64);
     let mut modes: Vec<String> = Vec::new();
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let spinners = if args.busy {
+        Some(Spinners::start(cpus)?)
+    } else {
+        None
+    };
     // Warm the page cache and the fork path once.
     storm(workload, count.min(200), "warmup")?;
     for round in 0..args.rounds {
@@ -365,6 +407,7 @@ pub fn run(args: Args) -> CmdResult {
             with[round].as_secs_f64() * 1e3
         );
     }
+    drop(spinners);
     let _ = std::fs::remove_file(&out);
     let _ = std::fs::remove_file(&log);
     // Each round's pair ran back to back, so its ratio is the least touched by drift.
@@ -400,8 +443,13 @@ pub fn run(args: Args) -> CmdResult {
             "rounds",
         ),
     };
+    let load = if args.busy {
+        format!(", every CPU busy ({cpus} idle-priority spinners)")
+    } else {
+        String::new()
+    };
     let mut text = format!(
-        "{what}, {} interleaved rounds, mode {} (agent ran: {})\n\
+        "{what}, {} interleaved rounds, mode {} (agent ran: {}){load}\n\
          median without agent: {:.1} ms\n\
          median with agent:    {:.1} ms\n\
          overhead ratio:       {ratio:.3}× (median of the rounds' own ratios: {pair_ratio:.3}×)\n\
@@ -467,6 +515,36 @@ mod tests {
             median(&mut even),
             Duration::from_millis(3),
             "the upper median"
+        );
+    }
+
+    /// `--busy` keeps every CPU busy in the idle scheduling class, and nothing outlives it.
+    #[test]
+    fn busy_spinners_run_in_the_idle_class_and_die_with_the_bench() {
+        // The scheduling policy is field 41 of /proc/PID/stat; 5 is SCHED_IDLE.
+        let policy = |pid: u32| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            after_comm.split_whitespace().nth(38).map(str::to_owned)
+        };
+        let spinners = match Spinners::start(2) {
+            Ok(s) => s,
+            Err(e) => panic!("spinners did not start: {e:#}"),
+        };
+        let pids: Vec<u32> = spinners.0.iter().map(Child::id).collect();
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until && !pids.iter().all(|&p| policy(p).as_deref() == Some("5")) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let policies: Vec<Option<String>> = pids.iter().map(|&p| policy(p)).collect();
+        drop(spinners);
+        assert!(
+            policies.iter().all(|p| p.as_deref() == Some("5")),
+            "{policies:?}"
+        );
+        assert!(
+            pids.iter().all(|&p| !alive(p)),
+            "a spinner outlived the bench"
         );
     }
 
