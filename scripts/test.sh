@@ -41,7 +41,10 @@ if [ -x scripts/bpf-check.sh ]; then
 fi
 
 phase "PostgreSQL for the console's tests"
-eval "$(scripts/postgres.sh)"
+# Not `eval "$(...)"` alone: that hides the script's failure, and the tests then fail far
+# from the cause.
+pg_env="$(scripts/postgres.sh)"
+eval "$pg_env"
 
 # Before the workspace's tests, not after: the feature rebuilds the agent and the binary, and
 # the package boot test below packages the binary `cargo test` leaves (without the feature).
