@@ -244,6 +244,29 @@ mod tests {
     use super::super::tests::{marks_of, tree};
     use super::super::{FAN_OPEN_EXEC, FanotifyOptions};
     use super::*;
+    use crate::source::SourceError;
+
+    /// The marks of trees whose file events come from one filesystem mark.
+    fn summary(dir_marks: usize, filesystem_marks: usize) -> Option<MarkSummary> {
+        Some(MarkSummary {
+            dir_marks,
+            filesystem_marks,
+            file_event_marks: 1,
+            on_child_trees: 0,
+        })
+    }
+
+    /// A source on `paths` (no write-only trees, no exec-open) with `bound` directory marks.
+    fn open_bounded(paths: Vec<PathBuf>, bound: usize) -> Result<FanotifySource, SourceError> {
+        FanotifySource::open_with_bound(
+            &FanotifyOptions {
+                paths,
+                write_only_paths: Vec::new(),
+                exec_open: false,
+            },
+            bound,
+        )
+    }
 
     #[test]
     fn every_directory_of_the_tree_gets_an_inode_mark() {
@@ -256,15 +279,7 @@ mod tests {
         let marks = src.as_ref().map(FanotifySource::marks).ok();
         drop(src);
         let _ = std::fs::remove_dir_all(&d);
-        assert_eq!(
-            marks,
-            Some(MarkSummary {
-                dir_marks: 4,
-                filesystem_marks: 0,
-                file_event_marks: 1,
-                on_child_trees: 0,
-            })
-        );
+        assert_eq!(marks, summary(4, 0));
     }
 
     #[test]
@@ -294,50 +309,19 @@ mod tests {
         drop(src);
         let _ = std::fs::remove_dir_all(&d);
         assert_eq!(trees, Some(1));
-        assert_eq!(
-            marks,
-            Some(MarkSummary {
-                dir_marks: 4,
-                filesystem_marks: 0,
-                file_event_marks: 1,
-                on_child_trees: 0,
-            })
-        );
-        assert_eq!(
-            widened,
-            Some(MarkSummary {
-                dir_marks: 6,
-                filesystem_marks: 0,
-                file_event_marks: 1,
-                on_child_trees: 0,
-            })
-        );
+        assert_eq!(marks, summary(4, 0));
+        assert_eq!(widened, summary(6, 0));
         assert!(mask_of_b.is_some_and(|m| m & FAN_OPEN_EXEC != 0));
     }
 
     #[test]
     fn past_the_bound_one_filesystem_mark_instead() {
         let d = tree("bound");
-        let src = FanotifySource::open_with_bound(
-            &FanotifyOptions {
-                paths: vec![d.clone()],
-                write_only_paths: Vec::new(),
-                exec_open: false,
-            },
-            3,
-        );
+        let src = open_bounded(vec![d.clone()], 3);
         let marks = src.as_ref().map(FanotifySource::marks).ok();
         drop(src);
         let _ = std::fs::remove_dir_all(&d);
-        assert_eq!(
-            marks,
-            Some(MarkSummary {
-                dir_marks: 0,
-                filesystem_marks: 1,
-                file_event_marks: 1,
-                on_child_trees: 0,
-            })
-        );
+        assert_eq!(marks, summary(0, 1));
     }
 
     /// Two trees on one filesystem that fit the bound only apart: the filesystem is watched
@@ -347,14 +331,7 @@ mod tests {
     fn a_filesystem_watched_whole_keeps_no_directory_marks() {
         let first = tree("whole-first");
         let second = tree("whole-second");
-        let src = FanotifySource::open_with_bound(
-            &FanotifyOptions {
-                paths: vec![first.clone(), second.clone()],
-                write_only_paths: Vec::new(),
-                exec_open: false,
-            },
-            6,
-        );
+        let src = open_bounded(vec![first.clone(), second.clone()], 6);
         let marks = src.as_ref().map(FanotifySource::marks).ok();
         let inode_marks = src.as_ref().ok().map(|s| {
             marks_of(&s.group)
@@ -365,15 +342,7 @@ mod tests {
         drop(src);
         let _ = std::fs::remove_dir_all(&first);
         let _ = std::fs::remove_dir_all(&second);
-        assert_eq!(
-            marks,
-            Some(MarkSummary {
-                dir_marks: 0,
-                filesystem_marks: 1,
-                file_event_marks: 1,
-                on_child_trees: 0,
-            })
-        );
+        assert_eq!(marks, summary(0, 1));
         assert_eq!(inode_marks, Some(0), "the kernel holds no inode mark");
     }
 
