@@ -69,11 +69,11 @@ impl FanotifySource {
         Ok(())
     }
 
-    /// Mark the directories of every tree (`trees[i]` is the path of `self.roots[i]`), one
-    /// filesystem at a time. A filesystem whose trees hold more directories than the bound
-    /// leaves gets one filesystem mark and no directory marks: marked first, they would only
-    /// repeat what the filesystem mark reports, each holding its inode in memory.
-    pub(super) fn mark_trees(&mut self, trees: &[PathBuf]) -> io::Result<()> {
+    /// Mark the directories of every tree, one filesystem at a time. A filesystem whose trees
+    /// hold more directories than the bound leaves gets one filesystem mark and no directory
+    /// marks: marked first, they would only repeat what the filesystem mark reports, each
+    /// holding its inode in memory.
+    pub(super) fn mark_trees(&mut self) -> io::Result<()> {
         let mut filesystems: Vec<[i32; 2]> = Vec::new();
         for root in &self.roots {
             if !filesystems.contains(&root.fsid) {
@@ -85,27 +85,20 @@ impl FanotifySource {
             let mut planned: Vec<(usize, Vec<PathBuf>)> = Vec::new();
             let mut count = 0usize;
             let mut over = None;
-            for (i, (root, tree)) in self.roots.iter().zip(trees).enumerate() {
+            for (i, root) in self.roots.iter().enumerate() {
                 if root.fsid != fsid {
                     continue;
                 }
-                let dirs = walk_dirs(tree, root.dev, room.saturating_sub(count));
+                let dirs = walk_dirs(&root.path, root.dev, room.saturating_sub(count));
                 count = count.saturating_add(dirs.len());
                 if count > room {
-                    over = Some(tree);
+                    over = Some(root.path.clone());
                     break;
                 }
                 planned.push((i, dirs));
             }
-            if let Some(tree) = over {
-                tracing::warn!(
-                    source = NAME,
-                    path = %tree.display(),
-                    bound = self.max_dir_marks,
-                    "too many directories to mark one by one; watching the whole filesystem instead"
-                );
-                mark(self.group.as_raw_fd(), FAN_MARK_FILESYSTEM, self.mask, tree)?;
-                self.fs_marked.push(fsid);
+            if let Some(path) = over {
+                self.watch_whole_filesystem(fsid, &path)?;
                 continue;
             }
             for (i, dirs) in planned {
@@ -113,6 +106,19 @@ impl FanotifySource {
                 self.mark_dirs(dirs, mask, on_child)?;
             }
         }
+        Ok(())
+    }
+
+    /// The fallback past the bound: one filesystem mark with every event, through `path`.
+    fn watch_whole_filesystem(&mut self, fsid: [i32; 2], path: &Path) -> io::Result<()> {
+        tracing::warn!(
+            source = NAME,
+            path = %path.display(),
+            bound = self.max_dir_marks,
+            "too many directories to mark one by one; watching the whole filesystem instead"
+        );
+        mark(self.group.as_raw_fd(), FAN_MARK_FILESYSTEM, self.mask, path)?;
+        self.fs_marked.push(fsid);
         Ok(())
     }
 
@@ -152,22 +158,11 @@ impl FanotifySource {
         let room = self.max_dir_marks.saturating_sub(self.dir_marks);
         let dirs = walk_dirs(dir, dev, room);
         if dirs.len() > room {
-            tracing::warn!(
-                source = NAME,
-                path = %dir.display(),
-                bound = self.max_dir_marks,
-                "too many directories to mark one by one; watching the whole filesystem instead"
-            );
-            mark(self.group.as_raw_fd(), FAN_MARK_FILESYSTEM, self.mask, dir)?;
-            self.fs_marked.push(fsid);
+            self.watch_whole_filesystem(fsid, dir)?;
             return Ok(Vec::new());
         }
         self.mark_dirs(dirs, mask, on_child)
     }
-}
-
-fn mark_filesystem(group: &OwnedFd, mask: u64, path: &Path) -> io::Result<()> {
-    mark(group.as_raw_fd(), FAN_MARK_FILESYSTEM, mask, path)
 }
 
 /// One directory's inode mark (never through a symbolic link). `on_child` adds
@@ -208,7 +203,12 @@ pub(crate) fn mark_raw(
 
 /// Try a filesystem mark on `/` with `group` (for `doctor`); the mark dies with the group.
 pub fn probe_filesystem_mark(group: &OwnedFd) -> io::Result<()> {
-    mark_filesystem(group, FAN_CREATE | FAN_DELETE, Path::new("/"))
+    mark(
+        group.as_raw_fd(),
+        FAN_MARK_FILESYSTEM,
+        FAN_CREATE | FAN_DELETE,
+        Path::new("/"),
+    )
 }
 
 /// Directories under `root` (itself first) on device `dev`, without following symbolic links;

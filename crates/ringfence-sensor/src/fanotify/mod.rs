@@ -204,6 +204,9 @@ pub struct FanotifySource {
 
 #[derive(Debug)]
 struct Root {
+    /// The tree's canonical path, as given to the walk and the marks.
+    path: PathBuf,
+    /// The same as text without a trailing `/`, for matching event paths.
     prefix: String,
     /// The events reported in this tree.
     mask: u64,
@@ -280,8 +283,6 @@ impl FanotifySource {
             .iter()
             .map(|p| (p, all))
             .chain(options.write_only_paths.iter().map(|p| (p, writes)));
-        // The roots' canonical paths, in the order of `source.roots`: marked once all are known.
-        let mut trees = Vec::new();
         for (path, mask) in wanted {
             let Ok(canon) = path.canonicalize() else {
                 tracing::warn!(source = NAME, path = %path.display(), "watched path does not exist; skipped");
@@ -321,19 +322,20 @@ impl FanotifySource {
             };
             source.roots.push(Root {
                 prefix: canon.to_string_lossy().trim_end_matches('/').to_owned(),
+                path: canon,
                 mask,
                 on_child,
                 fsid,
                 dev,
                 fd,
             });
-            trees.push(canon);
         }
         if source.roots.is_empty() {
             return Err(SourceError::unavailable(NAME, "no watched path exists"));
         }
+        // Marked once every tree is known, a filesystem at a time.
         source
-            .mark_trees(&trees)
+            .mark_trees()
             .map_err(|e| SourceError::syscall(NAME, "fanotify_mark", e))?;
         let m = source.marks();
         tracing::info!(
