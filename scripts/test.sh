@@ -56,7 +56,7 @@ cargo test --workspace --locked --no-run
 # TCG) packages the binary just built and runs beside the tests, niced: they wait on servers,
 # guests and timers more than they compute, and the guest takes the CPU they leave.
 mkdir -p target
-phase "package boot test started (the .deb under systemd on a Debian 12 guest, beside the tests)"
+phase "package boot test started (beside the tests)"
 nice -n 19 scripts/deb-boot.sh > target/deb-boot.out 2>&1 &
 deb_boot=$!
 phase "tests"
@@ -73,5 +73,7 @@ phase "waiting for the package boot test"
 deb_status=0
 wait "$deb_boot" || deb_status=$?
 cat target/deb-boot.out
+# The three ran to the end whatever failed: say which failed, last, where it is seen.
+echo "== tests exit ${test_status}, kernel matrix exit ${matrix_status}, package boot test exit ${deb_status}"
 echo "== done in ${SECONDS}s"
 exit $(( test_status || matrix_status || deb_status ))
