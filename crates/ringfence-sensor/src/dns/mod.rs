@@ -98,6 +98,8 @@ pub struct DnsSource {
 const ETH_P_ALL: u16 = 0x0003;
 const ARPHRD_LOOPBACK: u16 = 772;
 const PACKET_OUTGOING: u8 = 4;
+/// `SIOCGSTAMPNS` (asm-generic/sockios.h; 64-bit `timespec` on 64-bit targets).
+const SIOCGSTAMPNS: libc::Ioctl = 0x8907;
 
 impl DnsSource {
     /// Open the `AF_PACKET` socket (needs `CAP_NET_RAW`) and attach the filter.
@@ -117,7 +119,32 @@ impl DnsSource {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         crate::sys::attach_socket_filter(fd.as_raw_fd(), &mut filter(options.port))
             .map_err(|e| SourceError::syscall(NAME, "setsockopt(SO_ATTACH_FILTER)", e))?;
-        Ok(DnsSource { fd })
+        let source = DnsSource { fd };
+        // The first ask switches the kernel's receive timestamps on for this socket (it has
+        // none to give yet): from then on each packet carries the time the kernel saw it.
+        let _ = source.kernel_time();
+        Ok(source)
+    }
+
+    /// When the kernel saw the packet last received (`SIOCGSTAMPNS`), wall clock; `None`
+    /// before the first packet or when the kernel gives none. The connect that names a
+    /// packet's asker is ordered against this time, not against when the packet was read: a
+    /// busy agent reads it late, after the next resolver's connect.
+    fn kernel_time(&self) -> Option<Timestamp> {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: the ioctl writes one timespec into `ts`, which is valid and writable.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), SIOCGSTAMPNS, &raw mut ts) };
+        if rc != 0 || ts.tv_sec <= 0 {
+            return None;
+        }
+        let ns = ts
+            .tv_sec
+            .checked_mul(1_000_000_000)?
+            .checked_add(ts.tv_nsec)?;
+        Some(Timestamp(ns))
     }
 
     /// One packet (from its network header) and where it went, or `None` after `timeout_ms`
@@ -276,11 +303,12 @@ impl Source for DnsSource {
                 Ok(None) => continue,
                 Err(e) => return Err(SourceError::syscall(NAME, "recvfrom", e)),
             };
-            // The packet's time is taken before any /proc work, so it orders against connects.
-            let at = Timestamp::now();
             if direction == Direction::LoopbackCopy {
                 continue;
             }
+            // The kernel's time for the packet orders it against connects; without it, the
+            // time it was read, before any /proc work.
+            let at = self.kernel_time().unwrap_or_else(Timestamp::now);
             let Some(packet) = parse::parse_packet(buf.get(..n).unwrap_or_default()) else {
                 out.note_error();
                 continue;
@@ -387,10 +415,21 @@ pub struct AskerWait {
     /// Their other connects, waiting for the answer to reach the pipeline first, so that
     /// `destination.domain` can be filled: the capture may be a little behind the kernel.
     held_connects: Vec<(Instant, Event)>,
+    /// The time of the newest connect to a DNS port seen: connects come in their kernel's
+    /// order, so every connect before this time has been seen.
+    connects_seen_until: i64,
 }
 
 impl AskerWait {
-    pub const WAIT: Duration = Duration::from_millis(100);
+    /// How long a DNS event without its asker waits for the connect that names it. The connect
+    /// releases it at once when it is surely the asker's (see [`AskerWait::on_connect`]), so
+    /// this is paid only when no connect comes, or when the one that came could be an older
+    /// lookup's. Seen in CI with 100 ms: the pipeline was further behind the kernel than that.
+    /// Shorter than [`AskerWait::CONNECT_HOLD`].
+    pub const WAIT: Duration = Duration::from_millis(500);
+    /// A connect this close before a packet is its asker's: a resolver sends its query right
+    /// after it connects (a little over the audit records' millisecond).
+    pub const SAME_LOOKUP_NS: i64 = 2_000_000;
     /// How long a connect by a process that is resolving waits for its answer. The answer
     /// releases it at once, so this is paid only when no answer is captured. Longer than
     /// [`AskerWait::WAIT`]: the capture's thread shares one CPU with the agent's others and
@@ -425,13 +464,14 @@ impl AskerWait {
             list.remove(0);
         }
         list.push((pid, event.timestamp));
+        self.connects_seen_until = self.connects_seen_until.max(event.timestamp.0);
         if self.resolving.len() >= Self::MAX_HELD {
             self.resolving.clear();
         }
         self.resolving.insert(pid, Instant::now());
         let mut i = 0;
         while i < self.held.len() {
-            if let Some(pid) = self.asker(&self.held[i].1) {
+            if let Some(pid) = self.sure_asker(&self.held[i].1) {
                 let (_, mut e) = self.held.remove(i);
                 self.remember(&e, pid);
                 set_pid(&mut e, pid);
@@ -464,9 +504,14 @@ impl AskerWait {
     /// The asker of an unattributed DNS event: its query's, or the process that connected to
     /// the server last before the packet (within [`AskerWait::WINDOW_NS`]).
     fn asker(&self, e: &Event) -> Option<u32> {
+        self.asker_with_time(e).map(|(pid, _)| pid)
+    }
+
+    /// [`AskerWait::asker`], and when its connect was (`None` for a query's asker).
+    fn asker_with_time(&self, e: &Event) -> Option<(u32, Option<i64>)> {
         let key = Self::key(e)?;
         if let Some(pid) = self.found.get(&key) {
-            return Some(*pid);
+            return Some((*pid, None));
         }
         let server = e.network.as_ref()?.destination_ip?;
         let at = e.timestamp.0;
@@ -475,7 +520,21 @@ impl AskerWait {
             .iter()
             .rev()
             .find(|(_, t)| t.0 <= at && at - t.0 <= Self::WINDOW_NS)
-            .map(|(pid, _)| *pid)
+            .map(|(pid, t)| (*pid, Some(t.0)))
+    }
+
+    /// [`AskerWait::asker`], only when no connect still to come could name another: the
+    /// connects seen have passed the packet's time, or the one found is right before it. The
+    /// last connect seen before a packet is not enough while the pipeline is behind: it may be
+    /// the previous lookup's, with this one's connect still on its way.
+    fn sure_asker(&self, e: &Event) -> Option<u32> {
+        let (pid, connected) = self.asker_with_time(e)?;
+        let at = e.timestamp.0;
+        let sure = match connected {
+            None => true,
+            Some(t) => self.connects_seen_until > at || at - t <= Self::SAME_LOOKUP_NS,
+        };
+        sure.then_some(pid)
     }
 
     fn key(e: &Event) -> Option<(u16, String)> {
@@ -518,9 +577,9 @@ impl AskerWait {
             self.emit_dns(event, ready);
             return;
         }
-        // Only its query's asker now: the connect that names it may still be on its way (the
+        // Only a sure asker now: the connect that names it may still be on its way (the
         // kernel's events come in batches), and an older one would name the wrong process.
-        if let Some(pid) = Self::key(&event).and_then(|k| self.found.get(&k).copied()) {
+        if let Some(pid) = self.sure_asker(&event) {
             set_pid(&mut event, pid);
             self.emit_dns(event, ready);
             return;
@@ -693,6 +752,73 @@ mod tests {
         assert!(ready[1].process.is_none());
     }
 
+    /// The pipeline behind the kernel (seen in CI): two lookups by two processes are held, and
+    /// the first one's connect arrives before the second's. It must not name the second's
+    /// asker, though it is the last connect to that server before the second packet.
+    #[test]
+    fn a_previous_lookups_connect_does_not_name_a_held_lookup() {
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let server = IpAddr::from([127, 0, 0, 53]);
+        let ms = 1_000_000;
+        let query = |name: &str, port, at| {
+            let msg = parse::parse_message(&parse::tests::message(7, false, name, &[])).unwrap();
+            to_event(&msg, None, Timestamp(at), (lo, port), (server, 53))
+        };
+        let connect = |pid, at| {
+            let mut e = Event::new(EventKind::NetworkConnect, SourceKind::Audit, Timestamp(at));
+            e.process = Some(Process {
+                pid,
+                ..Process::default()
+            });
+            e.network = Some(Network {
+                destination_ip: Some(server),
+                destination_port: Some(53),
+                ..Network::default()
+            });
+            e
+        };
+        let pid_of = |e: &Event| e.process.as_ref().map(|p| p.pid);
+        let mut wait = AskerWait::default();
+        let mut ready = Vec::new();
+        let now = Instant::now();
+        // First lookup: connect at 1000 ms, query 0.1 ms later; second: connect at 1012 ms.
+        wait.admit(
+            query("one.example.org", 40001, 1000 * ms + ms / 10),
+            now,
+            &mut ready,
+        );
+        wait.admit(
+            query("two.example.org", 40002, 1012 * ms + ms / 10),
+            now,
+            &mut ready,
+        );
+        assert!(ready.is_empty());
+        wait.on_connect(&connect(101, 1000 * ms), 53, &mut ready);
+        assert_eq!(ready.len(), 1, "only the first lookup is surely named");
+        assert_eq!(pid_of(&ready[0]), Some(101));
+        wait.on_connect(&connect(102, 1012 * ms), 53, &mut ready);
+        assert_eq!(ready.len(), 2);
+        assert_eq!(pid_of(&ready[1]), Some(102), "{:?}", ready[1].dns);
+        // A connect longer before its packet than a lookup takes waits for the end of the
+        // wait (a nearer one could still come), and is then the best known.
+        wait.admit(
+            query("three.example.org", 40003, 2000 * ms),
+            now,
+            &mut ready,
+        );
+        wait.on_connect(&connect(103, 1950 * ms), 53, &mut ready);
+        assert_eq!(ready.len(), 2);
+        wait.release(now + AskerWait::WAIT, false, &mut ready);
+        assert_eq!(ready.len(), 3);
+        assert_eq!(pid_of(&ready[2]), Some(103));
+        // Connects already past a packet's time name it at once.
+        wait.on_connect(&connect(104, 2980 * ms), 53, &mut ready);
+        wait.on_connect(&connect(105, 3000 * ms), 53, &mut ready);
+        wait.admit(query("four.example.org", 40004, 2990 * ms), now, &mut ready);
+        assert_eq!(ready.len(), 4);
+        assert_eq!(pid_of(&ready[3]), Some(104));
+    }
+
     #[test]
     fn a_connect_waits_for_its_lookups_late_answer_and_the_next_one_does_not() {
         let answer_msg = parse::parse_message(&parse::tests::message(
@@ -731,7 +857,7 @@ mod tests {
         wait.admit(connect(443), now, &mut ready);
         assert_eq!(ready.len(), 1);
         // Still waiting after the lookup wait: the capture can be further behind than that.
-        wait.release(now + AskerWait::WAIT * 3, false, &mut ready);
+        wait.release(now + AskerWait::WAIT, false, &mut ready);
         assert_eq!(ready.len(), 1);
         // The answer comes, and the connect follows it, so it can be named.
         let answer = to_event(
@@ -768,6 +894,7 @@ mod tests {
         };
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let query = parse::tests::message(0x4242, false, "lookup.ringfence.test", &[]);
+        let sent_after = Timestamp::now();
         client.send_to(&query, "127.0.0.1:53").unwrap();
         let mut buf = vec![0u8; 65_536];
         let mut owners = owner::Owners::new();
@@ -783,6 +910,11 @@ mod tests {
                 continue;
             }
             assert_eq!(p.message.name, "lookup.ringfence.test");
+            // The kernel's time for the packet: after the send began, before it was read.
+            let seen = src
+                .kernel_time()
+                .expect("the kernel's timestamp of the packet");
+            assert!(sent_after <= seen && seen <= Timestamp::now(), "{seen:?}");
             assert_eq!(
                 owners.owner(p.source.0, p.source.1),
                 Some(std::process::id())
