@@ -61,7 +61,7 @@ nice -n 19 scripts/deb-boot.sh > target/deb-boot.out 2>&1 &
 deb_boot=$!
 phase "tests"
 test_status=0
-cargo test --workspace --locked || test_status=$?
+cargo test --workspace --locked --no-fail-fast || test_status=$?
 phase "kernel matrix (the sensor and the BPF LSM guard on Debian's 6.1 and 6.12 under qemu)"
 # The matrix's storm rounds are measurements, not checks: beside the package boot guest their
 # ratios are noise, so CI skips them (RF_STORMS=1 runs them; alone, `scripts/kernel-matrix.sh`
