@@ -30,6 +30,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define MAP_ANONYMOUS 0x20
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
+#define S_IFREG 0100000
 #define FMODE_WRITE 0x2
 #define O_ACCMODE 3
 #define O_WRONLY 1
@@ -178,6 +179,28 @@ static __always_inline void fill_header(struct rf_header *h, __u32 kind, struct 
 	h->euid = BPF_CORE_READ(t, real_cred, euid.val);
 	h->cgroup_id = bpf_get_current_cgroup_id();
 	h->start_ns = BPF_CORE_READ(t, start_boottime);
+	bpf_probe_read_kernel_str(h->comm, sizeof(h->comm), &t->comm);
+}
+
+/*
+ * fill_header for a task the program was handed as a BTF pointer (the arguments of tp_btf
+ * programs): the same fields, read with direct loads (verifier-checked, fault-safe) instead of a
+ * helper call each. The process tracepoints run for every fork, exec and exit on the host.
+ */
+static __always_inline void fill_header_btf(struct rf_header *h, __u32 kind, struct task_struct *t)
+{
+	h->kind = kind;
+	h->flags = 0;
+	h->ktime_ns = bpf_ktime_get_boot_ns();
+	h->pid = t->tgid;
+	h->tid = t->pid;
+	h->ppid = t->real_parent->tgid;
+	const struct cred *cred = t->real_cred;
+	h->uid = cred->uid.val;
+	h->gid = cred->gid.val;
+	h->euid = cred->euid.val;
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->start_ns = t->start_boottime;
 	bpf_probe_read_kernel_str(h->comm, sizeof(h->comm), &t->comm);
 }
 
@@ -358,22 +381,23 @@ int BPF_PROG(rf_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	if (!s)
 		return 0;
 	struct rf_exec *e = &s->exec;
-	fill_header(&e->h, RF_EXEC, p);
+	fill_header_btf(&e->h, RF_EXEC, p);
 	__u16 trunc = 0;
 
-	struct file *f = BPF_CORE_READ(bprm, file);
+	struct file *f = bprm->file;
 	e->exe_len = file_path(s, f, &e->data[RF_EXEC_EXE_OFF], &trunc);
 
-	struct dentry *d = BPF_CORE_READ(p, fs, pwd.dentry);
-	struct vfsmount *m = BPF_CORE_READ(p, fs, pwd.mnt);
+	struct fs_struct *fs = p->fs;
+	struct dentry *d = fs->pwd.dentry;
+	struct vfsmount *m = fs->pwd.mnt;
 	__u32 end = RF_PATH_MAX - 1;
 	__u32 pos = build_path(s, d, m, end, &trunc);
 	e->cwd_len = take_path(s, pos, end, &e->data[RF_EXEC_CWD_OFF]);
 
-	struct mm_struct *mm = BPF_CORE_READ(p, mm);
-	unsigned long start = BPF_CORE_READ(mm, arg_start);
-	unsigned long stop = BPF_CORE_READ(mm, arg_end);
-	e->argc = BPF_CORE_READ(bprm, argc);
+	struct mm_struct *mm = p->mm;
+	unsigned long start = mm->arg_start;
+	unsigned long stop = mm->arg_end;
+	e->argc = bprm->argc;
 	__u64 n = stop > start ? stop - start : 0;
 	if (n > RF_ARGS_MAX) {
 		n = RF_ARGS_MAX;
@@ -392,15 +416,15 @@ SEC("tp_btf/sched_process_fork")
 int BPF_PROG(rf_fork, struct task_struct *parent, struct task_struct *child)
 {
 	/* New processes only: a thread shares its parent's tgid. */
-	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+	if (child->pid != child->tgid)
 		return 0;
 	if (filtered(RF_FORK))
 		return 0;
 	struct rf_header h = {};
-	fill_header(&h, RF_FORK, child);
+	fill_header_btf(&h, RF_FORK, child);
 	/* The child's real_parent may be a reaper (CLONE_PARENT); the forking process is the
 	 * parent we report. */
-	h.ppid = BPF_CORE_READ(parent, tgid);
+	h.ppid = parent->tgid;
 	emit(&h, sizeof(h), RF_FORK);
 	return 0;
 }
@@ -409,23 +433,28 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(rf_exit, struct task_struct *p, bool group_dead)
 {
 	/* Once per process: the thread-group leader. */
-	if (BPF_CORE_READ(p, pid) != BPF_CORE_READ(p, tgid))
+	if (p->pid != p->tgid)
 		return 0;
 	if (filtered(RF_EXIT))
 		return 0;
 	struct rf_exit e = {};
-	fill_header(&e.h, RF_EXIT, p);
-	e.exit_code = BPF_CORE_READ(p, exit_code);
+	fill_header_btf(&e.h, RF_EXIT, p);
+	e.exit_code = p->exit_code;
 	emit(&e, sizeof(e), RF_EXIT);
 	return 0;
 }
 
 /* ---- one body, two hooks ------------------------------------------------------------------ */
 
-/* The first four syscall arguments from the user registers a syscall entry function receives. */
+/*
+ * The first four syscall arguments from the user registers a syscall entry function receives.
+ * `regs` is the traced function's own argument, a BTF pointer: the fields are read with direct
+ * (verifier-checked, fault-safe) loads, not a helper call each, which every traced syscall would
+ * pay whether or not its event is wanted.
+ */
 #define FE_ARGS(regs)                                                                            \
-	PT_REGS_PARM1_CORE_SYSCALL(regs), PT_REGS_PARM2_CORE_SYSCALL(regs),                      \
-		PT_REGS_PARM3_CORE_SYSCALL(regs), PT_REGS_PARM4_CORE_SYSCALL(regs)
+	PT_REGS_PARM1_SYSCALL(regs), PT_REGS_PARM2_SYSCALL(regs), PT_REGS_PARM3_SYSCALL(regs),   \
+		PT_REGS_PARM4_SYSCALL(regs)
 
 /* `prog` on sys_enter_<sys>, and `prog`_fe as fentry on __x64_sys_<sys>: both run
  * `prog`_body(a0, a1, a2, a3). */
@@ -676,16 +705,11 @@ int BPF_PROG(rf_sock_connect, const struct sock *sk, const int oldstate, const i
 
 /* ---- files --------------------------------------------------------------------------------- */
 
-/* After an open: report files opened for writing under a watched prefix. */
-static __always_inline void file_opened(long ret)
+/* Report `f`, just opened with f_mode `mode`, when it is a regular file opened for writing under
+ * a watched prefix (a device or FIFO written to is no file modified). */
+static __always_inline void report_opened(struct file *f, unsigned int mode, unsigned int i_mode)
 {
-	if (ret < 0)
-		return;
-	struct file *f = fd_file(ret);
-	if (!f)
-		return;
-	unsigned int mode = BPF_CORE_READ(f, f_mode);
-	if (!(mode & FMODE_WRITE))
+	if (!(mode & FMODE_WRITE) || (i_mode & S_IFMT) != S_IFREG)
 		return;
 	__u32 kind = (mode & FMODE_CREATED) ? RF_FILE_CREATE : RF_FILE_MODIFY;
 	if (filtered(kind))
@@ -703,6 +727,53 @@ static __always_inline void file_opened(long ret)
 	e->syscall = RF_SYS_NONE;
 	e->old_len = 0;
 	emit(e, offsetof(struct rf_file, data) + RF_PATH_MAX, kind);
+}
+
+/* After an open syscall: report files opened for writing under a watched prefix. */
+static __always_inline void file_opened(long ret)
+{
+	if (ret < 0)
+		return;
+	struct file *f = fd_file(ret);
+	if (!f)
+		return;
+	report_opened(f, BPF_CORE_READ(f, f_mode), BPF_CORE_READ(f, f_inode, i_mode));
+}
+
+/* The kernel before 6.13 counted a file's references in `f_count`. */
+struct file___f_count {
+	atomic_long_t f_count;
+} __attribute__((preserve_access_index));
+
+/* Whether `f` has one reference, the one a new open holds: a file just opened, not one
+ * duplicated (dup, F_DUPFD) or received (SCM_RIGHTS, pidfd_getfd), which hold two or more when
+ * installed. Unknown counter layouts say yes. */
+static __always_inline bool one_reference(struct file *f)
+{
+	if (bpf_core_field_exists(struct file___f_count, f_count))
+		return BPF_CORE_READ((struct file___f_count *)f, f_count.counter) == 1;
+	if (bpf_core_field_exists(f->f_ref))
+		/* file_ref_t counts from 0 for one reference (FILE_REF_ONEREF). */
+		return BPF_CORE_READ(f, f_ref.refcnt.counter) == 0;
+	return true;
+}
+
+/*
+ * Every new descriptor, as it is installed: one trampoline on entry (cheaper than one on the
+ * return of each open syscall) for every way a file is opened into a descriptor table: open,
+ * openat, openat2, creat, open_by_handle_at, and io_uring's openat, which no syscall hook sees.
+ * Read-only opens, sockets and pipes stop at the first two loads.
+ */
+SEC("fentry/fd_install")
+int BPF_PROG(rf_fd_install_fe, unsigned int fd, struct file *file)
+{
+	unsigned int mode = file->f_mode;
+	if (!(mode & FMODE_WRITE) || (file->f_inode->i_mode & S_IFMT) != S_IFREG)
+		return 0;
+	if (!one_reference(file))
+		return 0;
+	report_opened(file, mode, S_IFREG);
+	return 0;
 }
 
 /*
@@ -734,7 +805,7 @@ int rf_openat(struct trace_event_raw_sys_exit *ctx)
 SEC("fexit/__x64_sys_openat")
 int BPF_PROG(rf_openat_fx, struct pt_regs *regs, long ret)
 {
-	if (flags_write(PT_REGS_PARM3_CORE_SYSCALL(regs)))
+	if (flags_write(PT_REGS_PARM3_SYSCALL(regs)))
 		file_opened(ret);
 	return 0;
 }
@@ -757,7 +828,7 @@ int rf_open(struct trace_event_raw_sys_exit *ctx)
 SEC("fexit/__x64_sys_open")
 int BPF_PROG(rf_open_fx, struct pt_regs *regs, long ret)
 {
-	if (flags_write(PT_REGS_PARM2_CORE_SYSCALL(regs)))
+	if (flags_write(PT_REGS_PARM2_SYSCALL(regs)))
 		file_opened(ret);
 	return 0;
 }

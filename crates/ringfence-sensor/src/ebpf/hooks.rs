@@ -1,6 +1,8 @@
 //! Which hook each event kind gets. Every kind has its hooks listed from the cheapest: a BPF
 //! trampoline (fentry/fexit on the syscall's own entry function `__x64_sys_<name>`, which costs
-//! only the calls of that function), then a cgroup socket hook on the cgroup2 root (connect and
+//! only the calls of that function; file writes first try one fentry on `fd_install`, which
+//! every open passes through, io_uring's included, before one fexit per open syscall), then a
+//! cgroup socket hook on the cgroup2 root (connect and
 //! bind, TCP and UDP), then a tracepoint off the syscall path (`sched:*`,
 //! `sock:inet_sock_set_state` for TCP connects, `signal:signal_generate`, `module:module_load`), then the syscall
 //! tracepoints. One attached syscall tracepoint puts every task of the host on the kernel's
@@ -281,6 +283,9 @@ pub(crate) const SLOTS: &[Slot] = &[
         "file.write",
         &[R::FileCreate, R::FileModify],
         &[
+            // One trampoline on entry for every open (io_uring's too), before one on the
+            // return of each open syscall.
+            fentry(&[fe("rf_fd_install_fe", "fd_install")]),
             fentry(&[
                 fx("rf_openat_fx", "__x64_sys_openat"),
                 fx("rf_openat2_fx", "__x64_sys_openat2"),
@@ -822,9 +827,9 @@ mod tests {
     fn hooks_are_listed_from_the_cheapest() {
         for s in SLOTS {
             let tiers: Vec<HookTier> = s.choices.iter().map(|c| c.tier).collect();
+            // Tiers in order; one tier may hold more than one choice, the cheaper first.
             let mut sorted = tiers.clone();
             sorted.sort();
-            sorted.dedup();
             assert_eq!(tiers, sorted, "{}", s.label);
             // Only syscall tracepoints sit on the syscall path.
             for c in s.choices {
