@@ -150,6 +150,11 @@ EOF
             sed -i "s|^\(.*\)/bin/kernel_check\$|\1$var=$value /bin/kernel_check|" "$dir/init"
         fi
     done
+    # Kinds to price: RF_STORM_KINDS_OFF=memory_exec,file_modify+signal adds the default
+    # profile without each `+`-separated group to the storms.
+    if [[ "${RF_STORM_KINDS_OFF:-}" =~ ^[a-z_,+]+$ ]]; then
+        sed -i "s|^\(.*\)/bin/kernel_check\$|\1RF_STORM_KINDS_OFF=$RF_STORM_KINDS_OFF /bin/kernel_check|" "$dir/init"
+    fi
     chmod +x "$dir/init"
     (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
 }

@@ -21,6 +21,7 @@
 
 use std::ffi::CString;
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -228,6 +229,68 @@ fn sensor_checks(report: &mut Report) {
             .ok_or_else(|| format!("no file event for {path}"))
     });
     report.line("sensor-file", seen);
+
+    // A write-open through io_uring, which no open syscall carries: the fd_install hook sees it,
+    // the syscall hooks cannot (an attacker's way past syscall-based sensors).
+    let on_fd_install = watch
+        .sensor
+        .kind_hooks()
+        .iter()
+        .any(|h| h.label == "file.write" && h.detail.contains("fd_install"));
+    let file = Path::new(WATCH).join("written-by-io-uring");
+    let path = file.display().to_string();
+    match open_for_write_by_io_uring(&file) {
+        Err(e)
+            if e.raw_os_error() == Some(libc::ENOSYS) || e.raw_os_error() == Some(libc::EPERM) =>
+        {
+            report.skip(
+                "sensor-file-io-uring",
+                &format!("io_uring refused here: {e}"),
+            );
+        }
+        Err(e) => report.line("sensor-file-io-uring", Err(format!("io_uring openat: {e}"))),
+        Ok(()) if !on_fd_install => report.skip(
+            "sensor-file-io-uring",
+            "file.write is not on fd_install here (the syscall hooks do not see io_uring)",
+        ),
+        Ok(()) => {
+            let seen = watch
+                .wait_for(|e| {
+                    matches!(e.kind(), EventKind::FileCreate | EventKind::FileModify)
+                        && e.file.as_ref().is_some_and(|f| f.path == path)
+                })
+                .map(|e| format!("{} {path} opened through io_uring", e.kind().action()))
+                .ok_or_else(|| format!("no file event for {path} opened through io_uring"));
+            report.line("sensor-file-io-uring", seen);
+        }
+    }
+}
+
+/// Create `path` for writing with an io_uring `IORING_OP_OPENAT` (no open syscall), then close
+/// it.
+fn open_for_write_by_io_uring(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut ring = io_uring::IoUring::new(4)?;
+    let open = io_uring::opcode::OpenAt::new(io_uring::types::Fd(libc::AT_FDCWD), name.as_ptr())
+        .flags(libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC)
+        .mode(0o600)
+        .build();
+    // SAFETY: the entry points at `name`, which lives until its completion is reaped below.
+    unsafe { ring.submission().push(&open) }.map_err(|e| std::io::Error::other(e.to_string()))?;
+    ring.submit_and_wait(1)?;
+    let fd = ring
+        .completion()
+        .next()
+        .map(|c| c.result())
+        .ok_or_else(|| std::io::Error::other("no completion"))?;
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: `fd` is the descriptor the open just returned, owned here and closed once.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(())
 }
 
 // ---- the same events whatever the hook ---------------------------------------------------------
@@ -516,22 +579,45 @@ fn storms(report: &mut Report) {
     let n_exec: usize = env_usize("RF_STORM_EXECS", 100);
     let rounds: usize = env_usize("RF_STORM_ROUNDS", 4);
     let watched = vec!["/etc/".to_owned(), "/tmp/rf-watch/".to_owned()];
-    let choices: [(&str, Profile, Vec<HookTier>); 3] = [
-        ("default", Profile::Default, vec![]),
+    let mut choices: Vec<(String, Profile, Vec<HookTier>, Vec<EventKind>)> = vec![
+        ("default".into(), Profile::Default, vec![], vec![]),
         (
-            "default-no-fentry",
+            "default-no-fentry".into(),
             Profile::Default,
             vec![HookTier::Fentry],
+            vec![],
         ),
-        ("deep-no-fentry", Profile::Deep, vec![HookTier::Fentry]),
+        (
+            "deep-no-fentry".into(),
+            Profile::Deep,
+            vec![HookTier::Fentry],
+            vec![],
+        ),
     ];
+    // What some kinds' hooks cost: `RF_STORM_KINDS_OFF=memory_exec,file_modify` adds the
+    // default profile without them.
+    if let Ok(list) = std::env::var("RF_STORM_KINDS_OFF") {
+        let off: Vec<EventKind> = list
+            .split(',')
+            .filter_map(|k| serde_json::from_value(serde_json::Value::String(k.into())).ok())
+            .collect();
+        if !off.is_empty() {
+            choices.push((
+                format!("default-without-{list}"),
+                Profile::Default,
+                vec![],
+                off,
+            ));
+        }
+    }
     let both = || (syscall_storm(n_sys), exec_storm(n_exec));
     let _ = (syscall_storm(n_sys / 4), exec_storm(n_exec / 4)); // warm up
-    for (name, profile, skip) in choices {
+    for (name, profile, skip, kinds_off) in choices {
         let options = EbpfOptions {
             watched_prefixes: watched.clone(),
             profile,
             skip_hooks: skip,
+            kinds_off,
             ..EbpfOptions::default()
         };
         let mut hooks = String::new();
