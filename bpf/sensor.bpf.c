@@ -929,8 +929,44 @@ SYS_ENTER(rf_rename, rename)
 
 /* ---- privilege ----------------------------------------------------------------------------- */
 
+/* The ids arrive as unsigned longs; -1 (unchanged) must stay -1. */
+#define ID(x) ((__s64)(__s32)(x))
+
+/*
+ * Whether a set*uid (`uids`) or set*gid call with these ids changes nothing: the process holds
+ * one id everywhere (real, effective, saved, filesystem) and the call names only that id, or -1.
+ * Such calls are common (busybox drops privileges it does not have at every applet start) and
+ * are no privilege change; any call that could change an id is still reported.
+ */
+static __always_inline bool ids_unchanged(bool uids, __s64 a, __s64 b, __s64 c)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	const struct cred *cred = BPF_CORE_READ(t, real_cred);
+	__u32 r, e, s, fs;
+	if (uids) {
+		r = BPF_CORE_READ(cred, uid.val);
+		e = BPF_CORE_READ(cred, euid.val);
+		s = BPF_CORE_READ(cred, suid.val);
+		fs = BPF_CORE_READ(cred, fsuid.val);
+	} else {
+		r = BPF_CORE_READ(cred, gid.val);
+		e = BPF_CORE_READ(cred, egid.val);
+		s = BPF_CORE_READ(cred, sgid.val);
+		fs = BPF_CORE_READ(cred, fsgid.val);
+	}
+	if (r != e || r != s || r != fs)
+		return false;
+	__s64 id = ID(r);
+	return (a == -1 || a == id) && (b == -1 || b == id) && (c == -1 || c == id);
+}
+
 static __always_inline void priv(__u32 sys, __s64 a, __s64 b, __s64 c)
 {
+	if (sys != RF_SYS_CAPSET) {
+		bool uids = sys == RF_SYS_SETUID || sys == RF_SYS_SETREUID || sys == RF_SYS_SETRESUID;
+		if (ids_unchanged(uids, a, b, c))
+			return;
+	}
 	if (filtered(RF_PRIVILEGE))
 		return;
 	struct rf_priv e = {};
@@ -941,9 +977,6 @@ static __always_inline void priv(__u32 sys, __s64 a, __s64 b, __s64 c)
 	e.c = c;
 	emit(&e, sizeof(e), RF_PRIVILEGE);
 }
-
-/* The ids arrive as unsigned longs; -1 (unchanged) must stay -1. */
-#define ID(x) ((__s64)(__s32)(x))
 
 static __always_inline int rf_setuid_body(U64)
 {

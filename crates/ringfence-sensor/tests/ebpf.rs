@@ -378,6 +378,33 @@ fn setuid_is_a_privilege_change() {
     assert_eq!(e.user.id, Some(0), "the credentials before the call");
 }
 
+/// A set*id call that changes no id (root setting uid and gid 0, as every busybox applet does
+/// with the ids it has) is no privilege change; the real change after it is reported.
+#[test]
+fn a_setuid_that_changes_nothing_is_no_privilege_change() {
+    if !root() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let mut sensor = load(&options());
+    let mut same = Command::new("/bin/true").uid(0).gid(0).spawn().expect("spawn");
+    let same_pid = same.id();
+    let _ = same.wait();
+    let mut drop_to_nobody = Command::new("/bin/true").uid(65534).spawn().expect("spawn");
+    let pid = drop_to_nobody.id();
+    let _ = drop_to_nobody.wait();
+    // Records come in order: the first child's would be read before the second's.
+    sensor.wait_for("setuid", |e| {
+        e.kind() == EventKind::PrivilegeChange
+            && pid_of(e) == pid
+            && e.syscall.as_deref() == Some("setuid")
+    });
+    assert!(
+        !sensor.any_now(|e| e.kind() == EventKind::PrivilegeChange && pid_of(e) == same_pid),
+        "setuid(0) and setgid(0) by root reported as a privilege change"
+    );
+}
+
 #[test]
 fn ptrace_attach_names_the_target() {
     if !root() {
