@@ -10,7 +10,9 @@
 # hook choice costs: `bench syscall-storm`/`exec-storm`-style ratios with the sensor loaded and
 # its reader converting every record, against none, interleaved (`STORM` lines; TCG slows
 # everything alike, the ratio is what matters). RF_NO_STORMS=1 skips the measurements;
-# RF_STORM_ROUNDS, RF_STORM_SYSCALLS and RF_STORM_EXECS size them (4, 20000, 100).
+# RF_STORM_ROUNDS, RF_STORM_SYSCALLS and RF_STORM_EXECS size them (4, 20000, 100);
+# RF_STORM_KINDS_OFF=memory_exec,signal+file_modify adds the default profile without each
+# `+`-separated group of kinds, to price their hooks. The storms run a release build.
 # RF_ICOUNT=1 runs the guests with qemu's instruction counting (`-icount shift=0,sleep=off`, one
 # emulated thread): the guest's clock then counts the instructions its CPU executes, not the
 # host's time, so a storm's ratio no longer moves with this machine's load. The guest has one

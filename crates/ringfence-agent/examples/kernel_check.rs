@@ -264,6 +264,37 @@ fn sensor_checks(report: &mut Report) {
             report.line("sensor-file-io-uring", seen);
         }
     }
+
+    // A duplicated descriptor is no new open: the file's one open gives one event, its dup
+    // none (fd_install sees both; the syscall hooks only the open).
+    let dup_path = Path::new(WATCH).join("duplicated");
+    let marker = Path::new(WATCH).join("after-the-dup");
+    let is_write_of = |e: &Event, p: &Path| {
+        matches!(e.kind(), EventKind::FileCreate | EventKind::FileModify)
+            && e.file.as_ref().is_some_and(|f| Path::new(&f.path) == p)
+    };
+    let result = std::fs::File::create(&dup_path)
+        .map_err(|e| format!("create: {e}"))
+        .and_then(|f| {
+            watch
+                .wait_for(|e| is_write_of(e, &dup_path))
+                .ok_or_else(|| "no event for the open".to_string())?;
+            drop(f.try_clone().map_err(|e| format!("dup: {e}"))?);
+            std::fs::write(&marker, b"x").map_err(|e| format!("marker: {e}"))?;
+            watch
+                .wait_for(|e| is_write_of(e, &marker))
+                .ok_or_else(|| "no event for the marker written after the dup".to_string())?;
+            match watch
+                .seen
+                .iter()
+                .filter(|e| is_write_of(e, &dup_path))
+                .count()
+            {
+                0 => Ok("one event for the open, none for its dup".to_string()),
+                n => Err(format!("{n} events for the dup of an open file")),
+            }
+        });
+    report.line("sensor-file-dup", result);
 }
 
 /// Create `path` for writing with an io_uring `IORING_OP_OPENAT` (no open syscall), then close
@@ -594,20 +625,19 @@ fn storms(report: &mut Report) {
             vec![],
         ),
     ];
-    // What some kinds' hooks cost: `RF_STORM_KINDS_OFF=memory_exec,file_modify` adds the
-    // default profile without them.
-    if let Ok(list) = std::env::var("RF_STORM_KINDS_OFF") {
-        let off: Vec<EventKind> = list
+    // What some kinds' hooks cost: `RF_STORM_KINDS_OFF=memory_exec,file_modify+signal` adds
+    // the default profile without each `+`-separated group.
+    for group in std::env::var("RF_STORM_KINDS_OFF")
+        .unwrap_or_default()
+        .split('+')
+    {
+        let off: Vec<EventKind> = group
             .split(',')
             .filter_map(|k| serde_json::from_value(serde_json::Value::String(k.into())).ok())
             .collect();
         if !off.is_empty() {
-            choices.push((
-                format!("default-without-{list}"),
-                Profile::Default,
-                vec![],
-                off,
-            ));
+            let name = format!("default-without-{group}");
+            choices.push((name, Profile::Default, vec![], off));
         }
     }
     let both = || (syscall_storm(n_sys), exec_storm(n_exec));
