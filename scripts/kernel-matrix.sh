@@ -157,6 +157,10 @@ EOF
     if [[ "${RF_STORM_KINDS_OFF:-}" =~ ^[a-z_,+]+$ ]]; then
         sed -i "s|^\(.*\)/bin/kernel_check\$|\1RF_STORM_KINDS_OFF=$RF_STORM_KINDS_OFF /bin/kernel_check|" "$dir/init"
     fi
+    # RF_STORM_DECODE_ONLY=1: the storms' reader decodes records but builds no events.
+    if [[ -n "${RF_STORM_DECODE_ONLY:-}" ]]; then
+        sed -i "s|^\(.*\)/bin/kernel_check\$|\1RF_STORM_DECODE_ONLY=1 /bin/kernel_check|" "$dir/init"
+    fi
     chmod +x "$dir/init"
     (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
 }

@@ -387,7 +387,11 @@ fn a_setuid_that_changes_nothing_is_no_privilege_change() {
     }
     use std::os::unix::process::CommandExt;
     let mut sensor = load(&options());
-    let mut same = Command::new("/bin/true").uid(0).gid(0).spawn().expect("spawn");
+    let mut same = Command::new("/bin/true")
+        .uid(0)
+        .gid(0)
+        .spawn()
+        .expect("spawn");
     let same_pid = same.id();
     let _ = same.wait();
     let mut drop_to_nobody = Command::new("/bin/true").uid(65534).spawn().expect("spawn");
