@@ -935,8 +935,8 @@ SYS_ENTER(rf_rename, rename)
 /*
  * Whether a set*uid (`uids`) or set*gid call with these ids changes nothing: the process holds
  * one id everywhere (real, effective, saved, filesystem) and the call names only that id, or -1.
- * Such calls are common (busybox drops privileges it does not have at every applet start) and
- * are no privilege change; any call that could change an id is still reported.
+ * Such calls (a service dropping privileges it does not have) are no privilege change, and the
+ * process connector does not report them either; any call that could change an id still is.
  */
 static __always_inline bool ids_unchanged(bool uids, __s64 a, __s64 b, __s64 c)
 {

@@ -378,8 +378,8 @@ fn setuid_is_a_privilege_change() {
     assert_eq!(e.user.id, Some(0), "the credentials before the call");
 }
 
-/// A set*id call that changes no id (root setting uid and gid 0, as every busybox applet does
-/// with the ids it has) is no privilege change; the real change after it is reported.
+/// A set*id call that changes no id (root setting uid and gid 0) is no privilege change; the
+/// real change after it is reported.
 #[test]
 fn a_setuid_that_changes_nothing_is_no_privilege_change() {
     if !root() {
