@@ -10,7 +10,8 @@
 # hook choice costs: `bench syscall-storm`/`exec-storm`-style ratios with the sensor loaded and
 # its reader converting every record, against none, interleaved (`STORM` lines; TCG slows
 # everything alike, the ratio is what matters). RF_NO_STORMS=1 skips the measurements;
-# RF_STORM_ROUNDS, RF_STORM_SYSCALLS and RF_STORM_EXECS size them (4, 20000, 100);
+# RF_STORM_ROUNDS, RF_STORM_SYSCALLS and RF_STORM_EXECS size them (4, 20000, 100), and
+# RF_STORM_POLL_MS sets the reader's pause between drains (5, the agent's default);
 # RF_STORM_KINDS_OFF=memory_exec,signal+file_modify adds the default profile without each
 # `+`-separated group of kinds, to price their hooks. The storms run a release build.
 # RF_ICOUNT=1 runs the guests with qemu's instruction counting (`-icount shift=0,sleep=off`, one
@@ -146,7 +147,7 @@ EOF
     fi
     # The storms' size, when given (RF_STORM_ROUNDS, RF_STORM_SYSCALLS, RF_STORM_EXECS: numbers).
     local var value
-    for var in RF_STORM_ROUNDS RF_STORM_SYSCALLS RF_STORM_EXECS; do
+    for var in RF_STORM_ROUNDS RF_STORM_SYSCALLS RF_STORM_EXECS RF_STORM_POLL_MS; do
         value="${!var:-}"
         if [[ "$value" =~ ^[0-9]+$ ]]; then
             sed -i "s|^\(.*\)/bin/kernel_check\$|\1$var=$value /bin/kernel_check|" "$dir/init"

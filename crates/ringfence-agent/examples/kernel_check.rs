@@ -109,9 +109,10 @@ impl Watch {
     }
 }
 
-fn sensor_checks(report: &mut Report) {
+/// The deep profile watching [`WATCH`]: every kind, each on the cheapest hook this kernel
+/// takes, this process included.
+fn deep_sensor() -> Result<EbpfSensor, String> {
     let _ = std::fs::create_dir_all(WATCH);
-    // The deep profile: every kind, each on the cheapest hook this kernel takes.
     let options = EbpfOptions {
         watched_prefixes: vec![format!("{WATCH}/")],
         ignore_self: false,
@@ -119,10 +120,14 @@ fn sensor_checks(report: &mut Report) {
         profile: Profile::Deep,
         ..EbpfOptions::default()
     };
-    let sensor = match EbpfSensor::load(&options) {
+    EbpfSensor::load(&options).map_err(|e| e.to_string())
+}
+
+fn sensor_checks(report: &mut Report) {
+    let sensor = match deep_sensor() {
         Ok(s) => s,
         Err(e) => {
-            report.line("sensor-load", Err(e.to_string()));
+            report.line("sensor-load", Err(e));
             return;
         }
     };
@@ -236,17 +241,10 @@ fn sensor_checks(report: &mut Report) {
 /// through io_uring, and a dup. Run after the storms: the io_uring instance leaves kernel work
 /// behind for a while, which moved the 6.12 guest's exec storm by three points.
 fn descriptor_checks(report: &mut Report) {
-    let options = EbpfOptions {
-        watched_prefixes: vec![format!("{WATCH}/")],
-        ignore_self: false,
-        protect_self: false,
-        profile: Profile::Deep,
-        ..EbpfOptions::default()
-    };
-    let sensor = match EbpfSensor::load(&options) {
+    let sensor = match deep_sensor() {
         Ok(s) => s,
         Err(e) => {
-            report.line("sensor-descriptors", Err(e.to_string()));
+            report.line("sensor-descriptors", Err(e));
             return;
         }
     };
@@ -674,11 +672,14 @@ fn storms(report: &mut Report) {
     let both = || (syscall_storm(n_sys), exec_storm(n_exec));
     let _ = (syscall_storm(n_sys / 4), exec_storm(n_exec / 4)); // warm up
     for (name, profile, skip, kinds_off) in choices {
+        // RF_STORM_POLL_MS: the reader's pause between drains (the agent's default 5 ms).
+        let poll_interval_ms = env_usize("RF_STORM_POLL_MS", 5) as u64;
         let options = EbpfOptions {
             watched_prefixes: watched.clone(),
             profile,
             skip_hooks: skip,
             kinds_off,
+            poll_interval_ms,
             ..EbpfOptions::default()
         };
         let mut hooks = String::new();
