@@ -806,6 +806,8 @@ fn attach_all(
                 message: detail,
             });
         }
+        // Two choices of one tier passed over for one reason (trampolines refused) say it once.
+        passed_over.dedup();
         kind_hooks.push(KindHook {
             label: slot.label,
             kinds: slot.kinds,
