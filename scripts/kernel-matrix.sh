@@ -145,23 +145,17 @@ EOF
     if [[ -n "${RF_NO_STORMS:-}" ]]; then
         sed -i 's|^/bin/kernel_check$|RF_NO_STORMS=1 /bin/kernel_check|' "$dir/init"
     fi
-    # The storms' size, when given (RF_STORM_ROUNDS, RF_STORM_SYSCALLS, RF_STORM_EXECS: numbers).
+    # The storms' settings, when given (see the top): numbers, kind names, `,` and `+` only.
     local var value
-    for var in RF_STORM_ROUNDS RF_STORM_SYSCALLS RF_STORM_EXECS RF_STORM_POLL_MS; do
+    for var in RF_STORM_ROUNDS RF_STORM_SYSCALLS RF_STORM_EXECS RF_STORM_POLL_MS \
+        RF_STORM_KINDS_OFF RF_STORM_DECODE_ONLY; do
         value="${!var:-}"
-        if [[ "$value" =~ ^[0-9]+$ ]]; then
+        if [[ "$value" =~ ^[a-z0-9_,+]+$ ]]; then
             sed -i "s|^\(.*\)/bin/kernel_check\$|\1$var=$value /bin/kernel_check|" "$dir/init"
+        elif [[ -n "$value" ]]; then
+            log "ignoring $var=$value (numbers, kind names, ',' and '+' only)"
         fi
     done
-    # Kinds to price: RF_STORM_KINDS_OFF=memory_exec,file_modify+signal adds the default
-    # profile without each `+`-separated group to the storms.
-    if [[ "${RF_STORM_KINDS_OFF:-}" =~ ^[a-z_,+]+$ ]]; then
-        sed -i "s|^\(.*\)/bin/kernel_check\$|\1RF_STORM_KINDS_OFF=$RF_STORM_KINDS_OFF /bin/kernel_check|" "$dir/init"
-    fi
-    # RF_STORM_DECODE_ONLY=1: the storms' reader decodes records but builds no events.
-    if [[ -n "${RF_STORM_DECODE_ONLY:-}" ]]; then
-        sed -i "s|^\(.*\)/bin/kernel_check\$|\1RF_STORM_DECODE_ONLY=1 /bin/kernel_check|" "$dir/init"
-    fi
     chmod +x "$dir/init"
     (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
 }

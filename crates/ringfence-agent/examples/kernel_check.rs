@@ -660,20 +660,32 @@ fn storms(report: &mut Report) {
         .unwrap_or_default()
         .split('+')
     {
-        let off: Vec<EventKind> = group
+        if group.is_empty() {
+            continue;
+        }
+        // A kind misspelt would price the wrong hooks without a word: it fails the run.
+        let off: Result<Vec<EventKind>, String> = group
             .split(',')
-            .filter_map(|k| serde_json::from_value(serde_json::Value::String(k.into())).ok())
+            .map(|k| {
+                serde_json::from_value(serde_json::Value::String(k.into()))
+                    .map_err(|_| format!("RF_STORM_KINDS_OFF: no event kind {k:?}"))
+            })
             .collect();
-        if !off.is_empty() {
-            let name = format!("default-without-{group}");
-            choices.push((name, Profile::Default, vec![], off));
+        match off {
+            Ok(off) => choices.push((
+                format!("default-without-{group}"),
+                Profile::Default,
+                vec![],
+                off,
+            )),
+            Err(e) => report.line("storm-kinds-off", Err(e)),
         }
     }
+    // RF_STORM_POLL_MS: the reader's pause between drains (the agent's default 5 ms).
+    let poll_interval_ms = env_usize("RF_STORM_POLL_MS", 5) as u64;
     let both = || (syscall_storm(n_sys), exec_storm(n_exec));
     let _ = (syscall_storm(n_sys / 4), exec_storm(n_exec / 4)); // warm up
     for (name, profile, skip, kinds_off) in choices {
-        // RF_STORM_POLL_MS: the reader's pause between drains (the agent's default 5 ms).
-        let poll_interval_ms = env_usize("RF_STORM_POLL_MS", 5) as u64;
         let options = EbpfOptions {
             watched_prefixes: watched.clone(),
             profile,
