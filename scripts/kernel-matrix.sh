@@ -13,7 +13,9 @@
 # RF_STORM_ROUNDS, RF_STORM_SYSCALLS and RF_STORM_EXECS size them (4, 20000, 100), and
 # RF_STORM_POLL_MS sets the reader's pause between drains (5, the agent's default);
 # RF_STORM_KINDS_OFF=memory_exec,signal+file_modify adds the default profile without each
-# `+`-separated group of kinds, to price their hooks. The storms run a release build.
+# `+`-separated group of kinds, to price their hooks. RF_STORM_RUN_COUNTS=1 first prints how
+# often each program of the default profile runs in one exec storm and one syscall storm
+# (`RUNS` lines, from the kernel's run statistics). The storms run a release build.
 # RF_ICOUNT=1 runs the guests with qemu's instruction counting (`-icount shift=0,sleep=off`, one
 # emulated thread): the guest's clock then counts the instructions its CPU executes, not the
 # host's time, so a storm's ratio no longer moves with this machine's load. The guest has one
@@ -148,7 +150,8 @@ EOF
     # The storms' settings, when given (see the top): numbers, kind names, `,` and `+` only.
     local var value
     for var in RF_STORM_ROUNDS RF_STORM_SYSCALLS RF_STORM_EXECS RF_STORM_POLL_MS \
-        RF_STORM_KINDS_OFF RF_STORM_DECODE_ONLY; do
+        RF_STORM_KINDS_OFF RF_STORM_DECODE_ONLY RF_STORM_RUN_COUNTS RF_STORM_NO_READER \
+        RF_STORM_RUN_PASSES; do
         value="${!var:-}"
         if [[ "$value" =~ ^[a-z0-9_,+]+$ ]]; then
             sed -i "s|^\(.*\)/bin/kernel_check\$|\1$var=$value /bin/kernel_check|" "$dir/init"
@@ -178,7 +181,7 @@ run_kernel() {
         > "$out" 2>&1 || true
     local took=$((SECONDS - start))
     # The console starts with terminal escapes: match from the marker, not the line start.
-    grep -a -o -E '(guest:|CHECK [a-z-]+:|HOOK ).*' "$out" | tr -d '\r' | sed 's/^/    /' || true
+    grep -a -o -E '(guest:|CHECK [a-z-]+:|HOOK |RUNS ).*' "$out" | tr -d '\r' | sed 's/^/    /' || true
     grep -a -o -E 'STORM .*' "$out" | tr -d '\r' | sed "s/^/$name /" >> "$work/storms.txt" || true
     if grep -a -q 'KERNEL-CHECK PASS' "$out"; then
         echo "PASS $name ($(grep -a -o 'KERNEL-CHECK PASS.*' "$out" | tr -d '\r' | cut -d' ' -f3)) in ${took} s"
@@ -213,7 +216,7 @@ main() {
         echo "FAIL host ($(uname -r)) (log: $work/host.log)"
         status=1
     fi
-    grep -E '^(CHECK|HOOK) ' "$work/host.log" | sed 's/^/    /' || true
+    grep -E '^(CHECK|HOOK|RUNS) ' "$work/host.log" | sed 's/^/    /' || true
     grep -E '^STORM ' "$work/host.log" | sed "s/^/host-$(uname -r | cut -d. -f1-2) /" >> "$work/storms.txt" || true
     for series in $kernels; do
         local vmlinuz

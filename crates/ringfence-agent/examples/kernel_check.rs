@@ -43,6 +43,9 @@ fn main() {
     sensor_checks(&mut report);
     hook_parity(&mut report);
     guard_checks(&mut report);
+    if std::env::var_os("RF_STORM_RUN_COUNTS").is_some() {
+        run_counts(&mut report);
+    }
     if std::env::var_os("RF_NO_STORMS").is_none() {
         storms(&mut report);
     }
@@ -587,10 +590,16 @@ impl Running {
         // RF_STORM_DECODE_ONLY=1: the reader decodes each record but builds no event, to
         // tell the conversion's share of the cost.
         let convert_each = std::env::var_os("RF_STORM_DECODE_ONLY").is_none();
+        // RF_STORM_NO_READER=1 (for `run_counts`): nothing drains the ring.
+        let read = std::env::var_os("RF_STORM_NO_READER").is_none();
         let thread = std::thread::spawn(move || {
             let clocks = *sensor.clocks();
             let mut n = 0u64;
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if !read {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
                 sensor.poll(|rec| {
                     if let Ok(rec) = rec {
                         if convert_each {
@@ -629,15 +638,12 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Storm ratios (with the sensor / without), for each hook choice: the default profile on the
-/// best hooks, the default profile without trampolines (tracepoints off the syscall path), and
-/// the deep profile without trampolines (syscall tracepoints). Each round runs both storms
-/// without the sensor and with it (loaded for the round, its reader converting every record),
-/// alternating which side goes first; the ratio is of the medians. One `STORM` line per choice.
-fn storms(report: &mut Report) {
-    let n_sys: usize = env_usize("RF_STORM_SYSCALLS", 20_000);
-    let n_exec: usize = env_usize("RF_STORM_EXECS", 100);
-    let rounds: usize = env_usize("RF_STORM_ROUNDS", 4);
+/// The sensor setups the storms price, each with its name: the default profile on the best
+/// hooks, the default profile without trampolines (tracepoints off the syscall path), the deep
+/// profile without trampolines (syscall tracepoints), and the default profile without each
+/// `+`-separated group of kinds in `RF_STORM_KINDS_OFF` (`memory_exec,file_modify+signal`).
+/// `RF_STORM_POLL_MS` sets the reader's pause between drains (the agent's default 5 ms).
+fn storm_choices(report: &mut Report) -> Vec<(String, EbpfOptions)> {
     let watched = vec!["/etc/".to_owned(), "/tmp/rf-watch/".to_owned()];
     let mut choices: Vec<(String, Profile, Vec<HookTier>, Vec<EventKind>)> = vec![
         ("default".into(), Profile::Default, vec![], vec![]),
@@ -654,8 +660,6 @@ fn storms(report: &mut Report) {
             vec![],
         ),
     ];
-    // What some kinds' hooks cost: `RF_STORM_KINDS_OFF=memory_exec,file_modify+signal` adds
-    // the default profile without each `+`-separated group.
     for group in std::env::var("RF_STORM_KINDS_OFF")
         .unwrap_or_default()
         .split('+')
@@ -681,19 +685,33 @@ fn storms(report: &mut Report) {
             Err(e) => report.line("storm-kinds-off", Err(e)),
         }
     }
-    // RF_STORM_POLL_MS: the reader's pause between drains (the agent's default 5 ms).
     let poll_interval_ms = env_usize("RF_STORM_POLL_MS", 5) as u64;
+    choices
+        .into_iter()
+        .map(|(name, profile, skip_hooks, kinds_off)| {
+            let options = EbpfOptions {
+                watched_prefixes: watched.clone(),
+                profile,
+                skip_hooks,
+                kinds_off,
+                poll_interval_ms,
+                ..EbpfOptions::default()
+            };
+            (name, options)
+        })
+        .collect()
+}
+
+/// Storm ratios (with the sensor / without), for each hook choice ([`storm_choices`]). Each round runs both storms
+/// without the sensor and with it (loaded for the round, its reader converting every record),
+/// alternating which side goes first; the ratio is of the medians. One `STORM` line per choice.
+fn storms(report: &mut Report) {
+    let n_sys: usize = env_usize("RF_STORM_SYSCALLS", 20_000);
+    let n_exec: usize = env_usize("RF_STORM_EXECS", 100);
+    let rounds: usize = env_usize("RF_STORM_ROUNDS", 4);
     let both = || (syscall_storm(n_sys), exec_storm(n_exec));
     let _ = (syscall_storm(n_sys / 4), exec_storm(n_exec / 4)); // warm up
-    for (name, profile, skip, kinds_off) in choices {
-        let options = EbpfOptions {
-            watched_prefixes: watched.clone(),
-            profile,
-            skip_hooks: skip,
-            kinds_off,
-            poll_interval_ms,
-            ..EbpfOptions::default()
-        };
+    for (name, options) in storm_choices(report) {
         let mut hooks = String::new();
         let (mut sys_with, mut sys_without, mut exec_with, mut exec_without) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -748,6 +766,76 @@ fn storms(report: &mut Report) {
             }
         }
     }
+}
+
+/// Each loaded program's run count, by name (kernel statistics must be on).
+fn program_runs() -> std::collections::BTreeMap<String, (u64, Duration)> {
+    let mut out = std::collections::BTreeMap::new();
+    for info in aya::programs::loaded_programs().flatten() {
+        let name = info.name_as_str().unwrap_or("?").to_owned();
+        let e = out.entry(name).or_insert((0, Duration::ZERO));
+        e.0 += info.run_count();
+        e.1 += info.run_time();
+    }
+    out
+}
+
+/// `RF_STORM_RUN_COUNTS=1`: for no sensor and each storm choice ([`storm_choices`]), how long
+/// one step of each storm takes, and which programs ran how often in it and for how long (with
+/// the kernel's run statistics on for the while, which adds two clock reads per run: this is a
+/// diagnosis, not a price). One `RUNS` line per storm, and per storm and program that ran.
+/// `RF_STORM_NO_READER=1` leaves the ring unread (records are dropped once it is full), to tell
+/// the kernel's share from the reader's.
+fn run_counts(report: &mut Report) {
+    let n_sys: usize = env_usize("RF_STORM_SYSCALLS", 20_000);
+    let n_exec: usize = env_usize("RF_STORM_EXECS", 100);
+    let _stats = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+        Ok(fd) => fd,
+        Err(e) => return report.line("run-counts", Err(e.to_string())),
+    };
+    let _ = (syscall_storm(n_sys / 4), exec_storm(n_exec / 4)); // warm up
+    let mut choices = vec![None];
+    choices.extend(storm_choices(report).into_iter().map(Some));
+    // RF_STORM_RUN_PASSES: how many times the list is run through (what one setup leaves
+    // behind, the next may pay for).
+    let passes = env_usize("RF_STORM_RUN_PASSES", 1);
+    let choices: Vec<_> = (0..passes).flat_map(|_| choices.iter().cloned()).collect();
+    for choice in choices {
+        let (name, running) = match choice {
+            None => ("none".to_owned(), None),
+            Some((name, options)) => match Running::start(options) {
+                Ok(r) => (name, Some(r)),
+                Err(e) => return report.line("run-counts", Err(e)),
+            },
+        };
+        std::thread::sleep(SETTLE);
+        let storms: [(&str, &dyn Fn() -> Duration, usize); 2] = [
+            ("exec", &|| exec_storm(n_exec), n_exec),
+            ("syscall", &|| syscall_storm(n_sys), n_sys),
+        ];
+        for (storm_name, storm, steps) in storms {
+            let before = program_runs();
+            let took = storm();
+            println!(
+                "RUNS {name} {storm_name} storm {steps} steps ({} ns each)",
+                took.as_nanos() / steps.max(1) as u128
+            );
+            for (prog, (runs, time)) in program_runs() {
+                let (b_runs, b_time) = before.get(&prog).copied().unwrap_or_default();
+                let runs = runs.saturating_sub(b_runs);
+                if runs > 0 {
+                    let ns = time.saturating_sub(b_time).as_nanos() / u128::from(runs);
+                    println!("RUNS {name} {storm_name} {prog} {runs} ({ns} ns each)");
+                }
+            }
+        }
+        drop(running);
+        std::thread::sleep(SETTLE);
+    }
+    report.line(
+        "run-counts",
+        Ok(format!("{n_exec} execs, {n_sys} syscalls")),
+    );
 }
 
 /// `fentry 14, cgroup 0, tracepoint 3, syscall-tp 0, none 0`: how many kinds got each hook.
