@@ -127,7 +127,10 @@ pub fn parse_status(text: &[u8]) -> Status {
 
 /// The most read from one /proc file. A process chooses its own command line, and with a large
 /// stack limit it can make it hundreds of megabytes; past this the arguments are cut.
-const READ_LIMIT: u64 = 1 << 20;
+const READ_LIMIT: usize = 1 << 20;
+
+/// The least room offered to one read of a /proc file.
+const READ_CHUNK: usize = 4096;
 
 /// The directory `/proc/PID`, opened once (`O_PATH`): every file read through it belongs to the
 /// process that had the pid when it was opened.
@@ -147,15 +150,39 @@ impl ProcDir {
     }
 
     /// Read the file `name` into `buf` (cleared first), up to [`READ_LIMIT`] bytes.
+    ///
+    /// A read that comes back short has everything: these files are made whole at each read
+    /// (`stat`, `status` and `cgroup` are one seq_file record, and `cmdline` is copied until the
+    /// argument area ends). So a small file takes one read, not a second one that returns 0;
+    /// this runs for every exec in driverless mode.
     fn read(&self, name: &str, buf: &mut Vec<u8>) -> Option<()> {
         buf.clear();
         let flags = OFlags::RDONLY | OFlags::CLOEXEC;
-        let file = rustix::fs::openat(&self.0, name, flags, Mode::empty()).ok()?;
-        std::fs::File::from(file)
-            .take(READ_LIMIT)
-            .read_to_end(buf)
-            .ok()?;
-        Some(())
+        let mut file =
+            std::fs::File::from(rustix::fs::openat(&self.0, name, flags, Mode::empty()).ok()?);
+        loop {
+            let len = buf.len();
+            // Room doubles what was read (a long command line), from READ_CHUNK.
+            let room = READ_CHUNK.max(len).min(READ_LIMIT - len);
+            if room == 0 {
+                return Some(());
+            }
+            buf.resize(len + room, 0);
+            let got = file.read(buf.get_mut(len..).unwrap_or_default());
+            match got {
+                Ok(n) => {
+                    buf.truncate(len + n);
+                    if n < room {
+                        return Some(());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(len),
+                Err(_) => {
+                    buf.truncate(len);
+                    return None;
+                }
+            }
+        }
     }
 
     /// The target of the link `name` (`exe`, `cwd`).
@@ -485,6 +512,31 @@ mod tests {
         assert!(bytes <= 1 << 20, "{bytes}");
         assert!(bytes > 1_000_000, "{bytes}: the first megabyte is kept");
         assert_eq!(info.args.first().map(String::as_str), Some("/bin/sh"));
+    }
+
+    #[test]
+    fn a_command_line_over_pages_is_read_whole() {
+        // Arguments of 4095 bytes and one byte more: the reads end on a page edge and cross it.
+        let args: Vec<String> = (0..5).map(|i| "y".repeat(4095 + i % 2)).collect();
+        let child = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 10", "sh"])
+            .args(&args)
+            .spawn();
+        let Ok(mut child) = child else {
+            panic!("cannot spawn /bin/sh");
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut info = read_process(child.id(), None, &Clocks::read());
+        while info.args.first().map(String::as_str) != Some("/bin/sh")
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+            info = read_process(child.id(), None, &Clocks::read());
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(info.args.get(4..), Some(&args[..]));
+        assert!(info.complete, "{info:?}");
     }
 
     #[test]
