@@ -598,11 +598,15 @@ pub(crate) enum Link {
 }
 
 /// Why a program did not attach.
+#[derive(Debug)]
 pub(crate) enum AttachError {
     /// This kernel has no such hook (a syscall it was built without, a function not in BTF).
     Absent(String),
     /// The kernel refused the load or the attach (with the errno when there was one).
     Refused(String, Option<i32>),
+    /// The verifier rejected the program: a fault of this program on this kernel, which says
+    /// nothing about whether the kernel allows its kind of hook.
+    Rejected(String),
 }
 
 /// Whether tracefs lists the tracepoint (a syscall the kernel does not build has none).
@@ -625,6 +629,18 @@ fn cgroup2_root() -> Option<std::path::PathBuf> {
 fn absent_or_refused(step: &str, hook: Hook, e: &ProgramError) -> AttachError {
     if matches!(e, ProgramError::Btf(BtfError::UnknownBtfTypeName { .. })) {
         return AttachError::Absent(format!("this kernel has no {}", hook.describe()));
+    }
+    // The verifier answers EACCES or EINVAL with its reasons in the log; a refusal of the hook
+    // itself (lockdown's EPERM, an LSM's EACCES before the verifier runs, no trampolines on
+    // this architecture) leaves the log empty.
+    if let ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    } = e
+        && matches!(io_error.raw_os_error(), Some(libc::EACCES | libc::EINVAL))
+        && !verifier_log.to_string().trim().is_empty()
+    {
+        return AttachError::Rejected(program_error(step, e));
     }
     AttachError::Refused(program_error(step, e), super::probe::errno_of(e))
 }
@@ -747,6 +763,29 @@ pub(crate) fn program_error(step: &str, e: &ProgramError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verifier_rejection_is_no_refusal_of_the_hook() {
+        let load_error = |errno: i32, log: &str| ProgramError::LoadError {
+            io_error: std::io::Error::from_raw_os_error(errno),
+            verifier_log: aya_obj::VerifierLog::new(log.to_owned()),
+        };
+        let hook = Hook::FEntry("fd_install");
+        let rejected = absent_or_refused(
+            "load",
+            hook,
+            &load_error(libc::EACCES, "R1 invalid mem access 'scalar'\n"),
+        );
+        assert!(matches!(rejected, AttachError::Rejected(_)), "{rejected:?}");
+        // Lockdown's EPERM, and an EACCES that came before the verifier (no log): refusals.
+        for (errno, log) in [(libc::EPERM, ""), (libc::EACCES, ""), (libc::EPERM, "x")] {
+            let refused = absent_or_refused("load", hook, &load_error(errno, log));
+            assert!(
+                matches!(refused, AttachError::Refused(_, Some(n)) if n == errno),
+                "{refused:?}"
+            );
+        }
+    }
 
     #[test]
     fn every_kind_has_exactly_one_slot_and_no_program_serves_two() {

@@ -721,6 +721,13 @@ fn attach_all(
                         rows.push((p, None, false));
                     }
                     Err(AttachError::Absent(why)) => rows.push((p, Some(why), true)),
+                    // This program failed the verifier: its hook falls back, and the next
+                    // kinds still try their trampolines.
+                    Err(AttachError::Rejected(why)) => {
+                        refused = Some(format!("{}: {why}", p.name));
+                        rows.push((p, Some(why), false));
+                        break;
+                    }
                     Err(AttachError::Refused(why, errno)) => {
                         if choice.tier == HookTier::Fentry
                             && matches!(
