@@ -14,7 +14,7 @@
 //! `destination.domain`.
 #![allow(
     unsafe_code,
-    reason = "AF_PACKET socket/setsockopt/poll/recvfrom FFI for the capture socket"
+    reason = "AF_PACKET socket/setsockopt/poll/recvmsg FFI for the capture socket"
 )]
 
 pub mod owner;
@@ -98,9 +98,6 @@ pub struct DnsSource {
 const ETH_P_ALL: u16 = 0x0003;
 const ARPHRD_LOOPBACK: u16 = 772;
 const PACKET_OUTGOING: u8 = 4;
-/// `SIOCGSTAMPNS` (asm-generic/sockios.h; 64-bit `timespec` on 64-bit targets).
-const SIOCGSTAMPNS: libc::Ioctl = 0x8907;
-
 impl DnsSource {
     /// Open the `AF_PACKET` socket (needs `CAP_NET_RAW`) and attach the filter.
     pub fn open(options: &DnsOptions) -> Result<DnsSource, SourceError> {
@@ -119,37 +116,36 @@ impl DnsSource {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         crate::sys::attach_socket_filter(fd.as_raw_fd(), &mut filter(options.port))
             .map_err(|e| SourceError::syscall(NAME, "setsockopt(SO_ATTACH_FILTER)", e))?;
-        let source = DnsSource { fd };
-        // The first ask switches the kernel's receive timestamps on for this socket (it has
-        // none to give yet): from then on each packet carries the time the kernel saw it.
-        let _ = source.kernel_time();
-        Ok(source)
-    }
-
-    /// When the kernel saw the packet last received (`SIOCGSTAMPNS`), wall clock; `None`
-    /// before the first packet or when the kernel gives none. The connect that names a
-    /// packet's asker is ordered against this time, not against when the packet was read: a
-    /// busy agent reads it late, after the next resolver's connect.
-    fn kernel_time(&self) -> Option<Timestamp> {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
+        // Each packet carries the time the kernel saw it, in the same recvmsg(2) that reads
+        // it (`SCM_TIMESTAMPNS`). Without it a packet is timed when it is read.
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt(2) reads one int from a valid pointer.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&raw const on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
         };
-        // SAFETY: the ioctl writes one timespec into `ts`, which is valid and writable.
-        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), SIOCGSTAMPNS, &raw mut ts) };
-        if rc != 0 || ts.tv_sec <= 0 {
-            return None;
+        if rc != 0 {
+            tracing::warn!(
+                source = NAME,
+                error = %io::Error::last_os_error(),
+                "no kernel receive timestamps (SO_TIMESTAMPNS): packets are timed when read, \
+                 which can name the wrong asker when the agent reads late"
+            );
         }
-        let ns = ts
-            .tv_sec
-            .checked_mul(1_000_000_000)?
-            .checked_add(ts.tv_nsec)?;
-        Some(Timestamp(ns))
+        Ok(DnsSource { fd })
     }
 
-    /// One packet (from its network header) and where it went, or `None` after `timeout_ms`
-    /// without one.
-    fn recv(&self, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<(usize, Direction)>> {
+    /// One packet (from its network header), where it went, and when the kernel saw it (wall
+    /// clock; `None` when the kernel gave no time), or `None` after `timeout_ms` without one.
+    /// The connect that names a packet's asker is ordered against the kernel's time, not
+    /// against when the packet was read: a busy agent reads it late, after the next resolver's
+    /// connect.
+    fn recv(&self, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<Captured>> {
         let mut p = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -170,18 +166,22 @@ impl DnsSource {
         }
         // SAFETY: sockaddr_ll is plain data; zeroes are a valid value.
         let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut len = u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).unwrap_or(0);
-        // SAFETY: `buf` and `from` are valid and writable for the lengths given.
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                (&raw mut from).cast(),
-                &mut len,
-            )
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
         };
+        // Room for one timestamp message (16 bytes of header, 16 of timespec), 8-aligned.
+        let mut control = [0u64; 8];
+        // SAFETY: msghdr is plain data; zeroes are a valid value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&raw mut from).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: every pointer in `msg` is valid and writable for the length given with it.
+        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::WouldBlock {
@@ -201,8 +201,52 @@ impl DnsSource {
             (false, true) => Direction::Out,
             (false, false) => Direction::In,
         };
-        Ok(Some((usize::try_from(n).unwrap_or(0), direction)))
+        Ok(Some(Captured {
+            len: usize::try_from(n).unwrap_or(0),
+            direction,
+            kernel_time: kernel_time(&msg),
+        }))
     }
+}
+
+/// One packet read: its length in the buffer, where it went, and when the kernel saw it.
+struct Captured {
+    len: usize,
+    direction: Direction,
+    kernel_time: Option<Timestamp>,
+}
+
+/// The kernel's receive time from the `SCM_TIMESTAMPNS` message of a `recvmsg` result.
+fn kernel_time(msg: &libc::msghdr) -> Option<Timestamp> {
+    let want = std::mem::size_of::<libc::timespec>();
+    // SAFETY: `msg` was filled by recvmsg(2); the CMSG_* macros walk only within its
+    // msg_control buffer and msg_controllen, and return null past the end.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
+    while !cmsg.is_null() {
+        // SAFETY: a non-null header from CMSG_FIRSTHDR/CMSG_NXTHDR lies inside the buffer.
+        let header = unsafe { &*cmsg };
+        // SAFETY: CMSG_LEN is arithmetic on its argument.
+        let full = unsafe { libc::CMSG_LEN(want as u32) } as usize;
+        if header.cmsg_level == libc::SOL_SOCKET
+            && header.cmsg_type == libc::SCM_TIMESTAMPNS
+            && header.cmsg_len >= full
+        {
+            // SAFETY: the message holds a whole timespec (checked above), read unaligned.
+            let ts: libc::timespec =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
+            if ts.tv_sec <= 0 {
+                return None;
+            }
+            let ns = ts
+                .tv_sec
+                .checked_mul(1_000_000_000)?
+                .checked_add(ts.tv_nsec)?;
+            return Some(Timestamp(ns));
+        }
+        // SAFETY: as for CMSG_FIRSTHDR.
+        cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
+    }
+    None
 }
 
 /// Where a captured packet went.
@@ -298,18 +342,18 @@ impl Source for DnsSource {
         let mut owners = owner::Owners::new();
         let mut pending = Pending::default();
         while !stop.is_stopped() {
-            let (n, direction) = match self.recv(&mut buf, 200) {
+            let got = match self.recv(&mut buf, 200) {
                 Ok(Some(got)) => got,
                 Ok(None) => continue,
-                Err(e) => return Err(SourceError::syscall(NAME, "recvfrom", e)),
+                Err(e) => return Err(SourceError::syscall(NAME, "recvmsg", e)),
             };
-            if direction == Direction::LoopbackCopy {
+            if got.direction == Direction::LoopbackCopy {
                 continue;
             }
             // The kernel's time for the packet orders it against connects; without it, the
             // time it was read, before any /proc work.
-            let at = self.kernel_time().unwrap_or_else(Timestamp::now);
-            let Some(packet) = parse::parse_packet(buf.get(..n).unwrap_or_default()) else {
+            let at = got.kernel_time.unwrap_or_else(Timestamp::now);
+            let Some(packet) = parse::parse_packet(buf.get(..got.len).unwrap_or_default()) else {
                 out.note_error();
                 continue;
             };
@@ -319,7 +363,7 @@ impl Source for DnsSource {
             } else {
                 (packet.source, packet.destination)
             };
-            let pid = if !direction.asker_is_local(msg.is_response) {
+            let pid = if !got.direction.asker_is_local(msg.is_response) {
                 None
             } else if msg.is_response {
                 let (addr, port) = packet.destination;
@@ -900,19 +944,19 @@ mod tests {
         let mut owners = owner::Owners::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            let Ok(Some((n, direction))) = src.recv(&mut buf, 200) else {
+            let Ok(Some(got)) = src.recv(&mut buf, 200) else {
                 continue;
             };
-            let Some(p) = parse::parse_packet(&buf[..n]) else {
+            let Some(p) = parse::parse_packet(&buf[..got.len]) else {
                 continue;
             };
-            if direction == Direction::LoopbackCopy || p.message.id != 0x4242 {
+            if got.direction == Direction::LoopbackCopy || p.message.id != 0x4242 {
                 continue;
             }
             assert_eq!(p.message.name, "lookup.ringfence.test");
             // The kernel's time for the packet: after the send began, before it was read.
-            let seen = src
-                .kernel_time()
+            let seen = got
+                .kernel_time
                 .expect("the kernel's timestamp of the packet");
             assert!(sent_after <= seen && seen <= Timestamp::now(), "{seen:?}");
             assert_eq!(
