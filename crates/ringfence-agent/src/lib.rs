@@ -330,6 +330,8 @@ struct Opened {
     sensor_objects: Vec<ringfence_sensor::ebpf::guard::BpfObject>,
     /// The audit source receives execve records (its rules or others'), worth waiting for.
     audit_sees_execs: bool,
+    /// The process connector reads each exec's /proc (its cgroup too) as it arrives.
+    connector_places_execs: bool,
 }
 
 impl Agent {
@@ -498,6 +500,7 @@ impl Agent {
             ebpf_failed: None,
             sensor_objects: Vec::new(),
             audit_sees_execs: false,
+            connector_places_execs: false,
         };
         if mode == Mode::Ebpf {
             let options = mode::ebpf_options(&self.config, self.supervisor);
@@ -547,7 +550,8 @@ impl Agent {
             }
         }
         if opened.mode == Mode::Driverless {
-            opened.audit_sees_execs = self.open_driverless(&mut opened.sources, summary);
+            (opened.audit_sees_execs, opened.connector_places_execs) =
+                self.open_driverless(&mut opened.sources, summary);
         }
         if self.config.sources.logs {
             opened.sources.push((
@@ -655,7 +659,7 @@ impl Agent {
         &self,
         opened: &mut Vec<(SourceKind, Box<dyn Source>)>,
         summary: &mut Summary,
-    ) -> bool {
+    ) -> (bool, bool) {
         let s = &self.config.sources;
         let failed = |summary: &mut Summary, name: &'static str, e: String| {
             tracing::warn!(source = name, error = %e, "source not started");
@@ -682,6 +686,7 @@ impl Agent {
                 Err(e) => failed(summary, "audit", e.to_string()),
             }
         }
+        let mut connector_places_execs = false;
         if s.proc_connector {
             match ProcConnectorSource::open(ProcConnectorOptions {
                 // With audit's rules, arguments come from its records: no /proc race to run,
@@ -693,7 +698,10 @@ impl Agent {
                 hand_off: (!audit_sees_all_execs).then_some(Duration::from_millis(5)),
                 ..ProcConnectorOptions::default()
             }) {
-                Ok(src) => opened.push((SourceKind::ProcConnector, Box::new(src))),
+                Ok(src) => {
+                    connector_places_execs = !audit_sees_all_execs;
+                    opened.push((SourceKind::ProcConnector, Box::new(src)));
+                }
                 Err(e) => failed(summary, "proc_connector", e.to_string()),
             }
         }
@@ -708,7 +716,7 @@ impl Agent {
                 Err(e) => failed(summary, "fanotify", e.to_string()),
             }
         }
-        audit_sees_execs
+        (audit_sees_execs, connector_places_execs)
     }
 
     /// Open the sources (unless [`Agent::open`] did), run until `stop` is raised; then drain,
@@ -725,6 +733,7 @@ impl Agent {
             ebpf_failed,
             sensor_objects: _,
             audit_sees_execs,
+            connector_places_execs,
         } = opened;
         // Sources added after `open`.
         sources.append(&mut self.extra_sources);
@@ -847,6 +856,7 @@ impl Agent {
             domains: DomainCache::default(),
             askers: AskerWait::default(),
             admitted: Vec::new(),
+            connector_places_execs,
         };
         if let Some(why) = ebpf_failed {
             // Say so where a person will see it: in the event stream, beside the log line.
@@ -1168,6 +1178,9 @@ struct Pipeline {
     askers: AskerWait,
     /// [`Pipeline::handle_all`]'s buffer, kept between batches.
     admitted: Vec<Event>,
+    /// The process connector's execs were placed from /proc as they arrived (see
+    /// [`Opened::connector_places_execs`]).
+    connector_places_execs: bool,
 }
 
 impl Pipeline {
@@ -1213,9 +1226,16 @@ impl Pipeline {
             // then carries it to the process's other events and its children. The eBPF source
             // places every exec it reports (from the cgroup id, or /proc where the id does not
             // tell): on a unified host a process outside every container costs no read here.
+            // So does the process connector, which reads each exec's /proc as it arrives (a
+            // second read here, later, could only find the process gone or its pid reused).
+            let placed_by_source = match event.source {
+                Some(SourceKind::Ebpf) => true,
+                Some(SourceKind::ProcConnector) => self.connector_places_execs,
+                _ => false,
+            };
             if event.kind == Some(EventKind::ProcessExec)
                 && event.container.is_none()
-                && event.source != Some(SourceKind::Ebpf)
+                && !placed_by_source
             {
                 event.container = ringfence_sensor::container::of_pid(pid);
             }
