@@ -755,9 +755,10 @@ fn storm_choices(report: &mut Report) -> Vec<(String, EbpfOptions)> {
         .collect()
 }
 
-/// Storm ratios (with the sensor / without), for each hook choice ([`storm_choices`]). Each round runs both storms
-/// without the sensor and with it (loaded for the round, its reader converting every record),
-/// alternating which side goes first; the ratio is of the medians. One `STORM` line per choice.
+/// Storm ratios (with the sensor / without), for each hook choice ([`storm_choices`]). Each
+/// round runs both storms without the sensor and with it (loaded for the round, its reader
+/// converting every record), alternating which side goes first; the ratio is of the medians.
+/// One `STORM` line per choice.
 fn storms(report: &mut Report) {
     let n_sys: usize = env_usize("RF_STORM_SYSCALLS", 20_000);
     let n_exec: usize = env_usize("RF_STORM_EXECS", 100);
@@ -826,9 +827,9 @@ fn program_runs() -> std::collections::BTreeMap<String, (u64, Duration)> {
     let mut out = std::collections::BTreeMap::new();
     for info in aya::programs::loaded_programs().flatten() {
         let name = info.name_as_str().unwrap_or("?").to_owned();
-        let e = out.entry(name).or_insert((0, Duration::ZERO));
-        e.0 += info.run_count();
-        e.1 += info.run_time();
+        let e = out.entry(name).or_insert((0u64, Duration::ZERO));
+        e.0 = e.0.saturating_add(info.run_count());
+        e.1 = e.1.saturating_add(info.run_time());
     }
     out
 }
