@@ -486,17 +486,16 @@ mod tests {
         assert!(matches!(state(std::process::id()), Some('R' | 'S')));
     }
 
-    #[test]
-    fn a_huge_command_line_is_cut_at_the_read_limit() {
-        let big = "x".repeat(100_000);
+    /// What [`read_process`] reads of `sh -c "sleep 10" sh ARGS...` once it has exec'd (until
+    /// then, /proc shows the forked test binary).
+    fn read_sh_with(args: &[&str]) -> ProcInfo {
         let child = std::process::Command::new("/bin/sh")
             .args(["-c", "sleep 10", "sh"])
-            .args(std::iter::repeat_n(&big, 15))
+            .args(args)
             .spawn();
         let Ok(mut child) = child else {
             panic!("cannot spawn /bin/sh");
         };
-        // Until the child has exec'd, /proc shows the forked test binary.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let mut info = read_process(child.id(), None, &Clocks::read());
         while info.args.first().map(String::as_str) != Some("/bin/sh")
@@ -507,6 +506,13 @@ mod tests {
         }
         let _ = child.kill();
         let _ = child.wait();
+        info
+    }
+
+    #[test]
+    fn a_huge_command_line_is_cut_at_the_read_limit() {
+        let big = "x".repeat(100_000);
+        let info = read_sh_with(&[big.as_str(); 15]);
         // The NUL-separated text as read: the cut falls inside the last argument kept.
         let bytes = info.args.join("\0").len();
         assert!(bytes <= 1 << 20, "{bytes}");
@@ -518,23 +524,8 @@ mod tests {
     fn a_command_line_over_pages_is_read_whole() {
         // Arguments of 4095 bytes and one byte more: the reads end on a page edge and cross it.
         let args: Vec<String> = (0..5).map(|i| "y".repeat(4095 + i % 2)).collect();
-        let child = std::process::Command::new("/bin/sh")
-            .args(["-c", "sleep 10", "sh"])
-            .args(&args)
-            .spawn();
-        let Ok(mut child) = child else {
-            panic!("cannot spawn /bin/sh");
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut info = read_process(child.id(), None, &Clocks::read());
-        while info.args.first().map(String::as_str) != Some("/bin/sh")
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(10));
-            info = read_process(child.id(), None, &Clocks::read());
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let info = read_sh_with(&refs);
         assert_eq!(info.args.get(4..), Some(&args[..]));
         assert!(info.complete, "{info:?}");
     }
