@@ -575,12 +575,24 @@ fn exec_storm_here(n: usize) -> Duration {
     start.elapsed()
 }
 
-/// `kernel_check storm syscall|exec N`: one storm; prints its nanoseconds.
+/// N x (socket, close) of an unbound Unix datagram socket in this process; the elapsed time.
+/// Every descriptor install runs file writes' `fd_install` program where it is hooked, which
+/// stops at its first test for a socket.
+fn socket_storm_here(n: usize) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        drop(std::os::unix::net::UnixDatagram::unbound());
+    }
+    start.elapsed()
+}
+
+/// `kernel_check storm syscall|exec|socket N`: one storm; prints its nanoseconds.
 fn storm_child(args: &[String]) -> i32 {
     let n = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
     let took = match args.first().map(String::as_str) {
         Some("syscall") => syscall_storm_here(n),
         Some("exec") => exec_storm_here(n),
+        Some("socket") => socket_storm_here(n),
         _ => return 2,
     };
     println!("{}", took.as_nanos());
@@ -611,6 +623,7 @@ fn storm_apart(kind: &str, n: usize) -> Duration {
             eprintln!("kernel_check: the {kind} storm's child failed; running it here");
             match kind {
                 "exec" => exec_storm_here(n),
+                "socket" => socket_storm_here(n),
                 _ => syscall_storm_here(n),
             }
         }
@@ -835,7 +848,7 @@ fn program_runs() -> std::collections::BTreeMap<String, (u64, Duration)> {
 }
 
 /// `RF_STORM_RUN_COUNTS=1`: for no sensor and each storm choice ([`storm_choices`]), how long
-/// one step of each storm takes, and which programs ran how often in it and for how long (with
+/// one step of each storm takes (the exec and syscall storms, and N socket-and-close), and which programs ran how often in it and for how long (with
 /// the kernel's run statistics on for the while, which adds two clock reads per run: this is a
 /// diagnosis, not a price). One `RUNS` line per storm, and per storm and program that ran.
 /// `RF_STORM_NO_READER=1` leaves the ring unread (records are dropped once it is full), to tell
@@ -863,9 +876,10 @@ fn run_counts(report: &mut Report) {
             },
         };
         std::thread::sleep(SETTLE);
-        let storms: [(&str, &dyn Fn() -> Duration, usize); 2] = [
+        let storms: [(&str, &dyn Fn() -> Duration, usize); 3] = [
             ("exec", &|| exec_storm(n_exec), n_exec),
             ("syscall", &|| syscall_storm(n_sys), n_sys),
+            ("socket", &|| storm_apart("socket", n_sys), n_sys),
         ];
         for (storm_name, storm, steps) in storms {
             let before = program_runs();
