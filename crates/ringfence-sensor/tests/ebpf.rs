@@ -697,6 +697,18 @@ fn doctor_probe_reports_refusals_with_their_errno() {
         sensor.detail.starts_with("loads and attaches"),
         "{sensor:?}"
     );
+    // Where a kind is on a syscall tracepoint (deep only), the doctor says what that costs.
+    let on_syscall_tp = doctor
+        .rows
+        .iter()
+        .any(|r| r.detail.starts_with("deep profile only"));
+    assert_eq!(
+        sensor
+            .detail
+            .contains("cost every syscall on the host: measured"),
+        on_syscall_tp,
+        "{sensor:?}"
+    );
 }
 
 fn boottime_ns() -> u64 {

@@ -308,10 +308,24 @@ pub fn trial_load() -> Result<(String, Vec<Probe>), String> {
         .iter()
         .filter(|a| a.skipped.is_none())
         .count();
-    let detail = format!("loads and attaches {attached} programs (deep profile)");
+    let mut detail = format!("loads and attaches {attached} programs (deep profile)");
+    if sensor
+        .kind_hooks()
+        .iter()
+        .any(|h| h.tier == Some(super::HookTier::Syscall))
+    {
+        detail.push_str(DEEP_COST);
+    }
     let rows = sensor.kind_hooks().iter().map(kind_row).collect();
     Ok((detail, rows))
 }
+
+/// What the deep profile's syscall tracepoints were measured to cost, for the doctor (the
+/// README has the tables).
+const DEEP_COST: &str = "; deep's syscall tracepoints cost every syscall on the host: measured \
+    1.04-1.11x on a loop of open, stat and close (Debian 6.1 and 6.12, counted) and 1.12-1.15x \
+    on a 6.18 host; `ringfence bench syscall-storm --mode ebpf --config FILE` with \
+    `[sensor] profile = \"deep\"` measures this one";
 
 /// The doctor's row for one kind: the hook it gets here, and what the default profile does.
 fn kind_row(h: &super::KindHook) -> Probe {
