@@ -609,6 +609,34 @@ pub(crate) enum AttachError {
     Rejected(String),
 }
 
+impl AttachError {
+    /// When a trampoline program's failure means the kernel refuses every trampoline (lockdown's
+    /// EPERM, an LSM's EACCES before the verifier, none on this architecture), what to say of
+    /// the later ones. A verifier rejection is the program's own and refuses nothing else.
+    pub(crate) fn trampolines_refused(&self) -> Option<String> {
+        match self {
+            AttachError::Refused(
+                why,
+                Some(errno @ (libc::EPERM | libc::EACCES | libc::ENOTSUP | 524)),
+            ) => Some(format!(
+                "this kernel refuses BPF trampolines ({} at {})",
+                super::probe::errno_name(*errno),
+                why.split(':').next().unwrap_or("load")
+            )),
+            _ => None,
+        }
+    }
+
+    /// Why, in words.
+    pub(crate) fn reason(self) -> String {
+        match self {
+            AttachError::Absent(why)
+            | AttachError::Refused(why, _)
+            | AttachError::Rejected(why) => why,
+        }
+    }
+}
+
 /// Whether tracefs lists the tracepoint (a syscall the kernel does not build has none).
 fn tracepoint_exists(cat: &str, name: &str) -> bool {
     std::path::Path::new(&format!("/sys/kernel/tracing/events/{cat}/{name}")).exists()
@@ -777,12 +805,18 @@ mod tests {
             &load_error(libc::EACCES, "R1 invalid mem access 'scalar'\n"),
         );
         assert!(matches!(rejected, AttachError::Rejected(_)), "{rejected:?}");
+        assert_eq!(rejected.trampolines_refused(), None);
         // Lockdown's EPERM, and an EACCES that came before the verifier (no log): refusals.
         for (errno, log) in [(libc::EPERM, ""), (libc::EACCES, ""), (libc::EPERM, "x")] {
             let refused = absent_or_refused("load", hook, &load_error(errno, log));
             assert!(
                 matches!(refused, AttachError::Refused(_, Some(n)) if n == errno),
                 "{refused:?}"
+            );
+            let all = refused.trampolines_refused().unwrap_or_default();
+            assert!(
+                all.starts_with("this kernel refuses BPF trampolines (E"),
+                "{all}"
             );
         }
     }

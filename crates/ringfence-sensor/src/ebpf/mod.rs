@@ -721,26 +721,13 @@ fn attach_all(
                         rows.push((p, None, false));
                     }
                     Err(AttachError::Absent(why)) => rows.push((p, Some(why), true)),
-                    // This program failed the verifier: its hook falls back, and the next
-                    // kinds still try their trampolines.
-                    Err(AttachError::Rejected(why)) => {
-                        refused = Some(format!("{}: {why}", p.name));
-                        rows.push((p, Some(why), false));
-                        break;
-                    }
-                    Err(AttachError::Refused(why, errno)) => {
+                    Err(failure) => {
                         if choice.tier == HookTier::Fentry
-                            && matches!(
-                                errno,
-                                Some(libc::EPERM | libc::EACCES | libc::ENOTSUP | 524)
-                            )
+                            && let Some(all) = failure.trampolines_refused()
                         {
-                            trampolines_refused = Some(format!(
-                                "this kernel refuses BPF trampolines ({} at {})",
-                                probe::errno_name(errno.unwrap_or(0)),
-                                why.split(':').next().unwrap_or("load")
-                            ));
+                            trampolines_refused = Some(all);
                         }
+                        let why = failure.reason();
                         refused = Some(format!("{}: {why}", p.name));
                         rows.push((p, Some(why), false));
                         break;
