@@ -46,11 +46,16 @@ fn main() {
     sensor_checks(&mut report);
     hook_parity(&mut report);
     guard_checks(&mut report);
-    if std::env::var_os("RF_STORM_RUN_COUNTS").is_some() {
-        run_counts(&mut report);
-    }
-    if std::env::var_os("RF_NO_STORMS").is_none() {
-        storms(&mut report);
+    let counts = std::env::var_os("RF_STORM_RUN_COUNTS").is_some();
+    let ratios = std::env::var_os("RF_NO_STORMS").is_none();
+    if counts || ratios {
+        let choices = storm_choices(&mut report);
+        if counts {
+            run_counts(&mut report, &choices);
+        }
+        if ratios {
+            storms(&mut report, &choices);
+        }
     }
     descriptor_checks(&mut report);
     report.finish();
@@ -116,8 +121,8 @@ impl Watch {
 }
 
 /// The deep profile watching [`WATCH`]: every kind, each on the cheapest hook this kernel
-/// takes, this process included.
-fn deep_sensor() -> Result<EbpfSensor, String> {
+/// takes, this process included. When it does not load, the check `check` fails with why.
+fn deep_sensor(report: &mut Report, check: &str) -> Option<EbpfSensor> {
     let _ = std::fs::create_dir_all(WATCH);
     let options = EbpfOptions {
         watched_prefixes: vec![format!("{WATCH}/")],
@@ -126,16 +131,14 @@ fn deep_sensor() -> Result<EbpfSensor, String> {
         profile: Profile::Deep,
         ..EbpfOptions::default()
     };
-    EbpfSensor::load(&options).map_err(|e| e.to_string())
+    EbpfSensor::load(&options)
+        .map_err(|e| report.line(check, Err(e.to_string())))
+        .ok()
 }
 
 fn sensor_checks(report: &mut Report) {
-    let sensor = match deep_sensor() {
-        Ok(s) => s,
-        Err(e) => {
-            report.line("sensor-load", Err(e));
-            return;
-        }
+    let Some(sensor) = deep_sensor(report, "sensor-load") else {
+        return;
     };
     // A tracepoint the kernel does not have (e.g. init_module without CONFIG_MODULES) is
     // skipped by design; any other refusal (a verifier or relocation error) is a failure.
@@ -247,12 +250,8 @@ fn sensor_checks(report: &mut Report) {
 /// through io_uring, and a dup. Run after the storms: the io_uring instance leaves kernel work
 /// behind for a while, which moved the 6.12 guest's exec storm by three points.
 fn descriptor_checks(report: &mut Report) {
-    let sensor = match deep_sensor() {
-        Ok(s) => s,
-        Err(e) => {
-            report.line("sensor-descriptors", Err(e));
-            return;
-        }
+    let Some(sensor) = deep_sensor(report, "sensor-descriptors") else {
+        return;
     };
     let mut watch = Watch {
         sensor,
@@ -586,56 +585,49 @@ fn socket_storm_here(n: usize) -> Duration {
     start.elapsed()
 }
 
+/// One storm of `kind` (`syscall`, `exec`, `socket`) in this process.
+fn storm_here(kind: &str, n: usize) -> Option<Duration> {
+    match kind {
+        "syscall" => Some(syscall_storm_here(n)),
+        "exec" => Some(exec_storm_here(n)),
+        "socket" => Some(socket_storm_here(n)),
+        _ => None,
+    }
+}
+
 /// `kernel_check storm syscall|exec|socket N`: one storm; prints its nanoseconds.
 fn storm_child(args: &[String]) -> i32 {
-    let n = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
-    let took = match args.first().map(String::as_str) {
-        Some("syscall") => syscall_storm_here(n),
-        Some("exec") => exec_storm_here(n),
-        Some("socket") => socket_storm_here(n),
-        _ => return 2,
-    };
-    println!("{}", took.as_nanos());
-    0
+    let n = args.get(1).and_then(|n| n.parse().ok());
+    match (args.first(), n) {
+        (Some(kind), Some(n)) => match storm_here(kind, n) {
+            Some(took) => {
+                println!("{}", took.as_nanos());
+                0
+            }
+            None => 2,
+        },
+        _ => 2,
+    }
 }
 
 /// A storm run in a process of its own, as the host's other processes are: not in this one,
 /// which holds the sensor's descriptors (a program and a link for each hook). Every fork copies
 /// its parent's descriptor table and every exec closes the copies, so an exec storm from here
 /// would pay for each hook loaded whether or not it ran: 0.4–0.8 µs per exec per trampoline
-/// on 6.1, counted. When the child cannot run, the storm runs here, and says so.
-fn storm_apart(kind: &str, n: usize) -> Duration {
-    let child = std::env::current_exe().and_then(|exe| {
-        Command::new(exe)
-            .args(["storm", kind, &n.to_string()])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-    });
-    let ns = child.ok().and_then(|out| {
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<u64>()
-            .ok()
-    });
-    match ns {
-        Some(ns) => Duration::from_nanos(ns),
-        None => {
-            eprintln!("kernel_check: the {kind} storm's child failed; running it here");
-            match kind {
-                "exec" => exec_storm_here(n),
-                "socket" => socket_storm_here(n),
-                _ => syscall_storm_here(n),
-            }
-        }
-    }
-}
-
-fn syscall_storm(n: usize) -> Duration {
-    storm_apart("syscall", n)
-}
-
-fn exec_storm(n: usize) -> Duration {
-    storm_apart("exec", n)
+/// on 6.1, counted. A storm that cannot run apart fails its check: run here, it would measure
+/// that bias again.
+fn storm_apart(kind: &str, n: usize) -> Result<Duration, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("the {kind} storm: {e}"))?;
+    let out = Command::new(exe)
+        .args(["storm", kind, &n.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("the {kind} storm's process: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<u64>()
+        .map(Duration::from_nanos)
+        .map_err(|_| format!("the {kind} storm's process gave no time ({})", out.status))
 }
 
 /// The sensor with a reader thread draining and converting its records (the agent's first
@@ -648,7 +640,8 @@ struct Running {
 }
 
 impl Running {
-    fn start(options: EbpfOptions) -> Result<Running, String> {
+    /// `read`: whether the reader drains the ring at all (`run_counts` may leave it unread).
+    fn start(options: EbpfOptions, read: bool) -> Result<Running, String> {
         let mut sensor = EbpfSensor::load(&options).map_err(|e| e.to_string())?;
         let hooks = hook_summary(&sensor);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -656,8 +649,6 @@ impl Running {
         // RF_STORM_DECODE_ONLY=1: the reader decodes each record but builds no event, to
         // tell the conversion's share of the cost.
         let convert_each = std::env::var_os("RF_STORM_DECODE_ONLY").is_none();
-        // RF_STORM_NO_READER=1 (for `run_counts`): nothing drains the ring.
-        let read = std::env::var_os("RF_STORM_NO_READER").is_none();
         let thread = std::thread::spawn(move || {
             let clocks = *sensor.clocks();
             let mut n = 0u64;
@@ -772,13 +763,16 @@ fn storm_choices(report: &mut Report) -> Vec<(String, EbpfOptions)> {
 /// round runs both storms without the sensor and with it (loaded for the round, its reader
 /// converting every record), alternating which side goes first; the ratio is of the medians.
 /// One `STORM` line per choice.
-fn storms(report: &mut Report) {
+fn storms(report: &mut Report, choices: &[(String, EbpfOptions)]) {
     let n_sys: usize = env_usize("RF_STORM_SYSCALLS", 20_000);
     let n_exec: usize = env_usize("RF_STORM_EXECS", 100);
     let rounds: usize = env_usize("RF_STORM_ROUNDS", 4);
-    let both = || (syscall_storm(n_sys), exec_storm(n_exec));
-    let _ = (syscall_storm(n_sys / 4), exec_storm(n_exec / 4)); // warm up
-    for (name, options) in storm_choices(report) {
+    let both = || Ok::<_, String>((storm_apart("syscall", n_sys)?, storm_apart("exec", n_exec)?));
+    let _ = (
+        storm_apart("syscall", n_sys / 4),
+        storm_apart("exec", n_exec / 4),
+    ); // warm up
+    for (name, options) in choices {
         let mut hooks = String::new();
         let (mut sys_with, mut sys_without, mut exec_with, mut exec_without) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -787,7 +781,7 @@ fn storms(report: &mut Report) {
             // Loading and unloading leave work behind (freed BTF, trampolines and links go
             // after RCU grace periods, on kernel threads): let it finish before a side is timed.
             let mut with = || -> Result<(Duration, Duration), String> {
-                let running = Running::start(options.clone())?;
+                let running = Running::start(options.clone(), true)?;
                 if hooks.is_empty() {
                     hooks.clone_from(&running.hooks);
                 }
@@ -795,7 +789,7 @@ fn storms(report: &mut Report) {
                 let d = both();
                 drop(running);
                 std::thread::sleep(SETTLE);
-                Ok(d)
+                d
             };
             let (w, wo) = if round % 2 == 0 {
                 let w = with();
@@ -804,14 +798,14 @@ fn storms(report: &mut Report) {
                 let wo = both();
                 (with(), wo)
             };
-            match w {
-                Ok((s, e)) => {
+            match (w, wo) {
+                (Ok((s, e)), Ok((s0, e0))) => {
                     sys_with.push(s.as_secs_f64());
                     exec_with.push(e.as_secs_f64());
-                    sys_without.push(wo.0.as_secs_f64());
-                    exec_without.push(wo.1.as_secs_f64());
+                    sys_without.push(s0.as_secs_f64());
+                    exec_without.push(e0.as_secs_f64());
                 }
-                Err(e) => {
+                (Err(e), _) | (_, Err(e)) => {
                     failed = Some(e);
                     break;
                 }
@@ -848,21 +842,26 @@ fn program_runs() -> std::collections::BTreeMap<String, (u64, Duration)> {
 }
 
 /// `RF_STORM_RUN_COUNTS=1`: for no sensor and each storm choice ([`storm_choices`]), how long
-/// one step of each storm takes (the exec and syscall storms, and N socket-and-close), and which programs ran how often in it and for how long (with
-/// the kernel's run statistics on for the while, which adds two clock reads per run: this is a
-/// diagnosis, not a price). One `RUNS` line per storm, and per storm and program that ran.
+/// one step of each storm takes (the exec and syscall storms, and N socket-and-close), and
+/// which programs ran how often in it and for how long (with the kernel's run statistics on
+/// for the while, which adds two clock reads per run: this is a diagnosis, not a price). One `RUNS` line per storm, and per storm and program that ran.
 /// `RF_STORM_NO_READER=1` leaves the ring unread (records are dropped once it is full), to tell
 /// the kernel's share from the reader's.
-fn run_counts(report: &mut Report) {
+fn run_counts(report: &mut Report, choices: &[(String, EbpfOptions)]) {
     let n_sys: usize = env_usize("RF_STORM_SYSCALLS", 20_000);
     let n_exec: usize = env_usize("RF_STORM_EXECS", 100);
     let _stats = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
         Ok(fd) => fd,
         Err(e) => return report.line("run-counts", Err(e.to_string())),
     };
-    let _ = (syscall_storm(n_sys / 4), exec_storm(n_exec / 4)); // warm up
-    let mut choices = vec![None];
-    choices.extend(storm_choices(report).into_iter().map(Some));
+    let _ = (
+        storm_apart("syscall", n_sys / 4),
+        storm_apart("exec", n_exec / 4),
+    ); // warm up
+    let read = std::env::var_os("RF_STORM_NO_READER").is_none();
+    let choices: Vec<_> = std::iter::once(None)
+        .chain(choices.iter().cloned().map(Some))
+        .collect();
     // RF_STORM_RUN_PASSES: how many times the list is run through (what one setup leaves
     // behind, the next may pay for).
     let passes = env_usize("RF_STORM_RUN_PASSES", 1);
@@ -870,20 +869,19 @@ fn run_counts(report: &mut Report) {
     for choice in choices {
         let (name, running) = match choice {
             None => ("none".to_owned(), None),
-            Some((name, options)) => match Running::start(options) {
+            Some((name, options)) => match Running::start(options, read) {
                 Ok(r) => (name, Some(r)),
                 Err(e) => return report.line("run-counts", Err(e)),
             },
         };
         std::thread::sleep(SETTLE);
-        let storms: [(&str, &dyn Fn() -> Duration, usize); 3] = [
-            ("exec", &|| exec_storm(n_exec), n_exec),
-            ("syscall", &|| syscall_storm(n_sys), n_sys),
-            ("socket", &|| storm_apart("socket", n_sys), n_sys),
-        ];
-        for (storm_name, storm, steps) in storms {
+        let storms = [("exec", n_exec), ("syscall", n_sys), ("socket", n_sys)];
+        for (storm_name, steps) in storms {
             let before = program_runs();
-            let took = storm();
+            let took = match storm_apart(storm_name, steps) {
+                Ok(took) => took,
+                Err(e) => return report.line("run-counts", Err(e)),
+            };
             println!(
                 "RUNS {name} {storm_name} storm {steps} steps ({} ns each)",
                 took.as_nanos() / steps.max(1) as u128
