@@ -13,9 +13,15 @@
  *
  * Who is the agent: the tgids in `guard_pids`. The process that launched the supervisor (its
  * service manager, or `ringfence up`), checked by tgid *and* start time so a reused pid is not
- * trusted, may still signal the supervisor: that is how a host shuts down and how an operator
- * stops the service. Everything is off while `guard_cfg.armed` is 0, which is how an authorised
- * uninstall (a signed maintenance token, checked in user space) switches protection off.
+ * trusted, may still end the agent: that is how a host shuts down and how an operator stops the
+ * service. It signals the supervisor, which stops the worker; and when the stop takes longer than
+ * its timeout, systemd kills what is left of the service, and at shutdown systemd-shutdown (still
+ * pid 1, same start time) kills every process left. A worker that refused those kills kept the
+ * root filesystem from being remounted read-only, so the host rebooted uncleanly (found by the
+ * package's guest drill on a starved emulator). The launcher may not stop (freeze) an agent
+ * process, which would blind it with the service still up. Everything is off while
+ * `guard_cfg.armed` is 0, which is how an authorised uninstall (a signed maintenance token,
+ * checked in user space) switches protection off.
  *
  * Each refusal is counted per hook in `guard_denials` and written to the small `guard_ring`, so
  * the agent reports who tried. Loading needs CONFIG_BPF_LSM with `bpf` in the active LSMs; where
@@ -34,6 +40,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define PTRACE_MODE_ATTACH 0x02
 #define SIGCHLD 17
 #define SIGCONT 18
+#define SIGSTOP 19
+#define SIGTSTP 20
+#define SIGTTIN 21
+#define SIGTTOU 22
 #define SIGURG 23
 #define SIGWINCH 28
 #define CMD_PROG_GET_FD_BY_ID 13
@@ -63,10 +73,8 @@ enum guard_object {
 
 struct guard_config {
 	__u32 armed;
-	__u32 launcher_tgid;	/* may signal the supervisor ... */
+	__u32 launcher_tgid;	/* may end the agent's processes ... */
 	__u64 launcher_start;	/* ... if it still started at this tick (/proc/PID/stat field 22) */
-	__u32 supervisor_tgid;
-	__u32 pad;
 };
 
 struct guard_inode {
@@ -232,7 +240,8 @@ int BPF_PROG(guard_task_kill, struct task_struct *p, struct kernel_siginfo *info
 	if (!is_agent(target) || current_is_agent())
 		return 0;
 	__u32 actor = bpf_get_current_pid_tgid() >> 32;
-	if (target == cfg->supervisor_tgid && actor == cfg->launcher_tgid) {
+	int stops = sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
+	if (actor == cfg->launcher_tgid && !stops) {
 		struct task_struct *me = (struct task_struct *)bpf_get_current_task_btf();
 		__u64 start = BPF_CORE_READ(me, group_leader, start_boottime) / NSEC_PER_USER_TICK;
 		if (start == cfg->launcher_start)

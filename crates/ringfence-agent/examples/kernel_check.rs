@@ -39,6 +39,13 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("attack") {
         std::process::exit(attack(&args[2..]));
     }
+    if args.get(1).map(String::as_str) == Some("launcher") {
+        std::process::exit(launcher_child());
+    }
+    if args.get(1).map(String::as_str) == Some("idle") {
+        std::thread::sleep(Duration::from_secs(600));
+        std::process::exit(0);
+    }
     if args.get(1).map(String::as_str) == Some("storm") {
         std::process::exit(storm_child(&args[2..]));
     }
@@ -946,8 +953,20 @@ fn guard_checks(report: &mut Report) {
         report.line("guard-setup", Err(format!("{}: {e}", dir.display())));
         return;
     }
+    // The service manager's part: a launcher, and an agent process it started (its child).
+    let mut launcher = match Launching::start() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            report.line("guard-launcher", Err(e));
+            None
+        }
+    };
     let options = GuardOptions {
         paths: vec![dir.clone()],
+        agent_pids: launcher.iter().map(|l| l.agent).collect(),
+        launcher: launcher
+            .as_ref()
+            .and_then(|l| ringfence_sensor::ebpf::guard::Launcher::parent_of(l.agent)),
         ..GuardOptions::default()
     };
     let mut guard = match Guard::load(&options) {
@@ -979,6 +998,9 @@ fn guard_checks(report: &mut Report) {
         .map_or(0, |o| o.id);
 
     report.line("guard-armed", run_attacker(&dir, link, "armed", ARMED));
+    if let Some(launcher) = launcher.as_mut() {
+        report.line("guard-launcher", launcher.ends_but_cannot_freeze());
+    }
     let denials = guard.drain_denials();
     let me = std::process::id();
     report.line(
@@ -1151,6 +1173,119 @@ fn attack(args: &[String]) -> i32 {
     }
     say("unlink", std::fs::remove_file(&state));
     say("bpf-link", link_fd_by_id(link));
+    0
+}
+
+/// A launcher child (`kernel_check launcher`) and the protected process it started, as systemd
+/// and the agent's supervisor: the guard lets the launcher end the agent (systemd's SIGKILL at
+/// the end of a stop timeout, systemd-shutdown's at shutdown) but not freeze it.
+struct Launching {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    agent: u32,
+}
+
+impl Launching {
+    fn start() -> Result<Launching, String> {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new(exe)
+            .arg("launcher")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("launcher: {e}"))?;
+        let Some(stdout) = child.stdout.take() else {
+            return Err("launcher: no stdout".into());
+        };
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let Some(agent) = first
+            .strip_prefix("agent ")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            let _ = child.kill();
+            return Err(format!("launcher: no agent started ({first:?})"));
+        };
+        Ok(Launching {
+            child,
+            lines,
+            agent,
+        })
+    }
+
+    /// Ask the launcher to send `signal` to its agent; what it said.
+    fn signal(&mut self, signal: i32) -> String {
+        use std::io::Write;
+        let Some(stdin) = self.child.stdin.as_mut() else {
+            return "launcher: no stdin".into();
+        };
+        if writeln!(stdin, "{signal}")
+            .and_then(|()| stdin.flush())
+            .is_err()
+        {
+            return "launcher: gone".into();
+        }
+        self.lines.next().and_then(Result::ok).unwrap_or_default()
+    }
+
+    fn ends_but_cannot_freeze(&mut self) -> Result<String, String> {
+        let freeze = self.signal(libc::SIGSTOP);
+        let kill = self.signal(libc::SIGKILL);
+        let reaped = self.signal(0);
+        if freeze.contains("denied") && kill.contains("allowed") && reaped.contains("signal 9") {
+            Ok("the launcher's SIGSTOP refused, its SIGKILL ended the agent process".into())
+        } else {
+            Err(format!(
+                "SIGSTOP: {freeze}; SIGKILL: {kill}; then: {reaped}"
+            ))
+        }
+    }
+}
+
+impl Drop for Launching {
+    fn drop(&mut self) {
+        // The launcher ends at the end of its input, and takes its agent with it if it can.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// `kernel_check launcher`: starts an idle agent process (prints `agent PID`), then sends it
+/// each signal number read from stdin, printing the outcome; 0 waits for it and prints how it
+/// ended.
+fn launcher_child() -> i32 {
+    use std::io::BufRead;
+    let Ok(exe) = std::env::current_exe() else {
+        return 1;
+    };
+    let Ok(mut agent) = Command::new(exe).arg("idle").spawn() else {
+        println!("agent none");
+        return 1;
+    };
+    let pid = agent.id();
+    println!("agent {pid}");
+    for line in std::io::stdin().lock().lines() {
+        let Ok(signal) = line.unwrap_or_default().trim().parse::<i32>() else {
+            break;
+        };
+        if signal == 0 {
+            use std::os::unix::process::ExitStatusExt;
+            match agent.wait() {
+                Ok(status) => println!("ended by signal {}", status.signal().unwrap_or(0)),
+                Err(e) => println!("wait: {e}"),
+            }
+            continue;
+        }
+        let pid = i32::try_from(pid).unwrap_or(i32::MAX);
+        // SAFETY: kill(2) with plain integers.
+        say(
+            &format!("kill-{signal}"),
+            os(unsafe { libc::kill(pid, signal) }),
+        );
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
     0
 }
 

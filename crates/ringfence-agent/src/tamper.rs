@@ -12,7 +12,8 @@
 //!
 //! Two things are not tamper. A signal from the agent's launcher (the parent of its outermost
 //! process: the service manager, `ringfence up`, `timeout -s INT 5 ringfence agent run`), known
-//! by pid and start time, is how an agent is stopped, as the BPF LSM guard also allows. And a
+//! by pid and start time, is how an agent is stopped, as the BPF LSM guard also allows; a stop
+//! signal (SIGSTOP and the like) is tamper from it too. And a
 //! look at the agent's BPF objects by the system's `bpftool` (in `/usr/sbin` and the like)
 //! listing them (`prog show`, `link list`, `map dump`: a descriptor by id, its info read,
 //! closed) is one low finding
@@ -175,6 +176,13 @@ fn harmless(signal: i64) -> bool {
     matches!(signal, 0 | 17 | 18 | 23 | 28)
 }
 
+/// A signal that freezes its target (SIGSTOP 19, SIGTSTP 20, SIGTTIN 21, SIGTTOU 22): it
+/// blinds the agent with the service still up, so it is tamper even from the launcher (and the
+/// BPF LSM guard refuses it).
+fn freezes(signal: i64) -> bool {
+    matches!(signal, 19..=22)
+}
+
 impl TamperDetector {
     pub fn new(opts: TamperOptions) -> TamperDetector {
         TamperDetector {
@@ -241,7 +249,8 @@ impl TamperDetector {
             EventKind::Signal => {
                 let target = event.target.as_ref()?.pid;
                 let signal = event.detail.as_ref()?.signal_number?;
-                let launcher = self.opts.launcher.is_some_and(|l| l.is_actor_of(event));
+                let launcher =
+                    self.opts.launcher.is_some_and(|l| l.is_actor_of(event)) && !freezes(signal);
                 (self.is_agent(target) && !harmless(signal) && !launcher).then_some(&self.signal)
             }
             EventKind::Ptrace => {
@@ -527,6 +536,18 @@ mod tests {
         assert!(findings(&mut d, &stop(50, None)).is_empty());
         let close = Timestamp(launched.as_nanos() + 9_000_000);
         assert!(findings(&mut d, &stop(50, Some(close))).is_empty());
+        // Its SIGKILL at the end of a stop timeout, or systemd-shutdown's, ends the agent too.
+        let mut kill = stop(50, Some(launched));
+        if let Some(detail) = kill.detail.as_mut() {
+            detail.signal_number = Some(9);
+        }
+        assert!(findings(&mut d, &kill).is_empty());
+        // A freeze is tamper even from the launcher: it blinds the agent, the service still up.
+        let mut freeze = stop(50, Some(launched));
+        if let Some(detail) = freeze.detail.as_mut() {
+            detail.signal_number = Some(19);
+        }
+        assert_eq!(findings(&mut d, &freeze).len(), 1);
         // Anyone else, or the launcher's pid reused by a later process, is tamper.
         assert_eq!(findings(&mut d, &stop(51, Some(launched))).len(), 1);
         let reused = Timestamp::from_secs(1_800_000_500);

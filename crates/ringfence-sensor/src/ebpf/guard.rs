@@ -1,5 +1,5 @@
 //! Self-protection with BPF LSM: loads `bpf/guard.bpf.c`, tells it who the agent is (its tgids,
-//! the launcher that may stop the supervisor), what it owns (files and directories by inode, and
+//! the launcher that may end it), what it owns (files and directories by inode, and
 //! its BPF programs, maps and links by id), and reads back who was refused.
 //!
 //! The programs refuse signals, ptrace attach, write-opens, truncation, unlinks, renames and
@@ -140,7 +140,8 @@ pub fn objects_of(ebpf: &Ebpf) -> Vec<BpfObject> {
     out
 }
 
-/// The process allowed to signal the supervisor: its service manager or `ringfence up`.
+/// The process allowed to end the agent (any signal but a stop): its service manager or
+/// `ringfence up`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Launcher {
     pub tgid: u32,
@@ -261,11 +262,10 @@ struct GuardConfig {
     armed: u32,
     launcher_tgid: u32,
     launcher_start: u64,
-    supervisor_tgid: u32,
-    pad: u32,
 }
 
-// SAFETY: GuardConfig is repr(C) plain old data with explicit padding, matching the object.
+// SAFETY: GuardConfig is repr(C) plain old data with no padding (4 + 4 + 8 bytes), matching the
+// object.
 unsafe impl aya::Pod for GuardConfig {}
 
 /// `struct guard_inode`: an inode by number and the kernel's encoding of its device.
@@ -363,7 +363,7 @@ unsafe impl aya::Pod for ObjectKey {}
 pub struct GuardOptions {
     /// The agent's processes (tgids); the loading process is always added.
     pub agent_pids: Vec<u32>,
-    /// The supervisor, which the launcher may signal.
+    /// The supervisor (protected like `agent_pids`).
     pub supervisor: Option<u32>,
     pub launcher: Option<Launcher>,
     /// Files and directories; a directory's files are protected too (up to
@@ -438,8 +438,6 @@ impl Guard {
             armed: 1,
             launcher_tgid: options.launcher.map_or(0, |l| l.tgid),
             launcher_start: options.launcher.map_or(0, |l| l.start_ticks),
-            supervisor_tgid: options.supervisor.unwrap_or(0),
-            pad: 0,
         };
         guard.write_config()?;
         Ok(guard)
