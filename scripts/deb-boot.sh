@@ -225,11 +225,21 @@ main_deb_boot() {
     local size
     size="$(stat -c %s "$deb")"
     local figures="package $((size / 1024)) KiB, image ${image_s} s, guest ${guest_s} s, job $((SECONDS - started)) s"
+    # At the reboot, systemd-shutdown kills what is left; a process it cannot kill keeps the
+    # root filesystem from being remounted read-only, and the host reboots uncleanly. The agent's
+    # guard once refused those kills.
+    local unkillable
+    unkillable="$(grep -a -o 'systemd-shutdown\[1\]: Could not kill [0-9]*: .*' "$guest_log" | tr -d '\r' | sort -u)"
+    if [[ -n "$unkillable" ]]; then
+        echo "    at the reboot: $unkillable"
+        drive_status=1
+    fi
     if ((drive_status == 0)) && grep -a -q 'RF-CI PASS' "$guest_log"; then
         echo "PASS deb-boot ($figures)"
         return 0
     fi
     echo "FAIL deb-boot ($figures; logs: $guest_log, $host_log, $fleet/console.log)"
+    first_kernel_report "$guest_log"
     tail -40 "$guest_log" | tr -d '\r' | sed 's/^/    | /'
     return 1
 }

@@ -106,9 +106,23 @@ wait_until() {
     "$@"
 }
 
-# The guest runs and has not failed.
+# The guest runs and has not failed. A guest kernel stuck for 5 minutes (a soft lockup; the
+# watchdog repeats its report while it lasts) has failed too: nothing it says after would come
+# in time.
 guest_running() {
-    kill -0 "$qemu_pid" 2>/dev/null && ! grep -a -q 'RF-CI FAIL' "$guest_log"
+    kill -0 "$qemu_pid" 2>/dev/null && ! grep -a -q 'RF-CI FAIL' "$guest_log" \
+        && ! grep -a -q -E 'soft lockup - CPU#[0-9]+ stuck for ([3-9][0-9]{2}|[0-9]{4,})s' "$guest_log"
+}
+
+# The guest kernel's first report of trouble (a soft lockup, an RCU stall, a panic, a BUG or a
+# warning) with the stack trace after it, which the kernel prints at the default log level
+# (the guest boots with loglevel=5 so the serial console has it).
+first_kernel_report() {
+    local line
+    line="$(grep -a -n -m1 -E 'soft lockup|rcu: INFO|Kernel panic|BUG:|WARNING:|hung_task|blocked for more than' "$1" | cut -d: -f1)"
+    [[ -n "$line" ]] || return 0
+    echo "    first kernel report (line $line of $1):"
+    tail -n "+$line" "$1" | head -60 | tr -d '\r' | sed 's/^/    | /'
 }
 
 # Like wait_until, but gives up at once when the guest failed or ended.
@@ -195,10 +209,12 @@ boot_guest() {
     fi
     # snapshot=on: the guest writes to a temporary overlay that lives as long as qemu (the
     # reboot keeps it). restrict=off: the guest reaches the host's loopback as 10.0.2.2.
+    # loglevel=5: warnings and stack traces reach the serial console (`quiet` kept only errors:
+    # a CI run's guest locked up and its log held the lockup's headlines and no trace).
     timeout "$timeout_secs" qemu-system-x86_64 "${accel[@]}" -smp 2 -m 1024 \
         -nographic -nodefaults -serial stdio \
         -kernel "$images/$image_key.vmlinuz" -initrd "$images/$image_key.initrd" \
-        -append "root=/dev/vda rw console=ttyS0 lsm=lockdown,capability,landlock,yama,apparmor,bpf panic=-1 quiet" \
+        -append "root=/dev/vda rw console=ttyS0 lsm=lockdown,capability,landlock,yama,apparmor,bpf panic=-1 loglevel=5" \
         -drive "file=$images/$image_key.ext4,format=raw,if=virtio,snapshot=on" \
         -drive "file=$ci_disk,format=raw,if=virtio,readonly=on" \
         -netdev user,id=net0 -device virtio-net-pci,netdev=net0,romfile= \
