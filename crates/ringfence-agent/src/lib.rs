@@ -75,6 +75,9 @@ use tree::ProcessTree;
 /// The longest the pipeline sleeps with nothing due: how soon it notices a stop that came
 /// while every source still runs.
 const IDLE_TICK: Duration = Duration::from_millis(500);
+
+/// The most events one turn of the pipeline takes from the queue before it handles them.
+const TURN_BATCH: usize = 256;
 /// How often the pipeline looks for the responder's decisions while actions are under way.
 const RESPONSE_TICK: Duration = Duration::from_millis(20);
 
@@ -967,7 +970,18 @@ impl Agent {
             let received = rx.recv_timeout(due.saturating_duration_since(now));
             now = Instant::now();
             match received {
-                Ok(event) => merger.push(*event, now, &mut ready),
+                Ok(event) => {
+                    merger.push(*event, now, &mut ready);
+                    // What else is queued goes through this turn in one batch: the turn's own
+                    // work (the merger, notices, posture and scan findings, groups) once per
+                    // burst a source hands over, not once per event.
+                    for _ in 1..TURN_BATCH {
+                        let Ok(event) = rx.try_recv() else {
+                            break;
+                        };
+                        merger.push(*event, now, &mut ready);
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     if stop.is_stopped() {

@@ -302,6 +302,21 @@ pub fn spawn(
 /// Device, inode, size and mtime of a file.
 pub type Stamp = (u64, u64, u64, i64, i64);
 
+/// How long the scanner lets jobs gather after it has emptied its queue (a YARA finding is that
+/// much later; the queue holds 1,024 jobs by default).
+const GATHER: Duration = Duration::from_millis(20);
+
+/// A file's stamp: device, inode, size and modification time.
+fn stamp_of(meta: &std::fs::Metadata) -> Stamp {
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    )
+}
+
 struct Worker {
     section: ScanSection,
     stats: Arc<ScanStats>,
@@ -340,7 +355,16 @@ impl Worker {
             let mut scanner = Scanner::new(&current, timeout, self.section.max_file_bytes);
             while !stop.is_stopped() {
                 match rx.recv_timeout(tick) {
-                    Ok(job) => self.job(&mut scanner, job, stop),
+                    Ok(job) => {
+                        self.job(&mut scanner, job, stop);
+                        // Take what else is queued, then let the next jobs gather in the queue
+                        // for a moment: woken for each job, the scanner cost an exec storm two
+                        // context switches per exec, for files it had mostly seen.
+                        while let Ok(job) = rx.try_recv() {
+                            self.job(&mut scanner, job, stop);
+                        }
+                        stop.sleep(GATHER);
+                    }
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
@@ -475,7 +499,19 @@ impl<'r> Scanner<'r> {
     }
 
     /// [`Scanner::scan_path`], unless the file's stamp is in `seen`.
+    ///
+    /// A file already seen is known by a stat of its path, without opening it: an exec storm
+    /// runs the same few executables, and each open and close of one cost the agent more than
+    /// the stat (a close releases the file, with its notifications, in the kernel). A stamp
+    /// not yet seen is taken again from the opened file, which is what gets scanned.
     fn scan_path_unless_seen(&mut self, path: &Path, seen: Option<&HashSet<Stamp>>) -> Outcome {
+        if let Some(seen) = seen
+            && let Ok(meta) = std::fs::symlink_metadata(path)
+            && meta.is_file()
+            && seen.contains(&stamp_of(&meta))
+        {
+            return Outcome::Unchanged;
+        }
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
@@ -492,13 +528,7 @@ impl<'r> Scanner<'r> {
         if meta.len() > self.max_bytes {
             return Outcome::Skipped(Skip::TooLarge);
         }
-        let stamp = (
-            meta.dev(),
-            meta.ino(),
-            meta.len(),
-            meta.mtime(),
-            meta.mtime_nsec(),
-        );
+        let stamp = stamp_of(&meta);
         if seen.is_some_and(|s| s.contains(&stamp)) {
             return Outcome::Unchanged;
         }
