@@ -229,7 +229,7 @@ main_deb_boot() {
     # root filesystem from being remounted read-only, and the host reboots uncleanly. The agent's
     # guard once refused those kills.
     local unkillable
-    unkillable="$(grep -a -o 'systemd-shutdown\[1\]: Could not kill [0-9]*: .*' "$guest_log" | tr -d '\r' | sort -u)"
+    unkillable="$(grep -a -o 'systemd-shutdown\[1\]: Could not kill [0-9]*: .*' "$guest_log" | tr -d '\r' | sort -u || true)"
     if [[ -n "$unkillable" ]]; then
         echo "    at the reboot: $unkillable"
         drive_status=1

@@ -119,7 +119,7 @@ guest_running() {
 # (the guest boots with loglevel=5 so the serial console has it).
 first_kernel_report() {
     local line
-    line="$(grep -a -n -m1 -E 'soft lockup|rcu: INFO|Kernel panic|BUG:|WARNING:|hung_task|blocked for more than' "$1" | cut -d: -f1)"
+    line="$(grep -a -n -m1 -E 'soft lockup|rcu: INFO|Kernel panic|BUG:|WARNING:|hung_task|blocked for more than' "$1" | cut -d: -f1 || true)"
     [[ -n "$line" ]] || return 0
     echo "    first kernel report (line $line of $1):"
     tail -n "+$line" "$1" | head -60 | tr -d '\r' | sed 's/^/    | /'
