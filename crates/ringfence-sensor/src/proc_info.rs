@@ -261,6 +261,25 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 /// Read `pid` from /proc. `not_after_boot_ns`: the `CLOCK_BOOTTIME` of the event; a process
 /// that started later than that (plus one tick of rounding) is a reused pid.
 pub fn read_process(pid: u32, not_after_boot_ns: Option<u64>, clocks: &Clocks) -> ProcInfo {
+    read_process_with(pid, not_after_boot_ns, clocks, true)
+}
+
+/// The real and effective uid and the real gid of `pid` (`/proc/PID/status`).
+pub fn read_ids(pid: u32) -> Option<(u32, u32, u32)> {
+    let mut buf = Vec::with_capacity(4096);
+    ProcDir::open(pid)?.read("status", &mut buf)?;
+    let st = parse_status(&buf);
+    Some((st.ruid?, st.euid?, st.rgid?))
+}
+
+/// [`read_process`]; `ids`: whether to read who the process runs as (`status`, the costliest of
+/// the files: the process connector's reader knows it from the kernel's messages instead).
+pub fn read_process_with(
+    pid: u32,
+    not_after_boot_ns: Option<u64>,
+    clocks: &Clocks,
+    ids: bool,
+) -> ProcInfo {
     let mut info = ProcInfo {
         pid,
         ..ProcInfo::default()
@@ -310,18 +329,20 @@ pub fn read_process(pid: u32, not_after_boot_ns: Option<u64>, clocks: &Clocks) -
         Some(cwd) => info.working_directory = Some(cwd),
         None => complete &= info.executable.is_none(),
     }
-    match dir.read("status", &mut buf).map(|()| parse_status(&buf)) {
-        Some(Status {
-            ruid: Some(uid),
-            euid: Some(euid),
-            rgid: Some(gid),
-            ..
-        }) => {
-            info.uid = Some(uid);
-            info.euid = Some(euid);
-            info.gid = Some(gid);
+    if ids {
+        match dir.read("status", &mut buf).map(|()| parse_status(&buf)) {
+            Some(Status {
+                ruid: Some(uid),
+                euid: Some(euid),
+                rgid: Some(gid),
+                ..
+            }) => {
+                info.uid = Some(uid);
+                info.euid = Some(euid);
+                info.gid = Some(gid);
+            }
+            _ => complete = false,
         }
-        _ => complete = false,
     }
     // Outside a container this is no failure: most processes run in none.
     if dir.read("cgroup", &mut buf).is_some() {

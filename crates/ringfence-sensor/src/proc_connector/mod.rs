@@ -8,7 +8,10 @@
 //!
 //! Exec events are enriched here, on the source thread, as soon as the message arrives: that is
 //! the best chance to read /proc before a short-lived process is gone. An exec whose /proc read
-//! fails or finds a reused pid is still sent, marked `partial`.
+//! fails or finds a reused pid is still sent, marked `partial`. In driverless mode the messages
+//! are split over two sockets ([`split`]): execs on one read at once, the rest on one read in
+//! batches, and who each process runs as is kept from the kernel's messages ([`ids`]) rather
+//! than read from /proc for every exec.
 //!
 //! Beside the eBPF sensor the connector reports only privilege changes and ptrace attaches
 //! ([`ProcConnectorOptions::privilege_only`]). A classic BPF filter on the socket
@@ -27,6 +30,7 @@ use ringfence_event::{Event, EventKind, Parent, Privilege, Process, SourceKind};
 use crate::proc_info::read_process;
 
 mod filters;
+mod ids;
 mod split;
 
 use crate::source::{BATCH, EventSender, Sent, Source, SourceError, StopSignal};
@@ -318,7 +322,7 @@ impl ProcConnectorSource {
             conn,
             options,
             clocks: Clocks::read(),
-            filtered: filtered || rest.is_some(),
+            filtered,
             rest,
         })
     }
@@ -503,12 +507,20 @@ mod tests {
         got
     }
 
+    /// Discard what is queued on `conn` now.
+    fn drain(conn: &ProcConnector) {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(Some(_)) = conn.recv_raw_timeout(&mut buf, Duration::ZERO) {}
+    }
+
     #[test]
     fn the_privilege_filter_drops_process_messages_in_the_kernel() {
         let (Ok(filtered), Ok(plain)) = (ProcConnector::new(), ProcConnector::new()) else {
             panic!("the process connector needs CAP_NET_ADMIN");
         };
         assert!(sys::attach_socket_filter(filtered.as_raw_fd(), &mut privilege_filter()).is_ok());
+        // What was queued between the subscription and the filter passed no filter.
+        drain(&filtered);
         let mut spawned = Vec::new();
         for _ in 0..5 {
             let child = std::process::Command::new("/bin/true").spawn();
