@@ -340,6 +340,11 @@ fn generation_of(path: &Path) -> Option<u32> {
     (rc == 0).then_some(generation as u32)
 }
 
+/// Whether `path` (not followed if a link) still names the inode `key`.
+fn still_names(path: &Path, key: InodeKey) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| InodeKey::of(&m) == key)
+}
+
 /// A protected inode as the walk found it.
 #[derive(Debug, Clone, PartialEq)]
 struct Protected {
@@ -501,9 +506,19 @@ impl Guard {
         for (key, path, openable) in found {
             let generation = if openable { generation_of(&path) } else { None };
             let value = InodeValue::of(generation);
-            if self.inodes.get(&key).is_none_or(|p| p.value != value) {
-                changed.push((key, Protected { path, value }));
+            if self.inodes.get(&key).is_some_and(|p| p.value == value) {
+                continue;
             }
+            // The file may have gone, or been replaced through a rename, since the walk saw it
+            // (the agent's state and content files are written that way): its number is then
+            // free, or the generation read is another inode's. Put in the set, a number with no
+            // generation refused writes to whatever new file got it, anywhere on the filesystem,
+            // until the next walk (a CI run's drill saw a file in /tmp refused just after a
+            // content update). The next walk finds what the path names now.
+            if !still_names(&path, key) {
+                continue;
+            }
+            changed.push((key, Protected { path, value }));
         }
         set_inodes(
             &mut self.ebpf,
@@ -762,6 +777,34 @@ mod tests {
         let me = Launcher::parent_of(std::process::id()).expect("our parent");
         assert_eq!(me.tgid, std::os::unix::process::parent_id());
         assert!(me.start_ticks > 0 || me.tgid == 1);
+    }
+
+    /// A file the walk saw, then renamed over another or deleted before its generation was
+    /// read (the agent writes its state that way), is no longer what its path names: it is not
+    /// put in the set.
+    #[test]
+    fn a_file_renamed_or_deleted_after_the_walk_no_longer_names_its_inode() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target")
+            .join(format!("rf-guard-names-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("test dir");
+        let tmp = dir.join("state.json.tmp");
+        let fin = dir.join("state.json");
+        std::fs::write(&tmp, b"new").expect("write");
+        let key = InodeKey::of(&std::fs::symlink_metadata(&tmp).expect("stat"));
+        assert!(still_names(&tmp, key));
+        std::fs::rename(&tmp, &fin).expect("rename");
+        assert!(!still_names(&tmp, key), "the temporary name is gone");
+        assert!(still_names(&fin, key), "the final name names the inode");
+        std::fs::remove_file(&fin).expect("remove");
+        std::fs::write(&fin, b"replaced").expect("write");
+        let now = InodeKey::of(&std::fs::symlink_metadata(&fin).expect("stat"));
+        assert_eq!(
+            still_names(&fin, key),
+            now == key,
+            "a new file may reuse the number"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A file made after another was deleted may get its inode number, never its generation
