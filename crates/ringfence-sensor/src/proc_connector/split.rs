@@ -1,13 +1,14 @@
 //! Driverless mode's connector reader on two sockets: one gets only execs ([`exec_filter`]) and
-//! is read as each arrives, to race /proc; the other gets process forks and exits and uid
-//! changes ([`rest_filter`]) and is read in batches. A short process is three messages (fork,
+//! is read as each arrives, to race /proc; the other gets process forks and exits and uid and
+//! gid changes ([`rest_filter`]) and is read in batches. A short process is three messages (fork,
 //! exec, exit); one socket woke the reader for each, and those wake-ups were about a third of
 //! the agent's CPU in an exec storm. Here it wakes once per exec, and the rest wait in their
 //! socket's buffer.
 //!
-//! Order is kept by the kernel's timestamps: before an exec is handed on, the rest socket is
-//! drained, and what it held from before the exec (the process's fork, a uid change) goes first;
-//! what came after (its exit) waits. When the rest socket is found empty, it is watched again,
+//! Order is kept by the kernel's timestamps: before an exec is read, the rest socket is
+//! drained, and what it held from before the exec (the process's fork, a uid change) goes first,
+//! and is applied to the ids the exec is reported with ([`super::ids`]); what came after (its
+//! exit) waits. When the rest socket is found empty, it is watched again,
 //! so an idle host wakes the reader for nothing.
 //!
 //! The kernel's sequence numbers count every message of every socket, so a jump is no loss
