@@ -10,8 +10,10 @@
 //! here. Processes that were running before the agent are read once, at start.
 //!
 //! Anything not known (a parent unknown at its child's fork, a lost message) is read from
-//! /proc as before, and learnt. A receive-buffer overflow may have lost a change, so the whole
-//! table is read again. The table is bounded ([`MAX_TRACKED`]); past that it starts over.
+//! /proc as before, and learnt. A receive-buffer overflow may have lost a change, so the table
+//! is emptied at once ([`IdTracker::lost`]) and read again whole once the reader has caught up
+//! ([`IdTracker::reseed_if_stale`]): reading every process while overflowing would only make the
+//! reader fall further behind. The table is bounded ([`MAX_TRACKED`]); past that it starts over.
 
 use std::collections::HashMap;
 
@@ -35,6 +37,8 @@ pub(super) struct Ids {
 #[derive(Debug, Default)]
 pub(super) struct IdTracker {
     by_tgid: HashMap<u32, Ids>,
+    /// Messages were lost: the table was emptied and waits for a quiet moment to be read again.
+    stale: bool,
 }
 
 impl IdTracker {
@@ -46,8 +50,22 @@ impl IdTracker {
         tracker
     }
 
+    /// Messages were lost: forget everything now (what is not known is read from /proc), and
+    /// read every process again at the next [`IdTracker::reseed_if_stale`].
+    pub(super) fn lost(&mut self) {
+        self.by_tgid.clear();
+        self.stale = true;
+    }
+
+    /// After [`IdTracker::lost`], read every process again; call it when no message waits.
+    pub(super) fn reseed_if_stale(&mut self) {
+        if std::mem::take(&mut self.stale) {
+            self.reseed();
+        }
+    }
+
     /// Forget everything and read every process again.
-    pub(super) fn reseed(&mut self) {
+    fn reseed(&mut self) {
         self.by_tgid.clear();
         let Ok(all) = std::fs::read_dir("/proc") else {
             return;
@@ -224,6 +242,25 @@ mod tests {
         // A change to an unknown process teaches nothing (the other ids are not known).
         t.apply(&uid(13, 5, 5));
         assert_eq!(t.get(13), None);
+    }
+
+    #[test]
+    fn a_loss_forgets_at_once_and_reads_again_when_asked() {
+        let mut t = IdTracker::seeded();
+        let me = std::process::id();
+        assert!(t.get(me).is_some());
+        t.lost();
+        assert_eq!(t.len(), 0);
+        t.reseed_if_stale();
+        assert!(t.get(me).is_some());
+        let after = t.len();
+        t.by_tgid.clear();
+        t.reseed_if_stale();
+        assert_eq!(
+            t.len(),
+            0,
+            "nothing was lost since: no second read ({after} before)"
+        );
     }
 
     #[test]

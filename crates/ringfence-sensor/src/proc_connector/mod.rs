@@ -329,21 +329,20 @@ impl ProcConnectorSource {
 }
 
 /// The rest socket of a split reader, with [`rest_filter`] attached, and `execs` given
-/// [`exec_filter`]; both made non-blocking. On an error `execs` is left unfiltered.
+/// [`exec_filter`]; both made non-blocking. The exec filter goes on last, so on any error
+/// `execs` still gets every message and the one-socket reader (which takes a non-blocking
+/// socket too) misses nothing.
 fn open_rest(execs: &ProcConnector, receive_buffer: usize) -> std::io::Result<ProcConnector> {
-    let rest = ProcConnector::new().map_err(|e| match e {
+    let io = |e: PcError| match e {
         PcError::Os(io) => io,
         other => std::io::Error::other(other.to_string()),
-    })?;
+    };
+    let rest = ProcConnector::new().map_err(io)?;
     let _ = sys::grow_receive_buffer(rest.as_raw_fd(), receive_buffer);
     sys::attach_socket_filter(rest.as_raw_fd(), &mut rest_filter())?;
+    rest.set_nonblocking().map_err(io)?;
+    execs.set_nonblocking().map_err(io)?;
     sys::attach_socket_filter(execs.as_raw_fd(), &mut exec_filter())?;
-    for conn in [execs, &rest] {
-        conn.set_nonblocking().map_err(|e| match e {
-            PcError::Os(io) => io,
-            other => std::io::Error::other(other.to_string()),
-        })?;
-    }
     Ok(rest)
 }
 

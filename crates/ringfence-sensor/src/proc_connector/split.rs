@@ -160,6 +160,11 @@ impl SplitReader<'_> {
                     return Ok(());
                 }
                 rest_due = (got > 0).then(|| now + REST_BATCH);
+                if got == 0 {
+                    // Caught up: nothing waits, so a table read now is not undone by older
+                    // messages.
+                    outbox.ids.reseed_if_stale();
+                }
             }
             let mut wait = IDLE_WAIT;
             for at in [outbox.due, rest_due].into_iter().flatten() {
@@ -286,20 +291,18 @@ impl SplitReader<'_> {
                 let boot = self.clocks.monotonic_to_boottime(timestamp_ns);
                 let known = outbox.ids.get(tgid);
                 let mut info = read_process_with(tgid, Some(boot), self.clocks, known.is_none());
-                match known {
-                    Some(ids) if !info.reused => {
+                // A reused pid is reported partial, with neither.
+                match (known, info.uid, info.euid, info.gid) {
+                    _ if info.reused => {}
+                    (Some(ids), ..) => {
                         info.uid = Some(ids.uid);
                         info.euid = Some(ids.euid);
                         info.gid = Some(ids.gid);
                     }
-                    Some(_) => {}
-                    None => {
-                        if let (Some(uid), Some(euid), Some(gid)) = (info.uid, info.euid, info.gid)
-                            && !info.reused
-                        {
-                            outbox.ids.learn(tgid, Ids { uid, euid, gid });
-                        }
+                    (None, Some(uid), Some(euid), Some(gid)) => {
+                        outbox.ids.learn(tgid, Ids { uid, euid, gid });
                     }
+                    (None, ..) => {}
                 }
                 info.fill(&mut event);
                 event.partial = !info.complete || info.reused;
@@ -323,8 +326,8 @@ impl SplitReader<'_> {
                 Received::Message(msg) => msg,
                 Received::Skip => continue,
                 Received::Lost => {
-                    // A lost uid or gid change would leave an id wrong: read them all again.
-                    outbox.ids.reseed();
+                    // A lost uid or gid change would leave an id wrong.
+                    outbox.ids.lost();
                     continue;
                 }
                 Received::Empty => return Ok(got),
