@@ -1270,9 +1270,20 @@ fn launcher_child() -> i32 {
             break;
         };
         if signal == 0 {
+            // A kill the guard refused leaves it running: wait 5 s, not its 600.
             use std::os::unix::process::ExitStatusExt;
-            match agent.wait() {
-                Ok(status) => println!("ended by signal {}", status.signal().unwrap_or(0)),
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let ended = loop {
+                match agent.try_wait() {
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    other => break other,
+                }
+            };
+            match ended {
+                Ok(Some(status)) => println!("ended by signal {}", status.signal().unwrap_or(0)),
+                Ok(None) => println!("still running after 5 s"),
                 Err(e) => println!("wait: {e}"),
             }
             continue;

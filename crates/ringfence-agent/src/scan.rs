@@ -360,7 +360,9 @@ impl Worker {
                         // Take what else is queued, then let the next jobs gather in the queue
                         // for a moment: woken for each job, the scanner cost an exec storm two
                         // context switches per exec, for files it had mostly seen.
-                        while let Ok(job) = rx.try_recv() {
+                        while !stop.is_stopped()
+                            && let Ok(job) = rx.try_recv()
+                        {
                             self.job(&mut scanner, job, stop);
                         }
                         stop.sleep(GATHER);

@@ -779,15 +779,22 @@ mod tests {
         assert!(me.start_ticks > 0 || me.tgid == 1);
     }
 
+    /// A directory of this test run under `target/` (an ext4 or similar filesystem, with
+    /// generations, where /tmp may be a tmpfs).
+    fn test_dir(name: &str) -> PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target")
+            .join(format!("rf-guard-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("test dir");
+        dir
+    }
+
     /// A file the walk saw, then renamed over another or deleted before its generation was
     /// read (the agent writes its state that way), is no longer what its path names: it is not
     /// put in the set.
     #[test]
     fn a_file_renamed_or_deleted_after_the_walk_no_longer_names_its_inode() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target")
-            .join(format!("rf-guard-names-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("test dir");
+        let dir = test_dir("names");
         let tmp = dir.join("state.json.tmp");
         let fin = dir.join("state.json");
         std::fs::write(&tmp, b"new").expect("write");
@@ -812,10 +819,7 @@ mod tests {
     /// agent's file. On a filesystem without generations (tmpfs) there is none to compare.
     #[test]
     fn a_new_file_has_a_new_generation_where_the_filesystem_reports_one() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target")
-            .join(format!("rf-guard-gen-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("test dir");
+        let dir = test_dir("gen");
         let path = dir.join("state.json");
         std::fs::write(&path, b"1").expect("write");
         let first = generation_of(&path);
