@@ -307,6 +307,33 @@ pub(crate) fn quantile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
     sorted.get(at).copied()
 }
 
+/// The distribution-free 95% confidence interval of the median of `n` values, as 0-based
+/// places `(low, high)` in their sorted order: the widest symmetric pair of order statistics
+/// that a true median falls outside of at most 5% of the time, whatever the noise's shape
+/// (the binomial count of values below the median). `None` under 6 values, too few for 95%.
+pub(crate) fn median_interval(n: usize) -> Option<(usize, usize)> {
+    // Add up P(exactly i of n fall below the median) = C(n, i) / 2^n in logarithms, so that a
+    // large n neither overflows C(n, i) nor underflows 2^-n to zero before the sum matters.
+    let nf = n as f64;
+    let mut ln_p = -nf * std::f64::consts::LN_2;
+    let mut below = 0.0f64;
+    let mut k = 0usize;
+    // The interval [x_k, x_(n-1-k)] misses the median when k or fewer values are below it,
+    // or k or fewer above: probability 2 × P(B <= k). Take the largest k where that is <= 5%.
+    while k < n / 2 {
+        below += ln_p.exp();
+        if 2.0 * below > 0.05 {
+            break;
+        }
+        let i = k as f64;
+        ln_p += ((nf - i) / (i + 1.0)).ln();
+        k += 1;
+    }
+    // k values below is the first count the interval may not miss; k = 0 means none fits.
+    let low = k.checked_sub(1)?;
+    Some((low, n - 1 - low))
+}
+
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     quantile(v, 0.5).unwrap_or_default()
@@ -419,6 +446,13 @@ pub fn run(args: Args) -> CmdResult {
     pair_ratios.sort_by(f64::total_cmp);
     let ratio_at = |q| quantile(&pair_ratios, q).unwrap_or(1.0);
     let (q1, pair_ratio, q3) = (ratio_at(0.25), ratio_at(0.5), ratio_at(0.75));
+    let interval = median_interval(pair_ratios.len()).map_or_else(
+        || "too few rounds (6 or more give one)".to_owned(),
+        |(low, high)| {
+            let at = |i: usize| pair_ratios.get(i).copied().unwrap_or(1.0);
+            format!("{:.3}× to {:.3}×", at(low), at(high))
+        },
+    );
     let (mw, mo) = (median(&mut with), median(&mut without));
     let ratio = mw.as_secs_f64() / mo.as_secs_f64().max(1e-9);
     let pct = |n: usize| 100.0 * n as f64 / total.max(1) as f64;
@@ -454,6 +488,7 @@ pub fn run(args: Args) -> CmdResult {
          median with agent:    {:.1} ms\n\
          overhead ratio:       {ratio:.3}× (median of the rounds' own ratios: {pair_ratio:.3}×)\n\
          rounds' ratios:       {q1:.3}× to {q3:.3}× (middle half: the spread of this machine's noise)\n\
+         median's 95% interval: {interval} (the rounds' median ratio, distribution-free)\n\
          agent CPU per 1000 {unit}: {cpu_per_1000} (user + system, storm and the 1 s after)\n\
          agent CPU idle:       {} per second\n\
          agent RSS idle:       {}\n\
@@ -516,6 +551,20 @@ mod tests {
             Duration::from_millis(3),
             "the upper median"
         );
+    }
+
+    #[test]
+    fn the_medians_interval_is_the_binomial_order_statistics() {
+        // Known pairs from the binomial tables (0-based): n = 6 is the first with 95% cover.
+        assert_eq!(median_interval(5), None);
+        assert_eq!(median_interval(6), Some((0, 5)));
+        assert_eq!(median_interval(11), Some((1, 9)));
+        assert_eq!(median_interval(31), Some((9, 21)));
+        assert_eq!(median_interval(100), Some((39, 60)));
+        // A huge count neither overflows nor loses the interval to underflow.
+        let (low, high) = median_interval(100_000).unwrap_or_default();
+        assert!(low > 49_500 && high < 50_500 && low + high == 99_999);
+        assert_eq!(median_interval(0), None);
     }
 
     /// `--busy` keeps every CPU busy in the idle scheduling class, and nothing outlives it.
