@@ -488,7 +488,7 @@ pub fn run(args: Args) -> CmdResult {
          median with agent:    {:.1} ms\n\
          overhead ratio:       {ratio:.3}× (median of the rounds' own ratios: {pair_ratio:.3}×)\n\
          rounds' ratios:       {q1:.3}× to {q3:.3}× (middle half: the spread of this machine's noise)\n\
-         median's 95% interval: {interval} (the rounds' median ratio, distribution-free)\n\
+         ratio's 95% interval: {interval} (of the median of the rounds' own ratios, whatever the noise's shape)\n\
          agent CPU per 1000 {unit}: {cpu_per_1000} (user + system, storm and the 1 s after)\n\
          agent CPU idle:       {} per second\n\
          agent RSS idle:       {}\n\
