@@ -89,14 +89,13 @@ pub fn rest_filter() -> Vec<libc::sock_filter> {
         op(LD_W_ABS, 0, 0, FORK_CHILD_TGID),    // 7: fork: X = child tgid
         op(TAX, 0, 0, 0),                       // 8
         op(LD_W_ABS, 0, 0, FORK_CHILD_PID),     // 9: A = child pid
-        op(JEQ_X, 5, 6, 0),                     // 10: a leader to 16, a thread to 17
+        op(JEQ_X, 4, 5, 0),                     // 10: a leader to 15, a thread to 16
         op(LD_W_ABS, 0, 0, EXIT_TGID),          // 11: exit: X = tgid
         op(TAX, 0, 0, 0),                       // 12
         op(LD_W_ABS, 0, 0, EXIT_PID),           // 13: A = pid
-        op(JEQ_X, 1, 2, 0),                     // 14: a leader to 16, a thread to 17
+        op(JEQ_X, 0, 1, 0),                     // 14: a leader to 15, a thread to 16
         op(RET_K, 0, 0, ACCEPT),                // 15: accept
-        op(RET_K, 0, 0, ACCEPT),                // 16: accept
-        op(RET_K, 0, 0, 0),                     // 17: reject
+        op(RET_K, 0, 0, 0),                     // 16: reject
     ]
 }
 

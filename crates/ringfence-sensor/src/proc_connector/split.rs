@@ -155,15 +155,8 @@ impl SplitReader<'_> {
                 if !self.read_execs(&mut buf, &mut outbox, &mut errors)? {
                     return Ok(());
                 }
-                let got = self.drain_rest(&mut buf, &mut outbox, &mut errors)?;
-                if !outbox.release_waiting(None) {
+                if !self.catch_up_rest(&mut buf, &mut outbox, &mut errors, &mut rest_due)? {
                     return Ok(());
-                }
-                rest_due = (got > 0).then(|| now + REST_BATCH);
-                if got == 0 {
-                    // Caught up: nothing waits, so a table read now is not undone by older
-                    // messages.
-                    outbox.ids.reseed_if_stale();
                 }
             }
             let mut wait = IDLE_WAIT;
@@ -174,18 +167,36 @@ impl SplitReader<'_> {
             if execs_ready && !self.read_execs(&mut buf, &mut outbox, &mut errors)? {
                 return Ok(());
             }
-            if rest_ready {
-                let got = self.drain_rest(&mut buf, &mut outbox, &mut errors)?;
-                if !outbox.release_waiting(None) {
-                    return Ok(());
-                }
-                if got > 0 {
-                    rest_due = Some(Instant::now() + REST_BATCH);
-                }
+            if rest_ready
+                && !self.catch_up_rest(&mut buf, &mut outbox, &mut errors, &mut rest_due)?
+            {
+                return Ok(());
             }
         }
         outbox.finish();
         Ok(())
+    }
+
+    /// Read the rest socket dry and hand on everything it held, and set `rest_due`, when to read
+    /// it next: in [`REST_BATCH`] if it had messages, or `None` when it was empty, so that it is
+    /// watched again. False once the agent is gone.
+    fn catch_up_rest(
+        &self,
+        buf: &mut [u8],
+        outbox: &mut Outbox<'_>,
+        errors: &mut u32,
+        rest_due: &mut Option<Instant>,
+    ) -> Result<bool, SourceError> {
+        let got = self.drain_rest(buf, outbox, errors)?;
+        if !outbox.release_waiting(None) {
+            return Ok(false);
+        }
+        *rest_due = (got > 0).then(|| Instant::now() + REST_BATCH);
+        if got == 0 {
+            // Caught up: nothing waits, so a table read now is not undone by older messages.
+            outbox.ids.reseed_if_stale();
+        }
+        Ok(true)
     }
 
     /// Wait up to `wait` for the exec socket, and for the rest socket too when `watch_rest`.
