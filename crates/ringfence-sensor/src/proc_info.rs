@@ -200,6 +200,23 @@ impl ProcDir {
         self.read("stat", buf)?;
         parse_stat(buf)
     }
+
+    /// The real and effective uid and the real gid (`status`).
+    fn ids(&self, buf: &mut Vec<u8>) -> Option<(u32, u32, u32)> {
+        self.read("status", buf)?;
+        let st = parse_status(buf);
+        Some((st.ruid?, st.euid?, st.rgid?))
+    }
+}
+
+/// Every pid in /proc now (unreadable entries are skipped).
+pub fn pids() -> Vec<u32> {
+    let Ok(all) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    all.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// One clock tick of /proc start times, in nanoseconds (USER_HZ is 100 on Linux).
@@ -266,10 +283,7 @@ pub fn read_process(pid: u32, not_after_boot_ns: Option<u64>, clocks: &Clocks) -
 
 /// The real and effective uid and the real gid of `pid` (`/proc/PID/status`).
 pub fn read_ids(pid: u32) -> Option<(u32, u32, u32)> {
-    let mut buf = Vec::with_capacity(4096);
-    ProcDir::open(pid)?.read("status", &mut buf)?;
-    let st = parse_status(&buf);
-    Some((st.ruid?, st.euid?, st.rgid?))
+    ProcDir::open(pid)?.ids(&mut Vec::with_capacity(4096))
 }
 
 /// [`read_process`]; `ids`: whether to read who the process runs as (`status`, the costliest of
@@ -330,18 +344,13 @@ pub fn read_process_with(
         None => complete &= info.executable.is_none(),
     }
     if ids {
-        match dir.read("status", &mut buf).map(|()| parse_status(&buf)) {
-            Some(Status {
-                ruid: Some(uid),
-                euid: Some(euid),
-                rgid: Some(gid),
-                ..
-            }) => {
+        match dir.ids(&mut buf) {
+            Some((uid, euid, gid)) => {
                 info.uid = Some(uid);
                 info.euid = Some(euid);
                 info.gid = Some(gid);
             }
-            _ => complete = false,
+            None => complete = false,
         }
     }
     // Outside a container this is no failure: most processes run in none.

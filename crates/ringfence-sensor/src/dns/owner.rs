@@ -139,11 +139,7 @@ impl Owners {
 
     /// The first process, newest first, with a descriptor on socket `inode`.
     fn search(&mut self, inode: u64) -> Option<u32> {
-        let mut pids: Vec<u32> = std::fs::read_dir("/proc")
-            .ok()?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-            .collect();
+        let mut pids = crate::proc_info::pids();
         pids.sort_unstable_by(|a, b| b.cmp(a));
         let mut links = 0usize;
         for pid in pids {

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use proc_connector::ProcEvent;
 
-use crate::proc_info::read_ids;
+use crate::proc_info::{pids, read_ids};
 
 /// The most processes tracked; a host with more is read from /proc for the rest.
 pub(super) const MAX_TRACKED: usize = 1 << 20;
@@ -67,17 +67,7 @@ impl IdTracker {
     /// Forget everything and read every process again.
     fn reseed(&mut self) {
         self.by_tgid.clear();
-        let Ok(all) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for entry in all.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for pid in pids() {
             if let Some((uid, euid, gid)) = read_ids(pid) {
                 self.learn(pid, Ids { uid, euid, gid });
             }
